@@ -1,0 +1,41 @@
+"""Azure OpenAI: the OpenAI wire format on per-deployment URLs, `api-version`, and `api-key`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from proxy.providers.base import ChatRequest, EmbeddingsRequest, UpstreamRequest
+from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, OpenAITranslator, json
+from proxy.snapshot import Provider
+
+
+class AzureOpenAITranslator(OpenAITranslator):
+    system = "azure.ai.openai"
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__(provider)
+        self._base = provider.base_url.rstrip("/") + "/openai/deployments/"
+        self._query = "?api-version=" + quote(provider.api_version or "", safe="")
+
+    @staticmethod
+    def auth_headers(provider: Provider) -> dict[str, str]:
+        if provider.api_key is None:
+            return {}
+        return {"api-key": provider.api_key.get_secret_value()}
+
+    def _url(self, deployment: str, operation: str) -> str:
+        return f"{self._base}{quote(deployment, safe='')}/{operation}{self._query}"
+
+    def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
+        body: dict[str, Any] = self.chat_body(request, model=model, stream=stream)
+        del body["model"]  # the deployment in the URL is the model
+        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
+        return UpstreamRequest(
+            url=self._url(model, "chat/completions"), headers=headers, body=json.dumps(body).encode(), stream=stream
+        )
+
+    def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
+        body = {k: v for k, v in request.items() if k != "model"}
+        headers = {**JSON_HEADERS, **self._auth}
+        return UpstreamRequest(url=self._url(model, "embeddings"), headers=headers, body=json.dumps(body).encode())

@@ -1,0 +1,94 @@
+"""The one internal form and the small interface every provider translator implements.
+
+The internal form is the OpenAI Chat Completions shape, as plain dicts: a
+request body (`ChatRequest`), a `chat.completion` object (`ChatResponse`) and
+`chat.completion.chunk` objects (`ChatChunk`). It is the most widely spoken
+shape, so the common OpenAI-to-OpenAI path needs almost no work, and every
+other wire format translates to and from it in one module of its own.
+
+Translators are pure: they build request bytes and parse response bytes; the
+relay owns the sockets. One translator instance is built per provider at
+config time, holding its resolved URLs and auth headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+ChatRequest = dict[str, Any]
+ChatResponse = dict[str, Any]
+ChatChunk = dict[str, Any]
+EmbeddingsRequest = dict[str, Any]
+EmbeddingsResponse = dict[str, Any]
+
+OPERATION_CHAT = "chat"
+OPERATION_EMBEDDINGS = "embeddings"
+
+
+class UpstreamProtocolError(Exception):
+    """The provider answered something its wire format does not allow (-> 502)."""
+
+
+class UnsupportedOperation(Exception):
+    """The provider type cannot serve this operation (e.g. embeddings on Anthropic)."""
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a stream decoder learned along the way, read by the relay at the end."""
+
+    usage: Usage = field(default_factory=Usage)
+    response_model: str | None = None
+    finish_reason: str | None = None
+    done: bool = False
+
+
+class StreamDecoder(Protocol):
+    state: StreamState
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        """Decode the next bytes of the upstream body into zero or more chunks."""
+        ...
+
+    def close(self) -> list[ChatChunk]:
+        """The body ended; return what is left, raise UpstreamProtocolError if cut short."""
+        ...
+
+
+class Translator(Protocol):
+    """One provider wire format, bound to one configured provider."""
+
+    #: the `gen_ai.provider.name` value (OpenTelemetry GenAI semantic conventions)
+    system: str
+    #: host of the provider, for `server.address`
+    server_address: str
+    server_port: int
+
+    def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest: ...
+
+    def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]: ...
+
+    def stream_decoder(self, *, model: str) -> StreamDecoder: ...
+
+    def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest: ...
+
+    def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]: ...
+
+    def error_message(self, status: int, body: bytes) -> str:
+        """The provider's own error message from an error body, for the attempt summary."""
+        ...

@@ -1,0 +1,158 @@
+"""OpenAI Chat Completions and Embeddings: the internal form itself, so mostly a pass-through."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.providers.base import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    StreamState,
+    UpstreamProtocolError,
+    UpstreamRequest,
+    Usage,
+)
+from proxy.snapshot import Provider
+from proxy.sse import SseParser
+
+JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+
+
+def load_json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise UpstreamProtocolError(f"{what} is not JSON: {body[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError(f"{what} is not a JSON object")
+    return data
+
+
+def server_of(base_url: str) -> tuple[str, int]:
+    parts = urlsplit(base_url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def openai_usage(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    return Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"))
+
+
+def openai_error_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        message = data["error"]["message"]
+        return str(message)
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")
+
+
+class OpenAIStreamDecoder:
+    """`chat.completion.chunk` SSE events ending in `data: [DONE]`."""
+
+    def __init__(self) -> None:
+        self.state = StreamState()
+        self._parser = SseParser()
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        chunks = []
+        for event in self._parser.feed(data):
+            chunk = self._decode(event.data)
+            if chunk is not None:
+                chunks.append(chunk)
+        return chunks
+
+    def close(self) -> list[ChatChunk]:
+        chunks = [c for e in self._parser.close() if (c := self._decode(e.data)) is not None]
+        if not self.state.done:
+            raise UpstreamProtocolError("stream ended before its final [DONE] event")
+        return chunks
+
+    def _decode(self, data: str) -> ChatChunk | None:
+        if data == "[DONE]":
+            self.state.done = True
+            return None
+        chunk = load_json_object(data.encode(), "stream event")
+        if "error" in chunk:
+            message = chunk["error"].get("message") if isinstance(chunk["error"], dict) else chunk["error"]
+            raise UpstreamProtocolError(f"provider sent an error mid-stream: {message}")
+        if not isinstance(chunk.get("choices"), list):
+            raise UpstreamProtocolError("stream event has no choices list")
+        if chunk.get("usage"):
+            self.state.usage = openai_usage(chunk["usage"])
+        if chunk.get("model"):
+            self.state.response_model = chunk["model"]
+        for choice in chunk["choices"]:
+            if choice.get("finish_reason"):
+                self.state.finish_reason = choice["finish_reason"]
+        return chunk
+
+
+class OpenAITranslator:
+    system = "openai"
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.server_address, self.server_port = server_of(provider.base_url)
+        base = provider.base_url.rstrip("/")
+        self._chat_url = base + "/chat/completions"
+        self._embeddings_url = base + "/embeddings"
+        self._auth = self.auth_headers(provider)
+
+    @staticmethod
+    def auth_headers(provider: Provider) -> dict[str, str]:
+        if provider.api_key is None:
+            return {}
+        return {"authorization": "Bearer " + provider.api_key.get_secret_value()}
+
+    def chat_body(self, request: ChatRequest, *, model: str, stream: bool) -> dict[str, Any]:
+        body = dict(request)
+        body["model"] = model
+        if stream:
+            body["stream"] = True
+            # Usage only comes on streams when asked for; the relay hides it again
+            # from clients that did not ask.
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream_options"] = options
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        return body
+
+    def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
+        body = self.chat_body(request, model=model, stream=stream)
+        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
+        return UpstreamRequest(url=self._chat_url, headers=headers, body=json.dumps(body).encode(), stream=stream)
+
+    def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
+        data = load_json_object(body, "response")
+        if not isinstance(data.get("choices"), list):
+            raise UpstreamProtocolError("response has no choices list")
+        return data, openai_usage(data.get("usage"))
+
+    def stream_decoder(self, *, model: str) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder()
+
+    def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
+        body = dict(request)
+        body["model"] = model
+        headers = {**JSON_HEADERS, **self._auth}
+        return UpstreamRequest(url=self._embeddings_url, headers=headers, body=json.dumps(body).encode())
+
+    def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
+        data = load_json_object(body, "response")
+        if not isinstance(data.get("data"), list):
+            raise UpstreamProtocolError("embeddings response has no data list")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return data, Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=None)
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return openai_error_message(body)

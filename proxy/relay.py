@@ -1,0 +1,359 @@
+"""Calling providers: attempts, retries, fallbacks, and streaming relayed chunk by chunk.
+
+The rule that keeps clients safe: a request may move to another attempt only
+while nothing has been sent to the client. Once the first streamed byte is
+out, a failure ends the stream with an error event in the client's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from opentelemetry.trace import Span
+
+from proxy import upstream as up
+from proxy.errors import ApiError
+from proxy.frontends.base import Frontend, ParsedChat
+from proxy.providers.base import (
+    ChatChunk,
+    StreamDecoder,
+    Translator,
+    UnsupportedOperation,
+    UpstreamProtocolError,
+    UpstreamRequest,
+    Usage,
+)
+from proxy.routing.table import Candidate, Plan
+from proxy.runtime import Runtime
+from proxy.snapshot import Rule
+from proxy.telemetry import Telemetry, set_error
+
+log = logging.getLogger("modelway.relay")
+
+# Upstream trouble: refused/reset connections, bodies cut short (ClientPayloadError).
+_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError)
+_SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
+
+BuildRequest = Callable[[Translator, str], UpstreamRequest]
+ParseBody = Callable[[Translator, bytes, str], tuple[dict[str, Any], Usage]]
+
+
+class ClientGone(Exception):
+    """Writing to the app failed: it disconnected. Not the provider's fault."""
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, failure: up.Failure) -> None:
+        super().__init__(failure.summary())
+        self.failure = failure
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the caller needs to finish its server span."""
+
+    usage: Usage = field(default_factory=Usage)
+    backend: str | None = None
+    response_model: str | None = None
+    attempts: int = 0
+
+
+def _has_content(chunk: ChatChunk) -> bool:
+    choices = chunk.get("choices")
+    if not choices:
+        return bool(chunk.get("usage"))
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or choice.get("finish_reason"):
+            return True
+    return False
+
+
+def _final_error(model: str, plan: Plan, failures: list[up.Failure]) -> ApiError:
+    summary = "; ".join(f.summary() for f in failures) or "no attempt could be made within the time limit"
+    kinds = {f.kind for f in failures}
+    if kinds == {up.RATE_LIMITED}:
+        status = 429
+    elif kinds == {up.UNSUPPORTED}:
+        status = 400
+    elif not failures or failures[-1].kind == up.TIMEOUT:
+        status = 504
+    else:
+        status = 502
+    message = f"all backends failed for model {model!r} (route {plan.route.name!r}, rule {plan.rule.name!r}): {summary}"
+    return ApiError(status, message, "api_error" if status >= 500 else "invalid_request_error", "all_backends_failed")
+
+
+class Relay:
+    def __init__(self, *, session: aiohttp.ClientSession, telemetry: Telemetry) -> None:
+        self._session = session
+        self._telemetry = telemetry
+
+    # --- the attempt loop, shared by every operation ---------------------------------
+
+    async def _attempts(
+        self,
+        *,
+        runtime: Runtime,
+        plan: Plan,
+        model: str,
+        server_span: Span,
+        operation: str,
+        attempt: Callable[[Translator, Candidate, Span, float], Any],
+    ) -> Any:
+        rule: Rule = plan.rule
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + rule.timeouts.total_seconds
+        failures: list[up.Failure] = []
+        number = 0
+        for index, candidate in enumerate(plan.candidates):
+            backend = candidate.backend
+            translator = runtime.translators[backend.provider]
+            if index > 0:
+                server_span.add_event(
+                    "modelway.fallback",
+                    {"modelway.backend": backend.key, "modelway.fallback.reason": failures[-1].kind if failures else ""},
+                )
+            for retry_number in range(rule.retry.attempts):
+                if loop.time() >= deadline:
+                    failures.append(up.Failure(up.TIMEOUT, backend.key, "total timeout reached before this attempt"))
+                    raise _final_error(model, plan, failures)
+                number += 1
+                span = self._telemetry.client_span(
+                    name=f"{operation} {backend.model}",
+                    parent=server_span,
+                    attributes={
+                        "gen_ai.operation.name": operation,
+                        "gen_ai.provider.name": translator.system,
+                        "gen_ai.request.model": backend.model,
+                        "server.address": translator.server_address,
+                        "server.port": translator.server_port,
+                        "modelway.backend": backend.key,
+                        "modelway.attempt": number,
+                        "modelway.fallback": candidate.fallback,
+                    },
+                )
+                try:
+                    return await attempt(translator, candidate, span, deadline)
+                except _AttemptFailed as exc:
+                    failure = exc.failure
+                    set_error(span, failure.kind, failure.message)
+                    if failure.status is not None:
+                        span.set_attribute("http.response.status_code", failure.status)
+                finally:
+                    span.end()
+                failures.append(failure)
+                log.info("attempt failed: model=%s %s", model, failure.summary())
+                if failure.kind == up.CLIENT_ERROR:
+                    raise ApiError(
+                        failure.status or 400,
+                        f"provider {backend.key} rejected the request: {failure.message}",
+                        "invalid_request_error",
+                        "upstream_rejected",
+                    )
+                if not up.retryable(failure.kind, rule.retry) or retry_number + 1 >= rule.retry.attempts:
+                    break
+                delay = up.backoff_delay(rule.retry, retry_number + 1, failure)
+                if delay is None or loop.time() + delay >= deadline:
+                    break
+                server_span.add_event(
+                    "modelway.retry", {"modelway.backend": backend.key, "modelway.retry.delay_s": round(delay, 3)}
+                )
+                await asyncio.sleep(delay)
+        raise _final_error(model, plan, failures)
+
+    async def _send(self, request: UpstreamRequest, span: Span, deadline: float, connect: float) -> aiohttp.ClientResponse:
+        headers = dict(request.headers)
+        self._telemetry.inject(headers, span)
+        remaining = deadline - asyncio.get_running_loop().time()
+        timeout = aiohttp.ClientTimeout(total=None, connect=min(connect, remaining), sock_read=None)
+        return await self._session.post(request.url, data=request.body, headers=headers, timeout=timeout)
+
+    @staticmethod
+    async def _failure_from_status(
+        resp: aiohttp.ClientResponse, translator: Translator, backend: str
+    ) -> _AttemptFailed:
+        body = await resp.read()
+        return _AttemptFailed(
+            up.Failure(
+                up.kind_for_status(resp.status),
+                backend,
+                translator.error_message(resp.status, body)[:300],
+                status=resp.status,
+                retry_after=up.parse_retry_after(resp.headers.get("retry-after")),
+            )
+        )
+
+    # --- unary calls: chat without streaming, embeddings ----------------------------
+
+    async def unary(
+        self,
+        *,
+        runtime: Runtime,
+        plan: Plan,
+        model: str,
+        server_span: Span,
+        operation: str,
+        build: BuildRequest,
+        parse: ParseBody,
+    ) -> tuple[dict[str, Any], _Outcome]:
+        outcome = _Outcome()
+
+        async def attempt(translator: Translator, candidate: Candidate, span: Span, deadline: float) -> Any:
+            backend = candidate.backend
+            outcome.attempts += 1
+            try:
+                request = build(translator, backend.model)
+            except (UnsupportedOperation, ApiError) as exc:
+                raise _AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
+            try:
+                async with asyncio.timeout_at(deadline):
+                    resp = await self._send(request, span, deadline, plan.rule.timeouts.connect_seconds)
+                    async with resp:
+                        span.set_attribute("http.response.status_code", resp.status)
+                        if resp.status != 200:
+                            raise await self._failure_from_status(resp, translator, backend.key)
+                        body = await resp.read()
+            except TimeoutError:
+                raise _AttemptFailed(up.Failure(up.TIMEOUT, backend.key, "no complete answer in time")) from None
+            except _TRANSPORT_ERRORS as exc:
+                raise _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend.key, type(exc).__name__)) from None
+            try:
+                data, usage = parse(translator, body, backend.model)
+            except UpstreamProtocolError as exc:
+                raise _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend.key, str(exc)[:300])) from None
+            _record_usage(span, usage, data.get("model"))
+            outcome.usage, outcome.backend, outcome.response_model = usage, backend.key, data.get("model")
+            return data
+
+        data = await self._attempts(
+            runtime=runtime, plan=plan, model=model, server_span=server_span, operation=operation, attempt=attempt
+        )
+        return data, outcome
+
+    # --- streaming chat -------------------------------------------------------------
+
+    async def stream_chat(
+        self,
+        *,
+        request: web.Request,
+        runtime: Runtime,
+        plan: Plan,
+        parsed: ParsedChat,
+        frontend: Frontend,
+        server_span: Span,
+    ) -> tuple[web.StreamResponse, _Outcome]:
+        outcome = _Outcome()
+        timeouts = plan.rule.timeouts
+        started = time.monotonic()
+
+        async def attempt(translator: Translator, candidate: Candidate, span: Span, deadline: float) -> Any:
+            backend = candidate.backend
+            outcome.attempts += 1
+            try:
+                upstream_request = translator.chat_request(parsed.request, model=backend.model, stream=True)
+            except (UnsupportedOperation, ApiError) as exc:
+                raise _AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
+            loop = asyncio.get_running_loop()
+            first_token_deadline = deadline
+            if timeouts.first_token_seconds is not None:
+                first_token_deadline = min(deadline, loop.time() + timeouts.first_token_seconds)
+            resp: aiohttp.ClientResponse | None = None
+            try:
+                # Phase 1: until the first content arrives, any failure may fall back.
+                try:
+                    async with asyncio.timeout_at(first_token_deadline):
+                        resp = await self._send(upstream_request, span, deadline, timeouts.connect_seconds)
+                        span.set_attribute("http.response.status_code", resp.status)
+                        if resp.status != 200:
+                            raise await self._failure_from_status(resp, translator, backend.key)
+                        decoder = translator.stream_decoder(model=backend.model)
+                        buffered, ended = await _read_until_content(resp, decoder)
+                except TimeoutError:
+                    what = "first token" if first_token_deadline < deadline else "answer"
+                    raise _AttemptFailed(up.Failure(up.TIMEOUT, backend.key, f"no {what} in time")) from None
+                except _TRANSPORT_ERRORS as exc:
+                    raise _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend.key, type(exc).__name__)) from None
+                except UpstreamProtocolError as exc:
+                    raise _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend.key, str(exc)[:300])) from None
+                ttft = time.monotonic() - started
+                span.set_attribute("modelway.time_to_first_token", ttft)
+                server_span.set_attribute("modelway.time_to_first_token", ttft)
+                # Phase 2: committed to this attempt; relay chunk by chunk.
+                outcome.backend = backend.key
+                response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+                await response.prepare(request)
+                encoder = frontend.stream_encoder(include_usage=parsed.include_usage)
+                await _write_chunks(response, encoder, buffered)
+                try:
+                    if not ended:
+                        async with asyncio.timeout_at(deadline):
+                            async for data in resp.content.iter_any():
+                                await _write_chunks(response, encoder, decoder.feed(data))
+                            await _write_chunks(response, encoder, decoder.close())
+                except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
+                    message = "total timeout reached mid-stream" if isinstance(exc, TimeoutError) else str(exc)
+                    kind = up.TIMEOUT if isinstance(exc, TimeoutError) else up.STREAM_CUT
+                    set_error(span, kind, message)
+                    set_error(server_span, kind, message)
+                    error = ApiError(502 if kind == up.STREAM_CUT else 504,
+                                     f"provider {backend.key} failed mid-stream: {message or type(exc).__name__}",
+                                     "api_error", kind)
+                    log.warning("stream cut: model=%s backend=%s: %s", parsed.model, backend.key, error.message)
+                    await response.write(encoder.error(error))
+                else:
+                    await response.write(encoder.finish())
+                _record_usage(span, decoder.state.usage, decoder.state.response_model)
+                if decoder.state.finish_reason:
+                    span.set_attribute("gen_ai.response.finish_reasons", (decoder.state.finish_reason,))
+                outcome.usage, outcome.response_model = decoder.state.usage, decoder.state.response_model
+                await response.write_eof()
+                return response
+            finally:
+                if resp is not None:
+                    resp.close()
+
+        response = await self._attempts(
+            runtime=runtime, plan=plan, model=parsed.model, server_span=server_span, operation="chat", attempt=attempt
+        )
+        return response, outcome
+
+
+async def _read_until_content(
+    resp: aiohttp.ClientResponse, decoder: StreamDecoder
+) -> tuple[list[ChatChunk], bool]:
+    """Reads upstream until a chunk with content or the end: (chunks so far, whether it ended)."""
+    buffered: list[ChatChunk] = []
+    async for data in resp.content.iter_any():
+        chunks = decoder.feed(data)
+        buffered.extend(chunks)
+        if any(_has_content(c) for c in chunks):
+            return buffered, False
+    buffered.extend(decoder.close())
+    return buffered, True
+
+
+async def _write_chunks(response: web.StreamResponse, encoder: Any, chunks: list[ChatChunk]) -> None:
+    for chunk in chunks:
+        data = encoder.encode(chunk)
+        if data:
+            try:
+                await response.write(data)
+            except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+                raise ClientGone() from exc
+
+
+def _record_usage(span: Span, usage: Usage, response_model: Any) -> None:
+    if usage.input_tokens is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+    if usage.output_tokens is not None:
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+    if isinstance(response_model, str) and response_model:
+        span.set_attribute("gen_ai.response.model", response_model)

@@ -1,0 +1,43 @@
+"""A snapshot compiled for serving: routing table and one translator per provider.
+
+Built once per snapshot, off the request path; requests read `holder.current`
+once and keep that object, so a swap never disturbs a request in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from proxy.providers.base import Translator
+from proxy.providers.registry import build_translator
+from proxy.routing.table import RoutingTable
+from proxy.snapshot import Provider, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    snapshot: Snapshot
+    table: RoutingTable
+    translators: dict[str, Translator]
+    providers: dict[str, Provider]
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(cls, snapshot: Snapshot) -> Runtime:
+        return cls(
+            snapshot=snapshot,
+            table=RoutingTable.build(snapshot),
+            translators={p.name: build_translator(p) for p in snapshot.providers},
+            providers={p.name: p for p in snapshot.providers},
+        )
+
+
+class RuntimeHolder:
+    """The sidecar's current runtime; `swap` is a single reference assignment."""
+
+    def __init__(self) -> None:
+        self.current: Runtime | None = None
+
+    def swap(self, runtime: Runtime) -> None:
+        self.current = runtime

@@ -1,0 +1,241 @@
+"""The sidecar's HTTP front door: OpenAI- and Anthropic-compatible endpoints.
+
+A handler parses the inbound API into the internal form, asks routing for a
+plan on the runtime current at that moment, and hands the call to the relay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy.errors import ApiError, bad_request
+from proxy.frontends.anthropic_messages import AnthropicFrontend
+from proxy.frontends.base import Frontend
+from proxy.frontends.openai_chat import OpenAIFrontend, error_for_unknown_model, models_list
+from proxy.providers.base import Translator
+from proxy.relay import ClientGone, Relay
+from proxy.routing.table import NoMatchingRule, Plan
+from proxy.runtime import Runtime, RuntimeHolder
+from proxy.telemetry import Telemetry, set_error
+
+log = logging.getLogger("modelway.server")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+HOLDER = web.AppKey("holder", RuntimeHolder)
+RELAY = web.AppKey("relay", Relay)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+SETTINGS = web.AppKey("settings", ServerSettings)
+
+OPENAI = OpenAIFrontend()
+ANTHROPIC = AnthropicFrontend()
+
+
+def _error_response(frontend: Frontend, error: ApiError) -> web.Response:
+    return web.json_response(frontend.error_body(error), status=error.status, headers=error.headers)
+
+
+async def _read_json(request: web.Request) -> Any:
+    content_type = request.content_type
+    if content_type != "application/json":
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {content_type or '(none)'!r}",
+            "invalid_request_error",
+            "unsupported_media_type",
+        )
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, f"request body is larger than the sidecar's limit of {limit} bytes", "invalid_request_error",
+        "request_too_large",
+    )
+
+
+def _runtime(request: web.Request) -> Runtime:
+    runtime = request.app[HOLDER].current
+    if runtime is None:
+        raise ApiError(503, "the sidecar has no configuration yet; retry shortly", "api_error", "not_ready")
+    return runtime
+
+
+def _plan(runtime: Runtime, request: web.Request, model: str) -> Plan:
+    try:
+        plan = runtime.table.plan(model, request.headers, draw=random.random)
+    except NoMatchingRule as exc:
+        raise ApiError(404, str(exc), "invalid_request_error", "no_matching_rule", "model") from None
+    if plan is None:
+        raise error_for_unknown_model(model, runtime.table.models)
+    return plan
+
+
+def _server_attributes(operation: str, model: str, plan: Plan) -> dict[str, Any]:
+    return {
+        "gen_ai.operation.name": operation,
+        "gen_ai.request.model": model,
+        "modelway.route": plan.route.name,
+        "modelway.rule": plan.rule.name,
+    }
+
+
+async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
+    telemetry = request.app[TELEMETRY]
+    try:
+        parsed = frontend.parse_chat(await _read_json(request))
+        runtime = _runtime(request)
+        plan = _plan(runtime, request, parsed.model)
+    except ApiError as error:
+        return _error_response(frontend, error)
+    relay = request.app[RELAY]
+    with telemetry.server_span(
+        name=f"chat {parsed.model}",
+        parent=telemetry.extract(request.headers),
+        attributes=_server_attributes("chat", parsed.model, plan),
+    ) as span:
+        try:
+            if parsed.stream:
+                response, outcome = await relay.stream_chat(
+                    request=request, runtime=runtime, plan=plan, parsed=parsed, frontend=frontend, server_span=span
+                )
+            else:
+                data, outcome = await relay.unary(
+                    runtime=runtime, plan=plan, model=parsed.model, server_span=span, operation="chat",
+                    build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
+                    parse=lambda t, body, m: t.chat_response(body),
+                )
+                response = web.json_response(frontend.render_chat(data))
+        except ApiError as error:
+            set_error(span, error.code or error.type, error.message)
+            return _error_response(frontend, error)
+        except (ClientGone, ConnectionError):
+            log.info("client disconnected: model=%s", parsed.model)
+            span.set_attribute("error.type", "client_disconnected")
+            raise
+        _finish_server_span(span, outcome)
+        return response
+
+
+def _finish_server_span(span: Any, outcome: Any) -> None:
+    if outcome.backend:
+        span.set_attribute("modelway.backend", outcome.backend)
+    if outcome.response_model:
+        span.set_attribute("gen_ai.response.model", outcome.response_model)
+    if outcome.usage.input_tokens is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
+    if outcome.usage.output_tokens is not None:
+        span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.output_tokens)
+
+
+async def openai_chat(request: web.Request) -> web.StreamResponse:
+    return await _chat(request, OPENAI)
+
+
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    return await _chat(request, ANTHROPIC)
+
+
+async def openai_embeddings(request: web.Request) -> web.StreamResponse:
+    telemetry = request.app[TELEMETRY]
+    try:
+        model, body = OPENAI.parse_embeddings(await _read_json(request))
+        runtime = _runtime(request)
+        plan = _plan(runtime, request, model)
+    except ApiError as error:
+        return _error_response(OPENAI, error)
+
+    def build(translator: Translator, upstream_model: str) -> Any:
+        return translator.embeddings_request(body, model=upstream_model)
+
+    def parse(translator: Translator, raw: bytes, upstream_model: str) -> Any:
+        return translator.embeddings_response(raw, model=upstream_model)
+
+    with telemetry.server_span(
+        name=f"embeddings {model}",
+        parent=telemetry.extract(request.headers),
+        attributes=_server_attributes("embeddings", model, plan),
+    ) as span:
+        try:
+            data, outcome = await request.app[RELAY].unary(
+                runtime=runtime, plan=plan, model=model, server_span=span, operation="embeddings",
+                build=build, parse=parse,
+            )
+        except ApiError as error:
+            set_error(span, error.code or error.type, error.message)
+            return _error_response(OPENAI, error)
+        _finish_server_span(span, outcome)
+    encoding = body.get("encoding_format", "float")
+    return web.json_response(OPENAI.render_embeddings(data, encoding_format=encoding))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    runtime = request.app[HOLDER].current
+    return web.json_response(models_list(runtime.table.models if runtime else []))
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
+    error = ApiError(404, f"no such endpoint: {request.method} {request.path}", "invalid_request_error", "not_found")
+    return _error_response(frontend, error)
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return await _not_found(request)
+    except web.HTTPMethodNotAllowed as exc:
+        error = ApiError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}")
+        return _error_response(OPENAI, error)
+
+
+def build_app(
+    *,
+    holder: RuntimeHolder,
+    telemetry: Telemetry,
+    settings: ServerSettings,
+    session_factory: Any = None,
+) -> web.Application:
+    # The body limit is enforced in _read_json with a proper error; aiohttp's own
+    # limit sits just above it as a backstop.
+    app = web.Application(client_max_size=settings.max_body_bytes + 1, middlewares=[_errors_as_json])
+    app[HOLDER] = holder
+    app[TELEMETRY] = telemetry
+    app[SETTINGS] = settings
+
+    async def client_session(app: web.Application) -> Any:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        session = (session_factory or aiohttp.ClientSession)(connector=connector, auto_decompress=True)
+        app[RELAY] = Relay(session=session, telemetry=telemetry)
+        yield
+        await session.close()
+
+    app.cleanup_ctx.append(client_session)
+    app.router.add_post("/v1/chat/completions", openai_chat)
+    app.router.add_post("/v1/embeddings", openai_embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/messages", anthropic_messages)
+    return app

@@ -1,0 +1,186 @@
+"""The contract between controller and sidecar: the compiled config a sidecar runs on.
+
+Pure data (pydantic, frozen, no I/O). The controller produces it, the sidecar
+validates and runs it; nothing here knows about Kubernetes. Field names are
+camelCase on the wire (as in the CRDs) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
+Hosting = Literal["saas", "vpc", "in-cluster"]
+RetryOn = Literal["connect-error", "timeout", "429", "5xx"]
+
+_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class ModelPricing(_Frozen):
+    """USD per million tokens, used for the cost attribute on spans."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class Provider(_Frozen):
+    name: Annotated[str, Field(pattern=_NAME, max_length=253)]
+    type: ProviderType
+    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    api_key: SecretStr | None = None
+    # Azure OpenAI only: the `api-version` query parameter.
+    api_version: str | None = None
+    region: str | None = None
+    jurisdiction: str | None = None
+    hosting: Hosting = "saas"
+    pricing: dict[str, ModelPricing] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _azure_needs_version(self) -> Provider:
+        if self.type == "azure-openai" and not self.api_version:
+            raise ValueError(f"provider {self.name!r}: type azure-openai needs apiVersion")
+        return self
+
+
+class Backend(_Frozen):
+    provider: str
+    model: Annotated[str, Field(min_length=1)]
+    weight: Annotated[int, Field(ge=0)] = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class HeaderMatch(_Frozen):
+    """Matches when the header is present and, if given, equals `value` or matches `regex`."""
+
+    name: Annotated[str, Field(min_length=1)]
+    value: str | None = None
+    regex: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, regex: str | None) -> str | None:
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {regex!r}: {exc}") from None
+        return regex
+
+
+class Retry(_Frozen):
+    # Attempts per backend, the first one included.
+    attempts: Annotated[int, Field(ge=1, le=10)] = 2
+    on: tuple[RetryOn, ...] = ("connect-error", "timeout", "429", "5xx")
+    backoff_base_seconds: Annotated[float, Field(ge=0)] = 0.1
+    backoff_max_seconds: Annotated[float, Field(ge=0)] = 2.0
+    # A Retry-After longer than this is not waited for: the next backend is tried instead.
+    max_retry_after_seconds: Annotated[float, Field(ge=0)] = 5.0
+
+
+class Timeouts(_Frozen):
+    # The whole request, all attempts included.
+    total_seconds: Annotated[float, Field(gt=0)] = 120.0
+    # Streams only: from sending the request to the first content event.
+    first_token_seconds: Annotated[float, Field(gt=0)] | None = None
+    connect_seconds: Annotated[float, Field(gt=0)] = 5.0
+
+
+class Rule(_Frozen):
+    name: Annotated[str, Field(min_length=1)] = "default"
+    match_headers: tuple[HeaderMatch, ...] = ()
+    backends: Annotated[tuple[Backend, ...], Field(min_length=1)]
+    fallbacks: tuple[Backend, ...] = ()
+    retry: Retry = Retry()
+    timeouts: Timeouts = Timeouts()
+
+    @model_validator(mode="after")
+    def _weights(self) -> Rule:
+        if not any(b.weight > 0 for b in self.backends):
+            raise ValueError(f"rule {self.name!r}: at least one backend needs a weight above 0")
+        return self
+
+
+class Route(_Frozen):
+    """What apps call: the `model` name they send, and how it is served."""
+
+    name: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1)]
+    rules: Annotated[tuple[Rule, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Route:
+        names = [r.name for r in self.rules]
+        if len(names) != len(set(names)):
+            raise ValueError(f"route {self.name!r}: rule names must be unique, got {names}")
+        return self
+
+
+class Snapshot(_Frozen):
+    """Everything one sidecar needs. `version` is a content hash (see `content_version`)."""
+
+    version: str = ""
+    providers: tuple[Provider, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> Snapshot:
+        providers = {p.name for p in self.providers}
+        if len(providers) != len(self.providers):
+            raise ValueError("provider names must be unique")
+        models = [r.model for r in self.routes]
+        if len(models) != len(set(models)):
+            dupes = sorted({m for m in models if models.count(m) > 1})
+            raise ValueError(f"more than one route serves model(s) {dupes}")
+        for route in self.routes:
+            for rule in route.rules:
+                for backend in (*rule.backends, *rule.fallbacks):
+                    if backend.provider not in providers:
+                        raise ValueError(
+                            f"route {route.name!r} rule {rule.name!r}: unknown provider "
+                            f"{backend.provider!r} (known: {sorted(providers)})"
+                        )
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready data with every credential replaced by a marker."""
+        data = self.model_dump(mode="json", by_alias=True)
+        for provider in data["providers"]:
+            if provider.get("apiKey") is not None:
+                provider["apiKey"] = "<redacted>"
+        return data
+
+
+def content_version(snapshot: Snapshot) -> str:
+    """A stable hash of the snapshot's content (credentials included, so rotation is a change)."""
+    data = snapshot.model_dump(mode="json", by_alias=True, exclude={"version"})
+    for provider, original in zip(data["providers"], snapshot.providers, strict=True):
+        if original.api_key is not None:
+            provider["apiKey"] = original.api_key.get_secret_value()
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def parse_snapshot(data: dict[str, Any]) -> Snapshot:
+    """Validate raw data into a Snapshot, filling in the content version when absent."""
+    snapshot = Snapshot.model_validate(data)
+    if not snapshot.version:
+        snapshot = snapshot.model_copy(update={"version": content_version(snapshot)})
+    return snapshot

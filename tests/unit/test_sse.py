@@ -1,0 +1,23 @@
+from proxy.sse import SseParser, encode_event
+
+
+def test_events_split_at_any_byte_boundary():
+    stream = b'event: a\ndata: {"x": 1}\n\n: comment\n\ndata: line1\ndata: line2\n\r\ndata: [DONE]\r\n\r\n'
+    for size in (1, 2, 3, 7, len(stream)):
+        parser = SseParser()
+        events = []
+        for i in range(0, len(stream), size):
+            events += parser.feed(stream[i:i + size])
+        events += parser.close()
+        assert [(e.event, e.data) for e in events] == [("a", '{"x": 1}'), (None, "line1\nline2"), (None, "[DONE]")]
+
+
+def test_last_event_without_blank_line_counts_at_close():
+    parser = SseParser()
+    assert parser.feed(b"data: tail") == []
+    assert [e.data for e in parser.close()] == ["tail"]
+
+
+def test_encode_round_trips():
+    parser = SseParser()
+    assert [(e.event, e.data) for e in parser.feed(encode_event("{}", event="ping"))] == [("ping", "{}")]
