@@ -88,7 +88,7 @@ class HeaderMatch(_Frozen):
 class Retry(_Frozen):
     # Attempts per backend, the first one included.
     attempts: Annotated[int, Field(ge=1, le=10)] = 2
-    on: tuple[RetryOn, ...] = ("connect-error", "timeout", "429", "5xx")
+    retry_on: tuple[RetryOn, ...] = ("connect-error", "timeout", "429", "5xx")
     backoff_base_seconds: Annotated[float, Field(ge=0)] = 0.1
     backoff_max_seconds: Annotated[float, Field(ge=0)] = 2.0
     # A Retry-After longer than this is not waited for: the next backend is tried instead.

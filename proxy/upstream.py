@@ -48,7 +48,7 @@ def kind_for_status(status: int) -> str:
 
 def retryable(kind: str, policy: Retry) -> bool:
     name = _RETRY_ON.get(kind)
-    return name is not None and name in policy.on
+    return name is not None and name in policy.retry_on
 
 
 def worth_another_backend(kind: str) -> bool:

@@ -1,0 +1,6 @@
+"""Local fake LLM providers (OpenAI + Azure OpenAI, Anthropic, Gemini) speaking each
+provider's documented wire format, with scripted failures and request recording.
+
+See ``behaviour.py`` for the control API, ``answers.py`` for the deterministic
+answers, ``process.py`` / ``fixtures.py`` to run them from tests.
+"""

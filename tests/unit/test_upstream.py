@@ -13,7 +13,7 @@ def test_status_classification():
 
 
 def test_retry_only_on_configured_kinds():
-    policy = Retry(on=("429",))
+    policy = Retry(retry_on=("429",))
     assert up.retryable(up.RATE_LIMITED, policy)
     assert not up.retryable(up.SERVER_ERROR, policy)
     assert not up.retryable(up.BAD_RESPONSE, Retry())

@@ -1,0 +1,568 @@
+"""The Anthropic Messages API as an inbound API: `POST /v1/messages` for apps on the Anthropic SDK.
+
+Requests are validated and turned into the internal (OpenAI Chat Completions)
+form, so any provider can serve them; answers and streams are turned back into
+Anthropic messages and events. Pure: no sockets, no clock.
+
+Knowingly lossy (no internal equivalent): `top_k`, `thinking` and thinking
+blocks, `cache_control`, `service_tier`, `output_config.effort`, `is_error` on
+tool results, images inside tool results (moved to the user turn after them),
+and assistant prefill (the internal form treats it as an ordinary past turn).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proxy.errors import ApiError, bad_request
+from proxy.frontends.base import ParsedChat
+from proxy.providers.anthropic_convert import (
+    MESSAGE_ID_PREFIX,
+    anthropic_usage,
+    data_url,
+    error_type,
+    is_int,
+    message_id,
+    stop_reason,
+    tool_use_id,
+)
+from proxy.providers.base import ChatChunk, ChatRequest, ChatResponse
+from proxy.sse import encode_event
+
+#: Block types the Messages API knows but this gateway cannot carry through the internal form.
+_UNSUPPORTED_BLOCKS = frozenset(
+    "search_result container_upload server_tool_use web_search_tool_result web_fetch_tool_result"
+    " code_execution_tool_result bash_code_execution_tool_result text_editor_code_execution_tool_result"
+    " mcp_tool_use mcp_tool_result".split()
+)
+#: Thinking blocks are dropped from history: the internal form has no place for them.
+_THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+class AnthropicFrontend:
+    api = "anthropic"
+
+    def parse_chat(self, body: Any) -> ParsedChat:
+        return parse_messages_request(body)
+
+    def render_chat(self, response: ChatResponse) -> dict[str, Any]:
+        return render_message(response)
+
+    def stream_encoder(self, *, include_usage: bool) -> AnthropicStreamEncoder:
+        # Anthropic streams always report usage, whatever the flag says.
+        return AnthropicStreamEncoder()
+
+    def error_body(self, error: ApiError) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
+
+
+def _invalid(path: str, problem: str) -> ApiError:
+    return bad_request(f"{path}: {problem}", param=path)
+
+
+# --- request: Anthropic -> internal ------------------------------------------------------------
+
+
+def parse_messages_request(body: Any) -> ParsedChat:
+    """Validate an Anthropic Messages request and build the internal request.
+
+    Fields with no internal equivalent that do not change the shape of the
+    answer (`top_k`, `thinking`, `service_tier`, `cache_control`, ...) are
+    dropped rather than refused, so SDK defaults keep working.
+    """
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("model", "must be a non-empty string")
+    max_tokens = body.get("max_tokens")
+    if not is_int(max_tokens) or max_tokens < 1:
+        raise _invalid("max_tokens", "is required and must be a positive integer")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _invalid("stream", "must be a boolean")
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": _system(body.get("system")) + _messages(body.get("messages")),
+        # max_completion_tokens, not the deprecated max_tokens: OpenAI reasoning models refuse the latter.
+        "max_completion_tokens": max_tokens,
+    }
+    if stream:
+        request["stream"] = True
+    _sampling(body, request)
+    _tools(body, request)
+    if (stop := body.get("stop_sequences")) is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _invalid("stop_sequences", "must be an array of strings")
+        if stop:
+            request["stop"] = stop
+    if (user := _metadata_user(body.get("metadata"))) is not None:
+        request["user"] = user
+    if (response_format := _response_format(body.get("output_config"))) is not None:
+        request["response_format"] = response_format
+    return ParsedChat(model=model, stream=stream, request=request, include_usage=True)
+
+
+def _sampling(body: dict[str, Any], request: ChatRequest) -> None:
+    for field in ("temperature", "top_p"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _invalid(field, "must be a number")
+        request[field] = value
+    # top_k has no OpenAI equivalent; validated, then left out.
+    if body.get("top_k") is not None and (not is_int(body["top_k"]) or body["top_k"] < 0):
+        raise _invalid("top_k", "must be a non-negative integer")
+
+
+def _metadata_user(metadata: Any) -> str | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise _invalid("metadata", "must be an object")
+    user = metadata.get("user_id")
+    if user is not None and not isinstance(user, str):
+        raise _invalid("metadata.user_id", "must be a string")
+    return user or None
+
+
+def _response_format(output_config: Any) -> dict[str, Any] | None:
+    """`output_config.format` (constrained JSON) -> a strict OpenAI json_schema. `effort` is dropped."""
+    if output_config is None:
+        return None
+    if not isinstance(output_config, dict):
+        raise _invalid("output_config", "must be an object")
+    fmt = output_config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise _invalid("output_config.format", "must be {type: 'json_schema', schema: {...}}")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True}}
+
+
+def _system(system: Any) -> list[dict[str, Any]]:
+    if system is None or system == "":
+        return []
+    if isinstance(system, str):
+        return [{"role": "system", "content": system}]
+    if not isinstance(system, list):
+        raise _invalid("system", "must be a string or an array of text blocks")
+    parts = [_text_part(block, f"system.{i}") for i, block in enumerate(system)]
+    if not parts:
+        return []
+    return [{"role": "system", "content": parts[0]["text"] if len(parts) == 1 else parts}]
+
+
+def _text_part(block: Any, path: str) -> dict[str, Any]:
+    if not isinstance(block, dict) or block.get("type") != "text":
+        raise _invalid(path, "must be a text block")
+    if not isinstance(block.get("text"), str):
+        raise _invalid(f"{path}.text", "must be a string")
+    return {"type": "text", "text": block["text"]}
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages", "must be a non-empty array")
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        path = f"messages.{i}"
+        if not isinstance(message, dict):
+            raise _invalid(path, "must be an object")
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise _invalid(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append({"role": role, "content": content})
+        elif isinstance(content, list):
+            blocks = [_checked_block(block, f"{path}.content.{j}") for j, block in enumerate(content)]
+            out += _user_turn(blocks) if role == "user" else [_assistant_turn(blocks)]
+        else:
+            raise _invalid(f"{path}.content", "must be a string or an array of content blocks")
+    return out
+
+
+def _checked_block(block: Any, path: str) -> tuple[str, dict[str, Any]]:
+    """(path, block) for a block with a known, supported type."""
+    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+        raise _invalid(path, "must be a content block object with a type")
+    kind = block["type"]
+    if kind in _UNSUPPORTED_BLOCKS:
+        raise _invalid(path, f"block type {kind!r} is not supported by this gateway")
+    if kind not in ("text", "image", "document", "tool_use", "tool_result") and kind not in _THINKING_BLOCKS:
+        raise _invalid(path, f"unknown block type {kind!r}")
+    return path, block
+
+
+def _user_turn(blocks: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One user message -> its tool results as `tool` messages (in order), then one user message."""
+    tool_messages: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    tool_images: list[dict[str, Any]] = []
+    for block_path, block in blocks:
+        kind = block["type"]
+        if kind == "tool_result":
+            message, images = _tool_result(block, block_path)
+            tool_messages.append(message)
+            tool_images += images
+        elif kind in ("text", "image", "document"):
+            parts.append(_content_part(block, block_path))
+        else:
+            raise _invalid(block_path, f"{kind} blocks are not allowed in user messages")
+    # Tool messages carry text only, so images a tool returned follow as user content.
+    parts = tool_images + parts
+    if not parts:
+        return tool_messages
+    content: Any = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
+    return [*tool_messages, {"role": "user", "content": content}]
+
+
+def _content_part(block: dict[str, Any], path: str) -> dict[str, Any]:
+    if block["type"] == "text":
+        return _text_part(block, path)
+    if block["type"] == "image":
+        return {"type": "image_url", "image_url": {"url": _source_url(block.get("source"), f"{path}.source")}}
+    return _document_part(block, path)
+
+
+def _source_url(source: Any, path: str) -> str:
+    """An image `source` (base64 or url) as a URL: base64 becomes a data: URL."""
+    if not isinstance(source, dict):
+        raise _invalid(path, "must be an object")
+    if source.get("type") == "base64":
+        for field in ("media_type", "data"):
+            if not isinstance(source.get(field), str) or not source[field]:
+                raise _invalid(f"{path}.{field}", "must be a non-empty string")
+        return data_url(source["media_type"], source["data"])
+    if source.get("type") == "url":
+        if not isinstance(source.get("url"), str) or not source["url"]:
+            raise _invalid(f"{path}.url", "must be a non-empty string")
+        return str(source["url"])
+    raise _invalid(f"{path}.type", f"source type {source.get('type')!r} is not supported (use base64 or url)")
+
+
+def _document_part(block: dict[str, Any], path: str) -> dict[str, Any]:
+    """A base64 PDF document -> an OpenAI `file` part; a plain-text document -> a text part."""
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "text" and isinstance(source.get("data"), str):
+        return {"type": "text", "text": source["data"]}
+    if not isinstance(source, dict) or source.get("type") != "base64" or source.get("media_type") != "application/pdf":
+        raise _invalid(f"{path}.source", "only base64 PDF and plain-text documents are supported")
+    url = _source_url(source, f"{path}.source")
+    title = block.get("title") if isinstance(block.get("title"), str) and block.get("title") else "document.pdf"
+    return {"type": "file", "file": {"file_data": url, "filename": title}}
+
+
+def _tool_result(block: dict[str, Any], path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A tool_result -> (a `tool` message, image parts it carried)."""
+    tool_id = block.get("tool_use_id")
+    if not isinstance(tool_id, str) or not tool_id:
+        raise _invalid(f"{path}.tool_use_id", "must be a non-empty string")
+    if block.get("is_error") is not None and not isinstance(block["is_error"], bool):
+        raise _invalid(f"{path}.is_error", "must be a boolean")
+    content = block.get("content", "")
+    texts: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        texts = [{"type": "text", "text": content}]
+    elif isinstance(content, list):
+        for k, inner in enumerate(content):
+            inner_path = f"{path}.content.{k}"
+            kind = inner.get("type") if isinstance(inner, dict) else None
+            if kind == "text":
+                texts.append(_text_part(inner, inner_path))
+            elif kind == "image":
+                images.append(_content_part(inner, inner_path))
+            else:
+                raise _invalid(inner_path, f"tool_result content must be text or image blocks, got {kind!r}")
+    else:
+        raise _invalid(f"{path}.content", "must be a string or an array of text and image blocks")
+    tool_content: Any = texts[0]["text"] if len(texts) == 1 else texts or ""
+    return {"role": "tool", "tool_call_id": tool_id, "content": tool_content}, images
+
+
+def _assistant_turn(blocks: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block_path, block in blocks:
+        kind = block["type"]
+        if kind == "text":
+            texts.append(_text_part(block, block_path)["text"])
+        elif kind == "tool_use":
+            calls.append(_tool_call(block, block_path))
+        elif kind not in _THINKING_BLOCKS:
+            raise _invalid(block_path, f"{kind} blocks are not allowed in assistant messages")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tool_call(block: dict[str, Any], path: str) -> dict[str, Any]:
+    for field in ("id", "name"):
+        if not isinstance(block.get(field), str) or not block[field]:
+            raise _invalid(f"{path}.{field}", "must be a non-empty string")
+    if not isinstance(block.get("input"), dict):
+        raise _invalid(f"{path}.input", "must be an object")
+    arguments = json.dumps(block["input"])
+    return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
+
+
+def _tools(body: dict[str, Any], request: ChatRequest) -> None:
+    tools = body.get("tools")
+    if tools is None or tools == []:
+        # OpenAI rejects tool_choice without tools, and it means nothing then: dropped.
+        return
+    if not isinstance(tools, list):
+        raise _invalid("tools", "must be an array")
+    request["tools"] = [_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
+    choice = body.get("tool_choice")
+    if choice is None:
+        return
+    if not isinstance(choice, dict):
+        raise _invalid("tool_choice", "must be an object")
+    kind = choice.get("type")
+    if kind in ("auto", "none"):
+        request["tool_choice"] = kind
+    elif kind == "any":
+        request["tool_choice"] = "required"
+    elif kind == "tool":
+        if not isinstance(choice.get("name"), str) or not choice["name"]:
+            raise _invalid("tool_choice.name", "must be a non-empty string")
+        request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        raise _invalid("tool_choice.type", f"must be auto, any, tool or none, got {kind!r}")
+    disable_parallel = choice.get("disable_parallel_tool_use")
+    if disable_parallel is not None and not isinstance(disable_parallel, bool):
+        raise _invalid("tool_choice.disable_parallel_tool_use", "must be a boolean")
+    if disable_parallel:
+        request["parallel_tool_calls"] = False
+
+
+def _tool(tool: Any, path: str) -> dict[str, Any]:
+    if not isinstance(tool, dict):
+        raise _invalid(path, "must be an object")
+    if tool.get("type") not in (None, "custom"):
+        raise _invalid(f"{path}.type", f"server tool {tool.get('type')!r} is not supported by this gateway")
+    if not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise _invalid(f"{path}.name", "must be a non-empty string")
+    if not isinstance(tool.get("input_schema"), dict):
+        raise _invalid(f"{path}.input_schema", "must be an object")
+    function: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}
+    if tool.get("description") is not None:
+        if not isinstance(tool["description"], str):
+            raise _invalid(f"{path}.description", "must be a string")
+        function["description"] = tool["description"]
+    if tool.get("strict") is True:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+# --- response: internal -> Anthropic -----------------------------------------------------------
+
+
+def render_message(response: ChatResponse) -> dict[str, Any]:
+    """A chat.completion -> an Anthropic `message` object."""
+    choices = response.get("choices")
+    choice: dict[str, Any] = _dict(choices[0]) if isinstance(choices, list) and choices else {}
+    message = _dict(choice.get("message"))
+    content: list[dict[str, Any]] = []
+    text = _message_text(message)
+    if text:
+        content.append({"type": "text", "text": text})
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise _bad_response("tool_calls is not a list")
+    content += [_tool_use_block(call) for call in calls]
+    return {
+        "id": message_id(response.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "content": content,
+        "model": response.get("model") or "",
+        "stop_reason": _stop_reason(choice.get("finish_reason"), has_tool_calls=bool(calls)),
+        "stop_sequence": None,  # OpenAI does not say which stop sequence matched
+        "usage": anthropic_usage(response.get("usage")),
+    }
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # some OpenAI-compatible servers answer with parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not content and isinstance(message.get("refusal"), str):
+        content = message["refusal"]
+    return content if isinstance(content, str) else ""
+
+
+def _stop_reason(finish: Any, *, has_tool_calls: bool) -> str:
+    reason = stop_reason(finish)
+    # Some OpenAI-compatible servers say "stop" after tool calls; Anthropic clients look for tool_use.
+    return "tool_use" if has_tool_calls and reason == "end_turn" else reason
+
+
+def _bad_response(message: str) -> ApiError:
+    # Rendering happens after the attempt succeeded, so this is answered (502) rather than retried.
+    text = f"the provider's answer cannot be expressed as an Anthropic message: {message}"
+    return ApiError(502, text, "api_error", "bad_response")
+
+
+def _tool_use_block(call: Any) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+        raise _bad_response("a tool call has no id or function")
+    return {
+        "type": "tool_use",
+        "id": tool_use_id(call["id"]),
+        "name": function.get("name") or "",
+        "input": _tool_input(function.get("arguments")),
+    }
+
+
+def _tool_input(arguments: Any) -> dict[str, Any]:
+    if not arguments:
+        return {}
+    try:
+        parsed = json.loads(arguments)
+    except (TypeError, ValueError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise _bad_response("tool call arguments are not a JSON object")
+    return parsed
+
+
+# --- streaming: internal chunks -> Anthropic events --------------------------------------------
+
+
+class AnthropicStreamEncoder:
+    """chat.completion.chunk dicts -> Anthropic SSE events.
+
+    The first chunk opens the message. Text and each tool call become content
+    blocks in arrival order; a new block closes the open one. Token counts
+    arrive last on the internal side, so `message_start` says 0 input tokens
+    and the real numbers go in `message_delta`, whose counts the Anthropic SDKs
+    take over (`input_tokens` included).
+    """
+
+    def __init__(self) -> None:
+        self._started = False
+        self._id = MESSAGE_ID_PREFIX + "gateway"
+        self._next_index = 0
+        self._open: int | None = None  # Anthropic index of the open block
+        self._open_is_text = False
+        self._tool_blocks: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
+        self._finish: Any = None
+        self._usage: dict[str, Any] | None = None
+
+    def encode(self, chunk: ChatChunk) -> bytes:
+        out = bytearray()
+        if not self._started:
+            out += self._message_start(chunk)
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # Anthropic has one choice; the relay never asks for more
+            delta = _dict(choice.get("delta"))
+            for field in ("content", "refusal"):
+                if isinstance(delta.get(field), str) and delta[field]:
+                    out += self._text(delta[field])
+            for call in delta.get("tool_calls") or []:
+                if isinstance(call, dict):
+                    out += self._tool_call(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        out = bytearray()
+        if not self._started:
+            out += self._message_start({})
+        out += self._close_open()
+        usage = anthropic_usage(self._usage)
+        reason = _stop_reason(self._finish, has_tool_calls=bool(self._tool_blocks))
+        out += _event(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None}, "usage": usage},
+        )
+        out += _event("message_stop", {"type": "message_stop"})
+        return bytes(out)
+
+    def error(self, error: ApiError) -> bytes:
+        body = {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
+        return _event("error", body)
+
+    def _message_start(self, chunk: ChatChunk) -> bytes:
+        self._started = True
+        if chunk.get("id"):
+            self._id = message_id(chunk["id"])
+        message: dict[str, Any] = {
+            "id": self._id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": chunk.get("model") or "",
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return _event("message_start", {"type": "message_start", "message": message})
+
+    def _text(self, text: str) -> bytes:
+        out = bytearray()
+        if self._open is None or not self._open_is_text:
+            out += self._open_block({"type": "text", "text": ""}, is_text=True)
+        out += self._delta(self._open_index(), {"type": "text_delta", "text": text})
+        return bytes(out)
+
+    def _tool_call(self, call: dict[str, Any]) -> bytes:
+        out = bytearray()
+        index = call.get("index", 0)
+        position = index if is_int(index) else 0
+        function = _dict(call.get("function"))
+        if position not in self._tool_blocks:
+            call_id = call.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                call_id = f"{self._id}_{position}"  # some servers omit it; the block needs one
+            name = function.get("name") or ""
+            block: dict[str, Any] = {"type": "tool_use", "id": tool_use_id(call_id), "name": name, "input": {}}
+            out += self._open_block(block, is_text=False)
+            self._tool_blocks[position] = self._open_index()
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            # OpenAI streams one call's arguments at a time; should a server interleave
+            # calls, the delta still goes to the block it belongs to.
+            out += self._delta(self._tool_blocks[position], {"type": "input_json_delta", "partial_json": arguments})
+        return bytes(out)
+
+    def _open_block(self, block: dict[str, Any], *, is_text: bool) -> bytes:
+        out = self._close_open()
+        self._open, self._open_is_text = self._next_index, is_text
+        self._next_index += 1
+        start = {"type": "content_block_start", "index": self._open, "content_block": block}
+        return out + _event("content_block_start", start)
+
+    def _close_open(self) -> bytes:
+        if self._open is None:
+            return b""
+        index, self._open = self._open, None
+        return _event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _open_index(self) -> int:
+        assert self._open is not None
+        return self._open
+
+    @staticmethod
+    def _delta(index: int, delta: dict[str, Any]) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return encode_event(json.dumps(data, separators=(",", ":")), event=name)

@@ -1,0 +1,324 @@
+"""Anthropic Messages API (`POST {base}/v1/messages`): the internal form out, messages and events back.
+
+Request bodies are built by `anthropic_convert.messages_body`; here responses
+are read by `chat_completion` and streams decoded event by event by
+`AnthropicStreamDecoder`. Pure: no sockets; the clock is read only to stamp
+`created`, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.providers.anthropic_convert import (
+    ANTHROPIC_VERSION,
+    chat_id,
+    finish_reason,
+    is_int,
+    messages_body,
+    openai_usage,
+)
+from proxy.providers.base import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    StreamState,
+    UnsupportedOperation,
+    UpstreamProtocolError,
+    UpstreamRequest,
+    Usage,
+)
+from proxy.providers.openai import load_json_object, server_of
+from proxy.snapshot import Provider
+from proxy.sse import SseEvent, SseParser
+
+
+class AnthropicTranslator:
+    system = "anthropic"
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.server_address, self.server_port = server_of(provider.base_url)
+        # Like the Anthropic SDK, base_url stops before the API version.
+        self._url = provider.base_url.rstrip("/") + "/v1/messages"
+        common = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if provider.api_key is not None:
+            common["x-api-key"] = provider.api_key.get_secret_value()
+        self._json_headers = {**common, "accept": "application/json"}
+        self._sse_headers = {**common, "accept": "text/event-stream"}
+
+    def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
+        body = messages_body(request, model=model, stream=stream)
+        headers = dict(self._sse_headers if stream else self._json_headers)
+        return UpstreamRequest(url=self._url, headers=headers, body=json.dumps(body).encode(), stream=stream)
+
+    def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
+        return chat_completion(load_json_object(body, "response"), created=int(time.time()))
+
+    def stream_decoder(self, *, model: str) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(model=model, created=int(time.time()))
+
+    def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
+        raise UnsupportedOperation("Anthropic has no embeddings API")
+
+    def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
+        raise UnsupportedOperation("Anthropic has no embeddings API")
+
+    def error_message(self, status: int, body: bytes) -> str:
+        try:
+            return str(json.loads(body)["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            return body[:200].decode("utf-8", "replace")
+
+
+# --- response: Anthropic message -> chat.completion ------------------------------------------
+
+
+def chat_completion(message: dict[str, Any], *, created: int) -> tuple[ChatResponse, Usage]:
+    if message.get("type") == "error":
+        raise UpstreamProtocolError(f"provider sent an error with a success status: {_error_text(message)}")
+    message_id = _required_str(message, "id", "response")
+    model = _required_str(message, "model", "response")
+    content = message.get("content")
+    if not isinstance(content, list):
+        raise UpstreamProtocolError("response has no content list")
+    text, tool_calls = _read_content(content)
+    usage = openai_usage(_usage_counts(message.get("usage"), "response", required=True))
+    out: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    response = {
+        "id": chat_id(message_id),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": out, "logprobs": None, "finish_reason": finish_reason(message.get("stop_reason"))}
+        ],
+        "usage": usage,
+    }
+    return response, Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
+
+
+def _read_content(content: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Text blocks joined (citations split one text into several) and client tool calls.
+
+    Thinking blocks and server-tool blocks (web search and the like, run by
+    Anthropic itself) have no place in a chat.completion and are left out.
+    """
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for i, block in enumerate(content):
+        what = f"response content block {i}"
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise UpstreamProtocolError(f"{what} has no type")
+        if block["type"] == "text":
+            texts.append(_required_str(block, "text", what, allow_empty=True))
+        elif block["type"] == "tool_use":
+            if not isinstance(block.get("input"), dict):
+                raise UpstreamProtocolError(f"{what} has no input object")
+            calls.append(
+                {
+                    "id": _required_str(block, "id", what),
+                    "type": "function",
+                    "function": {"name": _required_str(block, "name", what), "arguments": json.dumps(block["input"])},
+                }
+            )
+    return "".join(texts), calls
+
+
+def _required_str(data: dict[str, Any], field: str, what: str, *, allow_empty: bool = False) -> str:
+    value = data.get(field)
+    if not isinstance(value, str) or not (value or allow_empty):
+        raise UpstreamProtocolError(f"{what} has no {field} string")
+    return value
+
+
+def _usage_counts(usage: Any, what: str, *, required: bool) -> dict[str, int]:
+    """The token counts of an Anthropic usage object (the ones present, or all required ones)."""
+    if usage is None and not required:
+        return {}
+    if not isinstance(usage, dict):
+        raise UpstreamProtocolError(f"{what} has no usage object")
+    counts = {}
+    for field in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        value = usage.get(field)
+        if value is None:
+            if required and field in ("input_tokens", "output_tokens"):
+                raise UpstreamProtocolError(f"{what} usage has no {field}")
+            continue
+        if not is_int(value) or value < 0:
+            raise UpstreamProtocolError(f"{what} usage.{field} is not a count")
+        counts[field] = value
+    return counts
+
+
+def _error_text(data: dict[str, Any]) -> str:
+    error = data.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('type', 'error')}: {error.get('message', '')}"
+    return str(error)
+
+
+# --- streaming: Anthropic events -> chat.completion.chunk -------------------------------------
+
+
+@dataclass(slots=True)
+class _Block:
+    kind: str  # the Anthropic content block type
+    tool_index: int | None = None  # the OpenAI tool_calls index of a tool_use block
+
+
+class AnthropicStreamDecoder:
+    """Anthropic SSE events -> chat.completion.chunk dicts, one event at a time.
+
+    Every text or tool-argument delta becomes a chunk at once. OpenAI numbers
+    tool calls 0, 1, ... among themselves, so tool_use blocks get their own
+    count apart from Anthropic's block indices. The finish chunk and the usage
+    chunk (`choices: []`) go out at `message_stop`, after every `message_delta`
+    (there may be several; their usage counts are cumulative).
+    """
+
+    def __init__(self, *, model: str, created: int) -> None:
+        self.state = StreamState()
+        self._parser = SseParser()
+        self._model = model
+        self._created = created
+        self._id = ""
+        self._blocks: dict[int, _Block] = {}
+        self._tool_calls = 0
+        self._counts: dict[str, int] = {}
+        self._stop_reason: Any = None
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        return [chunk for event in self._parser.feed(data) for chunk in self._decode(event)]
+
+    def close(self) -> list[ChatChunk]:
+        chunks = [chunk for event in self._parser.close() for chunk in self._decode(event)]
+        if not self.state.done:
+            raise UpstreamProtocolError("stream ended before its message_stop event")
+        return chunks
+
+    def _decode(self, event: SseEvent) -> list[ChatChunk]:
+        if not event.data:
+            return []
+        data = load_json_object(event.data.encode(), "stream event")
+        kind = data.get("type")
+        if kind == "error":
+            raise UpstreamProtocolError(f"provider sent an error mid-stream: {_error_text(data)}")
+        if kind == "ping" or self.state.done:
+            return []
+        if kind == "message_start":
+            return self._message_start(data)
+        if not self._id:
+            raise UpstreamProtocolError(f"stream event {kind!r} came before message_start")
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_delta":
+            return self._block_delta(data)
+        if kind == "message_delta":
+            return self._message_delta(data)
+        if kind == "message_stop":
+            return self._message_stop()
+        return []  # content_block_stop, and event types Anthropic may add later
+
+    def _message_start(self, data: dict[str, Any]) -> list[ChatChunk]:
+        message = data.get("message")
+        if not isinstance(message, dict) or self._id:
+            raise UpstreamProtocolError("message_start without a message, or twice")
+        self._id = chat_id(_required_str(message, "id", "message_start"))
+        if isinstance(message.get("model"), str) and message["model"]:
+            self._model = message["model"]
+        self.state.response_model = self._model
+        self._update_usage(message.get("usage"), "message_start")
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, data: dict[str, Any]) -> list[ChatChunk]:
+        index = self._index(data)
+        block = data.get("content_block")
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str) or index in self._blocks:
+            raise UpstreamProtocolError(f"bad content_block_start for block {index}")
+        if block["type"] == "tool_use":
+            self._blocks[index] = _Block("tool_use", self._tool_calls)
+            self._tool_calls += 1
+            # Streamed tool_use blocks start with `input: {}` and send the arguments as deltas.
+            arguments = json.dumps(block["input"]) if block.get("input") else ""
+            call = {
+                "index": self._blocks[index].tool_index,
+                "id": _required_str(block, "id", "tool_use block"),
+                "type": "function",
+                "function": {"name": _required_str(block, "name", "tool_use block"), "arguments": arguments},
+            }
+            return [self._chunk({"tool_calls": [call]})]
+        self._blocks[index] = _Block(block["type"])
+        if block["type"] == "text" and block.get("text"):
+            return [self._chunk({"content": _required_str(block, "text", "text block")})]
+        return []
+
+    def _block_delta(self, data: dict[str, Any]) -> list[ChatChunk]:
+        index = self._index(data)
+        block = self._blocks.get(index)
+        delta = data.get("delta")
+        if block is None or not isinstance(delta, dict):
+            raise UpstreamProtocolError(f"content_block_delta for unknown block {index}")
+        kind = delta.get("type")
+        if kind == "text_delta" and block.kind == "text":
+            text = _required_str(delta, "text", "text_delta", allow_empty=True)
+            return [self._chunk({"content": text})] if text else []
+        if kind == "input_json_delta" and block.kind == "tool_use":
+            partial = _required_str(delta, "partial_json", "input_json_delta", allow_empty=True)
+            call = {"index": block.tool_index, "function": {"arguments": partial}}
+            return [self._chunk({"tool_calls": [call]})] if partial else []
+        if kind in ("text_delta", "input_json_delta") and block.kind in ("text", "tool_use"):
+            raise UpstreamProtocolError(f"{kind} for a {block.kind} block")
+        # thinking_delta, signature_delta, citations_delta, server-tool input: no chat.completion equivalent.
+        return []
+
+    def _message_delta(self, data: dict[str, Any]) -> list[ChatChunk]:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            raise UpstreamProtocolError("message_delta has no delta")
+        if delta.get("stop_reason") is not None:
+            self._stop_reason = delta["stop_reason"]
+            self.state.finish_reason = finish_reason(self._stop_reason)
+        self._update_usage(data.get("usage"), "message_delta")
+        return []
+
+    def _message_stop(self) -> list[ChatChunk]:
+        self.state.done = True
+        finish = finish_reason(self._stop_reason)
+        self.state.finish_reason = finish
+        chunks = [self._chunk({}, finish)]
+        if self._counts:  # Anthropic always reports usage; a stream without any gets no usage chunk
+            chunks.append({**self._chunk({}), "choices": [], "usage": openai_usage(self._counts)})
+        return chunks
+
+    def _update_usage(self, usage: Any, what: str) -> None:
+        # Counts are cumulative: a later value replaces an earlier one.
+        self._counts.update(_usage_counts(usage, what, required=False))
+        totals = openai_usage(self._counts)
+        self.state.usage = Usage(
+            input_tokens=totals["prompt_tokens"] if "input_tokens" in self._counts else None,
+            output_tokens=totals["completion_tokens"] if "output_tokens" in self._counts else None,
+        )
+
+    @staticmethod
+    def _index(data: dict[str, Any]) -> int:
+        index = data.get("index")
+        if not is_int(index):
+            raise UpstreamProtocolError(f"{data.get('type')} has no block index")
+        return int(index)
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> ChatChunk:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }

@@ -1,0 +1,63 @@
+"""pytest fixtures for the fake providers.
+
+Use them from a test module or conftest with
+``from tests.fakes.fixtures import *  # noqa: F403`` (or import the names you need).
+
+- ``fake_openai_process`` / ``fake_anthropic_process`` / ``fake_gemini_process``:
+  session-scoped, one process per provider for the whole run.
+- ``fake_openai`` / ``fake_anthropic`` / ``fake_gemini``: the same
+  ``FakeProviderProcess``, reset (no recorded requests, no script) before each test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .process import FakeProviderProcess
+
+__all__ = [
+    "fake_anthropic",
+    "fake_anthropic_process",
+    "fake_gemini",
+    "fake_gemini_process",
+    "fake_openai",
+    "fake_openai_process",
+]
+
+
+@pytest.fixture(scope="session")
+def fake_openai_process() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess("openai") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic_process() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess("anthropic") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def fake_gemini_process() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess("gemini") as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_openai(fake_openai_process: FakeProviderProcess) -> FakeProviderProcess:
+    fake_openai_process.reset()
+    return fake_openai_process
+
+
+@pytest.fixture
+def fake_anthropic(fake_anthropic_process: FakeProviderProcess) -> FakeProviderProcess:
+    fake_anthropic_process.reset()
+    return fake_anthropic_process
+
+
+@pytest.fixture
+def fake_gemini(fake_gemini_process: FakeProviderProcess) -> FakeProviderProcess:
+    fake_gemini_process.reset()
+    return fake_gemini_process
