@@ -142,14 +142,15 @@ def _response_format(output_config: Any) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True}}
 
 
-def _system(system: Any) -> list[dict[str, Any]]:
+def _system(system: Any, path: str = "system") -> list[dict[str, Any]]:
+    """The top-level `system`, or a system message's content, as one internal system message."""
     if system is None or system == "":
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": system}]
     if not isinstance(system, list):
-        raise _invalid("system", "must be a string or an array of text blocks")
-    parts = [_text_part(block, f"system.{i}") for i, block in enumerate(system)]
+        raise _invalid(path, "must be a string or an array of text blocks")
+    parts = [_text_part(block, f"{path}.{i}") for i, block in enumerate(system)]
     if not parts:
         return []
     return [{"role": "system", "content": parts[0]["text"] if len(parts) == 1 else parts}]
@@ -172,10 +173,13 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise _invalid(path, "must be an object")
         role = message.get("role")
-        if role not in ("user", "assistant"):
-            raise _invalid(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
+        if role not in ("user", "assistant", "system"):
+            raise _invalid(f"{path}.role", f"must be 'user', 'assistant' or 'system', got {role!r}")
         content = message.get("content")
-        if isinstance(content, str):
+        if role == "system":
+            # Mid-conversation system messages (newer models) keep their place in the internal form.
+            out += _system(content, f"{path}.content")
+        elif isinstance(content, str):
             out.append({"role": role, "content": content})
         elif isinstance(content, list):
             blocks = [_checked_block(block, f"{path}.content.{j}") for j, block in enumerate(content)]

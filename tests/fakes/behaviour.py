@@ -65,6 +65,8 @@ class FakeState:
 
 
 STATE = web.AppKey("fake_state", FakeState)
+# The recorded entry of the request being answered, so a stream can note how it ended.
+RECORD = "fake_record"
 
 
 async def record(request: web.Request) -> Any:
@@ -77,8 +79,7 @@ async def record(request: web.Request) -> Any:
             body = json.loads(raw)
         except ValueError:
             text = raw.decode("utf-8", "replace")
-    request.app[STATE].requests.append(
-        {
+    entry: dict[str, Any] = {
             "method": request.method,
             "path": request.path,
             "query": dict(request.query),
@@ -87,8 +88,9 @@ async def record(request: web.Request) -> Any:
             "json": body,
             "text": text,
             "at": time.time(),  # lets tests check retry back-off
-        }
-    )
+    }
+    request.app[STATE].requests.append(entry)
+    request[RECORD] = entry
     return body
 
 
@@ -138,14 +140,21 @@ async def stream_events(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **(headers or {})}
     )
     await resp.prepare(request)
+    entry = request.get(RECORD, {})
     try:
         for sent, event in enumerate(events):
             if await _interrupt(request, resp, behaviour, sent, error_event):
+                entry["stream_end"] = "interrupted"
                 return resp
             await resp.write(event)
         await resp.write_eof()
-    except ConnectionResetError:
-        pass  # the client gave up (e.g. timed out during a stall): nothing to tell it
+        entry["stream_end"] = "complete"
+    except (ConnectionResetError, asyncio.CancelledError):
+        # The client gave up (e.g. timed out during a stall): nothing to tell it,
+        # but tests check that a caller that went away really hung up on us.
+        entry["stream_end"] = "client_disconnected"
+        entry["ended_at"] = time.time()
+        raise
     return resp
 
 

@@ -38,8 +38,9 @@ class Serving:
 @asynccontextmanager
 async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Serving]:
     """Serve ``app`` in the running loop (port 0: a free one) until the block ends."""
-    # No access log: the fakes run inside test output.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # No access log: the fakes run inside test output. Handler cancellation, so a
+    # caller hanging up is noticed at once (tests check the sidecar does hang up).
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -110,3 +110,21 @@ def test_a_request_the_provider_rejects_is_not_retried_elsewhere(oai, fake_opena
         oai.chat.completions.create(model="resilient", messages=HELLO)
     assert "temperature out of range" in caught.value.message
     assert fake_anthropic.requests() == []
+
+
+def test_a_client_that_hangs_up_mid_stream_cancels_the_upstream_call(oai, fake_openai):
+    words = [{"role": "user", "content": "a b c d e f g h"}]
+    list(oai.chat.completions.create(model="gpt", messages=words, stream=True))
+    assert fake_openai.requests()[-1]["stream_end"] == "complete"
+
+    fake_openai.script([{"stall_after_chunks": 3, "stall": 30.0}])
+    stream = oai.chat.completions.create(model="gpt", messages=words, stream=True)
+    next(iter(stream))
+    hung_up = time.time()
+    stream.close()
+    deadline = time.monotonic() + 5
+    while "stream_end" not in fake_openai.requests()[-1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen = fake_openai.requests()[-1]
+    assert seen.get("stream_end") == "client_disconnected"
+    assert seen["ended_at"] - hung_up < 2.0  # at once, not when the provider next writes
