@@ -66,7 +66,7 @@ class FakeState:
 
 STATE = web.AppKey("fake_state", FakeState)
 # The recorded entry of the request being answered, so a stream can note how it ended.
-RECORD = "fake_record"
+RECORD = web.RequestKey("fake_record", dict)
 
 
 async def record(request: web.Request) -> Any:
