@@ -30,6 +30,7 @@ from proxy.providers.base import (
     UpstreamRequest,
     Usage,
 )
+from proxy.routing.health import OutlierDetector
 from proxy.routing.table import Candidate, Plan
 from proxy.runtime import Runtime
 from proxy.snapshot import Rule
@@ -92,9 +93,12 @@ def _final_error(model: str, plan: Plan, failures: list[up.Failure]) -> ApiError
 
 
 class Relay:
-    def __init__(self, *, session: aiohttp.ClientSession, telemetry: Telemetry) -> None:
+    def __init__(
+        self, *, session: aiohttp.ClientSession, telemetry: Telemetry, health: OutlierDetector | None = None
+    ) -> None:
         self._session = session
         self._telemetry = telemetry
+        self.health = health or OutlierDetector()
 
     # --- the attempt loop, shared by every operation ---------------------------------
 
@@ -141,9 +145,13 @@ class Relay:
                     },
                 )
                 try:
-                    return await attempt(translator, candidate, span, deadline)
+                    result = await attempt(translator, candidate, span, deadline)
+                    self.health.record(backend.key, ok=True)
+                    return result
                 except _AttemptFailed as exc:
                     failure = exc.failure
+                    if failure.kind in up.UNHEALTHY:
+                        self.health.record(backend.key, ok=False)
                     set_error(span, failure.kind, failure.message)
                     if failure.status is not None:
                         span.set_attribute("http.response.status_code", failure.status)

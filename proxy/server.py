@@ -83,8 +83,11 @@ def _runtime(request: web.Request) -> Runtime:
 
 
 def _plan(runtime: Runtime, request: web.Request, model: str) -> Plan:
+    health = request.app[RELAY].health
     try:
-        plan = runtime.table.plan(model, request.headers, draw=random.random)
+        plan = runtime.table.plan(
+            model, request.headers, draw=random.random, healthy=health.healthy if health.any_ejected else None
+        )
     except NoMatchingRule as exc:
         raise ApiError(404, str(exc), "invalid_request_error", "no_matching_rule", "model") from None
     if plan is None:

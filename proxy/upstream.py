@@ -20,6 +20,9 @@ CLIENT_ERROR = "client_error"  # 400/413/422...: the request itself is wrong, no
 UNSUPPORTED = "unsupported"  # the provider type cannot serve the operation
 STREAM_CUT = "stream_cut"  # failed after the first byte reached the client
 
+# Failures that say the backend itself is in trouble (counted by passive health).
+UNHEALTHY = frozenset({CONNECT_ERROR, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, BACKEND_REJECTED})
+
 _RETRY_ON = {CONNECT_ERROR: "connect-error", TIMEOUT: "timeout", RATE_LIMITED: "429", SERVER_ERROR: "5xx"}
 
 

@@ -51,10 +51,23 @@ class _CompiledRule:
     cumulative: tuple[int, ...]
     fallbacks: tuple[Candidate, ...]
 
-    def pick(self, draw: float) -> Backend:
+    def pick(self, draw: float, healthy: Callable[[str], bool] | None) -> Backend:
+        if healthy is not None:
+            alive = [b for b in self.weighted if healthy(b.key)]
+            if alive and len(alive) < len(self.weighted):
+                return _weighted_choice(alive, draw)  # the rare path: someone is ejected
         total = self.cumulative[-1]
         index = bisect.bisect_right(self.cumulative, draw * total)
         return self.weighted[min(index, len(self.weighted) - 1)]
+
+
+def _weighted_choice(backends: list[Backend], draw: float) -> Backend:
+    point = draw * sum(b.weight for b in backends)
+    for backend in backends:
+        point -= backend.weight
+        if point < 0:
+            return backend
+    return backends[-1]
 
 
 def _compile_matcher(match: HeaderMatch) -> _Matcher:
@@ -94,10 +107,19 @@ class RoutingTable:
     def serves(self, model: str) -> bool:
         return model in self._routes
 
-    def plan(self, model: str, headers: Mapping[str, str], *, draw: Callable[[], float]) -> Plan | None:
+    def plan(
+        self,
+        model: str,
+        headers: Mapping[str, str],
+        *,
+        draw: Callable[[], float],
+        healthy: Callable[[str], bool] | None = None,
+    ) -> Plan | None:
         """The plan for one request, or None when no route serves `model`.
 
         `headers` must answer lower-case names (aiohttp's CIMultiDict does).
+        `healthy` (when some backend is ejected) keeps ejected backends out of
+        the weighted pick, unless all are ejected; fallbacks stay as configured.
         Raises NoMatchingRule when the route exists but none of its rules match.
         """
         entry = self._routes.get(model)
@@ -106,7 +128,7 @@ class RoutingTable:
         route, rules = entry
         for compiled in rules:
             if all(m.matches(headers) for m in compiled.matchers):
-                primary = compiled.pick(draw())
+                primary = compiled.pick(draw(), healthy)
                 candidates = (Candidate(primary, fallback=False),) + tuple(
                     c for c in compiled.fallbacks if c.backend.key != primary.key
                 )

@@ -53,6 +53,7 @@ def build_snapshot(openai_url: str, anthropic_url: str, gemini_url: str) -> dict
         _route("slow", [_backend("oai", "gpt-4o")], fallbacks=[_backend("claude", "claude-sonnet-4-5")],
                retry=ONE_TRY, timeouts={"totalSeconds": 3, "firstTokenSeconds": 0.5}),
         _route("impatient", [_backend("oai", "gpt-4o")], retry=ONE_TRY, timeouts={"totalSeconds": 0.5}),
+        _route("split", [_backend("oai", "gpt-4o"), _backend("claude", "claude-sonnet-4-5")], retry=ONE_TRY),
         {"name": "tiered", "model": "tiered", "rules": [
             {"name": "beta", "matchHeaders": [{"name": "x-tier", "value": "beta"}],
              "backends": [_backend("claude", "claude-sonnet-4-5")]},

@@ -128,3 +128,19 @@ def test_a_client_that_hangs_up_mid_stream_cancels_the_upstream_call(oai, fake_o
     seen = fake_openai.requests()[-1]
     assert seen.get("stream_end") == "client_disconnected"
     assert seen["ended_at"] - hung_up < 2.0  # at once, not when the provider next writes
+
+
+def test_a_backend_that_keeps_failing_leaves_the_weighted_pick(oai, fake_openai, fake_anthropic):
+    fake_openai.script([{"status": 503}] * 5)
+    served = []
+    for _ in range(60):
+        if len(fake_openai.requests()) >= 5:
+            break
+        try:
+            served.append(oai.chat.completions.create(model="split", messages=HELLO).model)
+        except openai.APIStatusError:
+            pass
+    assert len(fake_openai.requests()) == 5, "the split route should have sent OpenAI its five failures"
+    after = [oai.chat.completions.create(model="split", messages=HELLO).model for _ in range(20)]
+    assert set(after) == {"claude-sonnet-4-5"}
+    assert len(fake_openai.requests()) == 5

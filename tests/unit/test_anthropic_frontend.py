@@ -23,7 +23,7 @@ from tests.unit.test_anthropic_provider import DOCUMENTED_TOOL_STREAM
 
 FRONTEND = AnthropicFrontend()
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-WEATHER_TOOL = {
+WEATHER_TOOL: Any = {
     "name": "get_weather",
     "description": "Get the current weather in a given location",
     "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
@@ -172,6 +172,22 @@ def test_multi_turn_with_tools_images_and_tool_results() -> None:
     ]
 
 
+def test_mid_conversation_system_messages_keep_their_place() -> None:
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "system", "content": [{"type": "text", "text": "From now on, answer in French."}]},
+    ]
+    assert parse(system="Be brief.", messages=messages)["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "system", "content": "From now on, answer in French."},
+    ]
+
+
 def test_assistant_with_only_tool_use_has_null_content() -> None:
     messages = [
         {"role": "user", "content": "x"},
@@ -259,9 +275,14 @@ def block_message(*blocks: Any, role: str = "user") -> dict[str, Any]:
         ({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens", "positive"),
         ({"model": "m", "max_tokens": 5, "messages": []}, "messages", "non-empty"),
         (
-            {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]},
             "messages.0.role",
-            "'system'",
+            "'robot'",
+        ),
+        (
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": [{"type": "image"}]}]},
+            "messages.0.content.0",
+            "text block",
         ),
         ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 3}]}, "messages.0.content", "string"),
         (block_message({"type": "foo"}), "messages.2.content.0", "unknown block type 'foo'"),

@@ -23,7 +23,8 @@ def make_translator(**overrides: Any) -> AnthropicTranslator:
 
 def body_for(request: dict[str, Any], *, stream: bool = False, model: str = "claude-sonnet-4-5") -> dict[str, Any]:
     upstream = make_translator().chat_request(request, model=model, stream=stream)
-    return json.loads(upstream.body)
+    body: dict[str, Any] = json.loads(upstream.body)
+    return body
 
 
 def user(text: str) -> dict[str, Any]:
@@ -314,7 +315,7 @@ def test_harmless_openai_fields_are_ignored() -> None:
 # --- response --------------------------------------------------------------------------------
 
 # From the Messages API reference (a tool_use answer), with prompt caching counts added.
-TOOL_USE_MESSAGE = {
+TOOL_USE_MESSAGE: dict[str, Any] = {
     "id": "msg_01Aq9w938a90dw8q",
     "type": "message",
     "role": "assistant",

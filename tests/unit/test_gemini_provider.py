@@ -11,7 +11,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from proxy.errors import ApiError
 from proxy.providers.base import UpstreamProtocolError, Usage
-from proxy.providers.gemini import DUMMY_THOUGHT_SIGNATURE, GeminiTranslator
+from proxy.providers.gemini import GeminiTranslator
+from proxy.providers.gemini_request import DUMMY_THOUGHT_SIGNATURE
 from proxy.snapshot import Provider
 
 MODEL = "gemini-2.5-flash"

@@ -65,3 +65,28 @@ def test_fallbacks_follow_the_pick_without_repeating_it():
 def test_no_matching_rule_is_an_error_naming_the_route():
     with pytest.raises(NoMatchingRule, match="strict"):
         TABLE.plan("strict", CIMultiDict(), draw=lambda: 0.0)
+
+
+def test_ejected_backends_leave_the_weighted_pick_until_all_are_ejected():
+    from proxy.routing.health import OutlierDetector
+
+    now = [0.0]
+    health = OutlierDetector(consecutive_failures=3, ejection_seconds=10, clock=lambda: now[0])
+    for _ in range(2):
+        health.record("a/m1", ok=False)
+    health.record("a/m1", ok=True)  # a success resets the streak
+    health.record("a/m1", ok=False)
+    assert health.healthy("a/m1")
+    for _ in range(2):
+        health.record("a/m1", ok=False)
+    assert not health.healthy("a/m1") and health.any_ejected
+    picks = {TABLE.plan("chat", CIMultiDict(), draw=lambda i=i: i / 10, healthy=health.healthy).candidates[0]
+             .backend.key for i in range(10)}
+    assert picks == {"b/m2"}
+    for _ in range(3):
+        health.record("b/m2", ok=False)
+    picks = {TABLE.plan("chat", CIMultiDict(), draw=lambda i=i: i / 10, healthy=health.healthy).candidates[0]
+             .backend.key for i in range(10)}
+    assert picks == {"a/m1", "b/m2"}  # nobody healthy: plain weights rather than nothing
+    now[0] = 11.0
+    assert health.healthy("a/m1") and health.healthy("b/m2") and not health.any_ejected
