@@ -12,7 +12,8 @@ PROXY = REPO / "proxy"
 
 # Pure modules decide and translate; they must not reach for sockets, files or the loop.
 PURE = ["proxy/snapshot.py", "proxy/sse.py", "proxy/upstream.py", "proxy/errors.py",
-        "proxy/routing", "proxy/providers", "proxy/frontends"]
+        "proxy/routing", "proxy/providers", "proxy/frontends",
+        "controller/api.py", "controller/compile.py", "controller/store.py"]
 IO_MODULES = {"aiohttp", "asyncio", "socket", "ssl", "urllib.request", "http.client", "subprocess", "requests",
               "httpx", "os", "pathlib", "shutil", "opentelemetry"}
 
@@ -46,3 +47,9 @@ def test_pure_modules_do_no_io(path):
     bad = {n for n in _imports(path) if n in IO_MODULES or _top(n) in IO_MODULES}
     assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}; keep I/O in the relay/server layer"
 
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "controller").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_controller_imports_only_the_snapshot_from_proxy(path):
+    bad = {n for n in _imports(path) if _top(n) == "proxy" and n != "proxy.snapshot"}
+    assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}; the controller may use proxy.snapshot only"

@@ -1,0 +1,244 @@
+"""Compilation, pure: resources in, verdicts and one snapshot per workload out.
+
+Two steps, both without I/O:
+
+1. `judge` looks at every ModelProvider and ModelRoute once and says whether it
+   is usable (the checks a CRD schema cannot make: references that resolve,
+   Secrets and keys that exist, one route per model name). It also decides,
+   per route, which version to serve: the current one when it is good, else
+   the last good one (so a broken edit never takes a working route away).
+2. `compile_workload` builds the snapshot one workload may see: the routes of
+   its namespace that select it, only the providers those routes use, and
+   only their credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from controller.api import BackendRef, ModelProvider, ModelRoute, RouteRule, Secret, duration_seconds
+from controller.store import Key, Resources, key_of
+from proxy import snapshot as snap
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    namespace: str
+    service_account: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def cache_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        # The service account does not change what a workload sees yet (policies will).
+        return (self.namespace, tuple(sorted(self.labels.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One condition's worth of judgement: Gateway API style type/status/reason/message."""
+
+    ok: bool
+    reason: str
+    message: str = ""
+
+
+ACCEPTED = Verdict(True, "Accepted")
+RESOLVED = Verdict(True, "ResolvedRefs")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderVerdict:
+    accepted: Verdict
+    resolved_refs: Verdict
+    provider: snap.Provider | None  # compiled, credentials included; None when unusable
+
+
+@dataclass(frozen=True, slots=True)
+class RouteVerdict:
+    accepted: Verdict
+    resolved_refs: Verdict
+    generation: int
+    # What sidecars run for this route: the current spec when good, else the last good one.
+    served: ModelRoute | None
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    providers: dict[Key, ProviderVerdict]
+    routes: dict[Key, RouteVerdict]
+
+    @property
+    def last_good(self) -> dict[Key, ModelRoute]:
+        return {k: v.served for k, v in self.routes.items() if v.served is not None}
+
+
+def _secret_value(secret: Secret, key: str) -> str | None:
+    if key in secret.string_data:
+        return secret.string_data[key]
+    if key in secret.data:
+        try:
+            return base64.b64decode(secret.data[key], validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None
+
+
+def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], Secret]) -> ProviderVerdict:
+    spec, namespace, name = provider.spec, provider.metadata.namespace, provider.metadata.name
+    base_url = spec.base_url or DEFAULT_BASE_URLS.get(spec.type)
+    if base_url is None:
+        invalid = Verdict(False, "Invalid", f"type {spec.type} has no default endpoint: set spec.baseURL")
+        return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
+    if spec.type == "azure-openai" and spec.azure is None:
+        invalid = Verdict(False, "Invalid", "type azure-openai needs spec.azure.apiVersion")
+        return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
+    api_key: str | None = None
+    if spec.credentials_ref is not None:
+        ref = spec.credentials_ref
+        secret = secrets.get((namespace, ref.name))
+        if secret is None:
+            missing = Verdict(False, "SecretNotFound",
+                              f"Secret {namespace}/{ref.name} (spec.credentialsRef) does not exist or is not "
+                              "labelled modelway.io/credentials=true")
+            return ProviderVerdict(ACCEPTED, missing, None)
+        api_key = _secret_value(secret, ref.key)
+        if api_key is None:
+            missing = Verdict(False, "SecretKeyNotFound",
+                              f"Secret {namespace}/{ref.name} has no key {ref.key!r} (spec.credentialsRef.key)")
+            return ProviderVerdict(ACCEPTED, missing, None)
+    compiled = snap.Provider(
+        name=f"{namespace}.{name}",
+        type=spec.type,
+        base_url=base_url,
+        api_key=api_key,
+        api_version=spec.azure.api_version if spec.azure else None,
+        region=spec.region,
+        jurisdiction=spec.jurisdiction,
+        hosting=spec.hosting,
+        pricing={
+            m.name: snap.ModelPricing(input_per_million=m.input_price_per_million,
+                                      output_per_million=m.output_price_per_million)
+            for m in spec.models
+            if m.input_price_per_million is not None and m.output_price_per_million is not None
+        },
+    )
+    return ProviderVerdict(ACCEPTED, RESOLVED, compiled)
+
+
+def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> Verdict:
+    namespace = route.metadata.namespace
+    problems = []
+    for rule in route.spec.rules:
+        for where, refs in (("backends", rule.backends), ("fallbacks", rule.fallbacks)):
+            for ref in refs:
+                verdict = providers.get(("ModelProvider", namespace, ref.provider))
+                if verdict is None:
+                    problems.append(f"rule {rule.name} {where}: ModelProvider {namespace}/{ref.provider} not found")
+                elif verdict.provider is None:
+                    bad = verdict.resolved_refs if not verdict.resolved_refs.ok else verdict.accepted
+                    problems.append(f"rule {rule.name} {where}: ModelProvider {ref.provider} is not usable "
+                                    f"({bad.reason}: {bad.message})")
+    if problems:
+        reason = "BackendNotFound" if any("not found" in p for p in problems) else "InvalidBackend"
+        return Verdict(False, reason, "; ".join(sorted(set(problems))))
+    return RESOLVED
+
+
+def _selector_key(route: ModelRoute) -> tuple[tuple[str, str], ...]:
+    selector = route.spec.workload_selector
+    return tuple(sorted(selector.match_labels.items())) if selector else ()
+
+
+def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None) -> Judgement:
+    last_good = last_good or {}
+    secrets = {(s.metadata.namespace, s.metadata.name): s for s in resources.secrets}
+    providers = {key_of(p): _judge_provider(p, secrets) for p in resources.providers}
+    routes: dict[Key, RouteVerdict] = {}
+    claimed: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+    for route in sorted(resources.routes, key=lambda r: (r.metadata.namespace, r.metadata.name)):
+        key = key_of(route)
+        claim = (route.metadata.namespace, route.spec.model, _selector_key(route))
+        owner = claimed.setdefault(claim, route.metadata.name)
+        accepted = ACCEPTED
+        if owner != route.metadata.name:
+            accepted = Verdict(False, "Conflicted",
+                               f"ModelRoute {owner} already serves model {route.spec.model!r} for the same "
+                               "workloads in this namespace")
+        refs = _route_refs(route, providers)
+        served: ModelRoute | None = route if (accepted.ok and refs.ok) else None
+        if served is None and accepted.ok:
+            previous = last_good.get(key)
+            if previous is not None and _route_refs(previous, providers).ok:
+                served = previous  # keep the last good rules while this edit is broken
+        routes[key] = RouteVerdict(accepted, refs, route.metadata.generation, served)
+    return Judgement(providers=providers, routes=routes)
+
+
+def _selects(route: ModelRoute, workload: Workload) -> bool:
+    selector = route.spec.workload_selector
+    if selector is None:
+        return True
+    return all(workload.labels.get(k) == v for k, v in selector.match_labels.items())
+
+
+def _backend(ref: BackendRef, namespace: str) -> snap.Backend:
+    return snap.Backend(provider=f"{namespace}.{ref.provider}", model=ref.model, weight=ref.weight)
+
+
+def _rule(rule: RouteRule, namespace: str) -> snap.Rule:
+    retry, timeouts = rule.retry, rule.timeouts
+    return snap.Rule(
+        name=rule.name,
+        match_headers=tuple(snap.HeaderMatch(name=h.name, value=h.value, regex=h.regex) for h in rule.matches.headers),
+        backends=tuple(_backend(b, namespace) for b in rule.backends),
+        fallbacks=tuple(_backend(b, namespace) for b in rule.fallbacks),
+        retry=snap.Retry(
+            attempts=retry.attempts,
+            retry_on=retry.retry_on,
+            backoff_base_seconds=duration_seconds(retry.backoff_base),
+            backoff_max_seconds=duration_seconds(retry.backoff_max),
+            max_retry_after_seconds=duration_seconds(retry.max_retry_after),
+        ),
+        timeouts=snap.Timeouts(
+            total_seconds=duration_seconds(timeouts.total),
+            first_token_seconds=duration_seconds(timeouts.first_token) if timeouts.first_token else None,
+            connect_seconds=duration_seconds(timeouts.connect),
+        ),
+    )
+
+
+def compile_workload(judgement: Judgement, workload: Workload) -> snap.Snapshot:
+    """The snapshot for one workload; its version is a hash of its content."""
+    chosen: dict[str, ModelRoute] = {}
+    for verdict in judgement.routes.values():
+        route = verdict.served
+        if route is None or route.metadata.namespace != workload.namespace or not _selects(route, workload):
+            continue
+        current = chosen.get(route.spec.model)
+        # A route with a selector is more specific than one without; then by name, for stability.
+        rank = (route.spec.workload_selector is None, route.metadata.name)
+        if current is None or rank < (current.spec.workload_selector is None, current.metadata.name):
+            chosen[route.spec.model] = route
+    routes = []
+    used: set[str] = set()
+    for model in sorted(chosen):
+        route = chosen[model]
+        namespace = route.metadata.namespace
+        rules = tuple(_rule(r, namespace) for r in route.spec.rules)
+        for rule in rules:
+            used.update(b.provider for b in (*rule.backends, *rule.fallbacks))
+        routes.append(snap.Route(name=f"{namespace}/{route.metadata.name}", model=model, rules=rules))
+    providers = tuple(
+        sorted((v.provider for v in judgement.providers.values() if v.provider and v.provider.name in used),
+               key=lambda p: p.name)
+    )
+    snapshot = snap.Snapshot(providers=providers, routes=tuple(routes))
+    return snapshot.model_copy(update={"version": snap.content_version(snapshot)})
