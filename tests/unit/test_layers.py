@@ -24,7 +24,10 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+            if "." in node.module:
+                names.add(node.module)
+            else:  # `from proxy import snapshot` is an import of proxy.snapshot
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
