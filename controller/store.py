@@ -30,7 +30,8 @@ class Resources:
 class ResourceStore:
     def __init__(self, *, on_change: Callable[[], None] = lambda: None) -> None:
         self._items: dict[Key, Resource] = {}
-        self._on_change = on_change
+        # Public so the controller can subscribe after both exist.
+        self.on_change = on_change
         self._view: Resources | None = None
 
     def apply(self, resource: Resource) -> None:
@@ -67,4 +68,4 @@ class ResourceStore:
 
     def _changed(self) -> None:
         self._view = None
-        self._on_change()
+        self.on_change()

@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -18,66 +20,108 @@ from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, build_app
 from proxy.snapshot import Snapshot
 from proxy.snapshot_file import SnapshotError, load_snapshot_file, watch_snapshot_file
+from proxy.sync import ControllerSync, SyncSettings, load_saved
 from proxy.telemetry import Telemetry, build_tracer_provider
 
 log = logging.getLogger("modelway.proxy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="modelway-proxy",
         description=(
             "The Modelway sidecar: OpenAI- and Anthropic-compatible endpoints that route, translate, "
-            "retry and trace each LLM call to the right provider."
+            "retry and trace each LLM call to the right provider. Its rules come from the Modelway "
+            "controller (--controller) or, without a cluster, from a snapshot file (--snapshot)."
         ),
         epilog=(
             "Tracing follows the standard OTEL_* variables: set OTEL_EXPORTER_OTLP_ENDPOINT to export "
             "spans (OTLP over HTTP, or gRPC with OTEL_EXPORTER_OTLP_PROTOCOL=grpc)."
         ),
     )
-    parser.add_argument("--snapshot", type=Path, required=True, metavar="FILE",
-                        help="routing snapshot (YAML or JSON); reloaded when it changes")
-    parser.add_argument("--host", default=os.environ.get("MODELWAY_HOST", "127.0.0.1"),
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--snapshot", type=Path, metavar="FILE",
+                        help="routing snapshot (YAML or JSON), re-read when it changes")
+    source.add_argument("--controller", metavar="URL", default=env("MODELWAY_CONTROLLER") or None,
+                        help="controller stream URL, e.g. https://modelway-controller.modelway-system.svc:15012")
+    parser.add_argument("--token-file", type=Path,
+                        default=Path(env("MODELWAY_TOKEN_FILE", "/var/run/secrets/modelway/token")),
+                        help="projected ServiceAccount token (audience modelway) shown to the controller "
+                             "(default: %(default)s)")
+    parser.add_argument("--ca-file", type=Path, default=Path(p) if (p := env("MODELWAY_CA_FILE")) else None,
+                        help="CA bundle that signed the controller's serving certificate")
+    parser.add_argument("--state-file", type=Path,
+                        default=Path(p) if (p := env("MODELWAY_STATE_FILE")) else None,
+                        help="where to keep the last good snapshot, so a restart serves it while the "
+                             "controller is away (an emptyDir in Kubernetes)")
+    parser.add_argument("--reconnect-max-seconds", type=float, default=30.0,
+                        help="longest wait between attempts to reach the controller (default: %(default)s)")
+    parser.add_argument("--host", default=env("MODELWAY_HOST", "127.0.0.1"),
                         help="address for the app-facing port (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MODELWAY_PORT", "15000")),
+    parser.add_argument("--port", type=int, default=int(env("MODELWAY_PORT", "15000")),
                         help="app-facing port (default: %(default)s)")
-    parser.add_argument("--admin-port", type=int, default=int(os.environ.get("MODELWAY_ADMIN_PORT", "15020")),
+    parser.add_argument("--admin-port", type=int, default=int(env("MODELWAY_ADMIN_PORT", "15020")),
                         help="admin port for /healthz, /readyz, /config on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                         help="largest request body accepted, else 413 (default: %(default)s)")
-    parser.add_argument("--log-level", default=os.environ.get("MODELWAY_LOG_LEVEL", "info"),
+    parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace, snapshot: Snapshot, telemetry: Telemetry) -> None:
-    holder = RuntimeHolder()
-    holder.swap(Runtime.build(snapshot))
+def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snapshot) -> Coroutine[Any, Any, None]:
+    holder.swap(Runtime.build(initial))
 
     def on_change(new: Snapshot) -> None:
         try:
             runtime = Runtime.build(new)
-        except Exception:  # a snapshot that validates but cannot be compiled: keep serving
-            log.exception("snapshot %s could not be compiled; keeping %s", new.version, snapshot.version)
+        except Exception:  # validates but cannot be compiled: keep serving the last good one
+            log.exception("snapshot %s could not be compiled; keeping the last good snapshot", new.version)
             return
         holder.swap(runtime)
         log.info("snapshot %s is live (%d routes)", new.version, len(new.routes))
 
+    return watch_snapshot_file(args.snapshot, on_change=on_change, interval=args.reload_interval)
+
+
+def _controller_source(
+    args: argparse.Namespace, holder: RuntimeHolder
+) -> tuple[Coroutine[Any, Any, None], Callable[[], dict[str, Any]]]:
+    if args.state_file is not None:
+        saved = load_saved(args.state_file)
+        if saved is not None:
+            snapshot, received_at = saved
+            holder.swap(Runtime.build(snapshot, received_at=received_at))
+            log.info("serving saved snapshot %s from %s until the controller answers", snapshot.version,
+                     args.state_file)
+    sync = ControllerSync(
+        settings=SyncSettings(controller_url=args.controller, token_file=args.token_file, ca_file=args.ca_file,
+                              state_file=args.state_file, backoff_max_seconds=args.reconnect_max_seconds),
+        holder=holder,
+    )
+    return sync.run(), lambda: {"source": "controller", "controllerConnected": sync.connected}
+
+
+async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapshot | None) -> None:
+    holder = RuntimeHolder()
+    if initial is not None:
+        source = _file_source(args, holder, initial)
+        source_status: Callable[[], dict[str, Any]] = lambda: {"source": "file"}
+    else:
+        source, source_status = _controller_source(args, holder)
     app = build_app(holder=holder, telemetry=telemetry, settings=ServerSettings(max_body_bytes=args.max_body_bytes))
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    admin = web.AppRunner(build_admin_app(holder=holder), access_log=None)
+    admin = web.AppRunner(build_admin_app(holder=holder, source_status=source_status), access_log=None)
     await runner.setup()
     await admin.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     await web.TCPSite(admin, "127.0.0.1", args.admin_port).start()
-    log.info("snapshot %s loaded: %d providers, %d routes (%s)", snapshot.version, len(snapshot.providers),
-             len(snapshot.routes), ", ".join(holder.current.table.models) if holder.current else "")
     # Tests and `modelway dev` wait for this line.
     print(f"modelway-proxy listening on http://{args.host}:{args.port} admin http://127.0.0.1:{args.admin_port}",
           flush=True)
-    watcher = asyncio.create_task(watch_snapshot_file(args.snapshot, on_change=on_change,
-                                                      interval=args.reload_interval))
+    source_task = asyncio.create_task(source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,9 +129,9 @@ async def serve(args: argparse.Namespace, snapshot: Snapshot, telemetry: Telemet
     try:
         await stop.wait()
     finally:
-        watcher.cancel()
+        source_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+            await source_task
         await runner.cleanup()
         await admin.cleanup()
 
@@ -95,11 +139,15 @@ async def serve(args: argparse.Namespace, snapshot: Snapshot, telemetry: Telemet
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        snapshot = load_snapshot_file(args.snapshot)
-    except SnapshotError as exc:
-        print(f"modelway-proxy: {exc}", file=sys.stderr)
-        return 2
+    initial = None
+    if args.snapshot is not None:
+        try:
+            initial = load_snapshot_file(args.snapshot)
+        except SnapshotError as exc:
+            print(f"modelway-proxy: {exc}", file=sys.stderr)
+            return 2
+        log.info("snapshot %s loaded from %s: %d providers, %d routes", initial.version, args.snapshot,
+                 len(initial.providers), len(initial.routes))
     tracer_provider = build_tracer_provider(service_name="modelway-proxy")
     telemetry = Telemetry(tracer=tracer_provider.get_tracer("modelway.proxy") if tracer_provider else None)
     try:
@@ -109,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        runner(serve(args, snapshot, telemetry))
+        runner(serve(args, telemetry, initial))
     finally:
         if tracer_provider is not None:
             tracer_provider.shutdown()

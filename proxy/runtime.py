@@ -21,15 +21,18 @@ class Runtime:
     table: RoutingTable
     translators: dict[str, Translator]
     providers: dict[str, Provider]
-    loaded_at: float = field(default_factory=time.time)
+    # When this configuration was received (from the controller, or read from a file);
+    # a snapshot restored from the saved copy keeps its original time, so its age is honest.
+    received_at: float = field(default_factory=time.time)
 
     @classmethod
-    def build(cls, snapshot: Snapshot) -> Runtime:
+    def build(cls, snapshot: Snapshot, *, received_at: float | None = None) -> Runtime:
         return cls(
             snapshot=snapshot,
             table=RoutingTable.build(snapshot),
             translators={p.name: build_translator(p) for p in snapshot.providers},
             providers={p.name: p for p in snapshot.providers},
+            received_at=time.time() if received_at is None else received_at,
         )
 
 

@@ -168,13 +168,19 @@ class Snapshot(_Frozen):
         return data
 
 
-def content_version(snapshot: Snapshot) -> str:
-    """A stable hash of the snapshot's content (credentials included, so rotation is a change)."""
-    data = snapshot.model_dump(mode="json", by_alias=True, exclude={"version"})
+def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, Any]:
+    """The snapshot as JSON-ready data WITH credentials: for the controller stream and the
+    sidecar's saved copy only, never for logs or dumps (use `masked`)."""
+    data = snapshot.model_dump(mode="json", by_alias=True, exclude={"version"} if exclude_version else None)
     for provider, original in zip(data["providers"], snapshot.providers, strict=True):
         if original.api_key is not None:
             provider["apiKey"] = original.api_key.get_secret_value()
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return data
+
+
+def content_version(snapshot: Snapshot) -> str:
+    """A stable hash of the snapshot's content (credentials included, so rotation is a change)."""
+    blob = json.dumps(to_wire(snapshot, exclude_version=True), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -184,3 +190,16 @@ def parse_snapshot(data: dict[str, Any]) -> Snapshot:
     if not snapshot.version:
         snapshot = snapshot.model_copy(update={"version": content_version(snapshot)})
     return snapshot
+
+
+# --- the controller <-> sidecar stream (a WebSocket; JSON text messages) ------------------
+#
+# sidecar -> controller, first:  {"type": "hello", "version": "<what it runs, or ''>"}
+# controller -> sidecar:         {"type": "snapshot", "version": v, "snapshot": to_wire(...)}
+# sidecar -> controller:         {"type": "ack", "version": v}
+#                                {"type": "nack", "version": v, "error": "<why; no secrets>"}
+# The sidecar authenticates with `Authorization: Bearer <projected ServiceAccount token>`
+# (audience `modelway`); it only ever receives what its workload may see.
+
+STREAM_PATH = "/v1/stream"
+TOKEN_AUDIENCE = "modelway"

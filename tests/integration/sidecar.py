@@ -23,18 +23,21 @@ def free_port() -> int:
 
 
 class SidecarProcess:
-    def __init__(self, snapshot: dict[str, Any], *, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, snapshot: dict[str, Any] | None = None, *, source_args: list[str] | None = None,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`snapshot`: run on a snapshot file; else `source_args` say where config comes from."""
         self._dir = Path(tempfile.mkdtemp(prefix="modelway-sidecar-"))
         self.snapshot_path = self._dir / "snapshot.json"
-        self.snapshot_path.write_text(json.dumps(snapshot))
+        if snapshot is not None:
+            self.snapshot_path.write_text(json.dumps(snapshot))
+            source_args = ["--snapshot", str(self.snapshot_path), "--reload-interval", "0.1"]
         self.log_path = self._dir / "sidecar.log"
         self.port, self.admin_port = free_port(), free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self._args = [
-            sys.executable, "-m", "proxy", "--snapshot", str(self.snapshot_path),
-            "--port", str(self.port), "--admin-port", str(self.admin_port), "--reload-interval", "0.1",
+            sys.executable, "-m", "proxy", *(source_args or []),
+            "--port", str(self.port), "--admin-port", str(self.admin_port),
             *(extra_args or []),
         ]
         self._env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
@@ -48,20 +51,29 @@ class SidecarProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start_process(self) -> None:
+        """Starts the process and waits only for its ports, not for a snapshot."""
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(self._args, stdout=log, stderr=subprocess.STDOUT, env=self._env, cwd=REPO)
+        self._wait_for("/healthz")
+
+    def start(self) -> None:
+        self.start_process()
+        self._wait_for("/readyz")
+
+    def _wait_for(self, path: str) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"sidecar exited with {self._proc.returncode}:\n{self.logs()}")
             try:
-                with urllib.request.urlopen(self.admin_url + "/readyz", timeout=1) as resp:
+                with urllib.request.urlopen(self.admin_url + path, timeout=1) as resp:
                     if resp.status == 200:
                         return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"sidecar not ready after 20s:\n{self.logs()}")
+        raise RuntimeError(f"sidecar did not answer {path} within 20s:\n{self.logs()}")
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:

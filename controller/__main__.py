@@ -1,0 +1,136 @@
+"""`modelway-controller`: watch resources, compile snapshots, push them to sidecars.
+
+Settings are read here once and passed down. Two sources share everything
+else: the Kubernetes API (`--source kube`, the default in a cluster) and a
+folder of the same YAML (`--source files`, what `modelway dev` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from controller.auth import Authenticator, Identity, StaticAuthenticator
+from controller.core import Controller
+from controller.push import build_push_app
+from controller.store import ResourceStore
+
+log = logging.getLogger("modelway.controller")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="modelway-controller",
+        description="The Modelway controller: watches ModelProvider and ModelRoute resources, compiles "
+                    "one snapshot per workload and pushes it to the sidecars that connect.",
+    )
+    parser.add_argument("--source", choices=["kube", "files"], default=env("MODELWAY_SOURCE", "kube"),
+                        help="where resources come from (default: %(default)s)")
+    parser.add_argument("--config-dir", type=Path, help="with --source files: the folder of YAML to watch")
+    parser.add_argument("--kubeconfig", type=Path, default=Path(p) if (p := env("KUBECONFIG")) else None,
+                        help="with --source kube outside a cluster (default: in-cluster config)")
+    parser.add_argument("--listen", default=env("MODELWAY_LISTEN", "0.0.0.0:15012"), metavar="HOST:PORT",
+                        help="where sidecars connect (default: %(default)s)")
+    parser.add_argument("--tls-cert", type=Path, help="serving certificate for the sidecar stream")
+    parser.add_argument("--tls-key", type=Path, help="its private key")
+    parser.add_argument("--dev-token-file", type=Path,
+                        help="with --source files: the token sidecars must show (written if missing)")
+    parser.add_argument("--dev-namespace", default="default",
+                        help="with --source files: the namespace the dev sidecar belongs to (default: %(default)s)")
+    parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if args.source == "files" and args.config_dir is None:
+        parser.error("--source files needs --config-dir DIR (a folder of ModelProvider/ModelRoute/Secret YAML)")
+    if args.source == "files" and args.dev_token_file is None:
+        parser.error("--source files needs --dev-token-file FILE (the token the dev sidecar presents)")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def _dev_authenticator(args: argparse.Namespace) -> Authenticator:
+    path: Path = args.dev_token_file
+    if not path.exists():
+        import secrets
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    identity = Identity(namespace=args.dev_namespace, service_account="default", pod_name="dev-sidecar")
+    return StaticAuthenticator(token=path.read_text().strip(), identity=identity)
+
+
+async def _sources(args: argparse.Namespace) -> tuple[Any, Authenticator, list[Any]]:
+    """The resource source, the sidecar authenticator, and things to close at exit."""
+    if args.source == "files":
+        from controller.sources.files import FileSource
+
+        return FileSource(args.config_dir), _dev_authenticator(args), []
+    from controller.auth import TokenReviewAuthenticator
+    from controller.kube.client import KubeClient
+    from controller.kube.config import load_config
+    from controller.sources.kube import KubeSource
+
+    client = KubeClient(load_config(kubeconfig=args.kubeconfig))
+    authenticator = TokenReviewAuthenticator(review=client.review_token_status, get_pod=client.get_pod)
+    return KubeSource(client), authenticator, [client]
+
+
+async def run(args: argparse.Namespace) -> None:
+    source, authenticator, closables = await _sources(args)
+    store = ResourceStore()
+    controller = Controller(store=store)
+    store.on_change = controller.notify
+    host, _, port = args.listen.rpartition(":")
+    ssl_context = None
+    if args.tls_cert is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    runner = web.AppRunner(build_push_app(controller=controller, authenticator=authenticator), access_log=None)
+    await runner.setup()
+    tasks = [asyncio.create_task(source.run(store), name="source")]
+    await source.wait_synced()
+    await controller.recompute()
+    tasks.append(asyncio.create_task(controller.run(), name="controller"))
+    await web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=ssl_context).start()
+    scheme = "wss" if ssl_context else "ws"
+    print(f"modelway-controller serving sidecar streams on {scheme}://{host}:{port} "
+          f"({len(store.view().routes)} routes, {len(store.view().providers)} providers)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+        for closable in closables:
+            await closable.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

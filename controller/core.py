@@ -1,0 +1,189 @@
+"""The controller's heart: debounce changes, judge and compile, push what changed.
+
+Like Istio's pilot: every change to the store schedules one recompute after a
+quiet period (100 ms), bounded so a steady stream of changes still gets pushed
+(at most 1 s late). A recompute judges everything once, then compiles one
+snapshot per distinct workload among the connected sidecars; a sidecar is sent
+a snapshot only when its version differs from what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller.compile import Judgement, Workload, compile_workload, judge
+from controller.store import Key, ResourceStore
+from proxy.snapshot import Snapshot, to_wire
+
+log = logging.getLogger("modelway.controller")
+
+
+class Stream(Protocol):
+    """The controller's side of one sidecar stream (a WebSocket in production)."""
+
+    async def send_str(self, data: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Sidecar:
+    """One connected sidecar."""
+
+    name: str
+    workload: Workload
+    stream: Stream
+    sent_version: str = ""
+    acked_version: str = ""
+    nack_error: str = ""
+    connected_at: float = field(default_factory=time.time)
+    sent_at: float = 0.0
+    ack_latency: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    snapshot: Snapshot
+    message: str  # the wire message, serialised once for every sidecar that gets it
+    routes: dict[Key, int]  # route key -> generation it carries
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSync:
+    synced: int  # sidecars that ACKed a snapshot with this route's served generation
+    total: int  # connected sidecars whose snapshot carries this route
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        store: ResourceStore,
+        quiet_seconds: float = 0.1,
+        max_delay_seconds: float = 1.0,
+        on_recompute: Callable[[Judgement], None] = lambda judgement: None,
+        on_sync_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self._quiet = quiet_seconds
+        self._max_delay = max_delay_seconds
+        self._on_recompute = on_recompute
+        self._on_sync_change = on_sync_change
+        self.judgement = Judgement(providers={}, routes={})
+        self.sidecars: set[Sidecar] = set()
+        self._compiled: dict[object, Compiled] = {}
+        self._by_version: dict[str, Compiled] = {}
+        self._changed = asyncio.Event()
+        self.pushes = 0
+
+    # --- change handling ----------------------------------------------------------
+
+    def notify(self) -> None:
+        """Wired to the store's on_change: something changed, recompute soon."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._changed.wait()
+            first = asyncio.get_running_loop().time()
+            while True:  # debounce: wait for quiet, but never longer than max_delay in total
+                self._changed.clear()
+                remaining = first + self._max_delay - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=min(self._quiet, remaining))
+                except TimeoutError:
+                    break
+            self._changed.clear()
+            await self.recompute()
+
+    async def recompute(self) -> None:
+        started = time.perf_counter()
+        self.judgement = judge(self.store.view(), last_good=self.judgement.last_good)
+        self._compiled.clear()
+        self._on_recompute(self.judgement)
+        sends = [self._push(sidecar) for sidecar in list(self.sidecars)]
+        pushed = sum(await asyncio.gather(*sends)) if sends else 0
+        self._forget_unused_versions()
+        log.info("recomputed %d routes for %d sidecars in %.1f ms; pushed %d", len(self.judgement.routes),
+                 len(self.sidecars), (time.perf_counter() - started) * 1000, pushed)
+        self._on_sync_change()
+
+    # --- sidecars -----------------------------------------------------------------
+
+    def compiled_for(self, workload: Workload) -> Compiled:
+        key = workload.cache_key()
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            snapshot = compile_workload(self.judgement, workload)
+            message = json.dumps({"type": "snapshot", "version": snapshot.version, "snapshot": to_wire(snapshot)})
+            routes = {}
+            for route in snapshot.routes:
+                namespace, _, name = route.name.partition("/")
+                verdict = self.judgement.routes.get(("ModelRoute", namespace, name))
+                if verdict is not None and verdict.served is not None:
+                    routes[("ModelRoute", namespace, name)] = verdict.served.metadata.generation
+            compiled = Compiled(snapshot=snapshot, message=message, routes=routes)
+            self._compiled[key] = compiled
+            self._by_version[snapshot.version] = compiled
+        return compiled
+
+    async def attach(self, sidecar: Sidecar, *, has_version: str = "") -> None:
+        """A sidecar connected; it says which version it already runs (from its saved copy)."""
+        self.sidecars.add(sidecar)
+        if has_version:
+            sidecar.sent_version = sidecar.acked_version = has_version
+        await self._push(sidecar)
+        self._on_sync_change()
+
+    def detach(self, sidecar: Sidecar) -> None:
+        self.sidecars.discard(sidecar)
+        self._on_sync_change()
+
+    async def _push(self, sidecar: Sidecar) -> bool:
+        compiled = self.compiled_for(sidecar.workload)
+        if compiled.snapshot.version == sidecar.sent_version:
+            return False
+        sidecar.sent_version = compiled.snapshot.version
+        sidecar.sent_at = time.monotonic()
+        try:
+            await sidecar.stream.send_str(compiled.message)
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("could not push to %s: %s", sidecar.name, exc)
+            return False
+        self.pushes += 1
+        return True
+
+    def _forget_unused_versions(self) -> None:
+        live = {c.snapshot.version for c in self._compiled.values()}
+        live |= {s.acked_version for s in self.sidecars} | {s.sent_version for s in self.sidecars}
+        self._by_version = {v: c for v, c in self._by_version.items() if v in live}
+
+    def acknowledge(self, sidecar: Sidecar, *, version: str, error: str | None) -> None:
+        if error is None:
+            sidecar.acked_version, sidecar.nack_error = version, ""
+            if version == sidecar.sent_version and sidecar.sent_at:
+                sidecar.ack_latency = time.monotonic() - sidecar.sent_at
+        else:
+            sidecar.nack_error = error
+            log.warning("sidecar %s refused snapshot %s: %s", sidecar.name, version, error)
+        self._on_sync_change()
+
+    # --- status inputs ------------------------------------------------------------
+
+    def route_sync(self) -> dict[Key, RouteSync]:
+        counts: dict[Key, list[int]] = {}
+        for sidecar in self.sidecars:
+            wanted = self.compiled_for(sidecar.workload).routes
+            acked = self._by_version.get(sidecar.acked_version)
+            for key, generation in wanted.items():
+                entry = counts.setdefault(key, [0, 0])
+                entry[1] += 1
+                if acked is not None and acked.routes.get(key) == generation:
+                    entry[0] += 1
+        return {key: RouteSync(synced=s, total=t) for key, (s, t) in counts.items()}

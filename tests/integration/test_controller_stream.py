@@ -1,0 +1,168 @@
+"""Controller -> sidecar stream: a real sidecar process connected to an in-process controller."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+
+from controller.api import parse_resource
+from controller.auth import Identity, StaticAuthenticator
+from controller.core import Controller
+from controller.push import build_push_app
+from controller.store import ResourceStore
+from tests.fakes.server import DEFAULT_KEYS
+from tests.integration.sidecar import SidecarProcess, free_port
+
+TOKEN = "dev-token-for-tests"
+
+
+def _objects(openai_url: str, anthropic_url: str, model: str = "gpt-4o") -> list[Any]:
+    key = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
+    return [parse_resource(o) for o in [
+        {"kind": "Secret", "metadata": {"name": "keys", "namespace": "team-a"},
+         "data": {"openai": key(DEFAULT_KEYS["openai"]), "anthropic": key(DEFAULT_KEYS["anthropic"])}},
+        {"kind": "ModelProvider", "metadata": {"name": "openai", "namespace": "team-a"},
+         "spec": {"type": "openai", "baseURL": openai_url + "/v1", "credentialsRef": {"name": "keys", "key": "openai"}}},
+        {"kind": "ModelProvider", "metadata": {"name": "claude", "namespace": "team-a"},
+         "spec": {"type": "anthropic", "baseURL": anthropic_url,
+                  "credentialsRef": {"name": "keys", "key": "anthropic"}}},
+        {"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "team-a", "generation": 1},
+         "spec": {"model": "chat", "rules": [{"backends": [{"provider": "openai", "model": model}]}]}},
+    ]]
+
+
+class RunningController:
+    def __init__(self, store: ResourceStore, controller: Controller, runner: web.AppRunner, port: int) -> None:
+        self.store, self.controller, self.runner, self.port = store, controller, runner, port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+async def _start_controller(objects: list[Any], port: int = 0) -> RunningController:
+    store = ResourceStore()
+    controller = Controller(store=store, quiet_seconds=0.05)
+    store.on_change = controller.notify
+    for obj in objects:
+        store.apply(obj)
+    await controller.recompute()
+    auth = StaticAuthenticator(token=TOKEN, identity=Identity(namespace="team-a", service_account="app"))
+    runner = web.AppRunner(build_push_app(controller=controller, authenticator=auth))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port or free_port()).start()
+    running = RunningController(store, controller, runner, runner.addresses[0][1])
+    running.task = asyncio.create_task(controller.run())  # type: ignore[attr-defined]
+    return running
+
+
+async def _stop(running: RunningController) -> None:
+    running.task.cancel()  # type: ignore[attr-defined]
+    await running.runner.cleanup()
+
+
+def _sidecar(url: str, tmp_path, token: str = TOKEN) -> SidecarProcess:
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    return SidecarProcess(source_args=["--controller", url, "--token-file", str(token_file),
+                                       "--state-file", str(tmp_path / "saved-snapshot.json"),
+                                       "--reconnect-max-seconds", "1"])
+
+
+async def _wait(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def _start(process: SidecarProcess, *, expect_ready: bool = True) -> None:
+    await asyncio.to_thread(process.start_process)
+    if expect_ready:
+        await _wait(lambda: process.admin("/readyz")[0] == 200)
+
+
+async def test_a_route_change_reaches_the_sidecar_and_moves_its_next_request(
+        tmp_path, fake_openai_process, fake_anthropic_process):
+    running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url))
+    sidecar = _sidecar(running.url, tmp_path)
+    try:
+        await _start(sidecar)
+        client = openai.AsyncOpenAI(base_url=sidecar.base_url + "/v1", api_key="x", max_retries=0)
+        first = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        assert first.model == "gpt-4o"
+        [connected] = running.controller.sidecars
+        assert connected.acked_version == connected.sent_version != ""
+        synced = running.controller.route_sync()[("ModelRoute", "team-a", "chat")]
+        assert (synced.synced, synced.total) == (1, 1)
+
+        changed = _objects(fake_openai_process.base_url, fake_anthropic_process.base_url)[-1].model_copy(
+            update={"spec": parse_resource({"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "team-a"},
+                                            "spec": {"model": "chat", "rules": [{"backends": [
+                                                {"provider": "claude", "model": "claude-sonnet-4-5"}]}]}}).spec})
+        before = connected.acked_version
+        running.store.apply(changed)
+        await _wait(lambda: connected.acked_version not in ("", before))
+        second = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        assert second.model == "claude-sonnet-4-5"
+        _, ready = sidecar.admin("/readyz")
+        assert ready["source"] == "controller" and ready["controllerConnected"] is True
+        assert ready["version"] == connected.acked_version
+        await client.close()
+    finally:
+        sidecar.stop()
+        await _stop(running)
+
+
+async def test_no_valid_token_no_config(tmp_path, fake_openai_process, fake_anthropic_process):
+    running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url))
+    sidecar = _sidecar(running.url, tmp_path, token="stolen-or-made-up")
+    try:
+        await _start(sidecar, expect_ready=False)
+        await _wait(lambda: "refused the stream: HTTP 401" in sidecar.logs())
+        status, body = sidecar.admin("/readyz")
+        assert status == 503 and body["controllerConnected"] is False
+        assert running.controller.sidecars == set()
+        assert "stolen-or-made-up" not in sidecar.logs()
+    finally:
+        sidecar.stop()
+        await _stop(running)
+
+
+async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_controller_is_away(
+        tmp_path, fake_openai_process, fake_anthropic_process):
+    running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url))
+    port = running.port
+    sidecar = _sidecar(running.url, tmp_path)
+    try:
+        await _start(sidecar)
+        version = sidecar.admin("/readyz")[1]["version"]
+        saved = json.loads((tmp_path / "saved-snapshot.json").read_text())
+        assert saved["snapshot"]["version"] == version
+        assert (tmp_path / "saved-snapshot.json").stat().st_mode & 0o077 == 0  # holds credentials: owner only
+        await _stop(running)
+        sidecar.stop()
+        await _start(sidecar)  # the controller is down: it must come up on the saved copy
+        status, ready = sidecar.admin("/readyz")
+        assert status == 200 and ready["version"] == version and ready["controllerConnected"] is False
+        assert ready["snapshotAgeSeconds"] > 0
+        client = openai.AsyncOpenAI(base_url=sidecar.base_url + "/v1", api_key="x", max_retries=0)
+        reply = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        assert reply.model == "gpt-4o"
+        await client.close()
+        # the controller returns (same port): the sidecar reconnects on its own
+        running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url),
+                                          port=port)
+        await _wait(lambda: sidecar.admin("/readyz")[1].get("controllerConnected") is True, timeout=40)
+        [connected] = running.controller.sidecars
+        assert connected.acked_version == version  # nothing new to send: it said what it had
+        assert running.controller.pushes == 0
+    finally:
+        sidecar.stop()
+        await _stop(running)
