@@ -6,7 +6,9 @@ import itertools
 import json
 import logging
 
-from aiohttp import WSMsgType, web
+import weakref
+
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from controller.auth import Authenticator
 from controller.core import Controller, Sidecar
@@ -16,6 +18,7 @@ log = logging.getLogger("modelway.push")
 
 CONTROLLER = web.AppKey("controller", Controller)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+STREAMS = web.AppKey("streams", weakref.WeakSet)
 SERIAL = web.AppKey("serial", itertools.count)  # tells apart sidecars of one pod across reconnects
 
 # WebSocket close codes in the private range: the sidecar logs them as refusals.
@@ -33,6 +36,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     controller = request.app[CONTROLLER]
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=1 << 20)
     await ws.prepare(request)
+    request.app[STREAMS].add(ws)
     sidecar = Sidecar(name=f"{identity}#{next(request.app[SERIAL])}", workload=identity.workload, stream=ws)
     log.info("sidecar %s connected", sidecar.name)
     attached = False
@@ -59,10 +63,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown, tell sidecars to go (they reconnect elsewhere) instead of leaving them hanging."""
+    for ws in set(app[STREAMS]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"controller shutting down")
+
+
 def build_push_app(*, controller: Controller, authenticator: Authenticator) -> web.Application:
     app = web.Application()
     app[CONTROLLER] = controller
     app[AUTHENTICATOR] = authenticator
     app[SERIAL] = itertools.count(1)
+    app[STREAMS] = weakref.WeakSet()
+    app.on_shutdown.append(_close_streams)
     app.router.add_get(STREAM_PATH, stream)
     return app
