@@ -1,25 +1,33 @@
-"""`make demo`: fake providers, one real sidecar, and the official SDKs talking through it.
+"""`make demo`: fake providers, `modelway dev` (controller + sidecar), and the official SDKs.
 
 Everything runs on this machine, offline: the providers are local fakes that
-speak the OpenAI, Anthropic and Gemini wire formats; the sidecar is the real
-`modelway-proxy` process. Each row of the table is one SDK call.
+speak the OpenAI, Anthropic and Gemini wire formats; the controller reads the
+YAML in examples/dev/ and pushes it to a real `modelway-proxy` sidecar. Each
+row of the table is one SDK call; the last one runs after an edit of the YAML.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import anthropic
 import openai
 
 from tests.fakes.process import FakeProviderProcess
-from tests.integration.snapshots import build_snapshot
-from tests.integration.sidecar import SidecarProcess
+
+REPO = Path(__file__).resolve().parents[1]
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city",
@@ -71,25 +79,67 @@ def _anthropic_stream(client: anthropic.Anthropic, route: str, text: str) -> tup
         f"{final.usage.input_tokens}/{final.usage.output_tokens}"
 
 
+FAKE_PORTS = {"openai": 18081, "anthropic": 18082, "gemini": 18083}  # as in examples/dev/providers.yaml
+SIDECAR_PORT, ADMIN_PORT, CONTROLLER_PORT = 15000, 15020, 15012
+
+
+def _admin(path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}{path}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"modelway dev exited with {process.returncode}; its output is above")
+        try:
+            _admin("/readyz")
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("modelway dev did not become ready in time")
+
+
+def _switch_route(config_dir: Path, previous_version: str) -> None:
+    """Edit routes.yaml as a person would, and wait until the sidecar runs the new rules."""
+    routes = config_dir / "routes.yaml"
+    routes.write_text(routes.read_text().replace(
+        "        - {provider: openai, model: gpt-4o}\n      fallbacks:",
+        "        - {provider: gemini, model: gemini-2.5-flash}\n      fallbacks:", 1))
+    deadline = time.monotonic() + 10
+    while _admin("/readyz")["version"] == previous_version and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def main() -> int:
     started = time.monotonic()
-    print("Starting fake OpenAI, Anthropic and Gemini providers and the modelway-proxy sidecar...", flush=True)
+    print("Starting fake OpenAI, Anthropic and Gemini providers, then `modelway dev` "
+          "(the controller and a sidecar) on examples/dev/ ...", flush=True)
     with ExitStack() as stack:
-        fakes = {name: stack.enter_context(FakeProviderProcess(name)) for name in ("openai", "anthropic", "gemini")}
-        snapshot = build_snapshot(fakes["openai"].base_url, fakes["anthropic"].base_url, fakes["gemini"].base_url)
-        sidecar = stack.enter_context(SidecarProcess(snapshot))
-        print(f"sidecar on {sidecar.base_url} (admin {sidecar.admin_url}), "
-              f"snapshot {sidecar.admin('/readyz')[1]['version']}\n", flush=True)
-        oai = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="placeholder", max_retries=0)
-        claude = anthropic.Anthropic(base_url=sidecar.base_url, api_key="placeholder", max_retries=0)
+        fakes = {name: stack.enter_context(FakeProviderProcess(name, port=port)) for name, port in FAKE_PORTS.items()}
+        config_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelway-demo-")))
+        for source in (REPO / "examples" / "dev").glob("*.yaml"):
+            shutil.copy(source, config_dir / source.name)
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "controller.dev", "dev", "--config-dir", str(config_dir), "--log-level", "warning",
+             "--port", str(SIDECAR_PORT), "--admin-port", str(ADMIN_PORT), "--controller-port", str(CONTROLLER_PORT)],
+            cwd=REPO, stdout=subprocess.DEVNULL, start_new_session=True)
+        stack.callback(_stop, dev)
+        _wait_ready(dev)
+        version = _admin("/readyz")["version"]
+        print(f"sidecar on http://127.0.0.1:{SIDECAR_PORT}, snapshot {version} from the controller\n", flush=True)
+        oai = openai.OpenAI(base_url=f"http://127.0.0.1:{SIDECAR_PORT}/v1", api_key="placeholder", max_retries=0)
+        claude = anthropic.Anthropic(base_url=f"http://127.0.0.1:{SIDECAR_PORT}", api_key="placeholder",
+                                     max_retries=0)
 
         calls: list[tuple[str, str, str, Callable[[], tuple[str, str, str]]]] = [
-            ("plain chat", "openai", "gpt", lambda: _openai_plain(oai, "gpt", "hello from the demo")),
+            ("plain chat", "openai", "chat", lambda: _openai_plain(oai, "chat", "hello from the demo")),
             ("OpenAI SDK to Anthropic, streamed", "openai", "claude",
              lambda: _openai_stream(oai, "claude", "tell me a story")),
             ("OpenAI SDK to Gemini", "openai", "gemini", lambda: _openai_plain(oai, "gemini", "hi Gemini")),
-            ("Anthropic SDK to OpenAI, streamed", "anthropic", "gpt",
-             lambda: _anthropic_stream(claude, "gpt", "stream me some words")),
+            ("Anthropic SDK to OpenAI, streamed", "anthropic", "chat",
+             lambda: _anthropic_stream(claude, "chat", "stream me some words")),
             ("tool call via Anthropic backend", "openai", "claude",
              lambda: _openai_tool(oai, "claude", "use tool weather in Lisbon")),
             ("Azure OpenAI deployment", "openai", "azure", lambda: _openai_plain(oai, "azure", "hello Azure")),
@@ -97,16 +147,28 @@ def main() -> int:
         rows = [_run(what, sdk, route, call) for what, sdk, route, call in calls]
 
         fakes["openai"].script([{"status": 503, "message": "the primary is overloaded"}])
-        rows.append(_run("OpenAI fails (503), falls back", "openai", "resilient",
-                         lambda: _openai_plain(oai, "resilient", "are you there")))
+        rows.append(_run("OpenAI fails (503), falls back", "openai", "chat",
+                         lambda: _openai_plain(oai, "chat", "are you there")))
         fakes["openai"].script([{"status": 500}])
         fakes["anthropic"].script([{"status": 529}])
         rows.append(_run("every backend fails", "openai", "doomed",
                          lambda: _openai_plain(oai, "doomed", "anyone?")))
+        _switch_route(config_dir, version)
+        rows.append(_run("routes.yaml edited: chat -> Gemini", "openai", "chat",
+                         lambda: _openai_plain(oai, "chat", "where do you run now")))
     _print_table(rows)
-    print(f"\n{len(rows)} calls in {time.monotonic() - started:.1f}s. The sidecar's config dump "
-          "(secrets masked) is at /config on its admin port.")
+    print(f"\n{len(rows)} calls in {time.monotonic() - started:.1f}s. Try it yourself: "
+          "`modelway dev --config-dir examples/dev` (fakes: `python -m tests.fakes --provider openai --port 18081`).")
     return 0
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _run(what: str, sdk: str, route: str, call: Callable[[], tuple[str, str, str]]) -> Row:

@@ -1,0 +1,133 @@
+"""`modelway dev`: the controller and one sidecar on this machine, from a folder of YAML.
+
+Both run as real processes, exactly as in a cluster, except that the
+controller reads a folder instead of the Kubernetes API and the sidecar proves
+who it is with a token made for this run. Edit the YAML and the change is live
+in the sidecar within a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+
+def _relay(prefix: str, stream: IO[str], ready: threading.Event, marker: str) -> None:
+    for line in stream:
+        if marker in line:
+            ready.set()
+        sys.stdout.write(f"{prefix} {line}")
+        sys.stdout.flush()
+
+
+def _start(name: str, argv: list[str], marker: str, *, timeout: float = 30) -> subprocess.Popen[str]:
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                               start_new_session=True)
+    ready = threading.Event()
+    assert process.stdout is not None
+    threading.Thread(target=_relay, args=(f"[{name}]", process.stdout, ready, marker), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"modelway dev: the {name} did not start (see its output above)")
+    return process
+
+
+def _wait_ready(admin_url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(admin_url + "/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("modelway dev: the sidecar got no configuration from the controller; see the logs above")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="modelway", description="Modelway developer tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser(
+        "dev",
+        help="run the controller and a sidecar locally from a folder of YAML",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dev.add_argument("--config-dir", type=Path, required=True,
+                     help="folder of ModelProvider, ModelRoute and Secret YAML (see examples/dev/)")
+    dev.add_argument("--namespace", default="default",
+                     help="the namespace the local sidecar belongs to (default: %(default)s)")
+    dev.add_argument("--port", type=int, default=15000, help="sidecar app port (default: %(default)s)")
+    dev.add_argument("--admin-port", type=int, default=15020, help="sidecar admin port (default: %(default)s)")
+    dev.add_argument("--controller-port", type=int, default=15012,
+                     help="controller stream port (default: %(default)s)")
+    dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if not args.config_dir.is_dir():
+        parser.error(f"--config-dir {args.config_dir} is not a folder")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="modelway-dev-"))
+    token = workdir / "sidecar.token"
+    python = sys.executable
+    controller = _start("controller", [
+        python, "-m", "controller", "--source", "files", "--config-dir", str(args.config_dir),
+        "--listen", f"127.0.0.1:{args.controller_port}", "--dev-token-file", str(token),
+        "--dev-namespace", args.namespace, "--log-level", args.log_level,
+    ], "serving sidecar streams")
+    processes = [controller]
+    try:
+        sidecar = _start("sidecar", [
+            python, "-m", "proxy", "--controller", f"http://127.0.0.1:{args.controller_port}",
+            "--token-file", str(token), "--state-file", str(workdir / "snapshot.json"),
+            "--port", str(args.port), "--admin-port", str(args.admin_port), "--reconnect-max-seconds", "2",
+            "--log-level", args.log_level,
+        ], "listening on")
+        processes.append(sidecar)
+        _wait_ready(f"http://127.0.0.1:{args.admin_port}")
+        print(
+            f"\nmodelway dev is up. Point your SDKs at the sidecar:\n"
+            f"  export OPENAI_BASE_URL=http://127.0.0.1:{args.port}/v1 OPENAI_API_KEY=unused\n"
+            f"  export ANTHROPIC_BASE_URL=http://127.0.0.1:{args.port} ANTHROPIC_API_KEY=unused\n"
+            f"Edit {args.config_dir}/ and changes go live; config dump: http://127.0.0.1:{args.admin_port}/config\n"
+            f"Ctrl-C stops both.\n",
+            flush=True,
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            for process in processes:
+                if process.poll() is not None:
+                    print(f"modelway dev: a process exited with {process.returncode}; stopping", flush=True)
+                    stop.set()
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
