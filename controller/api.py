@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "modelway.io"
@@ -49,12 +49,26 @@ class ObjectMeta(BaseModel):
 
 
 class Condition(_Model):
+    """metav1.Condition: every field is written, as the CRD's status schema requires."""
+
     type: str
     status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: str
+    observed_generation: int
+    last_transition_time: str  # RFC 3339
+
+
+class ModelProviderStatus(_Model):
     observed_generation: int = 0
-    last_transition_time: str = ""
+    conditions: tuple[Condition, ...] = ()
+
+
+class ModelRouteStatus(_Model):
+    observed_generation: int = 0
+    synced_sidecars: int = 0
+    total_sidecars: int = 0
+    conditions: tuple[Condition, ...] = ()
 
 
 # --- ModelProvider --------------------------------------------------------------------
@@ -86,6 +100,16 @@ class ModelProviderSpec(_Model):
     credentials_ref: SecretKeyRef | None = None
     models: tuple[ModelInfo, ...] = ()
 
+    @model_validator(mode="after")
+    def _type_settings(self) -> ModelProviderSpec:
+        if self.type == "azure-openai" and self.azure is None:
+            raise ValueError("type azure-openai needs spec.azure (with apiVersion)")
+        if self.type != "azure-openai" and self.azure is not None:
+            raise ValueError("spec.azure is only allowed when type is azure-openai")
+        if self.type in ("openai-compatible", "azure-openai") and self.base_url is None:
+            raise ValueError(f"type {self.type} needs spec.baseURL: it has no default endpoint")
+        return self
+
 
 class ModelProvider(_Model):
     model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
@@ -106,8 +130,17 @@ class HeaderMatch(_Model):
     @classmethod
     def _compiles(cls, regex: str | None) -> str | None:
         if regex is not None:
-            re.compile(regex)
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ValueError(f"regex {regex!r} does not compile: {exc}") from None
         return regex
+
+    @model_validator(mode="after")
+    def _one_of(self) -> HeaderMatch:
+        if self.value is not None and self.regex is not None:
+            raise ValueError("set at most one of value and regex")
+        return self
 
 
 class RouteMatch(_Model):
@@ -127,11 +160,26 @@ class RetrySpec(_Model):
     backoff_max: Duration = "2s"
     max_retry_after: Duration = "5s"
 
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetrySpec:
+        if duration_seconds(self.backoff_max) < duration_seconds(self.backoff_base):
+            raise ValueError("backoffMax must not be shorter than backoffBase")
+        return self
+
 
 class TimeoutsSpec(_Model):
     total: Duration = "120s"
     first_token: Duration | None = None
     connect: Duration = "5s"
+
+    @model_validator(mode="after")
+    def _positive(self) -> TimeoutsSpec:
+        for name, value in (("total", self.total), ("connect", self.connect), ("firstToken", self.first_token)):
+            if value is not None and duration_seconds(value) <= 0:
+                raise ValueError(f"{name} must be longer than 0")
+        if self.first_token is not None and duration_seconds(self.first_token) > duration_seconds(self.total):
+            raise ValueError("firstToken must not be longer than total")
+        return self
 
 
 class RouteRule(_Model):
@@ -142,6 +190,15 @@ class RouteRule(_Model):
     retry: RetrySpec = RetrySpec()
     timeouts: TimeoutsSpec = TimeoutsSpec()
 
+    @model_validator(mode="after")
+    def _backends(self) -> RouteRule:
+        if not any(b.weight > 0 for b in self.backends):
+            raise ValueError("at least one backend needs a weight above 0")
+        primaries = {(b.provider, b.model) for b in self.backends}
+        if any((f.provider, f.model) in primaries for f in self.fallbacks):
+            raise ValueError("a fallback must differ from the rule's backends (provider and model)")
+        return self
+
 
 class LabelSelector(_Model):
     match_labels: dict[str, str] = Field(default_factory=dict)
@@ -151,6 +208,16 @@ class ModelRouteSpec(_Model):
     model: Annotated[str, Field(min_length=1, max_length=253)]
     workload_selector: LabelSelector | None = None
     rules: Annotated[tuple[RouteRule, ...], Field(min_length=1, max_length=32)]
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelRouteSpec:
+        names = [r.name for r in self.rules]
+        if len(names) != len(set(names)):
+            raise ValueError(f"rule names must be unique, got {names}")
+        if any(not r.matches.headers for r in self.rules[:-1]):
+            raise ValueError("only the last rule may be without matches: a rule that matches every request "
+                             "hides the rules after it")
+        return self
 
 
 class ModelRoute(_Model):
