@@ -36,8 +36,8 @@ class ResourceStore:
 
     def apply(self, resource: Resource) -> None:
         key = key_of(resource)
-        if self._items.get(key) == resource:
-            return
+        if _same(self._items.get(key), resource):
+            return  # e.g. our own status write: a new resourceVersion, nothing else
         self._items[key] = resource
         self._changed()
 
@@ -49,7 +49,7 @@ class ResourceStore:
         """A full re-list of one kind: whatever is not in it is gone."""
         fresh = {key_of(r): r for r in resources}
         stale = [k for k in self._items if k[0] == kind and k not in fresh]
-        changed = bool(stale) or any(self._items.get(k) != r for k, r in fresh.items())
+        changed = bool(stale) or any(not _same(self._items.get(k), r) for k, r in fresh.items())
         for k in stale:
             del self._items[k]
         self._items.update(fresh)
@@ -69,3 +69,11 @@ class ResourceStore:
     def _changed(self) -> None:
         self._view = None
         self.on_change()
+
+
+def _same(old: Resource | None, new: Resource) -> bool:
+    if old is None:
+        return False
+    if old.metadata.resource_version == new.metadata.resource_version:
+        return old == new
+    return old.model_copy(update={"metadata": new.metadata}) == new

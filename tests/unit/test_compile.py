@@ -119,3 +119,15 @@ def test_rotating_a_secret_changes_the_version():
     one = compile_workload(judge(resources(*base, secret(apiKey="k1"))), Workload("team-a"))
     two = compile_workload(judge(resources(*base, secret(apiKey="k2"))), Workload("team-a"))
     assert one.version != two.version
+
+
+def test_a_status_only_update_does_not_wake_the_controller():
+    calls = []
+    store = ResourceStore(on_change=lambda: calls.append(1))
+    first = route("r", "m", [{"provider": "p", "model": "x"}])
+    store.apply(first)
+    bumped = first.model_copy(update={"metadata": first.metadata.model_copy(update={"resource_version": "99"})})
+    store.apply(bumped)
+    assert len(calls) == 1
+    store.apply(route("r", "m", [{"provider": "p", "model": "y"}]))
+    assert len(calls) == 2

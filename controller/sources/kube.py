@@ -1,0 +1,208 @@
+"""KubeSource: the store kept in step with the API server by list + watch.
+
+For each kind (ModelProvider, ModelRoute, Secret) and each watched namespace
+(or all at once): list, hand the whole kind to `store.replace_kind`, then watch
+from the list's resourceVersion with bookmarks, applying every event. A 410
+Gone (as an HTTP status or an ERROR event) means our version was compacted
+away: re-list. Connection trouble: resume the watch from the last version
+seen, after an exponential backoff with jitter (capped at 30 s); each distinct
+problem is logged once per streak of failures, and the recovery once.
+
+Which Secrets: only those labelled `modelway.io/credentials=true`. Watching
+every Secret in the cluster would put every credential of every workload in
+the controller's memory (and need `list secrets` cluster-wide for all of
+them); a label selector keeps the watch cheap and the blast radius small, and
+makes "this Secret is for Modelway" an explicit act. A ModelProvider whose
+`credentialsRef` names an unlabelled Secret reports SecretNotFound saying so.
+Label it with:  kubectl label secret <name> modelway.io/credentials=true
+
+An object that fails validation (the CRD schema normally prevents it) is
+logged with its name and the problem, and treated as absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.api import Resource, parse_resource
+from controller.kube import (
+    MODEL_PROVIDERS,
+    MODEL_ROUTES,
+    SECRETS,
+    KubeClient,
+    KubeError,
+    ResourceGone,
+    ResourceType,
+)
+from controller.kube.watch import ADDED, DELETED, MODIFIED
+from controller.store import Key, ResourceStore, key_of
+
+log = logging.getLogger("modelway.sources.kube")
+
+SECRET_LABEL = "modelway.io/credentials"
+SECRET_SELECTOR = f"{SECRET_LABEL}=true"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedKind:
+    kind: str
+    resource: ResourceType
+    label_selector: str | None = None
+
+
+WATCHED_KINDS = (
+    WatchedKind("ModelProvider", MODEL_PROVIDERS),
+    WatchedKind("ModelRoute", MODEL_ROUTES),
+    WatchedKind("Secret", SECRETS, SECRET_SELECTOR),
+)
+
+
+class KubeSource:
+    def __init__(self, client: KubeClient, *, namespaces: Sequence[str] | None = None, watch_timeout: int = 300,
+                 backoff_base: float = 0.5, backoff_cap: float = 30.0) -> None:
+        self._client = client
+        self._scopes: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) if namespaces else (None,)
+        self._watch_timeout = watch_timeout
+        self._backoff = (backoff_base, backoff_cap)
+        # Per kind, everything every scope of it currently holds: a re-list of one
+        # namespace must hand replace_kind the other namespaces' objects too.
+        self._objects: dict[str, dict[Key, Resource]] = {k.kind: {} for k in WATCHED_KINDS}
+        self._unsynced = {(k.kind, scope) for k in WATCHED_KINDS for scope in self._scopes}
+        self._synced = asyncio.Event()
+        self._reported_invalid: dict[Key, str] = {}  # key -> resourceVersion logged, to log each once
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    async def run(self, store: ResourceStore) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for kind in WATCHED_KINDS:
+                for scope in self._scopes:
+                    tasks.create_task(self._reflect(kind, scope, store), name=f"kube-watch-{kind.kind}-{scope}")
+
+    async def _reflect(self, kind: WatchedKind, namespace: str | None, store: ResourceStore) -> None:
+        what = f"{kind.resource.plural} in {f'namespace {namespace}' if namespace else 'all namespaces'}"
+        trouble = _Trouble(what, *self._backoff)
+        version: str | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            just_listed = False
+            try:
+                if version is None:
+                    listed = await self._client.list(kind.resource, namespace=namespace,
+                                                     label_selector=kind.label_selector)
+                    self._replace(kind.kind, namespace, listed.items, store)
+                    version = listed.resource_version
+                    self._mark_synced(kind.kind, namespace)
+                    trouble.ok()
+                    just_listed = True
+                started, events = loop.time(), 0
+                watch = self._client.watch(kind.resource, namespace=namespace, resource_version=version,
+                                           label_selector=kind.label_selector, timeout_seconds=self._watch_timeout)
+                async with contextlib.aclosing(watch) as stream:
+                    async for event in stream:
+                        events += 1
+                        just_listed = False
+                        trouble.ok()
+                        version = event.resource_version or version  # bookmarks too: resume from the newest
+                        self._on_event(kind.kind, event.type, event.object, store)
+                if events == 0 and loop.time() - started < 1.0:  # a server ending watches at once: don't spin
+                    raise KubeError(f"watch of {what} ended at once without events")
+            except ResourceGone:
+                log.info("%s: resourceVersion %s has expired (compaction or an API server restart); re-listing",
+                         what, version)
+                version = None
+                if just_listed:  # Gone at once after a fresh list: don't hammer the server with lists
+                    await asyncio.sleep(trouble.failed(f"watch of {what} expired right after a list"))
+            except KubeError as exc:
+                await asyncio.sleep(trouble.failed(str(exc)))
+            except Exception as exc:  # a bug here must not stop the watch for good
+                if trouble.is_new(repr(exc)):
+                    log.exception("%s: unexpected error; retrying with backoff", what)
+                await asyncio.sleep(trouble.failed(repr(exc), logged=True))
+
+    def _replace(self, kind: str, namespace: str | None, items: Iterable[dict[str, Any]], store: ResourceStore) -> None:
+        objects = self._objects[kind]
+        for key in [k for k in objects if namespace is None or k[1] == namespace]:
+            del objects[key]
+        for item in items:
+            resource = self._parse(kind, item)
+            if resource is not None:
+                objects[key_of(resource)] = resource
+        store.replace_kind(kind, list(objects.values()))
+
+    def _on_event(self, kind: str, event_type: str, obj: dict[str, Any], store: ResourceStore) -> None:
+        if event_type not in (ADDED, MODIFIED, DELETED):
+            return  # BOOKMARK: only its resourceVersion matters
+        meta = obj.get("metadata") or {}
+        key = (kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        resource = self._parse(kind, obj) if event_type != DELETED else None
+        if resource is None:  # deleted, or no longer valid: absent either way
+            if event_type == DELETED:
+                self._reported_invalid.pop(key, None)
+            if self._objects[kind].pop(key, None) is not None:
+                store.delete(*key)
+            return
+        self._objects[kind][key] = resource
+        store.apply(resource)
+
+    def _parse(self, kind: str, obj: dict[str, Any]) -> Resource | None:
+        obj.setdefault("kind", kind)
+        try:
+            return parse_resource(obj)
+        except (ValidationError, ValueError) as exc:
+            meta = obj.get("metadata") or {}
+            key = (kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+            version = str(meta.get("resourceVersion") or "")
+            if self._reported_invalid.get(key) != version:
+                self._reported_invalid[key] = version
+                log.error("%s %s/%s is invalid and is ignored: %s", kind, key[1], key[2], _problems(exc))
+            return None
+
+    def _mark_synced(self, kind: str, namespace: str | None) -> None:
+        self._unsynced.discard((kind, namespace))
+        if not self._unsynced and not self._synced.is_set():
+            log.info("synced: %s", ", ".join(f"{len(v)} {k}" for k, v in self._objects.items()))
+            self._synced.set()
+
+
+def _problems(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):  # include_input=False: a Secret's values never reach the log
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                         for e in exc.errors(include_input=False))
+    return str(exc)
+
+
+class _Trouble:
+    """A streak of failures: the backoff to wait, and each distinct problem logged once."""
+
+    def __init__(self, what: str, base: float, cap: float) -> None:
+        self.what, self._base, self._cap = what, base, cap
+        self._attempts = 0
+        self._seen: set[str] = set()
+
+    def is_new(self, problem: str) -> bool:
+        return problem not in self._seen
+
+    def failed(self, problem: str, *, logged: bool = False) -> float:
+        self._attempts += 1
+        if problem not in self._seen:
+            self._seen.add(problem)
+            if not logged:
+                log.warning("%s: %s; retrying with backoff", self.what, problem)
+        delay = min(self._cap, self._base * 2 ** (self._attempts - 1))
+        return random.uniform(delay / 2, delay)  # jitter: replicas must not stampede a restarted API server
+
+    def ok(self) -> None:
+        if self._attempts:
+            log.info("%s: working again after %d failed attempts", self.what, self._attempts)
+            self._attempts = 0
+            self._seen.clear()
