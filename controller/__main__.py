@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --source files: the token sidecars must show (written if missing)")
     parser.add_argument("--dev-namespace", default="default",
                         help="with --source files: the namespace the dev sidecar belongs to (default: %(default)s)")
+    parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE") or "default",
+                        help="with --source kube: namespace of the leader-election Lease (default: $POD_NAMESPACE, "
+                             "else default)")
+    parser.add_argument("--pod-name", default=env("POD_NAME"),
+                        help="with --source kube: this replica's name in the Lease (default: $POD_NAME, else the host)")
     parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -88,10 +93,27 @@ async def _sources(args: argparse.Namespace) -> tuple[Any, Authenticator, list[A
     return KubeSource(client), authenticator, [client]
 
 
+def _status_reporting(args: argparse.Namespace, closables: list[Any]) -> tuple[Any, list[Any]]:
+    """kube: the Lease holder writes status; files: conditions are logged. Also what to run for it."""
+    from controller.status import ConditionLogger, StatusWriter
+
+    if args.source == "files":
+        return ConditionLogger(), []
+    from controller.kube.client import KubeClient
+    from controller.leader import LeaseElector, default_identity
+
+    client = next(c for c in closables if isinstance(c, KubeClient))
+    elector = LeaseElector(client, namespace=args.lease_namespace, identity=default_identity(args.pod_name))
+    writer = StatusWriter(client, None, elector=elector)
+    return writer, [elector.run, writer.run]
+
+
 async def run(args: argparse.Namespace) -> None:
     source, authenticator, closables = await _sources(args)
     store = ResourceStore()
-    controller = Controller(store=store)
+    status, status_loops = _status_reporting(args, closables)
+    controller = Controller(store=store, on_recompute=status.on_recompute, on_sync_change=status.on_sync_change)
+    status.controller = controller  # the reporter reads the controller; the controller calls the reporter
     store.on_change = controller.notify
     host, _, port = args.listen.rpartition(":")
     ssl_context = None
@@ -100,7 +122,7 @@ async def run(args: argparse.Namespace) -> None:
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     runner = web.AppRunner(build_push_app(controller=controller, authenticator=authenticator), access_log=None)
     await runner.setup()
-    tasks = [asyncio.create_task(source.run(store), name="source")]
+    tasks = [asyncio.create_task(source.run(store), name="source"), *(asyncio.create_task(f()) for f in status_loops)]
     await source.wait_synced()
     await controller.recompute()
     tasks.append(asyncio.create_task(controller.run(), name="controller"))

@@ -96,7 +96,9 @@ class Controller:
                 if remaining <= 0:
                     break
                 try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=min(self._quiet, remaining))
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+                    async with asyncio.timeout(min(self._quiet, remaining)):
+                        await self._changed.wait()
                 except TimeoutError:
                     break
             self._changed.clear()

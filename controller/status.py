@@ -1,0 +1,361 @@
+"""Status: what the controller concluded, written back onto ModelRoutes and ModelProviders.
+
+The leader (a Lease, see leader.py) writes `Accepted`, `ResolvedRefs` and, for
+routes, `Programmed` plus how many sidecars run the route's current generation.
+Every replica computes the same thing from its own watch cache; only the
+leader writes, so replicas never fight over a field.
+
+- Pure part: `desired_statuses` (judgement + sidecar sync -> conditions),
+  `render` (stamps lastTransitionTime, kept while a condition's status holds)
+  and `condition_events` (which transitions deserve an Event). No I/O.
+- `StatusWriter`: a write pass at most 200 ms after a change (a burst is one
+  pass), server-side apply to the status subresource only when something other
+  than a timestamp differs from what was last written, and an Event per real
+  transition (never for an unchanged condition).
+- `ConditionLogger`: the same conditions, logged when they change; what
+  `modelway dev` runs, where there is no API server to write to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from controller.api import API_VERSION, Condition, ModelProvider, ModelProviderStatus, ModelRoute, ModelRouteStatus
+from controller.compile import Judgement, ProviderVerdict, RouteVerdict, Verdict
+from controller.core import Controller, RouteSync
+from controller.kube.client import KubeClient
+from controller.kube.errors import KubeApiError, KubeError
+from controller.kube.resources import MODEL_PROVIDERS, MODEL_ROUTES, ResourceType
+from controller.leader import LeaseElector
+from controller.store import Key, Resources, key_of
+
+log = logging.getLogger("modelway.status")
+
+MAX_MESSAGE = 32768  # the CRDs' maxLength for a condition message
+NO_SYNC = RouteSync(synced=0, total=0)
+_ACTIONS = {"Accepted": "Validate", "ResolvedRefs": "ResolveRefs", "Programmed": "Program"}
+_RESOURCES: dict[str, ResourceType] = {"ModelRoute": MODEL_ROUTES, "ModelProvider": MODEL_PROVIDERS}
+
+
+# --- the pure part ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """One condition as decided, before it gets its timestamps."""
+
+    type: str
+    status: Literal["True", "False"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredStatus:
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    conditions: tuple[Wanted, ...]
+    synced: int | None = None  # routes only: sidecars running the current generation
+    total: int | None = None  # routes only: connected sidecars the route applies to
+
+    @property
+    def key(self) -> Key:
+        return (self.kind, self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    note: str
+    action: str
+
+
+def _wanted(type_: str, verdict: Verdict) -> Wanted:
+    return Wanted(type_, "True" if verdict.ok else "False", verdict.reason, verdict.message)
+
+
+def _why(verdict: RouteVerdict) -> str:
+    bad = verdict.accepted if not verdict.accepted.ok else verdict.resolved_refs
+    return f"{bad.reason}: {bad.message}" if bad.message else bad.reason
+
+
+def programmed(verdict: RouteVerdict, sync: RouteSync) -> tuple[Wanted, int]:
+    """The Programmed condition and how many sidecars run the route's *current* generation."""
+    served = verdict.served
+    if served is None:
+        return Wanted("Programmed", "False", "Invalid", f"no sidecar runs this route: {_why(verdict)}"), 0
+    if not (verdict.accepted.ok and verdict.resolved_refs.ok):  # a broken edit: the last good version stays
+        message = f"sidecars keep generation {served.metadata.generation}: {_why(verdict)}"
+        return Wanted("Programmed", "False", "Invalid", message), 0
+    counts = f"{sync.synced}/{sync.total} sidecars run generation {verdict.generation}"
+    if sync.synced < sync.total:
+        return Wanted("Programmed", "False", "Pending", counts), sync.synced
+    if sync.total == 0:
+        counts += " (no sidecar this route applies to is connected)"
+    return Wanted("Programmed", "True", "Programmed", counts), sync.synced
+
+
+def route_status(key: Key, verdict: RouteVerdict, sync: RouteSync, *, uid: str = "") -> DesiredStatus:
+    program, synced = programmed(verdict, sync)
+    conditions = (_wanted("Accepted", verdict.accepted), _wanted("ResolvedRefs", verdict.resolved_refs), program)
+    return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions, synced=synced, total=sync.total)
+
+
+def provider_status(key: Key, verdict: ProviderVerdict, *, generation: int, uid: str = "") -> DesiredStatus:
+    conditions = (_wanted("Accepted", verdict.accepted), _wanted("ResolvedRefs", verdict.resolved_refs))
+    return DesiredStatus(key[0], key[1], key[2], uid, generation, conditions)
+
+
+def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
+                     resources: Resources) -> dict[Key, DesiredStatus]:
+    """Per object the judgement covers and the store still holds (a deleted one gets nothing)."""
+    present: dict[Key, ModelRoute | ModelProvider] = {key_of(r): r for r in resources.routes}
+    present |= {key_of(p): p for p in resources.providers}
+    out: dict[Key, DesiredStatus] = {}
+    for key, route_verdict in judgement.routes.items():
+        if (obj := present.get(key)) is not None:
+            out[key] = route_status(key, route_verdict, sync.get(key, NO_SYNC), uid=obj.metadata.uid)
+    for key, provider_verdict in judgement.providers.items():
+        if (obj := present.get(key)) is not None:
+            out[key] = provider_status(key, provider_verdict, generation=obj.metadata.generation,
+                                       uid=obj.metadata.uid)
+    return out
+
+
+def _conditions_of(status: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    items = (status or {}).get("conditions") or []
+    return {str(c.get("type")): c for c in items if isinstance(c, Mapping)}
+
+
+def render(desired: DesiredStatus, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+    """The status to apply: lastTransitionTime moves only when a condition's status does."""
+    before = _conditions_of(previous)
+    conditions = []
+    for wanted in desired.conditions:
+        old = before.get(wanted.type)
+        since = str(old["lastTransitionTime"]) if (
+            old is not None and old.get("status") == wanted.status and old.get("lastTransitionTime")) else now
+        conditions.append(Condition(type=wanted.type, status=wanted.status, reason=wanted.reason,
+                                    message=wanted.message[:MAX_MESSAGE], observed_generation=desired.generation,
+                                    last_transition_time=since))
+    if desired.kind == "ModelRoute":
+        status: ModelRouteStatus | ModelProviderStatus = ModelRouteStatus(
+            observed_generation=desired.generation, synced_sidecars=desired.synced or 0,
+            total_sidecars=desired.total or 0, conditions=tuple(conditions))
+    else:
+        status = ModelProviderStatus(observed_generation=desired.generation, conditions=tuple(conditions))
+    return status.model_dump(by_alias=True, mode="json")
+
+
+def timeless(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A status without its timestamps, for "is there anything to write?"."""
+    body = {k: v for k, v in (status or {}).items() if k != "conditions"}
+    body["conditions"] = sorted(({k: v for k, v in c.items() if k != "lastTransitionTime"}
+                                 for c in _conditions_of(status).values()), key=lambda c: str(c.get("type")))
+    return body
+
+
+def condition_events(previous: Mapping[str, Any] | None, wanted: Sequence[Wanted]) -> list[EventSpec]:
+    """Events for transitions: Normal when a condition turns True, Warning when it turns False.
+
+    A condition that stays False for a different reason is a new problem and warns again;
+    one whose status and reason hold (a message with new counts, say) is no news.
+    """
+    before = _conditions_of(previous)
+    events = []
+    for condition in wanted:
+        old = before.get(condition.type)
+        if old is not None and old.get("status") == condition.status and (
+                condition.status == "True" or old.get("reason") == condition.reason):
+            continue
+        kind: Literal["Normal", "Warning"] = "Normal" if condition.status == "True" else "Warning"
+        note = condition.message or f"{condition.type} is {condition.status}"
+        events.append(EventSpec(kind, condition.reason, note, _ACTIONS.get(condition.type, "Reconcile")))
+    return events
+
+
+def describe(desired: DesiredStatus, condition: Wanted) -> str:
+    """One log line: "ModelRoute default/chat: ResolvedRefs=False BackendNotFound: ..."."""
+    text = f"{desired.kind} {desired.namespace}/{desired.name}: {condition.type}={condition.status} {condition.reason}"
+    return f"{text}: {condition.message}" if condition.message else text
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time: seconds
+
+
+# --- writing (the leader) -----------------------------------------------------------
+
+
+class StatusWriter:
+    """Keeps status in step with the controller's judgement; writes only while `elector` leads.
+
+    `controller` may be set after construction (`writer.controller = c`): the
+    Controller takes the writer's callbacks when it is built.
+    """
+
+    def __init__(self, client: KubeClient, controller: Controller | None, *, elector: LeaseElector,
+                 delay: float = 0.2, retry_cap: float = 30.0) -> None:
+        self._client = client
+        self.controller = controller
+        self._elector = elector
+        self._delay = delay
+        self._retry_cap = retry_cap
+        self._retries = 0
+        self._retry_timer: asyncio.TimerHandle | None = None
+        # key -> (uid, the status last written or, on first sight, read from the object).
+        self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
+        self._wake = asyncio.Event()
+        self.passes = 0
+        elector.add_listener(self._on_leadership)
+
+    # The Controller's callbacks: cheap, synchronous, on the loop.
+    def on_recompute(self, judgement: Judgement) -> None:
+        self._wake.set()
+
+    def on_sync_change(self) -> None:
+        self._wake.set()
+
+    def _on_leadership(self, leading: bool) -> None:
+        # Another leader may have written meanwhile: read every object afresh before writing again.
+        self._written.clear()
+        if leading:
+            self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                await asyncio.sleep(self._delay)  # coalesce: whatever else arrives now rides along
+                self._wake.clear()
+                if self.controller is None or not self._elector.is_leader:
+                    continue
+                try:
+                    failures = await self.write_pass()
+                except Exception:  # a bug must not end status writing for good: log it, try again later
+                    log.exception("status write pass failed")
+                    failures = 1
+                self._schedule_retry(failures)
+        finally:
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
+
+    def _schedule_retry(self, failures: int) -> None:
+        """Failed writes are retried by a later pass, with backoff, even if nothing else changes."""
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        if not failures:
+            self._retries = 0
+            return
+        delay = min(self._retry_cap, 2.0 ** self._retries)
+        self._retries += 1
+        self._retry_timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def write_pass(self) -> int:
+        """Writes what differs; returns how many objects could not be written."""
+        assert self.controller is not None
+        self.passes += 1
+        controller = self.controller
+        desired = desired_statuses(controller.judgement, controller.route_sync(), controller.store.view())
+        for gone in set(self._written) - set(desired):
+            del self._written[gone]
+        failures = 0
+        for key in sorted(desired):
+            if not self._elector.is_leader:
+                break  # lost the Lease mid-pass: the new leader carries on
+            try:
+                await self._write(desired[key])
+            except KubeError as exc:
+                failures += 1
+                log.warning("status of %s %s/%s not written (retrying): %s", *key, exc)
+        return failures
+
+    async def _write(self, desired: DesiredStatus) -> None:
+        rt = _RESOURCES[desired.kind]
+        cached = self._written.get(desired.key)
+        if cached is None or cached[0] != desired.uid:
+            # First sight since start (or since leading): keep the times the object already carries.
+            try:
+                obj = await self._client.get(rt, desired.name, namespace=desired.namespace)
+            except KubeApiError as exc:
+                if exc.status == 404:
+                    return  # deleted meanwhile
+                raise
+            if desired.uid and (obj.get("metadata") or {}).get("uid") != desired.uid:
+                return  # re-created under the same name; our watch has not caught up yet
+            cached = (desired.uid, dict(obj.get("status") or {}))
+            self._written[desired.key] = cached
+        previous = cached[1]
+        body = render(desired, previous, _now())
+        if timeless(body) == timeless(previous):
+            return
+        try:
+            await self._client.patch_status(rt, desired.name, body, namespace=desired.namespace)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                self._written.pop(desired.key, None)
+                return
+            raise
+        self._written[desired.key] = (desired.uid, body)
+        for event in condition_events(previous, desired.conditions):
+            await self._event(desired, event)
+
+    async def _event(self, desired: DesiredStatus, event: EventSpec) -> None:
+        regarding = {"apiVersion": API_VERSION, "kind": desired.kind, "name": desired.name,
+                     "namespace": desired.namespace} | ({"uid": desired.uid} if desired.uid else {})
+        try:
+            await self._client.create_event(regarding=regarding, reason=event.reason, note=event.note,
+                                            action=event.action, type=event.type,
+                                            reporting_instance=self._elector.identity)
+        except KubeError as exc:  # Events are best effort: the status itself is written
+            log.info("no Event for %s %s/%s: %s", desired.kind, desired.namespace, desired.name, exc)
+
+
+# --- logging (files mode) -----------------------------------------------------------
+
+
+class ConditionLogger:
+    """`modelway dev`: no status subresource to write, so conditions are logged when they change."""
+
+    def __init__(self, controller: Controller | None = None, *, delay: float = 0.2) -> None:
+        self.controller = controller
+        self._delay = delay
+        self._scheduled = False
+        self._logged: dict[Key, tuple[Wanted, ...]] = {}
+
+    def on_recompute(self, judgement: Judgement) -> None:
+        self._schedule()
+
+    def on_sync_change(self) -> None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._scheduled:
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_later(self._delay, self.flush)  # a burst logs once
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self.controller is None:
+            return
+        controller = self.controller
+        desired = desired_statuses(controller.judgement, controller.route_sync(), controller.store.view())
+        for key in sorted(desired):
+            status = desired[key]
+            before = {c.type: c for c in self._logged.get(key, ())}
+            for condition in status.conditions:
+                if before.get(condition.type) != condition:
+                    level = logging.INFO if condition.status == "True" else logging.WARNING
+                    log.log(level, "%s", describe(status, condition))
+        self._logged = {key: status.conditions for key, status in desired.items()}

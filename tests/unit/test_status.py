@@ -1,0 +1,314 @@
+"""Status conditions computed from hand-built judgements: no API server, no sockets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from controller.api import ModelRoute, parse_resource
+from controller.compile import ACCEPTED, RESOLVED, Judgement, ProviderVerdict, RouteVerdict, Verdict
+from controller.core import RouteSync
+from controller.kube.errors import KubeApiError
+from controller.status import (
+    ConditionLogger,
+    StatusWriter,
+    Wanted,
+    condition_events,
+    desired_statuses,
+    programmed,
+    render,
+    route_status,
+    timeless,
+)
+from controller.store import ResourceStore, Resources
+
+KEY = ("ModelRoute", "default", "chat")
+PKEY = ("ModelProvider", "default", "openai")
+MISSING = Verdict(False, "BackendNotFound", "rule default backends: ModelProvider default/ghost not found")
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"
+
+
+def route(generation: int = 1, provider: str = "openai", uid: str = "uid-chat") -> ModelRoute:
+    obj = {"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "default", "generation": generation,
+                                              "uid": uid},
+           "spec": {"model": "chat", "rules": [{"backends": [{"provider": provider, "model": "gpt-4o"}]}]}}
+    return parse_resource(obj)  # type: ignore[return-value]
+
+
+def provider(generation: int = 1) -> Any:
+    return parse_resource({"kind": "ModelProvider", "metadata": {"name": "openai", "namespace": "default",
+                                                                 "generation": generation, "uid": "uid-p"},
+                           "spec": {"type": "openai"}})
+
+
+def good(generation: int = 4) -> RouteVerdict:
+    return RouteVerdict(ACCEPTED, RESOLVED, generation, route(generation))
+
+
+def by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+# --- Programmed ---------------------------------------------------------------------------
+
+
+def test_programmed_when_every_sidecar_runs_the_current_generation() -> None:
+    condition, synced = programmed(good(4), RouteSync(synced=3, total=3))
+    assert condition == Wanted("Programmed", "True", "Programmed", "3/3 sidecars run generation 4")
+    assert synced == 3
+
+
+def test_pending_while_some_sidecars_lag() -> None:
+    condition, synced = programmed(good(4), RouteSync(synced=1, total=3))
+    assert (condition.status, condition.reason, condition.message) == ("False", "Pending",
+                                                                       "1/3 sidecars run generation 4")
+    assert synced == 1
+
+
+def test_no_sidecars_is_programmed() -> None:
+    condition, synced = programmed(good(1), RouteSync(0, 0))
+    assert (condition.status, condition.reason, synced) == ("True", "Programmed", 0)
+    assert condition.message.startswith("0/0 sidecars run generation 1")
+
+
+def test_a_broken_edit_says_which_generation_the_sidecars_keep() -> None:
+    verdict = RouteVerdict(ACCEPTED, MISSING, 5, route(4))  # generation 5 is broken, 4 is served
+    condition, synced = programmed(verdict, RouteSync(3, 3))
+    assert (condition.status, condition.reason) == ("False", "Invalid")
+    assert condition.message == f"sidecars keep generation 4: BackendNotFound: {MISSING.message}"
+    assert synced == 0  # nobody runs generation 5
+
+
+def test_a_broken_edit_is_noticed_even_when_generations_do_not_move() -> None:
+    # The file source has no generations: every version is 1. The verdicts still tell.
+    condition, _ = programmed(RouteVerdict(ACCEPTED, MISSING, 1, route(1)), RouteSync(1, 1))
+    assert (condition.status, condition.reason) == ("False", "Invalid")
+
+
+def test_nothing_to_serve_is_invalid() -> None:
+    conflicted = Verdict(False, "Conflicted", "ModelRoute other already serves model 'chat'")
+    condition, synced = programmed(RouteVerdict(conflicted, RESOLVED, 1, None), RouteSync(0, 2))
+    assert (condition.status, condition.reason, synced) == ("False", "Invalid", 0)
+    assert "Conflicted: ModelRoute other already serves" in condition.message
+
+
+# --- the whole status ---------------------------------------------------------------------
+
+
+def test_route_status_fields() -> None:
+    body = render(route_status(KEY, good(4), RouteSync(2, 3)), None, T0)
+    assert (body["observedGeneration"], body["syncedSidecars"], body["totalSidecars"]) == (4, 2, 3)
+    conditions = by_type(body)
+    assert list(conditions) == ["Accepted", "ResolvedRefs", "Programmed"]
+    assert all(c["observedGeneration"] == 4 and c["lastTransitionTime"] == T0 for c in conditions.values())
+    assert conditions["ResolvedRefs"]["reason"] == "ResolvedRefs"
+
+
+def test_last_transition_time_holds_while_the_status_does() -> None:
+    first = render(route_status(KEY, good(4), RouteSync(3, 3)), None, T0)
+    # Generation 5, still fine: messages and observedGeneration move, the times do not.
+    second = render(route_status(KEY, good(5), RouteSync(3, 3)), first, T1)
+    assert {c["lastTransitionTime"] for c in second["conditions"]} == {T0}
+    assert by_type(second)["Programmed"]["message"] == "3/3 sidecars run generation 5"
+    # ResolvedRefs turns False: only its time (and Programmed's) moves.
+    third = render(route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 6, route(5)), RouteSync(3, 3)), second, T1)
+    times = {t: c["lastTransitionTime"] for t, c in by_type(third).items()}
+    assert times == {"Accepted": T0, "ResolvedRefs": T1, "Programmed": T1}
+
+
+def test_times_are_kept_from_the_object_on_first_sight() -> None:
+    on_server = {"observedGeneration": 4, "conditions": [
+        {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 4,
+         "lastTransitionTime": T0}]}
+    body = render(route_status(KEY, good(4), RouteSync(0, 0)), on_server, T1)
+    assert by_type(body)["Accepted"]["lastTransitionTime"] == T0
+    assert by_type(body)["Programmed"]["lastTransitionTime"] == T1
+
+
+def test_only_times_differing_is_nothing_to_write() -> None:
+    desired = route_status(KEY, good(4), RouteSync(3, 3))
+    assert timeless(render(desired, None, T0)) == timeless(render(desired, None, T1))
+    assert timeless(render(desired, None, T0)) != timeless(render(route_status(KEY, good(4), RouteSync(2, 3)),
+                                                                  None, T0))
+
+
+def test_desired_statuses_cover_what_the_store_holds() -> None:
+    judgement = Judgement(providers={PKEY: ProviderVerdict(ACCEPTED, RESOLVED, None)},
+                          routes={KEY: good(4), ("ModelRoute", "default", "gone"): good(1)})
+    resources = Resources(providers=(provider(generation=7),), routes=(route(4),))
+    desired = desired_statuses(judgement, {KEY: RouteSync(1, 1)}, resources)
+    assert set(desired) == {KEY, PKEY}  # "gone" was deleted after the judgement: nothing to write
+    assert (desired[PKEY].generation, desired[PKEY].uid) == (7, "uid-p")
+    assert [c.type for c in desired[PKEY].conditions] == ["Accepted", "ResolvedRefs"]
+    assert (desired[KEY].synced, desired[KEY].total, desired[KEY].uid) == (1, 1, "uid-chat")
+    assert "syncedSidecars" not in render(desired[PKEY], None, T0)
+
+
+# --- Events -------------------------------------------------------------------------------
+
+
+def test_events_for_a_new_object() -> None:
+    conditions = route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 1, None), RouteSync(0, 0)).conditions
+    events = condition_events(None, conditions)
+    assert [(e.type, e.reason) for e in events] == [
+        ("Normal", "Accepted"), ("Warning", "BackendNotFound"), ("Warning", "Invalid")]
+    assert events[1].note == MISSING.message
+
+
+def test_events_only_for_transitions() -> None:
+    fine = render(route_status(KEY, good(4), RouteSync(3, 3)), None, T0)
+    # Unchanged (a new generation, new counts in the message): no Events at all.
+    assert condition_events(fine, route_status(KEY, good(5), RouteSync(3, 3)).conditions) == []
+    # ResolvedRefs turns False: a Warning for it, and for Programmed, nothing for Accepted.
+    broken = route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 5, route(4)), RouteSync(3, 3))
+    events = condition_events(fine, broken.conditions)
+    assert [(e.type, e.reason, e.action) for e in events] == [
+        ("Warning", "BackendNotFound", "ResolveRefs"), ("Warning", "Invalid", "Program")]
+    # Still broken the same way: quiet.
+    rendered = render(broken, fine, T1)
+    assert condition_events(rendered, broken.conditions) == []
+    # A different problem while False: warn again.
+    other = Verdict(False, "InvalidBackend", "ModelProvider openai is not usable")
+    events = condition_events(rendered, route_status(KEY, RouteVerdict(ACCEPTED, other, 5, route(4)),
+                                                     RouteSync(3, 3)).conditions)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidBackend")]
+    # Fixed: Normal Events for what turned True.
+    events = condition_events(rendered, route_status(KEY, good(6), RouteSync(3, 3)).conditions)
+    assert [(e.type, e.reason) for e in events] == [("Normal", "ResolvedRefs"), ("Normal", "Programmed")]
+
+
+def test_pending_is_one_warning_not_one_per_count() -> None:
+    pending = render(route_status(KEY, good(4), RouteSync(1, 3)), None, T0)
+    assert condition_events(pending, route_status(KEY, good(4), RouteSync(2, 3)).conditions) == []
+
+
+# --- the writer, with fakes for the client and the elector -------------------------------
+
+
+@dataclass
+class FakeClient:
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> object
+    patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    fail_patch: int = 0
+
+    async def get(self, rt: Any, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        if name not in self.objects:
+            raise KubeApiError(404, "NotFound", "gone")
+        return self.objects[name]
+
+    async def patch_status(self, rt: Any, name: str, status: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        if self.fail_patch:
+            self.fail_patch -= 1
+            raise KubeApiError(409, "Conflict", "try again")
+        self.patches.append((name, status))
+        self.objects[name]["status"] = status
+        return self.objects[name]
+
+    async def create_event(self, **kw: Any) -> dict[str, Any]:
+        self.events.append(kw)
+        return {}
+
+
+@dataclass
+class FakeElector:
+    is_leader: bool = True
+    identity: str = "controller-0_abcd"
+    listeners: list[Any] = field(default_factory=list)
+
+    def add_listener(self, callback: Any) -> None:
+        self.listeners.append(callback)
+
+
+@dataclass
+class FakeController:
+    judgement: Judgement
+    sync: dict[Any, RouteSync]
+    store: ResourceStore
+
+    def route_sync(self) -> dict[Any, RouteSync]:
+        return self.sync
+
+
+def controller_with(*routes: ModelRoute, verdicts: dict[Any, RouteVerdict], sync: dict[Any, RouteSync]) -> Any:
+    store = ResourceStore()
+    for r in routes:
+        store.apply(r)
+    return FakeController(Judgement(providers={}, routes=verdicts), sync, store)
+
+
+async def test_writer_writes_changes_only_and_keeps_server_times() -> None:
+    server_status = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                                     "observedGeneration": 3, "lastTransitionTime": T0}]}
+    client = FakeClient(objects={"chat": {"metadata": {"uid": "uid-chat"}, "status": server_status}})
+    controller = controller_with(route(4), verdicts={KEY: good(4)}, sync={KEY: RouteSync(1, 1)})
+    writer = StatusWriter(client, controller, elector=FakeElector())  # type: ignore[arg-type]
+
+    assert await writer.write_pass() == 0
+    [(name, status)] = client.patches
+    assert name == "chat" and by_type(status)["Accepted"]["lastTransitionTime"] == T0
+    assert [(e["type"], e["reason"]) for e in client.events] == [("Normal", "ResolvedRefs"), ("Normal", "Programmed")]
+    assert client.events[0]["regarding"]["uid"] == "uid-chat"
+
+    assert await writer.write_pass() == 0  # nothing changed: no write, no Event
+    assert len(client.patches) == 1 and len(client.events) == 2
+
+    controller.sync = {KEY: RouteSync(1, 2)}  # a second sidecar connects, not yet synced
+    await writer.write_pass()
+    assert by_type(client.patches[-1][1])["Programmed"]["reason"] == "Pending"
+    assert [(e["type"], e["reason"]) for e in client.events[2:]] == [("Warning", "Pending")]
+
+
+async def test_writer_is_silent_unless_leading() -> None:
+    client = FakeClient(objects={"chat": {"metadata": {"uid": "uid-chat"}}})
+    controller = controller_with(route(1), verdicts={KEY: good(1)}, sync={})
+    elector = FakeElector(is_leader=False)
+    writer = StatusWriter(client, controller, elector=elector)  # type: ignore[arg-type]
+    await writer.write_pass()
+    assert client.patches == [] and client.events == []
+    elector.is_leader = True
+    await writer.write_pass()
+    assert len(client.patches) == 1
+
+
+async def test_writer_survives_deleted_objects_and_conflicts() -> None:
+    client = FakeClient(objects={}, fail_patch=1)
+    controller = controller_with(route(1), verdicts={KEY: good(1)}, sync={})
+    writer = StatusWriter(client, controller, elector=FakeElector())  # type: ignore[arg-type]
+    assert await writer.write_pass() == 0  # 404: deleted meanwhile, nothing to do
+    client.objects["chat"] = {"metadata": {"uid": "uid-chat"}}
+    assert await writer.write_pass() == 1  # 409: counted, retried later
+    assert await writer.write_pass() == 0
+    assert len(client.patches) == 1
+
+
+async def test_writer_rereads_after_regaining_leadership() -> None:
+    client = FakeClient(objects={"chat": {"metadata": {"uid": "uid-chat"}}})
+    controller = controller_with(route(1), verdicts={KEY: good(1)}, sync={})
+    elector = FakeElector()
+    writer = StatusWriter(client, controller, elector=elector)  # type: ignore[arg-type]
+    await writer.write_pass()
+    client.objects["chat"]["status"] = {}  # someone else (an old leader, a human) changed it meanwhile
+    for callback in elector.listeners:
+        callback(True)
+    await writer.write_pass()
+    assert len(client.patches) == 2
+
+
+# --- files mode -----------------------------------------------------------------------------
+
+
+def test_condition_logger_logs_changes_once(caplog: pytest.LogCaptureFixture) -> None:
+    controller = controller_with(route(1, provider="ghost"), verdicts={KEY: RouteVerdict(ACCEPTED, MISSING, 1, None)},
+                                 sync={})
+    logger = ConditionLogger(controller)
+    with caplog.at_level(logging.INFO, logger="modelway.status"):
+        logger.flush()
+        logger.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"ModelRoute default/chat: ResolvedRefs=False BackendNotFound: {MISSING.message}" in lines
+    assert len(lines) == 3  # Accepted, ResolvedRefs, Programmed: once each
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING", "WARNING"]
