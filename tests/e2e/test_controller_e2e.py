@@ -156,6 +156,17 @@ def _version(sidecar: SidecarProcess) -> str:
     return sidecar.admin("/readyz")[1].get("version", "")
 
 
+def _route_object(kubectl: Any) -> dict[str, Any]:
+    return kubectl.json("get", "modelroute", "chat", "-n", NS)
+
+
+def _condition(kubectl: Any, kind: str, status: str | None = None) -> dict[str, Any] | None:
+    for condition in _route_object(kubectl).get("status", {}).get("conditions", []):
+        if condition["type"] == kind and (status is None or condition["status"] == status):
+            return condition
+    return None
+
+
 def test_a_route_change_with_kubectl_reaches_the_sidecar(cluster, sidecar):
     assert _ask(sidecar) == "gpt-4o"
     before = _version(sidecar)
@@ -164,12 +175,30 @@ def test_a_route_change_with_kubectl_reaches_the_sidecar(cluster, sidecar):
     assert _ask(sidecar) == "claude-sonnet-4-5"
 
 
+def test_status_reports_conditions_and_the_synced_sidecars(cluster, sidecar):
+    generation = _route_object(cluster)["metadata"]["generation"]
+
+    def programmed() -> bool:
+        status = _route_object(cluster).get("status", {})
+        condition = _condition(cluster, "Programmed", status="True")
+        return bool(condition and condition["observedGeneration"] == generation and status.get("syncedSidecars") == 1)
+
+    wait_until(programmed, what="Programmed=True with 1 synced sidecar")
+    for kind in ("Accepted", "ResolvedRefs"):
+        assert _condition(cluster, kind)["status"] == "True"
+    table = cluster("get", "mwr", "-n", NS).stdout
+    assert "chat" in table and "True" in table and " 1 " in f" {table.split()[-2]} "
+
+
 def test_a_bad_reference_leaves_the_sidecar_on_its_last_good_rules(cluster, sidecar, controller):
     cluster.apply(_route("claude", "claude-sonnet-4-5"), "-n", NS)
     wait_until(lambda: _ask(sidecar) == "claude-sonnet-4-5", what="claude route")
     before = _version(sidecar)
     cluster.apply(_route("no-such-provider", "x"), "-n", NS)
-    time.sleep(1.5)  # debounce + push would have happened by now
+    refs = wait_until(lambda: _condition(cluster, "ResolvedRefs", status="False"), what="ResolvedRefs=False")
+    assert refs["reason"] == "BackendNotFound" and "no-such-provider" in refs["message"]
+    assert refs["observedGeneration"] == _route_object(cluster)["metadata"]["generation"]
+    assert _condition(cluster, "Programmed")["status"] == "False"  # sidecars keep the last good generation
     assert _version(sidecar) == before
     assert _ask(sidecar) == "claude-sonnet-4-5"
     cluster.apply(_route("openai", "gpt-4o"), "-n", NS)  # fixed: the fix goes out

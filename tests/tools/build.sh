@@ -1,3 +1,162 @@
 #!/usr/bin/env bash
-# Placeholder until the real-component harness lands.
-exit 0
+# Builds the real components the test suite runs against, into <repo>/.tools/bin:
+#   kube-apiserver, kubectl  <- tests/tools/kube   (k8s.io/kubernetes)
+#   etcd                     <- tests/tools/etcd   (go.etcd.io/etcd/server/v3)
+#   helm                     <- tests/tools/helm   (helm.sh/helm/v3)
+#   jaeger                   <- tests/tools/jaeger (github.com/jaegertracing/jaeger)
+#   redis-server, redis-cli  <- Debian (apt-get), linked into .tools/bin
+#
+# Each Go tool group is its own module (their dependency graphs disagree, e.g.
+# kubernetes wants etcd client 3.7 while the etcd server we run is 3.6), with
+# go.mod and go.sum committed so a build is reproducible. A group is rebuilt
+# only when the hash of its go.mod, go.sum and build recipe changes; otherwise
+# this script takes seconds. A fresh clone rebuilds from the shared Go build
+# cache (GOCACHE, default ~/.cache/go-build) and module cache (GOMODCACHE,
+# default ~/go/pkg/mod), which takes a fraction of a cold build.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS_SRC="$ROOT/tests/tools"
+BIN="$ROOT/.tools/bin"
+STAMPS="$ROOT/.tools/stamps"
+mkdir -p "$BIN" "$STAMPS"
+
+# Static binaries with the toolchain installed here: never fetch another Go.
+export CGO_ENABLED=0 GOTOOLCHAIN=local
+# Part of every stamp: change it when build_group's go build flags change.
+RECIPE="go build -trimpath -ldflags=-s -w"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+now() { date +%s; }
+
+if ! command -v go >/dev/null 2>&1; then
+  log "go not found on PATH: install Go >= 1.26 (the tools are built from Go modules under tests/tools/)"
+  exit 1
+fi
+
+# stamp_of MODDIR ARGS... -> hash of what decides the binaries of one group:
+# its go.mod/go.sum, the Go version, the flags, ldflags and packages.
+stamp_of() {
+  local dir="$1"; shift
+  { cat "$dir/go.mod" "$dir/go.sum"; go env GOVERSION; echo "$RECIPE" "$@"; } | sha256sum | cut -d' ' -f1
+}
+
+# build_group NAME MODDIR LDFLAGS PKG:BINARY...
+# Builds each PKG of the module in MODDIR into $BIN/BINARY, unless the stamp
+# says the binaries on disk were built from the same inputs.
+build_group() {
+  local name="$1" dir="$TOOLS_SRC/$2" ldflags="$3"; shift 3
+  local want have="" spec missing=0
+  want="$(stamp_of "$dir" "$ldflags" "$@")"
+  [[ -f "$STAMPS/$name" ]] && have="$(cat "$STAMPS/$name")"
+  for spec in "$@"; do [[ -x "$BIN/${spec#*:}" ]] || missing=1; done
+  if [[ "$want" == "$have" && $missing == 0 ]]; then
+    log "$name: up to date"
+    return
+  fi
+  local t0 t1
+  t0="$(now)"
+  log "$name: building $* (go $(go env GOVERSION), GOCACHE=$(go env GOCACHE))"
+  rm -f "$STAMPS/$name"
+  for spec in "$@"; do
+    # -o into a temp name then mv: an interrupted build never leaves a
+    # half-written binary that looks up to date.
+    (cd "$dir" && go build -trimpath -ldflags="-s -w $ldflags" \
+      -o "$BIN/.${spec#*:}.tmp" "${spec%%:*}")
+    mv -f "$BIN/.${spec#*:}.tmp" "$BIN/${spec#*:}"
+  done
+  echo "$want" > "$STAMPS/$name"
+  t1="$(now)"
+  log "$name: built in $((t1 - t0))s"
+}
+
+# mod_version MODDIR MODULE -> the version go.mod pins.
+mod_version() { (cd "$TOOLS_SRC/$1" && go list -m -f '{{.Version}}' "$2"); }
+
+# Kubernetes binaries report their version from these ldflags; without them
+# the apiserver says v0.0.0-master, which breaks helm's kubeVersion checks.
+kube_ldflags() {
+  local v major minor f="" pkg
+  v="$(mod_version kube k8s.io/kubernetes)"
+  major="${v#v}"; major="${major%%.*}"
+  minor="${v#v*.}"; minor="${minor%%.*}"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    f+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    f+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$f"
+}
+
+# What helm's own Makefile sets: its version, and the Kubernetes version that
+# `helm template`/`helm lint` assume when no cluster is asked (derived from
+# the client-go it is built with, v0.X.Y -> 1.X).
+helm_ldflags() {
+  local v client minor f="" pkg
+  v="$(mod_version helm helm.sh/helm/v3)"
+  client="$(mod_version helm k8s.io/client-go)"
+  minor="${client#v0.}"; minor="${minor%%.*}"
+  f+=" -X helm.sh/helm/v3/internal/version.version=$v"
+  f+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    f+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  echo "$f"
+}
+
+# Jaeger reports the module version we pinned (its Makefile would stamp the
+# matching v2 git tag, which a module download does not carry).
+jaeger_ldflags() {
+  echo " -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$(mod_version jaeger github.com/jaegertracing/jaeger)"
+}
+
+install_redis() {
+  local t0
+  t0="$(now)"
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    local sudo=""
+    [[ "$(id -u)" == 0 ]] || sudo="sudo -n"
+    if ! command -v apt-get >/dev/null 2>&1; then
+      log "redis: redis-server is missing and there is no apt-get: install Redis >= 7 so redis-server and redis-cli are on PATH"
+      exit 1
+    fi
+    log "redis: installing redis-server from Debian (apt-get)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >&2
+    log "redis: installed in $(($(now) - t0))s"
+  else
+    log "redis: $(command -v redis-server) present"
+  fi
+  ln -sf "$(command -v redis-server)" "$BIN/redis-server"
+  ln -sf "$(command -v redis-cli)" "$BIN/redis-cli"
+}
+
+main() {
+  local start step
+  start="$(now)"
+  # Steps to run: all by default, or those named (e.g. `build.sh jaeger`).
+  local steps=("$@")
+  [[ ${#steps[@]} -gt 0 ]] || steps=(kube etcd helm jaeger redis)
+  for step in "${steps[@]}"; do
+    case "$step" in
+      kube)
+        build_group kube kube "$(kube_ldflags)" \
+          k8s.io/kubernetes/cmd/kube-apiserver:kube-apiserver \
+          k8s.io/kubernetes/cmd/kubectl:kubectl ;;
+      helm)
+        build_group helm helm "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm:helm ;;
+      etcd)
+        build_group etcd etcd "" go.etcd.io/etcd/server/v3:etcd ;;
+      jaeger)
+        build_group jaeger jaeger "$(jaeger_ldflags)" github.com/jaegertracing/jaeger/cmd/jaeger:jaeger ;;
+      redis)
+        install_redis ;;
+      *)
+        log "unknown step $step (known: kube etcd helm jaeger redis)"; exit 2 ;;
+    esac
+  done
+  log "total: $(($(now) - start))s; tools in $BIN"
+}
+
+# `; exit` on the same line: bash never reads past it, so editing this file
+# while a build runs cannot make the running script execute the edit.
+main "$@"; exit
