@@ -238,3 +238,14 @@ def test_controller_restart_loses_nothing(cluster, controller, sidecar):
     cluster.apply(_route("claude", "claude-sonnet-4-5"), "-n", NS)  # a change made while it was down
     controller.start()
     wait_until(lambda: _ask(sidecar) == "claude-sonnet-4-5", timeout=30, what="the change made during the outage")
+
+
+def test_kube_apiserver_restart_the_watch_resumes(cluster, controller, sidecar, kube_control_plane):
+    cluster.apply(_route("openai", "gpt-4o"), "-n", NS)
+    wait_until(lambda: _ask(sidecar) == "gpt-4o", what="openai route")
+    kube_control_plane.stop_apiserver()
+    assert _ask(sidecar) == "gpt-4o"  # the data plane does not need the API server
+    kube_control_plane.start_apiserver()
+    cluster.apply(_route("claude", "claude-sonnet-4-5"), "-n", NS)
+    wait_until(lambda: _ask(sidecar) == "claude-sonnet-4-5", timeout=45,
+               what="a change made after the API server came back")
