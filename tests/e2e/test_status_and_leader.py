@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def fast_elector(client: KubeClient, namespace: str, identity: str) -> LeaseElector:
     """Short times so tests see expiry quickly (production: 15 s lease, renew every 5 s, retry every 2 s)."""
-    return LeaseElector(client, namespace=namespace, identity=identity, lease_duration=2.0, renew_every=0.5,
+    return LeaseElector(client, namespace=namespace, identity=identity, lease_duration=3.0, renew_every=0.5,
                         retry_every=0.2)
 
 
@@ -93,7 +93,7 @@ async def test_exactly_one_leads_and_hands_over(client: KubeClient, namespace: s
         leader, follower = (a, b) if a.is_leader else (b, a)
         lease = await client.get_lease("modelway-controller", namespace=namespace) or {}
         assert lease["spec"]["holderIdentity"] == leader.identity
-        assert lease["spec"]["leaseDurationSeconds"] == 2
+        assert lease["spec"]["leaseDurationSeconds"] == 3
         transitions = lease["spec"].get("leaseTransitions", 0)
 
         # A clean stop releases the Lease: the follower takes over at its next retry, not at expiry.
@@ -128,8 +128,8 @@ async def test_a_killed_leader_is_replaced_when_its_lease_expires(client: KubeCl
         await stop(a_task)
         await eventually(lambda: b.is_leader, timeout=6, what="take-over after expiry")
         waited = time.monotonic() - killed_at
-        # The Lease was renewed at most renew_every before the kill and lasts 2 s.
-        assert 1.2 < waited < 3.5, waited
+        # The Lease was renewed at most renew_every before the kill and lasts 3 s.
+        assert 2.2 < waited < 4.5, waited
     finally:
         await stop(a_task)
         await stop(b_task)
@@ -413,11 +413,11 @@ async def test_a_cut_off_leader_steps_down_before_anyone_takes_over(client: Kube
         await asyncio.sleep(0.3)
         link.broken = True
         cut_at = time.monotonic()
-        await eventually(lambda: not a.is_leader, timeout=3, what="a steps down")
+        await eventually(lambda: not a.is_leader, timeout=4, what="a steps down")
         stepped_down = time.monotonic() - cut_at
         assert not b.is_leader  # a let go before its Lease could expire: never two leaders
         await eventually(lambda: b.is_leader, timeout=6, what="b takes over")
-        assert stepped_down < 1.5  # renew_deadline: 2/3 of the Lease's 2 s
+        assert stepped_down < 2.5  # renew_deadline: 2/3 of the Lease's 3 s
     finally:
         await stop(a_task)
         await stop(b_task)
