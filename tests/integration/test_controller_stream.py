@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from controller.core import Controller
 from controller.push import build_push_app
 from controller.store import ResourceStore
 from tests.fakes.server import DEFAULT_KEYS
+from tests.harness.certs import CertAuthority
 from tests.integration.sidecar import SidecarProcess, free_port
 
 TOKEN = "dev-token-for-tests"
@@ -44,7 +46,8 @@ class RunningController:
         self.url = f"http://127.0.0.1:{port}"
 
 
-async def _start_controller(objects: list[Any], port: int = 0) -> RunningController:
+async def _start_controller(objects: list[Any], port: int = 0,
+                            ssl_context: ssl.SSLContext | None = None) -> RunningController:
     store = ResourceStore()
     controller = Controller(store=store, quiet_seconds=0.05)
     store.on_change = controller.notify
@@ -54,8 +57,10 @@ async def _start_controller(objects: list[Any], port: int = 0) -> RunningControl
     auth = StaticAuthenticator(token=TOKEN, identity=Identity(namespace="team-a", service_account="app"))
     runner = web.AppRunner(build_push_app(controller=controller, authenticator=auth))
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port or free_port()).start()
+    await web.TCPSite(runner, "127.0.0.1", port or free_port(), ssl_context=ssl_context).start()
     running = RunningController(store, controller, runner, runner.addresses[0][1])
+    if ssl_context is not None:
+        running.url = f"https://127.0.0.1:{running.port}"
     running.task = asyncio.create_task(controller.run())  # type: ignore[attr-defined]
     return running
 
@@ -65,10 +70,10 @@ async def _stop(running: RunningController) -> None:
     await running.runner.cleanup()
 
 
-def _sidecar(url: str, tmp_path, token: str = TOKEN) -> SidecarProcess:
+def _sidecar(url: str, tmp_path, token: str = TOKEN, extra: tuple[str, ...] = ()) -> SidecarProcess:
     token_file = tmp_path / "token"
     token_file.write_text(token)
-    return SidecarProcess(source_args=["--controller", url, "--token-file", str(token_file),
+    return SidecarProcess(source_args=["--controller", url, "--token-file", str(token_file), *extra,
                                        "--state-file", str(tmp_path / "saved-snapshot.json"),
                                        "--reconnect-max-seconds", "1"])
 
@@ -165,4 +170,28 @@ async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_
         assert running.controller.pushes == 0
     finally:
         sidecar.stop()
+        await _stop(running)
+
+
+async def test_the_stream_runs_over_tls_and_a_sidecar_checks_who_it_talks_to(
+        tmp_path, fake_openai_process, fake_anthropic_process):
+    ca = CertAuthority(tmp_path / "ca")
+    serving = ca.issue("controller", common_name="modelway-controller", hosts=("127.0.0.1",), server=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(serving.cert, serving.key)
+    running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url),
+                                      ssl_context=context)
+    (tmp_path / "trusting").mkdir()
+    (tmp_path / "wary").mkdir()
+    trusting = _sidecar(running.url, tmp_path / "trusting", extra=("--ca-file", str(ca.cert)))
+    wary = _sidecar(running.url, tmp_path / "wary")  # system CAs only: must not trust our test CA
+    try:
+        await _start(trusting)
+        assert trusting.admin("/readyz")[1]["controllerConnected"] is True
+        await _start(wary, expect_ready=False)
+        await _wait(lambda: "CERTIFICATE_VERIFY_FAILED" in wary.logs() or "certificate verify failed" in wary.logs())
+        assert wary.admin("/readyz")[0] == 503
+    finally:
+        trusting.stop()
+        wary.stop()
         await _stop(running)
