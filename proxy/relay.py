@@ -64,6 +64,10 @@ class _Outcome:
     backend: str | None = None
     response_model: str | None = None
     attempts: int = 0
+    # Unary calls: the provider's body as received, and whether it is already in the
+    # OpenAI shape (then an OpenAI client can get these bytes without a re-encode).
+    raw: bytes = b""
+    native_openai: bool = False
 
 
 def _has_content(chunk: ChatChunk) -> bool:
@@ -239,6 +243,7 @@ class Relay:
                 raise _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend.key, str(exc)[:300])) from None
             _record_usage(span, usage, data.get("model"))
             outcome.usage, outcome.backend, outcome.response_model = usage, backend.key, data.get("model")
+            outcome.raw, outcome.native_openai = body, translator.native_openai
             return data
 
         data = await self._attempts(
@@ -247,6 +252,25 @@ class Relay:
         return data, outcome
 
     # --- streaming chat -------------------------------------------------------------
+
+    @staticmethod
+    async def _end_stream_with_error(
+        exc: BaseException, response: web.StreamResponse, encoder: Any, span: Span, server_span: Span,
+        model: str, backend: str,
+    ) -> None:
+        """After the first byte: no fallback is safe, so tell the client in its own API's words."""
+        timed_out = isinstance(exc, TimeoutError)
+        message = "total timeout reached mid-stream" if timed_out else (str(exc) or type(exc).__name__)
+        kind = up.TIMEOUT if timed_out else up.STREAM_CUT
+        set_error(span, kind, message)
+        set_error(server_span, kind, message)
+        error = ApiError(504 if timed_out else 502, f"provider {backend} failed mid-stream: {message}", "api_error",
+                         kind)
+        log.warning("stream cut: model=%s backend=%s: %s", model, backend, error.message)
+        try:
+            await response.write_eof(encoder.error(error))
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass  # the client is gone too
 
     async def stream_chat(
         self,
@@ -273,65 +297,68 @@ class Relay:
             first_token_deadline = deadline
             if timeouts.first_token_seconds is not None:
                 first_token_deadline = min(deadline, loop.time() + timeouts.first_token_seconds)
+            # One timer for the whole attempt: the first-token deadline until content
+            # arrives, then moved out to the total deadline.
+            timer = asyncio.timeout_at(first_token_deadline)
             resp: aiohttp.ClientResponse | None = None
+            response: web.StreamResponse | None = None
+            encoder: Any = None
+            decoder: StreamDecoder | None = None
             try:
-                # Phase 1: until the first content arrives, any failure may fall back.
-                try:
-                    async with asyncio.timeout_at(first_token_deadline):
-                        resp = await self._send(upstream_request, span, deadline, timeouts.connect_seconds)
-                        span.set_attribute("http.response.status_code", resp.status)
-                        if resp.status != 200:
-                            raise await self._failure_from_status(resp, translator, backend.key)
-                        decoder = translator.stream_decoder(model=backend.model)
-                        buffered, ended = await _read_until_content(resp, decoder)
-                except TimeoutError:
-                    what = "first token" if first_token_deadline < deadline else "answer"
-                    raise _AttemptFailed(up.Failure(up.TIMEOUT, backend.key, f"no {what} in time")) from None
-                except _TRANSPORT_ERRORS as exc:
-                    raise _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend.key, type(exc).__name__)) from None
-                except UpstreamProtocolError as exc:
-                    raise _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend.key, str(exc)[:300])) from None
-                ttft = time.monotonic() - started
-                span.set_attribute("modelway.time_to_first_token", ttft)
-                server_span.set_attribute("modelway.time_to_first_token", ttft)
-                # Phase 2: committed to this attempt; relay chunk by chunk.
-                outcome.backend = backend.key
-                response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
-                await response.prepare(request)
-                encoder = frontend.stream_encoder(include_usage=parsed.include_usage)
-                await _write_chunks(response, encoder, buffered)
-                try:
+                async with timer:
+                    resp = await self._send(upstream_request, span, deadline, timeouts.connect_seconds)
+                    span.set_attribute("http.response.status_code", resp.status)
+                    if resp.status != 200:
+                        raise await self._failure_from_status(resp, translator, backend.key)
+                    decoder = translator.stream_decoder(model=backend.model)
+                    buffered, ended = await _read_until_content(resp, decoder)
+                    # Committed: from here on nothing may fall back, failures end the stream.
+                    timer.reschedule(deadline)
+                    ttft = time.monotonic() - started
+                    span.set_attribute("modelway.time_to_first_token", ttft)
+                    server_span.set_attribute("modelway.time_to_first_token", ttft)
+                    outcome.backend = backend.key
+                    response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+                    await response.prepare(request)
+                    encoder = frontend.stream_encoder(include_usage=parsed.include_usage)
+                    await _write_chunks(response, encoder, buffered)
                     if not ended:
-                        async with asyncio.timeout_at(deadline):
-                            async for data in resp.content.iter_any():
-                                await _write_chunks(response, encoder, decoder.feed(data))
-                            await _write_chunks(response, encoder, decoder.close())
-                except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
-                    message = "total timeout reached mid-stream" if isinstance(exc, TimeoutError) else str(exc)
-                    kind = up.TIMEOUT if isinstance(exc, TimeoutError) else up.STREAM_CUT
-                    set_error(span, kind, message)
-                    set_error(server_span, kind, message)
-                    error = ApiError(502 if kind == up.STREAM_CUT else 504,
-                                     f"provider {backend.key} failed mid-stream: {message or type(exc).__name__}",
-                                     "api_error", kind)
-                    log.warning("stream cut: model=%s backend=%s: %s", parsed.model, backend.key, error.message)
-                    await response.write(encoder.error(error))
-                else:
-                    await response.write(encoder.finish())
+                        async for data in resp.content.iter_any():
+                            await _write_chunks(response, encoder, decoder.feed(data))
+                        await _write_chunks(response, encoder, decoder.close())
+                await _write_eof(response, encoder.finish())
+            except ClientGone:
+                log.info("client went away mid-stream: model=%s backend=%s", parsed.model, backend.key)
+                set_error(server_span, "client_disconnected", "the client closed the connection")
+                return response
+            except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
+                if response is None:
+                    raise _phase_one_failure(exc, backend.key, first_token_deadline < deadline) from None
+                await self._end_stream_with_error(exc, response, encoder, span, server_span, parsed.model, backend.key)
+            finally:
+                if resp is not None:
+                    resp.close()
+            if decoder is not None:
                 _record_usage(span, decoder.state.usage, decoder.state.response_model)
                 if decoder.state.finish_reason:
                     span.set_attribute("gen_ai.response.finish_reasons", (decoder.state.finish_reason,))
                 outcome.usage, outcome.response_model = decoder.state.usage, decoder.state.response_model
-                await response.write_eof()
-                return response
-            finally:
-                if resp is not None:
-                    resp.close()
+            return response
 
         response = await self._attempts(
             runtime=runtime, plan=plan, model=parsed.model, server_span=server_span, operation="chat", attempt=attempt
         )
         return response, outcome
+
+
+def _phase_one_failure(exc: BaseException, backend: str, first_token_limited: bool) -> _AttemptFailed:
+    """A failure before anything reached the client: safe to retry or fall back."""
+    if isinstance(exc, TimeoutError):
+        what = "first token" if first_token_limited else "answer"
+        return _AttemptFailed(up.Failure(up.TIMEOUT, backend, f"no {what} in time"))
+    if isinstance(exc, UpstreamProtocolError):
+        return _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend, str(exc)[:300]))
+    return _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend, type(exc).__name__))
 
 
 async def _read_until_content(
@@ -349,19 +376,30 @@ async def _read_until_content(
 
 
 async def _write_chunks(response: web.StreamResponse, encoder: Any, chunks: list[ChatChunk]) -> None:
-    for chunk in chunks:
-        data = encoder.encode(chunk)
-        if data:
-            try:
-                await response.write(data)
-            except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
-                raise ClientGone() from exc
+    """One write per upstream read: what arrived together leaves together (fewer syscalls)."""
+    if not chunks:
+        return
+    data = b"".join([encoder.encode(chunk) for chunk in chunks])
+    if data:
+        try:
+            await response.write(data)
+        except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+            raise ClientGone() from exc
+
+
+async def _write_eof(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write_eof(data)
+    except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+        raise ClientGone() from exc
 
 
 def _record_usage(span: Span, usage: Usage, response_model: Any) -> None:
+    attributes: dict[str, Any] = {}
     if usage.input_tokens is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
     if usage.output_tokens is not None:
-        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
     if isinstance(response_model, str) and response_model:
-        span.set_attribute("gen_ai.response.model", response_model)
+        attributes["gen_ai.response.model"] = response_model
+    span.set_attributes(attributes)

@@ -129,7 +129,10 @@ async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
                     build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
                     parse=lambda t, body, m: t.chat_response(body),
                 )
-                response = web.json_response(frontend.render_chat(data))
+                if frontend is OPENAI and outcome.native_openai:
+                    response = web.Response(body=outcome.raw, content_type="application/json")
+                else:
+                    response = web.json_response(frontend.render_chat(data))
         except ApiError as error:
             set_error(span, error.code or error.type, error.message)
             return _error_response(frontend, error)
@@ -142,14 +145,15 @@ async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
 
 
 def _finish_server_span(span: Any, outcome: Any) -> None:
-    if outcome.backend:
-        span.set_attribute("modelway.backend", outcome.backend)
-    if outcome.response_model:
-        span.set_attribute("gen_ai.response.model", outcome.response_model)
-    if outcome.usage.input_tokens is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
-    if outcome.usage.output_tokens is not None:
-        span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.output_tokens)
+    if not span.is_recording():
+        return
+    attributes = {
+        "modelway.backend": outcome.backend,
+        "gen_ai.response.model": outcome.response_model,
+        "gen_ai.usage.input_tokens": outcome.usage.input_tokens,
+        "gen_ai.usage.output_tokens": outcome.usage.output_tokens,
+    }
+    span.set_attributes({k: v for k, v in attributes.items() if v is not None})  # one call, one lock
 
 
 async def openai_chat(request: web.Request) -> web.StreamResponse:

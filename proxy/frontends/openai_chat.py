@@ -98,6 +98,9 @@ class OpenAIStreamEncoder:
     def encode(self, chunk: ChatChunk) -> bytes:
         if not chunk.get("choices") and not self._include_usage:
             return b""
+        raw = getattr(chunk, "raw", None)  # straight from an OpenAI-shaped provider: its own bytes
+        if raw is not None:
+            return b"data: " + raw.encode() + b"\n\n"
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     def finish(self) -> bytes:

@@ -40,6 +40,7 @@ from proxy.sse import SseEvent, SseParser
 
 class AnthropicTranslator:
     system = "anthropic"
+    native_openai = False
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider

@@ -78,6 +78,8 @@ class Translator(Protocol):
     #: host of the provider, for `server.address`
     server_address: str
     server_port: int
+    #: True when the provider's own bodies are already the internal (OpenAI) shape
+    native_openai: bool
 
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest: ...
 

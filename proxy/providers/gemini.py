@@ -274,6 +274,7 @@ def _embedding_values(embedding: Any) -> list[float]:
 
 class GeminiTranslator:
     system = "gcp.gemini"
+    native_openai = False
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider

@@ -24,7 +24,7 @@ JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"
 SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
-def load_json_object(body: bytes, what: str) -> dict[str, Any]:
+def load_json_object(body: bytes | str, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except ValueError:
@@ -54,6 +54,15 @@ def openai_error_message(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace")
 
 
+class RawChunk(dict[str, Any]):
+    """A chunk decoded from an OpenAI stream that keeps the event's JSON text, so an
+    OpenAI client can be sent the provider's own bytes instead of a re-encode.
+    Never mutate one: `raw` would no longer match."""
+
+    __slots__ = ("raw",)
+    raw: str
+
+
 class OpenAIStreamDecoder:
     """`chat.completion.chunk` SSE events ending in `data: [DONE]`."""
 
@@ -79,7 +88,8 @@ class OpenAIStreamDecoder:
         if data == "[DONE]":
             self.state.done = True
             return None
-        chunk = load_json_object(data.encode(), "stream event")
+        chunk = RawChunk(load_json_object(data, "stream event"))
+        chunk.raw = data
         if "error" in chunk:
             message = chunk["error"].get("message") if isinstance(chunk["error"], dict) else chunk["error"]
             raise UpstreamProtocolError(f"provider sent an error mid-stream: {message}")
@@ -97,6 +107,7 @@ class OpenAIStreamDecoder:
 
 class OpenAITranslator:
     system = "openai"
+    native_openai = True
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider

@@ -1,0 +1,67 @@
+"""A tiny OTLP/HTTP trace sink: accepts `POST /v1/traces`, answers 200 with an empty body.
+
+It does not decode the protobuf; it counts export requests and their bytes,
+which `GET /stats` returns as JSON, so the benchmark can show that the
+sidecar really exported its spans.
+
+    python -m bench.otlp_sink --port 4318
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import uvloop
+from aiohttp import web
+
+STATS = web.AppKey("stats", dict)
+
+
+async def traces(request: web.Request) -> web.Response:
+    body = await request.read()
+    stats = request.app[STATS]
+    stats["requests"] += 1
+    stats["bytes"] += len(body)
+    # An empty ExportTraceServiceResponse is an empty protobuf message.
+    return web.Response(status=200, body=b"", content_type="application/x-protobuf")
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATS])
+
+
+def build_app() -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATS] = {"requests": 0, "bytes": 0}
+    app.router.add_post("/v1/traces", traces)
+    app.router.add_get("/stats", get_stats)
+    return app
+
+
+async def serve(host: str, port: int) -> None:
+    runner = web.AppRunner(build_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"bench OTLP sink listening on http://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.otlp_sink", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    uvloop.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

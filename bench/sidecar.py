@@ -1,0 +1,456 @@
+"""`make bench`: the sidecar against a bare aiohttp pass-through, under wrk.
+
+One machine, one go: a fixed-cost fake OpenAI upstream (bench/upstream.py),
+an OTLP/HTTP sink (bench/otlp_sink.py), the baseline, a bare aiohttp
+pass-through (bench/baseline.py), and the sidecar (`python -m proxy`, routing and tracing
+on, every span exported to the sink). Both proxies are pinned to one core and
+loaded in turn, scenario by scenario, alternating which goes first, so a drift
+in the machine's background load hits both alike; wrk, the upstream and the
+sink share another core. Each proxy serves plain and streaming chat
+completions at 1 and 16 connections; the report gives
+requests/s, p50/p99 latency, peak RSS, the sidecar/baseline ratios and
+whether the targets are met:
+
+  - at 16 connections the sidecar keeps >= 0.6 of the baseline's requests/s,
+  - at 1 connection its p50 is within 0.3 ms of the baseline's,
+  - its peak RSS is <= 1.5 x the baseline's.
+
+A miss is reported, not fatal: the exit status is non-zero only when
+something broke (a process did not start, a sanity check failed, wrk saw
+errors or non-2xx answers). Results also go to bench/results/sidecar.json.
+
+    python -m bench.sidecar [--duration 10] [--quick] [--also-untraced]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (
+    ROOT,
+    BenchBroken,
+    Proc,
+    WrkResult,
+    free_port,
+    log_hints,
+    lua_script,
+    proc_status_kb,
+    run_wrk,
+    start,
+    wait_listening,
+)
+
+RESULTS = ROOT / "bench" / "results"
+LOGS = RESULTS / "logs" / "sidecar"
+
+API_KEY = "sk-bench-0123456789"
+ROUTE_MODEL = "bench"
+UPSTREAM_MODEL = "bench-upstream-model"
+
+SCENARIOS: tuple[tuple[str, bool, int], ...] = (
+    ("plain@1", False, 1),
+    ("plain@16", False, 16),
+    ("stream@1", True, 1),
+    ("stream@16", True, 16),
+)
+
+# The targets from the issue.
+MIN_RPS_RATIO_AT_16 = 0.6
+MAX_P50_DELTA_MS_AT_1 = 0.3
+MAX_RSS_RATIO = 1.5
+
+
+# --- HTTP sanity checks ---------------------------------------------------------------
+
+
+def chat_body(stream: bool) -> bytes:
+    body: dict[str, Any] = {"model": ROUTE_MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def post(url: str, body: bytes, *, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("content-type", ""), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("content-type", ""), exc.read()
+
+
+def sanity_check(name: str, base: str) -> None:
+    """One plain and one streaming request: a proper completion, and a stream that ends in [DONE]."""
+    url = base + "/v1/chat/completions"
+    status, _, raw = post(url, chat_body(stream=False))
+    if status != 200:
+        raise BenchBroken(f"{name}: plain request answered {status}: {raw[:300]!r}")
+    try:
+        data = json.loads(raw)
+        content = data["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise BenchBroken(f"{name}: plain answer is not a chat.completion: {raw[:300]!r}") from None
+    if not content:
+        raise BenchBroken(f"{name}: plain answer has no content: {raw[:300]!r}")
+    status, content_type, raw = post(url, chat_body(stream=True))
+    if status != 200:
+        raise BenchBroken(f"{name}: streaming request answered {status}: {raw[:300]!r}")
+    if not content_type.startswith("text/event-stream"):
+        raise BenchBroken(f"{name}: streaming answer has content-type {content_type!r}")
+    events = [e for e in raw.split(b"\n\n") if e.strip()]
+    if not events or events[-1].strip() != b"data: [DONE]":
+        raise BenchBroken(f"{name}: stream does not end with the [DONE] marker: {raw[-300:]!r}")
+    chunks = [json.loads(e[len(b"data: "):]) for e in events[:-1]]
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+    if not text:
+        raise BenchBroken(f"{name}: stream carried no content: {raw[:300]!r}")
+
+
+# --- the proxies under load ------------------------------------------------------------
+
+
+@dataclass
+class ProxyRun:
+    name: str
+    scenarios: dict[str, WrkResult]
+    peak_rss_kb: int
+    rss_after_kb: int
+    problems: list[str] = field(default_factory=list)  # errors seen under load: the run is broken
+
+
+@dataclass
+class UnderTest:
+    """One proxy process being measured, and what was seen so far."""
+
+    name: str
+    proc: Proc
+    port: int
+    results: dict[str, WrkResult] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base + "/v1/chat/completions"
+
+    def check_alive(self, during: str) -> None:
+        if self.proc.popen.poll() is not None:
+            raise BenchBroken(f"{self.name} died during {during}; log {self.proc.log}:\n{self.proc.tail()}")
+
+    def record(self, scenario: str, result: WrkResult) -> None:
+        if result.errors:
+            self.problems.append(f"{self.name} {scenario}: {result.non_2xx} non-2xx answers, socket errors "
+                                 f"{result.socket_errors}")
+            print(f"  ^ ERRORS: {self.problems[-1]} (see {self.proc.log})", flush=True)
+            for hint in log_hints(self.proc):
+                print(f"    {self.name} log: {hint}", flush=True)
+        self.check_alive(scenario)
+
+    def finish(self) -> ProxyRun:
+        return ProxyRun(name=self.name, scenarios=self.results, peak_rss_kb=proc_status_kb(self.proc.pid, "VmHWM"),
+                        rss_after_kb=proc_status_kb(self.proc.pid, "VmRSS"), problems=self.problems)
+
+
+def warm_up(target: UnderTest, scripts: dict[bool, Path], *, seconds: float, load_core: int | None) -> None:
+    sanity_check(target.name, target.base)
+    for stream in (False, True):
+        result = run_wrk(target.url, scripts[stream], connections=16, seconds=seconds, core=load_core)
+        target.record(f"warm-up ({'stream' if stream else 'plain'})", result)
+
+
+def measure(targets: list[UnderTest], scripts: dict[bool, Path], *, duration: float, proxy_core: int | None,
+            load_core: int | None) -> None:
+    """Each scenario on each proxy in turn, alternating which goes first, so drift in the machine's
+    background load falls on both alike."""
+    for index, (scenario, stream, connections) in enumerate(SCENARIOS):
+        for target in targets if index % 2 == 0 else list(reversed(targets)):
+            print(f"  {target.name:<8} {scenario:<9} ...", end="", flush=True)
+            result = run_wrk(target.url, scripts[stream], connections=connections, seconds=duration, core=load_core,
+                             proxy_pid=target.proc.pid, proxy_core=proxy_core, load_core=load_core)
+            print(f" {result.rps:>9,.0f} req/s  p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
+                  f"  (proxy CPU {result.proxy_cpu_pct:.0f}% = {result.proxy_cpu_us_per_request:.0f} us/req,"
+                  f" others on its core {result.proxy_core_other_pct:.0f}%,"
+                  f" load core {result.load_core_busy_pct:.0f}% busy)", flush=True)
+            target.results[scenario] = result
+            target.record(scenario, result)
+            time.sleep(0.5)
+    # After the load: the sanity checks again, so a proxy that degraded under load is caught.
+    for target in targets:
+        sanity_check(target.name, target.base)
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def compare(baseline: ProxyRun, sidecar: ProxyRun) -> dict[str, Any]:
+    rows = []
+    for scenario, _, connections in SCENARIOS:
+        b, s = baseline.scenarios[scenario], sidecar.scenarios[scenario]
+        row: dict[str, Any] = {
+            "scenario": scenario,
+            "connections": connections,
+            "rps_ratio": s.rps / b.rps if b.rps else 0.0,
+            "p50_delta_ms": s.p50_ms - b.p50_ms,
+            "p99_delta_ms": s.p99_ms - b.p99_ms,
+            "cpu_per_request_ratio": (s.proxy_cpu_us_per_request / b.proxy_cpu_us_per_request
+                                      if b.proxy_cpu_us_per_request else 0.0),
+        }
+        if connections >= 16:
+            row["target"] = f"rps ratio >= {MIN_RPS_RATIO_AT_16}"
+            row["met"] = row["rps_ratio"] >= MIN_RPS_RATIO_AT_16
+        elif connections == 1:
+            row["target"] = f"p50 delta <= {MAX_P50_DELTA_MS_AT_1} ms"
+            row["met"] = row["p50_delta_ms"] <= MAX_P50_DELTA_MS_AT_1
+        rows.append(row)
+    rss_ratio = sidecar.peak_rss_kb / baseline.peak_rss_kb
+    return {
+        "scenarios": rows,
+        "rss_ratio": rss_ratio,
+        "rss_target": f"peak RSS ratio <= {MAX_RSS_RATIO}",
+        "rss_met": rss_ratio <= MAX_RSS_RATIO,
+    }
+
+
+def print_table(baseline: ProxyRun, other: ProxyRun, comparison: dict[str, Any], *, targets: bool) -> None:
+    rule = "-" * 123
+    label = f"{other.name} rps"
+    print(rule)
+    print(f"{'scenario':<10}| {'baseline rps':>12} {'p50':>7} {'p99':>7} | {label:>12} {'p50':>7} {'p99':>7} "
+          f"| {'rps ratio':>9} {'p50 delta':>9} | {'CPU us/req b/s':>14} |{' target' if targets else ''}")
+    print(rule)
+    for row in comparison["scenarios"]:
+        b, s = baseline.scenarios[row["scenario"]], other.scenarios[row["scenario"]]
+        target = f" {row['target']}: {verdict(row['met'])}" if targets and "target" in row else ""
+        print(f"{row['scenario']:<10}| {b.rps:>12,.0f} {b.p50_ms:>7.3f} {b.p99_ms:>7.3f} "
+              f"| {s.rps:>12,.0f} {s.p50_ms:>7.3f} {s.p99_ms:>7.3f} "
+              f"| {row['rps_ratio']:>9.2f} {row['p50_delta_ms']:>+9.3f} "
+              f"| {b.proxy_cpu_us_per_request:>6.0f}/{s.proxy_cpu_us_per_request:<7.0f} |{target}")
+    print(rule)
+    rss = (f"peak RSS (VmHWM): baseline {baseline.peak_rss_kb / 1024:.1f} MiB, {other.name} "
+           f"{other.peak_rss_kb / 1024:.1f} MiB, ratio {comparison['rss_ratio']:.2f}")
+    print(rss + (f"  [{comparison['rss_target']}: {verdict(comparison['rss_met'])}]" if targets else ""))
+
+
+def print_report(runs: dict[str, ProxyRun], comparisons: dict[str, dict[str, Any]], *, duration: float,
+                 cores: str, sink: dict[str, Any]) -> None:
+    baseline, sidecar, comparison = runs["baseline"], runs["sidecar"], comparisons["sidecar"]
+    print()
+    print(f"Modelway sidecar vs bare aiohttp pass-through  (wrk -t1, {duration:g} s per scenario; latency in ms;"
+          " CPU = the proxy's CPU time per request)")
+    print(cores)
+    print_table(baseline, sidecar, comparison, targets=True)
+    print(f"OTLP sink: {sink.get('requests', 0)} export requests, {sink.get('bytes', 0) / 1024:.0f} KiB of spans "
+          "received from the sidecar")
+    if "untraced" in runs:
+        print()
+        print("diagnostic, no target: the same sidecar with tracing off (OTEL_SDK_DISABLED=true)")
+        print_table(baseline, runs["untraced"], comparisons["untraced"], targets=False)
+    noise = max(r.proxy_core_other_pct for run in runs.values() for r in run.scenarios.values())
+    if noise > 5:
+        print(f"NOTE: other processes took up to {noise:.0f}% of the proxy's core during a run: the machine was "
+              "not idle, so the figures are noisy; run again on a quiet machine")
+    missed = [r["scenario"] for r in comparison["scenarios"] if r.get("met") is False]
+    if not comparison["rss_met"]:
+        missed.append("rss")
+    print("targets: " + ("all met" if not missed else "MISSED: " + ", ".join(missed)))
+    for run in runs.values():
+        for problem in run.problems:
+            print(f"BROKEN: {problem}")
+    print(f"results: {RESULTS / 'sidecar.json'}")
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def choose_cores() -> tuple[int | None, int | None, str]:
+    available = sorted(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None or len(available) < 2:
+        return None, None, (f"cores: not pinned ({len(available)} core(s) available"
+                            f"{', no taskset' if shutil.which('taskset') is None else ''}); figures are indicative only")
+    proxy_core, load_core = available[0], available[1]
+    return proxy_core, load_core, (f"cores: core {proxy_core} = the proxy under test (baseline or sidecar, in turn), alone; "
+                                   f"core {load_core} = wrk + fake upstream + OTLP sink")
+
+
+def snapshot_for(upstream_port: int) -> dict[str, Any]:
+    return {
+        "providers": [
+            {"name": "bench-upstream", "type": "openai", "baseUrl": f"http://127.0.0.1:{upstream_port}/v1",
+             "apiKey": API_KEY},
+        ],
+        "routes": [
+            {"name": "bench", "model": ROUTE_MODEL,
+             "rules": [{"name": "default", "backends": [{"provider": "bench-upstream", "model": UPSTREAM_MODEL}]}]},
+        ],
+    }
+
+
+def sink_stats(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(args: argparse.Namespace) -> int:
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed; install it with:  apt-get install -y wrk", file=sys.stderr)
+        return 2
+    duration = 3.0 if args.quick and args.duration is None else (args.duration or 10.0)
+    warmup = 1.0 if args.quick else 2.0
+    proxy_core, load_core, cores = choose_cores()
+    extra_env = dict(item.split("=", 1) for item in args.sidecar_env)
+    python = sys.executable
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    proxies = 3 if args.also_untraced else 2
+    print(f"Modelway sidecar benchmark: {duration:g} s per scenario, {len(SCENARIOS)} scenarios x {proxies} proxies")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(cores)
+
+    procs: list[Proc] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelway-bench-") as tmp:
+            tmpdir = Path(tmp)
+            scripts = {stream: lua_script(tmpdir / f"{'stream' if stream else 'plain'}.lua", chat_body(stream).decode())
+                       for stream in (False, True)}
+            base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+            upstream_port, sink_port = free_port(), free_port()
+            upstream = start("upstream", [python, "-m", "bench.upstream", "--port", str(upstream_port)],
+                             core=load_core, logs=LOGS, env=base_env)
+            procs.append(upstream)
+            sink = start("otlp-sink", [python, "-m", "bench.otlp_sink", "--port", str(sink_port)],
+                         core=load_core, logs=LOGS, env=base_env)
+            procs.append(sink)
+            wait_listening(upstream, upstream_port)
+            wait_listening(sink, sink_port)
+            status, _, _ = post(f"http://127.0.0.1:{upstream_port}/v1/chat/completions", chat_body(stream=True))
+            if status != 200:
+                raise BenchBroken(f"the fake upstream answered {status}")
+
+            # Both proxies run side by side on the proxy core; only the one under load does any work.
+            port = free_port()
+            baseline = start("baseline", [python, "-m", "bench.baseline", "--port", str(port), "--upstream",
+                                          f"http://127.0.0.1:{upstream_port}/v1", "--api-key", API_KEY],
+                             core=proxy_core, logs=LOGS, env=base_env)
+            procs.append(baseline)
+            targets = [UnderTest("baseline", baseline, port)]
+
+            # The sidecar: routing on, tracing on (every span sampled, exported over OTLP/HTTP to the sink).
+            snapshot = tmpdir / "snapshot.json"
+            snapshot.write_text(json.dumps(snapshot_for(upstream_port), indent=2))
+            port, admin_port = free_port(), free_port()
+            sidecar_env = {
+                **base_env,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_SERVICE_NAME": "modelway-proxy-bench",
+                **extra_env,
+            }
+            if extra_env:
+                print(f"sidecar environment overrides: {extra_env}")
+            sidecar = start("sidecar", [python, "-m", "proxy", "--snapshot", str(snapshot), "--port", str(port),
+                                        "--admin-port", str(admin_port)],
+                            core=proxy_core, logs=LOGS, env=sidecar_env)
+            procs.append(sidecar)
+            targets.append(UnderTest("sidecar", sidecar, port))
+            if args.also_untraced:
+                untraced_port, untraced_admin = free_port(), free_port()
+                untraced = start("untraced", [python, "-m", "proxy", "--snapshot", str(snapshot), "--port",
+                                              str(untraced_port), "--admin-port", str(untraced_admin)],
+                                 core=proxy_core, logs=LOGS, env={**base_env, "OTEL_SDK_DISABLED": "true"})
+                procs.append(untraced)
+                targets.append(UnderTest("untraced", untraced, untraced_port))
+
+            for target in targets:
+                wait_listening(target.proc, target.port)
+            sink_before = sink_stats(sink_port)
+            for target in targets:
+                warm_up(target, scripts, seconds=warmup, load_core=load_core)
+            measure(targets, scripts, duration=duration, proxy_core=proxy_core, load_core=load_core)
+            runs = {target.name: target.finish() for target in targets}
+            sidecar.stop()  # the tracer provider flushes its last spans on shutdown
+            time.sleep(0.2)
+            sink_after = sink_stats(sink_port)
+            exported = {k: sink_after[k] - sink_before.get(k, 0) for k in sink_after}
+            if not exported.get("requests") and not extra_env:
+                raise BenchBroken("the OTLP sink received no spans from the sidecar: tracing was not on")
+    except BenchBroken as exc:
+        print(f"\nbench: BROKEN: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+    comparisons = {name: compare(runs["baseline"], run) for name, run in runs.items() if name != "baseline"}
+    problems = [problem for run in runs.values() for problem in run.problems]
+    print_report(runs, comparisons, duration=duration, cores=cores, sink=exported)
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "kernel": platform.release()},
+        "duration_seconds": duration,
+        "warmup_seconds": warmup,
+        "cores": {"proxy": proxy_core, "load": load_core, "note": cores},
+        "targets": {"min_rps_ratio_at_16": MIN_RPS_RATIO_AT_16, "max_p50_delta_ms_at_1": MAX_P50_DELTA_MS_AT_1,
+                    "max_rss_ratio": MAX_RSS_RATIO},
+        "runs": {name: {"peak_rss_kb": r.peak_rss_kb, "rss_after_kb": r.rss_after_kb,
+                        "scenarios": {k: asdict(v) for k, v in r.scenarios.items()}}
+                 for name, r in runs.items()},
+        "comparison": comparisons["sidecar"],
+        "comparison_untraced": comparisons.get("untraced"),
+        "otlp_sink": exported,
+        "sidecar_env": extra_env,
+        "problems": problems,
+    }
+    (RESULTS / "sidecar.json").write_text(json.dumps(report, indent=2) + "\n")
+    if problems:
+        print(f"bench: errors under load (logs in {LOGS}); the figures above are not trustworthy", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sidecar", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                        help="seconds per scenario (default: 10, or 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="3 s per scenario and a shorter warm-up")
+    parser.add_argument("--also-untraced", action="store_true",
+                        help="also measure the sidecar with tracing off (diagnostic: what tracing costs)")
+    parser.add_argument("--sidecar-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the sidecar, for experiments "
+                             "(e.g. OTEL_SDK_DISABLED=true to see the cost of tracing); repeatable")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
