@@ -93,27 +93,39 @@ async def _sources(args: argparse.Namespace) -> tuple[Any, Authenticator, list[A
     return KubeSource(client), authenticator, [client]
 
 
-def _status_reporting(args: argparse.Namespace, closables: list[Any]) -> tuple[Any, list[Any]]:
-    """kube: the Lease holder writes status; files: conditions are logged. Also what to run for it."""
+def _status_reporting(args: argparse.Namespace, closables: list[Any]) -> tuple[Any, list[Any], Any]:
+    """kube: the Lease holder writes status; files: conditions are logged. Also what to run for it,
+    and (kube only) the ReplicaCounts that sums every replica's sidecar counts for the writer."""
     from controller.status import ConditionLogger, StatusWriter
 
     if args.source == "files":
-        return ConditionLogger(), []
+        return ConditionLogger(), [], None  # one replica: its own counts are all there is
     from controller.kube.client import KubeClient
     from controller.leader import LeaseElector, default_identity
+    from controller.replicas import ReplicaCounts
 
     client = next(c for c in closables if isinstance(c, KubeClient))
     elector = LeaseElector(client, namespace=args.lease_namespace, identity=default_identity(args.pod_name))
-    writer = StatusWriter(client, None, elector=elector)
-    return writer, [elector.run, writer.run]
+    replicas = ReplicaCounts(client, namespace=args.lease_namespace, identity=elector.identity, elector=elector)
+    writer = StatusWriter(client, None, elector=elector, sync_counts=replicas.sync_counts)
+    replicas.on_peers_change = writer.on_sync_change  # another replica's counts moved: write again
+    return writer, [elector.run, writer.run, replicas.run], replicas
 
 
 async def run(args: argparse.Namespace) -> None:
     source, authenticator, closables = await _sources(args)
     store = ResourceStore()
-    status, status_loops = _status_reporting(args, closables)
-    controller = Controller(store=store, on_recompute=status.on_recompute, on_sync_change=status.on_sync_change)
+    status, status_loops, replicas = _status_reporting(args, closables)
+
+    def on_sync_change() -> None:
+        status.on_sync_change()
+        if replicas is not None:
+            replicas.notify()  # publish our counts for the leader
+
+    controller = Controller(store=store, on_recompute=status.on_recompute, on_sync_change=on_sync_change)
     status.controller = controller  # the reporter reads the controller; the controller calls the reporter
+    if replicas is not None:
+        replicas.controller = controller
     store.on_change = controller.notify
     host, _, port = args.listen.rpartition(":")
     ssl_context = None

@@ -7,6 +7,7 @@ to anything read from Kubernetes; the same models validate the file source.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of distinct strings, parsed for every rule compiled
 def duration_seconds(value: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
 

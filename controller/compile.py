@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.api import BackendRef, ModelProvider, ModelRoute, RouteRule, Secret, duration_seconds
@@ -74,6 +74,9 @@ class RouteVerdict:
 class Judgement:
     providers: dict[Key, ProviderVerdict]
     routes: dict[Key, RouteVerdict]
+    # Indexes built once per judgement, so per-workload work stays small.
+    served_by_namespace: dict[str, tuple[ModelRoute, ...]] = field(default_factory=dict)
+    compiled_providers: dict[str, snap.Provider] = field(default_factory=dict)
 
     @property
     def last_good(self) -> dict[Key, ModelRoute]:
@@ -179,7 +182,16 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
             if previous is not None and _route_refs(previous, providers).ok:
                 served = previous  # keep the last good rules while this edit is broken
         routes[key] = RouteVerdict(accepted, refs, route.metadata.generation, served)
-    return Judgement(providers=providers, routes=routes)
+    by_namespace: dict[str, list[ModelRoute]] = {}
+    for verdict in routes.values():
+        if verdict.served is not None:
+            by_namespace.setdefault(verdict.served.metadata.namespace, []).append(verdict.served)
+    return Judgement(
+        providers=providers,
+        routes=routes,
+        served_by_namespace={ns: tuple(rs) for ns, rs in by_namespace.items()},
+        compiled_providers={v.provider.name: v.provider for v in providers.values() if v.provider is not None},
+    )
 
 
 def _selects(route: ModelRoute, workload: Workload) -> bool:
@@ -215,30 +227,38 @@ def _rule(rule: RouteRule, namespace: str) -> snap.Rule:
     )
 
 
-def compile_workload(judgement: Judgement, workload: Workload) -> snap.Snapshot:
-    """The snapshot for one workload; its version is a hash of its content."""
+def select_routes(judgement: Judgement, workload: Workload) -> tuple[ModelRoute, ...]:
+    """The routes one workload runs, one per model name, ordered by model (cheap: no compiling)."""
     chosen: dict[str, ModelRoute] = {}
-    for verdict in judgement.routes.values():
-        route = verdict.served
-        if route is None or route.metadata.namespace != workload.namespace or not _selects(route, workload):
+    for route in judgement.served_by_namespace.get(workload.namespace, ()):
+        if not _selects(route, workload):
             continue
         current = chosen.get(route.spec.model)
         # A route with a selector is more specific than one without; then by name, for stability.
         rank = (route.spec.workload_selector is None, route.metadata.name)
         if current is None or rank < (current.spec.workload_selector is None, current.metadata.name):
             chosen[route.spec.model] = route
-    routes = []
-    used: set[str] = set()
-    for model in sorted(chosen):
-        route = chosen[model]
-        namespace = route.metadata.namespace
-        rules = tuple(_rule(r, namespace) for r in route.spec.rules)
-        for rule in rules:
-            used.update(b.provider for b in (*rule.backends, *rule.fallbacks))
-        routes.append(snap.Route(name=f"{namespace}/{route.metadata.name}", model=model, rules=rules))
-    providers = tuple(
-        sorted((v.provider for v in judgement.providers.values() if v.provider and v.provider.name in used),
-               key=lambda p: p.name)
+    return tuple(chosen[model] for model in sorted(chosen))
+
+
+def compile_route(route: ModelRoute) -> snap.Route:
+    namespace = route.metadata.namespace
+    return snap.Route(
+        name=f"{namespace}/{route.metadata.name}",
+        model=route.spec.model,
+        rules=tuple(_rule(r, namespace) for r in route.spec.rules),
     )
+
+
+def assemble(judgement: Judgement, routes: Sequence[snap.Route]) -> snap.Snapshot:
+    """A snapshot of compiled routes plus exactly the providers they use; versioned by content."""
+    used = {b.provider for route in routes for rule in route.rules for b in (*rule.backends, *rule.fallbacks)}
+    providers = tuple(sorted((judgement.compiled_providers[name] for name in used if name in
+                              judgement.compiled_providers), key=lambda p: p.name))
     snapshot = snap.Snapshot(providers=providers, routes=tuple(routes))
     return snapshot.model_copy(update={"version": snap.content_version(snapshot)})
+
+
+def compile_workload(judgement: Judgement, workload: Workload) -> snap.Snapshot:
+    """The snapshot for one workload (the controller caches the steps; this is the plain form)."""
+    return assemble(judgement, [compile_route(r) for r in select_routes(judgement, workload)])

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.compile import Judgement, Workload, compile_workload, judge
+from controller.api import ModelRoute
+from controller.compile import Judgement, Workload, assemble, compile_route, judge, select_routes
 from controller.store import Key, ResourceStore
-from proxy.snapshot import Snapshot, to_wire
+from proxy.snapshot import Route, Snapshot, to_wire
 
 log = logging.getLogger("modelway.controller")
 
@@ -28,6 +29,13 @@ class Stream(Protocol):
     """The controller's side of one sidecar stream (a WebSocket in production)."""
 
     async def send_str(self, data: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    snapshot: Snapshot
+    message: str  # the wire message, serialised once for every sidecar that gets it
+    routes: dict[Key, int]  # route key -> generation it carries
 
 
 @dataclass(eq=False)
@@ -43,13 +51,7 @@ class Sidecar:
     connected_at: float = field(default_factory=time.time)
     sent_at: float = 0.0
     ack_latency: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    snapshot: Snapshot
-    message: str  # the wire message, serialised once for every sidecar that gets it
-    routes: dict[Key, int]  # route key -> generation it carries
+    compiled: Compiled | None = None  # what it should run now (set at every push decision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,11 @@ class Controller:
         self._on_sync_change = on_sync_change
         self.judgement = Judgement(providers={}, routes={})
         self.sidecars: set[Sidecar] = set()
-        self._compiled: dict[object, Compiled] = {}
+        # Per recompute: one Compiled per distinct set of routes (many workloads share one).
+        self._compiled: dict[tuple[int, ...], Compiled] = {}
         self._by_version: dict[str, Compiled] = {}
+        # Across recomputes: each served route compiled once, until it changes.
+        self._routes: dict[int, tuple[ModelRoute, Route]] = {}
         self._changed = asyncio.Event()
         self.pushes = 0
 
@@ -108,6 +113,8 @@ class Controller:
         started = time.perf_counter()
         self.judgement = judge(self.store.view(), last_good=self.judgement.last_good)
         self._compiled.clear()
+        served = {id(r): r for routes in self.judgement.served_by_namespace.values() for r in routes}
+        self._routes = {key: entry for key, entry in self._routes.items() if key in served}
         self._on_recompute(self.judgement)
         sends = [self._push(sidecar) for sidecar in list(self.sidecars)]
         pushed = sum(await asyncio.gather(*sends)) if sends else 0
@@ -119,21 +126,24 @@ class Controller:
     # --- sidecars -----------------------------------------------------------------
 
     def compiled_for(self, workload: Workload) -> Compiled:
-        key = workload.cache_key()
+        routes = select_routes(self.judgement, workload)
+        key = tuple(id(r) for r in routes)  # the judgement holds these objects: ids are stable
         compiled = self._compiled.get(key)
         if compiled is None:
-            snapshot = compile_workload(self.judgement, workload)
+            snapshot = assemble(self.judgement, [self._compiled_route(r) for r in routes])
             message = json.dumps({"type": "snapshot", "version": snapshot.version, "snapshot": to_wire(snapshot)})
-            routes = {}
-            for route in snapshot.routes:
-                namespace, _, name = route.name.partition("/")
-                verdict = self.judgement.routes.get(("ModelRoute", namespace, name))
-                if verdict is not None and verdict.served is not None:
-                    routes[("ModelRoute", namespace, name)] = verdict.served.metadata.generation
-            compiled = Compiled(snapshot=snapshot, message=message, routes=routes)
+            generations = {("ModelRoute", r.metadata.namespace, r.metadata.name): r.metadata.generation for r in routes}
+            compiled = Compiled(snapshot=snapshot, message=message, routes=generations)
             self._compiled[key] = compiled
             self._by_version[snapshot.version] = compiled
         return compiled
+
+    def _compiled_route(self, route: ModelRoute) -> Route:
+        entry = self._routes.get(id(route))
+        if entry is None:
+            entry = (route, compile_route(route))  # keeping `route` keeps its id unique
+            self._routes[id(route)] = entry
+        return entry[1]
 
     async def attach(self, sidecar: Sidecar, *, has_version: str = "") -> None:
         """A sidecar connected; it says which version it already runs (from its saved copy)."""
@@ -149,6 +159,7 @@ class Controller:
 
     async def _push(self, sidecar: Sidecar) -> bool:
         compiled = self.compiled_for(sidecar.workload)
+        sidecar.compiled = compiled
         if compiled.snapshot.version == sidecar.sent_version:
             return False
         sidecar.sent_version = compiled.snapshot.version
@@ -163,6 +174,7 @@ class Controller:
 
     def _forget_unused_versions(self) -> None:
         live = {c.snapshot.version for c in self._compiled.values()}
+        live |= {s.compiled.snapshot.version for s in self.sidecars if s.compiled is not None}
         live |= {s.acked_version for s in self.sidecars} | {s.sent_version for s in self.sidecars}
         self._by_version = {v: c for v, c in self._by_version.items() if v in live}
 
@@ -181,7 +193,9 @@ class Controller:
     def route_sync(self) -> dict[Key, RouteSync]:
         counts: dict[Key, list[int]] = {}
         for sidecar in self.sidecars:
-            wanted = self.compiled_for(sidecar.workload).routes
+            if sidecar.compiled is None:
+                continue
+            wanted = sidecar.compiled.routes
             acked = self._by_version.get(sidecar.acked_version)
             for key, generation in wanted.items():
                 entry = counts.setdefault(key, [0, 0])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -200,13 +200,17 @@ class StatusWriter:
     """Keeps status in step with the controller's judgement; writes only while `elector` leads.
 
     `controller` may be set after construction (`writer.controller = c`): the
-    Controller takes the writer's callbacks when it is built.
+    Controller takes the writer's callbacks when it is built. `sync_counts`
+    gives the sidecar counts to write (every replica's, see replicas.py);
+    by default the controller's own `route_sync()`.
     """
 
     def __init__(self, client: KubeClient, controller: Controller | None, *, elector: LeaseElector,
-                 delay: float = 0.2, retry_cap: float = 30.0) -> None:
+                 delay: float = 0.2, retry_cap: float = 30.0,
+                 sync_counts: Callable[[], Mapping[Key, RouteSync]] | None = None) -> None:
         self._client = client
         self.controller = controller
+        self._sync_counts = sync_counts
         self._elector = elector
         self._delay = delay
         self._retry_cap = retry_cap
@@ -266,7 +270,8 @@ class StatusWriter:
         assert self.controller is not None
         self.passes += 1
         controller = self.controller
-        desired = desired_statuses(controller.judgement, controller.route_sync(), controller.store.view())
+        sync = self._sync_counts() if self._sync_counts is not None else controller.route_sync()
+        desired = desired_statuses(controller.judgement, sync, controller.store.view())
         for gone in set(self._written) - set(desired):
             del self._written[gone]
         failures = 0
