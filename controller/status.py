@@ -206,24 +206,31 @@ class StatusWriter:
     """
 
     def __init__(self, client: KubeClient, controller: Controller | None, *, elector: LeaseElector,
-                 delay: float = 0.2, retry_cap: float = 30.0,
+                 delay: float = 0.2, sync_delay: float = 1.0, retry_cap: float = 30.0,
                  sync_counts: Callable[[], Mapping[Key, RouteSync]] | None = None) -> None:
         self._client = client
         self.controller = controller
         self._sync_counts = sync_counts
         self._elector = elector
         self._delay = delay
+        # ACKs arrive in bursts (one per sidecar after every push): counting them into status
+        # once a second is plenty, and keeps status work off the loop while a push goes out.
+        self._sync_delay = sync_delay
+        self._judged = False
         self._retry_cap = retry_cap
         self._retries = 0
         self._retry_timer: asyncio.TimerHandle | None = None
         # key -> (uid, the status last written or, on first sight, read from the object).
         self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
+        # key -> the desired status known to be on the object: an unchanged one costs a compare.
+        self._settled: dict[Key, DesiredStatus] = {}
         self._wake = asyncio.Event()
         self.passes = 0
         elector.add_listener(self._on_leadership)
 
     # The Controller's callbacks: cheap, synchronous, on the loop.
     def on_recompute(self, judgement: Judgement) -> None:
+        self._judged = True
         self._wake.set()
 
     def on_sync_change(self) -> None:
@@ -232,6 +239,7 @@ class StatusWriter:
     def _on_leadership(self, leading: bool) -> None:
         # Another leader may have written meanwhile: read every object afresh before writing again.
         self._written.clear()
+        self._settled.clear()
         if leading:
             self._wake.set()
 
@@ -239,8 +247,10 @@ class StatusWriter:
         try:
             while True:
                 await self._wake.wait()
-                await asyncio.sleep(self._delay)  # coalesce: whatever else arrives now rides along
+                # Coalesce: whatever else arrives now rides along.
+                await asyncio.sleep(self._delay if self._judged else self._sync_delay)
                 self._wake.clear()
+                self._judged = False
                 if self.controller is None or not self._elector.is_leader:
                     continue
                 try:
@@ -274,18 +284,25 @@ class StatusWriter:
         desired = desired_statuses(controller.judgement, sync, controller.store.view())
         for gone in set(self._written) - set(desired):
             del self._written[gone]
+            self._settled.pop(gone, None)
         failures = 0
-        for key in sorted(desired):
+        for index, key in enumerate(sorted(desired)):
+            if desired[key] == self._settled.get(key):
+                continue
+            if index % 64 == 0:
+                await asyncio.sleep(0)  # a long pass must not hold up pushes to sidecars
             if not self._elector.is_leader:
                 break  # lost the Lease mid-pass: the new leader carries on
             try:
-                await self._write(desired[key])
+                if await self._write(desired[key]):
+                    self._settled[key] = desired[key]
             except KubeError as exc:
                 failures += 1
                 log.warning("status of %s %s/%s not written (retrying): %s", *key, exc)
         return failures
 
-    async def _write(self, desired: DesiredStatus) -> None:
+    async def _write(self, desired: DesiredStatus) -> bool:
+        """True when the object now carries this status (written, or already there)."""
         rt = _RESOURCES[desired.kind]
         cached = self._written.get(desired.key)
         if cached is None or cached[0] != desired.uid:
@@ -294,26 +311,27 @@ class StatusWriter:
                 obj = await self._client.get(rt, desired.name, namespace=desired.namespace)
             except KubeApiError as exc:
                 if exc.status == 404:
-                    return  # deleted meanwhile
+                    return False  # deleted meanwhile
                 raise
             if desired.uid and (obj.get("metadata") or {}).get("uid") != desired.uid:
-                return  # re-created under the same name; our watch has not caught up yet
+                return False  # re-created under the same name; our watch has not caught up yet
             cached = (desired.uid, dict(obj.get("status") or {}))
             self._written[desired.key] = cached
         previous = cached[1]
         body = render(desired, previous, _now())
         if timeless(body) == timeless(previous):
-            return
+            return True
         try:
             await self._client.patch_status(rt, desired.name, body, namespace=desired.namespace)
         except KubeApiError as exc:
             if exc.status == 404:
                 self._written.pop(desired.key, None)
-                return
+                return False
             raise
         self._written[desired.key] = (desired.uid, body)
         for event in condition_events(previous, desired.conditions):
             await self._event(desired, event)
+        return True
 
     async def _event(self, desired: DesiredStatus, event: EventSpec) -> None:
         regarding = {"apiVersion": API_VERSION, "kind": desired.kind, "name": desired.name,
