@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e tools bench venv clean
+.PHONY: demo test unit integration e2e tools bench bench-sidecar bench-controller venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## demo: fake providers + the sidecar, driven by the official SDKs
+## demo: fake providers + `modelway dev` (controller and sidecar), driven by the official SDKs
 demo: $(STAMP)
 	$(PY) -m examples.demo
 
@@ -28,13 +28,22 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
+e2e: $(STAMP) tools
+	$(PY) -m pytest -q tests/e2e
+
 ## tools: kube-apiserver, etcd, kubectl, helm, jaeger (Go, pinned) and redis (Debian)
 tools:
 	bash tests/tools/build.sh
 
-## bench: sidecar vs a bare aiohttp pass-through, under wrk
-bench: $(STAMP)
+## bench: the sidecar against a bare aiohttp pass-through (wrk), then the controller's push to 1,000 sidecars
+bench: bench-sidecar bench-controller
+
+bench-sidecar: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.sidecar
+
+bench-controller: $(STAMP) tools
+	$(PY) -m bench.controller
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info
