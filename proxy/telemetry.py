@@ -61,7 +61,10 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
     """A TracerProvider configured by the standard OTEL_* variables, or None when tracing is off.
 
     Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set,
-    unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none.
+    unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none. The default protocol,
+    http/protobuf, uses the lean exporter of `proxy.otlp_export` (no `requests`, no protobuf
+    runtime); OTEL_EXPORTER_OTLP_PROTOCOL=grpc uses the stock gRPC exporter, imported only then
+    (it reads its settings from os.environ itself).
     """
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
@@ -69,23 +72,68 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
     endpoint_set = any(k in environ for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
     if exporter_name == "none" or not endpoint_set:
         return None
+    import logging
+
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
+    log = logging.getLogger(__name__)
     protocol = environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    )
+    ).strip().lower()
+    exporter: SpanExporter
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+        from proxy.otlp_export import OTLPHttpSpanExporter
+
+        if protocol != "http/protobuf":
+            log.warning("OTLP protocol %r is not supported; using http/protobuf", protocol)
+        try:
+            exporter = OTLPHttpSpanExporter(environ=environ)
+        except (ValueError, OSError) as exc:  # a telemetry typo must not take the data plane down
+            log.error("tracing off: bad OTLP exporter settings: %s", exc)
+            return None
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)}).merge(
         OTELResourceDetector().detect()
     )
     provider = TracerProvider(resource=resource, sampler=_get_from_env_or_default())
+
+    def bsp_setting(name: str, default: int) -> int:
+        raw = environ.get(name, "").strip()
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            value = -1
+        if value <= 0:
+            log.warning("%s=%r is not a positive integer; using %d", name, raw, default)
+            return default
+        return value
+
     # BatchSpanProcessor: a bounded queue exported off the event loop, so a slow
     # or absent collector never holds up a request (spans are dropped instead).
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    # Sidecar defaults, unless OTEL_BSP_* say otherwise: a queue of 512 instead of
+    # the SDK's 2048, because the queue is the memory bound of tracing in every
+    # pod (512 ended spans of ~1-2 KiB each, about 1 MiB: 256 requests' worth at
+    # 2 spans each). A batch of 256 (half the queue) starts an export early and
+    # leaves the other half to fill meanwhile. When the collector falls behind,
+    # spans past the queue are dropped, not buffered: the SDK logs that and counts
+    # them in otel.sdk.processor.span.processed{error.type=queue_full} (with
+    # OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true); the exporter counts
+    # exported_spans / failed_spans.
+    max_queue_size = bsp_setting("OTEL_BSP_MAX_QUEUE_SIZE", 512)
+    max_export_batch_size = min(bsp_setting("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 256), max_queue_size)
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter,
+            max_queue_size=max_queue_size,
+            max_export_batch_size=max_export_batch_size,
+            schedule_delay_millis=bsp_setting("OTEL_BSP_SCHEDULE_DELAY", 5000),
+            export_timeout_millis=bsp_setting("OTEL_BSP_EXPORT_TIMEOUT", 30000),
+        )
+    )
     return provider

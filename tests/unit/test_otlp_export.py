@@ -1,0 +1,443 @@
+"""The lean OTLP/HTTP exporter: its bytes decode to exactly the official encoder's
+message, its configuration follows the OTEL_EXPORTER_OTLP_* variables, and its
+HTTP behaviour (keep-alive, retries, gzip, quiet failures) holds against a
+local http.server."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import logging
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as official_encode
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from proxy import otlp_export
+from proxy.otlp_encode import SpanEncoder, encode_spans
+from proxy.otlp_export import OTLPHttpSpanExporter
+from proxy.telemetry import build_tracer_provider
+from tests.harness.certs import CertAuthority
+
+REPO = Path(__file__).resolve().parents[2]
+LOGGER = "proxy.otlp_export"
+
+
+# ---------------------------------------------------------------------------
+# encoder
+
+
+def _provider(resource: Resource, **kwargs) -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource, **kwargs)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _varied_spans():
+    """Spans from the real SDK covering what the encoder must handle."""
+    main, main_out = _provider(Resource.create({"service.name": "modelway-proxy", "k8s.pod.name": "pod-ü"}))
+    other, other_out = _provider(Resource({"service.name": "other", "n": 3}, schema_url="https://x/schema/1.2"),
+                                 span_limits=SpanLimits(max_span_attributes=2, max_events=1, max_links=1,
+                                                        max_event_attributes=1, max_link_attributes=1))
+    twin, twin_out = _provider(Resource.create({"service.name": "modelway-proxy", "k8s.pod.name": "pod-ü"}))
+    tracer = main.get_tracer("modelway.proxy")
+    scoped = main.get_tracer("lib", "1.2.3", schema_url="https://s/1", attributes={"scope.attr": "v", "n": 1})
+
+    attributes = {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "empty": "",
+        "unicode": "héllo wörld ✓ 🚀 日本語", "int": 42, "zero": 0, "negative": -7, "big": 2**62,
+        "min": -(2**63), "float": 0.25, "neg_float": -1.5e300, "float_zero": 0.0, "true": True, "false": False,
+        "finish_reasons": ("stop", "length"), "ints": (1, -2, 3), "floats": (1.5, 2.5), "bools": (True, False),
+        "empty_tuple": (), "with_none": ("a", None), "long": "x" * 300, "longer": "y" * 20000,
+    }
+    app_parent = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=True,
+                             trace_flags=TraceFlags(1), trace_state=TraceState([("vendor", "v1"), ("b", "x")]))
+    with tracer.start_as_current_span("chat gpt", context=trace.set_span_in_context(NonRecordingSpan(app_parent)),
+                                      kind=SpanKind.SERVER, attributes=attributes) as server:
+        server.add_event("gen_ai.fallback", {"from": "a/b", "to": "c/d", "attempt": 2, "tags": ("x",)})
+        server.add_event("no attributes")
+        attempt = tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT,
+                                    attributes={"server.port": 443, "http.response.status_code": 503})
+        attempt.set_status(Status(StatusCode.ERROR, "upstream said 503 — unavailable"))
+        attempt.end()
+        ok = tracer.start_span("ok", kind=SpanKind.CLIENT)
+        ok.set_status(Status(StatusCode.OK))
+        ok.end()
+        server.set_status(StatusCode.ERROR)
+    local_link = SpanContext(1, 2, is_remote=False)
+    remote_link = SpanContext(2**128 - 1, 2**64 - 1, is_remote=True, trace_flags=TraceFlags(1))
+    with scoped.start_as_current_span("linked", kind=SpanKind.PRODUCER,
+                                      links=[Link(local_link), Link(remote_link, {"link.attr": "l", "n": 5})]):
+        pass
+    with scoped.start_as_current_span("", kind=SpanKind.CONSUMER):  # empty name
+        pass
+    tracer_other = other.get_tracer("other-scope")
+    with tracer_other.start_as_current_span("dropping", kind=SpanKind.INTERNAL,
+                                            attributes={"a": 1, "b": 2, "c": 3, "d": 4},
+                                            links=[Link(local_link), Link(remote_link, {"x": 1, "y": 2})]) as span:
+        span.add_event("e1", {"p": 1, "q": 2})
+        span.add_event("e2")
+        span.add_event("e3", timestamp=1)
+    with twin.get_tracer("modelway.proxy").start_as_current_span("twin resource"):
+        pass
+    with main.get_tracer("").start_as_current_span("no scope name"):
+        pass
+    spans = list(main_out.get_finished_spans()) + list(other_out.get_finished_spans())
+    twin_spans = list(twin_out.get_finished_spans())
+    # interleave so grouping by resource and scope is exercised
+    return [spans[0], spans[3], twin_spans[0], spans[5], spans[1], *spans[6:], spans[2], spans[4]]
+
+
+def test_bytes_decode_to_the_official_encoders_message():
+    spans = _varied_spans()
+    assert len(spans) == 8
+    mine = ExportTraceServiceRequest.FromString(encode_spans(spans))
+    official = official_encode(spans)
+    assert mine == official, f"mine:\n{mine}\nofficial:\n{official}"
+    # equal down to the bytes in canonical form, and grouped the same way
+    assert mine.SerializeToString(deterministic=True) == official.SerializeToString(deterministic=True)
+    assert len(mine.resource_spans) == 2 and len(mine.resource_spans[0].scope_spans) == 3
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_each_span_alone_matches(index):
+    span = _varied_spans()[index]
+    encoder = SpanEncoder()
+    for _ in range(2):  # the second pass runs from the caches
+        assert ExportTraceServiceRequest.FromString(encoder.encode([span])) == official_encode([span])
+
+
+def test_empty_batch_and_unencodable_attribute_is_skipped(caplog):
+    assert encode_spans([]) == b""
+    provider, out = _provider(Resource({}))
+    with provider.get_tracer("t").start_as_current_span("s") as span:
+        span.set_attribute("ok", 1)
+        span._attributes._dict["huge"] = 2**70  # past int64: the official encoder drops it too  # noqa: SLF001
+    [finished] = out.get_finished_spans()
+    with caplog.at_level(logging.WARNING, LOGGER):
+        mine = ExportTraceServiceRequest.FromString(encode_spans([finished]))
+    [kv] = mine.resource_spans[0].scope_spans[0].spans[0].attributes
+    assert kv.key == "ok" and "huge" in caplog.text
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+def test_endpoint_resolution():
+    assert otlp_export.resolve_endpoint({}) == "http://localhost:4318/v1/traces"
+    assert otlp_export.resolve_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) == "http://c:4318/v1/traces"
+    assert otlp_export.resolve_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c/otlp/"}) == "https://c/otlp/v1/traces"
+    both = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/custom"}
+    assert otlp_export.resolve_endpoint(both) == "http://t:1/custom"  # used as-is
+    with pytest.raises(ValueError):
+        OTLPHttpSpanExporter(endpoint="collector:4318")
+
+
+def test_headers_timeout_and_compression_from_env(caplog):
+    assert otlp_export.parse_headers("Api-Key=secret%20value, x-tenant = a%3Db,bad,=x,") == {
+        "api-key": "secret value", "x-tenant": "a=b"}
+    env = {"OTEL_EXPORTER_OTLP_HEADERS": "a=1", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "b=2",
+           "OTEL_EXPORTER_OTLP_TIMEOUT": "2500", "OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"}
+    exporter = OTLPHttpSpanExporter(environ=env, headers={"C": "3"})
+    assert exporter.headers["b"] == "2" and "a" not in exporter.headers and exporter.headers["c"] == "3"
+    assert exporter.headers["content-type"] == "application/x-protobuf"
+    assert exporter.timeout == 2.5 and exporter.compression == "gzip" and exporter.headers["content-encoding"] == "gzip"
+    assert otlp_export.resolve_timeout({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "100",
+                                        "OTEL_EXPORTER_OTLP_TIMEOUT": "9000"}) == 0.1
+    with caplog.at_level(logging.WARNING, LOGGER):
+        assert otlp_export.resolve_timeout({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}) == 10.0
+        assert otlp_export.resolve_compression({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}) == "none"
+    assert otlp_export.resolve_timeout({}) == 10.0
+
+
+def test_https_uses_the_certificate_from_env(tmp_path):
+    with pytest.raises(OSError):  # the CA file is read when the exporter is built
+        OTLPHttpSpanExporter(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318",
+                                      "OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "missing.pem")})
+    exporter = OTLPHttpSpanExporter(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c"})
+    assert exporter._ssl_context is not None and exporter._port == 443  # noqa: SLF001
+
+
+# ---------------------------------------------------------------------------
+# HTTP behaviour against a local server
+
+
+class Collector:
+    """A local OTLP/HTTP endpoint: records requests, answers from a script (default 200)."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.requests: list[dict] = []
+        self.script: list[tuple[int, dict[str, str]]] = []
+        self.connections = 0
+        self.close_after_response = False
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                collector.connections += 1
+                super().setup()
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                collector.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
+                status, headers = collector.script.pop(0) if collector.script else (200, {})
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                if collector.close_after_response:  # drop the kept-alive connection without saying so
+                    self.close_connection = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def collector():
+    c = Collector()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def spans():
+    provider, out = _provider(Resource.create({"service.name": "t"}))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("a", kind=SpanKind.SERVER, attributes={"x": 1}):
+        tracer.start_span("b", kind=SpanKind.CLIENT).end()
+    return list(out.get_finished_spans())
+
+
+def _exporter(url: str, **env: str) -> OTLPHttpSpanExporter:
+    return OTLPHttpSpanExporter(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": url, **env}, backoff=0.02)
+
+
+def test_posts_protobuf_with_env_headers_and_reuses_the_connection(collector, spans):
+    exporter = _exporter(collector.url + "/", OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer%20t0k,x-scope=a")
+    for _ in range(3):
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert len(collector.requests) == 3 and collector.connections == 1  # kept alive
+    request = collector.requests[0]
+    assert request["path"] == "/v1/traces"
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["content-type"] == "application/x-protobuf"
+    assert headers["authorization"] == "Bearer t0k" and headers["x-scope"] == "a"
+    assert ExportTraceServiceRequest.FromString(request["body"]) == official_encode(spans)
+    assert exporter.exported_spans == 6 and exporter.failed_spans == 0
+    exporter.shutdown()
+
+
+def test_gzip(collector, spans):
+    exporter = _exporter(collector.url, OTEL_EXPORTER_OTLP_TRACES_COMPRESSION="gzip")
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    [request] = collector.requests
+    assert {k.lower(): v for k, v in request["headers"].items()}["content-encoding"] == "gzip"
+    assert ExportTraceServiceRequest.FromString(gzip.decompress(request["body"])) == official_encode(spans)
+
+
+def test_retries_503_and_429_then_succeeds(collector, spans, caplog):
+    collector.script = [(503, {}), (429, {"Retry-After": "0"}), (200, {})]
+    exporter = _exporter(collector.url)
+    with caplog.at_level(logging.INFO, LOGGER):
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert len(collector.requests) == 3 and exporter.exported_spans == 2 and not caplog.records
+
+
+def test_client_error_is_not_retried_and_failures_log_once_per_streak(collector, spans, caplog):
+    collector.script = [(400, {}), (400, {}), (200, {}), (400, {})]
+    exporter = _exporter(collector.url)
+    with caplog.at_level(logging.INFO, LOGGER):
+        results = [exporter.export(spans) for _ in range(4)]
+    assert results == [SpanExportResult.FAILURE, SpanExportResult.FAILURE, SpanExportResult.SUCCESS,
+                       SpanExportResult.FAILURE]
+    assert len(collector.requests) == 4
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO", "WARNING"]
+    assert "HTTP 400" in caplog.records[0].getMessage()
+    assert exporter.failed_spans == 6 and exporter.exported_spans == 2
+
+
+def test_nothing_listening_fails_quietly(spans, caplog):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    exporter = _exporter(f"http://127.0.0.1:{port}", OTEL_EXPORTER_OTLP_TIMEOUT="300")
+    with caplog.at_level(logging.DEBUG, LOGGER):
+        started = time.monotonic()
+        assert [exporter.export(spans) for _ in range(3)] == [SpanExportResult.FAILURE] * 3
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.5  # each export is bounded by the 300 ms timeout
+    [record] = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert record.levelname == "WARNING" and "ConnectionRefusedError" in record.getMessage()
+    assert exporter.failed_spans == 6
+
+
+def test_stale_kept_alive_connection_is_replaced(collector, spans, caplog):
+    collector.close_after_response = True  # the server closes each connection silently after answering
+    exporter = _exporter(collector.url)
+    with caplog.at_level(logging.INFO, LOGGER):
+        for _ in range(3):
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+            time.sleep(0.05)
+    assert len(collector.requests) == 3 and collector.connections == 3 and not caplog.records
+
+
+def test_https_with_the_ca_from_env_and_no_retries_for_an_untrusted_cert(tmp_path, spans, caplog):
+    ca = CertAuthority(tmp_path / "ca")
+    pair = ca.issue("collector", common_name="collector", hosts=("127.0.0.1",), server=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(pair.cert, pair.key)
+    collector = Collector(tls)
+    try:
+        trusted = _exporter(collector.url, OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE=str(ca.cert))
+        assert trusted.export(spans) is SpanExportResult.SUCCESS and trusted.export(spans) is SpanExportResult.SUCCESS
+        assert len(collector.requests) == 2 and trusted.connections_opened == 1
+        untrusted = _exporter(collector.url)  # the system CAs do not know our CA
+        with caplog.at_level(logging.WARNING, LOGGER):
+            assert untrusted.export(spans) is SpanExportResult.FAILURE
+        assert untrusted.connections_opened == 0 and "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    finally:
+        collector.stop()
+
+
+def test_partial_success_counts_rejected_spans(spans, caplog):
+    class Partial(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            # ExportTraceServiceResponse{partial_success{rejected_spans: 1, error_message: "too old"}}
+            body = b"\x0a\x0b\x08\x01\x12\x07too old"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Partial)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        exporter = _exporter(f"http://127.0.0.1:{server.server_address[1]}")
+        with caplog.at_level(logging.WARNING, LOGGER):
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert exporter.exported_spans == 2 and exporter.failed_spans == 2
+        [record] = caplog.records
+        assert "too old" in record.getMessage()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_shutdown_interrupts_retries_and_later_spans_are_dropped(collector, spans):
+    collector.script = [(503, {})] * 1000
+    exporter = OTLPHttpSpanExporter(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}, backoff=0.5)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(exporter.export(spans)))
+    worker.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    exporter.shutdown()
+    worker.join(2)
+    assert time.monotonic() - started < 1.0 and results == [SpanExportResult.FAILURE]
+    assert exporter.export(spans) is SpanExportResult.FAILURE and exporter.dropped_spans == 2
+
+
+# ---------------------------------------------------------------------------
+# build_tracer_provider
+
+
+def _processor(provider):
+    [processor] = provider._active_span_processor._span_processors  # noqa: SLF001
+    return processor
+
+
+def test_provider_uses_the_lean_exporter_and_sidecar_batch_sizes(collector):
+    provider = build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
+    try:
+        processor = _processor(provider)
+        assert isinstance(processor, BatchSpanProcessor)
+        assert isinstance(processor.span_exporter, OTLPHttpSpanExporter)
+        assert processor.span_exporter.endpoint == collector.url + "/v1/traces"
+        batch = processor._batch_processor  # noqa: SLF001
+        assert (batch._max_queue_size, batch._max_export_batch_size) == (512, 256)  # noqa: SLF001
+        with provider.get_tracer("t").start_as_current_span("s"):
+            pass
+    finally:
+        provider.shutdown()
+    [request] = collector.requests
+    [resource_spans] = ExportTraceServiceRequest.FromString(request["body"]).resource_spans
+    assert {"key": "service.name", "value": "svc"} in [
+        {"key": kv.key, "value": kv.value.string_value} for kv in resource_spans.resource.attributes]
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+           "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    provider = build_tracer_provider(service_name="svc", environ=env)
+    batch = _processor(provider)._batch_processor  # noqa: SLF001
+    assert (batch._max_queue_size, batch._max_export_batch_size, batch._schedule_delay_millis) == (100, 100, 50)
+    provider.shutdown()
+
+
+def test_bad_exporter_settings_turn_tracing_off_instead_of_failing_the_sidecar(caplog):
+    with caplog.at_level(logging.ERROR, "proxy.telemetry"):
+        assert build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}) is None
+    assert "tracing off" in caplog.text
+    assert build_tracer_provider(service_name="svc", environ={}) is None  # no endpoint: tracing off, quietly
+
+
+def test_grpc_protocol_keeps_the_stock_exporter():
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    provider = build_tracer_provider(service_name="svc", environ={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    try:
+        assert isinstance(_processor(provider).span_exporter, GrpcExporter)
+    finally:
+        provider.shutdown()
+
+
+def test_tracing_imports_neither_requests_nor_the_stock_exporters():
+    code = (
+        "import sys; from proxy.telemetry import build_tracer_provider\n"
+        "p = build_tracer_provider(service_name='s', environ={'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://127.0.0.1:1'})\n"
+        "assert p is not None\n"
+        "heavy = sorted(m for m in sys.modules if m == 'requests' or m.startswith(('opentelemetry.exporter', 'grpc',"
+        " 'google.protobuf', 'opentelemetry.proto')))\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=30)
