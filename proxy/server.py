@@ -202,21 +202,26 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response(models_list(runtime.table.models if runtime else []))
 
 
-async def _not_found(request: web.Request) -> web.Response:
+_ENDPOINTS = {
+    "/v1/chat/completions": "POST",
+    "/v1/embeddings": "POST",
+    "/v1/models": "GET",
+    "/v1/messages": "POST",
+}
+
+
+async def _unrouted(request: web.Request) -> web.Response:
+    """Anything no endpoint takes gets a JSON error too (a route, not a middleware: free for
+    the requests that do match)."""
     frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
-    error = ApiError(404, f"no such endpoint: {request.method} {request.path}", "invalid_request_error", "not_found")
+    allowed = _ENDPOINTS.get(request.path)
+    if allowed is not None:
+        error = ApiError(405, f"{request.method} is not allowed on {request.path}; use {allowed}",
+                         "invalid_request_error", "method_not_allowed", headers={"allow": allowed})
+    else:
+        error = ApiError(404, f"no such endpoint: {request.method} {request.path}", "invalid_request_error",
+                         "not_found")
     return _error_response(frontend, error)
-
-
-@web.middleware
-async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPNotFound:
-        return await _not_found(request)
-    except web.HTTPMethodNotAllowed as exc:
-        error = ApiError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}")
-        return _error_response(OPENAI, error)
 
 
 def build_app(
@@ -228,7 +233,7 @@ def build_app(
 ) -> web.Application:
     # The body limit is enforced in _read_json with a proper error; aiohttp's own
     # limit sits just above it as a backstop.
-    app = web.Application(client_max_size=settings.max_body_bytes + 1, middlewares=[_errors_as_json])
+    app = web.Application(client_max_size=settings.max_body_bytes + 1)
     app[HOLDER] = holder
     app[TELEMETRY] = telemetry
     app[SETTINGS] = settings
@@ -245,4 +250,5 @@ def build_app(
     app.router.add_post("/v1/embeddings", openai_embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_route("*", "/{tail:.*}", _unrouted)  # last: only what nothing above took
     return app

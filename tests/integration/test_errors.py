@@ -63,3 +63,15 @@ def test_anthropic_endpoint_answers_in_anthropic_shape(sidecar):
     status, body = _post(sidecar, "/v1/messages", b'{"model": "claude", "messages": []}')
     assert status == 400
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+
+
+def test_wrong_method_is_a_json_405(sidecar):
+    request = urllib.request.Request(sidecar.base_url + "/v1/chat/completions", method="GET")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read())
+        assert exc.code == 405 and exc.headers["allow"] == "POST"
+        assert "GET is not allowed" in body["error"]["message"]
+    else:
+        raise AssertionError("GET on /v1/chat/completions must be refused")
