@@ -208,6 +208,7 @@ class LabelSelector(_Model):
 
 class ModelRouteSpec(_Model):
     model: Annotated[str, Field(min_length=1, max_length=253)]
+    operation: Literal["chat", "embeddings"] = "chat"
     workload_selector: LabelSelector | None = None
     rules: Annotated[tuple[RouteRule, ...], Field(min_length=1, max_length=32)]
 

@@ -23,6 +23,12 @@ from controller.api import BackendRef, ModelProvider, ModelRoute, RouteRule, Sec
 from controller.store import Key, Resources, key_of
 from proxy import snapshot as snap
 
+# Provider types that serve each operation (translators raise UnsupportedOperation otherwise).
+OPERATIONS = {
+    "chat": {"openai", "azure-openai", "anthropic", "gemini", "openai-compatible"},
+    "embeddings": {"openai", "azure-openai", "gemini", "openai-compatible"},
+}
+
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -138,7 +144,9 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
 
 def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> Verdict:
     namespace = route.metadata.namespace
+    operation = route.spec.operation
     problems = []
+    unsupported = []
     for rule in route.spec.rules:
         for where, refs in (("backends", rule.backends), ("fallbacks", rule.fallbacks)):
             for ref in refs:
@@ -149,6 +157,12 @@ def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> 
                     bad = verdict.resolved_refs if not verdict.resolved_refs.ok else verdict.accepted
                     problems.append(f"rule {rule.name} {where}: ModelProvider {ref.provider} is not usable "
                                     f"({bad.reason}: {bad.message})")
+                elif verdict.provider.type not in OPERATIONS[operation]:
+                    unsupported.append(f"rule {rule.name} {where}: ModelProvider {ref.provider} is of type "
+                                       f"{verdict.provider.type}, which cannot serve {operation}")
+    if unsupported and not problems:
+        return Verdict(False, "UnsupportedOperation", "; ".join(sorted(set(unsupported))))
+    problems += unsupported
     if problems:
         reason = "BackendNotFound" if any("not found" in p for p in problems) else "InvalidBackend"
         return Verdict(False, reason, "; ".join(sorted(set(problems))))

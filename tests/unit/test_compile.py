@@ -131,3 +131,13 @@ def test_a_status_only_update_does_not_wake_the_controller():
     assert len(calls) == 1
     store.apply(route("r", "m", [{"provider": "p", "model": "y"}]))
     assert len(calls) == 2
+
+
+def test_a_backend_that_cannot_serve_the_operation_is_resolvedrefs_false():
+    embed = parse_resource({"kind": "ModelRoute", "metadata": {"name": "embed", "namespace": "team-a"},
+                            "spec": {"model": "embed", "operation": "embeddings",
+                                     "rules": [{"backends": [{"provider": "claude", "model": "claude-x"}]}]}})
+    view = resources(provider("claude", type_="anthropic"), secret(apiKey="k"), embed)
+    verdict = judge(view).routes[("ModelRoute", "team-a", "embed")].resolved_refs
+    assert (verdict.ok, verdict.reason) == (False, "UnsupportedOperation")
+    assert "type anthropic, which cannot serve embeddings" in verdict.message
