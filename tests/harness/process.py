@@ -8,9 +8,9 @@ we fail at once with its log instead of waiting out the timeout.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,18 +19,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the test process dies, so a
+def _die_with_parent(argv: list[str]) -> list[str]:
+    """Prefix argv so the component gets SIGTERM when the test process dies, and a
     killed pytest (a CI timeout, kill -9) leaves no etcd/apiserver behind.
 
-    Linux sends it when the *thread* that forked exits, so it is only set for
-    processes started from the main thread (see ManagedProcess): one started
-    from asyncio.to_thread would otherwise die with its worker thread."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    Done with util-linux's `setpriv --pdeathsig` rather than a preexec_fn: a
+    preexec_fn makes Python run its at-fork hooks in the child, and the
+    OpenTelemetry SDK's hook (any TracerProvider a test made) can deadlock there
+    between fork and exec. Linux sends the signal when the *thread* that forked
+    exits, so it is only used for processes started from the main thread (one
+    started from asyncio.to_thread would otherwise die with its worker thread)."""
+    setpriv = shutil.which("setpriv")
+    if sys.platform != "linux" or setpriv is None:
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
 
 
 class ComponentFailed(RuntimeError):
@@ -62,18 +66,17 @@ class ManagedProcess:
         self._log.write(("$ " + shlex.join(self.argv) + "\n").encode())
         self._log.flush()
         on_main_thread = threading.current_thread() is threading.main_thread()
-        preexec = _die_with_parent if on_main_thread else None
+        argv = _die_with_parent(self.argv) if on_main_thread else self.argv
         # A new session: the component gets no terminal signals meant for
         # pytest, and stop() can signal its whole group.
         self.proc = subprocess.Popen(
-            self.argv,
+            argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=preexec,  # noqa: PLW1509 - calls prctl only, takes no locks
         )
 
     def alive(self) -> bool:
