@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -142,7 +142,9 @@ class SpanEncoder:
                 last_resource, last_scope = resource, scope
                 scopes = groups.setdefault(self._resource(resource), {})
                 encoded = scopes.setdefault(self._scope(scope), [])
-            encoded.append(b"\x12" + _lp(self.encode_span(span)))  # ScopeSpans.spans (2)
+            # ScopeSpans.spans (2); proxy.tracing's LeanSpan (plain values in slots) has a fast path
+            body = self.encode_lean_span(span) if getattr(span, "_otlp_lean", False) else self.encode_span(span)
+            encoded.append(b"\x12" + _lp(body))
         out = []
         for (resource_field, resource_schema), scopes in groups.items():
             scope_spans = [
@@ -309,6 +311,61 @@ class SpanEncoder:
             else:
                 body_s = _field(b"\x12", message.encode(errors="replace")) if message else b""
                 parts += (b"\x7a", _lp(body_s + (b"\x18" + _varint(code) if code else b"")))
+        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)  # 16
+        return b"".join(parts)
+
+
+    def encode_lean_span(self, span: Any) -> bytes:
+        """``encode_span`` for a ``proxy.tracing.LeanSpan``: the same bytes, read from its plain slots
+        (attributes a dict; events ``(name, attributes, time, dropped)`` and links
+        ``(context, attributes, dropped)`` tuples; status a Status)."""
+        ctx = span.context
+        parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
+        trace_state = ctx.trace_state
+        if trace_state:  # 3
+            parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
+        parent = span.parent
+        if parent is not None:  # 4
+            parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        if name := span.name:  # 5
+            parts += (b"\x2a", self._name(name))
+        kind = span.kind  # 6
+        parts.append(_KIND_BY_ID.get(id(kind)) or _KIND[kind.value])
+        parts.append(_pack_times(0x39, span.start_time, 0x41, span.end_time))  # 7, 8 (both set once ended)
+        self._attributes(parts, b"\x4a", span.attributes)  # 9
+        if dropped := span.dropped_attributes:  # 10
+            parts += (b"\x50", _varint(dropped))
+        if events := span._events:  # 11: time 1, name 2, attributes 3, dropped 4
+            for name, attributes, timestamp, dropped in events:
+                body = [b"\x09", _pack_fixed64(timestamp)] if timestamp else []
+                if name:
+                    body += (b"\x12", self._name(name))
+                self._attributes(body, b"\x1a", attributes)
+                if dropped:
+                    body += (b"\x20", _varint(dropped))
+                parts += (b"\x5a", _lp(b"".join(body)))
+        if dropped := span.dropped_events:  # 12
+            parts += (b"\x60", _varint(dropped))
+        if links := span._links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
+            for lctx, attributes, dropped in links:
+                body = [b"\x0a\x10", lctx.trace_id.to_bytes(16, "big"), b"\x12\x08", lctx.span_id.to_bytes(8, "big")]
+                self._attributes(body, b"\x22", attributes)
+                if dropped:
+                    body += (b"\x28", _varint(dropped))
+                body += (b"\x35", _pack_fixed32(0x300 if lctx.is_remote else 0x100))
+                parts += (b"\x6a", _lp(b"".join(body)))
+        if dropped := span.dropped_links:  # 14
+            parts += (b"\x70", _varint(dropped))
+        status = span.status  # 15: message 2, code 3
+        code = _CODE_BY_ID.get(id(status.status_code))
+        if code is None:
+            code = status.status_code.value
+        message = status.description
+        if not message and code in (0, 1, 2):
+            parts.append((b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")[code])
+        else:
+            body_s = _field(b"\x12", message.encode(errors="replace")) if message else b""
+            parts += (b"\x7a", _lp(body_s + (b"\x18" + _varint(code) if code else b"")))
         parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)  # 16
         return b"".join(parts)
 

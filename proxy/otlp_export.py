@@ -6,7 +6,8 @@ tree per span (~90 µs of Python per sidecar span) and posts it with ``requests`
 come from ``proxy.otlp_encode`` and are posted with the standard library's
 ``http.client`` on a kept-alive connection.
 
-Export runs in the BatchSpanProcessor's worker thread, never on the event loop.
+Export runs in a worker thread (``proxy.tracing.SpanQueue``'s, or the SDK's
+BatchSpanProcessor's), never on the event loop.
 It never raises: a failed batch is counted, logged once per streak of failures,
 and reported as ``SpanExportResult.FAILURE``.
 
@@ -164,6 +165,7 @@ class OTLPHttpSpanExporter(SpanExporter):
     # -- SpanExporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.tracing.LeanSpan``s)."""
         if self._shutdown.is_set():
             self.dropped_spans += len(spans)
             return SpanExportResult.FAILURE
@@ -174,28 +176,41 @@ class OTLPHttpSpanExporter(SpanExporter):
                 body = self._encoder.encode(spans)
             except Exception as exc:  # a bug or a span we cannot encode: lose the batch, not the thread
                 return self._failed(len(spans), f"encoding failed: {exc!r}")
-            if self.compression == "gzip":
-                import zlib
+            return self._export_locked(body, len(spans))
 
-                c = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 16+15: gzip container
-                body = c.compress(body) + c.flush()
-            elif self.compression == "deflate":
-                import zlib
-
-                body = zlib.compress(body)
-            try:
-                error, rejected = self._send(body)
-            except Exception as exc:  # never raise into the BatchSpanProcessor
-                error, rejected = f"unexpected {exc!r}", 0
-            if error is not None:
-                return self._failed(len(spans), error)
-            if self._failing:
-                log.info("OTLP export to %s works again after %d failed batches", self.endpoint, self._failing)
-                self._failing = 0
-            self.exported_spans += len(spans) - rejected
-            if rejected:
-                self.failed_spans += rejected
+    def export_encoded(self, body: bytes, count: int) -> SpanExportResult:
+        """Post an already-encoded ExportTraceServiceRequest holding ``count`` spans."""
+        if self._shutdown.is_set():
+            self.dropped_spans += count
+            return SpanExportResult.FAILURE
+        if not count:
             return SpanExportResult.SUCCESS
+        with self._lock:
+            return self._export_locked(body, count)
+
+    def _export_locked(self, body: bytes, count: int) -> SpanExportResult:
+        if self.compression == "gzip":
+            import zlib
+
+            c = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 16+15: gzip container
+            body = c.compress(body) + c.flush()
+        elif self.compression == "deflate":
+            import zlib
+
+            body = zlib.compress(body)
+        try:
+            error, rejected = self._send(body)
+        except Exception as exc:  # never raise into the BatchSpanProcessor
+            error, rejected = f"unexpected {exc!r}", 0
+        if error is not None:
+            return self._failed(count, error)
+        if self._failing:
+            log.info("OTLP export to %s works again after %d failed batches", self.endpoint, self._failing)
+            self._failing = 0
+        self.exported_spans += count - rejected
+        if rejected:
+            self.failed_spans += rejected
+        return SpanExportResult.SUCCESS
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
         self._shutdown.set()  # interrupts a retry wait

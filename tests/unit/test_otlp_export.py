@@ -387,14 +387,16 @@ def _processor(provider):
 
 
 def test_provider_uses_the_lean_exporter_and_sidecar_batch_sizes(collector):
+    from proxy.tracing import LeanTracerProvider, SpanQueue
+
     provider = build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
     try:
-        processor = _processor(provider)
-        assert isinstance(processor, BatchSpanProcessor)
-        assert isinstance(processor.span_exporter, OTLPHttpSpanExporter)
-        assert processor.span_exporter.endpoint == collector.url + "/v1/traces"
-        batch = processor._batch_processor  # noqa: SLF001
-        assert (batch._max_queue_size, batch._max_export_batch_size) == (512, 256)  # noqa: SLF001
+        assert isinstance(provider, LeanTracerProvider)
+        queue = _processor(provider)  # the SDK-shaped path to the exporter still works
+        assert isinstance(queue, SpanQueue) and queue is provider.queue
+        assert isinstance(queue.span_exporter, OTLPHttpSpanExporter)
+        assert queue.span_exporter.endpoint == collector.url + "/v1/traces"
+        assert (queue.max_queue_size, queue.max_export_batch_size, queue.schedule_delay_millis) == (512, 256, 1000)
         with provider.get_tracer("t").start_as_current_span("s"):
             pass
     finally:
@@ -407,9 +409,30 @@ def test_provider_uses_the_lean_exporter_and_sidecar_batch_sizes(collector):
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_MAX_QUEUE_SIZE": "100",
            "OTEL_BSP_SCHEDULE_DELAY": "50"}
     provider = build_tracer_provider(service_name="svc", environ=env)
-    batch = _processor(provider)._batch_processor  # noqa: SLF001
-    assert (batch._max_queue_size, batch._max_export_batch_size, batch._schedule_delay_millis) == (100, 100, 50)
+    queue = provider.queue
+    assert (queue.max_queue_size, queue.max_export_batch_size, queue.schedule_delay_millis) == (100, 100, 50)
     provider.shutdown()
+
+
+def test_modelway_tracer_sdk_keeps_the_sdk_provider_and_batch_processor(collector):
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "MODELWAY_TRACER": "sdk"}
+    provider = build_tracer_provider(service_name="svc", environ=env)
+    try:
+        assert isinstance(provider, TracerProvider)
+        processor = _processor(provider)
+        assert isinstance(processor, BatchSpanProcessor)
+        assert isinstance(processor.span_exporter, OTLPHttpSpanExporter)
+        batch = processor._batch_processor  # noqa: SLF001
+        assert (batch._max_queue_size, batch._max_export_batch_size) == (512, 256)  # noqa: SLF001
+        assert batch._schedule_delay_millis == 5000  # noqa: SLF001
+        with provider.get_tracer("t").start_as_current_span("s"):
+            pass
+    finally:
+        provider.shutdown()
+    [request] = collector.requests
+    [resource_spans] = ExportTraceServiceRequest.FromString(request["body"]).resource_spans
+    assert {"key": "service.name", "value": "svc"} in [
+        {"key": kv.key, "value": kv.value.string_value} for kv in resource_spans.resource.attributes]
 
 
 def test_bad_exporter_settings_turn_tracing_off_instead_of_failing_the_sidecar(caplog):

@@ -1,0 +1,637 @@
+"""A lean span recorder behind the OpenTelemetry tracing API.
+
+The SDK's ``Tracer.start_span`` / ``Span`` cost the sidecar ~20 % of its event
+loop (locked BoundedAttributes, sampler Decision objects, ReadableSpan copies,
+a BatchSpanProcessor with its own locks). The sidecar makes two or three spans
+per request and uses a small part of the API, so this module implements just
+that part, cheaply:
+
+* ``LeanTracerProvider.get_tracer()`` -> ``LeanTracer`` (an API ``Tracer``);
+  ``start_span`` returns a ``LeanSpan`` (an API ``Span``) keeping plain Python
+  values: an attributes dict, events as ``(name, attributes, time)`` tuples,
+  times as int nanoseconds. ``proxy.otlp_encode`` has a fast path for it.
+* Sampling from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (always_on,
+  always_off, traceidratio and their parentbased_* forms); an unsampled span is
+  an API ``NonRecordingSpan`` that still propagates a valid context.
+* Ended spans go to a bounded deque (no lock: the event loop appends, one
+  daemon thread pops); when it is full, spans are dropped and counted, never
+  waited for. The worker exports every ``OTEL_BSP_SCHEDULE_DELAY`` ms or as soon
+  as a batch is full, through ``proxy.otlp_export.OTLPHttpSpanExporter``.
+
+Spans are meant to be created and ended on one thread (the event loop). Using
+them from several threads is safe for the queue, not for one span's fields.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from random import getrandbits
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.attributes import _clean_attribute_value
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import TraceState
+
+log = logging.getLogger(__name__)
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_EMPTY_TRACE_STATE = TraceState()
+_UNSET_STATUS = Status(StatusCode.UNSET)
+_OK, _ERROR, _UNSET = StatusCode.OK, StatusCode.ERROR, StatusCode.UNSET
+_PLAIN = frozenset({str, int, float, bool})  # attribute value types stored as they are
+_MASK64 = (1 << 64) - 1
+_ENV_ALIASES = {"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
+                "always_on", "always_off", "traceidratio"}
+
+try:
+    from importlib.metadata import version as _dist_version
+
+    _SDK_VERSION = _dist_version("opentelemetry-sdk")
+except Exception:  # pragma: no cover - the SDK is a dependency, but its metadata may be missing
+    _SDK_VERSION = "0"
+
+
+# ---------------------------------------------------------------------------
+# resource, scope, limits, sampler
+
+
+class LeanResource:
+    """What the encoder needs of a Resource: ``attributes`` and ``schema_url``."""
+
+    __slots__ = ("attributes", "schema_url")
+
+    def __init__(self, attributes: Mapping[str, Any], schema_url: str = "") -> None:
+        self.attributes = dict(attributes)
+        self.schema_url = schema_url
+
+
+class LeanScope:
+    """What the encoder needs of an InstrumentationScope."""
+
+    __slots__ = ("name", "version", "schema_url", "attributes")
+
+    def __init__(self, name: str, version: str | None = None, schema_url: str | None = None,
+                 attributes: Mapping[str, Any] | None = None) -> None:
+        self.name, self.version, self.schema_url = name or "", version or "", schema_url or ""
+        self.attributes = dict(attributes) if attributes else None
+
+
+def parse_resource_attributes(value: str | None) -> dict[str, str]:
+    """``OTEL_RESOURCE_ATTRIBUTES``: ``k1=v1,k2=v2``, URL-encoded; bad items skipped (as the SDK)."""
+    import urllib.parse
+
+    out: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            log.warning("OTEL_RESOURCE_ATTRIBUTES: ignoring malformed item %r", item)
+            continue
+        out[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(val.strip())
+    return out
+
+
+_INSTANCE_ID: tuple[int, str] | None = None
+
+
+def _instance_id() -> str:
+    global _INSTANCE_ID
+    if _INSTANCE_ID is None or _INSTANCE_ID[0] != os.getpid():
+        import uuid
+
+        _INSTANCE_ID = (os.getpid(), str(uuid.uuid4()))
+    return _INSTANCE_ID[1]
+
+
+def build_resource(service_name: str, environ: Mapping[str, str] = os.environ) -> LeanResource:
+    """telemetry.sdk.*, ``service.instance.id``, then ``service.name`` (the default), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SERVICE_NAME``.
+
+    The same precedence as the SDK's ``Resource.create`` + ``OTELResourceDetector``: the
+    environment's ``service.name`` beats the default, ``OTEL_SERVICE_NAME`` beats both.
+    """
+    attributes: dict[str, Any] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": _SDK_VERSION,
+        "service.instance.id": _instance_id(),  # as the SDK's Resource.create: a UUID v4 per process
+        "service.name": service_name,
+    }
+    attributes.update(parse_resource_attributes(environ.get("OTEL_RESOURCE_ATTRIBUTES")))
+    if name := (environ.get("OTEL_SERVICE_NAME") or "").strip():
+        attributes["service.name"] = name
+    return LeanResource(attributes)
+
+
+class SpanLimits:
+    """Count limits from OTEL_SPAN_*_COUNT_LIMIT / OTEL_ATTRIBUTE_COUNT_LIMIT (default 128 each).
+
+    As in the SDK, a full attributes dict or events list drops its oldest entry.
+    Attribute value length limits are not applied.
+    """
+
+    __slots__ = ("attributes", "events", "links", "event_attributes", "link_attributes")
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        def limit(name: str, fallback: int) -> int:
+            raw = (environ.get(name) or "").strip()
+            try:
+                return max(int(raw), 0) if raw else fallback
+            except ValueError:
+                log.warning("%s=%r is not an integer; using %d", name, raw, fallback)
+                return fallback
+
+        general = limit("OTEL_ATTRIBUTE_COUNT_LIMIT", 128)
+        self.attributes = limit("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", general)
+        self.events = limit("OTEL_SPAN_EVENT_COUNT_LIMIT", 128)
+        self.links = limit("OTEL_SPAN_LINK_COUNT_LIMIT", 128)
+        self.event_attributes = limit("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", general)
+        self.link_attributes = limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", general)
+
+
+class Sampler:
+    """A root decision (a bound on the trace id's low 64 bits, as the SDK's TraceIdRatioBased:
+    always_on is 2**64, always_off 0) and whether a parent's sampled flag decides instead."""
+
+    __slots__ = ("bound", "parent_based", "description")
+
+    def __init__(self, name: str = "parentbased_always_on", ratio: float = 1.0) -> None:
+        name = name.strip().lower()
+        if name not in _ENV_ALIASES:
+            raise ValueError(f"unknown sampler {name!r}")
+        self.parent_based = name.startswith("parentbased_")
+        root = name.removeprefix("parentbased_")
+        if root == "always_on":
+            self.bound = 1 << 64
+        elif root == "always_off":
+            self.bound = 0
+        else:
+            if not 0.0 <= ratio <= 1.0:
+                raise ValueError("the ratio must be in [0.0, 1.0]")
+            self.bound = round(ratio * (1 << 64))
+        self.description = name if root != "traceidratio" else f"{name}({ratio})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Sampler:
+        name = (environ.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").strip().lower()
+        if name not in _ENV_ALIASES:
+            log.warning("OTEL_TRACES_SAMPLER=%r is not supported; using parentbased_always_on", name)
+            return cls()
+        ratio = 1.0
+        if name.endswith("traceidratio"):
+            raw = (environ.get("OTEL_TRACES_SAMPLER_ARG") or "").strip()
+            try:
+                ratio = float(raw) if raw else 1.0
+                if not 0.0 <= ratio <= 1.0:
+                    raise ValueError
+            except ValueError:
+                log.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a ratio in [0, 1]; using 1.0", raw)
+                ratio = 1.0
+        return cls(name, ratio)
+
+    def should_sample(self, parent: SpanContext | None, trace_id: int) -> bool:
+        if self.parent_based and parent is not None:
+            return bool(parent.trace_flags & 1)
+        return (trace_id & _MASK64) < self.bound
+
+
+# ---------------------------------------------------------------------------
+# the span
+
+
+def _clean(key: Any, value: Any) -> tuple[bool, Any]:
+    """The slow path of attribute validation (the SDK's rules): (valid, cleaned value)."""
+    if not key or not isinstance(key, str):
+        log.warning("invalid attribute key %r: must be a non-empty string; dropped", key)
+        return False, None
+    return True, _clean_attribute_value(value, None)
+
+
+def _event_attributes(attributes: Mapping[str, Any] | None, limit: int) -> tuple[dict[str, Any], int]:
+    """A copy of an event's or a link's attributes, validated and bounded: (attributes, dropped)."""
+    out: dict[str, Any] = {}
+    dropped = 0
+    if attributes:
+        for key, value in attributes.items():
+            if type(value) not in _PLAIN or type(key) is not str or not key:
+                ok, value = _clean(key, value)
+                if not ok:
+                    dropped += 1
+                    continue
+            out.pop(key, None)
+            if len(out) >= limit:
+                if not limit:
+                    dropped += 1
+                    continue
+                del out[next(iter(out))]
+                dropped += 1
+            out[key] = value
+    return out, dropped
+
+
+class LeanSpan(trace.Span):
+    """A recording span of plain values, queued for export when it ends.
+
+    Read by the encoder (``proxy.otlp_encode``) straight from its slots: ``_events``
+    holds ``(name, attributes, time_ns, dropped_attributes)`` tuples, ``_links``
+    ``(SpanContext, attributes, dropped_attributes)`` tuples.
+    """
+
+    __slots__ = ("name", "context", "parent", "kind", "start_time", "end_time", "attributes", "status",
+                 "resource", "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links",
+                 "_events", "_links", "_tracer")
+
+    _otlp_lean = True  # the encoder's fast-path marker
+
+    def __init__(self, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
+                 attributes: dict[str, Any], start_time: int, tracer: LeanTracer) -> None:
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = kind
+        self.start_time = start_time
+        self.end_time: int | None = None
+        self.attributes = attributes
+        self.status = _UNSET_STATUS
+        self.resource = tracer.resource
+        self.instrumentation_scope = tracer.scope
+        self.dropped_attributes = 0
+        self.dropped_events = 0
+        self.dropped_links = 0
+        self._events: list[tuple[str, dict[str, Any], int, int]] | None = None
+        self._links: list[tuple[SpanContext, dict[str, Any], int]] | None = None
+        self._tracer = tracer
+
+    # -- API
+
+    def get_span_context(self) -> SpanContext:
+        return self.context
+
+    def is_recording(self) -> bool:
+        return self.end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self.end_time is not None:
+            return
+        if type(value) not in _PLAIN or type(key) is not str or not key:
+            ok, value = _clean(key, value)
+            if not ok:
+                self.dropped_attributes += 1
+                return
+        attributes = self.attributes
+        if key in attributes:
+            del attributes[key]  # re-set keys move to the end, as in the SDK
+        elif len(attributes) >= self._tracer.limits.attributes:
+            self.dropped_attributes += 1
+            if not attributes:
+                return
+            del attributes[next(iter(attributes))]
+        attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self.end_time is not None:
+            return
+        mine, limit = self.attributes, self._tracer.limits.attributes
+        for key, value in attributes.items():  # set_attribute's fast path, inlined
+            if type(value) not in _PLAIN or type(key) is not str or not key:
+                self.set_attribute(key, value)
+            elif key in mine:
+                del mine[key]
+                mine[key] = value
+            elif len(mine) < limit:
+                mine[key] = value
+            else:
+                self.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
+        if self.end_time is not None:
+            return
+        limits = self._tracer.limits
+        event_attributes, dropped = _event_attributes(attributes, limits.event_attributes)
+        events = self._events
+        if events is None:
+            events = self._events = []
+        if len(events) >= limits.events:
+            self.dropped_events += 1
+            if not events:
+                return
+            del events[0]
+        events.append((name, event_attributes, time.time_ns() if timestamp is None else timestamp, dropped))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if self.end_time is not None or not (context and (context.is_valid or attributes or context.trace_state)):
+            return  # the SDK's rule: an invalid context is kept only with attributes or a trace state
+        limits = self._tracer.limits
+        link_attributes, dropped = _event_attributes(attributes, limits.link_attributes)
+        links = self._links
+        if links is None:
+            links = self._links = []
+        if len(links) >= limits.links:
+            self.dropped_links += 1
+            if not links:
+                return
+            del links[0]
+        links.append((context, link_attributes, dropped))
+
+    def update_name(self, name: str) -> None:
+        if self.end_time is None:
+            self.name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # As the SDK: OK is final, UNSET is ignored; a Status object wins over `description`.
+        if self.end_time is not None or self.status.status_code is _OK:
+            return
+        if isinstance(status, Status):
+            if status.status_code is not _UNSET:
+                self.status = status
+        elif status is not _UNSET:
+            self.status = Status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        import traceback
+
+        module, qualname = type(exception).__module__, type(exception).__qualname__
+        event_attributes: dict[str, Any] = {
+            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            event_attributes.update(attributes)
+        self.add_event("exception", event_attributes, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self.end_time is not None:
+            return
+        self.end_time = time.time_ns() if end_time is None else end_time
+        self._tracer.queue.put(self)
+
+    # -- ReadableSpan-like views (tests, debugging; the encoder reads the slots)
+
+    @property
+    def events(self) -> tuple[tuple[str, dict[str, Any], int, int], ...]:
+        return tuple(self._events or ())
+
+    @property
+    def links(self) -> tuple[tuple[SpanContext, dict[str, Any], int], ...]:
+        return tuple(self._links or ())
+
+    def __repr__(self) -> str:
+        return (f"LeanSpan(name={self.name!r}, trace_id=0x{self.context.trace_id:032x}, "
+                f"span_id=0x{self.context.span_id:016x}, kind={self.kind}, ended={self.end_time is not None})")
+
+
+# ---------------------------------------------------------------------------
+# the tracer
+
+
+class LeanTracer(trace.Tracer):
+    def __init__(self, *, resource: LeanResource, scope: LeanScope, sampler: Sampler, limits: SpanLimits,
+                 queue: SpanQueue) -> None:
+        self.resource = resource
+        self.scope = scope
+        self.sampler = sampler
+        self.limits = limits
+        self.queue = queue
+
+    def start_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        # The parent: the span in `context` (or the current context); a Context is a dict.
+        parent_span = (context if context is not None else context_api.get_current()).get(_SPAN_KEY)
+        parent = parent_span.get_span_context() if parent_span is not None else None
+        if parent is not None and parent.is_valid:
+            trace_id = parent.trace_id
+            trace_state = parent.trace_state
+        else:
+            parent = None
+            trace_id = getrandbits(128) or 1  # non-zero: 1 in 2**128 is not worth a loop
+            trace_state = _EMPTY_TRACE_STATE
+        span_id = getrandbits(64) or 1
+        sampler = self.sampler
+        if sampler.parent_based and parent is not None:
+            sampled = parent.trace_flags & 1
+        else:
+            sampled = (trace_id & _MASK64) < sampler.bound
+        if not sampled:
+            return NonRecordingSpan(SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state))
+        clean: dict[str, Any] = {}
+        span = LeanSpan(name, SpanContext(trace_id, span_id, False, _SAMPLED, trace_state), parent, kind, clean,
+                        time.time_ns() if start_time is None else start_time, self)
+        if attributes:
+            if len(attributes) <= self.limits.attributes:
+                for key, value in attributes.items():
+                    if type(value) in _PLAIN and type(key) is str and key:
+                        clean[key] = value
+                    else:
+                        span.set_attribute(key, value)
+            else:
+                span.set_attributes(attributes)
+        if links:
+            for link in links:
+                span.add_link(link.context, link.attributes)
+        return span
+
+    @contextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
+                               set_status_on_exception)
+        with trace.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
+                            set_status_on_exception=set_status_on_exception) as current:
+            yield current
+
+
+# ---------------------------------------------------------------------------
+# the queue and its worker
+
+
+class SpanQueue:
+    """Ended spans, bounded, exported in batches by one daemon thread.
+
+    ``put`` runs on the event loop: a length check and a deque append (atomic under
+    the GIL), no lock. Only the worker removes spans, so the length checked can only
+    shrink before the append and the bound holds. ``dropped_spans`` counts spans
+    refused because the queue was full (the exporter counts exported/failed ones).
+    """
+
+    def __init__(self, exporter: Any, *, max_queue_size: int = 512, max_export_batch_size: int = 256,
+                 schedule_delay_millis: float = 1000, export_timeout_millis: float = 30000) -> None:
+        self.exporter = exporter
+        self.max_queue_size = max_queue_size
+        self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
+        self.schedule_delay_millis = schedule_delay_millis
+        self.export_timeout_millis = export_timeout_millis
+        self.dropped_spans = 0
+        self._queue: collections.deque[LeanSpan] = collections.deque()
+        self._wake = threading.Event()
+        self._flushes: collections.deque[threading.Event] = collections.deque()
+        self._stopping = False
+        self._logged_drop = False
+        self._thread: threading.Thread | None = None
+        self._start()
+        if hasattr(os, "register_at_fork"):  # a forked child has the queue but not the thread
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="modelway-span-export", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        self._queue.clear()
+        self._flushes.clear()
+        self._wake = threading.Event()
+        if not self._stopping:
+            self._start()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, span: LeanSpan) -> None:
+        queue = self._queue
+        n = len(queue)
+        if n >= self.max_queue_size or self._stopping:
+            self.dropped_spans += 1
+            if not self._logged_drop:  # once: the counter tells the rest
+                self._logged_drop = True
+                log.warning("span queue full (%d spans) or shut down: dropping spans (counted, not logged again)",
+                            self.max_queue_size)
+            return
+        queue.append(span)
+        if n + 1 == self.max_export_batch_size:
+            self._wake.set()
+
+    def force_flush(self, timeout_millis: float = 30000) -> bool:
+        """Export what is queued now; False when that did not finish within the timeout."""
+        if self._thread is None or not self._thread.is_alive():
+            return not self._queue
+        done = threading.Event()
+        self._flushes.append(done)
+        self._wake.set()
+        return done.wait(max(timeout_millis, 0) / 1000)
+
+    def shutdown(self, timeout_millis: float | None = None) -> None:
+        """Export what is queued (within the export timeout, or ``timeout_millis``), then stop."""
+        if self._stopping:
+            return
+        timeout = self.export_timeout_millis if timeout_millis is None else timeout_millis
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(timeout, 0) / 1000)
+        self.exporter.shutdown()  # interrupts a retry still waiting
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+    def _run(self) -> None:
+        queue, batch_size = self._queue, self.max_export_batch_size
+        while True:
+            wake = self._wake
+            if not self._stopping and len(queue) < batch_size and not self._flushes:
+                wake.wait(self.schedule_delay_millis / 1000)
+            wake.clear()
+            flushes = []
+            while self._flushes:
+                flushes.append(self._flushes.popleft())
+            self._drain()
+            for done in flushes:
+                done.set()
+            if self._stopping:
+                self._drain()
+                while self._flushes:
+                    self._flushes.popleft().set()
+                return
+
+    def _drain(self) -> None:
+        queue, batch_size, popleft = self._queue, self.max_export_batch_size, self._queue.popleft
+        while queue:
+            n = min(len(queue), batch_size)
+            batch = [popleft() for _ in range(n)]
+            try:
+                self.exporter.export(batch)
+            except Exception:  # the exporter should not raise; the thread must not die if it does
+                log.exception("span export raised")
+
+
+# ---------------------------------------------------------------------------
+# the provider
+
+
+class _ProcessorView:
+    """``provider._active_span_processor._span_processors[0].span_exporter``, as on the SDK's
+    provider, for code and tests that reach the exporter that way."""
+
+    def __init__(self, queue: SpanQueue) -> None:
+        self._span_processors = (queue,)
+
+
+class LeanTracerProvider(trace.TracerProvider):
+    """Tracers sharing one resource, sampler, limits and export queue."""
+
+    def __init__(self, exporter: Any, *, service_name: str = "unknown_service", environ: Mapping[str, str] = os.environ,
+                 resource: LeanResource | None = None, sampler: Sampler | None = None,
+                 limits: SpanLimits | None = None, max_queue_size: int = 512, max_export_batch_size: int = 256,
+                 schedule_delay_millis: float = 1000, export_timeout_millis: float = 30000) -> None:
+        self.resource = resource or build_resource(service_name, environ)
+        self.sampler = sampler or Sampler.from_env(environ)
+        self.limits = limits or SpanLimits(environ)
+        self.queue = SpanQueue(exporter, max_queue_size=max_queue_size, max_export_batch_size=max_export_batch_size,
+                               schedule_delay_millis=schedule_delay_millis, export_timeout_millis=export_timeout_millis)
+        self.queue.span_exporter = exporter  # type: ignore[attr-defined]  # as a BatchSpanProcessor's
+        self._active_span_processor = _ProcessorView(self.queue)
+        self._tracers: dict[tuple[Any, ...], LeanTracer] = {}
+
+    @property
+    def span_exporter(self) -> Any:
+        return self.queue.exporter
+
+    def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
+                   schema_url: str | None = None, attributes: Mapping[str, Any] | None = None) -> LeanTracer:
+        key = (instrumenting_module_name, instrumenting_library_version, schema_url,
+               tuple(sorted(attributes.items())) if attributes else None)
+        tracer = self._tracers.get(key)
+        if tracer is None:
+            scope = LeanScope(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+            tracer = self._tracers[key] = LeanTracer(resource=self.resource, scope=scope, sampler=self.sampler,
+                                                     limits=self.limits, queue=self.queue)
+        return tracer
+
+    def force_flush(self, timeout_millis: float = 30000) -> bool:
+        return self.queue.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float | None = None) -> None:
+        self.queue.shutdown(timeout_millis)
+
+
+__all__ = ["LeanResource", "LeanScope", "LeanSpan", "LeanTracer", "LeanTracerProvider", "Sampler", "SpanLimits",
+           "SpanQueue", "build_resource"]
