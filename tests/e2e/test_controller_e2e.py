@@ -8,12 +8,7 @@ TokenReview to name them and for the controller to read their labels.
 
 from __future__ import annotations
 
-import base64
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,58 +22,18 @@ from tests.fakes.fixtures import (  # noqa: F401  (fixtures)
     fake_openai_process,
 )
 from tests.fakes.server import DEFAULT_KEYS
-from tests.integration.sidecar import REPO, SidecarProcess, free_port
+from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
+from tests.integration.sidecar import REPO, SidecarProcess
 
 NS = "team-e2e"
 OTHER_NS = "team-other"
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class ControllerProcess:
-    def __init__(self, kubeconfig: Path, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"controller-{self.port}.log"
-        self._argv = [sys.executable, "-m", "controller", "--source", "kube", "--kubeconfig", str(kubeconfig),
-                      "--listen", f"127.0.0.1:{self.port}", "--log-level", "debug"]
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ControllerProcess:
-        log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONPATH": str(REPO), "POD_NAMESPACE": NS, "POD_NAME": "controller-e2e"}
-        self._proc = subprocess.Popen(self._argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        wait_until(lambda: "serving sidecar streams" in self.logs() or self._proc.poll() is not None,
-                   what="controller start")
-        assert self._proc.poll() is None, self.logs()
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(15)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
 
 
 def _providers(openai_url: str, anthropic_url: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
-         "data": {"openai": _b64(DEFAULT_KEYS["openai"]), "anthropic": _b64(DEFAULT_KEYS["anthropic"])}},
+         "data": {"openai": b64(DEFAULT_KEYS["openai"]), "anthropic": b64(DEFAULT_KEYS["anthropic"])}},
         {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "openai"},
          "spec": {"type": "openai", "baseURL": openai_url + "/v1",
                   "credentialsRef": {"name": "llm-keys", "key": "openai"}}},
@@ -92,27 +47,6 @@ def _route(provider: str, model: str) -> dict[str, Any]:
     return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "chat"},
             "spec": {"model": "chat", "rules": [{"name": "default", "backends": [
                 {"provider": provider, "model": model}]}]}}
-
-
-def _pod_token(kubectl: Any, namespace: str, name: str, service_account: str = "app") -> str:
-    kubectl.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account}},
-                  "-n", namespace)
-    kubectl.apply({"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": name, "labels": {"app": name}},
-                   "spec": {"serviceAccountName": service_account,
-                            "containers": [{"name": "app", "image": "example.invalid/app:1"}]}}, "-n", namespace)
-    uid = kubectl.json("get", "pod", name, "-n", namespace)["metadata"]["uid"]
-    return kubectl("create", "token", service_account, "-n", namespace, "--audience", "modelway",
-                   "--bound-object-kind", "Pod", "--bound-object-name", name, "--bound-object-uid", uid,
-                   "--duration", "1h").stdout.strip()
-
-
-def _sidecar(controller: ControllerProcess, token: str, workdir: Path, name: str) -> SidecarProcess:
-    token_file = workdir / f"{name}.token"
-    token_file.write_text(token)
-    return SidecarProcess(source_args=[
-        "--controller", controller.url, "--token-file", str(token_file),
-        "--state-file", str(workdir / f"{name}.snapshot.json"), "--reconnect-max-seconds", "1"])
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +68,15 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def controller(cluster, kube, workdir) -> Iterator[ControllerProcess]:
-    process = ControllerProcess(kube.kubeconfig, workdir).start()
+    process = ControllerProcess(kube.kubeconfig, workdir,
+                                env={"POD_NAMESPACE": NS, "POD_NAME": "controller-e2e"}).start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
 def sidecar(cluster, controller, workdir) -> Iterator[SidecarProcess]:
-    process = _sidecar(controller, _pod_token(cluster, NS, "web"), workdir, "web")
+    process = controller_sidecar(controller, pod_token(cluster, NS, "web"), workdir, "web")
     process.start()
     yield process
     process.stop()
@@ -207,7 +142,7 @@ def test_a_bad_reference_leaves_the_sidecar_on_its_last_good_rules(cluster, side
 
 
 def test_a_token_from_another_namespace_gets_nothing_of_this_one(cluster, controller, workdir):
-    other = _sidecar(controller, _pod_token(cluster, OTHER_NS, "intruder"), workdir, "intruder")
+    other = controller_sidecar(controller, pod_token(cluster, OTHER_NS, "intruder"), workdir, "intruder")
     other.start_process()
     try:
         wait_until(lambda: other.admin("/readyz")[0] == 200, what="the other sidecar's (empty) snapshot")
@@ -221,7 +156,7 @@ def test_a_token_from_another_namespace_gets_nothing_of_this_one(cluster, contro
 
 def test_a_token_for_another_audience_is_refused(cluster, controller, workdir):
     token = cluster("create", "token", "app", "-n", NS).stdout.strip()  # audience: the apiserver, not modelway
-    stranger = _sidecar(controller, token, workdir, "stranger")
+    stranger = controller_sidecar(controller, token, workdir, "stranger")
     stranger.start_process()
     try:
         wait_until(lambda: "HTTP 401" in stranger.logs(), what="the refusal")

@@ -8,14 +8,10 @@ status (controller/replicas.py).
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,8 @@ import pytest
 from controller.replicas import ANNOTATION, SELECTOR
 from tests.fakes.fixtures import fake_openai_process  # noqa: F401  (fixture)
 from tests.fakes.server import DEFAULT_KEYS
-from tests.integration.sidecar import REPO, SidecarProcess, free_port
+from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
+from tests.integration.sidecar import REPO, SidecarProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -33,56 +30,16 @@ NS = "replicas-e2e"  # the route and the sidecars' pods
 LEASE_NS = "replicas-e2e-system"  # where the replicas elect a leader and publish their counts
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Replica:
-    """One controller process; `start()` again reuses its port, so its sidecar reconnects."""
-
-    def __init__(self, kubeconfig: Path, workdir: Path, pod_name: str) -> None:
-        self.pod_name = pod_name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{pod_name}.log"
-        self._argv = [sys.executable, "-m", "controller", "--source", "kube", "--kubeconfig", str(kubeconfig),
-                      "--listen", f"127.0.0.1:{self.port}", "--lease-namespace", LEASE_NS,
-                      "--pod-name", pod_name, "--log-level", "debug"]
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Replica:
-        self._proc = subprocess.Popen(self._argv, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
-                                      env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
-        proc = self._proc
-        wait_until(lambda: "serving sidecar streams" in self.logs() or proc.poll() is not None,
-                   what=f"{self.pod_name} start")
-        assert proc.poll() is None, self.logs()
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(sig)
-            self._proc.wait(15)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
+def _replica(kubeconfig: Path, workdir: Path, pod_name: str) -> ControllerProcess:
+    return ControllerProcess(kubeconfig, workdir, name=pod_name,
+                             extra_args=["--lease-namespace", LEASE_NS, "--pod-name", pod_name])
 
 
 def _resources(openai_url: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
-         "data": {"openai": _b64(DEFAULT_KEYS["openai"])}},
+         "data": {"openai": b64(DEFAULT_KEYS["openai"])}},
         {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "openai"},
          "spec": {"type": "openai", "baseURL": openai_url + "/v1",
                   "credentialsRef": {"name": "llm-keys", "key": "openai"}}},
@@ -93,24 +50,6 @@ def _route(model: str) -> dict[str, Any]:  # no workload selector: every pod of 
     return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "chat"},
             "spec": {"model": "chat", "rules": [{"name": "default", "backends": [
                 {"provider": "openai", "model": model}]}]}}
-
-
-def _pod_token(kubectl: Any, name: str) -> str:
-    kubectl.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}}, "-n", NS)
-    kubectl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
-                   "spec": {"serviceAccountName": "app",
-                            "containers": [{"name": "app", "image": "example.invalid/app:1"}]}}, "-n", NS)
-    uid = kubectl.json("get", "pod", name, "-n", NS)["metadata"]["uid"]
-    return kubectl("create", "token", "app", "-n", NS, "--audience", "modelway", "--bound-object-kind", "Pod",
-                   "--bound-object-name", name, "--bound-object-uid", uid, "--duration", "1h").stdout.strip()
-
-
-def _sidecar(replica: Replica, token: str, workdir: Path, name: str) -> SidecarProcess:
-    token_file = workdir / f"{name}.token"
-    token_file.write_text(token)
-    return SidecarProcess(source_args=[
-        "--controller", replica.url, "--token-file", str(token_file),
-        "--state-file", str(workdir / f"{name}.snapshot.json"), "--reconnect-max-seconds", "1"])
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +78,10 @@ def _leader(kubectl: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def replicas(cluster, kube, workdir) -> Iterator[tuple[Replica, Replica]]:
+def replicas(cluster, kube, workdir) -> Iterator[tuple[ControllerProcess, ControllerProcess]]:
     """(leader, follower): the first started leads; the second joins once it does."""
-    leader = Replica(kube.kubeconfig, workdir, "ctl-a").start()
-    follower = Replica(kube.kubeconfig, workdir, "ctl-b")
+    leader = _replica(kube.kubeconfig, workdir, "ctl-a").start()
+    follower = _replica(kube.kubeconfig, workdir, "ctl-b")
     try:
         wait_until(lambda: _leader(cluster).startswith("ctl-a_"), what="ctl-a leading")
         follower.start()
@@ -155,8 +94,8 @@ def replicas(cluster, kube, workdir) -> Iterator[tuple[Replica, Replica]]:
 @pytest.fixture(scope="module")
 def sidecars(cluster, replicas, workdir) -> Iterator[tuple[SidecarProcess, SidecarProcess]]:
     leader, follower = replicas
-    on_leader = _sidecar(leader, _pod_token(cluster, "web-a"), workdir, "web-a")
-    on_follower = _sidecar(follower, _pod_token(cluster, "web-b"), workdir, "web-b")
+    on_leader = controller_sidecar(leader, pod_token(cluster, NS, "web-a"), workdir, "web-a")
+    on_follower = controller_sidecar(follower, pod_token(cluster, NS, "web-b"), workdir, "web-b")
     try:
         on_leader.start()
         on_follower.start()
