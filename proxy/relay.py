@@ -313,7 +313,8 @@ class Relay:
                     decoder = translator.stream_decoder(model=backend.model)
                     buffered, ended = await _read_until_content(resp, decoder)
                     # Committed: from here on nothing may fall back, failures end the stream.
-                    timer.reschedule(deadline)
+                    if first_token_deadline < deadline:
+                        timer.reschedule(deadline)  # (a timer move is not free: only when needed)
                     ttft = time.monotonic() - started
                     span.set_attribute("modelway.time_to_first_token", ttft)
                     server_span.set_attribute("modelway.time_to_first_token", ttft)

@@ -54,6 +54,8 @@ class SseParser:
 
 
 def _parse_block(block: bytes) -> SseEvent | None:
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return SseEvent(event=None, data=block[6:].decode("utf-8", "replace"))  # the common case, fast
     event: str | None = None
     data: list[str] = []
     for raw in block.split(b"\n"):
