@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from controller.api import BackendRef, ModelProvider, ModelRoute, RouteRule, Secret, duration_seconds
 from controller.store import Key, Resources, key_of
-from proxy import snapshot as snap
+import proxy.snapshot as snap
 
 # Provider types that serve each operation (translators raise UnsupportedOperation otherwise).
 OPERATIONS = {
