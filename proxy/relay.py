@@ -63,7 +63,6 @@ class _Outcome:
     usage: Usage = field(default_factory=Usage)
     backend: str | None = None
     response_model: str | None = None
-    attempts: int = 0
     # Unary calls: the provider's body as received, and whether it is already in the
     # OpenAI shape (then an OpenAI client can get these bytes without a re-encode).
     raw: bytes = b""
@@ -114,7 +113,8 @@ class Relay:
         model: str,
         server_span: Span,
         operation: str,
-        attempt: Callable[[Translator, Candidate, Span, float], Any],
+        build: BuildRequest,
+        attempt: Callable[[Translator, Candidate, UpstreamRequest, Span, float], Any],
     ) -> Any:
         rule: Rule = plan.rule
         loop = asyncio.get_running_loop()
@@ -149,7 +149,11 @@ class Relay:
                     },
                 )
                 try:
-                    result = await attempt(translator, candidate, span, deadline)
+                    try:
+                        request = build(translator, backend.model)
+                    except (UnsupportedOperation, ApiError) as exc:
+                        raise _AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
+                    result = await attempt(translator, candidate, request, span, deadline)
                     self.health.record(backend.key, ok=True)
                     return result
                 except _AttemptFailed as exc:
@@ -163,7 +167,7 @@ class Relay:
                     span.end()
                 failures.append(failure)
                 log.info("attempt failed: model=%s %s", model, failure.summary())
-                if failure.kind == up.CLIENT_ERROR:
+                if not up.worth_another_backend(failure.kind):
                     raise ApiError(
                         failure.status or 400,
                         f"provider {backend.key} rejected the request: {failure.message}",
@@ -218,13 +222,10 @@ class Relay:
     ) -> tuple[dict[str, Any], _Outcome]:
         outcome = _Outcome()
 
-        async def attempt(translator: Translator, candidate: Candidate, span: Span, deadline: float) -> Any:
+        async def attempt(
+            translator: Translator, candidate: Candidate, request: UpstreamRequest, span: Span, deadline: float
+        ) -> Any:
             backend = candidate.backend
-            outcome.attempts += 1
-            try:
-                request = build(translator, backend.model)
-            except (UnsupportedOperation, ApiError) as exc:
-                raise _AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
             try:
                 async with asyncio.timeout_at(deadline):
                     resp = await self._send(request, span, deadline, plan.rule.timeouts.connect_seconds)
@@ -233,21 +234,17 @@ class Relay:
                         if resp.status != 200:
                             raise await self._failure_from_status(resp, translator, backend.key)
                         body = await resp.read()
-            except TimeoutError:
-                raise _AttemptFailed(up.Failure(up.TIMEOUT, backend.key, "no complete answer in time")) from None
-            except _TRANSPORT_ERRORS as exc:
-                raise _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend.key, type(exc).__name__)) from None
-            try:
                 data, usage = parse(translator, body, backend.model)
-            except UpstreamProtocolError as exc:
-                raise _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend.key, str(exc)[:300])) from None
+            except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
+                raise _attempt_failure(exc, backend.key, first_token_limited=False) from None
             _record_usage(span, usage, data.get("model"))
             outcome.usage, outcome.backend, outcome.response_model = usage, backend.key, data.get("model")
             outcome.raw, outcome.native_openai = body, translator.native_openai
             return data
 
         data = await self._attempts(
-            runtime=runtime, plan=plan, model=model, server_span=server_span, operation=operation, attempt=attempt
+            runtime=runtime, plan=plan, model=model, server_span=server_span, operation=operation, build=build,
+            attempt=attempt,
         )
         return data, outcome
 
@@ -286,13 +283,11 @@ class Relay:
         timeouts = plan.rule.timeouts
         started = time.monotonic()
 
-        async def attempt(translator: Translator, candidate: Candidate, span: Span, deadline: float) -> Any:
+        async def attempt(
+            translator: Translator, candidate: Candidate, upstream_request: UpstreamRequest, span: Span,
+            deadline: float,
+        ) -> Any:
             backend = candidate.backend
-            outcome.attempts += 1
-            try:
-                upstream_request = translator.chat_request(parsed.request, model=backend.model, stream=True)
-            except (UnsupportedOperation, ApiError) as exc:
-                raise _AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
             loop = asyncio.get_running_loop()
             first_token_deadline = deadline
             if timeouts.first_token_seconds is not None:
@@ -334,7 +329,8 @@ class Relay:
                 return response
             except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
                 if response is None:
-                    raise _phase_one_failure(exc, backend.key, first_token_deadline < deadline) from None
+                    limited = first_token_deadline < deadline
+                    raise _attempt_failure(exc, backend.key, first_token_limited=limited) from None
                 await self._end_stream_with_error(exc, response, encoder, span, server_span, parsed.model, backend.key)
             finally:
                 if resp is not None:
@@ -347,12 +343,14 @@ class Relay:
             return response
 
         response = await self._attempts(
-            runtime=runtime, plan=plan, model=parsed.model, server_span=server_span, operation="chat", attempt=attempt
+            runtime=runtime, plan=plan, model=parsed.model, server_span=server_span, operation="chat",
+            build=lambda translator, model: translator.chat_request(parsed.request, model=model, stream=True),
+            attempt=attempt,
         )
         return response, outcome
 
 
-def _phase_one_failure(exc: BaseException, backend: str, first_token_limited: bool) -> _AttemptFailed:
+def _attempt_failure(exc: BaseException, backend: str, *, first_token_limited: bool) -> _AttemptFailed:
     """A failure before anything reached the client: safe to retry or fall back."""
     if isinstance(exc, TimeoutError):
         what = "first token" if first_token_limited else "answer"

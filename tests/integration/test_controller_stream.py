@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import openai
-import pytest
 from aiohttp import web
 
 from controller.api import parse_resource
