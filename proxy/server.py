@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,6 @@ from proxy.errors import ApiError, bad_request
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend, error_for_unknown_model, models_list
-from proxy.providers.base import Translator
 from proxy.relay import ClientGone, Relay
 from proxy.routing.table import NoMatchingRule, Plan
 from proxy.runtime import Runtime, RuntimeHolder
@@ -104,8 +104,36 @@ def _server_attributes(operation: str, model: str, plan: Plan) -> dict[str, Any]
     }
 
 
-async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
+async def _traced(
+    request: web.Request,
+    frontend: Frontend,
+    *,
+    operation: str,
+    model: str,
+    plan: Plan,
+    call: Callable[[Any], Awaitable[tuple[web.StreamResponse, Any]]],
+) -> web.StreamResponse:
+    """Runs one relayed call under its server span; errors come back in the caller's API shape."""
     telemetry = request.app[TELEMETRY]
+    with telemetry.server_span(
+        name=f"{operation} {model}",
+        parent=telemetry.extract(request.headers),
+        attributes=_server_attributes(operation, model, plan),
+    ) as span:
+        try:
+            response, outcome = await call(span)
+        except ApiError as error:
+            set_error(span, error.code or error.type, error.message)
+            return _error_response(frontend, error)
+        except (ClientGone, ConnectionError):
+            log.info("client disconnected: model=%s", model)
+            span.set_attribute("error.type", "client_disconnected")
+            raise
+        _finish_server_span(span, outcome)
+        return response
+
+
+async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
     try:
         parsed = frontend.parse_chat(await _read_json(request))
         runtime = _runtime(request)
@@ -113,35 +141,22 @@ async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
     except ApiError as error:
         return _error_response(frontend, error)
     relay = request.app[RELAY]
-    with telemetry.server_span(
-        name=f"chat {parsed.model}",
-        parent=telemetry.extract(request.headers),
-        attributes=_server_attributes("chat", parsed.model, plan),
-    ) as span:
-        try:
-            if parsed.stream:
-                response, outcome = await relay.stream_chat(
-                    request=request, runtime=runtime, plan=plan, parsed=parsed, frontend=frontend, server_span=span
-                )
-            else:
-                data, outcome = await relay.unary(
-                    runtime=runtime, plan=plan, model=parsed.model, server_span=span, operation="chat",
-                    build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
-                    parse=lambda t, body, m: t.chat_response(body),
-                )
-                if frontend is OPENAI and outcome.native_openai:
-                    response = web.Response(body=outcome.raw, content_type="application/json")
-                else:
-                    response = web.json_response(frontend.render_chat(data))
-        except ApiError as error:
-            set_error(span, error.code or error.type, error.message)
-            return _error_response(frontend, error)
-        except (ClientGone, ConnectionError):
-            log.info("client disconnected: model=%s", parsed.model)
-            span.set_attribute("error.type", "client_disconnected")
-            raise
-        _finish_server_span(span, outcome)
-        return response
+
+    async def call(span: Any) -> tuple[web.StreamResponse, Any]:
+        if parsed.stream:
+            return await relay.stream_chat(
+                request=request, runtime=runtime, plan=plan, parsed=parsed, frontend=frontend, server_span=span
+            )
+        data, outcome = await relay.unary(
+            runtime=runtime, plan=plan, model=parsed.model, server_span=span, operation="chat",
+            build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
+            parse=lambda t, body, m: t.chat_response(body),
+        )
+        if frontend is OPENAI and outcome.native_openai:
+            return web.Response(body=outcome.raw, content_type="application/json"), outcome
+        return web.json_response(frontend.render_chat(data)), outcome
+
+    return await _traced(request, frontend, operation="chat", model=parsed.model, plan=plan, call=call)
 
 
 def _finish_server_span(span: Any, outcome: Any) -> None:
@@ -165,7 +180,6 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
 
 
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
-    telemetry = request.app[TELEMETRY]
     try:
         model, body = OPENAI.parse_embeddings(await _read_json(request))
         runtime = _runtime(request)
@@ -173,28 +187,16 @@ async def openai_embeddings(request: web.Request) -> web.StreamResponse:
     except ApiError as error:
         return _error_response(OPENAI, error)
 
-    def build(translator: Translator, upstream_model: str) -> Any:
-        return translator.embeddings_request(body, model=upstream_model)
+    async def call(span: Any) -> tuple[web.StreamResponse, Any]:
+        data, outcome = await request.app[RELAY].unary(
+            runtime=runtime, plan=plan, model=model, server_span=span, operation="embeddings",
+            build=lambda t, m: t.embeddings_request(body, model=m),
+            parse=lambda t, raw, m: t.embeddings_response(raw, model=m),
+        )
+        encoding = body.get("encoding_format", "float")
+        return web.json_response(OPENAI.render_embeddings(data, encoding_format=encoding)), outcome
 
-    def parse(translator: Translator, raw: bytes, upstream_model: str) -> Any:
-        return translator.embeddings_response(raw, model=upstream_model)
-
-    with telemetry.server_span(
-        name=f"embeddings {model}",
-        parent=telemetry.extract(request.headers),
-        attributes=_server_attributes("embeddings", model, plan),
-    ) as span:
-        try:
-            data, outcome = await request.app[RELAY].unary(
-                runtime=runtime, plan=plan, model=model, server_span=span, operation="embeddings",
-                build=build, parse=parse,
-            )
-        except ApiError as error:
-            set_error(span, error.code or error.type, error.message)
-            return _error_response(OPENAI, error)
-        _finish_server_span(span, outcome)
-    encoding = body.get("encoding_format", "float")
-    return web.json_response(OPENAI.render_embeddings(data, encoding_format=encoding))
+    return await _traced(request, OPENAI, operation="embeddings", model=model, plan=plan, call=call)
 
 
 async def list_models(request: web.Request) -> web.Response:
