@@ -292,28 +292,23 @@ class SpanEncoder:
         if raw is None or raw:
             for link in span.links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
                 lctx = link.context
-                body = [b"\x0a\x10", lctx.trace_id.to_bytes(16, "big"), b"\x12\x08", lctx.span_id.to_bytes(8, "big")]
-                self._attributes(body, b"\x22", link.attributes)
-                if dropped := link.dropped_attributes:
-                    body += (b"\x28", _varint(dropped))
-                body += (b"\x35", _pack_fixed32(0x300 if lctx.is_remote else 0x100))
-                parts += (b"\x6a", _lp(b"".join(body)))
+                parts += (b"\x6a", self._link(lctx, link.attributes, link.dropped_attributes))
             if dropped := span.dropped_links:  # 14
                 parts += (b"\x70", _varint(dropped))
-        status = span.status  # 15: message 2, code 3
-        if status is not None:
-            code = _CODE_BY_ID.get(id(status.status_code))
-            if code is None:
-                code = status.status_code.value
-            message = status.description
-            if not message and code in (0, 1, 2):
-                parts.append((b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")[code])
-            else:
-                body_s = _field(b"\x12", message.encode(errors="replace")) if message else b""
-                parts += (b"\x7a", _lp(body_s + (b"\x18" + _varint(code) if code else b"")))
+        if span.status is not None:  # 15
+            parts.append(_status(span.status))
         parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)  # 16
         return b"".join(parts)
 
+
+    def _link(self, lctx: Any, attributes: Any, dropped: int) -> bytes:
+        """Span.Link (length-prefixed): trace_id 1, span_id 2, attributes 4, dropped 5, flags 6."""
+        body = [b"\x0a\x10", lctx.trace_id.to_bytes(16, "big"), b"\x12\x08", lctx.span_id.to_bytes(8, "big")]
+        self._attributes(body, b"\x22", attributes)
+        if dropped:
+            body += (b"\x28", _varint(dropped))
+        body += (b"\x35", _pack_fixed32(0x300 if lctx.is_remote else 0x100))
+        return _lp(b"".join(body))
 
     def encode_lean_span(self, span: Any) -> bytes:
         """``encode_span`` for a ``proxy.tracing.LeanSpan``: the same bytes, read from its plain slots
@@ -348,26 +343,24 @@ class SpanEncoder:
             parts += (b"\x60", _varint(dropped))
         if links := span._links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
             for lctx, attributes, dropped in links:
-                body = [b"\x0a\x10", lctx.trace_id.to_bytes(16, "big"), b"\x12\x08", lctx.span_id.to_bytes(8, "big")]
-                self._attributes(body, b"\x22", attributes)
-                if dropped:
-                    body += (b"\x28", _varint(dropped))
-                body += (b"\x35", _pack_fixed32(0x300 if lctx.is_remote else 0x100))
-                parts += (b"\x6a", _lp(b"".join(body)))
+                parts += (b"\x6a", self._link(lctx, attributes, dropped))
         if dropped := span.dropped_links:  # 14
             parts += (b"\x70", _varint(dropped))
-        status = span.status  # 15: message 2, code 3
-        code = _CODE_BY_ID.get(id(status.status_code))
-        if code is None:
-            code = status.status_code.value
-        message = status.description
-        if not message and code in (0, 1, 2):
-            parts.append((b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")[code])
-        else:
-            body_s = _field(b"\x12", message.encode(errors="replace")) if message else b""
-            parts += (b"\x7a", _lp(body_s + (b"\x18" + _varint(code) if code else b"")))
+        parts.append(_status(span.status))  # 15
         parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)  # 16
         return b"".join(parts)
+
+
+def _status(status: Any) -> bytes:
+    """Span.status, tag included: message 2, code 3; the common bare ones are constants."""
+    code = _CODE_BY_ID.get(id(status.status_code))
+    if code is None:
+        code = status.status_code.value
+    message = status.description
+    if not message and code in (0, 1, 2):
+        return (b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")[code]
+    body = _field(b"\x12", message.encode(errors="replace")) if message else b""
+    return b"\x7a" + _lp(body + (b"\x18" + _varint(code) if code else b""))
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
