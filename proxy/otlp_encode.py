@@ -300,7 +300,6 @@ class SpanEncoder:
         parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)  # 16
         return b"".join(parts)
 
-
     def _link(self, lctx: Any, attributes: Any, dropped: int) -> bytes:
         """Span.Link (length-prefixed): trace_id 1, span_id 2, attributes 4, dropped 5, flags 6."""
         body = [b"\x0a\x10", lctx.trace_id.to_bytes(16, "big"), b"\x12\x08", lctx.span_id.to_bytes(8, "big")]

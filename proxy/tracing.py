@@ -12,7 +12,8 @@ that part, cheaply:
   times as int nanoseconds. ``proxy.otlp_encode`` has a fast path for it.
 * Sampling from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (always_on,
   always_off, traceidratio and their parentbased_* forms); an unsampled span is
-  an API ``NonRecordingSpan`` that still propagates a valid context.
+  an API ``NonRecordingSpan`` that still propagates a valid context. The sampler,
+  resource, scope and span limits live in ``proxy.tracing_sampling``.
 * Ended spans go to a bounded deque (no lock: the event loop appends, one
   daemon thread pops); when it is full, spans are dropped and counted, never
   waited for. The worker exports every ``OTEL_BSP_SCHEDULE_DELAY`` ms or as soon
@@ -41,6 +42,8 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import TraceState
 
+from proxy.tracing_sampling import _MASK64, LeanResource, LeanScope, Sampler, SpanLimits, build_resource
+
 log = logging.getLogger(__name__)
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -49,160 +52,6 @@ _EMPTY_TRACE_STATE = TraceState()
 _UNSET_STATUS = Status(StatusCode.UNSET)
 _OK, _ERROR, _UNSET = StatusCode.OK, StatusCode.ERROR, StatusCode.UNSET
 _PLAIN = frozenset({str, int, float, bool})  # attribute value types stored as they are
-_MASK64 = (1 << 64) - 1
-_ENV_ALIASES = {"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
-                "always_on", "always_off", "traceidratio"}
-
-try:
-    from importlib.metadata import version as _dist_version
-
-    _SDK_VERSION = _dist_version("opentelemetry-sdk")
-except Exception:  # pragma: no cover - the SDK is a dependency, but its metadata may be missing
-    _SDK_VERSION = "0"
-
-
-# ---------------------------------------------------------------------------
-# resource, scope, limits, sampler
-
-
-class LeanResource:
-    """What the encoder needs of a Resource: ``attributes`` and ``schema_url``."""
-
-    __slots__ = ("attributes", "schema_url")
-
-    def __init__(self, attributes: Mapping[str, Any], schema_url: str = "") -> None:
-        self.attributes = dict(attributes)
-        self.schema_url = schema_url
-
-
-class LeanScope:
-    """What the encoder needs of an InstrumentationScope."""
-
-    __slots__ = ("name", "version", "schema_url", "attributes")
-
-    def __init__(self, name: str, version: str | None = None, schema_url: str | None = None,
-                 attributes: Mapping[str, Any] | None = None) -> None:
-        self.name, self.version, self.schema_url = name or "", version or "", schema_url or ""
-        self.attributes = dict(attributes) if attributes else None
-
-
-def parse_resource_attributes(value: str | None) -> dict[str, str]:
-    """``OTEL_RESOURCE_ATTRIBUTES``: ``k1=v1,k2=v2``, URL-encoded; bad items skipped (as the SDK)."""
-    import urllib.parse
-
-    out: dict[str, str] = {}
-    for item in (value or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            log.warning("OTEL_RESOURCE_ATTRIBUTES: ignoring malformed item %r", item)
-            continue
-        out[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(val.strip())
-    return out
-
-
-_INSTANCE_ID: tuple[int, str] | None = None
-
-
-def _instance_id() -> str:
-    global _INSTANCE_ID
-    if _INSTANCE_ID is None or _INSTANCE_ID[0] != os.getpid():
-        import uuid
-
-        _INSTANCE_ID = (os.getpid(), str(uuid.uuid4()))
-    return _INSTANCE_ID[1]
-
-
-def build_resource(service_name: str, environ: Mapping[str, str] = os.environ) -> LeanResource:
-    """telemetry.sdk.*, ``service.instance.id``, then ``service.name`` (the default), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SERVICE_NAME``.
-
-    The same precedence as the SDK's ``Resource.create`` + ``OTELResourceDetector``: the
-    environment's ``service.name`` beats the default, ``OTEL_SERVICE_NAME`` beats both.
-    """
-    attributes: dict[str, Any] = {
-        "telemetry.sdk.language": "python",
-        "telemetry.sdk.name": "opentelemetry",
-        "telemetry.sdk.version": _SDK_VERSION,
-        "service.instance.id": _instance_id(),  # as the SDK's Resource.create: a UUID v4 per process
-        "service.name": service_name,
-    }
-    attributes.update(parse_resource_attributes(environ.get("OTEL_RESOURCE_ATTRIBUTES")))
-    if name := (environ.get("OTEL_SERVICE_NAME") or "").strip():
-        attributes["service.name"] = name
-    return LeanResource(attributes)
-
-
-class SpanLimits:
-    """Count limits from OTEL_SPAN_*_COUNT_LIMIT / OTEL_ATTRIBUTE_COUNT_LIMIT (default 128 each).
-
-    As in the SDK, a full attributes dict or events list drops its oldest entry.
-    Attribute value length limits are not applied.
-    """
-
-    __slots__ = ("attributes", "events", "links", "event_attributes", "link_attributes")
-
-    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
-        def limit(name: str, fallback: int) -> int:
-            raw = (environ.get(name) or "").strip()
-            try:
-                return max(int(raw), 0) if raw else fallback
-            except ValueError:
-                log.warning("%s=%r is not an integer; using %d", name, raw, fallback)
-                return fallback
-
-        general = limit("OTEL_ATTRIBUTE_COUNT_LIMIT", 128)
-        self.attributes = limit("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", general)
-        self.events = limit("OTEL_SPAN_EVENT_COUNT_LIMIT", 128)
-        self.links = limit("OTEL_SPAN_LINK_COUNT_LIMIT", 128)
-        self.event_attributes = limit("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", general)
-        self.link_attributes = limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", general)
-
-
-class Sampler:
-    """A root decision (a bound on the trace id's low 64 bits, as the SDK's TraceIdRatioBased:
-    always_on is 2**64, always_off 0) and whether a parent's sampled flag decides instead."""
-
-    __slots__ = ("bound", "parent_based", "description")
-
-    def __init__(self, name: str = "parentbased_always_on", ratio: float = 1.0) -> None:
-        name = name.strip().lower()
-        if name not in _ENV_ALIASES:
-            raise ValueError(f"unknown sampler {name!r}")
-        self.parent_based = name.startswith("parentbased_")
-        root = name.removeprefix("parentbased_")
-        if root == "always_on":
-            self.bound = 1 << 64
-        elif root == "always_off":
-            self.bound = 0
-        else:
-            if not 0.0 <= ratio <= 1.0:
-                raise ValueError("the ratio must be in [0.0, 1.0]")
-            self.bound = round(ratio * (1 << 64))
-        self.description = name if root != "traceidratio" else f"{name}({ratio})"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Sampler:
-        name = (environ.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").strip().lower()
-        if name not in _ENV_ALIASES:
-            log.warning("OTEL_TRACES_SAMPLER=%r is not supported; using parentbased_always_on", name)
-            return cls()
-        ratio = 1.0
-        if name.endswith("traceidratio"):
-            raw = (environ.get("OTEL_TRACES_SAMPLER_ARG") or "").strip()
-            try:
-                ratio = float(raw) if raw else 1.0
-                if not 0.0 <= ratio <= 1.0:
-                    raise ValueError
-            except ValueError:
-                log.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a ratio in [0, 1]; using 1.0", raw)
-                ratio = 1.0
-        return cls(name, ratio)
-
-    def should_sample(self, parent: SpanContext | None, trace_id: int) -> bool:
-        if self.parent_based and parent is not None:
-            return bool(parent.trace_flags & 1)
-        return (trace_id & _MASK64) < self.bound
 
 
 # ---------------------------------------------------------------------------
@@ -633,5 +482,4 @@ class LeanTracerProvider(trace.TracerProvider):
         self.queue.shutdown(timeout_millis)
 
 
-__all__ = ["LeanResource", "LeanScope", "LeanSpan", "LeanTracer", "LeanTracerProvider", "Sampler", "SpanLimits",
-           "SpanQueue", "build_resource"]
+__all__ = ["LeanSpan", "LeanTracer", "LeanTracerProvider", "SpanQueue"]

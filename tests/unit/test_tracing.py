@@ -25,7 +25,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy.otlp_encode import SpanEncoder, encode_spans
 from proxy.otlp_export import OTLPHttpSpanExporter
 from proxy.telemetry import Telemetry, build_tracer_provider, set_error
-from proxy.tracing import LeanResource, LeanSpan, LeanTracerProvider, Sampler, SpanLimits, build_resource
+from proxy.tracing import LeanSpan, LeanTracerProvider
+from proxy.tracing_sampling import LeanResource, Sampler, SpanLimits, build_resource
 from tests.unit.test_otlp_export import Collector
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
