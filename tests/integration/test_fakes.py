@@ -1,5 +1,6 @@
-"""The fake providers are faithful: the official SDKs (and raw HTTP for Gemini)
-accept what they send and surface scripted failures as the right errors."""
+"""The fake providers are faithful, OpenAI and Azure OpenAI (Anthropic, Gemini and the
+cross-provider checks are in test_fakes_anthropic_gemini.py): the official SDK accepts
+what they send and surfaces scripted failures as the right errors."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import aiohttp
-import anthropic
 import openai
 import pytest
 
 from tests.fakes.answers import embedding
 from tests.fakes.process import FakeProviderProcess
+from tests.integration.fakes_common import *  # noqa: F401,F403  (the direct_oai fixture)
+from tests.integration.fakes_common import raw, sse_events
 
 # fake_openai / fake_anthropic / fake_gemini come from tests.fakes.fixtures, which
 # tests/integration/conftest.py star-imports. The clients below talk to the fakes
