@@ -26,6 +26,8 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
+Hosting = Literal["saas", "vpc", "in-cluster"]
+DataClass = Literal["public", "internal", "personal", "restricted"]
 
 
 @functools.lru_cache(maxsize=1024)  # a handful of distinct strings, parsed for every rule compiled
@@ -48,6 +50,7 @@ class ObjectMeta(BaseModel):
     generation: int = 1
     resource_version: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class Condition(_Model):
@@ -98,7 +101,7 @@ class ModelProviderSpec(_Model):
     azure: AzureSettings | None = None
     region: str | None = None
     jurisdiction: str | None = None
-    hosting: Literal["saas", "vpc", "in-cluster"] = "saas"
+    hosting: Hosting = "saas"
     credentials_ref: SecretKeyRef | None = None
     models: tuple[ModelInfo, ...] = ()
 
@@ -230,7 +233,91 @@ class ModelRoute(_Model):
     spec: ModelRouteSpec
 
 
-# --- Secrets (the one core type the controller reads) ----------------------------------
+# --- ModelPolicy and ClusterModelPolicy --------------------------------------------------
+
+
+def _names(max_length: int) -> Any:
+    return Annotated[tuple[Annotated[str, Field(min_length=1, max_length=max_length)], ...], Field(max_length=64)]
+
+
+Names = _names(253)
+Places = _names(63)
+
+
+class PolicySubjects(_Model):
+    """Which workloads a policy binds; every part given must match, nothing given matches all."""
+
+    service_accounts: Names = ()
+    pod_selector: LabelSelector | None = None
+
+
+class PolicyAccess(_Model):
+    """What the bound workloads may use, as glob patterns; a list left out allows anything."""
+
+    providers: Names | None = None
+    models: Names | None = None
+    routes: Names | None = None
+
+
+class ResidencyRule(_Model):
+    """Where data of one class (and every class above it) may be processed."""
+
+    data_class: DataClass
+    jurisdictions: Places | None = None
+    regions: Places | None = None
+    hosting: Annotated[tuple[Hosting, ...], Field(max_length=3)] | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ResidencyRule:
+        if self.jurisdictions is None and self.regions is None and self.hosting is None:
+            raise ValueError("a residency rule needs at least one of jurisdictions, regions, hosting")
+        return self
+
+
+class ModelPolicySpec(_Model):
+    subjects: PolicySubjects = PolicySubjects()
+    access: PolicyAccess = PolicyAccess()
+    default_data_class: DataClass | None = None
+    detect_personal_data: bool = False
+    residency: Annotated[tuple[ResidencyRule, ...], Field(max_length=4)] = ()
+
+    @model_validator(mode="after")
+    def _one_rule_per_class(self) -> ModelPolicySpec:
+        classes = [r.data_class for r in self.residency]
+        if len(classes) != len(set(classes)):
+            raise ValueError(f"residency has more than one rule for a data class: {classes}")
+        return self
+
+
+class ClusterModelPolicySpec(ModelPolicySpec):
+    namespace_selector: LabelSelector | None = None
+
+
+class ModelPolicyStatus(_Model):
+    observed_generation: int = 0
+    conditions: tuple[Condition, ...] = ()
+
+
+class ModelPolicy(_Model):
+    model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
+    kind: Literal["ModelPolicy"] = "ModelPolicy"
+    metadata: ObjectMeta
+    spec: ModelPolicySpec = ModelPolicySpec()
+
+
+class ClusterModelPolicy(_Model):
+    model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
+    kind: Literal["ClusterModelPolicy"] = "ClusterModelPolicy"
+    metadata: ObjectMeta
+    spec: ClusterModelPolicySpec = ClusterModelPolicySpec()
+
+    @field_validator("metadata")
+    @classmethod
+    def _cluster_scoped(cls, metadata: ObjectMeta) -> ObjectMeta:
+        return metadata.model_copy(update={"namespace": ""})
+
+
+# --- Core types the controller reads: Secrets (credentials) and Namespaces (labels, annotations)
 
 
 class Secret(BaseModel):
@@ -241,9 +328,25 @@ class Secret(BaseModel):
     string_data: dict[str, str] = Field(default_factory=dict)  # manifests in the file source
 
 
-Resource = ModelProvider | ModelRoute | Secret
-KINDS: dict[str, type[BaseModel]] = {"ModelProvider": ModelProvider, "ModelRoute": ModelRoute, "Secret": Secret}
-PLURALS = {"ModelProvider": "modelproviders", "ModelRoute": "modelroutes"}
+class Namespace(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
+    kind: Literal["Namespace"] = "Namespace"
+    metadata: ObjectMeta
+
+    @field_validator("metadata")
+    @classmethod
+    def _cluster_scoped(cls, metadata: ObjectMeta) -> ObjectMeta:
+        return metadata.model_copy(update={"namespace": ""})
+
+
+Resource = ModelProvider | ModelRoute | ModelPolicy | ClusterModelPolicy | Secret | Namespace
+KINDS: dict[str, type[BaseModel]] = {
+    "ModelProvider": ModelProvider, "ModelRoute": ModelRoute, "ModelPolicy": ModelPolicy,
+    "ClusterModelPolicy": ClusterModelPolicy, "Secret": Secret, "Namespace": Namespace,
+}
+CLUSTER_KINDS = frozenset({"ClusterModelPolicy", "Namespace"})
+PLURALS = {"ModelProvider": "modelproviders", "ModelRoute": "modelroutes", "ModelPolicy": "modelpolicies",
+           "ClusterModelPolicy": "clustermodelpolicies"}
 
 
 def parse_resource(obj: dict[str, Any]) -> Resource:

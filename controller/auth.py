@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller.compile import Workload
+from controller.policy import DATA_CLASS_ANNOTATION
+from controller.workload import Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +23,12 @@ class Identity:
     service_account: str
     pod_name: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    data_class: str | None = None  # the pod's modelway.io/data-class annotation
 
     @property
     def workload(self) -> Workload:
-        return Workload(namespace=self.namespace, service_account=self.service_account, labels=dict(self.labels))
+        return Workload(namespace=self.namespace, service_account=self.service_account, labels=dict(self.labels),
+                        data_class=self.data_class)
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.pod_name or '?'} (sa {self.service_account})"
@@ -86,6 +89,7 @@ class TokenReviewAuthenticator:
         pod = await self._get_pod(namespace, pod_names[0])
         if pod is None or (pod_uids and pod.get("metadata", {}).get("uid") != pod_uids[0]):
             return None  # the pod is gone or replaced: the token outlived it
-        labels = pod.get("metadata", {}).get("labels") or {}
+        metadata = pod.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
         return Identity(namespace=namespace, service_account=service_account, pod_name=pod_names[0],
-                        labels=dict(labels))
+                        labels=dict(metadata.get("labels") or {}), data_class=annotations.get(DATA_CLASS_ANNOTATION))

@@ -19,8 +19,10 @@ import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controller.api import BackendRef, ModelProvider, ModelRoute, RouteRule, Secret, duration_seconds
+from controller import policy as pol
+from controller.api import BackendRef, ModelProvider, ModelRoute, Namespace, RouteRule, Secret, duration_seconds
 from controller.store import Key, Resources, key_of
+from controller.workload import Verdict, Workload
 import proxy.snapshot as snap
 
 # Provider types that serve each operation (translators raise UnsupportedOperation otherwise).
@@ -34,26 +36,6 @@ DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com",
     "gemini": "https://generativelanguage.googleapis.com",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    namespace: str
-    service_account: str = "default"
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def cache_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        # The service account does not change what a workload sees yet (policies will).
-        return (self.namespace, tuple(sorted(self.labels.items())))
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One condition's worth of judgement: Gateway API style type/status/reason/message."""
-
-    ok: bool
-    reason: str
-    message: str = ""
 
 
 ACCEPTED = Verdict(True, "Accepted")
@@ -83,6 +65,11 @@ class Judgement:
     # Indexes built once per judgement, so per-workload work stays small.
     served_by_namespace: dict[str, tuple[ModelRoute, ...]] = field(default_factory=dict)
     compiled_providers: dict[str, snap.Provider] = field(default_factory=dict)
+    # Policies, cluster-wide ones first (see policy.ordered), their verdicts, and what they take from routes.
+    policies: tuple[pol.AnyPolicy, ...] = ()
+    policy_verdicts: dict[Key, pol.PolicyVerdict] = field(default_factory=dict)
+    restrictions: dict[Key, tuple[str, ...]] = field(default_factory=dict)
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
 
     @property
     def last_good(self) -> dict[Key, ModelRoute]:
@@ -200,12 +187,48 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
     for verdict in routes.values():
         if verdict.served is not None:
             by_namespace.setdefault(verdict.served.metadata.namespace, []).append(verdict.served)
+    compiled_providers = {v.provider.name: v.provider for v in providers.values() if v.provider is not None}
+    policies = pol.ordered(resources.policies)
+    namespaces = {n.metadata.name: n for n in resources.namespaces}
+    provider_names: dict[str, set[str]] = {}
+    for provider in resources.providers:
+        provider_names.setdefault(provider.metadata.namespace, set()).add(provider.metadata.name)
+    route_names: dict[str, set[str]] = {}
+    for route in resources.routes:
+        route_names.setdefault(route.metadata.namespace, set()).add(route.metadata.name)
+    restrictions = {}
+    if policies:
+        for key, verdict in routes.items():
+            if verdict.served is not None:
+                labels = _namespace_labels(namespaces, key[1])
+                restrictions[key] = pol.route_restrictions(verdict.served, policies=policies, namespace_labels=labels,
+                                                           providers=compiled_providers)
     return Judgement(
         providers=providers,
         routes=routes,
         served_by_namespace={ns: tuple(rs) for ns, rs in by_namespace.items()},
-        compiled_providers={v.provider.name: v.provider for v in providers.values() if v.provider is not None},
+        compiled_providers=compiled_providers,
+        policies=policies,
+        policy_verdicts={key_of(p): pol.judge_policy(p, provider_names=provider_names, route_names=route_names)
+                         for p in policies},
+        restrictions=restrictions,
+        namespaces=namespaces,
     )
+
+
+def _namespace_labels(namespaces: Mapping[str, Namespace], name: str) -> Mapping[str, str]:
+    namespace = namespaces.get(name)
+    return namespace.metadata.labels if namespace is not None else {}
+
+
+def workload_policy(judgement: Judgement, workload: Workload, routes: Sequence[snap.Route]) -> snap.Policy:
+    """The policy section of one workload's snapshot: what every policy that binds it leaves it."""
+    namespace = judgement.namespaces.get(workload.namespace)
+    labels = namespace.metadata.labels if namespace is not None else {}
+    binding = [p for p in judgement.policies if pol.binds(p, workload, namespace_labels=labels)]
+    return pol.compile_policy(policies=binding, workload=workload,
+                              namespace_annotations=namespace.metadata.annotations if namespace is not None else {},
+                              routes=routes, providers=judgement.compiled_providers)
 
 
 def _selects(route: ModelRoute, workload: Workload) -> bool:
@@ -264,15 +287,17 @@ def compile_route(route: ModelRoute) -> snap.Route:
     )
 
 
-def assemble(judgement: Judgement, routes: Sequence[snap.Route]) -> snap.Snapshot:
+def assemble(judgement: Judgement, routes: Sequence[snap.Route], *,
+             policy: snap.Policy | None = None) -> snap.Snapshot:
     """A snapshot of compiled routes plus exactly the providers they use; versioned by content."""
     used = {b.provider for route in routes for rule in route.rules for b in (*rule.backends, *rule.fallbacks)}
     providers = tuple(sorted((judgement.compiled_providers[name] for name in used if name in
                               judgement.compiled_providers), key=lambda p: p.name))
-    snapshot = snap.Snapshot(providers=providers, routes=tuple(routes))
+    snapshot = snap.Snapshot(providers=providers, routes=tuple(routes), policy=policy or snap.Policy())
     return snapshot.model_copy(update={"version": snap.content_version(snapshot)})
 
 
 def compile_workload(judgement: Judgement, workload: Workload) -> snap.Snapshot:
     """The snapshot for one workload (the controller caches the steps; this is the plain form)."""
-    return assemble(judgement, [compile_route(r) for r in select_routes(judgement, workload)])
+    routes = [compile_route(r) for r in select_routes(judgement, workload)]
+    return assemble(judgement, routes, policy=workload_policy(judgement, workload, routes))

@@ -25,12 +25,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from controller.api import API_VERSION, Condition, ModelProvider, ModelProviderStatus, ModelRoute, ModelRouteStatus
+from controller.api import (
+    API_VERSION,
+    ClusterModelPolicy,
+    Condition,
+    ModelPolicy,
+    ModelPolicyStatus,
+    ModelProvider,
+    ModelProviderStatus,
+    ModelRoute,
+    ModelRouteStatus,
+)
 from controller.compile import Judgement, ProviderVerdict, RouteVerdict, Verdict
 from controller.core import Controller, RouteSync
 from controller.kube.client import KubeClient
 from controller.kube.errors import KubeApiError, KubeError
-from controller.kube.resources import MODEL_PROVIDERS, MODEL_ROUTES, ResourceType
+from controller.kube.resources import CLUSTER_MODEL_POLICIES, MODEL_POLICIES, MODEL_PROVIDERS, MODEL_ROUTES, ResourceType
+from controller.policy import PolicyVerdict
 from controller.leader import LeaseElector
 from controller.store import Key, Resources, key_of
 
@@ -38,8 +49,10 @@ log = logging.getLogger("modelway.status")
 
 MAX_MESSAGE = 32768  # the CRDs' maxLength for a condition message
 NO_SYNC = RouteSync(synced=0, total=0)
-_ACTIONS = {"Accepted": "Validate", "ResolvedRefs": "ResolveRefs", "Programmed": "Program"}
-_RESOURCES: dict[str, ResourceType] = {"ModelRoute": MODEL_ROUTES, "ModelProvider": MODEL_PROVIDERS}
+_ACTIONS = {"Accepted": "Validate", "ResolvedRefs": "ResolveRefs", "Programmed": "Program",
+            "PolicyRestricted": "Restrict"}
+_RESOURCES: dict[str, ResourceType] = {"ModelRoute": MODEL_ROUTES, "ModelProvider": MODEL_PROVIDERS,
+                                       "ModelPolicy": MODEL_POLICIES, "ClusterModelPolicy": CLUSTER_MODEL_POLICIES}
 
 
 # --- the pure part ------------------------------------------------------------------
@@ -104,9 +117,20 @@ def programmed(verdict: RouteVerdict, sync: RouteSync) -> tuple[Wanted, int]:
     return Wanted("Programmed", "True", "Programmed", counts), sync.synced
 
 
-def route_status(key: Key, verdict: RouteVerdict, sync: RouteSync, *, uid: str = "") -> DesiredStatus:
+def policy_restricted(restrictions: Sequence[str]) -> tuple[Wanted, ...]:
+    """PolicyRestricted, present only while policies take backends (or the whole route) from some of the
+    route's workloads: informational, so it never turns False (which would read as a problem)."""
+    if not restrictions:
+        return ()
+    return (Wanted("PolicyRestricted", "True", "BackendsRestricted",
+                   "for the workloads they bind: " + "; ".join(restrictions)),)
+
+
+def route_status(key: Key, verdict: RouteVerdict, sync: RouteSync, *, uid: str = "",
+                 restrictions: Sequence[str] = ()) -> DesiredStatus:
     program, synced = programmed(verdict, sync)
-    conditions = (_wanted("Accepted", verdict.accepted), _wanted("ResolvedRefs", verdict.resolved_refs), program)
+    conditions = (_wanted("Accepted", verdict.accepted), _wanted("ResolvedRefs", verdict.resolved_refs), program,
+                  *policy_restricted(restrictions))
     return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions, synced=synced, total=sync.total)
 
 
@@ -115,15 +139,26 @@ def provider_status(key: Key, verdict: ProviderVerdict, *, generation: int, uid:
     return DesiredStatus(key[0], key[1], key[2], uid, generation, conditions)
 
 
+def policy_status(key: Key, verdict: PolicyVerdict, *, uid: str = "") -> DesiredStatus:
+    conditions = (_wanted("Accepted", verdict.accepted), _wanted("ResolvedRefs", verdict.resolved_refs))
+    return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions)
+
+
 def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
                      resources: Resources) -> dict[Key, DesiredStatus]:
     """Per object the judgement covers and the store still holds (a deleted one gets nothing)."""
-    present: dict[Key, ModelRoute | ModelProvider] = {key_of(r): r for r in resources.routes}
+    present: dict[Key, ModelRoute | ModelProvider | ModelPolicy | ClusterModelPolicy] = {
+        key_of(r): r for r in resources.routes}
     present |= {key_of(p): p for p in resources.providers}
+    present |= {key_of(p): p for p in resources.policies}
     out: dict[Key, DesiredStatus] = {}
     for key, route_verdict in judgement.routes.items():
         if (obj := present.get(key)) is not None:
-            out[key] = route_status(key, route_verdict, sync.get(key, NO_SYNC), uid=obj.metadata.uid)
+            out[key] = route_status(key, route_verdict, sync.get(key, NO_SYNC), uid=obj.metadata.uid,
+                                    restrictions=judgement.restrictions.get(key, ()))
+    for key, policy_verdict in judgement.policy_verdicts.items():
+        if (obj := present.get(key)) is not None:
+            out[key] = policy_status(key, policy_verdict, uid=obj.metadata.uid)
     for key, provider_verdict in judgement.providers.items():
         if (obj := present.get(key)) is not None:
             out[key] = provider_status(key, provider_verdict, generation=obj.metadata.generation,
@@ -148,11 +183,13 @@ def render(desired: DesiredStatus, previous: Mapping[str, Any] | None, now: str)
                                     message=wanted.message[:MAX_MESSAGE], observed_generation=desired.generation,
                                     last_transition_time=since))
     if desired.kind == "ModelRoute":
-        status: ModelRouteStatus | ModelProviderStatus = ModelRouteStatus(
+        status: ModelRouteStatus | ModelProviderStatus | ModelPolicyStatus = ModelRouteStatus(
             observed_generation=desired.generation, synced_sidecars=desired.synced or 0,
             total_sidecars=desired.total or 0, conditions=tuple(conditions))
-    else:
+    elif desired.kind == "ModelProvider":
         status = ModelProviderStatus(observed_generation=desired.generation, conditions=tuple(conditions))
+    else:
+        status = ModelPolicyStatus(observed_generation=desired.generation, conditions=tuple(conditions))
     return status.model_dump(by_alias=True, mode="json")
 
 
@@ -185,7 +222,8 @@ def condition_events(previous: Mapping[str, Any] | None, wanted: Sequence[Wanted
 
 def describe(desired: DesiredStatus, condition: Wanted) -> str:
     """One log line: "ModelRoute default/chat: ResolvedRefs=False BackendNotFound: ..."."""
-    text = f"{desired.kind} {desired.namespace}/{desired.name}: {condition.type}={condition.status} {condition.reason}"
+    where = f"{desired.namespace}/{desired.name}" if desired.namespace else desired.name
+    text = f"{desired.kind} {where}: {condition.type}={condition.status} {condition.reason}"
     return f"{text}: {condition.message}" if condition.message else text
 
 
@@ -334,8 +372,8 @@ class StatusWriter:
         return True
 
     async def _event(self, desired: DesiredStatus, event: EventSpec) -> None:
-        regarding = {"apiVersion": API_VERSION, "kind": desired.kind, "name": desired.name,
-                     "namespace": desired.namespace} | ({"uid": desired.uid} if desired.uid else {})
+        regarding = {"apiVersion": API_VERSION, "kind": desired.kind, "name": desired.name} | (
+            {"namespace": desired.namespace} if desired.namespace else {}) | ({"uid": desired.uid} if desired.uid else {})
         try:
             await self._client.create_event(regarding=regarding, reason=event.reason, note=event.note,
                                             action=event.action, type=event.type,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from controller.api import ModelProvider, ModelRoute, Resource, Secret
+from controller.api import ClusterModelPolicy, ModelPolicy, ModelProvider, ModelRoute, Namespace, Resource, Secret
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -25,6 +25,8 @@ class Resources:
     providers: tuple[ModelProvider, ...] = ()
     routes: tuple[ModelRoute, ...] = ()
     secrets: tuple[Secret, ...] = ()
+    policies: tuple[ModelPolicy | ClusterModelPolicy, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
 
 
 class ResourceStore:
@@ -63,6 +65,8 @@ class ResourceStore:
                 providers=tuple(r for _, r in items if isinstance(r, ModelProvider)),
                 routes=tuple(r for _, r in items if isinstance(r, ModelRoute)),
                 secrets=tuple(r for _, r in items if isinstance(r, Secret)),
+                policies=tuple(r for _, r in items if isinstance(r, ModelPolicy | ClusterModelPolicy)),
+                namespaces=tuple(r for _, r in items if isinstance(r, Namespace)),
             )
         return self._view
 

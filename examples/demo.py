@@ -45,8 +45,10 @@ class Row:
     ms: float
 
 
-def _openai_plain(client: openai.OpenAI, route: str, text: str) -> tuple[str, str, str]:
-    reply = client.chat.completions.create(model=route, messages=[{"role": "user", "content": text}])
+def _openai_plain(client: openai.OpenAI, route: str, text: str,
+                  headers: dict[str, str] | None = None) -> tuple[str, str, str]:
+    reply = client.chat.completions.create(model=route, messages=[{"role": "user", "content": text}],
+                                           extra_headers=headers)
     usage = reply.usage
     return reply.model, reply.choices[0].message.content or "", f"{usage.prompt_tokens}/{usage.completion_tokens}"
 
@@ -143,6 +145,12 @@ def main() -> int:
             ("tool call via Anthropic backend", "openai", "claude",
              lambda: _openai_tool(oai, "claude", "use tool weather in Lisbon")),
             ("Azure OpenAI deployment", "openai", "azure", lambda: _openai_plain(oai, "azure", "hello Azure")),
+            ("no personal data: OpenAI (US)", "openai", "assistant",
+             lambda: _openai_plain(oai, "assistant", "draft a haiku about tea")),
+            ("e-mail in the prompt: kept in the EU", "openai", "assistant",
+             lambda: _openai_plain(oai, "assistant", "write to ana@example.eu about her order")),
+            ("marked personal, no EU backend: refused", "openai", "chat",
+             lambda: _openai_plain(oai, "chat", "hello", {"x-modelway-data-class": "personal"})),
         ]
         rows = [_run(what, sdk, route, call) for what, sdk, route, call in calls]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
 from proxy.routing.table import RoutingTable
@@ -21,6 +22,7 @@ class Runtime:
     table: RoutingTable
     translators: dict[str, Translator]
     providers: dict[str, Provider]
+    classifier: Classifier
     # When this configuration was received (from the controller, or read from a file);
     # a snapshot restored from the saved copy keeps its original time, so its age is honest.
     received_at: float = field(default_factory=time.time)
@@ -32,6 +34,7 @@ class Runtime:
             table=RoutingTable.build(snapshot),
             translators={p.name: build_translator(p) for p in snapshot.providers},
             providers={p.name: p for p in snapshot.providers},
+            classifier=Classifier(policy=snapshot.policy),
             received_at=time.time() if received_at is None else received_at,
         )
 

@@ -18,6 +18,12 @@ from pydantic.alias_generators import to_camel
 ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
 Hosting = Literal["saas", "vpc", "in-cluster"]
 RetryOn = Literal["connect-error", "timeout", "429", "5xx"]
+DataClass = Literal["public", "internal", "personal", "restricted"]
+
+# Least to most sensitive: a request's class may be raised along this order, never lowered
+# below its workload's default, and a residency rule for one class binds every class above it.
+DATA_CLASSES: tuple[DataClass, ...] = ("public", "internal", "personal", "restricted")
+DATA_CLASS_HEADER = "x-modelway-data-class"
 
 _NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
@@ -133,12 +139,55 @@ class Route(_Frozen):
         return self
 
 
+class Denial(_Frozen):
+    """Why something is out of this workload's reach: which policy says so, and in what words."""
+
+    policy: str  # "ModelPolicy team-a/eu-only" or "ClusterModelPolicy org-baseline"
+    reason: str
+
+
+class RouteDenial(_Frozen):
+    model: str  # the route's model name: requests for it are refused
+    denial: Denial
+
+
+class BackendDenial(_Frozen):
+    provider: str
+    model: str  # the upstream model
+    data_classes: Annotated[tuple[DataClass, ...], Field(min_length=1)]  # the classes it may not carry
+    denial: Denial
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class Policy(_Frozen):
+    """What the workload's ModelPolicies allow it, compiled by the controller for this workload.
+
+    The sidecar never evaluates policies itself: it classifies each request, then
+    drops the backends denied for that class. The empty default allows everything.
+    """
+
+    workload: str = ""  # "<namespace>/<serviceaccount>", as the controller verified it
+    policies: tuple[str, ...] = ()  # the policies that apply, for the audit log
+    default_class: DataClass = "internal"  # the floor: a request may raise its class, never go below
+    detect_personal_data: bool = False  # raise requests whose prompt holds personal data to `personal`
+    denied_routes: tuple[RouteDenial, ...] = ()
+    denied_backends: tuple[BackendDenial, ...] = ()
+
+    @property
+    def restricts(self) -> bool:
+        return bool(self.denied_routes or self.denied_backends or self.detect_personal_data)
+
+
 class Snapshot(_Frozen):
     """Everything one sidecar needs. `version` is a content hash (see `content_version`)."""
 
     version: str = ""
     providers: tuple[Provider, ...] = ()
     routes: tuple[Route, ...] = ()
+    policy: Policy = Policy()
 
     @model_validator(mode="after")
     def _references(self) -> Snapshot:

@@ -15,10 +15,13 @@ from controller.kube.errors import (
     ResourceGone,
 )
 from controller.kube.resources import (
+    CLUSTER_MODEL_POLICIES,
     EVENTS,
     LEASES,
+    MODEL_POLICIES,
     MODEL_PROVIDERS,
     MODEL_ROUTES,
+    NAMESPACES,
     PODS,
     SECRETS,
     SERVICE_ACCOUNTS,

@@ -2,8 +2,8 @@
 
 Every `*.yaml`, `*.yml` and `*.json` below the folder is read (hidden files and
 folders are skipped, which also skips a mounted ConfigMap's `..data` copies);
-YAML may hold many documents. Kinds ModelProvider, ModelRoute and Secret are
-kept, anything else is ignored; a missing namespace is `default`. Secrets may
+YAML may hold many documents. Kinds ModelProvider, ModelRoute, ModelPolicy,
+ClusterModelPolicy, Secret and Namespace are kept, anything else is ignored; a missing namespace is `default`. Secrets may
 use `stringData` or base64 `data`, as with kubectl.
 
 A dev tool, so the folder is polled (stat of every file every 0.5 s, no
@@ -33,7 +33,8 @@ from controller.store import Key, ResourceStore, key_of
 log = logging.getLogger("modelway.sources.files")
 
 SUFFIXES = (".yaml", ".yml", ".json")
-_API_VERSIONS = {"ModelProvider": API_VERSION, "ModelRoute": API_VERSION, "Secret": "v1"}
+_API_VERSIONS = {"ModelProvider": API_VERSION, "ModelRoute": API_VERSION, "ModelPolicy": API_VERSION,
+                 "ClusterModelPolicy": API_VERSION, "Secret": "v1", "Namespace": "v1"}
 _CLUSTER_SECRET_LABEL = ("modelway.io/credentials", "true")  # what KubeSource selects Secrets by
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: an editor's rename-over changes the inode

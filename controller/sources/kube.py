@@ -1,7 +1,9 @@
 """KubeSource: the store kept in step with the API server by list + watch.
 
-For each kind (ModelProvider, ModelRoute, Secret) and each watched namespace
-(or all at once): list, hand the whole kind to `store.replace_kind`, then watch
+For each kind (ModelProvider, ModelRoute, ModelPolicy, Secret) and each watched
+namespace (or all at once), and for the cluster-scoped ClusterModelPolicy and
+Namespace (whose labels select cluster policies and whose
+`modelway.io/data-class` annotation sets a default): list, hand the whole kind to `store.replace_kind`, then watch
 from the list's resourceVersion with bookmarks, applying every event. A 410
 Gone (as an HTTP status or an ERROR event) means our version was compacted
 away: re-list. Connection trouble: resume the watch from the last version
@@ -32,10 +34,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controller.api import Resource, parse_resource
+from controller.api import CLUSTER_KINDS, Resource, parse_resource
 from controller.kube import (
+    CLUSTER_MODEL_POLICIES,
+    MODEL_POLICIES,
     MODEL_PROVIDERS,
     MODEL_ROUTES,
+    NAMESPACES,
     SECRETS,
     KubeClient,
     KubeError,
@@ -61,7 +66,10 @@ class WatchedKind:
 WATCHED_KINDS = (
     WatchedKind("ModelProvider", MODEL_PROVIDERS),
     WatchedKind("ModelRoute", MODEL_ROUTES),
+    WatchedKind("ModelPolicy", MODEL_POLICIES),
+    WatchedKind("ClusterModelPolicy", CLUSTER_MODEL_POLICIES),
     WatchedKind("Secret", SECRETS, SECRET_SELECTOR),
+    WatchedKind("Namespace", NAMESPACES),
 )
 
 
@@ -75,17 +83,20 @@ class KubeSource:
         # Per kind, everything every scope of it currently holds: a re-list of one
         # namespace must hand replace_kind the other namespaces' objects too.
         self._objects: dict[str, dict[Key, Resource]] = {k.kind: {} for k in WATCHED_KINDS}
-        self._unsynced = {(k.kind, scope) for k in WATCHED_KINDS for scope in self._scopes}
+        self._unsynced = {(k.kind, scope) for k in WATCHED_KINDS for scope in self._scopes_of(k)}
         self._synced = asyncio.Event()
         self._reported_invalid: dict[Key, str] = {}  # key -> resourceVersion logged, to log each once
 
     async def wait_synced(self) -> None:
         await self._synced.wait()
 
+    def _scopes_of(self, kind: WatchedKind) -> tuple[str | None, ...]:
+        return self._scopes if kind.resource.namespaced else (None,)
+
     async def run(self, store: ResourceStore) -> None:
         async with asyncio.TaskGroup() as tasks:
             for kind in WATCHED_KINDS:
-                for scope in self._scopes:
+                for scope in self._scopes_of(kind):
                     tasks.create_task(self._reflect(kind, scope, store), name=f"kube-watch-{kind.kind}-{scope}")
 
     async def _reflect(self, kind: WatchedKind, namespace: str | None, store: ResourceStore) -> None:
@@ -143,7 +154,7 @@ class KubeSource:
         if event_type not in (ADDED, MODIFIED, DELETED):
             return  # BOOKMARK: only its resourceVersion matters
         meta = obj.get("metadata") or {}
-        key = (kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        key = (kind, _namespace_of(kind, meta), str(meta.get("name") or ""))
         resource = self._parse(kind, obj) if event_type != DELETED else None
         if resource is None:  # deleted, or no longer valid: absent either way
             if event_type == DELETED:
@@ -160,7 +171,7 @@ class KubeSource:
             return parse_resource(obj)
         except (ValidationError, ValueError) as exc:
             meta = obj.get("metadata") or {}
-            key = (kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+            key = (kind, _namespace_of(kind, meta), str(meta.get("name") or ""))
             version = str(meta.get("resourceVersion") or "")
             if self._reported_invalid.get(key) != version:
                 self._reported_invalid[key] = version
@@ -172,6 +183,10 @@ class KubeSource:
         if not self._unsynced and not self._synced.is_set():
             log.info("synced: %s", ", ".join(f"{len(v)} {k}" for k, v in self._objects.items()))
             self._synced.set()
+
+
+def _namespace_of(kind: str, meta: dict[str, Any]) -> str:
+    return "" if kind in CLUSTER_KINDS else str(meta.get("namespace") or "default")
 
 
 def _problems(exc: Exception) -> str:

@@ -1,8 +1,12 @@
-"""Routing decisions, pure: (model, request headers, compiled table) -> an ordered plan.
+"""Routing decisions, pure: (model, request headers, data class, compiled table) -> an ordered plan.
 
 Everything that can be decided at config time (header names lowered, regexes
-compiled, cumulative weights) is done once in `RoutingTable.build`; a request
-does a dict lookup, a few header comparisons and one random draw.
+compiled, cumulative weights, and which backends the workload's policy leaves
+for each data class) is done once in `RoutingTable.build`; a request does a
+dict lookup, a few header comparisons, a tuple index and one random draw.
+
+Policy always wins: the backends and fallbacks a policy denies for a class are
+not in that class's candidates at all, so no failover can reach them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from proxy.snapshot import Backend, HeaderMatch, Route, Rule, Snapshot
+from proxy.snapshot import DATA_CLASSES, Backend, Denial, HeaderMatch, Policy, Route, Rule, Snapshot
+
+_RANK = {name: rank for rank, name in enumerate(DATA_CLASSES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,17 @@ class Plan:
     route: Route
     rule: Rule
     candidates: tuple[Candidate, ...]
+    # What the workload's policy took out of this rule for the request's data class.
+    removed: tuple[tuple[Backend, Denial], ...] = ()
+
+
+class PolicyRefusal(Exception):
+    """The workload's policy leaves nothing this request may use; the message names why."""
+
+    def __init__(self, message: str, *, route: str, policies: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.route = route
+        self.policies = policies
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +61,14 @@ class _Matcher:
 
 
 @dataclass(frozen=True, slots=True)
-class _CompiledRule:
-    rule: Rule
-    matchers: tuple[_Matcher, ...]
+class _Choices:
+    """What one rule may use for one data class."""
+
     weighted: tuple[Backend, ...]  # backends with weight > 0
     cumulative: tuple[int, ...]
     fallbacks: tuple[Candidate, ...]
+    removed: tuple[tuple[Backend, Denial], ...] = ()
+    refusal: str = ""  # set when nothing is left: why, naming the policies
 
     def pick(self, draw: float, healthy: Callable[[str], bool] | None) -> Backend:
         if healthy is not None:
@@ -59,6 +78,13 @@ class _CompiledRule:
         total = self.cumulative[-1]
         index = bisect.bisect_right(self.cumulative, draw * total)
         return self.weighted[min(index, len(self.weighted) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    rule: Rule
+    matchers: tuple[_Matcher, ...]
+    by_class: tuple[_Choices, ...]  # indexed by the data class's rank
 
 
 def _weighted_choice(backends: list[Backend], draw: float) -> Backend:
@@ -75,19 +101,43 @@ def _compile_matcher(match: HeaderMatch) -> _Matcher:
     return _Matcher(name=match.name.lower(), value=match.value, regex=regex)
 
 
-def _compile_rule(rule: Rule) -> _CompiledRule:
-    weighted = tuple(b for b in rule.backends if b.weight > 0)
+def _choices(rule: Rule, route: Route, data_class: str, denied: dict[str, list[Denial]]) -> _Choices:
+    removed = tuple((b, denied[b.key][0]) for b in (*rule.backends, *rule.fallbacks) if b.key in denied)
+    gone = {b.key for b, _ in removed}
+    weighted = tuple(b for b in rule.backends if b.weight > 0 and b.key not in gone)
     cumulative: list[int] = []
     running = 0
     for backend in weighted:
         running += backend.weight
         cumulative.append(running)
+    fallbacks = tuple(Candidate(b, fallback=True) for b in rule.fallbacks if b.key not in gone)
+    refusal = ""
+    if not weighted and not fallbacks:
+        why = "; ".join(f"{b.key}: {d.policy} ({d.reason})" for b, d in removed)
+        refusal = (f"data class {data_class!r} may not be sent to any backend of route {route.name!r} "
+                   f"(rule {rule.name!r}): {why}")
+    elif not weighted:  # only fallbacks are left: they become the primaries, in order
+        first, *rest = fallbacks
+        weighted, cumulative = (first.backend,), [1]
+        fallbacks = tuple(rest)
+    return _Choices(weighted=weighted, cumulative=tuple(cumulative), fallbacks=fallbacks, removed=removed,
+                    refusal=refusal)
+
+
+def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
+    keys = {b.key for b in (*rule.backends, *rule.fallbacks)}
+    by_class: list[_Choices] = []
+    for data_class in DATA_CLASSES:
+        denied: dict[str, list[Denial]] = {}
+        for denial in policy.denied_backends:
+            if denial.key in keys and data_class in denial.data_classes:
+                denied.setdefault(denial.key, []).append(denial.denial)
+        reuse = next((c for c in by_class if {b.key for b, _ in c.removed} == denied.keys()), None)
+        by_class.append(reuse if reuse is not None and not denied else _choices(rule, route, data_class, denied))
     return _CompiledRule(
         rule=rule,
         matchers=tuple(_compile_matcher(m) for m in rule.match_headers),
-        weighted=weighted,
-        cumulative=tuple(cumulative),
-        fallbacks=tuple(Candidate(b, fallback=True) for b in rule.fallbacks),
+        by_class=tuple(by_class),
     )
 
 
@@ -95,14 +145,22 @@ class NoMatchingRule(Exception):
     pass
 
 
+_Entry = tuple[Route, tuple[_CompiledRule, ...], Denial | None]
+
+
 class RoutingTable:
-    def __init__(self, routes: dict[str, tuple[Route, tuple[_CompiledRule, ...]]]) -> None:
+    def __init__(self, routes: dict[str, _Entry]) -> None:
         self._routes = routes
         self.models: list[str] = sorted(routes)
 
     @classmethod
     def build(cls, snapshot: Snapshot) -> RoutingTable:
-        return cls({r.model: (r, tuple(_compile_rule(rule) for rule in r.rules)) for r in snapshot.routes})
+        policy = snapshot.policy
+        route_denials = {d.model: d.denial for d in policy.denied_routes}
+        return cls({
+            r.model: (r, tuple(_compile_rule(rule, r, policy) for rule in r.rules), route_denials.get(r.model))
+            for r in snapshot.routes
+        })
 
     def serves(self, model: str) -> bool:
         return model in self._routes
@@ -114,23 +172,32 @@ class RoutingTable:
         *,
         draw: Callable[[], float],
         healthy: Callable[[str], bool] | None = None,
+        data_class: str = "internal",
     ) -> Plan | None:
         """The plan for one request, or None when no route serves `model`.
 
         `headers` must answer lower-case names (aiohttp's CIMultiDict does).
         `healthy` (when some backend is ejected) keeps ejected backends out of
         the weighted pick, unless all are ejected; fallbacks stay as configured.
-        Raises NoMatchingRule when the route exists but none of its rules match.
+        Raises NoMatchingRule when the route exists but none of its rules match,
+        PolicyRefusal when the workload's policy leaves it nothing for `data_class`.
         """
         entry = self._routes.get(model)
         if entry is None:
             return None
-        route, rules = entry
+        route, rules, denial = entry
+        if denial is not None:
+            raise PolicyRefusal(f"route {route.name!r} (model {model!r}) is not allowed for this workload: "
+                                f"{denial.policy} ({denial.reason})", route=route.name, policies=(denial.policy,))
         for compiled in rules:
             if all(m.matches(headers) for m in compiled.matchers):
-                primary = compiled.pick(draw(), healthy)
+                choices = compiled.by_class[_RANK[data_class]]
+                if choices.refusal:
+                    raise PolicyRefusal(choices.refusal, route=route.name,
+                                        policies=tuple(dict.fromkeys(d.policy for _, d in choices.removed)))
+                primary = choices.pick(draw(), healthy)
                 candidates = (Candidate(primary, fallback=False),) + tuple(
-                    c for c in compiled.fallbacks if c.backend.key != primary.key
+                    c for c in choices.fallbacks if c.backend.key != primary.key
                 )
-                return Plan(route=route, rule=compiled.rule, candidates=candidates)
+                return Plan(route=route, rule=compiled.rule, candidates=candidates, removed=choices.removed)
         raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers")

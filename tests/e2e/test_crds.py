@@ -29,7 +29,8 @@ NAMESPACE = "crds-e2e"
 def crds(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(CRDS))
     kubectl("wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modelroutes.modelway.io", "crd/modelproviders.modelway.io")  # fmt: skip
+            "crd/modelroutes.modelway.io", "crd/modelproviders.modelway.io", "crd/modelpolicies.modelway.io",
+            "crd/clustermodelpolicies.modelway.io")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def examples(kubectl: Kubectl, ns: str) -> str:
 def _example_docs() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] in api.KINDS]
     return docs
 
 
@@ -65,7 +66,8 @@ def _without_empties(value: Any) -> Any:
 
 
 def test_crds_are_established_with_names(kubectl: Kubectl, crds: None) -> None:
-    for plural, short in (("modelroutes", "mwr"), ("modelproviders", "mwp")):
+    for plural, short in (("modelroutes", "mwr"), ("modelproviders", "mwp"), ("modelpolicies", "mwpol"),
+                          ("clustermodelpolicies", "mwcpol")):
         crd = kubectl.json("get", "crd", f"{plural}.modelway.io")
         conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
         assert conditions["Established"] == "True"
@@ -101,7 +103,7 @@ def test_examples_apply_server_side(kubectl: Kubectl, crds: None) -> None:
 
 
 def test_examples_read_back_parse_with_api_py(kubectl: Kubectl, examples: str) -> None:
-    for kind in ("modelproviders", "modelroutes"):
+    for kind in ("modelproviders", "modelroutes", "modelpolicies", "clustermodelpolicies"):
         for item in kubectl.json("get", "-n", examples, kind)["items"]:
             api.parse_resource(item)
 

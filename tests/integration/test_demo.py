@@ -17,3 +17,6 @@ def test_demo_runs_and_tells_what_happened():
     assert "HTTP 502" in rows["every backend fails"]
     assert "gemini-2.5-flash" in rows["routes.yaml edited: chat -> Gemini"]
     assert "get_weather" in rows["tool call via Anthropic backend"]
+    assert "gpt-4o" in rows["no personal data: OpenAI (US)"]
+    assert "my-gpt4o-deployment" in rows["e-mail in the prompt: kept in the EU"]
+    assert "HTTP 403" in rows["marked personal, no EU backend: refused"]

@@ -29,6 +29,8 @@ EXAMPLES = REPO / "examples" / "k8s"
 KINDS: dict[str, tuple[type[BaseModel], str]] = {
     "ModelProvider": (api.ModelProvider, "modelway.io_modelproviders.yaml"),
     "ModelRoute": (api.ModelRoute, "modelway.io_modelroutes.yaml"),
+    "ModelPolicy": (api.ModelPolicy, "modelway.io_modelpolicies.yaml"),
+    "ClusterModelPolicy": (api.ClusterModelPolicy, "modelway.io_clustermodelpolicies.yaml"),
 }
 
 # Bounds the CRD sets and api.py does not (yet). Upper bounds on lists and
@@ -222,11 +224,12 @@ def test_crd_identity(kind: str) -> None:
     assert crd["kind"] == "CustomResourceDefinition"
     assert crd["metadata"]["name"] == f"{plural}.{api.GROUP}"
     assert spec["group"] == api.GROUP
-    assert spec["scope"] == "Namespaced"
+    assert spec["scope"] == ("Cluster" if kind in api.CLUSTER_KINDS else "Namespaced")
     assert spec["names"]["kind"] == kind
     assert spec["names"]["plural"] == plural
     assert spec["names"]["singular"] == kind.lower()
-    assert spec["names"]["shortNames"] == [{"ModelProvider": "mwp", "ModelRoute": "mwr"}[kind]]
+    assert spec["names"]["shortNames"] == [{"ModelProvider": "mwp", "ModelRoute": "mwr", "ModelPolicy": "mwpol",
+                                                "ClusterModelPolicy": "mwcpol"}[kind]]
     assert spec["names"]["categories"] == ["modelway"]
     version = crd_version(kind)
     assert (version["name"], version["served"], version["storage"]) == (api.VERSION, True, True)
@@ -297,7 +300,8 @@ def test_schema_is_structural_and_documented(kind: str) -> None:
 def _examples() -> list[tuple[str, dict[str, Any]]]:
     docs = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs += [(f"{path.name}:{d['metadata']['name']}", d) for d in yaml.safe_load_all(path.read_text()) if d]
+        docs += [(f"{path.name}:{d['metadata']['name']}", d) for d in yaml.safe_load_all(path.read_text())
+                 if d and d["kind"] in api.KINDS]  # not the demo app's Deployment
     return docs
 
 

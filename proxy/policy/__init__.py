@@ -1,0 +1,1 @@
+"""Workload policy in the sidecar: classifying requests, spotting personal data, the audit trail."""
