@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e tools bench bench-sidecar bench-controller venv clean
+.PHONY: demo test unit integration e2e tools bench bench-sidecar bench-controller bench-policy venv clean
+.PHONY: kind-up chart-crds
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +36,9 @@ e2e: $(STAMP) tools
 tools:
 	bash tests/tools/build.sh
 
-## bench: the sidecar against a bare aiohttp pass-through (wrk), then the controller's push to 1,000 sidecars
-bench: bench-sidecar bench-controller
+## bench: the sidecar against a bare aiohttp pass-through (wrk), the controller's push to 1,000 sidecars,
+## and the personal-data scan's cost per 10 KB of prompt
+bench: bench-sidecar bench-controller bench-policy
 
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -44,6 +46,18 @@ bench-sidecar: $(STAMP)
 
 bench-controller: $(STAMP) tools
 	$(PY) -m bench.controller
+
+bench-policy: $(STAMP)
+	$(PY) -m bench.personal_data
+
+## kind-up: a kind cluster with the image, the chart and examples/k8s/ (needs docker, kind, kubectl, helm)
+kind-up:
+	bash hack/kind-up.sh
+
+## chart-crds: copy crds/ into the chart (a unit test fails while they differ)
+chart-crds:
+	rm -f charts/modelway/crds/*.yaml
+	cp crds/*.yaml charts/modelway/crds/
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info

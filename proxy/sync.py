@@ -33,6 +33,7 @@ class SyncSettings:
     controller_url: str  # e.g. https://modelway-controller.modelway-system.svc:15012
     token_file: Path
     ca_file: Path | None = None
+    ca_pem: str | None = None  # the same as text (MODELWAY_CA_PEM): a pod cannot mount the controller's Secret
     state_file: Path | None = None
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
@@ -73,8 +74,9 @@ class ControllerSync:
         self._build = build_runtime
         self.connected = False
         self._ssl: ssl.SSLContext | bool = True
-        if settings.ca_file is not None:
-            self._ssl = ssl.create_default_context(cafile=str(settings.ca_file))
+        if settings.ca_file is not None or settings.ca_pem:
+            self._ssl = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None,
+                                                   cadata=settings.ca_pem or None)
 
     async def run(self) -> None:
         """Connects, serves the stream, reconnects with backoff and jitter; forever."""

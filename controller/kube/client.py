@@ -19,7 +19,15 @@ import aiohttp
 
 from controller.kube.config import KubeConfig
 from controller.kube.errors import KubeApiError, KubeConnectionError
-from controller.kube.resources import EVENTS, LEASES, PODS, TOKEN_REVIEWS, ResourceType
+from controller.kube.resources import (
+    EVENTS,
+    LEASES,
+    MUTATING_WEBHOOK_CONFIGURATIONS,
+    PODS,
+    SECRETS,
+    TOKEN_REVIEWS,
+    ResourceType,
+)
 from controller.kube.results import ObjectList, TokenReview
 from controller.kube.watch import WatchEvent, iter_events
 
@@ -178,6 +186,20 @@ class KubeClient:
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod, or None if there is none (by that name) any more."""
         return await self._get_or_none(PODS, name, namespace=namespace)
+
+    # --- the controller's own certificates (webhook) --------------------------------
+
+    async def get_secret(self, name: str, *, namespace: str) -> dict[str, Any] | None:
+        """The Secret, or None if there is none by that name."""
+        return await self._get_or_none(SECRETS, name, namespace=namespace)
+
+    async def get_mutating_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.get(MUTATING_WEBHOOK_CONFIGURATIONS, name)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # --- leases (leader election) ---------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""The chart as `helm lint` and `helm template` see it: what matters for safety, with default and other values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.cli import CommandFailed, Helm
+
+pytestmark = pytest.mark.e2e
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "modelway"
+NS = "modelway-system"
+
+
+def render(helm: Helm, *sets: str) -> dict[tuple[str, str], dict[str, Any]]:
+    args = [a for s in sets for a in ("--set", s)]
+    out = helm("template", "modelway", str(CHART), "--namespace", NS, *args).stdout
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
+
+
+def rules(doc: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
+    return {(group, resource, tuple(sorted(r["verbs"])), tuple(r.get("resourceNames", ())))
+            for r in doc["rules"] for group in r["apiGroups"] for resource in r["resources"]}
+
+
+@pytest.mark.parametrize("values", [[], ["certificates.certManager.enabled=true", "controller.replicas=1"],
+                                    ["injection.enabled=false", "otlp.endpoint=http://otel:4318"]])
+def test_lint_strict(helm_offline: Helm, values: list[str]) -> None:
+    helm_offline("lint", str(CHART), "--strict", "--namespace", NS, *[a for v in values for a in ("--set", v)])
+
+
+def test_a_typo_in_values_fails(helm_offline: Helm) -> None:
+    with pytest.raises(CommandFailed) as failed:
+        render(helm_offline, "controller.replica=3")
+    assert "replica" in failed.value.stderr and "not allowed" in failed.value.stderr
+
+
+def test_controller_deployment_defaults(helm_offline: Helm) -> None:
+    docs = render(helm_offline)
+    deploy = docs["Deployment", "modelway-controller"]
+    spec = deploy["spec"]["template"]["spec"]
+    assert deploy["spec"]["replicas"] == 2
+    assert docs["PodDisruptionBudget", "modelway-controller"]["spec"]["minAvailable"] == 1
+    anti = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert anti["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert set(container["resources"]) == {"requests", "limits"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"stream": 15012, "webhook": 9443, "admin": 15014}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    assert "--cert-secret-name=modelway-certs" in container["args"]
+    assert "--admin-listen=0.0.0.0:15014" in container["args"]
+    assert "--webhook-config-name=modelway-sidecar-injector" in container["args"]
+    service = docs["Service", "modelway-controller"]["spec"]["ports"]
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service} == {("stream", 15012, "stream"),
+                                                                          ("webhook", 443, "webhook")}
+
+
+def test_rbac_is_exactly_what_the_controller_calls(helm_offline: Helm) -> None:
+    docs = render(helm_offline)
+    crds = ("modelproviders", "modelroutes", "modelpolicies", "clustermodelpolicies")
+    expected_cluster = {
+        *(("modelway.io", r, ("get", "list", "watch"), ()) for r in crds),
+        *(("modelway.io", f"{r}/status", ("patch", "update"), ()) for r in crds),
+        ("", "secrets", ("list", "watch"), ()),
+        ("authentication.k8s.io", "tokenreviews", ("create",), ()),
+        ("", "pods", ("get",), ()),
+        ("", "namespaces", ("get", "list", "watch"), ()),
+        ("events.k8s.io", "events", ("create",), ()),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ("get", "patch"),
+         ("modelway-sidecar-injector",)),
+    }
+    assert rules(docs["ClusterRole", "modelway-controller"]) == expected_cluster
+    assert rules(docs["Role", "modelway-controller"]) == {
+        ("coordination.k8s.io", "leases", ("create", "delete", "get", "list", "update", "watch"), ()),
+        ("", "secrets", ("create",), ()),
+        ("", "secrets", ("get", "update"), ("modelway-certs",)),
+    }
+    assert docs["Role", "modelway-controller"]["metadata"]["namespace"] == NS
+    for binding in (docs["ClusterRoleBinding", "modelway-controller"], docs["RoleBinding", "modelway-controller"]):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelway-controller", "namespace": NS}]
+
+
+def test_webhook_selectors_keep_other_pods_away(helm_offline: Helm) -> None:
+    (hook,) = render(helm_offline)["MutatingWebhookConfiguration", "modelway-sidecar-injector"]["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+    assert hook["namespaceSelector"]["matchExpressions"] == [
+        {"key": "modelway.io/inject", "operator": "In", "values": ["enabled"]},
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS]}]
+    assert hook["objectSelector"]["matchExpressions"] == [
+        {"key": "modelway.io/inject", "operator": "NotIn", "values": ["false"]}]
+    assert hook["clientConfig"]["service"] == {"name": "modelway-controller", "namespace": NS, "path": "/inject",
+                                               "port": 443}
+    assert "caBundle" not in hook["clientConfig"]  # the controller keeps it
+
+
+def test_sidecar_values_reach_the_inject_config(helm_offline: Helm) -> None:
+    docs = render(helm_offline, "sidecar.image.tag=9.9.9", "sidecar.resources.limits.memory=300Mi",
+                  "otlp.endpoint=http://otel.observability:4318", "sidecar.ports.admin=16020")
+    config = yaml.safe_load(docs["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    assert config["image"] == "ghcr.io/modelway/modelway:9.9.9"
+    assert config["resources"]["limits"]["memory"] == "300Mi"
+    assert config["otlpEndpoint"] == "http://otel.observability:4318"
+    assert config["adminPort"] == 16020
+    assert config["controllerURL"] == f"https://modelway-controller.{NS}.svc:15012"
+    default = yaml.safe_load(render(helm_offline)["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    checksum = "checksum/inject-config"
+    assert docs["Deployment", "modelway-controller"]["spec"]["template"]["metadata"]["annotations"][checksum] != \
+        render(helm_offline)["Deployment", "modelway-controller"]["spec"]["template"]["metadata"]["annotations"][checksum]
+    assert default["image"] == "ghcr.io/modelway/modelway:0.1.0"
+
+
+def test_cert_manager_instead_of_own_certs(helm_offline: Helm) -> None:
+    docs = render(helm_offline, "certificates.certManager.enabled=true")
+    serving = docs["Certificate", "modelway-serving"]["spec"]
+    assert serving["secretName"] == "modelway-tls"
+    assert f"modelway-controller.{NS}.svc" in serving["dnsNames"]
+    assert ("Issuer", "modelway-ca") in docs and ("Secret", "modelway-certs") not in docs
+    hook = docs["MutatingWebhookConfiguration", "modelway-sidecar-injector"]
+    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NS}/modelway-serving"
+    args = docs["Deployment", "modelway-controller"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--tls-cert=/etc/modelway/tls/tls.crt" in args and not any(a.startswith("--cert-secret") for a in args)
+    # No Secret writes and no webhook patching: cert-manager does both.
+    assert not any(r[1] == "secrets" for r in rules(docs["Role", "modelway-controller"]))
+    assert not any(r[1] == "mutatingwebhookconfigurations" for r in rules(docs["ClusterRole", "modelway-controller"]))
+    own = render(helm_offline, "certificates.certManager.enabled=true",
+                 "certificates.certManager.issuerRef.name=corp-ca",
+                 "certificates.certManager.issuerRef.kind=ClusterIssuer")
+    assert own["Certificate", "modelway-serving"]["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+    assert ("Issuer", "modelway-ca") not in own
+
+
+def test_injection_off_and_one_replica(helm_offline: Helm) -> None:
+    docs = render(helm_offline, "injection.enabled=false", "controller.replicas=1")
+    kinds = {kind for kind, _ in docs}
+    assert "MutatingWebhookConfiguration" not in kinds and "PodDisruptionBudget" not in kinds
+    assert ("ConfigMap", "modelway-inject") not in docs
+    args = docs["Deployment", "modelway-controller"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith(("--inject-config", "--webhook-config-name")) for a in args)

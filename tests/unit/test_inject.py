@@ -1,0 +1,155 @@
+"""The pure injection rules: a Pod in, a JSONPatch out, applied here to see the Pod the API server stores."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from controller.webhook.inject import (
+    INJECTED_ANNOTATION,
+    PLACEHOLDER_KEY,
+    SIDECAR_NAME,
+    SidecarSettings,
+    build_patch,
+)
+
+SETTINGS = SidecarSettings(image="registry.example/modelway:1.2.3",
+                           controller_url="https://modelway-controller.modelway-system.svc:15012",
+                           resources={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+CA = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+
+
+def apply_patch(doc: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 add/replace/test, enough to check what the API server would store."""
+    doc = copy.deepcopy(doc)
+    for op in patch:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        target: Any = doc
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if op["op"] == "test":
+            assert (target[int(last)] if isinstance(target, list) else target[last]) == op["value"]
+        elif isinstance(target, list):
+            if op["op"] == "replace":
+                target[int(last)] = op["value"]
+            else:
+                target.insert(len(target) if last == "-" else int(last), op["value"])
+        else:
+            if op["op"] == "replace":
+                assert last in target, f"replace of a missing member {op['path']}"
+            target[last] = op["value"]
+    return doc
+
+
+def pod(**spec: Any) -> dict[str, Any]:
+    meta = spec.pop("metadata", {"name": "web"})
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec}}
+
+
+def inject(p: dict[str, Any], *, namespace: str = "team-a", settings: SidecarSettings = SETTINGS) -> dict[str, Any]:
+    decision = build_patch(p, namespace=namespace, settings=settings, ca_pem=CA, own_namespace="modelway-system")
+    return apply_patch(p, decision.patch)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_adds_a_native_sidecar_with_probe_token_state_and_identity():
+    out = inject(pod())
+    (sidecar,) = out["spec"]["initContainers"]
+    assert sidecar["name"] == SIDECAR_NAME and sidecar["restartPolicy"] == "Always"
+    assert sidecar["image"] == "registry.example/modelway:1.2.3"
+    assert sidecar["startupProbe"]["httpGet"] == {"path": "/readyz", "port": 15020}
+    args = sidecar["args"]
+    assert args[args.index("--controller") + 1] == SETTINGS.controller_url
+    assert args[args.index("--state-file") + 1] == "/var/run/modelway/snapshot.json"
+    assert args[args.index("--token-file") + 1] == "/var/run/secrets/modelway/token"
+    env = env_of(sidecar)
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["MODELWAY_CA_PEM"] == CA
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
+    sc = sidecar["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
+    assert sidecar["resources"] == SETTINGS.resources
+    volumes = {v["name"]: v for v in out["spec"]["volumes"]}
+    (source,) = volumes["modelway-token"]["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "modelway"
+    assert "emptyDir" in volumes["modelway-state"]
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert mounts == {"modelway-token": "/var/run/secrets/modelway", "modelway-state": "/var/run/modelway"}
+    assert out["metadata"]["annotations"] == {INJECTED_ANNOTATION: "true"}
+
+
+def test_points_every_app_container_at_the_sidecar_and_keeps_their_own_keys():
+    p = pod()
+    p["spec"]["containers"] = [
+        {"name": "app", "image": "app:1"},
+        {"name": "worker", "image": "w:1", "env": [{"name": "OPENAI_API_KEY", "value": "mine"},
+                                                   {"name": "OPENAI_BASE_URL", "value": "https://api.openai.com/v1"},
+                                                   {"name": "OTHER", "value": "x"}]},
+    ]
+    app, worker = inject(p)["spec"]["containers"]
+    assert env_of(app) == {"OPENAI_BASE_URL": "http://127.0.0.1:15000/v1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:15000",
+                           "OPENAI_API_KEY": PLACEHOLDER_KEY, "ANTHROPIC_API_KEY": PLACEHOLDER_KEY}
+    assert env_of(worker) == {"OPENAI_API_KEY": "mine", "OPENAI_BASE_URL": "http://127.0.0.1:15000/v1",
+                              "OTHER": "x", "ANTHROPIC_BASE_URL": "http://127.0.0.1:15000",
+                              "ANTHROPIC_API_KEY": PLACEHOLDER_KEY}
+    assert [e["name"] for e in worker["env"]].count("OPENAI_BASE_URL") == 1
+
+
+def test_goes_first_among_existing_init_containers_and_keeps_existing_volumes_and_annotations():
+    p = pod(initContainers=[{"name": "migrate", "image": "m:1"}], volumes=[{"name": "data", "emptyDir": {}}],
+            metadata={"name": "web", "annotations": {"team": "a/b"}})
+    out = inject(p)
+    assert [c["name"] for c in out["spec"]["initContainers"]] == [SIDECAR_NAME, "migrate"]
+    assert [v["name"] for v in out["spec"]["volumes"]] == ["data", "modelway-token", "modelway-state"]
+    assert out["metadata"]["annotations"] == {"team": "a/b", INJECTED_ANNOTATION: "true"}
+
+
+def test_never_injects_twice():
+    once = inject(pod())
+    decision = build_patch(once, namespace="team-a", settings=SETTINGS, ca_pem=CA, own_namespace="modelway-system")
+    assert decision.patch == [] and decision.reason == "already injected"
+    # A container added after injection (a later webhook) gets the env, not a second sidecar.
+    once["spec"]["containers"].append({"name": "late", "image": "l:1"})
+    twice = inject(once)
+    assert [c["name"] for c in twice["spec"]["initContainers"]] == [SIDECAR_NAME]
+    assert env_of(twice["spec"]["containers"][1])["OPENAI_BASE_URL"] == "http://127.0.0.1:15000/v1"
+
+
+@pytest.mark.parametrize("case", ["annotation", "label", "own-namespace", "host-network"])
+def test_leaves_pods_alone(case):
+    p = pod()
+    namespace = "team-a"
+    if case == "annotation":
+        p["metadata"]["annotations"] = {"modelway.io/inject": "false"}
+    elif case == "label":
+        p["metadata"]["labels"] = {"modelway.io/inject": "false"}
+    elif case == "own-namespace":
+        namespace = "modelway-system"
+    else:
+        p["spec"]["hostNetwork"] = True
+    decision = build_patch(p, namespace=namespace, settings=SETTINGS, ca_pem=CA, own_namespace="modelway-system")
+    assert decision.patch == []
+
+
+def test_settings_from_the_chart_file_and_their_effect():
+    settings = SidecarSettings.from_mapping({
+        "image": "img:2", "controllerURL": "https://c:15012", "appPort": 16000, "adminPort": 16020,
+        "otlpEndpoint": "http://otel:4318", "setAppEnv": False, "logLevel": "debug"})
+    out = inject(pod(), settings=settings)
+    (sidecar,) = out["spec"]["initContainers"]
+    assert sidecar["startupProbe"]["httpGet"]["port"] == 16020
+    assert "--port" in sidecar["args"] and "16000" in sidecar["args"]
+    assert env_of(sidecar)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
+    assert "env" not in out["spec"]["containers"][0]  # setAppEnv: false
+    with pytest.raises(ValueError, match="imagePullPolcy"):
+        SidecarSettings.from_mapping({"image": "i", "controllerURL": "u", "imagePullPolcy": "Always"})
+    with pytest.raises(ValueError, match="controllerURL"):
+        SidecarSettings.from_mapping({"image": "i"})
