@@ -25,7 +25,16 @@ class SseParser:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[SseEvent]:
-        buffer = self._buffer + data
+        events = []
+        for block in self._blocks(data):
+            event = _parse_block(block)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _blocks(self, data: bytes) -> list[bytes]:
+        """The complete event blocks so far; the incomplete rest waits for more data."""
+        buffer = self._buffer + data if self._buffer else data
         if b"\r" in buffer:
             # A lone trailing CR may be the first half of a CRLF: keep it for later.
             keep_cr = buffer.endswith(b"\r")
@@ -33,12 +42,18 @@ class SseParser:
             if keep_cr:
                 buffer = buffer[:-1] + b"\r"
         *blocks, self._buffer = buffer.split(b"\n\n")
-        events = []
-        for block in blocks:
-            event = _parse_block(block)
-            if event is not None:
-                events.append(event)
-        return events
+        return blocks
+
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """Like `feed`, for streams whose events are told apart by their data alone (OpenAI's):
+        each event's data as bytes, with no per-event object and no decode."""
+        datas = []
+        for event in self._blocks(data):
+            if event.startswith(b"data: ") and b"\n" not in event:
+                datas.append(event[6:])
+            elif (parsed := _parse_block(event)) is not None and (parsed.data or parsed.event is None):
+                datas.append(parsed.data.encode())
+        return datas
 
     def close(self) -> list[SseEvent]:
         """End of body: a final event without its blank line still counts."""
@@ -73,7 +88,9 @@ def _parse_block(block: bytes) -> SseEvent | None:
     return SseEvent(event=event, data="\n".join(data))
 
 
-def encode_event(data: str, event: str | None = None) -> bytes:
+def encode_event(data: str | bytes, event: str | None = None) -> bytes:
+    """One event; `data` must be a single line (JSON is)."""
+    payload = data.encode() if isinstance(data, str) else data
     if event is None:
-        return b"data: " + data.encode() + b"\n\n"
-    return b"event: " + event.encode() + b"\ndata: " + data.encode() + b"\n\n"
+        return b"data: " + payload + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"

@@ -8,8 +8,9 @@ whole answers agree on stop reasons. Pure: no sockets, no clock.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from proxy.errors import ApiError
 from proxy.providers.anthropic_convert import (
@@ -165,4 +166,4 @@ class AnthropicStreamEncoder:
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
-    return encode_event(json.dumps(data, separators=(",", ":")), event=name)
+    return encode_event(orjson.dumps(data), event=name)

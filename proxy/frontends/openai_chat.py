@@ -12,6 +12,8 @@ import json
 import struct
 from typing import Any
 
+import orjson
+
 from proxy.errors import ApiError, bad_request
 from proxy.frontends.base import ParsedChat
 from proxy.providers.base import ChatChunk, ChatResponse, EmbeddingsResponse
@@ -100,8 +102,8 @@ class OpenAIStreamEncoder:
             return b""
         raw = getattr(chunk, "raw", None)  # straight from an OpenAI-shaped provider: its own bytes
         if raw is not None:
-            return b"data: " + raw.encode() + b"\n\n"
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+            return b"data: " + raw + b"\n\n"
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def finish(self) -> bytes:
         return DONE

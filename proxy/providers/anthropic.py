@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from proxy.providers.anthropic_convert import (
     ANTHROPIC_VERSION,
     chat_id,
@@ -56,7 +58,7 @@ class AnthropicTranslator:
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         body = messages_body(request, model=model, stream=stream)
         headers = dict(self._sse_headers if stream else self._json_headers)
-        return UpstreamRequest(url=self._url, headers=headers, body=json.dumps(body).encode(), stream=stream)
+        return UpstreamRequest(url=self._url, headers=headers, body=orjson.dumps(body), stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))

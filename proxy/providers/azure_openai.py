@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from proxy.providers.base import ChatRequest, EmbeddingsRequest, UpstreamRequest
-from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, OpenAITranslator, json
+from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, OpenAITranslator
 from proxy.snapshot import Provider
 
 
@@ -32,10 +34,10 @@ class AzureOpenAITranslator(OpenAITranslator):
         del body["model"]  # the deployment in the URL is the model
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
         return UpstreamRequest(
-            url=self._url(model, "chat/completions"), headers=headers, body=json.dumps(body).encode(), stream=stream
+            url=self._url(model, "chat/completions"), headers=headers, body=orjson.dumps(body), stream=stream
         )
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         body = {k: v for k, v in request.items() if k != "model"}
         headers = {**JSON_HEADERS, **self._auth}
-        return UpstreamRequest(url=self._url(model, "embeddings"), headers=headers, body=json.dumps(body).encode())
+        return UpstreamRequest(url=self._url(model, "embeddings"), headers=headers, body=orjson.dumps(body))

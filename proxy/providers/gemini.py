@@ -22,6 +22,8 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from proxy.providers.base import (
     ChatChunk,
     ChatRequest,
@@ -295,7 +297,7 @@ class GeminiTranslator:
         return f"{self._base}{self.model_path(model)}:{method}"
 
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
-        body = json.dumps(gemini_chat_body(request)).encode()
+        body = orjson.dumps(gemini_chat_body(request))
         if stream:
             url = self._url(model, "streamGenerateContent") + "?alt=sse"
             return UpstreamRequest(url=url, headers=dict(self._sse_headers), body=body, stream=True)
@@ -310,7 +312,7 @@ class GeminiTranslator:
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         method, body = gemini_embeddings_body(request, model_path=self.model_path(model))
         url = self._url(model, method)
-        return UpstreamRequest(url=url, headers=dict(self._json_headers), body=json.dumps(body).encode())
+        return UpstreamRequest(url=url, headers=dict(self._json_headers), body=orjson.dumps(body))
 
     def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
         """Floats always: the OpenAI front end applies `encoding_format: base64` for every provider."""

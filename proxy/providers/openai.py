@@ -6,6 +6,8 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from proxy.providers.base import (
     ChatChunk,
     ChatRequest,
@@ -26,7 +28,7 @@ SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"
 
 def load_json_object(body: bytes | str, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)  # on every request and stream event: ~3x faster than json.loads
     except ValueError:
         raise UpstreamProtocolError(f"{what} is not JSON: {body[:80]!r}") from None
     if not isinstance(data, dict):
@@ -55,53 +57,58 @@ def openai_error_message(body: bytes) -> str:
 
 
 class RawChunk(dict[str, Any]):
-    """A chunk decoded from an OpenAI stream that keeps the event's JSON text, so an
+    """A chunk decoded from an OpenAI stream that keeps the event's JSON bytes, so an
     OpenAI client can be sent the provider's own bytes instead of a re-encode.
     Never mutate one: `raw` would no longer match."""
 
     __slots__ = ("raw",)
-    raw: str
+    raw: bytes
+
+
+_DONE = b"[DONE]"
 
 
 class OpenAIStreamDecoder:
-    """`chat.completion.chunk` SSE events ending in `data: [DONE]`."""
+    """`chat.completion.chunk` SSE events ending in `data: [DONE]`.
+
+    The hot path of every OpenAI-to-OpenAI stream: event data stays bytes from
+    the socket to the client (no str round trip), parsed once by orjson.
+    """
 
     def __init__(self) -> None:
         self.state = StreamState()
         self._parser = SseParser()
 
     def feed(self, data: bytes) -> list[ChatChunk]:
-        chunks = []
-        for event in self._parser.feed(data):
-            chunk = self._decode(event.data)
-            if chunk is not None:
-                chunks.append(chunk)
-        return chunks
+        return [chunk for event in self._parser.feed_data(data) if (chunk := self._decode(event)) is not None]
 
     def close(self) -> list[ChatChunk]:
-        chunks = [c for e in self._parser.close() if (c := self._decode(e.data)) is not None]
+        chunks = [c for e in self._parser.close() if (c := self._decode(e.data.encode())) is not None]
         if not self.state.done:
             raise UpstreamProtocolError("stream ended before its final [DONE] event")
         return chunks
 
-    def _decode(self, data: str) -> ChatChunk | None:
-        if data == "[DONE]":
+    def _decode(self, data: bytes) -> ChatChunk | None:
+        if data == _DONE:
             self.state.done = True
             return None
         chunk = RawChunk(load_json_object(data, "stream event"))
         chunk.raw = data
         if "error" in chunk:
-            message = chunk["error"].get("message") if isinstance(chunk["error"], dict) else chunk["error"]
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamProtocolError(f"provider sent an error mid-stream: {message}")
-        if not isinstance(chunk.get("choices"), list):
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
             raise UpstreamProtocolError("stream event has no choices list")
-        if chunk.get("usage"):
-            self.state.usage = openai_usage(chunk["usage"])
-        if chunk.get("model"):
-            self.state.response_model = chunk["model"]
-        for choice in chunk["choices"]:
-            if choice.get("finish_reason"):
-                self.state.finish_reason = choice["finish_reason"]
+        state = self.state
+        if usage := chunk.get("usage"):
+            state.usage = openai_usage(usage)
+        if model := chunk.get("model"):
+            state.response_model = model
+        for choice in choices:
+            if reason := choice.get("finish_reason"):
+                state.finish_reason = reason
         return chunk
 
 
@@ -141,7 +148,7 @@ class OpenAITranslator:
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         body = self.chat_body(request, model=model, stream=stream)
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
-        return UpstreamRequest(url=self._chat_url, headers=headers, body=json.dumps(body).encode(), stream=stream)
+        return UpstreamRequest(url=self._chat_url, headers=headers, body=orjson.dumps(body), stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         data = load_json_object(body, "response")
@@ -156,7 +163,7 @@ class OpenAITranslator:
         body = dict(request)
         body["model"] = model
         headers = {**JSON_HEADERS, **self._auth}
-        return UpstreamRequest(url=self._embeddings_url, headers=headers, body=json.dumps(body).encode())
+        return UpstreamRequest(url=self._embeddings_url, headers=headers, body=orjson.dumps(body))
 
     def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
         data = load_json_object(body, "response")
