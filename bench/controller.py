@@ -337,11 +337,13 @@ class Bench:
         if args.follower:
             self.hold_lease(cluster)
 
-        port = PortAllocator().take()
+        ports = PortAllocator()
+        port = ports.take()
         controller_log = LOGS / "controller.log"
         controller_log.unlink(missing_ok=True)
         argv = [PYTHON, "-m", "controller", "--source", "kube", "--kubeconfig", str(cluster.kubeconfig),
-                "--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
+                "--listen", f"127.0.0.1:{port}", "--log-level", "warning",
+                "--admin-listen", f"127.0.0.1:{ports.take()}"]  # not the fixed 15014: a shared machine
         self.py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(PYTHON).parent))
         if args.profile and not self.py_spy:
             argv[1:1] = ["-m", "cProfile", "-o", str(RESULTS / "controller.prof")]

@@ -1,4 +1,4 @@
-"""A tiny OTLP/HTTP trace sink: accepts `POST /v1/traces`, answers 200 with an empty body.
+"""A tiny OTLP/HTTP sink: accepts `POST /v1/traces` and `/v1/metrics`, answers 200 with an empty body.
 
 It does not decode the protobuf; it counts export requests and their bytes,
 which `GET /stats` returns as JSON, so the benchmark can show that the
@@ -24,6 +24,8 @@ async def traces(request: web.Request) -> web.Response:
     stats = request.app[STATS]
     stats["requests"] += 1
     stats["bytes"] += len(body)
+    if request.path == "/v1/metrics":
+        stats["metric_requests"] += 1
     # An empty ExportTraceServiceResponse is an empty protobuf message.
     return web.Response(status=200, body=b"", content_type="application/x-protobuf")
 
@@ -34,8 +36,9 @@ async def get_stats(request: web.Request) -> web.Response:
 
 def build_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[STATS] = {"requests": 0, "bytes": 0}
+    app[STATS] = {"requests": 0, "bytes": 0, "metric_requests": 0}
     app.router.add_post("/v1/traces", traces)
+    app.router.add_post("/v1/metrics", traces)  # an empty ExportMetricsServiceResponse is empty too
     app.router.add_get("/stats", get_stats)
     return app
 

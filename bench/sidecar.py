@@ -19,7 +19,10 @@ A miss is reported, not fatal: the exit status is non-zero only when
 something broke (a process did not start, a sanity check failed, wrk saw
 errors or non-2xx answers). Results also go to bench/results/sidecar.json.
 
-    python -m bench.sidecar [--duration 10] [--quick] [--also-untraced]
+Then the cost of telemetry itself (bench/sidecar_telemetry.py): the sidecar with telemetry off,
+on, and on with the collector down; target: >= 0.85 of off's requests/s.
+
+    python -m bench.sidecar [--duration 10] [--quick] [--also-untraced] [--skip-telemetry]
 """
 
 from __future__ import annotations
@@ -433,6 +436,17 @@ def run(args: argparse.Namespace) -> int:
         "problems": problems,
     }
     (RESULTS / "sidecar.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not args.skip_telemetry:
+        from bench.sidecar_telemetry import run_telemetry
+
+        print("\nWhat telemetry costs: the sidecar with telemetry off, on (100 % sampling, metrics, OTLP to the sink) "
+              "and on with the collector down")
+        try:
+            run_telemetry(duration=duration, warmup=warmup, rounds=args.telemetry_rounds, proxy_core=proxy_core,
+                          load_core=load_core)
+        except BenchBroken as exc:
+            print(f"\nbench: BROKEN (telemetry): {exc}", file=sys.stderr)
+            return 1
     if problems:
         print(f"bench: errors under load (logs in {LOGS}); the figures above are not trustworthy", file=sys.stderr)
         return 1
@@ -449,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sidecar-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the sidecar, for experiments "
                              "(e.g. OTEL_SDK_DISABLED=true to see the cost of tracing); repeatable")
+    parser.add_argument("--skip-telemetry", action="store_true",
+                        help="skip the telemetry cost comparison (off / on / collector down; bench.sidecar_telemetry)")
+    parser.add_argument("--telemetry-rounds", type=int, default=3, metavar="N",
+                        help="runs per scenario and sidecar in the telemetry comparison (median reported)")
     return run(parser.parse_args(argv))
 
 

@@ -24,6 +24,7 @@ from controller.auth import Authenticator, Identity, StaticAuthenticator
 from controller.core import Controller
 from controller.push import build_push_app
 from controller.store import ResourceStore
+from controller.webhook import wiring as webhook_wiring
 
 log = logging.getLogger("modelway.controller")
 
@@ -55,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --source kube: this replica's name in the Lease (default: $POD_NAME, else the host)")
     parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--admin-listen", default=env("MODELWAY_ADMIN_LISTEN", "0.0.0.0:15014"), metavar="HOST:PORT",
+                        help="admin port: /healthz, /readyz (source synced, first compile done), /metrics "
+                             "(default: %(default)s)")
+    webhook_wiring.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.source == "files" and args.config_dir is None:
         parser.error("--source files needs --config-dir DIR (a folder of ModelProvider/ModelRoute/Secret YAML)")
@@ -62,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--source files needs --dev-token-file FILE (the token the dev sidecar presents)")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
+    webhook_wiring.check_arguments(parser, args)
     return args
 
 
@@ -122,21 +128,45 @@ async def run(args: argparse.Namespace) -> None:
         if replicas is not None:
             replicas.notify()  # publish our counts for the leader
 
-    controller = Controller(store=store, on_recompute=status.on_recompute, on_sync_change=on_sync_change)
+    from controller.admin import Readiness, build_admin_app
+    from controller.telemetry import build_controller_telemetry
+
+    telemetry = build_controller_telemetry()  # OTEL_* from the environment
+    controller = Controller(store=store, on_recompute=status.on_recompute, on_sync_change=on_sync_change,
+                            telemetry=telemetry)
+    readiness = Readiness()
+    admin = web.AppRunner(build_admin_app(readiness=readiness, telemetry=telemetry), access_log=None)
+    await admin.setup()
+    admin_host, _, admin_port = args.admin_listen.rpartition(":")
+    try:
+        await web.TCPSite(admin, admin_host or "0.0.0.0", int(admin_port)).start()  # probes answer while syncing
+    except OSError as exc:  # e.g. a second controller on one machine: serve sidecars anyway; probes will say so
+        log.error("admin port %s unavailable (%s): no /healthz, /readyz, /metrics", args.admin_listen, exc)
     status.controller = controller  # the reporter reads the controller; the controller calls the reporter
     if replicas is not None:
         replicas.controller = controller
     store.on_change = controller.notify
     host, _, port = args.listen.rpartition(":")
     ssl_context = None
-    if args.tls_cert is not None:
+    webhook = None
+    if args.source == "kube":  # certificates (own CA, or files re-read on change) and the injection webhook
+        from controller.kube.client import KubeClient
+
+        webhook = await webhook_wiring.start(args, client=next(c for c in closables if isinstance(c, KubeClient)))
+        ssl_context = webhook.certs.ssl_context if webhook.certs else None
+    elif args.tls_cert is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     runner = web.AppRunner(build_push_app(controller=controller, authenticator=authenticator), access_log=None)
     await runner.setup()
     tasks = [asyncio.create_task(source.run(store), name="source"), *(asyncio.create_task(f()) for f in status_loops)]
+    if webhook is not None and webhook.certs is not None:
+        tasks.append(asyncio.create_task(webhook.certs.run(), name="certs"))
+    if webhook is not None and webhook.runner is not None:
+        print(f"modelway-controller serving the injection webhook on {webhook.where}", flush=True)
     await source.wait_synced()
     await controller.recompute()
+    readiness.ready, readiness.reason = True, ""
     tasks.append(asyncio.create_task(controller.run(), name="controller"))
     await web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=ssl_context).start()
     scheme = "wss" if ssl_context else "ws"
@@ -155,6 +185,10 @@ async def run(args: argparse.Namespace) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await runner.cleanup()
+        await admin.cleanup()
+        telemetry.shutdown()  # flushes the last spans and metrics
+        if webhook is not None and webhook.runner is not None:
+            await webhook.runner.cleanup()
         for closable in closables:
             await closable.close()
 

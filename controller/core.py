@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from controller.api import ModelRoute
-from controller.compile import Judgement, Workload, assemble, compile_route, judge, select_routes
+from controller.compile import Judgement, Workload, assemble, compile_route, judge, select_routes, workload_policy
 from controller.store import Key, ResourceStore
-from proxy.snapshot import Route, Snapshot, to_wire
+from controller.telemetry import ControllerTelemetry
+from proxy.snapshot import Policy, Route, Snapshot, to_wire
 
 log = logging.getLogger("modelway.controller")
 
@@ -50,6 +51,7 @@ class Sidecar:
     nack_error: str = ""
     connected_at: float = field(default_factory=time.time)
     sent_at: float = 0.0
+    acked_at: float = 0.0  # wall clock of the last ACK (for the snapshot-age metric)
     ack_latency: float | None = None
     compiled: Compiled | None = None  # what it should run now (set at every push decision)
 
@@ -69,16 +71,21 @@ class Controller:
         max_delay_seconds: float = 1.0,
         on_recompute: Callable[[Judgement], None] = lambda judgement: None,
         on_sync_change: Callable[[], None] = lambda: None,
+        telemetry: ControllerTelemetry | None = None,
     ) -> None:
         self.store = store
+        self.telemetry = telemetry or ControllerTelemetry()
+        self.telemetry.metrics.watch(self)
         self._quiet = quiet_seconds
         self._max_delay = max_delay_seconds
         self._on_recompute = on_recompute
         self._on_sync_change = on_sync_change
         self.judgement = Judgement(providers={}, routes={})
         self.sidecars: set[Sidecar] = set()
-        # Per recompute: one Compiled per distinct set of routes (many workloads share one).
-        self._compiled: dict[tuple[int, ...], Compiled] = {}
+        # Per recompute: one Compiled per distinct set of routes and policy (many workloads share one),
+        # and one policy section per distinct workload.
+        self._compiled: dict[tuple[tuple[int, ...], Policy], Compiled] = {}
+        self._policies: dict[tuple[object, ...], Policy] = {}
         self._by_version: dict[str, Compiled] = {}
         # Across recomputes: each served route compiled once, until it changes.
         self._routes: dict[int, tuple[ModelRoute, Route]] = {}
@@ -111,14 +118,28 @@ class Controller:
 
     async def recompute(self) -> None:
         started = time.perf_counter()
-        self.judgement = judge(self.store.view(), last_good=self.judgement.last_good)
-        self._compiled.clear()
-        served = {id(r): r for routes in self.judgement.served_by_namespace.values() for r in routes}
-        self._routes = {key: entry for key, entry in self._routes.items() if key in served}
-        self._on_recompute(self.judgement)
-        sends = [self._push(sidecar) for sidecar in list(self.sidecars)]
-        pushed = sum(await asyncio.gather(*sends)) if sends else 0
-        self._forget_unused_versions()
+        telemetry = self.telemetry
+        with telemetry.span("reconcile") as reconcile:  # one trace per recompute: compile, then push
+            with telemetry.span("compile") as compile_span:
+                self.judgement = judge(self.store.view(), last_good=self.judgement.last_good)
+                self._compiled.clear()
+                self._policies.clear()
+                served = {id(r): r for routes in self.judgement.served_by_namespace.values() for r in routes}
+                self._routes = {key: entry for key, entry in self._routes.items() if key in served}
+                self._on_recompute(self.judgement)
+                sidecars = list(self.sidecars)
+                for sidecar in sidecars:  # compiled here so the span shows it; _push finds them cached
+                    self.compiled_for(sidecar.workload)
+                compile_span.set_attributes({"modelway.routes": len(self.judgement.routes),
+                                             "modelway.snapshots": len(self._compiled)})
+            with telemetry.span("push") as push_span:
+                sends = [self._push(sidecar) for sidecar in sidecars]
+                pushed = sum(await asyncio.gather(*sends)) if sends else 0
+                push_span.set_attributes({"modelway.sidecars.connected": len(sidecars),
+                                          "modelway.sidecars.reached": pushed})
+            self._forget_unused_versions()
+            reconcile.set_attribute("modelway.sidecars.reached", pushed)
+        telemetry.metrics.reconcile.record(time.perf_counter() - started)
         log.info("recomputed %d routes for %d sidecars in %.1f ms; pushed %d", len(self.judgement.routes),
                  len(self.sidecars), (time.perf_counter() - started) * 1000, pushed)
         self._on_sync_change()
@@ -127,10 +148,15 @@ class Controller:
 
     def compiled_for(self, workload: Workload) -> Compiled:
         routes = select_routes(self.judgement, workload)
-        key = tuple(id(r) for r in routes)  # the judgement holds these objects: ids are stable
+        route_ids = tuple(id(r) for r in routes)  # the judgement holds these objects: ids are stable
+        policy = self._policies.get(policy_key := (workload.cache_key(), route_ids))
+        if policy is None:
+            policy = workload_policy(self.judgement, workload, [self._compiled_route(r) for r in routes])
+            self._policies[policy_key] = policy
+        key = (route_ids, policy)
         compiled = self._compiled.get(key)
         if compiled is None:
-            snapshot = assemble(self.judgement, [self._compiled_route(r) for r in routes])
+            snapshot = assemble(self.judgement, [self._compiled_route(r) for r in routes], policy=policy)
             message = json.dumps({"type": "snapshot", "version": snapshot.version, "snapshot": to_wire(snapshot)})
             generations = {("ModelRoute", r.metadata.namespace, r.metadata.name): r.metadata.generation for r in routes}
             compiled = Compiled(snapshot=snapshot, message=message, routes=generations)
@@ -150,7 +176,10 @@ class Controller:
         self.sidecars.add(sidecar)
         if has_version:
             sidecar.sent_version = sidecar.acked_version = has_version
-        await self._push(sidecar)
+            sidecar.acked_at = time.time()
+        with self.telemetry.span("push", attributes={"modelway.sidecar": sidecar.name}) as span:
+            reached = await self._push(sidecar)
+            span.set_attributes({"modelway.sidecars.connected": 1, "modelway.sidecars.reached": int(reached)})
         self._on_sync_change()
 
     def detach(self, sidecar: Sidecar) -> None:
@@ -170,6 +199,7 @@ class Controller:
             log.info("could not push to %s: %s", sidecar.name, exc)
             return False
         self.pushes += 1
+        self.telemetry.metrics.pushes.add(1)
         return True
 
     def _forget_unused_versions(self) -> None:
@@ -180,10 +210,12 @@ class Controller:
 
     def acknowledge(self, sidecar: Sidecar, *, version: str, error: str | None) -> None:
         if error is None:
-            sidecar.acked_version, sidecar.nack_error = version, ""
+            sidecar.acked_version, sidecar.nack_error, sidecar.acked_at = version, "", time.time()
             if version == sidecar.sent_version and sidecar.sent_at:
                 sidecar.ack_latency = time.monotonic() - sidecar.sent_at
+                self.telemetry.metrics.ack_latency.record(sidecar.ack_latency)
         else:
+            self.telemetry.metrics.nacks.add(1)
             sidecar.nack_error = error
             log.warning("sidecar %s refused snapshot %s: %s", sidecar.name, version, error)
         self._on_sync_change()

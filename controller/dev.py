@@ -44,6 +44,14 @@ def _start(name: str, argv: list[str], marker: str, *, timeout: float = 30) -> s
     return process
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _wait_ready(admin_url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,6 +82,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     dev.add_argument("--admin-port", type=int, default=15020, help="sidecar admin port (default: %(default)s)")
     dev.add_argument("--controller-port", type=int, default=15012,
                      help="controller stream port (default: %(default)s)")
+    dev.add_argument("--controller-admin-port", type=int, default=0,
+                     help="controller admin port (/healthz, /readyz, /metrics) on 127.0.0.1 (default: a free one)")
     dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     if not args.config_dir.is_dir():
@@ -90,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         python, "-m", "controller", "--source", "files", "--config-dir", str(args.config_dir),
         "--listen", f"127.0.0.1:{args.controller_port}", "--dev-token-file", str(token),
         "--dev-namespace", args.namespace, "--log-level", args.log_level,
+        # loopback and a free port: a dev machine's 15014 may be taken, and nothing outside needs it
+        "--admin-listen", f"127.0.0.1:{args.controller_admin_port or _free_port()}",
     ], "serving sidecar streams")
     processes = [controller]
     try:

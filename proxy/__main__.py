@@ -17,11 +17,12 @@ from aiohttp import web
 
 from proxy.admin import build_admin_app
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.policy.audit import AuditLog
 from proxy.server import ServerSettings, build_app
 from proxy.snapshot import Snapshot
 from proxy.snapshot_file import SnapshotError, load_snapshot_file, watch_snapshot_file
 from proxy.sync import ControllerSync, SyncSettings, load_saved
-from proxy.telemetry import Telemetry, build_tracer_provider
+from proxy.telemetry import Telemetry, build_telemetry
 
 log = logging.getLogger("modelway.proxy")
 
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: %(default)s)")
     parser.add_argument("--ca-file", type=Path, default=Path(p) if (p := env("MODELWAY_CA_FILE")) else None,
                         help="CA bundle that signed the controller's serving certificate")
+    parser.add_argument("--ca-pem", default=env("MODELWAY_CA_PEM") or None, metavar="PEM", help=argparse.SUPPRESS)
     parser.add_argument("--state-file", type=Path,
                         default=Path(p) if (p := env("MODELWAY_STATE_FILE")) else None,
                         help="where to keep the last good snapshot, so a restart serves it while the "
@@ -61,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="address for the app-facing port (default: %(default)s)")
     parser.add_argument("--port", type=int, default=int(env("MODELWAY_PORT", "15000")),
                         help="app-facing port (default: %(default)s)")
+    parser.add_argument("--admin-host", default=env("MODELWAY_ADMIN_HOST", "127.0.0.1"),
+                        help="address for the admin port; the injected sidecar uses 0.0.0.0 so the kubelet "
+                             "can probe it (default: %(default)s)")
     parser.add_argument("--admin-port", type=int, default=int(env("MODELWAY_ADMIN_PORT", "15020")),
                         help="admin port for /healthz, /readyz, /config on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
@@ -98,30 +103,36 @@ def _controller_source(
                      args.state_file)
     sync = ControllerSync(
         settings=SyncSettings(controller_url=args.controller, token_file=args.token_file, ca_file=args.ca_file,
+                              ca_pem=args.ca_pem,  # MODELWAY_CA_PEM, set by the injection webhook
                               state_file=args.state_file, backoff_max_seconds=args.reconnect_max_seconds),
         holder=holder,
     )
     return sync.run(), lambda: {"source": "controller", "controllerConnected": sync.connected}
 
 
-async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapshot | None) -> None:
-    holder = RuntimeHolder()
+async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapshot | None,
+                holder: RuntimeHolder | None = None) -> None:
+    holder = holder or RuntimeHolder()
     if initial is not None:
         source = _file_source(args, holder, initial)
         source_status: Callable[[], dict[str, Any]] = lambda: {"source": "file"}
     else:
         source, source_status = _controller_source(args, holder)
-    app = build_app(holder=holder, telemetry=telemetry, settings=ServerSettings(max_body_bytes=args.max_body_bytes))
+    app = build_app(holder=holder, telemetry=telemetry, settings=ServerSettings(max_body_bytes=args.max_body_bytes),
+                    audit=AuditLog(pod=os.environ.get("POD_NAME", "")))
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    admin = web.AppRunner(build_admin_app(holder=holder, source_status=source_status), access_log=None)
+    admin = web.AppRunner(build_admin_app(holder=holder, source_status=source_status,
+                                          metrics_registry=telemetry.metrics.registry), access_log=None)
     await runner.setup()
     await admin.setup()
     await web.TCPSite(runner, args.host, args.port).start()
-    await web.TCPSite(admin, "127.0.0.1", args.admin_port).start()
+    await web.TCPSite(admin, args.admin_host, args.admin_port).start()
     # Tests and `modelway dev` wait for this line.
-    print(f"modelway-proxy listening on http://{args.host}:{args.port} admin http://127.0.0.1:{args.admin_port}",
-          flush=True)
+    print(f"modelway-proxy listening on http://{args.host}:{args.port} "
+          f"admin http://{args.admin_host}:{args.admin_port}", flush=True)
     source_task = asyncio.create_task(source)
+    export = telemetry.metric_export  # OTLP metrics: collected on the loop, posted by a thread
+    export_task = asyncio.create_task(export.run()) if export is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,6 +145,9 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
             await source_task
         await runner.cleanup()
         await admin.cleanup()
+        if export_task is not None:
+            export_task.cancel()
+            export.collect_now()  # the last totals, posted by telemetry.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         log.info("snapshot %s loaded from %s: %d providers, %d routes", initial.version, args.snapshot,
                  len(initial.providers), len(initial.routes))
-    tracer_provider = build_tracer_provider(service_name="modelway-proxy")
-    telemetry = Telemetry(tracer=tracer_provider.get_tracer("modelway.proxy") if tracer_provider else None)
+    holder = RuntimeHolder()  # built here: the metrics read the snapshot's age from it
+    telemetry = build_telemetry(service_name="modelway-proxy", holder=holder)
     try:
         import uvloop  # optional: a faster event loop where installed
 
@@ -157,10 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        runner(serve(args, telemetry, initial))
+        runner(serve(args, telemetry, initial, holder))
     finally:
-        if tracer_provider is not None:
-            tracer_provider.shutdown()
+        telemetry.shutdown()  # flushes spans and the last metrics
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The admin port: liveness, readiness (a snapshot is loaded) and the config, secrets masked."""
+"""The admin port: liveness, readiness (a snapshot is loaded), the config (secrets masked),
+and the metrics as Prometheus text (`/metrics`, rendered at scrape time from `proxy.metrics`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.metrics import CONTENT_TYPE, Registry, render_prometheus
 from proxy.runtime import RuntimeHolder
 
 ADMIN_HOLDER = web.AppKey("admin_holder", RuntimeHolder)
 # Where the configuration comes from and how that source is doing, e.g.
 # {"source": "controller", "controllerConnected": true}.
 SOURCE_STATUS = web.AppKey("source_status", Callable[[], dict[str, Any]])
+METRICS = web.AppKey("metrics", Registry)
 
 
 def _age(received_at: float) -> float:
@@ -53,12 +56,21 @@ async def config(request: web.Request) -> web.Response:
     )
 
 
+async def metrics(request: web.Request) -> web.Response:
+    # Telemetry off (OTEL_SDK_DISABLED=true): an empty registry, an empty page.
+    text = render_prometheus(request.app[METRICS])
+    return web.Response(body=text.encode(), headers={"content-type": CONTENT_TYPE})
+
+
 def build_admin_app(
-    *, holder: RuntimeHolder, source_status: Callable[[], dict[str, Any]] = lambda: {}
+    *, holder: RuntimeHolder, source_status: Callable[[], dict[str, Any]] = lambda: {},
+    metrics_registry: Registry | None = None,
 ) -> web.Application:
     app = web.Application()
     app[ADMIN_HOLDER] = holder
     app[SOURCE_STATUS] = source_status
+    app[METRICS] = metrics_registry or Registry()
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/config", config)

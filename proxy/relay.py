@@ -67,6 +67,8 @@ class _Outcome:
     # OpenAI shape (then an OpenAI client can get these bytes without a re-encode).
     raw: bytes = b""
     native_openai: bool = False
+    ttft: float | None = None  # streams: seconds to the first content
+    error_type: str | None = None  # streams: how a committed stream failed (cut, timeout, client gone)
 
 
 def _has_content(chunk: ChatChunk) -> bool:
@@ -121,14 +123,16 @@ class Relay:
         deadline = loop.time() + rule.timeouts.total_seconds
         failures: list[up.Failure] = []
         number = 0
+        metrics, route = self._telemetry.metrics, plan.route.name
         for index, candidate in enumerate(plan.candidates):
             backend = candidate.backend
             translator = runtime.translators[backend.provider]
+            info = self._telemetry.backend(runtime, backend.key)  # metric labels, computed once per snapshot
             if index > 0:
-                server_span.add_event(
-                    "modelway.fallback",
-                    {"modelway.backend": backend.key, "modelway.fallback.reason": failures[-1].kind if failures else ""},
-                )
+                reason = failures[-1].kind if failures else ""
+                server_span.add_event("modelway.fallback", {"modelway.backend": backend.key,
+                                                            "modelway.fallback.reason": reason})
+                metrics.fallback(route=route, info=info, reason=reason)
             for retry_number in range(rule.retry.attempts):
                 if loop.time() >= deadline:
                     failures.append(up.Failure(up.TIMEOUT, backend.key, "total timeout reached before this attempt"))
@@ -148,6 +152,8 @@ class Relay:
                         "modelway.fallback": candidate.fallback,
                     },
                 )
+                error_type: str | None = "_OTHER"  # cancelled, or an exception no attempt expects
+                started = time.perf_counter()
                 try:
                     try:
                         request = build(translator, backend.model)
@@ -155,9 +161,11 @@ class Relay:
                         raise _AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
                     result = await attempt(translator, candidate, request, span, deadline)
                     self.health.record(backend.key, ok=True)
+                    error_type = None
                     return result
                 except _AttemptFailed as exc:
                     failure = exc.failure
+                    error_type = failure.kind
                     if failure.kind in up.UNHEALTHY:
                         self.health.record(backend.key, ok=False)
                     set_error(span, failure.kind, failure.message)
@@ -165,6 +173,8 @@ class Relay:
                         span.set_attribute("http.response.status_code", failure.status)
                 finally:
                     span.end()
+                    metrics.attempt(operation=operation, route=route, info=info, error_type=error_type,
+                                    seconds=time.perf_counter() - started)
                 failures.append(failure)
                 log.info("attempt failed: model=%s %s", model, failure.summary())
                 if not up.worth_another_backend(failure.kind):
@@ -182,6 +192,7 @@ class Relay:
                 server_span.add_event(
                     "modelway.retry", {"modelway.backend": backend.key, "modelway.retry.delay_s": round(delay, 3)}
                 )
+                metrics.retry(route=route, info=info, reason=failure.kind)
                 await asyncio.sleep(delay)
         raise _final_error(model, plan, failures)
 
@@ -313,7 +324,7 @@ class Relay:
                     ttft = time.monotonic() - started
                     span.set_attribute("modelway.time_to_first_token", ttft)
                     server_span.set_attribute("modelway.time_to_first_token", ttft)
-                    outcome.backend = backend.key
+                    outcome.backend, outcome.ttft = backend.key, ttft
                     response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
                     await response.prepare(request)
                     encoder = frontend.stream_encoder(include_usage=parsed.include_usage)
@@ -326,11 +337,13 @@ class Relay:
             except ClientGone:
                 log.info("client went away mid-stream: model=%s backend=%s", parsed.model, backend.key)
                 set_error(server_span, "client_disconnected", "the client closed the connection")
+                outcome.error_type = "client_disconnected"
                 return response
             except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
                 if response is None:
                     limited = first_token_deadline < deadline
                     raise _attempt_failure(exc, backend.key, first_token_limited=limited) from None
+                outcome.error_type = up.TIMEOUT if isinstance(exc, TimeoutError) else up.STREAM_CUT
                 await self._end_stream_with_error(exc, response, encoder, span, server_span, parsed.model, backend.key)
             finally:
                 if resp is not None:

@@ -63,6 +63,8 @@ def _clean(key: Any, value: Any) -> tuple[bool, Any]:
     if not key or not isinstance(key, str):
         log.warning("invalid attribute key %r: must be a non-empty string; dropped", key)
         return False, None
+    if type(value) is tuple and all(type(v) is str for v in value):
+        return True, value  # e.g. gen_ai.response.finish_reasons: what the SDK's check returns, at 1/20 the cost
     return True, _clean_attribute_value(value, None)
 
 
@@ -406,13 +408,17 @@ class SpanQueue:
         queue, batch_size = self._queue, self.max_export_batch_size
         while True:
             wake = self._wake
+            timed_out = False
             if not self._stopping and len(queue) < batch_size and not self._flushes:
-                wake.wait(self.schedule_delay_millis / 1000)
+                timed_out = not wake.wait(self.schedule_delay_millis / 1000)
             wake.clear()
             flushes = []
             while self._flushes:
                 flushes.append(self._flushes.popleft())
-            self._drain()
+            # Woken by a full batch: export full batches only, and leave the few spans that came
+            # meanwhile for the next one (under load, small batches multiply the per-request cost
+            # of posting, which is paid on the event loop's core). The timer or a flush takes all.
+            self._drain(full_only=not (timed_out or flushes or self._stopping))
             for done in flushes:
                 done.set()
             if self._stopping:
@@ -421,9 +427,9 @@ class SpanQueue:
                     self._flushes.popleft().set()
                 return
 
-    def _drain(self) -> None:
+    def _drain(self, *, full_only: bool = False) -> None:
         queue, batch_size, popleft = self._queue, self.max_export_batch_size, self._queue.popleft
-        while queue:
+        while queue and (not full_only or len(queue) >= batch_size):
             n = min(len(queue), batch_size)
             batch = [popleft() for _ in range(n)]
             try:

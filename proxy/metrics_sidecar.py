@@ -1,0 +1,263 @@
+"""The sidecar's metrics: what it records per request, attempt, fallback and retry.
+
+Names follow the OpenTelemetry GenAI semantic conventions v1.37.0 where they
+define one (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`,
+`gen_ai.server.time_to_first_token`, with their advised bucket boundaries and
+attributes), and `modelway.*` otherwise. The recording methods are on the
+request path: each is a few dict and list operations (see `proxy.metrics`).
+
+A backend's attributes (provider, upstream model, server address and port,
+backend key) are computed once per snapshot (`BackendCatalog`) and travel as one
+tuple, so a request builds no attribute dicts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from proxy.metrics import COUNTER, GAUGE, Labels, Registry, observe
+from proxy.runtime import Runtime, RuntimeHolder
+
+# semconv v1.37.0 advisory bucket boundaries
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+BACKEND = ("gen_ai.provider.name", "gen_ai.request.model", "server.address", "server.port", "modelway.backend")
+NO_BACKEND: Labels = (None, None, None, None, None)  # a request that no backend answered
+
+OK, ERROR, CLIENT_GONE = "ok", "error", "client_disconnected"
+
+
+class BackendInfo:
+    """A backend's metric attributes, and its prices in USD per token (None: no pricing given)."""
+
+    __slots__ = ("labels", "input_price", "output_price")
+
+    def __init__(self, labels: Labels, input_price: float | None, output_price: float | None) -> None:
+        self.labels, self.input_price, self.output_price = labels, input_price, output_price
+
+    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
+        """USD for these tokens; None without pricing or usage (an unknown cost is not zero)."""
+        if self.input_price is None or (input_tokens is None and output_tokens is None):
+            return None
+        return (input_tokens or 0) * self.input_price + (output_tokens or 0) * (self.output_price or 0.0)
+
+
+class BackendCatalog:
+    """Backend key -> BackendInfo for the runtime last asked about (rebuilt when it changes)."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._infos: dict[str, BackendInfo] = {}
+
+    def get(self, runtime: Runtime, key: str) -> BackendInfo:
+        if runtime is not self._runtime:
+            self._infos = _catalog(runtime)
+            self._runtime = runtime
+        info = self._infos.get(key)
+        if info is None:  # not in any route (cannot happen for a planned backend): label it by key only
+            info = self._infos[key] = BackendInfo((None, None, None, None, key), None, None)
+        return info
+
+
+def _catalog(runtime: Runtime) -> dict[str, BackendInfo]:
+    infos: dict[str, BackendInfo] = {}
+    for route in runtime.snapshot.routes:
+        for rule in route.rules:
+            for backend in (*rule.backends, *rule.fallbacks):
+                if backend.key in infos:
+                    continue
+                translator = runtime.translators[backend.provider]
+                labels = (translator.system, backend.model, translator.server_address, translator.server_port,
+                          backend.key)
+                price = runtime.providers[backend.provider].pricing.get(backend.model)
+                infos[backend.key] = BackendInfo(
+                    labels,
+                    price.input_per_million / 1e6 if price else None,
+                    price.output_per_million / 1e6 if price else None,
+                )
+    return infos
+
+
+class NoMetrics:
+    """Telemetry off: every recording is a no-op (the same methods as SidecarMetrics)."""
+
+    registry: Registry | None = None
+
+    def attempt(self, *, operation: str, route: str, info: BackendInfo, error_type: str | None,
+                seconds: float) -> None:
+        pass
+
+    def fallback(self, *, route: str, info: BackendInfo, reason: str) -> None:
+        pass
+
+    def retry(self, *, route: str, info: BackendInfo, reason: str) -> None:
+        pass
+
+    def request(self, *, operation: str, route: str, info: BackendInfo | None, outcome: str,
+                error_type: str | None, seconds: float, input_tokens: int | None, output_tokens: int | None,
+                cost: float | None, ttft: float | None) -> None:
+        pass
+
+    def policy_refusal(self, *, route: str, policy: str, data_class: str) -> None:
+        pass
+
+    def policy_reroute(self, *, route: str, policy: str, data_class: str) -> None:
+        pass
+
+    def personal_data(self, counts: Mapping[str, int]) -> None:
+        pass
+
+
+class SidecarMetrics(NoMetrics):
+    def __init__(self, *, registry: Registry, holder: RuntimeHolder | None = None,
+                 telemetry_drops: Callable[[], Iterable[tuple[Labels, float]]] = lambda: ()) -> None:
+        self.registry = registry
+        # (operation, route, backend labels, outcome, error type) -> the request's series, found with
+        # one hash instead of one per instrument; each series' cells are made when first used.
+        self._series: dict[tuple[Any, ...], _Series] = {}
+        op, route = "gen_ai.operation.name", "modelway.route"
+        self.token_usage = registry.histogram(
+            "gen_ai.client.token.usage", unit="{token}", bounds=TOKEN_BUCKETS,
+            description="Number of input and output tokens used, per provider call that reported usage.",
+            attributes=(op, route, BACKEND, "gen_ai.token.type"))
+        self.operation_duration = registry.histogram(
+            "gen_ai.client.operation.duration", unit="s", bounds=DURATION_BUCKETS,
+            description="GenAI operation duration: one provider attempt, from sending to the last byte.",
+            attributes=(op, route, BACKEND, "error.type"))
+        self.time_to_first_token = registry.histogram(
+            "gen_ai.server.time_to_first_token", unit="s", bounds=TTFT_BUCKETS,
+            description="Time from the app's request to the first streamed content, for streams that got one.",
+            attributes=(op, route, BACKEND))
+        self.requests = registry.counter(
+            "modelway.requests", unit="{request}",
+            description="Requests the sidecar answered, by route, backend and outcome (ok, error, "
+                        "client_disconnected); error.type says why.",
+            attributes=(op, route, BACKEND, "modelway.outcome", "error.type"))
+        self.request_duration = registry.histogram(
+            "modelway.request.duration", unit="s", bounds=DURATION_BUCKETS,
+            description="Whole request through the sidecar, retries and fallbacks included.",
+            attributes=(op, route, "modelway.outcome"))
+        self.fallbacks = registry.counter(
+            "modelway.fallbacks", unit="{fallback}",
+            description="Moves to the next backend; modelway.backend is the one fallen back to.",
+            attributes=(route, BACKEND, "modelway.fallback.reason"))
+        self.retries = registry.counter(
+            "modelway.retries", unit="{retry}", description="Retries of a backend after a retryable failure.",
+            attributes=(route, BACKEND, "modelway.retry.reason"))
+        self.policy_refusals = registry.counter(
+            "modelway.policy.refusals", unit="{request}", description="Requests refused by a ModelPolicy.",
+            attributes=(route, "modelway.policy", "modelway.data_class"))
+        self.policy_reroutes = registry.counter(
+            "modelway.policy.reroutes", unit="{request}",
+            description="Requests served after a ModelPolicy removed some of their route's backends.",
+            attributes=(route, "modelway.policy", "modelway.data_class"))
+        self.personal_data_found = registry.counter(
+            "modelway.policy.personal_data", unit="{finding}",
+            description="Personal data found in prompts by the scan, by kind (counted, never logged).",
+            attributes=("modelway.personal_data.kind",))
+        self.cost_usd = registry.counter(
+            "modelway.cost", unit="USD",
+            description="Cost of answered requests in USD, from the provider's per-model pricing.",
+            attributes=(op, route, BACKEND))
+
+        def snapshot_age() -> list[tuple[Labels, float]]:
+            runtime = holder.current if holder is not None else None
+            return [((runtime.snapshot.version,), time.time() - runtime.received_at)] if runtime else []
+
+        registry.observed(
+            "modelway.snapshot.age", kind=GAUGE, unit="s", callback=snapshot_age,
+            description="Seconds since the snapshot this sidecar serves was received.",
+            attributes=("modelway.snapshot.version",))
+        registry.observed(
+            "modelway.telemetry.dropped", kind=COUNTER, unit="{item}", callback=telemetry_drops,
+            description="Spans and metric exports lost: queue full, or the collector failed or was away.",
+            attributes=("modelway.signal", "modelway.reason"))
+
+    # --- on the request path ---------------------------------------------------------
+
+    def attempt(self, *, operation: str, route: str, info: BackendInfo, error_type: str | None,
+                seconds: float) -> None:
+        self.operation_duration.record((operation, route, info.labels, error_type), seconds)
+
+    def fallback(self, *, route: str, info: BackendInfo, reason: str) -> None:
+        self.fallbacks.add((route, info.labels, reason))
+
+    def retry(self, *, route: str, info: BackendInfo, reason: str) -> None:
+        self.retries.add((route, info.labels, reason))
+
+    def request(self, *, operation: str, route: str, info: BackendInfo | None, outcome: str,
+                error_type: str | None, seconds: float, input_tokens: int | None, output_tokens: int | None,
+                cost: float | None, ttft: float | None) -> None:
+        labels = info.labels if info is not None else NO_BACKEND
+        key = (operation, route, labels, outcome, error_type)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(
+                self.requests.cell((operation, route, labels, outcome, error_type)),
+                self.request_duration.point((operation, route, outcome), seconds))
+        series.requests[0] += 1
+        observe(series.duration, DURATION_BUCKETS, seconds)
+        if input_tokens is not None:
+            point = series.tokens_in or series.make(
+                "tokens_in", self.token_usage.point((operation, route, labels, "input"), input_tokens))
+            observe(point, TOKEN_BUCKETS, input_tokens)
+        if output_tokens is not None:
+            point = series.tokens_out or series.make(
+                "tokens_out", self.token_usage.point((operation, route, labels, "output"), output_tokens))
+            observe(point, TOKEN_BUCKETS, output_tokens)
+        if cost is not None:
+            cell = series.cost or series.make("cost", self.cost_usd.cell((operation, route, labels)))
+            cell[0] += cost
+        if ttft is not None:
+            point = series.ttft or series.make("ttft", self.time_to_first_token.point((operation, route, labels),
+                                                                                       ttft))
+            observe(point, TTFT_BUCKETS, ttft)
+
+    def policy_refusal(self, *, route: str, policy: str, data_class: str) -> None:
+        """For the policy code: one request refused by `policy` for its data class."""
+        self.policy_refusals.add((route, policy, data_class))
+
+    def policy_reroute(self, *, route: str, policy: str, data_class: str) -> None:
+        """One request whose route lost backends to `policy` for its data class."""
+        self.policy_reroutes.add((route, policy, data_class))
+
+    def personal_data(self, counts: Mapping[str, int]) -> None:
+        """What the personal-data scan found in one prompt: how many of each kind, never what."""
+        for kind, count in counts.items():
+            self.personal_data_found.add((kind,), count)
+
+
+class _Series:
+    """The cells one kind of request updates (see SidecarMetrics.request)."""
+
+    __slots__ = ("requests", "duration", "tokens_in", "tokens_out", "cost", "ttft")
+
+    def __init__(self, requests: list[float], duration: list[float]) -> None:
+        self.requests, self.duration = requests, duration
+        self.tokens_in = self.tokens_out = self.cost = self.ttft = None
+
+    def make(self, name: str, cell: list[float]) -> list[float]:
+        setattr(self, name, cell)
+        return cell
+
+
+def telemetry_drops(*, span_queue: Any = None, span_exporter: Any = None,
+                    metric_export: Any = None) -> Callable[[], list[tuple[Labels, float]]]:
+    """The callback for modelway.telemetry.dropped, reading counters the exporters keep."""
+
+    def read() -> list[tuple[Labels, float]]:
+        out: list[tuple[Labels, float]] = []
+        if span_queue is not None:
+            out.append((("spans", "queue_full"), span_queue.dropped_spans))
+        if span_exporter is not None and hasattr(span_exporter, "failed_spans"):
+            out.append((("spans", "export_failed"), span_exporter.failed_spans))
+        if metric_export is not None:
+            out.append((("metrics", "queue_full"), metric_export.dropped_exports))
+            out.append((("metrics", "export_failed"), metric_export.failed_exports))
+        return out
+
+    return read
