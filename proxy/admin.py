@@ -43,7 +43,16 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
 async def config(request: web.Request) -> web.Response:
+    # In a pod the admin port listens on the pod IP for the kubelet's probes; the routes and
+    # policies (credentials are masked anyway) are for whoever is inside the pod, not the network.
+    if request.remote not in _LOOPBACK:
+        return web.json_response(
+            {"error": "/config answers only on 127.0.0.1, from inside the pod: "
+                      "`kubectl port-forward <pod> 15020`, then http://127.0.0.1:15020/config"}, status=403)
     runtime = request.app[ADMIN_HOLDER].current
     if runtime is None:
         return web.json_response({"snapshot": None, "reason": "no snapshot loaded yet"}, status=503)

@@ -45,6 +45,7 @@ class SidecarSettings:
     admin_port: int = 15020
     log_level: str = "info"
     otlp_endpoint: str = ""
+    otel_env: Mapping[str, str] = field(default_factory=dict)  # OTEL_* sampling, export interval, capture
     token_audience: str = "modelway"
     token_expiration_seconds: int = 3600
     startup_timeout_seconds: int = 300  # no snapshot (controller unreachable, none saved) for this long: restart
@@ -56,7 +57,7 @@ class SidecarSettings:
         """From the camelCase config file; an unknown key is an error, not a silent default."""
         known = {"image": "image", "controllerURL": "controller_url", "imagePullPolicy": "image_pull_policy",
                  "appPort": "app_port", "adminPort": "admin_port", "logLevel": "log_level",
-                 "otlpEndpoint": "otlp_endpoint", "tokenAudience": "token_audience",
+                 "otlpEndpoint": "otlp_endpoint", "otelEnv": "otel_env", "tokenAudience": "token_audience",
                  "tokenExpirationSeconds": "token_expiration_seconds",
                  "startupTimeoutSeconds": "startup_timeout_seconds", "setAppEnv": "set_app_env",
                  "resources": "resources"}
@@ -115,6 +116,7 @@ def sidecar_container(settings: SidecarSettings, *, ca_pem: str) -> dict[str, An
         env += [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint},
                 {"name": "OTEL_RESOURCE_ATTRIBUTES",
                  "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"}]
+    env += [{"name": name, "value": str(value)} for name, value in sorted(settings.otel_env.items())]
     probe_port = settings.admin_port
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,

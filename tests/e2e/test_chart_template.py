@@ -124,6 +124,21 @@ def test_sidecar_values_reach_the_inject_config(helm_offline: Helm) -> None:
     assert default["image"] == "ghcr.io/modelway/modelway:0.1.0"
 
 
+def test_sampling_and_content_capture_reach_controller_and_sidecars(helm_offline: Helm) -> None:
+    docs = render(helm_offline, "otlp.sampler=parentbased_traceidratio", "otlp.samplerArg=0.25",
+                  "otlp.captureMessageContent=true", "otlp.metricExportIntervalSeconds=15")
+    wanted = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25",
+              "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true", "OTEL_METRIC_EXPORT_INTERVAL": "15000"}
+    config = yaml.safe_load(docs["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    assert config["otelEnv"] == wanted
+    (container,) = docs["Deployment", "modelway-controller"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert {k: env.get(k) for k in wanted} == wanted
+    default = yaml.safe_load(render(helm_offline)["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    assert default["otelEnv"]["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+    assert "OTEL_TRACES_SAMPLER_ARG" not in default["otelEnv"]
+
+
 def test_cert_manager_instead_of_own_certs(helm_offline: Helm) -> None:
     docs = render(helm_offline, "certificates.certManager.enabled=true")
     serving = docs["Certificate", "modelway-serving"]["spec"]

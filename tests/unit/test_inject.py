@@ -142,12 +142,14 @@ def test_leaves_pods_alone(case):
 def test_settings_from_the_chart_file_and_their_effect():
     settings = SidecarSettings.from_mapping({
         "image": "img:2", "controllerURL": "https://c:15012", "appPort": 16000, "adminPort": 16020,
-        "otlpEndpoint": "http://otel:4318", "setAppEnv": False, "logLevel": "debug"})
+        "otlpEndpoint": "http://otel:4318", "setAppEnv": False, "logLevel": "debug",
+        "otelEnv": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}})
     out = inject(pod(), settings=settings)
     (sidecar,) = out["spec"]["initContainers"]
     assert sidecar["startupProbe"]["httpGet"]["port"] == 16020
     assert "--port" in sidecar["args"] and "16000" in sidecar["args"]
     assert env_of(sidecar)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
+    assert env_of(sidecar)["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
     assert "env" not in out["spec"]["containers"][0]  # setAppEnv: false
     with pytest.raises(ValueError, match="imagePullPolcy"):
         SidecarSettings.from_mapping({"image": "i", "controllerURL": "u", "imagePullPolcy": "Always"})

@@ -70,9 +70,22 @@ appPort: {{ .Values.sidecar.ports.app }}
 adminPort: {{ .Values.sidecar.ports.admin }}
 logLevel: {{ .Values.sidecar.logLevel | default .Values.logLevel | quote }}
 otlpEndpoint: {{ .Values.otlp.endpoint | quote }}
+otelEnv:
+  {{- include "modelway.otelEnv" . | nindent 2 }}
 tokenExpirationSeconds: {{ .Values.sidecar.tokenExpirationSeconds }}
 startupTimeoutSeconds: {{ .Values.sidecar.startupTimeoutSeconds }}
 setAppEnv: {{ .Values.injection.setAppEnv }}
 resources:
   {{- toYaml .Values.sidecar.resources | nindent 2 }}
+{{- end -}}
+
+
+{{/* Sampling, metric export and content capture, the same for the controller and the sidecars. */}}
+{{- define "modelway.otelEnv" -}}
+OTEL_TRACES_SAMPLER: {{ .Values.otlp.sampler | quote }}
+{{- with .Values.otlp.samplerArg }}
+OTEL_TRACES_SAMPLER_ARG: {{ . | quote }}
+{{- end }}
+OTEL_METRIC_EXPORT_INTERVAL: {{ mul .Values.otlp.metricExportIntervalSeconds 1000 | quote }}
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: {{ .Values.otlp.captureMessageContent | quote }}
 {{- end -}}
