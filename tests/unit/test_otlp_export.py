@@ -396,7 +396,7 @@ def test_provider_uses_the_lean_exporter_and_sidecar_batch_sizes(collector):
         assert isinstance(queue, SpanQueue) and queue is provider.queue
         assert isinstance(queue.span_exporter, OTLPHttpSpanExporter)
         assert queue.span_exporter.endpoint == collector.url + "/v1/traces"
-        assert (queue.max_queue_size, queue.max_export_batch_size, queue.schedule_delay_millis) == (512, 256, 1000)
+        assert (queue.max_queue_size, queue.max_export_batch_size, queue.schedule_delay_millis) == (1024, 512, 1000)
         with provider.get_tracer("t").start_as_current_span("s"):
             pass
     finally:
@@ -423,7 +423,7 @@ def test_modelway_tracer_sdk_keeps_the_sdk_provider_and_batch_processor(collecto
         assert isinstance(processor, BatchSpanProcessor)
         assert isinstance(processor.span_exporter, OTLPHttpSpanExporter)
         batch = processor._batch_processor  # noqa: SLF001
-        assert (batch._max_queue_size, batch._max_export_batch_size) == (512, 256)  # noqa: SLF001
+        assert (batch._max_queue_size, batch._max_export_batch_size) == (1024, 512)  # noqa: SLF001
         assert batch._schedule_delay_millis == 5000  # noqa: SLF001
         with provider.get_tracer("t").start_as_current_span("s"):
             pass
