@@ -32,7 +32,8 @@ from controller.kube.results import ObjectList, TokenReview
 from controller.kube.watch import WatchEvent
 
 __all__ = [
-    "DEFAULT_AUDIENCE", "EVENTS", "FIELD_MANAGER", "LEASES", "MODEL_PROVIDERS", "MODEL_ROUTES", "PODS", "SECRETS",
+    "CLUSTER_MODEL_POLICIES", "DEFAULT_AUDIENCE", "EVENTS", "FIELD_MANAGER", "LEASES", "MODEL_POLICIES",
+    "MODEL_PROVIDERS", "MODEL_ROUTES", "NAMESPACES", "PODS", "SECRETS",
     "SERVICE_ACCOUNTS", "TOKEN_REVIEWS", "ConfigError", "KubeApiError", "KubeClient", "KubeConfig", "KubeConnectionError",
     "KubeError", "ObjectList", "ResourceGone", "ResourceType", "TokenReview", "WatchEvent", "from_kubeconfig",
     "in_cluster", "load_config",
