@@ -30,9 +30,9 @@ kubectl apply -n "$APP_NS" -f examples/k8s/
 cat <<MSG
 
 Modelway is up on kind cluster '$CLUSTER'.
-  Put real API keys in the Secrets of examples/k8s/credentials.yaml, e.g.:
-    kubectl -n $APP_NS create secret generic openai-credentials --from-literal=apiKey=sk-... \\
-      --dry-run=client -o yaml | kubectl apply -f -
+  Put real API keys in examples/k8s/credentials.yaml (keep the label modelway.io/credentials=true:
+  the controller reads no other Secrets), then:
+    kubectl -n $APP_NS apply -f examples/k8s/credentials.yaml
   Watch the demo app's requests, and the sidecar that carries them:
     kubectl -n $APP_NS logs deploy/demo-app -c app -f
     kubectl -n $APP_NS logs deploy/demo-app -c modelway-proxy -f
