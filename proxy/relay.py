@@ -104,6 +104,7 @@ class Relay:
         self._session = session
         self._telemetry = telemetry
         self.health = health or OutlierDetector()
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     # --- the attempt loop, shared by every operation ---------------------------------
 
@@ -196,11 +197,15 @@ class Relay:
                 await asyncio.sleep(delay)
         raise _final_error(model, plan, failures)
 
-    async def _send(self, request: UpstreamRequest, span: Span, deadline: float, connect: float) -> aiohttp.ClientResponse:
+    async def _send(self, request: UpstreamRequest, span: Span, connect: float) -> aiohttp.ClientResponse:
         headers = dict(request.headers)
         self._telemetry.inject(headers, span)
-        remaining = deadline - asyncio.get_running_loop().time()
-        timeout = aiohttp.ClientTimeout(total=None, connect=min(connect, remaining), sock_read=None)
+        # The connect limit applies to new connections only (sock_connect): a pooled one needs no
+        # timer of its own. The caller's deadline bounds everything else.
+        timeout = self._timeouts.get(connect)
+        if timeout is None:
+            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None,
+                                                                      sock_connect=connect)
         return await self._session.post(request.url, data=request.body, headers=headers, timeout=timeout)
 
     @staticmethod
@@ -239,7 +244,7 @@ class Relay:
             backend = candidate.backend
             try:
                 async with asyncio.timeout_at(deadline):
-                    resp = await self._send(request, span, deadline, plan.rule.timeouts.connect_seconds)
+                    resp = await self._send(request, span, plan.rule.timeouts.connect_seconds)
                     async with resp:
                         span.set_attribute("http.response.status_code", resp.status)
                         if resp.status != 200:
@@ -312,7 +317,7 @@ class Relay:
             decoder: StreamDecoder | None = None
             try:
                 async with timer:
-                    resp = await self._send(upstream_request, span, deadline, timeouts.connect_seconds)
+                    resp = await self._send(upstream_request, span, timeouts.connect_seconds)
                     span.set_attribute("http.response.status_code", resp.status)
                     if resp.status != 200:
                         raise await self._failure_from_status(resp, translator, backend.key)
