@@ -140,8 +140,9 @@ async def run(args: argparse.Namespace) -> None:
     admin_host, _, admin_port = args.admin_listen.rpartition(":")
     try:
         await web.TCPSite(admin, admin_host or "0.0.0.0", int(admin_port)).start()  # probes answer while syncing
-    except OSError as exc:  # e.g. a second controller on one machine: serve sidecars anyway; probes will say so
-        log.error("admin port %s unavailable (%s): no /healthz, /readyz, /metrics", args.admin_listen, exc)
+    except OSError as exc:
+        raise SystemExit(f"modelway-controller: cannot serve /healthz, /readyz and /metrics on {args.admin_listen}: "
+                         f"{exc.strerror or exc}; pick another with --admin-listen HOST:PORT") from None
     status.controller = controller  # the reporter reads the controller; the controller calls the reporter
     if replicas is not None:
         replicas.controller = controller

@@ -38,8 +38,10 @@ class ControllerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}-{self.port}.log"
+        self.admin_port = free_port()  # not the fixed 15014: replicas share this machine
         self._argv = [sys.executable, "-m", "controller", "--source", "kube", "--kubeconfig", str(kubeconfig),
-                      "--listen", f"127.0.0.1:{self.port}", "--log-level", "debug", *extra_args]
+                      "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}",
+                      "--log-level", "debug", *extra_args]
         self._env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
 

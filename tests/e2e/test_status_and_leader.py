@@ -357,7 +357,8 @@ def free_port() -> int:
 async def test_the_controller_process_leads_writes_and_releases(kube: KubeCluster, client: KubeClient,
                                                                  kubectl: Kubectl, namespace: str) -> None:
     argv = [sys.executable, "-m", "controller", "--source", "kube", "--kubeconfig", str(kube.kubeconfig),
-            "--listen", f"127.0.0.1:{free_port()}", "--lease-namespace", namespace]
+            "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}",
+            "--lease-namespace", namespace]
     process = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "POD_NAME": "controller-0"},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
