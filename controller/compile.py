@@ -190,42 +190,55 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
     compiled_providers = {v.provider.name: v.provider for v in providers.values() if v.provider is not None}
     policies = pol.ordered(resources.policies)
     namespaces = {n.metadata.name: n for n in resources.namespaces}
-    provider_names: dict[str, set[str]] = {}
-    for provider in resources.providers:
-        provider_names.setdefault(provider.metadata.namespace, set()).add(provider.metadata.name)
-    route_names: dict[str, set[str]] = {}
-    for route in resources.routes:
-        route_names.setdefault(route.metadata.namespace, set()).add(route.metadata.name)
-    restrictions = {}
-    if policies:
-        for key, verdict in routes.items():
-            if verdict.served is not None:
-                labels = _namespace_labels(namespaces, key[1])
-                restrictions[key] = pol.route_restrictions(verdict.served, policies=policies, namespace_labels=labels,
-                                                           providers=compiled_providers)
+    verdicts, restrictions = _judge_policies(resources, policies, routes, namespaces, compiled_providers)
     return Judgement(
         providers=providers,
         routes=routes,
         served_by_namespace={ns: tuple(rs) for ns, rs in by_namespace.items()},
         compiled_providers=compiled_providers,
         policies=policies,
-        policy_verdicts={key_of(p): pol.judge_policy(p, provider_names=provider_names, route_names=route_names)
-                         for p in policies},
+        policy_verdicts=verdicts,
         restrictions=restrictions,
         namespaces=namespaces,
     )
 
 
-def _namespace_labels(namespaces: Mapping[str, Namespace], name: str) -> Mapping[str, str]:
+def _judge_policies(
+    resources: Resources,
+    policies: Sequence[pol.AnyPolicy],
+    routes: Mapping[Key, RouteVerdict],
+    namespaces: Mapping[str, Namespace],
+    compiled_providers: Mapping[str, snap.Provider],
+) -> tuple[dict[Key, pol.PolicyVerdict], dict[Key, tuple[str, ...]]]:
+    """Each policy's verdict, and what the policies take from each served route (nothing without policies)."""
+    if not policies:
+        return {}, {}
+    provider_names: dict[str, set[str]] = {}
+    for provider in resources.providers:
+        provider_names.setdefault(provider.metadata.namespace, set()).add(provider.metadata.name)
+    route_names: dict[str, set[str]] = {}
+    for route in resources.routes:
+        route_names.setdefault(route.metadata.namespace, set()).add(route.metadata.name)
+    verdicts = {key_of(p): pol.judge_policy(p, provider_names=provider_names, route_names=route_names)
+                for p in policies}
+    restrictions = {
+        key: pol.route_restrictions(verdict.served, policies=policies, namespace_labels=_labels(namespaces, key[1]),
+                                    providers=compiled_providers)
+        for key, verdict in routes.items() if verdict.served is not None
+    }
+    return verdicts, restrictions
+
+
+def _labels(namespaces: Mapping[str, Namespace], name: str) -> Mapping[str, str]:
     namespace = namespaces.get(name)
     return namespace.metadata.labels if namespace is not None else {}
 
 
 def workload_policy(judgement: Judgement, workload: Workload, routes: Sequence[snap.Route]) -> snap.Policy:
     """The policy section of one workload's snapshot: what every policy that binds it leaves it."""
-    namespace = judgement.namespaces.get(workload.namespace)
-    labels = namespace.metadata.labels if namespace is not None else {}
+    labels = _labels(judgement.namespaces, workload.namespace)
     binding = [p for p in judgement.policies if pol.binds(p, workload, namespace_labels=labels)]
+    namespace = judgement.namespaces.get(workload.namespace)
     return pol.compile_policy(policies=binding, workload=workload,
                               namespace_annotations=namespace.metadata.annotations if namespace is not None else {},
                               routes=routes, providers=judgement.compiled_providers)

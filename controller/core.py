@@ -149,14 +149,17 @@ class Controller:
     def compiled_for(self, workload: Workload) -> Compiled:
         routes = select_routes(self.judgement, workload)
         route_ids = tuple(id(r) for r in routes)  # the judgement holds these objects: ids are stable
+        compiled_routes: list[Route] | None = None  # built only on a cache miss
         policy = self._policies.get(policy_key := (workload.cache_key(), route_ids))
         if policy is None:
-            policy = workload_policy(self.judgement, workload, [self._compiled_route(r) for r in routes])
-            self._policies[policy_key] = policy
+            compiled_routes = [self._compiled_route(r) for r in routes]
+            policy = self._policies[policy_key] = workload_policy(self.judgement, workload, compiled_routes)
         key = (route_ids, policy)
         compiled = self._compiled.get(key)
         if compiled is None:
-            snapshot = assemble(self.judgement, [self._compiled_route(r) for r in routes], policy=policy)
+            if compiled_routes is None:
+                compiled_routes = [self._compiled_route(r) for r in routes]
+            snapshot = assemble(self.judgement, compiled_routes, policy=policy)
             message = json.dumps({"type": "snapshot", "version": snapshot.version, "snapshot": to_wire(snapshot)})
             generations = {("ModelRoute", r.metadata.namespace, r.metadata.name): r.metadata.generation for r in routes}
             compiled = Compiled(snapshot=snapshot, message=message, routes=generations)

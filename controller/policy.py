@@ -26,7 +26,7 @@ AnyPolicy = ModelPolicy | ClusterModelPolicy
 
 DATA_CLASS_ANNOTATION = "modelway.io/data-class"  # on a Pod or a Namespace: the workload's default
 NO_POLICY_DEFAULT: snap.DataClass = "internal"
-_RANK = {name: rank for rank, name in enumerate(snap.DATA_CLASSES)}
+_RANK = snap.DATA_CLASS_RANK
 _GLOB = frozenset("*?[")
 
 

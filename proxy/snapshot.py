@@ -23,6 +23,7 @@ DataClass = Literal["public", "internal", "personal", "restricted"]
 # Least to most sensitive: a request's class may be raised along this order, never lowered
 # below its workload's default, and a residency rule for one class binds every class above it.
 DATA_CLASSES: tuple[DataClass, ...] = ("public", "internal", "personal", "restricted")
+DATA_CLASS_RANK: dict[str, int] = {name: rank for rank, name in enumerate(DATA_CLASSES)}
 DATA_CLASS_HEADER = "x-modelway-data-class"
 
 _NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -175,10 +176,6 @@ class Policy(_Frozen):
     detect_personal_data: bool = False  # raise requests whose prompt holds personal data to `personal`
     denied_routes: tuple[RouteDenial, ...] = ()
     denied_backends: tuple[BackendDenial, ...] = ()
-
-    @property
-    def restricts(self) -> bool:
-        return bool(self.denied_routes or self.denied_backends or self.detect_personal_data)
 
 
 class Snapshot(_Frozen):

@@ -51,7 +51,7 @@ class SseParser:
         for event in self._blocks(data):
             if event.startswith(b"data: ") and b"\n" not in event:
                 datas.append(event[6:])
-            elif (parsed := _parse_block(event)) is not None and (parsed.data or parsed.event is None):
+            elif (parsed := _parse_block(event)) is not None:
                 datas.append(parsed.data.encode())
         return datas
 

@@ -90,6 +90,20 @@ def _event_attributes(attributes: Mapping[str, Any] | None, limit: int) -> tuple
     return out, dropped
 
 
+def _append_bounded(items: list[Any] | None, item: Any, limit: int) -> tuple[list[Any], int]:
+    """Append to a list kept to `limit` items (made on first use), the oldest giving way, as the
+    SDK keeps events and links: (the list, how many items were dropped)."""
+    if items is None:
+        items = []
+    if len(items) < limit:
+        items.append(item)
+        return items, 0
+    if items:
+        del items[0]
+        items.append(item)
+    return items, 1  # with a limit of 0, the new item itself is the one dropped
+
+
 class LeanSpan(trace.Span):
     """A recording span of plain values, queued for export when it ends.
 
@@ -169,30 +183,17 @@ class LeanSpan(trace.Span):
             return
         limits = self._tracer.limits
         event_attributes, dropped = _event_attributes(attributes, limits.event_attributes)
-        events = self._events
-        if events is None:
-            events = self._events = []
-        if len(events) >= limits.events:
-            self.dropped_events += 1
-            if not events:
-                return
-            del events[0]
-        events.append((name, event_attributes, time.time_ns() if timestamp is None else timestamp, dropped))
+        event = (name, event_attributes, time.time_ns() if timestamp is None else timestamp, dropped)
+        self._events, overflow = _append_bounded(self._events, event, limits.events)
+        self.dropped_events += overflow
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if self.end_time is not None or not (context and (context.is_valid or attributes or context.trace_state)):
             return  # the SDK's rule: an invalid context is kept only with attributes or a trace state
         limits = self._tracer.limits
         link_attributes, dropped = _event_attributes(attributes, limits.link_attributes)
-        links = self._links
-        if links is None:
-            links = self._links = []
-        if len(links) >= limits.links:
-            self.dropped_links += 1
-            if not links:
-                return
-            del links[0]
-        links.append((context, link_attributes, dropped))
+        self._links, overflow = _append_bounded(self._links, (context, link_attributes, dropped), limits.links)
+        self.dropped_links += overflow
 
     def update_name(self, name: str) -> None:
         if self.end_time is None:

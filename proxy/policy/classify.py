@@ -15,9 +15,9 @@ from typing import Any
 
 from proxy.errors import bad_request
 from proxy.policy.personal_data import PersonalDataDetector
-from proxy.snapshot import DATA_CLASS_HEADER, DATA_CLASSES, DataClass, Policy
+from proxy.snapshot import DATA_CLASS_HEADER, DATA_CLASS_RANK, DATA_CLASSES, DataClass, Policy
 
-_RANK: dict[str, int] = {name: rank for rank, name in enumerate(DATA_CLASSES)}
+_RANK = DATA_CLASS_RANK
 PERSONAL: DataClass = "personal"
 
 

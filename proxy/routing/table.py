@@ -16,9 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from proxy.snapshot import DATA_CLASSES, Backend, Denial, HeaderMatch, Policy, Route, Rule, Snapshot
-
-_RANK = {name: rank for rank, name in enumerate(DATA_CLASSES)}
+from proxy.snapshot import DATA_CLASS_RANK, DATA_CLASSES, Backend, Denial, HeaderMatch, Policy, Route, Rule, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +124,16 @@ def _choices(rule: Rule, route: Route, data_class: str, denied: dict[str, list[D
 
 def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
     keys = {b.key for b in (*rule.backends, *rule.fallbacks)}
+    unrestricted: _Choices | None = None  # shared by every class the policy leaves the whole rule
     by_class: list[_Choices] = []
     for data_class in DATA_CLASSES:
         denied: dict[str, list[Denial]] = {}
         for denial in policy.denied_backends:
             if denial.key in keys and data_class in denial.data_classes:
                 denied.setdefault(denial.key, []).append(denial.denial)
-        reuse = next((c for c in by_class if {b.key for b, _ in c.removed} == denied.keys()), None)
-        by_class.append(reuse if reuse is not None and not denied else _choices(rule, route, data_class, denied))
+        if not denied:
+            unrestricted = unrestricted or _choices(rule, route, data_class, denied)
+        by_class.append(_choices(rule, route, data_class, denied) if denied else unrestricted)
     return _CompiledRule(
         rule=rule,
         matchers=tuple(_compile_matcher(m) for m in rule.match_headers),
@@ -191,7 +191,7 @@ class RoutingTable:
                                 f"{denial.policy} ({denial.reason})", route=route.name, policies=(denial.policy,))
         for compiled in rules:
             if all(m.matches(headers) for m in compiled.matchers):
-                choices = compiled.by_class[_RANK[data_class]]
+                choices = compiled.by_class[DATA_CLASS_RANK[data_class]]
                 if choices.refusal:
                     raise PolicyRefusal(choices.refusal, route=route.name,
                                         policies=tuple(dict.fromkeys(d.policy for _, d in choices.removed)))
