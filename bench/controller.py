@@ -58,21 +58,19 @@ import json
 import math
 import os
 import platform
-import queue
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.controller_processes import PYTHON, ROOT, Clients, cpu_seconds, percentile, proc_status
 from bench.controller_report import (
     LOGS,
     MEASURED_ROUTE,
@@ -97,114 +95,11 @@ from tests.harness.ports import PortAllocator
 from tests.harness.process import ManagedProcess
 from tests.harness.tools import ToolMissing, find_tool
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PYTHON = sys.executable
 
 QUIET_CPU = 0.05  # CPU seconds per second below which the controller counts as idle
 QUIET_TIMEOUT_S = 600.0
 SETTLE_S = 0.5  # after a change is fully ACKed: longer than the debounce, so stragglers show up as "extra"
-
-
-# --- processes ------------------------------------------------------------------------
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Clients:
-    """The light clients' process, spoken to over JSON lines (see bench/controller_clients.py)."""
-
-    def __init__(self, url: str, tokens_file: Path, concurrency: int, log: Path) -> None:
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.controller_clients", "--url", url, "--tokens", str(tokens_file),
-             "--concurrency", str(concurrency)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True, text=True, bufsize=1)
-        self.log = log
-        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True, name="clients-stdout").start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self._events.put(json.loads(line))
-            except ValueError:
-                self._events.put({"event": "error", "message": f"not JSON: {line[:200]!r}"})
-        self._events.put(None)
-
-    def send(self, command: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(json.dumps(command) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            raise BenchBroken(f"the clients process is gone; log {self.log}:\n{self.tail()}") from None
-
-    def next_event(self, timeout: float) -> dict[str, Any]:
-        try:
-            event = self._events.get(timeout=timeout)
-        except queue.Empty:
-            raise BenchBroken(f"the clients process said nothing for {timeout:.0f} s; log {self.log}:\n"
-                              f"{self.tail()}") from None
-        if event is None:
-            raise BenchBroken(f"the clients process exited ({self.proc.poll()}); log {self.log}:\n{self.tail()}")
-        if event.get("event") == "error":
-            raise BenchBroken(f"clients: {event['message']}")
-        return event
-
-    def expect(self, kind: str, timeout: float) -> dict[str, Any]:
-        event = self.next_event(timeout)
-        if event.get("event") != kind:
-            raise BenchBroken(f"clients: expected {kind!r}, got {event}")
-        return event
-
-    def tail(self, lines: int = 20) -> str:
-        self._log.flush()
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send({"cmd": "quit"})
-                self.proc.wait(10)
-            except (BenchBroken, subprocess.TimeoutExpired, OSError):
-                pass
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-
-
-# --- statistics -----------------------------------------------------------------------
-
-
-def percentile(values: Iterable[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least q% of the values at or below it."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 # --- the run --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from proxy.providers.anthropic import AnthropicStreamDecoder, AnthropicTranslato
 from proxy.snapshot import Provider
 from proxy.sse import SseParser
 from tests.unit.anthropic_frontend_common import FRONTEND, PNG, WEATHER_TOOL
-from tests.unit.test_anthropic_provider import DOCUMENTED_TOOL_STREAM
+from tests.unit.test_anthropic_provider_stream import DOCUMENTED_TOOL_STREAM
 
 
 # --- response --------------------------------------------------------------------------------
