@@ -83,14 +83,12 @@ class Telemetry:
         """Prompt (and, given, completion) text on the span: only when content capture is on."""
         if not self.capture_content or not span.is_recording():
             return
-        from proxy.tracing_content import content_attributes
+        from proxy.tracing_content import input_attributes, output_attributes
 
         secrets = [p.api_key.get_secret_value() for p in runtime.snapshot.providers if p.api_key is not None]
-        attributes = content_attributes(request=request, response=response, secrets=secrets)
-        if response is not None:
-            attributes.pop("gen_ai.input.messages", None)  # recorded when the request started
-            attributes.pop("gen_ai.system_instructions", None)
-        span.set_attributes(attributes)
+        # The input is recorded when the request starts, the answer when it is there.
+        span.set_attributes(input_attributes(request, secrets) if response is None
+                            else output_attributes(response, secrets))
 
     def capturing(self, frontend: Any, span: Span, *, runtime: Runtime, request: dict[str, Any]) -> Any:
         """`frontend`, or (content capture on) a wrapper whose stream encoders collect the streamed

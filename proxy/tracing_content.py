@@ -78,6 +78,14 @@ def _json(value: Any, secrets: Iterable[str]) -> str:
 def content_attributes(*, request: dict[str, Any], response: dict[str, Any] | None,
                        secrets: Iterable[str]) -> dict[str, str]:
     """The span attributes for a chat request (OpenAI shape) and, when there is one, its answer."""
+    attributes = input_attributes(request, secrets)
+    if response is not None:
+        attributes.update(output_attributes(response, secrets))
+    return attributes
+
+
+def input_attributes(request: dict[str, Any], secrets: Iterable[str]) -> dict[str, str]:
+    """gen_ai.input.messages and gen_ai.system_instructions of a chat request (OpenAI shape)."""
     secrets = [s for s in secrets if s]
     messages = [m for m in request.get("messages") or () if isinstance(m, dict)]
     system = [p for m in messages if m.get("role") in ("system", "developer") for p in _parts(m.get("content"))]
@@ -85,14 +93,17 @@ def content_attributes(*, request: dict[str, Any], response: dict[str, Any] | No
                                                    if m.get("role") not in ("system", "developer")], secrets)}
     if system:
         attributes["gen_ai.system_instructions"] = _json(system, secrets)
-    if response is not None:
-        output = []
-        for choice in response.get("choices") or ():
-            entry = _message(choice.get("message") or {"role": "assistant"})
-            entry["finish_reason"] = choice.get("finish_reason")
-            output.append(entry)
-        attributes["gen_ai.output.messages"] = _json(output, secrets)
     return attributes
+
+
+def output_attributes(response: dict[str, Any], secrets: Iterable[str]) -> dict[str, str]:
+    """gen_ai.output.messages of a chat answer (OpenAI shape)."""
+    output = []
+    for choice in response.get("choices") or ():
+        entry = _message(choice.get("message") or {"role": "assistant"})
+        entry["finish_reason"] = choice.get("finish_reason")
+        output.append(entry)
+    return {"gen_ai.output.messages": _json(output, [s for s in secrets if s])}
 
 
 class StreamCapture:
