@@ -131,11 +131,10 @@ def _classify(request: web.Request, runtime: Runtime, texts: Callable[[], Iterab
 
 def _audit_reroute(request: web.Request, *, runtime: Runtime, model: str, plan: Plan,
                    classification: Classification, span: Any) -> None:
-    removed = "; ".join(f"{backend.key}: {denial.policy} ({denial.reason})" for backend, denial in plan.removed)
-    reason = f"removed {removed}"
+    reason = f"removed {plan.removed_why}"
     if classification.raised_because:
         reason = f"class raised: {classification.raised_because}; {reason}"
-    policies = tuple(dict.fromkeys(denial.policy for _, denial in plan.removed))
+    policies = plan.removed_policies
     request.app[AUDIT].record(
         workload=runtime.snapshot.policy.workload, model=model, route=plan.route.name,
         data_class=classification.data_class, decision="reroute", policies=policies, reason=reason,

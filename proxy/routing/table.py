@@ -30,8 +30,11 @@ class Plan:
     route: Route
     rule: Rule
     candidates: tuple[Candidate, ...]
-    # What the workload's policy took out of this rule for the request's data class.
+    # What the workload's policy took out of this rule for the request's data class, and (made at
+    # config time, for the audit log) the same in words and the policies that did it.
     removed: tuple[tuple[Backend, Denial], ...] = ()
+    removed_why: str = ""
+    removed_policies: tuple[str, ...] = ()
 
 
 class PolicyRefusal(Exception):
@@ -66,6 +69,8 @@ class _Choices:
     cumulative: tuple[int, ...]
     fallbacks: tuple[Candidate, ...]
     removed: tuple[tuple[Backend, Denial], ...] = ()
+    removed_why: str = ""  # "<backend>: <policy> (<reason>); ..."
+    removed_policies: tuple[str, ...] = ()
     refusal: str = ""  # set when nothing is left: why, naming the policies
 
     def pick(self, draw: float, healthy: Callable[[str], bool] | None) -> Backend:
@@ -109,9 +114,9 @@ def _choices(rule: Rule, route: Route, data_class: str, denied: dict[str, list[D
         running += backend.weight
         cumulative.append(running)
     fallbacks = tuple(Candidate(b, fallback=True) for b in rule.fallbacks if b.key not in gone)
+    why = "; ".join(f"{b.key}: {d.policy} ({d.reason})" for b, d in removed)
     refusal = ""
     if not weighted and not fallbacks:
-        why = "; ".join(f"{b.key}: {d.policy} ({d.reason})" for b, d in removed)
         refusal = (f"data class {data_class!r} may not be sent to any backend of route {route.name!r} "
                    f"(rule {rule.name!r}): {why}")
     elif not weighted:  # only fallbacks are left: they become the primaries, in order
@@ -119,6 +124,7 @@ def _choices(rule: Rule, route: Route, data_class: str, denied: dict[str, list[D
         weighted, cumulative = (first.backend,), [1]
         fallbacks = tuple(rest)
     return _Choices(weighted=weighted, cumulative=tuple(cumulative), fallbacks=fallbacks, removed=removed,
+                    removed_why=why, removed_policies=tuple(dict.fromkeys(d.policy for _, d in removed)),
                     refusal=refusal)
 
 
@@ -193,11 +199,11 @@ class RoutingTable:
             if all(m.matches(headers) for m in compiled.matchers):
                 choices = compiled.by_class[DATA_CLASS_RANK[data_class]]
                 if choices.refusal:
-                    raise PolicyRefusal(choices.refusal, route=route.name,
-                                        policies=tuple(dict.fromkeys(d.policy for _, d in choices.removed)))
+                    raise PolicyRefusal(choices.refusal, route=route.name, policies=choices.removed_policies)
                 primary = choices.pick(draw(), healthy)
                 candidates = (Candidate(primary, fallback=False),) + tuple(
                     c for c in choices.fallbacks if c.backend.key != primary.key
                 )
-                return Plan(route=route, rule=compiled.rule, candidates=candidates, removed=choices.removed)
+                return Plan(route=route, rule=compiled.rule, candidates=candidates, removed=choices.removed,
+                            removed_why=choices.removed_why, removed_policies=choices.removed_policies)
         raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers")
