@@ -46,6 +46,12 @@ BuildRequest = Callable[[Translator, str], UpstreamRequest]
 ParseBody = Callable[[Translator, bytes, str], tuple[dict[str, Any], Usage]]
 
 
+class _EventStream(web.StreamResponse):
+    # The headers leave with the first events, in one write: we always have events in hand
+    # when the response starts (aiohttp sends them in a write of their own otherwise).
+    _send_headers_immediately = False
+
+
 class ClientGone(Exception):
     """Writing to the app failed: it disconnected. Not the provider's fault."""
 
@@ -330,9 +336,9 @@ class Relay:
                     span.set_attribute("modelway.time_to_first_token", ttft)
                     server_span.set_attribute("modelway.time_to_first_token", ttft)
                     outcome.backend, outcome.ttft = backend.key, ttft
-                    response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
-                    await response.prepare(request)
                     encoder = frontend.stream_encoder(include_usage=parsed.include_usage)
+                    response = _EventStream(status=200, headers=_SSE_HEADERS)
+                    await _prepare(response, request)
                     await _write_chunks(response, encoder, buffered)
                     if not ended:
                         async for data in resp.content.iter_any():
@@ -402,6 +408,13 @@ async def _write_chunks(response: web.StreamResponse, encoder: Any, chunks: list
             await response.write(data)
         except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
             raise ClientGone() from exc
+
+
+async def _prepare(response: web.StreamResponse, request: web.Request) -> None:
+    try:
+        await response.prepare(request)
+    except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+        raise ClientGone() from exc
 
 
 async def _write_eof(response: web.StreamResponse, data: bytes) -> None:
