@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -150,6 +151,20 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
             export.collect_now()  # the last totals, posted by telemetry.shutdown()
 
 
+def _tune_gc() -> None:
+    """Keeps the cyclic garbage collector off the request path.
+
+    A request's objects die by reference counting, but with 16 requests in flight more than
+    the default 700 container objects are alive at once, so the collector ran about once per
+    20 requests and scanned every module, class and snapshot object each time it reached the
+    oldest generation: ~30 us per request (bench.sidecar, stream@16). Freezing what start-up
+    built takes it out of every scan, and a gen-0 threshold above what requests in flight
+    hold means collections run only when cyclic garbage has really piled up."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -170,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    _tune_gc()
     try:
         runner(serve(args, telemetry, initial, holder))
     finally:
