@@ -20,6 +20,7 @@ from opentelemetry.trace import Span
 
 from proxy import upstream as up
 from proxy.errors import ApiError
+from proxy.http_client import HttpClient, Response
 from proxy.frontends.base import Frontend, ParsedChat
 from proxy.providers.base import (
     ChatChunk,
@@ -38,8 +39,8 @@ from proxy.telemetry import Telemetry, set_error
 
 log = logging.getLogger("modelway.relay")
 
-# Upstream trouble: refused/reset connections, bodies cut short (ClientPayloadError).
-_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError)
+# Upstream trouble: refused/reset connections, bodies cut short (http_client.UpstreamDisconnected).
+_TRANSPORT_ERRORS = (OSError,)
 _SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 BuildRequest = Callable[[Translator, str], UpstreamRequest]
@@ -104,13 +105,10 @@ def _final_error(model: str, plan: Plan, failures: list[up.Failure]) -> ApiError
 
 
 class Relay:
-    def __init__(
-        self, *, session: aiohttp.ClientSession, telemetry: Telemetry, health: OutlierDetector | None = None
-    ) -> None:
-        self._session = session
+    def __init__(self, *, client: HttpClient, telemetry: Telemetry, health: OutlierDetector | None = None) -> None:
+        self._client = client
         self._telemetry = telemetry
         self.health = health or OutlierDetector()
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     # --- the attempt loop, shared by every operation ---------------------------------
 
@@ -203,20 +201,16 @@ class Relay:
                 await asyncio.sleep(delay)
         raise _final_error(model, plan, failures)
 
-    async def _send(self, request: UpstreamRequest, span: Span, connect: float) -> aiohttp.ClientResponse:
+    async def _send(self, request: UpstreamRequest, span: Span, connect: float) -> Response:
         headers = dict(request.headers)
         self._telemetry.inject(headers, span)
-        # The connect limit applies to new connections only (sock_connect): a pooled one needs no
-        # timer of its own. The caller's deadline bounds everything else.
-        timeout = self._timeouts.get(connect)
-        if timeout is None:
-            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None,
-                                                                      sock_connect=connect)
-        return await self._session.post(request.url, data=request.body, headers=headers, timeout=timeout)
+        # The connect limit applies to new connections only: a pooled one needs no timer of its
+        # own. The caller's deadline bounds everything else.
+        return await self._client.post(request.url, body=request.body, headers=headers, connect_timeout=connect)
 
     @staticmethod
     async def _failure_from_status(
-        resp: aiohttp.ClientResponse, translator: Translator, backend: str
+        resp: Response, translator: Translator, backend: str
     ) -> _AttemptFailed:
         body = await resp.read()
         return _AttemptFailed(
@@ -317,7 +311,7 @@ class Relay:
             # One timer for the whole attempt: the first-token deadline until content
             # arrives, then moved out to the total deadline.
             timer = asyncio.timeout_at(first_token_deadline)
-            resp: aiohttp.ClientResponse | None = None
+            resp: Response | None = None
             response: web.StreamResponse | None = None
             encoder: Any = None
             decoder: StreamDecoder | None = None
@@ -341,7 +335,7 @@ class Relay:
                     await _prepare(response, request)
                     await _write_chunks(response, encoder, buffered)
                     if not ended:
-                        async for data in resp.content.iter_any():
+                        async for data in resp.iter_any():
                             await _write_chunks(response, encoder, decoder.feed(data))
                         await _write_chunks(response, encoder, decoder.close())
                 await _write_eof(response, encoder.finish())
@@ -384,12 +378,10 @@ def _attempt_failure(exc: BaseException, backend: str, *, first_token_limited: b
     return _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend, type(exc).__name__))
 
 
-async def _read_until_content(
-    resp: aiohttp.ClientResponse, decoder: StreamDecoder
-) -> tuple[list[ChatChunk], bool]:
+async def _read_until_content(resp: Response, decoder: StreamDecoder) -> tuple[list[ChatChunk], bool]:
     """Reads upstream until a chunk with content or the end: (chunks so far, whether it ended)."""
     buffered: list[ChatChunk] = []
-    async for data in resp.content.iter_any():
+    async for data in resp.iter_any():
         chunks = decoder.feed(data)
         buffered.extend(chunks)
         if any(_has_content(c) for c in chunks):

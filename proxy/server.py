@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -21,6 +20,7 @@ from proxy.errors import ApiError, bad_request
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend, error_for_unknown_model, models_list
+from proxy.http_client import HttpClient
 from proxy.policy.audit import AuditLog
 from proxy.policy.classify import Classification, chat_texts, embedding_texts
 from proxy.relay import ClientGone, Relay
@@ -322,7 +322,6 @@ def build_app(
     telemetry: Telemetry,
     settings: ServerSettings,
     audit: AuditLog | None = None,
-    session_factory: Any = None,
 ) -> web.Application:
     # The body limit is enforced in _read_json with a proper error; aiohttp's own
     # limit sits just above it as a backstop.
@@ -332,14 +331,13 @@ def build_app(
     app[SETTINGS] = settings
     app[AUDIT] = audit or AuditLog()
 
-    async def client_session(app: web.Application) -> Any:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        session = (session_factory or aiohttp.ClientSession)(connector=connector, auto_decompress=True)
-        app[RELAY] = Relay(session=session, telemetry=telemetry)
+    async def provider_client(app: web.Application) -> Any:
+        client = HttpClient()
+        app[RELAY] = Relay(client=client, telemetry=telemetry)
         yield
-        await session.close()
+        await client.close()
 
-    app.cleanup_ctx.append(client_session)
+    app.cleanup_ctx.append(provider_client)
     app.router.add_post("/v1/chat/completions", openai_chat)
     app.router.add_post("/v1/embeddings", openai_embeddings)
     app.router.add_get("/v1/models", list_models)
