@@ -102,6 +102,7 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.got_bytes = False
         self.decompress: Any = None
+        self.interim = False  # a 1xx answer (100 Continue, 103 Early Hints): the real one follows
 
     # -- sending
 
@@ -139,12 +140,17 @@ class _Connection(asyncio.Protocol):
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self.interim = True
+            self.raw_headers.clear()
+            return
         values: dict[str, str] = {}
         for raw_name, raw_value in self.raw_headers:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             values[name] = f"{values[name]}, {value}" if name in values else value
         self.headers = Headers(values)
-        self.status = self.parser.get_status_code()
+        self.status = status
         self.until_close = "content-length" not in values and "chunked" not in values.get("transfer-encoding", "")
         encoding = values.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
@@ -167,6 +173,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.keep_alive = self.parser.should_keep_alive()
         self._finish()
 
@@ -382,9 +391,14 @@ def _parse_target(url: str, user_agent: str) -> _Target:
     return _Target(key=(host, port, tls), host=host, port=port, tls=tls, head=head)
 
 
+_SET_HERE = frozenset({"host", "content-length", "user-agent", "transfer-encoding"})
+
+
 def _header_block(headers: Mapping[str, str]) -> bytes:
     lines = []
     for name, value in headers.items():
+        if name.lower() in _SET_HERE:
+            continue  # the client's own: a second copy would be refused or, worse, obeyed
         if "\n" in value or "\r" in value or "\0" in value or "\n" in name or "\r" in name:
             # never echo the value: it may be a credential
             raise InvalidRequestHeader(f"header {name.strip()!r} holds a line break or NUL")
