@@ -8,7 +8,8 @@ request path: each is a few dict and list operations (see `proxy.metrics`).
 
 A backend's attributes (provider, upstream model, server address and port,
 backend key) are computed once per snapshot (`BackendCatalog`) and travel as one
-tuple, so a request builds no attribute dicts.
+tuple, so a request builds no attribute dicts; its CLIENT spans' names and
+attributes are made once per operation and attempt number too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from proxy.metrics import COUNTER, GAUGE, Labels, Registry, observe
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.tracing import SharedAttributes
 
 # semconv v1.37.0 advisory bucket boundaries
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
@@ -34,10 +36,22 @@ OK, ERROR, CLIENT_GONE = "ok", "error", "client_disconnected"
 class BackendInfo:
     """A backend's metric attributes, and its prices in USD per token (None: no pricing given)."""
 
-    __slots__ = ("labels", "input_price", "output_price")
+    __slots__ = ("labels", "input_price", "output_price", "_client_spans")
 
     def __init__(self, labels: Labels, input_price: float | None, output_price: float | None) -> None:
         self.labels, self.input_price, self.output_price = labels, input_price, output_price
+        self._client_spans: dict[tuple[str, int, bool], tuple[str, SharedAttributes]] = {}
+
+    def client_span(self, operation: str, number: int, fallback: bool) -> tuple[str, SharedAttributes]:
+        """The name and attributes of a CLIENT span for one attempt on this backend."""
+        key = (operation, number, fallback)
+        found = self._client_spans.get(key)
+        if found is None:
+            values = {"gen_ai.operation.name": operation, **dict(zip(BACKEND, self.labels, strict=True)),
+                      "modelway.attempt": number, "modelway.fallback": fallback}
+            attributes = SharedAttributes({k: v for k, v in values.items() if v is not None})
+            found = self._client_spans[key] = (f"{operation} {self.labels[1]}", attributes)
+        return found
 
     def cost(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
         """USD for these tokens; None without pricing or usage (an unknown cost is not zero)."""

@@ -16,6 +16,9 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+from proxy.tracing import UNSET_STATUS as _UNSET_STATUS
 
 log = logging.getLogger("proxy.otlp_export")
 
@@ -127,6 +130,7 @@ class SpanEncoder:
         self._keys: dict[str, bytes] = {}  # attribute key -> KeyValue.key field
         self._ints: dict[tuple[str, int], bytes] = {}  # (key, int value) -> length-prefixed KeyValue
         self._names: dict[str, bytes] = {}  # span/event name -> length-prefixed UTF-8
+        self._shared: dict[int, tuple[object, bytes]] = {}  # id -> (SharedAttributes, their Span fields)
         self._resources: dict[int, tuple[object, bytes, bytes]] = {}  # id -> (obj, field 1, field 3)
         self._scopes: dict[int, tuple[object, bytes, bytes]] = {}
 
@@ -242,6 +246,17 @@ class SpanEncoder:
             out.append(tag)
             out.append(kv)
 
+    def _shared_fields(self, shared: Mapping[str, Any]) -> bytes:
+        """Span.attributes fields (tag included) for a proxy.tracing.SharedAttributes, made once each."""
+        cached = self._shared.get(id(shared))
+        if cached is None or cached[0] is not shared:
+            if len(self._shared) >= _CACHE_MAX:
+                self._shared.clear()
+            fields: list[bytes] = []
+            self._attributes(fields, b"\x4a", shared)
+            cached = self._shared[id(shared)] = (shared, b"".join(fields))
+        return cached[1]
+
     def _name(self, name: str) -> bytes:
         encoded = self._names.get(name)
         if encoded is None:
@@ -313,20 +328,22 @@ class SpanEncoder:
         """``encode_span`` for a ``proxy.tracing.LeanSpan``: the same bytes, read from its plain slots
         (attributes a dict; events ``(name, attributes, time, dropped)`` and links
         ``(context, attributes, dropped)`` tuples; status a Status)."""
-        ctx = span.context
-        parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
-        trace_state = ctx.trace_state
-        if trace_state:  # 3
+        # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
+        trace_id, span_id, _, _, trace_state, _ = span.context
+        parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+        if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # 3
             parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
         parent = span.parent
         if parent is not None:  # 4
-            parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+            parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
         if name := span.name:  # 5
             parts += (b"\x2a", self._name(name))
         kind = span.kind  # 6
         parts.append(_KIND_BY_ID.get(id(kind)) or _KIND[kind.value])
         parts.append(_pack_times(0x39, span.start_time, 0x41, span.end_time))  # 7, 8 (both set once ended)
-        self._attributes(parts, b"\x4a", span.attributes)  # 9
+        if span.shared is not None:  # 9: the shared attributes' cached bytes, then the span's own
+            parts.append(self._shared_fields(span.shared))
+        self._attributes(parts, b"\x4a", span.own)
         if dropped := span.dropped_attributes:  # 10
             parts += (b"\x50", _varint(dropped))
         if events := span._events:  # 11: time 1, name 2, attributes 3, dropped 4
@@ -345,8 +362,9 @@ class SpanEncoder:
                 parts += (b"\x6a", self._link(lctx, attributes, dropped))
         if dropped := span.dropped_links:  # 14
             parts += (b"\x70", _varint(dropped))
-        parts.append(_status(span.status))  # 15
-        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)  # 16
+        status = span.status  # 15
+        parts.append(b"\x7a\x00" if status is _UNSET_STATUS else _status(status))
+        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
         return b"".join(parts)
 
 

@@ -143,20 +143,8 @@ class Relay:
                     failures.append(up.Failure(up.TIMEOUT, backend.key, "total timeout reached before this attempt"))
                     raise _final_error(model, plan, failures)
                 number += 1
-                span = self._telemetry.client_span(
-                    name=f"{operation} {backend.model}",
-                    parent=server_span,
-                    attributes={
-                        "gen_ai.operation.name": operation,
-                        "gen_ai.provider.name": translator.system,
-                        "gen_ai.request.model": backend.model,
-                        "server.address": translator.server_address,
-                        "server.port": translator.server_port,
-                        "modelway.backend": backend.key,
-                        "modelway.attempt": number,
-                        "modelway.fallback": candidate.fallback,
-                    },
-                )
+                name, attributes = info.client_span(operation, number, candidate.fallback)
+                span = self._telemetry.client_span(name=name, parent=server_span, attributes=attributes)
                 error_type: str | None = "_OTHER"  # cancelled, or an exception no attempt expects
                 started = time.perf_counter()
                 try:
@@ -242,18 +230,20 @@ class Relay:
             translator: Translator, candidate: Candidate, request: UpstreamRequest, span: Span, deadline: float
         ) -> Any:
             backend = candidate.backend
+            resp: Response | None = None
             try:
                 async with asyncio.timeout_at(deadline):
                     resp = await self._send(request, span, plan.rule.timeouts.connect_seconds)
                     async with resp:
-                        span.set_attribute("http.response.status_code", resp.status)
                         if resp.status != 200:
                             raise await self._failure_from_status(resp, translator, backend.key)
                         body = await resp.read()
                 data, usage = parse(translator, body, backend.model)
             except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
+                if resp is not None:  # answered 200, then failed
+                    span.set_attribute("http.response.status_code", resp.status)
                 raise _attempt_failure(exc, backend.key, first_token_limited=False) from None
-            _record_usage(span, usage, data.get("model"))
+            _record_usage(span, usage, data.get("model"), status=200)
             outcome.usage, outcome.backend, outcome.response_model = usage, backend.key, data.get("model")
             outcome.raw, outcome.native_openai = body, translator.native_openai
             return data
@@ -318,7 +308,6 @@ class Relay:
             try:
                 async with timer:
                     resp = await self._send(upstream_request, span, timeouts.connect_seconds)
-                    span.set_attribute("http.response.status_code", resp.status)
                     if resp.status != 200:
                         raise await self._failure_from_status(resp, translator, backend.key)
                     decoder = translator.stream_decoder(model=backend.model)
@@ -346,6 +335,8 @@ class Relay:
                 return response
             except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
                 if response is None:
+                    if resp is not None:  # answered 200, then failed before any content
+                        span.set_attribute("http.response.status_code", resp.status)
                     limited = first_token_deadline < deadline
                     raise _attempt_failure(exc, backend.key, first_token_limited=limited) from None
                 outcome.error_type = up.TIMEOUT if isinstance(exc, TimeoutError) else up.STREAM_CUT
@@ -354,7 +345,7 @@ class Relay:
                 if resp is not None:
                     resp.close()
             if decoder is not None:
-                _record_usage(span, decoder.state.usage, decoder.state.response_model)
+                _record_usage(span, decoder.state.usage, decoder.state.response_model, status=200)
                 if decoder.state.finish_reason:
                     span.set_attribute("gen_ai.response.finish_reasons", (decoder.state.finish_reason,))
                 outcome.usage, outcome.response_model = decoder.state.usage, decoder.state.response_model
@@ -416,8 +407,10 @@ async def _write_eof(response: web.StreamResponse, data: bytes) -> None:
         raise ClientGone() from exc
 
 
-def _record_usage(span: Span, usage: Usage, response_model: Any) -> None:
-    attributes: dict[str, Any] = {}
+def _record_usage(span: Span, usage: Usage, response_model: Any, *, status: int) -> None:
+    """The answer's attributes on the attempt's span, in one call (a failed attempt's status is set
+    where it fails)."""
+    attributes: dict[str, Any] = {"http.response.status_code": status}
     if usage.input_tokens is not None:
         attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
     if usage.output_tokens is not None:

@@ -106,17 +106,6 @@ def _plan(runtime: Runtime, request: web.Request, model: str, classification: Cl
     return plan
 
 
-def _server_attributes(operation: str, model: str, plan: Plan, classification: Classification) -> dict[str, Any]:
-    return {
-        "gen_ai.operation.name": operation,
-        "gen_ai.request.model": model,
-        "modelway.route": plan.route.name,
-        "modelway.rule": plan.rule.name,
-        "modelway.data_class": classification.data_class,
-        "modelway.policy.decision": "reroute" if plan.removed else "allow",
-    }
-
-
 def _trace_id(span: Any) -> str:
     context = span.get_span_context()
     return format(context.trace_id, "032x") if context.trace_id else ""
@@ -183,11 +172,10 @@ async def _traced(
     """Runs one relayed call under its server span; errors come back in the caller's API shape."""
     telemetry = request.app[TELEMETRY]
     started = time.perf_counter()
-    with telemetry.server_span(
-        name=f"{operation} {model}",
-        parent=telemetry.extract(request.headers),
-        attributes=_server_attributes(operation, model, plan, classification),
-    ) as span:
+    name, attributes = telemetry.request_span(
+        operation=operation, model=model, route=plan.route.name, rule=plan.rule.name,
+        data_class=classification.data_class, decision="reroute" if plan.removed else "allow")
+    with telemetry.server_span(name=name, parent=telemetry.extract(request.headers), attributes=attributes) as span:
         if plan.removed:
             _audit_reroute(request, runtime=runtime, model=model, plan=plan, classification=classification, span=span)
         try:
@@ -203,7 +191,6 @@ async def _traced(
             telemetry.finish_request(span, runtime=runtime, operation=operation, route=plan.route.name,
                                      outcome=None, error_type="client_disconnected", started=started)
             raise
-        _finish_server_span(span, outcome)
         telemetry.finish_request(span, runtime=runtime, operation=operation, route=plan.route.name,
                                  outcome=outcome, error_type=outcome.error_type, started=started)
         return response
@@ -242,18 +229,6 @@ async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
 
     return await _traced(request, frontend, operation="chat", model=parsed.model, runtime=runtime, plan=plan,
                          classification=classification, call=call)
-
-
-def _finish_server_span(span: Any, outcome: Any) -> None:
-    if not span.is_recording():
-        return
-    attributes = {
-        "modelway.backend": outcome.backend,
-        "gen_ai.response.model": outcome.response_model,
-        "gen_ai.usage.input_tokens": outcome.usage.input_tokens,
-        "gen_ai.usage.output_tokens": outcome.usage.output_tokens,
-    }
-    span.set_attributes({k: v for k, v in attributes.items() if v is not None})  # one call, one lock
 
 
 async def openai_chat(request: web.Request) -> web.StreamResponse:

@@ -39,6 +39,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from proxy.metrics_sidecar import CLIENT_GONE, ERROR, OK, BackendCatalog, BackendInfo, NoMetrics, SidecarMetrics
 from proxy.runtime import Runtime
+from proxy.tracing import SharedAttributes
 
 SEMCONV_VERSION = "1.37.0"
 _TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -52,15 +53,31 @@ class Telemetry:
         self.metrics = metrics or NoMetrics()
         self.capture_content = capture_content
         self.backends = BackendCatalog()
+        self._request_spans: dict[tuple[str, ...], tuple[str, SharedAttributes]] = {}
         self.closers: list[Any] = []  # providers/exporters to shut down at exit (flushing them)
         self.metric_export: Any = None  # proxy.otlp_metrics.MetricExport, when metrics go out by OTLP
 
     def backend(self, runtime: Runtime, key: str) -> BackendInfo:
         return self.backends.get(runtime, key)
 
+    def request_span(self, *, operation: str, model: str, route: str, rule: str, data_class: str,
+                     decision: str) -> tuple[str, SharedAttributes]:
+        """The name and attributes of a request's SERVER span, made once per combination (a
+        served model, its route and rule, a class, a decision: a few per route)."""
+        key = (operation, model, route, rule, data_class, decision)
+        found = self._request_spans.get(key)
+        if found is None:
+            if len(self._request_spans) >= 4096:  # routes come and go with snapshots
+                self._request_spans.clear()
+            found = self._request_spans[key] = (f"{operation} {model}", SharedAttributes({
+                "gen_ai.operation.name": operation, "gen_ai.request.model": model, "modelway.route": route,
+                "modelway.rule": rule, "modelway.data_class": data_class, "modelway.policy.decision": decision}))
+        return found
+
     def finish_request(self, span: Span, *, runtime: Runtime, operation: str, route: str, outcome: Any,
                        error_type: str | None, started: float) -> None:
-        """At the end of a request: the cost on the server span, and the request's metrics.
+        """At the end of a request: the answer's backend, model, usage and cost on the server span,
+        and the request's metrics.
 
         `outcome` is the relay's (backend, usage, ttft) or None when no backend answered;
         `started` a `time.perf_counter()` reading from when the request was planned."""
@@ -70,9 +87,18 @@ class Telemetry:
             info = self.backends.get(runtime, outcome.backend)
             input_tokens, output_tokens = outcome.usage.input_tokens, outcome.usage.output_tokens
             cost = info.cost(input_tokens, output_tokens)
-            if cost is not None:
-                span.set_attribute("modelway.cost.usd", cost)
             ttft = outcome.ttft
+            if span.is_recording():  # what the answer says, in one call
+                attributes = {"modelway.backend": outcome.backend}
+                if outcome.response_model is not None:
+                    attributes["gen_ai.response.model"] = outcome.response_model
+                if input_tokens is not None:
+                    attributes["gen_ai.usage.input_tokens"] = input_tokens
+                if output_tokens is not None:
+                    attributes["gen_ai.usage.output_tokens"] = output_tokens
+                if cost is not None:
+                    attributes["modelway.cost.usd"] = cost
+                span.set_attributes(attributes)
         result = OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR
         self.metrics.request(operation=operation, route=route, info=info, outcome=result, error_type=error_type,
                              seconds=seconds, input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
@@ -135,6 +161,9 @@ class Telemetry:
         return _ending(self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes))
 
     def client_span(self, *, name: str, parent: Span, attributes: dict[str, Any]) -> Span:
+        start_child = getattr(self.tracer, "start_child", None)  # the lean tracer's: no Context to build
+        if start_child is not None:
+            return start_child(name, parent, SpanKind.CLIENT, attributes)
         return self.tracer.start_span(name, context=Context({_SPAN_KEY: parent}), kind=SpanKind.CLIENT,
                                       attributes=attributes)
 

@@ -25,7 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy.otlp_encode import SpanEncoder, encode_spans
 from proxy.otlp_export import OTLPHttpSpanExporter
 from proxy.telemetry import Telemetry, build_tracer_provider, set_error
-from proxy.tracing import LeanSpan, LeanTracerProvider
+from proxy.tracing import LeanSpan, LeanTracerProvider, SharedAttributes, _span_context
 from proxy.tracing_sampling import LeanResource, Sampler, SpanLimits, build_resource
 from tests.unit.test_otlp_export import Collector
 
@@ -80,6 +80,10 @@ except Boom as caught:
     BOOM = caught
 
 
+CLIENT_ATTRIBUTES = SharedAttributes({"server.port": 443, "modelway.attempt": 1, "modelway.fallback": False})
+SHARED = SharedAttributes({"a": "same", "b": 2})
+
+
 def _scenario(tracer: trace.Tracer) -> None:
     """What the sidecar does per request (and more of the API), parent from a traceparent header."""
     parent = PROPAGATOR.extract({"traceparent": TRACEPARENT, "tracestate": "vendor=v1,b=x"})
@@ -93,8 +97,9 @@ def _scenario(tracer: trace.Tracer) -> None:
     server.add_event("modelway.fallback", {"modelway.backend": "a/b", "modelway.fallback.reason": "5xx", "n": 2})
     server.add_event("no attributes")
     server.add_event("timed", {"t": ("x",)}, timestamp=1_700_000_000_000_000_000)
+    # shared attributes (to the SDK, a dict): the lean encoder writes them from its cache
     client = tracer.start_span("chat gpt-4o", context=trace.set_span_in_context(server), kind=SpanKind.CLIENT,
-                               attributes={"server.port": 443, "modelway.attempt": 1, "modelway.fallback": False})
+                               attributes=CLIENT_ATTRIBUTES)
     headers: dict[str, str] = {}
     Telemetry(tracer=tracer).inject(headers, client)
     client.set_attribute("http.response.status_code", 503)
@@ -112,6 +117,10 @@ def _scenario(tracer: trace.Tracer) -> None:
     ok.add_link(trace.INVALID_SPAN_CONTEXT)  # dropped, as in the SDK
     ok.record_exception(BOOM, {"extra": True}, timestamp=5)
     ok.end()
+    for value in ("changed", "same"):  # a shared key set again: the cached bytes must not be used
+        changed = tracer.start_span("shared, then changed", kind=SpanKind.CLIENT, attributes=SHARED)
+        changed.set_attributes({"a": value, "c": 3.5})
+        changed.end()
     server.set_attributes({"modelway.backend": "a/b", "gen_ai.usage.input_tokens": 10, "obj": {"a": 1}})
     server.set_attribute("", 1)  # invalid key: dropped and counted
     server.set_status(StatusCode.ERROR)
@@ -170,7 +179,7 @@ def test_lean_spans_encode_to_the_sdks_message_for_the_same_calls(limits):
         _scenario(provider.get_tracer("modelway.proxy"))
         _scenario(provider.get_tracer("lib", "1.2.3", schema_url="https://s/1", attributes={"scope.attr": "v"}))
     sdk_spans, lean_spans = list(sdk_out.get_finished_spans()), _finished(lean, lean_out)
-    assert [s.name for s in lean_spans] == [s.name for s in sdk_spans] and len(lean_spans) == 14
+    assert [s.name for s in lean_spans] == [s.name for s in sdk_spans] and len(lean_spans) == 18
     assert all(isinstance(s, LeanSpan) for s in lean_spans)
 
     official = _normalised(official_encode(sdk_spans))
@@ -185,6 +194,14 @@ def test_lean_spans_encode_to_the_sdks_message_for_the_same_calls(limits):
     first, second = encoder.encode(lean_spans), encoder.encode(lean_spans)
     assert first == second == encode_spans(lean_spans)
     lean.shutdown()
+
+
+def test_the_fast_span_context_is_the_apis():
+    flags, state = TraceFlags(1), trace.TraceState([("k", "v")])
+    fast, api = _span_context(APP_TRACE, APP_SPAN, flags, state), SpanContext(APP_TRACE, APP_SPAN, False, flags, state)
+    assert fast == api and type(fast) is SpanContext
+    assert (fast.trace_id, fast.span_id, fast.is_remote, fast.trace_flags, fast.trace_state, fast.is_valid) == (
+        APP_TRACE, APP_SPAN, False, flags, state, True)
 
 
 # ---------------------------------------------------------------------------
