@@ -315,10 +315,8 @@ class Relay:
                     # Committed: from here on nothing may fall back, failures end the stream.
                     if first_token_deadline < deadline:
                         timer.reschedule(deadline)  # (a timer move is not free: only when needed)
-                    ttft = time.monotonic() - started
-                    span.set_attribute("modelway.time_to_first_token", ttft)
-                    server_span.set_attribute("modelway.time_to_first_token", ttft)
-                    outcome.backend, outcome.ttft = backend.key, ttft
+                    # (the spans get it with the rest at the end: one call each)
+                    outcome.backend, outcome.ttft = backend.key, time.monotonic() - started
                     encoder = frontend.stream_encoder(include_usage=parsed.include_usage)
                     response = _EventStream(status=200, headers=_SSE_HEADERS)
                     await _prepare(response, request)
@@ -345,9 +343,8 @@ class Relay:
                 if resp is not None:
                     resp.close()
             if decoder is not None:
-                _record_usage(span, decoder.state.usage, decoder.state.response_model, status=200)
-                if decoder.state.finish_reason:
-                    span.set_attribute("gen_ai.response.finish_reasons", (decoder.state.finish_reason,))
+                _record_usage(span, decoder.state.usage, decoder.state.response_model, status=200, ttft=outcome.ttft,
+                              finish_reason=decoder.state.finish_reason)
                 outcome.usage, outcome.response_model = decoder.state.usage, decoder.state.response_model
             return response
 
@@ -407,10 +404,15 @@ async def _write_eof(response: web.StreamResponse, data: bytes) -> None:
         raise ClientGone() from exc
 
 
-def _record_usage(span: Span, usage: Usage, response_model: Any, *, status: int) -> None:
+def _record_usage(span: Span, usage: Usage, response_model: Any, *, status: int, ttft: float | None = None,
+                  finish_reason: str | None = None) -> None:
     """The answer's attributes on the attempt's span, in one call (a failed attempt's status is set
     where it fails)."""
     attributes: dict[str, Any] = {"http.response.status_code": status}
+    if ttft is not None:
+        attributes["modelway.time_to_first_token"] = ttft
+    if finish_reason:
+        attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
     if usage.input_tokens is not None:
         attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
     if usage.output_tokens is not None:

@@ -76,8 +76,8 @@ class Telemetry:
 
     def finish_request(self, span: Span, *, runtime: Runtime, operation: str, route: str, outcome: Any,
                        error_type: str | None, started: float) -> None:
-        """At the end of a request: the answer's backend, model, usage and cost on the server span,
-        and the request's metrics.
+        """At the end of a request: the answer's backend, model, usage, cost and time to first token
+        on the server span, and the request's metrics.
 
         `outcome` is the relay's (backend, usage, ttft) or None when no backend answered;
         `started` a `time.perf_counter()` reading from when the request was planned."""
@@ -98,6 +98,8 @@ class Telemetry:
                     attributes["gen_ai.usage.output_tokens"] = output_tokens
                 if cost is not None:
                     attributes["modelway.cost.usd"] = cost
+                if ttft is not None:
+                    attributes["modelway.time_to_first_token"] = ttft
                 span.set_attributes(attributes)
         result = OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR
         self.metrics.request(operation=operation, route=route, info=info, outcome=result, error_type=error_type,

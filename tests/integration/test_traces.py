@@ -90,9 +90,14 @@ async def test_streams_record_usage_and_time_to_first_token(traced):
     async for _ in stream:
         pass
     [attempt] = _by_kind(exporter, SpanKind.CLIENT)
+    [server] = _by_kind(exporter, SpanKind.SERVER)
     assert attempt.attributes["gen_ai.usage.output_tokens"] == 3
     assert attempt.attributes["gen_ai.provider.name"] == "gcp.gemini"
+    assert attempt.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attempt.attributes["http.response.status_code"] == 200
     assert attempt.attributes["modelway.time_to_first_token"] > 0
+    assert server.attributes["modelway.time_to_first_token"] == attempt.attributes["modelway.time_to_first_token"]
+    assert server.attributes["gen_ai.usage.output_tokens"] == 3
 
 
 async def test_failed_request_marks_the_server_span(traced, fake_openai):
