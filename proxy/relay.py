@@ -20,8 +20,8 @@ from opentelemetry.trace import Span
 
 from proxy import upstream as up
 from proxy.errors import ApiError
-from proxy.http_client import HttpClient, Response
 from proxy.frontends.base import Frontend, ParsedChat
+from proxy.http_client import HttpClient, Response
 from proxy.providers.base import (
     ChatChunk,
     StreamDecoder,
@@ -243,7 +243,7 @@ class Relay:
                 if resp is not None:  # answered 200, then failed
                     span.set_attribute("http.response.status_code", resp.status)
                 raise _attempt_failure(exc, backend.key, first_token_limited=False) from None
-            _record_usage(span, usage, data.get("model"), status=200)
+            _record_answer(span, usage, data.get("model"), status=200)
             outcome.usage, outcome.backend, outcome.response_model = usage, backend.key, data.get("model")
             outcome.raw, outcome.native_openai = body, translator.native_openai
             return data
@@ -343,7 +343,7 @@ class Relay:
                 if resp is not None:
                     resp.close()
             if decoder is not None:
-                _record_usage(span, decoder.state.usage, decoder.state.response_model, status=200, ttft=outcome.ttft,
+                _record_answer(span, decoder.state.usage, decoder.state.response_model, status=200, ttft=outcome.ttft,
                               finish_reason=decoder.state.finish_reason)
                 outcome.usage, outcome.response_model = decoder.state.usage, decoder.state.response_model
             return response
@@ -404,7 +404,7 @@ async def _write_eof(response: web.StreamResponse, data: bytes) -> None:
         raise ClientGone() from exc
 
 
-def _record_usage(span: Span, usage: Usage, response_model: Any, *, status: int, ttft: float | None = None,
+def _record_answer(span: Span, usage: Usage, response_model: Any, *, status: int, ttft: float | None = None,
                   finish_reason: str | None = None) -> None:
     """The answer's attributes on the attempt's span, in one call (a failed attempt's status is set
     where it fails)."""

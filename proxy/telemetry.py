@@ -148,11 +148,12 @@ class Telemetry:
 
     def inject(self, headers: MutableMapping[str, str], span: Span) -> None:
         context = span.get_span_context()
-        if type(self.propagator) is TraceContextTextMapPropagator and not context.trace_state:
-            if context.is_valid:  # as the generic propagator: nothing for an invalid context
-                flags = context.trace_flags  # bytes.hex() is twice as fast as a format spec
-                headers["traceparent"] = "".join((
-                    "00-", context.trace_id.to_bytes(16, "big").hex(), "-", context.span_id.to_bytes(8, "big").hex(),
+        # A SpanContext is a tuple; unpacked once instead of four property reads.
+        trace_id, span_id, _, flags, trace_state, valid = context
+        if type(self.propagator) is TraceContextTextMapPropagator and not trace_state:
+            if valid:  # as the generic propagator: nothing for an invalid context
+                headers["traceparent"] = "".join((  # bytes.hex() is twice as fast as a format spec
+                    "00-", trace_id.to_bytes(16, "big").hex(), "-", span_id.to_bytes(8, "big").hex(),
                     "-01" if flags == 1 else "-00" if flags == 0 else "-%02x" % flags))
             return
         self.propagator.inject(headers, context=trace.set_span_in_context(span))
