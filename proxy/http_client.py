@@ -283,7 +283,7 @@ class Response:
 class HttpClient:
     """Pooled HTTP/1.1 connections to providers, one pool per host, port and scheme."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_idle_per_host: int = 64,
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_idle_per_host: int = 256,
                  idle_seconds: float = 15.0, user_agent: str = "modelway-proxy",
                  read_buffer_limit: int = 256 * 1024) -> None:
         self._ssl_context = ssl_context
