@@ -6,7 +6,7 @@ tree per span (~90 µs of Python per sidecar span) and posts it with ``requests`
 come from ``proxy.otlp_encode`` and are posted with the standard library's
 ``http.client`` on a kept-alive connection.
 
-Export runs in a worker thread (``proxy.tracing.SpanQueue``'s, or the SDK's
+Export runs in a worker thread (``proxy.tracing_queue.SpanQueue``'s, or the SDK's
 BatchSpanProcessor's), never on the event loop.
 It never raises: a failed batch is counted, logged once per streak of failures,
 and reported as ``SpanExportResult.FAILURE``.
