@@ -43,6 +43,7 @@ bench: bench-sidecar bench-controller bench-policy
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.sidecar
+	$(PY) -m bench.http_client
 
 bench-controller: $(STAMP) tools
 	$(PY) -m bench.controller

@@ -1,10 +1,11 @@
 """The sidecar's client for provider calls: HTTP/1.1 with keep-alive, over asyncio protocols.
 
-Every request of every pod makes one provider call, so its cost counts twice.
-aiohttp's ClientSession spends ~150 µs of CPU on a streamed call on the
-benchmark machine (cookie jar, trace hooks, multidicts, payload objects,
-timer contexts); this client does only what the relay needs, with the
-response parsed by httptools (llhttp, Node.js's parser, in C), in ~90 µs:
+Every request of every pod makes one provider call. aiohttp's ClientSession
+spends ~120 µs of CPU on a plain call and ~145 µs on a streamed one on the
+benchmark machine (cookie jar, trace hooks, multidicts, payload objects, timer
+contexts); this client does only what the relay needs, with the response
+parsed by httptools (llhttp, Node.js's parser, in C), in ~40 and ~80 µs
+(`python -m bench.http_client`):
 
 * ``post()`` sends the request in one write on a pooled connection (or a new
   one, within ``connect_timeout``) and returns once the headers are in;
