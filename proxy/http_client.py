@@ -123,6 +123,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            self.keep_alive = False  # whatever the answer said: this connection is done
             self._fail(UpstreamProtocolViolation(f"the provider's answer is not valid HTTP/1.1: {exc}"))
             self.transport.close()  # type: ignore[union-attr]
 
@@ -136,6 +137,10 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamDisconnected("the provider closed the connection before its answer was complete"))
 
     # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the answer, or on an idle connection: nothing was asked
+            raise UpstreamProtocolViolation("the provider sent an answer nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
@@ -328,7 +333,7 @@ class HttpClient:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()  # the most recent: the least likely to have been closed
-            if connection.closed:
+            if connection.closed or connection.transport.is_closing():  # type: ignore[union-attr]
                 continue
             if now - connection.idle_since > self._idle_seconds:
                 connection.transport.close()  # type: ignore[union-attr]

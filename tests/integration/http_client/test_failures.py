@@ -155,6 +155,28 @@ async def test_pooled_connection_that_dies_after_a_response_byte_is_not_retried(
         assert client.connections_opened == 1 and len(server.conns) == 1
 
 
+@pytest.mark.parametrize("when", ["with-the-answer", "while-idle"])
+async def test_an_answer_nobody_asked_for_is_never_handed_to_the_next_caller(client: HttpClient, when: str) -> None:
+    async def handler(conn: RawConn) -> None:
+        if conn.index > 0:
+            return await answer_every_request(conn)
+        await conn.read_request()
+        extra = http_response(b"unasked")
+        if when == "with-the-answer":
+            conn.send(http_response(b"first") + extra)
+        else:
+            conn.send(http_response(b"first"))
+            await asyncio.sleep(0.05)
+            conn.send(extra)
+        await answer_every_request(conn)
+
+    async with RawServer(handler) as server:
+        assert await fetch(client, server.url) == (200, b"first")
+        await asyncio.sleep(0.1)
+        assert await fetch(client, server.url) == (200, b'{"conn": 1}')  # not b"unasked"
+        assert client.connections_opened == 2  # the first connection was dropped, not reused
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. responses released before their end
 
