@@ -292,7 +292,8 @@ class HttpClient:
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_idle_per_host: int = 256,
                  idle_seconds: float = 15.0, user_agent: str = "modelway-proxy",
                  read_buffer_limit: int = 256 * 1024) -> None:
-        self._ssl_context = ssl_context
+        # Made here, at start-up: loading the CA bundle takes ~10 ms, too long for the event loop.
+        self._ssl_context = ssl_context or ssl.create_default_context()
         self._max_idle = max_idle_per_host
         self._idle_seconds = idle_seconds  # below the usual server keep-alive timeouts
         self._user_agent = user_agent
@@ -343,11 +344,7 @@ class HttpClient:
 
     async def _connect(self, target: _Target, timeout: float | None,
                        loop: asyncio.AbstractEventLoop) -> _Connection:
-        context = None
-        if target.tls:
-            if self._ssl_context is None:
-                self._ssl_context = ssl.create_default_context()
-            context = self._ssl_context
+        context = self._ssl_context if target.tls else None
         key, limit = target.key, self._buffer_limit
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
