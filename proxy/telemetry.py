@@ -49,6 +49,7 @@ class Telemetry:
     def __init__(self, *, tracer: Tracer | None = None, propagator: TextMapPropagator | None = None,
                  metrics: NoMetrics | None = None, capture_content: bool = False) -> None:
         self.tracer: Tracer = tracer or NoOpTracer()
+        self._start_child = getattr(self.tracer, "start_child", None)  # the lean tracer's: no Context to build
         self.propagator = propagator or TraceContextTextMapPropagator()
         self.metrics = metrics or NoMetrics()
         self.capture_content = capture_content
@@ -164,9 +165,8 @@ class Telemetry:
         return _ending(self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes))
 
     def client_span(self, *, name: str, parent: Span, attributes: dict[str, Any]) -> Span:
-        start_child = getattr(self.tracer, "start_child", None)  # the lean tracer's: no Context to build
-        if start_child is not None:
-            return start_child(name, parent, SpanKind.CLIENT, attributes)
+        if self._start_child is not None:
+            return self._start_child(name, parent, SpanKind.CLIENT, attributes)
         return self.tracer.start_span(name, context=Context({_SPAN_KEY: parent}), kind=SpanKind.CLIENT,
                                       attributes=attributes)
 

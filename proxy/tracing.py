@@ -61,9 +61,10 @@ class SharedAttributes(dict):  # type: ignore[type-arg]
     """Span attributes built once (per backend, per rule) and passed to many ``start_span`` calls.
 
     A promise from the caller: the dict is never changed after it is made, and its keys and
-    values are plain (str keys; str, int, float or bool values). A lean span then takes a
-    C-level copy instead of checking each item, and the encoder writes the attributes' bytes
-    once per shared dict instead of once per span. Any other tracer sees an ordinary dict.
+    values are plain (str keys; str, int, float or bool values). A lean span then keeps a
+    reference instead of checking and copying each item, and the encoder writes the
+    attributes' bytes once per shared dict instead of once per span. Any other tracer sees
+    an ordinary dict.
     """
 
     __slots__ = ()
