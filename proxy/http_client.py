@@ -390,11 +390,14 @@ def _parse_target(url: str, user_agent: str) -> _Target:
     if port != default_port:
         host_header = f"{host_header}:{port}"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    head = f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {user_agent}\r\n".encode("ascii")
+    # identity: LLM answers are small and streamed; compressing them costs both ends CPU and can hold
+    # back stream events (gzip and deflate are still decoded should a provider send them anyway)
+    head = (f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {user_agent}\r\n"
+            "accept-encoding: identity\r\n").encode("ascii")
     return _Target(key=(host, port, tls), host=host, port=port, tls=tls, head=head)
 
 
-_SET_HERE = frozenset({"host", "content-length", "user-agent", "transfer-encoding"})
+_SET_HERE = frozenset({"host", "content-length", "user-agent", "transfer-encoding", "accept-encoding"})
 
 
 def _header_block(headers: Mapping[str, str]) -> bytes:

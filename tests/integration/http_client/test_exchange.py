@@ -59,6 +59,7 @@ async def test_post_returns_status_and_body_and_sends_the_request_unchanged(clie
     assert seen.headers["Authorization"] == "Bearer sk-test"
     assert seen.headers["X-Request-Id"] == "abc-123"
     assert seen.headers["User-Agent"] == "modelway-proxy"
+    assert seen.headers["Accept-Encoding"] == "identity"  # small streamed answers: not worth compressing
     assert len(seen.headers.getall("Host")) == 1 and len(seen.headers.getall("Content-Length")) == 1
 
 
