@@ -66,12 +66,6 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._values.get(name.lower(), default)
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._values
-
-    def items(self) -> Any:
-        return self._values.items()
-
     def __repr__(self) -> str:
         return f"Headers({self._values!r})"
 

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from proxy.tracing import UNSET_STATUS as _UNSET_STATUS
+from proxy.tracing import UNSET_STATUS
 
 log = logging.getLogger("proxy.otlp_export")
 
@@ -363,7 +363,7 @@ class SpanEncoder:
         if dropped := span.dropped_links:  # 14
             parts += (b"\x70", _varint(dropped))
         status = span.status  # 15
-        parts.append(b"\x7a\x00" if status is _UNSET_STATUS else _status(status))
+        parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
         parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
         return b"".join(parts)
 

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_TRACE_STATE = DEFAULT_TRACE_STATE  # the API's own: the encoder skips it by identity
-UNSET_STATUS = _UNSET_STATUS = Status(StatusCode.UNSET)  # a lean span's status until set (the encoder knows it)
+UNSET_STATUS = Status(StatusCode.UNSET)  # a lean span's status until set (the encoder knows it)
 _OK, _ERROR, _UNSET = StatusCode.OK, StatusCode.ERROR, StatusCode.UNSET
 _PLAIN = frozenset({str, int, float, bool})  # attribute value types stored as they are
 
@@ -150,7 +150,7 @@ class LeanSpan(trace.Span):
         # a shared key again, or evicting one, first copies them into `own` (`_unshare`).
         self.shared = shared
         self.own = own
-        self.status = _UNSET_STATUS
+        self.status = UNSET_STATUS
         self.resource = tracer.resource
         self.instrumentation_scope = tracer.scope
         self.dropped_attributes = 0
@@ -205,19 +205,18 @@ class LeanSpan(trace.Span):
         mine, shared = self.own, self.shared
         room = self._tracer.limits.attributes - (0 if shared is None else len(shared))
         for key, value in attributes.items():  # set_attribute's fast path, inlined
-            if type(value) not in _PLAIN or type(key) is not str or not key or (shared is not None and key in shared):
-                self.set_attribute(key, value)
-                mine, shared = self.own, self.shared
-                room = self._tracer.limits.attributes - (0 if shared is None else len(shared))
-            elif key in mine:
-                del mine[key]
-                mine[key] = value
-            elif len(mine) < room:
-                mine[key] = value
-            else:
-                self.set_attribute(key, value)
-                mine, shared = self.own, self.shared
-                room = self._tracer.limits.attributes - (0 if shared is None else len(shared))
+            if type(value) in _PLAIN and type(key) is str and key and (shared is None or key not in shared):
+                if key in mine:
+                    del mine[key]
+                    mine[key] = value
+                    continue
+                if len(mine) < room:
+                    mine[key] = value
+                    continue
+            # anything to check or clean, a shared key set again, or the limit reached
+            self.set_attribute(key, value)
+            mine, shared = self.own, self.shared
+            room = self._tracer.limits.attributes - (0 if shared is None else len(shared))
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
         if self.end_time is not None:
