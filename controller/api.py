@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from proxy.snapshot import ConfigProblem, check_base_url, check_regex
 
 GROUP = "modelway.io"
 VERSION = "v1alpha1"
@@ -105,6 +108,11 @@ class ModelProviderSpec(_Model):
     credentials_ref: SecretKeyRef | None = None
     models: tuple[ModelInfo, ...] = ()
 
+    @field_validator("base_url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        return url if url is None else check_base_url(url)  # the sidecar's own check
+
     @model_validator(mode="after")
     def _type_settings(self) -> ModelProviderSpec:
         if self.type == "azure-openai" and self.azure is None:
@@ -134,12 +142,7 @@ class HeaderMatch(_Model):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, regex: str | None) -> str | None:
-        if regex is not None:
-            try:
-                re.compile(regex)
-            except re.error as exc:
-                raise ValueError(f"regex {regex!r} does not compile: {exc}") from None
-        return regex
+        return regex if regex is None else check_regex(regex)  # the sidecar's own check
 
     @model_validator(mode="after")
     def _one_of(self) -> HeaderMatch:
@@ -347,6 +350,60 @@ KINDS: dict[str, type[BaseModel]] = {
 CLUSTER_KINDS = frozenset({"ClusterModelPolicy", "Namespace"})
 PLURALS = {"ModelProvider": "modelproviders", "ModelRoute": "modelroutes", "ModelPolicy": "modelpolicies",
            "ClusterModelPolicy": "clustermodelpolicies"}
+
+
+# Kinds with a status: one of them that fails validation is kept as an InvalidObject, so its
+# status can say why (the others are simply absent while invalid).
+STATUS_KINDS = frozenset({"ModelProvider", "ModelRoute", "ModelPolicy", "ClusterModelPolicy"})
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidObject:
+    """An object the API server holds that the controller cannot use, and why.
+
+    Kept beside (not instead of) the last valid version of the same object: that
+    version keeps serving while the status of this one says what is wrong."""
+
+    kind: str
+    metadata: ObjectMeta
+    reason: str  # a condition reason: InvalidRegex, InvalidURL, or Invalid
+    message: str
+
+
+def problems(exc: ValidationError) -> str:
+    """Every problem as `field.path: message`, without input values (a Secret's never reach a log)."""
+    out = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "(top)"
+        message = error["msg"].removeprefix("Value error, ")
+        out.append(f"{where}: {message}")
+    return "; ".join(out)
+
+
+def _reason(exc: ValidationError) -> str:
+    for error in exc.errors(include_input=False, include_url=False):
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigProblem):
+            return cause.reason
+    return "Invalid"
+
+
+def parse_object(obj: dict[str, Any]) -> Resource | InvalidObject:
+    """Like `parse_resource`, but an object of a kind with a status that fails validation comes
+    back as an InvalidObject naming its problems. Raises for what cannot even be named."""
+    try:
+        return parse_resource(obj)
+    except ValidationError as exc:
+        kind = str(obj.get("kind"))
+        if kind not in STATUS_KINDS:
+            raise
+        try:
+            metadata = ObjectMeta.model_validate(obj.get("metadata") or {})
+        except ValidationError:
+            raise exc from None
+        if kind in CLUSTER_KINDS:
+            metadata = metadata.model_copy(update={"namespace": ""})
+        return InvalidObject(kind=kind, metadata=metadata, reason=_reason(exc), message=problems(exc))
 
 
 def parse_resource(obj: dict[str, Any]) -> Resource:

@@ -7,6 +7,9 @@ Two steps, both without I/O:
    Secrets and keys that exist, one route per model name). It also decides,
    per route, which version to serve: the current one when it is good, else
    the last good one (so a broken edit never takes a working route away).
+   An object whose current version is invalid (`Resources.invalid`) is judged
+   Accepted=False at its current generation, while its last valid version,
+   when the store has one, keeps serving.
 2. `compile_workload` builds the snapshot one workload may see: the routes of
    its namespace that select it, only the providers those routes use, and
    only their credentials.
@@ -16,11 +19,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller import policy as pol
-from controller.api import BackendRef, ModelProvider, ModelRoute, Namespace, RouteRule, Secret, duration_seconds
+from pydantic import ValidationError
+
+from controller.api import (
+    BackendRef,
+    InvalidObject,
+    ModelProvider,
+    ModelRoute,
+    Namespace,
+    RouteRule,
+    Secret,
+    duration_seconds,
+    problems,
+)
 from controller.store import Key, Resources, key_of
 from controller.workload import Verdict, Workload
 import proxy.snapshot as snap
@@ -47,6 +63,7 @@ class ProviderVerdict:
     accepted: Verdict
     resolved_refs: Verdict
     provider: snap.Provider | None  # compiled, credentials included; None when unusable
+    generation: int = 0  # the generation the verdict speaks of
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +127,16 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
             missing = Verdict(False, "SecretKeyNotFound",
                               f"Secret {namespace}/{ref.name} has no key {ref.key!r} (spec.credentialsRef.key)")
             return ProviderVerdict(ACCEPTED, missing, None)
-    compiled = snap.Provider(
+    try:
+        compiled = _compile_provider(provider, base_url=base_url, api_key=api_key)
+    except ValidationError as exc:  # what the sidecar would refuse: never let it reach one
+        return ProviderVerdict(Verdict(False, "Invalid", problems(exc)), RESOLVED, None)
+    return ProviderVerdict(ACCEPTED, RESOLVED, compiled)
+
+
+def _compile_provider(provider: ModelProvider, *, base_url: str, api_key: str | None) -> snap.Provider:
+    spec, namespace, name = provider.spec, provider.metadata.namespace, provider.metadata.name
+    return snap.Provider(
         name=f"{namespace}.{name}",
         type=spec.type,
         base_url=base_url,
@@ -126,7 +152,6 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
             if m.input_price_per_million is not None and m.output_price_per_million is not None
         },
     )
-    return ProviderVerdict(ACCEPTED, RESOLVED, compiled)
 
 
 def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> Verdict:
@@ -164,7 +189,12 @@ def _selector_key(route: ModelRoute) -> tuple[tuple[str, str], ...]:
 def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None) -> Judgement:
     last_good = last_good or {}
     secrets = {(s.metadata.namespace, s.metadata.name): s for s in resources.secrets}
-    providers = {key_of(p): _judge_provider(p, secrets) for p in resources.providers}
+    invalid = {key_of(i): i for i in resources.invalid}
+    providers = {key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)
+                 for p in resources.providers}
+    for key, bad in invalid.items():
+        if bad.kind == "ModelProvider":
+            providers[key] = _invalid_provider(bad, providers.get(key))
     routes: dict[Key, RouteVerdict] = {}
     claimed: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
     for route in sorted(resources.routes, key=lambda r: (r.metadata.namespace, r.metadata.name)):
@@ -183,6 +213,9 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
             if previous is not None and _route_refs(previous, providers).ok:
                 served = previous  # keep the last good rules while this edit is broken
         routes[key] = RouteVerdict(accepted, refs, route.metadata.generation, served)
+    for key, bad in invalid.items():
+        if bad.kind == "ModelRoute":
+            routes[key] = _invalid_route(bad, routes.get(key))
     by_namespace: dict[str, list[ModelRoute]] = {}
     for verdict in routes.values():
         if verdict.served is not None:
@@ -191,6 +224,9 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
     policies = pol.ordered(resources.policies)
     namespaces = {n.metadata.name: n for n in resources.namespaces}
     verdicts, restrictions = _judge_policies(resources, policies, routes, namespaces, compiled_providers)
+    for key, bad in invalid.items():
+        if bad.kind in ("ModelPolicy", "ClusterModelPolicy"):
+            verdicts[key] = _invalid_policy(bad, verdicts.get(key))
     return Judgement(
         providers=providers,
         routes=routes,
@@ -201,6 +237,41 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
         restrictions=restrictions,
         namespaces=namespaces,
     )
+
+
+def _kept(kind: str, bad: InvalidObject, generation: int | None) -> str:
+    if generation is None:
+        return f"{bad.message}; nothing of this {kind} is in use until it is fixed"
+    return f"{bad.message}; sidecars keep its last valid version (generation {generation})"
+
+
+def _invalid_provider(bad: InvalidObject, last_valid: ProviderVerdict | None) -> ProviderVerdict:
+    """A provider edited into something unusable keeps its last valid settings in sidecars."""
+    kept = last_valid if last_valid is not None and last_valid.provider is not None else None
+    generation = kept.generation if kept is not None else None
+    accepted = Verdict(False, bad.reason, _kept("ModelProvider", bad, generation))
+    if kept is None:
+        return ProviderVerdict(accepted, Verdict(False, "Invalid", "not checked: the object is invalid"), None,
+                               bad.metadata.generation)
+    return ProviderVerdict(accepted, kept.resolved_refs, kept.provider, bad.metadata.generation)
+
+
+def _invalid_route(bad: InvalidObject, last_valid: RouteVerdict | None) -> RouteVerdict:
+    served = last_valid.served if last_valid is not None else None
+    generation = served.metadata.generation if served is not None else None
+    accepted = Verdict(False, bad.reason, _kept("ModelRoute", bad, generation))
+    refs = last_valid.resolved_refs if last_valid is not None and served is not None else Verdict(
+        False, "Invalid", "not checked: the object is invalid")
+    return RouteVerdict(accepted, refs, bad.metadata.generation, served)
+
+
+def _invalid_policy(bad: InvalidObject, last_valid: pol.PolicyVerdict | None) -> pol.PolicyVerdict:
+    """A policy edited into something invalid keeps binding as it was: dropping it would widen access."""
+    generation = last_valid.generation if last_valid is not None else None
+    accepted = Verdict(False, bad.reason, _kept(bad.kind, bad, generation))
+    refs = last_valid.resolved_refs if last_valid is not None else Verdict(
+        False, "Invalid", "not checked: the object is invalid")
+    return pol.PolicyVerdict(accepted, refs, bad.metadata.generation)
 
 
 def _judge_policies(

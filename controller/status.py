@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from controller.api import (
+    InvalidObject,
     API_VERSION,
     ClusterModelPolicy,
     Condition,
@@ -147,10 +148,11 @@ def policy_status(key: Key, verdict: PolicyVerdict, *, uid: str = "") -> Desired
 def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
                      resources: Resources) -> dict[Key, DesiredStatus]:
     """Per object the judgement covers and the store still holds (a deleted one gets nothing)."""
-    present: dict[Key, ModelRoute | ModelProvider | ModelPolicy | ClusterModelPolicy] = {
+    present: dict[Key, ModelRoute | ModelProvider | ModelPolicy | ClusterModelPolicy | InvalidObject] = {
         key_of(r): r for r in resources.routes}
     present |= {key_of(p): p for p in resources.providers}
     present |= {key_of(p): p for p in resources.policies}
+    present |= {key_of(i): i for i in resources.invalid}  # the current version, where it is invalid
     out: dict[Key, DesiredStatus] = {}
     for key, route_verdict in judgement.routes.items():
         if (obj := present.get(key)) is not None:

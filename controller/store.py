@@ -9,12 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from controller.api import ClusterModelPolicy, ModelPolicy, ModelProvider, ModelRoute, Namespace, Resource, Secret
+from controller.api import (
+    ClusterModelPolicy,
+    InvalidObject,
+    ModelPolicy,
+    ModelProvider,
+    ModelRoute,
+    Namespace,
+    Resource,
+    Secret,
+)
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
-def key_of(resource: Resource) -> Key:
+def key_of(resource: Resource | InvalidObject) -> Key:
     return (resource.kind, resource.metadata.namespace, resource.metadata.name)
 
 
@@ -27,34 +36,57 @@ class Resources:
     secrets: tuple[Secret, ...] = ()
     policies: tuple[ModelPolicy | ClusterModelPolicy, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
+    # Objects whose current version is invalid; the last valid version, if any, is in the tuples above.
+    invalid: tuple[InvalidObject, ...] = ()
 
 
 class ResourceStore:
     def __init__(self, *, on_change: Callable[[], None] = lambda: None) -> None:
         self._items: dict[Key, Resource] = {}
+        self._invalid: dict[Key, InvalidObject] = {}
         # Public so the controller can subscribe after both exist.
         self.on_change = on_change
         self._view: Resources | None = None
 
     def apply(self, resource: Resource) -> None:
         key = key_of(resource)
-        if _same(self._items.get(key), resource):
+        was_invalid = self._invalid.pop(key, None) is not None
+        if _same(self._items.get(key), resource) and not was_invalid:
             return  # e.g. our own status write: a new resourceVersion, nothing else
         self._items[key] = resource
         self._changed()
 
+    def mark_invalid(self, invalid: InvalidObject) -> None:
+        """The object's current version is invalid: its last valid version (if any) stays."""
+        key = key_of(invalid)
+        if self._invalid.get(key) == invalid:
+            return
+        self._invalid[key] = invalid
+        self._changed()
+
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        if self._items.pop((kind, namespace, name), None) is not None:
+        key = (kind, namespace, name)
+        had_valid = self._items.pop(key, None) is not None
+        if (self._invalid.pop(key, None) is not None) or had_valid:
             self._changed()
 
-    def replace_kind(self, kind: str, resources: Iterable[Resource]) -> None:
-        """A full re-list of one kind: whatever is not in it is gone."""
+    def replace_kind(self, kind: str, resources: Iterable[Resource],
+                     invalid: Iterable[InvalidObject] = ()) -> None:
+        """A full re-list of one kind: whatever is not in it is gone. `resources` holds, for an
+        object whose listed version is invalid, its last valid version when there is one."""
         fresh = {key_of(r): r for r in resources}
+        fresh_invalid = {key_of(i): i for i in invalid}
         stale = [k for k in self._items if k[0] == kind and k not in fresh]
-        changed = bool(stale) or any(not _same(self._items.get(k), r) for k, r in fresh.items())
+        stale_invalid = [k for k in self._invalid if k[0] == kind and k not in fresh_invalid]
+        changed = bool(stale) or bool(stale_invalid) or any(
+            not _same(self._items.get(k), r) for k, r in fresh.items()) or any(
+            self._invalid.get(k) != i for k, i in fresh_invalid.items())
         for k in stale:
             del self._items[k]
+        for k in stale_invalid:
+            del self._invalid[k]
         self._items.update(fresh)
+        self._invalid.update(fresh_invalid)
         if changed:
             self._changed()
 
@@ -67,6 +99,7 @@ class ResourceStore:
                 secrets=tuple(r for _, r in items if isinstance(r, Secret)),
                 policies=tuple(r for _, r in items if isinstance(r, ModelPolicy | ClusterModelPolicy)),
                 namespaces=tuple(r for _, r in items if isinstance(r, Namespace)),
+                invalid=tuple(i for _, i in sorted(self._invalid.items())),
             )
         return self._view
 

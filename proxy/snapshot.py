@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -27,6 +28,73 @@ DATA_CLASS_RANK: dict[str, int] = {name: rank for rank, name in enumerate(DATA_C
 DATA_CLASS_HEADER = "x-modelway-data-class"
 
 _NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+# --- checks shared with the controller ------------------------------------------------
+#
+# Whatever a sidecar would refuse in a snapshot, the controller must refuse first, per
+# object, with the same code: these checks run in the snapshot's validators below and in
+# the controller's API models, so a bad object is marked Accepted=False with a reason
+# instead of reaching sidecars and costing every other object in the snapshot.
+
+
+class ConfigProblem(ValueError):
+    """A value no sidecar can run on; `reason` is the condition reason the controller reports."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_ECHO = 100  # what an error quotes of a bad value: enough to recognise it, never a whole blob
+
+
+def shown(value: str) -> str:
+    """A value for an error message: repr, cut to a readable length."""
+    return repr(value if len(value) <= _ECHO else value[:_ECHO] + "...")
+
+
+def check_base_url(url: str) -> str:
+    """An http(s) URL the provider client can call: host, port 1-65535, no credentials, no
+    query or fragment (the client appends API paths to it). Raises ConfigProblem."""
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ConfigProblem("InvalidURL", f"baseURL {shown(url.strip())} holds whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", a port that is not a number
+        raise ConfigProblem("InvalidURL", f"baseURL {shown(_without_userinfo(url))} is not a usable URL: {exc}") from None
+    where = shown(_without_userinfo(url))
+    if parts.scheme not in ("http", "https"):
+        raise ConfigProblem("InvalidURL", f"baseURL {where} must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise ConfigProblem("InvalidURL", f"baseURL {where} must not carry credentials: put the key in a Secret "
+                                          "(ModelProvider spec.credentialsRef)")
+    if not parts.hostname:
+        raise ConfigProblem("InvalidURL", f"baseURL {where} has no host")
+    if port == 0:
+        raise ConfigProblem("InvalidURL", f"baseURL {where} has port 0: use 1-65535, or leave it out")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigProblem("InvalidURL", f"baseURL {where} must not have a query or fragment: API paths are "
+                                          "appended to it (Azure's api-version has its own field)")
+    return url
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "<credentials>@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def check_regex(regex: str) -> str:
+    """A header regex that compiles. Raises ConfigProblem."""
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise ConfigProblem("InvalidRegex", f"regex {shown(regex)} does not compile: {exc}") from None
+    return regex
 
 
 class _Frozen(BaseModel):
@@ -57,6 +125,11 @@ class Provider(_Frozen):
     hosting: Hosting = "saas"
     pricing: dict[str, ModelPricing] = Field(default_factory=dict)
 
+    @field_validator("base_url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        return check_base_url(url)
+
     @model_validator(mode="after")
     def _azure_needs_version(self) -> Provider:
         if self.type == "azure-openai" and not self.api_version:
@@ -84,12 +157,7 @@ class HeaderMatch(_Frozen):
     @field_validator("regex")
     @classmethod
     def _regex_compiles(cls, regex: str | None) -> str | None:
-        if regex is not None:
-            try:
-                re.compile(regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {regex!r}: {exc}") from None
-        return regex
+        return regex if regex is None else check_regex(regex)
 
 
 class Retry(_Frozen):

@@ -18,8 +18,11 @@ makes "this Secret is for Modelway" an explicit act. A ModelProvider whose
 `credentialsRef` names an unlabelled Secret reports SecretNotFound saying so.
 Label it with:  kubectl label secret <name> modelway.io/credentials=true
 
-An object that fails validation (the CRD schema normally prevents it) is
-logged with its name and the problem, and treated as absent.
+An object that fails validation (what the CRD schema cannot check, e.g. a
+regex that does not compile or a URL with port 99999) is logged once with its
+name and the problem. A ModelProvider, ModelRoute or policy is then kept as an
+InvalidObject beside its last valid version: that version keeps serving and
+the status says what is wrong. Any other kind is treated as absent.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controller.api import CLUSTER_KINDS, Resource, parse_resource
+from controller.api import CLUSTER_KINDS, InvalidObject, Resource, parse_object, problems
 from controller.kube import (
     CLUSTER_MODEL_POLICIES,
     MODEL_POLICIES,
@@ -83,6 +86,8 @@ class KubeSource:
         # Per kind, everything every scope of it currently holds: a re-list of one
         # namespace must hand replace_kind the other namespaces' objects too.
         self._objects: dict[str, dict[Key, Resource]] = {k.kind: {} for k in WATCHED_KINDS}
+        # Objects whose current version is invalid (their last valid one stays in _objects).
+        self._invalid: dict[str, dict[Key, InvalidObject]] = {k.kind: {} for k in WATCHED_KINDS}
         self._unsynced = {(k.kind, scope) for k in WATCHED_KINDS for scope in self._scopes_of(k)}
         self._synced = asyncio.Event()
         self._reported_invalid: dict[Key, str] = {}  # key -> resourceVersion logged, to log each once
@@ -141,42 +146,63 @@ class KubeSource:
                 await asyncio.sleep(trouble.failed(repr(exc), logged=True))
 
     def _replace(self, kind: str, namespace: str | None, items: Iterable[dict[str, Any]], store: ResourceStore) -> None:
-        objects = self._objects[kind]
-        for key in [k for k in objects if namespace is None or k[1] == namespace]:
-            del objects[key]
+        objects, invalid = self._objects[kind], self._invalid[kind]
+        in_scope = [k for k in objects.keys() | invalid.keys() if namespace is None or k[1] == namespace]
+        previous = {k: objects.pop(k) for k in in_scope if k in objects}
+        for key in in_scope:
+            invalid.pop(key, None)
         for item in items:
-            resource = self._parse(kind, item)
-            if resource is not None:
-                objects[key_of(resource)] = resource
-        store.replace_kind(kind, list(objects.values()))
+            parsed = self._parse(kind, item)
+            if isinstance(parsed, InvalidObject):
+                key = key_of(parsed)
+                invalid[key] = parsed
+                if key in previous:  # the last valid version keeps serving
+                    objects[key] = previous[key]
+            elif parsed is not None:
+                objects[key_of(parsed)] = parsed
+        store.replace_kind(kind, list(objects.values()), list(invalid.values()))
 
     def _on_event(self, kind: str, event_type: str, obj: dict[str, Any], store: ResourceStore) -> None:
         if event_type not in (ADDED, MODIFIED, DELETED):
             return  # BOOKMARK: only its resourceVersion matters
         meta = obj.get("metadata") or {}
         key = (kind, _namespace_of(kind, meta), str(meta.get("name") or ""))
-        resource = self._parse(kind, obj) if event_type != DELETED else None
-        if resource is None:  # deleted, or no longer valid: absent either way
-            if event_type == DELETED:
-                self._reported_invalid.pop(key, None)
+        if event_type == DELETED:
+            self._reported_invalid.pop(key, None)
+            self._invalid[kind].pop(key, None)
+            self._objects[kind].pop(key, None)
+            store.delete(*key)
+            return
+        parsed = self._parse(kind, obj)
+        if isinstance(parsed, InvalidObject):
+            self._invalid[kind][key] = parsed
+            store.mark_invalid(parsed)
+        elif parsed is None:  # no longer valid, of a kind without status: absent
             if self._objects[kind].pop(key, None) is not None:
                 store.delete(*key)
-            return
-        self._objects[kind][key] = resource
-        store.apply(resource)
+        else:
+            self._invalid[kind].pop(key, None)
+            self._objects[kind][key] = parsed
+            store.apply(parsed)
 
-    def _parse(self, kind: str, obj: dict[str, Any]) -> Resource | None:
+    def _parse(self, kind: str, obj: dict[str, Any]) -> Resource | InvalidObject | None:
         obj.setdefault("kind", kind)
         try:
-            return parse_resource(obj)
+            parsed = parse_object(obj)
         except (ValidationError, ValueError) as exc:
-            meta = obj.get("metadata") or {}
-            key = (kind, _namespace_of(kind, meta), str(meta.get("name") or ""))
-            version = str(meta.get("resourceVersion") or "")
-            if self._reported_invalid.get(key) != version:
-                self._reported_invalid[key] = version
-                log.error("%s %s/%s is invalid and is ignored: %s", kind, key[1], key[2], _problems(exc))
+            self._report_invalid(kind, obj, _problems(exc))
             return None
+        if isinstance(parsed, InvalidObject):
+            self._report_invalid(kind, obj, f"{parsed.reason}: {parsed.message}")
+        return parsed
+
+    def _report_invalid(self, kind: str, obj: dict[str, Any], why: str) -> None:
+        meta = obj.get("metadata") or {}
+        key = (kind, _namespace_of(kind, meta), str(meta.get("name") or ""))
+        version = str(meta.get("resourceVersion") or "")
+        if self._reported_invalid.get(key) != version:
+            self._reported_invalid[key] = version
+            log.error("%s %s/%s is invalid: %s", kind, key[1], key[2], why)
 
     def _mark_synced(self, kind: str, namespace: str | None) -> None:
         self._unsynced.discard((kind, namespace))
@@ -190,10 +216,7 @@ def _namespace_of(kind: str, meta: dict[str, Any]) -> str:
 
 
 def _problems(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):  # include_input=False: a Secret's values never reach the log
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                         for e in exc.errors(include_input=False))
-    return str(exc)
+    return problems(exc) if isinstance(exc, ValidationError) else str(exc)
 
 
 class _Trouble:

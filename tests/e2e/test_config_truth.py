@@ -1,0 +1,131 @@
+"""A bad object never costs a good one, against the real API server, controller and a sidecar.
+
+What the CRD schema cannot check (a regex that does not compile, a URL the provider
+client cannot use) is found by the controller with the sidecar's own checks: the
+object is marked Accepted=False with a reason at its current generation, its last
+valid version keeps serving, and nothing else in the namespace is held back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
+from tests.fakes.fixtures import fake_openai, fake_openai_process  # noqa: F401  (fixtures)
+from tests.fakes.server import DEFAULT_KEYS
+from tests.integration.sidecar import REPO, SidecarProcess
+
+NS = "team-truth"
+API = "modelway.io/v1alpha1"
+
+
+def _provider(name: str, base_url: str) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ModelProvider", "metadata": {"name": name},
+            "spec": {"type": "openai", "baseURL": base_url, "credentialsRef": {"name": "llm-keys", "key": "openai"}}}
+
+
+def _route(name: str, model: str, *, beta_regex: str, beta_model: str = "gpt-4o",
+           provider: str = "openai") -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ModelRoute", "metadata": {"name": name},
+            "spec": {"model": model, "rules": [
+                {"name": "beta", "matches": {"headers": [{"name": "x-tier", "regex": beta_regex}]},
+                 "backends": [{"provider": provider, "model": beta_model}]},
+                {"name": "default", "backends": [{"provider": provider, "model": "gpt-4o-mini"}]}]}}
+
+
+@pytest.fixture(scope="module")
+def cluster(kube, kubectl, fake_openai_process) -> Iterator[Any]:
+    kubectl("apply", "-f", str(REPO / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd/modelroutes.modelway.io",
+            "crd/modelproviders.modelway.io", "--timeout=60s")
+    kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    kubectl.apply({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
+                   "data": {"openai": b64(DEFAULT_KEYS["openai"])}}, "-n", NS)
+    kubectl.apply(_provider("openai", fake_openai_process.base_url + "/v1"), "-n", NS)
+    kubectl.apply(_route("chat", "chat", beta_regex="^beta$"), "-n", NS)
+    yield kubectl
+
+
+@pytest.fixture(scope="module")
+def sidecar(cluster, kube, tmp_path_factory) -> Iterator[SidecarProcess]:
+    workdir: Path = tmp_path_factory.mktemp("config-truth")
+    controller = ControllerProcess(kube.kubeconfig, workdir,
+                                   env={"POD_NAMESPACE": NS, "POD_NAME": "controller-truth"}).start()
+    process = controller_sidecar(controller, pod_token(cluster, NS, "web"), workdir, "web")
+    process.start()
+    yield process
+    process.stop()
+    controller.stop()
+
+
+def _ask(sidecar: SidecarProcess, model: str = "chat", tier: str | None = None) -> str:
+    client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="unused", max_retries=0, timeout=20)
+    headers = {"x-tier": tier} if tier else None
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                          extra_headers=headers).model
+
+
+def _conditions(kubectl: Any, kind: str, name: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    obj = kubectl.json("get", kind, name, "-n", NS)
+    conditions = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+    return obj["metadata"]["generation"], conditions
+
+
+def _refused(kubectl: Any, kind: str, name: str, reason: str) -> dict[str, dict[str, Any]] | None:
+    generation, conditions = _conditions(kubectl, kind, name)
+    accepted = conditions.get("Accepted")
+    if accepted and accepted["status"] == "False" and accepted["reason"] == reason and all(
+            c["observedGeneration"] == generation for c in conditions.values()):
+        return conditions
+    return None
+
+
+def test_a_route_edited_to_a_bad_regex_keeps_serving_its_old_rules_and_says_why(cluster, sidecar):
+    wait_until(lambda: _ask(sidecar, tier="beta") == "gpt-4o", what="the beta rule")
+    version = sidecar.admin("/readyz")[1]["version"]
+    cluster.apply(_route("chat", "chat", beta_regex="(beta", beta_model="gpt-4o-nano"), "-n", NS)
+    conditions = wait_until(lambda: _refused(cluster, "modelroute", "chat", "InvalidRegex"),
+                            what="Accepted=False InvalidRegex at the new generation")
+    assert "regex" in conditions["Accepted"]["message"] and "does not compile" in conditions["Accepted"]["message"]
+    assert conditions["Programmed"]["status"] == "False"
+    assert "sidecars keep generation 1" in conditions["Programmed"]["message"]
+    assert sidecar.admin("/readyz")[1]["version"] == version  # nothing was pushed
+    assert _ask(sidecar, tier="beta") == "gpt-4o"  # the old rules serve on
+    events = cluster("get", "events", "-n", NS, "--field-selector", "involvedObject.name=chat").stdout
+    assert "InvalidRegex" in events
+    cluster.apply(_route("chat", "chat", beta_regex="^beta$", beta_model="gpt-4o-nano"), "-n", NS)  # fixed
+    wait_until(lambda: _ask(sidecar, tier="beta") == "gpt-4o-nano", what="the fixed route")
+
+
+def test_a_new_route_with_a_bad_regex_gets_a_status(cluster, sidecar):
+    cluster.apply(_route("broken", "broken", beta_regex="[unclosed"), "-n", NS)
+    conditions = wait_until(lambda: _refused(cluster, "modelroute", "broken", "InvalidRegex"),
+                            what="a status on the new, invalid route")
+    assert "spec.rules.0.matches.headers.0.regex" in conditions["Accepted"]["message"]
+    with pytest.raises(openai.NotFoundError):
+        _ask(sidecar, model="broken")
+
+
+def test_a_provider_with_a_bad_port_is_refused_and_holds_nothing_back(cluster, sidecar):
+    cluster.apply(_provider("far", "http://llm.internal:99999/v1"), "-n", NS)
+    cluster.apply(_route("far", "far", beta_regex="^beta$", provider="far"), "-n", NS)
+    conditions = wait_until(lambda: _refused(cluster, "modelprovider", "far", "InvalidURL"),
+                            what="Accepted=False InvalidURL")
+    assert "99999" in conditions["Accepted"]["message"]
+    # An unrelated change in the same namespace still reaches the sidecar (debounce is at most 1 s).
+    cluster.apply(_route("other", "other", beta_regex="^beta$"), "-n", NS)
+    wait_until(lambda: "other" in [m["id"] for m in sidecar_models(sidecar)], timeout=5,
+               what="the unrelated route in the sidecar")
+    assert _ask(sidecar, model="other") == "gpt-4o-mini"
+    assert "far" not in [m["id"] for m in sidecar_models(sidecar)]
+
+
+def sidecar_models(sidecar: SidecarProcess) -> list[dict[str, Any]]:
+    client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="unused", max_retries=0, timeout=5)
+    return [m.model_dump() for m in client.models.list().data]
