@@ -60,6 +60,8 @@ class Sidecar:
 class RouteSync:
     synced: int  # sidecars that ACKed a snapshot with this route's served generation
     total: int  # connected sidecars whose snapshot carries this route
+    rejected: int = 0  # sidecars that refused (NACKed) the snapshot carrying it
+    rejection: str = ""  # what one of them said
 
 
 class Controller:
@@ -227,14 +229,21 @@ class Controller:
 
     def route_sync(self) -> dict[Key, RouteSync]:
         counts: dict[Key, list[int]] = {}
+        rejections: dict[Key, str] = {}
         for sidecar in self.sidecars:
             if sidecar.compiled is None:
                 continue
             wanted = sidecar.compiled.routes
             acked = self._by_version.get(sidecar.acked_version)
+            # It refused what it should run now (the controller does not send that version again).
+            refused = bool(sidecar.nack_error) and sidecar.sent_version == sidecar.compiled.snapshot.version
             for key, generation in wanted.items():
-                entry = counts.setdefault(key, [0, 0])
+                entry = counts.setdefault(key, [0, 0, 0])
                 entry[1] += 1
                 if acked is not None and acked.routes.get(key) == generation:
                     entry[0] += 1
-        return {key: RouteSync(synced=s, total=t) for key, (s, t) in counts.items()}
+                elif refused:
+                    entry[2] += 1
+                    rejections.setdefault(key, f"{sidecar.name}: {sidecar.nack_error}")
+        return {key: RouteSync(synced=s, total=t, rejected=r, rejection=rejections.get(key, ""))
+                for key, (s, t, r) in counts.items()}

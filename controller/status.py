@@ -102,6 +102,9 @@ def _why(verdict: RouteVerdict) -> str:
     return f"{bad.reason}: {bad.message}" if bad.message else bad.reason
 
 
+_REJECTION_ECHO = 500  # a sidecar's own words, bounded: a condition message is no place for a dump
+
+
 def programmed(verdict: RouteVerdict, sync: RouteSync) -> tuple[Wanted, int]:
     """The Programmed condition and how many sidecars run the route's *current* generation."""
     served = verdict.served
@@ -111,6 +114,10 @@ def programmed(verdict: RouteVerdict, sync: RouteSync) -> tuple[Wanted, int]:
         message = f"sidecars keep generation {served.metadata.generation}: {_why(verdict)}"
         return Wanted("Programmed", "False", "Invalid", message), 0
     counts = f"{sync.synced}/{sync.total} sidecars run generation {verdict.generation}"
+    if sync.rejected:
+        message = (f"{sync.rejected}/{sync.total} sidecars refused the snapshot with generation "
+                   f"{verdict.generation} and keep their last good one; {sync.rejection[:_REJECTION_ECHO]}")
+        return Wanted("Programmed", "False", "SidecarRejected", message), sync.synced
     if sync.synced < sync.total:
         return Wanted("Programmed", "False", "Pending", counts), sync.synced
     if sync.total == 0:
@@ -203,11 +210,13 @@ def timeless(status: Mapping[str, Any] | None) -> dict[str, Any]:
     return body
 
 
-def condition_events(previous: Mapping[str, Any] | None, wanted: Sequence[Wanted]) -> list[EventSpec]:
+def condition_events(previous: Mapping[str, Any] | None, wanted: Sequence[Wanted], *,
+                     generation: int | None = None) -> list[EventSpec]:
     """Events for transitions: Normal when a condition turns True, Warning when it turns False.
 
     A condition that stays False for a different reason is a new problem and warns again;
-    one whose status and reason hold (a message with new counts, say) is no news.
+    one whose status and reason hold (a message with new counts, say) is no news. A route's
+    new `generation` reaching all its sidecars is news even when Programmed was True before.
     """
     before = _conditions_of(previous)
     events = []
@@ -215,7 +224,9 @@ def condition_events(previous: Mapping[str, Any] | None, wanted: Sequence[Wanted
         old = before.get(condition.type)
         if old is not None and old.get("status") == condition.status and (
                 condition.status == "True" or old.get("reason") == condition.reason):
-            continue
+            if not (condition.type == "Programmed" and condition.status == "True" and generation is not None
+                    and old.get("observedGeneration") != generation):
+                continue
         kind: Literal["Normal", "Warning"] = "Normal" if condition.status == "True" else "Warning"
         note = condition.message or f"{condition.type} is {condition.status}"
         events.append(EventSpec(kind, condition.reason, note, _ACTIONS.get(condition.type, "Reconcile")))
@@ -369,7 +380,7 @@ class StatusWriter:
                 return False
             raise
         self._written[desired.key] = (desired.uid, body)
-        for event in condition_events(previous, desired.conditions):
+        for event in condition_events(previous, desired.conditions, generation=desired.generation):
             await self._event(desired, event)
         return True
 

@@ -194,3 +194,39 @@ async def test_the_stream_runs_over_tls_and_a_sidecar_checks_who_it_talks_to(
         trusting.stop()
         wary.stop()
         await _stop(running)
+
+
+async def test_a_sidecar_refusal_reaches_the_route_status_and_is_not_resent(
+        tmp_path, monkeypatch, fake_openai_process, fake_anthropic_process):
+    """A controller newer than its sidecars (a field they do not know): they refuse, and say so."""
+    import controller.core as core
+    from controller.status import desired_statuses
+
+    running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url))
+    sidecar = _sidecar(running.url, tmp_path)
+    try:
+        await _start(sidecar)
+        good = sidecar.admin("/readyz")[1]["version"]
+        real_to_wire = core.to_wire
+        monkeypatch.setattr(core, "to_wire", lambda snapshot: {**real_to_wire(snapshot), "futureField": 1})
+        changed = _objects(fake_openai_process.base_url, fake_anthropic_process.base_url, model="gpt-4o-mini")[-1]
+        running.store.apply(changed.model_copy(update={"metadata": changed.metadata.model_copy(
+            update={"generation": 2})}))
+        [connected] = running.controller.sidecars
+        await _wait(lambda: connected.nack_error != "")
+        key = ("ModelRoute", "team-a", "chat")
+        sync = running.controller.route_sync()[key]
+        assert (sync.synced, sync.total, sync.rejected) == (0, 1, 1)
+        assert "futureField" in sync.rejection
+        status = desired_statuses(running.controller.judgement, running.controller.route_sync(),
+                                  running.store.view())[key]
+        programmed = {c.type: c for c in status.conditions}["Programmed"]
+        assert (programmed.status, programmed.reason) == ("False", "SidecarRejected")
+        assert "futureField" in programmed.message and "Extra inputs are not permitted" in programmed.message
+        assert sidecar.admin("/readyz")[1]["version"] == good  # it keeps its last good snapshot
+        await running.controller.recompute()  # nothing new: the refused version is not sent again
+        await asyncio.sleep(0.3)
+        assert sidecar.logs().count("refused snapshot") == 1
+    finally:
+        sidecar.stop()
+        await _stop(running)

@@ -160,8 +160,12 @@ def test_events_for_a_new_object() -> None:
 
 def test_events_only_for_transitions() -> None:
     fine = render(route_status(KEY, good(4), RouteSync(3, 3)), None, T0)
-    # Unchanged (a new generation, new counts in the message): no Events at all.
-    assert condition_events(fine, route_status(KEY, good(5), RouteSync(3, 3)).conditions) == []
+    # Unchanged (same generation, new counts in the message): no Events at all.
+    assert condition_events(fine, route_status(KEY, good(4), RouteSync(3, 3)).conditions, generation=4) == []
+    # A new generation on every sidecar: one Normal Event saying so.
+    events = condition_events(fine, route_status(KEY, good(5), RouteSync(3, 3)).conditions, generation=5)
+    assert [(e.type, e.reason, e.note) for e in events] == [
+        ("Normal", "Programmed", "3/3 sidecars run generation 5")]
     # ResolvedRefs turns False: a Warning for it, and for Programmed, nothing for Accepted.
     broken = route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 5, route(4)), RouteSync(3, 3))
     events = condition_events(fine, broken.conditions)
@@ -183,6 +187,16 @@ def test_events_only_for_transitions() -> None:
 def test_pending_is_one_warning_not_one_per_count() -> None:
     pending = render(route_status(KEY, good(4), RouteSync(1, 3)), None, T0)
     assert condition_events(pending, route_status(KEY, good(4), RouteSync(2, 3)).conditions) == []
+
+
+def test_a_sidecar_refusal_is_programmed_false_with_its_words() -> None:
+    status = route_status(KEY, good(4), RouteSync(1, 3, rejected=2, rejection="web-1: providers.0.surprise: "
+                                                                            "Extra inputs are not permitted"))
+    programmed = {c.type: c for c in status.conditions}["Programmed"]
+    assert (programmed.status, programmed.reason) == ("False", "SidecarRejected")
+    assert "2/3 sidecars refused" in programmed.message and "Extra inputs are not permitted" in programmed.message
+    events = condition_events(render(route_status(KEY, good(4), RouteSync(3, 3)), None, T0), status.conditions)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "SidecarRejected")]
 
 
 # --- the writer, with fakes for the client and the elector -------------------------------
