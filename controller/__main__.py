@@ -135,7 +135,8 @@ async def run(args: argparse.Namespace) -> None:
     controller = Controller(store=store, on_recompute=status.on_recompute, on_sync_change=on_sync_change,
                             telemetry=telemetry)
     readiness = Readiness()
-    admin = web.AppRunner(build_admin_app(readiness=readiness, telemetry=telemetry), access_log=None)
+    admin = web.AppRunner(build_admin_app(readiness=readiness, telemetry=telemetry,
+                                          connected=lambda: tuple(controller.sidecars)), access_log=None)
     await admin.setup()
     admin_host, _, admin_port = args.admin_listen.rpartition(":")
     try:

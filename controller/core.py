@@ -55,6 +55,14 @@ class Sidecar:
     ack_latency: float | None = None
     compiled: Compiled | None = None  # what it should run now (set at every push decision)
 
+    @property
+    def wanted_version(self) -> str:
+        return self.compiled.snapshot.version if self.compiled is not None else ""
+
+    @property
+    def workload_name(self) -> str:
+        return f"{self.workload.namespace}/{self.workload.service_account}"
+
 
 @dataclass(frozen=True, slots=True)
 class RouteSync:

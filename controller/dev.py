@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from controller import check_cli
+
 
 def _relay(prefix: str, stream: IO[str], ready: threading.Event, marker: str) -> None:
     for line in stream:
@@ -68,6 +70,7 @@ def _wait_ready(admin_url: str, timeout: float = 30) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="modelway", description="Modelway developer tools.")
     commands = parser.add_subparsers(dest="command", required=True)
+    check_cli.add_commands(commands)
     dev = commands.add_parser(
         "dev",
         help="run the controller and a sidecar locally from a folder of YAML",
@@ -86,13 +89,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                      help="controller admin port (/healthz, /readyz, /metrics) on 127.0.0.1 (default: a free one)")
     dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    if not args.config_dir.is_dir():
+    if args.command == "dev" and not args.config_dir.is_dir():
         parser.error(f"--config-dir {args.config_dir} is not a folder")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "check":
+        return check_cli.run_check(args)
+    if args.command == "status":
+        return check_cli.run_status(args)
     workdir = Path(tempfile.mkdtemp(prefix="modelway-dev-"))
     token = workdir / "sidecar.token"
     python = sys.executable

@@ -71,7 +71,7 @@ class FileSource:
 
     def rescan(self, store: ResourceStore) -> None:
         """One poll: re-read changed files and, if anything changed, republish every kind."""
-        current = _scan(self.directory)
+        current = scan_folder(self.directory)
         changed = not self._synced.is_set()
         for gone in self._files.keys() - current.keys():
             log.info("%s was removed; dropping its resources", gone)
@@ -118,7 +118,7 @@ class FileSource:
                         "would not see it", resource.metadata.namespace, resource.metadata.name, path, label, value)
 
 
-def _scan(directory: Path) -> dict[Path, Signature]:
+def scan_folder(directory: Path) -> dict[Path, Signature]:
     found: dict[Path, Signature] = {}
     for root, dirs, files in os.walk(directory):  # symlinked folders are not followed: no loops
         dirs[:] = [d for d in dirs if not d.startswith(".")]

@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import json
+import subprocess
+import sys
+
 import openai
 import pytest
 
@@ -53,15 +57,23 @@ def cluster(kube, kubectl, fake_openai_process) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def sidecar(cluster, kube, tmp_path_factory) -> Iterator[SidecarProcess]:
-    workdir: Path = tmp_path_factory.mktemp("config-truth")
-    controller = ControllerProcess(kube.kubeconfig, workdir,
-                                   env={"POD_NAMESPACE": NS, "POD_NAME": "controller-truth"}).start()
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("config-truth")
+
+
+@pytest.fixture(scope="module")
+def controller(cluster, kube, workdir) -> Iterator[ControllerProcess]:
+    process = ControllerProcess(kube.kubeconfig, workdir, env={"POD_NAMESPACE": NS, "POD_NAME": "controller-truth"})
+    yield process.start()
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def sidecar(cluster, controller, workdir) -> Iterator[SidecarProcess]:
     process = controller_sidecar(controller, pod_token(cluster, NS, "web"), workdir, "web")
     process.start()
     yield process
     process.stop()
-    controller.stop()
 
 
 def _ask(sidecar: SidecarProcess, model: str = "chat", tier: str | None = None) -> str:
@@ -129,3 +141,41 @@ def test_a_provider_with_a_bad_port_is_refused_and_holds_nothing_back(cluster, s
 def sidecar_models(sidecar: SidecarProcess) -> list[dict[str, Any]]:
     client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="unused", max_retries=0, timeout=5)
     return [m.model_dump() for m in client.models.list().data]
+
+
+def _modelway(kube: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "controller.dev", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=60, env={"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"})
+
+
+def test_modelway_check_on_the_live_cluster(cluster, kube, sidecar):
+    """Runs last in this module: the invalid objects the tests above left are still there."""
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plain-keys"},
+                   "stringData": {"openai": "sk-plain"}}, "-n", NS)
+    plain = _provider("plain", "https://api.openai.com/v1")
+    plain["spec"]["credentialsRef"]["name"] = "plain-keys"
+    cluster.apply(plain, "-n", NS)
+    lonely = _route("lonely", "lonely", beta_regex="^beta$")
+    lonely["spec"]["workloadSelector"] = {"matchLabels": {"app": "nobody"}}
+    cluster.apply(lonely, "-n", NS)
+    cluster("annotate", "pod", "web", "-n", NS, "modelway.io/injected=true", "--overwrite")
+    result = _modelway(kube, "check", "-n", NS, "-o", "json")
+    assert result.returncode == 1, result.stderr
+    findings = {(f["object"], f["problem"].partition(":")[0]): f for f in json.loads(result.stdout)["findings"]}
+    assert findings[(f"ModelRoute {NS}/broken", "InvalidRegex")]["severity"] == "error"
+    assert "99999" in findings[(f"ModelProvider {NS}/far", "InvalidURL")]["problem"]
+    label = findings[(f"Secret {NS}/plain-keys", "exists but has no label modelway.io/credentials=true, so the "
+                                                 "controller does not see it (ModelProvider plain reports "
+                                                 "SecretNotFound)")]
+    assert label["fix"] == f"kubectl label secret -n {NS} plain-keys modelway.io/credentials=true"
+    lonely_finding = findings[(f"ModelRoute {NS}/lonely", f"no pod in namespace {NS} runs this route")]
+    assert "nobody" in lonely_finding["problem"] and lonely_finding["severity"] == "warning"
+    assert (f"ModelRoute {NS}/chat", "InvalidRegex") not in findings  # fixed by then
+
+
+def test_modelway_status_lists_the_connected_sidecar(kube, controller, sidecar):
+    result = _modelway(kube, "status", "--admin-url", f"http://127.0.0.1:{controller.admin_port}")
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["SIDECAR", "WORKLOAD", "VERSION"]
+    assert f"{NS}/app" in row and sidecar.admin("/readyz")[1]["version"] in row and " yes " in row
