@@ -59,6 +59,9 @@ def check_base_url(url: str) -> str:
     query or fragment (the client appends API paths to it). Raises ConfigProblem."""
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         raise ConfigProblem("InvalidURL", f"baseURL {shown(url.strip())} holds whitespace or control characters")
+    if not url.isascii():  # the request line and Host header are ASCII
+        raise ConfigProblem("InvalidURL", f"baseURL {shown(url)} is not ASCII: write an international host name "
+                                          "in its xn-- form and percent-encode the path")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -26,6 +26,7 @@ from proxy.snapshot import ConfigProblem, Provider, check_base_url, check_regex
     ("https://llm.internal/v1#x", "query or fragment"),
     ("https://llm.internal /v1", "whitespace or control"),
     ("ftp://llm.internal/v1", "http:// or https://"),
+    ("https://llm.bücher.example/v1", "not ASCII"),
 ])
 def test_unusable_base_urls_are_refused_naming_why(url: str, says: str) -> None:
     with pytest.raises(ConfigProblem) as caught:
