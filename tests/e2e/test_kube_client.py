@@ -160,7 +160,7 @@ async def test_secrets_are_selected_by_label(fake: tuple[FakeApi, KubeClient]) -
     assert list_queries[0]["labelSelector"] == "modelway.io/credentials=true"
 
 
-async def test_an_invalid_object_is_logged_and_treated_as_absent(
+async def test_an_invalid_object_is_logged_and_kept_as_invalid_until_fixed(
     fake: tuple[FakeApi, KubeClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     api, client = fake
@@ -172,8 +172,9 @@ async def test_an_invalid_object_is_logged_and_treated_as_absent(
     store = ResourceStore()
     with caplog.at_level(logging.ERROR, logger="modelway.sources.kube"):
         async with running(quick(client), store):
-            await eventually(lambda: names(store, "ModelRoute") == {"default/good", "default/bad"}, what="fixed")
-    assert "ModelRoute default/bad is invalid and is ignored: spec.rules" in caplog.text
+            await eventually(lambda: names(store, "ModelRoute") == {"default/good", "default/bad"}
+                             and not store.view().invalid, what="fixed")
+    assert "ModelRoute default/bad is invalid: Invalid: spec.rules" in caplog.text
 
 
 async def test_namespaced_relist_keeps_other_namespaces(fake: tuple[FakeApi, KubeClient]) -> None:

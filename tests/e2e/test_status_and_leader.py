@@ -273,7 +273,7 @@ async def test_status_conditions_events_and_columns(client: KubeClient, kubectl:
         assert rows["chat"][:7] == ["chat", "chat", "True", "True", "0", "0", "True"]
         assert rows["bad"][:7] == ["bad", "bad", "True", "False", "0", "0", "False"]
 
-        # An edit that stays good: new generation, same statuses, times kept, no new Events.
+        # An edit that stays good: new generation, same statuses, times kept, one Normal Event saying it is out.
         await asyncio.sleep(1.1)  # lastTransitionTime has second precision
         chat_events = len(await events_about("chat", kubectl, namespace))
         await apply(kubectl, route("chat", namespace, "openai", model="gpt-4o-mini"))
@@ -299,7 +299,10 @@ async def test_status_conditions_events_and_columns(client: KubeClient, kubectl:
         assert {(e["type"], e["reason"]) for e in events} >= {("Normal", "ResolvedRefs"), ("Normal", "Programmed")}
         assert len([e for e in events if e["reason"] == "BackendNotFound"]) == 1  # no repeats
         await asyncio.sleep(0.5)
-        assert len(await events_about("chat", kubectl, namespace)) == chat_events  # unchanged conditions: quiet
+        chat_events_now = await events_about("chat", kubectl, namespace)
+        assert len(chat_events_now) == chat_events + 1
+        rolled_out = [e for e in chat_events_now if "generation 2" in e["note"]]
+        assert [(e["type"], e["reason"]) for e in rolled_out] == [("Normal", "Programmed")]
 
 
 async def poll(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> None:
