@@ -88,6 +88,8 @@ def embedding_texts(body: Any) -> Iterator[str]:
 # pixels and pages are not read; their names are). Decoded as a provider decodes them: text
 # files in data URLs, and percent-encoding (an address in an image URL's query).
 
+#: A list that starts with one of these may be all numbers (token ids, a vector): one C loop tells.
+_NUMBERS = frozenset({int, float, bool})
 #: Shorter strings are scanned as they are, whatever they look like.
 _BLOB_MIN = 1024
 #: Base64 (standard or URL-safe) does not hold an '@', a space or a '.'; a run of it is binary.
@@ -123,7 +125,7 @@ def body_text(body: Any) -> str:
             keep(node)  # JSON keys are strings (others are dropped at the join)
             values: Any = node.values()
         elif kind is list:
-            if _numbers_only(node):
+            if node and type(node[0]) in _NUMBERS and _numbers_only(node):
                 continue
             values = node
         else:
