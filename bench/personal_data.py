@@ -11,15 +11,22 @@ row that grows with size is not. Two baselines on the same 10 KB, in the same
 run, make the figures readable on any machine: `str.lower()` (one C pass) and
 `re.findall(r"\\w+")` (column "words": a tokenizer-like regex pass).
 
+A second table times what a request pays in the sidecar: `chat_texts` or
+`embedding_texts` (collecting the text of a whole request body) and the scan
+of what they give, for request shapes from a plain chat to an agent with
+tools, and bodies that are mostly base64 (an image, a PDF, audio).
+
 A miss is reported, not fatal (exit 0); exit 1 only when the realistic inputs'
 findings are not exactly the ones planted in them.
 
     python -m bench.personal_data [--quick]    # --quick: 1 KB and 10 KB only
+    python -m bench.personal_data --requests   # the request table only
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -30,6 +37,7 @@ import timeit
 from collections.abc import Callable
 
 from bench.sidecar import cpu_model
+from proxy.policy.classify import chat_texts, embedding_texts
 from proxy.policy.personal_data import PersonalDataDetector
 
 TARGET_US_PER_10KB = 1000.0
@@ -149,9 +157,83 @@ def sanity_check(detector: PersonalDataDetector) -> list[str]:
     return problems
 
 
+# --- whole requests: collecting their text, then the scan --------------------------------------
+
+
+def _schema(rng: random.Random, n: int) -> dict[str, object]:
+    return {"type": "object", "required": [f"field_{i}" for i in range(0, n, 2)], "properties": {
+        f"field_{i}": {"type": "string", "description": f"The {rng.choice(['id', 'name', 'unit', 'date'])} "
+                       f"of the record, as shown in the UI (max {rng.randint(8, 200)} chars).",
+                       "enum": ["draft", "open", "closed"] if i % 3 == 0 else None, "default": "open"}
+        for i in range(n)}}
+
+
+def agent_request(rng: random.Random) -> dict[str, object]:
+    """30 tools with schemas, and 40 turns of tool calls and results: what an agent framework sends."""
+    tools = [{"type": "function", "function": {"name": f"tool_{t}", "description": PROSE[:160],
+                                               "parameters": _schema(rng, 6)}} for t in range(30)]
+    messages: list[dict[str, object]] = [{"role": "system", "content": PROSE * 4}]
+    for turn in range(20):
+        call_id = f"call_{rng.getrandbits(96):024x}"
+        arguments = json.dumps({"field_0": "open", "field_1": rng.randint(1, 10**6), "query": PROSE[:80]})
+        messages += [{"role": "user", "content": PROSE},
+                     {"role": "assistant", "content": None, "tool_calls": [
+                         {"id": call_id, "type": "function", "function": {"name": f"tool_{turn}", "arguments": arguments}}]},
+                     {"role": "tool", "tool_call_id": call_id, "content": repeat_to(CODE, 600)}]
+    return {"model": "chat", "messages": messages, "tools": tools, "tool_choice": "auto", "user": "svc-batch-7"}
+
+
+def request_inputs(rng: random.Random) -> dict[str, tuple[Callable[[dict[str, object]], object], dict[str, object]]]:
+    """name -> (the text collector the sidecar calls, a request body)."""
+    blob = base64.b64encode(rng.randbytes(768 << 10)).decode()  # 1 MB of base64
+    question = {"type": "text", "text": "What does this show? Answer in one line."}
+    return {
+        "chat, 20 turns": (chat_texts, {"model": "chat", "messages": [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": PROSE * 2} for i in range(20)]}),
+        "agent: 30 tools, 20 calls": (chat_texts, agent_request(rng)),
+        "JSON schema, 2000 props": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": "fill"}],
+                                                 "response_format": {"type": "json_schema", "json_schema": {
+                                                     "name": "form", "schema": _schema(rng, 2000)}}}),
+        "1 MB image (data URL)": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": [
+            question, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{blob}"}}]}]}),
+        "1 MB PDF (file part)": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{blob}", "filename": "q3.pdf"}},
+            question]}]}),
+        "1 MB audio (input_audio)": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": [
+            question, {"type": "input_audio", "input_audio": {"data": blob, "format": "wav"}}]}]}),
+        "embeddings, 256 texts": (embedding_texts, {"model": "embed", "input": [
+            PROSE[: rng.randint(100, 300)] for _ in range(256)]}),
+        "embeddings, 256 token lists": (embedding_texts, {"model": "embed", "input": [
+            [rng.randint(0, 100_000) for _ in range(300)] for _ in range(256)]}),
+        # What skipping base64 saves: the same 1 MB handed to the detector as text.
+        "(1 MB base64 scanned as text)": (lambda body: [body["data"]], {"data": blob}),
+    }
+
+
+def request_table(detector: PersonalDataDetector) -> None:
+    rule = "-" * 78
+    print(rule)
+    print(f"{'request':<30}{'body KB':>9} {'texts KB':>9} | {'us/request':>11} {'us/10 KB body':>14}")
+    print(rule)
+    for name, (texts, body) in request_inputs(random.Random(7)).items():
+        size = len(json.dumps(body))
+        scanned = sum(len(t) for t in texts(body))
+
+        def one(texts: Callable[[dict[str, object]], object] = texts, body: dict[str, object] = body) -> object:
+            return detector.scan(texts(body))  # type: ignore[arg-type]
+
+        per_10kb = us_per_10kb(one, size)
+        print(f"{name:<30}{size / 1024:>9.1f} {scanned / 1024:>9.1f} | {per_10kb * size / (10 << 10):>11.1f} "
+              f"{per_10kb:>14.1f}")
+    print(rule)
+    print("texts KB: what the collector gives the scan; us/request: collecting and scanning, best of "
+          f"{ROUNDS}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.personal_data", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 KB and 10 KB only")
+    parser.add_argument("--requests", action="store_true", help="only the table of whole requests")
     args = parser.parse_args(argv)
     sizes = SIZES[:2] if args.quick else SIZES
     detector = PersonalDataDetector()
@@ -159,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{TARGET_US_PER_10KB:.0f} us at every size; kinds {', '.join(detector.kinds)}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
           f"Python {sys.version.split()[0]}")
+    if args.requests:
+        request_table(detector)
+        return 0
     problems = sanity_check(detector)
     head = "".join(f"{fmt_size(s):>9}" for s in sizes)
     rule = "-" * (34 + len(head) + 42)
@@ -183,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     print(rule)
     print("growth = us per 10 KB at the largest size / at 10 KB (1.00x = linear)")
     print("targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))
+    request_table(detector)
     for problem in problems:
         print(f"BROKEN: {problem}")
     return 1 if problems else 0

@@ -3,15 +3,20 @@
 Pure: no I/O. The floor (`Policy.default_class`) comes from the controller,
 which took it from the workload's annotations and its policies; the app can
 only ask for more protection (the `x-modelway-data-class` header), never less.
-When the workload's policy asks for it, the prompt is scanned for personal
-data, and a hit raises the class to `personal`.
+When the workload's policy asks for it, the request is scanned for personal
+data (every string it will send, not only the prompt), and a hit raises the
+class to `personal`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from proxy.errors import bad_request
 from proxy.policy.personal_data import PersonalDataDetector
@@ -62,28 +67,128 @@ class Classifier:
         return Classification(asked, raised)
 
 
-def chat_texts(request: dict[str, Any]) -> Iterator[str]:
-    """Every piece of text in an internal (OpenAI-shaped) chat request the app wrote."""
-    for message in request.get("messages") or ():
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            yield content
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    yield part["text"]
-        for call in message.get("tool_calls") or ():
-            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
-            if isinstance(arguments, str):
-                yield arguments
+def chat_texts(request: Any) -> Iterator[str]:
+    """The text a provider can read in a chat request, as one string, whatever the request's shape.
+
+    `request` is the internal form, which every translator builds its provider's body from (also
+    on the Anthropic-to-Anthropic path), so what it holds is all that can be sent.
+    """
+    yield body_text(request)
 
 
-def embedding_texts(body: dict[str, Any]) -> Iterator[str]:
-    """The strings of an embeddings request (token-id inputs carry no text to scan)."""
-    value = body.get("input")
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        yield from (item for item in value if isinstance(item, str))
+def embedding_texts(body: Any) -> Iterator[str]:
+    """The text of an embeddings request, as one string; token-id inputs are numbers, not text."""
+    yield body_text(body)
+
+
+# Walking the whole body, not a list of known fields: APIs grow fields (tool schemas, metadata,
+# file parts...) faster than a list is kept up, and every string in the body is sent, so every
+# string is read, and every key (property names, metadata). Skipped is only what the detector
+# cannot read as text: numbers (token ids, vectors) and base64 (images, PDFs, audio: their
+# pixels and pages are not read; their names are). Decoded as a provider decodes them: text
+# files in data URLs, and percent-encoding (an address in an image URL's query).
+
+#: A list that starts with one of these may be all numbers (token ids, a vector): one C loop tells.
+_NUMBERS = frozenset({int, float, bool})
+#: Shorter strings are scanned as they are, whatever they look like.
+_BLOB_MIN = 1024
+#: Base64 (standard or URL-safe) does not hold an '@', a space or a '.'; a run of it is binary.
+_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_="
+#: Binary data mixes cases and digits within a few characters; a long run of digits and '+'
+#: (phone numbers back to back) or of capitals and digits (IBANs) is text, even without spaces.
+_MIXED = re.compile(r"(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9])", re.DOTALL)
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+#: The scheme, as it may be spelt (RFC 3986: any case).
+_DATA = frozenset(f"{d}{a}{t}{a2}:" for d in "dD" for a in "aA" for t in "tT" for a2 in "aA")
+#: Data URL media types a provider reads as text once decoded (RFC 2397: none means text/plain).
+_TEXT_MEDIA = re.compile(r"(?:text/.*|application/(?:json|xml|yaml|x-yaml|csv|x-ndjson|javascript|sql)"
+                         r"|[^;]*\+(?:json|xml)|)", re.IGNORECASE)
+
+
+def body_text(body: Any) -> str:
+    """Every string in `body` (values, and keys once each; any depth, any shape), joined by newlines.
+
+    One scan of the joined text finds exactly what a scan of each string would: no pattern of the
+    detector matches across a newline, and a newline bounds a token as the end of a string does.
+    One scan instead of hundreds saves the detector's per-call cost, which dominates on the many
+    short strings of tool schemas. Never raises: any JSON shape (and any Python one) is walked.
+    """
+    strings: list[str] = []
+    keys: set[Any] = set()  # each once: "type" or "description" a thousand times is one text
+    add, keep = strings.append, keys.update
+    stack: list[Any] = [body]
+    push, pop = stack.append, stack.pop
+    while stack:
+        node = pop()
+        kind = type(node)
+        if kind is dict:
+            keep(node)  # JSON keys are strings (others are dropped at the join)
+            values: Any = node.values()
+        elif kind is list:
+            if node and type(node[0]) in _NUMBERS and _numbers_only(node):
+                continue
+            values = node
+        else:
+            values = (node,)
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                # the cheap tests first: most strings are short, plain words
+                add(_readable(value) if len(value) >= _BLOB_MIN or "%" in value or ":" in value else value)
+            elif kind is dict or kind is list:
+                push(value)
+            elif value is None or kind is int or kind is float or kind is bool:
+                continue
+            elif isinstance(value, str):  # subclasses, from Python callers: read as plain strings
+                add(_readable(str(value)))
+            elif isinstance(value, Mapping):
+                push(dict(value))
+            elif isinstance(value, (list, tuple)):
+                push(list(value))
+    strings += keys if all(type(key) is str for key in keys) else (k for k in keys if type(k) is str)
+    return "\n".join(strings)
+
+
+def _numbers_only(items: list[Any]) -> bool:
+    """Token ids, vectors: a list of numbers is skipped in one C loop (sum stops at a non-number)."""
+    try:
+        sum(items)
+    except (TypeError, OverflowError):
+        return False
+    return True
+
+
+def _readable(text: str) -> str:
+    """What a provider can read of a string: data URLs and percent-encoding decoded, base64 dropped."""
+    if text[:5] in _DATA:
+        head, comma, data = text.partition(",")
+        if comma:
+            return f"{_unquoted(head)}\n{_data_url_body(head, data)}"
+    if len(text) >= _BLOB_MIN and _is_base64(text[:256]) and _MIXED.match(text[:256]) and _is_base64(text):
+        return ""  # audio or a file as bare base64: binary (prose fails the first test, at once)
+    return _unquoted(text)
+
+
+def _unquoted(text: str) -> str:
+    """`jane%40example.com` in a URL's query is read (and logged) by whoever fetches it."""
+    return unquote(text) if "%" in text and _ESCAPE.search(text) else text
+
+
+def _data_url_body(head: str, data: str) -> str:
+    """The readable part of a data URL's data: `head` is `data:<media type>[;param]*`."""
+    params = head[5:].split(";")
+    if "base64" not in (param.strip().lower() for param in params[1:]):
+        return _unquoted(data)  # data:text/plain,Hello%20world: percent-encoded text
+    # Base64 is binary to the detector; anything else in it is read as it is.
+    readable = "" if _is_base64(data) else data
+    if _TEXT_MEDIA.fullmatch(params[0].strip()):  # a text file: the provider decodes and reads it
+        try:
+            readable += "\n" + base64.b64decode(data).decode("utf-8", "replace")
+        except (ValueError, binascii.Error):
+            pass  # not base64, so `readable` has it as it is
+    # An image, a PDF, audio: only their names (in `head`) are text.
+    return readable
+
+
+def _is_base64(text: str) -> bool:
+    return text.isascii() and not text.encode("ascii").translate(None, _BASE64_CHARS)
