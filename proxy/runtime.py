@@ -13,6 +13,7 @@ from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
 from proxy.routing.table import RoutingTable
+from proxy.scrub import Scrubber
 from proxy.snapshot import Provider, Snapshot
 
 
@@ -26,6 +27,9 @@ class Runtime:
     # When this configuration was received (from the controller, or read from a file);
     # a snapshot restored from the saved copy keeps its original time, so its age is honest.
     received_at: float = field(default_factory=time.time)
+    # Redacts this snapshot's keys from provider text (error answers echo them) before it
+    # reaches a log, a span or the app.
+    scrubber: Scrubber = field(default_factory=Scrubber)
 
     @classmethod
     def build(cls, snapshot: Snapshot, *, received_at: float | None = None) -> Runtime:
@@ -36,6 +40,7 @@ class Runtime:
             providers={p.name: p for p in snapshot.providers},
             classifier=Classifier(policy=snapshot.policy),
             received_at=time.time() if received_at is None else received_at,
+            scrubber=Scrubber(p.api_key.get_secret_value() for p in snapshot.providers if p.api_key is not None),
         )
 
 
