@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -157,7 +157,9 @@ class Relay:
                     error_type = None
                     return result
                 except _AttemptFailed as exc:
-                    failure = exc.failure
+                    # Provider text (error answers, quoted bytes) may echo the key: scrubbed before
+                    # it reaches the span, the log or the app.
+                    failure = replace(exc.failure, message=runtime.scrubber(exc.failure.message))
                     error_type = failure.kind
                     if failure.kind in up.UNHEALTHY:
                         self.health.record(backend.key, ok=False)
@@ -259,11 +261,11 @@ class Relay:
     @staticmethod
     async def _end_stream_with_error(
         exc: BaseException, response: web.StreamResponse, encoder: Any, span: Span, server_span: Span,
-        model: str, backend: str,
+        model: str, backend: str, scrub: Callable[[str], str],
     ) -> None:
         """After the first byte: no fallback is safe, so tell the client in its own API's words."""
         timed_out = isinstance(exc, TimeoutError)
-        message = "total timeout reached mid-stream" if timed_out else (str(exc) or type(exc).__name__)
+        message = "total timeout reached mid-stream" if timed_out else scrub(str(exc) or type(exc).__name__)
         kind = up.TIMEOUT if timed_out else up.STREAM_CUT
         set_error(span, kind, message)
         set_error(server_span, kind, message)
@@ -338,7 +340,8 @@ class Relay:
                     limited = first_token_deadline < deadline
                     raise _attempt_failure(exc, backend.key, first_token_limited=limited) from None
                 outcome.error_type = up.TIMEOUT if isinstance(exc, TimeoutError) else up.STREAM_CUT
-                await self._end_stream_with_error(exc, response, encoder, span, server_span, parsed.model, backend.key)
+                await self._end_stream_with_error(exc, response, encoder, span, server_span, parsed.model, backend.key,
+                                                  runtime.scrubber)
             finally:
                 if resp is not None:
                     resp.close()
