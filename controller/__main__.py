@@ -25,6 +25,7 @@ from controller.core import Controller
 from controller.push import build_push_app
 from controller.store import ResourceStore
 from controller.webhook import wiring as webhook_wiring
+from proxy.scrub import normalize_otlp_header_variables, scrub_logs
 
 log = logging.getLogger("modelway.controller")
 
@@ -198,6 +199,9 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scrub_logs()  # defence in depth: no line goes out with something shaped like a key
+    for problem in normalize_otlp_header_variables(os.environ):  # named, never shown
+        log.warning("OTLP: %s", problem)
     asyncio.run(run(args))
     return 0
 

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import IO
 
 from controller import check_cli
+from proxy.scrub import scrub_shapes
 
 
 def _relay(prefix: str, stream: IO[str], ready: threading.Event, marker: str) -> None:
     for line in stream:
         if marker in line:
             ready.set()
-        sys.stdout.write(f"{prefix} {line}")
+        sys.stdout.write(f"{prefix} {scrub_shapes(line)}")  # also what a child prints outside its logs
         sys.stdout.flush()
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from proxy.admin import build_admin_app
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.policy.audit import AuditLog
+from proxy.scrub import normalize_otlp_header_variables, scrub_logs
 from proxy.server import ServerSettings, build_app
 from proxy.snapshot import Snapshot
 from proxy.snapshot_file import SnapshotError, load_snapshot_file, watch_snapshot_file
@@ -168,6 +169,9 @@ def _tune_gc() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scrub_logs()  # defence in depth: no line goes out with something shaped like a key
+    for problem in normalize_otlp_header_variables(os.environ):  # named, never shown
+        log.warning("OTLP: %s", problem)
     initial = None
     if args.snapshot is not None:
         try:

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from proxy.otlp_encode import SpanEncoder, decode_fields
+from proxy.scrub import parse_otlp_headers
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,12 @@ def resolve_endpoint(environ: Mapping[str, str]) -> str:
     return DEFAULT_ENDPOINT
 
 
-def parse_headers(value: str | None) -> dict[str, str]:
-    """``k1=v1,k2=v2`` (W3C Baggage-like, URL-encoded); keys lower-cased, bad items skipped."""
-    headers: dict[str, str] = {}
-    for item in (value or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, val = item.partition("=")
-        key = urllib.parse.unquote(key).strip().lower()
-        if not sep or not key:
-            log.warning("OTLP: ignoring malformed header item %r", item.strip())
-            continue
-        headers[key] = urllib.parse.unquote(val).strip()
+def parse_headers(value: str | None, *, variable: str = "OTEL_EXPORTER_OTLP_HEADERS") -> dict[str, str]:
+    """``k1=v1,k2=v2`` (W3C Baggage-like, URL-encoded); keys lower-cased, bad items skipped and
+    logged by position and header name (their text may be a token: never logged)."""
+    headers, problems = parse_otlp_headers(value, variable=variable)
+    for problem in problems:
+        log.warning("OTLP: %s", problem)
     return headers
 
 
@@ -132,7 +127,9 @@ class OTLPHttpSpanExporter(SpanExporter):
         self.timeout = timeout if timeout is not None else resolve_timeout(environ)
         self.compression = resolve_compression(environ, compression)
         self.headers = {"content-type": "application/x-protobuf", "user-agent": USER_AGENT}
-        self.headers.update(parse_headers(_env(environ, "HEADERS")))
+        specific = (environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or "").strip()
+        variable = "OTEL_EXPORTER_OTLP_TRACES_HEADERS" if specific else "OTEL_EXPORTER_OTLP_HEADERS"
+        self.headers.update(parse_headers(_env(environ, "HEADERS"), variable=variable))
         self.headers.update({k.lower(): v for k, v in (headers or {}).items()})
         if self.compression in ("gzip", "deflate"):
             self.headers.setdefault("content-encoding", self.compression)

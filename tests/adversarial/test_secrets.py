@@ -4,12 +4,16 @@ For each provider type, its error answers repeat the key (whole, masked in the m
 in a text body, in a 400, in a 200 that is not JSON, in a stream's error event before and after
 the first content). The real sidecar runs at debug level and exports traces and metrics to a
 local OTLP sink; the test reads everything it emitted: the answers to the app, its log, and every
-OTLP payload.
+OTLP payload. Also: a malformed OTEL_EXPORTER_OTLP_HEADERS is reported by header name, never by
+value, by the sidecar (lean exporter and the stock gRPC one) and by the controller (stock SDK).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +32,7 @@ from tests.adversarial.secrets_helpers import (
     snapshot,
     stream_echo,
 )
-from tests.integration.sidecar import SidecarProcess
+from tests.integration.sidecar import REPO, SidecarProcess, free_port
 
 REDACTED = "[REDACTED]"
 STREAMS = {"stream-before-content": False, "stream-mid": True}
@@ -114,3 +118,59 @@ def test_traces_and_metrics_never_hold_the_key(emitted: Emitted) -> None:
     assert traces and metrics
     assert not _leaks(traces) and not _leaks(metrics)
     assert REDACTED.encode() in traces  # the attempts' span statuses carry the provider's words
+
+
+# --- malformed OTEL_EXPORTER_OTLP_HEADERS ------------------------------------------------------------
+
+# One bad value per variable: a token with an unencoded comma (its tail looks like a stray item),
+# an HTTP header line instead of name=value, and a value that decodes to a line break.
+BAD_HEADERS = {
+    "OTEL_EXPORTER_OTLP_HEADERS": ("authorization=Bearer t0k3n,Zq9",
+                                   ["OTEL_EXPORTER_OTLP_HEADERS: item 2 is not name=value", "'authorization'", "%2C"]),
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS": ("x-tenant=a,authorization: Bearer t0k3nZq9",
+                                           ["OTEL_EXPORTER_OTLP_METRICS_HEADERS: item 2 is not name=value"]),
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS": ("authorization=Bearer%0At0k3nZq9",
+                                          ["OTEL_EXPORTER_OTLP_TRACES_HEADERS: item 1: the value of header "
+                                           "'authorization' holds control characters"]),
+}
+TOKEN_PARTS = ("t0k3n", "Zq9")
+PROGRAMS = {
+    "sidecar": (["-m", "proxy", "--snapshot", "{snapshot}", "--port", "{port}", "--admin-port", "{port}"],
+                "listening on"),
+    "controller": (["-m", "controller", "--source", "files", "--config-dir", "{dir}", "--dev-token-file",
+                    "{dir}/token", "--listen", "127.0.0.1:{port}", "--admin-listen", "127.0.0.1:{port}"],
+                   "serving sidecar streams"),
+}
+
+
+@pytest.mark.parametrize("program, protocol", [("sidecar", "http/protobuf"), ("sidecar", "grpc"),
+                                               ("controller", "http/protobuf")])
+def test_a_bad_otlp_header_is_named_never_shown(tmp_path, program: str, protocol: str) -> None:
+    """At start-up and as it exports (the stock exporters quote a bad value in their errors)."""
+    (tmp_path / "snapshot.json").write_text(json.dumps(snapshot("http://127.0.0.1:9")))
+    args, marker = PROGRAMS[program]
+    argv = [sys.executable, *(a.format(snapshot=tmp_path / "snapshot.json", dir=tmp_path, port=free_port())
+                              for a in args)]
+    with otlp_sink() as (sink_url, _):
+        env = {**_env(), "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+               **{variable: value for variable, (value, _) in BAD_HEADERS.items()}}
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
+        assert process.stdout is not None
+        lines = []
+        try:
+            for line in process.stdout:
+                lines.append(line)
+                if marker in line:
+                    break
+        finally:
+            process.terminate()  # it exports what it has as it stops
+            output = "".join(lines) + process.communicate(timeout=20)[0]
+    assert marker in output, output
+    assert not any(part in output for part in TOKEN_PARTS), output
+    for _, expected in BAD_HEADERS.values():
+        assert all(e in output for e in expected), output
+
+
+def _env() -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, "PYTHONPATH": str(REPO)}
