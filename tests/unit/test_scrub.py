@@ -246,3 +246,15 @@ def test_the_environment_keeps_only_valid_items_encoded() -> None:
     assert environ["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] == "ok=1"  # untouched: nothing wrong with it
     # The stock parser (strict) reads the rewritten value without a complaint, to the same headers.
     assert parse_env_headers(environ["OTEL_EXPORTER_OTLP_HEADERS"]) == {"authorization": "Bearer abc", "x-a": "b,c"}
+
+
+def test_modelway_dev_relays_what_its_processes_print_scrubbed(capsys) -> None:
+    import threading
+
+    from controller.dev import _relay
+
+    ready = threading.Event()
+    key = "sk-" + "d3vk3y" * 4
+    _relay("[sidecar]", io.StringIO(f"Traceback ...\nValueError: bad key {key}\nlistening on\n"), ready, "listening on")
+    out = capsys.readouterr().out
+    assert ready.is_set() and key not in out and f"[sidecar] ValueError: bad key {REDACTED}\n" in out
