@@ -21,7 +21,9 @@ must hold is that clocks *run* at about the same rate: the holder gives up at
 `renew_deadline`, counted from before its last successful renewal, while a
 successor waits `lease_duration` counted from after it saw that renewal, so
 the ratio of the two is the rate difference tolerated. The wall clock only
-stamps renewTime and acquireTime, for people reading the Lease.
+stamps renewTime and acquireTime, for people reading the Lease. The price: a
+replica seeing a held Lease for the first time (a fresh start after a crash)
+waits one full leaseDurationSeconds before taking it, however old it looks.
 """
 
 from __future__ import annotations
