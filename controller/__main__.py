@@ -16,7 +16,7 @@ import signal
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,6 +26,9 @@ from controller.push import build_push_app
 from controller.store import ResourceStore
 from controller.webhook import wiring as webhook_wiring
 from proxy.scrub import normalize_otlp_header_variables, scrub_logs
+
+if TYPE_CHECKING:
+    from controller.status import ObservedStatuses
 
 log = logging.getLogger("modelway.controller")
 
@@ -94,13 +97,15 @@ async def _sources(args: argparse.Namespace) -> tuple[Any, Authenticator, list[A
     from controller.kube.client import KubeClient
     from controller.kube.config import load_config
     from controller.sources.kube import KubeSource
+    from controller.status import ObservedStatuses
 
     client = KubeClient(load_config(kubeconfig=args.kubeconfig))
     authenticator = TokenReviewAuthenticator(review=client.review_token_status, get_pod=client.get_pod)
-    return KubeSource(client), authenticator, [client]
+    return KubeSource(client, statuses=ObservedStatuses()), authenticator, [client]
 
 
-def _status_reporting(args: argparse.Namespace, closables: list[Any]) -> tuple[Any, list[Any], Any]:
+def _status_reporting(args: argparse.Namespace, closables: list[Any], *,
+                      statuses: ObservedStatuses | None = None) -> tuple[Any, list[Any], Any]:
     """kube: the Lease holder writes status; files: conditions are logged. Also what to run for it,
     and (kube only) the ReplicaCounts that sums every replica's sidecar counts for the writer."""
     from controller.status import ConditionLogger, StatusWriter
@@ -114,7 +119,8 @@ def _status_reporting(args: argparse.Namespace, closables: list[Any]) -> tuple[A
     client = next(c for c in closables if isinstance(c, KubeClient))
     elector = LeaseElector(client, namespace=args.lease_namespace, identity=default_identity(args.pod_name))
     replicas = ReplicaCounts(client, namespace=args.lease_namespace, identity=elector.identity, elector=elector)
-    writer = StatusWriter(client, None, elector=elector, sync_counts=replicas.sync_counts)
+    # statuses: what the watch saw, so a new leader's first pass needs no GET per object
+    writer = StatusWriter(client, None, elector=elector, sync_counts=replicas.sync_counts, statuses=statuses)
     replicas.on_peers_change = writer.on_sync_change  # another replica's counts moved: write again
     return writer, [elector.run, writer.run, replicas.run], replicas
 
@@ -122,7 +128,7 @@ def _status_reporting(args: argparse.Namespace, closables: list[Any]) -> tuple[A
 async def run(args: argparse.Namespace) -> None:
     source, authenticator, closables = await _sources(args)
     store = ResourceStore()
-    status, status_loops, replicas = _status_reporting(args, closables)
+    status, status_loops, replicas = _status_reporting(args, closables, statuses=getattr(source, "statuses", None))
 
     def on_sync_change() -> None:
         status.on_sync_change()

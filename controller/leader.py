@@ -1,18 +1,29 @@
 """Leader election on a coordination.k8s.io/v1 Lease, the way client-go's leaderelection does it.
 
 Every replica serves sidecars; only the leader writes status. A candidate takes
-the Lease when it is absent, released (no holder) or expired (renewTime +
-leaseDurationSeconds in the past); the holder renews it every `renew_every`.
-Every write carries the resourceVersion we read, so of two candidates racing
-for an expired Lease exactly one wins (the other gets 409 Conflict).
+the Lease when it is absent, released (no holder) or expired; the holder
+renews it every `renew_every`. Every write carries the resourceVersion we
+read, so of two candidates racing for an expired Lease exactly one wins (the
+other gets 409 Conflict).
 
 A leader that cannot renew for `renew_deadline` (< lease_duration) steps down
 on its own, so it stops acting before anyone else may take over. On a clean
 shutdown the holder clears holderIdentity, and a successor takes over at its
 next retry instead of waiting for the Lease to expire.
 
-Expiry is judged by the wall clock against the holder's renewTime, so replicas
-need roughly synchronised clocks (NTP), as the Lease API itself assumes.
+Expiry is judged on observed time, never by comparing renewTime with our own
+clock: each replica remembers the Lease record it last read (holder, times,
+transitions, resourceVersion) and the moment, on its own monotonic clock, it
+saw that record change. The Lease has expired only when this replica has not
+seen it change for the holder's leaseDurationSeconds. Clock *offsets* between
+nodes (a node an hour ahead or behind) therefore do not matter at all; what
+must hold is that clocks *run* at about the same rate: the holder gives up at
+`renew_deadline`, counted from before its last successful renewal, while a
+successor waits `lease_duration` counted from after it saw that renewal, so
+the ratio of the two is the rate difference tolerated. The wall clock only
+stamps renewTime and acquireTime, for people reading the Lease. The price: a
+replica seeing a held Lease for the first time (a fresh start after a crash)
+waits one full leaseDurationSeconds before taking it, however old it looks.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import math
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,9 +67,18 @@ def parse_time(value: object) -> datetime | None:
 
 
 class LeaseElector:
+    """Acquires and renews one Lease.
+
+    `monotonic` (seconds, any origin) measures every interval: renewal
+    deadlines and how long the Lease has gone unchanged. `wall_clock` only
+    stamps the times written into the Lease. Both are injectable so tests can
+    skew one replica's clocks against another's.
+    """
+
     def __init__(self, client: KubeClient, *, namespace: str, identity: str, name: str = DEFAULT_LEASE_NAME,
                  lease_duration: float = 15.0, renew_every: float = 5.0, retry_every: float = 2.0,
-                 renew_deadline: float | None = None) -> None:
+                 renew_deadline: float | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         if not renew_every < lease_duration:
             raise ValueError("renew_every must be shorter than lease_duration")
         self._client = client
@@ -68,8 +88,15 @@ class LeaseElector:
         self._retry_every = retry_every
         # Like client-go's renewDeadline (10 s of 15 s): give up leading before the Lease can expire.
         self._renew_deadline = renew_deadline if renew_deadline is not None else lease_duration * 2 / 3
+        if not self._renew_deadline < self._duration_seconds:
+            raise ValueError("renew_deadline must be shorter than lease_duration")
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
         self._leading = False
-        self._renewed_at = 0.0  # monotonic time of our last successful acquire/renew
+        self._renewed_at = 0.0  # monotonic time just before our last successful acquire/renew began
+        # The Lease as last read or written, and when (monotonic) we saw it change: expiry is judged on these.
+        self._observed: dict[str, Any] | None = None
+        self._observed_at = 0.0
         self._problem = ""  # the last error seen, so a streak of the same one is logged once
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[bool], None]] = []
@@ -79,7 +106,7 @@ class LeaseElector:
     @property
     def is_leader(self) -> bool:
         # Also false once our last renewal is too old, even before the loop notices (a starved loop).
-        return self._leading and time.monotonic() - self._renewed_at < self._renew_deadline
+        return self._leading and self._monotonic() - self._renewed_at < self._renew_deadline
 
     def add_listener(self, callback: Callable[[bool], None]) -> None:
         """`callback(is_leader)` on every gain and loss, called on the event loop."""
@@ -115,6 +142,9 @@ class LeaseElector:
 
     async def _tick(self) -> float:
         """One try to acquire or renew; returns how long to wait before the next."""
+        # Before the request: the write lands after this, so a successor, which counts from when it
+        # sees the write, always waits longer than our renew_deadline counted from here.
+        started = self._monotonic()
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (gh-86296),
             # and a stop that never lands would keep an elector running after shutdown.
@@ -123,7 +153,7 @@ class LeaseElector:
         except (KubeError, TimeoutError) as exc:
             held = None
             problem = str(exc) or type(exc).__name__
-            if self._leading and time.monotonic() - self._renewed_at >= self._renew_deadline:
+            if self._leading and self._monotonic() - self._renewed_at >= self._renew_deadline:
                 log.warning("leader election: could not renew Lease %s/%s for %.0f s (%s); stepping down",
                             self.namespace, self.name, self._renew_deadline, problem)
                 self._set_leading(False)
@@ -135,7 +165,7 @@ class LeaseElector:
                 log.info("leader election: Lease %s/%s reachable again", self.namespace, self.name)
             self._problem = ""
         if held is True:
-            self._renewed_at = time.monotonic()
+            self._renewed_at = started
             self._set_leading(True)
             return self._renew_every
         if held is False:
@@ -145,43 +175,58 @@ class LeaseElector:
 
     async def try_acquire_or_renew(self) -> bool | None:
         """True: we hold the Lease now. False: someone else validly does. None: we lost a write race."""
-        now = datetime.now(UTC)
+        now = micro_time(self._wall_clock())
         lease = await self._client.get_lease(self.name, namespace=self.namespace)
         mine = {"holderIdentity": self.identity, "leaseDurationSeconds": self._duration_seconds,
-                "acquireTime": micro_time(now), "renewTime": micro_time(now), "leaseTransitions": 0}
+                "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
         try:
             if lease is None:
-                await self._client.create_lease(self.name, namespace=self.namespace, spec=mine)
+                self._observe(await self._client.create_lease(self.name, namespace=self.namespace, spec=mine))
                 return True
+            self._observe(lease)
             spec: dict[str, Any] = dict(lease.get("spec") or {})
             holder = spec.get("holderIdentity") or ""
-            if holder and holder != self.identity and not _expired(spec, now, self._duration_seconds):
+            if holder and holder != self.identity and not self._observed_expired():
                 return False
             if holder == self.identity:  # renew: only the times move
-                spec |= {"renewTime": mine["renewTime"], "leaseDurationSeconds": self._duration_seconds}
-                spec.setdefault("acquireTime", mine["acquireTime"])
+                spec |= {"renewTime": now, "leaseDurationSeconds": self._duration_seconds}
+                spec.setdefault("acquireTime", now)
             else:  # take over a released or expired Lease
                 if holder:
-                    log.info("leader election: Lease %s/%s held by %s has expired; taking over",
-                             self.namespace, self.name, holder)
+                    log.info("leader election: Lease %s/%s held by %s has not changed for %d s; taking over",
+                             self.namespace, self.name, holder, _duration_of(spec, self._duration_seconds))
                 spec = mine | {"leaseTransitions": int(spec.get("leaseTransitions") or 0) + 1}
-            await self._client.update_lease({**lease, "spec": spec})  # carries the resourceVersion we read
+            # Carries the resourceVersion we read: a write since then makes this a 409.
+            self._observe(await self._client.update_lease({**lease, "spec": spec}))
             return True
         except KubeApiError as exc:
             if exc.status == 409:  # another replica wrote first (created it, or updated since our read)
                 return None
             raise
 
+    def _observe(self, lease: Mapping[str, Any]) -> None:
+        """Remember the Lease record; restart the expiry count only when it differs from the last one seen."""
+        record = {"resourceVersion": (lease.get("metadata") or {}).get("resourceVersion"),
+                  "spec": dict(lease.get("spec") or {})}
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = self._monotonic()
+
+    def _observed_expired(self) -> bool:
+        """Unchanged, as far as this replica has seen, for the holder's own leaseDurationSeconds."""
+        spec = (self._observed or {}).get("spec") or {}
+        return self._monotonic() - self._observed_at >= _duration_of(spec, self._duration_seconds)
+
     async def release(self) -> None:
         """Give the Lease up now (clean shutdown): a successor need not wait for it to expire."""
         lease = await self._client.get_lease(self.name, namespace=self.namespace)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             return
-        now = micro_time(datetime.now(UTC))
+        now = micro_time(self._wall_clock())
         spec = {k: v for k, v in (lease.get("spec") or {}).items() if k != "holderIdentity"}
         spec |= {"leaseDurationSeconds": 1, "renewTime": now, "acquireTime": now}
         try:
-            await self._client.update_lease({**lease, "spec": spec})
+            self._observe(await self._client.update_lease({**lease, "spec": spec}))
         except KubeApiError as exc:
             if exc.status != 409:  # 409: someone already took it over
                 raise
@@ -206,9 +251,7 @@ class LeaseElector:
                 log.exception("leader election: a listener failed")
 
 
-def _expired(spec: dict[str, Any], now: datetime, default_seconds: int) -> bool:
-    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
-    if renewed is None:
-        return True
-    seconds = spec.get("leaseDurationSeconds") or default_seconds  # the holder's promise, not ours
-    return (now - renewed).total_seconds() > float(seconds)
+def _duration_of(spec: Mapping[str, Any], default_seconds: int) -> int:
+    """The holder's promise, not ours (a released Lease says 1 s)."""
+    seconds = spec.get("leaseDurationSeconds")
+    return seconds if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0 else default_seconds

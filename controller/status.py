@@ -12,6 +12,11 @@ leader writes, so replicas never fight over a field.
   pass), server-side apply to the status subresource only when something other
   than a timestamp differs from what was last written, and an Event per real
   transition (never for an unchanged condition).
+- `ObservedStatuses`: each object's status, uid and resourceVersion as the
+  watch last delivered them (the parsed models keep no status). A new leader's
+  first pass compares against these instead of reading every object with its
+  own GET; its writes carry that resourceVersion, so a status that moved since
+  the watch showed it is a 409, and only then is the object read afresh.
 - `ConditionLogger`: the same conditions, logged when they change; what
   `modelway dev` runs, where there is no API server to write to.
 """
@@ -28,6 +33,7 @@ from typing import Any, Literal
 from controller.api import (
     InvalidObject,
     API_VERSION,
+    CLUSTER_KINDS,
     ClusterModelPolicy,
     Condition,
     ModelPolicy,
@@ -39,7 +45,7 @@ from controller.api import (
 )
 from controller.compile import Judgement, ProviderVerdict, RouteVerdict, Verdict
 from controller.core import Controller, RouteSync
-from controller.kube.client import KubeClient
+from controller.kube.client import FIELD_MANAGER, KubeClient
 from controller.kube.errors import KubeApiError, KubeError
 from controller.kube.resources import CLUSTER_MODEL_POLICIES, MODEL_POLICIES, MODEL_PROVIDERS, MODEL_ROUTES, ResourceType
 from controller.policy import PolicyVerdict
@@ -244,6 +250,62 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time: seconds
 
 
+# --- what the watch saw -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    uid: str
+    resource_version: str
+    status: Mapping[str, Any]
+
+
+class ObservedStatuses:
+    """Status, uid and resourceVersion of every object whose status we write, as last listed or watched.
+
+    Fed by the kube source with the objects as the API server sent them; other
+    kinds (Secrets above all) are never kept.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Key, Observed] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def get(self, key: Key) -> Observed | None:
+        return self._seen.get(key)
+
+    def replace(self, kind: str, namespace: str | None, items: Sequence[Mapping[str, Any]]) -> None:
+        """A fresh list of `kind` in `namespace` (None: all namespaces) replaces what we had of it."""
+        if kind not in _RESOURCES:
+            return
+        for key in [k for k in self._seen if k[0] == kind and (namespace is None or k[1] == namespace)]:
+            del self._seen[key]
+        for obj in items:
+            self._keep(kind, obj)
+
+    def event(self, kind: str, event_type: str, obj: Mapping[str, Any]) -> None:
+        if kind not in _RESOURCES or event_type not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # a BOOKMARK carries no object
+        if event_type == "DELETED":
+            self._seen.pop(_key(kind, obj), None)
+        else:
+            self._keep(kind, obj)
+
+    def _keep(self, kind: str, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        status = obj.get("status")
+        self._seen[_key(kind, obj)] = Observed(str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""),
+                                               dict(status) if isinstance(status, Mapping) else {})
+
+
+def _key(kind: str, obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    namespace = "" if kind in CLUSTER_KINDS else str(meta.get("namespace") or "default")
+    return (kind, namespace, str(meta.get("name") or ""))
+
+
 # --- writing (the leader) -----------------------------------------------------------
 
 
@@ -253,13 +315,16 @@ class StatusWriter:
     `controller` may be set after construction (`writer.controller = c`): the
     Controller takes the writer's callbacks when it is built. `sync_counts`
     gives the sidecar counts to write (every replica's, see replicas.py);
-    by default the controller's own `route_sync()`.
+    by default the controller's own `route_sync()`. `statuses`, the watch's
+    copy of each object's status: without it, first sight of an object is a GET.
     """
 
     def __init__(self, client: KubeClient, controller: Controller | None, *, elector: LeaseElector,
                  delay: float = 0.2, sync_delay: float = 1.0, retry_cap: float = 30.0,
-                 sync_counts: Callable[[], Mapping[Key, RouteSync]] | None = None) -> None:
+                 sync_counts: Callable[[], Mapping[Key, RouteSync]] | None = None,
+                 statuses: ObservedStatuses | None = None) -> None:
         self._client = client
+        self._statuses = statuses
         self.controller = controller
         self._sync_counts = sync_counts
         self._elector = elector
@@ -271,7 +336,7 @@ class StatusWriter:
         self._retry_cap = retry_cap
         self._retries = 0
         self._retry_timer: asyncio.TimerHandle | None = None
-        # key -> (uid, the status last written or, on first sight, read from the object).
+        # key -> (uid, the status last written or, on first sight, read or watched).
         self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
         # key -> the desired status known to be on the object: an unchanged one costs a compare.
         self._settled: dict[Key, DesiredStatus] = {}
@@ -356,33 +421,68 @@ class StatusWriter:
         """True when the object now carries this status (written, or already there)."""
         rt = _RESOURCES[desired.kind]
         cached = self._written.get(desired.key)
+        precondition: str | None = None  # the resourceVersion a status taken from the watch was seen at
         if cached is None or cached[0] != desired.uid:
             # First sight since start (or since leading): keep the times the object already carries.
-            try:
-                obj = await self._client.get(rt, desired.name, namespace=desired.namespace)
-            except KubeApiError as exc:
-                if exc.status == 404:
-                    return False  # deleted meanwhile
-                raise
-            if desired.uid and (obj.get("metadata") or {}).get("uid") != desired.uid:
-                return False  # re-created under the same name; our watch has not caught up yet
-            cached = (desired.uid, dict(obj.get("status") or {}))
-            self._written[desired.key] = cached
+            seen = self._statuses.get(desired.key) if self._statuses is not None else None
+            if seen is not None and seen.uid == desired.uid and seen.resource_version:
+                cached, precondition = (desired.uid, dict(seen.status)), seen.resource_version
+            elif (cached := await self._read(rt, desired)) is None:
+                return False
         previous = cached[1]
         body = render(desired, previous, _now())
         if timeless(body) == timeless(previous):
+            # Trusting the watch here is safe enough: a former leader stops writing at its renew_deadline,
+            # we lead only after a whole lease duration, so our watch had seconds to show its last write.
+            self._written[desired.key] = cached
             return True
         try:
-            await self._client.patch_status(rt, desired.name, body, namespace=desired.namespace)
+            await self._apply(rt, desired, body, precondition)
         except KubeApiError as exc:
             if exc.status == 404:
                 self._written.pop(desired.key, None)
                 return False
-            raise
+            if exc.status != 409 or precondition is None:
+                raise
+            # The object moved since the watch showed it (another writer, or our watch lags): read it once.
+            if (fresh := await self._read(rt, desired)) is None:
+                return False
+            previous = fresh[1]
+            body = render(desired, previous, _now())
+            if timeless(body) == timeless(previous):
+                self._written[desired.key] = fresh
+                return True
+            await self._apply(rt, desired, body, None)
         self._written[desired.key] = (desired.uid, body)
         for event in condition_events(previous, desired.conditions, generation=desired.generation):
             await self._event(desired, event)
         return True
+
+    async def _read(self, rt: ResourceType, desired: DesiredStatus) -> tuple[str, dict[str, Any]] | None:
+        """(uid, status) from a GET; None if the object is gone or is another object of the same name."""
+        try:
+            obj = await self._client.get(rt, desired.name, namespace=desired.namespace)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None  # deleted meanwhile
+            raise
+        if desired.uid and (obj.get("metadata") or {}).get("uid") != desired.uid:
+            return None  # re-created under the same name; our watch has not caught up yet
+        cached = (desired.uid, dict(obj.get("status") or {}))
+        self._written[desired.key] = cached
+        return cached
+
+    async def _apply(self, rt: ResourceType, desired: DesiredStatus, status: dict[str, Any],
+                     resource_version: str | None) -> None:
+        if resource_version is None:
+            await self._client.patch_status(rt, desired.name, status, namespace=desired.namespace)
+            return
+        # Server-side apply honours metadata.resourceVersion as a precondition: 409 if the object changed.
+        metadata = {"name": desired.name, "resourceVersion": resource_version} | (
+            {"namespace": desired.namespace} if desired.namespace else {})
+        body = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": metadata, "status": status}
+        await self._client.patch(rt, desired.name, body, namespace=desired.namespace, patch_type="apply",
+                                 subresource="status", field_manager=FIELD_MANAGER, force=True)
 
     async def _event(self, desired: DesiredStatus, event: EventSpec) -> None:
         regarding = {"apiVersion": API_VERSION, "kind": desired.kind, "name": desired.name} | (

@@ -33,7 +33,7 @@ import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -52,6 +52,9 @@ from controller.kube import (
 )
 from controller.kube.watch import ADDED, DELETED, MODIFIED
 from controller.store import Key, ResourceStore, key_of
+
+if TYPE_CHECKING:
+    from controller.status import ObservedStatuses
 
 log = logging.getLogger("modelway.sources.kube")
 
@@ -78,8 +81,10 @@ WATCHED_KINDS = (
 
 class KubeSource:
     def __init__(self, client: KubeClient, *, namespaces: Sequence[str] | None = None, watch_timeout: int = 300,
-                 backoff_base: float = 0.5, backoff_cap: float = 30.0) -> None:
+                 backoff_base: float = 0.5, backoff_cap: float = 30.0,
+                 statuses: ObservedStatuses | None = None) -> None:
         self._client = client
+        self.statuses = statuses  # the status writer's copy of what the parsed models drop
         self._scopes: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) if namespaces else (None,)
         self._watch_timeout = watch_timeout
         self._backoff = (backoff_base, backoff_cap)
@@ -115,6 +120,7 @@ class KubeSource:
                 if version is None:
                     listed = await self._client.list(kind.resource, namespace=namespace,
                                                      label_selector=kind.label_selector)
+                    self._feed_statuses(kind.kind, namespace, listed=listed.items)
                     self._replace(kind.kind, namespace, listed.items, store)
                     version = listed.resource_version
                     self._mark_synced(kind.kind, namespace)
@@ -129,6 +135,7 @@ class KubeSource:
                         just_listed = False
                         trouble.ok()
                         version = event.resource_version or version  # bookmarks too: resume from the newest
+                        self._feed_statuses(kind.kind, namespace, event=(event.type, event.object))
                         self._on_event(kind.kind, event.type, event.object, store)
                 if events == 0 and loop.time() - started < 1.0:  # a server ending watches at once: don't spin
                     raise KubeError(f"watch of {what} ended at once without events")
@@ -203,6 +210,18 @@ class KubeSource:
         if self._reported_invalid.get(key) != version:
             self._reported_invalid[key] = version
             log.error("%s %s/%s is invalid: %s", kind, key[1], key[2], why)
+
+    def _feed_statuses(self, kind: str, namespace: str | None, *, listed: Sequence[dict[str, Any]] | None = None,
+                       event: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Status, uid and resourceVersion as sent, before parsing drops status: a new leader compares
+        against these instead of reading every object again. Before the store hears, so a pass it
+        triggers finds them."""
+        if self.statuses is None:
+            return
+        if listed is not None:
+            self.statuses.replace(kind, namespace, listed)
+        if event is not None:
+            self.statuses.event(kind, *event)
 
     def _mark_synced(self, kind: str, namespace: str | None) -> None:
         self._unsynced.discard((kind, namespace))

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from controller.compile import Workload
 from controller.core import Controller, Sidecar
 from controller.kube import KubeClient, KubeConnectionError, load_config
 from controller.kube.resources import MODEL_PROVIDERS, MODEL_ROUTES
-from controller.leader import LeaseElector, micro_time
+from controller.leader import LeaseElector, micro_time, parse_time
 from controller.sources.kube import SECRET_LABEL, KubeSource
-from controller.status import StatusWriter
+from controller.status import ObservedStatuses, StatusWriter
 from controller.store import ResourceStore
 from tests.harness.cli import Kubectl
 from tests.harness.kube import KubeCluster
@@ -34,10 +34,11 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def fast_elector(client: KubeClient, namespace: str, identity: str) -> LeaseElector:
-    """Short times so tests see expiry quickly (production: 15 s lease, renew every 5 s, retry every 2 s)."""
+def fast_elector(client: KubeClient, namespace: str, identity: str, *, skew: float = 0.0) -> LeaseElector:
+    """Short times so tests see expiry quickly (production: 15 s lease, renew every 5 s, retry every 2 s).
+    `skew`: seconds this replica's wall clock is off."""
     return LeaseElector(client, namespace=namespace, identity=identity, lease_duration=3.0, renew_every=0.5,
-                        retry_every=0.2)
+                        retry_every=0.2, wall_clock=lambda: datetime.now(UTC) + timedelta(seconds=skew))
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,51 @@ async def test_a_killed_leader_is_replaced_when_its_lease_expires(client: KubeCl
         await stop(b_task)
 
 
+async def sample_leaders(electors: list[LeaseElector], seconds: float) -> list[tuple[float, list[str]]]:
+    """Who calls itself leader, every 20 ms; never two at once."""
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        leaders = [e.identity for e in electors if e.is_leader]
+        assert len(leaders) <= 1, f"two leaders: {leaders}"
+        samples.append((time.monotonic(), leaders))
+        await asyncio.sleep(0.02)
+    return samples
+
+
+@pytest.mark.parametrize("first_skew", [3600.0, -3600.0], ids=["leader-ahead", "leader-behind"])
+async def test_clocks_an_hour_apart_give_one_leader_and_a_failover(client: KubeClient, namespace: str,
+                                                                   first_skew: float) -> None:
+    first = fast_elector(client, namespace, "first", skew=first_skew)
+    second = fast_elector(client, namespace, "second", skew=-first_skew)  # two hours from the first
+    first_task = asyncio.create_task(first.run())
+    await eventually(lambda: first.is_leader, what="first leads")
+    second_task = asyncio.create_task(second.run())
+    try:
+        samples = await sample_leaders([first, second], 4.0)  # eight renewals, and the second's retries
+        assert all(leaders == ["first"] for _, leaders in samples)
+        lease = await client.get_lease("modelway-controller", namespace=namespace) or {}
+        renewed = parse_time(lease["spec"]["renewTime"]) or datetime.now(UTC)
+        assert abs((renewed - datetime.now(UTC)).total_seconds() - first_skew) < 60  # the server has skewed times
+
+        async def vanish() -> None:  # killed: no release, the Lease must expire
+            return None
+
+        first.release = vanish  # type: ignore[method-assign]
+        killed_at = time.monotonic()
+        await stop(first_task)
+        samples = await sample_leaders([first, second], 5.0)
+        took_over = next(t for t, leaders in samples if leaders == ["second"])
+        # The Lease was renewed at most renew_every (0.5 s) before the kill and lasts 3 s.
+        assert 2.2 < took_over - killed_at < 3.8, took_over - killed_at
+        assert all(leaders == ["second"] for t, leaders in samples if t >= took_over)
+        lease = await client.get_lease("modelway-controller", namespace=namespace) or {}
+        assert lease["spec"]["holderIdentity"] == "second"
+    finally:
+        await stop(first_task)
+        await stop(second_task)
+
+
 async def test_a_lease_held_elsewhere_is_respected(client: KubeClient, namespace: str) -> None:
     now = micro_time(datetime.now(UTC))
     await client.create_lease("modelway-controller", namespace=namespace, spec={
@@ -186,12 +232,13 @@ class Stack:
     def __init__(self, client: KubeClient, namespace: str, identity: str) -> None:
         self.store = ResourceStore()
         self.elector = fast_elector(client, namespace, identity)
-        self.writer = StatusWriter(client, None, elector=self.elector)
+        self.statuses = ObservedStatuses()
+        self.writer = StatusWriter(client, None, elector=self.elector, statuses=self.statuses)
         self.controller = Controller(store=self.store, quiet_seconds=0.05, on_recompute=self.writer.on_recompute,
                                      on_sync_change=self.writer.on_sync_change)
         self.writer.controller = self.controller
         self.store.on_change = self.controller.notify
-        self.source = KubeSource(client, namespaces=[namespace])
+        self.source = KubeSource(client, namespaces=[namespace], statuses=self.statuses)
         self.tasks: list[asyncio.Task[Any]] = []
 
     async def __aenter__(self) -> Stack:
