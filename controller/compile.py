@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller import policy as pol
+from controller import selectors
 from controller.api import BackendRef, ModelProvider, ModelRoute, Namespace, RouteRule, Secret, duration_seconds
 from controller.store import Key, Resources, key_of
 from controller.workload import Verdict, Workload
@@ -157,8 +158,8 @@ def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> 
 
 
 def _selector_key(route: ModelRoute) -> tuple[tuple[str, str], ...]:
-    selector = route.spec.workload_selector
-    return tuple(sorted(selector.match_labels.items())) if selector else ()
+    """Routes whose selectors say the same thing (matchLabels and matchExpressions alike) claim alike."""
+    return selectors.selector_key(route.spec.workload_selector)
 
 
 def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None) -> Judgement:
@@ -245,10 +246,7 @@ def workload_policy(judgement: Judgement, workload: Workload, routes: Sequence[s
 
 
 def _selects(route: ModelRoute, workload: Workload) -> bool:
-    selector = route.spec.workload_selector
-    if selector is None:
-        return True
-    return all(workload.labels.get(k) == v for k, v in selector.match_labels.items())
+    return selectors.matches(route.spec.workload_selector, workload.labels)
 
 
 def _backend(ref: BackendRef, namespace: str) -> snap.Backend:

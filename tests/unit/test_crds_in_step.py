@@ -38,7 +38,6 @@ KINDS: dict[str, tuple[type[BaseModel], str]] = {
 # name pattern refuses names that can never match. Each is a stricter CRD
 # than api.py, so `modelway dev` accepts what kubectl refuses: api.py should
 # adopt them (then delete the line here; a stale line does not fail).
-_DURATION_BOUND = {"maxLength"}  # the pattern already implies at most 28 characters
 CRD_ONLY_BOUNDS: dict[str, set[str]] = {
     "ModelRoute spec.rules[].matches.headers": {"maxItems"},
     "ModelRoute spec.rules[].matches.headers[].name": {"maxLength", "pattern"},
@@ -49,12 +48,6 @@ CRD_ONLY_BOUNDS: dict[str, set[str]] = {
     "ModelRoute spec.rules[].fallbacks[].provider": {"maxLength"},
     "ModelRoute spec.rules[].fallbacks[].model": {"maxLength"},
     "ModelRoute spec.rules[].retry.retryOn": {"maxItems"},
-    "ModelRoute spec.rules[].retry.backoffBase": _DURATION_BOUND,
-    "ModelRoute spec.rules[].retry.backoffMax": _DURATION_BOUND,
-    "ModelRoute spec.rules[].retry.maxRetryAfter": _DURATION_BOUND,
-    "ModelRoute spec.rules[].timeouts.total": _DURATION_BOUND,
-    "ModelRoute spec.rules[].timeouts.firstToken": _DURATION_BOUND,
-    "ModelRoute spec.rules[].timeouts.connect": _DURATION_BOUND,
 }
 BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum",
           "exclusiveMinimum", "exclusiveMaximum", "pattern")  # fmt: skip
