@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ import pytest
 import yaml
 
 from controller import api
-from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token
+from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
 from tests.fakes.fixtures import fake_openai_process  # noqa: F401  (a fixture)
 from tests.fakes.server import DEFAULT_KEYS
 from tests.harness.cli import Kubectl
+from tests.harness.tools import find_tool
 from tests.integration.sidecar import SidecarProcess
 from tests.unit.test_crds_durations import DURATIONS, NOT_DURATIONS
 
@@ -633,3 +635,49 @@ def test_go_durations_reach_the_sidecar_as_their_seconds(live: dict[str, Sidecar
     retry = rule["retry"]
     assert (retry["backoffBaseSeconds"], retry["backoffMaxSeconds"], retry["maxRetryAfterSeconds"]) == (
         0.25, 3723.5, 7200.0)
+
+
+# --- the chart's NOTES.txt: its commands work as printed on a fresh install ------------
+
+NOTES_NS = "my-team"  # the namespace NOTES.txt tells the user to make
+
+
+def _notes_commands(notes: str) -> str:
+    """Steps 2 and 3 of the rendered notes as the shell script a user pastes (heredocs included)."""
+    steps = notes[notes.index("\n2. "):notes.index("\n4. ")]
+    script, in_heredoc = [], False
+    for line in steps.splitlines():
+        if in_heredoc:
+            script.append(line)
+            in_heredoc = line != "EOF"
+        elif line.startswith("     kubectl "):
+            script.append(line.strip())
+            in_heredoc = line.endswith("<<'EOF'")
+    return "\n".join(script) + "\n"
+
+
+def test_the_chart_notes_commands_work_as_printed(live: dict[str, SidecarProcess], helm: Any, kube: Any,
+                                                   tmp_path: Path) -> None:
+    """What a user pastes from `helm install`'s notes runs, and shows what the notes promise."""
+    out = helm("install", "modelway", str(REPO / "charts" / "modelway"), "-n", "modelway-system",
+               "--dry-run=client").stdout
+    notes = out[out.index("NOTES:"):]
+    script = _notes_commands(notes)
+    env = {"PATH": f"{find_tool('kubectl').parent}:/usr/bin:/bin", "KUBECONFIG": str(kube.kubeconfig),
+           "HOME": str(tmp_path), "OPENAI_API_KEY": "sk-notes-test"}
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, f"{script}\n{run.stdout}\n{run.stderr}"
+    assert "modelroute.modelway.io/chat created" in run.stdout
+    assert "kind: ModelRoute" in script and "examples/" not in script  # nothing from a source checkout
+
+    # "Within seconds the route shows ACCEPTED True and PROGRAMMED True, and SYNCED 0".
+    def row() -> dict[str, str] | None:
+        got = subprocess.run(["kubectl", "-n", NOTES_NS, "get", "modelroutes"], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        (first,) = _rows(got)
+        return first if (first["ACCEPTED"], first["PROGRAMMED"]) == ("True", "True") else None
+
+    shown = wait_until(row, timeout=20, what="ACCEPTED and PROGRAMMED True, as the notes say")
+    assert (shown["NAME"], shown["MODEL"], shown["SYNCED"]) == ("chat", "chat", "0")
+    assert "\n  kubectl delete crd modelproviders.modelway.io modelroutes.modelway.io" in notes
