@@ -265,6 +265,11 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         _rule0(lambda r: r.update(matches={"headers": [{"name": "x-tier", "value": "beta", "regex": "b.*"}]})),
         ["spec.rules[0].matches.headers[0].regex", "header x-tier: set at most one of value and regex"],
     ),
+    "header-name-with-a-space": (
+        _rule0(lambda r: r.update(matches={"headers": [{"name": "x tier", "value": "beta"}]})),
+        ["spec.rules[0].matches.headers[0].name", '"x tier" is not a header name: use letters, digits and',
+         "(no spaces or colons), e.g. x-user-tier"],
+    ),
     "misspelt-field": (
         _rule0(lambda r: r.update(retries={"attempts": 3})),
         ['unknown field "spec.rules[0].retries"'],

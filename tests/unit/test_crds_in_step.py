@@ -40,7 +40,7 @@ KINDS: dict[str, tuple[type[BaseModel], str]] = {
 # adopt them (then delete the line here; a stale line does not fail).
 CRD_ONLY_BOUNDS: dict[str, set[str]] = {
     "ModelRoute spec.rules[].matches.headers": {"maxItems"},
-    "ModelRoute spec.rules[].matches.headers[].name": {"maxLength", "pattern"},
+    "ModelRoute spec.rules[].matches.headers[].name": {"maxLength"},
     "ModelRoute spec.rules[].matches.headers[].value": {"maxLength"},
     "ModelRoute spec.rules[].matches.headers[].regex": {"maxLength"},
     "ModelRoute spec.rules[].backends[].provider": {"maxLength"},
@@ -314,3 +314,14 @@ def test_examples_cover_every_provider_type() -> None:
     types = {d["spec"]["type"] for d in kinds if d["kind"] == "ModelProvider"}
     assert types == set(api.ProviderType.__args__)  # type: ignore[attr-defined]
     assert sum(d["kind"] == "ModelRoute" for d in kinds) >= 2
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_message_expression_has_a_plain_message_to_fall_back_on(kind: str) -> None:
+    """The apiserver prints `message` when a messageExpression fails (e.g. a value with a line break in it)."""
+    rules = [(path, rule) for path, node in _walk(kind, crd_schema(kind))
+             for rule in node.get("x-kubernetes-validations", [])]
+    assert rules
+    missing = [f"{path}: {rule['rule']!r}" for path, rule in rules if "messageExpression" in rule and
+               not rule.get("message")]
+    assert not missing, "\n".join(missing)
