@@ -56,7 +56,16 @@ def _valid_duration(value: str) -> str:
 
 
 Duration = Annotated[str, Field(max_length=DURATION_MAX_LENGTH), AfterValidator(_valid_duration)]
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # the CRD's CEL rule uses the same regex
+
+
+def _dns_label(value: str) -> str:
+    if not re.fullmatch(DNS_LABEL, value):
+        raise ValueError(f"{_bounded(value)!r} is not a DNS label: use lower-case letters, digits and '-', "
+                         "starting and ending with a letter or digit, e.g. beta-testers")
+    return value
+
+
 ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
 Hosting = Literal["saas", "vpc", "in-cluster"]
 DataClass = Literal["public", "internal", "personal", "restricted"]
@@ -216,7 +225,7 @@ class TimeoutsSpec(_Model):
 
 
 class RouteRule(_Model):
-    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "default"
+    name: Annotated[str, Field(max_length=63), AfterValidator(_dns_label)] = "default"
     matches: RouteMatch = RouteMatch()
     backends: Annotated[tuple[BackendRef, ...], Field(min_length=1, max_length=16)]
     fallbacks: Annotated[tuple[BackendRef, ...], Field(max_length=16)] = ()

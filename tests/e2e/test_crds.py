@@ -234,7 +234,8 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "rule-name-not-a-dns-label": (
         _rule0(lambda r: r.update(name="Beta Testers")),
-        ["spec.rules[0].name", '"Beta Testers"', "should match"],
+        ["spec.rules[0].name", '"Beta Testers" is not a DNS label: use lower-case letters, digits and',
+         "e.g. beta-testers"],
     ),
     "duration-in-words": (
         _rule0(lambda r: r.update(timeouts={"total": "10 seconds"})),
