@@ -38,10 +38,12 @@ def matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
 
 
 def selector_key(selector: LabelSelector | None) -> SelectorKey:
-    """The same key for selectors that say the same thing.
+    """One key for selectors written alike, for the one-route-per-model-and-selector claim.
 
     `matchLabels {app: web}` is `app In (web)`; the order of requirements and of values does not
-    count, nor does a requirement given twice. No selector and `{}` both select everything.
+    count, nor does a requirement given twice; no selector and `{}` both select everything.
+    (Selectors that select the same pods by other means, say `app In (web)` and `app In (web, api)`
+    together, keep different keys: the pick among them is by name, as for any two selectors.)
     """
     if selector is None:
         return ()
