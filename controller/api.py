@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from proxy.snapshot import ConfigProblem, check_base_url, check_regex
@@ -21,21 +21,57 @@ GROUP = "modelway.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# Gateway API's duration format: "500ms", "10s", "1m30s".
-DURATION_PATTERN = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
-_DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# Durations as Kubernetes users write them: Go's time.ParseDuration without a sign, e.g. "300ms",
+# "1.5s", "1m30s", "2h", "1h2m3.5s" (units h, m, s, ms, us, ns; "0" alone too). Bounded (at most
+# 5 integer and 9 fraction digits a part, 7 parts) so Go, CEL's duration() and this parser all
+# take every string it allows. The CRDs use this very regex in their CEL rules (a unit test
+# checks), so kubectl, `modelway dev` and the compiler accept the same strings.
+DURATION_PATTERN = r"^(0|(([0-9]{1,5}([.][0-9]{1,9})?|[.][0-9]{1,9})(h|ms|m|s|us|ns)){1,7})$"
+DURATION_MAX_LENGTH = 32
+DURATION_HELP = "write numbers with units, e.g. 300ms, 1.5s, 1m30s or 2h (units h, m, s, ms, us, ns)"
+_DURATION = re.compile(DURATION_PATTERN)
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(h|ms|m|s|us|ns)")
+_UNIT_NANOS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000,
+               "ns": 1}
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
-Hosting = Literal["saas", "vpc", "in-cluster"]
-DataClass = Literal["public", "internal", "personal", "restricted"]
+
+def _bounded(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 @functools.lru_cache(maxsize=1024)  # a handful of distinct strings, parsed for every rule compiled
 def duration_seconds(value: str) -> float:
-    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    """Seconds in a duration of DURATION_PATTERN, to the nanosecond as Go counts it; ValueError otherwise."""
+    if len(value) > DURATION_MAX_LENGTH or not _DURATION.fullmatch(value):
+        raise ValueError(f"{_bounded(value)!r} is not a duration: {DURATION_HELP}")
+    nanos = 0
+    for whole, fraction, unit in _DURATION_PART.findall(value):
+        scale = _UNIT_NANOS[unit]
+        nanos += int(whole or "0") * scale
+        if fraction:
+            nanos += int(fraction) * scale // 10 ** len(fraction)  # Go truncates below a nanosecond too
+    return nanos / 1e9
+
+
+def _valid_duration(value: str) -> str:
+    duration_seconds(value)
+    return value
+
+
+Duration = Annotated[str, Field(max_length=DURATION_MAX_LENGTH), AfterValidator(_valid_duration)]
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # the CRD's CEL rule uses the same regex
+
+
+def _dns_label(value: str) -> str:
+    if not re.fullmatch(DNS_LABEL, value):
+        raise ValueError(f"{_bounded(value)!r} is not a DNS label: use lower-case letters, digits and '-', "
+                         "starting and ending with a letter or digit, e.g. beta-testers")
+    return value
+
+
+ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
+Hosting = Literal["saas", "vpc", "in-cluster"]
+DataClass = Literal["public", "internal", "personal", "restricted"]
 
 
 class _Model(BaseModel):
@@ -118,7 +154,7 @@ class ModelProviderSpec(_Model):
         if self.type == "azure-openai" and self.azure is None:
             raise ValueError("type azure-openai needs spec.azure (with apiVersion)")
         if self.type != "azure-openai" and self.azure is not None:
-            raise ValueError("spec.azure is only allowed when type is azure-openai")
+            raise ValueError(f"spec.azure is only allowed when type is azure-openai, not {self.type}")
         if self.type in ("openai-compatible", "azure-openai") and self.base_url is None:
             raise ValueError(f"type {self.type} needs spec.baseURL: it has no default endpoint")
         return self
@@ -147,7 +183,7 @@ class HeaderMatch(_Model):
     @model_validator(mode="after")
     def _one_of(self) -> HeaderMatch:
         if self.value is not None and self.regex is not None:
-            raise ValueError("set at most one of value and regex")
+            raise ValueError(f"header {self.name}: set at most one of value and regex")
         return self
 
 
@@ -171,7 +207,8 @@ class RetrySpec(_Model):
     @model_validator(mode="after")
     def _backoff_order(self) -> RetrySpec:
         if duration_seconds(self.backoff_max) < duration_seconds(self.backoff_base):
-            raise ValueError("backoffMax must not be shorter than backoffBase")
+            raise ValueError(f"backoffMax ({self.backoff_max}) must not be shorter than backoffBase "
+                             f"({self.backoff_base})")
         return self
 
 
@@ -184,14 +221,14 @@ class TimeoutsSpec(_Model):
     def _positive(self) -> TimeoutsSpec:
         for name, value in (("total", self.total), ("connect", self.connect), ("firstToken", self.first_token)):
             if value is not None and duration_seconds(value) <= 0:
-                raise ValueError(f"{name} must be longer than 0")
+                raise ValueError(f"{name} must be longer than 0, not {value}")
         if self.first_token is not None and duration_seconds(self.first_token) > duration_seconds(self.total):
-            raise ValueError("firstToken must not be longer than total")
+            raise ValueError(f"firstToken ({self.first_token}) must not be longer than total ({self.total})")
         return self
 
 
 class RouteRule(_Model):
-    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "default"
+    name: Annotated[str, Field(max_length=63), AfterValidator(_dns_label)] = "default"
     matches: RouteMatch = RouteMatch()
     backends: Annotated[tuple[BackendRef, ...], Field(min_length=1, max_length=16)]
     fallbacks: Annotated[tuple[BackendRef, ...], Field(max_length=16)] = ()
@@ -203,13 +240,43 @@ class RouteRule(_Model):
         if not any(b.weight > 0 for b in self.backends):
             raise ValueError("at least one backend needs a weight above 0")
         primaries = {(b.provider, b.model) for b in self.backends}
-        if any((f.provider, f.model) in primaries for f in self.fallbacks):
-            raise ValueError("a fallback must differ from the rule's backends (provider and model)")
+        for f in self.fallbacks:
+            if (f.provider, f.model) in primaries:
+                raise ValueError(f"fallback {f.provider}/{f.model} is also a backend of this rule: a fallback "
+                                 "must differ from the rule's backends (provider and model)")
+        return self
+
+
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+LabelKey = Annotated[str, Field(min_length=1, max_length=317)]  # a qualified name: prefix (253) / name (63)
+LabelValue = Annotated[str, Field(max_length=63)]
+
+
+class LabelSelectorRequirement(_Model):
+    """metav1.LabelSelectorRequirement: `key` `operator` `values`, e.g. tier In (gold, silver)."""
+
+    key: LabelKey
+    operator: SelectorOperator
+    values: Annotated[tuple[LabelValue, ...], Field(max_length=64)] = ()
+
+    @model_validator(mode="after")
+    def _values(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs values (key {self.key})")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values (key {self.key}): "
+                             "leave values out, or use In or NotIn")
         return self
 
 
 class LabelSelector(_Model):
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    """metav1.LabelSelector: every matchLabels pair and every matchExpressions requirement must hold.
+
+    `{}` selects everything; controller/selectors.py says what selects what.
+    """
+
+    match_labels: dict[str, LabelValue] = Field(default_factory=dict)
+    match_expressions: Annotated[tuple[LabelSelectorRequirement, ...], Field(max_length=32)] = ()
 
 
 class ModelRouteSpec(_Model):
@@ -223,9 +290,10 @@ class ModelRouteSpec(_Model):
         names = [r.name for r in self.rules]
         if len(names) != len(set(names)):
             raise ValueError(f"rule names must be unique, got {names}")
-        if any(not r.matches.headers for r in self.rules[:-1]):
-            raise ValueError("only the last rule may be without matches: a rule that matches every request "
-                             "hides the rules after it")
+        for rule in self.rules[:-1]:
+            if not rule.matches.headers:
+                raise ValueError(f"rule {rule.name} has no matches, so it matches every request and hides the "
+                                 "rules after it: only the last rule may be without matches")
         return self
 
 
@@ -273,7 +341,8 @@ class ResidencyRule(_Model):
     @model_validator(mode="after")
     def _says_something(self) -> ResidencyRule:
         if self.jurisdictions is None and self.regions is None and self.hosting is None:
-            raise ValueError("a residency rule needs at least one of jurisdictions, regions, hosting")
+            raise ValueError("a residency rule needs at least one of jurisdictions, regions, hosting; the rule "
+                             f"for dataClass {self.data_class} has none")
         return self
 
 

@@ -23,9 +23,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controller import policy as pol
 from pydantic import ValidationError
 
+from controller import policy as pol
+from controller import selectors
 from controller.api import (
     BackendRef,
     InvalidObject,
@@ -182,8 +183,8 @@ def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> 
 
 
 def _selector_key(route: ModelRoute) -> tuple[tuple[str, str], ...]:
-    selector = route.spec.workload_selector
-    return tuple(sorted(selector.match_labels.items())) if selector else ()
+    """Routes whose selectors say the same thing (matchLabels and matchExpressions alike) claim alike."""
+    return selectors.selector_key(route.spec.workload_selector)
 
 
 def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None) -> Judgement:
@@ -316,10 +317,7 @@ def workload_policy(judgement: Judgement, workload: Workload, routes: Sequence[s
 
 
 def _selects(route: ModelRoute, workload: Workload) -> bool:
-    selector = route.spec.workload_selector
-    if selector is None:
-        return True
-    return all(workload.labels.get(k) == v for k, v in selector.match_labels.items())
+    return selectors.matches(route.spec.workload_selector, workload.labels)
 
 
 def _backend(ref: BackendRef, namespace: str) -> snap.Backend:

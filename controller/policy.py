@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from controller.api import ClusterModelPolicy, LabelSelector, ModelPolicy, ModelRoute, ResidencyRule
+from controller.api import ClusterModelPolicy, ModelPolicy, ModelRoute, ResidencyRule
+from controller.selectors import matches
 from controller.workload import Verdict, Workload
 import proxy.snapshot as snap
 
@@ -44,14 +45,10 @@ def label(policy: AnyPolicy) -> str:
     return f"ModelPolicy {policy.metadata.namespace}/{policy.metadata.name}"
 
 
-def _selected(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
-    return selector is None or all(labels.get(k) == v for k, v in selector.match_labels.items())
-
-
 def in_scope(policy: AnyPolicy, *, namespace: str, namespace_labels: Mapping[str, str]) -> bool:
     """Whether the policy may bind workloads of `namespace` (its subjects aside)."""
     if isinstance(policy, ClusterModelPolicy):
-        return _selected(policy.spec.namespace_selector, namespace_labels)
+        return matches(policy.spec.namespace_selector, namespace_labels)
     return policy.metadata.namespace == namespace
 
 
@@ -61,7 +58,7 @@ def binds(policy: AnyPolicy, workload: Workload, *, namespace_labels: Mapping[st
     subjects = policy.spec.subjects
     if subjects.service_accounts and workload.service_account not in subjects.service_accounts:
         return False
-    return _selected(subjects.pod_selector, workload.labels)
+    return matches(subjects.pod_selector, workload.labels)
 
 
 def ordered(policies: Iterable[AnyPolicy]) -> tuple[AnyPolicy, ...]:
