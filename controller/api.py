@@ -136,7 +136,7 @@ class ModelInfo(_Model):
 
 class ModelProviderSpec(_Model):
     type: ProviderType
-    base_url: Annotated[str | None, Field(alias="baseURL", pattern=r"^https?://")] = None
+    base_url: Annotated[str | None, Field(alias="baseURL", pattern=r"^https?://", max_length=2048)] = None
     azure: AzureSettings | None = None
     region: str | None = None
     jurisdiction: str | None = None

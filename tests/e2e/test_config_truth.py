@@ -124,12 +124,23 @@ def test_a_new_route_with_a_bad_regex_gets_a_status(cluster, sidecar):
         _ask(sidecar, model="broken")
 
 
-def test_a_provider_with_a_bad_port_is_refused_and_holds_nothing_back(cluster, sidecar):
-    cluster.apply(_provider("far", "http://llm.internal:99999/v1"), "-n", NS)
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://llm.internal:99999/v1", "has a port out of range"),
+    ("http://[::1/v1", "is not a URL with a host"),
+    ("http://", "is not a URL with a host"),
+])
+def test_the_api_server_refuses_a_base_url_the_schema_can_check(cluster, url, says):
+    result = cluster.apply(_provider("refused", url), "-n", NS, check=False)
+    assert result.returncode != 0 and "spec.baseURL" in result.stderr and says in result.stderr
+
+
+def test_a_provider_the_controller_refuses_holds_nothing_back(cluster, sidecar):
+    """A query string passes the schema (it is a URL) but the client appends API paths to it."""
+    cluster.apply(_provider("far", "https://llm.internal/v1?api-version=2024-10-21"), "-n", NS)
     cluster.apply(_route("far", "far", beta_regex="^beta$", provider="far"), "-n", NS)
     conditions = wait_until(lambda: _refused(cluster, "modelprovider", "far", "InvalidURL"),
                             what="Accepted=False InvalidURL")
-    assert "99999" in conditions["Accepted"]["message"]
+    assert "query or fragment" in conditions["Accepted"]["message"]
     # An unrelated change in the same namespace still reaches the sidecar (debounce is at most 1 s).
     cluster.apply(_route("other", "other", beta_regex="^beta$"), "-n", NS)
     wait_until(lambda: "other" in [m["id"] for m in sidecar_models(sidecar)], timeout=5,
@@ -163,7 +174,7 @@ def test_modelway_check_on_the_live_cluster(cluster, kube, sidecar):
     assert result.returncode == 1, result.stderr
     findings = {(f["object"], f["problem"].partition(":")[0]): f for f in json.loads(result.stdout)["findings"]}
     assert findings[(f"ModelRoute {NS}/broken", "InvalidRegex")]["severity"] == "error"
-    assert "99999" in findings[(f"ModelProvider {NS}/far", "InvalidURL")]["problem"]
+    assert "query" in findings[(f"ModelProvider {NS}/far", "InvalidURL")]["problem"]
     label = findings[(f"Secret {NS}/plain-keys", "exists but has no label modelway.io/credentials=true, so the "
                                                  "controller does not see it (ModelProvider plain reports "
                                                  "SecretNotFound)")]
