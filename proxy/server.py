@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.errors import ApiError, bad_request
+from proxy.errors import ApiError, bad_request, clip, echo
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend, error_for_unknown_model, models_list
 from proxy.http_client import HttpClient
+from proxy.json_limits import MAX_DEPTH, is_depth_error, too_deep
 from proxy.policy.audit import AuditLog
 from proxy.policy.classify import Classification, chat_texts, embedding_texts
 from proxy.relay import ClientGone, Relay
@@ -60,7 +61,7 @@ async def _read_json(request: web.Request) -> Any:
     if content_type != "application/json":
         raise ApiError(
             415,
-            f"Content-Type must be application/json, got {content_type or '(none)'!r}",
+            f"Content-Type must be application/json, got {echo(content_type) if content_type else '(none)'}",
             "invalid_request_error",
             "unsupported_media_type",
         )
@@ -72,9 +73,18 @@ async def _read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
     try:
-        return orjson.loads(raw)  # ~3x faster than json.loads on every request
+        body = orjson.loads(raw)  # ~3x faster than json.loads on every request
     except ValueError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
+        if is_depth_error(exc):
+            raise _too_deep() from None
+        raise bad_request(f"request body is not valid JSON: {clip(str(exc))}") from None
+    if too_deep(raw, body):
+        raise _too_deep()
+    return body
+
+
+def _too_deep() -> ApiError:
+    return bad_request(f"request body nests JSON more than {MAX_DEPTH} levels deep", code="json_too_deep")
 
 
 def _too_large(limit: int) -> ApiError:
@@ -283,10 +293,10 @@ async def _unrouted(request: web.Request) -> web.Response:
     frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
     allowed = _ENDPOINTS.get(request.path)
     if allowed is not None:
-        error = ApiError(405, f"{request.method} is not allowed on {request.path}; use {allowed}",
+        error = ApiError(405, f"{clip(request.method)} is not allowed on {request.path}; use {allowed}",
                          "invalid_request_error", "method_not_allowed", headers={"allow": allowed})
     else:
-        error = ApiError(404, f"no such endpoint: {request.method} {request.path}", "invalid_request_error",
+        error = ApiError(404, f"no such endpoint: {clip(request.method)} {clip(request.path)}", "invalid_request_error",
                          "not_found")
     return _error_response(frontend, error)
 
