@@ -301,6 +301,76 @@ async def _unrouted(request: web.Request) -> web.Response:
     return _error_response(frontend, error)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _internal_error() -> ApiError:
+    # Generic on purpose: exception text can hold the app's input or a provider's secrets.
+    return ApiError(500, "the sidecar failed to handle this request; its log has the details", "api_error",
+                    "internal_error")
+
+
+def _guarded(handler: Handler) -> Handler:
+    """The last resort: an exception no stage expected becomes a JSON 500 in the caller's API
+    shape, logged with its traceback, instead of aiohttp's text/plain page. Wrapped at
+    registration rather than as a middleware: a try block costs nothing until it catches,
+    while a middleware is one more call per request."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (web.HTTPException, ClientGone, ConnectionError):
+            raise  # aiohttp's own answers, and clients that left: nothing to answer
+        except Exception:
+            log.exception("unexpected error answering %s %s", clip(request.method), clip(request.path))
+            if request.writer is not None and request.writer.output_size > 0:
+                raise  # an answer is already on its way; aiohttp closes the connection
+            frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
+            return _error_response(frontend, _internal_error())
+
+    guarded.__name__ = guarded.__qualname__ = handler.__name__
+    return guarded
+
+
+class _JsonErrorHandler(web.RequestHandler):
+    """aiohttp answers requests it cannot parse (bad request line or method, header too large,
+    malformed chunked body) with text/plain; this answers them in the API's JSON shape. Only the
+    error path differs: nothing runs per request."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises once an answer began
+        detail = getattr(exc, "message", None) or message or ""
+        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
+        if status >= 500:
+            error = _internal_error()
+        else:
+            text = "the request is not valid HTTP" + (f": {clip(first_line)}" if first_line else "")
+            error = ApiError(status, text, "invalid_request_error", "bad_http_request")
+        path = getattr(request, "path", "") or ""
+        frontend: Frontend = ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+        response = _error_response(frontend, error)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        # As web.Server.__call__, with the handler above.
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class SidecarRunner(web.AppRunner):
+    """The app-facing port's runner: aiohttp's own HTTP-level errors come back as JSON too."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer  # a subclass that only overrides __call__; same instance state
+        return server
+
+
 def build_app(
     *,
     holder: RuntimeHolder,
@@ -323,9 +393,9 @@ def build_app(
         await client.close()
 
     app.cleanup_ctx.append(provider_client)
-    app.router.add_post("/v1/chat/completions", openai_chat)
-    app.router.add_post("/v1/embeddings", openai_embeddings)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_post("/v1/messages", anthropic_messages)
-    app.router.add_route("*", "/{tail:.*}", _unrouted)  # last: only what nothing above took
+    app.router.add_post("/v1/chat/completions", _guarded(openai_chat))
+    app.router.add_post("/v1/embeddings", _guarded(openai_embeddings))
+    app.router.add_get("/v1/models", _guarded(list_models))
+    app.router.add_post("/v1/messages", _guarded(anthropic_messages))
+    app.router.add_route("*", "/{tail:.*}", _guarded(_unrouted))  # last: only what nothing above took
     return app
