@@ -72,6 +72,10 @@ async def _read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
+    except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not gzip
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = clip(lines[-1]) if lines else "malformed"
+        raise bad_request(f"request body could not be read: {reason}", code="bad_body_encoding") from None
     try:
         body = orjson.loads(raw)  # ~3x faster than json.loads on every request
     except ValueError as exc:

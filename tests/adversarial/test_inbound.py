@@ -383,3 +383,12 @@ def test_http_level_errors_are_json_400s(sidecar: SidecarProcess, name: str) -> 
     assert b"content-type: application/json" in head.lower(), head
     error = json.loads(body)["error"]
     assert error["code"] == "bad_http_request" and len(error["message"]) < 200, error
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"])
+def test_bodies_that_do_not_decode_are_400s(sidecar: SidecarProcess, encoding: str, path: str) -> None:
+    status, content_type, body = post(sidecar, path, b"not compressed at all", headers={"content-encoding": encoding})
+    assert status == 400, body
+    parse = anthropic_error if path == "/v1/messages" else openai_error
+    assert "could not be read" in parse(status, content_type, body)["message"]
