@@ -233,11 +233,11 @@ def check_stream(body: dict[str, Any]) -> tuple[bool, bool]:
 
 def check_embeddings(body: dict[str, Any]) -> None:
     inputs = body.get("input")
+    # Items are strings, token ids or token id arrays (OpenAI wants one kind per request; a mix
+    # is the provider's to refuse, nothing here misreads it).
     valid = isinstance(inputs, str) or (
-        isinstance(inputs, list) and bool(inputs) and (
-            all(isinstance(x, str) for x in inputs)
-            or all(_is_int(x) for x in inputs)
-            or all(isinstance(x, list) and all(_is_int(t) for t in x) for x in inputs)
+        isinstance(inputs, list) and bool(inputs) and all(
+            isinstance(x, str) or _is_int(x) or (isinstance(x, list) and all(_is_int(t) for t in x)) for x in inputs
         )
     )
     if not valid:

@@ -234,7 +234,8 @@ def test_mistyped_anthropic_fields_are_400s_naming_the_field(
 EMBEDDINGS_MISTYPED: list[tuple[dict[str, Any], str]] = [
     ({"input": 5}, "input"),
     ({"input": [{"a": 1}]}, "input"),
-    ({"input": ["a", 1]}, "input"),
+    ({"input": ["a", 1.5]}, "input"),
+    ({"input": [True]}, "input"),
     ({"input": [[1, "a"]]}, "input"),
     ({"dimensions": "8"}, "dimensions"),
     ({"encoding_format": 5}, "encoding_format"),
