@@ -20,7 +20,7 @@ from proxy.admin import build_admin_app
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.policy.audit import AuditLog
 from proxy.scrub import normalize_otlp_header_variables, scrub_logs
-from proxy.server import ServerSettings, build_app
+from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
 from proxy.snapshot_file import SnapshotError, load_snapshot_file, watch_snapshot_file
 from proxy.sync import ControllerSync, SyncSettings, load_saved
@@ -122,7 +122,7 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
         source, source_status = _controller_source(args, holder)
     app = build_app(holder=holder, telemetry=telemetry, settings=ServerSettings(max_body_bytes=args.max_body_bytes),
                     audit=AuditLog(pod=os.environ.get("POD_NAME", "")))
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    runner = SidecarRunner(app, access_log=None, handler_cancellation=True)
     admin = web.AppRunner(build_admin_app(holder=holder, source_status=source_status,
                                           metrics_registry=telemetry.metrics.registry), access_log=None)
     await runner.setup()

@@ -1,8 +1,19 @@
-"""Errors the sidecar answers with; each inbound API renders them in its own shape."""
+"""Errors the sidecar answers with; each inbound API renders them in its own shape.
+
+Messages quote the app's input only through `echo`, cut to `ECHO_LIMIT` characters:
+an error must not hand a 100 KB model name (or header) back, nor into logs and spans.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+#: Longest piece of the app's input an error message quotes.
+ECHO_LIMIT = 100
+#: Backstop for messages built elsewhere (routing, policy, provider summaries).
+MESSAGE_LIMIT = 4000
+_ELLIPSIS = "…"
 
 
 @dataclass
@@ -15,9 +26,31 @@ class ApiError(Exception):
     param: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if len(self.message) > MESSAGE_LIMIT:
+            self.message = self.message[:MESSAGE_LIMIT] + _ELLIPSIS
+        if self.param is not None and len(self.param) > ECHO_LIMIT:
+            self.param = self.param[:ECHO_LIMIT] + _ELLIPSIS
+
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
 
 
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, "invalid_request_error", code, param)
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + _ELLIPSIS
+
+
+def echo(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """A value from the app as an error message quotes it: strings and scalars as their repr,
+    containers by kind (their content is the app's, and may be large), all cut to `limit`."""
+    if isinstance(value, str):
+        return repr(clip(value, limit))
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return clip(repr(value), limit)

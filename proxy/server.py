@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.errors import ApiError, bad_request
+from proxy.errors import ApiError, bad_request, clip, echo
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend, error_for_unknown_model, models_list
 from proxy.http_client import HttpClient
+from proxy.json_limits import MAX_DEPTH, is_depth_error, too_deep
 from proxy.policy.audit import AuditLog
 from proxy.policy.classify import Classification, chat_texts, embedding_texts
 from proxy.relay import ClientGone, Relay
@@ -60,7 +61,7 @@ async def _read_json(request: web.Request) -> Any:
     if content_type != "application/json":
         raise ApiError(
             415,
-            f"Content-Type must be application/json, got {content_type or '(none)'!r}",
+            f"Content-Type must be application/json, got {echo(content_type) if content_type else '(none)'}",
             "invalid_request_error",
             "unsupported_media_type",
         )
@@ -71,10 +72,23 @@ async def _read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
+    except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not gzip
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = clip(lines[-1]) if lines else "malformed"
+        raise bad_request(f"request body could not be read: {reason}", code="bad_body_encoding") from None
     try:
-        return orjson.loads(raw)  # ~3x faster than json.loads on every request
+        body = orjson.loads(raw)  # ~3x faster than json.loads on every request
     except ValueError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
+        if is_depth_error(exc):
+            raise _too_deep() from None
+        raise bad_request(f"request body is not valid JSON: {clip(str(exc))}") from None
+    if too_deep(raw, body):
+        raise _too_deep()
+    return body
+
+
+def _too_deep() -> ApiError:
+    return bad_request(f"request body nests JSON more than {MAX_DEPTH} levels deep", code="json_too_deep")
 
 
 def _too_large(limit: int) -> ApiError:
@@ -283,12 +297,82 @@ async def _unrouted(request: web.Request) -> web.Response:
     frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
     allowed = _ENDPOINTS.get(request.path)
     if allowed is not None:
-        error = ApiError(405, f"{request.method} is not allowed on {request.path}; use {allowed}",
+        error = ApiError(405, f"{clip(request.method)} is not allowed on {request.path}; use {allowed}",
                          "invalid_request_error", "method_not_allowed", headers={"allow": allowed})
     else:
-        error = ApiError(404, f"no such endpoint: {request.method} {request.path}", "invalid_request_error",
+        error = ApiError(404, f"no such endpoint: {clip(request.method)} {clip(request.path)}", "invalid_request_error",
                          "not_found")
     return _error_response(frontend, error)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _internal_error() -> ApiError:
+    # Generic on purpose: exception text can hold the app's input or a provider's secrets.
+    return ApiError(500, "the sidecar failed to handle this request; its log has the details", "api_error",
+                    "internal_error")
+
+
+def _guarded(handler: Handler) -> Handler:
+    """The last resort: an exception no stage expected becomes a JSON 500 in the caller's API
+    shape, logged with its traceback, instead of aiohttp's text/plain page. Wrapped at
+    registration rather than as a middleware: a try block costs nothing until it catches,
+    while a middleware is one more call per request."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (web.HTTPException, ClientGone, ConnectionError):
+            raise  # aiohttp's own answers, and clients that left: nothing to answer
+        except Exception:
+            log.exception("unexpected error answering %s %s", clip(request.method), clip(request.path))
+            if request.writer is not None and request.writer.output_size > 0:
+                raise  # an answer is already on its way; aiohttp closes the connection
+            frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
+            return _error_response(frontend, _internal_error())
+
+    guarded.__name__ = guarded.__qualname__ = handler.__name__
+    return guarded
+
+
+class _JsonErrorHandler(web.RequestHandler):
+    """aiohttp answers requests it cannot parse (bad request line or method, header too large,
+    malformed chunked body) with text/plain; this answers them in the API's JSON shape. Only the
+    error path differs: nothing runs per request."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises once an answer began
+        detail = getattr(exc, "message", None) or message or ""
+        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
+        if status >= 500:
+            error = _internal_error()
+        else:
+            text = "the request is not valid HTTP" + (f": {clip(first_line)}" if first_line else "")
+            error = ApiError(status, text, "invalid_request_error", "bad_http_request")
+        path = getattr(request, "path", "") or ""
+        frontend: Frontend = ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+        response = _error_response(frontend, error)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        # As web.Server.__call__, with the handler above.
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class SidecarRunner(web.AppRunner):
+    """The app-facing port's runner: aiohttp's own HTTP-level errors come back as JSON too."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer  # a subclass that only overrides __call__; same instance state
+        return server
 
 
 def build_app(
@@ -313,9 +397,9 @@ def build_app(
         await client.close()
 
     app.cleanup_ctx.append(provider_client)
-    app.router.add_post("/v1/chat/completions", openai_chat)
-    app.router.add_post("/v1/embeddings", openai_embeddings)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_post("/v1/messages", anthropic_messages)
-    app.router.add_route("*", "/{tail:.*}", _unrouted)  # last: only what nothing above took
+    app.router.add_post("/v1/chat/completions", _guarded(openai_chat))
+    app.router.add_post("/v1/embeddings", _guarded(openai_embeddings))
+    app.router.add_get("/v1/models", _guarded(list_models))
+    app.router.add_post("/v1/messages", _guarded(anthropic_messages))
+    app.router.add_route("*", "/{tail:.*}", _guarded(_unrouted))  # last: only what nothing above took
     return app

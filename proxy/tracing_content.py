@@ -15,10 +15,14 @@ credential (bearer tokens, `sk-...` keys, AWS/Google/GitHub/Slack tokens, JWTs,
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+
+log = logging.getLogger("modelway.tracing")
 
 REDACTED = "[REDACTED]"
 CAPTURE_VARIABLE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -44,35 +48,60 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED, text)
 
 
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _parts(content: Any) -> list[dict[str, Any]]:
-    if content is None:
-        return []
     if isinstance(content, str):
         return [{"type": "text", "content": content}]
     parts: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else [content]:
-        if isinstance(part, dict) and part.get("type") == "text":
-            parts.append({"type": "text", "content": part.get("text", "")})
-        elif isinstance(part, dict):
-            parts.append({"type": str(part.get("type", "unknown"))})  # images, audio: the kind only
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            parts.append({"type": "text", "content": _str(part.get("text")) or ""})
+        else:  # images, audio: the kind only
+            parts.append({"type": kind if isinstance(kind, str) else "unknown"})
     return parts
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     role = message.get("role", "user")
+    role = role if isinstance(role, str) else "unknown"
     parts = _parts(message.get("content"))
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        parts.append({"type": "tool_call", "id": call.get("id"), "name": function.get("name"),
-                      "arguments": function.get("arguments")})
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        parts.append({"type": "tool_call", "id": _str(call.get("id")), "name": _str(function.get("name")),
+                      "arguments": _str(function.get("arguments"))})
     if role == "tool":
-        parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"),
-                  "response": "".join(p.get("content", "") for p in parts)}]
+        parts = [{"type": "tool_call_response", "id": _str(message.get("tool_call_id")),
+                  "response": "".join(p.get("content", "") for p in parts if p["type"] == "text")}]
     return {"role": role, "parts": parts}
 
 
 def _json(value: Any, secrets: Iterable[str]) -> str:
+    # Only str, None and lists/dicts built above reach here: nothing json.dumps can fail on.
     return redact(json.dumps(value, ensure_ascii=False, separators=(",", ":")), secrets)
+
+
+def _guarded(build: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
+    """Capture is telemetry: whatever the app or provider sent, it must never fail a request."""
+
+    @functools.wraps(build)
+    def guarded(*args: Any, **kwargs: Any) -> dict[str, str]:
+        try:
+            return build(*args, **kwargs)
+        except Exception:
+            log.warning("content capture skipped for a message it could not read", exc_info=True)
+            return {}
+
+    return guarded
 
 
 def content_attributes(*, request: dict[str, Any], response: dict[str, Any] | None,
@@ -84,10 +113,12 @@ def content_attributes(*, request: dict[str, Any], response: dict[str, Any] | No
     return attributes
 
 
+@_guarded
 def input_attributes(request: dict[str, Any], secrets: Iterable[str]) -> dict[str, str]:
     """gen_ai.input.messages and gen_ai.system_instructions of a chat request (OpenAI shape)."""
     secrets = [s for s in secrets if s]
-    messages = [m for m in request.get("messages") or () if isinstance(m, dict)]
+    messages = request.get("messages") if isinstance(request, dict) else None
+    messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
     system = [p for m in messages if m.get("role") in ("system", "developer") for p in _parts(m.get("content"))]
     attributes = {"gen_ai.input.messages": _json([_message(m) for m in messages
                                                    if m.get("role") not in ("system", "developer")], secrets)}
@@ -96,12 +127,17 @@ def input_attributes(request: dict[str, Any], secrets: Iterable[str]) -> dict[st
     return attributes
 
 
+@_guarded
 def output_attributes(response: dict[str, Any], secrets: Iterable[str]) -> dict[str, str]:
     """gen_ai.output.messages of a chat answer (OpenAI shape)."""
     output = []
-    for choice in response.get("choices") or ():
-        entry = _message(choice.get("message") or {"role": "assistant"})
-        entry["finish_reason"] = choice.get("finish_reason")
+    choices = response.get("choices") if isinstance(response, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        entry = _message(message if isinstance(message, dict) else {"role": "assistant"})
+        entry["finish_reason"] = _str(choice.get("finish_reason"))
         output.append(entry)
     return {"gen_ai.output.messages": _json(output, [s for s in secrets if s])}
 
@@ -127,26 +163,43 @@ class _CapturingEncoder:
         self._finish: str | None = None
 
     def encode(self, chunk: dict[str, Any]) -> bytes:
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if content := delta.get("content"):
-                self._text.append(content)
-            for call in delta.get("tool_calls") or ():
-                entry = self._tools.setdefault(call.get("index", 0), {"id": None, "name": None, "arguments": ""})
-                function = call.get("function") or {}
-                entry["id"] = call.get("id") or entry["id"]
-                entry["name"] = function.get("name") or entry["name"]
-                entry["arguments"] += function.get("arguments") or ""
-            self._finish = choice.get("finish_reason") or self._finish
+        try:
+            self._collect(chunk)
+        except Exception:  # a provider chunk of an odd shape: the stream goes on, uncaptured
+            log.warning("content capture skipped a stream chunk it could not read", exc_info=True)
         return self._inner.encode(chunk)
+
+    def _collect(self, chunk: dict[str, Any]) -> None:
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            if content := _str(delta.get("content")):
+                self._text.append(content)
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                if not isinstance(call, dict):
+                    continue
+                index = call.get("index", 0)
+                entry = self._tools.setdefault(index if isinstance(index, int) else 0,
+                                               {"id": None, "name": None, "arguments": ""})
+                function = call.get("function")
+                function = function if isinstance(function, dict) else {}
+                entry["id"] = _str(call.get("id")) or entry["id"]
+                entry["name"] = _str(function.get("name")) or entry["name"]
+                entry["arguments"] += _str(function.get("arguments")) or ""
+            self._finish = _str(choice.get("finish_reason")) or self._finish
 
     def finish(self) -> bytes:
         calls = [{"id": t["id"], "function": {"name": t["name"], "arguments": t["arguments"]}}
                  for _, t in sorted(self._tools.items())]
         message = {"role": "assistant", "content": "".join(self._text) or None, "tool_calls": calls}
-        self._on_done({"choices": [{"message": message, "finish_reason": self._finish}]})
+        try:
+            self._on_done({"choices": [{"message": message, "finish_reason": self._finish}]})
+        except Exception:
+            log.warning("content capture of a stream's answer failed", exc_info=True)
         return self._inner.finish()
 
     def error(self, error: Any) -> bytes:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.errors import ApiError, bad_request
+from proxy.errors import ApiError, bad_request, echo
 from proxy.frontends.anthropic_stream import AnthropicStreamEncoder, dict_or_empty, stop_reason_for
 from proxy.frontends.base import ParsedChat
+from proxy.json_limits import loads_bounded
 from proxy.providers.anthropic_convert import (
     anthropic_usage,
     data_url,
@@ -173,7 +174,7 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             raise _invalid(path, "must be an object")
         role = message.get("role")
         if role not in ("user", "assistant", "system"):
-            raise _invalid(f"{path}.role", f"must be 'user', 'assistant' or 'system', got {role!r}")
+            raise _invalid(f"{path}.role", f"must be 'user', 'assistant' or 'system', got {echo(role)}")
         content = message.get("content")
         if role == "system":
             # Mid-conversation system messages (newer models) keep their place in the internal form.
@@ -194,9 +195,9 @@ def _checked_block(block: Any, path: str) -> tuple[str, dict[str, Any]]:
         raise _invalid(path, "must be a content block object with a type")
     kind = block["type"]
     if kind in _UNSUPPORTED_BLOCKS:
-        raise _invalid(path, f"block type {kind!r} is not supported by this gateway")
+        raise _invalid(path, f"block type {echo(kind)} is not supported by this gateway")
     if kind not in ("text", "image", "document", "tool_use", "tool_result") and kind not in _THINKING_BLOCKS:
-        raise _invalid(path, f"unknown block type {kind!r}")
+        raise _invalid(path, f"unknown block type {echo(kind)}")
     return path, block
 
 
@@ -244,7 +245,7 @@ def _source_url(source: Any, path: str) -> str:
         if not isinstance(source.get("url"), str) or not source["url"]:
             raise _invalid(f"{path}.url", "must be a non-empty string")
         return str(source["url"])
-    raise _invalid(f"{path}.type", f"source type {source.get('type')!r} is not supported (use base64 or url)")
+    raise _invalid(f"{path}.type", f"source type {echo(source.get('type'))} is not supported (use base64 or url)")
 
 
 def _document_part(block: dict[str, Any], path: str) -> dict[str, Any]:
@@ -280,7 +281,7 @@ def _tool_result(block: dict[str, Any], path: str) -> tuple[dict[str, Any], list
             elif kind == "image":
                 images.append(_content_part(inner, inner_path))
             else:
-                raise _invalid(inner_path, f"tool_result content must be text or image blocks, got {kind!r}")
+                raise _invalid(inner_path, f"tool_result content must be text or image blocks, got {echo(kind)}")
     else:
         raise _invalid(f"{path}.content", "must be a string or an array of text and image blocks")
     tool_content: Any = texts[0]["text"] if len(texts) == 1 else texts or ""
@@ -337,7 +338,7 @@ def _tools(body: dict[str, Any], request: ChatRequest) -> None:
             raise _invalid("tool_choice.name", "must be a non-empty string")
         request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
-        raise _invalid("tool_choice.type", f"must be auto, any, tool or none, got {kind!r}")
+        raise _invalid("tool_choice.type", f"must be auto, any, tool or none, got {echo(kind)}")
     disable_parallel = choice.get("disable_parallel_tool_use")
     if disable_parallel is not None and not isinstance(disable_parallel, bool):
         raise _invalid("tool_choice.disable_parallel_tool_use", "must be a boolean")
@@ -349,7 +350,7 @@ def _tool(tool: Any, path: str) -> dict[str, Any]:
     if not isinstance(tool, dict):
         raise _invalid(path, "must be an object")
     if tool.get("type") not in (None, "custom"):
-        raise _invalid(f"{path}.type", f"server tool {tool.get('type')!r} is not supported by this gateway")
+        raise _invalid(f"{path}.type", f"server tool {echo(tool.get('type'))} is not supported by this gateway")
     if not isinstance(tool.get("name"), str) or not tool["name"]:
         raise _invalid(f"{path}.name", "must be a non-empty string")
     if not isinstance(tool.get("input_schema"), dict):
@@ -424,8 +425,8 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
     if not arguments:
         return {}
     try:
-        parsed = json.loads(arguments)
-    except (TypeError, ValueError):
+        parsed = loads_bounded(arguments) if isinstance(arguments, (str, bytes)) else None
+    except ValueError:  # not JSON, or nested deeper than the sidecar writes
         parsed = None
     if not isinstance(parsed, dict):
         raise _bad_response("tool call arguments are not a JSON object")

@@ -14,7 +14,8 @@ import json
 import re
 from typing import Any, TypeGuard
 
-from proxy.errors import bad_request
+from proxy.errors import bad_request, echo
+from proxy.json_limits import loads_bounded
 from proxy.providers.base import ChatRequest
 
 #: The Messages API version this module speaks (the only one Anthropic has published).
@@ -207,7 +208,7 @@ def _reject_unsupported(request: ChatRequest) -> None:
         raise bad_request("request body must be a JSON object")
     n = request.get("n")
     if n is not None and n != 1:
-        raise bad_request(f"n={n} is not supported: Anthropic returns a single choice", param="n")
+        raise bad_request(f"n={echo(n)} is not supported: Anthropic returns a single choice", param="n")
     for field, why in _UNSUPPORTED_IF_SET.items():
         if request.get(field) not in (None, False):
             raise bad_request(why, param=field)
@@ -265,7 +266,7 @@ def _response_format(fmt: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | N
     if kind == "json_object":
         return [_text(JSON_OBJECT_INSTRUCTION)], None
     if kind != "json_schema":
-        raise bad_request(f"response_format.type {kind!r} is not supported", param="response_format.type")
+        raise bad_request(f"response_format.type {echo(kind)} is not supported", param="response_format.type")
     spec = fmt.get("json_schema")
     if not isinstance(spec, dict):
         raise bad_request("response_format.json_schema must be an object", param="response_format.json_schema")
@@ -310,7 +311,7 @@ def convert_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str
         elif role == "tool":
             role, blocks = "user", [_tool_result_block(message, path)]
         else:
-            raise bad_request(f"{path}.role: unsupported role {role!r}", param=f"{path}.role")
+            raise bad_request(f"{path}.role: unsupported role {echo(role)}", param=f"{path}.role")
         if blocks:
             _append_turn(turns, role, blocks)
     if not turns:
@@ -365,7 +366,7 @@ def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
         elif kind == "file":
             blocks.append(_document_block(part.get("file"), f"{part_path}.file"))
         else:
-            raise bad_request(f"{part_path}: content part type {kind!r} is not supported", param=part_path)
+            raise bad_request(f"{part_path}: content part type {echo(kind)} is not supported", param=part_path)
     return blocks
 
 
@@ -424,8 +425,8 @@ def _tool_use_block(call: Any, path: str) -> dict[str, Any]:
         raise bad_request(f"{path}.function.name must be a non-empty string", param=f"{path}.function.name")
     arguments = function.get("arguments") or "{}"
     try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else None
-    except ValueError:
+        parsed = loads_bounded(arguments) if isinstance(arguments, str) else None
+    except ValueError:  # not JSON, or nested too deep to send on
         parsed = None
     if not isinstance(parsed, dict):
         raise bad_request(f"{path}.function.arguments must be a JSON object", param=f"{path}.function.arguments")
@@ -488,7 +489,7 @@ def convert_tool_choice(choice: Any, parallel_tool_calls: Any) -> dict[str, Any]
             raise bad_request("tool_choice.function.name must be a non-empty string", param="tool_choice")
         converted = {"type": "tool", "name": name}
     else:
-        raise bad_request(f"tool_choice {choice!r} is not supported", param="tool_choice")
+        raise bad_request(f"tool_choice {echo(choice)} is not supported", param="tool_choice")
     if parallel_tool_calls is False and (converted is None or converted["type"] != "none"):
         converted = {**(converted or {"type": "auto"}), "disable_parallel_tool_use": True}
     return converted

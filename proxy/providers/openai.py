@@ -137,7 +137,8 @@ class OpenAITranslator:
             body["stream"] = True
             # Usage only comes on streams when asked for; the relay hides it again
             # from clients that did not ask.
-            options = dict(body.get("stream_options") or {})
+            options = body.get("stream_options")
+            options = dict(options) if isinstance(options, dict) else {}
             options["include_usage"] = True
             body["stream_options"] = options
         else:
