@@ -78,6 +78,13 @@ _WORD_SHAPES = (  # hints in lower case
     ("bearer", re.compile(rf"[bB](?<![A-Za-z][bB])(?i:earer)\s++[{_TOKEN68}]{{8,}}+")),
     *((word, _word(word)) for word in ("key", "apikey", "token", "secret", "password", "passwd", "pwd",
                                        "credential", "auth", "authorization", "signature")),
+    # A password assigned is one, however short (`password=hunter2`, `pwd: s3cret`), and so is a
+    # token, secret or key written as an assignment (`token=abc123`): people paste them into prompts.
+    ("pass", re.compile(r"([pP](?<![A-Za-z][pP])(?i:ass(?:word|wd)?)(?![A-Za-z0-9])[\"']?+\s*+[:=]\s*+[\"']?+)"
+                        r"[^\s\"',;]{4,}+")),
+    ("pwd", re.compile(r"([pP](?<![A-Za-z][pP])(?i:wd)(?![A-Za-z0-9])[\"']?+\s*+[:=]\s*+[\"']?+)[^\s\"',;]{4,}+")),
+    ("=", re.compile(r"((?<![A-Za-z0-9])(?i:token|secret|api[_-]?key|access[_-]?key)[\"']?+\s*+=\s*+[\"']?+)"
+                     r"[^\s\"',;]{4,}+")),
 )
 _RUN = re.compile(rf"[{_VALUE}]{{{WINDOW},}}+")  # where a window of a key can be
 _MASKED = re.compile(rf"(?<![{_K}])([{_K}]*+)(?:[*\u2026\u2022]|\.\.)[{_MASK}]*+([{_K}]*+)")

@@ -114,10 +114,9 @@ class Telemetry:
             return
         from proxy.tracing_content import input_attributes, output_attributes
 
-        secrets = [p.api_key.get_secret_value() for p in runtime.snapshot.providers if p.api_key is not None]
         # The input is recorded when the request starts, the answer when it is there.
-        span.set_attributes(input_attributes(request, secrets) if response is None
-                            else output_attributes(response, secrets))
+        span.set_attributes(input_attributes(request, runtime.scrubber) if response is None
+                            else output_attributes(response, runtime.scrubber))
 
     def capturing(self, frontend: Any, span: Span, *, runtime: Runtime, request: dict[str, Any]) -> Any:
         """`frontend`, or (content capture on) a wrapper whose stream encoders collect the streamed

@@ -7,10 +7,11 @@ the OpenTelemetry GenAI instrumentations use). When on, the server span gets
 completes normally) as JSON strings in the semconv v1.37.0 shape
 (`[{"role", "parts": [{"type": "text", "content"}, ...]}]`).
 
-Before anything is recorded, every string is redacted: the provider keys of the
-snapshot the sidecar serves (exact matches), and text that looks like a
-credential (bearer tokens, `sk-...` keys, AWS/Google/GitHub/Slack tokens, JWTs,
-`password=...`-style assignments).
+Before anything is recorded, the text goes through the runtime's scrubber
+(`proxy.scrub`): the keys of the snapshot the sidecar serves, whole, masked or
+cut, and text shaped like a credential (bearer tokens, `sk-...` keys,
+AWS/Google/GitHub/Slack tokens, JWTs, `password=...`-style assignments), in
+linear time whatever the prompt holds.
 """
 
 from __future__ import annotations
@@ -18,34 +19,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("modelway.tracing")
 
-REDACTED = "[REDACTED]"
 CAPTURE_VARIABLE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
-_PATTERNS = re.compile("|".join([
-    r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*",
-    r"\bsk-[A-Za-z0-9_\-]{8,}",
-    r"\bAKIA[0-9A-Z]{16}\b",
-    r"\bAIza[0-9A-Za-z\-_]{35}",
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
-    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
-    r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}",
-]))
-_ASSIGNMENT = re.compile(
-    r"(?i)\b((?:api[_-]?key|secret|token|password|passwd|authorization|access[_-]?key)\"?\s*[:=]\s*\"?)[^\s\"',;]+")
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    text = _PATTERNS.sub(REDACTED, text)
-    return _ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED, text)
+Scrub = Callable[[str], str]
 
 
 def _str(value: Any) -> str | None:
@@ -85,9 +66,9 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": role, "parts": parts}
 
 
-def _json(value: Any, secrets: Iterable[str]) -> str:
+def _json(value: Any, scrub: Scrub) -> str:
     # Only str, None and lists/dicts built above reach here: nothing json.dumps can fail on.
-    return redact(json.dumps(value, ensure_ascii=False, separators=(",", ":")), secrets)
+    return scrub(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def _guarded(build: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
@@ -105,30 +86,29 @@ def _guarded(build: Callable[..., dict[str, str]]) -> Callable[..., dict[str, st
 
 
 def content_attributes(*, request: dict[str, Any], response: dict[str, Any] | None,
-                       secrets: Iterable[str]) -> dict[str, str]:
+                       scrub: Scrub) -> dict[str, str]:
     """The span attributes for a chat request (OpenAI shape) and, when there is one, its answer."""
-    attributes = input_attributes(request, secrets)
+    attributes = input_attributes(request, scrub)
     if response is not None:
-        attributes.update(output_attributes(response, secrets))
+        attributes.update(output_attributes(response, scrub))
     return attributes
 
 
 @_guarded
-def input_attributes(request: dict[str, Any], secrets: Iterable[str]) -> dict[str, str]:
+def input_attributes(request: dict[str, Any], scrub: Scrub) -> dict[str, str]:
     """gen_ai.input.messages and gen_ai.system_instructions of a chat request (OpenAI shape)."""
-    secrets = [s for s in secrets if s]
     messages = request.get("messages") if isinstance(request, dict) else None
     messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
     system = [p for m in messages if m.get("role") in ("system", "developer") for p in _parts(m.get("content"))]
     attributes = {"gen_ai.input.messages": _json([_message(m) for m in messages
-                                                   if m.get("role") not in ("system", "developer")], secrets)}
+                                                   if m.get("role") not in ("system", "developer")], scrub)}
     if system:
-        attributes["gen_ai.system_instructions"] = _json(system, secrets)
+        attributes["gen_ai.system_instructions"] = _json(system, scrub)
     return attributes
 
 
 @_guarded
-def output_attributes(response: dict[str, Any], secrets: Iterable[str]) -> dict[str, str]:
+def output_attributes(response: dict[str, Any], scrub: Scrub) -> dict[str, str]:
     """gen_ai.output.messages of a chat answer (OpenAI shape)."""
     output = []
     choices = response.get("choices") if isinstance(response, dict) else None
@@ -139,7 +119,7 @@ def output_attributes(response: dict[str, Any], secrets: Iterable[str]) -> dict[
         entry = _message(message if isinstance(message, dict) else {"role": "assistant"})
         entry["finish_reason"] = _str(choice.get("finish_reason"))
         output.append(entry)
-    return {"gen_ai.output.messages": _json(output, [s for s in secrets if s])}
+    return {"gen_ai.output.messages": _json(output, scrub)}
 
 
 class StreamCapture:

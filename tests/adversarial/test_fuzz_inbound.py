@@ -25,6 +25,7 @@ from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.providers.base import UnsupportedOperation, UpstreamRequest
 from proxy.providers.registry import build_translator
 from proxy.snapshot import Provider
+from proxy.scrub import Scrubber
 from proxy.tracing_content import content_attributes
 from tests.adversarial.inbound_helpers import (
     ANTHROPIC_MESSAGES,
@@ -74,7 +75,7 @@ def _through_translators(internal: dict[str, Any], stream: bool) -> int:
 
 
 def _capture_never_fails(request: Any) -> None:
-    attributes = content_attributes(request=request, response=None, secrets=["sk-test-0123456789"])
+    attributes = content_attributes(request=request, response=None, scrub=Scrubber(["sk-test-0123456789"]))
     assert all(isinstance(v, str) for v in attributes.values())
 
 

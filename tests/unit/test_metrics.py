@@ -13,7 +13,8 @@ from proxy.metrics import Registry, render_prometheus
 from proxy.metrics_sidecar import DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, BackendCatalog, SidecarMetrics
 from proxy.runtime import Runtime
 from proxy.snapshot import Snapshot, parse_snapshot
-from proxy.tracing_content import content_attributes, redact
+from proxy.scrub import Scrubber
+from proxy.tracing_content import content_attributes
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -109,17 +110,18 @@ def test_cost_and_labels_come_from_the_snapshot() -> None:
 
 
 def test_redaction_of_credentials_in_captured_content() -> None:
-    text = ("use sk-proj-abcdefghijklmnop and Authorization: Bearer eyJabc.def12345.ghi67890 "
+    text = ("use sk-proj-abcdefghijklmnop and Authorization: Bearer eyJhbGciOi.eyJzdWIiOi.SflKxwRJSM "
             "AKIAABCDEFGHIJKLMNOP password=hunter2 and the key sk-live-abcdef123456 but keep this")
-    out = redact(text, ["sk-live-abcdef123456"])
-    for secret in ("sk-proj-abcdefghijklmnop", "eyJabc", "AKIAABCDEFGHIJKLMNOP", "hunter2", "sk-live-abcdef123456"):
+    out = Scrubber(["sk-live-abcdef123456"])(text)
+    for secret in ("sk-proj-abcdefghijklmnop", "eyJhbGciOi", "SflKxwRJSM", "AKIAABCDEFGHIJKLMNOP", "hunter2",
+                   "sk-live-abcdef123456"):
         assert secret not in out
     assert "keep this" in out and "[REDACTED]" in out
     attributes = content_attributes(
         request={"messages": [{"role": "system", "content": "be brief"},
                               {"role": "user", "content": [{"type": "text", "text": "my token=abc123xyz"}]}]},
         response={"choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]},
-        secrets=[])
+        scrub=Scrubber())
     assert attributes["gen_ai.system_instructions"] == '[{"type":"text","content":"be brief"}]'
     assert attributes["gen_ai.input.messages"] == (
         '[{"role":"user","parts":[{"type":"text","content":"my token=[REDACTED]"}]}]')
@@ -247,7 +249,7 @@ def test_stream_capture_collects_text_and_tool_calls() -> None:
                                 "finish_reason": "tool_calls"}]}):
         assert encoder.encode(chunk) == b"x"
     assert not seen and encoder.finish() == b"end"
-    attributes = content_attributes(request={"messages": []}, response=seen[0], secrets=[])
+    attributes = content_attributes(request={"messages": []}, response=seen[0], scrub=Scrubber())
     assert attributes["gen_ai.output.messages"] == (
         '[{"role":"assistant","parts":[{"type":"text","content":"Hello"},{"type":"tool_call","id":"call_1",'
         '"name":"f","arguments":"{\\"a\\":1}"}],"finish_reason":"tool_calls"}]')
