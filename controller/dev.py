@@ -93,6 +93,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from controller.sources.files import check_folder
+
+    problems = check_folder(args.config_dir)  # once running, a bad edit is logged and the last good kept
+    if problems:
+        for problem in problems:
+            print(f"modelway dev: {problem}", file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="modelway-dev-"))
     token = workdir / "sidecar.token"
     python = sys.executable
