@@ -82,8 +82,9 @@ def test_half_written_snapshots_never_drop_routes(snapshot_sidecar: SidecarProce
     sidecar, url = snapshot_sidecar, fake_openai_process.base_url
     full = dump_yaml(snapshot_routes(url, NAMES))  # providers first, then routes, "m" the first route
     after_first = full.index(b"- name: r1")  # the file cut after its first route
-    cuts = [b"", full[:full.index(b"routes:") + len(b"routes:")], full[:after_first],
-            full[:full.index(b"routes:")] + b"routes:\n", b"   \n# nothing yet\n"]
+    providers_only = full[:full.index(b"routes:")]
+    cuts = [b"", providers_only, full[:full.index(b"routes:") + len(b"routes:")], full[:after_first],
+            providers_only + b"routes:\n", b"   \n# nothing yet\n"]
     caller = Caller(sidecar.base_url, "m")
     caller.start()
     rng = random.Random(7)
