@@ -148,8 +148,9 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
     await admin.setup()
     install_fd_exhaustion_logging(asyncio.get_running_loop())
     app_ports, admin_ports = _listener_settings(args)
-    await GuardedSite(runner, args.host, args.port, settings=app_ports, name="app").start()
-    await GuardedSite(admin, args.admin_host, args.admin_port, settings=admin_ports, name="admin").start()
+    ports: list[Any] = []  # one process, one fd budget: either port may shed the other's idle connections
+    await GuardedSite(runner, args.host, args.port, settings=app_ports, name="app", group=ports).start()
+    await GuardedSite(admin, args.admin_host, args.admin_port, settings=admin_ports, name="admin", group=ports).start()
     # Tests and `modelway dev` wait for this line.
     print(f"modelway-proxy listening on http://{args.host}:{args.port} "
           f"admin http://{args.admin_host}:{args.admin_port}", flush=True)

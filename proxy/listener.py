@@ -18,6 +18,7 @@ import asyncio
 import errno
 import logging
 import math
+import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,9 @@ class ListenerSettings:
     body_timeout: float = 60.0  # a request body, from the end of its head
     idle_timeout: float = 75.0  # a keep-alive connection between requests
     max_connections: int = 1024
+    # The kernel's queue of connections not yet accepted: aiohttp's 128 overflows under a burst of
+    # connects, and a dropped SYN costs a 1 s retransmit, longer than a kubelet probe waits.
+    backlog: int = 1024
 
     def __post_init__(self) -> None:
         if min(self.header_timeout, self.body_timeout, self.idle_timeout) <= 0 or self.max_connections < 1:
@@ -129,13 +133,21 @@ class _Conn(asyncio.Protocol):
 class ConnectionGuard:
     """Tracks one port's connections and enforces `ListenerSettings` on them."""
 
-    def __init__(self, settings: ListenerSettings, *, name: str) -> None:
+    def __init__(self, settings: ListenerSettings, *, name: str, group: list[ConnectionGuard] | None = None) -> None:
         self.settings, self.name = settings, name
+        # the process's other ports: fds are shared, so a port short of them may close their idle ones
+        self.group = group if group is not None else []
+        self.group.append(self)
         self.loop = asyncio.get_running_loop()
         self.conns: dict[Any, _Conn] = {}  # by aiohttp's protocol, in accept order
         self._warn_cap = RateLimitedWarning(log)
         self._warn_fds = RateLimitedWarning(log)
-        self._fd_soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self._fd_soft = soft if soft != resource.RLIM_INFINITY else 1 << 62
+        # An event loop accepts every queued connection in one go, and closes shed ones only on its
+        # next turn; so the queue is kept to an eighth of the fds, and twice that is kept free.
+        self.backlog = max(16, min(settings.backlog, self._fd_soft // 8))
+        self._fd_base = _open_fds()
         self._sweeper: asyncio.Task[None] | None = None
         self.shed = self.refused = self.timed_out = 0
 
@@ -190,7 +202,10 @@ class ConnectionGuard:
         over = len(conns) >= self.settings.max_connections
         short = self._fds_short(conn)
         if over or short:
-            victim = self._victim()
+            owner, victim = self, self._victim()
+            if victim is None and short:
+                owner, victim = next(((g, v) for g in self.group if g is not self and (v := g._victim())),
+                                     (self, None))
             if victim is None:
                 self.refused += 1
                 self._warn_cap("%s port: %d connections, all serving requests; refusing new ones with 503%s",
@@ -199,11 +214,11 @@ class ConnectionGuard:
                 conn.close(_OVER_CAP)
                 return
             self.shed += 1
-            self._warn_cap("%s port: connection cap of %d reached%s; closing the oldest connections that are "
-                           "idle or still sending their request (%d so far)", self.name,
-                           self.settings.max_connections, " and file descriptors running short" if short else "",
-                           self.shed)
-            conns.pop(victim.inner, None)
+            self._warn_cap("%s port: %s; closing the oldest connections that are idle or still sending their "
+                           "request (%d so far)", self.name,
+                           f"connection cap of {self.settings.max_connections} reached" if over
+                           else "file descriptors running short", self.shed)
+            owner.conns.pop(victim.inner, None)
             victim.close()
         conns[conn.inner] = conn
 
@@ -223,10 +238,14 @@ class ConnectionGuard:
             fd = sock.fileno() if sock is not None else -1
         except OSError:
             return False
-        # fds are handed out lowest first, so a new one's number is about how many are open
-        if self._fd_soft != resource.RLIM_INFINITY and fd >= self._fd_soft - 64:
-            self._warn_fds("%s port: file descriptor %d of a limit of %d; closing idle connections to keep "
-                           "room (raise the limit with ulimit -n)", self.name, fd, self._fd_soft)
+        limit = self._fd_soft - 64 - 2 * sum(g.backlog for g in self.group)
+        # fds are handed out lowest first, so a new one's number is about how many are open (this sees
+        # provider connections too); closed ones leave holes below it, which the count of ours sees
+        held = self._fd_base + sum(len(g.conns) for g in self.group)
+        if fd >= limit or held >= limit:
+            self._warn_fds("%s port: file descriptors running short (%d open of a limit of %d); closing idle "
+                           "connections to keep room (raise the limit with ulimit -n)", self.name, max(fd, held),
+                           self._fd_soft)
             return True
         return False
 
@@ -279,9 +298,9 @@ class GuardedSite(web.TCPSite):
     """`web.TCPSite` whose connections are watched by a `ConnectionGuard`."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, settings: ListenerSettings, name: str,
-                 **kwargs: Any) -> None:
+                 group: list[ConnectionGuard] | None = None, **kwargs: Any) -> None:
         super().__init__(runner, host, port, **kwargs)
-        self.guard = ConnectionGuard(settings, name=name)
+        self.guard = ConnectionGuard(settings, name=name, group=group)
 
     async def start(self) -> None:
         server = self._runner.server
@@ -291,12 +310,19 @@ class GuardedSite(web.TCPSite):
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self.guard.protocol_factory(server), self._host, self._port, ssl=self._ssl_context,
-            backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            backlog=self.guard.backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
         self.guard.start()
 
     async def stop(self) -> None:
         await self.guard.stop()
         await super().stop()
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: a guess at what a process holds before its connections
+        return 64
 
 
 def raise_fd_limit(needed: int) -> tuple[int, int]:
