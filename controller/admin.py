@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -21,6 +22,11 @@ class Readiness:
     ready: bool = False
     reason: str = "waiting for the resource source to sync"
 
+
+# For both controller ports' AppRunners. aiohttp's keep-alive timer also closes a connection whose
+# request head has not arrived yet, so this bounds silent and slow-header (slowloris) clients too;
+# its default is an hour. (No connection cap here yet: the sidecar's guard lives in proxy/.)
+RUNNER_OPTIONS: dict[str, Any] = {"keepalive_timeout": 15.0}
 
 READINESS = web.AppKey("readiness", Readiness)
 TELEMETRY = web.AppKey("telemetry", ControllerTelemetry)

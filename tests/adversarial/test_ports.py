@@ -247,3 +247,40 @@ def test_running_short_of_fds_is_logged_and_the_ports_keep_answering(hostile: Ho
             assert sidecar.admin("/readyz")[0] == 200
         finally:
             flood.close()
+
+
+_CONTROLLER = """
+import sys
+import controller.admin
+getattr(controller.admin, "RUNNER_OPTIONS", {})["keepalive_timeout"] = 1.0  # 15 s in production
+from controller.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_controller_ports_close_silent_and_slowloris_connections(tmp_path: Any) -> None:
+    from tests.integration.sidecar import free_port
+
+    (tmp_path / "config").mkdir()
+    stream, admin = free_port(), free_port()
+    log = (tmp_path / "controller.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CONTROLLER, "--source", "files", "--config-dir", str(tmp_path / "config"),
+         "--dev-token-file", str(tmp_path / "token"), "--listen", f"127.0.0.1:{stream}",
+         "--admin-listen", f"127.0.0.1:{admin}"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OTEL_SDK_DISABLED": "true"})
+    try:
+        deadline = time.monotonic() + 30
+        while "serving sidecar streams" not in (tmp_path / "controller.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "controller.log").read_text()
+            time.sleep(0.1)
+        for port in (stream, admin):
+            slow = _connect(port)
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            silent = _connect(port)
+            for sock in (slow, silent):
+                data, took = _read_until_closed(sock)
+                assert data == b"" and took < 3, (port, data, took)
+    finally:
+        proc.terminate()
+        proc.wait(10)
