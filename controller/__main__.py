@@ -135,7 +135,7 @@ async def run(args: argparse.Namespace) -> None:
         if replicas is not None:
             replicas.notify()  # publish our counts for the leader
 
-    from controller.admin import Readiness, build_admin_app
+    from controller.admin import RUNNER_OPTIONS, Readiness, build_admin_app
     from controller.telemetry import build_controller_telemetry
 
     telemetry = build_controller_telemetry()  # OTEL_* from the environment
@@ -143,7 +143,8 @@ async def run(args: argparse.Namespace) -> None:
                             telemetry=telemetry)
     readiness = Readiness()
     admin = web.AppRunner(build_admin_app(readiness=readiness, telemetry=telemetry,
-                                          connected=lambda: tuple(controller.sidecars)), access_log=None)
+                                          connected=lambda: tuple(controller.sidecars)), access_log=None,
+                          **RUNNER_OPTIONS)
     await admin.setup()
     admin_host, _, admin_port = args.admin_listen.rpartition(":")
     try:
@@ -166,7 +167,8 @@ async def run(args: argparse.Namespace) -> None:
     elif args.tls_cert is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
-    runner = web.AppRunner(build_push_app(controller=controller, authenticator=authenticator), access_log=None)
+    runner = web.AppRunner(build_push_app(controller=controller, authenticator=authenticator), access_log=None,
+                           **RUNNER_OPTIONS)
     await runner.setup()
     tasks = [asyncio.create_task(source.run(store), name="source"), *(asyncio.create_task(f()) for f in status_loops)]
     if webhook is not None and webhook.certs is not None:

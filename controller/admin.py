@@ -44,6 +44,11 @@ class ConnectedSidecar(Protocol):
     def workload_name(self) -> str: ...
 
 
+# For both controller ports' AppRunners. aiohttp's keep-alive timer also closes a connection whose
+# request head has not arrived yet, so this bounds silent and slow-header (slowloris) clients too;
+# its default is an hour. (No connection cap here yet: the sidecar's guard lives in proxy/.)
+RUNNER_OPTIONS: dict[str, Any] = {"keepalive_timeout": 15.0}
+
 READINESS = web.AppKey("readiness", Readiness)
 TELEMETRY = web.AppKey("telemetry", ControllerTelemetry)
 SIDECARS = web.AppKey("sidecars", Callable[[], Iterable[ConnectedSidecar]])

@@ -101,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_cli.run_check(args)
     if args.command == "status":
         return check_cli.run_status(args)
+    from controller.sources.files import check_folder
+
+    problems = check_folder(args.config_dir)  # once running, a bad edit is logged and the last good kept
+    if problems:
+        for problem in problems:
+            print(f"modelway dev: {problem}", file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="modelway-dev-"))
     token = workdir / "sidecar.token"
     python = sys.executable

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import build_admin_app
+from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.policy.audit import AuditLog
 from proxy.scrub import normalize_otlp_header_variables, scrub_logs
@@ -75,22 +76,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--reload-stable-seconds", type=float, default=2.0,
+                        help="with --snapshot: an edit that removes most routes goes live only once the file has "
+                             "not changed for this long, or at once when written by rename (default: %(default)s)")
+    ports = parser.add_argument_group("connections (app and admin ports)")
+    ports.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection whose request head is not complete this long after it opened, or "
+                            "after the head's first byte (default: %(default)s)")
+    ports.add_argument("--body-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="answer 408 when a request body is not complete this long after its head "
+                            "(default: %(default)s)")
+    ports.add_argument("--idle-timeout", type=float, default=75.0, metavar="SECONDS",
+                       help="close a keep-alive connection idle this long (default: %(default)s)")
+    ports.add_argument("--max-connections", type=int, default=1024,
+                       help="connections the app port holds; past it the oldest idle or half-sent one is closed, "
+                            "or when all are busy the new one gets a 503 (default: %(default)s)")
+    ports.add_argument("--admin-max-connections", type=int, default=128,
+                       help="the same for the admin port (default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snapshot) -> Coroutine[Any, Any, None]:
     holder.swap(Runtime.build(initial))
 
-    def on_change(new: Snapshot) -> None:
+    def on_change(new: Snapshot) -> bool:
         try:
             runtime = Runtime.build(new)
         except Exception:  # validates but cannot be compiled: keep serving the last good one
             log.exception("snapshot %s could not be compiled; keeping the last good snapshot", new.version)
-            return
+            return False
         holder.swap(runtime)
         log.info("snapshot %s is live (%d routes)", new.version, len(new.routes))
+        return True
 
-    return watch_snapshot_file(args.snapshot, on_change=on_change, interval=args.reload_interval)
+    return watch_snapshot_file(args.snapshot, initial=initial, on_change=on_change, interval=args.reload_interval,
+                               stable_seconds=args.reload_stable_seconds)
 
 
 def _controller_source(
@@ -127,8 +147,11 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
                                           metrics_registry=telemetry.metrics.registry), access_log=None)
     await runner.setup()
     await admin.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
-    await web.TCPSite(admin, args.admin_host, args.admin_port).start()
+    install_fd_exhaustion_logging(asyncio.get_running_loop())
+    app_ports, admin_ports = _listener_settings(args)
+    ports: list[Any] = []  # one process, one fd budget: either port may shed the other's idle connections
+    await GuardedSite(runner, args.host, args.port, settings=app_ports, name="app", group=ports).start()
+    await GuardedSite(admin, args.admin_host, args.admin_port, settings=admin_ports, name="admin", group=ports).start()
     # Tests and `modelway dev` wait for this line.
     print(f"modelway-proxy listening on http://{args.host}:{args.port} "
           f"admin http://{args.admin_host}:{args.admin_port}", flush=True)
@@ -152,6 +175,13 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
             export.collect_now()  # the last totals, posted by telemetry.shutdown()
 
 
+def _listener_settings(args: argparse.Namespace) -> tuple[ListenerSettings, ListenerSettings]:
+    timeouts = {"header_timeout": args.header_timeout, "body_timeout": args.body_timeout,
+                "idle_timeout": args.idle_timeout}
+    return (ListenerSettings(**timeouts, max_connections=args.max_connections),
+            ListenerSettings(**timeouts, max_connections=args.admin_max_connections))
+
+
 def _tune_gc() -> None:
     """Keeps the cyclic garbage collector off the request path.
 
@@ -172,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     scrub_logs()  # defence in depth: no line goes out with something shaped like a key
     for problem in normalize_otlp_header_variables(os.environ):  # named, never shown
         log.warning("OTLP: %s", problem)
+    try:
+        _listener_settings(args)
+    except ValueError as exc:
+        print(f"modelway-proxy: {exc}", file=sys.stderr)
+        return 2
+    # both ports at their caps, plus provider connections and files: room before accept() runs out
+    soft, _ = raise_fd_limit(args.max_connections + args.admin_max_connections + 512)
+    if soft < args.max_connections + args.admin_max_connections + 64:
+        log.warning("the open-file limit (%d) is below the connection caps; raise `ulimit -n` or lower "
+                    "--max-connections", soft)
     initial = None
     if args.snapshot is not None:
         try:

@@ -8,8 +8,16 @@ use `stringData` or base64 `data`, as with kubectl.
 
 A dev tool, so the folder is polled (stat of every file every 0.5 s, no
 inotify dependency). A file that fails to read, parse or validate is reported
-(file, document, line, field) and its previous good content is kept, so a
-half-saved edit never empties the gateway. A deleted file's resources go.
+(file, document, line, field; never the line's text, which may hold a key) and
+its previous good content is kept, so a half-saved edit never empties the
+gateway; whatever a file holds, the watcher keeps watching.
+
+An edit that removes more than half of a file's resources (and at least 2) is
+held until the file has not changed for `stable_seconds` (~2 polls), or applied
+at once when the file was replaced by rename, and then logged as a WARNING
+naming what went. A file left with no resources at all is refused unless it
+says so: a `kind: List` document with `items: []`. A deleted file's resources
+go once it has stayed deleted for `stable_seconds`.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ import binascii
 import json
 import logging
 import os
+import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +61,22 @@ class _Loaded:
     resources: tuple[Resource, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    signature: Signature | None  # None: the file is gone
+    resources: tuple[Resource, ...]
+    removed: list[str]
+    seen: float
+
+
 class FileSource:
-    def __init__(self, directory: Path, *, poll_interval: float = 0.5) -> None:
+    def __init__(self, directory: Path, *, poll_interval: float = 0.5, stable_seconds: float = 1.0) -> None:
         self.directory = Path(directory)
         self._interval = poll_interval
+        self._stable = stable_seconds
         self._files: dict[Path, _Loaded] = {}
+        self._pending: dict[Path, _Pending] = {}
+        self._scanned = False
         self._synced = asyncio.Event()
         self._warned_unlabelled: set[Key] = set()
 
@@ -65,35 +87,84 @@ class FileSource:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"resource folder {self.directory} does not exist or is not a folder")
         while True:
-            self.rescan(store)
+            try:
+                self.rescan(store)
+            except Exception:  # never stop watching: the next poll tries again
+                log.exception("reading %s failed; retrying", self.directory)
             self._synced.set()
             await asyncio.sleep(self._interval)
 
     def rescan(self, store: ResourceStore) -> None:
         """One poll: re-read changed files and, if anything changed, republish every kind."""
         current = scan_folder(self.directory)
-        changed = not self._synced.is_set()
-        for gone in self._files.keys() - current.keys():
-            log.info("%s was removed; dropping its resources", gone)
-            del self._files[gone]
-            changed = True
+        first = not self._scanned  # the first view is taken whole: nothing to compare it with
+        now = time.monotonic()
+        changed = first
+        for gone in sorted(self._files.keys() - current.keys()):
+            changed |= self._file_gone(gone, now, first)
         for path, signature in sorted(current.items()):
-            previous = self._files.get(path)
-            if previous is not None and previous.signature == signature:
-                continue
-            try:
-                resources = load_file(path)
-            except FileError as exc:
-                keeping = "keeping its previous content" if previous and previous.resources else "ignoring it"
-                log.error("%s; %s until it is fixed", exc, keeping)
-                # Remember the signature (no error on every poll), keep the old resources.
-                self._files[path] = _Loaded(signature, previous.resources if previous else ())
-                continue
-            log.info("loaded %d resource(s) from %s", len(resources), path)
-            self._files[path] = _Loaded(signature, resources)
-            changed = True
+            changed |= self._file_seen(path, signature, now, first)
+        self._scanned = True
         if changed:
             self._publish(store)
+
+    def _file_gone(self, path: Path, now: float, first: bool) -> bool:
+        resources = self._files[path].resources
+        if resources and not first and self._stable > 0:  # an editor's save may unlink before it writes
+            pending = self._pending.get(path)
+            if pending is None or pending.signature is not None:
+                self._pending[path] = _Pending(None, (), _labels(resources), now)
+                return False
+            if now - pending.seen < self._stable:
+                return False
+            log.warning("%s was removed; dropped its %d resource(s): %s", path, len(resources),
+                        _names(_labels(resources)))
+        else:
+            log.info("%s was removed", path)
+        del self._files[path]
+        self._pending.pop(path, None)
+        return True
+
+    def _file_seen(self, path: Path, signature: Signature, now: float, first: bool) -> bool:
+        previous = self._files.get(path)
+        pending = self._pending.pop(path, None)
+        if pending is not None and pending.signature == signature:
+            if now - pending.seen < self._stable:
+                self._pending[path] = pending
+                return False
+            log.warning("%s is live and removed %d of %d resource(s): %s", path, len(pending.removed),
+                        len(previous.resources) if previous else 0, _names(pending.removed))
+            self._files[path] = _Loaded(signature, pending.resources)
+            return True
+        if previous is not None and previous.signature == signature:
+            return False
+        old = previous.resources if previous else ()
+        try:
+            resources, explicit_empty = read_file(path)
+        except FileError as exc:
+            keeping = "keeping its previous content" if old else "ignoring it"
+            log.error("%s; %s until it is fixed", exc, keeping)
+            # Remember the signature (no error on every poll), keep the old resources.
+            self._files[path] = _Loaded(signature, old)
+            return False
+        verdict, removed = judge_removal(_labels(old), _labels(resources), explicit_empty=explicit_empty)
+        renamed = previous is not None and previous.signature[2] != signature[2]
+        if verdict == "refuse" and not first:
+            log.error("%s now holds no resources where it had %d (%s); keeping them. Delete the file, or write "
+                      "`kind: List` with `items: []`, to remove them on purpose", path, len(old), _names(removed))
+            self._files[path] = _Loaded(signature, old)
+            return False
+        if verdict == "hold" and not renamed and not first and self._stable > 0:
+            log.info("%s would remove %d of %d resource(s) (%s); holding it until the file has not changed for "
+                     "%gs", path, len(removed), len(old), _names(removed), self._stable)
+            self._pending[path] = _Pending(signature, resources, removed, now)
+            return False
+        if removed and (verdict == "hold" or not resources):
+            log.warning("%s is live and removed %d of %d resource(s): %s", path, len(removed), len(old),
+                        _names(removed))
+        log.info("loaded %d resource(s) from %s", len(resources), path)
+        self._files[path] = _Loaded(signature, resources)
+        return True
 
     def _publish(self, store: ResourceStore) -> None:
         merged: dict[Key, tuple[Path, Resource]] = {}
@@ -134,34 +205,87 @@ def scan_folder(directory: Path) -> dict[Path, Signature]:
     return found
 
 
+def check_folder(directory: Path) -> list[str]:
+    """One line per file that would not load: what `modelway dev` refuses to start with."""
+    problems = []
+    for path in sorted(scan_folder(directory)):
+        try:
+            read_file(path)
+        except FileError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def load_file(path: Path) -> tuple[Resource, ...]:
     """Every resource of a kind we handle in one file; FileError names the file, document, line and field."""
+    return read_file(path)[0]
+
+
+def read_file(path: Path) -> tuple[tuple[Resource, ...], bool]:
+    """The file's resources, and whether it says on purpose that it has none (`kind: List`, `items: []`).
+    Whatever the file holds, the only exception is a FileError."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FileError(f"cannot read {path}: {exc}") from None
+        return _read_file(path)
+    except FileError:
+        raise
+    except Exception as exc:
+        raise FileError(f"{path} could not be loaded ({type(exc).__name__})") from None
+
+
+def _read_file(path: Path) -> tuple[tuple[Resource, ...], bool]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FileError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise FileError(f"{path} line {line}: not UTF-8 text "
+                        f"(byte 0x{raw[exc.start]:02x})") from None
     resources: list[Resource] = []
+    explicit_empty = False
     for index, line, doc in _documents(path, text):
         where = f"{path} document {index}" + (f" (line {line})" if line else "")
-        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
-        for item in items or []:
+        if isinstance(doc, dict) and doc.get("kind") == "List":
+            items = doc.get("items")
+            if items is None:
+                items = []
+            if not isinstance(items, list):
+                raise FileError(f"{where}, List: items: must be a list, not {type(items).__name__}")
+            explicit_empty |= items == []
+        else:
+            items = [doc]
+        for item in items:
             resource = _resource(item, where)
             if resource is not None:
                 resources.append(resource)
-    return tuple(resources)
+    return tuple(resources), explicit_empty and not resources
 
 
 def _documents(path: Path, text: str) -> list[tuple[int, int, Any]]:
     """(1-based index, 1-based line or 0, value) of each non-empty document."""
-    try:
-        if path.suffix == ".json":
+    if path.suffix == ".json":
+        try:
             return [(1, 0, json.loads(text))]
-        loader = yaml.SafeLoader("")
-        return [(i, node.start_mark.line + 1, loader.construct_document(node))
-                for i, node in enumerate(yaml.compose_all(text, Loader=yaml.SafeLoader), start=1)
-                if node is not None]
-    except (ValueError, yaml.YAMLError) as exc:
-        raise FileError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise FileError(f"{path} is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise FileError(f"{path} is not valid JSON: nested too deeply") from None
+    loader = _BoundedLoader(text)
+    documents = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                documents.append((len(documents) + 1, node.start_mark.line + 1, loader.construct_document(node)))
+    except yaml.YAMLError as exc:
+        raise FileError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
+    except RecursionError:
+        raise FileError(f"{path} is not valid YAML: nested more than {MAX_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
+    return documents
 
 
 def _resource(doc: Any, where: str) -> Resource | None:
@@ -179,6 +303,10 @@ def _resource(doc: Any, where: str) -> Resource | None:
     if doc.get("apiVersion", expected) != expected:
         raise FileError(f"{what}: apiVersion: must be {expected}, not {doc['apiVersion']!r}")
     if kind == "Secret":
+        for field in ("data", "stringData"):
+            if not isinstance(doc.get(field) or {}, dict):
+                raise FileError(f"{what}: {field}: must be a mapping of key to value, not "
+                                f"{type(doc[field]).__name__}")
         for key, value in (doc.get("data") or {}).items():
             try:
                 base64.b64decode(str(value), validate=True)
@@ -187,6 +315,91 @@ def _resource(doc: Any, where: str) -> Resource | None:
     try:
         return parse_resource(doc)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in exc.errors(include_input=False))
+        problems = "; ".join(f"{'.'.join(str(p)[:64] for p in e['loc']) or '(top)'}: {e['msg'][:300]}"
+                             for e in exc.errors(include_input=False, include_url=False, include_context=False))
         raise FileError(f"{what}: {problems}") from None
+
+
+# --- bounded YAML (the sidecar's snapshot file has the same rules; the controller may not import it) ---
+
+MAX_DEPTH = 100  # a resource nests ~10 levels; PyYAML's composer recurses once per level
+MAX_NODES = 1_000_000  # values once aliases are expanded ("billion laughs")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses deep nesting before Python's recursion limit does, and alias bombs."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._weights: dict[str, int] = {}
+
+    def compose_document(self) -> Any:
+        self._weights.clear()  # anchors are per document
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self._count(self._weights.get(event.anchor or "", 1), event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                              event.start_mark)
+        before = self._nodes
+        self._count(1, event.start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        anchor = getattr(event, "anchor", None)
+        if anchor:
+            self._weights[anchor] = self._nodes - before
+        return node
+
+    def _count(self, weight: int, mark: Any) -> None:
+        self._nodes += weight
+        if self._nodes > MAX_NODES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES} values once aliases are "
+                                              "expanded", mark)
+
+
+_QUOTED = re.compile(r"'[^']{5,}'|\"[^\"]{5,}\"")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Line, column and problem, never the line's text (it may be an apiKey line)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = _QUOTED.sub("'…'", exc.problem or exc.context or "syntax error")
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character #x{exc.character:04x} at position {exc.position} is not allowed in YAML" \
+            if isinstance(exc.character, int) else "the file is not readable text"
+    return f"unreadable YAML ({type(exc).__name__})"
+
+
+def judge_removal(old: Iterable[str], new: Iterable[str], *, explicit_empty: bool) -> tuple[str, list[str]]:
+    """"apply", "hold" (drops more than half, and at least 2: wait until the file is stable) or
+    "refuse" (drops everything without saying so), with the names removed."""
+    old_set, new_set = set(old), set(new)
+    removed = sorted(old_set - new_set)
+    if not removed:
+        return "apply", removed
+    if not new_set:
+        return ("apply" if explicit_empty else "refuse"), removed
+    if len(removed) >= 2 and 2 * len(removed) > len(old_set):
+        return "hold", removed
+    return "apply", removed
+
+
+def _labels(resources: Iterable[Resource]) -> list[str]:
+    return [f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+            for kind, namespace, name in map(key_of, resources)]
+
+
+def _names(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -230,7 +230,7 @@ def test_deleting_a_file_removes_its_resources(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", route("a", model="a"))
     write(tmp_path / "b.yaml", route("b", model="b") + "---\n" + PROVIDER)
     rec = Recorder()
-    source = FileSource(tmp_path)
+    source = FileSource(tmp_path, stable_seconds=0)  # no wait for the file to stay deleted
     source.rescan(rec.store)
     assert names(rec.store.view().routes) == ["team-a/a", "team-a/b"]
     calls = rec.calls
