@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -152,6 +153,52 @@ def test_a_provider_the_controller_refuses_holds_nothing_back(cluster, sidecar):
 def sidecar_models(sidecar: SidecarProcess) -> list[dict[str, Any]]:
     client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="unused", max_retries=0, timeout=5)
     return [m.model_dump() for m in client.models.list().data]
+
+
+async def _refusing_sidecar(controller: ControllerProcess, token: str, *, refused: Any) -> None:
+    """A sidecar that refuses whatever it is sent (as one older than the controller would), until
+    `refused()` says the API server shows it."""
+    import asyncio
+
+    import aiohttp
+
+    from proxy.snapshot import STREAM_PATH
+
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            controller.url + STREAM_PATH, headers={"authorization": f"Bearer {token}"}) as ws:
+        await ws.send_json({"type": "hello", "version": ""})
+        message = await ws.receive_json(timeout=10)
+        assert message["type"] == "snapshot"
+        await ws.send_json({"type": "nack", "version": message["version"],
+                            "error": "providers.0.futureField: Extra inputs are not permitted"})
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await asyncio.to_thread(refused):
+            assert asyncio.get_running_loop().time() < deadline, "SidecarRejected never showed in the status"
+            await asyncio.sleep(0.2)
+        with contextlib.suppress(TimeoutError):  # the refused version is not sent again
+            again = await ws.receive(timeout=1.5)
+            assert again.type != aiohttp.WSMsgType.TEXT, again.data
+
+
+def test_a_sidecar_refusal_shows_in_the_route_status(cluster, controller, sidecar):
+    import asyncio
+
+    def refused() -> dict[str, Any] | None:
+        generation, conditions = _conditions(cluster, "modelroute", "chat")
+        programmed = conditions.get("Programmed", {})
+        if programmed.get("reason") == "SidecarRejected" and programmed.get("observedGeneration") == generation:
+            return programmed
+        return None
+
+    asyncio.run(_refusing_sidecar(controller, pod_token(cluster, NS, "old-sidecar"), refused=refused))
+    programmed = _conditions(cluster, "modelroute", "chat")[1]["Programmed"]
+    assert "1/2 sidecars refused" in programmed["message"] and "Extra inputs are not permitted" in \
+        programmed["message"]
+    events = cluster("get", "events", "-n", NS, "--field-selector", "involvedObject.name=chat").stdout
+    assert "SidecarRejected" in events
+    # It went away: the route is programmed again on the sidecar that remains.
+    wait_until(lambda: _conditions(cluster, "modelroute", "chat")[1]["Programmed"]["status"] == "True",
+               what="Programmed=True once the refusing sidecar is gone")
 
 
 def _modelway(kube: Any, *args: str) -> subprocess.CompletedProcess[str]:
