@@ -127,6 +127,7 @@ class _Connection(asyncio.Protocol):
         self.interim = False  # a 1xx answer (100 Continue, 103 Early Hints): the real one follows
         self.interims = 0
         self.head_bytes = 0  # bytes received while the head is incomplete
+        self.header_bytes = 0  # the headers' own size
         self.violation: UpstreamProtocolViolation | None = None  # why a parser callback refused the answer
 
     # -- sending
@@ -192,6 +193,10 @@ class _Connection(asyncio.Protocol):
         raw_headers = self.raw_headers
         if len(raw_headers) >= self.limits.max_header_count:
             self._refuse(AnswerTooLarge(f"the provider's answer has more than {self.limits.max_header_count} headers"))
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:  # a head that came whole in one read
+            self._refuse(AnswerTooLarge(
+                f"the provider's answer head is larger than {self.limits.max_header_bytes} bytes"))
         raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -205,6 +210,7 @@ class _Connection(asyncio.Protocol):
                     f"the provider sent more than {self.limits.max_interim_answers} interim (1xx) answers"))
             self.interim = True
             self.raw_headers.clear()
+            self.header_bytes = 0
             return
         values: dict[str, str] = {}
         for raw_name, raw_value in self.raw_headers:
@@ -387,7 +393,9 @@ class Response:
         return b"".join(chunks)
 
     def _too_large(self, limit: int) -> None:
-        self.close()
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()  # never pooled: nothing about this answer is trusted
         raise AnswerTooLarge(f"the provider's answer is larger than the sidecar's limit of {limit} bytes")
 
     def close(self) -> None:
