@@ -77,9 +77,10 @@ class SseParser:
         self._buffer, self._size = rest, len(rest)
         if self._size > self._max:
             self._too_large()
-        for block in blocks:
-            if len(block) > self._max:
-                self._too_large()
+        if len(buffer) > self._max:  # (else no block can be)
+            for block in blocks:
+                if len(block) > self._max:
+                    self._too_large()
         return blocks
 
     def _too_large(self) -> None:

@@ -109,70 +109,93 @@ def openai_usage(usage: Any, what: str) -> tuple[int | None, int | None]:
     return prompt, completion
 
 
-def _tool_call(call: Any, what: str, *, streamed: bool) -> None:
-    if type(call) is not dict:
-        raise UpstreamProtocolError(f"{what} is not an object")
-    name(call.get("id"), f"{what}.id")
-    name(call.get("type"), f"{what}.type")
-    if streamed:
-        index(call.get("index"), f"{what}.index")
-    function = obj(call.get("function"), f"{what}.function")
-    if function is not None:
-        name(function.get("name"), f"{what}.function.name")
-        text(function.get("arguments"), f"{what}.function.arguments")
-    elif not streamed:
-        raise UpstreamProtocolError(f"{what} has no function")
+def _bad(what: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError(f"{what} is not what the API defines (wrong type or too long)")
+
+
+def _short_or_none(value: Any) -> bool:
+    return value is None or (type(value) is str and len(value) <= MAX_NAME)
+
+
+def _tool_calls(calls: Any, what: str, *, streamed: bool) -> None:
+    if type(calls) is not list:
+        raise _bad(what)
+    for call in calls:
+        if type(call) is not dict or not _short_or_none(call.get("id")) or not _short_or_none(call.get("type")):
+            raise _bad(what)
+        if streamed:
+            index(call.get("index"), what + " index")
+        function = call.get("function")
+        if function is None:
+            if not streamed:
+                raise UpstreamProtocolError(f"{what} has no function")
+        elif (type(function) is not dict or not _short_or_none(function.get("name"))
+              or not (function.get("arguments") is None or type(function.get("arguments")) is str)):
+            raise _bad(what + " function")
+
+
+def _parts(content: list[Any], what: str) -> None:
+    for part in content:  # some OpenAI-compatible servers answer with parts
+        if type(part) is not dict or not _short_or_none(part.get("type")) or not (
+                part.get("text") is None or type(part.get("text")) is str):
+            raise _bad(what)
 
 
 def _message(message: Any, what: str, *, streamed: bool) -> None:
-    """A chat.completion message or a chunk's delta: the fields front ends and spans read."""
+    """A chat.completion message or a chunk's delta: the fields front ends and spans read.
+    (On every stream event: type tests inline, the messages built only on failure.)"""
     if message is None:
         return
     if type(message) is not dict:
-        raise UpstreamProtocolError(f"{what} is not an object")
-    name(message.get("role"), f"{what}.role")
+        raise _bad(what)
     content = message.get("content")
-    if type(content) is list:  # some OpenAI-compatible servers answer with parts
-        for part in content:
-            if type(part) is not dict:
-                raise UpstreamProtocolError(f"{what}.content part is not an object")
-            name(part.get("type"), f"{what}.content part type")
-            text(part.get("text"), f"{what}.content part text")
-    else:
-        text(content, f"{what}.content")
-    text(message.get("refusal"), f"{what}.refusal")
-    for call in items(message.get("tool_calls"), f"{what}.tool_calls"):
-        _tool_call(call, f"{what}.tool_calls[]", streamed=streamed)
+    if content is not None and type(content) is not str:
+        if type(content) is not list:
+            raise _bad(what + ".content")
+        _parts(content, what + ".content")
+    role = message.get("role")
+    if role is not None and (type(role) is not str or len(role) > MAX_NAME):
+        raise _bad(what + ".role")
+    refusal = message.get("refusal")
+    if refusal is not None and type(refusal) is not str:
+        raise _bad(what + ".refusal")
+    calls = message.get("tool_calls")
+    if calls is not None:
+        _tool_calls(calls, what + ".tool_calls", streamed=streamed)
 
 
-def _envelope(data: dict[str, Any], what: str) -> list[Any]:
-    """The fields common to chat.completion and its chunks; returns the choices list."""
+def _choices(data: dict[str, Any], what: str) -> list[Any]:
+    """The fields common to chat.completion and its chunks, and each choice's own; returns the choices."""
     choices = data.get("choices")
     if type(choices) is not list:
         raise UpstreamProtocolError(f"{what} has no choices list")
-    name(data.get("id"), f"{what} id")
-    name(data.get("model"), f"{what} model")
+    for key in ("id", "model"):
+        value = data.get(key)
+        if value is not None and (type(value) is not str or len(value) > MAX_NAME):
+            raise _bad(f"{what} {key}")
+    for choice in choices:
+        if type(choice) is not dict:
+            raise _bad(what + " choice")
+        position = choice.get("index")
+        if position is not None and (type(position) is not int or not 0 <= position <= MAX_TOKENS):
+            raise _bad(what + " choice index")
+        reason = choice.get("finish_reason")
+        if reason is not None and (type(reason) is not str or len(reason) > MAX_NAME):
+            raise _bad(what + " finish_reason")
     return choices
 
 
 def check_chunk(chunk: dict[str, Any]) -> tuple[int | None, int | None]:
     """A chat.completion.chunk as front ends and spans read it; returns its usage (prompt, completion)."""
-    for choice in _envelope(chunk, "stream event"):
-        if type(choice) is not dict:
-            raise UpstreamProtocolError("stream event choice is not an object")
-        index(choice.get("index"), "stream event choice index")
-        name(choice.get("finish_reason"), "stream event finish_reason")
+    for choice in _choices(chunk, "stream event"):
         _message(choice.get("delta"), "stream event delta", streamed=True)
-    return openai_usage(chunk.get("usage"), "stream event")
+    usage = chunk.get("usage")
+    return (None, None) if usage is None else openai_usage(usage, "stream event")
 
 
 def check_completion(data: dict[str, Any]) -> tuple[int | None, int | None]:
     """A chat.completion as front ends and spans read it; returns its usage (prompt, completion)."""
-    for choice in _envelope(data, "response"):
-        if type(choice) is not dict:
-            raise UpstreamProtocolError("response choice is not an object")
-        index(choice.get("index"), "response choice index")
-        name(choice.get("finish_reason"), "response finish_reason")
+    for choice in _choices(data, "response"):
         _message(choice.get("message"), "response message", streamed=False)
     return openai_usage(data.get("usage"), "response")
 
