@@ -36,9 +36,10 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httptools
+
+from proxy.http_request import InvalidRequestHeader, Target, header_block, parse_target
 
 
 class UpstreamDisconnected(ConnectionError):
@@ -53,10 +54,6 @@ class AnswerTooLarge(UpstreamProtocolViolation):
     """The provider's answer goes past one of the client's `AnswerLimits` (the connection is closed)."""
 
 
-class InvalidRequestHeader(ConnectionError):
-    """A header for the provider holds a line break or NUL (never sent: it would split the request)."""
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AnswerLimits:
     """How much of a provider's answer the sidecar will hold (defaults: far above any real answer)."""
@@ -67,15 +64,6 @@ class AnswerLimits:
     max_header_bytes: int = 64 * 1024  # the whole head: status line and headers
     max_error_body_bytes: int = 64 * 1024  # of an error answer, read for its message (the rest is dropped)
     max_interim_answers: int = 8  # 1xx answers before the real one
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    key: tuple[str, int, bool]  # the pool: host, port, TLS
-    host: str
-    port: int
-    tls: bool
-    head: bytes  # request line, Host and User-Agent
 
 
 class Headers:
@@ -429,7 +417,7 @@ class HttpClient:
         self._buffer_limit = read_buffer_limit
         self.limits = limits
         self._idle: dict[tuple[str, int, bool], collections.deque[_Connection]] = {}
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[str, Target] = {}
         self.connections_opened = 0
 
     async def post(self, url: str, *, body: bytes, headers: Mapping[str, str],
@@ -439,7 +427,7 @@ class HttpClient:
         A pooled connection the provider closed while it sat idle is retried once on a new
         one, when not a byte of an answer came back on it."""
         target = self._target(url)
-        data = b"".join((target.head, _header_block(headers), b"content-length: %d\r\n\r\n" % len(body), body))
+        data = b"".join((target.head, header_block(headers), b"content-length: %d\r\n\r\n" % len(body), body))
         loop = asyncio.get_running_loop()
         connection = self._pooled(target.key, loop.time())
         if connection is not None:
@@ -472,7 +460,7 @@ class HttpClient:
             return connection
         return None
 
-    async def _connect(self, target: _Target, timeout: float | None,
+    async def _connect(self, target: Target, timeout: float | None,
                        loop: asyncio.AbstractEventLoop) -> _Connection:
         context = self._ssl_context if target.tls else None
         key, limit, limits = target.key, self._buffer_limit, self.limits
@@ -491,12 +479,12 @@ class HttpClient:
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 
-    def _target(self, url: str) -> _Target:
+    def _target(self, url: str) -> Target:
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) >= 1024:
                 self._targets.clear()
-            target = self._targets[url] = _parse_target(url, self._user_agent)
+            target = self._targets[url] = parse_target(url, self._user_agent)
         return target
 
     async def close(self) -> None:
@@ -508,42 +496,6 @@ class HttpClient:
         await asyncio.sleep(0)  # let the transports finish closing
 
 
-def _parse_target(url: str, user_agent: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    tls = parts.scheme == "https"
-    default_port = 443 if tls else 80
-    port = parts.port or default_port
-    host = parts.hostname
-    host_header = f"[{host}]" if ":" in host else host  # IPv6 literal
-    if port != default_port:
-        host_header = f"{host_header}:{port}"
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    # identity: LLM answers are small and streamed; compressing them costs both ends CPU and can hold
-    # back stream events (gzip and deflate are still decoded should a provider send them anyway)
-    head = (f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {user_agent}\r\n"
-            "accept-encoding: identity\r\n").encode("ascii")
-    return _Target(key=(host, port, tls), host=host, port=port, tls=tls, head=head)
-
-
-_SET_HERE = frozenset({"host", "content-length", "user-agent", "transfer-encoding", "accept-encoding"})
-
-
-def _header_block(headers: Mapping[str, str]) -> bytes:
-    lines = []
-    for name, value in headers.items():
-        if name.lower() in _SET_HERE:
-            continue  # the client's own: a second copy would be refused or, worse, obeyed
-        if "\n" in value or "\r" in value or "\0" in value or "\n" in name or "\r" in name:
-            # never echo the value: it may be a credential
-            raise InvalidRequestHeader(f"header {name.strip()!r} holds a line break or NUL")
-        lines.append(f"{name}: {value}\r\n")
-    try:
-        return "".join(lines).encode("latin-1")
-    except UnicodeEncodeError:
-        raise InvalidRequestHeader("a header holds characters HTTP/1.1 headers cannot carry") from None
-
-
-__all__ = ["AnswerLimits", "AnswerTooLarge", "Headers", "HttpClient", "InvalidRequestHeader", "Response", "UpstreamDisconnected",
+__all__ = ["AnswerLimits", "AnswerTooLarge", "Headers", "HttpClient", "InvalidRequestHeader", "Response",
+           "UpstreamDisconnected",
            "UpstreamProtocolViolation"]

@@ -87,7 +87,8 @@ def _tool_calls(parts: list[Json], *, seed: str, choice: int, first: int = 0) ->
         tool_call: Json = {
             "id": call_id,
             "type": "function",
-            "function": {"name": call["name"], "arguments": checks.dumps(args, "functionCall args", ensure_ascii=False)},
+            "function": {"name": call["name"],
+                         "arguments": checks.dumps(args, "functionCall args", ensure_ascii=False)},
         }
         if checks.text(part.get("thoughtSignature"), "functionCall thoughtSignature"):
             tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}

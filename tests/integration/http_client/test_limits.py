@@ -92,7 +92,8 @@ async def test_a_body_past_the_limit_is_refused_and_the_connection_closed(make_c
         assert await fetch_after(client, server) == b'{"conn": 1}'
 
 
-async def test_a_declared_length_past_the_limit_is_refused_before_reading(make_client: Callable[..., HttpClient]) -> None:
+async def test_a_declared_length_past_the_limit_is_refused_before_reading(
+        make_client: Callable[..., HttpClient]) -> None:
     client = make_client(limits=SMALL)
     head = b"HTTP/1.1 200 OK\r\ncontent-length: 999999999\r\n\r\n"  # no body ever comes
     async with RawServer(answer_once(head)) as server:
