@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import build_admin_app
+from proxy.http_client import AnswerLimits
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.policy.audit import AuditLog
@@ -73,6 +74,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="admin port for /healthz, /readyz, /config on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                         help="largest request body accepted, else 413 (default: %(default)s)")
+    answers = parser.add_argument_group("provider answers", "limits past which an answer is refused (502, the "
+                                        "next backend tried) and its connection closed")
+    answers.add_argument("--max-answer-bytes", type=int, default=32 * 1024 * 1024,
+                         help="largest whole (non-streamed) answer body, after gzip/deflate decoding; also the most "
+                              "a compressed stream may inflate to (default: %(default)s)")
+    answers.add_argument("--max-stream-event-bytes", type=int, default=1024 * 1024,
+                         help="largest server-sent event (or line) of a streamed answer (default: %(default)s)")
+    answers.add_argument("--max-answer-headers", type=int, default=100,
+                         help="most headers an answer may have (default: %(default)s)")
+    answers.add_argument("--max-answer-header-bytes", type=int, default=64 * 1024,
+                         help="largest answer head: status line and headers (default: %(default)s)")
     parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -93,7 +105,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "or when all are busy the new one gets a 503 (default: %(default)s)")
     ports.add_argument("--admin-max-connections", type=int, default=128,
                        help="the same for the admin port (default: %(default)s)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ("max_answer_bytes", "max_stream_event_bytes", "max_answer_headers", "max_answer_header_bytes"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
+    return args
+
+
+def answer_limits(args: argparse.Namespace) -> AnswerLimits:
+    return AnswerLimits(max_body_bytes=args.max_answer_bytes, max_event_bytes=args.max_stream_event_bytes,
+                        max_header_count=args.max_answer_headers, max_header_bytes=args.max_answer_header_bytes)
 
 
 def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snapshot) -> Coroutine[Any, Any, None]:
@@ -140,7 +161,8 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
         source_status: Callable[[], dict[str, Any]] = lambda: {"source": "file"}
     else:
         source, source_status = _controller_source(args, holder)
-    app = build_app(holder=holder, telemetry=telemetry, settings=ServerSettings(max_body_bytes=args.max_body_bytes),
+    app = build_app(holder=holder, telemetry=telemetry,
+                    settings=ServerSettings(max_body_bytes=args.max_body_bytes, answer_limits=answer_limits(args)),
                     audit=AuditLog(pod=os.environ.get("POD_NAME", "")))
     runner = SidecarRunner(app, access_log=None, handler_cancellation=True)
     admin = web.AppRunner(build_admin_app(holder=holder, source_status=source_status,

@@ -15,6 +15,13 @@ parsed by httptools (llhttp, Node.js's parser, in C), in ~40 and ~80 µs
   pool; anything else (a stream cut short, a cancelled call) closes it, so
   the provider sees at once that nobody is listening.
 
+An answer is untrusted input: its head is held to ``AnswerLimits`` (header
+count and size, interim answers), ``read()`` to a body size checked against
+Content-Length before a byte is read and while reading, and a gzip/deflate
+body is inflated in steps that never go past the body limit, so a bomb fails
+with ``AnswerTooLarge`` instead of growing memory. Each is a bad answer: the
+connection is closed at once.
+
 No cookies are kept and no proxy variables are read: a provider's cookies must
 not leak from one app request to the next, and the pod talks to providers
 directly. Only what the relay sends is supported: POST with a byte body.
@@ -29,9 +36,10 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httptools
+
+from proxy.http_request import InvalidRequestHeader, Target, header_block, parse_target
 
 
 class UpstreamDisconnected(ConnectionError):
@@ -42,17 +50,20 @@ class UpstreamProtocolViolation(UpstreamDisconnected):
     """The provider's answer is not HTTP/1.x."""
 
 
-class InvalidRequestHeader(ConnectionError):
-    """A header for the provider holds a line break or NUL (never sent: it would split the request)."""
+class AnswerTooLarge(UpstreamProtocolViolation):
+    """The provider's answer goes past one of the client's `AnswerLimits` (the connection is closed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    key: tuple[str, int, bool]  # the pool: host, port, TLS
-    host: str
-    port: int
-    tls: bool
-    head: bytes  # request line, Host and User-Agent
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerLimits:
+    """How much of a provider's answer the sidecar will hold (defaults: far above any real answer)."""
+
+    max_body_bytes: int = 32 * 1024 * 1024  # a whole (unary) body, after gzip/deflate decoding
+    max_event_bytes: int = 1024 * 1024  # one server-sent event of a stream (applied by the stream decoders)
+    max_header_count: int = 100
+    max_header_bytes: int = 64 * 1024  # the whole head: status line and headers
+    max_error_body_bytes: int = 64 * 1024  # of an error answer, read for its message (the rest is dropped)
+    max_interim_answers: int = 8  # 1xx answers before the real one
 
 
 class Headers:
@@ -73,9 +84,10 @@ class Headers:
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection and the answer in progress on it."""
 
-    def __init__(self, key: tuple[str, int, bool], buffer_limit: int) -> None:
+    def __init__(self, key: tuple[str, int, bool], buffer_limit: int, limits: AnswerLimits) -> None:
         self.key = key
         self.buffer_limit = buffer_limit
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -97,7 +109,14 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.got_bytes = False
         self.decompress: Any = None
+        self.decoded = 0  # bytes a compressed body inflated to so far
+        self.compressed: list[bytes] = []  # compressed bytes not yet inflated (see _inflate_step)
+        self.ended = False  # the message is complete, but compressed bytes still wait to be inflated
         self.interim = False  # a 1xx answer (100 Continue, 103 Early Hints): the real one follows
+        self.interims = 0
+        self.head_bytes = 0  # bytes received while the head is incomplete
+        self.header_bytes = 0  # the headers' own size
+        self.violation: UpstreamProtocolViolation | None = None  # why a parser callback refused the answer
 
     # -- sending
 
@@ -117,16 +136,38 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self.keep_alive = False  # whatever the answer said: this connection is done
-            self._fail(UpstreamProtocolViolation(f"the provider's answer is not valid HTTP/1.1: {exc}"))
-            self.transport.close()  # type: ignore[union-attr]
+            self._violate(self.violation or UpstreamProtocolViolation(
+                f"the provider's answer is not valid HTTP/1.1: {exc}"))
+            return
+        except httptools.HttpParserUpgrade:  # a 101 is refused before this; any other upgrade too
+            self._violate(UpstreamProtocolViolation("the provider's answer switches protocols unasked"))
+            return
+        if self.headers is None and not self.complete:
+            # Still in the head: the parser keeps a header's pieces until it ends, so bound it here.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes:
+                self._violate(AnswerTooLarge(
+                    f"the provider's answer head is larger than {self.limits.max_header_bytes} bytes"))
+
+    def _violate(self, error: UpstreamProtocolViolation) -> None:
+        self.keep_alive = False  # whatever the answer said: this connection is done
+        self._fail(error)
+        self.transport.close()  # type: ignore[union-attr]
+
+    def _refuse(self, error: UpstreamProtocolViolation) -> None:
+        """From a parser callback: stop parsing (the parser raises) and fail with `error`."""
+        self.violation = error
+        raise error
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.complete or self.headers_ready is None:
             return
         if self.headers is not None and self.until_close and self.error is None:
-            self._finish()
+            try:
+                self._finish()
+            except UpstreamProtocolViolation as error:  # the inflated tail went past the limit
+                self._fail(error)
         else:
             self._fail(UpstreamDisconnected("the provider closed the connection before its answer was complete"))
 
@@ -134,16 +175,30 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self.complete:  # bytes after the answer, or on an idle connection: nothing was asked
-            raise UpstreamProtocolViolation("the provider sent an answer nobody asked for")
+            self._refuse(UpstreamProtocolViolation("the provider sent an answer nobody asked for"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name, value))
+        raw_headers = self.raw_headers
+        if len(raw_headers) >= self.limits.max_header_count:
+            self._refuse(AnswerTooLarge(f"the provider's answer has more than {self.limits.max_header_count} headers"))
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:  # a head that came whole in one read
+            self._refuse(AnswerTooLarge(
+                f"the provider's answer head is larger than {self.limits.max_header_bytes} bytes"))
+        raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200:
+            if status == 101:  # nothing asked to switch protocols
+                self._refuse(UpstreamProtocolViolation("the provider switched protocols (101) unasked"))
+            self.interims += 1
+            if self.interims > self.limits.max_interim_answers:
+                self._refuse(UpstreamProtocolViolation(
+                    f"the provider sent more than {self.limits.max_interim_answers} interim (1xx) answers"))
             self.interim = True
             self.raw_headers.clear()
+            self.header_bytes = 0
             return
         values: dict[str, str] = {}
         for raw_name, raw_value in self.raw_headers:
@@ -154,7 +209,7 @@ class _Connection(asyncio.Protocol):
         self.until_close = "content-length" not in values and "chunked" not in values.get("transfer-encoding", "")
         encoding = values.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
-            # wbits 47: gzip or zlib by the header; raw deflate is handled by _inflate's retry
+            # wbits 47: gzip or zlib by the header; raw deflate is handled by _inflate_step's retry
             self.decompress = zlib.decompressobj(47)
         ready = self.headers_ready
         if ready is not None and not ready.done():
@@ -162,9 +217,10 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.decompress is not None:
-            body = self._inflate(body)
-            if not body:
-                return
+            self.compressed.append(body)
+            if len(self.compressed) == 1:  # else inflating is behind: take() catches up
+                self._inflate_step()
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > self.buffer_limit and not self.paused and self.transport is not None:
@@ -181,20 +237,53 @@ class _Connection(asyncio.Protocol):
 
     # -- state changes
 
-    def _inflate(self, body: bytes) -> bytes:
+    def _inflate_step(self) -> None:
+        """Inflates one step (at most the read buffer limit, never past the body limit) of the compressed
+        bytes waiting; while more wait, reading is paused and the next step comes with the next
+        take(). So a gzip bomb costs the loop one small step at a time and fails at the limit."""
+        compressed = self.compressed
+        data = compressed[0] if len(compressed) == 1 else b"".join(compressed)
+        compressed.clear()
+        step = min(self.limits.max_body_bytes - self.decoded + 1, self.buffer_limit)
         try:
-            return self.decompress.decompress(body)
+            try:
+                piece = self.decompress.decompress(data, step)
+            except zlib.error:
+                if self.decoded or self.decompress.unused_data:
+                    raise
+                # "deflate" sent as a raw stream (no zlib header), as some servers do
+                self.decompress = zlib.decompressobj(-zlib.MAX_WBITS)
+                piece = self.decompress.decompress(data, step)
         except zlib.error:
-            if self.chunks or self.decompress.unused_data:
-                raise
-            # "deflate" sent as a raw stream (no zlib header), as some servers do
-            self.decompress = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self.decompress.decompress(body)
+            self._refuse(UpstreamProtocolViolation("the provider's answer has a corrupt gzip/deflate body"))
+        self._count_decoded(len(piece))
+        tail = self.decompress.unconsumed_tail
+        if tail or len(piece) == step:  # more input waits, or zlib holds output back (then tail is b"")
+            compressed.append(tail)
+            if not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
+        if piece:
+            self.chunks.append(piece)
+            self.buffered += len(piece)
+            self._wake()
+
+    def _count_decoded(self, size: int) -> None:
+        self.decoded += size
+        if self.decoded > self.limits.max_body_bytes:
+            self._refuse(AnswerTooLarge(
+                f"the provider's answer decompresses to more than {self.limits.max_body_bytes} bytes"))
 
     def _finish(self) -> None:
         if self.decompress is not None:
+            if self.compressed:  # complete once take() has inflated the rest
+                self.ended = True
+                self._wake()
+                return
+            # bounded: all input was inflated and zlib held nothing back, so only its last bytes remain
             tail = self.decompress.flush()
             if tail:
+                self._count_decoded(len(tail))
                 self.chunks.append(tail)
         self.complete = True
         self._wake()
@@ -214,10 +303,18 @@ class _Connection(asyncio.Protocol):
 
     def take(self) -> bytes:
         chunks = self.chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks) if chunks else b""
         chunks.clear()
         self.buffered = 0
-        if self.paused and self.transport is not None:
+        if self.compressed:
+            try:
+                self._inflate_step()
+                if not self.compressed and self.ended:
+                    self._finish()
+            except UpstreamProtocolViolation as error:
+                self._violate(error)
+                raise
+        if self.paused and not self.compressed and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
         return data
@@ -241,10 +338,13 @@ class Response:
             return
         loop = asyncio.get_running_loop()
         while True:
-            if connection.chunks:
+            if connection.chunks or connection.compressed:
+                inflating = bool(connection.compressed)
                 data = connection.take()
                 if data:
                     yield data
+                if inflating:
+                    await asyncio.sleep(0)  # one inflate step per turn of the loop: the others get theirs
             elif connection.complete:
                 return
             elif connection.error is not None:
@@ -256,12 +356,35 @@ class Response:
                 finally:
                     connection.waiter = None
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, limit: int | None = None, *, truncate: bool = False) -> bytes:
+        """The whole body, at most `limit` bytes (default: the client's `max_body_bytes`).
+
+        Past the limit the connection is closed and AnswerTooLarge raised, or with `truncate`
+        the first `limit` bytes returned (enough to read an error's message)."""
         connection = self._connection
-        if connection is not None and connection.complete:
+        if limit is None:
+            limit = self._client.limits.max_body_bytes
+        if connection is not None and connection.complete and connection.buffered <= limit:
             return connection.take()
-        return b"".join([chunk async for chunk in self.iter_any()])
+        declared = self.headers.get("content-length") if connection is not None else None
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit and not truncate:
+            self._too_large(limit)
+        chunks, size = [], 0
+        async for chunk in self.iter_any():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if not truncate:
+                    self._too_large(limit)
+                self.close()  # the rest is not wanted: the connection cannot be reused
+                return b"".join(chunks)[:limit]
+        return b"".join(chunks)
+
+    def _too_large(self, limit: int) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()  # never pooled: nothing about this answer is trusted
+        raise AnswerTooLarge(f"the provider's answer is larger than the sidecar's limit of {limit} bytes")
 
     def close(self) -> None:
         """Back to the pool when the answer was read to its end, else the connection is closed."""
@@ -285,15 +408,16 @@ class HttpClient:
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_idle_per_host: int = 256,
                  idle_seconds: float = 15.0, user_agent: str = "modelway-proxy",
-                 read_buffer_limit: int = 256 * 1024) -> None:
+                 read_buffer_limit: int = 256 * 1024, limits: AnswerLimits = AnswerLimits()) -> None:
         # Made here, at start-up: loading the CA bundle takes ~10 ms, too long for the event loop.
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._max_idle = max_idle_per_host
         self._idle_seconds = idle_seconds  # below the usual server keep-alive timeouts
         self._user_agent = user_agent
         self._buffer_limit = read_buffer_limit
+        self.limits = limits
         self._idle: dict[tuple[str, int, bool], collections.deque[_Connection]] = {}
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[str, Target] = {}
         self.connections_opened = 0
 
     async def post(self, url: str, *, body: bytes, headers: Mapping[str, str],
@@ -303,7 +427,7 @@ class HttpClient:
         A pooled connection the provider closed while it sat idle is retried once on a new
         one, when not a byte of an answer came back on it."""
         target = self._target(url)
-        data = b"".join((target.head, _header_block(headers), b"content-length: %d\r\n\r\n" % len(body), body))
+        data = b"".join((target.head, header_block(headers), b"content-length: %d\r\n\r\n" % len(body), body))
         loop = asyncio.get_running_loop()
         connection = self._pooled(target.key, loop.time())
         if connection is not None:
@@ -336,13 +460,13 @@ class HttpClient:
             return connection
         return None
 
-    async def _connect(self, target: _Target, timeout: float | None,
+    async def _connect(self, target: Target, timeout: float | None,
                        loop: asyncio.AbstractEventLoop) -> _Connection:
         context = self._ssl_context if target.tls else None
-        key, limit = target.key, self._buffer_limit
+        key, limit, limits = target.key, self._buffer_limit, self.limits
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
-                lambda: _Connection(key, limit), target.host, target.port, ssl=context,
+                lambda: _Connection(key, limit, limits), target.host, target.port, ssl=context,
                 server_hostname=target.host if context is not None else None)
         self.connections_opened += 1
         return connection
@@ -355,12 +479,12 @@ class HttpClient:
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 
-    def _target(self, url: str) -> _Target:
+    def _target(self, url: str) -> Target:
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) >= 1024:
                 self._targets.clear()
-            target = self._targets[url] = _parse_target(url, self._user_agent)
+            target = self._targets[url] = parse_target(url, self._user_agent)
         return target
 
     async def close(self) -> None:
@@ -372,42 +496,6 @@ class HttpClient:
         await asyncio.sleep(0)  # let the transports finish closing
 
 
-def _parse_target(url: str, user_agent: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    tls = parts.scheme == "https"
-    default_port = 443 if tls else 80
-    port = parts.port or default_port
-    host = parts.hostname
-    host_header = f"[{host}]" if ":" in host else host  # IPv6 literal
-    if port != default_port:
-        host_header = f"{host_header}:{port}"
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    # identity: LLM answers are small and streamed; compressing them costs both ends CPU and can hold
-    # back stream events (gzip and deflate are still decoded should a provider send them anyway)
-    head = (f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {user_agent}\r\n"
-            "accept-encoding: identity\r\n").encode("ascii")
-    return _Target(key=(host, port, tls), host=host, port=port, tls=tls, head=head)
-
-
-_SET_HERE = frozenset({"host", "content-length", "user-agent", "transfer-encoding", "accept-encoding"})
-
-
-def _header_block(headers: Mapping[str, str]) -> bytes:
-    lines = []
-    for name, value in headers.items():
-        if name.lower() in _SET_HERE:
-            continue  # the client's own: a second copy would be refused or, worse, obeyed
-        if "\n" in value or "\r" in value or "\0" in value or "\n" in name or "\r" in name:
-            # never echo the value: it may be a credential
-            raise InvalidRequestHeader(f"header {name.strip()!r} holds a line break or NUL")
-        lines.append(f"{name}: {value}\r\n")
-    try:
-        return "".join(lines).encode("latin-1")
-    except UnicodeEncodeError:
-        raise InvalidRequestHeader("a header holds characters HTTP/1.1 headers cannot carry") from None
-
-
-__all__ = ["Headers", "HttpClient", "InvalidRequestHeader", "Response", "UpstreamDisconnected",
+__all__ = ["AnswerLimits", "AnswerTooLarge", "Headers", "HttpClient", "InvalidRequestHeader", "Response",
+           "UpstreamDisconnected",
            "UpstreamProtocolViolation"]

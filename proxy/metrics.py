@@ -53,6 +53,8 @@ class Counter(Instrument):
         self.values: dict[Labels, list[float]] = {}  # one-item lists: a caller may keep the cell
 
     def add(self, key: Labels, value: float = 1) -> None:
+        if not finite(value):
+            return
         cell = self.values.get(key)
         if cell is None:
             cell = self.values[key] = [0]
@@ -85,28 +87,44 @@ class Histogram(Instrument):
     def record(self, key: Labels, value: float) -> None:
         point = self.data.get(key)
         if point is None:
-            point = self.data[key] = [0, 0.0, value, value] + [0] * (len(self.bounds) + 1)
+            point = self.data[key] = [0, 0.0, 0.0, 0.0] + [0] * (len(self.bounds) + 1)
         observe(point, self.bounds, value)
 
-    def point(self, key: Labels, first: float) -> list[float]:
-        """The series' point (created with `first`, not yet recorded), for `observe` by a caller."""
+    def point(self, key: Labels, first: float | None = None) -> list[float]:
+        """The series' point, for `observe` by a caller (min and max are set by the first value
+        observed: `first` is not kept, so a bad one cannot spoil the series)."""
         point = self.data.get(key)
         if point is None:
-            point = self.data[key] = [0, 0.0, first, first] + [0] * (len(self.bounds) + 1)
+            point = self.data[key] = [0, 0.0, 0.0, 0.0] + [0] * (len(self.bounds) + 1)
         return point
 
     def points(self) -> list[tuple[Labels, Any]]:
-        return [(key, point[:]) for key, point in self.data.items()]
+        return [(key, point[:]) for key, point in self.data.items() if point[0]]
+
+
+# A measurement outside this is no measurement (and would make a sum infinite for good).
+_LIMIT = 1e300
+
+
+def finite(value: Any) -> bool:
+    """A number a metric can take (not a string, a bool, NaN or an infinity)."""
+    return (type(value) is int or type(value) is float) and -_LIMIT < value < _LIMIT
 
 
 def observe(point: list[float], bounds: tuple[float, ...], value: float) -> None:
-    """One measurement into a histogram point."""
+    """One measurement into a histogram point; anything but a finite number is dropped, so a bad
+    value (a string, NaN) can neither raise here nor spoil the point for the values after it."""
+    if not ((type(value) is float or type(value) is int) and -_LIMIT < value < _LIMIT):
+        return
+    if point[0]:
+        if value < point[2]:
+            point[2] = value
+        elif value > point[3]:
+            point[3] = value
+    else:
+        point[2] = point[3] = value
     point[0] += 1
     point[1] += value
-    if value < point[2]:
-        point[2] = value
-    elif value > point[3]:
-        point[3] = value
     point[4 + bisect_left(bounds, value)] += 1
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from proxy.metrics import COUNTER, GAUGE, Labels, Registry, observe
+from proxy.metrics import COUNTER, GAUGE, Labels, Registry, finite, observe
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.tracing import SharedAttributes
 
@@ -223,7 +223,7 @@ class SidecarMetrics(NoMetrics):
             point = series.tokens_out or series.make(
                 "tokens_out", self.token_usage.point((operation, route, labels, "output"), output_tokens))
             observe(point, TOKEN_BUCKETS, output_tokens)
-        if cost is not None:
+        if cost is not None and finite(cost):
             cell = series.cost or series.make("cost", self.cost_usd.cell((operation, route, labels)))
             cell[0] += cost
         if ttft is not None:

@@ -21,7 +21,7 @@ from opentelemetry.trace import Span
 from proxy import upstream as up
 from proxy.errors import ApiError
 from proxy.frontends.base import Frontend, ParsedChat
-from proxy.http_client import HttpClient, Response
+from proxy.http_client import HttpClient, Response, UpstreamProtocolViolation
 from proxy.providers.base import (
     ChatChunk,
     StreamDecoder,
@@ -83,8 +83,10 @@ def _has_content(chunk: ChatChunk) -> bool:
     if not choices:
         return bool(chunk.get("usage"))
     for choice in choices:
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta") or {}  # (decoders hand on dicts only: proxy.providers.checks)
         if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or choice.get("finish_reason"):
+            return True
+        if delta.get("reasoning_content") or delta.get("reasoning"):  # thinking models' first tokens
             return True
     return False
 
@@ -198,16 +200,18 @@ class Relay:
         # own. The caller's deadline bounds everything else.
         return await self._client.post(request.url, body=request.body, headers=headers, connect_timeout=connect)
 
-    @staticmethod
-    async def _failure_from_status(
-        resp: Response, translator: Translator, backend: str
-    ) -> _AttemptFailed:
-        body = await resp.read()
+    async def _failure_from_status(self, resp: Response, translator: Translator, backend: str) -> _AttemptFailed:
+        # Only the start of an error body is read: enough for its message, never a provider's 100 MB.
+        body = await resp.read(self._client.limits.max_error_body_bytes, truncate=True)
+        kind = up.kind_for_status(resp.status)
+        message = translator.error_message(resp.status, body)[:300]
+        if kind == up.BAD_RESPONSE:  # 201, 204, 3xx...: not an answer, and not an error the API defines
+            message = f"unexpected status {resp.status} for this call: {message}"[:300]
         return _AttemptFailed(
             up.Failure(
-                up.kind_for_status(resp.status),
+                kind,
                 backend,
-                translator.error_message(resp.status, body)[:300],
+                message,
                 status=resp.status,
                 retry_after=up.parse_retry_after(resp.headers.get("retry-after")),
             )
@@ -239,8 +243,8 @@ class Relay:
                     async with resp:
                         if resp.status != 200:
                             raise await self._failure_from_status(resp, translator, backend.key)
-                        body = await resp.read()
-                data, usage = parse(translator, body, backend.model)
+                        body = await resp.read()  # at most the client's max_body_bytes
+                data, usage = _parsed(parse, translator, body, backend)
             except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
                 if resp is not None:  # answered 200, then failed
                     span.set_attribute("http.response.status_code", resp.status)
@@ -312,8 +316,10 @@ class Relay:
                     resp = await self._send(upstream_request, span, timeouts.connect_seconds)
                     if resp.status != 200:
                         raise await self._failure_from_status(resp, translator, backend.key)
-                    decoder = translator.stream_decoder(model=backend.model)
-                    buffered, ended = await _read_until_content(resp, decoder)
+                    decoder = translator.stream_decoder(model=backend.model,
+                                                        max_event_bytes=self._client.limits.max_event_bytes)
+                    buffered, ended = await _read_until_content(resp, decoder,
+                                                                max_bytes=self._client.limits.max_body_bytes)
                     # Committed: from here on nothing may fall back, failures end the stream.
                     if first_token_deadline < deadline:
                         timer.reschedule(deadline)  # (a timer move is not free: only when needed)
@@ -333,7 +339,11 @@ class Relay:
                 set_error(server_span, "client_disconnected", "the client closed the connection")
                 outcome.error_type = "client_disconnected"
                 return response
-            except (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS) as exc:
+            except _AttemptFailed:
+                raise
+            except Exception as exc:  # TimeoutError, UpstreamProtocolError, transport errors; others are bugs
+                if not isinstance(exc, (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS)):
+                    exc = _unexpected(exc, backend.key)
                 if response is None:
                     if resp is not None:  # answered 200, then failed before any content
                         span.set_attribute("http.response.status_code", resp.status)
@@ -364,19 +374,45 @@ def _attempt_failure(exc: BaseException, backend: str, *, first_token_limited: b
     if isinstance(exc, TimeoutError):
         what = "first token" if first_token_limited else "answer"
         return _AttemptFailed(up.Failure(up.TIMEOUT, backend, f"no {what} in time"))
-    if isinstance(exc, UpstreamProtocolError):
+    if isinstance(exc, (UpstreamProtocolError, UpstreamProtocolViolation)):  # malformed, or past a limit
         return _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend, str(exc)[:300]))
     return _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend, type(exc).__name__))
 
 
-async def _read_until_content(resp: Response, decoder: StreamDecoder) -> tuple[list[ChatChunk], bool]:
+def _unexpected(exc: Exception, backend: str) -> UpstreamProtocolError:
+    """An answer a translator or encoder could not handle (a bug, logged with its traceback) is still
+    the provider's odd answer to the client: 502, or the stream's error event, never a 500."""
+    log.error("could not handle the answer of backend %s", backend, exc_info=exc)
+    return UpstreamProtocolError(f"the provider's answer could not be read ({type(exc).__name__})")
+
+
+def _parsed(parse: ParseBody, translator: Translator, body: bytes, backend: Any) -> tuple[dict[str, Any], Usage]:
+    try:
+        return parse(translator, body, backend.model)
+    except (UpstreamProtocolError, UnsupportedOperation):
+        raise
+    except Exception as exc:
+        raise _unexpected(exc, backend.key) from None
+
+
+# What is held back until the first content (each chunk kept as a dict): far above any real answer's
+# preamble (a role chunk, a few empty ones; reasoning counts as content), far below a memory problem.
+MAX_CHUNKS_BEFORE_CONTENT = 4096
+
+
+async def _read_until_content(resp: Response, decoder: StreamDecoder, *,
+                              max_bytes: int) -> tuple[list[ChatChunk], bool]:
     """Reads upstream until a chunk with content or the end: (chunks so far, whether it ended)."""
     buffered: list[ChatChunk] = []
+    size = 0
     async for data in resp.iter_any():
         chunks = decoder.feed(data)
         buffered.extend(chunks)
         if any(_has_content(c) for c in chunks):
             return buffered, False
+        size += len(data)
+        if len(buffered) > MAX_CHUNKS_BEFORE_CONTENT or size > max_bytes:
+            raise UpstreamProtocolError(f"the provider streamed {len(buffered)} events ({size} bytes) without content")
     buffered.extend(decoder.close())
     return buffered, True
 

@@ -20,7 +20,7 @@ from proxy.errors import ApiError, bad_request, clip, echo
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend, error_for_unknown_model, models_list
-from proxy.http_client import HttpClient
+from proxy.http_client import AnswerLimits, HttpClient
 from proxy.json_limits import MAX_DEPTH, is_depth_error, too_deep
 from proxy.policy.audit import AuditLog
 from proxy.policy.classify import Classification, chat_texts, embedding_texts
@@ -36,6 +36,7 @@ log = logging.getLogger("modelway.server")
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     max_body_bytes: int = 8 * 1024 * 1024
+    answer_limits: AnswerLimits = AnswerLimits()  # what the sidecar will hold of a provider's answer
 
 
 HOLDER = web.AppKey("holder", RuntimeHolder)
@@ -391,7 +392,7 @@ def build_app(
     app[AUDIT] = audit or AuditLog()
 
     async def provider_client(app: web.Application) -> Any:
-        client = HttpClient()
+        client = HttpClient(limits=settings.answer_limits)
         app[RELAY] = Relay(client=client, telemetry=telemetry)
         yield
         await client.close()

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+# Two line ends in a row (a blank line) contain one of these; without any, no event can have ended.
+_BOUNDARY_HINTS = (b"\n\n", b"\r\r", b"\n\r")
+
 
 @dataclass(frozen=True, slots=True)
 class SseEvent:
     event: str | None
     data: str
+
+
+class SseEventTooLarge(ValueError):
+    """An event (or the unfinished rest of one) is longer than the parser's limit."""
 
 
 class SseParser:
@@ -17,12 +26,20 @@ class SseParser:
     Follows the WHATWG rules that matter for LLM streams: events end at a
     blank line, `data:` lines join with newlines, one leading space after the
     colon is dropped, comment lines (`:`) are ignored, CRLF is accepted.
+
+    A stream is untrusted input: an event longer than `max_event_bytes` (or an
+    unfinished one that grows past it) raises SseEventTooLarge. An unfinished
+    event's pieces are kept in a list and joined only once a blank line may
+    have arrived, so an event fed in many small pieces costs linear time.
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_pieces", "_size", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._buffer = b""
+        self._pieces: list[bytes] = []  # the unfinished event's later pieces, after _buffer
+        self._size = 0  # len(_buffer) + the pieces' lengths
+        self._max = max_event_bytes
 
     def feed(self, data: bytes) -> list[SseEvent]:
         events = []
@@ -34,15 +51,42 @@ class SseParser:
 
     def _blocks(self, data: bytes) -> list[bytes]:
         """The complete event blocks so far; the incomplete rest waits for more data."""
-        buffer = self._buffer + data if self._buffer else data
+        if self._buffer:
+            # Only when a blank line may have come is the unfinished event joined and split again.
+            seam = (self._pieces[-1] if self._pieces else self._buffer)[-2:] + data[:2]  # across the seam
+            if not any(hint in data or hint in seam for hint in _BOUNDARY_HINTS):
+                self._size += len(data)
+                if self._size > self._max:
+                    self._too_large()
+                self._pieces.append(data)
+                return []
+            if self._pieces:
+                buffer = b"".join((self._buffer, *self._pieces, data))
+                self._pieces.clear()
+            else:
+                buffer = self._buffer + data
+        else:
+            buffer = data
         if b"\r" in buffer:
             # A lone trailing CR may be the first half of a CRLF: keep it for later.
             keep_cr = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if keep_cr:
                 buffer = buffer[:-1] + b"\r"
-        *blocks, self._buffer = buffer.split(b"\n\n")
+        *blocks, rest = buffer.split(b"\n\n")
+        self._buffer, self._size = rest, len(rest)
+        if self._size > self._max:
+            self._too_large()
+        if len(buffer) > self._max:  # (else no block can be)
+            for block in blocks:
+                if len(block) > self._max:
+                    self._too_large()
         return blocks
+
+    def _too_large(self) -> None:
+        self._buffer, self._size = b"", 0
+        self._pieces.clear()
+        raise SseEventTooLarge(f"a stream event is longer than {self._max} bytes")
 
     def feed_data(self, data: bytes) -> list[bytes]:
         """Like `feed`, for streams whose events are told apart by their data alone (OpenAI's):
@@ -57,7 +101,9 @@ class SseParser:
 
     def close(self) -> list[SseEvent]:
         """End of body: a final event without its blank line still counts."""
-        rest, self._buffer = self._buffer.rstrip(b"\r\n"), b""
+        rest = b"".join((self._buffer, *self._pieces)).rstrip(b"\r\n")
+        self._buffer, self._size = b"", 0
+        self._pieces.clear()
         if not rest:
             return []
         event = _parse_block(rest.replace(b"\r\n", b"\n"))
@@ -65,7 +111,7 @@ class SseParser:
 
     @property
     def pending(self) -> bool:
-        return bool(self._buffer.strip())
+        return bool(self._buffer.strip()) or any(piece.strip() for piece in self._pieces)
 
 
 def _parse_block(block: bytes) -> SseEvent | None:

@@ -13,6 +13,7 @@ and passed in.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -41,6 +42,8 @@ from proxy.metrics_sidecar import CLIENT_GONE, ERROR, OK, BackendCatalog, Backen
 from proxy.runtime import Runtime
 from proxy.tracing import SharedAttributes
 
+log = logging.getLogger("modelway.telemetry")
+
 SEMCONV_VERSION = "1.37.0"
 _TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -57,6 +60,18 @@ class Telemetry:
         self._request_spans: dict[tuple[str, ...], tuple[str, SharedAttributes]] = {}
         self.closers: list[Any] = []  # providers/exporters to shut down at exit (flushing them)
         self.metric_export: Any = None  # proxy.otlp_metrics.MetricExport, when metrics go out by OTLP
+        self.failures = 0  # recordings that raised (and were dropped): a bug, never the request's fault
+        self._failure_logged = -1e9
+
+    def _failed(self, what: str) -> None:
+        """Telemetry never fails a request: what could not be recorded is dropped and logged, at most
+        once a minute (a hostile provider must not flood the log either)."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._failure_logged >= 60:
+            self._failure_logged = now
+            log.error("recording %s failed (%d so far); the request is answered all the same", what,
+                      self.failures, exc_info=True)
 
     def backend(self, runtime: Runtime, key: str) -> BackendInfo:
         return self.backends.get(runtime, key)
@@ -82,6 +97,14 @@ class Telemetry:
 
         `outcome` is the relay's (backend, usage, ttft) or None when no backend answered;
         `started` a `time.perf_counter()` reading from when the request was planned."""
+        try:
+            self._finish_request(span, runtime=runtime, operation=operation, route=route, outcome=outcome,
+                                 error_type=error_type, started=started)
+        except Exception:
+            self._failed("a request's span attributes and metrics")
+
+    def _finish_request(self, span: Span, *, runtime: Runtime, operation: str, route: str, outcome: Any,
+                        error_type: str | None, started: float) -> None:
         seconds = time.perf_counter() - started
         info = cost = ttft = input_tokens = output_tokens = None
         if outcome is not None and outcome.backend is not None:
@@ -114,9 +137,12 @@ class Telemetry:
             return
         from proxy.tracing_content import input_attributes, output_attributes
 
-        # The input is recorded when the request starts, the answer when it is there.
-        span.set_attributes(input_attributes(request, runtime.scrubber) if response is None
-                            else output_attributes(response, runtime.scrubber))
+        try:
+            # The input is recorded when the request starts, the answer when it is there.
+            span.set_attributes(input_attributes(request, runtime.scrubber) if response is None
+                                else output_attributes(response, runtime.scrubber))
+        except Exception:
+            self._failed("message content on a span")
 
     def capturing(self, frontend: Any, span: Span, *, runtime: Runtime, request: dict[str, Any]) -> Any:
         """`frontend`, or (content capture on) a wrapper whose stream encoders collect the streamed

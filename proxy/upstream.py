@@ -40,13 +40,18 @@ class Failure:
 
 
 def kind_for_status(status: int) -> str:
+    """The kind of a non-200 answer. Only the error classes the APIs define are errors; any other
+    status (201, 204, 3xx, a final 1xx, past 599) is not an answer the call can have: a bad response,
+    worth the next backend."""
     if status == 429:
         return RATE_LIMITED
-    if status >= 500:
+    if 500 <= status <= 599:
         return SERVER_ERROR
     if status in (401, 403, 404):
         return BACKEND_REJECTED
-    return CLIENT_ERROR
+    if 400 <= status <= 499:
+        return CLIENT_ERROR
+    return BAD_RESPONSE
 
 
 def retryable(kind: str, policy: Retry) -> bool:

@@ -8,7 +8,6 @@ are read by `chat_completion` and streams decoded event by event by
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from proxy.providers.anthropic_convert import (
     messages_body,
     openai_usage,
 )
+from proxy.providers import checks
 from proxy.providers.base import (
     ChatChunk,
     ChatRequest,
@@ -35,9 +35,9 @@ from proxy.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from proxy.providers.openai import load_json_object, server_of
+from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
-from proxy.sse import SseEvent, SseParser
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser
 
 
 class AnthropicTranslator:
@@ -63,8 +63,8 @@ class AnthropicTranslator:
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))
 
-    def stream_decoder(self, *, model: str) -> AnthropicStreamDecoder:
-        return AnthropicStreamDecoder(model=model, created=int(time.time()))
+    def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(model=model, created=int(time.time()), max_event_bytes=max_event_bytes)
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         raise UnsupportedOperation("Anthropic has no embeddings API")
@@ -74,9 +74,12 @@ class AnthropicTranslator:
 
     def error_message(self, status: int, body: bytes) -> str:
         try:
-            return str(json.loads(body)["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            return body[:200].decode("utf-8", "replace")
+            data = orjson.loads(body)
+        except ValueError:
+            return body_excerpt(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return checks.message_text(message) if isinstance(message, str) else body_excerpt(body)
 
 
 # --- response: Anthropic message -> chat.completion ------------------------------------------
@@ -85,8 +88,8 @@ class AnthropicTranslator:
 def chat_completion(message: dict[str, Any], *, created: int) -> tuple[ChatResponse, Usage]:
     if message.get("type") == "error":
         raise UpstreamProtocolError(f"provider sent an error with a success status: {_error_text(message)}")
-    message_id = _required_str(message, "id", "response")
-    model = _required_str(message, "model", "response")
+    message_id = _required_name(message, "id", "response")
+    model = _required_name(message, "model", "response")
     content = message.get("content")
     if not isinstance(content, list):
         raise UpstreamProtocolError("response has no content list")
@@ -127,9 +130,10 @@ def _read_content(content: list[Any]) -> tuple[str, list[dict[str, Any]]]:
                 raise UpstreamProtocolError(f"{what} has no input object")
             calls.append(
                 {
-                    "id": _required_str(block, "id", what),
+                    "id": _required_name(block, "id", what),
                     "type": "function",
-                    "function": {"name": _required_str(block, "name", what), "arguments": json.dumps(block["input"])},
+                    "function": {"name": _required_name(block, "name", what),
+                                 "arguments": checks.dumps(block["input"], f"{what} input")},
                 }
             )
     return "".join(texts), calls
@@ -139,6 +143,13 @@ def _required_str(data: dict[str, Any], field: str, what: str, *, allow_empty: b
     value = data.get(field)
     if not isinstance(value, str) or not (value or allow_empty):
         raise UpstreamProtocolError(f"{what} has no {field} string")
+    return value
+
+
+def _required_name(data: dict[str, Any], field: str, what: str) -> str:
+    """An id or name: a non-empty string of bounded length."""
+    value = _required_str(data, field, what)
+    checks.name(value, f"{what} {field}")
     return value
 
 
@@ -155,7 +166,7 @@ def _usage_counts(usage: Any, what: str, *, required: bool) -> dict[str, int]:
             if required and field in ("input_tokens", "output_tokens"):
                 raise UpstreamProtocolError(f"{what} usage has no {field}")
             continue
-        if not is_int(value) or value < 0:
+        if not is_int(value) or not 0 <= value <= checks.MAX_TOKENS:
             raise UpstreamProtocolError(f"{what} usage.{field} is not a count")
         counts[field] = value
     return counts
@@ -164,8 +175,9 @@ def _usage_counts(usage: Any, what: str, *, required: bool) -> dict[str, int]:
 def _error_text(data: dict[str, Any]) -> str:
     error = data.get("error")
     if isinstance(error, dict):
-        return f"{error.get('type', 'error')}: {error.get('message', '')}"
-    return str(error)
+        kind = error.get("type")
+        return f"{kind if isinstance(kind, str) else 'error'}: {checks.message_text(error.get('message'))}"[:600]
+    return checks.message_text(error)
 
 
 # --- streaming: Anthropic events -> chat.completion.chunk -------------------------------------
@@ -187,9 +199,9 @@ class AnthropicStreamDecoder:
     (there may be several; their usage counts are cumulative).
     """
 
-    def __init__(self, *, model: str, created: int) -> None:
+    def __init__(self, *, model: str, created: int, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.state = StreamState()
-        self._parser = SseParser()
+        self._parser = SseParser(max_event_bytes=max_event_bytes)
         self._model = model
         self._created = created
         self._id = ""
@@ -199,7 +211,11 @@ class AnthropicStreamDecoder:
         self._stop_reason: Any = None
 
     def feed(self, data: bytes) -> list[ChatChunk]:
-        return [chunk for event in self._parser.feed(data) for chunk in self._decode(event)]
+        try:
+            events = self._parser.feed(data)
+        except SseEventTooLarge as exc:
+            raise UpstreamProtocolError(str(exc)) from None
+        return [chunk for event in events for chunk in self._decode(event)]
 
     def close(self) -> list[ChatChunk]:
         chunks = [chunk for event in self._parser.close() for chunk in self._decode(event)]
@@ -219,7 +235,8 @@ class AnthropicStreamDecoder:
         if kind == "message_start":
             return self._message_start(data)
         if not self._id:
-            raise UpstreamProtocolError(f"stream event {kind!r} came before message_start")
+            shown = repr(kind[:40]) if isinstance(kind, str) else "without a type"
+            raise UpstreamProtocolError(f"stream event {shown} came before message_start")
         if kind == "content_block_start":
             return self._block_start(data)
         if kind == "content_block_delta":
@@ -234,8 +251,8 @@ class AnthropicStreamDecoder:
         message = data.get("message")
         if not isinstance(message, dict) or self._id:
             raise UpstreamProtocolError("message_start without a message, or twice")
-        self._id = chat_id(_required_str(message, "id", "message_start"))
-        if isinstance(message.get("model"), str) and message["model"]:
+        self._id = chat_id(_required_name(message, "id", "message_start"))
+        if checks.name(message.get("model"), "message_start model"):
             self._model = message["model"]
         self.state.response_model = self._model
         self._update_usage(message.get("usage"), "message_start")
@@ -250,12 +267,15 @@ class AnthropicStreamDecoder:
             self._blocks[index] = _Block("tool_use", self._tool_calls)
             self._tool_calls += 1
             # Streamed tool_use blocks start with `input: {}` and send the arguments as deltas.
-            arguments = json.dumps(block["input"]) if block.get("input") else ""
+            if checks.obj(block.get("input"), "tool_use block input"):
+                arguments = checks.dumps(block["input"], "tool_use block input")
+            else:
+                arguments = ""
             call = {
                 "index": self._blocks[index].tool_index,
-                "id": _required_str(block, "id", "tool_use block"),
+                "id": _required_name(block, "id", "tool_use block"),
                 "type": "function",
-                "function": {"name": _required_str(block, "name", "tool_use block"), "arguments": arguments},
+                "function": {"name": _required_name(block, "name", "tool_use block"), "arguments": arguments},
             }
             return [self._chunk({"tool_calls": [call]})]
         self._blocks[index] = _Block(block["type"])
@@ -313,7 +333,7 @@ class AnthropicStreamDecoder:
     @staticmethod
     def _index(data: dict[str, Any]) -> int:
         index = data.get("index")
-        if not is_int(index):
+        if not is_int(index) or not 0 <= index <= checks.MAX_TOKENS:
             raise UpstreamProtocolError(f"{data.get('type')} has no block index")
         return int(index)
 

@@ -27,7 +27,11 @@ OPERATION_EMBEDDINGS = "embeddings"
 
 
 class UpstreamProtocolError(Exception):
-    """The provider answered something its wire format does not allow (-> 502)."""
+    """The provider answered something its wire format does not allow (-> 502).
+
+    Translators and stream decoders raise this and nothing else for anything an answer can
+    hold: what they return is well-typed (see `proxy.providers.checks`), so front ends, spans
+    and metrics can read it without checking again."""
 
 
 class UnsupportedOperation(Exception):
@@ -85,7 +89,9 @@ class Translator(Protocol):
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]: ...
 
-    def stream_decoder(self, *, model: str) -> StreamDecoder: ...
+    def stream_decoder(self, *, model: str, max_event_bytes: int = ...) -> StreamDecoder:
+        """A decoder for one streamed answer; an event longer than `max_event_bytes` is a bad answer."""
+        ...
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest: ...
 

@@ -16,7 +16,6 @@ form. The differences that shape it:
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from typing import Any
@@ -24,6 +23,7 @@ from urllib.parse import quote
 
 import orjson
 
+from proxy.providers import checks
 from proxy.providers.base import (
     ChatChunk,
     ChatRequest,
@@ -36,9 +36,9 @@ from proxy.providers.base import (
     Usage,
 )
 from proxy.providers.gemini_request import gemini_chat_body, gemini_embeddings_body
-from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, load_json_object, server_of
+from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
-from proxy.sse import SseParser
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEventTooLarge, SseParser
 
 Json = dict[str, Any]
 
@@ -78,37 +78,47 @@ def _tool_calls(parts: list[Json], *, seed: str, choice: int, first: int = 0) ->
     calls = []
     for n, part in enumerate((p for p in parts if "functionCall" in p), start=first):
         call = part["functionCall"]
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        if not isinstance(call, dict) or not checks.name(call.get("name"), "functionCall name"):
             raise UpstreamProtocolError("functionCall part has no name")
-        args = call.get("args") or {}
+        args = checks.obj(call.get("args"), "functionCall args") or {}
         # Gemini ids are optional; ours only need to be unique across the conversation.
-        call_id = call.get("id") or "call_" + hashlib.sha256(f"{seed}/{choice}/{n}".encode()).hexdigest()[:24]
+        call_id = (checks.name(call.get("id"), "functionCall id")
+                   or "call_" + hashlib.sha256(f"{seed}/{choice}/{n}".encode()).hexdigest()[:24])
         tool_call: Json = {
             "id": call_id,
             "type": "function",
-            "function": {"name": call["name"], "arguments": json.dumps(args, ensure_ascii=False)},
+            "function": {"name": call["name"],
+                         "arguments": checks.dumps(args, "functionCall args", ensure_ascii=False)},
         }
-        if part.get("thoughtSignature"):
+        if checks.text(part.get("thoughtSignature"), "functionCall thoughtSignature"):
             tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
         calls.append(tool_call)
     return calls
 
 
+def _count(metadata: Json, field: str) -> int:
+    return checks.count(metadata.get(field), f"usageMetadata.{field}") or 0
+
+
 def _usage(metadata: Any) -> tuple[Json | None, Usage]:
-    if not isinstance(metadata, dict):
+    if metadata is None:
         return None, Usage()
-    prompt = metadata.get("promptTokenCount") or 0
-    thoughts = metadata.get("thoughtsTokenCount") or 0
-    completion = (metadata.get("candidatesTokenCount") or 0) + thoughts  # thinking is billed as output
+    if not isinstance(metadata, dict):
+        raise UpstreamProtocolError("usageMetadata is not an object")
+    prompt = _count(metadata, "promptTokenCount")
+    thoughts = _count(metadata, "thoughtsTokenCount")
+    completion = _count(metadata, "candidatesTokenCount") + thoughts  # thinking is billed as output
+    if completion > checks.MAX_TOKENS:
+        raise UpstreamProtocolError("usageMetadata counts are not token counts")
     usage: Json = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": metadata.get("totalTokenCount") or prompt + completion,
+        "total_tokens": _count(metadata, "totalTokenCount") or prompt + completion,
     }
     if thoughts:
         usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
-    if metadata.get("cachedContentTokenCount"):
-        usage["prompt_tokens_details"] = {"cached_tokens": metadata["cachedContentTokenCount"]}
+    if cached := _count(metadata, "cachedContentTokenCount"):
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
     return usage, Usage(input_tokens=prompt, output_tokens=completion)
 
 
@@ -124,9 +134,13 @@ def _blocked(data: Json) -> bool:
     return isinstance(feedback, dict) and bool(feedback.get("blockReason"))
 
 
+def _seed(data: Json) -> str:
+    return checks.name(data.get("responseId"), "responseId") or uuid.uuid4().hex
+
+
 def gemini_chat_response(data: Json) -> tuple[ChatResponse, Usage]:
     candidates = _candidates(data)
-    seed = data.get("responseId") or uuid.uuid4().hex
+    seed = _seed(data)
     if candidates:
         choices = [_choice(c, position, seed) for position, c in enumerate(candidates)]
     elif _blocked(data):  # the prompt itself was refused: no candidates at all
@@ -140,7 +154,7 @@ def gemini_chat_response(data: Json) -> tuple[ChatResponse, Usage]:
         "object": "chat.completion",
         "created": int(time.time()),
         # chat_response() is not told the model it asked for; the relay may overwrite this.
-        "model": data.get("modelVersion") or "unknown",
+        "model": checks.name(data.get("modelVersion"), "modelVersion") or "unknown",
         "choices": choices,
     }
     if usage_body is not None:
@@ -148,8 +162,13 @@ def gemini_chat_response(data: Json) -> tuple[ChatResponse, Usage]:
     return response, usage
 
 
+def _index(candidate: Json, position: int) -> int:
+    index = checks.index(candidate.get("index"), "candidate index")
+    return position if index is None else index
+
+
 def _choice(candidate: Json, position: int, seed: str) -> Json:
-    index = candidate.get("index", position)
+    index = _index(candidate, position)
     parts = _parts(candidate)
     text, calls = _text_of(parts), _tool_calls(parts, seed=seed, choice=index)
     message: Json = {"role": "assistant", "content": text if text or not calls else None}
@@ -161,14 +180,14 @@ def _choice(candidate: Json, position: int, seed: str) -> Json:
 
 def gemini_error_message(body: bytes) -> str:
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)  # not json.loads: it lets lone surrogates through, which no JSON writer takes
     except ValueError:
-        return body[:200].decode("utf-8", "replace")
+        return body_excerpt(body)
     if isinstance(data, list) and data:  # stream endpoints wrap the error in an array
         data = data[0]
     error = data.get("error") if isinstance(data, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return message if isinstance(message, str) else body[:200].decode("utf-8", "replace")
+    return checks.message_text(message) if isinstance(message, str) else body_excerpt(body)
 
 
 # --- stream ---------------------------------------------------------------------------------
@@ -177,9 +196,9 @@ def gemini_error_message(body: bytes) -> str:
 class GeminiStreamDecoder:
     """`streamGenerateContent?alt=sse`: each event a GenerateContentResponse with new parts only."""
 
-    def __init__(self, *, model: str) -> None:
+    def __init__(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.state = StreamState()
-        self._parser = SseParser()
+        self._parser = SseParser(max_event_bytes=max_event_bytes)
         self._model = model
         self._seed = ""  # responseId of the stream, fixed by its first event
         self._created = int(time.time())
@@ -189,7 +208,11 @@ class GeminiStreamDecoder:
         self._finished = False
 
     def feed(self, data: bytes) -> list[ChatChunk]:
-        return [chunk for event in self._parser.feed(data) for chunk in self._decode(event.data)]
+        try:
+            events = self._parser.feed(data)
+        except SseEventTooLarge as exc:
+            raise UpstreamProtocolError(str(exc)) from None
+        return [chunk for event in events for chunk in self._decode(event.data)]
 
     def close(self) -> list[ChatChunk]:
         chunks = [chunk for event in self._parser.close() for chunk in self._decode(event.data)]
@@ -212,13 +235,13 @@ class GeminiStreamDecoder:
             return [self._finish(0, "content_filter")]
         chunks = []
         for position, candidate in enumerate(candidates):
-            chunks.extend(self._candidate_chunks(candidate, candidate.get("index", position)))
+            chunks.extend(self._candidate_chunks(candidate, _index(candidate, position)))
         return chunks
 
     def _note(self, event: Json) -> None:
         if not self._seed:
-            self._seed = event.get("responseId") or uuid.uuid4().hex
-        if isinstance(event.get("modelVersion"), str):
+            self._seed = _seed(event)
+        if checks.name(event.get("modelVersion"), "modelVersion") is not None:
             self._model = self.state.response_model = event["modelVersion"]
         usage_body, usage = _usage(event.get("usageMetadata"))
         if usage_body is not None:  # counts grow event by event; the last one is the total
@@ -268,7 +291,7 @@ def _embedding_values(embedding: Any) -> list[float]:
     values = embedding.get("values") if isinstance(embedding, dict) else None
     if not isinstance(values, list):
         raise UpstreamProtocolError("embedding has no values list")
-    return values
+    return checks.float_vector(values, "embedding values")
 
 
 # --- the translator -------------------------------------------------------------------------
@@ -306,8 +329,8 @@ class GeminiTranslator:
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return gemini_chat_response(load_json_object(body, "response"))
 
-    def stream_decoder(self, *, model: str) -> GeminiStreamDecoder:
-        return GeminiStreamDecoder(model=model)
+    def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> GeminiStreamDecoder:
+        return GeminiStreamDecoder(model=model, max_event_bytes=max_event_bytes)
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         method, body = gemini_embeddings_body(request, model_path=self.model_path(model))
@@ -323,8 +346,8 @@ class GeminiTranslator:
             vectors = [_embedding_values(data["embedding"])]
         else:
             raise UpstreamProtocolError("embeddings response has neither embedding nor embeddings")
-        metadata = data.get("usageMetadata")
-        tokens = metadata.get("promptTokenCount") if isinstance(metadata, dict) else None
+        metadata = checks.obj(data.get("usageMetadata"), "usageMetadata")
+        tokens = checks.count(metadata.get("promptTokenCount"), "usageMetadata.promptTokenCount") if metadata else None
         response = {
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],

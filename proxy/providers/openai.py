@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
+from proxy.providers import checks
 from proxy.providers.base import (
     ChatChunk,
     ChatRequest,
@@ -20,7 +20,7 @@ from proxy.providers.base import (
     Usage,
 )
 from proxy.snapshot import Provider
-from proxy.sse import SseParser
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEventTooLarge, SseParser
 
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
@@ -41,19 +41,18 @@ def server_of(base_url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def openai_usage(usage: Any) -> Usage:
-    if not isinstance(usage, dict):
-        return Usage()
-    return Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"))
+def body_excerpt(body: bytes) -> str:
+    return body[:200].decode("utf-8", "replace")
 
 
 def openai_error_message(body: bytes) -> str:
     try:
-        data = json.loads(body)
-        message = data["error"]["message"]
-        return str(message)
-    except (ValueError, KeyError, TypeError):
-        return body[:200].decode("utf-8", "replace")
+        data = orjson.loads(body)  # not json.loads: it lets lone surrogates through, which no JSON writer takes
+    except ValueError:
+        return body_excerpt(body)
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return checks.message_text(message) if isinstance(message, str) else body_excerpt(body)
 
 
 class RawChunk(dict[str, Any]):
@@ -75,12 +74,16 @@ class OpenAIStreamDecoder:
     the socket to the client (no str round trip), parsed once by orjson.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.state = StreamState()
-        self._parser = SseParser()
+        self._parser = SseParser(max_event_bytes=max_event_bytes)
 
     def feed(self, data: bytes) -> list[ChatChunk]:
-        return [chunk for event in self._parser.feed_data(data) if (chunk := self._decode(event)) is not None]
+        try:
+            events = self._parser.feed_data(data)
+        except SseEventTooLarge as exc:
+            raise UpstreamProtocolError(str(exc)) from None
+        return [chunk for event in events if (chunk := self._decode(event)) is not None]
 
     def close(self) -> list[ChatChunk]:
         chunks = [c for e in self._parser.close() if (c := self._decode(e.data.encode())) is not None]
@@ -92,21 +95,21 @@ class OpenAIStreamDecoder:
         if data == _DONE:
             self.state.done = True
             return None
+        if self.state.done:
+            return None  # nothing after [DONE] is read (as the OpenAI SDKs do)
         chunk = RawChunk(load_json_object(data, "stream event"))
         chunk.raw = data
         if "error" in chunk:
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else error
-            raise UpstreamProtocolError(f"provider sent an error mid-stream: {message}")
-        choices = chunk.get("choices")
-        if not isinstance(choices, list):
-            raise UpstreamProtocolError("stream event has no choices list")
+            raise UpstreamProtocolError(f"provider sent an error mid-stream: {checks.message_text(message)}")
+        prompt, completion = checks.check_chunk(chunk)  # the shapes front ends, spans and metrics read
         state = self.state
-        if usage := chunk.get("usage"):
-            state.usage = openai_usage(usage)
+        if prompt is not None or completion is not None:
+            state.usage = Usage(input_tokens=prompt, output_tokens=completion)
         if model := chunk.get("model"):
             state.response_model = model
-        for choice in choices:
+        for choice in chunk["choices"]:
             if reason := choice.get("finish_reason"):
                 state.finish_reason = reason
         return chunk
@@ -153,12 +156,14 @@ class OpenAITranslator:
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         data = load_json_object(body, "response")
-        if not isinstance(data.get("choices"), list):
-            raise UpstreamProtocolError("response has no choices list")
-        return data, openai_usage(data.get("usage"))
+        if data.get("error"):  # (some compatible servers send `"error": null` on success)
+            raise UpstreamProtocolError(
+                f"provider sent an error with a success status: {openai_error_message(body)}")
+        prompt, completion = checks.check_completion(data)
+        return data, Usage(input_tokens=prompt, output_tokens=completion)
 
-    def stream_decoder(self, *, model: str) -> OpenAIStreamDecoder:
-        return OpenAIStreamDecoder()
+    def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder(max_event_bytes=max_event_bytes)
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         body = dict(request)
@@ -170,8 +175,8 @@ class OpenAITranslator:
         data = load_json_object(body, "response")
         if not isinstance(data.get("data"), list):
             raise UpstreamProtocolError("embeddings response has no data list")
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        return data, Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=None)
+        response, prompt = checks.embeddings(data, model=model)
+        return response, Usage(input_tokens=prompt, output_tokens=None)
 
     def error_message(self, status: int, body: bytes) -> str:
         return openai_error_message(body)
