@@ -21,10 +21,22 @@ class Target:
     head: bytes  # request line, Host and User-Agent
 
 
+class UnusableURL(OSError):
+    """A provider URL the client cannot call (snapshots are validated, so only a bug gets here): the
+    attempt fails as that backend's fault, and the next backend is tried."""
+
+
 def parse_target(url: str, user_agent: str) -> Target:
+    try:
+        return _parse_target(url, user_agent)
+    except (ValueError, UnicodeError) as exc:  # urlsplit, a port out of range, a non-ASCII host
+        raise UnusableURL(f"the provider URL cannot be used: {type(exc).__name__}") from None
+
+
+def _parse_target(url: str, user_agent: str) -> Target:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError("not an http(s) URL with a host")
     tls = parts.scheme == "https"
     default_port = 443 if tls else 80
     port = parts.port or default_port

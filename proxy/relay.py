@@ -22,6 +22,7 @@ from proxy import upstream as up
 from proxy.errors import ApiError
 from proxy.frontends.base import Frontend, ParsedChat
 from proxy.http_client import HttpClient, Response, UpstreamProtocolViolation
+from proxy.http_request import UnusableURL
 from proxy.providers.base import (
     ChatChunk,
     StreamDecoder,
@@ -376,6 +377,8 @@ def _attempt_failure(exc: BaseException, backend: str, *, first_token_limited: b
         return _AttemptFailed(up.Failure(up.TIMEOUT, backend, f"no {what} in time"))
     if isinstance(exc, (UpstreamProtocolError, UpstreamProtocolViolation)):  # malformed, or past a limit
         return _AttemptFailed(up.Failure(up.BAD_RESPONSE, backend, str(exc)[:300]))
+    if isinstance(exc, UnusableURL):  # this backend's configuration: no retry, the next backend
+        return _AttemptFailed(up.Failure(up.BACKEND_REJECTED, backend, str(exc)))
     return _AttemptFailed(up.Failure(up.CONNECT_ERROR, backend, type(exc).__name__))
 
 

@@ -37,8 +37,13 @@ def load_json_object(body: bytes | str, what: str) -> dict[str, Any]:
 
 
 def server_of(base_url: str) -> tuple[str, int]:
-    parts = urlsplit(base_url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    """Host and port for the spans; a URL the client cannot use gives ("", 0) here and fails its
+    attempts, not the snapshot."""
+    try:
+        parts = urlsplit(base_url)
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "", 0
 
 
 def body_excerpt(body: bytes) -> str:
