@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from proxy.config_text import validation_problems
 from proxy.snapshot import ConfigProblem, check_base_url, check_regex
 
 GROUP = "modelway.io"
@@ -441,12 +442,7 @@ class InvalidObject:
 
 def problems(exc: ValidationError) -> str:
     """Every problem as `field.path: message`, without input values (a Secret's never reach a log)."""
-    out = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "(top)"
-        message = error["msg"].removeprefix("Value error, ")
-        out.append(f"{where}: {message}")
-    return "; ".join(out)
+    return validation_problems(exc)
 
 
 def _reason(exc: ValidationError) -> str:

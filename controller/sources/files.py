@@ -28,18 +28,17 @@ import binascii
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from controller.api import API_VERSION, KINDS, Resource, Secret, parse_resource
 from controller.store import Key, ResourceStore, key_of
+from proxy.config_text import decode_text, parse_yaml_documents, removal_verdict, validation_problems
 
 log = logging.getLogger("modelway.sources.files")
 
@@ -147,7 +146,7 @@ class FileSource:
             # Remember the signature (no error on every poll), keep the old resources.
             self._files[path] = _Loaded(signature, old)
             return False
-        verdict, removed = judge_removal(_labels(old), _labels(resources), explicit_empty=explicit_empty)
+        verdict, removed = removal_verdict(_labels(old), _labels(resources), explicit_empty=explicit_empty)
         renamed = previous is not None and previous.signature[2] != signature[2]
         if verdict == "refuse" and not first:
             log.error("%s now holds no resources where it had %d (%s); keeping them. Delete the file, or write "
@@ -238,11 +237,9 @@ def _read_file(path: Path) -> tuple[tuple[Resource, ...], bool]:
     except OSError as exc:
         raise FileError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise FileError(f"{path} line {line}: not UTF-8 text "
-                        f"(byte 0x{raw[exc.start]:02x})") from None
+        text = decode_text(raw)
+    except ValueError as exc:
+        raise FileError(f"{path} {exc}") from None
     resources: list[Resource] = []
     explicit_empty = False
     for index, line, doc in _documents(path, text):
@@ -272,20 +269,10 @@ def _documents(path: Path, text: str) -> list[tuple[int, int, Any]]:
             raise FileError(f"{path} is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
         except RecursionError:
             raise FileError(f"{path} is not valid JSON: nested too deeply") from None
-    loader = _BoundedLoader(text)
-    documents = []
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is not None:
-                documents.append((len(documents) + 1, node.start_mark.line + 1, loader.construct_document(node)))
-    except yaml.YAMLError as exc:
-        raise FileError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
-    except RecursionError:
-        raise FileError(f"{path} is not valid YAML: nested more than {MAX_DEPTH} levels deep") from None
-    finally:
-        loader.dispose()
-    return documents
+        return [(index, line, doc) for index, (line, doc) in enumerate(parse_yaml_documents(text), start=1)]
+    except ValueError as exc:
+        raise FileError(f"{path} is not valid YAML: {exc}") from None
 
 
 def _resource(doc: Any, where: str) -> Resource | None:
@@ -315,84 +302,7 @@ def _resource(doc: Any, where: str) -> Resource | None:
     try:
         return parse_resource(doc)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p)[:64] for p in e['loc']) or '(top)'}: {e['msg'][:300]}"
-                             for e in exc.errors(include_input=False, include_url=False, include_context=False))
-        raise FileError(f"{what}: {problems}") from None
-
-
-# --- bounded YAML (the sidecar's snapshot file has the same rules; the controller may not import it) ---
-
-MAX_DEPTH = 100  # a resource nests ~10 levels; PyYAML's composer recurses once per level
-MAX_NODES = 1_000_000  # values once aliases are expanded ("billion laughs")
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses deep nesting before Python's recursion limit does, and alias bombs."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
-        self._weights: dict[str, int] = {}
-
-    def compose_document(self) -> Any:
-        self._weights.clear()  # anchors are per document
-        return super().compose_document()
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            self._count(self._weights.get(event.anchor or "", 1), event.start_mark)
-            return super().compose_node(parent, index)
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
-                                              event.start_mark)
-        before = self._nodes
-        self._count(1, event.start_mark)
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        anchor = getattr(event, "anchor", None)
-        if anchor:
-            self._weights[anchor] = self._nodes - before
-        return node
-
-    def _count(self, weight: int, mark: Any) -> None:
-        self._nodes += weight
-        if self._nodes > MAX_NODES:
-            raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES} values once aliases are "
-                                              "expanded", mark)
-
-
-_QUOTED = re.compile(r"'[^']{5,}'|\"[^\"]{5,}\"")
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """Line, column and problem, never the line's text (it may be an apiKey line)."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        problem = _QUOTED.sub("'…'", exc.problem or exc.context or "syntax error")
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
-    if isinstance(exc, yaml.reader.ReaderError):
-        return f"character #x{exc.character:04x} at position {exc.position} is not allowed in YAML" \
-            if isinstance(exc.character, int) else "the file is not readable text"
-    return f"unreadable YAML ({type(exc).__name__})"
-
-
-def judge_removal(old: Iterable[str], new: Iterable[str], *, explicit_empty: bool) -> tuple[str, list[str]]:
-    """"apply", "hold" (drops more than half, and at least 2: wait until the file is stable) or
-    "refuse" (drops everything without saying so), with the names removed."""
-    old_set, new_set = set(old), set(new)
-    removed = sorted(old_set - new_set)
-    if not removed:
-        return "apply", removed
-    if not new_set:
-        return ("apply" if explicit_empty else "refuse"), removed
-    if len(removed) >= 2 and 2 * len(removed) > len(old_set):
-        return "hold", removed
-    return "apply", removed
+        raise FileError(f"{what}: {validation_problems(exc)}") from None
 
 
 def _labels(resources: Iterable[Resource]) -> list[str]:

@@ -19,7 +19,8 @@ from controller.sources.files import FileError, FileSource, read_file
 from controller.store import ResourceStore
 from proxy import snapshot_file
 from proxy.snapshot import Snapshot
-from proxy.snapshot_file import SnapshotError, judge_removal, parse_yaml, read_snapshot_file, watch_snapshot_file
+from proxy.config_text import parse_yaml, removal_verdict
+from proxy.snapshot_file import SnapshotError, read_snapshot_file, watch_snapshot_file
 
 KEY = "sk-unit-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
@@ -158,9 +159,8 @@ def test_any_bytes_are_a_clean_error_or_a_snapshot(data: bytes) -> None:
     ("abcdef", "", True, "apply"),  # `routes: []`
     ("", "", False, "apply"),
 ])
-def test_judge_removal(old: str, new: str, explicit: bool, verdict: str) -> None:
-    for judge in (judge_removal, dev_files.judge_removal):
-        assert judge(list(old), list(new), explicit_empty=explicit)[0] == verdict
+def test_removal_verdict(old: str, new: str, explicit: bool, verdict: str) -> None:
+    assert removal_verdict(list(old), list(new), explicit_empty=explicit)[0] == verdict
 
 
 # --- the snapshot watcher ---------------------------------------------------------------
@@ -312,6 +312,3 @@ async def test_the_dev_watcher_survives_a_failing_poll(tmp_path: Path, caplog: p
     finally:
         task.cancel()
 
-
-def test_snapshot_and_dev_loaders_share_their_bounds() -> None:
-    assert snapshot_file.MAX_DEPTH == dev_files.MAX_DEPTH and snapshot_file.MAX_NODES == dev_files.MAX_NODES

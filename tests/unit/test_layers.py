@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "proxy"
 
 # Pure modules decide and translate; they must not reach for sockets, files or the loop.
-PURE = ["proxy/snapshot.py", "proxy/scrub.py", "proxy/sse.py", "proxy/upstream.py", "proxy/errors.py",
+PURE = ["proxy/snapshot.py", "proxy/scrub.py", "proxy/config_text.py", "proxy/sse.py", "proxy/upstream.py", "proxy/errors.py",
         "proxy/routing", "proxy/providers", "proxy/frontends",
-        "controller/api.py", "controller/compile.py", "controller/store.py"]
+        "controller/api.py", "controller/compile.py", "controller/store.py", "controller/check.py"]
 IO_MODULES = {"aiohttp", "asyncio", "socket", "ssl", "urllib.request", "http.client", "subprocess", "requests",
               "httpx", "os", "pathlib", "shutil", "opentelemetry"}
 
@@ -54,7 +54,10 @@ def test_pure_modules_do_no_io(path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "controller").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
 def test_controller_imports_only_the_snapshot_from_proxy(path):
-    # (and proxy.scrub: one definition of what a credential looks like, for both programs' logs)
-    bad = {n for n in _imports(path) if _top(n) == "proxy" and n not in ("proxy.snapshot", "proxy.scrub")}
-    assert not bad, (f"{path.relative_to(REPO)} imports {sorted(bad)}; the controller may use proxy.snapshot "
-                     "(and proxy.scrub) only")
+    # Besides the contract, two pure helpers both programs must apply alike: what a credential
+    # looks like (proxy.scrub, for both programs' logs) and how an untrusted config file is read
+    # (proxy.config_text, for the sidecar's snapshot file and `modelway dev`'s folder).
+    allowed = ("proxy.snapshot", "proxy.scrub", "proxy.config_text")
+    bad = {n for n in _imports(path) if _top(n) == "proxy" and n not in allowed}
+    assert not bad, (f"{path.relative_to(REPO)} imports {sorted(bad)}; the controller may use "
+                     f"{', '.join(allowed)} only")
