@@ -247,6 +247,9 @@ def _now() -> str:
 # --- writing (the leader) -----------------------------------------------------------
 
 
+WRITE_CONCURRENCY = 16  # status writes in flight at once during a pass
+
+
 class StatusWriter:
     """Keeps status in step with the controller's judgement; writes only while `elector` leads.
 
@@ -336,20 +339,24 @@ class StatusWriter:
         for gone in set(self._written) - set(desired):
             del self._written[gone]
             self._settled.pop(gone, None)
-        failures = 0
-        for index, key in enumerate(sorted(desired)):
-            if desired[key] == self._settled.get(key):
-                continue
-            if index % 64 == 0:
-                await asyncio.sleep(0)  # a long pass must not hold up pushes to sidecars
-            if not self._elector.is_leader:
-                break  # lost the Lease mid-pass: the new leader carries on
+        stale = [key for key in sorted(desired) if desired[key] != self._settled.get(key)]
+
+        async def write(key: Key) -> int:
             try:
                 if await self._write(desired[key]):
                     self._settled[key] = desired[key]
+                return 0
             except KubeError as exc:
-                failures += 1
                 log.warning("status of %s %s/%s not written (retrying): %s", *key, exc)
+                return 1
+
+        failures = 0
+        # A few objects at a time: a first pass over thousands of objects (a read, a write and
+        # Events each) would otherwise take one round trip after another for minutes.
+        for start in range(0, len(stale), WRITE_CONCURRENCY):
+            if not self._elector.is_leader:
+                break  # lost the Lease mid-pass: the new leader carries on
+            failures += sum(await asyncio.gather(*(write(k) for k in stale[start:start + WRITE_CONCURRENCY])))
         return failures
 
     async def _write(self, desired: DesiredStatus) -> bool:
