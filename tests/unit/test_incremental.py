@@ -1,4 +1,5 @@
-"""The controller recomputes only what a change affects, and the result is what a full recompute gives.
+"""The controller recomputes only what a change affects, and the result is what a full recompute gives
+(judgement, every workload's snapshot, and the statuses the status writer derives, memo or not).
 
 No sockets: a ResourceStore, a Controller and streams that record what they are sent. Compiles are
 counted with `Controller.compiles` (one per workload snapshot compiled).
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from controller.api import parse_object, parse_resource
 from controller.compile import compile_workload, judge
 from controller.core import Controller, Sidecar
+from controller.status import desired_statuses
 from controller.store import ResourceStore
 from controller.workload import Workload
 from tests.unit.test_compile import provider, route, secret
@@ -180,6 +182,7 @@ def test_incremental_recompute_equals_a_full_recompute(changes):
         store = store_of(*(item for ns in NAMESPACES for item in base(ns)))
         controller = await connected(store, replicas=1)
         full = judge(store.view())
+        memo: dict = {}
         for kind, ns, n in changes:
             _apply(store, kind, ns, n)
             await controller.recompute()
@@ -189,6 +192,11 @@ def test_incremental_recompute_equals_a_full_recompute(changes):
             assert got.providers == full.providers
             assert got.policy_verdicts == full.policy_verdicts
             assert got.restrictions == full.restrictions
+            if n % 2:  # some changes are ACKed, so the counts in status move too
+                for sidecar in controller.sidecars:
+                    controller.acknowledge(sidecar, version=sidecar.sent_version, error=None)
+            sync = controller.route_sync()
+            assert desired_statuses(got, sync, store.view(), memo=memo) == desired_statuses(full, sync, store.view())
             for sidecar in controller.sidecars:
                 expected = compile_workload(full, sidecar.workload)
                 assert sidecar.compiled.snapshot == expected, (kind, ns, n, sidecar.workload)
