@@ -178,9 +178,10 @@ class Controller:
                 compile_span.set_attributes({"modelway.routes": len(self.judgement.routes),
                                              "modelway.snapshots": self.compiles - compiles})
             with telemetry.span("push") as push_span:
-                begun = [self._begin_push(sidecar) for sidecar in sidecars if self._needs_push(sidecar)]
+                begun = [self._begin_push(sidecar, count=False) for sidecar in sidecars if self._needs_push(sidecar)]
                 waiting = [b for b in begun if not isinstance(b, bool)]  # backed-up connections only
                 pushed = sum(b for b in begun if b is True) + (sum(await asyncio.gather(*waiting)) if waiting else 0)
+                self._pushed(pushed)  # once, not per sidecar: a metric update costs as much as a push
                 push_span.set_attributes({"modelway.sidecars.connected": len(sidecars),
                                           "modelway.sidecars.reached": pushed})
             self._forget_unused_versions()
@@ -253,37 +254,41 @@ class Controller:
         started = self._begin_push(sidecar)
         return started if isinstance(started, bool) else await started
 
-    def _begin_push(self, sidecar: Sidecar) -> bool | Awaitable[bool]:
-        """Sends what `_needs_push` found; a bool when done at once, else what to await for it."""
+    def _begin_push(self, sidecar: Sidecar, *, count: bool = True) -> bool | Awaitable[bool]:
+        """Sends what `_needs_push` found; a bool when done at once, else what to await for it.
+        With count=False the caller counts the pushes that succeeded (see `_pushed`)."""
         compiled = sidecar.compiled
         assert compiled is not None
         sidecar.sent_version = compiled.snapshot.version
         sidecar.sent_at = time.monotonic()
         send_snapshot = getattr(sidecar.stream, "send_snapshot", None)
         if send_snapshot is None:
-            return self._finish_push(sidecar, sidecar.stream.send_str(compiled.message))
+            return self._finish_push(sidecar, sidecar.stream.send_str(compiled.message), count=count)
         try:
             pending = send_snapshot(compiled)
         except (ConnectionError, RuntimeError) as exc:
             log.info("could not push to %s: %s", sidecar.name, exc)
             return False
         if pending is not None:
-            return self._finish_push(sidecar, pending)
-        self._pushed()
+            return self._finish_push(sidecar, pending, count=count)
+        if count:
+            self._pushed(1)
         return True
 
-    async def _finish_push(self, sidecar: Sidecar, pending: Awaitable[None]) -> bool:
+    async def _finish_push(self, sidecar: Sidecar, pending: Awaitable[None], *, count: bool) -> bool:
         try:
             await pending
         except (ConnectionError, RuntimeError) as exc:
             log.info("could not push to %s: %s", sidecar.name, exc)
             return False
-        self._pushed()
+        if count:
+            self._pushed(1)
         return True
 
-    def _pushed(self) -> None:
-        self.pushes += 1
-        self.telemetry.metrics.pushes.add(1)
+    def _pushed(self, count: int) -> None:
+        if count:
+            self.pushes += count
+            self.telemetry.metrics.pushes.add(count)
 
     def _forget_unused_versions(self) -> None:
         live = {c.snapshot.version for _, c in self._workloads.values()}
