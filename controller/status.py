@@ -160,15 +160,10 @@ def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
     status is reused while its verdict and object are the very same and its counts are equal (the
     controller keeps the verdicts of unchanged namespaces), which matters with thousands of objects."""
     memo = {} if memo is None else memo
-    cached = memo.get("present")
-    if cached is not None and cached[0] is resources:
-        present = cached[1]
-    else:
-        present = {key_of(r): r for r in resources.routes}
-        present |= {key_of(p): p for p in resources.providers}
-        present |= {key_of(p): p for p in resources.policies}
-        present |= {key_of(i): i for i in resources.invalid}  # the current version, where it is invalid
-        memo["present"] = (resources, present)
+    present: Mapping[Key, Any] = resources.by_key  # the current version, where it is invalid
+    if not present:  # a view made by hand
+        present = {key_of(r): r for r in (*resources.routes, *resources.providers, *resources.policies,
+                                          *resources.invalid)}
     out: dict[Key, DesiredStatus] = {}
     for key, route_verdict in judgement.routes.items():
         if (obj := present.get(key)) is not None:
@@ -192,7 +187,7 @@ def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
             out[key] = provider_status(key, provider_verdict, generation=obj.metadata.generation,
                                        uid=obj.metadata.uid)
             memo[key] = (provider_verdict, obj, out[key])
-    for gone in [k for k in memo if k != "present" and k not in out]:
+    for gone in [k for k in memo if k not in out]:
         del memo[gone]
     return out
 
