@@ -77,6 +77,38 @@ class RouteVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class NamespaceJudgement:
+    """One namespace's providers and routes, judged. Providers, routes, Secrets and invalid objects
+    only ever refer within their namespace, so a judgement of a namespace whose objects are the
+    very same ones as last time (the store replaces an object on every change) is still true."""
+
+    inputs: tuple[tuple[object, ...], ...]  # what it was judged from, compared by identity
+    providers: dict[Key, ProviderVerdict]
+    routes: dict[Key, RouteVerdict]
+    served: tuple[ModelRoute, ...]
+    compiled_providers: dict[str, snap.Provider]
+
+
+# What the snapshots of one namespace's workloads are made from: its judged providers and routes,
+# its Namespace object (labels for cluster policies, annotations for the data class) and the
+# policies in scope. Two judgements whose inputs for a namespace are the same objects give its
+# workloads the same snapshots: nothing else reaches them.
+NamespaceInputs = tuple[NamespaceJudgement | None, Namespace | None, tuple[pol.AnyPolicy, ...]]
+
+
+def namespace_inputs(policies: Sequence[pol.AnyPolicy], namespaces: Mapping[str, Namespace], namespace: str,
+                     part: NamespaceJudgement | None) -> NamespaceInputs:
+    labels = _labels(namespaces, namespace)
+    scoped = tuple(p for p in policies if pol.in_scope(p, namespace=namespace, namespace_labels=labels))
+    return part, namespaces.get(namespace), scoped
+
+
+def same_inputs(a: NamespaceInputs, b: NamespaceInputs) -> bool:
+    return a[0] is b[0] and a[1] is b[1] and len(a[2]) == len(b[2]) and all(
+        p is q for p, q in zip(a[2], b[2], strict=True))
+
+
+@dataclass(frozen=True, slots=True)
 class Judgement:
     providers: dict[Key, ProviderVerdict]
     routes: dict[Key, RouteVerdict]
@@ -88,6 +120,13 @@ class Judgement:
     policy_verdicts: dict[Key, pol.PolicyVerdict] = field(default_factory=dict)
     restrictions: dict[Key, tuple[str, ...]] = field(default_factory=dict)
     namespaces: dict[str, Namespace] = field(default_factory=dict)
+    # Per namespace, what the next judgement may keep when its inputs are the same objects.
+    parts: dict[str, NamespaceJudgement] = field(default_factory=dict)
+    part_restrictions: dict[str, tuple[NamespaceInputs, dict[Key, tuple[str, ...]]]] = field(default_factory=dict)
+
+    def inputs_of(self, namespace: str) -> NamespaceInputs:
+        """Everything a snapshot for a workload of `namespace` is made from (see `namespace_inputs`)."""
+        return namespace_inputs(self.policies, self.namespaces, namespace, self.parts.get(namespace))
 
     @property
     def last_good(self) -> dict[Key, ModelRoute]:
@@ -187,18 +226,75 @@ def _selector_key(route: ModelRoute) -> tuple[tuple[str, str], ...]:
     return selectors.selector_key(route.spec.workload_selector)
 
 
-def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None) -> Judgement:
-    last_good = last_good or {}
-    secrets = {(s.metadata.namespace, s.metadata.name): s for s in resources.secrets}
-    invalid = {key_of(i): i for i in resources.invalid}
-    providers = {key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)
-                 for p in resources.providers}
+def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None,
+          previous: Judgement | None = None) -> Judgement:
+    """Judge everything; with `previous` (the judgement of the store's preceding view), namespaces
+    whose objects are unchanged keep their verdicts and only the others are judged again (their last
+    good routes then come from `previous`). The result is the same either way."""
+    grouped: dict[str, list[list[object]]] = {}
+    for index, items in enumerate((resources.providers, resources.routes, resources.secrets, resources.invalid)):
+        for item in items:
+            if index == 3 and item.kind not in ("ModelProvider", "ModelRoute"):  # type: ignore[attr-defined]
+                continue
+            grouped.setdefault(item.metadata.namespace, [[], [], [], []])[index].append(item)  # type: ignore[attr-defined]
+    parts: dict[str, NamespaceJudgement] = {}
+    for namespace in sorted(grouped):
+        inputs = tuple(tuple(items) for items in grouped[namespace])
+        before = previous.parts.get(namespace) if previous is not None else None
+        if before is not None and _same_objects(before.inputs, inputs):
+            parts[namespace] = before
+            continue
+        if previous is not None:
+            good = {k: v.served for k, v in before.routes.items() if v.served is not None} if before else {}
+        else:
+            good = last_good or {}
+        parts[namespace] = _judge_namespace(inputs, good)
+    providers: dict[Key, ProviderVerdict] = {}
+    routes: dict[Key, RouteVerdict] = {}
+    compiled_providers: dict[str, snap.Provider] = {}
+    for part in parts.values():
+        providers |= part.providers
+        routes |= part.routes
+        compiled_providers |= part.compiled_providers
+    policies = pol.ordered(resources.policies)
+    namespaces = {n.metadata.name: n for n in resources.namespaces}
+    verdicts, restrictions, part_restrictions = _judge_policies(resources, policies, parts, namespaces, previous)
+    for bad in resources.invalid:
+        if bad.kind in ("ModelPolicy", "ClusterModelPolicy"):
+            key = key_of(bad)
+            verdicts[key] = _invalid_policy(bad, verdicts.get(key))
+    return Judgement(
+        providers=providers,
+        routes=routes,
+        served_by_namespace={ns: part.served for ns, part in parts.items() if part.served},
+        compiled_providers=compiled_providers,
+        policies=policies,
+        policy_verdicts=verdicts,
+        restrictions=restrictions,
+        namespaces=namespaces,
+        parts=parts,
+        part_restrictions=part_restrictions,
+    )
+
+
+def _same_objects(a: tuple[tuple[object, ...], ...], b: tuple[tuple[object, ...], ...]) -> bool:
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(p is q for p, q in zip(x, y, strict=True)) for x, y in zip(a, b, strict=True))
+
+
+def _judge_namespace(inputs: tuple[tuple[object, ...], ...], last_good: Mapping[Key, ModelRoute]) -> NamespaceJudgement:
+    provider_objects, route_objects, secret_objects, invalid_objects = inputs
+    secrets = {(s.metadata.namespace, s.metadata.name): s for s in secret_objects}  # type: ignore[attr-defined]
+    invalid = {key_of(i): i for i in invalid_objects}  # type: ignore[arg-type]
+    providers = {key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)  # type: ignore[arg-type, attr-defined]
+                 for p in provider_objects}
     for key, bad in invalid.items():
         if bad.kind == "ModelProvider":
             providers[key] = _invalid_provider(bad, providers.get(key))
     routes: dict[Key, RouteVerdict] = {}
     claimed: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
-    for route in sorted(resources.routes, key=lambda r: (r.metadata.namespace, r.metadata.name)):
+    for route in sorted(route_objects, key=lambda r: (r.metadata.namespace, r.metadata.name)):  # type: ignore[attr-defined]
+        assert isinstance(route, ModelRoute)
         key = key_of(route)
         claim = (route.metadata.namespace, route.spec.model, _selector_key(route))
         owner = claimed.setdefault(claim, route.metadata.name)
@@ -217,26 +313,12 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
     for key, bad in invalid.items():
         if bad.kind == "ModelRoute":
             routes[key] = _invalid_route(bad, routes.get(key))
-    by_namespace: dict[str, list[ModelRoute]] = {}
-    for verdict in routes.values():
-        if verdict.served is not None:
-            by_namespace.setdefault(verdict.served.metadata.namespace, []).append(verdict.served)
-    compiled_providers = {v.provider.name: v.provider for v in providers.values() if v.provider is not None}
-    policies = pol.ordered(resources.policies)
-    namespaces = {n.metadata.name: n for n in resources.namespaces}
-    verdicts, restrictions = _judge_policies(resources, policies, routes, namespaces, compiled_providers)
-    for key, bad in invalid.items():
-        if bad.kind in ("ModelPolicy", "ClusterModelPolicy"):
-            verdicts[key] = _invalid_policy(bad, verdicts.get(key))
-    return Judgement(
+    return NamespaceJudgement(
+        inputs=inputs,
         providers=providers,
         routes=routes,
-        served_by_namespace={ns: tuple(rs) for ns, rs in by_namespace.items()},
-        compiled_providers=compiled_providers,
-        policies=policies,
-        policy_verdicts=verdicts,
-        restrictions=restrictions,
-        namespaces=namespaces,
+        served=tuple(v.served for v in routes.values() if v.served is not None),
+        compiled_providers={v.provider.name: v.provider for v in providers.values() if v.provider is not None},
     )
 
 
@@ -278,13 +360,15 @@ def _invalid_policy(bad: InvalidObject, last_valid: pol.PolicyVerdict | None) ->
 def _judge_policies(
     resources: Resources,
     policies: Sequence[pol.AnyPolicy],
-    routes: Mapping[Key, RouteVerdict],
+    parts: Mapping[str, NamespaceJudgement],
     namespaces: Mapping[str, Namespace],
-    compiled_providers: Mapping[str, snap.Provider],
-) -> tuple[dict[Key, pol.PolicyVerdict], dict[Key, tuple[str, ...]]]:
-    """Each policy's verdict, and what the policies take from each served route (nothing without policies)."""
+    previous: Judgement | None,
+) -> tuple[dict[Key, pol.PolicyVerdict], dict[Key, tuple[str, ...]],
+           dict[str, tuple[NamespaceInputs, dict[Key, tuple[str, ...]]]]]:
+    """Each policy's verdict, and what the policies take from each served route (nothing without
+    policies), with the latter per namespace and what it was worked out from (for the next judgement)."""
     if not policies:
-        return {}, {}
+        return {}, {}, {}
     provider_names: dict[str, set[str]] = {}
     for provider in resources.providers:
         provider_names.setdefault(provider.metadata.namespace, set()).add(provider.metadata.name)
@@ -293,12 +377,25 @@ def _judge_policies(
         route_names.setdefault(route.metadata.namespace, set()).add(route.metadata.name)
     verdicts = {key_of(p): pol.judge_policy(p, provider_names=provider_names, route_names=route_names)
                 for p in policies}
-    restrictions = {
-        key: pol.route_restrictions(verdict.served, policies=policies, namespace_labels=_labels(namespaces, key[1]),
-                                    providers=compiled_providers)
-        for key, verdict in routes.items() if verdict.served is not None
-    }
-    return verdicts, restrictions
+    restrictions: dict[Key, tuple[str, ...]] = {}
+    remembered: dict[str, tuple[NamespaceInputs, dict[Key, tuple[str, ...]]]] = {}
+    for namespace, part in parts.items():
+        if not part.served:
+            continue
+        # A route's restrictions depend on its namespace alone: its judgement, its labels, the policies in scope.
+        inputs = namespace_inputs(policies, namespaces, namespace, part)
+        before = previous.part_restrictions.get(namespace) if previous is not None else None
+        if before is not None and same_inputs(before[0], inputs):
+            restrictions |= before[1]
+            remembered[namespace] = before
+            continue
+        labels = _labels(namespaces, namespace)
+        found = {key: pol.route_restrictions(verdict.served, policies=inputs[2], namespace_labels=labels,
+                                             providers=part.compiled_providers)
+                 for key, verdict in part.routes.items() if verdict.served is not None}
+        restrictions |= found
+        remembered[namespace] = (inputs, found)
+    return verdicts, restrictions, remembered
 
 
 def _labels(namespaces: Mapping[str, Namespace], name: str) -> Mapping[str, str]:

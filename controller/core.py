@@ -2,9 +2,14 @@
 
 Like Istio's pilot: every change to the store schedules one recompute after a
 quiet period (100 ms), bounded so a steady stream of changes still gets pushed
-(at most 1 s late). A recompute judges everything once, then compiles one
-snapshot per distinct workload among the connected sidecars; a sidecar is sent
-a snapshot only when its version differs from what it has.
+(at most 1 s late). A recompute judges again only the namespaces whose objects
+changed (compile.judge keeps the rest), then compiles a snapshot for each
+distinct workload among the connected sidecars whose inputs changed: those of
+a namespace with a changed object, Namespace or policy in scope (a cluster
+policy reaches the namespaces it selects). Every other workload keeps its
+snapshot, and the sidecars of a workload share one snapshot and one encoded
+message. A sidecar is sent a snapshot only when its version differs from what
+it has.
 """
 
 from __future__ import annotations
@@ -13,12 +18,22 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from controller.api import ModelRoute
-from controller.compile import Judgement, Workload, assemble, compile_route, judge, select_routes, workload_policy
+from controller.compile import (
+    Judgement,
+    NamespaceInputs,
+    Workload,
+    assemble,
+    compile_route,
+    judge,
+    same_inputs,
+    select_routes,
+    workload_policy,
+)
 from controller.store import Key, ResourceStore
 from controller.telemetry import ControllerTelemetry
 from proxy.snapshot import Policy, Route, Snapshot, to_wire
@@ -27,7 +42,12 @@ log = logging.getLogger("modelway.controller")
 
 
 class Stream(Protocol):
-    """The controller's side of one sidecar stream (a WebSocket in production)."""
+    """The controller's side of one sidecar stream (a WebSocket in production, push.WebSocketStream).
+
+    A stream may also have `send_snapshot(compiled)`, which writes at once the encoded message the
+    sidecars of a workload share, and returns something to await only when the connection is backed
+    up: a push to thousands of sidecars then needs no task per sidecar.
+    """
 
     async def send_str(self, data: str) -> None: ...
 
@@ -37,11 +57,13 @@ class Compiled:
     snapshot: Snapshot
     message: str  # the wire message, serialised once for every sidecar that gets it
     routes: dict[Key, int]  # route key -> generation it carries
+    # Encodings of `message` that streams build once and share (e.g. a WebSocket frame).
+    encoded: dict[object, bytes] = field(default_factory=dict, compare=False)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Sidecar:
-    """One connected sidecar."""
+    """One connected sidecar (thousands of them: slots keep each small)."""
 
     name: str
     workload: Workload
@@ -92,15 +114,19 @@ class Controller:
         self._on_sync_change = on_sync_change
         self.judgement = Judgement(providers={}, routes={})
         self.sidecars: set[Sidecar] = set()
-        # Per recompute: one Compiled per distinct set of routes and policy (many workloads share one),
-        # and one policy section per distinct workload.
-        self._compiled: dict[tuple[tuple[int, ...], Policy], Compiled] = {}
-        self._policies: dict[tuple[object, ...], Policy] = {}
+        # Across recomputes: per distinct workload, its snapshot and the inputs it was made from
+        # (kept while they are the same objects); per version, one Compiled (workloads share it).
+        self._workloads: dict[tuple[object, ...], tuple[NamespaceInputs, Compiled]] = {}
         self._by_version: dict[str, Compiled] = {}
+        # Per recompute: each namespace's inputs, worked out once, and a Compiled per distinct set of
+        # routes and policy (many workloads share one: assembling and versioning cost the most).
+        self._inputs: dict[str, NamespaceInputs] = {}
+        self._assembled: dict[tuple[tuple[int, ...], Policy], Compiled] = {}
         # Across recomputes: each served route compiled once, until it changes.
         self._routes: dict[int, tuple[ModelRoute, Route]] = {}
         self._changed = asyncio.Event()
         self.pushes = 0
+        self.compiles = 0  # workload snapshots compiled (a test counts them)
 
     # --- change handling ----------------------------------------------------------
 
@@ -131,20 +157,31 @@ class Controller:
         telemetry = self.telemetry
         with telemetry.span("reconcile") as reconcile:  # one trace per recompute: compile, then push
             with telemetry.span("compile") as compile_span:
-                self.judgement = judge(self.store.view(), last_good=self.judgement.last_good)
-                self._compiled.clear()
-                self._policies.clear()
-                served = {id(r): r for routes in self.judgement.served_by_namespace.values() for r in routes}
-                self._routes = {key: entry for key, entry in self._routes.items() if key in served}
+                previous = self.judgement
+                self.judgement = judge(self.store.view(), previous=previous)
+                self._inputs.clear()
+                self._assembled.clear()
+                parts, before = self.judgement.parts, previous.parts
+                changed = {ns for ns in parts.keys() | before.keys() if parts.get(ns) is not before.get(ns)}
+                if changed:  # forget compiled routes that are no longer served
+                    served = {id(r) for ns in changed for r in self.judgement.served_by_namespace.get(ns, ())}
+                    self._routes = {key: entry for key, entry in self._routes.items()
+                                    if key in served or entry[0].metadata.namespace not in changed}
                 self._on_recompute(self.judgement)
                 sidecars = list(self.sidecars)
-                for sidecar in sidecars:  # compiled here so the span shows it; _push finds them cached
-                    self.compiled_for(sidecar.workload)
+                compiles = self.compiles
+                wanted = {s.workload.cache_key(): s.workload for s in sidecars}
+                for workload in wanted.values():  # compiled here so the span shows it; _push finds them cached
+                    self.compiled_for(workload)
+                for key in self._workloads.keys() - wanted.keys():  # no sidecar of it is left
+                    del self._workloads[key]
                 compile_span.set_attributes({"modelway.routes": len(self.judgement.routes),
-                                             "modelway.snapshots": len(self._compiled)})
+                                             "modelway.snapshots": self.compiles - compiles})
             with telemetry.span("push") as push_span:
-                sends = [self._push(sidecar) for sidecar in sidecars]
-                pushed = sum(await asyncio.gather(*sends)) if sends else 0
+                begun = [self._begin_push(sidecar, count=False) for sidecar in sidecars if self._needs_push(sidecar)]
+                waiting = [b for b in begun if not isinstance(b, bool)]  # backed-up connections only
+                pushed = sum(b for b in begun if b is True) + (sum(await asyncio.gather(*waiting)) if waiting else 0)
+                self._pushed(pushed)  # once, not per sidecar: a metric update costs as much as a push
                 push_span.set_attributes({"modelway.sidecars.connected": len(sidecars),
                                           "modelway.sidecars.reached": pushed})
             self._forget_unused_versions()
@@ -157,24 +194,31 @@ class Controller:
     # --- sidecars -----------------------------------------------------------------
 
     def compiled_for(self, workload: Workload) -> Compiled:
+        key = workload.cache_key()
+        inputs = self._inputs.get(workload.namespace)
+        if inputs is None:
+            inputs = self._inputs[workload.namespace] = self.judgement.inputs_of(workload.namespace)
+        cached = self._workloads.get(key)
+        if cached is not None and same_inputs(cached[0], inputs):
+            return cached[1]
+        self.compiles += 1
         routes = select_routes(self.judgement, workload)
-        route_ids = tuple(id(r) for r in routes)  # the judgement holds these objects: ids are stable
-        compiled_routes: list[Route] | None = None  # built only on a cache miss
-        policy = self._policies.get(policy_key := (workload.cache_key(), route_ids))
-        if policy is None:
-            compiled_routes = [self._compiled_route(r) for r in routes]
-            policy = self._policies[policy_key] = workload_policy(self.judgement, workload, compiled_routes)
-        key = (route_ids, policy)
-        compiled = self._compiled.get(key)
+        compiled_routes = [self._compiled_route(r) for r in routes]
+        policy = workload_policy(self.judgement, workload, compiled_routes)
+        assembled = (tuple(id(r) for r in routes), policy)  # the judgement holds these routes: ids are stable
+        compiled = self._assembled.get(assembled)
         if compiled is None:
-            if compiled_routes is None:
-                compiled_routes = [self._compiled_route(r) for r in routes]
             snapshot = assemble(self.judgement, compiled_routes, policy=policy)
-            message = json.dumps({"type": "snapshot", "version": snapshot.version, "snapshot": to_wire(snapshot)})
-            generations = {("ModelRoute", r.metadata.namespace, r.metadata.name): r.metadata.generation for r in routes}
-            compiled = Compiled(snapshot=snapshot, message=message, routes=generations)
-            self._compiled[key] = compiled
-            self._by_version[snapshot.version] = compiled
+            compiled = self._by_version.get(snapshot.version)
+            if compiled is None:  # else the same content as before: share it
+                message = json.dumps({"type": "snapshot", "version": snapshot.version,
+                                      "snapshot": to_wire(snapshot)})
+                generations = {("ModelRoute", r.metadata.namespace, r.metadata.name): r.metadata.generation
+                               for r in routes}
+                compiled = Compiled(snapshot=snapshot, message=message, routes=generations)
+                self._by_version[snapshot.version] = compiled
+            self._assembled[assembled] = compiled
+        self._workloads[key] = (inputs, compiled)
         return compiled
 
     def _compiled_route(self, route: ModelRoute) -> Route:
@@ -199,24 +243,55 @@ class Controller:
         self.sidecars.discard(sidecar)
         self._on_sync_change()
 
+    def _needs_push(self, sidecar: Sidecar) -> bool:
+        """Records what it should run now; true when that is not what it was last sent."""
+        sidecar.compiled = compiled = self.compiled_for(sidecar.workload)
+        return compiled.snapshot.version != sidecar.sent_version
+
     async def _push(self, sidecar: Sidecar) -> bool:
-        compiled = self.compiled_for(sidecar.workload)
-        sidecar.compiled = compiled
-        if compiled.snapshot.version == sidecar.sent_version:
+        if not self._needs_push(sidecar):
             return False
+        started = self._begin_push(sidecar)
+        return started if isinstance(started, bool) else await started
+
+    def _begin_push(self, sidecar: Sidecar, *, count: bool = True) -> bool | Awaitable[bool]:
+        """Sends what `_needs_push` found; a bool when done at once, else what to await for it.
+        With count=False the caller counts the pushes that succeeded (see `_pushed`)."""
+        compiled = sidecar.compiled
+        assert compiled is not None
         sidecar.sent_version = compiled.snapshot.version
         sidecar.sent_at = time.monotonic()
+        send_snapshot = getattr(sidecar.stream, "send_snapshot", None)
+        if send_snapshot is None:
+            return self._finish_push(sidecar, sidecar.stream.send_str(compiled.message), count=count)
         try:
-            await sidecar.stream.send_str(compiled.message)
+            pending = send_snapshot(compiled)
         except (ConnectionError, RuntimeError) as exc:
             log.info("could not push to %s: %s", sidecar.name, exc)
             return False
-        self.pushes += 1
-        self.telemetry.metrics.pushes.add(1)
+        if pending is not None:
+            return self._finish_push(sidecar, pending, count=count)
+        if count:
+            self._pushed(1)
         return True
 
+    async def _finish_push(self, sidecar: Sidecar, pending: Awaitable[None], *, count: bool) -> bool:
+        try:
+            await pending
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("could not push to %s: %s", sidecar.name, exc)
+            return False
+        if count:
+            self._pushed(1)
+        return True
+
+    def _pushed(self, count: int) -> None:
+        if count:
+            self.pushes += count
+            self.telemetry.metrics.pushes.add(count)
+
     def _forget_unused_versions(self) -> None:
-        live = {c.snapshot.version for c in self._compiled.values()}
+        live = {c.snapshot.version for _, c in self._workloads.values()}
         live |= {s.compiled.snapshot.version for s in self.sidecars if s.compiled is not None}
         live |= {s.acked_version for s in self.sidecars} | {s.sent_version for s in self.sidecars}
         self._by_version = {v: c for v, c in self._by_version.items() if v in live}
@@ -236,22 +311,31 @@ class Controller:
     # --- status inputs ------------------------------------------------------------
 
     def route_sync(self) -> dict[Key, RouteSync]:
+        # Sidecars of one workload are in few states (what they should run, what they ACKed, whether
+        # they refused it): count the sidecars per state, then walk each state's routes once.
+        states: dict[tuple[int, str, str], list[object]] = {}
+        for sidecar in self.sidecars:
+            compiled = sidecar.compiled
+            if compiled is None:
+                continue
+            # It refused what it should run now (the controller does not send that version again).
+            refused = sidecar.nack_error if sidecar.sent_version == compiled.snapshot.version else ""
+            state = states.get(key := (id(compiled), sidecar.acked_version, refused))
+            if state is None:
+                states[key] = [compiled, sidecar.name, 1]
+            else:
+                state[2] += 1  # type: ignore[operator]
         counts: dict[Key, list[int]] = {}
         rejections: dict[Key, str] = {}
-        for sidecar in self.sidecars:
-            if sidecar.compiled is None:
-                continue
-            wanted = sidecar.compiled.routes
-            acked = self._by_version.get(sidecar.acked_version)
-            # It refused what it should run now (the controller does not send that version again).
-            refused = bool(sidecar.nack_error) and sidecar.sent_version == sidecar.compiled.snapshot.version
-            for key, generation in wanted.items():
+        for (_, acked_version, refused), (compiled, name, n) in states.items():
+            acked = self._by_version.get(acked_version)
+            for key, generation in compiled.routes.items():  # type: ignore[attr-defined]
                 entry = counts.setdefault(key, [0, 0, 0])
-                entry[1] += 1
+                entry[1] += n  # type: ignore[operator]
                 if acked is not None and acked.routes.get(key) == generation:
-                    entry[0] += 1
+                    entry[0] += n  # type: ignore[operator]
                 elif refused:
-                    entry[2] += 1
-                    rejections.setdefault(key, f"{sidecar.name}: {sidecar.nack_error}")
+                    entry[2] += n  # type: ignore[operator]
+                    rejections.setdefault(key, f"{name}: {refused}")
         return {key: RouteSync(synced=s, total=t, rejected=r, rejection=rejections.get(key, ""))
                 for key, (s, t, r) in counts.items()}

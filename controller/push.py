@@ -1,17 +1,27 @@
-"""The stream server sidecars connect to: authenticate, attach, relay ACKs and NACKs."""
+"""The stream server sidecars connect to: authenticate, attach, relay ACKs and NACKs.
+
+A snapshot goes to every sidecar of a workload as the same bytes: its WebSocket
+frame (deflated once when the connection negotiated permessage-deflate) is built
+once per snapshot and written to each connection as is, instead of aiohttp
+encoding and compressing it again per connection (and keeping a compressor per
+connection). A frame deflated on its own, without the previous messages as
+context, is valid whatever context takeover the two ends agreed (RFC 7692 7.2.1).
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import logging
-
+import struct
 import weakref
+import zlib
+from collections.abc import Awaitable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from controller.auth import Authenticator
-from controller.core import Controller, Sidecar
+from controller.core import Compiled, Controller, Sidecar
 from proxy.snapshot import STREAM_PATH
 
 log = logging.getLogger("modelway.push")
@@ -23,6 +33,55 @@ SERIAL = web.AppKey("serial", itertools.count)  # tells apart sidecars of one po
 
 # WebSocket close codes in the private range: the sidecar logs them as refusals.
 CLOSE_BAD_MESSAGE = 4400
+
+_FIN_TEXT = 0x81
+_RSV1 = 0x40  # permessage-deflate: the payload is deflated
+
+
+def text_frame(message: str, *, compress: int = 0) -> bytes:
+    """One unmasked (server to client) WebSocket text frame; deflated with window bits `compress` if set."""
+    payload = message.encode()
+    first = _FIN_TEXT
+    if compress:
+        deflate = zlib.compressobj(zlib.Z_BEST_SPEED, zlib.DEFLATED, -max(9, compress))
+        payload = deflate.compress(payload) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        if payload.endswith(b"\x00\x00\xff\xff"):
+            payload = payload[:-4]  # RFC 7692 7.2.1: the sync flush's empty block is left off
+        first |= _RSV1
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
+
+
+class WebSocketStream:
+    """The controller's side of one sidecar's WebSocket: shares each snapshot's encoded frame."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send_str(self, data: str) -> None:
+        await self._ws.send_str(data)
+
+    def send_snapshot(self, compiled: Compiled) -> Awaitable[None] | None:
+        """Writes the snapshot's frame now; returns something to await only when the connection is backed up."""
+        writer = self._ws._writer  # aiohttp's frame writer: public API would encode and deflate per connection
+        if writer is None or writer._closing or writer.transport.is_closing():
+            raise ConnectionResetError("the stream is closing")
+        compress = int(self._ws.compress)
+        frame = compiled.encoded.get(compress)
+        if frame is None:
+            frame = compiled.encoded[compress] = text_frame(compiled.message, compress=compress)
+        writer.transport.write(frame)
+        if writer.protocol._paused:  # what aiohttp's own send does: wait until the socket drains
+            return writer.protocol._drain_helper()
+        return None
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -37,7 +96,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=1 << 20)
     await ws.prepare(request)
     request.app[STREAMS].add(ws)
-    sidecar = Sidecar(name=f"{identity}#{next(request.app[SERIAL])}", workload=identity.workload, stream=ws)
+    sidecar = Sidecar(name=f"{identity}#{next(request.app[SERIAL])}", workload=identity.workload, stream=WebSocketStream(ws))
     log.info("sidecar %s connected", sidecar.name)
     attached = False
     try:

@@ -159,25 +159,42 @@ def policy_status(key: Key, verdict: PolicyVerdict, *, uid: str = "") -> Desired
 
 
 def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
-                     resources: Resources) -> dict[Key, DesiredStatus]:
-    """Per object the judgement covers and the store still holds (a deleted one gets nothing)."""
-    present: dict[Key, ModelRoute | ModelProvider | ModelPolicy | ClusterModelPolicy | InvalidObject] = {
-        key_of(r): r for r in resources.routes}
-    present |= {key_of(p): p for p in resources.providers}
-    present |= {key_of(p): p for p in resources.policies}
-    present |= {key_of(i): i for i in resources.invalid}  # the current version, where it is invalid
+                     resources: Resources, *, memo: dict[object, Any] | None = None) -> dict[Key, DesiredStatus]:
+    """Per object the judgement covers and the store still holds (a deleted one gets nothing).
+
+    `memo` (a dict the caller keeps between calls) saves rebuilding what has not changed: an object's
+    status is reused while its verdict and object are the very same and its counts are equal (the
+    controller keeps the verdicts of unchanged namespaces), which matters with thousands of objects."""
+    memo = {} if memo is None else memo
+    present: Mapping[Key, Any] = resources.by_key  # the current version, where it is invalid
+    if not present:  # a view made by hand
+        present = {key_of(r): r for r in (*resources.routes, *resources.providers, *resources.policies,
+                                          *resources.invalid)}
     out: dict[Key, DesiredStatus] = {}
     for key, route_verdict in judgement.routes.items():
         if (obj := present.get(key)) is not None:
-            out[key] = route_status(key, route_verdict, sync.get(key, NO_SYNC), uid=obj.metadata.uid,
-                                    restrictions=judgement.restrictions.get(key, ()))
+            counts, restrictions = sync.get(key, NO_SYNC), judgement.restrictions.get(key, ())
+            before = memo.get(key)
+            if (before is not None and before[0] is route_verdict and before[1] is obj and before[2] == counts
+                    and before[3] == restrictions):
+                out[key] = before[4]
+                continue
+            out[key] = route_status(key, route_verdict, counts, uid=obj.metadata.uid, restrictions=restrictions)
+            memo[key] = (route_verdict, obj, counts, restrictions, out[key])
     for key, policy_verdict in judgement.policy_verdicts.items():
         if (obj := present.get(key)) is not None:
             out[key] = policy_status(key, policy_verdict, uid=obj.metadata.uid)
     for key, provider_verdict in judgement.providers.items():
         if (obj := present.get(key)) is not None:
+            before = memo.get(key)
+            if before is not None and before[0] is provider_verdict and before[1] is obj:
+                out[key] = before[2]
+                continue
             out[key] = provider_status(key, provider_verdict, generation=obj.metadata.generation,
                                        uid=obj.metadata.uid)
+            memo[key] = (provider_verdict, obj, out[key])
+    for gone in [k for k in memo if k not in out]:
+        del memo[gone]
     return out
 
 
@@ -309,6 +326,9 @@ def _key(kind: str, obj: Mapping[str, Any]) -> Key:
 # --- writing (the leader) -----------------------------------------------------------
 
 
+WRITE_CONCURRENCY = 16  # status writes in flight at once during a pass
+
+
 class StatusWriter:
     """Keeps status in step with the controller's judgement; writes only while `elector` leads.
 
@@ -340,6 +360,7 @@ class StatusWriter:
         self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
         # key -> the desired status known to be on the object: an unchanged one costs a compare.
         self._settled: dict[Key, DesiredStatus] = {}
+        self._desired_memo: dict[object, Any] = {}  # see desired_statuses
         self._wake = asyncio.Event()
         self.passes = 0
         elector.add_listener(self._on_leadership)
@@ -397,24 +418,30 @@ class StatusWriter:
         self.passes += 1
         controller = self.controller
         sync = self._sync_counts() if self._sync_counts is not None else controller.route_sync()
-        desired = desired_statuses(controller.judgement, sync, controller.store.view())
+        desired = desired_statuses(controller.judgement, sync, controller.store.view(), memo=self._desired_memo)
         for gone in set(self._written) - set(desired):
             del self._written[gone]
             self._settled.pop(gone, None)
-        failures = 0
-        for index, key in enumerate(sorted(desired)):
-            if desired[key] == self._settled.get(key):
-                continue
-            if index % 64 == 0:
-                await asyncio.sleep(0)  # a long pass must not hold up pushes to sidecars
-            if not self._elector.is_leader:
-                break  # lost the Lease mid-pass: the new leader carries on
+        settled = self._settled
+        stale = [key for key, want in desired.items() if want is not settled.get(key) and want != settled.get(key)]
+        stale.sort()
+
+        async def write(key: Key) -> int:
             try:
                 if await self._write(desired[key]):
                     self._settled[key] = desired[key]
+                return 0
             except KubeError as exc:
-                failures += 1
                 log.warning("status of %s %s/%s not written (retrying): %s", *key, exc)
+                return 1
+
+        failures = 0
+        # A few objects at a time: a first pass over thousands of objects (a read, a write and
+        # Events each) would otherwise take one round trip after another for minutes.
+        for start in range(0, len(stale), WRITE_CONCURRENCY):
+            if not self._elector.is_leader:
+                break  # lost the Lease mid-pass: the new leader carries on
+            failures += sum(await asyncio.gather(*(write(k) for k in stale[start:start + WRITE_CONCURRENCY])))
         return failures
 
     async def _write(self, desired: DesiredStatus) -> bool:

@@ -6,8 +6,8 @@ No I/O: a change calls `on_change`, which the controller wires to its debouncer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from controller.api import (
     ClusterModelPolicy,
@@ -38,6 +38,8 @@ class Resources:
     namespaces: tuple[Namespace, ...] = ()
     # Objects whose current version is invalid; the last valid version, if any, is in the tuples above.
     invalid: tuple[InvalidObject, ...] = ()
+    # Every object above by key, the invalid version where there is one (a copy: cheap next to a key per object).
+    by_key: Mapping[Key, Resource | InvalidObject] = field(default_factory=dict, compare=False)
 
 
 class ResourceStore:
@@ -100,6 +102,7 @@ class ResourceStore:
                 policies=tuple(r for _, r in items if isinstance(r, ModelPolicy | ClusterModelPolicy)),
                 namespaces=tuple(r for _, r in items if isinstance(r, Namespace)),
                 invalid=tuple(i for _, i in sorted(self._invalid.items())),
+                by_key={**self._items, **self._invalid},
             )
         return self._view
 
