@@ -164,6 +164,7 @@ async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_
         running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url),
                                           port=port)
         await _wait(lambda: sidecar.admin("/readyz")[1].get("controllerConnected") is True, timeout=40)
+        await _wait(lambda: len(running.controller.sidecars) == 1)  # its hello may still be on the way
         [connected] = running.controller.sidecars
         assert connected.acked_version == version  # nothing new to send: it said what it had
         assert running.controller.pushes == 0
