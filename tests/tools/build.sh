@@ -9,6 +9,7 @@
 #   redis-server, redis-cli  <- Debian (apt-get), linked into .tools/bin
 #   containerd, ctr, runc, CNI plugins, iptables, conntrack, buildah, mmdebstrap
 #                            <- Debian (apt-get): the test node's runtime and image builders
+#   .tools/images/*.tar      <- tests/tools/image/build.sh: the pause, base and project images
 #
 # Each Go tool group is its own module (their dependency graphs disagree, e.g.
 # kubernetes wants etcd client 3.7 while the etcd server we run is 3.6), with
@@ -176,7 +177,7 @@ main() {
   start="$(now)"
   # Steps to run: all by default, or those named (e.g. `build.sh jaeger`).
   local steps=("$@")
-  [[ ${#steps[@]} -gt 0 ]] || steps=(kube etcd helm jaeger coredns redis node)
+  [[ ${#steps[@]} -gt 0 ]] || steps=(kube etcd helm jaeger coredns redis node images)
   for step in "${steps[@]}"; do
     case "$step" in
       kube)
@@ -199,8 +200,10 @@ main() {
         install_redis ;;
       node)
         install_node_packages ;;
+      images)
+        bash "$TOOLS_SRC/image/build.sh" ;;
       *)
-        log "unknown step $step (known: kube etcd helm jaeger coredns redis node)"; exit 2 ;;
+        log "unknown step $step (known: kube etcd helm jaeger coredns redis node images)"; exit 2 ;;
     esac
   done
   log "total: $(($(now) - start))s; tools in $BIN"
