@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test unit integration e2e tools bench bench-sidecar bench-controller bench-policy venv clean
-.PHONY: kind-up chart-crds image-lock
+.PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench-controller: $(STAMP) tools
 
 bench-policy: $(STAMP)
 	$(PY) -m bench.personal_data
+
+## node-up: the test suite's one-node cluster (real kubelet, containerd, the chart's image) until Ctrl-C (root, Linux)
+node-up: $(STAMP) tools
+	$(PY) -m tests.harness.node_up
 
 ## kind-up: a kind cluster with the image, the chart and examples/k8s/ (needs docker, kind, kubectl, helm)
 kind-up:

@@ -145,6 +145,17 @@ class HostNetwork:
         _flush_kube_rules(kube_proxy)
 
 
+def _remove_pod_cgroups() -> None:
+    """The kubelet's (now empty) kubepods cgroups on every v1 hierarchy."""
+    root = Path("/sys/fs/cgroup")
+    for top in root.glob("*/kubepods") if root.is_dir() else ():
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass  # still in use, or not a cgroup directory
+
+
 def _flush_kube_rules(kube_proxy: Path | None) -> None:
     """Remove what kube-proxy and the kubelet added to iptables: `kube-proxy
     --cleanup`, then any KUBE-* chain left (the kubelet's canaries, IPv6)."""
@@ -234,6 +245,7 @@ class KubeNode:
             if link.is_symlink() and str(self.workdir) in os.readlink(link):
                 link.unlink(missing_ok=True)
         self._net.down(self._tools.get("kube-proxy"))
+        _remove_pod_cgroups()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
