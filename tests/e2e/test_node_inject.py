@@ -1,12 +1,16 @@
-"""The injected sidecar on a real node: a pod in a namespace labelled
-modelway.io/inject=enabled gets the native sidecar, which starts first, gets
-its snapshot from the controller's Service by DNS name over TLS and passes its
-startup probe; then the app starts, and a call it makes to the OpenAI base URL
-the webhook gave it reaches a fake provider running as another pod behind a
-Service.
+"""The injected sidecar on a real node, driven by the official openai SDK.
 
-The app and the fake provider use Python's standard library on the Debian base
-image (no image holds the openai SDK yet).
+A namespace labelled modelway.io/inject=enabled; an app pod whose container
+runs the openai Python SDK with no Modelway-specific code (its base URL and
+key come from the env the webhook sets). Its pod gets the native sidecar,
+which starts first, gets its snapshot from the controller's Service by DNS
+name over TLS and passes its startup probe; then the app starts and its calls
+reach a fake provider running as another pod behind a Service. A route edit
+moves the next calls to another provider pod; with both controller pods
+deleted the app keeps being served, and the new controller pods push the next
+edit.
+
+The steps share one release and one app and run in file order.
 """
 
 from __future__ import annotations
@@ -27,50 +31,58 @@ CHART = REPO / "charts" / "modelway"
 SYSTEM = "modelway-system"
 APPS = "inject-apps"
 PROVIDERS = "fake-providers"
+CONTROLLER_PODS = "app.kubernetes.io/component=controller"
 
-# An OpenAI-compatible chat endpoint that says which model it was asked for.
+# An OpenAI-compatible chat endpoint that says who it is and which model it
+# was asked for.
 FAKE_OPENAI = r'''
-import json
+import json, os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAME = os.environ["PROVIDER_NAME"]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def reply(self, status, body):
+    def reply(self, body):
         data = json.dumps(body).encode()
-        self.send_response(status)
+        self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
     def do_GET(self):
-        self.reply(200, {"ok": True})
+        self.reply({"ok": True})
 
     def do_POST(self):
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.reply(200, {
+        self.reply({
             "id": "chatcmpl-node", "object": "chat.completion", "created": 0, "model": request["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "fake-openai answered " + request["model"]}}],
+                         "message": {"role": "assistant", "content": NAME + " answered " + request["model"]}}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
         })
+
+    def log_message(self, *args):
+        pass
 
 ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 '''
 
-# The app: one chat call to whatever OPENAI_BASE_URL says, its answer on
-# stdout, then it idles (so its sidecar stays connected).
+# The app: the official SDK as any app would use it, one call a second.
 APP = r'''
-import json, os, time, urllib.request
-request = urllib.request.Request(
-    os.environ["OPENAI_BASE_URL"] + "/chat/completions",
-    data=json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).encode(),
-    headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]},
-)
-answer = json.load(urllib.request.urlopen(request, timeout=30))
-print("ANSWER", answer["choices"][0]["message"]["content"], flush=True)
-time.sleep(3600)
+import time
+from openai import OpenAI
+
+client = OpenAI(max_retries=0, timeout=10)
+while True:
+    try:
+        answer = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        print("ANSWER", answer.choices[0].message.content, flush=True)
+    except Exception as e:
+        print("ERROR", type(e).__name__, e, flush=True)
+    time.sleep(1)
 '''
 
 
@@ -110,22 +122,36 @@ def _python_pod(name: str, namespace: str, image: str, script_cm: str, **contain
     }  # fmt: skip
 
 
+def _route(provider: str) -> dict:
+    return {
+        "apiVersion": "modelway.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "chat", "namespace": APPS},
+        "spec": {"model": "chat", "rules": [{"name": "default", "backends": [{"provider": provider, "model": "m1"}]}]},
+    }
+
+
+def _answers(kubectl: Kubectl, since: str | None = None) -> list[str]:
+    args = ["logs", "app", "-c", "app", "-n", APPS]
+    if since:
+        args.append(f"--since-time={since}")
+    return [line for line in kubectl(*args, check=False).stdout.splitlines() if line.startswith(("ANSWER", "ERROR"))]
+
+
+def _now(kubectl: Kubectl) -> str:
+    """The cluster's idea of now (RFC 3339), for `kubectl logs --since-time`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 @pytest.fixture(scope="module")
-def release(harness: HarnessSession, node: NodeCluster, node_kubectl: Kubectl) -> Iterator[Helm]:
+def app(harness: HarnessSession, node: NodeCluster, node_kubectl: Kubectl) -> Iterator[Kubectl]:
+    """The release, two fake provider pods, the providers and route, and the app."""
+    kubectl = node_kubectl
     helm = Helm(tool("helm"), node.kubeconfig, harness.workdir / "node-helm")
     repository, tag = node.images["modelway"].rsplit(":", 1)
     helm("install", "modelway", str(CHART), "-n", SYSTEM, "--create-namespace",
          "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
          "--wait", "--timeout", "4m", timeout=300)  # fmt: skip
-    yield helm
-    helm("uninstall", "modelway", "-n", SYSTEM, "--wait", timeout=180, check=False)
-
-
-def test_injected_sidecar_carries_the_apps_call_to_a_provider_pod(
-    node: NodeCluster, node_kubectl: Kubectl, release: Helm
-) -> None:
-    kubectl = node_kubectl
-    base = node.images["base"]
     for ns in (PROVIDERS, APPS):
         kubectl("create", "namespace", ns)
     kubectl("label", "namespace", APPS, "modelway.io/inject=enabled")
@@ -134,49 +160,46 @@ def test_injected_sidecar_carries_the_apps_call_to_a_provider_pod(
               f"ServiceAccount default in {ns}", kubectl)  # fmt: skip
 
     kubectl("create", "configmap", "fake-openai", "-n", PROVIDERS, f"--from-literal=main.py={FAKE_OPENAI}")
-    provider_pod = _python_pod(
-        "fake-openai", PROVIDERS, base, "fake-openai",
-        ports=[{"containerPort": 8080}],
-        readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
-    )  # fmt: skip
-    provider_svc = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "fake-openai", "namespace": PROVIDERS},
-        "spec": {"selector": {"app": "fake-openai"}, "ports": [{"port": 8080, "targetPort": 8080}]},
-    }
-    kubectl.apply([provider_pod, provider_svc])
-
-    provider = {
-        "apiVersion": "modelway.io/v1alpha1",
-        "kind": "ModelProvider",
-        "metadata": {"name": "fake", "namespace": APPS},
-        "spec": {
-            "type": "openai-compatible",
-            "baseURL": f"http://fake-openai.{PROVIDERS}.svc.cluster.local:8080/v1",
-            "hosting": "in-cluster",
-            "jurisdiction": "eu",
-            "models": [{"name": "fake-model"}],
-        },
-    }
-    route = {
-        "apiVersion": "modelway.io/v1alpha1",
-        "kind": "ModelRoute",
-        "metadata": {"name": "chat", "namespace": APPS},
-        "spec": {"model": "chat", "rules": [{"name": "default", "backends": [{"provider": "fake", "model": "fake-model"}]}]},
-    }
-    kubectl.apply([provider, route])
+    objects: list[dict] = []
+    for name in ("provider-a", "provider-b"):
+        objects.append(_python_pod(
+            name, PROVIDERS, node.images["base"], "fake-openai",
+            env=[{"name": "PROVIDER_NAME", "value": name}],
+            ports=[{"containerPort": 8080}],
+            readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+        ))  # fmt: skip
+        objects.append({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": PROVIDERS},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 8080, "targetPort": 8080}]},
+        })  # fmt: skip
+        objects.append({
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelProvider",
+            "metadata": {"name": name, "namespace": APPS},
+            "spec": {
+                "type": "openai-compatible",
+                "baseURL": f"http://{name}.{PROVIDERS}.svc.cluster.local:8080/v1",
+                "hosting": "in-cluster",
+                "jurisdiction": "eu",
+                "models": [{"name": "m1"}],
+            },
+        })  # fmt: skip
+    objects.append(_route("provider-a"))
+    kubectl.apply(objects)
 
     kubectl("create", "configmap", "app", "-n", APPS, f"--from-literal=main.py={APP}")
-    kubectl.apply(_python_pod("app", APPS, base, "app"))
+    kubectl.apply(_python_pod("app", APPS, node.images["app"], "app"))
+    yield kubectl
+    kubectl("delete", "namespace", APPS, PROVIDERS, "--wait=true", "--timeout=120s", check=False, timeout=150)
+    helm("uninstall", "modelway", "-n", SYSTEM, "--wait", timeout=180, check=False)
 
-    def answered() -> bool:
-        logs = kubectl("logs", "app", "-c", "app", "-n", APPS, check=False).stdout
-        return "ANSWER" in logs
 
-    _wait(answered, 180, "the app's answer", kubectl)
-    logs = kubectl("logs", "app", "-c", "app", "-n", APPS).stdout
-    assert "ANSWER fake-openai answered fake-model" in logs, logs
+def test_sidecar_starts_first_and_the_sdk_call_reaches_the_provider_pod(node: NodeCluster, app: Kubectl) -> None:
+    kubectl = app
+    _wait(lambda: any(a.startswith("ANSWER") for a in _answers(kubectl)), 180, "the app's first answer", kubectl)
+    assert _answers(kubectl)[0] == "ANSWER provider-a answered m1", _answers(kubectl)
 
     pod = kubectl.json("get", "pod", "app", "-n", APPS)
     (sidecar,) = pod["spec"]["initContainers"]
@@ -197,3 +220,40 @@ def test_injected_sidecar_carries_the_apps_call_to_a_provider_pod(
     _wait(synced, 60, "ModelRoute chat SYNCED 1", kubectl)
     header, row = kubectl("get", "modelroutes", "-n", APPS).stdout.splitlines()
     assert dict(zip(header.split(), row.split()))["SYNCED"] == "1", (header, row)
+
+
+def test_route_edit_moves_the_next_calls(app: Kubectl) -> None:
+    kubectl = app
+    kubectl.apply(_route("provider-b"))
+    since = _now(kubectl)
+    _wait(lambda: "ANSWER provider-b answered m1" in _answers(kubectl, since), 60,
+          "an answer from provider-b after the edit", kubectl)  # fmt: skip
+    time.sleep(3)
+    later = _now(kubectl)
+    time.sleep(3)
+    assert set(_answers(kubectl, later)) == {"ANSWER provider-b answered m1"}, _answers(kubectl, later)
+
+
+def test_app_is_served_without_controllers_and_new_ones_push_the_next_edit(app: Kubectl) -> None:
+    kubectl = app
+    old = {p["metadata"]["name"] for p in kubectl.json("get", "pods", "-n", SYSTEM, "-l", CONTROLLER_PODS)["items"]}
+    assert len(old) == 2
+    since = _now(kubectl)
+    kubectl("delete", "pods", "-n", SYSTEM, "-l", CONTROLLER_PODS, "--wait=false")
+    time.sleep(5)
+    # Served all along: answers kept coming, none failed.
+    served = _answers(kubectl, since)
+    assert served and set(served) == {"ANSWER provider-b answered m1"}, served
+
+    def new_controllers_ready() -> bool:
+        pods = kubectl.json("get", "pods", "-n", SYSTEM, "-l", CONTROLLER_PODS)["items"]
+        ready = [p for p in pods if p["metadata"]["name"] not in old
+                 and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+        return len(ready) == 2  # fmt: skip
+
+    _wait(new_controllers_ready, 180, "2 new controller pods Ready", kubectl)
+    kubectl.apply(_route("provider-a"))
+    since = _now(kubectl)
+    _wait(lambda: "ANSWER provider-a answered m1" in _answers(kubectl, since), 90,
+          "the next edit pushed by the new controllers", kubectl)  # fmt: skip
+    assert not [a for a in _answers(kubectl, since) if a.startswith("ERROR")], _answers(kubectl, since)

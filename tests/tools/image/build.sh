@@ -6,6 +6,8 @@
 #                 (mmdebstrap), what the project image is built FROM in tests
 #   modelway.tar  localhost/modelway:test     the project's Dockerfile, BASE=the above,
 #                 its locked wheels (requirements.lock) handed in as a folder
+#   app.tar       localhost/modelway-test-app:1  the base + the official openai SDK
+#                 (app-requirements.txt): the apps of the e2e tests
 #
 # buildah (daemonless) keeps its storage in .tools/buildah. Each image is
 # rebuilt only when the hash of its inputs changes (.tools/stamps/image-*).
@@ -22,6 +24,7 @@ BUILDAH=(buildah --root "$WORK/storage" --runroot "$WORK/run" --storage-driver o
 PAUSE_REF=localhost/modelway-pause:1
 BASE_REF=localhost/modelway-base:bookworm
 IMAGE_REF=localhost/modelway:test
+APP_REF=localhost/modelway-test-app:1
 # Debian 12's Python is 3.11, the version the public default base has.
 BASE_SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
@@ -92,27 +95,44 @@ image_inputs() {
     | sort -z | xargs -0 sha256sum
 }
 
+# download_wheels LOCK -> a folder with LOCK's wheels for CPython 3.11 on
+# x86_64 Linux, fetched by pip with their hashes checked: the image builds
+# then need no index (and no proxy or CA of this machine's).
+download_wheels() {
+  local wheels="$WORK/wheels" platforms=() v
+  mkdir -p "$wheels"
+  for v in 17 24 27 28 31 34 36; do platforms+=(--platform "manylinux_2_${v}_x86_64"); done
+  "$PY" -m pip download -q --no-deps --require-hashes -r "$1" -d "$wheels" \
+    --only-binary=:all: "${platforms[@]}" --platform manylinux2014_x86_64 --platform linux_x86_64 \
+    --python-version 3.11 --implementation cp >&2
+  echo "$wheels"
+}
+
+build_app() {
+  local want t0 wheels dir="$ROOT/tests/tools/image"
+  want="$( { self_hash; cat "$dir/app.Containerfile" "$dir/app-requirements.txt" "$STAMPS/image-base"; } \
+    | sha256sum | cut -d' ' -f1)"
+  if fresh app "$want"; then log "app: up to date"; return; fi
+  t0="$(now)"
+  wheels="$(download_wheels "$dir/app-requirements.txt")"
+  "${BUILDAH[@]}" bud -q --isolation chroot --pull-never --layers=false -v "$wheels:/wheels:ro" \
+    --build-arg "BASE=$BASE_REF" -t "$APP_REF" -f "$dir/app.Containerfile" "$dir" >/dev/null
+  save "$APP_REF" app
+  echo "$want" > "$STAMPS/image-app"
+  log "app: built in $(($(now) - t0))s"
+}
+
 build_image() {
   local want t0 wheels
   want="$( { self_hash; image_inputs; } | sha256sum | cut -d' ' -f1)"
   if fresh modelway "$want"; then log "modelway: up to date"; return; fi
   t0="$(now)"
-  # The locked wheels, fetched here by pip with its hashes checked; the build
-  # itself then needs no index (and no proxy or CA of this machine's).
-  wheels="$WORK/wheels"
-  mkdir -p "$wheels"
-  local platforms=() v
-  for v in 17 24 27 28 31 34 36; do platforms+=(--platform "manylinux_2_${v}_x86_64"); done
-  "$PY" -m pip download -q --no-deps --require-hashes -r "$ROOT/requirements.lock" -d "$wheels" \
-    --only-binary=:all: "${platforms[@]}" --platform manylinux2014_x86_64 --platform linux_x86_64 \
-    --python-version 3.11 --implementation cp
+  wheels="$(download_wheels "$ROOT/requirements.lock")"
   "${BUILDAH[@]}" bud -q --isolation chroot --pull-never --layers=false \
     -v "$wheels:/wheels:ro" \
     --build-arg "BASE=$BASE_REF" --build-arg 'PIP_OPTIONS=--no-index --find-links /wheels' \
     -t "$IMAGE_REF" -f "$ROOT/Dockerfile" "$ROOT" >/dev/null
   save "$IMAGE_REF" modelway
-  # Old layers of earlier builds: the archive is what the tests use.
-  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
   echo "$want" > "$STAMPS/image-modelway"
   log "modelway: built in $(($(now) - t0))s"
 }
@@ -125,7 +145,11 @@ main() {
   done
   build_pause
   build_base
+  # Old layers of earlier builds go (rmi --prune below): the archives are what
+  # the tests use.
   build_image
+  build_app
+  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
   log "images in $OUT ($(($(now) - start))s)"
 }
 
