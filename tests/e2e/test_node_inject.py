@@ -5,7 +5,8 @@ runs the openai Python SDK with no Modelway-specific code (its base URL and
 key come from the env the webhook sets). Its pod gets the native sidecar,
 which starts first, gets its snapshot from the controller's Service by DNS
 name over TLS and passes its startup probe; then the app starts and its calls
-reach a fake provider running as another pod behind a Service. A route edit
+reach a fake provider running as another pod behind a Service, traced to a
+real Jaeger from the app's span through the sidecar's. A route edit
 moves the next calls to another provider pod; with both controller pods
 deleted the app keeps being served, and the new controller pods push the next
 edit.
@@ -22,7 +23,8 @@ import pytest
 
 from tests.harness.cli import Helm, Kubectl
 from tests.harness.fixtures import HarnessSession, tool
-from tests.harness.node import NodeCluster
+from tests.harness.jaeger import JaegerProcess, JaegerServer
+from tests.harness.node import NODE_IP, NodeCluster
 from tests.integration.sidecar import REPO
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +59,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        print("TRACEPARENT", self.headers.get("traceparent"), flush=True)
         self.reply({
             "id": "chatcmpl-node", "object": "chat.completion", "created": 0, "model": request["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -72,14 +75,20 @@ ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 
 # The app: the official SDK as any app would use it, one call a second.
 APP = r'''
-import time
+import os, time
 from openai import OpenAI
 
 client = OpenAI(max_retries=0, timeout=10)
 while True:
+    # A W3C trace context, as a traced app sends it (its own span is the parent).
+    trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
     try:
-        answer = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        answer = client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"traceparent": f"00-{trace_id}-{span_id}-01"},
+        )
         print("ANSWER", answer.choices[0].message.content, flush=True)
+        print("TRACE", trace_id, span_id, flush=True)
     except Exception as e:
         print("ERROR", type(e).__name__, e, flush=True)
     time.sleep(1)
@@ -144,13 +153,28 @@ def _now(kubectl: Kubectl) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(harness: HarnessSession, node: NodeCluster, node_kubectl: Kubectl) -> Iterator[Kubectl]:
-    """The release, two fake provider pods, the providers and route, and the app."""
+def node_jaeger(harness: HarnessSession, node: NodeCluster) -> Iterator[JaegerServer]:
+    """Jaeger as a process whose OTLP receivers pods reach (on the node's bridge)."""
+    proc = JaegerProcess(binary=tool("jaeger"), workdir=harness.workdir / "node-jaeger", ports=harness.ports,
+                         otlp_host=NODE_IP)  # fmt: skip
+    harness.components["node_jaeger"] = proc.processes
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def app(
+    harness: HarnessSession, node: NodeCluster, node_kubectl: Kubectl, node_jaeger: JaegerServer
+) -> Iterator[Kubectl]:
+    """The release (tracing to Jaeger), two fake provider pods, the providers and route, and the app."""
     kubectl = node_kubectl
     helm = Helm(tool("helm"), node.kubeconfig, harness.workdir / "node-helm")
     repository, tag = node.images["modelway"].rsplit(":", 1)
     helm("install", "modelway", str(CHART), "-n", SYSTEM, "--create-namespace",
          "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+         "--set", f"otlp.endpoint={node_jaeger.otlp_http_endpoint}",
          "--wait", "--timeout", "4m", timeout=300)  # fmt: skip
     for ns in (PROVIDERS, APPS):
         kubectl("create", "namespace", ns)
@@ -220,6 +244,36 @@ def test_sidecar_starts_first_and_the_sdk_call_reaches_the_provider_pod(node: No
     _wait(synced, 60, "ModelRoute chat SYNCED 1", kubectl)
     header, row = kubectl("get", "modelroutes", "-n", APPS).stdout.splitlines()
     assert dict(zip(header.split(), row.split()))["SYNCED"] == "1", (header, row)
+
+
+def test_the_call_is_traced_from_app_through_sidecar_to_provider(app: Kubectl, node_jaeger: JaegerServer) -> None:
+    kubectl = app
+    logs = kubectl("logs", "app", "-c", "app", "-n", APPS).stdout.splitlines()
+    trace_id, app_span = next(line.split()[1:] for line in logs if line.startswith("TRACE "))
+    deadline = time.monotonic() + 60
+    trace: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            data = node_jaeger.api(f"/api/traces/{trace_id}").get("data") or []
+        except OSError:  # 404 until the sidecar's batch arrives
+            data = []
+        if data and len(data[0]["spans"]) >= 2:
+            trace = data[0]
+            break
+        time.sleep(1)
+    assert trace, f"trace {trace_id} not in Jaeger within 60s; services: {node_jaeger.services()}"
+    spans = {s["operationName"]: s for s in trace["spans"]}
+    server, client = spans["chat chat"], spans["chat m1"]
+
+    def parent(span: dict) -> str:
+        (ref,) = span["references"]
+        return ref["spanID"]
+
+    assert parent(server) == app_span  # the sidecar continues the app's trace
+    assert parent(client) == server["spanID"]
+    # The provider pod got the sidecar's client span as its parent.
+    provider_log = kubectl("logs", "provider-a", "-n", PROVIDERS).stdout
+    assert f"TRACEPARENT 00-{trace_id}-{client['spanID']}-01" in provider_log, provider_log
 
 
 def test_route_edit_moves_the_next_calls(app: Kubectl) -> None:
