@@ -1,16 +1,27 @@
 # One image for the controller (modelway-controller) and the sidecar
 # (modelway-proxy); the chart picks the command. Build: docker build -t modelway:dev .
-FROM python:3.11-slim AS build
+# BASE is any Python 3.11 image with `python` on PATH: the public slim image by
+# default; the test suite builds one from Debian packages (tests/tools/image).
+ARG BASE=python:3.11-slim
+
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Extra pip options: a build without the index passes "--no-index --find-links
+# /wheels" with a folder of the locked wheels mounted there (tests/tools/image).
+ARG PIP_OPTIONS=""
 WORKDIR /src
+# The exact packages, with their hashes (requirements.lock, `make image-lock`):
+# an image built next month has what the tests ran. setuptools is locked too,
+# since the project itself is built without build isolation.
+COPY requirements.lock ./
+RUN python -m venv /opt/modelway \
+ && /opt/modelway/bin/pip install $PIP_OPTIONS --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml ./
 COPY proxy ./proxy
 COPY controller ./controller
-# A virtualenv we can copy whole into the runtime stage; `fast` adds uvloop.
-RUN python -m venv /opt/modelway \
- && /opt/modelway/bin/pip install '.[fast]'
+RUN /opt/modelway/bin/pip install --no-deps --no-build-isolation .
 
-FROM python:3.11-slim
+FROM ${BASE}
 COPY --from=build /opt/modelway /opt/modelway
 ENV PATH=/opt/modelway/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test unit integration e2e tools bench bench-sidecar bench-controller bench-policy venv clean
-.PHONY: kind-up chart-crds
+.PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,8 @@ integration: $(STAMP)
 e2e: $(STAMP) tools
 	$(PY) -m pytest -q tests/e2e
 
-## tools: kube-apiserver, etcd, kubectl, helm, jaeger (Go, pinned) and redis (Debian)
+## tools: kube-apiserver, etcd, kubectl, helm, jaeger, a node's binaries, coredns (Go, pinned),
+## redis, containerd, runc, CNI plugins, buildah, mmdebstrap (Debian) and the test images
 tools:
 	bash tests/tools/build.sh
 
@@ -51,9 +52,24 @@ bench-controller: $(STAMP) tools
 bench-policy: $(STAMP)
 	$(PY) -m bench.personal_data
 
+## node-up: the test suite's one-node cluster (real kubelet, containerd, the chart's image) until Ctrl-C (root, Linux)
+node-up: $(STAMP) tools
+	$(PY) -m tests.harness.node_up
+
 ## kind-up: a kind cluster with the image, the chart and examples/k8s/ (needs docker, kind, kubectl, helm)
 kind-up:
 	bash hack/kind-up.sh
+
+## image-lock: re-resolve requirements.lock (the image's exact Python packages, with hashes)
+## and the test app image's (the official openai SDK)
+image-lock:
+	$(PYTHON) -m venv build/uv && build/uv/bin/pip install -q uv
+	echo 'setuptools>=68' | build/uv/bin/uv pip compile pyproject.toml - --extra fast --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	  --custom-compile-command 'make image-lock' -o requirements.lock
+	echo 'openai' | build/uv/bin/uv pip compile - --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	  --custom-compile-command 'make image-lock' -o tests/tools/image/app-requirements.txt
 
 ## chart-crds: copy crds/ into the chart (a unit test fails while they differ)
 chart-crds:

@@ -21,3 +21,11 @@ def test_missing_tool_fails_rather_than_skips(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(tools, "TOOLS_BIN", tmp_path)
     with pytest.raises(pytest.fail.Exception, match=r"jaeger not found in .*: run `make tools`"):
         fixtures.tool("jaeger")
+
+
+def test_missing_node_tool_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tools, "TOOLS_BIN", tmp_path)
+    with pytest.raises(tools.ToolMissing, match=r"kubelet not found in .*: run `make tools`.*tests/tools/kube"):
+        tools.find_tool("kubelet")
+    with pytest.raises(tools.ToolMissing, match="tests/tools/coredns"):
+        tools.find_tool("coredns")

@@ -19,6 +19,11 @@ Fixtures (all session-scoped, started on first use, stopped at session end):
 - ``jaeger``: JaegerServer - ``.otlp_grpc_endpoint``, ``.otlp_http_endpoint``,
   ``.query_url``, ``.traces(service)``, ``.wait_for_traces(service, pred)``.
 - ``redis``: RedisServer - ``.host``, ``.port``, ``.url``, ``.cli(*args)``.
+- ``node``: NodeCluster - a one-node cluster that runs pods (its own etcd and
+  apiserver, containerd, kubelet, controller-manager, scheduler, kube-proxy,
+  CoreDNS; tests/harness/node.py); ``.kubeconfig`` (admin), ``.kube``
+  (KubeCluster), ``.images`` (name -> image reference on the node). Needs root.
+- ``node_kubectl``: Kubectl bound to ``node``.
 - ``harness``: the session's work dir (component logs live there), ports.
 
 A missing binary fails the test with how to build it (never a skip). When a
@@ -28,6 +33,7 @@ attached to its report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +43,11 @@ import pytest
 from .cli import Helm, Kubectl
 from .jaeger import JaegerProcess, JaegerServer
 from .kube import KubeCluster, KubeControlPlane
+from .node import KubeNode, NodeCluster
 from .ports import PortAllocator
 from .process import ManagedProcess
 from .redis import RedisProcess, RedisServer
-from .tools import ToolMissing, find_tool
+from .tools import TOOLS_BIN, ToolMissing, find_tool
 
 __all__ = [
     "harness",
@@ -50,6 +57,8 @@ __all__ = [
     "kube",
     "kube_control_plane",
     "kubectl",
+    "node",
+    "node_kubectl",
     "pytest_runtest_makereport",
     "redis",
 ]
@@ -149,6 +158,34 @@ def redis(harness: HarnessSession) -> Generator[RedisServer]:
         yield proc.start()
     finally:
         proc.stop()
+
+
+NODE_TOOLS = ("kube-apiserver", "etcd", "kubelet", "kube-controller-manager", "kube-scheduler",
+              "kube-proxy", "coredns", "containerd", "ctr")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def node(harness: HarnessSession) -> Generator[NodeCluster]:
+    """A one-node cluster that runs real pods (started once per session)."""
+    if os.geteuid() != 0:
+        pytest.fail("the test node needs root (containerd, a bridge, iptables)", pytrace=False)
+    tools = {name: tool(name) for name in NODE_TOOLS}
+    kube_node = KubeNode(
+        tools=tools,
+        images_dir=TOOLS_BIN.parent / "images",
+        workdir=harness.workdir / "node",
+        ports=harness.ports,
+    )
+    harness.components["node"] = kube_node.processes  # filled in as they start
+    try:
+        yield kube_node.start()
+    finally:
+        kube_node.stop()
+
+
+@pytest.fixture(scope="session")
+def node_kubectl(harness: HarnessSession, node: NodeCluster) -> Kubectl:
+    return Kubectl(tool("kubectl"), node.kubeconfig, harness.workdir / "node-kubectl-cache")
 
 
 @pytest.hookimpl(wrapper=True)

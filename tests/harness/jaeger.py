@@ -75,7 +75,7 @@ class JaegerServer:
 
 
 def _config(
-    *, grpc: int, http: int, query_http: int, query_grpc: int, health: int
+    *, grpc: int, http: int, query_http: int, query_grpc: int, health: int, otlp_host: str = "127.0.0.1"
 ) -> dict[str, Any]:
     loop = "127.0.0.1"
     return {
@@ -106,8 +106,8 @@ def _config(
         "receivers": {
             "otlp": {
                 "protocols": {
-                    "grpc": {"endpoint": f"{loop}:{grpc}"},
-                    "http": {"endpoint": f"{loop}:{http}"},
+                    "grpc": {"endpoint": f"{otlp_host}:{grpc}"},
+                    "http": {"endpoint": f"{otlp_host}:{http}"},
                 }
             }
         },
@@ -118,7 +118,10 @@ def _config(
 
 
 class JaegerProcess:
-    def __init__(self, *, binary: Path, workdir: Path, ports: PortAllocator) -> None:
+    def __init__(self, *, binary: Path, workdir: Path, ports: PortAllocator, otlp_host: str = "127.0.0.1") -> None:
+        """``otlp_host``: where the OTLP receivers listen (the test node's bridge
+        address for pods to send to); the query API stays on loopback."""
+        self._otlp_host = otlp_host
         self._binary = binary
         self.workdir = workdir
         self._ports = ports
@@ -128,14 +131,14 @@ class JaegerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         p = {k: self._ports.take() for k in ("grpc", "http", "query_http", "query_grpc", "health")}
         config = self.workdir / "jaeger.yaml"
-        config.write_text(yaml.safe_dump(_config(**p), sort_keys=False))
+        config.write_text(yaml.safe_dump(_config(**p, otlp_host=self._otlp_host), sort_keys=False))
         proc = ManagedProcess(
             "jaeger", [self._binary, "--config", config], self.workdir / "jaeger.log"
         )
         self.processes.append(proc)
         server = JaegerServer(
-            otlp_grpc_endpoint=f"127.0.0.1:{p['grpc']}",
-            otlp_http_endpoint=f"http://127.0.0.1:{p['http']}",
+            otlp_grpc_endpoint=f"{self._otlp_host}:{p['grpc']}",
+            otlp_http_endpoint=f"http://{self._otlp_host}:{p['http']}",
             query_url=f"http://127.0.0.1:{p['query_http']}",
         )
 

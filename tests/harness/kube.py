@@ -134,11 +134,25 @@ class KubeControlPlane:
     clients ride out an outage.
     """
 
-    def __init__(self, *, apiserver: Path, etcd: Path, workdir: Path, ports: PortAllocator) -> None:
+    def __init__(
+        self,
+        *,
+        apiserver: Path,
+        etcd: Path,
+        workdir: Path,
+        ports: PortAllocator,
+        node_address: str | None = None,
+    ) -> None:
+        """``node_address``: an address of this machine that pods can reach (the
+        test node's bridge). Given, the apiserver serves there too and runs as a
+        cluster with nodes needs: the Node authorizer, ServiceAccount admission,
+        the ``kubernetes`` Service's endpoints, and a client cert to call kubelets.
+        """
         self._apiserver_bin = apiserver
         self._etcd_bin = etcd
         self.workdir = workdir
         self._ports = ports
+        self._node_address = node_address
         self.processes: list[ManagedProcess] = []
         self._cluster: KubeCluster | None = None
         self._apiserver_argv: list[str] = []
@@ -154,11 +168,12 @@ class KubeControlPlane:
         wd.mkdir(parents=True, exist_ok=True)
         pki = wd / "pki"
         ca = CertAuthority(pki)
+        node_hosts = (self._node_address,) if self._node_address else ()
         serving = ca.issue(
             "apiserver",
             common_name="kube-apiserver",
             hosts=("127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
-                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
+                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", *node_hosts),
             server=True,
         )  # fmt: skip
         admin = ca.issue("admin", common_name="modelway-admin", organizations=("system:masters",), client=True)
@@ -169,7 +184,7 @@ class KubeControlPlane:
 
         port = self._ports.take()
         kubeconfig = wd / "kubeconfig"
-        server = f"https://127.0.0.1:{port}"
+        server = f"https://{self._node_address or '127.0.0.1'}:{port}"
         _write_kubeconfig(kubeconfig, server, ca.cert, admin)
         self._cluster = KubeCluster(
             server=server,
@@ -183,8 +198,6 @@ class KubeControlPlane:
         self._apiserver_argv = [
             str(self._apiserver_bin),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={port}",
             f"--tls-cert-file={serving.cert}",
             f"--tls-private-key-file={serving.key}",
@@ -193,18 +206,40 @@ class KubeControlPlane:
             f"--service-account-key-file={sa.cert}",
             f"--service-account-signing-key-file={sa.key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--authorization-mode=RBAC",
-            # No controller-manager creates ServiceAccounts, so the SA
-            # admission plugin would reject every Pod.
-            "--disable-admission-plugins=ServiceAccount",
-            # The endpoint reconcilers refuse a loopback advertise address
-            # (since 1.37); nothing in-cluster dials the `kubernetes`
-            # Service here, so its Endpoints need not be kept.
-            "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
         ]
+        if self._node_address is None:
+            self._apiserver_argv += [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+                # No controller-manager creates ServiceAccounts, so the SA
+                # admission plugin would reject every Pod.
+                "--disable-admission-plugins=ServiceAccount",
+                # The endpoint reconcilers refuse a loopback advertise address
+                # (since 1.37); nothing in-cluster dials the `kubernetes`
+                # Service here, so its Endpoints need not be kept.
+                "--endpoint-reconciler-type=none",
+            ]
+        else:
+            kubelet_client = ca.issue(
+                "apiserver-kubelet-client", common_name="kube-apiserver-kubelet-client",
+                organizations=("system:masters",), client=True,
+            )  # fmt: skip
+            self._apiserver_argv += [
+                # The bridge only: pods reach it through the `kubernetes`
+                # Service, the harness and the node's components directly.
+                f"--bind-address={self._node_address}",
+                f"--advertise-address={self._node_address}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                # The node's name resolves nowhere; its InternalIP is the bridge.
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
         self.start_apiserver()
         return self._cluster
 

@@ -22,13 +22,20 @@ _ORIGIN: dict[str, str] = {
     "helm": "builds it from tests/tools/kube (helm.sh/helm/v3)",
     "etcd": "builds it from tests/tools/etcd (go.etcd.io/etcd/server/v3)",
     "jaeger": "builds it from tests/tools/jaeger (github.com/jaegertracing/jaeger)",
+    "kubelet": "builds it from tests/tools/kube (k8s.io/kubernetes)",
+    "kube-controller-manager": "builds it from tests/tools/kube (k8s.io/kubernetes)",
+    "kube-scheduler": "builds it from tests/tools/kube (k8s.io/kubernetes)",
+    "kube-proxy": "builds it from tests/tools/kube (k8s.io/kubernetes)",
+    "coredns": "builds it from tests/tools/coredns (github.com/coredns/coredns)",
+    "containerd": "installs Debian's containerd with apt-get",
+    "ctr": "installs Debian's containerd with apt-get",
     "redis-server": "installs Debian's redis-server with apt-get",
     "redis-cli": "installs Debian's redis-server (and redis-tools) with apt-get",
 }
 
 # Only these may come from PATH when .tools/bin lacks them: they are Debian
 # packages, not pinned builds.
-_PATH_FALLBACK = {"redis-server", "redis-cli"}
+_PATH_FALLBACK = {"redis-server", "redis-cli", "containerd", "ctr"}
 
 
 class ToolMissing(RuntimeError):

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Builds the real components the test suite runs against, into <repo>/.tools/bin:
-#   kube-apiserver, kubectl  <- tests/tools/kube   (k8s.io/kubernetes)
+#   kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler,
+#   kube-proxy               <- tests/tools/kube   (k8s.io/kubernetes)
 #   etcd                     <- tests/tools/etcd   (go.etcd.io/etcd/server/v3)
 #   helm                     <- tests/tools/helm   (helm.sh/helm/v3)
 #   jaeger                   <- tests/tools/jaeger (github.com/jaegertracing/jaeger)
+#   coredns                  <- tests/tools/coredns (github.com/coredns/coredns, the plugins a test node needs)
 #   redis-server, redis-cli  <- Debian (apt-get), linked into .tools/bin
+#   containerd, ctr, runc, CNI plugins, iptables, conntrack, buildah, mmdebstrap
+#                            <- Debian (apt-get): the test node's runtime and image builders
+#   .tools/images/*.tar      <- tests/tools/image/build.sh: the pause, base and project images
 #
 # Each Go tool group is its own module (their dependency graphs disagree, e.g.
 # kubernetes wants etcd client 3.7 while the etcd server we run is 3.6), with
@@ -35,10 +40,12 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 # stamp_of MODDIR ARGS... -> hash of what decides the binaries of one group:
-# its go.mod/go.sum, the Go version, the flags, ldflags and packages.
+# its go.mod/go.sum and .go files, the Go version, the flags, ldflags and packages.
 stamp_of() {
   local dir="$1"; shift
-  { cat "$dir/go.mod" "$dir/go.sum"; go env GOVERSION; echo "$RECIPE" "$@"; } | sha256sum | cut -d' ' -f1
+  # The module's own .go files too (coredns has a main.go of its own).
+  { cat "$dir/go.mod" "$dir/go.sum"; find "$dir" -maxdepth 1 -name '*.go' | sort | xargs -r cat
+    go env GOVERSION; echo "$RECIPE" "$@"; } | sha256sum | cut -d' ' -f1
 }
 
 # build_group NAME MODDIR LDFLAGS PKG:BINARY...
@@ -130,28 +137,73 @@ install_redis() {
   ln -sf "$(command -v redis-cli)" "$BIN/redis-cli"
 }
 
+# The test node's runtime, network and image builders: Debian packages, like
+# Redis. command -> package; only the missing packages are installed.
+NODE_PACKAGES=(
+  containerd:containerd ctr:containerd runc:runc
+  /usr/lib/cni/bridge:containernetworking-plugins
+  iptables:iptables conntrack:conntrack
+  buildah:buildah mmdebstrap:mmdebstrap
+)
+
+install_node_packages() {
+  local t0 spec cmd missing=()
+  t0="$(now)"
+  for spec in "${NODE_PACKAGES[@]}"; do
+    cmd="${spec%%:*}"
+    if [[ "$cmd" == /* ]]; then [[ -x "$cmd" ]] && continue
+    else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+    missing+=("${spec#*:}")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    local sudo=""
+    [[ "$(id -u)" == 0 ]] || sudo="sudo -n"
+    if ! command -v apt-get >/dev/null 2>&1; then
+      log "node: missing ${missing[*]} and there is no apt-get: install them (Debian names) so the test node can run"
+      exit 1
+    fi
+    log "node: installing ${missing[*]} from Debian (apt-get)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+    log "node: installed in $(($(now) - t0))s"
+  else
+    log "node: Debian packages present"
+  fi
+  for cmd in containerd ctr runc; do ln -sf "$(command -v "$cmd")" "$BIN/$cmd"; done
+}
+
 main() {
   local start step
   start="$(now)"
   # Steps to run: all by default, or those named (e.g. `build.sh jaeger`).
   local steps=("$@")
-  [[ ${#steps[@]} -gt 0 ]] || steps=(kube etcd helm jaeger redis)
+  [[ ${#steps[@]} -gt 0 ]] || steps=(kube etcd helm jaeger coredns redis node images)
   for step in "${steps[@]}"; do
     case "$step" in
       kube)
         build_group kube kube "$(kube_ldflags)" \
           k8s.io/kubernetes/cmd/kube-apiserver:kube-apiserver \
-          k8s.io/kubernetes/cmd/kubectl:kubectl ;;
+          k8s.io/kubernetes/cmd/kubectl:kubectl \
+          k8s.io/kubernetes/cmd/kubelet:kubelet \
+          k8s.io/kubernetes/cmd/kube-controller-manager:kube-controller-manager \
+          k8s.io/kubernetes/cmd/kube-scheduler:kube-scheduler \
+          k8s.io/kubernetes/cmd/kube-proxy:kube-proxy ;;
       helm)
         build_group helm helm "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm:helm ;;
       etcd)
         build_group etcd etcd "" go.etcd.io/etcd/server/v3:etcd ;;
       jaeger)
         build_group jaeger jaeger "$(jaeger_ldflags)" github.com/jaegertracing/jaeger/cmd/jaeger:jaeger ;;
+      coredns)
+        build_group coredns coredns "" modelway.local/tools/coredns:coredns ;;
       redis)
         install_redis ;;
+      node)
+        install_node_packages ;;
+      images)
+        bash "$TOOLS_SRC/image/build.sh" ;;
       *)
-        log "unknown step $step (known: kube etcd helm jaeger redis)"; exit 2 ;;
+        log "unknown step $step (known: kube etcd helm jaeger coredns redis node images)"; exit 2 ;;
     esac
   done
   log "total: $(($(now) - start))s; tools in $BIN"
