@@ -28,7 +28,7 @@ from controller.webhook import wiring as webhook_wiring
 from proxy.scrub import normalize_otlp_header_variables, scrub_logs
 
 if TYPE_CHECKING:
-    from controller.status import ObservedStatuses
+    from controller.status_writer import ObservedStatuses
 
 log = logging.getLogger("modelway.controller")
 
@@ -97,7 +97,7 @@ async def _sources(args: argparse.Namespace) -> tuple[Any, Authenticator, list[A
     from controller.kube.client import KubeClient
     from controller.kube.config import load_config
     from controller.sources.kube import KubeSource
-    from controller.status import ObservedStatuses
+    from controller.status_writer import ObservedStatuses
 
     client = KubeClient(load_config(kubeconfig=args.kubeconfig))
     authenticator = TokenReviewAuthenticator(review=client.review_token_status, get_pod=client.get_pod)
@@ -108,7 +108,7 @@ def _status_reporting(args: argparse.Namespace, closables: list[Any], *,
                       statuses: ObservedStatuses | None = None) -> tuple[Any, list[Any], Any]:
     """kube: the Lease holder writes status; files: conditions are logged. Also what to run for it,
     and (kube only) the ReplicaCounts that sums every replica's sidecar counts for the writer."""
-    from controller.status import ConditionLogger, StatusWriter
+    from controller.status_writer import ConditionLogger, StatusWriter
 
     if args.source == "files":
         return ConditionLogger(), [], None  # one replica: its own counts are all there is

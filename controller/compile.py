@@ -145,7 +145,7 @@ def _secret_value(secret: Secret, key: str) -> str | None:
 
 
 def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], Secret]) -> ProviderVerdict:
-    spec, namespace, name = provider.spec, provider.metadata.namespace, provider.metadata.name
+    spec, namespace = provider.spec, provider.metadata.namespace
     base_url = spec.base_url or DEFAULT_BASE_URLS.get(spec.type)
     if base_url is None:
         invalid = Verdict(False, "Invalid", f"type {spec.type} has no default endpoint: set spec.baseURL")

@@ -54,7 +54,7 @@ from controller.kube.watch import ADDED, DELETED, MODIFIED
 from controller.store import Key, ResourceStore, key_of
 
 if TYPE_CHECKING:
-    from controller.status import ObservedStatuses
+    from controller.status_writer import ObservedStatuses
 
 log = logging.getLogger("modelway.sources.kube")
 

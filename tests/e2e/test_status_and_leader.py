@@ -24,7 +24,7 @@ from controller.kube import KubeClient, KubeConnectionError, load_config
 from controller.kube.resources import MODEL_PROVIDERS, MODEL_ROUTES
 from controller.leader import LeaseElector, micro_time, parse_time
 from controller.sources.kube import SECRET_LABEL, KubeSource
-from controller.status import ObservedStatuses, StatusWriter
+from controller.status_writer import ObservedStatuses, StatusWriter
 from controller.store import ResourceStore
 from tests.harness.cli import Kubectl
 from tests.harness.kube import KubeCluster

@@ -31,7 +31,8 @@ from controller.kube.resources import (
     SECRETS,
 )
 from controller.sources.kube import KubeSource
-from controller.status import DesiredStatus, ObservedStatuses, StatusWriter, desired_statuses, render
+from controller.status import DesiredStatus, desired_statuses, render
+from controller.status_writer import ObservedStatuses, StatusWriter
 from controller.store import ResourceStore
 from tests.e2e.test_status_and_leader import (  # noqa: F401 (fixtures)
     client,

@@ -13,7 +13,7 @@ PROXY = REPO / "proxy"
 # Pure modules decide and translate; they must not reach for sockets, files or the loop.
 PURE = ["proxy/snapshot.py", "proxy/scrub.py", "proxy/config_text.py", "proxy/sse.py", "proxy/upstream.py", "proxy/errors.py",
         "proxy/routing", "proxy/providers", "proxy/frontends",
-        "controller/api.py", "controller/compile.py", "controller/store.py", "controller/check.py"]
+        "controller/api.py", "controller/compile.py", "controller/store.py", "controller/check.py", "controller/status.py"]
 IO_MODULES = {"aiohttp", "asyncio", "socket", "ssl", "urllib.request", "http.client", "subprocess", "requests",
               "httpx", "os", "pathlib", "shutil", "opentelemetry"}
 

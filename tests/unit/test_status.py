@@ -14,9 +14,6 @@ from controller.compile import ACCEPTED, RESOLVED, Judgement, ProviderVerdict, R
 from controller.core import RouteSync
 from controller.kube.errors import KubeApiError
 from controller.status import (
-    ConditionLogger,
-    ObservedStatuses,
-    StatusWriter,
     Wanted,
     condition_events,
     desired_statuses,
@@ -25,6 +22,7 @@ from controller.status import (
     route_status,
     timeless,
 )
+from controller.status_writer import ConditionLogger, ObservedStatuses, StatusWriter
 from controller.store import ResourceStore, Resources
 
 KEY = ("ModelRoute", "default", "chat")
