@@ -19,6 +19,7 @@ RUN python -m venv /opt/modelway \
 COPY pyproject.toml ./
 COPY proxy ./proxy
 COPY controller ./controller
+COPY shared ./shared
 RUN /opt/modelway/bin/pip install --no-deps --no-build-isolation .
 
 FROM ${BASE}

@@ -25,7 +25,7 @@ from controller.core import Controller
 from controller.push import build_push_app
 from controller.store import ResourceStore
 from controller.webhook import wiring as webhook_wiring
-from proxy.scrub import normalize_otlp_header_variables, scrub_logs
+from shared.scrub import normalize_otlp_header_variables, scrub_logs
 
 if TYPE_CHECKING:
     from controller.status_writer import ObservedStatuses

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from proxy.config_text import validation_problems
+from shared.config_text import validation_problems
 from proxy.snapshot import ConfigProblem, check_base_url, check_regex
 
 GROUP = "modelway.io"

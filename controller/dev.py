@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from controller import check_cli
-from proxy.scrub import scrub_shapes
+from shared.scrub import scrub_shapes
 
 
 def _relay(prefix: str, stream: IO[str], ready: threading.Event, marker: str) -> None:

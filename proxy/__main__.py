@@ -21,7 +21,7 @@ from proxy.http_client import AnswerLimits
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.policy.audit import AuditLog
-from proxy.scrub import normalize_otlp_header_variables, scrub_logs
+from shared.scrub import normalize_otlp_header_variables, scrub_logs
 from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
 from proxy.snapshot_file import SnapshotError, load_snapshot_file, watch_snapshot_file

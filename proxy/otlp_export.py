@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from proxy.otlp_encode import SpanEncoder, decode_fields
-from proxy.scrub import parse_otlp_headers
+from shared.scrub import parse_otlp_headers
 
 log = logging.getLogger(__name__)
 

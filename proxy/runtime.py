@@ -13,7 +13,7 @@ from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
 from proxy.routing.table import RoutingTable
-from proxy.scrub import Scrubber
+from shared.scrub import Scrubber
 from proxy.snapshot import Provider, Snapshot
 
 

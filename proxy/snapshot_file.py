@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from proxy.config_text import decode_text, parse_yaml, removal_verdict, validation_problems
+from shared.config_text import decode_text, parse_yaml, removal_verdict, validation_problems
 from proxy.snapshot import Snapshot, parse_snapshot
 
 log = logging.getLogger("modelway.snapshot")

@@ -8,7 +8,7 @@ completes normally) as JSON strings in the semconv v1.37.0 shape
 (`[{"role", "parts": [{"type": "text", "content"}, ...]}]`).
 
 Before anything is recorded, the text goes through the runtime's scrubber
-(`proxy.scrub`): the keys of the snapshot the sidecar serves, whole, masked or
+(`shared.scrub`): the keys of the snapshot the sidecar serves, whole, masked or
 cut, and text shaped like a credential (bearer tokens, `sk-...` keys,
 AWS/Google/GitHub/Slack tokens, JWTs, `password=...`-style assignments), in
 linear time whatever the prompt holds.

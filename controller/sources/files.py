@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from controller.api import API_VERSION, KINDS, Resource, Secret, parse_resource
 from controller.store import Key, ResourceStore, key_of
-from proxy.config_text import decode_text, parse_yaml_documents, removal_verdict, validation_problems
+from shared.config_text import decode_text, parse_yaml_documents, removal_verdict, validation_problems
 
 log = logging.getLogger("modelway.sources.files")
 

@@ -25,7 +25,7 @@ from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.providers.base import UnsupportedOperation, UpstreamRequest
 from proxy.providers.registry import build_translator
 from proxy.snapshot import Provider
-from proxy.scrub import Scrubber
+from shared.scrub import Scrubber
 from proxy.tracing_content import content_attributes
 from tests.adversarial.inbound_helpers import (
     ANTHROPIC_MESSAGES,

@@ -19,7 +19,7 @@ from controller.sources.files import FileError, FileSource, read_file
 from controller.store import ResourceStore
 from proxy import snapshot_file
 from proxy.snapshot import Snapshot
-from proxy.config_text import parse_yaml, removal_verdict
+from shared.config_text import parse_yaml, removal_verdict
 from proxy.snapshot_file import SnapshotError, read_snapshot_file, watch_snapshot_file
 
 KEY = "sk-unit-0a1b2c3d4e5f60718293a4b5c6d7e8f9"

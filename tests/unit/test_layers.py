@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "proxy"
 
 # Pure modules decide and translate; they must not reach for sockets, files or the loop.
-PURE = ["proxy/snapshot.py", "proxy/scrub.py", "proxy/config_text.py", "proxy/sse.py", "proxy/upstream.py", "proxy/errors.py",
+PURE = ["proxy/snapshot.py", "shared", "proxy/sse.py", "proxy/upstream.py", "proxy/errors.py",
         "proxy/routing", "proxy/providers", "proxy/frontends",
         "controller/api.py", "controller/compile.py", "controller/store.py", "controller/check.py", "controller/status.py"]
 IO_MODULES = {"aiohttp", "asyncio", "socket", "ssl", "urllib.request", "http.client", "subprocess", "requests",
@@ -54,10 +54,12 @@ def test_pure_modules_do_no_io(path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "controller").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
 def test_controller_imports_only_the_snapshot_from_proxy(path):
-    # Besides the contract, two pure helpers both programs must apply alike: what a credential
-    # looks like (proxy.scrub, for both programs' logs) and how an untrusted config file is read
-    # (proxy.config_text, for the sidecar's snapshot file and `modelway dev`'s folder).
-    allowed = ("proxy.snapshot", "proxy.scrub", "proxy.config_text")
-    bad = {n for n in _imports(path) if _top(n) == "proxy" and n not in allowed}
-    assert not bad, (f"{path.relative_to(REPO)} imports {sorted(bad)}; the controller may use "
-                     f"{', '.join(allowed)} only")
+    # What both programs must apply alike (a credential's shape, reading untrusted config text)
+    # lives in shared/, which imports neither of them.
+    bad = {n for n in _imports(path) if _top(n) == "proxy" and n != "proxy.snapshot"}
+    assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}; the controller may use proxy.snapshot only"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "shared").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_shared_imports_neither_program(path):
+    assert not any(_top(n) in ("proxy", "controller") for n in _imports(path))

@@ -13,7 +13,7 @@ from proxy.metrics import Registry, render_prometheus
 from proxy.metrics_sidecar import DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, BackendCatalog, SidecarMetrics
 from proxy.runtime import Runtime
 from proxy.snapshot import Snapshot, parse_snapshot
-from proxy.scrub import Scrubber
+from shared.scrub import Scrubber
 from proxy.tracing_content import content_attributes
 
 

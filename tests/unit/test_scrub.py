@@ -1,4 +1,4 @@
-"""proxy.scrub: a snapshot's keys and anything shaped like a key leave no trace in text that goes
+"""shared.scrub: a snapshot's keys and anything shaped like a key leave no trace in text that goes
 to a log, a span or a client; ordinary text goes through unchanged; hostile text cannot make it slow."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.runtime import Runtime
-from proxy.scrub import (
+from shared.scrub import (
     REDACTED,
     Scrubber,
     normalize_otlp_header_variables,

@@ -91,7 +91,7 @@ build_base() {
 image_inputs() {
   cd "$ROOT"
   cat Dockerfile .dockerignore requirements.lock pyproject.toml "$STAMPS/image-base"
-  find proxy controller -type f -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 \
+  find proxy controller shared -type f -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 \
     | sort -z | xargs -0 sha256sum
 }
 
