@@ -1,5 +1,5 @@
 """The admin port: liveness, readiness (a snapshot is loaded), the config (secrets masked),
-and the metrics as Prometheus text (`/metrics`, rendered at scrape time from `proxy.metrics`)."""
+and the metrics as Prometheus text (`/metrics`, rendered at scrape time from `proxy.telemetry.metrics`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.metrics import CONTENT_TYPE, Registry, render_prometheus
+from proxy.telemetry.metrics import CONTENT_TYPE, Registry, render_prometheus
 from proxy.runtime import RuntimeHolder
 
 ADMIN_HOLDER = web.AppKey("admin_holder", RuntimeHolder)

@@ -20,7 +20,7 @@ from proxy.providers.base import UpstreamProtocolError, Usage
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.openai import OpenAITranslator
 from proxy.snapshot import Provider
-from proxy.tracing_content import StreamCapture
+from proxy.telemetry.content import StreamCapture
 from tests.adversarial.fuzz_strategies import (
     ANTHROPIC_MESSAGE,
     GARBAGE,

@@ -26,7 +26,7 @@ from proxy.providers.base import UnsupportedOperation, UpstreamRequest
 from proxy.providers.registry import build_translator
 from proxy.snapshot import Provider
 from shared.scrub import Scrubber
-from proxy.tracing_content import content_attributes
+from proxy.telemetry.content import content_attributes
 from tests.adversarial.inbound_helpers import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,

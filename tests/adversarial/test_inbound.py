@@ -337,7 +337,7 @@ async def test_an_unexpected_exception_is_a_json_500_in_the_callers_shape(
 
     from proxy import server
     from proxy.runtime import RuntimeHolder
-    from proxy.telemetry import Telemetry
+    from proxy.telemetry.facade import Telemetry
 
     secret = "sk-live-0123456789abcdef0123"
 

@@ -11,8 +11,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from proxy.otlp_export import OTLPHttpSpanExporter
-from proxy.telemetry import build_tracer_provider
+from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
+from proxy.telemetry.facade import build_tracer_provider
 from tests.harness.jaeger import JaegerServer
 
 pytestmark = pytest.mark.e2e

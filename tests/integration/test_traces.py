@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, build_app
 from proxy.snapshot import parse_snapshot
-from proxy.telemetry import Telemetry
+from proxy.telemetry.facade import Telemetry
 
 APP_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 APP_PARENT = "00f067aa0ba902b7"

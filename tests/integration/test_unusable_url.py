@@ -16,7 +16,7 @@ from proxy.http_request import UnusableURL, parse_target
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, build_app
 from proxy.snapshot import parse_snapshot
-from proxy.telemetry import Telemetry
+from proxy.telemetry.facade import Telemetry
 from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import free_port
 

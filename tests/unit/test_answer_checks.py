@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from proxy import upstream as up
-from proxy.metrics import Registry, render_prometheus
-from proxy.metrics_sidecar import BackendInfo, SidecarMetrics
+from proxy.telemetry.metrics import Registry, render_prometheus
+from proxy.telemetry.sidecar_metrics import BackendInfo, SidecarMetrics
 from proxy.providers import checks
 from proxy.providers.base import UpstreamProtocolError
 

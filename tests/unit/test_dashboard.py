@@ -12,8 +12,8 @@ import pytest
 
 from controller.metrics import INSTRUMENTS
 from controller.metrics import prometheus_names as controller_names
-from proxy.metrics import Registry, flatten, prometheus_name
-from proxy.metrics_sidecar import SidecarMetrics
+from proxy.telemetry.metrics import Registry, flatten, prometheus_name
+from proxy.telemetry.sidecar_metrics import SidecarMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "modelway" / "dashboards" / "modelway.json"

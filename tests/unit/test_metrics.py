@@ -9,12 +9,12 @@ from controller.core import Compiled, Controller, Sidecar
 from controller.metrics import prometheus_names as controller_names
 from controller.store import ResourceStore
 from controller.telemetry import build_controller_telemetry
-from proxy.metrics import Registry, render_prometheus
-from proxy.metrics_sidecar import DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, BackendCatalog, SidecarMetrics
+from proxy.telemetry.metrics import Registry, render_prometheus
+from proxy.telemetry.sidecar_metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, BackendCatalog, SidecarMetrics
 from proxy.runtime import Runtime
 from proxy.snapshot import Snapshot, parse_snapshot
 from shared.scrub import Scrubber
-from proxy.tracing_content import content_attributes
+from proxy.telemetry.content import content_attributes
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -162,8 +162,8 @@ def test_fast_traceparent_paths_match_the_generic_propagator() -> None:
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from proxy.telemetry import Telemetry
-    from proxy.tracing import LeanTracerProvider
+    from proxy.telemetry.facade import Telemetry
+    from proxy.telemetry.tracing import LeanTracerProvider
 
     class Discard:
         def export(self, spans): pass
@@ -224,7 +224,7 @@ async def test_controller_admin_probes_and_metrics() -> None:
 
 
 def test_stream_capture_collects_text_and_tool_calls() -> None:
-    from proxy.tracing_content import StreamCapture
+    from proxy.telemetry.content import StreamCapture
 
     class Encoder:
         def encode(self, chunk): return b"x"

@@ -28,14 +28,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from proxy import otlp_export
-from proxy.otlp_encode import SpanEncoder, encode_spans
-from proxy.otlp_export import OTLPHttpSpanExporter
-from proxy.telemetry import build_tracer_provider
+from proxy.telemetry import otlp_export
+from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
+from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
+from proxy.telemetry.facade import build_tracer_provider
 from tests.harness.certs import CertAuthority
 
 REPO = Path(__file__).resolve().parents[2]
-LOGGER = "proxy.otlp_export"
+LOGGER = "proxy.telemetry.otlp_export"
 
 
 # ---------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def _processor(provider):
 
 
 def test_provider_uses_the_lean_exporter_and_sidecar_batch_sizes(collector):
-    from proxy.tracing import LeanTracerProvider, SpanQueue
+    from proxy.telemetry.tracing import LeanTracerProvider, SpanQueue
 
     provider = build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
     try:
@@ -436,7 +436,7 @@ def test_modelway_tracer_sdk_keeps_the_sdk_provider_and_batch_processor(collecto
 
 
 def test_bad_exporter_settings_turn_tracing_off_instead_of_failing_the_sidecar(caplog):
-    with caplog.at_level(logging.ERROR, "proxy.telemetry"):
+    with caplog.at_level(logging.ERROR, "proxy.telemetry.facade"):
         assert build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}) is None
     assert "tracing off" in caplog.text
     assert build_tracer_provider(service_name="svc", environ={}) is None  # no endpoint: tracing off, quietly
@@ -455,7 +455,7 @@ def test_grpc_protocol_keeps_the_stock_exporter():
 
 def test_tracing_imports_neither_requests_nor_the_stock_exporters():
     code = (
-        "import sys; from proxy.telemetry import build_tracer_provider\n"
+        "import sys; from proxy.telemetry.facade import build_tracer_provider\n"
         "p = build_tracer_provider(service_name='s', environ={'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://127.0.0.1:1'})\n"
         "assert p is not None\n"
         "heavy = sorted(m for m in sys.modules if m == 'requests' or m.startswith(('opentelemetry.exporter', 'grpc',"

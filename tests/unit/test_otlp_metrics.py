@@ -12,10 +12,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from proxy.metrics import GAUGE, Registry, flatten
-from proxy.otlp_export import OTLPHttpSpanExporter
-from proxy.otlp_metrics import MetricExport, build_metric_export, encode_metrics, metrics_endpoint
-from proxy.tracing_sampling import LeanResource, LeanScope
+from proxy.telemetry.metrics import GAUGE, Registry, flatten
+from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
+from proxy.telemetry.otlp_metrics import MetricExport, build_metric_export, encode_metrics, metrics_endpoint
+from proxy.telemetry.sampling import LeanResource, LeanScope
 
 CUMULATIVE = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 

@@ -1,4 +1,4 @@
-"""The lean span recorder (`proxy.tracing`): its spans encode to the same OTLP
+"""The lean span recorder (`proxy.telemetry.tracing`): its spans encode to the same OTLP
 message as the SDK's for the same calls, its samplers follow OTEL_TRACES_SAMPLER,
 its queue is bounded and never blocks, and its worker exports on schedule, on a
 full batch, on flush and on shutdown through the real HTTP transport."""
@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.otlp_encode import SpanEncoder, encode_spans
-from proxy.otlp_export import OTLPHttpSpanExporter
-from proxy.telemetry import Telemetry, build_tracer_provider, set_error
-from proxy.tracing import LeanSpan, LeanTracerProvider, SharedAttributes, _span_context
-from proxy.tracing_sampling import LeanResource, Sampler, SpanLimits, build_resource
+from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
+from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
+from proxy.telemetry.facade import Telemetry, build_tracer_provider, set_error
+from proxy.telemetry.tracing import LeanSpan, LeanTracerProvider, SharedAttributes, _span_context
+from proxy.telemetry.sampling import LeanResource, Sampler, SpanLimits, build_resource
 from tests.unit.test_otlp_export import Collector
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -9,15 +9,15 @@ that part, cheaply:
 * ``LeanTracerProvider.get_tracer()`` -> ``LeanTracer`` (an API ``Tracer``);
   ``start_span`` returns a ``LeanSpan`` (an API ``Span``) keeping plain Python
   values: an attributes dict, events as ``(name, attributes, time)`` tuples,
-  times as int nanoseconds. ``proxy.otlp_encode`` has a fast path for it.
+  times as int nanoseconds. ``proxy.telemetry.otlp_encode`` has a fast path for it.
 * Sampling from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (always_on,
   always_off, traceidratio and their parentbased_* forms); an unsampled span is
   an API ``NonRecordingSpan`` that still propagates a valid context. The sampler,
-  resource, scope and span limits live in ``proxy.tracing_sampling``.
-* Ended spans go to a bounded deque (`proxy.tracing_queue`; no lock: the event loop appends, one
+  resource, scope and span limits live in ``proxy.telemetry.sampling``.
+* Ended spans go to a bounded deque (`proxy.telemetry.span_queue`; no lock: the event loop appends, one
   daemon thread pops); when it is full, spans are dropped and counted, never
   waited for. The worker exports every ``OTEL_BSP_SCHEDULE_DELAY`` ms or as soon
-  as a batch is full, through ``proxy.otlp_export.OTLPHttpSpanExporter``.
+  as a batch is full, through ``proxy.telemetry.otlp_export.OTLPHttpSpanExporter``.
 
 Spans are meant to be created and ended on one thread (the event loop). Using
 them from several threads is safe for the queue, not for one span's fields.
@@ -40,8 +40,8 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
-from proxy.tracing_queue import SpanQueue
-from proxy.tracing_sampling import _MASK64, LeanResource, LeanScope, Sampler, SpanLimits, build_resource
+from proxy.telemetry.span_queue import SpanQueue
+from proxy.telemetry.sampling import _MASK64, LeanResource, LeanScope, Sampler, SpanLimits, build_resource
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _append_bounded(items: list[Any] | None, item: Any, limit: int) -> tuple[lis
 class LeanSpan(trace.Span):
     """A recording span of plain values, queued for export when it ends.
 
-    Read by the encoder (``proxy.otlp_encode``) straight from its slots: the attributes are
+    Read by the encoder (``proxy.telemetry.otlp_encode``) straight from its slots: the attributes are
     ``shared`` (a SharedAttributes given at the start, or None) followed by ``own``; ``_events``
     holds ``(name, attributes, time_ns, dropped_attributes)`` tuples, ``_links``
     ``(SpanContext, attributes, dropped_attributes)`` tuples.

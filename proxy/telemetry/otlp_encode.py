@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from proxy.tracing import UNSET_STATUS
+from proxy.telemetry.tracing import UNSET_STATUS
 
-log = logging.getLogger("proxy.otlp_export")
+log = logging.getLogger("proxy.telemetry.otlp_export")
 
 _CACHE_MAX = 4096  # entries per encoder cache (KeyValues, keys); a full cache is cleared
 _UNSET: Any = object()
@@ -146,7 +146,7 @@ class SpanEncoder:
                 last_resource, last_scope = resource, scope
                 scopes = groups.setdefault(self._resource(resource), {})
                 encoded = scopes.setdefault(self._scope(scope), [])
-            # ScopeSpans.spans (2); proxy.tracing's LeanSpan (plain values in slots) has a fast path
+            # ScopeSpans.spans (2); proxy.telemetry.tracing's LeanSpan (plain values in slots) has a fast path
             body = self.encode_lean_span(span) if getattr(span, "_otlp_lean", False) else self.encode_span(span)
             encoded.append(b"\x12" + _lp(body))
         out = []
@@ -247,7 +247,7 @@ class SpanEncoder:
             out.append(kv)
 
     def _shared_fields(self, shared: Mapping[str, Any]) -> bytes:
-        """Span.attributes fields (tag included) for a proxy.tracing.SharedAttributes, made once each."""
+        """Span.attributes fields (tag included) for a proxy.telemetry.tracing.SharedAttributes, made once each."""
         cached = self._shared.get(id(shared))
         if cached is None or cached[0] is not shared:
             if len(self._shared) >= _CACHE_MAX:
@@ -325,7 +325,7 @@ class SpanEncoder:
         return _lp(b"".join(body))
 
     def encode_lean_span(self, span: Any) -> bytes:
-        """``encode_span`` for a ``proxy.tracing.LeanSpan``: the same bytes, read from its plain slots
+        """``encode_span`` for a ``proxy.telemetry.tracing.LeanSpan``: the same bytes, read from its plain slots
         (attributes a dict; events ``(name, attributes, time, dropped)`` and links
         ``(context, attributes, dropped)`` tuples; status a Status)."""
         # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)

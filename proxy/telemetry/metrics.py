@@ -8,7 +8,7 @@ the order of the instrument's attribute names; a measurement is one dict
 lookup and a few list updates on the event loop, no lock. The tuples may
 nest (a backend's labels travel as one precomputed tuple), flattened only when
 the data is read: at scrape time (`render_prometheus`) or when an export is
-due (`Registry.collect`, then `proxy.otlp_metrics`).
+due (`Registry.collect`, then `proxy.telemetry.otlp_metrics`).
 
 Everything is cumulative since the registry was made (OTLP cumulative
 temporality; Prometheus counters), so a lost export loses nothing but a point.

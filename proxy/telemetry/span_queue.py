@@ -1,6 +1,6 @@
 """The lean recorder's export queue: ended spans, bounded, exported in batches by one thread.
 
-Part of ``proxy.tracing`` (see there); kept apart because it is the one piece that runs
+Part of ``proxy.telemetry.tracing`` (see there); kept apart because it is the one piece that runs
 off the event loop.
 """
 
@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-log = logging.getLogger("proxy.tracing")
+log = logging.getLogger("proxy.telemetry.tracing")
 
 
 class SpanQueue:

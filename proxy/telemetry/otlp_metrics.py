@@ -1,7 +1,7 @@
 """OTLP metrics for the sidecar: ExportMetricsServiceRequest bytes written by hand, exported
 periodically off the event loop.
 
-Like ``proxy.otlp_encode`` for spans (and for the same reason: no protobuf object
+Like ``proxy.telemetry.otlp_encode`` for spans (and for the same reason: no protobuf object
 tree, no protobuf runtime on the request path), the message is written directly
 (field numbers from opentelemetry-proto ``metrics/v1/metrics.proto``); a unit test
 keeps the bytes equal to the official message classes' serialization.
@@ -9,7 +9,7 @@ keeps the bytes equal to the official message classes' serialization.
 Export: every ``OTEL_METRIC_EXPORT_INTERVAL`` ms a task on the event loop copies
 the registry's points (``Registry.collect``, a few hundred series) into a
 bounded queue; one daemon thread encodes and posts them with the lean OTLP/HTTP
-exporter of ``proxy.otlp_export`` (its transport is signal-agnostic: bytes in,
+exporter of ``proxy.telemetry.otlp_export`` (its transport is signal-agnostic: bytes in,
 retries bounded by the timeout). Temporality is cumulative, so when the collector
 is away a full queue drops its oldest copy (counted in ``dropped_exports``) and
 the next copy that gets through carries every total: nothing is lost but points.
@@ -27,9 +27,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from proxy.metrics import COUNTER, GAUGE, HISTOGRAM, Collected, Registry, flatten
-from proxy.otlp_encode import _field, _key_value, _lp
-from proxy.tracing_sampling import LeanResource, LeanScope
+from proxy.telemetry.metrics import COUNTER, GAUGE, HISTOGRAM, Collected, Registry, flatten
+from proxy.telemetry.otlp_encode import _field, _key_value, _lp
+from proxy.telemetry.sampling import LeanResource, LeanScope
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def build_metric_export(*, registry: Registry, resource: LeanResource,
     endpoint = metrics_endpoint(environ)
     if endpoint is None:
         return None
-    from proxy.otlp_export import OTLPHttpSpanExporter
+    from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 
     protocol = environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
                            environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")).strip().lower()

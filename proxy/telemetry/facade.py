@@ -6,8 +6,8 @@ semconv v1.37.0 (`gen_ai.provider.name`, `gen_ai.operation.name`, ...), plus
 (`modelway.cost.usd`, from the provider's per-model pricing in the snapshot).
 Prompt and completion text are recorded only when
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true, credentials redacted
-(`proxy.tracing_content`). Metrics are recorded through the same object
-(`proxy.metrics_sidecar`). All of it is built in `__main__` (`build_telemetry`)
+(`proxy.telemetry.content`). Metrics are recorded through the same object
+(`proxy.telemetry.sidecar_metrics`). All of it is built in `__main__` (`build_telemetry`)
 and passed in.
 """
 
@@ -38,9 +38,9 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.metrics_sidecar import CLIENT_GONE, ERROR, OK, BackendCatalog, BackendInfo, NoMetrics, SidecarMetrics
+from proxy.telemetry.sidecar_metrics import CLIENT_GONE, ERROR, OK, BackendCatalog, BackendInfo, NoMetrics, SidecarMetrics
 from proxy.runtime import Runtime
-from proxy.tracing import SharedAttributes
+from proxy.telemetry.tracing import SharedAttributes
 
 log = logging.getLogger("modelway.telemetry")
 
@@ -59,7 +59,7 @@ class Telemetry:
         self.backends = BackendCatalog()
         self._request_spans: dict[tuple[str, ...], tuple[str, SharedAttributes]] = {}
         self.closers: list[Any] = []  # providers/exporters to shut down at exit (flushing them)
-        self.metric_export: Any = None  # proxy.otlp_metrics.MetricExport, when metrics go out by OTLP
+        self.metric_export: Any = None  # proxy.telemetry.otlp_metrics.MetricExport, when metrics go out by OTLP
         self.failures = 0  # recordings that raised (and were dropped): a bug, never the request's fault
         self._failure_logged = -1e9
 
@@ -135,7 +135,7 @@ class Telemetry:
         """Prompt (and, given, completion) text on the span: only when content capture is on."""
         if not self.capture_content or not span.is_recording():
             return
-        from proxy.tracing_content import input_attributes, output_attributes
+        from proxy.telemetry.content import input_attributes, output_attributes
 
         try:
             # The input is recorded when the request starts, the answer when it is there.
@@ -149,7 +149,7 @@ class Telemetry:
         answer and record it on `span` when the stream completes."""
         if not self.capture_content or not span.is_recording():
             return frontend
-        from proxy.tracing_content import StreamCapture
+        from proxy.telemetry.content import StreamCapture
 
         return StreamCapture(frontend, on_done=lambda response: self.capture(
             span, runtime=runtime, request=request, response=response))
@@ -220,9 +220,9 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
     Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set,
     unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none.
 
-    The default protocol, http/protobuf, gets a `proxy.tracing.LeanTracerProvider`: spans of
+    The default protocol, http/protobuf, gets a `proxy.telemetry.tracing.LeanTracerProvider`: spans of
     plain values behind the OpenTelemetry API, a lock-free bounded queue and one export thread
-    posting with the lean exporter of `proxy.otlp_export` (no `requests`, no protobuf runtime).
+    posting with the lean exporter of `proxy.telemetry.otlp_export` (no `requests`, no protobuf runtime).
     It offers `.get_tracer(name)`, `.force_flush()` and `.shutdown()` (all `__main__` uses).
 
     The OpenTelemetry SDK's TracerProvider + BatchSpanProcessor is used instead
@@ -249,7 +249,7 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
 
         exporter = OTLPSpanExporter()
     else:
-        from proxy.otlp_export import OTLPHttpSpanExporter
+        from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 
         if protocol != "http/protobuf":
             log.warning("OTLP protocol %r is not supported; using http/protobuf", protocol)
@@ -288,7 +288,7 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
     export_timeout_millis = bsp_setting("OTEL_BSP_EXPORT_TIMEOUT", 30000)
     use_sdk = protocol == "grpc" or environ.get("MODELWAY_TRACER", "").strip().lower() == "sdk"
     if not use_sdk:
-        from proxy.tracing import LeanTracerProvider
+        from proxy.telemetry.tracing import LeanTracerProvider
 
         # Schedule delay 1 s instead of the spec's 5 s: at low traffic spans reach the
         # collector (and a developer's Jaeger) within a second, and a quiet export every
@@ -330,15 +330,15 @@ def build_telemetry(*, service_name: str, holder: Any, environ: Mapping[str, str
 
     OTEL_SDK_DISABLED=true turns all of it off (no spans, no metrics recorded: /metrics is
     empty). Otherwise metrics are recorded and served as Prometheus text on the admin port,
-    and also exported by OTLP/HTTP when an endpoint is set (`proxy.otlp_metrics`); traces
+    and also exported by OTLP/HTTP when an endpoint is set (`proxy.telemetry.otlp_metrics`); traces
     as `build_tracer_provider` says."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry()
-    from proxy.metrics import Registry
-    from proxy.metrics_sidecar import telemetry_drops
-    from proxy.otlp_metrics import build_metric_export
-    from proxy.tracing_content import CAPTURE_VARIABLE
-    from proxy.tracing_sampling import build_resource
+    from proxy.telemetry.metrics import Registry
+    from proxy.telemetry.sidecar_metrics import telemetry_drops
+    from proxy.telemetry.otlp_metrics import build_metric_export
+    from proxy.telemetry.content import CAPTURE_VARIABLE
+    from proxy.telemetry.sampling import build_resource
 
     tracer_provider = build_tracer_provider(service_name=service_name, environ=environ)
     registry = Registry()

@@ -3,10 +3,10 @@
 The stock ``opentelemetry-exporter-otlp-proto-http`` builds a protobuf object
 tree per span (~90 µs of Python per sidecar span) and posts it with ``requests``
 (with the protobuf runtime, ~3 MiB RSS and ~30 ms to import). Here the bytes
-come from ``proxy.otlp_encode`` and are posted with the standard library's
+come from ``proxy.telemetry.otlp_encode`` and are posted with the standard library's
 ``http.client`` on a kept-alive connection.
 
-Export runs in a worker thread (``proxy.tracing_queue.SpanQueue``'s, or the SDK's
+Export runs in a worker thread (``proxy.telemetry.span_queue.SpanQueue``'s, or the SDK's
 BatchSpanProcessor's), never on the event loop.
 It never raises: a failed batch is counted, logged once per streak of failures,
 and reported as ``SpanExportResult.FAILURE``.
@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from proxy.otlp_encode import SpanEncoder, decode_fields
+from proxy.telemetry.otlp_encode import SpanEncoder, decode_fields
 from shared.scrub import parse_otlp_headers
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class OTLPHttpSpanExporter(SpanExporter):
     # -- SpanExporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.tracing.LeanSpan``s)."""
+        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.telemetry.tracing.LeanSpan``s)."""
         if self._shutdown.is_set():
             self.dropped_spans += len(spans)
             return SpanExportResult.FAILURE

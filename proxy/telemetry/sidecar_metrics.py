@@ -4,7 +4,7 @@ Names follow the OpenTelemetry GenAI semantic conventions v1.37.0 where they
 define one (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`,
 `gen_ai.server.time_to_first_token`, with their advised bucket boundaries and
 attributes), and `modelway.*` otherwise. The recording methods are on the
-request path: each is a few dict and list operations (see `proxy.metrics`).
+request path: each is a few dict and list operations (see `proxy.telemetry.metrics`).
 
 A backend's attributes (provider, upstream model, server address and port,
 backend key) are computed once per snapshot (`BackendCatalog`) and travel as one
@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from proxy.metrics import COUNTER, GAUGE, Labels, Registry, finite, observe
+from proxy.telemetry.metrics import COUNTER, GAUGE, Labels, Registry, finite, observe
 from proxy.runtime import Runtime, RuntimeHolder
-from proxy.tracing import SharedAttributes
+from proxy.telemetry.tracing import SharedAttributes
 
 # semconv v1.37.0 advisory bucket boundaries
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)

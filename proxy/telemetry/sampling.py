@@ -1,9 +1,9 @@
-"""Resource, scope, limits and sampler for ``proxy.tracing``'s lean span recorder.
+"""Resource, scope, limits and sampler for ``proxy.telemetry.tracing``'s lean span recorder.
 
 What the provider fixes once per process and shares with every tracer, read from the
 environment as the SDK reads it:
 
-* ``LeanResource`` / ``LeanScope``: just what ``proxy.otlp_encode`` needs of a Resource
+* ``LeanResource`` / ``LeanScope``: just what ``proxy.telemetry.otlp_encode`` needs of a Resource
   and an InstrumentationScope; ``build_resource`` fills the resource from telemetry.sdk.*,
   ``service.instance.id``, ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``.
 * ``SpanLimits``: count limits from ``OTEL_SPAN_*_COUNT_LIMIT`` / ``OTEL_ATTRIBUTE_COUNT_LIMIT``.
@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext
 
-log = logging.getLogger("proxy.tracing")  # the name these warnings had before the split
+log = logging.getLogger("proxy.telemetry.tracing")
 
 _MASK64 = (1 << 64) - 1
 _ENV_ALIASES = {"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",

@@ -1,0 +1,14 @@
+"""Traces and metrics of the sidecar, behind one facade.
+
+The request path imports only this package: `Telemetry` (built once in
+`__main__` by `build_telemetry`) and `set_error`. What sits behind it: a lean
+span recorder (`tracing`, `sampling`, `span_queue`) that the OpenTelemetry API
+drives, its OTLP/HTTP protobuf encoder and exporter (`otlp_encode`,
+`otlp_export`), the in-process metrics registry and its Prometheus and OTLP
+forms (`metrics`, `sidecar_metrics`, `otlp_metrics`), and the opt-in capture
+of prompt and completion text (`content`).
+"""
+
+from proxy.telemetry.facade import Telemetry, build_telemetry, set_error
+
+__all__ = ["Telemetry", "build_telemetry", "set_error"]
