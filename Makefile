@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e tools bench bench-sidecar bench-controller bench-policy venv clean
+.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy venv clean
 .PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
@@ -19,9 +19,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m examples.demo
 
-## test: everything (builds the real-component tools on first use)
-test: $(STAMP) tools
+## test: lint, then everything (builds the real-component tools on first use)
+test: $(STAMP) tools lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## lint: ruff (lint and format) and mypy, configured in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

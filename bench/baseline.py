@@ -63,8 +63,9 @@ def build_app(*, upstream: str, api_key: str) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    runner = web.AppRunner(build_app(upstream=args.upstream, api_key=args.api_key), access_log=None,
-                           handler_cancellation=True)
+    runner = web.AppRunner(
+        build_app(upstream=args.upstream, api_key=args.api_key), access_log=None, handler_cancellation=True
+    )
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     print(f"bench baseline listening on http://{args.host}:{args.port} -> {args.upstream}", flush=True)

@@ -81,15 +81,7 @@ from bench.controller_report import (
     report,
     tree_state,
 )
-from bench.controller_setup import (
-    NAMESPACE,
-    ROUTES_PER_NAMESPACE,
-    BenchBroken,
-    populate,
-    providers,
-    route,
-    say,
-)
+from bench.controller_setup import NAMESPACE, ROUTES_PER_NAMESPACE, BenchBroken, populate, providers, route, say
 from tests.harness.kube import KubeCluster, KubeControlPlane
 from tests.harness.ports import PortAllocator
 from tests.harness.process import ManagedProcess
@@ -118,8 +110,13 @@ class Bench:
         self.py_spy: str | None = None
 
     def kubectl_run(self, cluster: KubeCluster, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([self.kubectl, "--kubeconfig", str(cluster.kubeconfig), *argv], capture_output=True,
-                                text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [self.kubectl, "--kubeconfig", str(cluster.kubeconfig), *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if result.returncode != 0:
             raise BenchBroken(f"kubectl {' '.join(argv)} failed ({result.returncode}):\n{result.stderr}")
         return result
@@ -177,10 +174,18 @@ class Bench:
         from controller.leader import DEFAULT_LEASE_NAME
 
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                 "metadata": {"name": DEFAULT_LEASE_NAME, "namespace": "default"},
-                 "spec": {"holderIdentity": "another-replica_bench", "leaseDurationSeconds": 86400,
-                          "acquireTime": now, "renewTime": now, "leaseTransitions": 0}}
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": DEFAULT_LEASE_NAME, "namespace": "default"},
+            "spec": {
+                "holderIdentity": "another-replica_bench",
+                "leaseDurationSeconds": 86400,
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseTransitions": 0,
+            },
+        }
         status, body = cluster.request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases", lease)
         if status not in (200, 201):
             raise BenchBroken(f"could not create the Lease for --follower: HTTP {status}: {body}")
@@ -190,30 +195,49 @@ class Bench:
         """The measured route's status as the controller wrote it (nothing when it does not lead)."""
         time.sleep(1.5)  # the status writer coalesces for 200 ms; give it time to write the last counts
         code, body = cluster.request(
-            "GET", f"/apis/modelway.io/v1alpha1/namespaces/{NAMESPACE}/modelroutes/{MEASURED_ROUTE}")
+            "GET", f"/apis/modelway.io/v1alpha1/namespaces/{NAMESPACE}/modelroutes/{MEASURED_ROUTE}"
+        )
         if code != 200 or not isinstance(body, dict):
             return {}
         status = body.get("status") or {}
-        return {"generation": body.get("metadata", {}).get("generation"),
-                "observedGeneration": status.get("observedGeneration"),
-                "syncedSidecars": status.get("syncedSidecars"), "totalSidecars": status.get("totalSidecars"),
-                "programmed": next((f"{c.get('status')} {c.get('reason')}: {c.get('message')}"
-                                    for c in status.get("conditions") or [] if c.get("type") == "Programmed"), None)}
+        return {
+            "generation": body.get("metadata", {}).get("generation"),
+            "observedGeneration": status.get("observedGeneration"),
+            "syncedSidecars": status.get("syncedSidecars"),
+            "totalSidecars": status.get("totalSidecars"),
+            "programmed": next(
+                (
+                    f"{c.get('status')} {c.get('reason')}: {c.get('message')}"
+                    for c in status.get("conditions") or []
+                    if c.get("type") == "Programmed"
+                ),
+                None,
+            ),
+        }
 
     def run(self) -> dict[str, Any]:
         args = self.args
         LOGS.mkdir(parents=True, exist_ok=True)
         say(f"control plane: etcd + kube-apiserver in {self.workdir}")
-        self.plane = KubeControlPlane(apiserver=self.apiserver, etcd=self.etcd,
-                                      workdir=self.workdir / "kube", ports=PortAllocator())
+        self.plane = KubeControlPlane(
+            apiserver=self.apiserver, etcd=self.etcd, workdir=self.workdir / "kube", ports=PortAllocator()
+        )
         cluster = self.plane.start()
         self.kubectl_run(cluster, "apply", "-f", str(ROOT / "crds"))
-        self.kubectl_run(cluster, "wait", "--for=condition=Established", "crd/modelroutes.modelway.io",
-                         "crd/modelproviders.modelway.io", "--timeout=60s")
+        self.kubectl_run(
+            cluster,
+            "wait",
+            "--for=condition=Established",
+            "crd/modelroutes.modelway.io",
+            "crd/modelproviders.modelway.io",
+            "--timeout=60s",
+        )
 
         namespaces = max(1, math.ceil(args.routes / ROUTES_PER_NAMESPACE))
-        say(f"creating {args.routes} routes in {namespaces} namespaces, {args.sidecars} pods "
-            f"({args.workloads} workloads) and their tokens")
+        say(
+            f"creating {args.routes} routes in {namespaces} namespaces, {args.sidecars} pods "
+            f"({args.workloads} workloads) and their tokens"
+        )
         started = time.monotonic()
         tokens = asyncio.run(populate(cluster, routes=args.routes, sidecars=args.sidecars, workloads=args.workloads))
         setup_seconds = time.monotonic() - started
@@ -236,17 +260,32 @@ class Bench:
         port = ports.take()
         controller_log = LOGS / "controller.log"
         controller_log.unlink(missing_ok=True)
-        argv = [PYTHON, "-m", "controller", "--source", "kube", "--kubeconfig", str(cluster.kubeconfig),
-                "--listen", f"127.0.0.1:{port}", "--log-level", "warning",
-                "--admin-listen", f"127.0.0.1:{ports.take()}"]  # not the fixed 15014: a shared machine
+        argv = [
+            PYTHON,
+            "-m",
+            "controller",
+            "--source",
+            "kube",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--admin-listen",
+            f"127.0.0.1:{ports.take()}",
+        ]  # not the fixed 15014: a shared machine
         self.py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(PYTHON).parent))
         if args.profile and not self.py_spy:
             argv[1:1] = ["-m", "cProfile", "-o", str(RESULTS / "controller.prof")]
         say("starting the controller" + (" under cProfile" if args.profile and not self.py_spy else ""))
         started = time.monotonic()
         self.controller = ManagedProcess("controller", argv, controller_log, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
-        self.controller.wait_ready(lambda: "serving sidecar streams" in controller_log.read_text(errors="replace"),
-                                   timeout=180, what="serving sidecar streams")
+        self.controller.wait_ready(
+            lambda: "serving sidecar streams" in controller_log.read_text(errors="replace"),
+            timeout=180,
+            what="serving sidecar streams",
+        )
         controller_start = time.monotonic() - started
         banner = next(line for line in controller_log.read_text().splitlines() if "serving sidecar streams" in line)
         say(f"  {banner.strip()} ({controller_start:.1f} s)")
@@ -255,8 +294,9 @@ class Bench:
         rss_idle = proc_status(pid)
 
         say(f"connecting {args.sidecars} clients, {args.concurrency} at a time")
-        self.clients = Clients(f"ws://127.0.0.1:{port}/v1/stream", tokens_file, args.concurrency,
-                               LOGS / "controller-clients.log")
+        self.clients = Clients(
+            f"ws://127.0.0.1:{port}/v1/stream", tokens_file, args.concurrency, LOGS / "controller-clients.log"
+        )
         while True:
             ready = self.clients.next_event(timeout=300)
             if ready["event"] == "progress":
@@ -274,24 +314,46 @@ class Bench:
             (RESULTS / "controller-profile.txt").unlink(missing_ok=True)
             with (LOGS / "py-spy.log").open("wb") as spy_log:
                 sampler = subprocess.Popen(
-                    [self.py_spy, "record", "--pid", str(pid), "--format", "raw", "--function", "--nonblocking",
-                     "--rate", "250", "--output", str(RESULTS / "controller-profile.txt")],
-                    stdout=spy_log, stderr=subprocess.STDOUT, start_new_session=True)
+                    [
+                        self.py_spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--format",
+                        "raw",
+                        "--function",
+                        "--nonblocking",
+                        "--rate",
+                        "250",
+                        "--output",
+                        str(RESULTS / "controller-profile.txt"),
+                    ],
+                    stdout=spy_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self.sampler = sampler
             time.sleep(1.0)
 
         changes: list[dict[str, Any]] = []
         total = args.warmup + args.changes
-        say(f"changes: {args.warmup} warm-up + {args.changes} measured, each `kubectl apply -f` of "
-            f"{NAMESPACE}/{MEASURED_ROUTE}")
+        say(
+            f"changes: {args.warmup} warm-up + {args.changes} measured, each `kubectl apply -f` of "
+            f"{NAMESPACE}/{MEASURED_ROUTE}"
+        )
         for i in range(total):
             revision += 1
             route_file.write_text(yaml.safe_dump(route(NAMESPACE, 0, revision=revision), sort_keys=False))
             self.clients.send({"cmd": "mark", "id": i})
             extra = self.clients.expect("marked", timeout=30)["extra"]
             t0 = time.monotonic()
-            applied = subprocess.run([self.kubectl, "--kubeconfig", str(cluster.kubeconfig), "apply", "-f",
-                                      str(route_file)], capture_output=True, text=True, timeout=60, check=False)
+            applied = subprocess.run(
+                [self.kubectl, "--kubeconfig", str(cluster.kubeconfig), "apply", "-f", str(route_file)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             kubectl_seconds = time.monotonic() - t0
             if applied.returncode != 0:
                 raise BenchBroken(f"change {i}: kubectl apply failed ({applied.returncode}):\n{applied.stderr}")
@@ -304,7 +366,8 @@ class Bench:
                     f"change {i}: only {answer['have']}/{args.sidecars} clients ACKed a new snapshot within "
                     f"{args.timeout:.0f} s of t0; {answer['missing']} missing (e.g. clients {answer['sample']})"
                     + (f"; {answer['broken']}" if answer.get("broken") else "")
-                    + f"\ncontroller log {controller_log}:\n{self.controller.log_tail(20)}")
+                    + f"\ncontroller log {controller_log}:\n{self.controller.log_tail(20)}"
+                )
             if answer["event"] != "done":
                 raise BenchBroken(f"change {i}: unexpected answer from the clients: {answer}")
             acks = [a - t0 for _, a, _ in answer["acks"]]
@@ -312,14 +375,25 @@ class Bench:
             versions = {v for _, _, v in answer["acks"]}
             if i > 0 and changes:
                 changes[-1]["extra_snapshots"] = extra
-            change = {"index": i, "warmup": i < args.warmup, "kubectl_s": kubectl_seconds,
-                      "first_ack_s": min(acks), "p50_s": percentile(acks, 50), "p99_s": percentile(acks, 99),
-                      "last_ack_s": max(acks), "last_receive_s": max(receives), "versions": len(versions),
-                      "extra_snapshots": 0, "acks_s": acks}
+            change = {
+                "index": i,
+                "warmup": i < args.warmup,
+                "kubectl_s": kubectl_seconds,
+                "first_ack_s": min(acks),
+                "p50_s": percentile(acks, 50),
+                "p99_s": percentile(acks, 99),
+                "last_ack_s": max(acks),
+                "last_receive_s": max(receives),
+                "versions": len(versions),
+                "extra_snapshots": 0,
+                "acks_s": acks,
+            }
             changes.append(change)
-            say(f"  change {i + 1:2d}/{total}{' (warm-up)' if change['warmup'] else '          '}  kubectl "
+            say(
+                f"  change {i + 1:2d}/{total}{' (warm-up)' if change['warmup'] else '          '}  kubectl "
                 f"{kubectl_seconds * 1000:6.1f} ms   first ack {min(acks) * 1000:6.1f} ms   "
-                f"p99 {change['p99_s'] * 1000:6.1f} ms   last ack {max(acks) * 1000:6.1f} ms")
+                f"p99 {change['p99_s'] * 1000:6.1f} ms   last ack {max(acks) * 1000:6.1f} ms"
+            )
             time.sleep(SETTLE_S)
         self.clients.send({"cmd": "mark", "id": total})
         if changes:
@@ -332,17 +406,43 @@ class Bench:
             sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             sampler.wait(30)
         route_status = self.route_status(cluster)
-        return self.summarise(changes=changes, route_status=route_status, rss_idle=rss_idle,
-                              rss_connected=rss_connected, rss_after=rss_after, setup_seconds=setup_seconds,
-                              controller_start=controller_start, connect_seconds=connect_seconds,
-                              connect_retries=connect_retries, settle_seconds=settle_seconds, cpu_changes=cpu_changes, cpu_clients=cpu_clients,
-                              banner=banner.strip(), snapshot=ready, machine=machine)
+        return self.summarise(
+            changes=changes,
+            route_status=route_status,
+            rss_idle=rss_idle,
+            rss_connected=rss_connected,
+            rss_after=rss_after,
+            setup_seconds=setup_seconds,
+            controller_start=controller_start,
+            connect_seconds=connect_seconds,
+            connect_retries=connect_retries,
+            settle_seconds=settle_seconds,
+            cpu_changes=cpu_changes,
+            cpu_clients=cpu_clients,
+            banner=banner.strip(),
+            snapshot=ready,
+            machine=machine,
+        )
 
-    def summarise(self, *, changes: list[dict[str, Any]], route_status: dict[str, Any], rss_idle: dict[str, int],
-                  rss_connected: dict[str, int],
-                  rss_after: dict[str, int], setup_seconds: float, controller_start: float,
-                  connect_seconds: float, connect_retries: int, settle_seconds: float, cpu_changes: float, cpu_clients: float,
-                  banner: str, snapshot: dict[str, Any], machine: dict[str, float]) -> dict[str, Any]:
+    def summarise(
+        self,
+        *,
+        changes: list[dict[str, Any]],
+        route_status: dict[str, Any],
+        rss_idle: dict[str, int],
+        rss_connected: dict[str, int],
+        rss_after: dict[str, int],
+        setup_seconds: float,
+        controller_start: float,
+        connect_seconds: float,
+        connect_retries: int,
+        settle_seconds: float,
+        cpu_changes: float,
+        cpu_clients: float,
+        banner: str,
+        snapshot: dict[str, Any],
+        machine: dict[str, float],
+    ) -> dict[str, Any]:
         args = self.args
         measured = [c for c in changes if not c["warmup"]]
         every_ack = [a for c in measured for a in c["acks_s"]]
@@ -351,11 +451,18 @@ class Bench:
         rss_peak = max(rss_after["VmHWM"], rss_connected["VmHWM"])
         result: dict[str, Any] = {
             "benchmark": "controller: kubectl apply of a ModelRoute -> last sidecar ACK",
-            "config": {"sidecars": args.sidecars, "routes": args.routes, "changes": args.changes,
-                       "warmup": args.warmup, "workloads": args.workloads, "concurrency": args.concurrency,
-                       "profiled": args.profile, "follower": args.follower,
-                       "namespaces": max(1, math.ceil(args.routes / ROUTES_PER_NAMESPACE)),
-                       "providers_per_namespace": len(providers("x"))},
+            "config": {
+                "sidecars": args.sidecars,
+                "routes": args.routes,
+                "changes": args.changes,
+                "warmup": args.warmup,
+                "workloads": args.workloads,
+                "concurrency": args.concurrency,
+                "profiled": args.profile,
+                "follower": args.follower,
+                "namespaces": max(1, math.ceil(args.routes / ROUTES_PER_NAMESPACE)),
+                "providers_per_namespace": len(providers("x")),
+            },
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "tree": tree_state(),
             "controller_banner": banner,
@@ -366,12 +473,23 @@ class Bench:
             "connect_retries": connect_retries,
             "quiet_after_connect_seconds": round(settle_seconds, 1),
             "latency_s": {
-                "all_acks": {"n": len(every_ack), "p50": percentile(every_ack, 50), "p99": percentile(every_ack, 99),
-                             "max": max(every_ack, default=math.nan)},
-                "last_ack_per_change": {"n": len(last_acks), "p50": percentile(last_acks, 50),
-                                        "p99": percentile(last_acks, 99), "max": max(last_acks, default=math.nan)},
-                "kubectl": {"p50": percentile(kubectl, 50), "p99": percentile(kubectl, 99),
-                            "max": max(kubectl, default=math.nan)},
+                "all_acks": {
+                    "n": len(every_ack),
+                    "p50": percentile(every_ack, 50),
+                    "p99": percentile(every_ack, 99),
+                    "max": max(every_ack, default=math.nan),
+                },
+                "last_ack_per_change": {
+                    "n": len(last_acks),
+                    "p50": percentile(last_acks, 50),
+                    "p99": percentile(last_acks, 99),
+                    "max": max(last_acks, default=math.nan),
+                },
+                "kubectl": {
+                    "p50": percentile(kubectl, 50),
+                    "p99": percentile(kubectl, 99),
+                    "max": max(kubectl, default=math.nan),
+                },
             },
             "snapshot_message_bytes": snapshot.get("snapshot_bytes"),
             "websocket_compression": snapshot.get("compression"),
@@ -383,36 +501,53 @@ class Bench:
                 "this_benchmark_cpu_seconds": round(machine["ours"], 1),
                 "other_processes_cpu_seconds": round(max(0.0, machine["busy"] - machine["ours"]), 1),
             },
-            "rss_bytes": {"before_sidecars": rss_idle, "with_sidecars": rss_connected, "after_changes": rss_after,
-                          "peak": rss_peak},
+            "rss_bytes": {
+                "before_sidecars": rss_idle,
+                "with_sidecars": rss_connected,
+                "after_changes": rss_after,
+                "peak": rss_peak,
+            },
             "targets": {
-                "last_ack_p99_s": {"target": TARGET_LAST_ACK_P99_S,
-                                   "value": percentile(last_acks, 99),
-                                   "pass": percentile(last_acks, 99) < TARGET_LAST_ACK_P99_S},
+                "last_ack_p99_s": {
+                    "target": TARGET_LAST_ACK_P99_S,
+                    "value": percentile(last_acks, 99),
+                    "pass": percentile(last_acks, 99) < TARGET_LAST_ACK_P99_S,
+                },
                 "rss_bytes": {"target": TARGET_RSS_BYTES, "value": rss_peak, "pass": rss_peak < TARGET_RSS_BYTES},
             },
-            "changes": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in c.items() if k != "acks_s"}
-                        for c in changes],
+            "changes": [
+                {k: (round(v, 6) if isinstance(v, float) else v) for k, v in c.items() if k != "acks_s"}
+                for c in changes
+            ],
         }
         return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.controller",
-                                     description="kubectl apply of a ModelRoute -> last sidecar ACK, and controller RSS")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.controller",
+        description="kubectl apply of a ModelRoute -> last sidecar ACK, and controller RSS",
+    )
     parser.add_argument("--sidecars", type=int, default=1000, help="simulated sidecar connections (default: 1000)")
     parser.add_argument("--routes", type=int, default=1000, help="ModelRoutes, 10 per namespace (default: 1000)")
     parser.add_argument("--changes", type=int, default=20, help="measured kubectl applies (default: 20)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured changes first (default: 1)")
-    parser.add_argument("--workloads", type=int, default=100,
-                        help="distinct pod label sets, i.e. snapshots to compile per change (default: 100)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds from t0 for every client to ACK a change (default: 30)")
+    parser.add_argument(
+        "--workloads",
+        type=int,
+        default=100,
+        help="distinct pod label sets, i.e. snapshots to compile per change (default: 100)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds from t0 for every client to ACK a change (default: 30)"
+    )
     parser.add_argument("--concurrency", type=int, default=50, help="clients connecting at once (default: 50)")
-    parser.add_argument("--follower", action="store_true",
-                        help="run the controller as a non-leader replica (no status writes)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the controller with py-spy during the changes (else cProfile)")
+    parser.add_argument(
+        "--follower", action="store_true", help="run the controller as a non-leader replica (no status writes)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the controller with py-spy during the changes (else cProfile)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the control plane's work dir")
     args = parser.parse_args(argv)
     if min(args.sidecars, args.routes, args.changes, args.workloads, args.concurrency) < 1 or args.warmup < 0:
@@ -447,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("\ninterrupted")
         status = 130
-    except Exception as exc:  # noqa: BLE001 - report, clean up, exit non-zero
+    except Exception as exc:
         import traceback
 
         traceback.print_exc()

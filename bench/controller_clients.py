@@ -74,7 +74,7 @@ def snapshot_version(data: str) -> str | None:
 
 
 class Client:
-    __slots__ = ("index", "token", "events", "mark", "answered")
+    __slots__ = ("answered", "events", "index", "mark", "token")
 
     def __init__(self, index: int, token: str) -> None:
         self.index = index
@@ -113,12 +113,18 @@ class Fleet:
         for attempt in range(1, CONNECT_ATTEMPTS + 1):
             try:
                 return await session.ws_connect(
-                    self.url, headers={"authorization": "Bearer " + client.token}, heartbeat=HEARTBEAT_SECONDS,
-                    max_msg_size=16 << 20, timeout=aiohttp.ClientWSTimeout(ws_close=5))
+                    self.url,
+                    headers={"authorization": "Bearer " + client.token},
+                    heartbeat=HEARTBEAT_SECONDS,
+                    max_msg_size=16 << 20,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if attempt == CONNECT_ATTEMPTS:
-                    raise RuntimeError(f"client {client.index}: could not connect after {attempt} attempts: "
-                                       f"{type(exc).__name__}: {exc}") from None
+                    raise RuntimeError(
+                        f"client {client.index}: could not connect after {attempt} attempts: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from None
                 self.retries += 1
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -131,8 +137,10 @@ class Fleet:
             await ws.send_str(HELLO)
             message = await ws.receive(timeout=FIRST_SNAPSHOT_TIMEOUT)
             if message.type != aiohttp.WSMsgType.TEXT:
-                raise RuntimeError(f"client {client.index}: expected a first snapshot, got {message.type.name} "
-                                   f"{message.data!r} {ws.close_code}")
+                raise RuntimeError(
+                    f"client {client.index}: expected a first snapshot, got {message.type.name} "
+                    f"{message.data!r} {ws.close_code}"
+                )
             await self._handle(ws, client, message.data)
             self.sizes.append(len(message.data))
         self.first_snapshots += 1
@@ -145,8 +153,9 @@ class Fleet:
                 await self._handle(ws, client, message.data)
             elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                 break
-        raise RuntimeError(f"client {client.index}: the controller closed the stream "
-                           f"(code {ws.close_code}, {ws.exception()!r})")
+        raise RuntimeError(
+            f"client {client.index}: the controller closed the stream (code {ws.close_code}, {ws.exception()!r})"
+        )
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, client: Client, data: str) -> None:
         received = time.monotonic()
@@ -174,9 +183,16 @@ class Fleet:
                 first.cancel()
                 emit({"event": "error", "message": self.broken.result()})
                 return await self._shutdown(tasks)
-            emit({"event": "ready", "connected": len(self.clients), "seconds": round(time.monotonic() - started, 3),
-                  "retries": self.retries, "snapshot_bytes": [min(self.sizes), max(self.sizes)],
-                  "compression": sorted({ws.compress for ws in self._sockets})})
+            emit(
+                {
+                    "event": "ready",
+                    "connected": len(self.clients),
+                    "seconds": round(time.monotonic() - started, 3),
+                    "retries": self.retries,
+                    "snapshot_bytes": [min(self.sizes), max(self.sizes)],
+                    "compression": sorted({ws.compress for ws in self._sockets}),
+                }
+            )
             try:
                 await self._serve_commands()
             finally:
@@ -239,11 +255,19 @@ class Fleet:
         if waiter not in done:
             waiter.cancel()
             missing = [c.index for c in self.clients if not c.answered]
-            return {"event": "timeout", "id": change_id, "have": len(self.clients) - len(missing),
-                    "missing": len(missing), "sample": missing[:10],
-                    "broken": self.broken.result() if self.broken.done() else None}
-        return {"event": "done", "id": change_id,
-                "acks": [[round(r, 6), round(a, 6), v] for r, a, v in (c.events[c.mark] for c in self.clients)]}
+            return {
+                "event": "timeout",
+                "id": change_id,
+                "have": len(self.clients) - len(missing),
+                "missing": len(missing),
+                "sample": missing[:10],
+                "broken": self.broken.result() if self.broken.done() else None,
+            }
+        return {
+            "event": "done",
+            "id": change_id,
+            "acks": [[round(r, 6), round(a, 6), v] for r, a, v in (c.events[c.mark] for c in self.clients)],
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ def proc_status(pid: int) -> dict[str, int]:
 
 def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -43,10 +43,26 @@ class Clients:
     def __init__(self, url: str, tokens_file: Path, concurrency: int, log: Path) -> None:
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.controller_clients", "--url", url, "--tokens", str(tokens_file),
-             "--concurrency", str(concurrency)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True, text=True, bufsize=1)
+            [
+                PYTHON,
+                "-m",
+                "bench.controller_clients",
+                "--url",
+                url,
+                "--tokens",
+                str(tokens_file),
+                "--concurrency",
+                str(concurrency),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            start_new_session=True,
+            text=True,
+            bufsize=1,
+        )
         self.log = log
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True, name="clients-stdout").start()
@@ -72,8 +88,9 @@ class Clients:
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
-            raise BenchBroken(f"the clients process said nothing for {timeout:.0f} s; log {self.log}:\n"
-                              f"{self.tail()}") from None
+            raise BenchBroken(
+                f"the clients process said nothing for {timeout:.0f} s; log {self.log}:\n{self.tail()}"
+            ) from None
         if event is None:
             raise BenchBroken(f"the clients process exited ({self.proc.poll()}); log {self.log}:\n{self.tail()}")
         if event.get("event") == "error":

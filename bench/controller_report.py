@@ -27,6 +27,7 @@ def mb(value: int) -> str:
 
 def tree_state() -> dict[str, Any]:
     """Which code was measured: the commit, and files of the controller's import closure edited since."""
+
     def git(*argv: str) -> str:
         try:
             return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.rstrip()
@@ -42,58 +43,88 @@ def report(result: dict[str, Any]) -> None:
     line = "-" * 78
     say("")
     say(line)
-    say(f"controller push: {cfg['sidecars']} sidecar streams, {cfg['routes']} routes in {cfg['namespaces']} namespaces, "
-        f"{cfg['workloads']} workloads" + (", controller NOT leading (no status writes)" if cfg["follower"] else
-                                            ", controller leading (writes status)"))
+    say(
+        f"controller push: {cfg['sidecars']} sidecar streams, {cfg['routes']} routes "
+        f"in {cfg['namespaces']} namespaces, {cfg['workloads']} workloads"
+        + (", controller NOT leading (no status writes)" if cfg["follower"] else ", controller leading (writes status)")
+    )
     tree = result["tree"]
-    say(f"{cfg['changes']} measured changes (+{cfg['warmup']} warm-up), {result['machine']['cpus']} CPUs, "
+    say(
+        f"{cfg['changes']} measured changes (+{cfg['warmup']} warm-up), {result['machine']['cpus']} CPUs, "
         f"code at {tree['commit'] or '?'}{' + uncommitted controller edits' if tree['uncommitted'] else ''}"
-        + ("   ** controller profiled: slower than real **" if cfg["profiled"] else ""))
+        + ("   ** controller profiled: slower than real **" if cfg["profiled"] else "")
+    )
     say(line)
     say(f"{'change':>6}  {'kubectl':>9}  {'first ack':>9}  {'p50':>9}  {'p99':>9}  {'last ack':>9}  {'extra':>5}")
     for c in result["changes"]:
         if c["warmup"]:
             continue
-        say(f"{c['index'] - cfg['warmup'] + 1:>6}  {c['kubectl_s'] * 1000:7.1f}ms  {c['first_ack_s'] * 1000:7.1f}ms  "
+        say(
+            f"{c['index'] - cfg['warmup'] + 1:>6}  {c['kubectl_s'] * 1000:7.1f}ms  {c['first_ack_s'] * 1000:7.1f}ms  "
             f"{c['p50_s'] * 1000:7.1f}ms  {c['p99_s'] * 1000:7.1f}ms  {c['last_ack_s'] * 1000:7.1f}ms  "
-            f"{c['extra_snapshots']:>5}")
+            f"{c['extra_snapshots']:>5}"
+        )
     say(line)
     a, last, k = lat["all_acks"], lat["last_ack_per_change"], lat["kubectl"]
-    say(f"per-client ack latency (t0 = kubectl start), {a['n']:>5} acks:  p50 {ms(a['p50'])}  p99 {ms(a['p99'])}  "
-        f"max {ms(a['max'])}")
-    say(f"time to the LAST ack of a change, {last['n']:>5} changes:         p50 {ms(last['p50'])}  p99 {ms(last['p99'])}  "
-        f"max {ms(last['max'])}")
-    say(f"  of which kubectl apply itself (start to exit):        p50 {ms(k['p50'])}  p99 {ms(k['p99'])}  "
-        f"max {ms(k['max'])}")
+    say(
+        f"per-client ack latency (t0 = kubectl start), {a['n']:>5} acks:  p50 {ms(a['p50'])}  p99 {ms(a['p99'])}  "
+        f"max {ms(a['max'])}"
+    )
+    say(
+        f"time to the LAST ack of a change, {last['n']:>5} changes:         "
+        f"p50 {ms(last['p50'])}  p99 {ms(last['p99'])}  max {ms(last['max'])}"
+    )
+    say(
+        f"  of which kubectl apply itself (start to exit):        p50 {ms(k['p50'])}  p99 {ms(k['p99'])}  "
+        f"max {ms(k['max'])}"
+    )
     say("  (includes the controller's 100 ms debounce by design; nothing subtracted)")
-    for label, key in (("before any sidecar", "before_sidecars"), (f"with {cfg['sidecars']} sidecars", "with_sidecars"),
-                       ("after the changes", "after_changes")):
+    for label, key in (
+        ("before any sidecar", "before_sidecars"),
+        (f"with {cfg['sidecars']} sidecars", "with_sidecars"),
+        ("after the changes", "after_changes"),
+    ):
         say(f"controller RSS {label + ':':<24} VmRSS {mb(rss[key]['VmRSS'])}   VmHWM {mb(rss[key]['VmHWM'])}")
     n = cfg["changes"] + cfg["warmup"]
-    say(f"CPU per change: controller {result['controller_cpu_seconds_during_changes'] / n * 1000:.0f} ms, "
+    say(
+        f"CPU per change: controller {result['controller_cpu_seconds_during_changes'] / n * 1000:.0f} ms, "
         f"clients process {result['clients_cpu_seconds_during_changes'] / n * 1000:.0f} ms; snapshot message "
         f"{'-'.join(str(b) for b in sorted(set(result['snapshot_message_bytes'])))} bytes, "
-        f"permessage-deflate {'on' if any(result['websocket_compression']) else 'off'}")
+        f"permessage-deflate {'on' if any(result['websocket_compression']) else 'off'}"
+    )
     m = result["machine_during_changes"]
     cpus = result["machine"]["cpus"] or 1
-    say(f"machine during the changes: {100 * m['busy_cpu_seconds'] / (m['wall_seconds'] * cpus):.0f}% of {cpus} CPUs "
+    say(
+        f"machine during the changes: {100 * m['busy_cpu_seconds'] / (m['wall_seconds'] * cpus):.0f}% of {cpus} CPUs "
         f"busy; this benchmark's processes {100 * m['this_benchmark_cpu_seconds'] / (m['wall_seconds'] * cpus):.0f}%, "
         f"other processes {100 * m['other_processes_cpu_seconds'] / (m['wall_seconds'] * cpus):.0f}%"
-        + ("  ** others competed for CPU: figures are pessimistic **"
-           if m["other_processes_cpu_seconds"] > 0.1 * m["wall_seconds"] else ""))
+        + (
+            "  ** others competed for CPU: figures are pessimistic **"
+            if m["other_processes_cpu_seconds"] > 0.1 * m["wall_seconds"]
+            else ""
+        )
+    )
     if result["measured_route_status"].get("programmed"):
         rs = result["measured_route_status"]
-        say(f"{NAMESPACE}/{MEASURED_ROUTE} status after the run: generation {rs['generation']}, "
-            f"Programmed={rs['programmed']}")
-    say(f"setup {result['setup_seconds']:.0f} s, controller start {result['controller_start_seconds']:.1f} s, "
-        f"clients connected in {result['connect_seconds']:.1f} s, controller quiet {result['quiet_after_connect_seconds']:.0f} s "
-        "later")
+        say(
+            f"{NAMESPACE}/{MEASURED_ROUTE} status after the run: generation {rs['generation']}, "
+            f"Programmed={rs['programmed']}"
+        )
+    say(
+        f"setup {result['setup_seconds']:.0f} s, controller start {result['controller_start_seconds']:.1f} s, "
+        f"clients connected in {result['connect_seconds']:.1f} s, "
+        f"controller quiet {result['quiet_after_connect_seconds']:.0f} s later"
+    )
     say(line)
     t_lat, t_rss = targets["last_ack_p99_s"], targets["rss_bytes"]
-    say(f"{'PASS' if t_lat['pass'] else 'MISS'}  p99 time to the last ack {ms(t_lat['value']).strip()} "
-        f"(target < {t_lat['target'] * 1000:.0f} ms)")
-    say(f"{'PASS' if t_rss['pass'] else 'MISS'}  controller peak RSS (VmHWM) {mb(t_rss['value']).strip()} "
-        f"(target < {t_rss['target'] / 1e6:.0f} MB)")
+    say(
+        f"{'PASS' if t_lat['pass'] else 'MISS'}  p99 time to the last ack {ms(t_lat['value']).strip()} "
+        f"(target < {t_lat['target'] * 1000:.0f} ms)"
+    )
+    say(
+        f"{'PASS' if t_rss['pass'] else 'MISS'}  controller peak RSS (VmHWM) {mb(t_rss['value']).strip()} "
+        f"(target < {t_rss['target'] / 1e6:.0f} MB)"
+    )
     say(line)
 
 
@@ -144,5 +175,8 @@ def print_samples(path: Path, limit: int = 25) -> None:
 
     say(f"\ncontroller samples during the changes (py-spy, {total} samples of busy threads; {path}):")
     show("hottest by own time (any code):", own, lambda f: True)
-    show("hottest controller/ functions, inclusive of what they call:", inclusive,
-         lambda f: "(controller/" in f or "(proxy/snapshot" in f)
+    show(
+        "hottest controller/ functions, inclusive of what they call:",
+        inclusive,
+        lambda f: "(controller/" in f or "(proxy/snapshot" in f,
+    )

@@ -48,27 +48,63 @@ def _b64(value: str) -> str:
 
 
 def secret(namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "llm-keys", "namespace": namespace, "labels": {"modelway.io/credentials": "true"}},
-            "data": {"openai": _b64(f"sk-bench-openai-{namespace}"), "anthropic": _b64(f"sk-bench-ant-{namespace}"),
-                     "azure": _b64(f"bench-azure-{namespace}")}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "llm-keys", "namespace": namespace, "labels": {"modelway.io/credentials": "true"}},
+        "data": {
+            "openai": _b64(f"sk-bench-openai-{namespace}"),
+            "anthropic": _b64(f"sk-bench-ant-{namespace}"),
+            "azure": _b64(f"bench-azure-{namespace}"),
+        },
+    }
 
 
 def providers(namespace: str) -> list[dict[str, Any]]:
     def provider(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider",
-                "metadata": {"name": name, "namespace": namespace}, "spec": {"baseURL": FAKE_BASE_URL, **spec}}
+        return {
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelProvider",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"baseURL": FAKE_BASE_URL, **spec},
+        }
 
-    pricing = [{"name": "gpt-4o", "inputPricePerMillion": 2.5, "outputPricePerMillion": 10},
-               {"name": "gpt-4o-mini", "inputPricePerMillion": 0.15, "outputPricePerMillion": 0.6}]
+    pricing = [
+        {"name": "gpt-4o", "inputPricePerMillion": 2.5, "outputPricePerMillion": 10},
+        {"name": "gpt-4o-mini", "inputPricePerMillion": 0.15, "outputPricePerMillion": 0.6},
+    ]
     return [
-        provider("openai", {"type": "openai", "credentialsRef": {"name": "llm-keys", "key": "openai"},
-                            "region": "us-east-1", "jurisdiction": "US", "models": pricing}),
-        provider("azure", {"type": "azure-openai", "azure": {"apiVersion": "2024-10-21"},
-                           "credentialsRef": {"name": "llm-keys", "key": "azure"},
-                           "region": "westeurope", "jurisdiction": "EU", "hosting": "vpc", "models": pricing}),
-        provider("claude", {"type": "anthropic", "credentialsRef": {"name": "llm-keys", "key": "anthropic"},
-                            "region": "us-west-2", "jurisdiction": "US"}),
+        provider(
+            "openai",
+            {
+                "type": "openai",
+                "credentialsRef": {"name": "llm-keys", "key": "openai"},
+                "region": "us-east-1",
+                "jurisdiction": "US",
+                "models": pricing,
+            },
+        ),
+        provider(
+            "azure",
+            {
+                "type": "azure-openai",
+                "azure": {"apiVersion": "2024-10-21"},
+                "credentialsRef": {"name": "llm-keys", "key": "azure"},
+                "region": "westeurope",
+                "jurisdiction": "EU",
+                "hosting": "vpc",
+                "models": pricing,
+            },
+        ),
+        provider(
+            "claude",
+            {
+                "type": "anthropic",
+                "credentialsRef": {"name": "llm-keys", "key": "anthropic"},
+                "region": "us-west-2",
+                "jurisdiction": "US",
+            },
+        ),
         provider("vllm", {"type": "openai-compatible", "hosting": "in-cluster"}),
     ]
 
@@ -78,24 +114,36 @@ def route(namespace: str, index: int, *, revision: int = 0) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "model": f"model-{index}",
         "rules": [
-            {"name": "premium",
-             "matches": {"headers": [{"name": "x-modelway-tier", "value": "premium"}]},
-             "backends": [{"provider": "openai", "model": "gpt-4o", "weight": 80},
-                          {"provider": "azure", "model": "gpt-4o", "weight": 20}],
-             "fallbacks": [{"provider": "claude", "model": "claude-sonnet-4-5"}],
-             "retry": {"attempts": 3, "backoffBase": "200ms", "backoffMax": "2s"},
-             "timeouts": {"total": "60s", "firstToken": "10s"}},
-            {"name": "default",
-             "backends": [{"provider": "openai", "model": f"gpt-4o-mini-r{revision}", "weight": 90},
-                          {"provider": "vllm", "model": f"llama-3.1-8b-r{revision}", "weight": 10}],
-             "fallbacks": [{"provider": "claude", "model": "claude-haiku-4-5"}],
-             "timeouts": {"total": "30s"}},
+            {
+                "name": "premium",
+                "matches": {"headers": [{"name": "x-modelway-tier", "value": "premium"}]},
+                "backends": [
+                    {"provider": "openai", "model": "gpt-4o", "weight": 80},
+                    {"provider": "azure", "model": "gpt-4o", "weight": 20},
+                ],
+                "fallbacks": [{"provider": "claude", "model": "claude-sonnet-4-5"}],
+                "retry": {"attempts": 3, "backoffBase": "200ms", "backoffMax": "2s"},
+                "timeouts": {"total": "60s", "firstToken": "10s"},
+            },
+            {
+                "name": "default",
+                "backends": [
+                    {"provider": "openai", "model": f"gpt-4o-mini-r{revision}", "weight": 90},
+                    {"provider": "vllm", "model": f"llama-3.1-8b-r{revision}", "weight": 10},
+                ],
+                "fallbacks": [{"provider": "claude", "model": "claude-haiku-4-5"}],
+                "timeouts": {"total": "30s"},
+            },
         ],
     }
     if index % ROUTES_PER_NAMESPACE == ROUTES_PER_NAMESPACE - 1:
         spec["workloadSelector"] = {"matchLabels": {"tier": "batch"}}  # one route per namespace is selective
-    return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute",
-            "metadata": {"name": f"route-{index}", "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "modelway.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": f"route-{index}", "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def pod(index: int, workloads: int) -> dict[str, Any]:
@@ -103,10 +151,15 @@ def pod(index: int, workloads: int) -> dict[str, Any]:
     labels = {"app": f"app-{workload}", "pod-template-hash": f"{workload:010x}"}
     if workload % 5 == 0:
         labels["tier"] = "batch"
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"app-{index}", "namespace": NAMESPACE, "labels": labels},
-            "spec": {"serviceAccountName": SERVICE_ACCOUNT,
-                     "containers": [{"name": "app", "image": "example.invalid/app:1"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"app-{index}", "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "serviceAccountName": SERVICE_ACCOUNT,
+            "containers": [{"name": "app", "image": "example.invalid/app:1"}],
+        },
+    }
 
 
 # --- bulk creation over the raw API ---------------------------------------------------
@@ -127,13 +180,14 @@ class Api:
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(5):
-            async with self._session.post(self._server + path, json=body,
-                                          timeout=self._aiohttp.ClientTimeout(total=60)) as resp:
+            async with self._session.post(
+                self._server + path, json=body, timeout=self._aiohttp.ClientTimeout(total=60)
+            ) as resp:
                 text = await resp.text()
                 if resp.status in (200, 201):
                     return json.loads(text)
                 if resp.status in (429, 500, 503, 504) and attempt < 4:  # the apiserver is busy: back off
-                    await asyncio.sleep(0.2 * 2 ** attempt)
+                    await asyncio.sleep(0.2 * 2**attempt)
                     continue
                 raise BenchBroken(f"POST {path}: HTTP {resp.status}: {text[:500]}")
         raise AssertionError("unreachable")
@@ -143,8 +197,9 @@ def _path(obj: dict[str, Any]) -> str:
     namespace = obj["metadata"].get("namespace")
     kind = obj["kind"]
     if obj["apiVersion"] == "v1":
-        plural = {"Namespace": "namespaces", "Secret": "secrets", "Pod": "pods",
-                  "ServiceAccount": "serviceaccounts"}[kind]
+        plural = {"Namespace": "namespaces", "Secret": "secrets", "Pod": "pods", "ServiceAccount": "serviceaccounts"}[
+            kind
+        ]
         return f"/api/v1/namespaces/{namespace}/{plural}" if namespace else f"/api/v1/{plural}"
     plural = {"ModelProvider": "modelproviders", "ModelRoute": "modelroutes"}[kind]
     return f"/apis/{obj['apiVersion']}/namespaces/{namespace}/{plural}"
@@ -174,23 +229,42 @@ async def populate(cluster: KubeCluster, *, routes: int, sidecars: int, workload
     namespaces = [f"bench-{i}" for i in range(max(1, math.ceil(routes / ROUTES_PER_NAMESPACE)))]
     api = Api(cluster)
     try:
-        await _bounded([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces],
-                       lambda o: api.post(_path(o), o), what="namespaces", progress=False)
+        await _bounded(
+            [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces],
+            lambda o: api.post(_path(o), o),
+            what="namespaces",
+            progress=False,
+        )
         config = [obj for ns in namespaces for obj in (secret(ns), *providers(ns))]
         await _bounded(config, lambda o: api.post(_path(o), o), what="secrets and providers", progress=True)
         route_objs = [route(namespaces[i // ROUTES_PER_NAMESPACE], i % ROUTES_PER_NAMESPACE) for i in range(routes)]
         await _bounded(route_objs, lambda o: api.post(_path(o), o), what="routes", progress=True)
 
-        sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}}
+        sa = {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
+        }
         await api.post(_path(sa), sa)
-        created = await _bounded([pod(i, workloads) for i in range(sidecars)], lambda o: api.post(_path(o), o),
-                                 what="pods", progress=True)
+        created = await _bounded(
+            [pod(i, workloads) for i in range(sidecars)], lambda o: api.post(_path(o), o), what="pods", progress=True
+        )
 
         async def token(p: dict[str, Any]) -> str:
-            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                    "spec": {"audiences": ["modelway"], "expirationSeconds": 7200,
-                             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": p["metadata"]["name"],
-                                                "uid": p["metadata"]["uid"]}}}
+            body = {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": ["modelway"],
+                    "expirationSeconds": 7200,
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": p["metadata"]["name"],
+                        "uid": p["metadata"]["uid"],
+                    },
+                },
+            }
             answer = await api.post(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token", body)
             return str(answer["status"]["token"])
 

@@ -60,8 +60,9 @@ def start(name: str, argv: list[str], *, core: int | None, logs: Path, env: dict
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
     with log.open("wb") as out:
-        popen = subprocess.Popen(pinned(core, argv), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                 env=env or os.environ.copy())
+        popen = subprocess.Popen(
+            pinned(core, argv), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env or os.environ.copy()
+        )
     return Proc(name=name, popen=popen, log=log)
 
 
@@ -75,15 +76,18 @@ def wait_listening(proc: Proc, port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
-            raise BenchBroken(f"{proc.name} exited with status {proc.popen.returncode} before listening; "
-                              f"log {proc.log}:\n{proc.tail()}")
+            raise BenchBroken(
+                f"{proc.name} exited with status {proc.popen.returncode} before listening; "
+                f"log {proc.log}:\n{proc.tail()}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise BenchBroken(f"{proc.name} did not listen on port {port} within {timeout:.0f}s; log {proc.log}:\n"
-                      f"{proc.tail()}")
+    raise BenchBroken(
+        f"{proc.name} did not listen on port {port} within {timeout:.0f}s; log {proc.log}:\n{proc.tail()}"
+    )
 
 
 def log_hints(proc: Proc, limit: int = 5) -> list[str]:
@@ -109,7 +113,7 @@ def proc_status_kb(pid: int, key: str) -> int:
 def proc_cpu_seconds(pid: int) -> float:
     # Fields after the command name: utime and stime are the 12th and 13th (all threads included).
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -174,22 +178,36 @@ def parse_wrk(output: str) -> WrkResult:
             socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True))
     if rps is None or requests is None or seconds is None or "50" not in percentiles or "99" not in percentiles:
         raise BenchBroken(f"could not read wrk's output:\n{output}")
-    return WrkResult(requests=requests, seconds=seconds, rps=rps, p50_ms=percentiles["50"],
-                     p99_ms=percentiles["99"], non_2xx=non_2xx, socket_errors=socket_errors)
+    return WrkResult(
+        requests=requests,
+        seconds=seconds,
+        rps=rps,
+        p50_ms=percentiles["50"],
+        p99_ms=percentiles["99"],
+        non_2xx=non_2xx,
+        socket_errors=socket_errors,
+    )
 
 
 def lua_script(path: Path, body: str) -> Path:
     """A wrk script that POSTs `body` as JSON."""
     path.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [==[{body}]==]\n"
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body}]==]\n'
     )
     return path
 
 
-def run_wrk(url: str, script: Path, *, connections: int, seconds: float, core: int | None,
-            proxy_pid: int | None = None, proxy_core: int | None = None, load_core: int | None = None) -> WrkResult:
+def run_wrk(
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    seconds: float,
+    core: int | None,
+    proxy_pid: int | None = None,
+    proxy_core: int | None = None,
+    load_core: int | None = None,
+) -> WrkResult:
     argv = pinned(core, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url])
     cpu_before = proc_cpu_seconds(proxy_pid) if proxy_pid else 0.0
     core_before = core_busy_ticks(load_core)

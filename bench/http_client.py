@@ -32,8 +32,10 @@ CONCURRENCY = 16
 
 
 def _body(stream: bool) -> bytes:
-    return (b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"stream":%s}'
-            % (UPSTREAM_MODEL.encode(), b"true" if stream else b"false"))
+    return b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"stream":%s}' % (
+        UPSTREAM_MODEL.encode(),
+        b"true" if stream else b"false",
+    )
 
 
 def _cpu_seconds() -> float:
@@ -64,18 +66,20 @@ async def measure(url: str, *, calls: int, rounds: int) -> dict[str, dict[str, f
         for kind in ("plain", "stream"):
             body = _body(kind == "stream")
 
-            async def with_aiohttp() -> None:
+            async def with_aiohttp(body: bytes = body) -> None:
                 async with session.post(url, data=body, headers=HEADERS, timeout=timeout) as resp:
                     async for _ in resp.content.iter_any():
                         pass
 
-            async def with_lean() -> None:
+            async def with_lean(body: bytes = body) -> None:
                 async with await lean.post(url, body=body, headers=HEADERS, connect_timeout=10) as resp:
                     async for _ in resp.iter_any():
                         pass
 
-            results[kind] = {"aiohttp": await _per_call_us(with_aiohttp, calls=calls, rounds=rounds),
-                             "lean": await _per_call_us(with_lean, calls=calls, rounds=rounds)}
+            results[kind] = {
+                "aiohttp": await _per_call_us(with_aiohttp, calls=calls, rounds=rounds),
+                "lean": await _per_call_us(with_lean, calls=calls, rounds=rounds),
+            }
     finally:
         await session.close()
         await lean.close()
@@ -89,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client_core, load_core, _ = choose_cores()
     port = free_port()
-    upstream = start("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(port)], core=load_core,
-                     logs=ROOT / "bench" / "results" / "logs" / "http_client")
+    upstream = start(
+        "upstream",
+        [sys.executable, "-m", "bench.upstream", "--port", str(port)],
+        core=load_core,
+        logs=ROOT / "bench" / "results" / "logs" / "http_client",
+    )
     try:
         wait_listening(upstream, port)
         if client_core is not None:
@@ -104,13 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         results = run(measure(f"http://127.0.0.1:{port}/v1/chat/completions", calls=args.calls, rounds=args.rounds))
     finally:
         upstream.stop()
-    where = (f"client on core {client_core}, fake upstream on core {load_core}" if client_core is not None
-             else "cores not pinned: indicative only")
-    print(f"provider client CPU per call, {CONCURRENCY} concurrent callers, min of {args.rounds} rounds of "
-          f"{args.calls} calls; {where}")
+    where = (
+        f"client on core {client_core}, fake upstream on core {load_core}"
+        if client_core is not None
+        else "cores not pinned: indicative only"
+    )
+    print(
+        f"provider client CPU per call, {CONCURRENCY} concurrent callers, min of {args.rounds} rounds of "
+        f"{args.calls} calls; {where}"
+    )
     for kind, figures in results.items():
-        print(f"  {kind:6}  aiohttp ClientSession {figures['aiohttp']:6.1f} us   HttpClient {figures['lean']:6.1f} us"
-              f"   ratio {figures['lean'] / figures['aiohttp']:.2f}")
+        print(
+            f"  {kind:6}  aiohttp ClientSession {figures['aiohttp']:6.1f} us   HttpClient {figures['lean']:6.1f} us"
+            f"   ratio {figures['lean'] / figures['aiohttp']:.2f}"
+        )
     return 0
 
 

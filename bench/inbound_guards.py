@@ -22,13 +22,32 @@ from aiohttp.test_utils import make_mocked_request
 from proxy.json_limits import too_deep
 from proxy.server import _guarded
 
-_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": {
-    "type": "object", "additionalProperties": False, "required": ["city"], "properties": {
-        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]},
-        "days": {"type": "array", "items": {"type": "object", "properties": {"d": {"type": "integer"}}}}}}}}
+_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather",
+        "parameters": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["city"],
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["c", "f"]},
+                "days": {"type": "array", "items": {"type": "object", "properties": {"d": {"type": "integer"}}}},
+            },
+        },
+    },
+}
 BODIES = {
-    "small chat": {"model": "gpt", "max_tokens": 100, "messages": [
-        {"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hello there. " * 40}]},
+    "small chat": {
+        "model": "gpt",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "Hello there. " * 40},
+        ],
+    },
     "20 tools": {"model": "gpt", "messages": [{"role": "user", "content": "hi " * 300}] * 10, "tools": [_TOOL] * 20},
     "1.2 MB chat": {"model": "gpt", "messages": [{"role": "user", "content": "lorem ipsum " * 1000}] * 100},
 }
@@ -43,11 +62,13 @@ def depth_check() -> None:
     for name, data in BODIES.items():
         raw = orjson.dumps(data)
         body = orjson.loads(raw)
-        loads = _per_call(lambda: orjson.loads(raw))
-        check = _per_call(lambda: too_deep(raw, body))
-        scan = _per_call(lambda: raw.count(b"[") + raw.count(b"{"))
-        print(f"depth  {name:12} {len(raw):>9} B: orjson.loads {loads:8.2f} us, too_deep {check:6.2f} us "
-              f"({check / loads:4.0%}), two bytes.count {scan:7.2f} us")
+        loads = _per_call(lambda raw=raw: orjson.loads(raw))
+        check = _per_call(lambda raw=raw, body=body: too_deep(raw, body))
+        scan = _per_call(lambda raw=raw: raw.count(b"[") + raw.count(b"{"))
+        print(
+            f"depth  {name:12} {len(raw):>9} B: orjson.loads {loads:8.2f} us, too_deep {check:6.2f} us "
+            f"({check / loads:4.0%}), two bytes.count {scan:7.2f} us"
+        )
 
 
 async def handler_wrap() -> None:

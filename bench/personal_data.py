@@ -47,11 +47,15 @@ ROUND_SECONDS = 0.03  # per round; the best of ROUNDS rounds counts
 WORDS = re.compile(r"\w+")
 
 # Planted in the realistic inputs, once per ~2 KB, so the detector has real work to do.
-PLANTED = ("Reach me at maria.lopez@example-mail.es or +34 612 345 678.",
-           "The card on file is 4111 1111 1111 1111, exp 12/27.",
-           "Please wire it to GB82 WEST 1234 5698 7654 32 by Friday.")
-PROSE = ("The quarterly report shows revenue grew 12.5% to $4,210,000 on 2024-03-31, driven by the new "
-         "pricing tier. Order #100234556 shipped at 10:42 UTC; version 3.11.7 fixed the timeout. ")
+PLANTED = (
+    "Reach me at maria.lopez@example-mail.es or +34 612 345 678.",
+    "The card on file is 4111 1111 1111 1111, exp 12/27.",
+    "Please wire it to GB82 WEST 1234 5698 7654 32 by Friday.",
+)
+PROSE = (
+    "The quarterly report shows revenue grew 12.5% to $4,210,000 on 2024-03-31, driven by the new "
+    "pricing tier. Order #100234556 shipped at 10:42 UTC; version 3.11.7 fixed the timeout. "
+)
 CODE = '''@app.route("/v1/items/<int:item_id>")
 def get_item(item_id: int) -> dict[str, object]:
     """Return one item; cached for 300 s."""
@@ -68,16 +72,27 @@ def chat_transcript(rng: random.Random) -> str:
     for turn in range(400):
         speaker = "User" if turn % 2 == 0 else "Assistant"
         n = rng.randint(1, 999)
-        lines.append(f"{speaker}: step {n} of the migration; run `pip install pkg=={n % 9}.{n % 7}.0` and retry "
-                     f"after {n * 3} ms. Ticket MW-{n:05d}, build {rng.randint(10**6, 10**7)}.\n")
+        lines.append(
+            f"{speaker}: step {n} of the migration; run `pip install pkg=={n % 9}.{n % 7}.0` and retry "
+            f"after {n * 3} ms. Ticket MW-{n:05d}, build {rng.randint(10**6, 10**7)}.\n"
+        )
     return "".join(lines)
 
 
 def json_records(rng: random.Random) -> str:
-    records = [{"id": rng.randint(10**8, 10**9), "uuid": f"{rng.getrandbits(128):032x}",
-                "created": f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T10:0{rng.randint(0, 9)}:00Z",
-                "price": round(rng.uniform(1, 999), 2), "qty": rng.randint(1, 50), "status": "shipped",
-                "tags": ["b2b", "eu-west-1"], "lat": round(rng.uniform(-90, 90), 6)} for _ in range(200)]
+    records = [
+        {
+            "id": rng.randint(10**8, 10**9),
+            "uuid": f"{rng.getrandbits(128):032x}",
+            "created": f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T10:0{rng.randint(0, 9)}:00Z",
+            "price": round(rng.uniform(1, 999), 2),
+            "qty": rng.randint(1, 50),
+            "status": "shipped",
+            "tags": ["b2b", "eu-west-1"],
+            "lat": round(rng.uniform(-90, 90), 6),
+        }
+        for _ in range(200)
+    ]
     return json.dumps(records, indent=1)
 
 
@@ -147,8 +162,10 @@ def sanity_check(detector: PersonalDataDetector) -> list[str]:
     problems = []
     text, planted = with_findings(PROSE, 100 << 10)
     counts = dict(detector.scan([text]).counts)
-    expected = {kind: len(range(first, planted, len(PLANTED)))  # sentence i is PLANTED[i % 3]
-                for kind, first in (("email", 0), ("phone", 0), ("payment_card", 1), ("iban", 2))}
+    expected = {
+        kind: len(range(first, planted, len(PLANTED)))  # sentence i is PLANTED[i % 3]
+        for kind, first in (("email", 0), ("phone", 0), ("payment_card", 1), ("iban", 2))
+    }
     if counts != expected:
         problems.append(f"prose + findings: found {counts}, planted {expected}")
     for name, (_, make) in inputs(random.Random(7)).items():
@@ -161,25 +178,46 @@ def sanity_check(detector: PersonalDataDetector) -> list[str]:
 
 
 def _schema(rng: random.Random, n: int) -> dict[str, object]:
-    return {"type": "object", "required": [f"field_{i}" for i in range(0, n, 2)], "properties": {
-        f"field_{i}": {"type": "string", "description": f"The {rng.choice(['id', 'name', 'unit', 'date'])} "
-                       f"of the record, as shown in the UI (max {rng.randint(8, 200)} chars).",
-                       "enum": ["draft", "open", "closed"] if i % 3 == 0 else None, "default": "open"}
-        for i in range(n)}}
+    return {
+        "type": "object",
+        "required": [f"field_{i}" for i in range(0, n, 2)],
+        "properties": {
+            f"field_{i}": {
+                "type": "string",
+                "description": f"The {rng.choice(['id', 'name', 'unit', 'date'])} "
+                f"of the record, as shown in the UI (max {rng.randint(8, 200)} chars).",
+                "enum": ["draft", "open", "closed"] if i % 3 == 0 else None,
+                "default": "open",
+            }
+            for i in range(n)
+        },
+    }
 
 
 def agent_request(rng: random.Random) -> dict[str, object]:
     """30 tools with schemas, and 40 turns of tool calls and results: what an agent framework sends."""
-    tools = [{"type": "function", "function": {"name": f"tool_{t}", "description": PROSE[:160],
-                                               "parameters": _schema(rng, 6)}} for t in range(30)]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": f"tool_{t}", "description": PROSE[:160], "parameters": _schema(rng, 6)},
+        }
+        for t in range(30)
+    ]
     messages: list[dict[str, object]] = [{"role": "system", "content": PROSE * 4}]
     for turn in range(20):
         call_id = f"call_{rng.getrandbits(96):024x}"
         arguments = json.dumps({"field_0": "open", "field_1": rng.randint(1, 10**6), "query": PROSE[:80]})
-        messages += [{"role": "user", "content": PROSE},
-                     {"role": "assistant", "content": None, "tool_calls": [
-                         {"id": call_id, "type": "function", "function": {"name": f"tool_{turn}", "arguments": arguments}}]},
-                     {"role": "tool", "tool_call_id": call_id, "content": repeat_to(CODE, 600)}]
+        messages += [
+            {"role": "user", "content": PROSE},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": f"tool_{turn}", "arguments": arguments}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": call_id, "content": repeat_to(CODE, 600)},
+        ]
     return {"model": "chat", "messages": messages, "tools": tools, "tool_choice": "auto", "user": "svc-batch-7"}
 
 
@@ -188,23 +226,78 @@ def request_inputs(rng: random.Random) -> dict[str, tuple[Callable[[dict[str, ob
     blob = base64.b64encode(rng.randbytes(768 << 10)).decode()  # 1 MB of base64
     question = {"type": "text", "text": "What does this show? Answer in one line."}
     return {
-        "chat, 20 turns": (chat_texts, {"model": "chat", "messages": [
-            {"role": "user" if i % 2 == 0 else "assistant", "content": PROSE * 2} for i in range(20)]}),
+        "chat, 20 turns": (
+            chat_texts,
+            {
+                "model": "chat",
+                "messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": PROSE * 2} for i in range(20)],
+            },
+        ),
         "agent: 30 tools, 20 calls": (chat_texts, agent_request(rng)),
-        "JSON schema, 2000 props": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": "fill"}],
-                                                 "response_format": {"type": "json_schema", "json_schema": {
-                                                     "name": "form", "schema": _schema(rng, 2000)}}}),
-        "1 MB image (data URL)": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": [
-            question, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{blob}"}}]}]}),
-        "1 MB PDF (file part)": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": [
-            {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{blob}", "filename": "q3.pdf"}},
-            question]}]}),
-        "1 MB audio (input_audio)": (chat_texts, {"model": "chat", "messages": [{"role": "user", "content": [
-            question, {"type": "input_audio", "input_audio": {"data": blob, "format": "wav"}}]}]}),
-        "embeddings, 256 texts": (embedding_texts, {"model": "embed", "input": [
-            PROSE[: rng.randint(100, 300)] for _ in range(256)]}),
-        "embeddings, 256 token lists": (embedding_texts, {"model": "embed", "input": [
-            [rng.randint(0, 100_000) for _ in range(300)] for _ in range(256)]}),
+        "JSON schema, 2000 props": (
+            chat_texts,
+            {
+                "model": "chat",
+                "messages": [{"role": "user", "content": "fill"}],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "form", "schema": _schema(rng, 2000)},
+                },
+            },
+        ),
+        "1 MB image (data URL)": (
+            chat_texts,
+            {
+                "model": "chat",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            question,
+                            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{blob}"}},
+                        ],
+                    }
+                ],
+            },
+        ),
+        "1 MB PDF (file part)": (
+            chat_texts,
+            {
+                "model": "chat",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "file",
+                                "file": {"file_data": f"data:application/pdf;base64,{blob}", "filename": "q3.pdf"},
+                            },
+                            question,
+                        ],
+                    }
+                ],
+            },
+        ),
+        "1 MB audio (input_audio)": (
+            chat_texts,
+            {
+                "model": "chat",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [question, {"type": "input_audio", "input_audio": {"data": blob, "format": "wav"}}],
+                    }
+                ],
+            },
+        ),
+        "embeddings, 256 texts": (
+            embedding_texts,
+            {"model": "embed", "input": [PROSE[: rng.randint(100, 300)] for _ in range(256)]},
+        ),
+        "embeddings, 256 token lists": (
+            embedding_texts,
+            {"model": "embed", "input": [[rng.randint(0, 100_000) for _ in range(300)] for _ in range(256)]},
+        ),
         # What skipping base64 saves: the same 1 MB handed to the detector as text.
         "(1 MB base64 scanned as text)": (lambda body: [body["data"]], {"data": blob}),
     }
@@ -223,11 +316,12 @@ def request_table(detector: PersonalDataDetector) -> None:
             return detector.scan(texts(body))  # type: ignore[arg-type]
 
         per_10kb = us_per_10kb(one, size)
-        print(f"{name:<30}{size / 1024:>9.1f} {scanned / 1024:>9.1f} | {per_10kb * size / (10 << 10):>11.1f} "
-              f"{per_10kb:>14.1f}")
+        print(
+            f"{name:<30}{size / 1024:>9.1f} {scanned / 1024:>9.1f} | {per_10kb * size / (10 << 10):>11.1f} "
+            f"{per_10kb:>14.1f}"
+        )
     print(rule)
-    print("texts KB: what the collector gives the scan; us/request: collecting and scanning, best of "
-          f"{ROUNDS}")
+    print(f"texts KB: what the collector gives the scan; us/request: collecting and scanning, best of {ROUNDS}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,10 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = SIZES[:2] if args.quick else SIZES
     detector = PersonalDataDetector()
-    print(f"Modelway personal-data detector: us per 10 KB of prompt (best of {ROUNDS}), target <= "
-          f"{TARGET_US_PER_10KB:.0f} us at every size; kinds {', '.join(detector.kinds)}")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"Python {sys.version.split()[0]}")
+    print(
+        f"Modelway personal-data detector: us per 10 KB of prompt (best of {ROUNDS}), target <= "
+        f"{TARGET_US_PER_10KB:.0f} us at every size; kinds {', '.join(detector.kinds)}"
+    )
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+        f"Python {sys.version.split()[0]}"
+    )
     if args.requests:
         request_table(detector)
         return 0
@@ -255,16 +353,19 @@ def main(argv: list[str] | None = None) -> int:
         figures, lower, words = [], 0.0, 0.0
         for size in sizes:
             text = make(size)
-            figures.append(us_per_10kb(lambda: detector.scan([text]), size))
+            figures.append(us_per_10kb(lambda text=text: detector.scan([text]), size))
             if size == 10 << 10:  # the baselines, on the same 10 KB
                 lower = us_per_10kb(text.lower, size)
-                words = us_per_10kb(lambda: WORDS.findall(text), size)
+                words = us_per_10kb(lambda text=text: WORDS.findall(text), size)
         ok = max(figures) <= TARGET_US_PER_10KB
         if not ok:
             misses.append(name)
         growth = figures[-1] / figures[1]  # per-10KB at the largest size over 10 KB: ~1.0 when linear
-        print(f"{name:<22}{kind:<12}" + "".join(f"{f:>9.1f}" for f in figures)
-              + f" | {lower:>8.1f} {words:>8.1f} | {growth:>5.2f}x | {verdict(ok)}")
+        print(
+            f"{name:<22}{kind:<12}"
+            + "".join(f"{f:>9.1f}" for f in figures)
+            + f" | {lower:>8.1f} {words:>8.1f} | {growth:>5.2f}x | {verdict(ok)}"
+        )
     print(rule)
     print("growth = us per 10 KB at the largest size / at 10 KB (1.00x = linear)")
     print("targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))

@@ -85,9 +85,12 @@ def chat_body(stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-def post(url: str, body: bytes, *, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, str, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+def post(
+    url: str, body: bytes, *, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.headers.get("content-type", ""), resp.read()
@@ -116,7 +119,7 @@ def sanity_check(name: str, base: str) -> None:
     events = [e for e in raw.split(b"\n\n") if e.strip()]
     if not events or events[-1].strip() != b"data: [DONE]":
         raise BenchBroken(f"{name}: stream does not end with the [DONE] marker: {raw[-300:]!r}")
-    chunks = [json.loads(e[len(b"data: "):]) for e in events[:-1]]
+    chunks = [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
     text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
     if not text:
         raise BenchBroken(f"{name}: stream carried no content: {raw[:300]!r}")
@@ -158,16 +161,22 @@ class UnderTest:
 
     def record(self, scenario: str, result: WrkResult) -> None:
         if result.errors:
-            self.problems.append(f"{self.name} {scenario}: {result.non_2xx} non-2xx answers, socket errors "
-                                 f"{result.socket_errors}")
+            self.problems.append(
+                f"{self.name} {scenario}: {result.non_2xx} non-2xx answers, socket errors {result.socket_errors}"
+            )
             print(f"  ^ ERRORS: {self.problems[-1]} (see {self.proc.log})", flush=True)
             for hint in log_hints(self.proc):
                 print(f"    {self.name} log: {hint}", flush=True)
         self.check_alive(scenario)
 
     def finish(self) -> ProxyRun:
-        return ProxyRun(name=self.name, scenarios=self.results, peak_rss_kb=proc_status_kb(self.proc.pid, "VmHWM"),
-                        rss_after_kb=proc_status_kb(self.proc.pid, "VmRSS"), problems=self.problems)
+        return ProxyRun(
+            name=self.name,
+            scenarios=self.results,
+            peak_rss_kb=proc_status_kb(self.proc.pid, "VmHWM"),
+            rss_after_kb=proc_status_kb(self.proc.pid, "VmRSS"),
+            problems=self.problems,
+        )
 
 
 def warm_up(target: UnderTest, scripts: dict[bool, Path], *, seconds: float, load_core: int | None) -> None:
@@ -177,19 +186,36 @@ def warm_up(target: UnderTest, scripts: dict[bool, Path], *, seconds: float, loa
         target.record(f"warm-up ({'stream' if stream else 'plain'})", result)
 
 
-def measure(targets: list[UnderTest], scripts: dict[bool, Path], *, duration: float, proxy_core: int | None,
-            load_core: int | None) -> None:
+def measure(
+    targets: list[UnderTest],
+    scripts: dict[bool, Path],
+    *,
+    duration: float,
+    proxy_core: int | None,
+    load_core: int | None,
+) -> None:
     """Each scenario on each proxy in turn, alternating which goes first, so drift in the machine's
     background load falls on both alike."""
     for index, (scenario, stream, connections) in enumerate(SCENARIOS):
         for target in targets if index % 2 == 0 else list(reversed(targets)):
             print(f"  {target.name:<8} {scenario:<9} ...", end="", flush=True)
-            result = run_wrk(target.url, scripts[stream], connections=connections, seconds=duration, core=load_core,
-                             proxy_pid=target.proc.pid, proxy_core=proxy_core, load_core=load_core)
-            print(f" {result.rps:>9,.0f} req/s  p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
-                  f"  (proxy CPU {result.proxy_cpu_pct:.0f}% = {result.proxy_cpu_us_per_request:.0f} us/req,"
-                  f" others on its core {result.proxy_core_other_pct:.0f}%,"
-                  f" load core {result.load_core_busy_pct:.0f}% busy)", flush=True)
+            result = run_wrk(
+                target.url,
+                scripts[stream],
+                connections=connections,
+                seconds=duration,
+                core=load_core,
+                proxy_pid=target.proc.pid,
+                proxy_core=proxy_core,
+                load_core=load_core,
+            )
+            print(
+                f" {result.rps:>9,.0f} req/s  p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
+                f"  (proxy CPU {result.proxy_cpu_pct:.0f}% = {result.proxy_cpu_us_per_request:.0f} us/req,"
+                f" others on its core {result.proxy_core_other_pct:.0f}%,"
+                f" load core {result.load_core_busy_pct:.0f}% busy)",
+                flush=True,
+            )
             target.results[scenario] = result
             target.record(scenario, result)
             time.sleep(0.5)
@@ -215,8 +241,9 @@ def compare(baseline: ProxyRun, sidecar: ProxyRun) -> dict[str, Any]:
             "rps_ratio": s.rps / b.rps if b.rps else 0.0,
             "p50_delta_ms": s.p50_ms - b.p50_ms,
             "p99_delta_ms": s.p99_ms - b.p99_ms,
-            "cpu_per_request_ratio": (s.proxy_cpu_us_per_request / b.proxy_cpu_us_per_request
-                                      if b.proxy_cpu_us_per_request else 0.0),
+            "cpu_per_request_ratio": (
+                s.proxy_cpu_us_per_request / b.proxy_cpu_us_per_request if b.proxy_cpu_us_per_request else 0.0
+            ),
         }
         if connections >= 16:
             row["target"] = f"rps ratio >= {MIN_RPS_RATIO_AT_16}"
@@ -238,40 +265,58 @@ def print_table(baseline: ProxyRun, other: ProxyRun, comparison: dict[str, Any],
     rule = "-" * 123
     label = f"{other.name} rps"
     print(rule)
-    print(f"{'scenario':<10}| {'baseline rps':>12} {'p50':>7} {'p99':>7} | {label:>12} {'p50':>7} {'p99':>7} "
-          f"| {'rps ratio':>9} {'p50 delta':>9} | {'CPU us/req b/s':>14} |{' target' if targets else ''}")
+    print(
+        f"{'scenario':<10}| {'baseline rps':>12} {'p50':>7} {'p99':>7} | {label:>12} {'p50':>7} {'p99':>7} "
+        f"| {'rps ratio':>9} {'p50 delta':>9} | {'CPU us/req b/s':>14} |{' target' if targets else ''}"
+    )
     print(rule)
     for row in comparison["scenarios"]:
         b, s = baseline.scenarios[row["scenario"]], other.scenarios[row["scenario"]]
         target = f" {row['target']}: {verdict(row['met'])}" if targets and "target" in row else ""
-        print(f"{row['scenario']:<10}| {b.rps:>12,.0f} {b.p50_ms:>7.3f} {b.p99_ms:>7.3f} "
-              f"| {s.rps:>12,.0f} {s.p50_ms:>7.3f} {s.p99_ms:>7.3f} "
-              f"| {row['rps_ratio']:>9.2f} {row['p50_delta_ms']:>+9.3f} "
-              f"| {b.proxy_cpu_us_per_request:>6.0f}/{s.proxy_cpu_us_per_request:<7.0f} |{target}")
+        print(
+            f"{row['scenario']:<10}| {b.rps:>12,.0f} {b.p50_ms:>7.3f} {b.p99_ms:>7.3f} "
+            f"| {s.rps:>12,.0f} {s.p50_ms:>7.3f} {s.p99_ms:>7.3f} "
+            f"| {row['rps_ratio']:>9.2f} {row['p50_delta_ms']:>+9.3f} "
+            f"| {b.proxy_cpu_us_per_request:>6.0f}/{s.proxy_cpu_us_per_request:<7.0f} |{target}"
+        )
     print(rule)
-    rss = (f"peak RSS (VmHWM): baseline {baseline.peak_rss_kb / 1024:.1f} MiB, {other.name} "
-           f"{other.peak_rss_kb / 1024:.1f} MiB, ratio {comparison['rss_ratio']:.2f}")
+    rss = (
+        f"peak RSS (VmHWM): baseline {baseline.peak_rss_kb / 1024:.1f} MiB, {other.name} "
+        f"{other.peak_rss_kb / 1024:.1f} MiB, ratio {comparison['rss_ratio']:.2f}"
+    )
     print(rss + (f"  [{comparison['rss_target']}: {verdict(comparison['rss_met'])}]" if targets else ""))
 
 
-def print_report(runs: dict[str, ProxyRun], comparisons: dict[str, dict[str, Any]], *, duration: float,
-                 cores: str, sink: dict[str, Any]) -> None:
+def print_report(
+    runs: dict[str, ProxyRun],
+    comparisons: dict[str, dict[str, Any]],
+    *,
+    duration: float,
+    cores: str,
+    sink: dict[str, Any],
+) -> None:
     baseline, sidecar, comparison = runs["baseline"], runs["sidecar"], comparisons["sidecar"]
     print()
-    print(f"Modelway sidecar vs bare aiohttp pass-through  (wrk -t1, {duration:g} s per scenario; latency in ms;"
-          " CPU = the proxy's CPU time per request)")
+    print(
+        f"Modelway sidecar vs bare aiohttp pass-through  (wrk -t1, {duration:g} s per scenario; latency in ms;"
+        " CPU = the proxy's CPU time per request)"
+    )
     print(cores)
     print_table(baseline, sidecar, comparison, targets=True)
-    print(f"OTLP sink: {sink.get('requests', 0)} export requests, {sink.get('bytes', 0) / 1024:.0f} KiB of spans "
-          "received from the sidecar")
+    print(
+        f"OTLP sink: {sink.get('requests', 0)} export requests, {sink.get('bytes', 0) / 1024:.0f} KiB of spans "
+        "received from the sidecar"
+    )
     if "untraced" in runs:
         print()
         print("diagnostic, no target: the same sidecar with tracing off (OTEL_SDK_DISABLED=true)")
         print_table(baseline, runs["untraced"], comparisons["untraced"], targets=False)
     noise = max(r.proxy_core_other_pct for run in runs.values() for r in run.scenarios.values())
     if noise > 5:
-        print(f"NOTE: other processes took up to {noise:.0f}% of the proxy's core during a run: the machine was "
-              "not idle, so the figures are noisy; run again on a quiet machine")
+        print(
+            f"NOTE: other processes took up to {noise:.0f}% of the proxy's core during a run: the machine was "
+            "not idle, so the figures are noisy; run again on a quiet machine"
+        )
     missed = [r["scenario"] for r in comparison["scenarios"] if r.get("met") is False]
     if not comparison["rss_met"]:
         missed.append("rss")
@@ -288,22 +333,41 @@ def print_report(runs: dict[str, ProxyRun], comparisons: dict[str, dict[str, Any
 def choose_cores() -> tuple[int | None, int | None, str]:
     available = sorted(os.sched_getaffinity(0))
     if shutil.which("taskset") is None or len(available) < 2:
-        return None, None, (f"cores: not pinned ({len(available)} core(s) available"
-                            f"{', no taskset' if shutil.which('taskset') is None else ''}); figures are indicative only")
+        return (
+            None,
+            None,
+            (
+                f"cores: not pinned ({len(available)} core(s) available"
+                f"{', no taskset' if shutil.which('taskset') is None else ''}); figures are indicative only"
+            ),
+        )
     proxy_core, load_core = available[0], available[1]
-    return proxy_core, load_core, (f"cores: core {proxy_core} = the proxy under test (baseline or sidecar, in turn), alone; "
-                                   f"core {load_core} = wrk + fake upstream + OTLP sink")
+    return (
+        proxy_core,
+        load_core,
+        (
+            f"cores: core {proxy_core} = the proxy under test (baseline or sidecar, in turn), alone; "
+            f"core {load_core} = wrk + fake upstream + OTLP sink"
+        ),
+    )
 
 
 def snapshot_for(upstream_port: int) -> dict[str, Any]:
     return {
         "providers": [
-            {"name": "bench-upstream", "type": "openai", "baseUrl": f"http://127.0.0.1:{upstream_port}/v1",
-             "apiKey": API_KEY},
+            {
+                "name": "bench-upstream",
+                "type": "openai",
+                "baseUrl": f"http://127.0.0.1:{upstream_port}/v1",
+                "apiKey": API_KEY,
+            }
         ],
         "routes": [
-            {"name": "bench", "model": ROUTE_MODEL,
-             "rules": [{"name": "default", "backends": [{"provider": "bench-upstream", "model": UPSTREAM_MODEL}]}]},
+            {
+                "name": "bench",
+                "model": ROUTE_MODEL,
+                "rules": [{"name": "default", "backends": [{"provider": "bench-upstream", "model": UPSTREAM_MODEL}]}],
+            }
         ],
     }
 
@@ -342,16 +406,28 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="modelway-bench-") as tmp:
             tmpdir = Path(tmp)
-            scripts = {stream: lua_script(tmpdir / f"{'stream' if stream else 'plain'}.lua", chat_body(stream).decode())
-                       for stream in (False, True)}
+            scripts = {
+                stream: lua_script(tmpdir / f"{'stream' if stream else 'plain'}.lua", chat_body(stream).decode())
+                for stream in (False, True)
+            }
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
 
             upstream_port, sink_port = free_port(), free_port()
-            upstream = start("upstream", [python, "-m", "bench.upstream", "--port", str(upstream_port)],
-                             core=load_core, logs=LOGS, env=base_env)
+            upstream = start(
+                "upstream",
+                [python, "-m", "bench.upstream", "--port", str(upstream_port)],
+                core=load_core,
+                logs=LOGS,
+                env=base_env,
+            )
             procs.append(upstream)
-            sink = start("otlp-sink", [python, "-m", "bench.otlp_sink", "--port", str(sink_port)],
-                         core=load_core, logs=LOGS, env=base_env)
+            sink = start(
+                "otlp-sink",
+                [python, "-m", "bench.otlp_sink", "--port", str(sink_port)],
+                core=load_core,
+                logs=LOGS,
+                env=base_env,
+            )
             procs.append(sink)
             wait_listening(upstream, upstream_port)
             wait_listening(sink, sink_port)
@@ -361,9 +437,23 @@ def run(args: argparse.Namespace) -> int:
 
             # Both proxies run side by side on the proxy core; only the one under load does any work.
             port = free_port()
-            baseline = start("baseline", [python, "-m", "bench.baseline", "--port", str(port), "--upstream",
-                                          f"http://127.0.0.1:{upstream_port}/v1", "--api-key", API_KEY],
-                             core=proxy_core, logs=LOGS, env=base_env)
+            baseline = start(
+                "baseline",
+                [
+                    python,
+                    "-m",
+                    "bench.baseline",
+                    "--port",
+                    str(port),
+                    "--upstream",
+                    f"http://127.0.0.1:{upstream_port}/v1",
+                    "--api-key",
+                    API_KEY,
+                ],
+                core=proxy_core,
+                logs=LOGS,
+                env=base_env,
+            )
             procs.append(baseline)
             targets = [UnderTest("baseline", baseline, port)]
 
@@ -381,16 +471,44 @@ def run(args: argparse.Namespace) -> int:
             }
             if extra_env:
                 print(f"sidecar environment overrides: {extra_env}")
-            sidecar = start("sidecar", [python, "-m", "proxy", "--snapshot", str(snapshot), "--port", str(port),
-                                        "--admin-port", str(admin_port)],
-                            core=proxy_core, logs=LOGS, env=sidecar_env)
+            sidecar = start(
+                "sidecar",
+                [
+                    python,
+                    "-m",
+                    "proxy",
+                    "--snapshot",
+                    str(snapshot),
+                    "--port",
+                    str(port),
+                    "--admin-port",
+                    str(admin_port),
+                ],
+                core=proxy_core,
+                logs=LOGS,
+                env=sidecar_env,
+            )
             procs.append(sidecar)
             targets.append(UnderTest("sidecar", sidecar, port))
             if args.also_untraced:
                 untraced_port, untraced_admin = free_port(), free_port()
-                untraced = start("untraced", [python, "-m", "proxy", "--snapshot", str(snapshot), "--port",
-                                              str(untraced_port), "--admin-port", str(untraced_admin)],
-                                 core=proxy_core, logs=LOGS, env={**base_env, "OTEL_SDK_DISABLED": "true"})
+                untraced = start(
+                    "untraced",
+                    [
+                        python,
+                        "-m",
+                        "proxy",
+                        "--snapshot",
+                        str(snapshot),
+                        "--port",
+                        str(untraced_port),
+                        "--admin-port",
+                        str(untraced_admin),
+                    ],
+                    core=proxy_core,
+                    logs=LOGS,
+                    env={**base_env, "OTEL_SDK_DISABLED": "true"},
+                )
                 procs.append(untraced)
                 targets.append(UnderTest("untraced", untraced, untraced_port))
 
@@ -419,16 +537,28 @@ def run(args: argparse.Namespace) -> int:
     print_report(runs, comparisons, duration=duration, cores=cores, sink=exported)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kernel": platform.release()},
+        "machine": {
+            "cpu": cpu_model(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
         "duration_seconds": duration,
         "warmup_seconds": warmup,
         "cores": {"proxy": proxy_core, "load": load_core, "note": cores},
-        "targets": {"min_rps_ratio_at_16": MIN_RPS_RATIO_AT_16, "max_p50_delta_ms_at_1": MAX_P50_DELTA_MS_AT_1,
-                    "max_rss_ratio": MAX_RSS_RATIO},
-        "runs": {name: {"peak_rss_kb": r.peak_rss_kb, "rss_after_kb": r.rss_after_kb,
-                        "scenarios": {k: asdict(v) for k, v in r.scenarios.items()}}
-                 for name, r in runs.items()},
+        "targets": {
+            "min_rps_ratio_at_16": MIN_RPS_RATIO_AT_16,
+            "max_p50_delta_ms_at_1": MAX_P50_DELTA_MS_AT_1,
+            "max_rss_ratio": MAX_RSS_RATIO,
+        },
+        "runs": {
+            name: {
+                "peak_rss_kb": r.peak_rss_kb,
+                "rss_after_kb": r.rss_after_kb,
+                "scenarios": {k: asdict(v) for k, v in r.scenarios.items()},
+            }
+            for name, r in runs.items()
+        },
         "comparison": comparisons["sidecar"],
         "comparison_untraced": comparisons.get("untraced"),
         "otlp_sink": exported,
@@ -439,11 +569,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_telemetry:
         from bench.sidecar_telemetry import run_telemetry
 
-        print("\nWhat telemetry costs: the sidecar with telemetry off, on (100 % sampling, metrics, OTLP to the sink) "
-              "and on with the collector down")
+        print(
+            "\nWhat telemetry costs: the sidecar with telemetry off, on (100 % sampling, metrics, OTLP to the sink) "
+            "and on with the collector down"
+        )
         try:
-            run_telemetry(duration=duration, warmup=warmup, rounds=args.telemetry_rounds, proxy_core=proxy_core,
-                          load_core=load_core)
+            run_telemetry(
+                duration=duration,
+                warmup=warmup,
+                rounds=args.telemetry_rounds,
+                proxy_core=proxy_core,
+                load_core=load_core,
+            )
         except BenchBroken as exc:
             print(f"\nbench: BROKEN (telemetry): {exc}", file=sys.stderr)
             return 1
@@ -455,18 +592,39 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sidecar", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                        help="seconds per scenario (default: 10, or 3 with --quick)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds per scenario (default: 10, or 3 with --quick)",
+    )
     parser.add_argument("--quick", action="store_true", help="3 s per scenario and a shorter warm-up")
-    parser.add_argument("--also-untraced", action="store_true",
-                        help="also measure the sidecar with tracing off (diagnostic: what tracing costs)")
-    parser.add_argument("--sidecar-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the sidecar, for experiments "
-                             "(e.g. OTEL_SDK_DISABLED=true to see the cost of tracing); repeatable")
-    parser.add_argument("--skip-telemetry", action="store_true",
-                        help="skip the telemetry cost comparison (off / on / collector down; bench.sidecar_telemetry)")
-    parser.add_argument("--telemetry-rounds", type=int, default=3, metavar="N",
-                        help="runs per scenario and sidecar in the telemetry comparison (median reported)")
+    parser.add_argument(
+        "--also-untraced",
+        action="store_true",
+        help="also measure the sidecar with tracing off (diagnostic: what tracing costs)",
+    )
+    parser.add_argument(
+        "--sidecar-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the sidecar, for experiments "
+        "(e.g. OTEL_SDK_DISABLED=true to see the cost of tracing); repeatable",
+    )
+    parser.add_argument(
+        "--skip-telemetry",
+        action="store_true",
+        help="skip the telemetry cost comparison (off / on / collector down; bench.sidecar_telemetry)",
+    )
+    parser.add_argument(
+        "--telemetry-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs per scenario and sidecar in the telemetry comparison (median reported)",
+    )
     return run(parser.parse_args(argv))
 
 

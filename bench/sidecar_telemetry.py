@@ -43,8 +43,16 @@ def _sample_sum(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def run_telemetry(*, duration: float, warmup: float, rounds: int, proxy_core: int | None,
-                  load_core: int | None, diagnose: bool = False, python: str = sys.executable) -> dict[str, Any]:
+def run_telemetry(
+    *,
+    duration: float,
+    warmup: float,
+    rounds: int,
+    proxy_core: int | None,
+    load_core: int | None,
+    diagnose: bool = False,
+    python: str = sys.executable,
+) -> dict[str, Any]:
     from bench.sidecar import chat_body, sanity_check, sink_stats, snapshot_for
 
     procs: list[Proc] = []
@@ -54,22 +62,38 @@ def run_telemetry(*, duration: float, warmup: float, rounds: int, proxy_core: in
             scripts = {s: lua_script(tmpdir / f"{s}.lua", chat_body(s).decode()) for s in (False, True)}
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
             upstream_port, sink_port, dead_port = free_port(), free_port(), free_port()
-            upstream = start("upstream", [python, "-m", "bench.upstream", "--port", str(upstream_port)],
-                             core=load_core, logs=LOGS, env=base_env)
-            sink = start("otlp-sink", [python, "-m", "bench.otlp_sink", "--port", str(sink_port)],
-                         core=load_core, logs=LOGS, env=base_env)
+            upstream = start(
+                "upstream",
+                [python, "-m", "bench.upstream", "--port", str(upstream_port)],
+                core=load_core,
+                logs=LOGS,
+                env=base_env,
+            )
+            sink = start(
+                "otlp-sink",
+                [python, "-m", "bench.otlp_sink", "--port", str(sink_port)],
+                core=load_core,
+                logs=LOGS,
+                env=base_env,
+            )
             procs += [upstream, sink]
             wait_listening(upstream, upstream_port)
             wait_listening(sink, sink_port)
             snapshot = tmpdir / "snapshot.json"
             snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
-            on = {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-                  "OTEL_SERVICE_NAME": "modelway-proxy-bench"}
+            on = {
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+                "OTEL_SERVICE_NAME": "modelway-proxy-bench",
+            }
             variants = {
                 "off": {"OTEL_SDK_DISABLED": "true"},
                 "on": {**on, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"},
-                "down": {**on, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}",
-                         "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"},
+                "down": {
+                    **on,
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}",
+                    "OTEL_EXPORTER_OTLP_TIMEOUT": "2000",
+                },
             }
             if diagnose:  # which part costs what: traces without metric export, metrics without traces
                 variants["traces"] = {**variants["on"], "OTEL_METRICS_EXPORTER": "none"}
@@ -77,17 +101,36 @@ def run_telemetry(*, duration: float, warmup: float, rounds: int, proxy_core: in
             sidecars: dict[str, tuple[Proc, int, int]] = {}
             for name, env in variants.items():
                 port, admin = free_port(), free_port()
-                proc = start(f"sidecar-{name}", [python, "-m", "proxy", "--snapshot", str(snapshot), "--port",
-                                                 str(port), "--admin-port", str(admin)],
-                             core=proxy_core, logs=LOGS, env={**base_env, **env})
+                proc = start(
+                    f"sidecar-{name}",
+                    [
+                        python,
+                        "-m",
+                        "proxy",
+                        "--snapshot",
+                        str(snapshot),
+                        "--port",
+                        str(port),
+                        "--admin-port",
+                        str(admin),
+                    ],
+                    core=proxy_core,
+                    logs=LOGS,
+                    env={**base_env, **env},
+                )
                 procs.append(proc)
                 sidecars[name] = (proc, port, admin)
             for name, (proc, port, _) in sidecars.items():
                 wait_listening(proc, port)
                 sanity_check(f"sidecar-{name}", f"http://127.0.0.1:{port}")
                 for stream in (False, True):
-                    run_wrk(f"http://127.0.0.1:{port}/v1/chat/completions", scripts[stream], connections=16,
-                            seconds=warmup, core=load_core)
+                    run_wrk(
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        scripts[stream],
+                        connections=16,
+                        seconds=warmup,
+                        core=load_core,
+                    )
             results: dict[str, dict[str, list[Any]]] = {n: {s: [] for s, _, _ in SCENARIOS} for n in variants}
             names = list(variants)
             for round_ in range(rounds):
@@ -96,15 +139,27 @@ def run_telemetry(*, duration: float, warmup: float, rounds: int, proxy_core: in
                     order = names[shift:] + names[:shift]  # rotate who goes first
                     for name in order:
                         proc, port, _ = sidecars[name]
-                        result = run_wrk(f"http://127.0.0.1:{port}/v1/chat/completions", scripts[stream],
-                                         connections=connections, seconds=duration, core=load_core,
-                                         proxy_pid=proc.pid, proxy_core=proxy_core, load_core=load_core)
+                        result = run_wrk(
+                            f"http://127.0.0.1:{port}/v1/chat/completions",
+                            scripts[stream],
+                            connections=connections,
+                            seconds=duration,
+                            core=load_core,
+                            proxy_pid=proc.pid,
+                            proxy_core=proxy_core,
+                            load_core=load_core,
+                        )
                         if result.errors:
-                            raise BenchBroken(f"sidecar-{name} {scenario}: {result.non_2xx} non-2xx, "
-                                              f"socket errors {result.socket_errors}; log {proc.log}")
-                        print(f"  round {round_ + 1} {name:<5} {scenario:<9} {result.rps:>8,.0f} req/s "
-                              f"{result.proxy_cpu_us_per_request:>5.0f} us/req  (others on its core "
-                              f"{result.proxy_core_other_pct:.0f}%)", flush=True)
+                            raise BenchBroken(
+                                f"sidecar-{name} {scenario}: {result.non_2xx} non-2xx, "
+                                f"socket errors {result.socket_errors}; log {proc.log}"
+                            )
+                        print(
+                            f"  round {round_ + 1} {name:<5} {scenario:<9} {result.rps:>8,.0f} req/s "
+                            f"{result.proxy_cpu_us_per_request:>5.0f} us/req  (others on its core "
+                            f"{result.proxy_core_other_pct:.0f}%)",
+                            flush=True,
+                        )
                         results[name][scenario].append(result)
                         time.sleep(0.3)
             checks = {name: _admin_metrics(admin) for name, (_, _, admin) in sidecars.items()}
@@ -115,39 +170,70 @@ def run_telemetry(*, duration: float, warmup: float, rounds: int, proxy_core: in
     return _report(results, checks, exported, duration=duration, rounds=rounds)
 
 
-def _report(results: dict[str, dict[str, list[Any]]], metrics: dict[str, str], exported: dict[str, Any], *,
-            duration: float, rounds: int) -> dict[str, Any]:
+def _report(
+    results: dict[str, dict[str, list[Any]]],
+    metrics: dict[str, str],
+    exported: dict[str, Any],
+    *,
+    duration: float,
+    rounds: int,
+) -> dict[str, Any]:
     rows = []
     for scenario, _, _ in SCENARIOS:
         med = {n: statistics.median(r.rps for r in results[n][scenario]) for n in results}
         cpu = {n: statistics.median(r.proxy_cpu_us_per_request for r in results[n][scenario]) for n in results}
         noise = max(r.proxy_core_other_pct for n in results for r in results[n][scenario])
-        rows.append({"scenario": scenario, "rps": med, "cpu_us_per_request": cpu, "max_noise_pct": noise,
-                     "ratio_on": med["on"] / med["off"], "ratio_down": med["down"] / med["off"],
-                     "spread": {n: [round(r.rps) for r in results[n][scenario]] for n in results}})
+        rows.append(
+            {
+                "scenario": scenario,
+                "rps": med,
+                "cpu_us_per_request": cpu,
+                "max_noise_pct": noise,
+                "ratio_on": med["on"] / med["off"],
+                "ratio_down": med["down"] / med["off"],
+                "spread": {n: [round(r.rps) for r in results[n][scenario]] for n in results},
+            }
+        )
     print()
-    print(f"Telemetry cost: median of {rounds} runs x {duration:g} s; target: on and down keep >= "
-          f"{MIN_RATIO:.0%} of off's req/s")
-    print(f"{'scenario':<10}| {'off rps':>8} {'on rps':>8} {'down rps':>8} | {'on/off':>6} {'down/off':>8} "
-          f"| {'CPU us/req off/on/down':>22} | noise | verdict")
+    print(
+        f"Telemetry cost: median of {rounds} runs x {duration:g} s; target: on and down keep >= "
+        f"{MIN_RATIO:.0%} of off's req/s"
+    )
+    print(
+        f"{'scenario':<10}| {'off rps':>8} {'on rps':>8} {'down rps':>8} | {'on/off':>6} {'down/off':>8} "
+        f"| {'CPU us/req off/on/down':>22} | noise | verdict"
+    )
     for row in rows:
         rps, cpu = row["rps"], row["cpu_us_per_request"]
         extra = [n for n in rps if n not in ("off", "on", "down")]
         if extra:
-            print("  diagnostic: " + ", ".join(f"{n} {rps[n]:,.0f} req/s ({rps[n] / rps['off']:.3f} of off), "
-                                               f"{cpu[n]:.0f} us/req" for n in extra))
+            print(
+                "  diagnostic: "
+                + ", ".join(
+                    f"{n} {rps[n]:,.0f} req/s ({rps[n] / rps['off']:.3f} of off), {cpu[n]:.0f} us/req" for n in extra
+                )
+            )
         ok = row["ratio_on"] >= MIN_RATIO and row["ratio_down"] >= MIN_RATIO
-        print(f"{row['scenario']:<10}| {rps['off']:>8,.0f} {rps['on']:>8,.0f} {rps['down']:>8,.0f} "
-              f"| {row['ratio_on']:>6.3f} {row['ratio_down']:>8.3f} "
-              f"| {cpu['off']:>6.0f} /{cpu['on']:>5.0f} /{cpu['down']:>5.0f}    | {row['max_noise_pct']:>4.0f}% "
-              f"| {'PASS' if ok else 'MISS'}")
+        print(
+            f"{row['scenario']:<10}| {rps['off']:>8,.0f} {rps['on']:>8,.0f} {rps['down']:>8,.0f} "
+            f"| {row['ratio_on']:>6.3f} {row['ratio_down']:>8.3f} "
+            f"| {cpu['off']:>6.0f} /{cpu['on']:>5.0f} /{cpu['down']:>5.0f}    | {row['max_noise_pct']:>4.0f}% "
+            f"| {'PASS' if ok else 'MISS'}"
+        )
     dropped = {n: _sample_sum(t, "modelway_telemetry_dropped_total") for n, t in metrics.items()}
     requests = {n: _sample_sum(t, "modelway_requests_total") for n, t in metrics.items()}
     print(f"requests counted in /metrics: {requests}; telemetry dropped (spans + metric exports): {dropped}")
     print(f"OTLP sink received: {exported}")
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "duration_seconds": duration, "rounds": rounds,
-              "min_ratio": MIN_RATIO, "scenarios": rows, "dropped": dropped, "requests": requests,
-              "sink": exported}
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "duration_seconds": duration,
+        "rounds": rounds,
+        "min_ratio": MIN_RATIO,
+        "scenarios": rows,
+        "dropped": dropped,
+        "requests": requests,
+        "sink": exported,
+    }
     (RESULTS / "sidecar_telemetry.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -159,16 +245,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="seconds per run (default 10, 3 with --quick)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--diagnose", action="store_true",
-                        help="also run traces-only and metrics-only sidecars (no target; where the cost is)")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also run traces-only and metrics-only sidecars (no target; where the cost is)",
+    )
     args = parser.parse_args(argv)
     duration = args.duration or (3.0 if args.quick else 10.0)
     proxy_core, load_core, cores = choose_cores()
     print(cores)
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
-        run_telemetry(duration=duration, warmup=1.0 if args.quick else 2.0, rounds=args.rounds,
-                      proxy_core=proxy_core, load_core=load_core, diagnose=args.diagnose)
+        run_telemetry(
+            duration=duration,
+            warmup=1.0 if args.quick else 2.0,
+            rounds=args.rounds,
+            proxy_core=proxy_core,
+            load_core=load_core,
+            diagnose=args.diagnose,
+        )
     except BenchBroken as exc:
         print(f"bench: BROKEN: {exc}", file=sys.stderr)
         return 1

@@ -38,31 +38,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="modelway-controller",
         description="The Modelway controller: watches ModelProvider and ModelRoute resources, compiles "
-                    "one snapshot per workload and pushes it to the sidecars that connect.",
+        "one snapshot per workload and pushes it to the sidecars that connect.",
     )
-    parser.add_argument("--source", choices=["kube", "files"], default=env("MODELWAY_SOURCE", "kube"),
-                        help="where resources come from (default: %(default)s)")
+    parser.add_argument(
+        "--source",
+        choices=["kube", "files"],
+        default=env("MODELWAY_SOURCE", "kube"),
+        help="where resources come from (default: %(default)s)",
+    )
     parser.add_argument("--config-dir", type=Path, help="with --source files: the folder of YAML to watch")
-    parser.add_argument("--kubeconfig", type=Path, default=Path(p) if (p := env("KUBECONFIG")) else None,
-                        help="with --source kube outside a cluster (default: in-cluster config)")
-    parser.add_argument("--listen", default=env("MODELWAY_LISTEN", "0.0.0.0:15012"), metavar="HOST:PORT",
-                        help="where sidecars connect (default: %(default)s)")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path(p) if (p := env("KUBECONFIG")) else None,
+        help="with --source kube outside a cluster (default: in-cluster config)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=env("MODELWAY_LISTEN", "0.0.0.0:15012"),
+        metavar="HOST:PORT",
+        help="where sidecars connect (default: %(default)s)",
+    )
     parser.add_argument("--tls-cert", type=Path, help="serving certificate for the sidecar stream")
     parser.add_argument("--tls-key", type=Path, help="its private key")
-    parser.add_argument("--dev-token-file", type=Path,
-                        help="with --source files: the token sidecars must show (written if missing)")
-    parser.add_argument("--dev-namespace", default="default",
-                        help="with --source files: the namespace the dev sidecar belongs to (default: %(default)s)")
-    parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE") or "default",
-                        help="with --source kube: namespace of the leader-election Lease (default: $POD_NAMESPACE, "
-                             "else default)")
-    parser.add_argument("--pod-name", default=env("POD_NAME"),
-                        help="with --source kube: this replica's name in the Lease (default: $POD_NAME, else the host)")
-    parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--admin-listen", default=env("MODELWAY_ADMIN_LISTEN", "0.0.0.0:15014"), metavar="HOST:PORT",
-                        help="admin port: /healthz, /readyz (source synced, first compile done), /metrics "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--dev-token-file", type=Path, help="with --source files: the token sidecars must show (written if missing)"
+    )
+    parser.add_argument(
+        "--dev-namespace",
+        default="default",
+        help="with --source files: the namespace the dev sidecar belongs to (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=env("POD_NAMESPACE") or "default",
+        help="with --source kube: namespace of the leader-election Lease (default: $POD_NAMESPACE, else default)",
+    )
+    parser.add_argument(
+        "--pod-name",
+        default=env("POD_NAME"),
+        help="with --source kube: this replica's name in the Lease (default: $POD_NAME, else the host)",
+    )
+    parser.add_argument(
+        "--log-level", default=env("MODELWAY_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--admin-listen",
+        default=env("MODELWAY_ADMIN_LISTEN", "0.0.0.0:15014"),
+        metavar="HOST:PORT",
+        help="admin port: /healthz, /readyz (source synced, first compile done), /metrics (default: %(default)s)",
+    )
     webhook_wiring.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.source == "files" and args.config_dir is None:
@@ -104,8 +129,9 @@ async def _sources(args: argparse.Namespace) -> tuple[Any, Authenticator, list[A
     return KubeSource(client, statuses=ObservedStatuses()), authenticator, [client]
 
 
-def _status_reporting(args: argparse.Namespace, closables: list[Any], *,
-                      statuses: ObservedStatuses | None = None) -> tuple[Any, list[Any], Any]:
+def _status_reporting(
+    args: argparse.Namespace, closables: list[Any], *, statuses: ObservedStatuses | None = None
+) -> tuple[Any, list[Any], Any]:
     """kube: the Lease holder writes status; files: conditions are logged. Also what to run for it,
     and (kube only) the ReplicaCounts that sums every replica's sidecar counts for the writer."""
     from controller.status_writer import ConditionLogger, StatusWriter
@@ -139,19 +165,24 @@ async def run(args: argparse.Namespace) -> None:
     from controller.telemetry import build_controller_telemetry
 
     telemetry = build_controller_telemetry()  # OTEL_* from the environment
-    controller = Controller(store=store, on_recompute=status.on_recompute, on_sync_change=on_sync_change,
-                            telemetry=telemetry)
+    controller = Controller(
+        store=store, on_recompute=status.on_recompute, on_sync_change=on_sync_change, telemetry=telemetry
+    )
     readiness = Readiness()
-    admin = web.AppRunner(build_admin_app(readiness=readiness, telemetry=telemetry,
-                                          connected=lambda: tuple(controller.sidecars)), access_log=None,
-                          **RUNNER_OPTIONS)
+    admin = web.AppRunner(
+        build_admin_app(readiness=readiness, telemetry=telemetry, connected=lambda: tuple(controller.sidecars)),
+        access_log=None,
+        **RUNNER_OPTIONS,
+    )
     await admin.setup()
     admin_host, _, admin_port = args.admin_listen.rpartition(":")
     try:
         await web.TCPSite(admin, admin_host or "0.0.0.0", int(admin_port)).start()  # probes answer while syncing
     except OSError as exc:
-        raise SystemExit(f"modelway-controller: cannot serve /healthz, /readyz and /metrics on {args.admin_listen}: "
-                         f"{exc.strerror or exc}; pick another with --admin-listen HOST:PORT") from None
+        raise SystemExit(
+            f"modelway-controller: cannot serve /healthz, /readyz and /metrics on {args.admin_listen}: "
+            f"{exc.strerror or exc}; pick another with --admin-listen HOST:PORT"
+        ) from None
     status.controller = controller  # the reporter reads the controller; the controller calls the reporter
     if replicas is not None:
         replicas.controller = controller
@@ -167,8 +198,9 @@ async def run(args: argparse.Namespace) -> None:
     elif args.tls_cert is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
-    runner = web.AppRunner(build_push_app(controller=controller, authenticator=authenticator), access_log=None,
-                           **RUNNER_OPTIONS)
+    runner = web.AppRunner(
+        build_push_app(controller=controller, authenticator=authenticator), access_log=None, **RUNNER_OPTIONS
+    )
     await runner.setup()
     tasks = [asyncio.create_task(source.run(store), name="source"), *(asyncio.create_task(f()) for f in status_loops)]
     if webhook is not None and webhook.certs is not None:
@@ -181,8 +213,11 @@ async def run(args: argparse.Namespace) -> None:
     tasks.append(asyncio.create_task(controller.run(), name="controller"))
     await web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=ssl_context).start()
     scheme = "wss" if ssl_context else "ws"
-    print(f"modelway-controller serving sidecar streams on {scheme}://{host}:{port} "
-          f"({len(store.view().routes)} routes, {len(store.view().providers)} providers)", flush=True)
+    print(
+        f"modelway-controller serving sidecar streams on {scheme}://{host}:{port} "
+        f"({len(store.view().routes)} routes, {len(store.view().providers)} providers)",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

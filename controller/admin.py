@@ -73,21 +73,24 @@ async def sidecars(request: web.Request) -> web.Response:
     now = time.time()
     rows: list[dict[str, Any]] = []
     for sidecar in sorted(request.app[SIDECARS](), key=lambda s: s.name):
-        rows.append({
-            "name": sidecar.name,
-            "workload": sidecar.workload_name,
-            "version": sidecar.acked_version,  # what it runs
-            "wantedVersion": sidecar.wanted_version,  # what it should run
-            "upToDate": bool(sidecar.acked_version) and sidecar.acked_version == sidecar.wanted_version,
-            "refused": sidecar.nack_error,
-            "connectedSeconds": round(now - sidecar.connected_at, 1),
-            "snapshotAgeSeconds": round(now - sidecar.acked_at, 1) if sidecar.acked_at else None,
-        })
+        rows.append(
+            {
+                "name": sidecar.name,
+                "workload": sidecar.workload_name,
+                "version": sidecar.acked_version,  # what it runs
+                "wantedVersion": sidecar.wanted_version,  # what it should run
+                "upToDate": bool(sidecar.acked_version) and sidecar.acked_version == sidecar.wanted_version,
+                "refused": sidecar.nack_error,
+                "connectedSeconds": round(now - sidecar.connected_at, 1),
+                "snapshotAgeSeconds": round(now - sidecar.acked_at, 1) if sidecar.acked_at else None,
+            }
+        )
     return web.json_response({"sidecars": rows})
 
 
-def build_admin_app(*, readiness: Readiness, telemetry: ControllerTelemetry,
-                    connected: Callable[[], Iterable[ConnectedSidecar]] = tuple) -> web.Application:
+def build_admin_app(
+    *, readiness: Readiness, telemetry: ControllerTelemetry, connected: Callable[[], Iterable[ConnectedSidecar]] = tuple
+) -> web.Application:
     app = web.Application()
     app[READINESS] = readiness
     app[TELEMETRY] = telemetry

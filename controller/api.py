@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from shared.config_text import validation_problems
 from proxy.snapshot import ConfigProblem, check_base_url, check_regex
+from shared.config_text import validation_problems
 
 GROUP = "modelway.io"
 VERSION = "v1alpha1"
@@ -32,8 +32,7 @@ DURATION_MAX_LENGTH = 32
 DURATION_HELP = "write numbers with units, e.g. 300ms, 1.5s, 1m30s or 2h (units h, m, s, ms, us, ns)"
 _DURATION = re.compile(DURATION_PATTERN)
 _DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(h|ms|m|s|us|ns)")
-_UNIT_NANOS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000,
-               "ns": 1}
+_UNIT_NANOS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
 def _bounded(value: str, limit: int = 40) -> str:
@@ -65,8 +64,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # the CRD's CEL rule uses the sa
 
 def _dns_label(value: str) -> str:
     if not re.fullmatch(DNS_LABEL, value):
-        raise ValueError(f"{_bounded(value)!r} is not a DNS label: use lower-case letters, digits and '-', "
-                         "starting and ending with a letter or digit, e.g. beta-testers")
+        raise ValueError(
+            f"{_bounded(value)!r} is not a DNS label: use lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, e.g. beta-testers"
+        )
     return value
 
 
@@ -208,8 +209,9 @@ class RetrySpec(_Model):
     @model_validator(mode="after")
     def _backoff_order(self) -> RetrySpec:
         if duration_seconds(self.backoff_max) < duration_seconds(self.backoff_base):
-            raise ValueError(f"backoffMax ({self.backoff_max}) must not be shorter than backoffBase "
-                             f"({self.backoff_base})")
+            raise ValueError(
+                f"backoffMax ({self.backoff_max}) must not be shorter than backoffBase ({self.backoff_base})"
+            )
         return self
 
 
@@ -243,8 +245,10 @@ class RouteRule(_Model):
         primaries = {(b.provider, b.model) for b in self.backends}
         for f in self.fallbacks:
             if (f.provider, f.model) in primaries:
-                raise ValueError(f"fallback {f.provider}/{f.model} is also a backend of this rule: a fallback "
-                                 "must differ from the rule's backends (provider and model)")
+                raise ValueError(
+                    f"fallback {f.provider}/{f.model} is also a backend of this rule: a fallback "
+                    "must differ from the rule's backends (provider and model)"
+                )
         return self
 
 
@@ -265,8 +269,9 @@ class LabelSelectorRequirement(_Model):
         if self.operator in ("In", "NotIn") and not self.values:
             raise ValueError(f"operator {self.operator} needs values (key {self.key})")
         if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise ValueError(f"operator {self.operator} takes no values (key {self.key}): "
-                             "leave values out, or use In or NotIn")
+            raise ValueError(
+                f"operator {self.operator} takes no values (key {self.key}): leave values out, or use In or NotIn"
+            )
         return self
 
 
@@ -293,8 +298,10 @@ class ModelRouteSpec(_Model):
             raise ValueError(f"rule names must be unique, got {names}")
         for rule in self.rules[:-1]:
             if not rule.matches.headers:
-                raise ValueError(f"rule {rule.name} has no matches, so it matches every request and hides the "
-                                 "rules after it: only the last rule may be without matches")
+                raise ValueError(
+                    f"rule {rule.name} has no matches, so it matches every request and hides the "
+                    "rules after it: only the last rule may be without matches"
+                )
         return self
 
 
@@ -342,8 +349,10 @@ class ResidencyRule(_Model):
     @model_validator(mode="after")
     def _says_something(self) -> ResidencyRule:
         if self.jurisdictions is None and self.regions is None and self.hosting is None:
-            raise ValueError("a residency rule needs at least one of jurisdictions, regions, hosting; the rule "
-                             f"for dataClass {self.data_class} has none")
+            raise ValueError(
+                "a residency rule needs at least one of jurisdictions, regions, hosting; the rule "
+                f"for dataClass {self.data_class} has none"
+            )
         return self
 
 
@@ -414,12 +423,20 @@ class Namespace(BaseModel):
 
 Resource = ModelProvider | ModelRoute | ModelPolicy | ClusterModelPolicy | Secret | Namespace
 KINDS: dict[str, type[BaseModel]] = {
-    "ModelProvider": ModelProvider, "ModelRoute": ModelRoute, "ModelPolicy": ModelPolicy,
-    "ClusterModelPolicy": ClusterModelPolicy, "Secret": Secret, "Namespace": Namespace,
+    "ModelProvider": ModelProvider,
+    "ModelRoute": ModelRoute,
+    "ModelPolicy": ModelPolicy,
+    "ClusterModelPolicy": ClusterModelPolicy,
+    "Secret": Secret,
+    "Namespace": Namespace,
 }
 CLUSTER_KINDS = frozenset({"ClusterModelPolicy", "Namespace"})
-PLURALS = {"ModelProvider": "modelproviders", "ModelRoute": "modelroutes", "ModelPolicy": "modelpolicies",
-           "ClusterModelPolicy": "clustermodelpolicies"}
+PLURALS = {
+    "ModelProvider": "modelproviders",
+    "ModelRoute": "modelroutes",
+    "ModelPolicy": "modelpolicies",
+    "ClusterModelPolicy": "clustermodelpolicies",
+}
 
 
 # Kinds with a status: one of them that fails validation is kept as an InvalidObject, so its

@@ -27,8 +27,12 @@ class Identity:
 
     @property
     def workload(self) -> Workload:
-        return Workload(namespace=self.namespace, service_account=self.service_account, labels=dict(self.labels),
-                        data_class=self.data_class)
+        return Workload(
+            namespace=self.namespace,
+            service_account=self.service_account,
+            labels=dict(self.labels),
+            data_class=self.data_class,
+        )
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.pod_name or '?'} (sa {self.service_account})"
@@ -80,7 +84,7 @@ class TokenReviewAuthenticator:
         username = str(user.get("username", ""))
         if not username.startswith(SA_PREFIX):
             return None
-        namespace, _, service_account = username[len(SA_PREFIX):].partition(":")
+        namespace, _, service_account = username[len(SA_PREFIX) :].partition(":")
         extra = user.get("extra") or {}
         pod_names = extra.get("authentication.kubernetes.io/pod-name") or []
         pod_uids = extra.get("authentication.kubernetes.io/pod-uid") or []
@@ -91,5 +95,10 @@ class TokenReviewAuthenticator:
             return None  # the pod is gone or replaced: the token outlived it
         metadata = pod.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
-        return Identity(namespace=namespace, service_account=service_account, pod_name=pod_names[0],
-                        labels=dict(metadata.get("labels") or {}), data_class=annotations.get(DATA_CLASS_ANNOTATION))
+        return Identity(
+            namespace=namespace,
+            service_account=service_account,
+            pod_name=pod_names[0],
+            labels=dict(metadata.get("labels") or {}),
+            data_class=annotations.get(DATA_CLASS_ANNOTATION),
+        )

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import proxy.snapshot as snap
 from controller.api import InvalidObject, ModelProvider
 from controller.compile import Judgement, compile_workload, judge, select_routes
 from controller.store import Key, Resources
 from controller.workload import Verdict, Workload
-import proxy.snapshot as snap
 
 Severity = Literal["error", "warning"]
 SECRET_LABEL = ("modelway.io/credentials", "true")
@@ -54,7 +54,7 @@ _FIXES = {
     "InvalidBackend": "fix the ModelProvider named (see its own finding)",
     "UnsupportedOperation": "use a provider type that serves this operation, or change spec.operation",
     "SecretNotFound": "create the Secret, or label it: kubectl label secret -n {namespace} <name> "
-                      "modelway.io/credentials=true",
+    "modelway.io/credentials=true",
     "SecretKeyNotFound": "add the key to the Secret, or point spec.credentialsRef.key at the key it has",
     "RefNotFound": "correct the name, or create what it names (a wildcard pattern is never reported)",
 }
@@ -99,22 +99,32 @@ def unlabelled_secrets(resources: Resources) -> list[Finding]:
         secret = secrets.get((provider.metadata.namespace, ref.name)) if ref else None
         if secret is not None and secret.metadata.labels.get(label) != value:
             users.setdefault((secret.metadata.namespace, secret.metadata.name), []).append(provider.metadata.name)
-    return [Finding("error", _name("Secret", namespace, name),
-                    f"has no label {label}={value}, so the controller in a cluster does not see it "
-                    f"(used by ModelProvider {', '.join(sorted(providers))})",
-                    f"kubectl label secret -n {namespace} {name} {label}={value}")
-            for (namespace, name), providers in sorted(users.items())]
+    return [
+        Finding(
+            "error",
+            _name("Secret", namespace, name),
+            f"has no label {label}={value}, so the controller in a cluster does not see it "
+            f"(used by ModelProvider {', '.join(sorted(providers))})",
+            f"kubectl label secret -n {namespace} {name} {label}={value}",
+        )
+        for (namespace, name), providers in sorted(users.items())
+    ]
 
 
 def unlabelled_secret(provider: ModelProvider, secret: Mapping[str, Any]) -> Finding:
     """A provider's Secret exists in the cluster, but without the label the controller selects by."""
     label, value = SECRET_LABEL
-    name, namespace = provider.spec.credentials_ref.name if provider.spec.credentials_ref else "", \
-        provider.metadata.namespace
-    return Finding("error", _name("Secret", namespace, name),
-                   f"exists but has no label {label}={value}, so the controller does not see it "
-                   f"(ModelProvider {provider.metadata.name} reports SecretNotFound)",
-                   f"kubectl label secret -n {namespace} {name} {label}={value}")
+    name, namespace = (
+        provider.spec.credentials_ref.name if provider.spec.credentials_ref else "",
+        provider.metadata.namespace,
+    )
+    return Finding(
+        "error",
+        _name("Secret", namespace, name),
+        f"exists but has no label {label}={value}, so the controller does not see it "
+        f"(ModelProvider {provider.metadata.name} reports SecretNotFound)",
+        f"kubectl label secret -n {namespace} {name} {label}={value}",
+    )
 
 
 def workloads_of(resources: Resources, pods: Sequence[Workload] | None) -> list[Workload]:
@@ -139,7 +149,7 @@ def policy_gaps(judgement: Judgement, workloads: Sequence[Workload]) -> list[Fin
     for workload in workloads:
         snapshot = compile_workload(judgement, workload)
         policy = snapshot.policy
-        classes = snap.DATA_CLASSES[snap.DATA_CLASS_RANK[policy.default_class]:]
+        classes = snap.DATA_CLASSES[snap.DATA_CLASS_RANK[policy.default_class] :]
         denied_routes = {d.model: d.denial for d in policy.denied_routes}
         for route in snapshot.routes:
             for rule in route.rules:
@@ -157,16 +167,19 @@ def policy_gaps(judgement: Judgement, workloads: Sequence[Workload]) -> list[Fin
     for (route, rule, who, reason), classes in sorted(grouped.items()):
         namespace, _, name = route.partition("/")
         ordered = sorted(classes, key=snap.DATA_CLASS_RANK.__getitem__)
-        findings.append(Finding(
-            "warning", _name("ModelRoute", namespace, name),
-            f"rule {rule}: no backend is left for {' and '.join(ordered)} requests of {', '.join(who)}: "
-            f"{reason}; such requests are refused (403)",
-            "allow one of the rule's backends for that class in the policy, or add a fallback it allows"))
+        findings.append(
+            Finding(
+                "warning",
+                _name("ModelRoute", namespace, name),
+                f"rule {rule}: no backend is left for {' and '.join(ordered)} requests of {', '.join(who)}: "
+                f"{reason}; such requests are refused (403)",
+                "allow one of the rule's backends for that class in the policy, or add a fallback it allows",
+            )
+        )
     return findings
 
 
-def _rule_denied(rule: snap.Rule, data_class: str, policy: snap.Policy,
-                 route_denial: snap.Denial | None) -> str | None:
+def _rule_denied(rule: snap.Rule, data_class: str, policy: snap.Policy, route_denial: snap.Denial | None) -> str | None:
     if route_denial is not None:
         return f"{route_denial.policy}: {route_denial.reason}"
     denied = {d.key: d.denial for d in policy.denied_backends if data_class in d.data_classes}
@@ -186,13 +199,19 @@ def unreachable_routes(judgement: Judgement, workloads: Sequence[Workload]) -> l
             if id(route) in reached:
                 continue
             selector = route.spec.workload_selector
-            why = (f"its workloadSelector {selector.model_dump(by_alias=True, exclude_defaults=True)} matches "
-                   "no pod" if selector is not None else "another route serves its model to every pod")
-            findings.append(Finding(
-                "warning", _name("ModelRoute", namespace, route.metadata.name),
-                f"no pod in namespace {namespace} runs this route: {why}",
-                "check the selector against the pods' labels (kubectl get pods --show-labels), "
-                "or delete the route"))
+            why = (
+                f"its workloadSelector {selector.model_dump(by_alias=True, exclude_defaults=True)} matches no pod"
+                if selector is not None
+                else "another route serves its model to every pod"
+            )
+            findings.append(
+                Finding(
+                    "warning",
+                    _name("ModelRoute", namespace, route.metadata.name),
+                    f"no pod in namespace {namespace} runs this route: {why}",
+                    "check the selector against the pods' labels (kubectl get pods --show-labels), or delete the route",
+                )
+            )
     return findings
 
 
@@ -200,20 +219,31 @@ def stale_sidecars(statuses: Mapping[Key, RouteStatus]) -> list[Finding]:
     findings = []
     for key, status in sorted(statuses.items()):
         if status.observed_generation < status.generation:
-            findings.append(Finding("warning", _name(*key),
-                                    f"the controller has not reported on generation {status.generation} yet "
-                                    f"(status speaks of {status.observed_generation})",
-                                    "check that the controller runs: kubectl -n modelway-system get pods"))
+            findings.append(
+                Finding(
+                    "warning",
+                    _name(*key),
+                    f"the controller has not reported on generation {status.generation} yet "
+                    f"(status speaks of {status.observed_generation})",
+                    "check that the controller runs: kubectl -n modelway-system get pods",
+                )
+            )
         elif status.synced < status.total:
-            findings.append(Finding("warning", _name(*key),
-                                    f"{status.total - status.synced}/{status.total} sidecars do not run generation "
-                                    f"{status.generation} yet",
-                                    "see `modelway status` and the route's Programmed condition"))
+            findings.append(
+                Finding(
+                    "warning",
+                    _name(*key),
+                    f"{status.total - status.synced}/{status.total} sidecars do not run generation "
+                    f"{status.generation} yet",
+                    "see `modelway status` and the route's Programmed condition",
+                )
+            )
     return findings
 
 
-def analyze(resources: Resources, *, pods: Sequence[Workload] | None = None,
-            statuses: Mapping[Key, RouteStatus] | None = None) -> list[Finding]:
+def analyze(
+    resources: Resources, *, pods: Sequence[Workload] | None = None, statuses: Mapping[Key, RouteStatus] | None = None
+) -> list[Finding]:
     """Every finding for these resources; `pods` and `statuses` come from a live cluster."""
     judgement = judge(resources)
     workloads = workloads_of(resources, pods)
@@ -227,4 +257,3 @@ def analyze(resources: Resources, *, pods: Sequence[Workload] | None = None,
 
 def has_errors(findings: Iterable[Finding]) -> bool:
     return any(f.severity == "error" for f in findings)
-

@@ -39,12 +39,17 @@ from controller.kube.resources import PODS
 from controller.policy import DATA_CLASS_ANNOTATION
 from controller.sources.files import FileError, load_file, scan_folder
 from controller.sources.kube import SECRET_SELECTOR
-from controller.store import Key, ResourceStore, Resources, key_of
+from controller.store import Key, Resources, ResourceStore, key_of
 from controller.webhook.inject import INJECTED_ANNOTATION
 from controller.workload import Workload
 
-CHECKED_KINDS: tuple[ResourceType, ...] = (MODEL_PROVIDERS, MODEL_ROUTES, MODEL_POLICIES, CLUSTER_MODEL_POLICIES,
-                                           NAMESPACES)
+CHECKED_KINDS: tuple[ResourceType, ...] = (
+    MODEL_PROVIDERS,
+    MODEL_ROUTES,
+    MODEL_POLICIES,
+    CLUSTER_MODEL_POLICIES,
+    NAMESPACES,
+)
 
 
 CHECK_HELP = """\
@@ -67,22 +72,31 @@ examples:
 
 def add_commands(commands: Any) -> None:
     check = commands.add_parser(
-        "check", help="find problems in ModelProviders, ModelRoutes and policies (a folder, or the cluster)",
-        description=CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    check.add_argument("folder", nargs="?", type=Path,
-                       help="a folder of YAML to check without a cluster; left out: the current kubeconfig "
-                            "context's objects")
+        "check",
+        help="find problems in ModelProviders, ModelRoutes and policies (a folder, or the cluster)",
+        description=CHECK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument(
+        "folder",
+        nargs="?",
+        type=Path,
+        help="a folder of YAML to check without a cluster; left out: the current kubeconfig context's objects",
+    )
     check.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
     check.add_argument("-n", "--namespace", help="check this namespace only (default: all)")
     check.add_argument("-o", "--output", choices=["text", "json"], default="text")
     check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     status = commands.add_parser(
-        "status", help="list the sidecars connected to a controller and the snapshot each runs",
+        "status",
+        help="list the sidecars connected to a controller and the snapshot each runs",
         description="Lists the sidecars connected to one controller replica (its admin port's /sidecars). "
-                    "In a cluster: kubectl -n modelway-system port-forward deploy/modelway-controller 15014, "
-                    "then run this.")
-    status.add_argument("--admin-url", default="http://127.0.0.1:15014",
-                        help="the controller's admin port (default: %(default)s)")
+        "In a cluster: kubectl -n modelway-system port-forward deploy/modelway-controller 15014, "
+        "then run this.",
+    )
+    status.add_argument(
+        "--admin-url", default="http://127.0.0.1:15014", help="the controller's admin port (default: %(default)s)"
+    )
     status.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
 
@@ -97,27 +111,42 @@ def load_folder(folder: Path) -> tuple[Resources, list[Finding]]:
         try:
             resources = load_file(path)
         except FileError as exc:
-            findings.append(Finding("error", str(path), str(exc), "fix the file; `modelway dev` keeps its last "
-                                    "good content meanwhile"))
+            findings.append(
+                Finding(
+                    "error", str(path), str(exc), "fix the file; `modelway dev` keeps its last good content meanwhile"
+                )
+            )
             continue
         except (ValueError, TypeError, RecursionError) as exc:  # a shape the loader did not expect
-            findings.append(Finding("error", str(path), f"{path} cannot be read as Kubernetes objects "
-                                    f"({type(exc).__name__})", "fix the file"))
+            findings.append(
+                Finding(
+                    "error",
+                    str(path),
+                    f"{path} cannot be read as Kubernetes objects ({type(exc).__name__})",
+                    "fix the file",
+                )
+            )
             continue
         for resource in resources:
             key = key_of(resource)
             if key in seen:
-                findings.append(Finding("warning", f"{key[0]} {key[1]}/{key[2]}",
-                                        f"defined in {seen[key]} and again in {path}; the later one is used",
-                                        "keep one definition"))
+                findings.append(
+                    Finding(
+                        "warning",
+                        f"{key[0]} {key[1]}/{key[2]}",
+                        f"defined in {seen[key]} and again in {path}; the later one is used",
+                        "keep one definition",
+                    )
+                )
             seen[key] = path
             store.apply(resource)
     view = store.view()
     return view, findings + unlabelled_secrets(view)
 
 
-async def load_cluster(client: KubeClient, *, namespace: str | None) -> tuple[
-        Resources, list[Workload], dict[Key, RouteStatus], list[Finding]]:
+async def load_cluster(
+    client: KubeClient, *, namespace: str | None
+) -> tuple[Resources, list[Workload], dict[Key, RouteStatus], list[Finding]]:
     store, findings = ResourceStore(), []
     statuses: dict[Key, RouteStatus] = {}
     for rt in CHECKED_KINDS:
@@ -137,27 +166,34 @@ async def load_cluster(client: KubeClient, *, namespace: str | None) -> tuple[
             if rt is MODEL_ROUTES:
                 status = obj.get("status") or {}
                 statuses[key_of(parsed)] = RouteStatus(
-                    generation=parsed.metadata.generation, observed_generation=int(status.get("observedGeneration")
-                                                                                   or 0),
-                    synced=int(status.get("syncedSidecars") or 0), total=int(status.get("totalSidecars") or 0))
+                    generation=parsed.metadata.generation,
+                    observed_generation=int(status.get("observedGeneration") or 0),
+                    synced=int(status.get("syncedSidecars") or 0),
+                    total=int(status.get("totalSidecars") or 0),
+                )
     secrets = await client.list(SECRETS, namespace=namespace, label_selector=SECRET_SELECTOR)
     for obj in secrets.items:
         obj.setdefault("kind", "Secret")
         store.apply(parse_object(obj))  # type: ignore[arg-type]  # a Secret is never an InvalidObject
     view = store.view()
     pods = await client.list(PODS, namespace=namespace)
-    workloads = [_workload(pod) for pod in pods.items
-                 if ((pod.get("metadata") or {}).get("annotations") or {}).get(INJECTED_ANNOTATION) == "true"]
+    workloads = [
+        _workload(pod)
+        for pod in pods.items
+        if ((pod.get("metadata") or {}).get("annotations") or {}).get(INJECTED_ANNOTATION) == "true"
+    ]
     findings += await _unlabelled_in_cluster(client, view)
     return view, workloads, statuses, findings
 
 
 def _workload(pod: dict[str, Any]) -> Workload:
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-    return Workload(namespace=str(meta.get("namespace") or "default"),
-                    service_account=str(spec.get("serviceAccountName") or "default"),
-                    labels=dict(meta.get("labels") or {}),
-                    data_class=(meta.get("annotations") or {}).get(DATA_CLASS_ANNOTATION))
+    return Workload(
+        namespace=str(meta.get("namespace") or "default"),
+        service_account=str(spec.get("serviceAccountName") or "default"),
+        labels=dict(meta.get("labels") or {}),
+        data_class=(meta.get("annotations") or {}).get(DATA_CLASS_ANNOTATION),
+    )
 
 
 async def _unlabelled_in_cluster(client: KubeClient, view: Resources) -> list[Finding]:
@@ -183,8 +219,9 @@ def print_findings(findings: list[Finding], *, output: str, out: TextIO) -> None
         out.write("No problems found.\n")
         return
     for finding in findings:
-        out.write(f"{finding.severity.upper():7} {finding.object}\n        {finding.problem}\n"
-                  f"        fix: {finding.fix}\n")
+        out.write(
+            f"{finding.severity.upper():7} {finding.object}\n        {finding.problem}\n        fix: {finding.fix}\n"
+        )
     errors = sum(f.severity == "error" for f in findings)
     out.write(f"\n{errors} error(s), {len(findings) - errors} warning(s)\n")
 
@@ -224,8 +261,11 @@ def run_status(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> int:
         with urllib.request.urlopen(url, timeout=10) as resp:
             rows = json.loads(resp.read())["sidecars"]
     except (OSError, ValueError, KeyError) as exc:
-        print(f"modelway status: cannot read {url}: {exc}\n  in a cluster, first: kubectl -n modelway-system "
-              "port-forward deploy/modelway-controller 15014", file=sys.stderr)
+        print(
+            f"modelway status: cannot read {url}: {exc}\n  in a cluster, first: kubectl -n modelway-system "
+            "port-forward deploy/modelway-controller 15014",
+            file=sys.stderr,
+        )
         return 2
     if args.output == "json":
         json.dump({"sidecars": rows}, out, indent=2)
@@ -235,9 +275,17 @@ def run_status(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> int:
         out.write("No sidecars are connected to this controller replica.\n")
         return 0
     header = ("SIDECAR", "WORKLOAD", "VERSION", "UP-TO-DATE", "SNAPSHOT AGE", "CONNECTED")
-    table = [header] + [(r["name"], r["workload"], r["version"] or "-",
-                         "yes" if r["upToDate"] else ("REFUSED" if r["refused"] else "no"),
-                         _age(r["snapshotAgeSeconds"]), _age(r["connectedSeconds"])) for r in rows]
+    table = [header] + [
+        (
+            r["name"],
+            r["workload"],
+            r["version"] or "-",
+            "yes" if r["upToDate"] else ("REFUSED" if r["refused"] else "no"),
+            _age(r["snapshotAgeSeconds"]),
+            _age(r["connectedSeconds"]),
+        )
+        for r in rows
+    ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
@@ -255,4 +303,3 @@ def _age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.0f}h"
-

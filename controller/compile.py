@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+import proxy.snapshot as snap
 from controller import policy as pol
 from controller import selectors
 from controller.api import (
@@ -40,7 +41,6 @@ from controller.api import (
 )
 from controller.store import Key, Resources, key_of
 from controller.workload import Verdict, Workload
-import proxy.snapshot as snap
 
 # Provider types that serve each operation (translators raise UnsupportedOperation otherwise).
 OPERATIONS = {
@@ -96,16 +96,24 @@ class NamespaceJudgement:
 NamespaceInputs = tuple[NamespaceJudgement | None, Namespace | None, tuple[pol.AnyPolicy, ...]]
 
 
-def namespace_inputs(policies: Sequence[pol.AnyPolicy], namespaces: Mapping[str, Namespace], namespace: str,
-                     part: NamespaceJudgement | None) -> NamespaceInputs:
+def namespace_inputs(
+    policies: Sequence[pol.AnyPolicy],
+    namespaces: Mapping[str, Namespace],
+    namespace: str,
+    part: NamespaceJudgement | None,
+) -> NamespaceInputs:
     labels = _labels(namespaces, namespace)
     scoped = tuple(p for p in policies if pol.in_scope(p, namespace=namespace, namespace_labels=labels))
     return part, namespaces.get(namespace), scoped
 
 
 def same_inputs(a: NamespaceInputs, b: NamespaceInputs) -> bool:
-    return a[0] is b[0] and a[1] is b[1] and len(a[2]) == len(b[2]) and all(
-        p is q for p, q in zip(a[2], b[2], strict=True))
+    return (
+        a[0] is b[0]
+        and a[1] is b[1]
+        and len(a[2]) == len(b[2])
+        and all(p is q for p, q in zip(a[2], b[2], strict=True))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +166,20 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
         ref = spec.credentials_ref
         secret = secrets.get((namespace, ref.name))
         if secret is None:
-            missing = Verdict(False, "SecretNotFound",
-                              f"Secret {namespace}/{ref.name} (spec.credentialsRef) does not exist or is not "
-                              "labelled modelway.io/credentials=true")
+            missing = Verdict(
+                False,
+                "SecretNotFound",
+                f"Secret {namespace}/{ref.name} (spec.credentialsRef) does not exist or is not "
+                "labelled modelway.io/credentials=true",
+            )
             return ProviderVerdict(ACCEPTED, missing, None)
         api_key = _secret_value(secret, ref.key)
         if api_key is None:
-            missing = Verdict(False, "SecretKeyNotFound",
-                              f"Secret {namespace}/{ref.name} has no key {ref.key!r} (spec.credentialsRef.key)")
+            missing = Verdict(
+                False,
+                "SecretKeyNotFound",
+                f"Secret {namespace}/{ref.name} has no key {ref.key!r} (spec.credentialsRef.key)",
+            )
             return ProviderVerdict(ACCEPTED, missing, None)
     try:
         compiled = _compile_provider(provider, base_url=base_url, api_key=api_key)
@@ -186,8 +200,9 @@ def _compile_provider(provider: ModelProvider, *, base_url: str, api_key: str | 
         jurisdiction=spec.jurisdiction,
         hosting=spec.hosting,
         pricing={
-            m.name: snap.ModelPricing(input_per_million=m.input_price_per_million,
-                                      output_per_million=m.output_price_per_million)
+            m.name: snap.ModelPricing(
+                input_per_million=m.input_price_per_million, output_per_million=m.output_price_per_million
+            )
             for m in spec.models
             if m.input_price_per_million is not None and m.output_price_per_million is not None
         },
@@ -207,11 +222,15 @@ def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> 
                     problems.append(f"rule {rule.name} {where}: ModelProvider {namespace}/{ref.provider} not found")
                 elif verdict.provider is None:
                     bad = verdict.resolved_refs if not verdict.resolved_refs.ok else verdict.accepted
-                    problems.append(f"rule {rule.name} {where}: ModelProvider {ref.provider} is not usable "
-                                    f"({bad.reason}: {bad.message})")
+                    problems.append(
+                        f"rule {rule.name} {where}: ModelProvider {ref.provider} is not usable "
+                        f"({bad.reason}: {bad.message})"
+                    )
                 elif verdict.provider.type not in OPERATIONS[operation]:
-                    unsupported.append(f"rule {rule.name} {where}: ModelProvider {ref.provider} is of type "
-                                       f"{verdict.provider.type}, which cannot serve {operation}")
+                    unsupported.append(
+                        f"rule {rule.name} {where}: ModelProvider {ref.provider} is of type "
+                        f"{verdict.provider.type}, which cannot serve {operation}"
+                    )
     if unsupported and not problems:
         return Verdict(False, "UnsupportedOperation", "; ".join(sorted(set(unsupported))))
     problems += unsupported
@@ -226,8 +245,9 @@ def _selector_key(route: ModelRoute) -> tuple[tuple[str, str], ...]:
     return selectors.selector_key(route.spec.workload_selector)
 
 
-def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None,
-          previous: Judgement | None = None) -> Judgement:
+def judge(
+    resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = None, previous: Judgement | None = None
+) -> Judgement:
     """Judge everything; with `previous` (the judgement of the store's preceding view), namespaces
     whose objects are unchanged keep their verdicts and only the others are judged again (their last
     good routes then come from `previous`). The result is the same either way."""
@@ -279,15 +299,18 @@ def judge(resources: Resources, *, last_good: Mapping[Key, ModelRoute] | None = 
 
 def _same_objects(a: tuple[tuple[object, ...], ...], b: tuple[tuple[object, ...], ...]) -> bool:
     return len(a) == len(b) and all(
-        len(x) == len(y) and all(p is q for p, q in zip(x, y, strict=True)) for x, y in zip(a, b, strict=True))
+        len(x) == len(y) and all(p is q for p, q in zip(x, y, strict=True)) for x, y in zip(a, b, strict=True)
+    )
 
 
 def _judge_namespace(inputs: tuple[tuple[object, ...], ...], last_good: Mapping[Key, ModelRoute]) -> NamespaceJudgement:
     provider_objects, route_objects, secret_objects, invalid_objects = inputs
     secrets = {(s.metadata.namespace, s.metadata.name): s for s in secret_objects}  # type: ignore[attr-defined]
     invalid = {key_of(i): i for i in invalid_objects}  # type: ignore[arg-type]
-    providers = {key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)  # type: ignore[arg-type, attr-defined]
-                 for p in provider_objects}
+    providers = {
+        key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)  # type: ignore[arg-type, attr-defined]
+        for p in provider_objects
+    }
     for key, bad in invalid.items():
         if bad.kind == "ModelProvider":
             providers[key] = _invalid_provider(bad, providers.get(key))
@@ -300,9 +323,12 @@ def _judge_namespace(inputs: tuple[tuple[object, ...], ...], last_good: Mapping[
         owner = claimed.setdefault(claim, route.metadata.name)
         accepted = ACCEPTED
         if owner != route.metadata.name:
-            accepted = Verdict(False, "Conflicted",
-                               f"ModelRoute {owner} already serves model {route.spec.model!r} for the same "
-                               "workloads in this namespace")
+            accepted = Verdict(
+                False,
+                "Conflicted",
+                f"ModelRoute {owner} already serves model {route.spec.model!r} for the same "
+                "workloads in this namespace",
+            )
         refs = _route_refs(route, providers)
         served: ModelRoute | None = route if (accepted.ok and refs.ok) else None
         if served is None and accepted.ok:
@@ -334,8 +360,9 @@ def _invalid_provider(bad: InvalidObject, last_valid: ProviderVerdict | None) ->
     generation = kept.generation if kept is not None else None
     accepted = Verdict(False, bad.reason, _kept("ModelProvider", bad, generation))
     if kept is None:
-        return ProviderVerdict(accepted, Verdict(False, "Invalid", "not checked: the object is invalid"), None,
-                               bad.metadata.generation)
+        return ProviderVerdict(
+            accepted, Verdict(False, "Invalid", "not checked: the object is invalid"), None, bad.metadata.generation
+        )
     return ProviderVerdict(accepted, kept.resolved_refs, kept.provider, bad.metadata.generation)
 
 
@@ -343,8 +370,11 @@ def _invalid_route(bad: InvalidObject, last_valid: RouteVerdict | None) -> Route
     served = last_valid.served if last_valid is not None else None
     generation = served.metadata.generation if served is not None else None
     accepted = Verdict(False, bad.reason, _kept("ModelRoute", bad, generation))
-    refs = last_valid.resolved_refs if last_valid is not None and served is not None else Verdict(
-        False, "Invalid", "not checked: the object is invalid")
+    refs = (
+        last_valid.resolved_refs
+        if last_valid is not None and served is not None
+        else Verdict(False, "Invalid", "not checked: the object is invalid")
+    )
     return RouteVerdict(accepted, refs, bad.metadata.generation, served)
 
 
@@ -352,8 +382,11 @@ def _invalid_policy(bad: InvalidObject, last_valid: pol.PolicyVerdict | None) ->
     """A policy edited into something invalid keeps binding as it was: dropping it would widen access."""
     generation = last_valid.generation if last_valid is not None else None
     accepted = Verdict(False, bad.reason, _kept(bad.kind, bad, generation))
-    refs = last_valid.resolved_refs if last_valid is not None else Verdict(
-        False, "Invalid", "not checked: the object is invalid")
+    refs = (
+        last_valid.resolved_refs
+        if last_valid is not None
+        else Verdict(False, "Invalid", "not checked: the object is invalid")
+    )
     return pol.PolicyVerdict(accepted, refs, bad.metadata.generation)
 
 
@@ -363,8 +396,11 @@ def _judge_policies(
     parts: Mapping[str, NamespaceJudgement],
     namespaces: Mapping[str, Namespace],
     previous: Judgement | None,
-) -> tuple[dict[Key, pol.PolicyVerdict], dict[Key, tuple[str, ...]],
-           dict[str, tuple[NamespaceInputs, dict[Key, tuple[str, ...]]]]]:
+) -> tuple[
+    dict[Key, pol.PolicyVerdict],
+    dict[Key, tuple[str, ...]],
+    dict[str, tuple[NamespaceInputs, dict[Key, tuple[str, ...]]]],
+]:
     """Each policy's verdict, and what the policies take from each served route (nothing without
     policies), with the latter per namespace and what it was worked out from (for the next judgement)."""
     if not policies:
@@ -375,8 +411,9 @@ def _judge_policies(
     route_names: dict[str, set[str]] = {}
     for route in resources.routes:
         route_names.setdefault(route.metadata.namespace, set()).add(route.metadata.name)
-    verdicts = {key_of(p): pol.judge_policy(p, provider_names=provider_names, route_names=route_names)
-                for p in policies}
+    verdicts = {
+        key_of(p): pol.judge_policy(p, provider_names=provider_names, route_names=route_names) for p in policies
+    }
     restrictions: dict[Key, tuple[str, ...]] = {}
     remembered: dict[str, tuple[NamespaceInputs, dict[Key, tuple[str, ...]]]] = {}
     for namespace, part in parts.items():
@@ -390,9 +427,13 @@ def _judge_policies(
             remembered[namespace] = before
             continue
         labels = _labels(namespaces, namespace)
-        found = {key: pol.route_restrictions(verdict.served, policies=inputs[2], namespace_labels=labels,
-                                             providers=part.compiled_providers)
-                 for key, verdict in part.routes.items() if verdict.served is not None}
+        found = {
+            key: pol.route_restrictions(
+                verdict.served, policies=inputs[2], namespace_labels=labels, providers=part.compiled_providers
+            )
+            for key, verdict in part.routes.items()
+            if verdict.served is not None
+        }
         restrictions |= found
         remembered[namespace] = (inputs, found)
     return verdicts, restrictions, remembered
@@ -408,9 +449,13 @@ def workload_policy(judgement: Judgement, workload: Workload, routes: Sequence[s
     labels = _labels(judgement.namespaces, workload.namespace)
     binding = [p for p in judgement.policies if pol.binds(p, workload, namespace_labels=labels)]
     namespace = judgement.namespaces.get(workload.namespace)
-    return pol.compile_policy(policies=binding, workload=workload,
-                              namespace_annotations=namespace.metadata.annotations if namespace is not None else {},
-                              routes=routes, providers=judgement.compiled_providers)
+    return pol.compile_policy(
+        policies=binding,
+        workload=workload,
+        namespace_annotations=namespace.metadata.annotations if namespace is not None else {},
+        routes=routes,
+        providers=judgement.compiled_providers,
+    )
 
 
 def _selects(route: ModelRoute, workload: Workload) -> bool:
@@ -466,12 +511,15 @@ def compile_route(route: ModelRoute) -> snap.Route:
     )
 
 
-def assemble(judgement: Judgement, routes: Sequence[snap.Route], *,
-             policy: snap.Policy | None = None) -> snap.Snapshot:
+def assemble(judgement: Judgement, routes: Sequence[snap.Route], *, policy: snap.Policy | None = None) -> snap.Snapshot:
     """A snapshot of compiled routes plus exactly the providers they use; versioned by content."""
     used = {b.provider for route in routes for rule in route.rules for b in (*rule.backends, *rule.fallbacks)}
-    providers = tuple(sorted((judgement.compiled_providers[name] for name in used if name in
-                              judgement.compiled_providers), key=lambda p: p.name))
+    providers = tuple(
+        sorted(
+            (judgement.compiled_providers[name] for name in used if name in judgement.compiled_providers),
+            key=lambda p: p.name,
+        )
+    )
     snapshot = snap.Snapshot(providers=providers, routes=tuple(routes), policy=policy or snap.Policy())
     return snapshot.model_copy(update={"version": snap.content_version(snapshot)})
 

@@ -165,8 +165,11 @@ class Controller:
                 changed = {ns for ns in parts.keys() | before.keys() if parts.get(ns) is not before.get(ns)}
                 if changed:  # forget compiled routes that are no longer served
                     served = {id(r) for ns in changed for r in self.judgement.served_by_namespace.get(ns, ())}
-                    self._routes = {key: entry for key, entry in self._routes.items()
-                                    if key in served or entry[0].metadata.namespace not in changed}
+                    self._routes = {
+                        key: entry
+                        for key, entry in self._routes.items()
+                        if key in served or entry[0].metadata.namespace not in changed
+                    }
                 self._on_recompute(self.judgement)
                 sidecars = list(self.sidecars)
                 compiles = self.compiles
@@ -175,20 +178,27 @@ class Controller:
                     self.compiled_for(workload)
                 for key in self._workloads.keys() - wanted.keys():  # no sidecar of it is left
                     del self._workloads[key]
-                compile_span.set_attributes({"modelway.routes": len(self.judgement.routes),
-                                             "modelway.snapshots": self.compiles - compiles})
+                compile_span.set_attributes(
+                    {"modelway.routes": len(self.judgement.routes), "modelway.snapshots": self.compiles - compiles}
+                )
             with telemetry.span("push") as push_span:
                 begun = [self._begin_push(sidecar, count=False) for sidecar in sidecars if self._needs_push(sidecar)]
                 waiting = [b for b in begun if not isinstance(b, bool)]  # backed-up connections only
                 pushed = sum(b for b in begun if b is True) + (sum(await asyncio.gather(*waiting)) if waiting else 0)
                 self._pushed(pushed)  # once, not per sidecar: a metric update costs as much as a push
-                push_span.set_attributes({"modelway.sidecars.connected": len(sidecars),
-                                          "modelway.sidecars.reached": pushed})
+                push_span.set_attributes(
+                    {"modelway.sidecars.connected": len(sidecars), "modelway.sidecars.reached": pushed}
+                )
             self._forget_unused_versions()
             reconcile.set_attribute("modelway.sidecars.reached", pushed)
         telemetry.metrics.reconcile.record(time.perf_counter() - started)
-        log.info("recomputed %d routes for %d sidecars in %.1f ms; pushed %d", len(self.judgement.routes),
-                 len(self.sidecars), (time.perf_counter() - started) * 1000, pushed)
+        log.info(
+            "recomputed %d routes for %d sidecars in %.1f ms; pushed %d",
+            len(self.judgement.routes),
+            len(self.sidecars),
+            (time.perf_counter() - started) * 1000,
+            pushed,
+        )
         self._on_sync_change()
 
     # --- sidecars -----------------------------------------------------------------
@@ -211,10 +221,10 @@ class Controller:
             snapshot = assemble(self.judgement, compiled_routes, policy=policy)
             compiled = self._by_version.get(snapshot.version)
             if compiled is None:  # else the same content as before: share it
-                message = json.dumps({"type": "snapshot", "version": snapshot.version,
-                                      "snapshot": to_wire(snapshot)})
-                generations = {("ModelRoute", r.metadata.namespace, r.metadata.name): r.metadata.generation
-                               for r in routes}
+                message = json.dumps({"type": "snapshot", "version": snapshot.version, "snapshot": to_wire(snapshot)})
+                generations = {
+                    ("ModelRoute", r.metadata.namespace, r.metadata.name): r.metadata.generation for r in routes
+                }
                 compiled = Compiled(snapshot=snapshot, message=message, routes=generations)
                 self._by_version[snapshot.version] = compiled
             self._assembled[assembled] = compiled
@@ -337,5 +347,7 @@ class Controller:
                 elif refused:
                     entry[2] += n  # type: ignore[operator]
                     rejections.setdefault(key, f"{name}: {refused}")
-        return {key: RouteSync(synced=s, total=t, rejected=r, rejection=rejections.get(key, ""))
-                for key, (s, t, r) in counts.items()}
+        return {
+            key: RouteSync(synced=s, total=t, rejected=r, rejection=rejections.get(key, ""))
+            for key, (s, t, r) in counts.items()
+        }

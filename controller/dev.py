@@ -34,8 +34,9 @@ def _relay(prefix: str, stream: IO[str], ready: threading.Event, marker: str) ->
 
 
 def _start(name: str, argv: list[str], marker: str, *, timeout: float = 30) -> subprocess.Popen[str]:
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True
+    )
     ready = threading.Event()
     assert process.stdout is not None
     threading.Thread(target=_relay, args=(f"[{name}]", process.stdout, ready, marker), daemon=True).start()
@@ -78,16 +79,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    dev.add_argument("--config-dir", type=Path, required=True,
-                     help="folder of ModelProvider, ModelRoute and Secret YAML (see examples/dev/)")
-    dev.add_argument("--namespace", default="default",
-                     help="the namespace the local sidecar belongs to (default: %(default)s)")
+    dev.add_argument(
+        "--config-dir",
+        type=Path,
+        required=True,
+        help="folder of ModelProvider, ModelRoute and Secret YAML (see examples/dev/)",
+    )
+    dev.add_argument(
+        "--namespace", default="default", help="the namespace the local sidecar belongs to (default: %(default)s)"
+    )
     dev.add_argument("--port", type=int, default=15000, help="sidecar app port (default: %(default)s)")
     dev.add_argument("--admin-port", type=int, default=15020, help="sidecar admin port (default: %(default)s)")
-    dev.add_argument("--controller-port", type=int, default=15012,
-                     help="controller stream port (default: %(default)s)")
-    dev.add_argument("--controller-admin-port", type=int, default=0,
-                     help="controller admin port (/healthz, /readyz, /metrics) on 127.0.0.1 (default: a free one)")
+    dev.add_argument("--controller-port", type=int, default=15012, help="controller stream port (default: %(default)s)")
+    dev.add_argument(
+        "--controller-admin-port",
+        type=int,
+        default=0,
+        help="controller admin port (/healthz, /readyz, /metrics) on 127.0.0.1 (default: a free one)",
+    )
     dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     if args.command == "dev" and not args.config_dir.is_dir():
@@ -111,21 +120,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="modelway-dev-"))
     token = workdir / "sidecar.token"
     python = sys.executable
-    controller = _start("controller", [
-        python, "-m", "controller", "--source", "files", "--config-dir", str(args.config_dir),
-        "--listen", f"127.0.0.1:{args.controller_port}", "--dev-token-file", str(token),
-        "--dev-namespace", args.namespace, "--log-level", args.log_level,
-        # loopback and a free port: a dev machine's 15014 may be taken, and nothing outside needs it
-        "--admin-listen", f"127.0.0.1:{args.controller_admin_port or _free_port()}",
-    ], "serving sidecar streams")
+    controller = _start(
+        "controller",
+        [
+            python,
+            "-m",
+            "controller",
+            "--source",
+            "files",
+            "--config-dir",
+            str(args.config_dir),
+            "--listen",
+            f"127.0.0.1:{args.controller_port}",
+            "--dev-token-file",
+            str(token),
+            "--dev-namespace",
+            args.namespace,
+            "--log-level",
+            args.log_level,
+            # loopback and a free port: a dev machine's 15014 may be taken, and nothing outside needs it
+            "--admin-listen",
+            f"127.0.0.1:{args.controller_admin_port or _free_port()}",
+        ],
+        "serving sidecar streams",
+    )
     processes = [controller]
     try:
-        sidecar = _start("sidecar", [
-            python, "-m", "proxy", "--controller", f"http://127.0.0.1:{args.controller_port}",
-            "--token-file", str(token), "--state-file", str(workdir / "snapshot.json"),
-            "--port", str(args.port), "--admin-port", str(args.admin_port), "--reconnect-max-seconds", "2",
-            "--log-level", args.log_level,
-        ], "listening on")
+        sidecar = _start(
+            "sidecar",
+            [
+                python,
+                "-m",
+                "proxy",
+                "--controller",
+                f"http://127.0.0.1:{args.controller_port}",
+                "--token-file",
+                str(token),
+                "--state-file",
+                str(workdir / "snapshot.json"),
+                "--port",
+                str(args.port),
+                "--admin-port",
+                str(args.admin_port),
+                "--reconnect-max-seconds",
+                "2",
+                "--log-level",
+                args.log_level,
+            ],
+            "listening on",
+        )
         processes.append(sidecar)
         _wait_ready(f"http://127.0.0.1:{args.admin_port}")
         print(

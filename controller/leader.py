@@ -75,10 +75,20 @@ class LeaseElector:
     skew one replica's clocks against another's.
     """
 
-    def __init__(self, client: KubeClient, *, namespace: str, identity: str, name: str = DEFAULT_LEASE_NAME,
-                 lease_duration: float = 15.0, renew_every: float = 5.0, retry_every: float = 2.0,
-                 renew_deadline: float | None = None, monotonic: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        namespace: str,
+        identity: str,
+        name: str = DEFAULT_LEASE_NAME,
+        lease_duration: float = 15.0,
+        renew_every: float = 5.0,
+        retry_every: float = 2.0,
+        renew_deadline: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         if not renew_every < lease_duration:
             raise ValueError("renew_every must be shorter than lease_duration")
         self._client = client
@@ -136,8 +146,13 @@ class LeaseElector:
                     async with asyncio.timeout(max(1.0, self._retry_every)):
                         await self.release()
                 except (KubeError, TimeoutError) as exc:
-                    log.warning("leader election: could not release Lease %s/%s (%s); it expires in %d s",
-                                self.namespace, self.name, exc, self._duration_seconds)
+                    log.warning(
+                        "leader election: could not release Lease %s/%s (%s); it expires in %d s",
+                        self.namespace,
+                        self.name,
+                        exc,
+                        self._duration_seconds,
+                    )
             self._set_leading(False)
 
     async def _tick(self) -> float:
@@ -154,8 +169,13 @@ class LeaseElector:
             held = None
             problem = str(exc) or type(exc).__name__
             if self._leading and self._monotonic() - self._renewed_at >= self._renew_deadline:
-                log.warning("leader election: could not renew Lease %s/%s for %.0f s (%s); stepping down",
-                            self.namespace, self.name, self._renew_deadline, problem)
+                log.warning(
+                    "leader election: could not renew Lease %s/%s for %.0f s (%s); stepping down",
+                    self.namespace,
+                    self.name,
+                    self._renew_deadline,
+                    problem,
+                )
                 self._set_leading(False)
             elif problem != self._problem:  # each distinct problem once per streak, not every retry
                 log.warning("leader election: Lease %s/%s: %s; retrying", self.namespace, self.name, problem)
@@ -177,8 +197,13 @@ class LeaseElector:
         """True: we hold the Lease now. False: someone else validly does. None: we lost a write race."""
         now = micro_time(self._wall_clock())
         lease = await self._client.get_lease(self.name, namespace=self.namespace)
-        mine = {"holderIdentity": self.identity, "leaseDurationSeconds": self._duration_seconds,
-                "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
+        mine = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self._duration_seconds,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": 0,
+        }
         try:
             if lease is None:
                 self._observe(await self._client.create_lease(self.name, namespace=self.namespace, spec=mine))
@@ -193,8 +218,13 @@ class LeaseElector:
                 spec.setdefault("acquireTime", now)
             else:  # take over a released or expired Lease
                 if holder:
-                    log.info("leader election: Lease %s/%s held by %s has not changed for %d s; taking over",
-                             self.namespace, self.name, holder, _duration_of(spec, self._duration_seconds))
+                    log.info(
+                        "leader election: Lease %s/%s held by %s has not changed for %d s; taking over",
+                        self.namespace,
+                        self.name,
+                        holder,
+                        _duration_of(spec, self._duration_seconds),
+                    )
                 spec = mine | {"leaseTransitions": int(spec.get("leaseTransitions") or 0) + 1}
             # Carries the resourceVersion we read: a write since then makes this a 409.
             self._observe(await self._client.update_lease({**lease, "spec": spec}))
@@ -206,8 +236,10 @@ class LeaseElector:
 
     def _observe(self, lease: Mapping[str, Any]) -> None:
         """Remember the Lease record; restart the expiry count only when it differs from the last one seen."""
-        record = {"resourceVersion": (lease.get("metadata") or {}).get("resourceVersion"),
-                  "spec": dict(lease.get("spec") or {})}
+        record = {
+            "resourceVersion": (lease.get("metadata") or {}).get("resourceVersion"),
+            "spec": dict(lease.get("spec") or {}),
+        }
         if record != self._observed:
             self._observed = record
             self._observed_at = self._monotonic()

@@ -25,10 +25,18 @@ RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 # dashboard test checks its queries against exactly these.
 INSTRUMENTS = (
     ("modelway.controller.sidecars", "gauge", "{sidecar}", "Sidecars connected to this controller replica."),
-    ("modelway.controller.sidecars.out_of_date", "gauge", "{sidecar}",
-     "Connected sidecars whose acknowledged snapshot is not the one they should run."),
-    ("modelway.controller.sidecar.snapshot.age", "gauge", "s",
-     "Per sidecar: seconds since it acknowledged the snapshot it runs."),
+    (
+        "modelway.controller.sidecars.out_of_date",
+        "gauge",
+        "{sidecar}",
+        "Connected sidecars whose acknowledged snapshot is not the one they should run.",
+    ),
+    (
+        "modelway.controller.sidecar.snapshot.age",
+        "gauge",
+        "s",
+        "Per sidecar: seconds since it acknowledged the snapshot it runs.",
+    ),
     ("modelway.controller.snapshot.pushes", "counter", "{push}", "Snapshots sent to sidecars."),
     ("modelway.controller.snapshot.nacks", "counter", "{nack}", "Snapshots a sidecar refused (NACK)."),
     ("modelway.controller.push_to_ack.duration", "histogram", "s", "From sending a snapshot to its ACK."),
@@ -50,22 +58,44 @@ class ControllerMetrics:
             meter.create_observable_gauge(name, callbacks=[callback], unit=spec[name][0], description=spec[name][1])
 
         gauge("modelway.controller.sidecars", lambda c: [Observation(len(c.sidecars))])
-        gauge("modelway.controller.sidecars.out_of_date", lambda c: [Observation(sum(
-            1 for s in c.sidecars if s.compiled is not None and s.acked_version != s.compiled.snapshot.version))])
-        gauge("modelway.controller.sidecar.snapshot.age", lambda c: [
-            Observation(time.time() - s.acked_at, {"modelway.sidecar": s.name, "modelway.snapshot.version":
-                                                    s.acked_version})
-            for s in c.sidecars if s.acked_version and s.acked_at])
-        self.pushes = meter.create_counter("modelway.controller.snapshot.pushes", *spec[
-            "modelway.controller.snapshot.pushes"])
-        self.nacks = meter.create_counter("modelway.controller.snapshot.nacks", *spec[
-            "modelway.controller.snapshot.nacks"])
+        gauge(
+            "modelway.controller.sidecars.out_of_date",
+            lambda c: [
+                Observation(
+                    sum(
+                        1
+                        for s in c.sidecars
+                        if s.compiled is not None and s.acked_version != s.compiled.snapshot.version
+                    )
+                )
+            ],
+        )
+        gauge(
+            "modelway.controller.sidecar.snapshot.age",
+            lambda c: [
+                Observation(
+                    time.time() - s.acked_at, {"modelway.sidecar": s.name, "modelway.snapshot.version": s.acked_version}
+                )
+                for s in c.sidecars
+                if s.acked_version and s.acked_at
+            ],
+        )
+        self.pushes = meter.create_counter(
+            "modelway.controller.snapshot.pushes", *spec["modelway.controller.snapshot.pushes"]
+        )
+        self.nacks = meter.create_counter(
+            "modelway.controller.snapshot.nacks", *spec["modelway.controller.snapshot.nacks"]
+        )
         self.ack_latency = meter.create_histogram(
-            "modelway.controller.push_to_ack.duration", *spec["modelway.controller.push_to_ack.duration"],
-            explicit_bucket_boundaries_advisory=ACK_BUCKETS)
+            "modelway.controller.push_to_ack.duration",
+            *spec["modelway.controller.push_to_ack.duration"],
+            explicit_bucket_boundaries_advisory=ACK_BUCKETS,
+        )
         self.reconcile = meter.create_histogram(
-            "modelway.controller.reconcile.duration", *spec["modelway.controller.reconcile.duration"],
-            explicit_bucket_boundaries_advisory=RECONCILE_BUCKETS)
+            "modelway.controller.reconcile.duration",
+            *spec["modelway.controller.reconcile.duration"],
+            explicit_bucket_boundaries_advisory=RECONCILE_BUCKETS,
+        )
 
     def watch(self, controller: Any) -> None:
         self._controller = controller
@@ -107,8 +137,10 @@ def _number(value: float) -> str:
 
 
 def _labels(attributes: Any, extra: str = "") -> str:
-    pairs = [f'{_sanitize(k)}="' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-             for k, v in sorted((attributes or {}).items())]
+    pairs = [
+        f'{_sanitize(k)}="' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        for k, v in sorted((attributes or {}).items())
+    ]
     if extra:
         pairs.append(extra)
     return "{" + ",".join(pairs) + "}" if pairs else ""
@@ -120,8 +152,13 @@ def render_prometheus(data: MetricsData | None) -> str:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 points = metric.data
-                kind = ("counter" if isinstance(points, Sum) and points.is_monotonic else
-                        "histogram" if isinstance(points, Histogram) else "gauge")
+                kind = (
+                    "counter"
+                    if isinstance(points, Sum) and points.is_monotonic
+                    else "histogram"
+                    if isinstance(points, Histogram)
+                    else "gauge"
+                )
                 name = prometheus_name(metric.name, metric.unit or "", kind)
                 lines += [f"# HELP {name} {metric.description}", f"# TYPE {name} {kind}"]
                 for point in points.data_points:

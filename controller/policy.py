@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+import proxy.snapshot as snap
 from controller.api import ClusterModelPolicy, ModelPolicy, ModelRoute, ResidencyRule
 from controller.selectors import matches
 from controller.workload import Verdict, Workload
-import proxy.snapshot as snap
 
 AnyPolicy = ModelPolicy | ClusterModelPolicy
 
@@ -78,9 +78,11 @@ def _short_name(compiled_name: str) -> str:
 
 
 def _residency_problem(rule: ResidencyRule, provider: snap.Provider) -> str | None:
-    for fact, value, allowed in (("jurisdiction", provider.jurisdiction, rule.jurisdictions),
-                                 ("region", provider.region, rule.regions),
-                                 ("hosting", provider.hosting, rule.hosting)):
+    for fact, value, allowed in (
+        ("jurisdiction", provider.jurisdiction, rule.jurisdictions),
+        ("region", provider.region, rule.regions),
+        ("hosting", provider.hosting, rule.hosting),
+    ):
         if allowed is not None and (value or "").lower() not in {a.lower() for a in allowed}:
             return f"{fact} {value or '(not set)'} is not in {list(allowed)}"
     return None
@@ -96,16 +98,23 @@ def backend_denial(policy: AnyPolicy, provider: snap.Provider, model: str) -> sn
     elif not _allowed(access.models, model):
         problem = f"model {model} is not in access.models {list(access.models or ())}"
     if problem is not None:
-        return snap.BackendDenial(provider=provider.name, model=model, data_classes=snap.DATA_CLASSES,
-                                  denial=snap.Denial(policy=label(policy), reason=problem))
+        return snap.BackendDenial(
+            provider=provider.name,
+            model=model,
+            data_classes=snap.DATA_CLASSES,
+            denial=snap.Denial(policy=label(policy), reason=problem),
+        )
     for rule in sorted(policy.spec.residency, key=lambda r: _RANK[r.data_class]):
         problem = _residency_problem(rule, provider)
         if problem is not None:  # the lowest class it fails: denied from there up
-            classes = snap.DATA_CLASSES[_RANK[rule.data_class]:]
-            reason = f"{name}: {problem} for data class {rule.data_class}" + (
-                " and above" if len(classes) > 1 else "")
-            return snap.BackendDenial(provider=provider.name, model=model, data_classes=classes,
-                                      denial=snap.Denial(policy=label(policy), reason=reason))
+            classes = snap.DATA_CLASSES[_RANK[rule.data_class] :]
+            reason = f"{name}: {problem} for data class {rule.data_class}" + (" and above" if len(classes) > 1 else "")
+            return snap.BackendDenial(
+                provider=provider.name,
+                model=model,
+                data_classes=classes,
+                denial=snap.Denial(policy=label(policy), reason=reason),
+            )
     return None
 
 
@@ -113,14 +122,17 @@ def _route_denial(policy: AnyPolicy, route_name: str) -> snap.Denial | None:
     patterns = policy.spec.access.routes
     if _allowed(patterns, route_name):
         return None
-    return snap.Denial(policy=label(policy), reason=f"route {route_name} is not in access.routes {list(patterns or ())}")
+    return snap.Denial(
+        policy=label(policy), reason=f"route {route_name} is not in access.routes {list(patterns or ())}"
+    )
 
 
 # --- what a workload is left with ------------------------------------------------------
 
 
-def floor_class(policies: Sequence[AnyPolicy], workload: Workload,
-                namespace_annotations: Mapping[str, str]) -> snap.DataClass:
+def floor_class(
+    policies: Sequence[AnyPolicy], workload: Workload, namespace_annotations: Mapping[str, str]
+) -> snap.DataClass:
     """The workload's default class: its pod's annotation, else its namespace's, never below a policy's."""
     candidates: list[snap.DataClass] = [p.spec.default_data_class for p in policies if p.spec.default_data_class]
     annotated = workload.data_class or namespace_annotations.get(DATA_CLASS_ANNOTATION)
@@ -139,18 +151,26 @@ def compile_policy(
 ) -> snap.Policy:
     """The snapshot's policy section for one workload; `policies` are those that bind it, `ordered`."""
     if not policies:
-        return snap.Policy(workload=f"{workload.namespace}/{workload.service_account}",
-                           default_class=floor_class((), workload, namespace_annotations))
+        return snap.Policy(
+            workload=f"{workload.namespace}/{workload.service_account}",
+            default_class=floor_class((), workload, namespace_annotations),
+        )
     denied_routes = []
     for route in routes:
         name = route.name.partition("/")[2]
         denial = next((d for p in policies if (d := _route_denial(p, name)) is not None), None)
         if denial is not None:
             denied_routes.append(snap.RouteDenial(model=route.model, denial=denial))
-    backends = sorted({(b.provider, b.model) for route in routes for rule in route.rules
-                       for b in (*rule.backends, *rule.fallbacks)})
-    denied_backends = [d for provider, model in backends if provider in providers
-                       for p in policies if (d := backend_denial(p, providers[provider], model)) is not None]
+    backends = sorted(
+        {(b.provider, b.model) for route in routes for rule in route.rules for b in (*rule.backends, *rule.fallbacks)}
+    )
+    denied_backends = [
+        d
+        for provider, model in backends
+        if provider in providers
+        for p in policies
+        if (d := backend_denial(p, providers[provider], model)) is not None
+    ]
     return snap.Policy(
         workload=f"{workload.namespace}/{workload.service_account}",
         policies=tuple(label(p) for p in policies),
@@ -164,27 +184,44 @@ def compile_policy(
 # --- status ----------------------------------------------------------------------------
 
 
-def judge_policy(policy: AnyPolicy, *, provider_names: Mapping[str, set[str]],
-                 route_names: Mapping[str, set[str]]) -> PolicyVerdict:
+def judge_policy(
+    policy: AnyPolicy, *, provider_names: Mapping[str, set[str]], route_names: Mapping[str, set[str]]
+) -> PolicyVerdict:
     """Accepted (the schema already refused what is malformed), and ResolvedRefs: every provider and
     route named without a wildcard exists in the policy's scope. A missing one is still enforced
     (it allows nothing), but is most likely a typo worth a warning."""
     namespace = policy.metadata.namespace
-    scope = set.union(set(), *provider_names.values()) if isinstance(policy, ClusterModelPolicy) else \
-        provider_names.get(namespace, set())
-    routes = set.union(set(), *route_names.values()) if isinstance(policy, ClusterModelPolicy) else \
-        route_names.get(namespace, set())
+    scope = (
+        set.union(set(), *provider_names.values())
+        if isinstance(policy, ClusterModelPolicy)
+        else provider_names.get(namespace, set())
+    )
+    routes = (
+        set.union(set(), *route_names.values())
+        if isinstance(policy, ClusterModelPolicy)
+        else route_names.get(namespace, set())
+    )
     access = policy.spec.access
     missing = [f"ModelProvider {n}" for n in access.providers or () if _GLOB.isdisjoint(n) and n not in scope]
     missing += [f"ModelRoute {n}" for n in access.routes or () if _GLOB.isdisjoint(n) and n not in routes]
     where = "any namespace" if isinstance(policy, ClusterModelPolicy) else f"namespace {namespace}"
-    resolved = Verdict(True, "ResolvedRefs") if not missing else Verdict(
-        False, "RefNotFound", f"{', '.join(missing)} not found in {where}; the policy allows nothing by that name")
+    resolved = (
+        Verdict(True, "ResolvedRefs")
+        if not missing
+        else Verdict(
+            False, "RefNotFound", f"{', '.join(missing)} not found in {where}; the policy allows nothing by that name"
+        )
+    )
     return PolicyVerdict(Verdict(True, "Accepted"), resolved, policy.metadata.generation)
 
 
-def route_restrictions(route: ModelRoute, *, policies: Sequence[AnyPolicy], namespace_labels: Mapping[str, str],
-                       providers: Mapping[str, snap.Provider]) -> tuple[str, ...]:
+def route_restrictions(
+    route: ModelRoute,
+    *,
+    policies: Sequence[AnyPolicy],
+    namespace_labels: Mapping[str, str],
+    providers: Mapping[str, snap.Provider],
+) -> tuple[str, ...]:
     """What the policies in the route's namespace take from it, for some of its workloads at least."""
     namespace = route.metadata.namespace
     notes = []
@@ -199,7 +236,10 @@ def route_restrictions(route: ModelRoute, *, policies: Sequence[AnyPolicy], name
             continue
         for policy in scoped:
             if (denial := backend_denial(policy, provider, model)) is not None:
-                classes = "every data class" if denial.data_classes == snap.DATA_CLASSES else \
-                    "data classes " + ", ".join(denial.data_classes)
+                classes = (
+                    "every data class"
+                    if denial.data_classes == snap.DATA_CLASSES
+                    else "data classes " + ", ".join(denial.data_classes)
+                )
                 notes.append(f"{denial.denial.policy} removes {provider_name}/{model} for {classes}")
     return tuple(notes)

@@ -96,7 +96,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=1 << 20)
     await ws.prepare(request)
     request.app[STREAMS].add(ws)
-    sidecar = Sidecar(name=f"{identity}#{next(request.app[SERIAL])}", workload=identity.workload, stream=WebSocketStream(ws))
+    sidecar = Sidecar(
+        name=f"{identity}#{next(request.app[SERIAL])}", workload=identity.workload, stream=WebSocketStream(ws)
+    )
     log.info("sidecar %s connected", sidecar.name)
     attached = False
     try:

@@ -68,14 +68,20 @@ def lease_name(identity: str) -> str:
 
 def served_generations(judgement: Judgement) -> dict[Key, int]:
     """Route key -> the generation its sidecars are meant to run (the last good one)."""
-    return {key: verdict.served.metadata.generation for key, verdict in judgement.routes.items()
-            if verdict.served is not None}
+    return {
+        key: verdict.served.metadata.generation
+        for key, verdict in judgement.routes.items()
+        if verdict.served is not None
+    }
 
 
 def format_counts(counts: Mapping[Key, RouteSync], generations: Mapping[Key, int]) -> str:
     """The annotation: compact JSON, only routes some sidecar here runs (keeps it small)."""
-    body = {f"{key[1]}/{key[2]}": [sync.synced, sync.total, generations[key]]
-            for key, sync in counts.items() if sync.total > 0 and key in generations}
+    body = {
+        f"{key[1]}/{key[2]}": [sync.synced, sync.total, generations[key]]
+        for key, sync in counts.items()
+        if sync.total > 0 and key in generations
+    }
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
@@ -110,8 +116,9 @@ def expired(spec: Mapping[str, Any], now: datetime) -> bool:
     return renewed + timedelta(seconds=float(seconds)) < now
 
 
-def peer_counts(leases: Iterable[Mapping[str, Any]], *, identity: str,
-                now: datetime) -> dict[str, dict[Key, Published]]:
+def peer_counts(
+    leases: Iterable[Mapping[str, Any]], *, identity: str, now: datetime
+) -> dict[str, dict[Key, Published]]:
     """Holder identity -> counts, for every live replica Lease but our own (we know ours fresher)."""
     out: dict[str, dict[Key, Published]] = {}
     for lease in leases:
@@ -124,8 +131,9 @@ def peer_counts(leases: Iterable[Mapping[str, Any]], *, identity: str,
     return out
 
 
-def aggregate(local: Mapping[Key, RouteSync], generations: Mapping[Key, int],
-              peers: Iterable[Mapping[Key, Published]]) -> dict[Key, RouteSync]:
+def aggregate(
+    local: Mapping[Key, RouteSync], generations: Mapping[Key, int], peers: Iterable[Mapping[Key, Published]]
+) -> dict[Key, RouteSync]:
     """Our counts plus the peers'; a peer's sidecars on another generation count as not synced."""
     sums = {key: [sync.synced, sync.total] for key, sync in local.items()}
     for counts in peers:
@@ -155,10 +163,20 @@ class ReplicaCounts:
     StatusWriter, and `on_peers_change` to the writer's on_sync_change.
     """
 
-    def __init__(self, client: KubeClient, *, namespace: str, identity: str, elector: LeaseElector,
-                 controller: Controller | None = None, lease_duration: float = 15.0, renew_every: float = 5.0,
-                 min_interval: float = 1.0, poll_every: float = 1.0,
-                 on_peers_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        namespace: str,
+        identity: str,
+        elector: LeaseElector,
+        controller: Controller | None = None,
+        lease_duration: float = 15.0,
+        renew_every: float = 5.0,
+        min_interval: float = 1.0,
+        poll_every: float = 1.0,
+        on_peers_change: Callable[[], None] = lambda: None,
+    ) -> None:
         if not renew_every < lease_duration:
             raise ValueError("renew_every must be shorter than lease_duration")
         self._client = client
@@ -212,8 +230,13 @@ class ReplicaCounts:
                 log.info("replica counts: deleted Lease %s/%s", self.namespace, self.name)
             except (KubeError, TimeoutError) as exc:
                 if not (isinstance(exc, KubeApiError) and exc.status == 404):
-                    log.warning("replica counts: could not delete Lease %s/%s (%s); it expires in %d s",
-                                self.namespace, self.name, exc, self._duration_seconds)
+                    log.warning(
+                        "replica counts: could not delete Lease %s/%s (%s); it expires in %d s",
+                        self.namespace,
+                        self.name,
+                        exc,
+                        self._duration_seconds,
+                    )
 
     async def _publish_loop(self) -> None:
         published: str | None = None
@@ -248,8 +271,7 @@ class ReplicaCounts:
     async def publish(self, text: str) -> None:
         """Create or renew our Lease with `text` as the counts annotation."""
         now = micro_time(datetime.now(UTC))
-        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self._duration_seconds,
-                "renewTime": now}
+        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self._duration_seconds, "renewTime": now}
         for _ in range(2):  # a second go after a conflict or a vanished Lease
             lease = self._lease
             if lease is None:
@@ -257,10 +279,17 @@ class ReplicaCounts:
             try:
                 if lease is None:
                     # The generic create: create_lease() sets no labels or annotations.
-                    body = {"apiVersion": LEASES.api_version, "kind": LEASES.kind,
-                            "metadata": {"name": self.name, "namespace": self.namespace,
-                                         "labels": {LABEL: DEFAULT_LEASE_NAME}, "annotations": {ANNOTATION: text}},
-                            "spec": spec | {"acquireTime": now}}
+                    body = {
+                        "apiVersion": LEASES.api_version,
+                        "kind": LEASES.kind,
+                        "metadata": {
+                            "name": self.name,
+                            "namespace": self.namespace,
+                            "labels": {LABEL: DEFAULT_LEASE_NAME},
+                            "annotations": {ANNOTATION: text},
+                        },
+                        "spec": spec | {"acquireTime": now},
+                    }
                     self._lease = await self._client.create(LEASES, body, namespace=self.namespace)
                 else:
                     meta = dict(lease.get("metadata") or {})
@@ -273,8 +302,13 @@ class ReplicaCounts:
                 self._lease = None
                 if exc.status not in (404, 409):  # 404: the leader cleared it; 409: stale resourceVersion
                     raise
-        raise KubeApiError(409, "Conflict", "the replica Lease kept changing under us", method="PUT",
-                           path=LEASES.path(namespace=self.namespace, name=self.name))
+        raise KubeApiError(
+            409,
+            "Conflict",
+            "the replica Lease kept changing under us",
+            method="PUT",
+            path=LEASES.path(namespace=self.namespace, name=self.name),
+        )
 
     async def _poll_loop(self) -> None:
         while True:

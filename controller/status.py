@@ -19,12 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from controller.api import (
-    Condition,
-    ModelPolicyStatus,
-    ModelProviderStatus,
-    ModelRouteStatus,
-)
+from controller.api import Condition, ModelPolicyStatus, ModelProviderStatus, ModelRouteStatus
 from controller.compile import Judgement, ProviderVerdict, RouteVerdict, Verdict
 from controller.core import RouteSync
 from controller.policy import PolicyVerdict
@@ -32,8 +27,12 @@ from controller.store import Key, Resources, key_of
 
 MAX_MESSAGE = 32768  # the CRDs' maxLength for a condition message
 NO_SYNC = RouteSync(synced=0, total=0)
-_ACTIONS = {"Accepted": "Validate", "ResolvedRefs": "ResolveRefs", "Programmed": "Program",
-            "PolicyRestricted": "Restrict"}
+_ACTIONS = {
+    "Accepted": "Validate",
+    "ResolvedRefs": "ResolveRefs",
+    "Programmed": "Program",
+    "PolicyRestricted": "Restrict",
+}
 
 
 # --- the pure part ------------------------------------------------------------------
@@ -95,8 +94,10 @@ def programmed(verdict: RouteVerdict, sync: RouteSync) -> tuple[Wanted, int]:
         return Wanted("Programmed", "False", "Invalid", message), 0
     counts = f"{sync.synced}/{sync.total} sidecars run generation {verdict.generation}"
     if sync.rejected:
-        message = (f"{sync.rejected}/{sync.total} sidecars refused the snapshot with generation "
-                   f"{verdict.generation} and keep their last good one; {sync.rejection[:_REJECTION_ECHO]}")
+        message = (
+            f"{sync.rejected}/{sync.total} sidecars refused the snapshot with generation "
+            f"{verdict.generation} and keep their last good one; {sync.rejection[:_REJECTION_ECHO]}"
+        )
         return Wanted("Programmed", "False", "SidecarRejected", message), sync.synced
     if sync.synced < sync.total:
         return Wanted("Programmed", "False", "Pending", counts), sync.synced
@@ -110,15 +111,23 @@ def policy_restricted(restrictions: Sequence[str]) -> tuple[Wanted, ...]:
     route's workloads: informational, so it never turns False (which would read as a problem)."""
     if not restrictions:
         return ()
-    return (Wanted("PolicyRestricted", "True", "BackendsRestricted",
-                   "for the workloads they bind: " + "; ".join(restrictions)),)
+    return (
+        Wanted(
+            "PolicyRestricted", "True", "BackendsRestricted", "for the workloads they bind: " + "; ".join(restrictions)
+        ),
+    )
 
 
-def route_status(key: Key, verdict: RouteVerdict, sync: RouteSync, *, uid: str = "",
-                 restrictions: Sequence[str] = ()) -> DesiredStatus:
+def route_status(
+    key: Key, verdict: RouteVerdict, sync: RouteSync, *, uid: str = "", restrictions: Sequence[str] = ()
+) -> DesiredStatus:
     program, synced = programmed(verdict, sync)
-    conditions = (_wanted("Accepted", verdict.accepted), _wanted("ResolvedRefs", verdict.resolved_refs), program,
-                  *policy_restricted(restrictions))
+    conditions = (
+        _wanted("Accepted", verdict.accepted),
+        _wanted("ResolvedRefs", verdict.resolved_refs),
+        program,
+        *policy_restricted(restrictions),
+    )
     return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions, synced=synced, total=sync.total)
 
 
@@ -132,8 +141,9 @@ def policy_status(key: Key, verdict: PolicyVerdict, *, uid: str = "") -> Desired
     return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions)
 
 
-def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
-                     resources: Resources, *, memo: dict[object, Any] | None = None) -> dict[Key, DesiredStatus]:
+def desired_statuses(
+    judgement: Judgement, sync: Mapping[Key, RouteSync], resources: Resources, *, memo: dict[object, Any] | None = None
+) -> dict[Key, DesiredStatus]:
     """Per object the judgement covers and the store still holds (a deleted one gets nothing).
 
     `memo` (a dict the caller keeps between calls) saves rebuilding what has not changed: an object's
@@ -142,15 +152,21 @@ def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
     memo = {} if memo is None else memo
     present: Mapping[Key, Any] = resources.by_key  # the current version, where it is invalid
     if not present:  # a view made by hand
-        present = {key_of(r): r for r in (*resources.routes, *resources.providers, *resources.policies,
-                                          *resources.invalid)}
+        present = {
+            key_of(r): r for r in (*resources.routes, *resources.providers, *resources.policies, *resources.invalid)
+        }
     out: dict[Key, DesiredStatus] = {}
     for key, route_verdict in judgement.routes.items():
         if (obj := present.get(key)) is not None:
             counts, restrictions = sync.get(key, NO_SYNC), judgement.restrictions.get(key, ())
             before = memo.get(key)
-            if (before is not None and before[0] is route_verdict and before[1] is obj and before[2] == counts
-                    and before[3] == restrictions):
+            if (
+                before is not None
+                and before[0] is route_verdict
+                and before[1] is obj
+                and before[2] == counts
+                and before[3] == restrictions
+            ):
                 out[key] = before[4]
                 continue
             out[key] = route_status(key, route_verdict, counts, uid=obj.metadata.uid, restrictions=restrictions)
@@ -164,8 +180,7 @@ def desired_statuses(judgement: Judgement, sync: Mapping[Key, RouteSync],
             if before is not None and before[0] is provider_verdict and before[1] is obj:
                 out[key] = before[2]
                 continue
-            out[key] = provider_status(key, provider_verdict, generation=obj.metadata.generation,
-                                       uid=obj.metadata.uid)
+            out[key] = provider_status(key, provider_verdict, generation=obj.metadata.generation, uid=obj.metadata.uid)
             memo[key] = (provider_verdict, obj, out[key])
     for gone in [k for k in memo if k not in out]:
         del memo[gone]
@@ -183,15 +198,28 @@ def render(desired: DesiredStatus, previous: Mapping[str, Any] | None, now: str)
     conditions = []
     for wanted in desired.conditions:
         old = before.get(wanted.type)
-        since = str(old["lastTransitionTime"]) if (
-            old is not None and old.get("status") == wanted.status and old.get("lastTransitionTime")) else now
-        conditions.append(Condition(type=wanted.type, status=wanted.status, reason=wanted.reason,
-                                    message=wanted.message[:MAX_MESSAGE], observed_generation=desired.generation,
-                                    last_transition_time=since))
+        since = (
+            str(old["lastTransitionTime"])
+            if (old is not None and old.get("status") == wanted.status and old.get("lastTransitionTime"))
+            else now
+        )
+        conditions.append(
+            Condition(
+                type=wanted.type,
+                status=wanted.status,
+                reason=wanted.reason,
+                message=wanted.message[:MAX_MESSAGE],
+                observed_generation=desired.generation,
+                last_transition_time=since,
+            )
+        )
     if desired.kind == "ModelRoute":
         status: ModelRouteStatus | ModelProviderStatus | ModelPolicyStatus = ModelRouteStatus(
-            observed_generation=desired.generation, synced_sidecars=desired.synced or 0,
-            total_sidecars=desired.total or 0, conditions=tuple(conditions))
+            observed_generation=desired.generation,
+            synced_sidecars=desired.synced or 0,
+            total_sidecars=desired.total or 0,
+            conditions=tuple(conditions),
+        )
     elif desired.kind == "ModelProvider":
         status = ModelProviderStatus(observed_generation=desired.generation, conditions=tuple(conditions))
     else:
@@ -202,13 +230,16 @@ def render(desired: DesiredStatus, previous: Mapping[str, Any] | None, now: str)
 def timeless(status: Mapping[str, Any] | None) -> dict[str, Any]:
     """A status without its timestamps, for "is there anything to write?"."""
     body = {k: v for k, v in (status or {}).items() if k != "conditions"}
-    body["conditions"] = sorted(({k: v for k, v in c.items() if k != "lastTransitionTime"}
-                                 for c in _conditions_of(status).values()), key=lambda c: str(c.get("type")))
+    body["conditions"] = sorted(
+        ({k: v for k, v in c.items() if k != "lastTransitionTime"} for c in _conditions_of(status).values()),
+        key=lambda c: str(c.get("type")),
+    )
     return body
 
 
-def condition_events(previous: Mapping[str, Any] | None, wanted: Sequence[Wanted], *,
-                     generation: int | None = None) -> list[EventSpec]:
+def condition_events(
+    previous: Mapping[str, Any] | None, wanted: Sequence[Wanted], *, generation: int | None = None
+) -> list[EventSpec]:
     """Events for transitions: Normal when a condition turns True, Warning when it turns False.
 
     A condition that stays False for a different reason is a new problem and warns again;
@@ -219,11 +250,20 @@ def condition_events(previous: Mapping[str, Any] | None, wanted: Sequence[Wanted
     events = []
     for condition in wanted:
         old = before.get(condition.type)
-        if old is not None and old.get("status") == condition.status and (
-                condition.status == "True" or old.get("reason") == condition.reason):
-            if not (condition.type == "Programmed" and condition.status == "True" and generation is not None
-                    and old.get("observedGeneration") != generation):
-                continue
+        unchanged = (
+            old is not None
+            and old.get("status") == condition.status
+            and (condition.status == "True" or old.get("reason") == condition.reason)
+        )
+        new_generation_programmed = (
+            old is not None
+            and condition.type == "Programmed"
+            and condition.status == "True"
+            and generation is not None
+            and old.get("observedGeneration") != generation
+        )
+        if unchanged and not new_generation_programmed:
+            continue
         kind: Literal["Normal", "Warning"] = "Normal" if condition.status == "True" else "Warning"
         note = condition.message or f"{condition.type} is {condition.status}"
         events.append(EventSpec(kind, condition.reason, note, _ACTIONS.get(condition.type, "Reconcile")))

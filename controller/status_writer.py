@@ -51,12 +51,17 @@ from controller.store import Key
 
 log = logging.getLogger("modelway.status")
 
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time: seconds
 
 
-_RESOURCES: dict[str, ResourceType] = {"ModelRoute": MODEL_ROUTES, "ModelProvider": MODEL_PROVIDERS,
-                                       "ModelPolicy": MODEL_POLICIES, "ClusterModelPolicy": CLUSTER_MODEL_POLICIES}
+_RESOURCES: dict[str, ResourceType] = {
+    "ModelRoute": MODEL_ROUTES,
+    "ModelProvider": MODEL_PROVIDERS,
+    "ModelPolicy": MODEL_POLICIES,
+    "ClusterModelPolicy": CLUSTER_MODEL_POLICIES,
+}
 
 
 # --- what the watch saw -------------------------------------------------------------
@@ -105,8 +110,11 @@ class ObservedStatuses:
     def _keep(self, kind: str, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         status = obj.get("status")
-        self._seen[_key(kind, obj)] = Observed(str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""),
-                                               dict(status) if isinstance(status, Mapping) else {})
+        self._seen[_key(kind, obj)] = Observed(
+            str(meta.get("uid") or ""),
+            str(meta.get("resourceVersion") or ""),
+            dict(status) if isinstance(status, Mapping) else {},
+        )
 
 
 def _key(kind: str, obj: Mapping[str, Any]) -> Key:
@@ -131,10 +139,18 @@ class StatusWriter:
     copy of each object's status: without it, first sight of an object is a GET.
     """
 
-    def __init__(self, client: KubeClient, controller: Controller | None, *, elector: LeaseElector,
-                 delay: float = 0.2, sync_delay: float = 1.0, retry_cap: float = 30.0,
-                 sync_counts: Callable[[], Mapping[Key, RouteSync]] | None = None,
-                 statuses: ObservedStatuses | None = None) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        controller: Controller | None,
+        *,
+        elector: LeaseElector,
+        delay: float = 0.2,
+        sync_delay: float = 1.0,
+        retry_cap: float = 30.0,
+        sync_counts: Callable[[], Mapping[Key, RouteSync]] | None = None,
+        statuses: ObservedStatuses | None = None,
+    ) -> None:
         self._client = client
         self._statuses = statuses
         self.controller = controller
@@ -200,7 +216,7 @@ class StatusWriter:
         if not failures:
             self._retries = 0
             return
-        delay = min(self._retry_cap, 2.0 ** self._retries)
+        delay = min(self._retry_cap, 2.0**self._retries)
         self._retries += 1
         self._retry_timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
 
@@ -233,7 +249,7 @@ class StatusWriter:
         for start in range(0, len(stale), WRITE_CONCURRENCY):
             if not self._elector.is_leader:
                 break  # lost the Lease mid-pass: the new leader carries on
-            failures += sum(await asyncio.gather(*(write(k) for k in stale[start:start + WRITE_CONCURRENCY])))
+            failures += sum(await asyncio.gather(*(write(k) for k in stale[start : start + WRITE_CONCURRENCY])))
         return failures
 
     async def _write(self, desired: DesiredStatus) -> bool:
@@ -291,25 +307,43 @@ class StatusWriter:
         self._written[desired.key] = cached
         return cached
 
-    async def _apply(self, rt: ResourceType, desired: DesiredStatus, status: dict[str, Any],
-                     resource_version: str | None) -> None:
+    async def _apply(
+        self, rt: ResourceType, desired: DesiredStatus, status: dict[str, Any], resource_version: str | None
+    ) -> None:
         if resource_version is None:
             await self._client.patch_status(rt, desired.name, status, namespace=desired.namespace)
             return
         # Server-side apply honours metadata.resourceVersion as a precondition: 409 if the object changed.
         metadata = {"name": desired.name, "resourceVersion": resource_version} | (
-            {"namespace": desired.namespace} if desired.namespace else {})
+            {"namespace": desired.namespace} if desired.namespace else {}
+        )
         body = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": metadata, "status": status}
-        await self._client.patch(rt, desired.name, body, namespace=desired.namespace, patch_type="apply",
-                                 subresource="status", field_manager=FIELD_MANAGER, force=True)
+        await self._client.patch(
+            rt,
+            desired.name,
+            body,
+            namespace=desired.namespace,
+            patch_type="apply",
+            subresource="status",
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
 
     async def _event(self, desired: DesiredStatus, event: EventSpec) -> None:
-        regarding = {"apiVersion": API_VERSION, "kind": desired.kind, "name": desired.name} | (
-            {"namespace": desired.namespace} if desired.namespace else {}) | ({"uid": desired.uid} if desired.uid else {})
+        regarding = (
+            {"apiVersion": API_VERSION, "kind": desired.kind, "name": desired.name}
+            | ({"namespace": desired.namespace} if desired.namespace else {})
+            | ({"uid": desired.uid} if desired.uid else {})
+        )
         try:
-            await self._client.create_event(regarding=regarding, reason=event.reason, note=event.note,
-                                            action=event.action, type=event.type,
-                                            reporting_instance=self._elector.identity)
+            await self._client.create_event(
+                regarding=regarding,
+                reason=event.reason,
+                note=event.note,
+                action=event.action,
+                type=event.type,
+                reporting_instance=self._elector.identity,
+            )
         except KubeError as exc:  # Events are best effort: the status itself is written
             log.info("no Event for %s %s/%s: %s", desired.kind, desired.namespace, desired.name, exc)
 

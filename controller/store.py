@@ -72,17 +72,19 @@ class ResourceStore:
         if (self._invalid.pop(key, None) is not None) or had_valid:
             self._changed()
 
-    def replace_kind(self, kind: str, resources: Iterable[Resource],
-                     invalid: Iterable[InvalidObject] = ()) -> None:
+    def replace_kind(self, kind: str, resources: Iterable[Resource], invalid: Iterable[InvalidObject] = ()) -> None:
         """A full re-list of one kind: whatever is not in it is gone. `resources` holds, for an
         object whose listed version is invalid, its last valid version when there is one."""
         fresh = {key_of(r): r for r in resources}
         fresh_invalid = {key_of(i): i for i in invalid}
         stale = [k for k in self._items if k[0] == kind and k not in fresh]
         stale_invalid = [k for k in self._invalid if k[0] == kind and k not in fresh_invalid]
-        changed = bool(stale) or bool(stale_invalid) or any(
-            not _same(self._items.get(k), r) for k, r in fresh.items()) or any(
-            self._invalid.get(k) != i for k, i in fresh_invalid.items())
+        changed = (
+            bool(stale)
+            or bool(stale_invalid)
+            or any(not _same(self._items.get(k), r) for k, r in fresh.items())
+            or any(self._invalid.get(k) != i for k, i in fresh_invalid.items())
+        )
         for k in stale:
             del self._items[k]
         for k in stale_invalid:

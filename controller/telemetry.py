@@ -56,8 +56,9 @@ def _endpoint_set(environ: Mapping[str, str], signal: str) -> bool:
     return any(environ.get(k) for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 
 
-def build_controller_telemetry(*, service_name: str = "modelway-controller",
-                               environ: Mapping[str, str] = os.environ) -> ControllerTelemetry:
+def build_controller_telemetry(
+    *, service_name: str = "modelway-controller", environ: Mapping[str, str] = os.environ
+) -> ControllerTelemetry:
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return ControllerTelemetry()
     from opentelemetry.sdk.metrics import MeterProvider
@@ -65,7 +66,8 @@ def build_controller_telemetry(*, service_name: str = "modelway-controller",
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or service_name}).merge(
-        OTELResourceDetector().detect())
+        OTELResourceDetector().detect()
+    )
     closers: list[Any] = []
     tracer = None
     if environ.get("OTEL_TRACES_EXPORTER", "otlp").lower() != "none" and _endpoint_set(environ, "TRACES"):
@@ -79,7 +81,8 @@ def build_controller_telemetry(*, service_name: str = "modelway-controller",
     reader = InMemoryMetricReader()
     readers: list[Any] = [reader]
     if environ.get("OTEL_METRICS_EXPORTER", "otlp").lower() not in ("none", "prometheus") and _endpoint_set(
-            environ, "METRICS"):
+        environ, "METRICS"
+    ):
         readers.append(PeriodicExportingMetricReader(_metric_exporter(environ)))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     closers.insert(0, meter_provider)
@@ -89,8 +92,13 @@ def build_controller_telemetry(*, service_name: str = "modelway-controller",
 
 
 def _protocol(environ: Mapping[str, str], signal: str) -> str:
-    return environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL",
-                       environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")).strip().lower()
+    return (
+        environ.get(
+            f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        )
+        .strip()
+        .lower()
+    )
 
 
 def _span_exporter(environ: Mapping[str, str]) -> Any:

@@ -19,14 +19,14 @@ from aiohttp import web
 from proxy.admin import build_admin_app
 from proxy.http_client import AnswerLimits
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
-from proxy.runtime import Runtime, RuntimeHolder
 from proxy.policy.audit import AuditLog
-from shared.scrub import normalize_otlp_header_variables, scrub_logs
+from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
 from proxy.snapshot_file import SnapshotError, load_snapshot_file, watch_snapshot_file
 from proxy.sync import ControllerSync, SyncSettings, load_saved
 from proxy.telemetry import Telemetry, build_telemetry
+from shared.scrub import normalize_otlp_header_variables, scrub_logs
 
 log = logging.getLogger("modelway.proxy")
 
@@ -46,65 +46,137 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--snapshot", type=Path, metavar="FILE",
-                        help="routing snapshot (YAML or JSON), re-read when it changes")
-    source.add_argument("--controller", metavar="URL", default=env("MODELWAY_CONTROLLER") or None,
-                        help="controller stream URL, e.g. https://modelway-controller.modelway-system.svc:15012")
-    parser.add_argument("--token-file", type=Path,
-                        default=Path(env("MODELWAY_TOKEN_FILE", "/var/run/secrets/modelway/token")),
-                        help="projected ServiceAccount token (audience modelway) shown to the controller "
-                             "(default: %(default)s)")
-    parser.add_argument("--ca-file", type=Path, default=Path(p) if (p := env("MODELWAY_CA_FILE")) else None,
-                        help="CA bundle that signed the controller's serving certificate")
+    source.add_argument(
+        "--snapshot", type=Path, metavar="FILE", help="routing snapshot (YAML or JSON), re-read when it changes"
+    )
+    source.add_argument(
+        "--controller",
+        metavar="URL",
+        default=env("MODELWAY_CONTROLLER") or None,
+        help="controller stream URL, e.g. https://modelway-controller.modelway-system.svc:15012",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=Path(env("MODELWAY_TOKEN_FILE", "/var/run/secrets/modelway/token")),
+        help="projected ServiceAccount token (audience modelway) shown to the controller (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=Path(p) if (p := env("MODELWAY_CA_FILE")) else None,
+        help="CA bundle that signed the controller's serving certificate",
+    )
     parser.add_argument("--ca-pem", default=env("MODELWAY_CA_PEM") or None, metavar="PEM", help=argparse.SUPPRESS)
-    parser.add_argument("--state-file", type=Path,
-                        default=Path(p) if (p := env("MODELWAY_STATE_FILE")) else None,
-                        help="where to keep the last good snapshot, so a restart serves it while the "
-                             "controller is away (an emptyDir in Kubernetes)")
-    parser.add_argument("--reconnect-max-seconds", type=float, default=30.0,
-                        help="longest wait between attempts to reach the controller (default: %(default)s)")
-    parser.add_argument("--host", default=env("MODELWAY_HOST", "127.0.0.1"),
-                        help="address for the app-facing port (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=int(env("MODELWAY_PORT", "15000")),
-                        help="app-facing port (default: %(default)s)")
-    parser.add_argument("--admin-host", default=env("MODELWAY_ADMIN_HOST", "127.0.0.1"),
-                        help="address for the admin port; the injected sidecar uses 0.0.0.0 so the kubelet "
-                             "can probe it (default: %(default)s)")
-    parser.add_argument("--admin-port", type=int, default=int(env("MODELWAY_ADMIN_PORT", "15020")),
-                        help="admin port for /healthz, /readyz, /config on 127.0.0.1 (default: %(default)s)")
-    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
-                        help="largest request body accepted, else 413 (default: %(default)s)")
-    answers = parser.add_argument_group("provider answers", "limits past which an answer is refused (502, the "
-                                        "next backend tried) and its connection closed")
-    answers.add_argument("--max-answer-bytes", type=int, default=32 * 1024 * 1024,
-                         help="largest whole (non-streamed) answer body, after gzip/deflate decoding; also the most "
-                              "a compressed stream may inflate to (default: %(default)s)")
-    answers.add_argument("--max-stream-event-bytes", type=int, default=1024 * 1024,
-                         help="largest server-sent event (or line) of a streamed answer (default: %(default)s)")
-    answers.add_argument("--max-answer-headers", type=int, default=100,
-                         help="most headers an answer may have (default: %(default)s)")
-    answers.add_argument("--max-answer-header-bytes", type=int, default=64 * 1024,
-                         help="largest answer head: status line and headers (default: %(default)s)")
-    parser.add_argument("--log-level", default=env("MODELWAY_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=Path(p) if (p := env("MODELWAY_STATE_FILE")) else None,
+        help="where to keep the last good snapshot, so a restart serves it while the "
+        "controller is away (an emptyDir in Kubernetes)",
+    )
+    parser.add_argument(
+        "--reconnect-max-seconds",
+        type=float,
+        default=30.0,
+        help="longest wait between attempts to reach the controller (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--host",
+        default=env("MODELWAY_HOST", "127.0.0.1"),
+        help="address for the app-facing port (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(env("MODELWAY_PORT", "15000")), help="app-facing port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--admin-host",
+        default=env("MODELWAY_ADMIN_HOST", "127.0.0.1"),
+        help="address for the admin port; the injected sidecar uses 0.0.0.0 so the kubelet "
+        "can probe it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(env("MODELWAY_ADMIN_PORT", "15020")),
+        help="admin port for /healthz, /readyz, /config on 127.0.0.1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=8 * 1024 * 1024,
+        help="largest request body accepted, else 413 (default: %(default)s)",
+    )
+    answers = parser.add_argument_group(
+        "provider answers",
+        "limits past which an answer is refused (502, the next backend tried) and its connection closed",
+    )
+    answers.add_argument(
+        "--max-answer-bytes",
+        type=int,
+        default=32 * 1024 * 1024,
+        help="largest whole (non-streamed) answer body, after gzip/deflate decoding; also the most "
+        "a compressed stream may inflate to (default: %(default)s)",
+    )
+    answers.add_argument(
+        "--max-stream-event-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="largest server-sent event (or line) of a streamed answer (default: %(default)s)",
+    )
+    answers.add_argument(
+        "--max-answer-headers", type=int, default=100, help="most headers an answer may have (default: %(default)s)"
+    )
+    answers.add_argument(
+        "--max-answer-header-bytes",
+        type=int,
+        default=64 * 1024,
+        help="largest answer head: status line and headers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level", default=env("MODELWAY_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
+    )
     parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
-    parser.add_argument("--reload-stable-seconds", type=float, default=2.0,
-                        help="with --snapshot: an edit that removes most routes goes live only once the file has "
-                             "not changed for this long, or at once when written by rename (default: %(default)s)")
+    parser.add_argument(
+        "--reload-stable-seconds",
+        type=float,
+        default=2.0,
+        help="with --snapshot: an edit that removes most routes goes live only once the file has "
+        "not changed for this long, or at once when written by rename (default: %(default)s)",
+    )
     ports = parser.add_argument_group("connections (app and admin ports)")
-    ports.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="close a connection whose request head is not complete this long after it opened, or "
-                            "after the head's first byte (default: %(default)s)")
-    ports.add_argument("--body-timeout", type=float, default=60.0, metavar="SECONDS",
-                       help="answer 408 when a request body is not complete this long after its head "
-                            "(default: %(default)s)")
-    ports.add_argument("--idle-timeout", type=float, default=75.0, metavar="SECONDS",
-                       help="close a keep-alive connection idle this long (default: %(default)s)")
-    ports.add_argument("--max-connections", type=int, default=1024,
-                       help="connections the app port holds; past it the oldest idle or half-sent one is closed, "
-                            "or when all are busy the new one gets a 503 (default: %(default)s)")
-    ports.add_argument("--admin-max-connections", type=int, default=128,
-                       help="the same for the admin port (default: %(default)s)")
+    ports.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request head is not complete this long after it opened, or "
+        "after the head's first byte (default: %(default)s)",
+    )
+    ports.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="answer 408 when a request body is not complete this long after its head (default: %(default)s)",
+    )
+    ports.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=75.0,
+        metavar="SECONDS",
+        help="close a keep-alive connection idle this long (default: %(default)s)",
+    )
+    ports.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="connections the app port holds; past it the oldest idle or half-sent one is closed, "
+        "or when all are busy the new one gets a 503 (default: %(default)s)",
+    )
+    ports.add_argument(
+        "--admin-max-connections", type=int, default=128, help="the same for the admin port (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     for flag in ("max_answer_bytes", "max_stream_event_bytes", "max_answer_headers", "max_answer_header_bytes"):
         if getattr(args, flag) < 1:
@@ -113,8 +185,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def answer_limits(args: argparse.Namespace) -> AnswerLimits:
-    return AnswerLimits(max_body_bytes=args.max_answer_bytes, max_event_bytes=args.max_stream_event_bytes,
-                        max_header_count=args.max_answer_headers, max_header_bytes=args.max_answer_header_bytes)
+    return AnswerLimits(
+        max_body_bytes=args.max_answer_bytes,
+        max_event_bytes=args.max_stream_event_bytes,
+        max_header_count=args.max_answer_headers,
+        max_header_bytes=args.max_answer_header_bytes,
+    )
 
 
 def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snapshot) -> Coroutine[Any, Any, None]:
@@ -130,8 +206,13 @@ def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snaps
         log.info("snapshot %s is live (%d routes)", new.version, len(new.routes))
         return True
 
-    return watch_snapshot_file(args.snapshot, initial=initial, on_change=on_change, interval=args.reload_interval,
-                               stable_seconds=args.reload_stable_seconds)
+    return watch_snapshot_file(
+        args.snapshot,
+        initial=initial,
+        on_change=on_change,
+        interval=args.reload_interval,
+        stable_seconds=args.reload_stable_seconds,
+    )
 
 
 def _controller_source(
@@ -142,31 +223,45 @@ def _controller_source(
         if saved is not None:
             snapshot, received_at = saved
             holder.swap(Runtime.build(snapshot, received_at=received_at))
-            log.info("serving saved snapshot %s from %s until the controller answers", snapshot.version,
-                     args.state_file)
+            log.info(
+                "serving saved snapshot %s from %s until the controller answers", snapshot.version, args.state_file
+            )
     sync = ControllerSync(
-        settings=SyncSettings(controller_url=args.controller, token_file=args.token_file, ca_file=args.ca_file,
-                              ca_pem=args.ca_pem,  # MODELWAY_CA_PEM, set by the injection webhook
-                              state_file=args.state_file, backoff_max_seconds=args.reconnect_max_seconds),
+        settings=SyncSettings(
+            controller_url=args.controller,
+            token_file=args.token_file,
+            ca_file=args.ca_file,
+            ca_pem=args.ca_pem,  # MODELWAY_CA_PEM, set by the injection webhook
+            state_file=args.state_file,
+            backoff_max_seconds=args.reconnect_max_seconds,
+        ),
         holder=holder,
     )
     return sync.run(), lambda: {"source": "controller", "controllerConnected": sync.connected}
 
 
-async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapshot | None,
-                holder: RuntimeHolder | None = None) -> None:
+async def serve(
+    args: argparse.Namespace, telemetry: Telemetry, initial: Snapshot | None, holder: RuntimeHolder | None = None
+) -> None:
     holder = holder or RuntimeHolder()
     if initial is not None:
         source = _file_source(args, holder, initial)
-        source_status: Callable[[], dict[str, Any]] = lambda: {"source": "file"}
+
+        def source_status() -> dict[str, Any]:
+            return {"source": "file"}
     else:
         source, source_status = _controller_source(args, holder)
-    app = build_app(holder=holder, telemetry=telemetry,
-                    settings=ServerSettings(max_body_bytes=args.max_body_bytes, answer_limits=answer_limits(args)),
-                    audit=AuditLog(pod=os.environ.get("POD_NAME", "")))
+    app = build_app(
+        holder=holder,
+        telemetry=telemetry,
+        settings=ServerSettings(max_body_bytes=args.max_body_bytes, answer_limits=answer_limits(args)),
+        audit=AuditLog(pod=os.environ.get("POD_NAME", "")),
+    )
     runner = SidecarRunner(app, access_log=None, handler_cancellation=True)
-    admin = web.AppRunner(build_admin_app(holder=holder, source_status=source_status,
-                                          metrics_registry=telemetry.metrics.registry), access_log=None)
+    admin = web.AppRunner(
+        build_admin_app(holder=holder, source_status=source_status, metrics_registry=telemetry.metrics.registry),
+        access_log=None,
+    )
     await runner.setup()
     await admin.setup()
     install_fd_exhaustion_logging(asyncio.get_running_loop())
@@ -175,8 +270,10 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
     await GuardedSite(runner, args.host, args.port, settings=app_ports, name="app", group=ports).start()
     await GuardedSite(admin, args.admin_host, args.admin_port, settings=admin_ports, name="admin", group=ports).start()
     # Tests and `modelway dev` wait for this line.
-    print(f"modelway-proxy listening on http://{args.host}:{args.port} "
-          f"admin http://{args.admin_host}:{args.admin_port}", flush=True)
+    print(
+        f"modelway-proxy listening on http://{args.host}:{args.port} admin http://{args.admin_host}:{args.admin_port}",
+        flush=True,
+    )
     source_task = asyncio.create_task(source)
     export = telemetry.metric_export  # OTLP metrics: collected on the loop, posted by a thread
     export_task = asyncio.create_task(export.run()) if export is not None else None
@@ -198,10 +295,15 @@ async def serve(args: argparse.Namespace, telemetry: Telemetry, initial: Snapsho
 
 
 def _listener_settings(args: argparse.Namespace) -> tuple[ListenerSettings, ListenerSettings]:
-    timeouts = {"header_timeout": args.header_timeout, "body_timeout": args.body_timeout,
-                "idle_timeout": args.idle_timeout}
-    return (ListenerSettings(**timeouts, max_connections=args.max_connections),
-            ListenerSettings(**timeouts, max_connections=args.admin_max_connections))
+    timeouts = {
+        "header_timeout": args.header_timeout,
+        "body_timeout": args.body_timeout,
+        "idle_timeout": args.idle_timeout,
+    }
+    return (
+        ListenerSettings(**timeouts, max_connections=args.max_connections),
+        ListenerSettings(**timeouts, max_connections=args.admin_max_connections),
+    )
 
 
 def _tune_gc() -> None:
@@ -232,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     # both ports at their caps, plus provider connections and files: room before accept() runs out
     soft, _ = raise_fd_limit(args.max_connections + args.admin_max_connections + 512)
     if soft < args.max_connections + args.admin_max_connections + 64:
-        log.warning("the open-file limit (%d) is below the connection caps; raise `ulimit -n` or lower "
-                    "--max-connections", soft)
+        log.warning(
+            "the open-file limit (%d) is below the connection caps; raise `ulimit -n` or lower --max-connections", soft
+        )
     initial = None
     if args.snapshot is not None:
         try:
@@ -241,8 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         except SnapshotError as exc:
             print(f"modelway-proxy: {exc}", file=sys.stderr)
             return 2
-        log.info("snapshot %s loaded from %s: %d providers, %d routes", initial.version, args.snapshot,
-                 len(initial.providers), len(initial.routes))
+        log.info(
+            "snapshot %s loaded from %s: %d providers, %d routes",
+            initial.version,
+            args.snapshot,
+            len(initial.providers),
+            len(initial.routes),
+        )
     holder = RuntimeHolder()  # built here: the metrics read the snapshot's age from it
     telemetry = build_telemetry(service_name="modelway-proxy", holder=holder)
     try:

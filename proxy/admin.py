@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.telemetry.metrics import CONTENT_TYPE, Registry, render_prometheus
 from proxy.runtime import RuntimeHolder
+from proxy.telemetry.metrics import CONTENT_TYPE, Registry, render_prometheus
 
 ADMIN_HOLDER = web.AppKey("admin_holder", RuntimeHolder)
 # Where the configuration comes from and how that source is doing, e.g.
@@ -51,8 +51,12 @@ async def config(request: web.Request) -> web.Response:
     # policies (credentials are masked anyway) are for whoever is inside the pod, not the network.
     if request.remote not in _LOOPBACK:
         return web.json_response(
-            {"error": "/config answers only on 127.0.0.1, from inside the pod: "
-                      "`kubectl port-forward <pod> 15020`, then http://127.0.0.1:15020/config"}, status=403)
+            {
+                "error": "/config answers only on 127.0.0.1, from inside the pod: "
+                "`kubectl port-forward <pod> 15020`, then http://127.0.0.1:15020/config"
+            },
+            status=403,
+        )
     runtime = request.app[ADMIN_HOLDER].current
     if runtime is None:
         return web.json_response({"snapshot": None, "reason": "no snapshot loaded yet"}, status=503)
@@ -72,7 +76,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_admin_app(
-    *, holder: RuntimeHolder, source_status: Callable[[], dict[str, Any]] = lambda: {},
+    *,
+    holder: RuntimeHolder,
+    source_status: Callable[[], dict[str, Any]] = lambda: {},
     metrics_registry: Registry | None = None,
 ) -> web.Application:
     app = web.Application()

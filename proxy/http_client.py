@@ -136,8 +136,9 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._violate(self.violation or UpstreamProtocolViolation(
-                f"the provider's answer is not valid HTTP/1.1: {exc}"))
+            self._violate(
+                self.violation or UpstreamProtocolViolation(f"the provider's answer is not valid HTTP/1.1: {exc}")
+            )
             return
         except httptools.HttpParserUpgrade:  # a 101 is refused before this; any other upgrade too
             self._violate(UpstreamProtocolViolation("the provider's answer switches protocols unasked"))
@@ -146,8 +147,9 @@ class _Connection(asyncio.Protocol):
             # Still in the head: the parser keeps a header's pieces until it ends, so bound it here.
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes:
-                self._violate(AnswerTooLarge(
-                    f"the provider's answer head is larger than {self.limits.max_header_bytes} bytes"))
+                self._violate(
+                    AnswerTooLarge(f"the provider's answer head is larger than {self.limits.max_header_bytes} bytes")
+                )
 
     def _violate(self, error: UpstreamProtocolViolation) -> None:
         self.keep_alive = False  # whatever the answer said: this connection is done
@@ -183,8 +185,9 @@ class _Connection(asyncio.Protocol):
             self._refuse(AnswerTooLarge(f"the provider's answer has more than {self.limits.max_header_count} headers"))
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_bytes:  # a head that came whole in one read
-            self._refuse(AnswerTooLarge(
-                f"the provider's answer head is larger than {self.limits.max_header_bytes} bytes"))
+            self._refuse(
+                AnswerTooLarge(f"the provider's answer head is larger than {self.limits.max_header_bytes} bytes")
+            )
         raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -194,8 +197,11 @@ class _Connection(asyncio.Protocol):
                 self._refuse(UpstreamProtocolViolation("the provider switched protocols (101) unasked"))
             self.interims += 1
             if self.interims > self.limits.max_interim_answers:
-                self._refuse(UpstreamProtocolViolation(
-                    f"the provider sent more than {self.limits.max_interim_answers} interim (1xx) answers"))
+                self._refuse(
+                    UpstreamProtocolViolation(
+                        f"the provider sent more than {self.limits.max_interim_answers} interim (1xx) answers"
+                    )
+                )
             self.interim = True
             self.raw_headers.clear()
             self.header_bytes = 0
@@ -271,8 +277,9 @@ class _Connection(asyncio.Protocol):
     def _count_decoded(self, size: int) -> None:
         self.decoded += size
         if self.decoded > self.limits.max_body_bytes:
-            self._refuse(AnswerTooLarge(
-                f"the provider's answer decompresses to more than {self.limits.max_body_bytes} bytes"))
+            self._refuse(
+                AnswerTooLarge(f"the provider's answer decompresses to more than {self.limits.max_body_bytes} bytes")
+            )
 
     def _finish(self) -> None:
         if self.decompress is not None:
@@ -323,7 +330,7 @@ class _Connection(asyncio.Protocol):
 class Response:
     """A provider's answer: status and headers now, the body as it comes."""
 
-    __slots__ = ("_connection", "_client", "status", "headers")
+    __slots__ = ("_client", "_connection", "headers", "status")
 
     def __init__(self, connection: _Connection, client: HttpClient) -> None:
         self._connection: _Connection | None = connection
@@ -406,9 +413,16 @@ class Response:
 class HttpClient:
     """Pooled HTTP/1.1 connections to providers, one pool per host, port and scheme."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_idle_per_host: int = 256,
-                 idle_seconds: float = 15.0, user_agent: str = "modelway-proxy",
-                 read_buffer_limit: int = 256 * 1024, limits: AnswerLimits = AnswerLimits()) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle_per_host: int = 256,
+        idle_seconds: float = 15.0,
+        user_agent: str = "modelway-proxy",
+        read_buffer_limit: int = 256 * 1024,
+        limits: AnswerLimits = AnswerLimits(),
+    ) -> None:
         # Made here, at start-up: loading the CA bundle takes ~10 ms, too long for the event loop.
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._max_idle = max_idle_per_host
@@ -420,8 +434,9 @@ class HttpClient:
         self._targets: dict[str, Target] = {}
         self.connections_opened = 0
 
-    async def post(self, url: str, *, body: bytes, headers: Mapping[str, str],
-                   connect_timeout: float | None = None) -> Response:
+    async def post(
+        self, url: str, *, body: bytes, headers: Mapping[str, str], connect_timeout: float | None = None
+    ) -> Response:
         """Sends the request; returns once the status and headers are in.
 
         A pooled connection the provider closed while it sat idle is retried once on a new
@@ -460,14 +475,17 @@ class HttpClient:
             return connection
         return None
 
-    async def _connect(self, target: Target, timeout: float | None,
-                       loop: asyncio.AbstractEventLoop) -> _Connection:
+    async def _connect(self, target: Target, timeout: float | None, loop: asyncio.AbstractEventLoop) -> _Connection:
         context = self._ssl_context if target.tls else None
         key, limit, limits = target.key, self._buffer_limit, self.limits
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
-                lambda: _Connection(key, limit, limits), target.host, target.port, ssl=context,
-                server_hostname=target.host if context is not None else None)
+                lambda: _Connection(key, limit, limits),
+                target.host,
+                target.port,
+                ssl=context,
+                server_hostname=target.host if context is not None else None,
+            )
         self.connections_opened += 1
         return connection
 
@@ -496,6 +514,13 @@ class HttpClient:
         await asyncio.sleep(0)  # let the transports finish closing
 
 
-__all__ = ["AnswerLimits", "AnswerTooLarge", "Headers", "HttpClient", "InvalidRequestHeader", "Response",
-           "UpstreamDisconnected",
-           "UpstreamProtocolViolation"]
+__all__ = [
+    "AnswerLimits",
+    "AnswerTooLarge",
+    "Headers",
+    "HttpClient",
+    "InvalidRequestHeader",
+    "Response",
+    "UpstreamDisconnected",
+    "UpstreamProtocolViolation",
+]

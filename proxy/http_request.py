@@ -47,8 +47,9 @@ def _parse_target(url: str, user_agent: str) -> Target:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     # identity: LLM answers are small and streamed; compressing them costs both ends CPU and can hold
     # back stream events (gzip and deflate are still decoded should a provider send them anyway)
-    head = (f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {user_agent}\r\n"
-            "accept-encoding: identity\r\n").encode("ascii")
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {user_agent}\r\naccept-encoding: identity\r\n"
+    ).encode("ascii")
     return Target(key=(host, port, tls), host=host, port=port, tls=tls, head=head)
 
 

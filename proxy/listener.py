@@ -15,6 +15,7 @@ handler and two clock reads; no timer is armed per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import math
@@ -35,14 +36,15 @@ _INF = math.inf
 _HEAD, _IDLE, _BUSY, _DOOMED = 0, 1, 2, 3
 
 # Both API shapes at once: OpenAI reads error.message/type/code, Anthropic type/error.type/message.
-_BODY = ('{"type":"error","error":{"message":"%s","type":"invalid_request_error","param":null,'
-         '"code":"%s"}}')
+_BODY = '{"type":"error","error":{"message":"%s","type":"invalid_request_error","param":null,"code":"%s"}}'
 
 
 def _raw_response(status: str, message: str, code: str) -> bytes:
     body = (_BODY % (message, code)).encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 _HEAD_TIMEOUT = _raw_response("408 Request Timeout", "the request head did not arrive in time", "request_timeout")
@@ -84,7 +86,7 @@ class RateLimitedWarning:
 class _Conn(asyncio.Protocol):
     """Stands between the transport and aiohttp's protocol, tracking where the connection is."""
 
-    __slots__ = ("inner", "guard", "transport", "state", "deadline", "got_bytes", "payload", "busy")
+    __slots__ = ("busy", "deadline", "got_bytes", "guard", "inner", "payload", "state", "transport")
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self.inner, self.guard = inner, guard
@@ -154,6 +156,7 @@ class ConnectionGuard:
     def protocol_factory(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         def make() -> asyncio.Protocol:
             return _Conn(self, factory())
+
         return make
 
     def wrap_handler(
@@ -189,10 +192,8 @@ class ConnectionGuard:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-            except asyncio.CancelledError:
-                pass
             self._sweeper = None
 
     # -- the cap ------------------------------------------------------------------------
@@ -204,20 +205,27 @@ class ConnectionGuard:
         if over or short:
             owner, victim = self, self._victim()
             if victim is None and short:
-                owner, victim = next(((g, v) for g in self.group if g is not self and (v := g._victim())),
-                                     (self, None))
+                owner, victim = next(((g, v) for g in self.group if g is not self and (v := g._victim())), (self, None))
             if victim is None:
                 self.refused += 1
-                self._warn_cap("%s port: %d connections, all serving requests; refusing new ones with 503%s",
-                               self.name, len(conns), " (file descriptors running short)" if short else "")
+                self._warn_cap(
+                    "%s port: %d connections, all serving requests; refusing new ones with 503%s",
+                    self.name,
+                    len(conns),
+                    " (file descriptors running short)" if short else "",
+                )
                 conn.state = _DOOMED
                 conn.close(_OVER_CAP)
                 return
             self.shed += 1
-            self._warn_cap("%s port: %s; closing the oldest connections that are idle or still sending their "
-                           "request (%d so far)", self.name,
-                           f"connection cap of {self.settings.max_connections} reached" if over
-                           else "file descriptors running short", self.shed)
+            self._warn_cap(
+                "%s port: %s; closing the oldest connections that are idle or still sending their request (%d so far)",
+                self.name,
+                f"connection cap of {self.settings.max_connections} reached"
+                if over
+                else "file descriptors running short",
+                self.shed,
+            )
             owner.conns.pop(victim.inner, None)
             victim.close()
         conns[conn.inner] = conn
@@ -243,9 +251,13 @@ class ConnectionGuard:
         # provider connections too); closed ones leave holes below it, which the count of ours sees
         held = self._fd_base + sum(len(g.conns) for g in self.group)
         if fd >= limit or held >= limit:
-            self._warn_fds("%s port: file descriptors running short (%d open of a limit of %d); closing idle "
-                           "connections to keep room (raise the limit with ulimit -n)", self.name, max(fd, held),
-                           self._fd_soft)
+            self._warn_fds(
+                "%s port: file descriptors running short (%d open of a limit of %d); closing idle "
+                "connections to keep room (raise the limit with ulimit -n)",
+                self.name,
+                max(fd, held),
+                self._fd_soft,
+            )
             return True
         return False
 
@@ -289,7 +301,8 @@ class BodyTimeout(web.HTTPRequestTimeout, asyncio.TimeoutError):
 
 def _body_timeout() -> BodyTimeout:
     exc = BodyTimeout(
-        text=_BODY % ("the request body did not arrive in time", "request_timeout"), content_type="application/json")
+        text=_BODY % ("the request body did not arrive in time", "request_timeout"), content_type="application/json"
+    )
     exc.force_close()
     return exc
 
@@ -297,8 +310,17 @@ def _body_timeout() -> BodyTimeout:
 class GuardedSite(web.TCPSite):
     """`web.TCPSite` whose connections are watched by a `ConnectionGuard`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, settings: ListenerSettings, name: str,
-                 group: list[ConnectionGuard] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        settings: ListenerSettings,
+        name: str,
+        group: list[ConnectionGuard] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self.guard = ConnectionGuard(settings, name=name, group=group)
 
@@ -309,8 +331,14 @@ class GuardedSite(web.TCPSite):
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self.guard.protocol_factory(server), self._host, self._port, ssl=self._ssl_context,
-            backlog=self.guard.backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            self.guard.protocol_factory(server),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self.guard.backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
         self.guard.start()
 
     async def stop(self) -> None:
@@ -348,8 +376,11 @@ def install_fd_exhaustion_logging(loop: asyncio.AbstractEventLoop) -> None:
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-            warn("out of file descriptors or socket buffers (%s): new connections wait; raise `ulimit -n` "
-                 "or lower --max-connections", errno.errorcode.get(exc.errno or 0, exc.errno))
+            warn(
+                "out of file descriptors or socket buffers (%s): new connections wait; raise `ulimit -n` "
+                "or lower --max-connections",
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+            )
             return
         if previous is not None:
             previous(loop, context)

@@ -8,6 +8,7 @@ out, a failure ends the stream with an error event in the client's API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -138,8 +139,9 @@ class Relay:
             info = self._telemetry.backend(runtime, backend.key)  # metric labels, computed once per snapshot
             if index > 0:
                 reason = failures[-1].kind if failures else ""
-                server_span.add_event("modelway.fallback", {"modelway.backend": backend.key,
-                                                            "modelway.fallback.reason": reason})
+                server_span.add_event(
+                    "modelway.fallback", {"modelway.backend": backend.key, "modelway.fallback.reason": reason}
+                )
                 metrics.fallback(route=route, info=info, reason=reason)
             for retry_number in range(rule.retry.attempts):
                 if loop.time() >= deadline:
@@ -171,8 +173,13 @@ class Relay:
                         span.set_attribute("http.response.status_code", failure.status)
                 finally:
                     span.end()
-                    metrics.attempt(operation=operation, route=route, info=info, error_type=error_type,
-                                    seconds=time.perf_counter() - started)
+                    metrics.attempt(
+                        operation=operation,
+                        route=route,
+                        info=info,
+                        error_type=error_type,
+                        seconds=time.perf_counter() - started,
+                    )
                 failures.append(failure)
                 log.info("attempt failed: model=%s %s", model, failure.summary())
                 if not up.worth_another_backend(failure.kind):
@@ -256,7 +263,12 @@ class Relay:
             return data
 
         data = await self._attempts(
-            runtime=runtime, plan=plan, model=model, server_span=server_span, operation=operation, build=build,
+            runtime=runtime,
+            plan=plan,
+            model=model,
+            server_span=server_span,
+            operation=operation,
+            build=build,
             attempt=attempt,
         )
         return data, outcome
@@ -265,8 +277,14 @@ class Relay:
 
     @staticmethod
     async def _end_stream_with_error(
-        exc: BaseException, response: web.StreamResponse, encoder: Any, span: Span, server_span: Span,
-        model: str, backend: str, scrub: Callable[[str], str],
+        exc: BaseException,
+        response: web.StreamResponse,
+        encoder: Any,
+        span: Span,
+        server_span: Span,
+        model: str,
+        backend: str,
+        scrub: Callable[[str], str],
     ) -> None:
         """After the first byte: no fallback is safe, so tell the client in its own API's words."""
         timed_out = isinstance(exc, TimeoutError)
@@ -274,13 +292,12 @@ class Relay:
         kind = up.TIMEOUT if timed_out else up.STREAM_CUT
         set_error(span, kind, message)
         set_error(server_span, kind, message)
-        error = ApiError(504 if timed_out else 502, f"provider {backend} failed mid-stream: {message}", "api_error",
-                         kind)
+        error = ApiError(
+            504 if timed_out else 502, f"provider {backend} failed mid-stream: {message}", "api_error", kind
+        )
         log.warning("stream cut: model=%s backend=%s: %s", model, backend, error.message)
-        try:
+        with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):  # the client is gone too
             await response.write_eof(encoder.error(error))
-        except (ConnectionError, aiohttp.ClientConnectionResetError):
-            pass  # the client is gone too
 
     async def stream_chat(
         self,
@@ -297,8 +314,7 @@ class Relay:
         started = time.monotonic()
 
         async def attempt(
-            translator: Translator, candidate: Candidate, upstream_request: UpstreamRequest, span: Span,
-            deadline: float,
+            translator: Translator, candidate: Candidate, upstream_request: UpstreamRequest, span: Span, deadline: float
         ) -> Any:
             backend = candidate.backend
             loop = asyncio.get_running_loop()
@@ -317,10 +333,12 @@ class Relay:
                     resp = await self._send(upstream_request, span, timeouts.connect_seconds)
                     if resp.status != 200:
                         raise await self._failure_from_status(resp, translator, backend.key)
-                    decoder = translator.stream_decoder(model=backend.model,
-                                                        max_event_bytes=self._client.limits.max_event_bytes)
-                    buffered, ended = await _read_until_content(resp, decoder,
-                                                                max_bytes=self._client.limits.max_body_bytes)
+                    decoder = translator.stream_decoder(
+                        model=backend.model, max_event_bytes=self._client.limits.max_event_bytes
+                    )
+                    buffered, ended = await _read_until_content(
+                        resp, decoder, max_bytes=self._client.limits.max_body_bytes
+                    )
                     # Committed: from here on nothing may fall back, failures end the stream.
                     if first_token_deadline < deadline:
                         timer.reschedule(deadline)  # (a timer move is not free: only when needed)
@@ -351,19 +369,30 @@ class Relay:
                     limited = first_token_deadline < deadline
                     raise _attempt_failure(exc, backend.key, first_token_limited=limited) from None
                 outcome.error_type = up.TIMEOUT if isinstance(exc, TimeoutError) else up.STREAM_CUT
-                await self._end_stream_with_error(exc, response, encoder, span, server_span, parsed.model, backend.key,
-                                                  runtime.scrubber)
+                await self._end_stream_with_error(
+                    exc, response, encoder, span, server_span, parsed.model, backend.key, runtime.scrubber
+                )
             finally:
                 if resp is not None:
                     resp.close()
             if decoder is not None:
-                _record_answer(span, decoder.state.usage, decoder.state.response_model, status=200, ttft=outcome.ttft,
-                              finish_reason=decoder.state.finish_reason)
+                _record_answer(
+                    span,
+                    decoder.state.usage,
+                    decoder.state.response_model,
+                    status=200,
+                    ttft=outcome.ttft,
+                    finish_reason=decoder.state.finish_reason,
+                )
                 outcome.usage, outcome.response_model = decoder.state.usage, decoder.state.response_model
             return response
 
         response = await self._attempts(
-            runtime=runtime, plan=plan, model=parsed.model, server_span=server_span, operation="chat",
+            runtime=runtime,
+            plan=plan,
+            model=parsed.model,
+            server_span=server_span,
+            operation="chat",
             build=lambda translator, model: translator.chat_request(parsed.request, model=model, stream=True),
             attempt=attempt,
         )
@@ -403,8 +432,9 @@ def _parsed(parse: ParseBody, translator: Translator, body: bytes, backend: Any)
 MAX_CHUNKS_BEFORE_CONTENT = 4096
 
 
-async def _read_until_content(resp: Response, decoder: StreamDecoder, *,
-                              max_bytes: int) -> tuple[list[ChatChunk], bool]:
+async def _read_until_content(
+    resp: Response, decoder: StreamDecoder, *, max_bytes: int
+) -> tuple[list[ChatChunk], bool]:
     """Reads upstream until a chunk with content or the end: (chunks so far, whether it ended)."""
     buffered: list[ChatChunk] = []
     size = 0
@@ -446,8 +476,15 @@ async def _write_eof(response: web.StreamResponse, data: bytes) -> None:
         raise ClientGone() from exc
 
 
-def _record_answer(span: Span, usage: Usage, response_model: Any, *, status: int, ttft: float | None = None,
-                  finish_reason: str | None = None) -> None:
+def _record_answer(
+    span: Span,
+    usage: Usage,
+    response_model: Any,
+    *,
+    status: int,
+    ttft: float | None = None,
+    finish_reason: str | None = None,
+) -> None:
     """The answer's attributes on the attempt's span, in one call (a failed attempt's status is set
     where it fails)."""
     attributes: dict[str, Any] = {"http.response.status_code": status}

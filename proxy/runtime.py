@@ -13,8 +13,8 @@ from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
 from proxy.routing.table import RoutingTable
-from shared.scrub import Scrubber
 from proxy.snapshot import Provider, Snapshot
+from shared.scrub import Scrubber
 
 
 @dataclass(frozen=True, slots=True)

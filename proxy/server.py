@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -36,7 +36,9 @@ log = logging.getLogger("modelway.server")
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     max_body_bytes: int = 8 * 1024 * 1024
-    answer_limits: AnswerLimits = AnswerLimits()  # what the sidecar will hold of a provider's answer
+    answer_limits: AnswerLimits = field(
+        default_factory=AnswerLimits
+    )  # what the sidecar will hold of a provider's answer
 
 
 HOLDER = web.AppKey("holder", RuntimeHolder)
@@ -94,7 +96,9 @@ def _too_deep() -> ApiError:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(
-        413, f"request body is larger than the sidecar's limit of {limit} bytes", "invalid_request_error",
+        413,
+        f"request body is larger than the sidecar's limit of {limit} bytes",
+        "invalid_request_error",
         "request_too_large",
     )
 
@@ -111,7 +115,10 @@ def _plan(runtime: Runtime, request: web.Request, model: str, classification: Cl
     health = request.app[RELAY].health
     try:
         plan = runtime.table.plan(
-            model, request.headers, draw=random.random, healthy=health.healthy if health.any_ejected else None,
+            model,
+            request.headers,
+            draw=random.random,
+            healthy=health.healthy if health.any_ejected else None,
             data_class=classification.data_class,
         )
     except NoMatchingRule as exc:
@@ -133,23 +140,39 @@ def _classify(request: web.Request, runtime: Runtime, texts: Callable[[], Iterab
     return classification
 
 
-def _audit_reroute(request: web.Request, *, runtime: Runtime, model: str, plan: Plan,
-                   classification: Classification, span: Any) -> None:
+def _audit_reroute(
+    request: web.Request, *, runtime: Runtime, model: str, plan: Plan, classification: Classification, span: Any
+) -> None:
     reason = f"removed {plan.removed_why}"
     if classification.raised_because:
         reason = f"class raised: {classification.raised_because}; {reason}"
     policies = plan.removed_policies
     request.app[AUDIT].record(
-        workload=runtime.snapshot.policy.workload, model=model, route=plan.route.name,
-        data_class=classification.data_class, decision="reroute", policies=policies, reason=reason,
-        trace_id=_trace_id(span))
+        workload=runtime.snapshot.policy.workload,
+        model=model,
+        route=plan.route.name,
+        data_class=classification.data_class,
+        decision="reroute",
+        policies=policies,
+        reason=reason,
+        trace_id=_trace_id(span),
+    )
     for policy in policies:
-        request.app[TELEMETRY].metrics.policy_reroute(route=plan.route.name, policy=policy,
-                                                      data_class=classification.data_class)
+        request.app[TELEMETRY].metrics.policy_reroute(
+            route=plan.route.name, policy=policy, data_class=classification.data_class
+        )
 
 
-def _refuse(request: web.Request, frontend: Frontend, *, operation: str, model: str, runtime: Runtime,
-            classification: Classification, refusal: PolicyRefusal) -> web.Response:
+def _refuse(
+    request: web.Request,
+    frontend: Frontend,
+    *,
+    operation: str,
+    model: str,
+    runtime: Runtime,
+    classification: Classification,
+    refusal: PolicyRefusal,
+) -> web.Response:
     """403 naming the policy; the refusal gets its server span and an audit line like any decision."""
     telemetry = request.app[TELEMETRY]
     reason = str(refusal)
@@ -159,15 +182,26 @@ def _refuse(request: web.Request, frontend: Frontend, *, operation: str, model: 
     with telemetry.server_span(
         name=f"{operation} {model}",
         parent=telemetry.extract(request.headers),
-        attributes={"gen_ai.operation.name": operation, "gen_ai.request.model": model,
-                    "modelway.data_class": classification.data_class, "modelway.policy.decision": "refuse",
-                    "modelway.route": refusal.route, "modelway.policy": ", ".join(refusal.policies)},
+        attributes={
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": model,
+            "modelway.data_class": classification.data_class,
+            "modelway.policy.decision": "refuse",
+            "modelway.route": refusal.route,
+            "modelway.policy": ", ".join(refusal.policies),
+        },
     ) as span:
         set_error(span, "policy_denied", reason)
         request.app[AUDIT].record(
-            workload=runtime.snapshot.policy.workload, model=model, route=refusal.route,
+            workload=runtime.snapshot.policy.workload,
+            model=model,
+            route=refusal.route,
             data_class=classification.data_class,
-            decision="refuse", policies=refusal.policies, reason=reason, trace_id=_trace_id(span))
+            decision="refuse",
+            policies=refusal.policies,
+            reason=reason,
+            trace_id=_trace_id(span),
+        )
     for policy in refusal.policies:
         telemetry.metrics.policy_refusal(route=refusal.route, policy=policy, data_class=classification.data_class)
     return _error_response(frontend, error)
@@ -188,8 +222,13 @@ async def _traced(
     telemetry = request.app[TELEMETRY]
     started = time.perf_counter()
     name, attributes = telemetry.request_span(
-        operation=operation, model=model, route=plan.route.name, rule=plan.rule.name,
-        data_class=classification.data_class, decision="reroute" if plan.removed else "allow")
+        operation=operation,
+        model=model,
+        route=plan.route.name,
+        rule=plan.rule.name,
+        data_class=classification.data_class,
+        decision="reroute" if plan.removed else "allow",
+    )
     with telemetry.server_span(name=name, parent=telemetry.extract(request.headers), attributes=attributes) as span:
         if plan.removed:
             _audit_reroute(request, runtime=runtime, model=model, plan=plan, classification=classification, span=span)
@@ -197,17 +236,38 @@ async def _traced(
             response, outcome = await call(span)
         except ApiError as error:
             set_error(span, error.code or error.type, error.message)
-            telemetry.finish_request(span, runtime=runtime, operation=operation, route=plan.route.name,
-                                     outcome=None, error_type=error.code or error.type, started=started)
+            telemetry.finish_request(
+                span,
+                runtime=runtime,
+                operation=operation,
+                route=plan.route.name,
+                outcome=None,
+                error_type=error.code or error.type,
+                started=started,
+            )
             return _error_response(frontend, error)
         except (ClientGone, ConnectionError):
             log.info("client disconnected: model=%s", model)
             span.set_attribute("error.type", "client_disconnected")
-            telemetry.finish_request(span, runtime=runtime, operation=operation, route=plan.route.name,
-                                     outcome=None, error_type="client_disconnected", started=started)
+            telemetry.finish_request(
+                span,
+                runtime=runtime,
+                operation=operation,
+                route=plan.route.name,
+                outcome=None,
+                error_type="client_disconnected",
+                started=started,
+            )
             raise
-        telemetry.finish_request(span, runtime=runtime, operation=operation, route=plan.route.name,
-                                 outcome=outcome, error_type=outcome.error_type, started=started)
+        telemetry.finish_request(
+            span,
+            runtime=runtime,
+            operation=operation,
+            route=plan.route.name,
+            outcome=outcome,
+            error_type=outcome.error_type,
+            started=started,
+        )
         return response
 
 
@@ -220,8 +280,15 @@ async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
     except ApiError as error:
         return _error_response(frontend, error)
     except PolicyRefusal as refusal:
-        return _refuse(request, frontend, operation="chat", model=parsed.model, runtime=runtime,
-                       classification=classification, refusal=refusal)
+        return _refuse(
+            request,
+            frontend,
+            operation="chat",
+            model=parsed.model,
+            runtime=runtime,
+            classification=classification,
+            refusal=refusal,
+        )
     relay = request.app[RELAY]
 
     async def call(span: Any) -> tuple[web.StreamResponse, Any]:
@@ -233,7 +300,11 @@ async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
                 request=request, runtime=runtime, plan=plan, parsed=parsed, frontend=capturing, server_span=span
             )
         data, outcome = await relay.unary(
-            runtime=runtime, plan=plan, model=parsed.model, server_span=span, operation="chat",
+            runtime=runtime,
+            plan=plan,
+            model=parsed.model,
+            server_span=span,
+            operation="chat",
             build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
             parse=lambda t, body, m: t.chat_response(body),
         )
@@ -242,8 +313,16 @@ async def _chat(request: web.Request, frontend: Frontend) -> web.StreamResponse:
             return web.Response(body=outcome.raw, content_type="application/json"), outcome
         return _json_response(frontend.render_chat(data)), outcome
 
-    return await _traced(request, frontend, operation="chat", model=parsed.model, runtime=runtime, plan=plan,
-                         classification=classification, call=call)
+    return await _traced(
+        request,
+        frontend,
+        operation="chat",
+        model=parsed.model,
+        runtime=runtime,
+        plan=plan,
+        classification=classification,
+        call=call,
+    )
 
 
 async def openai_chat(request: web.Request) -> web.StreamResponse:
@@ -263,20 +342,39 @@ async def openai_embeddings(request: web.Request) -> web.StreamResponse:
     except ApiError as error:
         return _error_response(OPENAI, error)
     except PolicyRefusal as refusal:
-        return _refuse(request, OPENAI, operation="embeddings", model=model, runtime=runtime,
-                       classification=classification, refusal=refusal)
+        return _refuse(
+            request,
+            OPENAI,
+            operation="embeddings",
+            model=model,
+            runtime=runtime,
+            classification=classification,
+            refusal=refusal,
+        )
 
     async def call(span: Any) -> tuple[web.StreamResponse, Any]:
         data, outcome = await request.app[RELAY].unary(
-            runtime=runtime, plan=plan, model=model, server_span=span, operation="embeddings",
+            runtime=runtime,
+            plan=plan,
+            model=model,
+            server_span=span,
+            operation="embeddings",
             build=lambda t, m: t.embeddings_request(body, model=m),
             parse=lambda t, raw, m: t.embeddings_response(raw, model=m),
         )
         encoding = body.get("encoding_format", "float")
         return _json_response(OPENAI.render_embeddings(data, encoding_format=encoding)), outcome
 
-    return await _traced(request, OPENAI, operation="embeddings", model=model, runtime=runtime, plan=plan,
-                         classification=classification, call=call)
+    return await _traced(
+        request,
+        OPENAI,
+        operation="embeddings",
+        model=model,
+        runtime=runtime,
+        plan=plan,
+        classification=classification,
+        call=call,
+    )
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -284,12 +382,7 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response(models_list(runtime.table.models if runtime else []))
 
 
-_ENDPOINTS = {
-    "/v1/chat/completions": "POST",
-    "/v1/embeddings": "POST",
-    "/v1/models": "GET",
-    "/v1/messages": "POST",
-}
+_ENDPOINTS = {"/v1/chat/completions": "POST", "/v1/embeddings": "POST", "/v1/models": "GET", "/v1/messages": "POST"}
 
 
 async def _unrouted(request: web.Request) -> web.Response:
@@ -298,11 +391,17 @@ async def _unrouted(request: web.Request) -> web.Response:
     frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
     allowed = _ENDPOINTS.get(request.path)
     if allowed is not None:
-        error = ApiError(405, f"{clip(request.method)} is not allowed on {request.path}; use {allowed}",
-                         "invalid_request_error", "method_not_allowed", headers={"allow": allowed})
+        error = ApiError(
+            405,
+            f"{clip(request.method)} is not allowed on {request.path}; use {allowed}",
+            "invalid_request_error",
+            "method_not_allowed",
+            headers={"allow": allowed},
+        )
     else:
-        error = ApiError(404, f"no such endpoint: {clip(request.method)} {clip(request.path)}", "invalid_request_error",
-                         "not_found")
+        error = ApiError(
+            404, f"no such endpoint: {clip(request.method)} {clip(request.path)}", "invalid_request_error", "not_found"
+        )
     return _error_response(frontend, error)
 
 
@@ -311,8 +410,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _internal_error() -> ApiError:
     # Generic on purpose: exception text can hold the app's input or a provider's secrets.
-    return ApiError(500, "the sidecar failed to handle this request; its log has the details", "api_error",
-                    "internal_error")
+    return ApiError(
+        500, "the sidecar failed to handle this request; its log has the details", "api_error", "internal_error"
+    )
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -344,8 +444,9 @@ class _JsonErrorHandler(web.RequestHandler):
 
     __slots__ = ()
 
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs; raises once an answer began
         detail = getattr(exc, "message", None) or message or ""
         first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
@@ -377,11 +478,7 @@ class SidecarRunner(web.AppRunner):
 
 
 def build_app(
-    *,
-    holder: RuntimeHolder,
-    telemetry: Telemetry,
-    settings: ServerSettings,
-    audit: AuditLog | None = None,
+    *, holder: RuntimeHolder, telemetry: Telemetry, settings: ServerSettings, audit: AuditLog | None = None
 ) -> web.Application:
     # The body limit is enforced in _read_json with a proper error; aiohttp's own
     # limit sits just above it as a backstop.

@@ -60,26 +60,36 @@ def check_base_url(url: str) -> str:
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         raise ConfigProblem("InvalidURL", f"baseURL {shown(url.strip())} holds whitespace or control characters")
     if not url.isascii():  # the request line and Host header are ASCII
-        raise ConfigProblem("InvalidURL", f"baseURL {shown(url)} is not ASCII: write an international host name "
-                                          "in its xn-- form and percent-encode the path")
+        raise ConfigProblem(
+            "InvalidURL",
+            f"baseURL {shown(url)} is not ASCII: write an international host name "
+            "in its xn-- form and percent-encode the path",
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", a port that is not a number
-        raise ConfigProblem("InvalidURL", f"baseURL {shown(_without_userinfo(url))} is not a usable URL: {exc}") from None
+        raise ConfigProblem(
+            "InvalidURL", f"baseURL {shown(_without_userinfo(url))} is not a usable URL: {exc}"
+        ) from None
     where = shown(_without_userinfo(url))
     if parts.scheme not in ("http", "https"):
         raise ConfigProblem("InvalidURL", f"baseURL {where} must start with http:// or https://")
     if "@" in parts.netloc:
-        raise ConfigProblem("InvalidURL", f"baseURL {where} must not carry credentials: put the key in a Secret "
-                                          "(ModelProvider spec.credentialsRef)")
+        raise ConfigProblem(
+            "InvalidURL",
+            f"baseURL {where} must not carry credentials: put the key in a Secret (ModelProvider spec.credentialsRef)",
+        )
     if not parts.hostname:
         raise ConfigProblem("InvalidURL", f"baseURL {where} has no host")
     if port == 0:
         raise ConfigProblem("InvalidURL", f"baseURL {where} has port 0: use 1-65535, or leave it out")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ConfigProblem("InvalidURL", f"baseURL {where} must not have a query or fragment: API paths are "
-                                          "appended to it (Azure's api-version has its own field)")
+        raise ConfigProblem(
+            "InvalidURL",
+            f"baseURL {where} must not have a query or fragment: API paths are "
+            "appended to it (Azure's api-version has its own field)",
+        )
     return url
 
 
@@ -101,12 +111,7 @@ def check_regex(regex: str) -> str:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
 class ModelPricing(_Frozen):

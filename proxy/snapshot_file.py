@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from shared.config_text import decode_text, parse_yaml, removal_verdict, validation_problems
 from proxy.snapshot import Snapshot, parse_snapshot
+from shared.config_text import decode_text, parse_yaml, removal_verdict, validation_problems
 
 log = logging.getLogger("modelway.snapshot")
 
@@ -78,7 +78,11 @@ class _Pending:
 
 
 async def watch_snapshot_file(
-    path: Path, *, initial: Snapshot, on_change: Callable[[Snapshot], bool | None], interval: float = 1.0,
+    path: Path,
+    *,
+    initial: Snapshot,
+    on_change: Callable[[Snapshot], bool | None],
+    interval: float = 1.0,
     stable_seconds: float = 2.0,
 ) -> None:
     """Polls the file's mtime/size/inode (cheap, works on ConfigMap symlink swaps); keeps the last good one.
@@ -93,8 +97,9 @@ async def watch_snapshot_file(
             current = _signature(path)
             if pending is not None and current == pending.signature:
                 if time.monotonic() - pending.seen >= stable_seconds:
-                    if _apply(on_change, pending.loaded.snapshot, pending.removed, len(applied.routes), path,
-                              loud=True):
+                    if _apply(
+                        on_change, pending.loaded.snapshot, pending.removed, len(applied.routes), path, loud=True
+                    ):
                         applied = pending.loaded.snapshot
                     pending = None
                 continue
@@ -103,35 +108,67 @@ async def watch_snapshot_file(
             renamed = current is not None and last is not None and current[2] != last[2]
             last, pending = current, None
             loaded = await asyncio.to_thread(read_snapshot_file, path)
-            verdict, removed = removal_verdict((r.name for r in applied.routes), (r.name for r in loaded.snapshot.routes),
-                                             explicit_empty=loaded.routes_explicit)
+            verdict, removed = removal_verdict(
+                (r.name for r in applied.routes),
+                (r.name for r in loaded.snapshot.routes),
+                explicit_empty=loaded.routes_explicit,
+            )
             if verdict == "refuse":
-                log.error("snapshot %s has no routes where %d were live (%s); keeping the last good snapshot. "
-                          "Write `routes: []` to remove every route on purpose", path, len(applied.routes),
-                          _names(removed))
+                log.error(
+                    "snapshot %s has no routes where %d were live (%s); keeping the last good snapshot. "
+                    "Write `routes: []` to remove every route on purpose",
+                    path,
+                    len(applied.routes),
+                    _names(removed),
+                )
             elif verdict == "hold" and not renamed:
-                log.info("snapshot %s would remove %d of %d routes (%s); holding it until the file has not "
-                            "changed for %gs", path, len(removed), len(applied.routes), _names(removed),
-                            stable_seconds)
+                log.info(
+                    "snapshot %s would remove %d of %d routes (%s); holding it until the file has not changed for %gs",
+                    path,
+                    len(removed),
+                    len(applied.routes),
+                    _names(removed),
+                    stable_seconds,
+                )
                 pending = _Pending(current, loaded, removed, time.monotonic())  # type: ignore[arg-type]
-            elif _apply(on_change, loaded.snapshot, removed, len(applied.routes), path,
-                        loud=verdict == "hold" or (bool(removed) and not loaded.snapshot.routes)):
+            elif _apply(
+                on_change,
+                loaded.snapshot,
+                removed,
+                len(applied.routes),
+                path,
+                loud=verdict == "hold" or (bool(removed) and not loaded.snapshot.routes),
+            ):
                 applied = loaded.snapshot
         except SnapshotError as exc:
             log.error("%s; keeping the last good snapshot", exc)
         except Exception as exc:  # the watcher outlives anything: log it, watch on
-            log.error("snapshot %s could not be reloaded (%s); keeping the last good snapshot", path,
-                      type(exc).__name__)
+            log.error(
+                "snapshot %s could not be reloaded (%s); keeping the last good snapshot", path, type(exc).__name__
+            )
             log.debug("snapshot reload failure", exc_info=True)
 
 
-def _apply(on_change: Callable[[Snapshot], bool | None], snapshot: Snapshot, removed: list[str], before: int,
-           path: Path, *, loud: bool) -> bool:
+def _apply(
+    on_change: Callable[[Snapshot], bool | None],
+    snapshot: Snapshot,
+    removed: list[str],
+    before: int,
+    path: Path,
+    *,
+    loud: bool,
+) -> bool:
     if on_change(snapshot) is False:
         return False
     if loud:
-        log.warning("snapshot %s from %s is live and removed %d of %d routes: %s", snapshot.version, path,
-                    len(removed), before, _names(removed))
+        log.warning(
+            "snapshot %s from %s is live and removed %d of %d routes: %s",
+            snapshot.version,
+            path,
+            len(removed),
+            before,
+            _names(removed),
+        )
     elif removed:
         log.info("snapshot %s removed route(s) %s", snapshot.version, _names(removed))
     return True

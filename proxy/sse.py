@@ -33,7 +33,7 @@ class SseParser:
     have arrived, so an event fed in many small pieces costs linear time.
     """
 
-    __slots__ = ("_buffer", "_pieces", "_size", "_max")
+    __slots__ = ("_buffer", "_max", "_pieces", "_size")
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._buffer = b""

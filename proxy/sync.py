@@ -75,8 +75,9 @@ class ControllerSync:
         self.connected = False
         self._ssl: ssl.SSLContext | bool = True
         if settings.ca_file is not None or settings.ca_pem:
-            self._ssl = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None,
-                                                   cadata=settings.ca_pem or None)
+            self._ssl = ssl.create_default_context(
+                cafile=str(settings.ca_file) if settings.ca_file else None, cadata=settings.ca_pem or None
+            )
 
     async def run(self) -> None:
         """Connects, serves the stream, reconnects with backoff and jitter; forever."""
@@ -88,12 +89,16 @@ class ControllerSync:
                     failures = 0  # a stream that ran and ended cleanly: reconnect at once
                 except (aiohttp.ClientError, OSError, TimeoutError, _StreamRefused) as exc:
                     failures += 1
-                    log.log(logging.WARNING if failures <= 3 else logging.DEBUG,
-                            "controller stream: %s (attempt %d); serving snapshot %s", _describe(exc), failures,
-                            self._holder.current.snapshot.version if self._holder.current else "(none)")
+                    log.log(
+                        logging.WARNING if failures <= 3 else logging.DEBUG,
+                        "controller stream: %s (attempt %d); serving snapshot %s",
+                        _describe(exc),
+                        failures,
+                        self._holder.current.snapshot.version if self._holder.current else "(none)",
+                    )
                 finally:
                     self.connected = False
-                cap = min(self._settings.backoff_max_seconds, self._settings.backoff_base_seconds * 2 ** failures)
+                cap = min(self._settings.backoff_max_seconds, self._settings.backoff_base_seconds * 2**failures)
                 await asyncio.sleep(random.uniform(0, cap) if failures else 0.05)
 
     async def _session(self, session: aiohttp.ClientSession) -> None:
@@ -101,8 +106,11 @@ class ControllerSync:
         url = self._settings.controller_url.rstrip("/") + STREAM_PATH
         try:
             ws = await session.ws_connect(
-                url, headers={"authorization": "Bearer " + token}, ssl=self._ssl,
-                heartbeat=self._settings.heartbeat_seconds, timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                url,
+                headers={"authorization": "Bearer " + token},
+                ssl=self._ssl,
+                heartbeat=self._settings.heartbeat_seconds,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5),
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise _StreamRefused(f"controller refused the stream: HTTP {exc.status} {exc.message}") from None
@@ -133,8 +141,12 @@ class ControllerSync:
             runtime = self._build(snapshot, received_at)
         except (ValidationError, KeyError, TypeError, ValueError) as exc:
             error = _validation_summary(exc)
-            log.error("refused snapshot %s: %s; keeping %s", version, error,
-                      self._holder.current.snapshot.version if self._holder.current else "(none)")
+            log.error(
+                "refused snapshot %s: %s; keeping %s",
+                version,
+                error,
+                self._holder.current.snapshot.version if self._holder.current else "(none)",
+            )
             return {"type": "nack", "version": version, "error": error}
         self._holder.swap(runtime)
         if self._settings.state_file is not None:

@@ -42,8 +42,7 @@ class BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
-                                              event.start_mark)
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
         before = self._nodes
         self._count(1, event.start_mark)
         try:
@@ -58,8 +57,9 @@ class BoundedLoader(yaml.SafeLoader):
     def _count(self, weight: int, mark: Any) -> None:
         self._nodes += weight
         if self._nodes > MAX_NODES:
-            raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES} values once aliases are "
-                                              "expanded", mark)
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_NODES} values once aliases are expanded", mark
+            )
 
 
 _QUOTED = re.compile(r"'[^']{5,}'|\"[^\"]{5,}\"")
@@ -73,8 +73,11 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
         problem = _QUOTED.sub("'…'", exc.problem or exc.context or "syntax error")
         return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
     if isinstance(exc, yaml.reader.ReaderError):
-        return f"character #x{exc.character:04x} at position {exc.position} is not allowed in YAML" \
-            if isinstance(exc.character, int) else "the file is not readable text"
+        return (
+            f"character #x{exc.character:04x} at position {exc.position} is not allowed in YAML"
+            if isinstance(exc.character, int)
+            else "the file is not readable text"
+        )
     return f"unreadable YAML ({type(exc).__name__})"
 
 
@@ -113,11 +116,14 @@ def decode_text(raw: bytes) -> str:
 
 def validation_problems(exc: ValidationError) -> str:
     """Every problem as `field.path: message`, never the input values."""
+
     def loc(parts: Iterable[Any]) -> str:
         return ".".join(str(p)[:64] for p in parts) or "(top)"
 
-    return "; ".join(f"{loc(e['loc'])}: {e['msg'].removeprefix('Value error, ')[:300]}"
-                     for e in exc.errors(include_input=False, include_url=False, include_context=False))
+    return "; ".join(
+        f"{loc(e['loc'])}: {e['msg'].removeprefix('Value error, ')[:300]}"
+        for e in exc.errors(include_input=False, include_url=False, include_context=False)
+    )
 
 
 Verdict = Literal["apply", "hold", "refuse"]

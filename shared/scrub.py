@@ -59,8 +59,10 @@ def _word(word: str) -> re.Pattern[str]:
     """A long value after `word` (any case; also as in `api_key`, `x-api-key`, `"token": "..."`):
     the value is redacted, the word kept."""
     first = f"[{word[0]}{word[0].upper()}]"
-    return re.compile(rf"({first}(?<![A-Za-z]{first})(?i:{word[1:]}s?)(?![A-Za-z0-9])"
-                      rf"[\"']?+\s*+[:=]?+\s*+[\"']?+)[{_VALUE}]{{16,}}+")
+    return re.compile(
+        rf"({first}(?<![A-Za-z]{first})(?i:{word[1:]}s?)(?![A-Za-z0-9])"
+        rf"[\"']?+\s*+[:=]?+\s*+[\"']?+)[{_VALUE}]{{16,}}+"
+    )
 
 
 # (text that every match contains, the pattern): a pattern runs only on text holding its hint.
@@ -76,15 +78,39 @@ _SHAPES = (
 )
 _WORD_SHAPES = (  # hints in lower case
     ("bearer", re.compile(rf"[bB](?<![A-Za-z][bB])(?i:earer)\s++[{_TOKEN68}]{{8,}}+")),
-    *((word, _word(word)) for word in ("key", "apikey", "token", "secret", "password", "passwd", "pwd",
-                                       "credential", "auth", "authorization", "signature")),
+    *(
+        (word, _word(word))
+        for word in (
+            "key",
+            "apikey",
+            "token",
+            "secret",
+            "password",
+            "passwd",
+            "pwd",
+            "credential",
+            "auth",
+            "authorization",
+            "signature",
+        )
+    ),
     # A password assigned is one, however short (`password=hunter2`, `pwd: s3cret`), and so is a
     # token, secret or key written as an assignment (`token=abc123`): people paste them into prompts.
-    ("pass", re.compile(r"([pP](?<![A-Za-z][pP])(?i:ass(?:word|wd)?)(?![A-Za-z0-9])[\"']?+\s*+[:=]\s*+[\"']?+)"
-                        r"[^\s\"',;]{4,}+")),
+    (
+        "pass",
+        re.compile(
+            r"([pP](?<![A-Za-z][pP])(?i:ass(?:word|wd)?)(?![A-Za-z0-9])[\"']?+\s*+[:=]\s*+[\"']?+)"
+            r"[^\s\"',;]{4,}+"
+        ),
+    ),
     ("pwd", re.compile(r"([pP](?<![A-Za-z][pP])(?i:wd)(?![A-Za-z0-9])[\"']?+\s*+[:=]\s*+[\"']?+)[^\s\"',;]{4,}+")),
-    ("=", re.compile(r"((?<![A-Za-z0-9])(?i:token|secret|api[_-]?key|access[_-]?key)[\"']?+\s*+=\s*+[\"']?+)"
-                     r"[^\s\"',;]{4,}+")),
+    (
+        "=",
+        re.compile(
+            r"((?<![A-Za-z0-9])(?i:token|secret|api[_-]?key|access[_-]?key)[\"']?+\s*+=\s*+[\"']?+)"
+            r"[^\s\"',;]{4,}+"
+        ),
+    ),
 )
 _RUN = re.compile(rf"[{_VALUE}]{{{WINDOW},}}+")  # where a window of a key can be
 _MASKED = re.compile(rf"(?<![{_K}])([{_K}]*+)(?:[*\u2026\u2022]|\.\.)[{_MASK}]*+([{_K}]*+)")
@@ -113,13 +139,13 @@ class Scrubber:
     A call costs ~30 us on a 300-character provider message: meant for error paths, not for
     every answer."""
 
-    __slots__ = ("secrets", "_windows", "_heads", "_tails")
+    __slots__ = ("_heads", "_tails", "_windows", "secrets")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         usable = {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET}
         # Longest first: a key that contains another is replaced whole.
         self.secrets: tuple[str, ...] = tuple(sorted(usable, key=len, reverse=True))
-        self._windows = frozenset(s[i:i + WINDOW] for s in usable for i in range(len(s) - WINDOW + 1))
+        self._windows = frozenset(s[i : i + WINDOW] for s in usable for i in range(len(s) - WINDOW + 1))
         self._heads = frozenset(s[:n] for s in usable for n in range(_MIN_FRAGMENT, WINDOW))
         self._tails = frozenset(s[-n:] for s in usable for n in range(_MIN_FRAGMENT - 1, WINDOW))
 
@@ -144,7 +170,7 @@ class Scrubber:
         run, windows = match.group(), self._windows
         covered_to, spans = -1, []  # spans of the run covered by windows of a key, merged
         for i in range(len(run) - WINDOW + 1):
-            if run[i:i + WINDOW] in windows:
+            if run[i : i + WINDOW] in windows:
                 if spans and i <= covered_to:
                     spans[-1][1] = i + WINDOW
                 else:
@@ -162,8 +188,9 @@ class Scrubber:
     def _masked(self, match: re.Match[str]) -> str:
         """`head***tail`: redacted whole when its head or tail is a key's."""
         head, tail = match.group(1), match.group(2)
-        if (len(head) >= _MIN_FRAGMENT and any(s.startswith(head) for s in self.secrets)
-                or len(tail) >= _MIN_FRAGMENT - 1 and tail[-(WINDOW - 1):] in self._tails):
+        if (len(head) >= _MIN_FRAGMENT and any(s.startswith(head) for s in self.secrets)) or (
+            len(tail) >= _MIN_FRAGMENT - 1 and tail[-(WINDOW - 1) :] in self._tails
+        ):
             if not tail and match.group().endswith(("*.", "\u2026.", "\u2022.")):
                 return REDACTED + "."  # `sk-abc***.`: the mask ended before a sentence's full stop
             return REDACTED
@@ -198,8 +225,10 @@ class _QuietHeaderParser(logging.Filter):
     """The OpenTelemetry SDK's header parser logs a rejected item whole, value included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = ("an OTEL_EXPORTER_OTLP_*HEADERS item is malformed and was ignored (not shown: it may "
-                      "hold a credential); header values must be URL-encoded, e.g. a comma as %2C")
+        record.msg = (
+            "an OTEL_EXPORTER_OTLP_*HEADERS item is malformed and was ignored (not shown: it may "
+            "hold a credential); header values must be URL-encoded, e.g. a comma as %2C"
+        )
         record.args = ()
         return True
 
@@ -218,15 +247,20 @@ def scrub_logs(logger: logging.Logger | None = None) -> None:
 
 # --- OTLP exporter headers --------------------------------------------------------------------------
 
-HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-                    "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_LOGS_HEADERS")
+HEADER_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+)
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")  # an HTTP token (RFC 9110)
 _TOKEN_SAFE = "!#$&'*+-.^_`|~"
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what HTTP/1.1 header values cannot carry
 
 
-def parse_otlp_headers(value: str | None, *, variable: str = "OTEL_EXPORTER_OTLP_HEADERS",
-                       ) -> tuple[dict[str, str], list[str]]:
+def parse_otlp_headers(
+    value: str | None, *, variable: str = "OTEL_EXPORTER_OTLP_HEADERS"
+) -> tuple[dict[str, str], list[str]]:
     """`k1=v1,k2=v2` (names and values URL-encoded, as the OTLP exporter spec says): the headers
     (names lower-cased) and one message per ignored item.
 
@@ -243,8 +277,7 @@ def parse_otlp_headers(value: str | None, *, variable: str = "OTEL_EXPORTER_OTLP
         name = urllib.parse.unquote(raw_name).strip().lower()
         where = f"{variable}: item {number}"
         if not sep:
-            hint = (f" (if it belongs to the value of {previous!r}, write that value's comma as %2C)"
-                    if previous else "")
+            hint = f" (if it belongs to the value of {previous!r}, write that value's comma as %2C)" if previous else ""
             problems.append(f"{where} is not name=value; ignored{hint}")
             continue
         if not _HEADER_NAME.fullmatch(name):
@@ -275,5 +308,6 @@ def normalize_otlp_header_variables(environ: MutableMapping[str, str]) -> list[s
             problems += found
             environ[variable] = ",".join(
                 f"{urllib.parse.quote(name, safe=_TOKEN_SAFE)}={urllib.parse.quote(value)}"
-                for name, value in headers.items())
+                for name, value in headers.items()
+            )
     return problems

@@ -70,8 +70,15 @@ class KubeClient:
     async def get(self, rt: ResourceType, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         return await self._request("GET", rt.path(namespace=namespace, name=name))
 
-    async def list(self, rt: ResourceType, *, namespace: str | None = None, label_selector: str | None = None,
-                   field_selector: str | None = None, page_size: int = 500) -> ObjectList:
+    async def list(
+        self,
+        rt: ResourceType,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> ObjectList:
         """Every object (following `continue` pages) and the list's resourceVersion."""
         params = _selectors(label_selector, field_selector) | {"limit": str(page_size)}
         items: list[dict[str, Any]] = []
@@ -89,9 +96,16 @@ class KubeClient:
             item.setdefault("apiVersion", rt.api_version)
         return ObjectList(items, version)
 
-    async def watch(self, rt: ResourceType, *, resource_version: str | None, namespace: str | None = None,
-                    label_selector: str | None = None, field_selector: str | None = None,
-                    timeout_seconds: int = 300) -> AsyncGenerator[WatchEvent, None]:
+    async def watch(
+        self,
+        rt: ResourceType,
+        *,
+        resource_version: str | None,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Events after `resource_version`, bookmarks included, until the server ends the watch.
 
         An async generator: close it (`contextlib.aclosing`) to drop the connection early.
@@ -99,14 +113,19 @@ class KubeClient:
         """
         path = rt.path(namespace=namespace)
         params = _selectors(label_selector, field_selector) | {
-            "watch": "1", "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
         if resource_version:
             params["resourceVersion"] = resource_version
-        timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout,
-                                        sock_read=timeout_seconds + WATCH_READ_SLACK)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._connect_timeout, sock_read=timeout_seconds + WATCH_READ_SLACK
+        )
         try:
-            async with self._session().get(self.config.server + path, params=params, headers=self._headers(),
-                                           timeout=timeout) as resp:
+            async with self._session().get(
+                self.config.server + path, params=params, headers=self._headers(), timeout=timeout
+            ) as resp:
                 if resp.status != 200:
                     raise await _error(resp, "GET", path)
                 async for event in iter_events(resp.content, path=path):
@@ -116,7 +135,9 @@ class KubeClient:
 
     # --- writing --------------------------------------------------------------------
 
-    async def create(self, rt: ResourceType, body: Mapping[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+    async def create(
+        self, rt: ResourceType, body: Mapping[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
         namespace = namespace or (body.get("metadata") or {}).get("namespace")
         return await self._request("POST", rt.path(namespace=namespace), body=body)
 
@@ -125,55 +146,102 @@ class KubeClient:
         meta = body.get("metadata") or {}
         return await self._request("PUT", rt.path(namespace=meta.get("namespace"), name=meta["name"]), body=body)
 
-    async def patch(self, rt: ResourceType, name: str, body: Any, *, namespace: str | None = None,
-                    patch_type: PatchType = "merge", subresource: str | None = None,
-                    field_manager: str | None = None, force: bool = False) -> dict[str, Any]:
+    async def patch(
+        self,
+        rt: ResourceType,
+        name: str,
+        body: Any,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
         params: dict[str, str] = {}
         if field_manager or patch_type == "apply":
             params["fieldManager"] = field_manager or FIELD_MANAGER
         if force:
             params["force"] = "true"
         path = rt.path(namespace=namespace, name=name, subresource=subresource)
-        return await self._request("PATCH", path, params=params, body=body,
-                                   content_type=_PATCH_CONTENT_TYPES[patch_type])
+        return await self._request(
+            "PATCH", path, params=params, body=body, content_type=_PATCH_CONTENT_TYPES[patch_type]
+        )
 
-    async def patch_status(self, rt: ResourceType, name: str, status: Mapping[str, Any], *,
-                           namespace: str | None = None, field_manager: str = FIELD_MANAGER,
-                           force: bool = True) -> dict[str, Any]:
+    async def patch_status(
+        self,
+        rt: ResourceType,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+        field_manager: str = FIELD_MANAGER,
+        force: bool = True,
+    ) -> dict[str, Any]:
         """Server-side apply of `status`: we own the fields we set, nothing else is touched."""
-        body = {"apiVersion": rt.api_version, "kind": rt.kind, "status": dict(status),
-                "metadata": {"name": name} | ({"namespace": namespace} if namespace else {})}
-        return await self.patch(rt, name, body, namespace=namespace, patch_type="apply", subresource="status",
-                                field_manager=field_manager, force=force)
+        body = {
+            "apiVersion": rt.api_version,
+            "kind": rt.kind,
+            "status": dict(status),
+            "metadata": {"name": name} | ({"namespace": namespace} if namespace else {}),
+        }
+        return await self.patch(
+            rt,
+            name,
+            body,
+            namespace=namespace,
+            patch_type="apply",
+            subresource="status",
+            field_manager=field_manager,
+            force=force,
+        )
 
     async def delete(self, rt: ResourceType, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         return await self._request("DELETE", rt.path(namespace=namespace, name=name))
 
-    async def create_event(self, *, regarding: Mapping[str, Any], reason: str, note: str, action: str,
-                           reporting_instance: str, type: Literal["Normal", "Warning"] = "Normal",
-                           reporting_controller: str = "modelway.io/controller") -> dict[str, Any]:
+    async def create_event(
+        self,
+        *,
+        regarding: Mapping[str, Any],
+        reason: str,
+        note: str,
+        action: str,
+        reporting_instance: str,
+        type: Literal["Normal", "Warning"] = "Normal",
+        reporting_controller: str = "modelway.io/controller",
+    ) -> dict[str, Any]:
         """An events.k8s.io/v1 Event about `regarding` (an object reference: kind, name, namespace, uid...)."""
         namespace = str(regarding.get("namespace") or "default")
         now = datetime.now(UTC)
         name = f"{regarding.get('name', 'modelway')}.{time.time_ns():x}"  # as client-go's recorder names them
         body = {
-            "apiVersion": EVENTS.api_version, "kind": EVENTS.kind,
+            "apiVersion": EVENTS.api_version,
+            "kind": EVENTS.kind,
             "metadata": {"name": name, "namespace": namespace},
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "regarding": dict(regarding), "reason": reason, "note": note[:1024], "action": action, "type": type,
-            "reportingController": reporting_controller, "reportingInstance": reporting_instance,
+            "regarding": dict(regarding),
+            "reason": reason,
+            "note": note[:1024],
+            "action": action,
+            "type": type,
+            "reportingController": reporting_controller,
+            "reportingInstance": reporting_instance,
         }
         return await self.create(EVENTS, body, namespace=namespace)
 
-    async def review_token_status(self, token: str, *,
-                                  audiences: Sequence[str] = (DEFAULT_AUDIENCE,)) -> dict[str, Any]:
+    async def review_token_status(
+        self, token: str, *, audiences: Sequence[str] = (DEFAULT_AUDIENCE,)
+    ) -> dict[str, Any]:
         """The TokenReview `status` (authenticated, user{username, uid, groups, extra}, audiences, error).
 
         A token the API server accepts for none of `audiences` comes back not authenticated,
         also from an authenticator that ignores audiences (status.audiences must overlap ours).
         """
-        body = {"apiVersion": TOKEN_REVIEWS.api_version, "kind": TOKEN_REVIEWS.kind,
-                "spec": {"token": token, "audiences": list(audiences)}}
+        body = {
+            "apiVersion": TOKEN_REVIEWS.api_version,
+            "kind": TOKEN_REVIEWS.kind,
+            "spec": {"token": token, "audiences": list(audiences)},
+        }
         status = dict((await self.create(TOKEN_REVIEWS, body)).get("status") or {})
         if status.get("authenticated") and audiences and not set(status.get("audiences") or ()) & set(audiences):
             return {"authenticated": False, "error": f"token not valid for audiences {list(audiences)}"}
@@ -208,8 +276,12 @@ class KubeClient:
 
     async def create_lease(self, name: str, *, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """409 Conflict (KubeApiError) if another replica created it first."""
-        body = {"apiVersion": LEASES.api_version, "kind": LEASES.kind,
-                "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+        body = {
+            "apiVersion": LEASES.api_version,
+            "kind": LEASES.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec),
+        }
         return await self.create(LEASES, body, namespace=namespace)
 
     async def update_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,13 +313,21 @@ class KubeClient:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None,
-                       content_type: str = "application/json") -> dict[str, Any]:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         headers = self._headers(content_type if data is not None else None)
         try:
-            async with self._session().request(method, self.config.server + path, params=params, data=data,
-                                               headers=headers) as resp:
+            async with self._session().request(
+                method, self.config.server + path, params=params, data=data, headers=headers
+            ) as resp:
                 if resp.status >= 400:
                     raise await _error(resp, method, path)
                 result = await resp.json(content_type=None)

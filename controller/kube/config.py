@@ -61,8 +61,9 @@ class TokenFile:
             except OSError as exc:
                 if self._value is None:
                     raise ConfigError(f"cannot read the API token file {self.path}: {exc.strerror}") from None
-                log.warning("cannot re-read the API token file %s (%s); keeping the previous token",
-                            self.path, exc.strerror)
+                log.warning(
+                    "cannot re-read the API token file %s (%s); keeping the previous token", self.path, exc.strerror
+                )
             self._read_at = now
         return self._value
 
@@ -78,7 +79,9 @@ class KubeConfig:
     auth: TokenSource | None = field(default=None, repr=False)
 
 
-def load_config(kubeconfig: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] = os.environ) -> KubeConfig:
+def load_config(
+    kubeconfig: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] = os.environ
+) -> KubeConfig:
     """--kubeconfig, else $KUBECONFIG, else in-cluster, else ~/.kube/config."""
     if kubeconfig:
         return from_kubeconfig([Path(kubeconfig)])
@@ -89,12 +92,18 @@ def load_config(kubeconfig: str | os.PathLike[str] | None = None, *, environ: Ma
     default = Path.home() / ".kube" / "config"
     if default.exists():
         return from_kubeconfig([default])
-    raise ConfigError("no Kubernetes connection settings: not in a cluster (KUBERNETES_SERVICE_HOST unset), "
-                      "no --kubeconfig, no $KUBECONFIG and no ~/.kube/config")
+    raise ConfigError(
+        "no Kubernetes connection settings: not in a cluster (KUBERNETES_SERVICE_HOST unset), "
+        "no --kubeconfig, no $KUBECONFIG and no ~/.kube/config"
+    )
 
 
-def in_cluster(*, environ: Mapping[str, str] = os.environ, directory: Path = IN_CLUSTER_DIR,
-               token_refresh: float = TOKEN_REFRESH_SECONDS) -> KubeConfig:
+def in_cluster(
+    *,
+    environ: Mapping[str, str] = os.environ,
+    directory: Path = IN_CLUSTER_DIR,
+    token_refresh: float = TOKEN_REFRESH_SECONDS,
+) -> KubeConfig:
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host:
         raise ConfigError("KUBERNETES_SERVICE_HOST is not set: not running in a Kubernetes pod")
@@ -127,7 +136,9 @@ def from_kubeconfig(paths: Sequence[Path], *, context: str | None = None) -> Kub
         raise ConfigError(f"kubeconfig context {name!r} names cluster {ctx.get('cluster')!r}, which has no server")
     user = merged["users"].get(ctx.get("user"), {}) if ctx.get("user") else {}
     server = str(cluster["server"]).rstrip("/")
-    ssl_context = _ssl_context(cluster, user, what=f"kubeconfig context {name!r}") if server.startswith("https") else None
+    ssl_context = (
+        _ssl_context(cluster, user, what=f"kubeconfig context {name!r}") if server.startswith("https") else None
+    )
     return KubeConfig(server, ssl_context, str(ctx.get("namespace") or "default"), _auth(user, ctx.get("user", "")))
 
 
@@ -144,9 +155,11 @@ def _merge(merged: dict[str, Any], path: Path) -> None:
         raise ConfigError(f"kubeconfig {path} is not valid YAML: {exc}") from None
     # Relative file references are relative to the kubeconfig that holds them.
     base = path.resolve().parent
-    for section, inner, files in (("clusters", "cluster", ("certificate-authority",)),
-                                  ("users", "user", ("client-certificate", "client-key", "tokenFile")),
-                                  ("contexts", "context", ())):
+    for section, inner, files in (
+        ("clusters", "cluster", ("certificate-authority",)),
+        ("users", "user", ("client-certificate", "client-key", "tokenFile")),
+        ("contexts", "context", ()),
+    ):
         for entry in doc.get(section) or []:
             body = dict(entry.get(inner) or {})
             for key in files:
@@ -159,8 +172,7 @@ def _merge(merged: dict[str, Any], path: Path) -> None:
 def _ssl_context(cluster: Mapping[str, Any], user: Mapping[str, Any], *, what: str) -> ssl.SSLContext:
     ca_file, ca_data = cluster.get("certificate-authority"), cluster.get("certificate-authority-data")
     ctx = ssl.create_default_context(
-        cafile=ca_file or None,
-        cadata=base64.b64decode(ca_data).decode() if ca_data else None,
+        cafile=ca_file or None, cadata=base64.b64decode(ca_data).decode() if ca_data else None
     )
     if cluster.get("insecure-skip-tls-verify"):
         ctx.check_hostname = False
@@ -177,8 +189,9 @@ def _ssl_context(cluster: Mapping[str, Any], user: Mapping[str, Any], *, what: s
     return ctx
 
 
-def _load_cert_chain(ctx: ssl.SSLContext, cert_file: str | None, cert_data: str | None,
-                     key_file: str | None, key_data: str | None) -> None:
+def _load_cert_chain(
+    ctx: ssl.SSLContext, cert_file: str | None, cert_data: str | None, key_file: str | None, key_data: str | None
+) -> None:
     # load_cert_chain only reads files: inline data goes through a private temp dir
     # that is gone as soon as the context holds the key.
     with tempfile.TemporaryDirectory(prefix="modelway-kube-") as tmp:
@@ -200,8 +213,10 @@ def _write_private(path: str, data: bytes) -> None:
 def _auth(user: Mapping[str, Any], name: str) -> TokenSource | None:
     for unsupported in ("exec", "auth-provider", "username"):
         if user.get(unsupported):
-            raise ConfigError(f"kubeconfig user {name!r} uses {unsupported!r}, which modelway does not support; "
-                              "use a token, a tokenFile or a client certificate (or run in-cluster)")
+            raise ConfigError(
+                f"kubeconfig user {name!r} uses {unsupported!r}, which modelway does not support; "
+                "use a token, a tokenFile or a client certificate (or run in-cluster)"
+            )
     if user.get("token"):
         return StaticToken(str(user["token"]))
     if user.get("tokenFile"):

@@ -45,11 +45,16 @@ SERVICE_ACCOUNTS = ResourceType("", "v1", "serviceaccounts", "ServiceAccount")
 EVENTS = ResourceType("events.k8s.io", "v1", "events", "Event")
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
 TOKEN_REVIEWS = ResourceType("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", namespaced=False)
-MUTATING_WEBHOOK_CONFIGURATIONS = ResourceType("admissionregistration.k8s.io", "v1",
-                                               "mutatingwebhookconfigurations",
-                                               "MutatingWebhookConfiguration", namespaced=False)
+MUTATING_WEBHOOK_CONFIGURATIONS = ResourceType(
+    "admissionregistration.k8s.io",
+    "v1",
+    "mutatingwebhookconfigurations",
+    "MutatingWebhookConfiguration",
+    namespaced=False,
+)
 MODEL_PROVIDERS = ResourceType(GROUP, VERSION, PLURALS["ModelProvider"], "ModelProvider")
 MODEL_ROUTES = ResourceType(GROUP, VERSION, PLURALS["ModelRoute"], "ModelRoute")
 MODEL_POLICIES = ResourceType(GROUP, VERSION, PLURALS["ModelPolicy"], "ModelPolicy")
-CLUSTER_MODEL_POLICIES = ResourceType(GROUP, VERSION, PLURALS["ClusterModelPolicy"], "ClusterModelPolicy",
-                                      namespaced=False)
+CLUSTER_MODEL_POLICIES = ResourceType(
+    GROUP, VERSION, PLURALS["ClusterModelPolicy"], "ClusterModelPolicy", namespaced=False
+)

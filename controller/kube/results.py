@@ -54,5 +54,5 @@ class TokenReview:
         """(namespace, name) for a ServiceAccount token."""
         if not self.username.startswith(SA_PREFIX):
             return None
-        namespace, _, name = self.username[len(SA_PREFIX):].partition(":")
+        namespace, _, name = self.username[len(SA_PREFIX) :].partition(":")
         return (namespace, name) if namespace and name else None

@@ -3,8 +3,8 @@
 Every `*.yaml`, `*.yml` and `*.json` below the folder is read (hidden files and
 folders are skipped, which also skips a mounted ConfigMap's `..data` copies);
 YAML may hold many documents. Kinds ModelProvider, ModelRoute, ModelPolicy,
-ClusterModelPolicy, Secret and Namespace are kept, anything else is ignored; a missing namespace is `default`. Secrets may
-use `stringData` or base64 `data`, as with kubectl.
+ClusterModelPolicy, Secret and Namespace are kept, anything else is ignored; a
+missing namespace is `default`. Secrets may use `stringData` or base64 `data`, as with kubectl.
 
 A dev tool, so the folder is polled (stat of every file every 0.5 s, no
 inotify dependency). A file that fails to read, parse or validate is reported
@@ -43,8 +43,14 @@ from shared.config_text import decode_text, parse_yaml_documents, removal_verdic
 log = logging.getLogger("modelway.sources.files")
 
 SUFFIXES = (".yaml", ".yml", ".json")
-_API_VERSIONS = {"ModelProvider": API_VERSION, "ModelRoute": API_VERSION, "ModelPolicy": API_VERSION,
-                 "ClusterModelPolicy": API_VERSION, "Secret": "v1", "Namespace": "v1"}
+_API_VERSIONS = {
+    "ModelProvider": API_VERSION,
+    "ModelRoute": API_VERSION,
+    "ModelPolicy": API_VERSION,
+    "ClusterModelPolicy": API_VERSION,
+    "Secret": "v1",
+    "Namespace": "v1",
+}
 _CLUSTER_SECRET_LABEL = ("modelway.io/credentials", "true")  # what KubeSource selects Secrets by
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: an editor's rename-over changes the inode
@@ -116,8 +122,9 @@ class FileSource:
                 return False
             if now - pending.seen < self._stable:
                 return False
-            log.warning("%s was removed; dropped its %d resource(s): %s", path, len(resources),
-                        _names(_labels(resources)))
+            log.warning(
+                "%s was removed; dropped its %d resource(s): %s", path, len(resources), _names(_labels(resources))
+            )
         else:
             log.info("%s was removed", path)
         del self._files[path]
@@ -131,8 +138,13 @@ class FileSource:
             if now - pending.seen < self._stable:
                 self._pending[path] = pending
                 return False
-            log.warning("%s is live and removed %d of %d resource(s): %s", path, len(pending.removed),
-                        len(previous.resources) if previous else 0, _names(pending.removed))
+            log.warning(
+                "%s is live and removed %d of %d resource(s): %s",
+                path,
+                len(pending.removed),
+                len(previous.resources) if previous else 0,
+                _names(pending.removed),
+            )
             self._files[path] = _Loaded(signature, pending.resources)
             return True
         if previous is not None and previous.signature == signature:
@@ -149,18 +161,30 @@ class FileSource:
         verdict, removed = removal_verdict(_labels(old), _labels(resources), explicit_empty=explicit_empty)
         renamed = previous is not None and previous.signature[2] != signature[2]
         if verdict == "refuse" and not first:
-            log.error("%s now holds no resources where it had %d (%s); keeping them. Delete the file, or write "
-                      "`kind: List` with `items: []`, to remove them on purpose", path, len(old), _names(removed))
+            log.error(
+                "%s now holds no resources where it had %d (%s); keeping them. Delete the file, or write "
+                "`kind: List` with `items: []`, to remove them on purpose",
+                path,
+                len(old),
+                _names(removed),
+            )
             self._files[path] = _Loaded(signature, old)
             return False
         if verdict == "hold" and not renamed and not first and self._stable > 0:
-            log.info("%s would remove %d of %d resource(s) (%s); holding it until the file has not changed for "
-                     "%gs", path, len(removed), len(old), _names(removed), self._stable)
+            log.info(
+                "%s would remove %d of %d resource(s) (%s); holding it until the file has not changed for %gs",
+                path,
+                len(removed),
+                len(old),
+                _names(removed),
+                self._stable,
+            )
             self._pending[path] = _Pending(signature, resources, removed, now)
             return False
         if removed and (verdict == "hold" or not resources):
-            log.warning("%s is live and removed %d of %d resource(s): %s", path, len(removed), len(old),
-                        _names(removed))
+            log.warning(
+                "%s is live and removed %d of %d resource(s): %s", path, len(removed), len(old), _names(removed)
+            )
         log.info("loaded %d resource(s) from %s", len(resources), path)
         self._files[path] = _Loaded(signature, resources)
         return True
@@ -171,8 +195,15 @@ class FileSource:
             for resource in loaded.resources:
                 key = key_of(resource)
                 if key in merged and merged[key][0] != path:
-                    log.warning("%s %s/%s is defined in %s and in %s; using %s", key[0], key[1], key[2],
-                                merged[key][0], path, path)
+                    log.warning(
+                        "%s %s/%s is defined in %s and in %s; using %s",
+                        key[0],
+                        key[1],
+                        key[2],
+                        merged[key][0],
+                        path,
+                        path,
+                    )
                 merged[key] = (path, resource)
                 self._warn_unlabelled(resource, path)
         for kind in KINDS:  # one replace per kind: the store never holds half a kind
@@ -184,8 +215,14 @@ class FileSource:
         label, value = _CLUSTER_SECRET_LABEL
         if resource.metadata.labels.get(label) != value:
             self._warned_unlabelled.add(key_of(resource))
-            log.warning("Secret %s/%s in %s has no label %s=%s: used here, but in a cluster Modelway "
-                        "would not see it", resource.metadata.namespace, resource.metadata.name, path, label, value)
+            log.warning(
+                "Secret %s/%s in %s has no label %s=%s: used here, but in a cluster Modelway would not see it",
+                resource.metadata.namespace,
+                resource.metadata.name,
+                path,
+                label,
+                value,
+            )
 
 
 def scan_folder(directory: Path) -> dict[Path, Signature]:
@@ -292,8 +329,7 @@ def _resource(doc: Any, where: str) -> Resource | None:
     if kind == "Secret":
         for field in ("data", "stringData"):
             if not isinstance(doc.get(field) or {}, dict):
-                raise FileError(f"{what}: {field}: must be a mapping of key to value, not "
-                                f"{type(doc[field]).__name__}")
+                raise FileError(f"{what}: {field}: must be a mapping of key to value, not {type(doc[field]).__name__}")
         for key, value in (doc.get("data") or {}).items():
             try:
                 base64.b64decode(str(value), validate=True)
@@ -306,8 +342,10 @@ def _resource(doc: Any, where: str) -> Resource | None:
 
 
 def _labels(resources: Iterable[Resource]) -> list[str]:
-    return [f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-            for kind, namespace, name in map(key_of, resources)]
+    return [
+        f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+        for kind, namespace, name in map(key_of, resources)
+    ]
 
 
 def _names(names: list[str], limit: int = 20) -> str:

@@ -80,9 +80,16 @@ WATCHED_KINDS = (
 
 
 class KubeSource:
-    def __init__(self, client: KubeClient, *, namespaces: Sequence[str] | None = None, watch_timeout: int = 300,
-                 backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 statuses: ObservedStatuses | None = None) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        namespaces: Sequence[str] | None = None,
+        watch_timeout: int = 300,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        statuses: ObservedStatuses | None = None,
+    ) -> None:
         self._client = client
         self.statuses = statuses  # the status writer's copy of what the parsed models drop
         self._scopes: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) if namespaces else (None,)
@@ -118,8 +125,9 @@ class KubeSource:
             just_listed = False
             try:
                 if version is None:
-                    listed = await self._client.list(kind.resource, namespace=namespace,
-                                                     label_selector=kind.label_selector)
+                    listed = await self._client.list(
+                        kind.resource, namespace=namespace, label_selector=kind.label_selector
+                    )
                     self._feed_statuses(kind.kind, namespace, listed=listed.items)
                     self._replace(kind.kind, namespace, listed.items, store)
                     version = listed.resource_version
@@ -127,8 +135,13 @@ class KubeSource:
                     trouble.ok()
                     just_listed = True
                 started, events = loop.time(), 0
-                watch = self._client.watch(kind.resource, namespace=namespace, resource_version=version,
-                                           label_selector=kind.label_selector, timeout_seconds=self._watch_timeout)
+                watch = self._client.watch(
+                    kind.resource,
+                    namespace=namespace,
+                    resource_version=version,
+                    label_selector=kind.label_selector,
+                    timeout_seconds=self._watch_timeout,
+                )
                 async with contextlib.aclosing(watch) as stream:
                     async for event in stream:
                         events += 1
@@ -140,8 +153,11 @@ class KubeSource:
                 if events == 0 and loop.time() - started < 1.0:  # a server ending watches at once: don't spin
                     raise KubeError(f"watch of {what} ended at once without events")
             except ResourceGone:
-                log.info("%s: resourceVersion %s has expired (compaction or an API server restart); re-listing",
-                         what, version)
+                log.info(
+                    "%s: resourceVersion %s has expired (compaction or an API server restart); re-listing",
+                    what,
+                    version,
+                )
                 version = None
                 if just_listed:  # Gone at once after a fresh list: don't hammer the server with lists
                     await asyncio.sleep(trouble.failed(f"watch of {what} expired right after a list"))
@@ -211,8 +227,14 @@ class KubeSource:
             self._reported_invalid[key] = version
             log.error("%s %s/%s is invalid: %s", kind, key[1], key[2], why)
 
-    def _feed_statuses(self, kind: str, namespace: str | None, *, listed: Sequence[dict[str, Any]] | None = None,
-                       event: tuple[str, dict[str, Any]] | None = None) -> None:
+    def _feed_statuses(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        listed: Sequence[dict[str, Any]] | None = None,
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Status, uid and resourceVersion as sent, before parsing drops status: a new leader compares
         against these instead of reading every object again. Before the store hears, so a pass it
         triggers finds them."""

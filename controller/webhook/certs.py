@@ -55,8 +55,13 @@ class CertBundle:
 
 def service_hosts(*, service: str, namespace: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
     """The names a Service is reached by in the cluster, and any extra (e.g. 127.0.0.1 in tests)."""
-    names = (service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
-             f"{service}.{namespace}.svc.cluster.local", *extra)
+    names = (
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+        *extra,
+    )
     return tuple(dict.fromkeys(names))
 
 
@@ -68,12 +73,18 @@ def new_bundle(*, hosts: Sequence[str], now: datetime, previous: CertBundle | No
     trusted = [ca_cert]
     if previous is not None:  # keep older CAs in the bundle while they are still valid
         for old in x509.load_pem_x509_certificates(previous.ca_pem.encode()):
-            if old.fingerprint(hashes.SHA256()) != ca_cert.fingerprint(hashes.SHA256()) \
-                    and old.not_valid_after_utc > now:
+            if (
+                old.fingerprint(hashes.SHA256()) != ca_cert.fingerprint(hashes.SHA256())
+                and old.not_valid_after_utc > now
+            ):
                 trusted.append(old)
     cert, key = _serving(hosts=hosts, ca_cert=ca_cert, ca_key=ca_key, now=now)
-    return CertBundle(ca_pem="".join(_pem(c) for c in trusted), ca_key_pem=_key_pem(ca_key),
-                      cert_pem=_pem(cert), key_pem=_key_pem(key))
+    return CertBundle(
+        ca_pem="".join(_pem(c) for c in trusted),
+        ca_key_pem=_key_pem(ca_key),
+        cert_pem=_pem(cert),
+        key_pem=_key_pem(key),
+    )
 
 
 def renewal_reason(bundle: CertBundle, *, hosts: Sequence[str], now: datetime) -> str | None:
@@ -111,49 +122,87 @@ def _ca_of(previous: CertBundle | None, *, now: datetime) -> tuple[x509.Certific
         try:
             ca = x509.load_pem_x509_certificates(previous.ca_pem.encode())[0]
             key = serialization.load_pem_private_key(previous.ca_key_pem.encode(), password=None)
-            if isinstance(key, ec.EllipticCurvePrivateKey) and ca.not_valid_after_utc - now >= CA_RENEW_BEFORE \
-                    and ca.public_key() == key.public_key():
+            if (
+                isinstance(key, ec.EllipticCurvePrivateKey)
+                and ca.not_valid_after_utc - now >= CA_RENEW_BEFORE
+                and ca.public_key() == key.public_key()
+            ):
                 return ca, key
         except ValueError:
             pass  # unreadable: start over
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "modelway"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"modelway-controller-ca-{now:%Y%m%d%H%M%S}")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "modelway"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"modelway-controller-ca-{now:%Y%m%d%H%M%S}"),
+        ]
+    )
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + CA_LIFETIME)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False),
-                         critical=True)
-          .add_extension(ski, critical=False)
-          .sign(key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + CA_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
     return ca, key
 
 
-def _serving(*, hosts: Sequence[str], ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-             now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _serving(
+    *, hosts: Sequence[str], ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, now: datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     if not hosts:
         raise ValueError("a serving certificate needs at least one host name")
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [_san(h) for h in hosts]
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + SERVING_LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                         crl_sign=False, content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + SERVING_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     return cert, key
 
 
@@ -177,5 +226,6 @@ def _pem(cert: x509.Certificate) -> str:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()

@@ -57,9 +57,17 @@ def _server_context() -> ssl.SSLContext:
 
 
 class SelfManagedCerts:
-    def __init__(self, *, client: KubeClient, namespace: str, secret_name: str, hosts: tuple[str, ...],
-                 webhook_config_name: str | None, check_seconds: float = 60.0,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        namespace: str,
+        secret_name: str,
+        hosts: tuple[str, ...],
+        webhook_config_name: str | None,
+        check_seconds: float = 60.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._client = client
         self._namespace = namespace
         self._secret_name = secret_name
@@ -98,8 +106,12 @@ class SelfManagedCerts:
         bundle = await self._settle_secret()
         if self._bundle is None or bundle.cert_pem != self._bundle.cert_pem:
             _load_chain(self._context, cert_pem=bundle.cert_pem, key_pem=bundle.key_pem)
-            log.info("serving certificate loaded from Secret %s/%s (names %s)", self._namespace,
-                     self._secret_name, ", ".join(self._hosts))
+            log.info(
+                "serving certificate loaded from Secret %s/%s (names %s)",
+                self._namespace,
+                self._secret_name,
+                ", ".join(self._hosts),
+            )
         self._bundle = bundle
         if self._webhook_config_name:
             await self._sync_ca_bundle(bundle.ca_pem)
@@ -112,27 +124,42 @@ class SelfManagedCerts:
             if current is not None and renewal_reason(current, hosts=self._hosts, now=now) is None:
                 return current
             if current is not None:
-                log.info("renewing certificates in Secret %s/%s: %s", self._namespace, self._secret_name,
-                         renewal_reason(current, hosts=self._hosts, now=now))
+                log.info(
+                    "renewing certificates in Secret %s/%s: %s",
+                    self._namespace,
+                    self._secret_name,
+                    renewal_reason(current, hosts=self._hosts, now=now),
+                )
             wanted = new_bundle(hosts=self._hosts, now=now, previous=current)
             data = {k: base64.b64encode(v.encode()).decode() for k, v in wanted.as_secret_data().items()}
             try:
                 if secret is None:
-                    await self._client.create(SECRETS, {
-                        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                        "metadata": {"name": self._secret_name, "namespace": self._namespace,
-                                     "labels": {"app.kubernetes.io/managed-by": "modelway-controller"}},
-                        "data": data}, namespace=self._namespace)
+                    await self._client.create(
+                        SECRETS,
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Secret",
+                            "type": "Opaque",
+                            "metadata": {
+                                "name": self._secret_name,
+                                "namespace": self._namespace,
+                                "labels": {"app.kubernetes.io/managed-by": "modelway-controller"},
+                            },
+                            "data": data,
+                        },
+                        namespace=self._namespace,
+                    )
                 else:  # optimistic: carries the resourceVersion we read
                     await self._client.replace(SECRETS, {**secret, "data": data})
                 return wanted
             except KubeApiError as exc:
                 if exc.status != 409:
                     raise
-                log.info("another replica wrote Secret %s/%s first; using theirs", self._namespace,
-                         self._secret_name)
-        raise KubeError(f"Secret {self._namespace}/{self._secret_name} kept changing under us "
-                        f"({MAX_RACE_ROUNDS} write conflicts in a row)")
+                log.info("another replica wrote Secret %s/%s first; using theirs", self._namespace, self._secret_name)
+        raise KubeError(
+            f"Secret {self._namespace}/{self._secret_name} kept changing under us "
+            f"({MAX_RACE_ROUNDS} write conflicts in a row)"
+        )
 
     async def _sync_ca_bundle(self, ca_pem: str) -> None:
         name = self._webhook_config_name
@@ -147,8 +174,10 @@ class SelfManagedCerts:
             if (hook.get("clientConfig") or {}).get("caBundle") != wanted:
                 # `test` first: if the list changed since we read it, the patch fails instead of hitting
                 # the wrong webhook; the next round reads again.
-                ops += [{"op": "test", "path": f"/webhooks/{index}/name", "value": hook.get("name")},
-                        {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": wanted}]
+                ops += [
+                    {"op": "test", "path": f"/webhooks/{index}/name", "value": hook.get("name")},
+                    {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": wanted},
+                ]
         if ops:
             await self._client.patch(MUTATING_WEBHOOK_CONFIGURATIONS, name, ops, patch_type="json")
             log.info("caBundle of MutatingWebhookConfiguration %s brought up to date", name)

@@ -55,12 +55,21 @@ class SidecarSettings:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SidecarSettings:
         """From the camelCase config file; an unknown key is an error, not a silent default."""
-        known = {"image": "image", "controllerURL": "controller_url", "imagePullPolicy": "image_pull_policy",
-                 "appPort": "app_port", "adminPort": "admin_port", "logLevel": "log_level",
-                 "otlpEndpoint": "otlp_endpoint", "otelEnv": "otel_env", "tokenAudience": "token_audience",
-                 "tokenExpirationSeconds": "token_expiration_seconds",
-                 "startupTimeoutSeconds": "startup_timeout_seconds", "setAppEnv": "set_app_env",
-                 "resources": "resources"}
+        known = {
+            "image": "image",
+            "controllerURL": "controller_url",
+            "imagePullPolicy": "image_pull_policy",
+            "appPort": "app_port",
+            "adminPort": "admin_port",
+            "logLevel": "log_level",
+            "otlpEndpoint": "otlp_endpoint",
+            "otelEnv": "otel_env",
+            "tokenAudience": "token_audience",
+            "tokenExpirationSeconds": "token_expiration_seconds",
+            "startupTimeoutSeconds": "startup_timeout_seconds",
+            "setAppEnv": "set_app_env",
+            "resources": "resources",
+        }
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown injection setting(s) {unknown}; known: {sorted(known)}")
@@ -76,8 +85,9 @@ class Decision:
     reason: str  # why (for the log and the AdmissionReview's warnings)
 
 
-def build_patch(pod: Mapping[str, Any], *, namespace: str, settings: SidecarSettings, ca_pem: str,
-                own_namespace: str) -> Decision:
+def build_patch(
+    pod: Mapping[str, Any], *, namespace: str, settings: SidecarSettings, ca_pem: str, own_namespace: str
+) -> Decision:
     """The JSONPatch that injects `pod` (being created in `namespace`)."""
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -91,7 +101,8 @@ def build_patch(pod: Mapping[str, Any], *, namespace: str, settings: SidecarSett
         return Decision(patch=[], reason="hostNetwork pod: the sidecar's ports would be the node's")
     patch: JsonPatch = []
     already = INJECTED_ANNOTATION in annotations or any(
-        c.get("name") == SIDECAR_NAME for c in (*(spec.get("initContainers") or ()), *(spec.get("containers") or ())))
+        c.get("name") == SIDECAR_NAME for c in (*(spec.get("initContainers") or ()), *(spec.get("containers") or ()))
+    )
     if not already:
         patch += _sidecar_ops(spec, settings=settings, ca_pem=ca_pem)
         patch += _add_to_map("/metadata/annotations", annotations, {INJECTED_ANNOTATION: "true"})
@@ -113,9 +124,13 @@ def sidecar_container(settings: SidecarSettings, *, ca_pem: str) -> dict[str, An
         {"name": "MODELWAY_CA_PEM", "value": ca_pem},
     ]
     if settings.otlp_endpoint:
-        env += [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint},
-                {"name": "OTEL_RESOURCE_ATTRIBUTES",
-                 "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"}]
+        env += [
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint},
+            {
+                "name": "OTEL_RESOURCE_ATTRIBUTES",
+                "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)",
+            },
+        ]
     env += [{"name": name, "value": str(value)} for name, value in sorted(settings.otel_env.items())]
     probe_port = settings.admin_port
     container: dict[str, Any] = {
@@ -124,25 +139,47 @@ def sidecar_container(settings: SidecarSettings, *, ca_pem: str) -> dict[str, An
         "imagePullPolicy": settings.image_pull_policy,
         "restartPolicy": "Always",  # a native sidecar: starts before, and outlives, the app containers
         "command": ["modelway-proxy"],
-        "args": ["--controller", settings.controller_url,
-                 "--token-file", f"{TOKEN_DIR}/token",
-                 "--state-file", f"{STATE_DIR}/snapshot.json",
-                 "--port", str(settings.app_port),
-                 # The kubelet probes from outside the pod's loopback: admin listens on the pod IP.
-                 "--admin-host", "0.0.0.0", "--admin-port", str(probe_port),
-                 "--log-level", settings.log_level],
+        "args": [
+            "--controller",
+            settings.controller_url,
+            "--token-file",
+            f"{TOKEN_DIR}/token",
+            "--state-file",
+            f"{STATE_DIR}/snapshot.json",
+            "--port",
+            str(settings.app_port),
+            # The kubelet probes from outside the pod's loopback: admin listens on the pod IP.
+            "--admin-host",
+            "0.0.0.0",
+            "--admin-port",
+            str(probe_port),
+            "--log-level",
+            settings.log_level,
+        ],
         "env": env,
         "ports": [{"name": "mw-admin", "containerPort": probe_port, "protocol": "TCP"}],
         # Native sidecars hold the next containers back until started: the apps start with rules.
-        "startupProbe": {"httpGet": {"path": "/readyz", "port": probe_port}, "periodSeconds": 1,
-                         "failureThreshold": max(1, settings.startup_timeout_seconds)},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": probe_port}, "periodSeconds": 10,
-                          "failureThreshold": 3},
-        "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
-                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
-                         {"name": STATE_VOLUME, "mountPath": STATE_DIR}],
+        "startupProbe": {
+            "httpGet": {"path": "/readyz", "port": probe_port},
+            "periodSeconds": 1,
+            "failureThreshold": max(1, settings.startup_timeout_seconds),
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": probe_port},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": STATE_VOLUME, "mountPath": STATE_DIR},
+        ],
     }
     if settings.resources:
         container["resources"] = dict(settings.resources)
@@ -151,9 +188,20 @@ def sidecar_container(settings: SidecarSettings, *, ca_pem: str) -> dict[str, An
 
 def volumes(settings: SidecarSettings) -> list[dict[str, Any]]:
     return [
-        {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-            "audience": settings.token_audience, "expirationSeconds": settings.token_expiration_seconds,
-            "path": "token"}}]}},
+        {
+            "name": TOKEN_VOLUME,
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": settings.token_audience,
+                            "expirationSeconds": settings.token_expiration_seconds,
+                            "path": "token",
+                        }
+                    }
+                ]
+            },
+        },
         # The last good snapshot, credentials included: memory-backed, never on the node's disk.
         {"name": STATE_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
     ]

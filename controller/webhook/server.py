@@ -35,8 +35,9 @@ def build_webhook_app(*, settings: SidecarSettings, ca_pem: Callable[[], str], o
             uid = str(req["uid"])
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected an admission.k8s.io/v1 AdmissionReview"}, status=400)
-        return web.json_response(_review(uid, _answer(req, settings=settings, ca_pem=ca_pem(),
-                                                      own_namespace=own_namespace)))
+        return web.json_response(
+            _review(uid, _answer(req, settings=settings, ca_pem=ca_pem(), own_namespace=own_namespace))
+        )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -56,12 +57,13 @@ def _answer(req: dict[str, Any], *, settings: SidecarSettings, ca_pem: str, own_
     meta = pod.get("metadata") or {}
     who = f"{namespace}/{meta.get('name') or (meta.get('generateName') or '') + '*'}"
     try:
-        decision = build_patch(pod, namespace=namespace, settings=settings, ca_pem=ca_pem,
-                               own_namespace=own_namespace)
-    except Exception as exc:  # noqa: BLE001 - a malformed pod must get an answer, not a 500
+        decision = build_patch(pod, namespace=namespace, settings=settings, ca_pem=ca_pem, own_namespace=own_namespace)
+    except Exception as exc:
         log.exception("pod %s: injection failed", who)
-        return {"allowed": False, "status": {"code": 500, "message": f"modelway sidecar injection failed: "
-                                                                     f"{type(exc).__name__}"}}
+        return {
+            "allowed": False,
+            "status": {"code": 500, "message": f"modelway sidecar injection failed: {type(exc).__name__}"},
+        }
     log.info("pod %s: %s", who, decision.reason)
     if not decision.patch:
         return {"allowed": True}

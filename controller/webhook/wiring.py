@@ -32,23 +32,48 @@ from controller.webhook.server import build_webhook_app
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     group = parser.add_argument_group("sidecar injection and certificates (--source kube)")
-    group.add_argument("--inject-config", type=Path, default=Path(p) if (p := env("MODELWAY_INJECT_CONFIG")) else None,
-                       metavar="FILE", help="the injected sidecar's settings (YAML: image, controllerURL, ports, "
-                                            "resources...); serving the injection webhook needs it")
-    group.add_argument("--webhook-listen", default=env("MODELWAY_WEBHOOK_LISTEN", "0.0.0.0:9443"), metavar="HOST:PORT",
-                       help="where the API server calls the injection webhook, over TLS (default: %(default)s)")
-    group.add_argument("--webhook-config-name", default=env("MODELWAY_WEBHOOK_CONFIG") or None, metavar="NAME",
-                       help="with --cert-secret-name: the MutatingWebhookConfiguration whose caBundle we keep")
-    group.add_argument("--cert-secret-name", default=env("MODELWAY_CERT_SECRET") or None, metavar="NAME",
-                       help="make our own CA and serving certificate and keep them in this Secret of our namespace "
-                            "(--lease-namespace), unless --tls-cert is given")
-    group.add_argument("--service-name", default=env("MODELWAY_SERVICE_NAME", "modelway-controller"),
-                       help="the Service sidecars and the API server reach us by: the certificate's names "
-                            "(default: %(default)s)")
-    group.add_argument("--cert-extra-host", action="append", default=[], metavar="HOST",
-                       help="another name or IP for the serving certificate (repeatable)")
-    group.add_argument("--ca-file", type=Path, default=None,
-                       help="with --tls-cert: the CA bundle injected sidecars use to verify us")
+    group.add_argument(
+        "--inject-config",
+        type=Path,
+        default=Path(p) if (p := env("MODELWAY_INJECT_CONFIG")) else None,
+        metavar="FILE",
+        help="the injected sidecar's settings (YAML: image, controllerURL, ports, "
+        "resources...); serving the injection webhook needs it",
+    )
+    group.add_argument(
+        "--webhook-listen",
+        default=env("MODELWAY_WEBHOOK_LISTEN", "0.0.0.0:9443"),
+        metavar="HOST:PORT",
+        help="where the API server calls the injection webhook, over TLS (default: %(default)s)",
+    )
+    group.add_argument(
+        "--webhook-config-name",
+        default=env("MODELWAY_WEBHOOK_CONFIG") or None,
+        metavar="NAME",
+        help="with --cert-secret-name: the MutatingWebhookConfiguration whose caBundle we keep",
+    )
+    group.add_argument(
+        "--cert-secret-name",
+        default=env("MODELWAY_CERT_SECRET") or None,
+        metavar="NAME",
+        help="make our own CA and serving certificate and keep them in this Secret of our namespace "
+        "(--lease-namespace), unless --tls-cert is given",
+    )
+    group.add_argument(
+        "--service-name",
+        default=env("MODELWAY_SERVICE_NAME", "modelway-controller"),
+        help="the Service sidecars and the API server reach us by: the certificate's names (default: %(default)s)",
+    )
+    group.add_argument(
+        "--cert-extra-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another name or IP for the serving certificate (repeatable)",
+    )
+    group.add_argument(
+        "--ca-file", type=Path, default=None, help="with --tls-cert: the CA bundle injected sidecars use to verify us"
+    )
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -73,8 +98,13 @@ async def start(args: argparse.Namespace, *, client: KubeClient) -> WebhookParts
         certs = FileCerts(cert_file=args.tls_cert, key_file=args.tls_key, ca_file=args.ca_file)
     elif args.cert_secret_name:
         hosts = service_hosts(service=args.service_name, namespace=namespace, extra=args.cert_extra_host)
-        certs = SelfManagedCerts(client=client, namespace=namespace, secret_name=args.cert_secret_name,
-                                 hosts=hosts, webhook_config_name=args.webhook_config_name)
+        certs = SelfManagedCerts(
+            client=client,
+            namespace=namespace,
+            secret_name=args.cert_secret_name,
+            hosts=hosts,
+            webhook_config_name=args.webhook_config_name,
+        )
     if certs is not None:
         await certs.start()
     if args.inject_config is None or certs is None:

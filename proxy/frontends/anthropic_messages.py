@@ -20,21 +20,23 @@ from proxy.errors import ApiError, bad_request, echo
 from proxy.frontends.anthropic_stream import AnthropicStreamEncoder, dict_or_empty, stop_reason_for
 from proxy.frontends.base import ParsedChat
 from proxy.json_limits import loads_bounded
-from proxy.providers.anthropic_convert import (
-    anthropic_usage,
-    data_url,
-    error_type,
-    is_int,
-    message_id,
-    tool_use_id,
-)
+from proxy.providers.anthropic_convert import anthropic_usage, data_url, error_type, is_int, message_id, tool_use_id
 from proxy.providers.base import ChatRequest, ChatResponse
 
 #: Block types the Messages API knows but this gateway cannot carry through the internal form.
 _UNSUPPORTED_BLOCKS = frozenset(
-    "search_result container_upload server_tool_use web_search_tool_result web_fetch_tool_result"
-    " code_execution_tool_result bash_code_execution_tool_result text_editor_code_execution_tool_result"
-    " mcp_tool_use mcp_tool_result".split()
+    [
+        "search_result",
+        "container_upload",
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+    ]
 )
 #: Thinking blocks are dropped from history: the internal form has no place for them.
 _THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
@@ -391,7 +393,6 @@ def render_message(response: ChatResponse) -> dict[str, Any]:
         "stop_sequence": None,  # OpenAI does not say which stop sequence matched
         "usage": anthropic_usage(response.get("usage")),
     }
-
 
 
 def _message_text(message: dict[str, Any]) -> str:

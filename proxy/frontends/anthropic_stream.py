@@ -25,7 +25,6 @@ from proxy.providers.anthropic_convert import (
 from proxy.providers.base import ChatChunk
 from proxy.sse import encode_event
 
-
 # --- shared with render_message (proxy.frontends.anthropic_messages) --------------------------
 
 

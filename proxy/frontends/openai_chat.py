@@ -124,4 +124,3 @@ def error_for_unknown_model(model: str, served: list[str]) -> ApiError:
         "model_not_found",
         "model",
     )
-

@@ -32,6 +32,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 def _wrong(param: str, expected: str, value: Any) -> Exception:
     return bad_request(f"{param} must be {expected}, got {echo(value)}", param=param)
 
@@ -62,11 +66,10 @@ def check_scalars(body: dict[str, Any]) -> None:
         if value is not None and not isinstance(value, dict):
             raise _wrong(field, "an object", value)
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str):
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _wrong("stop", "a string or an array of strings", stop)
+    if stop is not None and not isinstance(stop, str) and not _strings(stop):
+        raise _wrong("stop", "a string or an array of strings", stop)
     modalities = body.get("modalities")
-    if modalities is not None and (not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities)):
+    if modalities is not None and not _strings(modalities):
         raise _wrong("modalities", "an array of strings", modalities)
 
 
@@ -178,7 +181,7 @@ def check_tools(body: dict[str, Any]) -> None:
             if function.get("strict") is not None and not isinstance(function["strict"], bool):
                 raise _wrong(f"{where}.function.strict", "a boolean", function["strict"])
     choice = body.get("tool_choice")
-    if choice is None or isinstance(choice, str) and choice in _TOOL_CHOICE_MODES:
+    if choice is None or (isinstance(choice, str) and choice in _TOOL_CHOICE_MODES):
         return
     if isinstance(choice, str):
         raise _wrong("tool_choice", f"one of {sorted(_TOOL_CHOICE_MODES)} or an object", choice)
@@ -236,7 +239,9 @@ def check_embeddings(body: dict[str, Any]) -> None:
     # Items are strings, token ids or token id arrays (OpenAI wants one kind per request; a mix
     # is the provider's to refuse, nothing here misreads it).
     valid = isinstance(inputs, str) or (
-        isinstance(inputs, list) and bool(inputs) and all(
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(
             isinstance(x, str) or _is_int(x) or (isinstance(x, list) and all(_is_int(t) for t in x)) for x in inputs
         )
     )

@@ -21,8 +21,18 @@ class AuditLog:
     def __init__(self, *, pod: str = "") -> None:
         self._pod = pod  # from the downward API; the controller-verified identity is in the policy
 
-    def record(self, *, workload: str, model: str, route: str, data_class: str, decision: Decision,
-               policies: tuple[str, ...], reason: str, trace_id: str = "") -> None:
+    def record(
+        self,
+        *,
+        workload: str,
+        model: str,
+        route: str,
+        data_class: str,
+        decision: Decision,
+        policies: tuple[str, ...],
+        reason: str,
+        trace_id: str = "",
+    ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         entry = {

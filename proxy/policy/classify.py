@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,13 +51,17 @@ class Classifier:
         if header is not None:
             value = header.strip().lower()
             if value not in _RANK:
-                raise bad_request(f"header {DATA_CLASS_HEADER} must be one of {', '.join(DATA_CLASSES)}; "
-                                  f"got {header!r}", code="invalid_data_class")
+                raise bad_request(
+                    f"header {DATA_CLASS_HEADER} must be one of {', '.join(DATA_CLASSES)}; got {header!r}",
+                    code="invalid_data_class",
+                )
             if _RANK[value] >= _RANK[self._floor]:
                 asked = value  # type: ignore[assignment]  # checked against DATA_CLASSES above
             else:
-                raised = (f"the workload's default is {self._floor} (the app asked for {value}; "
-                          "a request may not go below its workload's default)")
+                raised = (
+                    f"the workload's default is {self._floor} (the app asked for {value}; "
+                    "a request may not go below its workload's default)"
+                )
         if self._detector is not None and _RANK[asked] < _RANK[PERSONAL]:
             findings = self._detector.scan(texts())
             if findings:
@@ -101,8 +106,11 @@ _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 #: The scheme, as it may be spelt (RFC 3986: any case).
 _DATA = frozenset(f"{d}{a}{t}{a2}:" for d in "dD" for a in "aA" for t in "tT" for a2 in "aA")
 #: Data URL media types a provider reads as text once decoded (RFC 2397: none means text/plain).
-_TEXT_MEDIA = re.compile(r"(?:text/.*|application/(?:json|xml|yaml|x-yaml|csv|x-ndjson|javascript|sql)"
-                         r"|[^;]*\+(?:json|xml)|)", re.IGNORECASE)
+_TEXT_MEDIA = re.compile(
+    r"(?:text/.*|application/(?:json|xml|yaml|x-yaml|csv|x-ndjson|javascript|sql)"
+    r"|[^;]*\+(?:json|xml)|)",
+    re.IGNORECASE,
+)
 
 
 def body_text(body: Any) -> str:
@@ -182,10 +190,8 @@ def _data_url_body(head: str, data: str) -> str:
     # Base64 is binary to the detector; anything else in it is read as it is.
     readable = "" if _is_base64(data) else data
     if _TEXT_MEDIA.fullmatch(params[0].strip()):  # a text file: the provider decodes and reads it
-        try:
+        with contextlib.suppress(ValueError, binascii.Error):  # not base64: `readable` has it as it is
             readable += "\n" + base64.b64decode(data).decode("utf-8", "replace")
-        except (ValueError, binascii.Error):
-            pass  # not base64, so `readable` has it as it is
     # An image, a PDF, audio: only their names (in `head`) are text.
     return readable
 

@@ -64,45 +64,54 @@ ALL_KINDS: tuple[str, ...] = ("email", "phone", "payment_card", "iban", "us_ssn"
 # --- patterns led by a literal: (kind, the literal, pattern) ------------------------------------
 
 _EMAIL = (
-    r"@(?<=[A-Za-z0-9_%+-]@)"           # a local part ends right here (its start does not matter)
-    r"(?![0-9]{1,2}x\.)"                # icon@2x.png
+    r"@(?<=[A-Za-z0-9_%+-]@)"  # a local part ends right here (its start does not matter)
+    r"(?![0-9]{1,2}x\.)"  # icon@2x.png
     r"(?:[A-Za-z0-9-]{1,63}+\.){1,126}"  # labels: RFC 1035 sizes bound one try; backtracks by whole labels
     r"(?:[A-Za-z]{2,63}+|xn--[A-Za-z0-9-]{1,59}+)"
-    r"(?![\w-]|\.[\w-]|:[\w/~])"        # the whole domain, not git@host:path
+    r"(?![\w-]|\.[\w-]|:[\w/~])"  # the whole domain, not git@host:path
 )
 _PHONE = (
-    r"\+(?<![\w+]\+)"                             # opens a token: not a+b, not ++
-    r"(?=[1-9][0-9 .()-]{7})"                     # cheap gate: '+1 +1 +1' fails here
-    r"[1-9](?:[0-9]{7,14}+(?!\w|\.[0-9])"         # +14155552671: 8-15 digits, E.164's limit
-    r"|(?![0-9]*+\.[0-9]++(?![ .()-]{1,2}[0-9]))" # +48.856614 is a signed decimal, not a number
+    r"\+(?<![\w+]\+)"  # opens a token: not a+b, not ++
+    r"(?=[1-9][0-9 .()-]{7})"  # cheap gate: '+1 +1 +1' fails here
+    r"[1-9](?:[0-9]{7,14}+(?!\w|\.[0-9])"  # +14155552671: 8-15 digits, E.164's limit
+    r"|(?![0-9]*+\.[0-9]++(?![ .()-]{1,2}[0-9]))"  # +48.856614 is a signed decimal, not a number
     r"(?:[ .()-]{0,2}[0-9]){7,14}+(?![ .()-]{0,2}[0-9]|\w))"  # +1 (415) 555-2671, +44 (0)20 7946 0958
 )
 _US_SSN = (
-    r"-(?<=[0-9]{3}-)(?<![\w.+-][0-9]{3}-)"                # three digits opening a token, then '-'
+    r"-(?<=[0-9]{3}-)(?<![\w.+-][0-9]{3}-)"  # three digits opening a token, then '-'
     r"(?<!000-)(?<!666-)(?<!9[0-9]{2}-)"
     r"(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![\w-])"
 )
-_LITERAL_LED: tuple[tuple[str, str, str], ...] = (("email", "@", _EMAIL), ("phone", "+", _PHONE),
-                                                 ("us_ssn", "-", _US_SSN))
+_LITERAL_LED: tuple[tuple[str, str, str], ...] = (
+    ("email", "@", _EMAIL),
+    ("phone", "+", _PHONE),
+    ("us_ssn", "-", _US_SSN),
+)
 
 # --- checks on a candidate ----------------------------------------------------------------------
 
 # (lowest prefix, highest prefix, lengths): prefixes compare as strings of equal width.
 _Ranges = tuple[tuple[str, str, frozenset[int]], ...]
 _CARD_RANGES: _Ranges = (
-    ("4", "4", frozenset({13, 16, 19})),                                   # Visa
-    ("51", "55", frozenset({16})), ("2221", "2720", frozenset({16})),      # Mastercard
-    ("34", "34", frozenset({15})), ("37", "37", frozenset({15})),          # Amex
-    ("6011", "6011", frozenset(range(16, 20))), ("644", "649", frozenset(range(16, 20))),
-    ("65", "65", frozenset(range(16, 20))),                                # Discover
-    ("3528", "3589", frozenset(range(16, 20))),                            # JCB
-    ("300", "305", frozenset(range(14, 20))), ("36", "36", frozenset(range(14, 20))),
-    ("38", "39", frozenset(range(16, 20))),                                # Diners
-    ("62", "62", frozenset(range(16, 20))),                                # UnionPay
-    ("2200", "2204", frozenset(range(16, 20))),                            # Mir
-    ("60", "60", frozenset({16})),                                         # RuPay
-    ("50", "50", frozenset(range(13, 20))), ("56", "58", frozenset(range(13, 20))),
-    ("63", "63", frozenset(range(13, 20))), ("67", "67", frozenset(range(13, 20))),  # Maestro
+    ("4", "4", frozenset({13, 16, 19})),  # Visa
+    ("51", "55", frozenset({16})),
+    ("2221", "2720", frozenset({16})),  # Mastercard
+    ("34", "34", frozenset({15})),
+    ("37", "37", frozenset({15})),  # Amex
+    ("6011", "6011", frozenset(range(16, 20))),
+    ("644", "649", frozenset(range(16, 20))),
+    ("65", "65", frozenset(range(16, 20))),  # Discover
+    ("3528", "3589", frozenset(range(16, 20))),  # JCB
+    ("300", "305", frozenset(range(14, 20))),
+    ("36", "36", frozenset(range(14, 20))),
+    ("38", "39", frozenset(range(16, 20))),  # Diners
+    ("62", "62", frozenset(range(16, 20))),  # UnionPay
+    ("2200", "2204", frozenset(range(16, 20))),  # Mir
+    ("60", "60", frozenset({16})),  # RuPay
+    ("50", "50", frozenset(range(13, 20))),
+    ("56", "58", frozenset(range(13, 20))),
+    ("63", "63", frozenset(range(13, 20))),
+    ("67", "67", frozenset(range(13, 20))),  # Maestro
 )
 
 
@@ -119,20 +128,93 @@ _CARD_IIN = _by_first_two(_CARD_RANGES)
 _LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")  # digit -> digit sum of 2 x digit
 
 # SWIFT IBAN registry lengths, the countries people actually paste.
-_IBAN_LENGTHS: Mapping[str, int] = MappingProxyType({
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
-    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
-    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
-    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
-    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
-    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-})
+_IBAN_LENGTHS: Mapping[str, int] = MappingProxyType(
+    {
+        "AD": 24,
+        "AE": 23,
+        "AL": 28,
+        "AT": 20,
+        "AZ": 28,
+        "BA": 20,
+        "BE": 16,
+        "BG": 22,
+        "BH": 22,
+        "BR": 29,
+        "BY": 28,
+        "CH": 21,
+        "CR": 22,
+        "CY": 28,
+        "CZ": 24,
+        "DE": 22,
+        "DK": 18,
+        "DO": 28,
+        "EE": 20,
+        "EG": 29,
+        "ES": 24,
+        "FI": 18,
+        "FO": 18,
+        "FR": 27,
+        "GB": 22,
+        "GE": 22,
+        "GI": 23,
+        "GL": 18,
+        "GR": 27,
+        "GT": 28,
+        "HR": 21,
+        "HU": 28,
+        "IE": 22,
+        "IL": 23,
+        "IQ": 23,
+        "IS": 26,
+        "IT": 27,
+        "JO": 30,
+        "KW": 30,
+        "KZ": 20,
+        "LB": 28,
+        "LC": 32,
+        "LI": 21,
+        "LT": 20,
+        "LU": 20,
+        "LV": 21,
+        "MC": 27,
+        "MD": 24,
+        "ME": 22,
+        "MK": 19,
+        "MR": 27,
+        "MT": 31,
+        "MU": 30,
+        "NL": 18,
+        "NO": 15,
+        "PK": 24,
+        "PL": 28,
+        "PS": 29,
+        "PT": 25,
+        "QA": 29,
+        "RO": 24,
+        "RS": 22,
+        "SA": 24,
+        "SC": 31,
+        "SE": 24,
+        "SI": 19,
+        "SK": 24,
+        "SM": 27,
+        "ST": 25,
+        "SV": 28,
+        "TL": 23,
+        "TN": 24,
+        "TR": 26,
+        "UA": 29,
+        "VA": 22,
+        "VG": 24,
+        "XK": 20,
+    }
+)
 _IBAN_LETTERS = {ord(c): str(ord(c) - ord("A") + 10) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}  # A=10 .. Z=35
 # "A[DELTZ]|B[AEGHRY]|...": the country must be in the table before anything else is read.
-_IBAN_COUNTRIES = "|".join(f"{first}[{''.join(c[1] for c in _IBAN_LENGTHS if c[0] == first)}]"
-                           for first in sorted({c[0] for c in _IBAN_LENGTHS}))
+_IBAN_COUNTRIES = "|".join(
+    f"{first}[{''.join(c[1] for c in _IBAN_LENGTHS if c[0] == first)}]"
+    for first in sorted({c[0] for c in _IBAN_LENGTHS})
+)
 
 _DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
 _NIE_PREFIX = str.maketrans("XYZ", "012", "-")
@@ -147,7 +229,7 @@ def _card_ok(candidate: str) -> bool:
 
 def _card_number_ok(digits: str) -> bool:
     for lo, hi, lengths in _CARD_IIN.get(digits[:2], ()):
-        if len(digits) in lengths and lo <= digits[:len(lo)] <= hi:
+        if len(digits) in lengths and lo <= digits[: len(lo)] <= hi:
             break
     else:
         return False
@@ -184,18 +266,27 @@ def _dni_ok(candidate: str) -> bool:
 _TOKEN_START = r"[0-9A-Z](?<![\w.+-].)"  # the first char, then: it opens a token
 _TOKEN_BRANCHES: tuple[tuple[str, str], ...] = (
     # 4 digits, then: 9-15 more, or groups of 3-6 and maybe a short last one (4-4-4-4-3, 4-6-5, ...)
-    ("payment_card", r"[0-9][0-9]{2}(?:[0-9]{10,16}+|(?P<sep>[ -])[0-9]{3,6}+(?:(?P=sep)[0-9]{3,6}+){1,2}+"
-                     r"(?:(?P=sep)[0-9]{1,3}+(?![0-9]))?+)(?!\w|\.[0-9])"),
+    (
+        "payment_card",
+        r"[0-9][0-9]{2}(?:[0-9]{10,16}+|(?P<sep>[ -])[0-9]{3,6}+(?:(?P=sep)[0-9]{3,6}+){1,2}+"
+        r"(?:(?P=sep)[0-9]{1,3}+(?![0-9]))?+)(?!\w|\.[0-9])",
+    ),
     ("es_dni", r"[0-9][0-9]{6}-?[A-Z](?![\w-])"),  # DNI: 8 digits; NIE: X/Y/Z and 7 digits
-    ("es_dni", r"-[0-9]{7}-?[A-Z](?![\w-])"),       # NIE: X-1234567-L
-    ("iban", rf"[A-Z](?<={_IBAN_COUNTRIES})[0-9]{{2}}"
-             r"(?:[A-Z0-9]{10,30}+|(?:[ ][A-Z0-9]{4}){2,7}+(?:[ ][A-Z0-9]{1,3})?+)(?!\w)"),
-    ("uk_nino", r"[A-CEGHJ-NPR-TW-Z](?<=[A-CEGHJ-PR-TW-Z].)(?<!BG|GB|KN|NK|NT|TN|ZZ)"
-                r"[ ]?[0-9]{2}[ ]?[0-9]{2}[ ]?[0-9]{2}[ ]?[A-D](?!\w)"),
+    ("es_dni", r"-[0-9]{7}-?[A-Z](?![\w-])"),  # NIE: X-1234567-L
+    (
+        "iban",
+        rf"[A-Z](?<={_IBAN_COUNTRIES})[0-9]{{2}}"
+        r"(?:[A-Z0-9]{10,30}+|(?:[ ][A-Z0-9]{4}){2,7}+(?:[ ][A-Z0-9]{1,3})?+)(?!\w)",
+    ),
+    (
+        "uk_nino",
+        r"[A-CEGHJ-NPR-TW-Z](?<=[A-CEGHJ-PR-TW-Z].)(?<!BG|GB|KN|NK|NT|TN|ZZ)"
+        r"[ ]?[0-9]{2}[ ]?[0-9]{2}[ ]?[0-9]{2}[ ]?[A-D](?!\w)",
+    ),
 )
-_CHECKS: Mapping[str, Callable[[str], bool]] = MappingProxyType({
-    "payment_card": _card_ok, "iban": _iban_ok, "es_dni": _dni_ok,
-})
+_CHECKS: Mapping[str, Callable[[str], bool]] = MappingProxyType(
+    {"payment_card": _card_ok, "iban": _iban_ok, "es_dni": _dni_ok}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +307,9 @@ class PersonalDataDetector:
         if unknown := wanted - set(ALL_KINDS):
             raise ValueError(f"unknown personal data kinds {sorted(unknown)}; known: {', '.join(ALL_KINDS)}")
         self._kinds = tuple(kind for kind in ALL_KINDS if kind in wanted)
-        self._literal_led = tuple((kind, literal, re.compile(pattern))
-                                  for kind, literal, pattern in _LITERAL_LED if kind in wanted)
+        self._literal_led = tuple(
+            (kind, literal, re.compile(pattern)) for kind, literal, pattern in _LITERAL_LED if kind in wanted
+        )
         branches = [(kind, body) for kind, body in _TOKEN_BRANCHES if kind in wanted]
         self._token_led: re.Pattern[str] | None = None
         self._branches: dict[int, tuple[str, Callable[[str], bool] | None]] = {}
@@ -225,8 +317,9 @@ class PersonalDataDetector:
             # An empty group closes each branch, so `match.lastindex` tells which branch matched.
             alternation = "|".join(f"{body}(?P<k{i}>)" for i, (_, body) in enumerate(branches))
             self._token_led = re.compile(f"{_TOKEN_START}(?:{alternation})")
-            self._branches = {self._token_led.groupindex[f"k{i}"]: (kind, _CHECKS.get(kind))
-                              for i, (kind, _) in enumerate(branches)}
+            self._branches = {
+                self._token_led.groupindex[f"k{i}"]: (kind, _CHECKS.get(kind)) for i, (kind, _) in enumerate(branches)
+            }
 
     @property
     def kinds(self) -> tuple[str, ...]:

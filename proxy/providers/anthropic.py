@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from proxy.providers import checks
 from proxy.providers.anthropic_convert import (
     ANTHROPIC_VERSION,
     chat_id,
@@ -22,7 +23,6 @@ from proxy.providers.anthropic_convert import (
     messages_body,
     openai_usage,
 )
-from proxy.providers import checks
 from proxy.providers.base import (
     ChatChunk,
     ChatRequest,
@@ -132,8 +132,10 @@ def _read_content(content: list[Any]) -> tuple[str, list[dict[str, Any]]]:
                 {
                     "id": _required_name(block, "id", what),
                     "type": "function",
-                    "function": {"name": _required_name(block, "name", what),
-                                 "arguments": checks.dumps(block["input"], f"{what} input")},
+                    "function": {
+                        "name": _required_name(block, "name", what),
+                        "arguments": checks.dumps(block["input"], f"{what} input"),
+                    },
                 }
             )
     return "".join(texts), calls

@@ -129,15 +129,21 @@ def _tool_calls(calls: Any, what: str, *, streamed: bool) -> None:
         if function is None:
             if not streamed:
                 raise UpstreamProtocolError(f"{what} has no function")
-        elif (type(function) is not dict or not _short_or_none(function.get("name"))
-              or not (function.get("arguments") is None or type(function.get("arguments")) is str)):
+        elif (
+            type(function) is not dict
+            or not _short_or_none(function.get("name"))
+            or not (function.get("arguments") is None or type(function.get("arguments")) is str)
+        ):
             raise _bad(what + " function")
 
 
 def _parts(content: list[Any], what: str) -> None:
     for part in content:  # some OpenAI-compatible servers answer with parts
-        if type(part) is not dict or not _short_or_none(part.get("type")) or not (
-                part.get("text") is None or type(part.get("text")) is str):
+        if (
+            type(part) is not dict
+            or not _short_or_none(part.get("type"))
+            or not (part.get("text") is None or type(part.get("text")) is str)
+        ):
             raise _bad(what)
 
 
@@ -234,13 +240,20 @@ def embeddings(data: dict[str, Any], *, model: str) -> tuple[dict[str, Any], int
         if type(item) is not dict:
             raise UpstreamProtocolError(f"{what} is not an object")
         vector = item.get("embedding")
-        embedding: Any = (base64_vector(vector, f"{what}.embedding") if type(vector) is str
-                          else float_vector(vector, f"{what}.embedding"))
+        embedding: Any = (
+            base64_vector(vector, f"{what}.embedding")
+            if type(vector) is str
+            else float_vector(vector, f"{what}.embedding")
+        )
         position = index(item.get("index"), f"{what}.index") if item.get("index") is not None else position
         out.append({"object": "embedding", "index": position, "embedding": embedding})
     usage = obj(data.get("usage"), "embeddings response usage") or {}
     prompt = count(usage.get("prompt_tokens"), "embeddings response usage.prompt_tokens")
     total = count(usage.get("total_tokens"), "embeddings response usage.total_tokens")
-    response = {"object": "list", "data": out, "model": name(data.get("model"), "embeddings response model") or model,
-                "usage": {"prompt_tokens": prompt or 0, "total_tokens": total if total is not None else prompt or 0}}
+    response = {
+        "object": "list",
+        "data": out,
+        "model": name(data.get("model"), "embeddings response model") or model,
+        "usage": {"prompt_tokens": prompt or 0, "total_tokens": total if total is not None else prompt or 0},
+    }
     return response, prompt

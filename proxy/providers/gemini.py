@@ -82,13 +82,17 @@ def _tool_calls(parts: list[Json], *, seed: str, choice: int, first: int = 0) ->
             raise UpstreamProtocolError("functionCall part has no name")
         args = checks.obj(call.get("args"), "functionCall args") or {}
         # Gemini ids are optional; ours only need to be unique across the conversation.
-        call_id = (checks.name(call.get("id"), "functionCall id")
-                   or "call_" + hashlib.sha256(f"{seed}/{choice}/{n}".encode()).hexdigest()[:24])
+        call_id = (
+            checks.name(call.get("id"), "functionCall id")
+            or "call_" + hashlib.sha256(f"{seed}/{choice}/{n}".encode()).hexdigest()[:24]
+        )
         tool_call: Json = {
             "id": call_id,
             "type": "function",
-            "function": {"name": call["name"],
-                         "arguments": checks.dumps(args, "functionCall args", ensure_ascii=False)},
+            "function": {
+                "name": call["name"],
+                "arguments": checks.dumps(args, "functionCall args", ensure_ascii=False),
+            },
         }
         if checks.text(part.get("thoughtSignature"), "functionCall thoughtSignature"):
             tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}

@@ -261,13 +261,15 @@ def _declaration(tool: Any, i: int) -> Json:
     description = function.get("description")
     if description:
         if not isinstance(description, str):
-            raise bad_request(f"tools[{i}].function.description must be a string",
-                              param=f"tools[{i}].function.description")
+            raise bad_request(
+                f"tools[{i}].function.description must be a string", param=f"tools[{i}].function.description"
+            )
         declaration["description"] = description
     if function.get("parameters") is not None:
         if not isinstance(function["parameters"], dict):
-            raise bad_request(f"tools[{i}].function.parameters must be an object",
-                              param=f"tools[{i}].function.parameters")
+            raise bad_request(
+                f"tools[{i}].function.parameters must be an object", param=f"tools[{i}].function.parameters"
+            )
         # JSON Schema as the client wrote it: `parameters` (the proto Schema) would 400 on
         # `additionalProperties`, `$schema`, type arrays... `strict` has no Gemini equivalent.
         declaration["parametersJsonSchema"] = function["parameters"]
@@ -298,8 +300,7 @@ def _generation_config(request: ChatRequest) -> Json:
         if value is None:
             continue
         if not (_is_int(value) if field in ("n", "seed") else _is_number(value)):
-            raise bad_request(f"{field} must be {'an integer' if field in ('n', 'seed') else 'a number'}",
-                              param=field)
+            raise bad_request(f"{field} must be {'an integer' if field in ('n', 'seed') else 'a number'}", param=field)
         config[key] = value
     max_tokens = request.get("max_completion_tokens")
     field = "max_completion_tokens"
@@ -330,8 +331,9 @@ def _generation_config(request: ChatRequest) -> Json:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if schema is not None:
             if not isinstance(schema, dict):
-                raise bad_request("response_format.json_schema.schema must be an object",
-                                  param="response_format.json_schema.schema")
+                raise bad_request(
+                    "response_format.json_schema.schema must be an object", param="response_format.json_schema.schema"
+                )
             config["responseJsonSchema"] = schema  # JSON Schema as-is, see _declaration
     return config
 
@@ -361,7 +363,6 @@ def gemini_embeddings_body(request: EmbeddingsRequest, *, model_path: str) -> tu
         method = "batchEmbedContents"
     else:
         raise bad_request(
-            "Gemini embeds text only: 'input' must be a string or an array of strings, not token arrays",
-            param="input",
+            "Gemini embeds text only: 'input' must be a string or an array of strings, not token arrays", param="input"
         )
     return method, body

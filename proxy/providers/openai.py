@@ -162,8 +162,7 @@ class OpenAITranslator:
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         data = load_json_object(body, "response")
         if data.get("error"):  # (some compatible servers send `"error": null` on success)
-            raise UpstreamProtocolError(
-                f"provider sent an error with a success status: {openai_error_message(body)}")
+            raise UpstreamProtocolError(f"provider sent an error with a success status: {openai_error_message(body)}")
         prompt, completion = checks.check_completion(data)
         return data, Usage(input_tokens=prompt, output_tokens=completion)
 

@@ -117,15 +117,23 @@ def _choices(rule: Rule, route: Route, data_class: str, denied: dict[str, list[D
     why = "; ".join(f"{b.key}: {d.policy} ({d.reason})" for b, d in removed)
     refusal = ""
     if not weighted and not fallbacks:
-        refusal = (f"data class {data_class!r} may not be sent to any backend of route {route.name!r} "
-                   f"(rule {rule.name!r}): {why}")
+        refusal = (
+            f"data class {data_class!r} may not be sent to any backend of route {route.name!r} "
+            f"(rule {rule.name!r}): {why}"
+        )
     elif not weighted:  # only fallbacks are left: they become the primaries, in order
         first, *rest = fallbacks
         weighted, cumulative = (first.backend,), [1]
         fallbacks = tuple(rest)
-    return _Choices(weighted=weighted, cumulative=tuple(cumulative), fallbacks=fallbacks, removed=removed,
-                    removed_why=why, removed_policies=tuple(dict.fromkeys(d.policy for _, d in removed)),
-                    refusal=refusal)
+    return _Choices(
+        weighted=weighted,
+        cumulative=tuple(cumulative),
+        fallbacks=fallbacks,
+        removed=removed,
+        removed_why=why,
+        removed_policies=tuple(dict.fromkeys(d.policy for _, d in removed)),
+        refusal=refusal,
+    )
 
 
 def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
@@ -141,9 +149,7 @@ def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
             unrestricted = unrestricted or _choices(rule, route, data_class, denied)
         by_class.append(_choices(rule, route, data_class, denied) if denied else unrestricted)
     return _CompiledRule(
-        rule=rule,
-        matchers=tuple(_compile_matcher(m) for m in rule.match_headers),
-        by_class=tuple(by_class),
+        rule=rule, matchers=tuple(_compile_matcher(m) for m in rule.match_headers), by_class=tuple(by_class)
     )
 
 
@@ -163,10 +169,12 @@ class RoutingTable:
     def build(cls, snapshot: Snapshot) -> RoutingTable:
         policy = snapshot.policy
         route_denials = {d.model: d.denial for d in policy.denied_routes}
-        return cls({
-            r.model: (r, tuple(_compile_rule(rule, r, policy) for rule in r.rules), route_denials.get(r.model))
-            for r in snapshot.routes
-        })
+        return cls(
+            {
+                r.model: (r, tuple(_compile_rule(rule, r, policy) for rule in r.rules), route_denials.get(r.model))
+                for r in snapshot.routes
+            }
+        )
 
     def serves(self, model: str) -> bool:
         return model in self._routes
@@ -193,17 +201,28 @@ class RoutingTable:
             return None
         route, rules, denial = entry
         if denial is not None:
-            raise PolicyRefusal(f"route {route.name!r} (model {model!r}) is not allowed for this workload: "
-                                f"{denial.policy} ({denial.reason})", route=route.name, policies=(denial.policy,))
+            raise PolicyRefusal(
+                f"route {route.name!r} (model {model!r}) is not allowed for this workload: "
+                f"{denial.policy} ({denial.reason})",
+                route=route.name,
+                policies=(denial.policy,),
+            )
         for compiled in rules:
             if all(m.matches(headers) for m in compiled.matchers):
                 choices = compiled.by_class[DATA_CLASS_RANK[data_class]]
                 if choices.refusal:
                     raise PolicyRefusal(choices.refusal, route=route.name, policies=choices.removed_policies)
                 primary = choices.pick(draw(), healthy)
-                candidates = (Candidate(primary, fallback=False),) + tuple(
-                    c for c in choices.fallbacks if c.backend.key != primary.key
+                candidates = (
+                    Candidate(primary, fallback=False),
+                    *tuple(c for c in choices.fallbacks if c.backend.key != primary.key),
                 )
-                return Plan(route=route, rule=compiled.rule, candidates=candidates, removed=choices.removed,
-                            removed_why=choices.removed_why, removed_policies=choices.removed_policies)
+                return Plan(
+                    route=route,
+                    rule=compiled.rule,
+                    candidates=candidates,
+                    removed=choices.removed,
+                    removed_why=choices.removed_why,
+                    removed_policies=choices.removed_policies,
+                )
         raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers")

@@ -58,11 +58,22 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
             continue
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
-        parts.append({"type": "tool_call", "id": _str(call.get("id")), "name": _str(function.get("name")),
-                      "arguments": _str(function.get("arguments"))})
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": _str(call.get("id")),
+                "name": _str(function.get("name")),
+                "arguments": _str(function.get("arguments")),
+            }
+        )
     if role == "tool":
-        parts = [{"type": "tool_call_response", "id": _str(message.get("tool_call_id")),
-                  "response": "".join(p.get("content", "") for p in parts if p["type"] == "text")}]
+        parts = [
+            {
+                "type": "tool_call_response",
+                "id": _str(message.get("tool_call_id")),
+                "response": "".join(p.get("content", "") for p in parts if p["type"] == "text"),
+            }
+        ]
     return {"role": role, "parts": parts}
 
 
@@ -85,8 +96,7 @@ def _guarded(build: Callable[..., dict[str, str]]) -> Callable[..., dict[str, st
     return guarded
 
 
-def content_attributes(*, request: dict[str, Any], response: dict[str, Any] | None,
-                       scrub: Scrub) -> dict[str, str]:
+def content_attributes(*, request: dict[str, Any], response: dict[str, Any] | None, scrub: Scrub) -> dict[str, str]:
     """The span attributes for a chat request (OpenAI shape) and, when there is one, its answer."""
     attributes = input_attributes(request, scrub)
     if response is not None:
@@ -100,8 +110,11 @@ def input_attributes(request: dict[str, Any], scrub: Scrub) -> dict[str, str]:
     messages = request.get("messages") if isinstance(request, dict) else None
     messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
     system = [p for m in messages if m.get("role") in ("system", "developer") for p in _parts(m.get("content"))]
-    attributes = {"gen_ai.input.messages": _json([_message(m) for m in messages
-                                                   if m.get("role") not in ("system", "developer")], scrub)}
+    attributes = {
+        "gen_ai.input.messages": _json(
+            [_message(m) for m in messages if m.get("role") not in ("system", "developer")], scrub
+        )
+    }
     if system:
         attributes["gen_ai.system_instructions"] = _json(system, scrub)
     return attributes
@@ -163,8 +176,9 @@ class _CapturingEncoder:
                 if not isinstance(call, dict):
                     continue
                 index = call.get("index", 0)
-                entry = self._tools.setdefault(index if isinstance(index, int) else 0,
-                                               {"id": None, "name": None, "arguments": ""})
+                entry = self._tools.setdefault(
+                    index if isinstance(index, int) else 0, {"id": None, "name": None, "arguments": ""}
+                )
                 function = call.get("function")
                 function = function if isinstance(function, dict) else {}
                 entry["id"] = _str(call.get("id")) or entry["id"]
@@ -173,8 +187,10 @@ class _CapturingEncoder:
             self._finish = _str(choice.get("finish_reason")) or self._finish
 
     def finish(self) -> bytes:
-        calls = [{"id": t["id"], "function": {"name": t["name"], "arguments": t["arguments"]}}
-                 for _, t in sorted(self._tools.items())]
+        calls = [
+            {"id": t["id"], "function": {"name": t["name"], "arguments": t["arguments"]}}
+            for _, t in sorted(self._tools.items())
+        ]
         message = {"role": "assistant", "content": "".join(self._text) or None, "tool_calls": calls}
         try:
             self._on_done({"choices": [{"message": message, "finish_reason": self._finish}]})

@@ -38,8 +38,16 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.telemetry.sidecar_metrics import CLIENT_GONE, ERROR, OK, BackendCatalog, BackendInfo, NoMetrics, SidecarMetrics
 from proxy.runtime import Runtime
+from proxy.telemetry.sidecar_metrics import (
+    CLIENT_GONE,
+    ERROR,
+    OK,
+    BackendCatalog,
+    BackendInfo,
+    NoMetrics,
+    SidecarMetrics,
+)
 from proxy.telemetry.tracing import SharedAttributes
 
 log = logging.getLogger("modelway.telemetry")
@@ -49,8 +57,14 @@ _TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 class Telemetry:
-    def __init__(self, *, tracer: Tracer | None = None, propagator: TextMapPropagator | None = None,
-                 metrics: NoMetrics | None = None, capture_content: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        tracer: Tracer | None = None,
+        propagator: TextMapPropagator | None = None,
+        metrics: NoMetrics | None = None,
+        capture_content: bool = False,
+    ) -> None:
         self.tracer: Tracer = tracer or NoOpTracer()
         self._start_child = getattr(self.tracer, "start_child", None)  # the lean tracer's: no Context to build
         self.propagator = propagator or TraceContextTextMapPropagator()
@@ -70,14 +84,19 @@ class Telemetry:
         now = time.monotonic()
         if now - self._failure_logged >= 60:
             self._failure_logged = now
-            log.error("recording %s failed (%d so far); the request is answered all the same", what,
-                      self.failures, exc_info=True)
+            log.error(
+                "recording %s failed (%d so far); the request is answered all the same",
+                what,
+                self.failures,
+                exc_info=True,
+            )
 
     def backend(self, runtime: Runtime, key: str) -> BackendInfo:
         return self.backends.get(runtime, key)
 
-    def request_span(self, *, operation: str, model: str, route: str, rule: str, data_class: str,
-                     decision: str) -> tuple[str, SharedAttributes]:
+    def request_span(
+        self, *, operation: str, model: str, route: str, rule: str, data_class: str, decision: str
+    ) -> tuple[str, SharedAttributes]:
         """The name and attributes of a request's SERVER span, made once per combination (a
         served model, its route and rule, a class, a decision: a few per route)."""
         key = (operation, model, route, rule, data_class, decision)
@@ -85,26 +104,61 @@ class Telemetry:
         if found is None:
             if len(self._request_spans) >= 4096:  # routes come and go with snapshots
                 self._request_spans.clear()
-            found = self._request_spans[key] = (f"{operation} {model}", SharedAttributes({
-                "gen_ai.operation.name": operation, "gen_ai.request.model": model, "modelway.route": route,
-                "modelway.rule": rule, "modelway.data_class": data_class, "modelway.policy.decision": decision}))
+            found = self._request_spans[key] = (
+                f"{operation} {model}",
+                SharedAttributes(
+                    {
+                        "gen_ai.operation.name": operation,
+                        "gen_ai.request.model": model,
+                        "modelway.route": route,
+                        "modelway.rule": rule,
+                        "modelway.data_class": data_class,
+                        "modelway.policy.decision": decision,
+                    }
+                ),
+            )
         return found
 
-    def finish_request(self, span: Span, *, runtime: Runtime, operation: str, route: str, outcome: Any,
-                       error_type: str | None, started: float) -> None:
+    def finish_request(
+        self,
+        span: Span,
+        *,
+        runtime: Runtime,
+        operation: str,
+        route: str,
+        outcome: Any,
+        error_type: str | None,
+        started: float,
+    ) -> None:
         """At the end of a request: the answer's backend, model, usage, cost and time to first token
         on the server span, and the request's metrics.
 
         `outcome` is the relay's (backend, usage, ttft) or None when no backend answered;
         `started` a `time.perf_counter()` reading from when the request was planned."""
         try:
-            self._finish_request(span, runtime=runtime, operation=operation, route=route, outcome=outcome,
-                                 error_type=error_type, started=started)
+            self._finish_request(
+                span,
+                runtime=runtime,
+                operation=operation,
+                route=route,
+                outcome=outcome,
+                error_type=error_type,
+                started=started,
+            )
         except Exception:
             self._failed("a request's span attributes and metrics")
 
-    def _finish_request(self, span: Span, *, runtime: Runtime, operation: str, route: str, outcome: Any,
-                        error_type: str | None, started: float) -> None:
+    def _finish_request(
+        self,
+        span: Span,
+        *,
+        runtime: Runtime,
+        operation: str,
+        route: str,
+        outcome: Any,
+        error_type: str | None,
+        started: float,
+    ) -> None:
         seconds = time.perf_counter() - started
         info = cost = ttft = input_tokens = output_tokens = None
         if outcome is not None and outcome.backend is not None:
@@ -126,12 +180,22 @@ class Telemetry:
                     attributes["modelway.time_to_first_token"] = ttft
                 span.set_attributes(attributes)
         result = OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR
-        self.metrics.request(operation=operation, route=route, info=info, outcome=result, error_type=error_type,
-                             seconds=seconds, input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
-                             ttft=ttft)
+        self.metrics.request(
+            operation=operation,
+            route=route,
+            info=info,
+            outcome=result,
+            error_type=error_type,
+            seconds=seconds,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=cost,
+            ttft=ttft,
+        )
 
-    def capture(self, span: Span, *, runtime: Runtime, request: dict[str, Any],
-                response: dict[str, Any] | None = None) -> None:
+    def capture(
+        self, span: Span, *, runtime: Runtime, request: dict[str, Any], response: dict[str, Any] | None = None
+    ) -> None:
         """Prompt (and, given, completion) text on the span: only when content capture is on."""
         if not self.capture_content or not span.is_recording():
             return
@@ -139,8 +203,11 @@ class Telemetry:
 
         try:
             # The input is recorded when the request starts, the answer when it is there.
-            span.set_attributes(input_attributes(request, runtime.scrubber) if response is None
-                                else output_attributes(response, runtime.scrubber))
+            span.set_attributes(
+                input_attributes(request, runtime.scrubber)
+                if response is None
+                else output_attributes(response, runtime.scrubber)
+            )
         except Exception:
             self._failed("message content on a span")
 
@@ -151,8 +218,9 @@ class Telemetry:
             return frontend
         from proxy.telemetry.content import StreamCapture
 
-        return StreamCapture(frontend, on_done=lambda response: self.capture(
-            span, runtime=runtime, request=request, response=response))
+        return StreamCapture(
+            frontend, on_done=lambda response: self.capture(span, runtime=runtime, request=request, response=response)
+        )
 
     def shutdown(self) -> None:
         for closer in self.closers:
@@ -178,9 +246,15 @@ class Telemetry:
         trace_id, span_id, _, flags, trace_state, valid = context
         if type(self.propagator) is TraceContextTextMapPropagator and not trace_state:
             if valid:  # as the generic propagator: nothing for an invalid context
-                headers["traceparent"] = "".join((  # bytes.hex() is twice as fast as a format spec
-                    "00-", trace_id.to_bytes(16, "big").hex(), "-", span_id.to_bytes(8, "big").hex(),
-                    "-01" if flags == 1 else "-00" if flags == 0 else "-%02x" % flags))
+                headers["traceparent"] = "".join(
+                    (  # bytes.hex() is twice as fast as a format spec
+                        "00-",
+                        trace_id.to_bytes(16, "big").hex(),
+                        "-",
+                        span_id.to_bytes(8, "big").hex(),
+                        "-01" if flags == 1 else "-00" if flags == 0 else f"-{flags:02x}",
+                    )
+                )
             return
         self.propagator.inject(headers, context=trace.set_span_in_context(span))
 
@@ -192,8 +266,9 @@ class Telemetry:
     def client_span(self, *, name: str, parent: Span, attributes: dict[str, Any]) -> Span:
         if self._start_child is not None:
             return self._start_child(name, parent, SpanKind.CLIENT, attributes)
-        return self.tracer.start_span(name, context=Context({_SPAN_KEY: parent}), kind=SpanKind.CLIENT,
-                                      attributes=attributes)
+        return self.tracer.start_span(
+            name, context=Context({_SPAN_KEY: parent}), kind=SpanKind.CLIENT, attributes=attributes
+        )
 
 
 class _ending(AbstractContextManager[Span]):  # noqa: N801  (a class: a generator-based one costs ~1 us more)
@@ -240,9 +315,11 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
     import logging
 
     log = logging.getLogger(__name__)
-    protocol = environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    ).strip().lower()
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"))
+        .strip()
+        .lower()
+    )
     exporter: Any
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -334,19 +411,21 @@ def build_telemetry(*, service_name: str, holder: Any, environ: Mapping[str, str
     as `build_tracer_provider` says."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry()
-    from proxy.telemetry.metrics import Registry
-    from proxy.telemetry.sidecar_metrics import telemetry_drops
-    from proxy.telemetry.otlp_metrics import build_metric_export
     from proxy.telemetry.content import CAPTURE_VARIABLE
+    from proxy.telemetry.metrics import Registry
+    from proxy.telemetry.otlp_metrics import build_metric_export
     from proxy.telemetry.sampling import build_resource
+    from proxy.telemetry.sidecar_metrics import telemetry_drops
 
     tracer_provider = build_tracer_provider(service_name=service_name, environ=environ)
     registry = Registry()
-    metric_export = build_metric_export(registry=registry, resource=build_resource(service_name, environ),
-                                        environ=environ)
+    metric_export = build_metric_export(
+        registry=registry, resource=build_resource(service_name, environ), environ=environ
+    )
     queue = getattr(tracer_provider, "queue", None)  # the lean provider's; the SDK's counts its own
-    drops = telemetry_drops(span_queue=queue, span_exporter=getattr(queue, "exporter", None),
-                            metric_export=metric_export)
+    drops = telemetry_drops(
+        span_queue=queue, span_exporter=getattr(queue, "exporter", None), metric_export=metric_export
+    )
     telemetry = Telemetry(
         tracer=tracer_provider.get_tracer("modelway.proxy") if tracer_provider else None,
         metrics=SidecarMetrics(registry=registry, holder=holder, telemetry_drops=drops),

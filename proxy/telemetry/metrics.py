@@ -165,15 +165,24 @@ class Registry:
     def counter(self, name: str, *, unit: str, description: str, attributes: Names) -> Counter:
         return self._add(Counter(name=name, unit=unit, description=description, attributes=attributes))
 
-    def histogram(self, name: str, *, unit: str, description: str, attributes: Names,
-                  bounds: tuple[float, ...]) -> Histogram:
-        return self._add(Histogram(name=name, unit=unit, description=description, attributes=attributes,
-                                   bounds=bounds))
+    def histogram(
+        self, name: str, *, unit: str, description: str, attributes: Names, bounds: tuple[float, ...]
+    ) -> Histogram:
+        return self._add(Histogram(name=name, unit=unit, description=description, attributes=attributes, bounds=bounds))
 
-    def observed(self, name: str, *, kind: str, unit: str, description: str, attributes: Names,
-                 callback: Callable[[], Iterable[tuple[Labels, float]]]) -> Observed:
-        return self._add(Observed(name=name, kind=kind, unit=unit, description=description,
-                                  attributes=attributes, callback=callback))
+    def observed(
+        self,
+        name: str,
+        *,
+        kind: str,
+        unit: str,
+        description: str,
+        attributes: Names,
+        callback: Callable[[], Iterable[tuple[Labels, float]]],
+    ) -> Observed:
+        return self._add(
+            Observed(name=name, kind=kind, unit=unit, description=description, attributes=attributes, callback=callback)
+        )
 
     def collect(self) -> Collected:
         """Copies of every point; cheap enough for the event loop (a few hundred series)."""

@@ -402,7 +402,7 @@ def decode_fields(data: bytes) -> dict[int, int | bytes]:
             length, i = read_varint(data, i)
             if i + length > n:
                 raise ValueError("truncated")
-            out[number], i = data[i:i + length], i + length
+            out[number], i = data[i : i + length], i + length
         elif wire == 1:
             i += 8
         elif wire == 5:

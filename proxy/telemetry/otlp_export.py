@@ -19,6 +19,7 @@ Configuration follows the OTLP exporter spec's variables (``environ``):
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -224,8 +225,13 @@ class OTLPHttpSpanExporter(SpanExporter):
     def _failed(self, count: int, reason: str) -> SpanExportResult:
         self.failed_spans += count
         if not self._failing:
-            log.warning("OTLP export to %s failed: %s; %d spans lost (further failures are not logged "
-                        "until an export succeeds)", self.endpoint, reason, count)
+            log.warning(
+                "OTLP export to %s failed: %s; %d spans lost (further failures are not logged "
+                "until an export succeeds)",
+                self.endpoint,
+                reason,
+                count,
+            )
         self._failing += 1
         return SpanExportResult.FAILURE
 
@@ -298,10 +304,8 @@ class OTLPHttpSpanExporter(SpanExporter):
     def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def _partial_success(self, payload: bytes) -> int:
         """Spans the collector rejected, from ExportTraceServiceResponse.partial_success (1):
@@ -319,8 +323,12 @@ class OTLPHttpSpanExporter(SpanExporter):
         if not self._rejecting:
             message = fields.get(2, b"")
             text = message.decode(errors="replace") if isinstance(message, bytes) else ""
-            log.warning("OTLP collector at %s rejected %d spans: %s (not logged again until a batch is "
-                        "taken whole)", self.endpoint, rejected, text)
+            log.warning(
+                "OTLP collector at %s rejected %d spans: %s (not logged again until a batch is taken whole)",
+                self.endpoint,
+                rejected,
+                text,
+            )
             self._rejecting = True
         return rejected
 

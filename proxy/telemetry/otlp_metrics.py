@@ -49,17 +49,32 @@ def _number_point(names: Any, key: Any, value: float, start: bytes, now: bytes) 
     return b"\x11" + start + b"\x19" + now + number + _attributes(names, key, b"\x3a")
 
 
-def _histogram_point(names: Any, key: Any, point: list[float], bounds: tuple[float, ...], start: bytes,
-                     now: bytes) -> bytes:
+def _histogram_point(
+    names: Any, key: Any, point: list[float], bounds: tuple[float, ...], start: bytes, now: bytes
+) -> bytes:
     """HistogramDataPoint: start 2, time 3, count 4, sum 5, bucket_counts 6, explicit_bounds 7,
     attributes 9, min 11, max 12."""
     buckets = b"".join([_fixed64(int(c)) for c in point[4:]])
     explicit = b"".join([_double(float(b)) for b in bounds])
-    return b"".join([
-        b"\x11", start, b"\x19", now, b"\x21", _fixed64(int(point[0])), b"\x29", _double(float(point[1])),
-        _field(b"\x32", buckets), _field(b"\x3a", explicit) if bounds else b"",
-        _attributes(names, key, b"\x4a"), b"\x59", _double(float(point[2])), b"\x61", _double(float(point[3])),
-    ])
+    return b"".join(
+        [
+            b"\x11",
+            start,
+            b"\x19",
+            now,
+            b"\x21",
+            _fixed64(int(point[0])),
+            b"\x29",
+            _double(float(point[1])),
+            _field(b"\x32", buckets),
+            _field(b"\x3a", explicit) if bounds else b"",
+            _attributes(names, key, b"\x4a"),
+            b"\x59",
+            _double(float(point[2])),
+            b"\x61",
+            _double(float(point[3])),
+        ]
+    )
 
 
 def encode_metrics(collected: Collected, *, resource: LeanResource, scope: LeanScope) -> tuple[bytes, int]:
@@ -121,8 +136,16 @@ def metrics_environ(environ: Mapping[str, str]) -> dict[str, str]:
 class MetricExport:
     """Periodic cumulative export: ``run()`` on the event loop collects, a thread posts."""
 
-    def __init__(self, *, registry: Registry, exporter: Any, resource: LeanResource, scope: LeanScope,
-                 interval_seconds: float, max_queue: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        exporter: Any,
+        resource: LeanResource,
+        scope: LeanScope,
+        interval_seconds: float,
+        max_queue: int = 2,
+    ) -> None:
         self.registry, self.exporter, self.resource, self.scope = registry, exporter, resource, scope
         self.interval_seconds = interval_seconds
         self.max_queue = max_queue
@@ -201,8 +224,9 @@ class MetricExport:
         self.exporter.shutdown()
 
 
-def build_metric_export(*, registry: Registry, resource: LeanResource,
-                        environ: Mapping[str, str] = os.environ) -> MetricExport | None:
+def build_metric_export(
+    *, registry: Registry, resource: LeanResource, environ: Mapping[str, str] = os.environ
+) -> MetricExport | None:
     """OTLP/HTTP metric export configured by the OTEL_* variables, or None when it is off
     (no endpoint, OTEL_METRICS_EXPORTER=none, OTEL_SDK_DISABLED=true, or bad settings)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -214,8 +238,11 @@ def build_metric_export(*, registry: Registry, resource: LeanResource,
         return None
     from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 
-    protocol = environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-                           environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")).strip().lower()
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"))
+        .strip()
+        .lower()
+    )
     if protocol != "http/protobuf":
         log.warning("OTLP metrics: protocol %r is not supported by the sidecar; using http/protobuf", protocol)
     raw = (environ.get("OTEL_METRIC_EXPORT_INTERVAL") or "").strip()
@@ -231,5 +258,10 @@ def build_metric_export(*, registry: Registry, resource: LeanResource,
     except (ValueError, OSError) as exc:  # a telemetry typo must not take the data plane down
         log.error("metric export off: bad OTLP exporter settings: %s", exc)
         return None
-    return MetricExport(registry=registry, exporter=exporter, resource=resource,
-                        scope=LeanScope("modelway.proxy"), interval_seconds=interval)
+    return MetricExport(
+        registry=registry,
+        exporter=exporter,
+        resource=resource,
+        scope=LeanScope("modelway.proxy"),
+        interval_seconds=interval,
+    )

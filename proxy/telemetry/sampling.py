@@ -23,8 +23,14 @@ from opentelemetry.trace import SpanContext
 log = logging.getLogger("proxy.telemetry.tracing")
 
 _MASK64 = (1 << 64) - 1
-_ENV_ALIASES = {"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
-                "always_on", "always_off", "traceidratio"}
+_ENV_ALIASES = {
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+    "always_on",
+    "always_off",
+    "traceidratio",
+}
 
 try:
     from importlib.metadata import version as _dist_version
@@ -47,10 +53,15 @@ class LeanResource:
 class LeanScope:
     """What the encoder needs of an InstrumentationScope."""
 
-    __slots__ = ("name", "version", "schema_url", "attributes")
+    __slots__ = ("attributes", "name", "schema_url", "version")
 
-    def __init__(self, name: str, version: str | None = None, schema_url: str | None = None,
-                 attributes: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
         self.name, self.version, self.schema_url = name or "", version or "", schema_url or ""
         self.attributes = dict(attributes) if attributes else None
 
@@ -84,7 +95,8 @@ def _instance_id() -> str:
 
 
 def build_resource(service_name: str, environ: Mapping[str, str] = os.environ) -> LeanResource:
-    """telemetry.sdk.*, ``service.instance.id``, then ``service.name`` (the default), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SERVICE_NAME``.
+    """telemetry.sdk.*, ``service.instance.id``, then ``service.name`` (the default),
+    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SERVICE_NAME``.
 
     The same precedence as the SDK's ``Resource.create`` + ``OTELResourceDetector``: the
     environment's ``service.name`` beats the default, ``OTEL_SERVICE_NAME`` beats both.
@@ -109,7 +121,7 @@ class SpanLimits:
     Attribute value length limits are not applied.
     """
 
-    __slots__ = ("attributes", "events", "links", "event_attributes", "link_attributes")
+    __slots__ = ("attributes", "event_attributes", "events", "link_attributes", "links")
 
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         def limit(name: str, fallback: int) -> int:
@@ -132,7 +144,7 @@ class Sampler:
     """A root decision (a bound on the trace id's low 64 bits, as the SDK's TraceIdRatioBased:
     always_on is 2**64, always_off 0) and whether a parent's sampled flag decides instead."""
 
-    __slots__ = ("bound", "parent_based", "description")
+    __slots__ = ("bound", "description", "parent_based")
 
     def __init__(self, name: str = "parentbased_always_on", ratio: float = 1.0) -> None:
         name = name.strip().lower()

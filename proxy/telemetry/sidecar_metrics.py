@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from proxy.telemetry.metrics import COUNTER, GAUGE, Labels, Registry, finite, observe
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.telemetry.metrics import COUNTER, GAUGE, Labels, Registry, finite, observe
 from proxy.telemetry.tracing import SharedAttributes
 
 # semconv v1.37.0 advisory bucket boundaries
@@ -36,7 +36,7 @@ OK, ERROR, CLIENT_GONE = "ok", "error", "client_disconnected"
 class BackendInfo:
     """A backend's metric attributes, and its prices in USD per token (None: no pricing given)."""
 
-    __slots__ = ("labels", "input_price", "output_price", "_client_spans")
+    __slots__ = ("_client_spans", "input_price", "labels", "output_price")
 
     def __init__(self, labels: Labels, input_price: float | None, output_price: float | None) -> None:
         self.labels, self.input_price, self.output_price = labels, input_price, output_price
@@ -47,8 +47,12 @@ class BackendInfo:
         key = (operation, number, fallback)
         found = self._client_spans.get(key)
         if found is None:
-            values = {"gen_ai.operation.name": operation, **dict(zip(BACKEND, self.labels, strict=True)),
-                      "modelway.attempt": number, "modelway.fallback": fallback}
+            values = {
+                "gen_ai.operation.name": operation,
+                **dict(zip(BACKEND, self.labels, strict=True)),
+                "modelway.attempt": number,
+                "modelway.fallback": fallback,
+            }
             attributes = SharedAttributes({k: v for k, v in values.items() if v is not None})
             found = self._client_spans[key] = (f"{operation} {self.labels[1]}", attributes)
         return found
@@ -85,8 +89,13 @@ def _catalog(runtime: Runtime) -> dict[str, BackendInfo]:
                 if backend.key in infos:
                     continue
                 translator = runtime.translators[backend.provider]
-                labels = (translator.system, backend.model, translator.server_address, translator.server_port,
-                          backend.key)
+                labels = (
+                    translator.system,
+                    backend.model,
+                    translator.server_address,
+                    translator.server_port,
+                    backend.key,
+                )
                 price = runtime.providers[backend.provider].pricing.get(backend.model)
                 infos[backend.key] = BackendInfo(
                     labels,
@@ -101,8 +110,7 @@ class NoMetrics:
 
     registry: Registry | None = None
 
-    def attempt(self, *, operation: str, route: str, info: BackendInfo, error_type: str | None,
-                seconds: float) -> None:
+    def attempt(self, *, operation: str, route: str, info: BackendInfo, error_type: str | None, seconds: float) -> None:
         pass
 
     def fallback(self, *, route: str, info: BackendInfo, reason: str) -> None:
@@ -111,9 +119,20 @@ class NoMetrics:
     def retry(self, *, route: str, info: BackendInfo, reason: str) -> None:
         pass
 
-    def request(self, *, operation: str, route: str, info: BackendInfo | None, outcome: str,
-                error_type: str | None, seconds: float, input_tokens: int | None, output_tokens: int | None,
-                cost: float | None, ttft: float | None) -> None:
+    def request(
+        self,
+        *,
+        operation: str,
+        route: str,
+        info: BackendInfo | None,
+        outcome: str,
+        error_type: str | None,
+        seconds: float,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cost: float | None,
+        ttft: float | None,
+    ) -> None:
         pass
 
     def policy_refusal(self, *, route: str, policy: str, data_class: str) -> None:
@@ -127,74 +146,114 @@ class NoMetrics:
 
 
 class SidecarMetrics(NoMetrics):
-    def __init__(self, *, registry: Registry, holder: RuntimeHolder | None = None,
-                 telemetry_drops: Callable[[], Iterable[tuple[Labels, float]]] = lambda: ()) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        holder: RuntimeHolder | None = None,
+        telemetry_drops: Callable[[], Iterable[tuple[Labels, float]]] = lambda: (),
+    ) -> None:
         self.registry = registry
         # (operation, route, backend labels, outcome, error type) -> the request's series, found with
         # one hash instead of one per instrument; each series' cells are made when first used.
         self._series: dict[tuple[Any, ...], _Series] = {}
         op, route = "gen_ai.operation.name", "modelway.route"
         self.token_usage = registry.histogram(
-            "gen_ai.client.token.usage", unit="{token}", bounds=TOKEN_BUCKETS,
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            bounds=TOKEN_BUCKETS,
             description="Number of input and output tokens used, per provider call that reported usage.",
-            attributes=(op, route, BACKEND, "gen_ai.token.type"))
+            attributes=(op, route, BACKEND, "gen_ai.token.type"),
+        )
         self.operation_duration = registry.histogram(
-            "gen_ai.client.operation.duration", unit="s", bounds=DURATION_BUCKETS,
+            "gen_ai.client.operation.duration",
+            unit="s",
+            bounds=DURATION_BUCKETS,
             description="GenAI operation duration: one provider attempt, from sending to the last byte.",
-            attributes=(op, route, BACKEND, "error.type"))
+            attributes=(op, route, BACKEND, "error.type"),
+        )
         self.time_to_first_token = registry.histogram(
-            "gen_ai.server.time_to_first_token", unit="s", bounds=TTFT_BUCKETS,
+            "gen_ai.server.time_to_first_token",
+            unit="s",
+            bounds=TTFT_BUCKETS,
             description="Time from the app's request to the first streamed content, for streams that got one.",
-            attributes=(op, route, BACKEND))
+            attributes=(op, route, BACKEND),
+        )
         self.requests = registry.counter(
-            "modelway.requests", unit="{request}",
+            "modelway.requests",
+            unit="{request}",
             description="Requests the sidecar answered, by route, backend and outcome (ok, error, "
-                        "client_disconnected); error.type says why.",
-            attributes=(op, route, BACKEND, "modelway.outcome", "error.type"))
+            "client_disconnected); error.type says why.",
+            attributes=(op, route, BACKEND, "modelway.outcome", "error.type"),
+        )
         self.request_duration = registry.histogram(
-            "modelway.request.duration", unit="s", bounds=DURATION_BUCKETS,
+            "modelway.request.duration",
+            unit="s",
+            bounds=DURATION_BUCKETS,
             description="Whole request through the sidecar, retries and fallbacks included.",
-            attributes=(op, route, "modelway.outcome"))
+            attributes=(op, route, "modelway.outcome"),
+        )
         self.fallbacks = registry.counter(
-            "modelway.fallbacks", unit="{fallback}",
+            "modelway.fallbacks",
+            unit="{fallback}",
             description="Moves to the next backend; modelway.backend is the one fallen back to.",
-            attributes=(route, BACKEND, "modelway.fallback.reason"))
+            attributes=(route, BACKEND, "modelway.fallback.reason"),
+        )
         self.retries = registry.counter(
-            "modelway.retries", unit="{retry}", description="Retries of a backend after a retryable failure.",
-            attributes=(route, BACKEND, "modelway.retry.reason"))
+            "modelway.retries",
+            unit="{retry}",
+            description="Retries of a backend after a retryable failure.",
+            attributes=(route, BACKEND, "modelway.retry.reason"),
+        )
         self.policy_refusals = registry.counter(
-            "modelway.policy.refusals", unit="{request}", description="Requests refused by a ModelPolicy.",
-            attributes=(route, "modelway.policy", "modelway.data_class"))
+            "modelway.policy.refusals",
+            unit="{request}",
+            description="Requests refused by a ModelPolicy.",
+            attributes=(route, "modelway.policy", "modelway.data_class"),
+        )
         self.policy_reroutes = registry.counter(
-            "modelway.policy.reroutes", unit="{request}",
+            "modelway.policy.reroutes",
+            unit="{request}",
             description="Requests served after a ModelPolicy removed some of their route's backends.",
-            attributes=(route, "modelway.policy", "modelway.data_class"))
+            attributes=(route, "modelway.policy", "modelway.data_class"),
+        )
         self.personal_data_found = registry.counter(
-            "modelway.policy.personal_data", unit="{finding}",
+            "modelway.policy.personal_data",
+            unit="{finding}",
             description="Personal data found in prompts by the scan, by kind (counted, never logged).",
-            attributes=("modelway.personal_data.kind",))
+            attributes=("modelway.personal_data.kind",),
+        )
         self.cost_usd = registry.counter(
-            "modelway.cost", unit="USD",
+            "modelway.cost",
+            unit="USD",
             description="Cost of answered requests in USD, from the provider's per-model pricing.",
-            attributes=(op, route, BACKEND))
+            attributes=(op, route, BACKEND),
+        )
 
         def snapshot_age() -> list[tuple[Labels, float]]:
             runtime = holder.current if holder is not None else None
             return [((runtime.snapshot.version,), time.time() - runtime.received_at)] if runtime else []
 
         registry.observed(
-            "modelway.snapshot.age", kind=GAUGE, unit="s", callback=snapshot_age,
+            "modelway.snapshot.age",
+            kind=GAUGE,
+            unit="s",
+            callback=snapshot_age,
             description="Seconds since the snapshot this sidecar serves was received.",
-            attributes=("modelway.snapshot.version",))
+            attributes=("modelway.snapshot.version",),
+        )
         registry.observed(
-            "modelway.telemetry.dropped", kind=COUNTER, unit="{item}", callback=telemetry_drops,
+            "modelway.telemetry.dropped",
+            kind=COUNTER,
+            unit="{item}",
+            callback=telemetry_drops,
             description="Spans and metric exports lost: queue full, or the collector failed or was away.",
-            attributes=("modelway.signal", "modelway.reason"))
+            attributes=("modelway.signal", "modelway.reason"),
+        )
 
     # --- on the request path ---------------------------------------------------------
 
-    def attempt(self, *, operation: str, route: str, info: BackendInfo, error_type: str | None,
-                seconds: float) -> None:
+    def attempt(self, *, operation: str, route: str, info: BackendInfo, error_type: str | None, seconds: float) -> None:
         self.operation_duration.record((operation, route, info.labels, error_type), seconds)
 
     def fallback(self, *, route: str, info: BackendInfo, reason: str) -> None:
@@ -203,32 +262,45 @@ class SidecarMetrics(NoMetrics):
     def retry(self, *, route: str, info: BackendInfo, reason: str) -> None:
         self.retries.add((route, info.labels, reason))
 
-    def request(self, *, operation: str, route: str, info: BackendInfo | None, outcome: str,
-                error_type: str | None, seconds: float, input_tokens: int | None, output_tokens: int | None,
-                cost: float | None, ttft: float | None) -> None:
+    def request(
+        self,
+        *,
+        operation: str,
+        route: str,
+        info: BackendInfo | None,
+        outcome: str,
+        error_type: str | None,
+        seconds: float,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cost: float | None,
+        ttft: float | None,
+    ) -> None:
         labels = info.labels if info is not None else NO_BACKEND
         key = (operation, route, labels, outcome, error_type)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(
                 self.requests.cell((operation, route, labels, outcome, error_type)),
-                self.request_duration.point((operation, route, outcome), seconds))
+                self.request_duration.point((operation, route, outcome), seconds),
+            )
         series.requests[0] += 1
         observe(series.duration, DURATION_BUCKETS, seconds)
         if input_tokens is not None:
             point = series.tokens_in or series.make(
-                "tokens_in", self.token_usage.point((operation, route, labels, "input"), input_tokens))
+                "tokens_in", self.token_usage.point((operation, route, labels, "input"), input_tokens)
+            )
             observe(point, TOKEN_BUCKETS, input_tokens)
         if output_tokens is not None:
             point = series.tokens_out or series.make(
-                "tokens_out", self.token_usage.point((operation, route, labels, "output"), output_tokens))
+                "tokens_out", self.token_usage.point((operation, route, labels, "output"), output_tokens)
+            )
             observe(point, TOKEN_BUCKETS, output_tokens)
         if cost is not None and finite(cost):
             cell = series.cost or series.make("cost", self.cost_usd.cell((operation, route, labels)))
             cell[0] += cost
         if ttft is not None:
-            point = series.ttft or series.make("ttft", self.time_to_first_token.point((operation, route, labels),
-                                                                                       ttft))
+            point = series.ttft or series.make("ttft", self.time_to_first_token.point((operation, route, labels), ttft))
             observe(point, TTFT_BUCKETS, ttft)
 
     def policy_refusal(self, *, route: str, policy: str, data_class: str) -> None:
@@ -248,7 +320,7 @@ class SidecarMetrics(NoMetrics):
 class _Series:
     """The cells one kind of request updates (see SidecarMetrics.request)."""
 
-    __slots__ = ("requests", "duration", "tokens_in", "tokens_out", "cost", "ttft")
+    __slots__ = ("cost", "duration", "requests", "tokens_in", "tokens_out", "ttft")
 
     def __init__(self, requests: list[float], duration: list[float]) -> None:
         self.requests, self.duration = requests, duration
@@ -259,8 +331,9 @@ class _Series:
         return cell
 
 
-def telemetry_drops(*, span_queue: Any = None, span_exporter: Any = None,
-                    metric_export: Any = None) -> Callable[[], list[tuple[Labels, float]]]:
+def telemetry_drops(
+    *, span_queue: Any = None, span_exporter: Any = None, metric_export: Any = None
+) -> Callable[[], list[tuple[Labels, float]]]:
     """The callback for modelway.telemetry.dropped, reading counters the exporters keep."""
 
     def read() -> list[tuple[Labels, float]]:

@@ -24,8 +24,15 @@ class SpanQueue:
     refused because the queue was full (the exporter counts exported/failed ones).
     """
 
-    def __init__(self, exporter: Any, *, max_queue_size: int = 512, max_export_batch_size: int = 256,
-                 schedule_delay_millis: float = 1000, export_timeout_millis: float = 30000) -> None:
+    def __init__(
+        self,
+        exporter: Any,
+        *,
+        max_queue_size: int = 512,
+        max_export_batch_size: int = 256,
+        schedule_delay_millis: float = 1000,
+        export_timeout_millis: float = 30000,
+    ) -> None:
         self.exporter = exporter
         self.max_queue_size = max_queue_size
         self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
@@ -63,8 +70,10 @@ class SpanQueue:
             self.dropped_spans += 1
             if not self._logged_drop:  # once: the counter tells the rest
                 self._logged_drop = True
-                log.warning("span queue full (%d spans) or shut down: dropping spans (counted, not logged again)",
-                            self.max_queue_size)
+                log.warning(
+                    "span queue full (%d spans) or shut down: dropping spans (counted, not logged again)",
+                    self.max_queue_size,
+                )
             return
         queue.append(span)
         if n + 1 == self.max_export_batch_size:

@@ -40,8 +40,8 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
-from proxy.telemetry.span_queue import SpanQueue
 from proxy.telemetry.sampling import _MASK64, LeanResource, LeanScope, Sampler, SpanLimits, build_resource
+from proxy.telemetry.span_queue import SpanQueue
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,39 @@ class LeanSpan(trace.Span):
     ``(SpanContext, attributes, dropped_attributes)`` tuples.
     """
 
-    __slots__ = ("name", "context", "parent", "kind", "start_time", "end_time", "own", "shared", "status",
-                 "resource", "instrumentation_scope", "dropped_attributes", "dropped_events", "dropped_links",
-                 "_events", "_links", "_tracer")
+    __slots__ = (
+        "_events",
+        "_links",
+        "_tracer",
+        "context",
+        "dropped_attributes",
+        "dropped_events",
+        "dropped_links",
+        "end_time",
+        "instrumentation_scope",
+        "kind",
+        "name",
+        "own",
+        "parent",
+        "resource",
+        "shared",
+        "start_time",
+        "status",
+    )
 
     _otlp_lean = True  # the encoder's fast-path marker
 
-    def __init__(self, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
-                 own: dict[str, Any], start_time: int, tracer: LeanTracer,
-                 shared: SharedAttributes | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        own: dict[str, Any],
+        start_time: int,
+        tracer: LeanTracer,
+        shared: SharedAttributes | None = None,
+    ) -> None:
         self.name = name
         self.context = context
         self.parent = parent
@@ -249,8 +273,13 @@ class LeanSpan(trace.Span):
         elif status is not _UNSET:
             self.status = Status(status, description)
 
-    def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None = None,
-                         timestamp: int | None = None, escaped: bool = False) -> None:
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
         import traceback
 
         module, qualname = type(exception).__module__, type(exception).__qualname__
@@ -281,8 +310,10 @@ class LeanSpan(trace.Span):
         return tuple(self._links or ())
 
     def __repr__(self) -> str:
-        return (f"LeanSpan(name={self.name!r}, trace_id=0x{self.context.trace_id:032x}, "
-                f"span_id=0x{self.context.span_id:016x}, kind={self.kind}, ended={self.end_time is not None})")
+        return (
+            f"LeanSpan(name={self.name!r}, trace_id=0x{self.context.trace_id:032x}, "
+            f"span_id=0x{self.context.span_id:016x}, kind={self.kind}, ended={self.end_time is not None})"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -290,8 +321,9 @@ class LeanSpan(trace.Span):
 
 
 class LeanTracer(trace.Tracer):
-    def __init__(self, *, resource: LeanResource, scope: LeanScope, sampler: Sampler, limits: SpanLimits,
-                 queue: SpanQueue) -> None:
+    def __init__(
+        self, *, resource: LeanResource, scope: LeanScope, sampler: Sampler, limits: SpanLimits, queue: SpanQueue
+    ) -> None:
         self.resource = resource
         self.scope = scope
         self.sampler = sampler
@@ -313,8 +345,15 @@ class LeanTracer(trace.Tracer):
         parent_span = (context if context is not None else context_api.get_current()).get(_SPAN_KEY)
         return self._start(name, parent_span, kind, attributes, links, start_time)
 
-    def _start(self, name: str, parent_span: trace.Span | None, kind: SpanKind, attributes: Mapping[str, Any] | None,
-               links: Sequence[Link] | None, start_time: int | None) -> trace.Span:
+    def _start(
+        self,
+        name: str,
+        parent_span: trace.Span | None,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+    ) -> trace.Span:
         parent = parent_span.get_span_context() if parent_span is not None else None
         parent_flags = 0
         if parent is not None:
@@ -374,10 +413,15 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
-        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
-                               set_status_on_exception)
-        with trace.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
-                            set_status_on_exception=set_status_on_exception) as current:
+        span = self.start_span(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+        )
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
             yield current
 
 
@@ -396,15 +440,30 @@ class _ProcessorView:
 class LeanTracerProvider(trace.TracerProvider):
     """Tracers sharing one resource, sampler, limits and export queue."""
 
-    def __init__(self, exporter: Any, *, service_name: str = "unknown_service", environ: Mapping[str, str] = os.environ,
-                 resource: LeanResource | None = None, sampler: Sampler | None = None,
-                 limits: SpanLimits | None = None, max_queue_size: int = 512, max_export_batch_size: int = 256,
-                 schedule_delay_millis: float = 1000, export_timeout_millis: float = 30000) -> None:
+    def __init__(
+        self,
+        exporter: Any,
+        *,
+        service_name: str = "unknown_service",
+        environ: Mapping[str, str] = os.environ,
+        resource: LeanResource | None = None,
+        sampler: Sampler | None = None,
+        limits: SpanLimits | None = None,
+        max_queue_size: int = 512,
+        max_export_batch_size: int = 256,
+        schedule_delay_millis: float = 1000,
+        export_timeout_millis: float = 30000,
+    ) -> None:
         self.resource = resource or build_resource(service_name, environ)
         self.sampler = sampler or Sampler.from_env(environ)
         self.limits = limits or SpanLimits(environ)
-        self.queue = SpanQueue(exporter, max_queue_size=max_queue_size, max_export_batch_size=max_export_batch_size,
-                               schedule_delay_millis=schedule_delay_millis, export_timeout_millis=export_timeout_millis)
+        self.queue = SpanQueue(
+            exporter,
+            max_queue_size=max_queue_size,
+            max_export_batch_size=max_export_batch_size,
+            schedule_delay_millis=schedule_delay_millis,
+            export_timeout_millis=export_timeout_millis,
+        )
         self.queue.span_exporter = exporter  # type: ignore[attr-defined]  # as a BatchSpanProcessor's
         self._active_span_processor = _ProcessorView(self.queue)
         self._tracers: dict[tuple[Any, ...], LeanTracer] = {}
@@ -413,15 +472,25 @@ class LeanTracerProvider(trace.TracerProvider):
     def span_exporter(self) -> Any:
         return self.queue.exporter
 
-    def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
-                   schema_url: str | None = None, attributes: Mapping[str, Any] | None = None) -> LeanTracer:
-        key = (instrumenting_module_name, instrumenting_library_version, schema_url,
-               tuple(sorted(attributes.items())) if attributes else None)
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> LeanTracer:
+        key = (
+            instrumenting_module_name,
+            instrumenting_library_version,
+            schema_url,
+            tuple(sorted(attributes.items())) if attributes else None,
+        )
         tracer = self._tracers.get(key)
         if tracer is None:
             scope = LeanScope(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
-            tracer = self._tracers[key] = LeanTracer(resource=self.resource, scope=scope, sampler=self.sampler,
-                                                     limits=self.limits, queue=self.queue)
+            tracer = self._tracers[key] = LeanTracer(
+                resource=self.resource, scope=scope, sampler=self.sampler, limits=self.limits, queue=self.queue
+            )
         return tracer
 
     def force_flush(self, timeout_millis: float = 30000) -> bool:

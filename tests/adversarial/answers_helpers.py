@@ -32,8 +32,12 @@ class Answer:
 
 
 def call(sidecar: SidecarProcess, path: str, body: dict[str, Any], *, timeout: float = 20) -> Answer:
-    request = urllib.request.Request(sidecar.base_url + path, method="POST", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        sidecar.base_url + path,
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return Answer(resp.status, resp.headers.get("content-type", ""), resp.read())
@@ -73,22 +77,39 @@ def assert_stream_ends_with_error(answer: Answer, *fragments: str) -> dict[str, 
 
 
 def completion(content: str = "fine", **extra: Any) -> bytes:
-    return json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "m-upstream",
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                    "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, **extra}).encode()
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m-upstream",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            **extra,
+        }
+    ).encode()
 
 
 def chunk(delta: dict[str, Any] | None = None, *, finish: str | None = None, **extra: Any) -> bytes:
     choice = {"index": 0, "delta": delta if delta is not None else {}, "finish_reason": finish}
-    data = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m-upstream",
-            "choices": [choice], **extra}
+    data = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m-upstream",
+        "choices": [choice],
+        **extra,
+    }
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
 def good_stream() -> list[bytes]:
-    return [chunk({"role": "assistant", "content": "he"}), chunk({"content": "llo"}), chunk(finish="stop"),
-            b"data: [DONE]\n\n"]
+    return [
+        chunk({"role": "assistant", "content": "he"}),
+        chunk({"content": "llo"}),
+        chunk(finish="stop"),
+        b"data: [DONE]\n\n",
+    ]
 
 
 # --- the sidecar process, from /proc ----------------------------------------------------------

@@ -16,14 +16,23 @@ HOSTILE_KEY = "sk-hostile-4f9c2a7e1b3d5f6a8c0e2b4d6f8a0c1e"
 
 def hostile_snapshot(base_url: str, *, provider_type: str = "openai", **rule: Any) -> dict[str, Any]:
     """One route `m` to the hostile provider, with one try and short timeouts unless told otherwise."""
-    provider: dict[str, Any] = {"name": "hostile", "type": provider_type, "baseUrl": base_url + "/v1",
-                                "apiKey": HOSTILE_KEY}
+    provider: dict[str, Any] = {
+        "name": "hostile",
+        "type": provider_type,
+        "baseUrl": base_url + "/v1",
+        "apiKey": HOSTILE_KEY,
+    }
     if provider_type == "azure-openai":
         provider["apiVersion"] = "2024-10-21"
     if provider_type in ("anthropic", "gemini"):
         provider["baseUrl"] = base_url
-    rule = {"name": "default", "backends": [{"provider": "hostile", "model": "m-upstream"}],
-            "retry": {"attempts": 1}, "timeouts": {"totalSeconds": 5}, **rule}
+    rule = {
+        "name": "default",
+        "backends": [{"provider": "hostile", "model": "m-upstream"}],
+        "retry": {"attempts": 1},
+        "timeouts": {"totalSeconds": 5},
+        **rule,
+    }
     return {"providers": [provider], "routes": [{"name": "m", "model": "m", "rules": [rule]}]}
 
 

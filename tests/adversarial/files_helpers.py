@@ -24,27 +24,36 @@ FILE_KEY = "sk-file-9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a"
 
 DEEP = ("[" * 100_000).encode()  # PyYAML's composer recurses once per level
 DEEP_MAP = ("".join(f"{'  ' * i}k{i}:\n" for i in range(300)) + "  " * 300 + "v\n").encode()
-BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-        + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
-        ).encode()  # 10^9 values once aliases are expanded
+BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+).encode()  # 10^9 values once aliases are expanded
 
 
 def snapshot_routes(openai_url: str, names: list[str]) -> dict[str, Any]:
     """One provider; one route per name, each serving the model of the same name."""
     return {
-        "providers": [{"name": "oai", "type": "openai", "baseUrl": openai_url + "/v1",
-                       "apiKey": DEFAULT_KEYS["openai"]}],
-        "routes": [{"name": n, "model": n, "rules": [{"name": "default",
-                                                        "backends": [{"provider": "oai", "model": "gpt-4o"}]}]}
-                   for n in names],
+        "providers": [
+            {"name": "oai", "type": "openai", "baseUrl": openai_url + "/v1", "apiKey": DEFAULT_KEYS["openai"]}
+        ],
+        "routes": [
+            {
+                "name": n,
+                "model": n,
+                "rules": [{"name": "default", "backends": [{"provider": "oai", "model": "gpt-4o"}]}],
+            }
+            for n in names
+        ],
     }
 
 
 def apikey_syntax_error(openai_url: str) -> bytes:
     """A snapshot whose apiKey line breaks the YAML (an unclosed quote after the key)."""
-    return (f"providers:\n  - name: oai\n    type: openai\n    baseUrl: {openai_url}/v1\n"
-            f"    apiKey: {FILE_KEY}: \"oops\n"
-            "routes: []\n").encode()
+    return (
+        f"providers:\n  - name: oai\n    type: openai\n    baseUrl: {openai_url}/v1\n"
+        f'    apiKey: {FILE_KEY}: "oops\n'
+        "routes: []\n"
+    ).encode()
 
 
 def write_in_place(path: Path, data: bytes) -> None:
@@ -58,8 +67,11 @@ def write_in_place(path: Path, data: bytes) -> None:
 
 def chat(base_url: str, model: str, timeout: float = 10) -> int:
     request = urllib.request.Request(
-        base_url + "/v1/chat/completions", method="POST", headers={"content-type": "application/json"},
-        data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode())
+        base_url + "/v1/chat/completions",
+        method="POST",
+        headers={"content-type": "application/json"},
+        data=json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             resp.read()
@@ -102,6 +114,7 @@ def wait_until(predicate: Any, timeout: float = 10, what: str = "") -> None:
 
 # --- modelway dev -------------------------------------------------------------------------
 
+
 def dev_provider(openai_url: str) -> str:
     return f"""apiVersion: modelway.io/v1alpha1
 kind: ModelProvider
@@ -119,7 +132,8 @@ stringData: {{openai: {DEFAULT_KEYS["openai"]}}}
 
 
 def dev_routes(names: list[str]) -> str:
-    return "".join(f"""---
+    return "".join(
+        f"""---
 apiVersion: modelway.io/v1alpha1
 kind: ModelRoute
 metadata: {{name: {n}}}
@@ -127,12 +141,15 @@ spec:
   model: {n}
   rules:
     - backends: [{{provider: openai, model: gpt-4o}}]
-""" for n in names)
+"""
+        for n in names
+    )
 
 
 def dev_apikey_syntax_error() -> bytes:
-    return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData:\n"
-            f"  openai: {FILE_KEY}: \"oops\n").encode()
+    return (
+        f'apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData:\n  openai: {FILE_KEY}: "oops\n'
+    ).encode()
 
 
 class DevProcess:
@@ -147,11 +164,26 @@ class DevProcess:
 
     def __enter__(self) -> DevProcess:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.dev", "dev", "--config-dir", str(self.config_dir),
-             "--port", str(self.port), "--admin-port", str(self.admin_port),
-             "--controller-port", str(self.controller_port)],
-            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO), "OTEL_SDK_DISABLED": "true"}, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "controller.dev",
+                "dev",
+                "--config-dir",
+                str(self.config_dir),
+                "--port",
+                str(self.port),
+                "--admin-port",
+                str(self.admin_port),
+                "--controller-port",
+                str(self.controller_port),
+            ],
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), "OTEL_SDK_DISABLED": "true"},
+            start_new_session=True,
+        )
         wait_until(lambda: "modelway dev is up" in self.logs() or self._proc.poll() is not None, 40, "dev to start")
         assert self._proc.poll() is None, self.logs()
         return self

@@ -51,8 +51,9 @@ def raw(data: bytes) -> Answer:
     return answer
 
 
-def http(status: int, body: bytes, *, content_type: str = "application/json",
-         headers: list[tuple[str, str]] | None = None) -> Answer:
+def http(
+    status: int, body: bytes, *, content_type: str = "application/json", headers: list[tuple[str, str]] | None = None
+) -> Answer:
     """A well-framed HTTP/1.1 answer with the given status, body and extra headers."""
     lines = [f"HTTP/1.1 {status} X", f"content-type: {content_type}", f"content-length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers or []]
@@ -63,8 +64,7 @@ def sse(events: list[bytes], *, content_type: str = "text/event-stream") -> Answ
     """A chunked SSE answer: each item goes out as its own chunk."""
 
     async def answer(_: Received, writer: asyncio.StreamWriter) -> None:
-        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
-                     .encode())
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n".encode())
         for event in events:
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
@@ -102,7 +102,8 @@ class HostileProvider:
         def run() -> None:
             self._loop = asyncio.new_event_loop()
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", 0, limit=HEAD_LIMIT))
+                asyncio.start_server(self._handle, "127.0.0.1", 0, limit=HEAD_LIMIT)
+            )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()

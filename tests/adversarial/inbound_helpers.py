@@ -24,28 +24,50 @@ OPENAI_CHAT = [
         "messages": [
             {"role": "system", "content": "be brief"},
             {"role": "developer", "content": [{"type": "text", "text": "really"}]},
-            {"role": "user", "name": "ann", "content": [
-                {"type": "text", "text": "look"},
-                {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}},
-                {"type": "image_url", "image_url": {"url": PNG}},
-                {"type": "file", "file": {"file_data": PDF, "filename": "a.pdf"}},
-                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
-            ]},
-            {"role": "assistant", "content": "calling", "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"q\": 1}"},
-                 "extra_content": {"google": {"thought_signature": "sig"}}},
-            ]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "{\"ok\": true}"},
+            {
+                "role": "user",
+                "name": "ann",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": PNG}},
+                    {"type": "file", "file": {"file_data": PDF, "filename": "a.pdf"}},
+                    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": "calling",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get", "arguments": '{"q": 1}'},
+                        "extra_content": {"google": {"thought_signature": "sig"}},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
             {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
             {"role": "user", "content": "thanks"},
         ],
-        "tools": [{"type": "function", "function": {
-            "name": "get", "description": "gets", "strict": True,
-            "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get",
+                    "description": "gets",
+                    "strict": True,
+                    "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]},
+                },
+            }
+        ],
         "tool_choice": {"type": "function", "function": {"name": "get"}},
         "parallel_tool_calls": False,
-        "response_format": {"type": "json_schema", "json_schema": {
-            "name": "out", "strict": True, "schema": {"type": "object", "properties": {}}}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "out", "strict": True, "schema": {"type": "object", "properties": {}}},
+        },
         "stop": ["END", "STOP"],
         "max_tokens": 50,
         "max_completion_tokens": 60,
@@ -59,8 +81,14 @@ OPENAI_CHAT = [
         "stream": True,
         "stream_options": {"include_usage": True},
     },
-    {"model": "m", "messages": [{"role": "user", "content": "json"}], "response_format": {"type": "json_object"},
-     "tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}], "stop": "X"},
+    {
+        "model": "m",
+        "messages": [{"role": "user", "content": "json"}],
+        "response_format": {"type": "json_object"},
+        "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "stop": "X",
+    },
 ]
 
 ANTHROPIC_MESSAGES = [
@@ -70,26 +98,43 @@ ANTHROPIC_MESSAGES = [
         "max_tokens": 100,
         "system": [{"type": "text", "text": "be brief"}],
         "messages": [
-            {"role": "user", "content": [
-                {"type": "text", "text": "look"},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
-                {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
-                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
-                 "title": "a.pdf"},
-                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
-            ]},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "hmm", "signature": "s"},
-                {"type": "text", "text": "calling"},
-                {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {"q": 1}},
-            ]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": False, "content": [
-                    {"type": "text", "text": "{\"ok\": true}"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
                     {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
-                ]},
-                {"type": "text", "text": "thanks"},
-            ]},
+                    {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
+                    {
+                        "type": "document",
+                        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+                        "title": "a.pdf",
+                    },
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "calling"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {"q": 1}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "is_error": False,
+                        "content": [
+                            {"type": "text", "text": '{"ok": true}'},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+                        ],
+                    },
+                    {"type": "text", "text": "thanks"},
+                ],
+            },
         ],
         "tools": [{"name": "get", "description": "gets", "input_schema": {"type": "object", "properties": {}}}],
         "tool_choice": {"type": "tool", "name": "get", "disable_parallel_tool_use": True},
@@ -110,28 +155,107 @@ OPENAI_EMBEDDINGS = [
 ]
 
 #: Fields either API knows, for mutations that add one the base lacks.
-KNOWN_FIELDS = sorted({
-    "model", "messages", "tools", "tool_choice", "response_format", "stop", "max_tokens", "max_completion_tokens",
-    "temperature", "top_p", "n", "seed", "presence_penalty", "frequency_penalty", "user", "stream",
-    "stream_options", "parallel_tool_calls", "logprobs", "top_logprobs", "modalities", "metadata", "logit_bias",
-    "audio", "functions", "function_call", "safety_identifier", "input", "dimensions", "encoding_format", "system",
-    "stop_sequences", "top_k", "thinking", "output_config", "service_tier", "store", "prediction",
-    "web_search_options", "reasoning_effort",
-})
+KNOWN_FIELDS = sorted(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "stop",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "user",
+        "stream",
+        "stream_options",
+        "parallel_tool_calls",
+        "logprobs",
+        "top_logprobs",
+        "modalities",
+        "metadata",
+        "logit_bias",
+        "audio",
+        "functions",
+        "function_call",
+        "safety_identifier",
+        "input",
+        "dimensions",
+        "encoding_format",
+        "system",
+        "stop_sequences",
+        "top_k",
+        "thinking",
+        "output_config",
+        "service_tier",
+        "store",
+        "prediction",
+        "web_search_options",
+        "reasoning_effort",
+    }
+)
 
-_WORDS = ["", "text", "image_url", "image", "file", "input_audio", "refusal", "function", "tool", "tool_use",
-          "tool_result", "user", "assistant", "system", "developer", "auto", "none", "any", "required",
-          "json_schema", "json_object", "base64", "url", "document", "thinking", "call_1", "toolu_1", "get",
-          PNG, PDF, "data:", "data:x", "https://x.test/a", "{}", "[1]", "{\"a\":", "null", "\ud7ff", "x" * 300]
+_WORDS = [
+    "",
+    "text",
+    "image_url",
+    "image",
+    "file",
+    "input_audio",
+    "refusal",
+    "function",
+    "tool",
+    "tool_use",
+    "tool_result",
+    "user",
+    "assistant",
+    "system",
+    "developer",
+    "auto",
+    "none",
+    "any",
+    "required",
+    "json_schema",
+    "json_object",
+    "base64",
+    "url",
+    "document",
+    "thinking",
+    "call_1",
+    "toolu_1",
+    "get",
+    PNG,
+    PDF,
+    "data:",
+    "data:x",
+    "https://x.test/a",
+    "{}",
+    "[1]",
+    '{"a":',
+    "null",
+    "\ud7ff",
+    "x" * 300,
+]
 
 scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12) | st.sampled_from(_WORDS)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(_WORDS)
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_WORDS[:20]) | st.text(max_size=6),
-                                                                inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(_WORDS[:20]) | st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 

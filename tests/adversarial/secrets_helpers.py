@@ -26,7 +26,7 @@ KEYS = {
 def leaked_forms(key: str) -> set[str]:
     """What of `key` must never appear: the key, the visible head and tail providers leave when they
     mask it (or a cut leaves), and every 8 characters in a row of it."""
-    return {key, key[:6], key[:10], key[-4:], key[-6:], *(key[i:i + 8] for i in range(len(key) - 7))}
+    return {key, key[:6], key[:10], key[-4:], key[-6:], *(key[i : i + 8] for i in range(len(key) - 7))}
 
 
 def snapshot(base_url: str) -> dict[str, Any]:
@@ -34,14 +34,29 @@ def snapshot(base_url: str) -> dict[str, Any]:
     providers, routes = [], []
     for kind, key in KEYS.items():
         name = kind.replace("-openai", "")
-        provider: dict[str, Any] = {"name": name, "type": kind, "apiKey": key,
-                                    "baseUrl": base_url + ("/v1" if kind == "openai" else "")}
+        provider: dict[str, Any] = {
+            "name": name,
+            "type": kind,
+            "apiKey": key,
+            "baseUrl": base_url + ("/v1" if kind == "openai" else ""),
+        }
         if kind == "azure-openai":
             provider["apiVersion"] = "2024-10-21"
         providers.append(provider)
-        routes.append({"name": name, "model": kind, "rules": [{
-            "name": "default", "backends": [{"provider": name, "model": "m-upstream"}],
-            "retry": {"attempts": 1}, "timeouts": {"totalSeconds": 5}}]})
+        routes.append(
+            {
+                "name": name,
+                "model": kind,
+                "rules": [
+                    {
+                        "name": "default",
+                        "backends": [{"provider": name, "model": "m-upstream"}],
+                        "retry": {"attempts": 1},
+                        "timeouts": {"totalSeconds": 5},
+                    }
+                ],
+            }
+        )
     return {"providers": providers, "routes": routes}
 
 
@@ -65,8 +80,12 @@ def echo(make: Callable[[str], Answer]) -> Answer:
 
 def error_body(message: str) -> bytes:
     """One error body every provider type reads its message from (OpenAI, Anthropic, Gemini shapes)."""
-    return json.dumps({"type": "error", "error": {"type": "authentication_error", "code": 401,
-                                                  "status": "UNAUTHENTICATED", "message": message}}).encode()
+    return json.dumps(
+        {
+            "type": "error",
+            "error": {"type": "authentication_error", "code": 401, "status": "UNAUTHENTICATED", "message": message},
+        }
+    ).encode()
 
 
 # Ways a provider echoes a key: whole, masked in the middle (as OpenAI does), in a raw text body, in a
@@ -91,22 +110,29 @@ def stream_events(kind: str, key: str, *, content_first: bool) -> list[bytes]:
     content (the error reaches the app mid-stream) or before any (the attempt fails)."""
     message = f"stream aborted: credential {key} revoked"
     if kind == "anthropic":
-        start = [b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
-                 b'"role":"assistant","model":"m-upstream","content":[],"usage":{"input_tokens":3,'
-                 b'"output_tokens":0}}}\n\n',
-                 b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
-                 b'"content_block":{"type":"text","text":""}}\n\n',
-                 b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-                 b'"delta":{"type":"text_delta","text":"Hello"}}\n\n']
-        error = b"event: error\ndata: " + json.dumps(
-            {"type": "error", "error": {"type": "overloaded_error", "message": message}}).encode() + b"\n\n"
+        start = [
+            b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+            b'"role":"assistant","model":"m-upstream","content":[],"usage":{"input_tokens":3,'
+            b'"output_tokens":0}}}\n\n',
+            b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+            b'"content_block":{"type":"text","text":""}}\n\n',
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"text_delta","text":"Hello"}}\n\n',
+        ]
+        error = (
+            b"event: error\ndata: "
+            + json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": message}}).encode()
+            + b"\n\n"
+        )
         return (start if content_first else start[:1]) + [error]
     if kind == "gemini":
         content = b'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"Hello"}]},"index":0}]}\n\n'
         error = b"data: " + json.dumps({"error": {"code": 500, "message": message, "status": "INTERNAL"}}).encode()
         return ([content] if content_first else []) + [error + b"\n\n"]
-    content = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m-upstream","choices":'
-               b'[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}\n\n')
+    content = (
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m-upstream","choices":'
+        b'[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}\n\n'
+    )
     error = b"data: " + json.dumps({"error": {"message": message, "type": "server_error"}}).encode() + b"\n\n"
     return ([content] if content_first else []) + [error]
 
@@ -135,7 +161,7 @@ def stream_echo(kind: str, *, content_first: bool) -> Answer:
 class _Sink(http_server.BaseHTTPRequestHandler):
     payloads: list[tuple[str, bytes]]
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.server.payloads.append((self.path, body))  # type: ignore[attr-defined]
         self.send_response(200)

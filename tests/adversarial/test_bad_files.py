@@ -15,10 +15,21 @@ from typing import Any
 import pytest
 
 from tests.adversarial.files_helpers import (
-    BOMB, DEEP, DEEP_MAP, FILE_KEY, Caller, DevProcess, apikey_syntax_error, dev_apikey_syntax_error, dev_provider,
-    dev_routes, dump_yaml, snapshot_routes, wait_until, write_in_place,
+    BOMB,
+    DEEP,
+    DEEP_MAP,
+    FILE_KEY,
+    Caller,
+    DevProcess,
+    apikey_syntax_error,
+    dev_apikey_syntax_error,
+    dev_provider,
+    dev_routes,
+    dump_yaml,
+    snapshot_routes,
+    wait_until,
+    write_in_place,
 )
-from tests.fakes.fixtures import fake_openai_process  # noqa: F401  (fixture)
 from tests.integration.sidecar import REPO, SidecarProcess
 
 NAMES = ["m", "r1", "r2", "r3", "r4", "r5"]
@@ -37,7 +48,7 @@ def _bad_snapshots(openai_url: str) -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.fixture
-def snapshot_sidecar(fake_openai_process: Any) -> Iterator[SidecarProcess]:  # noqa: F811
+def snapshot_sidecar(fake_openai_process: Any) -> Iterator[SidecarProcess]:
     data = snapshot_routes(fake_openai_process.base_url, NAMES)
     with SidecarProcess(data, extra_args=["--reload-stable-seconds", "0.5"]) as process:
         yield process
@@ -47,14 +58,15 @@ def _version(sidecar: SidecarProcess) -> str:
     return sidecar.admin("/readyz")[1]["version"]
 
 
-def test_each_bad_snapshot_is_logged_and_later_good_edits_load(snapshot_sidecar: SidecarProcess,
-                                                               fake_openai_process: Any) -> None:  # noqa: F811
+def test_each_bad_snapshot_is_logged_and_later_good_edits_load(
+    snapshot_sidecar: SidecarProcess, fake_openai_process: Any
+) -> None:
     sidecar, url = snapshot_sidecar, fake_openai_process.base_url
     for index, (name, (content, said)) in enumerate(_bad_snapshots(url).items()):
         before = _version(sidecar)
         marker = len(sidecar.logs())
         write_in_place(sidecar.snapshot_path, content)
-        wait_until(lambda: said in sidecar.logs()[marker:], 10, f"{name}: {said!r} in the log")
+        wait_until(lambda said=said, marker=marker: said in sidecar.logs()[marker:], 10, f"{name}: {said!r} in the log")
         new = sidecar.logs()[marker:]
         assert "keeping the last good snapshot" in new and str(sidecar.snapshot_path) in new, name
         assert "Traceback" not in new and FILE_KEY not in new, name
@@ -67,8 +79,10 @@ def test_each_bad_snapshot_is_logged_and_later_good_edits_load(snapshot_sidecar:
 
 def _run_all(commands: dict[str, list[str]]) -> dict[str, tuple[int, str, str]]:
     """Runs the commands side by side (each start-up is seconds of imports); (status, stdout, stderr) by name."""
-    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-             for name, cmd in commands.items()}
+    procs = {
+        name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        for name, cmd in commands.items()
+    }
     outputs = {name: proc.communicate(timeout=90) for name, proc in procs.items()}
     return {name: (procs[name].returncode, *outputs[name]) for name in procs}
 
@@ -78,12 +92,16 @@ def _run_all(commands: dict[str, list[str]]) -> dict[str, tuple[int, str, str]]:
 AT_START = {"invalid-utf8", "deep-flow", "apikey-syntax", "secret-data-list", "list-items-5"}
 
 
-def test_a_bad_snapshot_at_start_is_one_clean_line_and_exit_2(tmp_path: Path, fake_openai_process: Any) -> None:  # noqa: F811
+def test_a_bad_snapshot_at_start_is_one_clean_line_and_exit_2(tmp_path: Path, fake_openai_process: Any) -> None:
     bad = {k: v for k, v in _bad_snapshots(fake_openai_process.base_url).items() if k in AT_START}
     for name, (content, _) in bad.items():
         (tmp_path / f"{name}.yaml").write_bytes(content)
-    results = _run_all({name: [sys.executable, "-m", "proxy", "--snapshot", str(tmp_path / f"{name}.yaml"),
-                               "--port", "0"] for name in bad})
+    results = _run_all(
+        {
+            name: [sys.executable, "-m", "proxy", "--snapshot", str(tmp_path / f"{name}.yaml"), "--port", "0"]
+            for name in bad
+        }
+    )
     for name, (status, out, err) in results.items():
         path, said = tmp_path / f"{name}.yaml", bad[name][1]
         assert status == 2, (name, err)
@@ -92,21 +110,26 @@ def test_a_bad_snapshot_at_start_is_one_clean_line_and_exit_2(tmp_path: Path, fa
         assert "Traceback" not in err and FILE_KEY not in err + out, name
 
 
-def test_half_written_snapshots_never_drop_routes(snapshot_sidecar: SidecarProcess,
-                                                  fake_openai_process: Any) -> None:  # noqa: F811
+def test_half_written_snapshots_never_drop_routes(snapshot_sidecar: SidecarProcess, fake_openai_process: Any) -> None:
     sidecar, url = snapshot_sidecar, fake_openai_process.base_url
     full = dump_yaml(snapshot_routes(url, NAMES))  # providers first, then routes, "m" the first route
     after_first = full.index(b"- name: r1")  # the file cut after its first route
-    providers_only = full[:full.index(b"routes:")]
-    cuts = [b"", providers_only, full[:full.index(b"routes:") + len(b"routes:")], full[:after_first],
-            providers_only + b"routes:\n", b"   \n# nothing yet\n"]
+    providers_only = full[: full.index(b"routes:")]
+    cuts = [
+        b"",
+        providers_only,
+        full[: full.index(b"routes:") + len(b"routes:")],
+        full[:after_first],
+        providers_only + b"routes:\n",
+        b"   \n# nothing yet\n",
+    ]
     caller = Caller(sidecar.base_url, "m")
     caller.start()
     rng = random.Random(7)
     try:
         until = time.monotonic() + 3
         while time.monotonic() < until:  # each lasts well under the 0.5 s it would need to go live
-            write_in_place(sidecar.snapshot_path, rng.choice([*cuts, full[:rng.randrange(len(full))]]))
+            write_in_place(sidecar.snapshot_path, rng.choice([*cuts, full[: rng.randrange(len(full))]]))
             time.sleep(rng.uniform(0.02, 0.25))
             write_in_place(sidecar.snapshot_path, full)
             time.sleep(rng.uniform(0.02, 0.1))
@@ -117,18 +140,19 @@ def test_half_written_snapshots_never_drop_routes(snapshot_sidecar: SidecarProce
 
 
 def test_a_cut_file_that_stays_goes_live_with_a_warning_and_an_empty_one_never(
-        snapshot_sidecar: SidecarProcess, fake_openai_process: Any) -> None:  # noqa: F811
+    snapshot_sidecar: SidecarProcess, fake_openai_process: Any
+) -> None:
     sidecar, url = snapshot_sidecar, fake_openai_process.base_url
     full = dump_yaml(snapshot_routes(url, NAMES))
     before = _version(sidecar)
-    write_in_place(sidecar.snapshot_path, full[:full.index(b"- name: r1")])
+    write_in_place(sidecar.snapshot_path, full[: full.index(b"- name: r1")])
     wait_until(lambda: "holding it until the file has not changed" in sidecar.logs(), 5, "the hold")
     sidecar.wait_for_version(lambda v: v != before)  # stable for 0.5 s: it goes live, loudly
     logs = sidecar.logs()
     assert "WARNING" in logs and "removed 5 of 6 routes: r1, r2, r3, r4, r5" in logs
     live = _version(sidecar)
     write_in_place(sidecar.snapshot_path, b"")
-    write_in_place(sidecar.snapshot_path, full[:full.index(b"routes:")])  # providers only, no routes key
+    write_in_place(sidecar.snapshot_path, full[: full.index(b"routes:")])  # providers only, no routes key
     wait_until(lambda: "Write `routes: []` to remove every route on purpose" in sidecar.logs(), 5, "refusal")
     time.sleep(1)
     assert _version(sidecar) == live
@@ -140,10 +164,13 @@ def test_a_cut_file_that_stays_goes_live_with_a_warning_and_an_empty_one_never(
 
 # --- modelway dev ------------------------------------------------------------------------
 
+
 def _bad_dev_files() -> dict[str, tuple[bytes, str]]:
     return {
-        "secret-data-list": (b"apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: [a, b]\n",
-                             "data: must be a mapping"),
+        "secret-data-list": (
+            b"apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: [a, b]\n",
+            "data: must be a mapping",
+        ),
         "list-items-5": (b"apiVersion: v1\nkind: List\nitems: 5\n", "items: must be a list"),
         "invalid-utf8": (b"apiVersion: v1\nkind: Secret\nmetadata: {name: \xff}\n", "line 3: not UTF-8"),
         "deep": (DEEP, "nested more than 100 levels"),
@@ -153,7 +180,7 @@ def _bad_dev_files() -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.fixture
-def dev_folder(tmp_path: Path, fake_openai_process: Any) -> Path:  # noqa: F811
+def dev_folder(tmp_path: Path, fake_openai_process: Any) -> Path:
     folder = tmp_path / "config"
     folder.mkdir()
     (folder / "providers.yaml").write_text(dev_provider(fake_openai_process.base_url))
@@ -167,7 +194,7 @@ def test_modelway_dev_logs_each_bad_file_and_loads_later_good_edits(dev_folder: 
         for index, (name, (content, said)) in enumerate(_bad_dev_files().items()):
             marker = len(dev.logs())
             write_in_place(dev_folder / "extra.yaml", content)
-            wait_until(lambda: said in dev.logs()[marker:], 10, f"{name}: {said!r} in the log")
+            wait_until(lambda said=said, marker=marker: said in dev.logs()[marker:], 10, f"{name}: {said!r} in the log")
             new = dev.logs()[marker:]
             assert "extra.yaml" in new and "Traceback" not in new and FILE_KEY not in new, name
             write_in_place(dev_folder / "extra.yaml", dev_routes([f"new{index}"]).encode())
@@ -183,8 +210,9 @@ def test_modelway_dev_refuses_bad_files_at_start_in_one_line(dev_folder: Path, t
         for good in dev_folder.iterdir():
             (folder / good.name).write_bytes(good.read_bytes())
         (folder / "extra.yaml").write_bytes(content)
-    results = _run_all({name: [sys.executable, "-m", "controller.dev", "dev", "--config-dir", str(tmp_path / name)]
-                        for name in bad})
+    results = _run_all(
+        {name: [sys.executable, "-m", "controller.dev", "dev", "--config-dir", str(tmp_path / name)] for name in bad}
+    )
     for name, (status, out, err) in results.items():
         assert status == 2, (name, out, err)
         lines = err.strip().splitlines()
@@ -195,7 +223,7 @@ def test_modelway_dev_refuses_bad_files_at_start_in_one_line(dev_folder: Path, t
 def test_modelway_dev_half_written_routes_never_drop_requests(dev_folder: Path) -> None:
     full = dev_routes(NAMES).encode()
     first_doc_end = full.index(b"---", 3)
-    cuts = [b"", full[:first_doc_end], full[:first_doc_end + 40], b"# editing\n"]
+    cuts = [b"", full[:first_doc_end], full[: first_doc_end + 40], b"# editing\n"]
     routes = dev_folder / "routes.yaml"
     with DevProcess(dev_folder) as dev:
         wait_until(lambda: "m" in dev.models(), 20, "the routes")
@@ -205,7 +233,7 @@ def test_modelway_dev_half_written_routes_never_drop_requests(dev_folder: Path) 
         try:
             until = time.monotonic() + 4
             while time.monotonic() < until:  # each cut lasts well under the 1 s it needs to go live
-                write_in_place(routes, rng.choice([*cuts, full[:rng.randrange(len(full))]]))
+                write_in_place(routes, rng.choice([*cuts, full[: rng.randrange(len(full))]]))
                 time.sleep(rng.uniform(0.05, 0.4))
                 write_in_place(routes, full)
                 time.sleep(rng.uniform(0.05, 0.2))

@@ -36,14 +36,21 @@ from tests.adversarial.fuzz_strategies import (
     with_garbage,
 )
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 MAX_TOKENS = 2**31 - 1
 
 
 def _translator(kind: str) -> Any:
-    base = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
-            "gemini": "https://generativelanguage.googleapis.com"}[kind]
+    base = {
+        "openai": "https://api.openai.com/v1",
+        "anthropic": "https://api.anthropic.com",
+        "gemini": "https://generativelanguage.googleapis.com",
+    }[kind]
     provider = Provider.model_validate({"name": kind, "type": kind, "baseUrl": base, "apiKey": "k"})
     return {"openai": OpenAITranslator, "anthropic": AnthropicTranslator, "gemini": GeminiTranslator}[kind](provider)
 
@@ -96,8 +103,9 @@ def assert_message(message: Any, *, streamed: bool) -> None:
         if streamed:
             assert _opt(call.get("index"), int)
         function = call.get("function")
-        assert function is None or (type(function) is dict and _short(function.get("name"))
-                                    and _opt(function.get("arguments"), str)), call
+        assert function is None or (
+            type(function) is dict and _short(function.get("name")) and _opt(function.get("arguments"), str)
+        ), call
 
 
 def assert_chunk(chunk: Any) -> None:
@@ -162,8 +170,12 @@ def run_stream(kind: str, pieces: list[bytes]) -> None:
 
 
 @FUZZ
-@given(data=st.data(), events=with_garbage(st.lists(OPENAI_CHUNK.map(encoded), max_size=5)),
-       done=st.booleans(), crlf=st.booleans())
+@given(
+    data=st.data(),
+    events=with_garbage(st.lists(OPENAI_CHUNK.map(encoded), max_size=5)),
+    done=st.booleans(),
+    crlf=st.booleans(),
+)
 def test_openai_stream_decoder(data: Any, events: list[bytes], done: bool, crlf: bool) -> None:
     body = sse_body(events + ([b"[DONE]"] if done else []), crlf=crlf)
     run_stream("openai", data.draw(cut(body)))
@@ -178,8 +190,11 @@ def test_anthropic_stream_decoder(data: Any, events: list[dict[str, Any]], garba
 
 
 @FUZZ
-@given(data=st.data(), events=with_garbage(st.lists(GEMINI_RESPONSE.map(encoded), min_size=1, max_size=4)),
-       crlf=st.booleans())
+@given(
+    data=st.data(),
+    events=with_garbage(st.lists(GEMINI_RESPONSE.map(encoded), min_size=1, max_size=4)),
+    crlf=st.booleans(),
+)
 def test_gemini_stream_decoder(data: Any, events: list[bytes], crlf: bool) -> None:
     run_stream("gemini", data.draw(cut(sse_body(events, crlf=crlf))))
 
@@ -253,9 +268,17 @@ def test_gemini_embeddings_response(body: bytes) -> None:
 
 
 @FUZZ
-@given(body=st.one_of(st.binary(max_size=200), ANY := st.recursive(
-    st.none() | st.text(max_size=5) | st.integers(), lambda i: st.lists(i, max_size=2)
-    | st.dictionaries(st.sampled_from(["error", "message", "type"]), i, max_size=2)).map(encoded)))
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        ANY := st.recursive(
+            st.none() | st.text(max_size=5) | st.integers(),
+            lambda i: (
+                st.lists(i, max_size=2) | st.dictionaries(st.sampled_from(["error", "message", "type"]), i, max_size=2)
+            ),
+        ).map(encoded),
+    )
+)
 @example(body=b'{"error": {"message": "\\ud800 a lone surrogate"}}')
 @example(body=b'[{"error": {"message": "\\udfff"}}]')
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])

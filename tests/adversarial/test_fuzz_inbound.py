@@ -25,27 +25,30 @@ from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.providers.base import UnsupportedOperation, UpstreamRequest
 from proxy.providers.registry import build_translator
 from proxy.snapshot import Provider
-from shared.scrub import Scrubber
 from proxy.telemetry.content import content_attributes
-from tests.adversarial.inbound_helpers import (
-    ANTHROPIC_MESSAGES,
-    OPENAI_CHAT,
-    OPENAI_EMBEDDINGS,
-    json_values,
-    mutated,
-)
-from tests.fakes.fixtures import *  # noqa: F401,F403  (fake_openai, fake_anthropic, fake_gemini)
+from shared.scrub import Scrubber
+from tests.adversarial.inbound_helpers import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS, json_values, mutated
 from tests.integration.sidecar import SidecarProcess
 from tests.integration.snapshots import build_snapshot
 
 # FUZZ_EXAMPLES / FUZZ_RANDOM=1 for a longer, randomised run by hand.
-PURE = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,
-                derandomize=not os.environ.get("FUZZ_RANDOM"),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PURE = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    derandomize=not os.environ.get("FUZZ_RANDOM"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 TRANSLATORS = {
-    kind: build_translator(Provider(name=kind.replace("-", ""), type=kind, base_url="https://p.test/v1",
-                                    api_key="sk-test-0123456789", api_version="2024-10-21"))
+    kind: build_translator(
+        Provider(
+            name=kind.replace("-", ""),
+            type=kind,
+            base_url="https://p.test/v1",
+            api_key="sk-test-0123456789",
+            api_version="2024-10-21",
+        )
+    )
     for kind in ("openai", "azure-openai", "anthropic", "gemini")
 }
 OPENAI, ANTHROPIC = OpenAIFrontend(), AnthropicFrontend()
@@ -117,7 +120,7 @@ def test_any_json_as_a_body_gives_4xx(body: Any) -> None:
 @given(mutated(OPENAI_EMBEDDINGS))
 def test_openai_embeddings_bodies_give_4xx_or_a_provider_request(body: Any) -> None:
     try:
-        model, parsed = OPENAI.parse_embeddings(body)
+        _model, parsed = OPENAI.parse_embeddings(body)
     except ApiError as error:
         _refused(error)
         return
@@ -150,18 +153,29 @@ def test_translators_alone_refuse_what_they_cannot_send(body: Any) -> None:
 
 # --- through the real sidecar ---------------------------------------------------------------------------
 
-PROCESS = settings(max_examples=int(os.environ.get("FUZZ_PROCESS_EXAMPLES", "80")), deadline=None,
-                   derandomize=not os.environ.get("FUZZ_RANDOM"), suppress_health_check=list(HealthCheck))
-ENDPOINTS = {"/v1/chat/completions": OPENAI_CHAT, "/v1/messages": ANTHROPIC_MESSAGES,
-             "/v1/embeddings": OPENAI_EMBEDDINGS}
-ROUTES = {"/v1/chat/completions": ["gpt", "azure", "claude", "gemini"], "/v1/messages": ["gpt", "claude", "gemini"],
-          "/v1/embeddings": ["embed", "embed-gemini", "embed-claude"]}
+PROCESS = settings(
+    max_examples=int(os.environ.get("FUZZ_PROCESS_EXAMPLES", "80")),
+    deadline=None,
+    derandomize=not os.environ.get("FUZZ_RANDOM"),
+    suppress_health_check=list(HealthCheck),
+)
+ENDPOINTS = {
+    "/v1/chat/completions": OPENAI_CHAT,
+    "/v1/messages": ANTHROPIC_MESSAGES,
+    "/v1/embeddings": OPENAI_EMBEDDINGS,
+}
+ROUTES = {
+    "/v1/chat/completions": ["gpt", "azure", "claude", "gemini"],
+    "/v1/messages": ["gpt", "claude", "gemini"],
+    "/v1/embeddings": ["embed", "embed-gemini", "embed-claude"],
+}
 
 
 @pytest.fixture(scope="module")
 def sidecar(fake_openai_process: Any, fake_anthropic_process: Any, fake_gemini_process: Any) -> Iterator[Any]:
-    snapshot = build_snapshot(fake_openai_process.base_url, fake_anthropic_process.base_url,
-                              fake_gemini_process.base_url)
+    snapshot = build_snapshot(
+        fake_openai_process.base_url, fake_anthropic_process.base_url, fake_gemini_process.base_url
+    )
     with SidecarProcess(snapshot) as process:
         yield process
 

@@ -16,20 +16,21 @@ import anthropic
 import openai
 import pytest
 
-from tests.fakes.fixtures import *  # noqa: F401,F403  (fake_openai, fake_anthropic, fake_gemini)
 from tests.integration.sidecar import SidecarProcess
 from tests.integration.snapshots import build_snapshot
 
 CHAT_ROUTES = ["gpt", "azure", "claude", "gemini"]  # openai, azure-openai, anthropic, gemini backends
-CAPTURE_ENV = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
-               # content is captured on recording spans only; nothing listens there, export just fails
-               "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "300"}
+CAPTURE_ENV = {
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+    # content is captured on recording spans only; nothing listens there, export just fails
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "300",
+}
 
 
 @pytest.fixture(scope="module")
 def snapshot(fake_openai_process: Any, fake_anthropic_process: Any, fake_gemini_process: Any) -> dict[str, Any]:
-    return build_snapshot(fake_openai_process.base_url, fake_anthropic_process.base_url,
-                          fake_gemini_process.base_url)
+    return build_snapshot(fake_openai_process.base_url, fake_anthropic_process.base_url, fake_gemini_process.base_url)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,9 @@ def capturing_sidecar(snapshot: dict[str, Any]) -> Iterator[SidecarProcess]:
         yield process
 
 
-def post(sidecar: SidecarProcess, path: str, body: bytes | Any,
-         headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+def post(
+    sidecar: SidecarProcess, path: str, body: bytes | Any, headers: dict[str, str] | None = None
+) -> tuple[int, str, bytes]:
     """Raw POST (the body as given, even when no SDK could serialise it): status, content type, body."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     conn = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=20)
@@ -82,15 +84,19 @@ def nested(depth: int) -> bytes:
 def openai_deep(route: str, depth: int) -> bytes:
     """A valid chat request whose first tool's parameters nest so the whole body is `depth` deep.
     body{ tools[ {tool function{ parameters{ "x": ... -> 5 levels before the arrays."""
-    head = (b'{"model":"' + route.encode() + b'","messages":[{"role":"user","content":"hi"}],'
-            b'"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","x":')
+    head = (
+        b'{"model":"' + route.encode() + b'","messages":[{"role":"user","content":"hi"}],'
+        b'"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","x":'
+    )
     return head + nested(depth - 5) + b"}}}]}"
 
 
 def anthropic_deep(route: str, depth: int) -> bytes:
     """body{ tools[ {tool input_schema{ "x": ... -> 4 levels before the arrays."""
-    head = (b'{"model":"' + route.encode() + b'","max_tokens":10,"messages":[{"role":"user","content":"hi"}],'
-            b'"tools":[{"name":"f","input_schema":{"type":"object","x":')
+    head = (
+        b'{"model":"' + route.encode() + b'","max_tokens":10,"messages":[{"role":"user","content":"hi"}],'
+        b'"tools":[{"name":"f","input_schema":{"type":"object","x":'
+    )
     return head + nested(depth - 4) + b"}}]}"
 
 
@@ -145,32 +151,57 @@ OPENAI_MISTYPED: list[tuple[dict[str, Any], str]] = [
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0].type"),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages[0].content[0].text"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]},
-     "messages[0].content[0].image_url"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": [1]}}]}]},
-     "messages[0].content[0].image_url.url"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": 1}}]}]},
-     "messages[0].content[0].input_audio.data"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]},
+        "messages[0].content[0].image_url",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": [1]}}]}]},
+        "messages[0].content[0].image_url.url",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": 1}}]}]},
+        "messages[0].content[0].input_audio.data",
+    ),
     ({"messages": [{"role": "user", "content": [{"type": "file", "file": "x"}]}]}, "messages[0].content[0].file"),
     ({"messages": [USER, {"role": "assistant", "content": None, "tool_calls": 5}]}, "messages[1].tool_calls"),
-    ({"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [
-        {**CALL, "function": {"name": "f", "arguments": {"a": 1}}}]}]}, "messages[1].tool_calls[0].function.arguments"),
-    ({"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [{**CALL, "id": 7}]}]},
-     "messages[1].tool_calls[0].id"),
+    (
+        {
+            "messages": [
+                USER,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"a": 1}}}],
+                },
+            ]
+        },
+        "messages[1].tool_calls[0].function.arguments",
+    ),
+    (
+        {"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [{**CALL, "id": 7}]}]},
+        "messages[1].tool_calls[0].id",
+    ),
     ({"messages": [USER, {"role": "user", "name": 5, "content": "x"}]}, "messages[1].name"),
     ({"stop": 5}, "stop"),
     ({"stop": [1, 2]}, "stop"),
     ({"stop": {"a": 1}}, "stop"),
     ({"tools": 5}, "tools"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": 5}}]}, "tools[0].function.parameters"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "description": 5}}]},
-     "tools[0].function.description"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "description": 5}}]}, "tools[0].function.description"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": 5}, "tool_choice"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}],
-      "tool_choice": {"type": "function", "function": "f"}}, "tool_choice.function"),
+    (
+        {
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": "f"},
+        },
+        "tool_choice.function",
+    ),
     ({"response_format": 5}, "response_format.type"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}},
-     "response_format.json_schema.schema"),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}},
+        "response_format.json_schema.schema",
+    ),
     ({"max_tokens": "10"}, "max_tokens"),
     ({"max_completion_tokens": 1.5}, "max_completion_tokens"),
     ({"temperature": "hot"}, "temperature"),
@@ -189,8 +220,7 @@ OPENAI_MISTYPED: list[tuple[dict[str, Any], str]] = [
 def test_mistyped_openai_fields_are_400s_naming_the_field(
     sidecar: SidecarProcess, route: str, fields: dict[str, Any], param: str
 ) -> None:
-    status, content_type, body = post(sidecar, "/v1/chat/completions",
-                                      {"model": route, "messages": [USER], **fields})
+    status, content_type, body = post(sidecar, "/v1/chat/completions", {"model": route, "messages": [USER], **fields})
     error = openai_error(status, content_type, body)
     assert status == 400, error
     assert error["param"] == param and error["type"] == "invalid_request_error", error
@@ -201,10 +231,14 @@ ANTHROPIC_MISTYPED: list[tuple[dict[str, Any], str]] = [
     ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": 5}]}]}, "messages.0.content.0.source"),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": ["x"]}]}]}, "messages.0.content.0.text"),
-    ({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": "x"}]}]},
-     "messages.0.content.0.input"),
-    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": 5}]}]},
-     "messages.0.content.0.content"),
+    (
+        {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": "x"}]}]},
+        "messages.0.content.0.input",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": 5}]}]},
+        "messages.0.content.0.content",
+    ),
     ({"max_tokens": "5"}, "max_tokens"),
     ({"stop_sequences": [1]}, "stop_sequences"),
     ({"temperature": "x"}, "temperature"),
@@ -224,8 +258,9 @@ ANTHROPIC_MISTYPED: list[tuple[dict[str, Any], str]] = [
 def test_mistyped_anthropic_fields_are_400s_naming_the_field(
     sidecar: SidecarProcess, route: str, fields: dict[str, Any], param: str
 ) -> None:
-    status, content_type, body = post(sidecar, "/v1/messages",
-                                      {"model": route, "max_tokens": 10, "messages": [USER], **fields})
+    status, content_type, body = post(
+        sidecar, "/v1/messages", {"model": route, "max_tokens": 10, "messages": [USER], **fields}
+    )
     error = anthropic_error(status, content_type, body)
     assert status == 400 and error["type"] == "invalid_request_error", error
     assert error["message"].startswith(param + ":"), error
@@ -245,8 +280,9 @@ EMBEDDINGS_MISTYPED: list[tuple[dict[str, Any], str]] = [
 
 @pytest.mark.parametrize("route", ["embed", "embed-gemini"])
 @pytest.mark.parametrize(("fields", "param"), EMBEDDINGS_MISTYPED, ids=[p for _, p in EMBEDDINGS_MISTYPED])
-def test_mistyped_embeddings_fields_are_400s(sidecar: SidecarProcess, route: str, fields: dict[str, Any],
-                                             param: str) -> None:
+def test_mistyped_embeddings_fields_are_400s(
+    sidecar: SidecarProcess, route: str, fields: dict[str, Any], param: str
+) -> None:
     status, content_type, body = post(sidecar, "/v1/embeddings", {"model": route, "input": "hi", **fields})
     error = openai_error(status, content_type, body)
     assert status == 400 and error["param"] == param, error
@@ -259,12 +295,12 @@ def test_the_sdks_see_bad_request_errors_with_the_param(sidecar: SidecarProcess)
     assert caught.value.param == "stop"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model="claude", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}])  # type: ignore[list-item]
+            model="claude", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]
+        )  # type: ignore[list-item]
     assert caught.value.param == "messages[0].content[0].image_url"
     claude = anthropic.Anthropic(base_url=sidecar.base_url, api_key="placeholder", max_retries=0, timeout=20)
     with pytest.raises(anthropic.BadRequestError) as caught_anthropic:
-        claude.messages.create(model="gemini", max_tokens=10, messages=[USER],
-                               stop_sequences=[1])  # type: ignore[list-item]
+        claude.messages.create(model="gemini", max_tokens=10, messages=[USER], stop_sequences=[1])  # type: ignore[list-item]
     assert "stop_sequences" in caught_anthropic.value.message
 
 
@@ -278,18 +314,29 @@ def test_unknown_model_404_quotes_a_huge_name_briefly(sidecar: SidecarProcess) -
     assert status == 404 and error["code"] == "model_not_found"
     assert len(body) < 2000 and "m" * 100 + "…" in error["message"] and "m" * 101 not in error["message"]
     status, content_type, body = post(sidecar, "/v1/messages", {"model": model, "max_tokens": 5, "messages": [USER]})
-    assert status == 404 and len(body) < 2000 and "m" * 101 not in anthropic_error(status, content_type, body)["message"]
+    assert (
+        status == 404 and len(body) < 2000 and "m" * 101 not in anthropic_error(status, content_type, body)["message"]
+    )
 
 
 def test_errors_quote_huge_field_values_briefly(sidecar: SidecarProcess) -> None:
     huge = "r" * 100_000
     cases = [
         ("/v1/chat/completions", {"model": "gpt", "messages": [{"role": huge, "content": "x"}]}),
-        ("/v1/chat/completions", {"model": "gemini", "messages": [USER], "tool_choice": huge,
-                                  "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "gemini",
+                "messages": [USER],
+                "tool_choice": huge,
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+        ),
         ("/v1/messages", {"model": "gpt", "max_tokens": 5, "messages": [{"role": huge, "content": "x"}]}),
-        ("/v1/messages", {"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": [
-            {"type": huge}]}]}),
+        (
+            "/v1/messages",
+            {"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": huge}]}]},
+        ),
     ]
     for path, request in cases:
         status, _, body = post(sidecar, path, request)
@@ -308,18 +355,29 @@ def test_content_capture_survives_mistyped_tool_calls(capturing_sidecar: Sidecar
         status, content_type, body = post(capturing_sidecar, "/v1/chat/completions", request)
         assert status == 400 and openai_error(status, content_type, body)["param"].startswith("messages[1].tool_calls")
     for content in (5, [5], [{"type": "text", "text": 5}]):
-        request = {"model": route, "messages": [USER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-                                                {"role": "tool", "tool_call_id": "call_1", "content": content}]}
+        request = {
+            "model": route,
+            "messages": [
+                USER,
+                {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                {"role": "tool", "tool_call_id": "call_1", "content": content},
+            ],
+        }
         status, content_type, body = post(capturing_sidecar, "/v1/chat/completions", request)
         assert status == 400 and openai_error(status, content_type, body)["param"].startswith("messages[2].content")
 
 
 @pytest.mark.parametrize("route", CHAT_ROUTES)
 def test_content_capture_still_serves_tool_turns(capturing_sidecar: SidecarProcess, route: str) -> None:
-    request = {"model": route, "messages": [
-        USER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "{\"ok\": 1}"}]}],
-        "tools": [{"type": "function", "function": {"name": "f"}}]}
+    request = {
+        "model": route,
+        "messages": [
+            USER,
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": '{"ok": 1}'}]},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+    }
     status, _, body = post(capturing_sidecar, "/v1/chat/completions", request)
     assert status == 200, body[:500]
     assert "Traceback" not in capturing_sidecar.logs()
@@ -348,8 +406,9 @@ async def test_an_unexpected_exception_is_a_json_500_in_the_callers_shape(
     monkeypatch.setattr(server.ANTHROPIC, "parse_chat", bug)
     app = server.build_app(holder=RuntimeHolder(), telemetry=Telemetry(), settings=server.ServerSettings())
     async with TestClient(TestServer(app)) as client:
-        resp = await client.post("/v1/chat/completions", json={"model": "m", "messages": [USER]},
-                                 headers={"accept": "text/html"})
+        resp = await client.post(
+            "/v1/chat/completions", json={"model": "m", "messages": [USER]}, headers={"accept": "text/html"}
+        )
         text = await resp.text()
         assert resp.status == 500 and resp.content_type == "application/json", text
         assert json.loads(text)["error"]["code"] == "internal_error" and secret not in text
@@ -364,8 +423,10 @@ PROTOCOL_ERRORS = {
     "bad request line": b"GARBAGE\r\n\r\n",
     "invalid method": b"G@T /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
     "header too large": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
-    "bad chunked body": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n"),
+    "bad chunked body": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n"
+    ),
     "bad version": b"GET /v1/models HTTP/9.9\r\nHost: x\r\n\r\n",
 }
 

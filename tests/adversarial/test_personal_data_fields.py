@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fixtures import fake_anthropic, fake_anthropic_process, fake_openai, fake_openai_process  # noqa: F401
 from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import SidecarProcess
 from tests.unit.test_classify_fields import (
@@ -41,8 +40,11 @@ def _provider(name: str, kind: str, url: str, hosting: str) -> dict[str, Any]:
 
 def _route(model: str, primary: str, fallback: str | None) -> dict[str, Any]:
     saas, local = ("team.claude-saas", "team.claude-local") if model == "claude" else ("team.saas", "team.local")
-    rule: dict[str, Any] = {"name": "default", "retry": {"attempts": 1},
-                            "backends": [{"provider": saas, "model": primary}]}
+    rule: dict[str, Any] = {
+        "name": "default",
+        "retry": {"attempts": 1},
+        "backends": [{"provider": saas, "model": primary}],
+    }
     if fallback:
         rule["fallbacks"] = [{"provider": local, "model": fallback}]
     return {"name": f"team/{model}", "model": model, "rules": [rule]}
@@ -51,16 +53,28 @@ def _route(model: str, primary: str, fallback: str | None) -> dict[str, Any]:
 def policy_snapshot(openai_url: str, anthropic_url: str) -> dict[str, Any]:
     denial = {"policy": POLICY, "reason": "hosting saas is not in ['in-cluster']"}
     return {
-        "providers": [_provider("team.saas", "openai", openai_url + "/v1", "saas"),
-                      _provider("team.local", "openai-compatible", openai_url + "/v1", "in-cluster"),
-                      _provider("team.claude-saas", "anthropic", anthropic_url, "saas"),
-                      _provider("team.claude-local", "anthropic", anthropic_url, "in-cluster")],
+        "providers": [
+            _provider("team.saas", "openai", openai_url + "/v1", "saas"),
+            _provider("team.local", "openai-compatible", openai_url + "/v1", "in-cluster"),
+            _provider("team.claude-saas", "anthropic", anthropic_url, "saas"),
+            _provider("team.claude-local", "anthropic", anthropic_url, "in-cluster"),
+        ],
         "routes": [_route(model, DENIED[model], ALLOWED.get(model)) for model in DENIED],
         "policy": {
-            "workload": "team/app", "policies": [POLICY], "defaultClass": "internal", "detectPersonalData": True,
-            "deniedBackends": [{"provider": "team.claude-saas" if model == "claude" else "team.saas", "model": denied,
-                                "dataClasses": ["personal", "restricted"], "denial": denial}
-                               for model, denied in DENIED.items() if model != "saas-only"],
+            "workload": "team/app",
+            "policies": [POLICY],
+            "defaultClass": "internal",
+            "detectPersonalData": True,
+            "deniedBackends": [
+                {
+                    "provider": "team.claude-saas" if model == "claude" else "team.saas",
+                    "model": denied,
+                    "dataClasses": ["personal", "restricted"],
+                    "denial": denial,
+                }
+                for model, denied in DENIED.items()
+                if model != "saas-only"
+            ],
         },
     }
 
@@ -73,8 +87,12 @@ def sidecar(fake_openai_process: Any, fake_anthropic_process: Any) -> Iterator[S
 
 
 def post(sidecar: SidecarProcess, path: str, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(sidecar.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        sidecar.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=20) as resp:
             return resp.status, json.loads(resp.read())
@@ -85,8 +103,12 @@ def post(sidecar: SidecarProcess, path: str, body: Any) -> tuple[int, Any]:
 
 def received(fakes: list[Any], model: str) -> list[str]:
     """The bodies (as JSON text) the backend serving upstream `model` got."""
-    return [json.dumps(r["json"]) for fake in fakes for r in fake.requests()
-            if isinstance(r["json"], dict) and r["json"].get("model") == model]
+    return [
+        json.dumps(r["json"])
+        for fake in fakes
+        for r in fake.requests()
+        if isinstance(r["json"], dict) and r["json"].get("model") == model
+    ]
 
 
 def assert_kept_off_the_denied_backend(fakes: list[Any], route: str, marker: str) -> None:
@@ -139,12 +161,15 @@ def test_anthropic_fields_the_gateway_drops_never_reach_a_provider(sidecar, fake
     assert len(bodies) == 1 and EMAIL not in bodies[0]  # nothing personal was sent, so nothing was rerouted
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param({"model": "embed", "input": f"I am {EMAIL}"}, id="string"),
-    pytest.param({"model": "embed", "input": ["hello", f"I am {EMAIL}"]}, id="list of strings"),
-    pytest.param({"model": "embed", "input": "hello", "user": EMAIL}, id="user"),
-    pytest.param({"model": "embed", "input": "hello", "metadata": {"owner": EMAIL}}, id="an unknown field"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"model": "embed", "input": f"I am {EMAIL}"}, id="string"),
+        pytest.param({"model": "embed", "input": ["hello", f"I am {EMAIL}"]}, id="list of strings"),
+        pytest.param({"model": "embed", "input": "hello", "user": EMAIL}, id="user"),
+        pytest.param({"model": "embed", "input": "hello", "metadata": {"owner": EMAIL}}, id="an unknown field"),
+    ],
+)
 def test_embeddings_field(sidecar, fake_openai, body):
     status, answer = post(sidecar, "/v1/embeddings", body)
     assert status == 200, answer
@@ -162,14 +187,23 @@ def test_with_no_backend_left_the_request_is_refused_naming_the_policy(sidecar, 
     assert fake_openai.requests() == []
 
 
-@pytest.mark.parametrize("message", [
-    pytest.param({"role": "assistant", "content": None, "tool_calls": 5}, id="tool_calls a number"),
-    pytest.param({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": "f"}]},
-                 id="function a string"),
-    pytest.param({"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f", "arguments": {"to": EMAIL}}}]},
-                 id="arguments an object"),
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param({"role": "assistant", "content": None, "tool_calls": 5}, id="tool_calls a number"),
+        pytest.param(
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": "f"}]}, id="function a string"
+        ),
+        pytest.param(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {"to": EMAIL}}}],
+            },
+            id="arguments an object",
+        ),
+    ],
+)
 def test_mistyped_tool_calls_with_detection_on_are_not_a_500(sidecar, fake_openai, message):
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}, message]}
     status, answer = post(sidecar, "/v1/chat/completions", body)

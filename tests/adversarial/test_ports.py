@@ -87,8 +87,10 @@ def test_a_slowloris_head_is_answered_408_and_closed(short_sidecar: SidecarProce
 
 def test_a_body_that_never_ends_is_answered_408_in_the_api_shape(short_sidecar: SidecarProcess) -> None:
     sock = _connect(short_sidecar.port)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100000\r\n\r\n{\"model\": \"m\", \"messages\": [")
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100000\r\n\r\n{"model": "m", "messages": ['
+    )
     data, took = _read_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 408 "), data[:80]
     _both_shapes(_json_error(data))
@@ -103,8 +105,11 @@ def test_silent_and_idle_connections_are_closed(short_sidecar: SidecarProcess, p
     data, took = _read_until_closed(silent)
     assert data == b"" and 0.9 < took < 3, (data, took)
     idle = _connect(port)  # one request, then keep-alive with nothing more
-    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" if port_name == "admin_port"
-                 else b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.sendall(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        if port_name == "admin_port"
+        else b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     data, took = _read_until_closed(idle)
     assert data.startswith(b"HTTP/1.1 200 ") and 0.9 < took < 3, (data[:40], took)
 
@@ -179,9 +184,12 @@ class Flood:
     process (so the probe's timing is not the test's own GIL)."""
 
     def __init__(self, port: int, count: int, *, pause: float = 0.0) -> None:
-        self._proc = subprocess.Popen([sys.executable, "-c", _FLOOD, str(port), str(count), str(pause)],
-                                      stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _FLOOD, str(port), str(count), str(pause)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def wait_opened(self) -> int:
         assert self._proc.stdout is not None
@@ -229,8 +237,13 @@ class _LowFdSidecar(SidecarProcess):
     def start_process(self) -> None:
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            self._args, stdout=log, stderr=subprocess.STDOUT, env=self._env, cwd=REPO,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)))
+            self._args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            cwd=REPO,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)),
+        )
         self._wait_for("/healthz")
 
 
@@ -265,10 +278,26 @@ def test_the_controller_ports_close_silent_and_slowloris_connections(tmp_path: A
     stream, admin = free_port(), free_port()
     log = (tmp_path / "controller.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CONTROLLER, "--source", "files", "--config-dir", str(tmp_path / "config"),
-         "--dev-token-file", str(tmp_path / "token"), "--listen", f"127.0.0.1:{stream}",
-         "--admin-listen", f"127.0.0.1:{admin}"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OTEL_SDK_DISABLED": "true"})
+        [
+            sys.executable,
+            "-c",
+            _CONTROLLER,
+            "--source",
+            "files",
+            "--config-dir",
+            str(tmp_path / "config"),
+            "--dev-token-file",
+            str(tmp_path / "token"),
+            "--listen",
+            f"127.0.0.1:{stream}",
+            "--admin-listen",
+            f"127.0.0.1:{admin}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OTEL_SDK_DISABLED": "true"},
+    )
     try:
         deadline = time.monotonic() + 30
         while "serving sidecar streams" not in (tmp_path / "controller.log").read_text():

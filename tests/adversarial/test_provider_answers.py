@@ -20,7 +20,6 @@ from tests.adversarial.answers_helpers import (
     assert_openai_error,
     assert_stream_ends_with_error,
     call,
-    chat,
     chunk,
     completion,
     fd_count,
@@ -44,8 +43,13 @@ def _rule(*backends: str, fallbacks: tuple[str, ...] = ()) -> dict[str, Any]:
         provider, model = key.split("/")
         return {"provider": provider, "model": model}
 
-    return {"name": "default", "backends": [backend(b) for b in backends],
-            "fallbacks": [backend(b) for b in fallbacks], "retry": {"attempts": 1}, "timeouts": {"totalSeconds": 10}}
+    return {
+        "name": "default",
+        "backends": [backend(b) for b in backends],
+        "fallbacks": [backend(b) for b in fallbacks],
+        "retry": {"attempts": 1},
+        "timeouts": {"totalSeconds": 10},
+    }
 
 
 def _snapshot(base_url: str) -> dict[str, Any]:
@@ -86,8 +90,11 @@ def _clean_script(provider: HostileProvider) -> Iterator[None]:
 
 
 def _chat(sidecar: SidecarProcess, model: str = "m", *, stream: bool = False) -> Answer:
-    return call(sidecar, "/v1/chat/completions",
-                {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+    return call(
+        sidecar,
+        "/v1/chat/completions",
+        {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream},
+    )
 
 
 def _models_asked(provider: HostileProvider, since: int) -> list[str]:
@@ -103,8 +110,9 @@ def _metric_lines(sidecar: SidecarProcess, name: str) -> list[str]:
 # --- 1. one bad answer must not break the route ---------------------------------------------
 
 
-def test_string_token_counts_are_a_bad_answer_and_the_route_keeps_working(provider: HostileProvider,
-                                                                         sidecar: SidecarProcess) -> None:
+def test_string_token_counts_are_a_bad_answer_and_the_route_keeps_working(
+    provider: HostileProvider, sidecar: SidecarProcess
+) -> None:
     """The first usage a route's metrics ever see has strings for counts: that answer is a 502 naming the
     field, and every later good answer on the route is a 200 (it was a 500, for good)."""
     bad = completion(usage={"prompt_tokens": "11", "completion_tokens": "2", "total_tokens": "13"})
@@ -132,8 +140,9 @@ BAD_USAGES = [
 
 
 @pytest.mark.parametrize("usage", BAD_USAGES, ids=range(len(BAD_USAGES)))
-def test_mistyped_usage_falls_back_to_the_next_backend(provider: HostileProvider, sidecar: SidecarProcess,
-                                                       usage: Any) -> None:
+def test_mistyped_usage_falls_back_to_the_next_backend(
+    provider: HostileProvider, sidecar: SidecarProcess, usage: Any
+) -> None:
     since = len(provider.received)
     provider.script(http(200, completion(usage=usage)), http(200, completion("from the fallback")))
     answer = _chat(sidecar, "fb")
@@ -142,7 +151,11 @@ def test_mistyped_usage_falls_back_to_the_next_backend(provider: HostileProvider
 
 
 BAD_FIELDS = [
-    {"model": 5}, {"model": "m" * 100_000}, {"id": {"x": 1}}, {"choices": [5]}, {"choices": "x"},
+    {"model": 5},
+    {"model": "m" * 100_000},
+    {"id": {"x": 1}},
+    {"choices": [5]},
+    {"choices": "x"},
     {"choices": [{"index": 0, "message": "hello", "finish_reason": "stop"}]},
     {"choices": [{"index": 0, "message": {"content": 5}, "finish_reason": "stop"}]},
     {"choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": ["stop"]}]},
@@ -154,14 +167,16 @@ BAD_FIELDS = [
 
 @pytest.mark.parametrize("fields", BAD_FIELDS, ids=range(len(BAD_FIELDS)))
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
-def test_mistyped_completion_fields_are_a_502_in_the_apps_api(provider: HostileProvider, sidecar: SidecarProcess,
-                                                              fields: dict[str, Any], api: str) -> None:
+def test_mistyped_completion_fields_are_a_502_in_the_apps_api(
+    provider: HostileProvider, sidecar: SidecarProcess, fields: dict[str, Any], api: str
+) -> None:
     provider.script(http(200, completion(**fields)))
     if api == "openai":
         assert_openai_error(_chat(sidecar), 502, "bad_response")
         return
-    answer = call(sidecar, "/v1/messages", {"model": "m", "max_tokens": 8, "messages": [{"role": "user",
-                                                                                             "content": "hi"}]})
+    answer = call(
+        sidecar, "/v1/messages", {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert answer.status == 502 and answer.json()["type"] == "error", answer
     assert answer.json()["error"]["type"] == "api_error" and "bad_response" in answer.json()["error"]["message"]
 
@@ -183,8 +198,9 @@ ODD_CHUNKS = [
 
 
 @pytest.mark.parametrize("odd", ODD_CHUNKS, ids=range(len(ODD_CHUNKS)))
-def test_odd_openai_stream_event_mid_stream_ends_with_the_error_event(provider: HostileProvider,
-                                                                      sidecar: SidecarProcess, odd: bytes) -> None:
+def test_odd_openai_stream_event_mid_stream_ends_with_the_error_event(
+    provider: HostileProvider, sidecar: SidecarProcess, odd: bytes
+) -> None:
     """Content already went out: the stream must end with the API's error event, not be cut short."""
     provider.script(paced_sse([chunk({"role": "assistant", "content": "partial"}), odd, *good_stream()]))
     answer = _chat(sidecar, stream=True)
@@ -193,8 +209,9 @@ def test_odd_openai_stream_event_mid_stream_ends_with_the_error_event(provider: 
 
 
 @pytest.mark.parametrize("odd", ODD_CHUNKS, ids=range(len(ODD_CHUNKS)))
-def test_odd_openai_stream_event_before_content_falls_back(provider: HostileProvider, sidecar: SidecarProcess,
-                                                           odd: bytes) -> None:
+def test_odd_openai_stream_event_before_content_falls_back(
+    provider: HostileProvider, sidecar: SidecarProcess, odd: bytes
+) -> None:
     since = len(provider.received)
     provider.script(sse([odd, *good_stream()]), sse(good_stream()))
     answer = _chat(sidecar, "fb", stream=True)
@@ -202,8 +219,9 @@ def test_odd_openai_stream_event_before_content_falls_back(provider: HostileProv
     assert _models_asked(provider, since) == ["m-upstream", "m-fallback"]
 
 
-def test_odd_openai_stream_event_mid_stream_in_the_anthropic_api(provider: HostileProvider,
-                                                                 sidecar: SidecarProcess) -> None:
+def test_odd_openai_stream_event_mid_stream_in_the_anthropic_api(
+    provider: HostileProvider, sidecar: SidecarProcess
+) -> None:
     provider.script(paced_sse([chunk({"role": "assistant", "content": "partial"}), ODD_CHUNKS[1]]))
     answer = messages(sidecar, stream=True)
     assert answer.status == 200
@@ -213,25 +231,33 @@ def test_odd_openai_stream_event_mid_stream_in_the_anthropic_api(provider: Hosti
 
 
 def _gemini(**fields: Any) -> bytes:
-    answer = {"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP",
-                              "index": 0}],
-              "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4},
-              "modelVersion": "g-upstream", "responseId": "r1"}
+    answer = {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4},
+        "modelVersion": "g-upstream",
+        "responseId": "r1",
+    }
     return json.dumps({**answer, **fields}).encode()
 
 
-GEMINI_BAD = [{"responseId": 5}, {"responseId": ["a"]}, {"modelVersion": {"v": 1}},
-              {"usageMetadata": {"promptTokenCount": "3"}}, {"usageMetadata": [3]},
-              {"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": -1}},
-              {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "id": 5}}]}, "index": 0}]},
-              {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": [1]}}]}}]},
-              {"candidates": [{"content": {"parts": [{"text": "x"}]}, "index": "0"}]}]
+GEMINI_BAD = [
+    {"responseId": 5},
+    {"responseId": ["a"]},
+    {"modelVersion": {"v": 1}},
+    {"usageMetadata": {"promptTokenCount": "3"}},
+    {"usageMetadata": [3]},
+    {"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": -1}},
+    {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "id": 5}}]}, "index": 0}]},
+    {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": [1]}}]}}]},
+    {"candidates": [{"content": {"parts": [{"text": "x"}]}, "index": "0"}]},
+]
 
 
 @pytest.mark.parametrize("fields", GEMINI_BAD, ids=range(len(GEMINI_BAD)))
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
-def test_gemini_usage_or_ids_of_the_wrong_type_are_a_502(provider: HostileProvider, sidecar: SidecarProcess,
-                                                         fields: dict[str, Any], stream: bool) -> None:
+def test_gemini_usage_or_ids_of_the_wrong_type_are_a_502(
+    provider: HostileProvider, sidecar: SidecarProcess, fields: dict[str, Any], stream: bool
+) -> None:
     provider.script(sse([b"data: " + _gemini(**fields) + b"\n\n"]) if stream else http(200, _gemini(**fields)))
     assert_openai_error(_chat(sidecar, "gem", stream=stream), 502, "bad_response")
     provider.script(http(200, _gemini()))
@@ -240,13 +266,24 @@ def test_gemini_usage_or_ids_of_the_wrong_type_are_a_502(provider: HostileProvid
 
 @pytest.mark.parametrize("values", [["a", 1.0], [None], [[0.1]], [1e39], [{"x": 1}]], ids=range(5))
 @pytest.mark.parametrize("encoding", ["float", "base64"])
-def test_embeddings_over_non_float_vectors_are_a_502(provider: HostileProvider, sidecar: SidecarProcess,
-                                                     values: list[Any], encoding: str) -> None:
+def test_embeddings_over_non_float_vectors_are_a_502(
+    provider: HostileProvider, sidecar: SidecarProcess, values: list[Any], encoding: str
+) -> None:
     body = {"model": "gem", "input": "hi", "encoding_format": encoding}
     provider.script(http(200, json.dumps({"embedding": {"values": values}}).encode()))
     assert_openai_error(call(sidecar, "/v1/embeddings", body), 502, "bad_response")
-    provider.script(http(200, json.dumps({"data": [{"object": "embedding", "index": 0, "embedding": values}],
-                                          "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()))
+    provider.script(
+        http(
+            200,
+            json.dumps(
+                {
+                    "data": [{"object": "embedding", "index": 0, "embedding": values}],
+                    "model": "m",
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                }
+            ).encode(),
+        )
+    )
     assert_openai_error(call(sidecar, "/v1/embeddings", {**body, "model": "m"}), 502, "bad_response")
     provider.script(http(200, json.dumps({"embedding": {"values": [0.5, -0.25]}}).encode()))
     answer = call(sidecar, "/v1/embeddings", body)
@@ -256,9 +293,15 @@ def test_embeddings_over_non_float_vectors_are_a_502(provider: HostileProvider, 
 
 
 def _anthropic_message(**fields: Any) -> bytes:
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "a-upstream",
-               "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
-               "usage": {"input_tokens": 3, "output_tokens": 1}}
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "a-upstream",
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+    }
     return json.dumps({**message, **fields}).encode()
 
 
@@ -266,25 +309,39 @@ def _anthropic_events(*, start: dict[str, Any] | None = None, delta: Any = None)
     def event(kind: str, data: dict[str, Any]) -> bytes:
         return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
 
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "a-upstream", "content": [],
-               "usage": {"input_tokens": 3, "output_tokens": 0}, **(start or {})}
-    return [event("message_start", {"message": message}),
-            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-            event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "hello"}}),
-            event("content_block_delta", {"index": 0, "delta": delta or {"type": "text_delta", "text": "!"}}),
-            event("content_block_stop", {"index": 0}),
-            event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
-            event("message_stop", {})]
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "a-upstream",
+        "content": [],
+        "usage": {"input_tokens": 3, "output_tokens": 0},
+        **(start or {}),
+    }
+    return [
+        event("message_start", {"message": message}),
+        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "hello"}}),
+        event("content_block_delta", {"index": 0, "delta": delta or {"type": "text_delta", "text": "!"}}),
+        event("content_block_stop", {"index": 0}),
+        event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+        event("message_stop", {}),
+    ]
 
 
-ANTHROPIC_BAD = [{"id": 5}, {"model": ["x"]}, {"usage": {"input_tokens": "3", "output_tokens": 1}},
-                 {"usage": {"input_tokens": 3, "output_tokens": 2**40}},
-                 {"content": [{"type": "tool_use", "id": "t", "name": "f", "input": 5}]}]
+ANTHROPIC_BAD = [
+    {"id": 5},
+    {"model": ["x"]},
+    {"usage": {"input_tokens": "3", "output_tokens": 1}},
+    {"usage": {"input_tokens": 3, "output_tokens": 2**40}},
+    {"content": [{"type": "tool_use", "id": "t", "name": "f", "input": 5}]},
+]
 
 
 @pytest.mark.parametrize("fields", ANTHROPIC_BAD, ids=range(len(ANTHROPIC_BAD)))
-def test_anthropic_mistyped_answers_are_a_502(provider: HostileProvider, sidecar: SidecarProcess,
-                                              fields: dict[str, Any]) -> None:
+def test_anthropic_mistyped_answers_are_a_502(
+    provider: HostileProvider, sidecar: SidecarProcess, fields: dict[str, Any]
+) -> None:
     provider.script(http(200, _anthropic_message(**fields)))
     assert_openai_error(_chat(sidecar, "ant"), 502, "bad_response")
     provider.script(sse(_anthropic_events(start=fields)))
@@ -294,27 +351,44 @@ def test_anthropic_mistyped_answers_are_a_502(provider: HostileProvider, sidecar
         assert_openai_error(_chat(sidecar, "ant", stream=True), 502, "bad_response")
 
 
-def test_anthropic_mistyped_delta_mid_stream_ends_with_the_error_event(provider: HostileProvider,
-                                                                       sidecar: SidecarProcess) -> None:
+def test_anthropic_mistyped_delta_mid_stream_ends_with_the_error_event(
+    provider: HostileProvider, sidecar: SidecarProcess
+) -> None:
     provider.script(paced_sse(_anthropic_events(delta={"type": "text_delta", "text": 5}), pause=0.02))
     assert_stream_ends_with_error(_chat(sidecar, "ant", stream=True), "text_delta")
 
 
-ODD_STATUSES = [b"201 Created", b"202 Accepted", b"203 Non-Authoritative", b"204 No Content", b"206 Partial",
-                b"299 Whatever", b"301 Moved", b"302 Found", b"304 Not Modified", b"307 Temporary",
-                b"308 Permanent", b"399 Odd", b"600 Past", b"999 Past"]
+ODD_STATUSES = [
+    b"201 Created",
+    b"202 Accepted",
+    b"203 Non-Authoritative",
+    b"204 No Content",
+    b"206 Partial",
+    b"299 Whatever",
+    b"301 Moved",
+    b"302 Found",
+    b"304 Not Modified",
+    b"307 Temporary",
+    b"308 Permanent",
+    b"399 Odd",
+    b"600 Past",
+    b"999 Past",
+]
 
 
 def _status(line: bytes) -> Any:
     body = completion()
-    return raw(b"HTTP/1.1 " + line + b"\r\nlocation: http://127.0.0.1:9/elsewhere\r\ncontent-type: "
-               b"application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    return raw(
+        b"HTTP/1.1 " + line + b"\r\nlocation: http://127.0.0.1:9/elsewhere\r\ncontent-type: "
+        b"application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
 
 @pytest.mark.parametrize("line", ODD_STATUSES, ids=[s.split()[0].decode() for s in ODD_STATUSES])
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
-def test_odd_statuses_are_bad_responses_and_fall_back(provider: HostileProvider, sidecar: SidecarProcess,
-                                                      line: bytes, stream: bool) -> None:
+def test_odd_statuses_are_bad_responses_and_fall_back(
+    provider: HostileProvider, sidecar: SidecarProcess, line: bytes, stream: bool
+) -> None:
     provider.script(_status(line))
     assert_openai_error(_chat(sidecar, stream=stream), 502, f"unexpected status {line.split()[0].decode()}")
     since = len(provider.received)
@@ -323,13 +397,19 @@ def test_odd_statuses_are_bad_responses_and_fall_back(provider: HostileProvider,
     assert answer.status == 200 and _models_asked(provider, since) == ["m-upstream", "m-fallback"]
 
 
-@pytest.mark.parametrize("head", [b"HTTP/1.1 100 Continue\r\n\r\n",
-                                  b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
-                                  b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-                                  b"HTTP/1.1 103 Early Hints\r\n\r\n" * 50],
-                         ids=["100-then-close", "101-upgrade", "101-bare", "103-flood"])
-def test_interim_answers_with_no_final_one_are_a_502(provider: HostileProvider, sidecar: SidecarProcess,
-                                                      head: bytes) -> None:
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\n\r\n" * 50,
+    ],
+    ids=["100-then-close", "101-upgrade", "101-bare", "103-flood"],
+)
+def test_interim_answers_with_no_final_one_are_a_502(
+    provider: HostileProvider, sidecar: SidecarProcess, head: bytes
+) -> None:
     provider.script(raw(head))
     started = time.monotonic()
     assert_openai_error(_chat(sidecar), 502)
@@ -388,8 +468,9 @@ def _big_body(size: int, *, chunked: bool) -> Any:
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_100_mb_answer_is_a_502_without_buffering_it(provider: HostileProvider, sidecar: SidecarProcess,
-                                                       chunked: bool) -> None:
+def test_a_100_mb_answer_is_a_502_without_buffering_it(
+    provider: HostileProvider, sidecar: SidecarProcess, chunked: bool
+) -> None:
     provider.script(_big_body(100 * MiB, chunked=chunked))
     answer = _bounded(sidecar, lambda: _chat(sidecar), peak_growth_mib=48)
     assert_openai_error(answer, 502, "larger than", str(32 * MiB))
@@ -405,24 +486,34 @@ BOMB = _gzip_bomb(512 * MiB)  # ~500 KB that inflate to 512 MiB
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
-def test_a_gzip_bomb_is_a_502_without_inflating_it(provider: HostileProvider, sidecar: SidecarProcess,
-                                                   stream: bool) -> None:
+def test_a_gzip_bomb_is_a_502_without_inflating_it(
+    provider: HostileProvider, sidecar: SidecarProcess, stream: bool
+) -> None:
     content_type = b"text/event-stream" if stream else b"application/json"
-    provider.script(raw(b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s"
-                        % (content_type, len(BOMB), BOMB)))
+    provider.script(
+        raw(
+            b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s"
+            % (content_type, len(BOMB), BOMB)
+        )
+    )
     answer = _bounded(sidecar, lambda: _chat(sidecar, stream=stream), peak_growth_mib=48)
     # a stream of zeros has no event boundary: the event limit comes first
     assert_openai_error(answer, 502, "a stream event is longer than" if stream else "decompresses to more than")
 
 
-def test_a_gzip_bomb_of_events_ends_the_stream_at_the_decompressed_limit(provider: HostileProvider,
-                                                                         sidecar: SidecarProcess) -> None:
+def test_a_gzip_bomb_of_events_ends_the_stream_at_the_decompressed_limit(
+    provider: HostileProvider, sidecar: SidecarProcess
+) -> None:
     """Well-formed content events that inflate without end: relayed up to the limit, then the error event."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     events = chunk({"content": "x" * 4000}) * 256  # ~1 MiB of events, compressing ~1000:1
     bomb = b"".join([compressor.compress(events) for _ in range(100)] + [compressor.flush()])
-    provider.script(raw(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
-                        b"content-length: %d\r\n\r\n%s" % (len(bomb), bomb)))
+    provider.script(
+        raw(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(bomb), bomb)
+        )
+    )
     answer = _bounded(sidecar, lambda: _chat(sidecar, stream=True), peak_growth_mib=48)
     assert_stream_ends_with_error(answer, "decompresses to more than")
     assert 30 * MiB < len(answer.raw) < 34 * MiB
@@ -437,8 +528,12 @@ def test_endless_events_without_content_are_a_502(provider: HostileProvider, sid
 
 def test_a_gzipped_answer_within_the_limits_is_read(provider: HostileProvider, sidecar: SidecarProcess) -> None:
     body = zlib.compress(completion("zipped"), 6, wbits=31)
-    provider.script(raw(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
-                        b"content-length: %d\r\n\r\n%s" % (len(body), body)))
+    provider.script(
+        raw(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+    )
     assert _chat(sidecar).json()["choices"][0]["message"]["content"] == "zipped"
 
 
@@ -459,8 +554,9 @@ def _long_line(size: int, *, after_content: bool) -> Any:
 
 
 @pytest.mark.parametrize("after_content", [False, True], ids=["before-content", "mid-stream"])
-def test_a_50_mb_sse_line_is_refused_at_the_event_limit(provider: HostileProvider, sidecar: SidecarProcess,
-                                                        after_content: bool) -> None:
+def test_a_50_mb_sse_line_is_refused_at_the_event_limit(
+    provider: HostileProvider, sidecar: SidecarProcess, after_content: bool
+) -> None:
     provider.script(_long_line(50 * MiB, after_content=after_content))
     started = time.monotonic()
     answer = _bounded(sidecar, lambda: _chat(sidecar, stream=True), peak_growth_mib=24)
@@ -475,11 +571,17 @@ def test_a_long_stream_of_small_events_is_relayed_whole(provider: HostileProvide
     """The event limit is per event: 5 MB of stream in small events, sent a few bytes at a time."""
     events = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": "x" * 500})] * 10_000
     stream = b"".join([*events, chunk(finish="stop"), b"data: [DONE]\n\n"])
-    provider.script(sse([stream[i:i + 7_777] for i in range(0, len(stream), 7_777)]))
+    provider.script(sse([stream[i : i + 7_777] for i in range(0, len(stream), 7_777)]))
     answer = _chat(sidecar, stream=True)
     assert answer.events()[-1] == "[DONE]"
-    assert sum(len(json.loads(e)["choices"][0]["delta"].get("content") or "")
-               for e in answer.events()[:-1] if json.loads(e)["choices"]) == 5_000_000
+    assert (
+        sum(
+            len(json.loads(e)["choices"][0]["delta"].get("content") or "")
+            for e in answer.events()[:-1]
+            if json.loads(e)["choices"]
+        )
+        == 5_000_000
+    )
 
 
 def _headers(count: int, *, value: bytes = b"1") -> Any:
@@ -502,8 +604,9 @@ def test_one_huge_header_is_a_502(provider: HostileProvider, sidecar: SidecarPro
     assert_openai_error(answer, 502, "head is larger than 65536 bytes")
 
 
-def test_answers_with_many_but_not_too_many_headers_are_read(provider: HostileProvider,
-                                                             sidecar: SidecarProcess) -> None:
+def test_answers_with_many_but_not_too_many_headers_are_read(
+    provider: HostileProvider, sidecar: SidecarProcess
+) -> None:
     provider.script(_headers(90, value=b"v" * 500))
     assert _chat(sidecar).status == 200
     since = len(provider.received)
@@ -511,11 +614,11 @@ def test_answers_with_many_but_not_too_many_headers_are_read(provider: HostilePr
     assert _chat(sidecar, "fb").status == 200 and _models_asked(provider, since) == ["m-upstream", "m-fallback"]
 
 
-def test_an_error_answer_of_100_mb_is_read_only_for_its_message(provider: HostileProvider,
-                                                                sidecar: SidecarProcess) -> None:
+def test_an_error_answer_of_100_mb_is_read_only_for_its_message(
+    provider: HostileProvider, sidecar: SidecarProcess
+) -> None:
     async def answer(_: Received, writer: Any) -> None:
-        writer.write(b"HTTP/1.1 500 Oops\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-                     % (100 * MiB))
+        writer.write(b"HTTP/1.1 500 Oops\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % (100 * MiB))
         writer.write(b'{"error": {"message": "')
         for _ in range(100):
             writer.write(b"x" * MiB)

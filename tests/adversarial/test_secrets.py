@@ -23,22 +23,15 @@ from typing import Any
 import pytest
 
 from tests.adversarial.hostile import HostileProvider
-from tests.adversarial.secrets_helpers import (
-    ECHOES,
-    KEYS,
-    echo,
-    leaked_forms,
-    otlp_sink,
-    snapshot,
-    stream_echo,
-)
+from tests.adversarial.secrets_helpers import ECHOES, KEYS, echo, leaked_forms, otlp_sink, snapshot, stream_echo
 from tests.integration.sidecar import REPO, SidecarProcess, free_port
 
 REDACTED = "[REDACTED]"
 STREAMS = {"stream-before-content": False, "stream-mid": True}
 # (provider type, echo, inbound API): every echo on the OpenAI API, and a few on the Anthropic one.
 CASES = [(kind, name, "openai") for kind in KEYS for name in [*ECHOES, *STREAMS]] + [
-    (kind, name, "anthropic") for kind in KEYS for name in ("full", "garbage-200-cut", "stream-mid")]
+    (kind, name, "anthropic") for kind in KEYS for name in ("full", "garbage-200-cut", "stream-mid")
+]
 
 
 @dataclass
@@ -54,8 +47,12 @@ def _call(sidecar: SidecarProcess, kind: str, api: str, *, stream: bool) -> tupl
     if api == "anthropic":
         body["max_tokens"] = 16
         path = "/v1/messages"
-    request = urllib.request.Request(sidecar.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        sidecar.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=20) as resp:
             return resp.status, resp.read()
@@ -68,8 +65,12 @@ def emitted() -> Iterator[Emitted]:
     """Every case run once against one sidecar; then the sidecar stops (flushing its telemetry)."""
     out = Emitted()
     with HostileProvider() as provider, otlp_sink() as (sink_url, payloads):
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, "OTEL_BSP_SCHEDULE_DELAY": "200",
-               "OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url,
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        }
         sidecar = SidecarProcess(snapshot(provider.base_url), extra_args=["--log-level", "debug"], env=env)
         with sidecar:
             for kind, name, api in CASES:
@@ -84,8 +85,9 @@ def emitted() -> Iterator[Emitted]:
 
 
 def _leaks(data: bytes) -> list[str]:
-    return sorted(f"{kind}: {form!r}" for kind, key in KEYS.items() for form in leaked_forms(key)
-                  if form.encode() in data)
+    return sorted(
+        f"{kind}: {form!r}" for kind, key in KEYS.items() for form in leaked_forms(key) if form.encode() in data
+    )
 
 
 @pytest.mark.parametrize("kind, name, api", CASES, ids=["-".join(case) for case in CASES])
@@ -125,37 +127,64 @@ def test_traces_and_metrics_never_hold_the_key(emitted: Emitted) -> None:
 # One bad value per variable: a token with an unencoded comma (its tail looks like a stray item),
 # an HTTP header line instead of name=value, and a value that decodes to a line break.
 BAD_HEADERS = {
-    "OTEL_EXPORTER_OTLP_HEADERS": ("authorization=Bearer t0k3n,Zq9",
-                                   ["OTEL_EXPORTER_OTLP_HEADERS: item 2 is not name=value", "'authorization'", "%2C"]),
-    "OTEL_EXPORTER_OTLP_METRICS_HEADERS": ("x-tenant=a,authorization: Bearer t0k3nZq9",
-                                           ["OTEL_EXPORTER_OTLP_METRICS_HEADERS: item 2 is not name=value"]),
-    "OTEL_EXPORTER_OTLP_TRACES_HEADERS": ("authorization=Bearer%0At0k3nZq9",
-                                          ["OTEL_EXPORTER_OTLP_TRACES_HEADERS: item 1: the value of header "
-                                           "'authorization' holds control characters"]),
+    "OTEL_EXPORTER_OTLP_HEADERS": (
+        "authorization=Bearer t0k3n,Zq9",
+        ["OTEL_EXPORTER_OTLP_HEADERS: item 2 is not name=value", "'authorization'", "%2C"],
+    ),
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS": (
+        "x-tenant=a,authorization: Bearer t0k3nZq9",
+        ["OTEL_EXPORTER_OTLP_METRICS_HEADERS: item 2 is not name=value"],
+    ),
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS": (
+        "authorization=Bearer%0At0k3nZq9",
+        ["OTEL_EXPORTER_OTLP_TRACES_HEADERS: item 1: the value of header 'authorization' holds control characters"],
+    ),
 }
 TOKEN_PARTS = ("t0k3n", "Zq9")
 PROGRAMS = {
-    "sidecar": (["-m", "proxy", "--snapshot", "{snapshot}", "--port", "{port}", "--admin-port", "{port}"],
-                "listening on"),
-    "controller": (["-m", "controller", "--source", "files", "--config-dir", "{dir}", "--dev-token-file",
-                    "{dir}/token", "--listen", "127.0.0.1:{port}", "--admin-listen", "127.0.0.1:{port}"],
-                   "serving sidecar streams"),
+    "sidecar": (
+        ["-m", "proxy", "--snapshot", "{snapshot}", "--port", "{port}", "--admin-port", "{port}"],
+        "listening on",
+    ),
+    "controller": (
+        [
+            "-m",
+            "controller",
+            "--source",
+            "files",
+            "--config-dir",
+            "{dir}",
+            "--dev-token-file",
+            "{dir}/token",
+            "--listen",
+            "127.0.0.1:{port}",
+            "--admin-listen",
+            "127.0.0.1:{port}",
+        ],
+        "serving sidecar streams",
+    ),
 }
 
 
-@pytest.mark.parametrize("program, protocol", [("sidecar", "http/protobuf"), ("sidecar", "grpc"),
-                                               ("controller", "http/protobuf")])
+@pytest.mark.parametrize(
+    "program, protocol", [("sidecar", "http/protobuf"), ("sidecar", "grpc"), ("controller", "http/protobuf")]
+)
 def test_a_bad_otlp_header_is_named_never_shown(tmp_path, program: str, protocol: str) -> None:
     """At start-up and as it exports (the stock exporters quote a bad value in their errors)."""
     (tmp_path / "snapshot.json").write_text(json.dumps(snapshot("http://127.0.0.1:9")))
     args, marker = PROGRAMS[program]
-    argv = [sys.executable, *(a.format(snapshot=tmp_path / "snapshot.json", dir=tmp_path, port=free_port())
-                              for a in args)]
+    argv = [
+        sys.executable,
+        *(a.format(snapshot=tmp_path / "snapshot.json", dir=tmp_path, port=free_port()) for a in args),
+    ]
     with otlp_sink() as (sink_url, _):
-        env = {**_env(), "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
-               **{variable: value for variable, (value, _) in BAD_HEADERS.items()}}
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True)
+        env = {
+            **_env(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            **{variable: value for variable, (value, _) in BAD_HEADERS.items()},
+        }
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         lines = []
         try:

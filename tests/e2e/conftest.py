@@ -1,5 +1,1 @@
-"""End-to-end tests run against real components (tests/harness)."""
-
-# The harness's session fixtures (kube, kubectl, helm, helm_offline, jaeger,
-# redis) and its hook that attaches component logs to failed reports.
-from tests.harness.fixtures import *
+"""End-to-end tests run against real components (tests/harness, registered in tests/conftest.py)."""

@@ -32,25 +32,47 @@ def b64(value: str) -> str:
 class ControllerProcess:
     """`python -m controller --source kube`; `start()` again reuses its port, so sidecars reconnect."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, *, name: str = "controller",
-                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        *,
+        name: str = "controller",
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}-{self.port}.log"
         self.admin_port = free_port()  # not the fixed 15014: replicas share this machine
-        self._argv = [sys.executable, "-m", "controller", "--source", "kube", "--kubeconfig", str(kubeconfig),
-                      "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}",
-                      "--log-level", "debug", *extra_args]
+        self._argv = [
+            sys.executable,
+            "-m",
+            "controller",
+            "--source",
+            "kube",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--admin-listen",
+            f"127.0.0.1:{self.admin_port}",
+            "--log-level",
+            "debug",
+            *extra_args,
+        ]
         self._env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ControllerProcess:
-        self._proc = subprocess.Popen(self._argv, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
-                                      env=self._env, cwd=REPO)
+        self._proc = subprocess.Popen(
+            self._argv, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, env=self._env, cwd=REPO
+        )
         proc = self._proc
-        wait_until(lambda: "serving sidecar streams" in self.logs() or proc.poll() is not None,
-                   what=f"{self.name} start")
+        wait_until(
+            lambda: "serving sidecar streams" in self.logs() or proc.poll() is not None, what=f"{self.name} start"
+        )
         assert proc.poll() is None, self.logs()
         return self
 
@@ -65,20 +87,54 @@ class ControllerProcess:
 
 def pod_token(kubectl: Any, namespace: str, name: str, service_account: str = "app") -> str:
     """A Pod object (no kubelet runs it) and a token bound to it, for audience `modelway`."""
-    kubectl.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account}},
-                  "-n", namespace)
-    kubectl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
-                   "spec": {"serviceAccountName": service_account,
-                            "containers": [{"name": "app", "image": "example.invalid/app:1"}]}}, "-n", namespace)
+    kubectl.apply(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account}}, "-n", namespace
+    )
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "serviceAccountName": service_account,
+                "containers": [{"name": "app", "image": "example.invalid/app:1"}],
+            },
+        },
+        "-n",
+        namespace,
+    )
     uid = kubectl.json("get", "pod", name, "-n", namespace)["metadata"]["uid"]
-    return kubectl("create", "token", service_account, "-n", namespace, "--audience", "modelway",
-                   "--bound-object-kind", "Pod", "--bound-object-name", name, "--bound-object-uid", uid,
-                   "--duration", "1h").stdout.strip()
+    return kubectl(
+        "create",
+        "token",
+        service_account,
+        "-n",
+        namespace,
+        "--audience",
+        "modelway",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        name,
+        "--bound-object-uid",
+        uid,
+        "--duration",
+        "1h",
+    ).stdout.strip()
 
 
 def controller_sidecar(controller: ControllerProcess, token: str, workdir: Path, name: str) -> SidecarProcess:
     token_file = workdir / f"{name}.token"
     token_file.write_text(token)
-    return SidecarProcess(source_args=[
-        "--controller", controller.url, "--token-file", str(token_file),
-        "--state-file", str(workdir / f"{name}.snapshot.json"), "--reconnect-max-seconds", "1"])
+    return SidecarProcess(
+        source_args=[
+            "--controller",
+            controller.url,
+            "--token-file",
+            str(token_file),
+            "--state-file",
+            str(workdir / f"{name}.snapshot.json"),
+            "--reconnect-max-seconds",
+            "1",
+        ]
+    )

@@ -14,9 +14,12 @@ from controller.store import ResourceStore
 
 
 def route(name: str, namespace: str, model: str | None = None) -> dict[str, Any]:
-    return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"model": model or name, "rules": [{"backends": [{"provider": "openai", "model": "gpt-4o"}]}]}}
+    return {
+        "apiVersion": "modelway.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": model or name, "rules": [{"backends": [{"provider": "openai", "model": "gpt-4o"}]}]},
+    }
 
 
 async def eventually(predicate: Callable[[], bool], *, timeout: float = 15.0, what: str = "condition") -> None:

@@ -34,11 +34,21 @@ CHART = REPO / "charts" / "modelway"
 NS = "modelway-system"
 ON, OFF = "inject-on", "inject-off"
 HOOK = "modelway-sidecar-injector"
-RELEASE_OBJECTS = ["deployment/modelway-controller", "service/modelway-controller", "serviceaccount/modelway-controller",
-                   "role/modelway-controller", "rolebinding/modelway-controller", "configmap/modelway-inject",
-                   "secret/modelway-certs", "poddisruptionbudget/modelway-controller"]
-CLUSTER_OBJECTS = ["clusterrole/modelway-controller", "clusterrolebinding/modelway-controller",
-                   f"mutatingwebhookconfiguration/{HOOK}"]
+RELEASE_OBJECTS = [
+    "deployment/modelway-controller",
+    "service/modelway-controller",
+    "serviceaccount/modelway-controller",
+    "role/modelway-controller",
+    "rolebinding/modelway-controller",
+    "configmap/modelway-inject",
+    "secret/modelway-certs",
+    "poddisruptionbudget/modelway-controller",
+]
+CLUSTER_OBJECTS = [
+    "clusterrole/modelway-controller",
+    "clusterrolebinding/modelway-controller",
+    f"mutatingwebhookconfiguration/{HOOK}",
+]
 
 
 class Release:
@@ -54,12 +64,23 @@ class Release:
     def sa_kubeconfig(self) -> Path:
         token = self.kubectl("create", "token", "modelway-controller", "-n", NS, "--duration", "2h").stdout.strip()
         path = self.workdir / "controller-sa.kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-            "clusters": [{"name": "test", "cluster": {"server": self.kube.server,
-                                                      "certificate-authority": str(self.kube.ca.cert)}}],
-            "users": [{"name": "sa", "user": {"token": token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa", "namespace": NS}}]}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "sa",
+                    "clusters": [
+                        {
+                            "name": "test",
+                            "cluster": {"server": self.kube.server, "certificate-authority": str(self.kube.ca.cert)},
+                        }
+                    ],
+                    "users": [{"name": "sa", "user": {"token": token}}],
+                    "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa", "namespace": NS}}],
+                }
+            )
+        )
         return path
 
     def start_controller(self) -> ControllerProcess:
@@ -70,14 +91,23 @@ class Release:
         config.write_text(self.kubectl.json("get", "configmap", "modelway-inject", "-n", NS)["data"]["sidecar.yaml"])
         local = ("--source", "--listen", "--log-level", "--webhook-listen", "--inject-config", "--admin-listen")
         extra = [a for a in args if not a.startswith(local)]
-        extra += [f"--webhook-listen=127.0.0.1:{self.webhook_port}", f"--inject-config={config}",
-                  "--cert-extra-host=127.0.0.1"]
-        helptext = subprocess.run([sys.executable, "-m", "controller", "--help"], capture_output=True, text=True,
-                                  cwd=REPO).stdout
+        extra += [
+            f"--webhook-listen=127.0.0.1:{self.webhook_port}",
+            f"--inject-config={config}",
+            "--cert-extra-host=127.0.0.1",
+        ]
+        helptext = subprocess.run(
+            [sys.executable, "-m", "controller", "--help"], capture_output=True, text=True, cwd=REPO
+        ).stdout
         if "--admin-listen" in helptext:  # the admin server's fixed port would clash on a shared machine
             extra.append(f"--admin-listen=127.0.0.1:{free_port()}")
-        controller = ControllerProcess(self.sa_kubeconfig(), self.workdir, name="chart-controller", extra_args=extra,
-                                       env={"POD_NAMESPACE": NS, "POD_NAME": "modelway-controller-0"})
+        controller = ControllerProcess(
+            self.sa_kubeconfig(),
+            self.workdir,
+            name="chart-controller",
+            extra_args=extra,
+            env={"POD_NAMESPACE": NS, "POD_NAME": "modelway-controller-0"},
+        )
         self.controller = controller.start()
         wait_until(lambda: "serving the injection webhook" in controller.logs(), what="webhook serving")
         return controller
@@ -106,12 +136,22 @@ def release(helm: Helm, kubectl: Kubectl, kube: Any, tmp_path_factory: pytest.Te
         helm("uninstall", "modelway", "--namespace", NS, check=False)
 
 
-def app_pod(name: str, *, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
-            image: str = "example.invalid/app:1") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": labels or {"app": name}, "annotations": annotations or {}},
-            "spec": {"serviceAccountName": "app", "containers": [
-                {"name": "app", "image": image, "env": [{"name": "OPENAI_API_KEY", "value": "app-own"}]}]}}
+def app_pod(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    image: str = "example.invalid/app:1",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {"app": name}, "annotations": annotations or {}},
+        "spec": {
+            "serviceAccountName": "app",
+            "containers": [{"name": "app", "image": image, "env": [{"name": "OPENAI_API_KEY", "value": "app-own"}]}],
+        },
+    }
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
@@ -200,25 +240,56 @@ def test_the_examples_work_and_the_injected_ca_verifies_the_controller(release: 
     release.kubectl("apply", "-n", ON, "-f", str(examples))
     # No ReplicaSet controller here: create the demo Deployment's pod as it would.
     template = release.kubectl.json("get", "deployment", "demo-app", "-n", ON)["spec"]["template"]
-    release.kubectl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "demo-app-1", **template["metadata"]},
-                           "spec": {**template["spec"], "serviceAccountName": "app"}}, "-n", ON)
+    release.kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "demo-app-1", **template["metadata"]},
+            "spec": {**template["spec"], "serviceAccountName": "app"},
+        },
+        "-n",
+        ON,
+    )
     demo = release.kubectl.json("get", "pod", "demo-app-1", "-n", ON)
     assert len(sidecars(demo)) == 1
     assert env_of(demo["spec"]["containers"][0])["OPENAI_BASE_URL"] == "http://127.0.0.1:15000/v1"
+
     # The leader writes status with the chart's RBAC.
     def accepted() -> bool:
         route = release.kubectl.json("get", "modelroute", "chat", "-n", ON)
-        return any(c["type"] == "Accepted" and c["status"] == "True" for c in route.get("status", {}).get("conditions", []))
+        return any(
+            c["type"] == "Accepted" and c["status"] == "True" for c in route.get("status", {}).get("conditions", [])
+        )
+
     wait_until(accepted, timeout=30, what="route chat Accepted by the controller")
     # A sidecar given what the webhook gave the pod (the CA as an env var, a pod-bound token) gets its snapshot.
     uid = demo["metadata"]["uid"]
-    token = release.kubectl("create", "token", "app", "-n", ON, "--audience", "modelway", "--bound-object-kind",
-                            "Pod", "--bound-object-name", "demo-app-1", "--bound-object-uid", uid).stdout.strip()
+    token = release.kubectl(
+        "create",
+        "token",
+        "app",
+        "-n",
+        ON,
+        "--audience",
+        "modelway",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "demo-app-1",
+        "--bound-object-uid",
+        uid,
+    ).stdout.strip()
     token_file = release.workdir / "demo.token"
     token_file.write_text(token)
     assert release.controller is not None
-    source = ["--controller", f"https://127.0.0.1:{release.controller.port}", "--token-file", str(token_file),
-              "--reconnect-max-seconds", "1"]
+    source = [
+        "--controller",
+        f"https://127.0.0.1:{release.controller.port}",
+        "--token-file",
+        str(token_file),
+        "--reconnect-max-seconds",
+        "1",
+    ]
     untrusting = SidecarProcess(source_args=source, env={"MODELWAY_CA_PEM": ""})
     untrusting.start_process()
     try:
@@ -234,10 +305,17 @@ def test_the_examples_work_and_the_injected_ca_verifies_the_controller(release: 
 def test_upgrade_with_changed_values(release: Release) -> None:
     ca_before, secret_before = release.ca_bundle(), release.cert_secret()
     checksum = lambda: release.kubectl.json("get", "deployment", "modelway-controller", "-n", NS)[  # noqa: E731
-        "spec"]["template"]["metadata"]["annotations"]["checksum/inject-config"]
+        "spec"
+    ]["template"]["metadata"]["annotations"]["checksum/inject-config"]
     old_checksum = checksum()
-    release.helm("upgrade", "modelway", str(CHART), "--namespace", NS,
-                 *release.helm_values("sidecar.image.tag=2.0.0", "sidecar.resources.limits.memory=300Mi"))
+    release.helm(
+        "upgrade",
+        "modelway",
+        str(CHART),
+        "--namespace",
+        NS,
+        *release.helm_values("sidecar.image.tag=2.0.0", "sidecar.resources.limits.memory=300Mi"),
+    )
     # What the controller made is kept across the upgrade (no manifest sets it).
     assert release.ca_bundle() == ca_before
     assert release.cert_secret() == secret_before
@@ -261,8 +339,9 @@ def test_uninstall_leaves_only_the_crds(release: Release) -> None:
         assert gone == "", f"{obj} left behind"
     for obj in CLUSTER_OBJECTS:
         assert release.kubectl("get", obj, "--ignore-not-found", "-o", "name").stdout.strip() == "", obj
-    left = release.kubectl("get", "all,secrets,configmaps,serviceaccounts,roles,rolebindings", "-n", NS,
-                           "-o", "name").stdout.split()
+    left = release.kubectl(
+        "get", "all,secrets,configmaps,serviceaccounts,roles,rolebindings", "-n", NS, "-o", "name"
+    ).stdout.split()
     assert left == [], left
     release.kubectl("get", "crd", "modelroutes.modelway.io")  # CRDs stay, as Helm promises
     # Pods in opted-in namespaces no longer wait on a webhook that is gone.

@@ -23,12 +23,22 @@ def render(helm: Helm, *sets: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def rules(doc: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
-    return {(group, resource, tuple(sorted(r["verbs"])), tuple(r.get("resourceNames", ())))
-            for r in doc["rules"] for group in r["apiGroups"] for resource in r["resources"]}
+    return {
+        (group, resource, tuple(sorted(r["verbs"])), tuple(r.get("resourceNames", ())))
+        for r in doc["rules"]
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+    }
 
 
-@pytest.mark.parametrize("values", [[], ["certificates.certManager.enabled=true", "controller.replicas=1"],
-                                    ["injection.enabled=false", "otlp.endpoint=http://otel:4318"]])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["certificates.certManager.enabled=true", "controller.replicas=1"],
+        ["injection.enabled=false", "otlp.endpoint=http://otel:4318"],
+    ],
+)
 def test_lint_strict(helm_offline: Helm, values: list[str]) -> None:
     helm_offline("lint", str(CHART), "--strict", "--namespace", NS, *[a for v in values for a in ("--set", v)])
 
@@ -64,8 +74,10 @@ def test_controller_deployment_defaults(helm_offline: Helm) -> None:
     assert "--admin-listen=0.0.0.0:15014" in container["args"]
     assert "--webhook-config-name=modelway-sidecar-injector" in container["args"]
     service = docs["Service", "modelway-controller"]["spec"]["ports"]
-    assert {(p["name"], p["port"], p["targetPort"]) for p in service} == {("stream", 15012, "stream"),
-                                                                          ("webhook", 443, "webhook")}
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service} == {
+        ("stream", 15012, "stream"),
+        ("webhook", 443, "webhook"),
+    }
 
 
 def test_rbac_is_exactly_what_the_controller_calls(helm_offline: Helm) -> None:
@@ -79,8 +91,12 @@ def test_rbac_is_exactly_what_the_controller_calls(helm_offline: Helm) -> None:
         ("", "pods", ("get",), ()),
         ("", "namespaces", ("get", "list", "watch"), ()),
         ("events.k8s.io", "events", ("create",), ()),
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ("get", "patch"),
-         ("modelway-sidecar-injector",)),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            ("get", "patch"),
+            ("modelway-sidecar-injector",),
+        ),
     }
     assert rules(docs["ClusterRole", "modelway-controller"]) == expected_cluster
     assert rules(docs["Role", "modelway-controller"]) == {
@@ -96,21 +112,39 @@ def test_rbac_is_exactly_what_the_controller_calls(helm_offline: Helm) -> None:
 def test_webhook_selectors_keep_other_pods_away(helm_offline: Helm) -> None:
     (hook,) = render(helm_offline)["MutatingWebhookConfiguration", "modelway-sidecar-injector"]["webhooks"]
     assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
-    assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                              "resources": ["pods"], "scope": "Namespaced"}]
+    assert hook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
     assert hook["namespaceSelector"]["matchExpressions"] == [
         {"key": "modelway.io/inject", "operator": "In", "values": ["enabled"]},
-        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS]}]
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS]},
+    ]
     assert hook["objectSelector"]["matchExpressions"] == [
-        {"key": "modelway.io/inject", "operator": "NotIn", "values": ["false"]}]
-    assert hook["clientConfig"]["service"] == {"name": "modelway-controller", "namespace": NS, "path": "/inject",
-                                               "port": 443}
+        {"key": "modelway.io/inject", "operator": "NotIn", "values": ["false"]}
+    ]
+    assert hook["clientConfig"]["service"] == {
+        "name": "modelway-controller",
+        "namespace": NS,
+        "path": "/inject",
+        "port": 443,
+    }
     assert "caBundle" not in hook["clientConfig"]  # the controller keeps it
 
 
 def test_sidecar_values_reach_the_inject_config(helm_offline: Helm) -> None:
-    docs = render(helm_offline, "sidecar.image.tag=9.9.9", "sidecar.resources.limits.memory=300Mi",
-                  "otlp.endpoint=http://otel.observability:4318", "sidecar.ports.admin=16020")
+    docs = render(
+        helm_offline,
+        "sidecar.image.tag=9.9.9",
+        "sidecar.resources.limits.memory=300Mi",
+        "otlp.endpoint=http://otel.observability:4318",
+        "sidecar.ports.admin=16020",
+    )
     config = yaml.safe_load(docs["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
     assert config["image"] == "ghcr.io/modelway/modelway:9.9.9"
     assert config["resources"]["limits"]["memory"] == "300Mi"
@@ -119,16 +153,29 @@ def test_sidecar_values_reach_the_inject_config(helm_offline: Helm) -> None:
     assert config["controllerURL"] == f"https://modelway-controller.{NS}.svc:15012"
     default = yaml.safe_load(render(helm_offline)["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
     checksum = "checksum/inject-config"
-    assert docs["Deployment", "modelway-controller"]["spec"]["template"]["metadata"]["annotations"][checksum] != \
-        render(helm_offline)["Deployment", "modelway-controller"]["spec"]["template"]["metadata"]["annotations"][checksum]
+    assert (
+        docs["Deployment", "modelway-controller"]["spec"]["template"]["metadata"]["annotations"][checksum]
+        != render(helm_offline)["Deployment", "modelway-controller"]["spec"]["template"]["metadata"]["annotations"][
+            checksum
+        ]
+    )
     assert default["image"] == "ghcr.io/modelway/modelway:0.1.0"
 
 
 def test_sampling_and_content_capture_reach_controller_and_sidecars(helm_offline: Helm) -> None:
-    docs = render(helm_offline, "otlp.sampler=parentbased_traceidratio", "otlp.samplerArg=0.25",
-                  "otlp.captureMessageContent=true", "otlp.metricExportIntervalSeconds=15")
-    wanted = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25",
-              "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true", "OTEL_METRIC_EXPORT_INTERVAL": "15000"}
+    docs = render(
+        helm_offline,
+        "otlp.sampler=parentbased_traceidratio",
+        "otlp.samplerArg=0.25",
+        "otlp.captureMessageContent=true",
+        "otlp.metricExportIntervalSeconds=15",
+    )
+    wanted = {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "15000",
+    }
     config = yaml.safe_load(docs["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
     assert config["otelEnv"] == wanted
     (container,) = docs["Deployment", "modelway-controller"]["spec"]["template"]["spec"]["containers"]
@@ -152,9 +199,12 @@ def test_cert_manager_instead_of_own_certs(helm_offline: Helm) -> None:
     # No Secret writes and no webhook patching: cert-manager does both.
     assert not any(r[1] == "secrets" for r in rules(docs["Role", "modelway-controller"]))
     assert not any(r[1] == "mutatingwebhookconfigurations" for r in rules(docs["ClusterRole", "modelway-controller"]))
-    own = render(helm_offline, "certificates.certManager.enabled=true",
-                 "certificates.certManager.issuerRef.name=corp-ca",
-                 "certificates.certManager.issuerRef.kind=ClusterIssuer")
+    own = render(
+        helm_offline,
+        "certificates.certManager.enabled=true",
+        "certificates.certManager.issuerRef.name=corp-ca",
+        "certificates.certManager.issuerRef.kind=ClusterIssuer",
+    )
     assert own["Certificate", "modelway-serving"]["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
     assert ("Issuer", "modelway-ca") not in own
 

@@ -8,20 +8,18 @@ valid version keeps serving, and nothing else in the namespace is held back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
-from tests.fakes.fixtures import fake_openai, fake_openai_process  # noqa: F401  (fixtures)
 from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import REPO, SidecarProcess
 
@@ -30,28 +28,56 @@ API = "modelway.io/v1alpha1"
 
 
 def _provider(name: str, base_url: str) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "ModelProvider", "metadata": {"name": name},
-            "spec": {"type": "openai", "baseURL": base_url, "credentialsRef": {"name": "llm-keys", "key": "openai"}}}
+    return {
+        "apiVersion": API,
+        "kind": "ModelProvider",
+        "metadata": {"name": name},
+        "spec": {"type": "openai", "baseURL": base_url, "credentialsRef": {"name": "llm-keys", "key": "openai"}},
+    }
 
 
-def _route(name: str, model: str, *, beta_regex: str, beta_model: str = "gpt-4o",
-           provider: str = "openai") -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "ModelRoute", "metadata": {"name": name},
-            "spec": {"model": model, "rules": [
-                {"name": "beta", "matches": {"headers": [{"name": "x-tier", "regex": beta_regex}]},
-                 "backends": [{"provider": provider, "model": beta_model}]},
-                {"name": "default", "backends": [{"provider": provider, "model": "gpt-4o-mini"}]}]}}
+def _route(
+    name: str, model: str, *, beta_regex: str, beta_model: str = "gpt-4o", provider: str = "openai"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "ModelRoute",
+        "metadata": {"name": name},
+        "spec": {
+            "model": model,
+            "rules": [
+                {
+                    "name": "beta",
+                    "matches": {"headers": [{"name": "x-tier", "regex": beta_regex}]},
+                    "backends": [{"provider": provider, "model": beta_model}],
+                },
+                {"name": "default", "backends": [{"provider": provider, "model": "gpt-4o-mini"}]},
+            ],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
 def cluster(kube, kubectl, fake_openai_process) -> Iterator[Any]:
     kubectl("apply", "-f", str(REPO / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/modelroutes.modelway.io",
-            "crd/modelproviders.modelway.io", "--timeout=60s")
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/modelroutes.modelway.io",
+        "crd/modelproviders.modelway.io",
+        "--timeout=60s",
+    )
     kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    kubectl.apply({"apiVersion": "v1", "kind": "Secret",
-                   "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
-                   "data": {"openai": b64(DEFAULT_KEYS["openai"])}}, "-n", NS)
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
+            "data": {"openai": b64(DEFAULT_KEYS["openai"])},
+        },
+        "-n",
+        NS,
+    )
     kubectl.apply(_provider("openai", fake_openai_process.base_url + "/v1"), "-n", NS)
     kubectl.apply(_route("chat", "chat", beta_regex="^beta$"), "-n", NS)
     yield kubectl
@@ -80,8 +106,9 @@ def sidecar(cluster, controller, workdir) -> Iterator[SidecarProcess]:
 def _ask(sidecar: SidecarProcess, model: str = "chat", tier: str | None = None) -> str:
     client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="unused", max_retries=0, timeout=20)
     headers = {"x-tier": tier} if tier else None
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
-                                          extra_headers=headers).model
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], extra_headers=headers
+    ).model
 
 
 def _conditions(kubectl: Any, kind: str, name: str) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -93,8 +120,12 @@ def _conditions(kubectl: Any, kind: str, name: str) -> tuple[int, dict[str, dict
 def _refused(kubectl: Any, kind: str, name: str, reason: str) -> dict[str, dict[str, Any]] | None:
     generation, conditions = _conditions(kubectl, kind, name)
     accepted = conditions.get("Accepted")
-    if accepted and accepted["status"] == "False" and accepted["reason"] == reason and all(
-            c["observedGeneration"] == generation for c in conditions.values()):
+    if (
+        accepted
+        and accepted["status"] == "False"
+        and accepted["reason"] == reason
+        and all(c["observedGeneration"] == generation for c in conditions.values())
+    ):
         return conditions
     return None
 
@@ -103,8 +134,10 @@ def test_a_route_edited_to_a_bad_regex_keeps_serving_its_old_rules_and_says_why(
     wait_until(lambda: _ask(sidecar, tier="beta") == "gpt-4o", what="the beta rule")
     version = sidecar.admin("/readyz")[1]["version"]
     cluster.apply(_route("chat", "chat", beta_regex="(beta", beta_model="gpt-4o-nano"), "-n", NS)
-    conditions = wait_until(lambda: _refused(cluster, "modelroute", "chat", "InvalidRegex"),
-                            what="Accepted=False InvalidRegex at the new generation")
+    conditions = wait_until(
+        lambda: _refused(cluster, "modelroute", "chat", "InvalidRegex"),
+        what="Accepted=False InvalidRegex at the new generation",
+    )
     assert "regex" in conditions["Accepted"]["message"] and "does not compile" in conditions["Accepted"]["message"]
     assert conditions["Programmed"]["status"] == "False"
     assert "sidecars keep generation 1" in conditions["Programmed"]["message"]
@@ -118,18 +151,22 @@ def test_a_route_edited_to_a_bad_regex_keeps_serving_its_old_rules_and_says_why(
 
 def test_a_new_route_with_a_bad_regex_gets_a_status(cluster, sidecar):
     cluster.apply(_route("broken", "broken", beta_regex="[unclosed"), "-n", NS)
-    conditions = wait_until(lambda: _refused(cluster, "modelroute", "broken", "InvalidRegex"),
-                            what="a status on the new, invalid route")
+    conditions = wait_until(
+        lambda: _refused(cluster, "modelroute", "broken", "InvalidRegex"), what="a status on the new, invalid route"
+    )
     assert "spec.rules.0.matches.headers.0.regex" in conditions["Accepted"]["message"]
     with pytest.raises(openai.NotFoundError):
         _ask(sidecar, model="broken")
 
 
-@pytest.mark.parametrize(("url", "says"), [
-    ("http://llm.internal:99999/v1", "has a port out of range"),
-    ("http://[::1/v1", "is not a URL with a host"),
-    ("http://", "is not a URL with a host"),
-])
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://llm.internal:99999/v1", "has a port out of range"),
+        ("http://[::1/v1", "is not a URL with a host"),
+        ("http://", "is not a URL with a host"),
+    ],
+)
 def test_the_api_server_refuses_a_base_url_the_schema_can_check(cluster, url, says):
     result = cluster.apply(_provider("refused", url), "-n", NS, check=False)
     assert result.returncode != 0 and "spec.baseURL" in result.stderr and says in result.stderr
@@ -139,13 +176,17 @@ def test_a_provider_the_controller_refuses_holds_nothing_back(cluster, sidecar):
     """A query string passes the schema (it is a URL) but the client appends API paths to it."""
     cluster.apply(_provider("far", "https://llm.internal/v1?api-version=2024-10-21"), "-n", NS)
     cluster.apply(_route("far", "far", beta_regex="^beta$", provider="far"), "-n", NS)
-    conditions = wait_until(lambda: _refused(cluster, "modelprovider", "far", "InvalidURL"),
-                            what="Accepted=False InvalidURL")
+    conditions = wait_until(
+        lambda: _refused(cluster, "modelprovider", "far", "InvalidURL"), what="Accepted=False InvalidURL"
+    )
     assert "query or fragment" in conditions["Accepted"]["message"]
     # An unrelated change in the same namespace still reaches the sidecar (debounce is at most 1 s).
     cluster.apply(_route("other", "other", beta_regex="^beta$"), "-n", NS)
-    wait_until(lambda: "other" in [m["id"] for m in sidecar_models(sidecar)], timeout=5,
-               what="the unrelated route in the sidecar")
+    wait_until(
+        lambda: "other" in [m["id"] for m in sidecar_models(sidecar)],
+        timeout=5,
+        what="the unrelated route in the sidecar",
+    )
     assert _ask(sidecar, model="other") == "gpt-4o-mini"
     assert "far" not in [m["id"] for m in sidecar_models(sidecar)]
 
@@ -164,13 +205,20 @@ async def _refusing_sidecar(controller: ControllerProcess, token: str, *, refuse
 
     from proxy.snapshot import STREAM_PATH
 
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-            controller.url + STREAM_PATH, headers={"authorization": f"Bearer {token}"}) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(controller.url + STREAM_PATH, headers={"authorization": f"Bearer {token}"}) as ws,
+    ):
         await ws.send_json({"type": "hello", "version": ""})
         message = await ws.receive_json(timeout=10)
         assert message["type"] == "snapshot"
-        await ws.send_json({"type": "nack", "version": message["version"],
-                            "error": "providers.0.futureField: Extra inputs are not permitted"})
+        await ws.send_json(
+            {
+                "type": "nack",
+                "version": message["version"],
+                "error": "providers.0.futureField: Extra inputs are not permitted",
+            }
+        )
         deadline = asyncio.get_running_loop().time() + 20
         while not await asyncio.to_thread(refused):
             assert asyncio.get_running_loop().time() < deadline, "SidecarRejected never showed in the status"
@@ -192,24 +240,39 @@ def test_a_sidecar_refusal_shows_in_the_route_status(cluster, controller, sideca
 
     asyncio.run(_refusing_sidecar(controller, pod_token(cluster, NS, "old-sidecar"), refused=refused))
     programmed = _conditions(cluster, "modelroute", "chat")[1]["Programmed"]
-    assert "1/2 sidecars refused" in programmed["message"] and "Extra inputs are not permitted" in \
-        programmed["message"]
+    assert "1/2 sidecars refused" in programmed["message"] and "Extra inputs are not permitted" in programmed["message"]
     events = cluster("get", "events", "-n", NS, "--field-selector", "involvedObject.name=chat").stdout
     assert "SidecarRejected" in events
     # It went away: the route is programmed again on the sidecar that remains.
-    wait_until(lambda: _conditions(cluster, "modelroute", "chat")[1]["Programmed"]["status"] == "True",
-               what="Programmed=True once the refusing sidecar is gone")
+    wait_until(
+        lambda: _conditions(cluster, "modelroute", "chat")[1]["Programmed"]["status"] == "True",
+        what="Programmed=True once the refusing sidecar is gone",
+    )
 
 
 def _modelway(kube: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controller.dev", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=60, env={"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "controller.dev", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_modelway_check_on_the_live_cluster(cluster, kube, sidecar):
     """Runs last in this module: the invalid objects the tests above left are still there."""
-    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plain-keys"},
-                   "stringData": {"openai": "sk-plain"}}, "-n", NS)
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "plain-keys"},
+            "stringData": {"openai": "sk-plain"},
+        },
+        "-n",
+        NS,
+    )
     plain = _provider("plain", "https://api.openai.com/v1")
     plain["spec"]["credentialsRef"]["name"] = "plain-keys"
     cluster.apply(plain, "-n", NS)
@@ -222,9 +285,14 @@ def test_modelway_check_on_the_live_cluster(cluster, kube, sidecar):
     findings = {(f["object"], f["problem"].partition(":")[0]): f for f in json.loads(result.stdout)["findings"]}
     assert findings[(f"ModelRoute {NS}/broken", "InvalidRegex")]["severity"] == "error"
     assert "query" in findings[(f"ModelProvider {NS}/far", "InvalidURL")]["problem"]
-    label = findings[(f"Secret {NS}/plain-keys", "exists but has no label modelway.io/credentials=true, so the "
-                                                 "controller does not see it (ModelProvider plain reports "
-                                                 "SecretNotFound)")]
+    label = findings[
+        (
+            f"Secret {NS}/plain-keys",
+            "exists but has no label modelway.io/credentials=true, so the "
+            "controller does not see it (ModelProvider plain reports "
+            "SecretNotFound)",
+        )
+    ]
     assert label["fix"] == f"kubectl label secret -n {NS} plain-keys modelway.io/credentials=true"
     lonely_finding = findings[(f"ModelRoute {NS}/lonely", f"no pod in namespace {NS} runs this route")]
     assert "nobody" in lonely_finding["problem"] and lonely_finding["severity"] == "warning"

@@ -15,14 +15,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fakes.fixtures import (  # noqa: F401  (fixtures)
-    fake_anthropic,
-    fake_anthropic_process,
-    fake_openai,
-    fake_openai_process,
-)
-from tests.fakes.server import DEFAULT_KEYS
 from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
+from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import REPO, SidecarProcess
 
 NS = "team-e2e"
@@ -31,29 +25,54 @@ OTHER_NS = "team-other"
 
 def _providers(openai_url: str, anthropic_url: str) -> list[dict[str, Any]]:
     return [
-        {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
-         "data": {"openai": b64(DEFAULT_KEYS["openai"]), "anthropic": b64(DEFAULT_KEYS["anthropic"])}},
-        {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "openai"},
-         "spec": {"type": "openai", "baseURL": openai_url + "/v1",
-                  "credentialsRef": {"name": "llm-keys", "key": "openai"}}},
-        {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "claude"},
-         "spec": {"type": "anthropic", "baseURL": anthropic_url,
-                  "credentialsRef": {"name": "llm-keys", "key": "anthropic"}}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
+            "data": {"openai": b64(DEFAULT_KEYS["openai"]), "anthropic": b64(DEFAULT_KEYS["anthropic"])},
+        },
+        {
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelProvider",
+            "metadata": {"name": "openai"},
+            "spec": {
+                "type": "openai",
+                "baseURL": openai_url + "/v1",
+                "credentialsRef": {"name": "llm-keys", "key": "openai"},
+            },
+        },
+        {
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelProvider",
+            "metadata": {"name": "claude"},
+            "spec": {
+                "type": "anthropic",
+                "baseURL": anthropic_url,
+                "credentialsRef": {"name": "llm-keys", "key": "anthropic"},
+            },
+        },
     ]
 
 
 def _route(provider: str, model: str) -> dict[str, Any]:
-    return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "chat"},
-            "spec": {"model": "chat", "rules": [{"name": "default", "backends": [
-                {"provider": provider, "model": model}]}]}}
+    return {
+        "apiVersion": "modelway.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "chat"},
+        "spec": {"model": "chat", "rules": [{"name": "default", "backends": [{"provider": provider, "model": model}]}]},
+    }
 
 
 @pytest.fixture(scope="module")
 def cluster(kube, kubectl, fake_openai_process, fake_anthropic_process) -> Iterator[Any]:
     kubectl("apply", "-f", str(REPO / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/modelroutes.modelway.io",
-            "crd/modelproviders.modelway.io", "--timeout=60s")
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/modelroutes.modelway.io",
+        "crd/modelproviders.modelway.io",
+        "--timeout=60s",
+    )
     for namespace in (NS, OTHER_NS):
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     kubectl.apply(_providers(fake_openai_process.base_url, fake_anthropic_process.base_url), "-n", NS)
@@ -68,8 +87,9 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def controller(cluster, kube, workdir) -> Iterator[ControllerProcess]:
-    process = ControllerProcess(kube.kubeconfig, workdir,
-                                env={"POD_NAMESPACE": NS, "POD_NAME": "controller-e2e"}).start()
+    process = ControllerProcess(
+        kube.kubeconfig, workdir, env={"POD_NAMESPACE": NS, "POD_NAME": "controller-e2e"}
+    ).start()
     yield process
     process.stop()
 
@@ -182,5 +202,6 @@ def test_kube_apiserver_restart_the_watch_resumes(cluster, controller, sidecar, 
     assert _ask(sidecar) == "gpt-4o"  # the data plane does not need the API server
     kube_control_plane.start_apiserver()
     cluster.apply(_route("claude", "claude-sonnet-4-5"), "-n", NS)
-    wait_until(lambda: _ask(sidecar) == "claude-sonnet-4-5", timeout=45,
-               what="a change made after the API server came back")
+    wait_until(
+        lambda: _ask(sidecar) == "claude-sonnet-4-5", timeout=45, what="a change made after the API server came back"
+    )

@@ -74,20 +74,51 @@ def test_controller_push_is_its_own_trace(jaeger: JaegerServer, tmp_path: Path) 
     config.mkdir()
     (config / "all.yaml").write_text(CONFIG.format(model="gpt-4o"))
     port, admin_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
-           "OTEL_SERVICE_NAME": service, "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRICS_EXPORTER": "none"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRICS_EXPORTER": "none",
+    }
     token = tmp_path / "token"
     log = (tmp_path / "controller.log").open("wb")
     controller = subprocess.Popen(
-        [sys.executable, "-m", "controller", "--source", "files", "--config-dir", str(config),
-         "--listen", f"127.0.0.1:{port}", "--dev-token-file", str(token),
-         "--admin-listen", f"127.0.0.1:{admin_port}"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "--source",
+            "files",
+            "--config-dir",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--dev-token-file",
+            str(token),
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+    )
     admin = f"http://127.0.0.1:{admin_port}"
     try:
         _wait(lambda: _get(admin + "/readyz")[0] == 200, "the controller's /readyz")
         assert _get(admin + "/healthz") == (200, '{"status": "ok"}')
-        sidecar = SidecarProcess(source_args=["--controller", f"http://127.0.0.1:{port}", "--token-file", str(token),
-                                              "--reconnect-max-seconds", "1"])
+        sidecar = SidecarProcess(
+            source_args=[
+                "--controller",
+                f"http://127.0.0.1:{port}",
+                "--token-file",
+                str(token),
+                "--reconnect-max-seconds",
+                "1",
+            ]
+        )
         with sidecar:
             first = sidecar.admin("/readyz")[1]["version"]
             (config / "all.yaml").write_text(CONFIG.format(model="gpt-4o-mini"))  # a change: recompute, push
@@ -95,14 +126,27 @@ def test_controller_push_is_its_own_trace(jaeger: JaegerServer, tmp_path: Path) 
 
             def found(traces: list[dict[str, Any]]) -> bool:
                 names = [sorted(s["operationName"] for s in t["spans"]) for t in traces]
-                return ["compile", "push", "reconcile"] in names and ["push"] in names and any(
-                    _tags(s).get("modelway.sidecars.reached") == 1 for t in traces for s in t["spans"]
-                    if s["operationName"] == "push" and len(t["spans"]) == 3)
+                return (
+                    ["compile", "push", "reconcile"] in names
+                    and ["push"] in names
+                    and any(
+                        _tags(s).get("modelway.sidecars.reached") == 1
+                        for t in traces
+                        for s in t["spans"]
+                        if s["operationName"] == "push" and len(t["spans"]) == 3
+                    )
+                )
 
             traces = jaeger.wait_for_traces(service, found)
             # the config change: reconcile -> compile, push (reached the one connected sidecar)
-            changed = next(t for t in traces if len(t["spans"]) == 3 and any(
-                _tags(s).get("modelway.sidecars.reached") == 1 for s in t["spans"] if s["operationName"] == "push"))
+            changed = next(
+                t
+                for t in traces
+                if len(t["spans"]) == 3
+                and any(
+                    _tags(s).get("modelway.sidecars.reached") == 1 for s in t["spans"] if s["operationName"] == "push"
+                )
+            )
             spans = {s["operationName"]: s for s in changed["spans"]}
             root = spans["reconcile"]
             assert root["references"] == [] and _tags(root)["modelway.sidecars.reached"] == 1
@@ -116,7 +160,8 @@ def test_controller_push_is_its_own_trace(jaeger: JaegerServer, tmp_path: Path) 
             [attach] = [t for t in traces if [s["operationName"] for s in t["spans"]] == ["push"]]
             attach_tags = _tags(attach["spans"][0])
             assert attach_tags["modelway.sidecars.reached"] == 1 and attach_tags["modelway.sidecar"].startswith(
-                "default/")
+                "default/"
+            )
             assert "sk-e2e-controller-key" not in json.dumps(traces)
 
             # metrics on the admin port: one sidecar, two pushes ACKed

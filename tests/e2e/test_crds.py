@@ -18,7 +18,6 @@ import yaml
 
 from controller import api
 from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
-from tests.fakes.fixtures import fake_openai_process  # noqa: F401  (a fixture)
 from tests.fakes.server import DEFAULT_KEYS
 from tests.harness.cli import Kubectl
 from tests.harness.tools import find_tool
@@ -74,8 +73,12 @@ def _without_empties(value: Any) -> Any:
 
 
 def test_crds_are_established_with_names(kubectl: Kubectl, crds: None) -> None:
-    for plural, short in (("modelroutes", "mwr"), ("modelproviders", "mwp"), ("modelpolicies", "mwpol"),
-                          ("clustermodelpolicies", "mwcpol")):
+    for plural, short in (
+        ("modelroutes", "mwr"),
+        ("modelproviders", "mwp"),
+        ("modelpolicies", "mwpol"),
+        ("clustermodelpolicies", "mwcpol"),
+    ):
         crd = kubectl.json("get", "crd", f"{plural}.modelway.io")
         conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
         assert conditions["Established"] == "True"
@@ -89,6 +92,7 @@ def test_every_example_applies(kubectl: Kubectl, examples: str) -> None:
     names = kubectl("get", "-n", examples, "secrets,modelway", "-o", "name").stdout.split()
     got = {re.sub(r"\.modelway\.io/", "/", n) for n in names}
     assert expected <= got, f"missing after apply: {sorted(expected - got)}"
+
     # Applying again changes nothing (kubectl may still say "configured": a
     # client-side apply re-sends lists the apiserver has filled defaults into).
     def generations() -> dict[str, int]:
@@ -204,8 +208,14 @@ def _policy(kind: str, **spec: Any) -> dict[str, Any]:
 
 BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     "all-weights-zero": (
-        _rule0(lambda r: r.update(backends=[{"provider": "openai", "model": "gpt-4o", "weight": 0},
-                                            {"provider": "azure-eu", "model": "gpt-4o", "weight": 0}])),
+        _rule0(
+            lambda r: r.update(
+                backends=[
+                    {"provider": "openai", "model": "gpt-4o", "weight": 0},
+                    {"provider": "azure-eu", "model": "gpt-4o", "weight": 0},
+                ]
+            )
+        ),
         ["spec.rules[0].backends", "at least one backend needs a weight above 0"],
     ),
     "negative-weight": (
@@ -213,34 +223,58 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         ["spec.rules[0].backends[0].weight", "Invalid value: -1", "should be greater than or equal to 0"],
     ),
     "fallback-equals-a-backend": (
-        _rule0(lambda r: r.update(fallbacks=[{"provider": "anthropic", "model": "claude-haiku-4-5"},
-                                             {"provider": "openai", "model": "gpt-4o"}])),
-        ["spec.rules[0].fallbacks", "fallback openai/gpt-4o is also a backend of this rule",
-         "a fallback must differ from the rule's backends (provider and model)"],
+        _rule0(
+            lambda r: r.update(
+                fallbacks=[
+                    {"provider": "anthropic", "model": "claude-haiku-4-5"},
+                    {"provider": "openai", "model": "gpt-4o"},
+                ]
+            )
+        ),
+        [
+            "spec.rules[0].fallbacks",
+            "fallback openai/gpt-4o is also a backend of this rule",
+            "a fallback must differ from the rule's backends (provider and model)",
+        ],
     ),
     "duplicate-rule-names": (
         _route(lambda s: s["rules"].insert(0, {**HEADER_RULE, "name": "default"})),
         ["spec.rules[1]", "Duplicate value", '"name":"default"'],
     ),
     "two-unnamed-rules": (  # both get the default name
-        _route(lambda s: s.update(rules=[{k: v for k, v in HEADER_RULE.items() if k != "name"},
-                                         {"backends": [{"provider": "openai", "model": "gpt-4o"}]}])),
+        _route(
+            lambda s: s.update(
+                rules=[
+                    {k: v for k, v in HEADER_RULE.items() if k != "name"},
+                    {"backends": [{"provider": "openai", "model": "gpt-4o"}]},
+                ]
+            )
+        ),
         ["spec.rules[1]", "Duplicate value", '"name":"default"'],
     ),
     "catch-all-rule-not-last": (
         _route(lambda s: s["rules"].append(HEADER_RULE)),
-        ["spec.rules", "rule default has no matches, so it matches every request and hides the rules after it",
-         "only the last rule may be without matches"],
+        [
+            "spec.rules",
+            "rule default has no matches, so it matches every request and hides the rules after it",
+            "only the last rule may be without matches",
+        ],
     ),
     "rule-name-not-a-dns-label": (
         _rule0(lambda r: r.update(name="Beta Testers")),
-        ["spec.rules[0].name", '"Beta Testers" is not a DNS label: use lower-case letters, digits and',
-         "e.g. beta-testers"],
+        [
+            "spec.rules[0].name",
+            '"Beta Testers" is not a DNS label: use lower-case letters, digits and',
+            "e.g. beta-testers",
+        ],
     ),
     "duration-in-words": (
         _rule0(lambda r: r.update(timeouts={"total": "10 seconds"})),
-        ["spec.rules[0].timeouts.total", '"10 seconds" is not a duration: write numbers with units, '
-         "e.g. 300ms, 1.5s, 1m30s or 2h (units h, m, s, ms, us, ns)"],
+        [
+            "spec.rules[0].timeouts.total",
+            '"10 seconds" is not a duration: write numbers with units, '
+            "e.g. 300ms, 1.5s, 1m30s or 2h (units h, m, s, ms, us, ns)",
+        ],
     ),
     "zero-timeout": (
         _rule0(lambda r: r.update(timeouts={"connect": "0s"})),
@@ -268,25 +302,19 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "header-name-with-a-space": (
         _rule0(lambda r: r.update(matches={"headers": [{"name": "x tier", "value": "beta"}]})),
-        ["spec.rules[0].matches.headers[0].name", '"x tier" is not a header name: use letters, digits and',
-         "(no spaces or colons), e.g. x-user-tier"],
+        [
+            "spec.rules[0].matches.headers[0].name",
+            '"x tier" is not a header name: use letters, digits and',
+            "(no spaces or colons), e.g. x-user-tier",
+        ],
     ),
-    "misspelt-field": (
-        _rule0(lambda r: r.update(retries={"attempts": 3})),
-        ['unknown field "spec.rules[0].retries"'],
-    ),
-    "no-rules": (
-        _route(lambda s: s.update(rules=[])),
-        ["spec.rules", "should have at least 1 items"],
-    ),
+    "misspelt-field": (_rule0(lambda r: r.update(retries={"attempts": 3})), ['unknown field "spec.rules[0].retries"']),
+    "no-rules": (_route(lambda s: s.update(rules=[])), ["spec.rules", "should have at least 1 items"]),
     "unknown-provider-type": (
         _provider(type="bedrock"),
         ["spec.type", 'Unsupported value: "bedrock"', '"openai-compatible"'],
     ),
-    "azure-without-api-version": (
-        _provider(**{**AZURE, "azure": {}}),
-        ["spec.azure.apiVersion", "Required value"],
-    ),
+    "azure-without-api-version": (_provider(**{**AZURE, "azure": {}}), ["spec.azure.apiVersion", "Required value"]),
     "azure-without-azure": (
         _provider(type="azure-openai", baseURL="https://r.openai.azure.com"),
         ["spec.azure", "Required value", "type azure-openai needs spec.azure (with apiVersion)"],
@@ -307,10 +335,7 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         _provider(type="openai", baseURL="api.openai.com/v1"),
         ["spec.baseURL", '"api.openai.com/v1"', "should match '^https?://'"],
     ),
-    "unknown-hosting": (
-        _provider(type="openai", hosting="on-prem"),
-        ["spec.hosting", 'Unsupported value: "on-prem"'],
-    ),
+    "unknown-hosting": (_provider(type="openai", hosting="on-prem"), ["spec.hosting", 'Unsupported value: "on-prem"']),
     "negative-price": (
         _provider(type="openai", models=[{"name": "gpt-4o", "inputPricePerMillion": -1}]),
         ["spec.models[0].inputPricePerMillion", "Invalid value: -1", "should be greater than or equal to 0"],
@@ -330,25 +355,41 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         ["spec.workloadSelector.matchExpressions[0].values", "Required value", "operator In needs values (key tier)"],
     ),
     "selector-exists-with-values": (
-        _route(lambda s: s.update(workloadSelector={"matchExpressions": [
-            {"key": "tier", "operator": "Exists", "values": ["gold"]}]})),
-        ["spec.workloadSelector.matchExpressions[0].values", "Forbidden",
-         "operator Exists takes no values (key tier): leave values out, or use In or NotIn"],
+        _route(
+            lambda s: s.update(
+                workloadSelector={"matchExpressions": [{"key": "tier", "operator": "Exists", "values": ["gold"]}]}
+            )
+        ),
+        [
+            "spec.workloadSelector.matchExpressions[0].values",
+            "Forbidden",
+            "operator Exists takes no values (key tier): leave values out, or use In or NotIn",
+        ],
     ),
     "selector-unknown-operator": (
-        _route(lambda s: s.update(workloadSelector={"matchExpressions": [
-            {"key": "tier", "operator": "in", "values": ["gold"]}]})),
-        ["spec.workloadSelector.matchExpressions[0].operator", 'Unsupported value: "in"',
-         '"In", "NotIn", "Exists", "DoesNotExist"'],
+        _route(
+            lambda s: s.update(
+                workloadSelector={"matchExpressions": [{"key": "tier", "operator": "in", "values": ["gold"]}]}
+            )
+        ),
+        [
+            "spec.workloadSelector.matchExpressions[0].operator",
+            'Unsupported value: "in"',
+            '"In", "NotIn", "Exists", "DoesNotExist"',
+        ],
     ),
     "policy-pod-selector-not-in-without-values": (
-        _policy("ModelPolicy", subjects={"podSelector": {"matchExpressions": [
-            {"key": "app", "operator": "NotIn", "values": []}]}}),
+        _policy(
+            "ModelPolicy",
+            subjects={"podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": []}]}},
+        ),
         ["spec.subjects.podSelector.matchExpressions[0].values", "operator NotIn needs values (key app)"],
     ),
     "cluster-policy-namespace-selector-does-not-exist-with-values": (
-        _policy("ClusterModelPolicy", namespaceSelector={"matchExpressions": [
-            {"key": "env", "operator": "DoesNotExist", "values": ["prod"]}]}),
+        _policy(
+            "ClusterModelPolicy",
+            namespaceSelector={"matchExpressions": [{"key": "env", "operator": "DoesNotExist", "values": ["prod"]}]},
+        ),
         ["spec.namespaceSelector.matchExpressions[0].values", "operator DoesNotExist takes no values (key env)"],
     ),
     "cluster-policy-pod-selector-label-value-too-long": (
@@ -357,8 +398,11 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "residency-rule-saying-nothing": (
         _policy("ModelPolicy", residency=[{"dataClass": "personal"}]),
-        ["spec.residency[0]", "a residency rule needs at least one of jurisdictions, regions, hosting; "
-         "the rule for dataClass personal has none"],
+        [
+            "spec.residency[0]",
+            "a residency rule needs at least one of jurisdictions, regions, hosting; "
+            "the rule for dataClass personal has none",
+        ],
     ),
     "unknown-data-class": (
         _policy("ModelPolicy", defaultDataClass="secret"),
@@ -415,8 +459,12 @@ def test_the_apiserver_takes_every_go_duration_api_py_takes(kubectl: Kubectl, ns
         checks = [(ok, True)]
         if nanos > 0:  # firstToken <= total: equal lengths pass, one nanosecond less fails
             checks += [
-                (_with_durations("go-durations", retry, {"total": _ns_form(nanos), "firstToken": text,
-                                                          "connect": text}), True),
+                (
+                    _with_durations(
+                        "go-durations", retry, {"total": _ns_form(nanos), "firstToken": text, "connect": text}
+                    ),
+                    True,
+                ),
                 (_with_durations("go-durations", retry, {"total": _ns_form(nanos - 1), "firstToken": text}), False),
             ]
         for obj, accept in checks:
@@ -591,8 +639,9 @@ def _live_route(name: str, upstream: str, selector: dict[str, Any] | None = None
 
 
 @pytest.fixture(scope="module")
-def live(kube: Any, kubectl: Kubectl, crds: None, fake_openai_process: Any,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SidecarProcess]]:
+def live(
+    kube: Any, kubectl: Kubectl, crds: None, fake_openai_process: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, SidecarProcess]]:
     kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LIVE_NS}})
     kubectl.apply([
         {"apiVersion": "v1", "kind": "Secret",
@@ -605,12 +654,16 @@ def live(kube: Any, kubectl: Kubectl, crds: None, fake_openai_process: Any,
         _live_route("gold", "large-model", GOLD, **GO_DURATIONS),
     ], "-n", LIVE_NS)  # fmt: skip
     workdir = tmp_path_factory.mktemp("crds-live")
-    controller = ControllerProcess(kube.kubeconfig, workdir,
-                                   env={"POD_NAMESPACE": LIVE_NS, "POD_NAME": "controller-crds"}).start()
+    controller = ControllerProcess(
+        kube.kubeconfig, workdir, env={"POD_NAMESPACE": LIVE_NS, "POD_NAME": "controller-crds"}
+    ).start()
     sidecars: dict[str, SidecarProcess] = {}
     try:
-        for pod, labels in (("gold", {"tier": "gold"}), ("canary", {"tier": "gold", "canary": "yes"}),
-                            ("bronze", {"tier": "bronze"})):
+        for pod, labels in (
+            ("gold", {"tier": "gold"}),
+            ("canary", {"tier": "gold", "canary": "yes"}),
+            ("bronze", {"tier": "bronze"}),
+        ):
             token = pod_token(kubectl, LIVE_NS, pod)
             kubectl("label", "pod", pod, "-n", LIVE_NS, *(f"{k}={v}" for k, v in labels.items()))
             sidecars[pod] = controller_sidecar(controller, token, workdir, pod)
@@ -640,7 +693,10 @@ def test_go_durations_reach_the_sidecar_as_their_seconds(live: dict[str, Sidecar
     assert rule["timeouts"] == {"totalSeconds": 90.0, "firstTokenSeconds": 1.5, "connectSeconds": 0.3}
     retry = rule["retry"]
     assert (retry["backoffBaseSeconds"], retry["backoffMaxSeconds"], retry["maxRetryAfterSeconds"]) == (
-        0.25, 3723.5, 7200.0)
+        0.25,
+        3723.5,
+        7200.0,
+    )
 
 
 # --- the chart's NOTES.txt: its commands work as printed on a fresh install ------------
@@ -650,7 +706,7 @@ NOTES_NS = "my-team"  # the namespace NOTES.txt tells the user to make
 
 def _notes_commands(notes: str) -> str:
     """Steps 2 and 3 of the rendered notes as the shell script a user pastes (heredocs included)."""
-    steps = notes[notes.index("\n2. "):notes.index("\n4. ")]
+    steps = notes[notes.index("\n2. ") : notes.index("\n4. ")]
     script, in_heredoc = [], False
     for line in steps.splitlines():
         if in_heredoc:
@@ -662,25 +718,33 @@ def _notes_commands(notes: str) -> str:
     return "\n".join(script) + "\n"
 
 
-def test_the_chart_notes_commands_work_as_printed(live: dict[str, SidecarProcess], helm: Any, kube: Any,
-                                                   tmp_path: Path) -> None:
+def test_the_chart_notes_commands_work_as_printed(
+    live: dict[str, SidecarProcess], helm: Any, kube: Any, tmp_path: Path
+) -> None:
     """What a user pastes from `helm install`'s notes runs, and shows what the notes promise."""
-    out = helm("install", "modelway", str(REPO / "charts" / "modelway"), "-n", "modelway-system",
-               "--dry-run=client").stdout
-    notes = out[out.index("NOTES:"):]
+    out = helm(
+        "install", "modelway", str(REPO / "charts" / "modelway"), "-n", "modelway-system", "--dry-run=client"
+    ).stdout
+    notes = out[out.index("NOTES:") :]
     script = _notes_commands(notes)
-    env = {"PATH": f"{find_tool('kubectl').parent}:/usr/bin:/bin", "KUBECONFIG": str(kube.kubeconfig),
-           "HOME": str(tmp_path), "OPENAI_API_KEY": "sk-notes-test"}
-    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
-                         timeout=60)
+    env = {
+        "PATH": f"{find_tool('kubectl').parent}:/usr/bin:/bin",
+        "KUBECONFIG": str(kube.kubeconfig),
+        "HOME": str(tmp_path),
+        "OPENAI_API_KEY": "sk-notes-test",
+    }
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, f"{script}\n{run.stdout}\n{run.stderr}"
     assert "modelroute.modelway.io/chat created" in run.stdout
     assert "kind: ModelRoute" in script and "examples/" not in script  # nothing from a source checkout
 
     # "Within seconds the route shows ACCEPTED True and PROGRAMMED True, and SYNCED 0".
     def row() -> dict[str, str] | None:
-        got = subprocess.run(["kubectl", "-n", NOTES_NS, "get", "modelroutes"], env=env, capture_output=True,
-                             text=True, check=True).stdout
+        got = subprocess.run(
+            ["kubectl", "-n", NOTES_NS, "get", "modelroutes"], env=env, capture_output=True, text=True, check=True
+        ).stdout
         (first,) = _rows(got)
         return first if (first["ACCEPTED"], first["PROGRAMMED"]) == ("True", "True") else None
 

@@ -17,8 +17,7 @@ def chart(tmp_path: Path) -> Path:
     root = tmp_path / "smoke"
     (root / "templates").mkdir(parents=True)
     (root / "Chart.yaml").write_text(
-        "apiVersion: v2\nname: smoke\nversion: 0.1.0\ndescription: throwaway chart\n"
-        "kubeVersion: '>=1.30.0-0'\n"
+        "apiVersion: v2\nname: smoke\nversion: 0.1.0\ndescription: throwaway chart\nkubeVersion: '>=1.30.0-0'\n"
     )
     (root / "values.yaml").write_text("greeting: hello\n")
     (root / "templates" / "configmap.yaml").write_text(

@@ -195,9 +195,7 @@ def webhook_url(kube: KubeCluster) -> Iterator[str]:
         server.server_close()
 
 
-def test_admission_webhook_on_this_machine_is_called(
-    kube: KubeCluster, kubectl: Kubectl, webhook_url: str
-) -> None:
+def test_admission_webhook_on_this_machine_is_called(kube: KubeCluster, kubectl: Kubectl, webhook_url: str) -> None:
     kubectl.apply(
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -206,10 +204,7 @@ def test_admission_webhook_on_this_machine_is_called(
             "webhooks": [
                 {
                     "name": "smoke.modelway.io",
-                    "clientConfig": {
-                        "url": webhook_url,
-                        "caBundle": base64.b64encode(kube.ca.ca_pem).decode(),
-                    },
+                    "clientConfig": {"url": webhook_url, "caBundle": base64.b64encode(kube.ca.ca_pem).decode()},
                     "rules": [
                         {
                             "apiGroups": [""],

@@ -50,8 +50,9 @@ class FakeApi:
         self.requests.append((plural, "watch" if watching else "list", query))
         if not watching:
             items = [i for i in self.items[plural] if namespace in (None, i["metadata"]["namespace"])]
-            return web.json_response({"kind": "List", "metadata": {"resourceVersion": self.version[plural]},
-                                      "items": items})
+            return web.json_response(
+                {"kind": "List", "metadata": {"resourceVersion": self.version[plural]}, "items": items}
+            )
         if self.scripts[plural]:
             return await self.scripts[plural].pop(0)(request)
         return await stream([], hang=True)(request)
@@ -71,31 +72,51 @@ def fake_route(name: str, version: str, namespace: str = "default") -> dict[str,
 
 def stream(events: list[dict[str, Any]], *, hang: bool = False, chunk: int = 0) -> Script:
     """A 200 watch response writing `events` (in `chunk`-byte pieces if given), then ending or hanging."""
+
     async def script(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         data = b"".join(json.dumps(e).encode() + b"\n" for e in events)
         step = chunk or len(data) or 1
         for i in range(0, len(data), step):
-            await resp.write(data[i:i + step])
+            await resp.write(data[i : i + step])
             await asyncio.sleep(0)
         if hang:
             await asyncio.sleep(3600)
         return resp
+
     return script
 
 
 def gone_status(request: web.Request) -> Awaitable[web.StreamResponse]:
     async def respond() -> web.StreamResponse:
-        return web.json_response({"kind": "Status", "status": "Failure", "reason": "Expired", "code": 410,
-                                  "message": "too old resource version: 1 (200)"}, status=410)
+        return web.json_response(
+            {
+                "kind": "Status",
+                "status": "Failure",
+                "reason": "Expired",
+                "code": 410,
+                "message": "too old resource version: 1 (200)",
+            },
+            status=410,
+        )
+
     return respond()
 
 
 def unavailable(request: web.Request) -> Awaitable[web.StreamResponse]:
     async def respond() -> web.StreamResponse:
-        return web.json_response({"kind": "Status", "status": "Failure", "reason": "ServiceUnavailable",
-                                  "code": 503, "message": "etcd is down"}, status=503)
+        return web.json_response(
+            {
+                "kind": "Status",
+                "status": "Failure",
+                "reason": "ServiceUnavailable",
+                "code": 503,
+                "message": "etcd is down",
+            },
+            status=503,
+        )
+
     return respond()
 
 
@@ -135,12 +156,19 @@ async def test_watch_events_bookmarks_and_split_lines(fake: tuple[FakeApi, KubeC
     api, client = fake
     big = fake_route("big", "101")
     big["metadata"]["annotations"] = {"padding": "x" * 300_000}  # larger than aiohttp's readline limit
-    events = [{"type": "ADDED", "object": big},
-              {"type": "ADDED", "object": fake_route("small", "102")},
-              {"type": "MODIFIED", "object": {**fake_route("small", "103"), "spec": {
-                  "model": "small-v2", "rules": [{"backends": [{"provider": "p", "model": "m"}]}]}}},
-              {"type": "DELETED", "object": fake_route("big", "104")},
-              {"type": "BOOKMARK", "object": {"kind": "ModelRoute", "metadata": {"resourceVersion": "180"}}}]
+    events = [
+        {"type": "ADDED", "object": big},
+        {"type": "ADDED", "object": fake_route("small", "102")},
+        {
+            "type": "MODIFIED",
+            "object": {
+                **fake_route("small", "103"),
+                "spec": {"model": "small-v2", "rules": [{"backends": [{"provider": "p", "model": "m"}]}]},
+            },
+        },
+        {"type": "DELETED", "object": fake_route("big", "104")},
+        {"type": "BOOKMARK", "object": {"kind": "ModelRoute", "metadata": {"resourceVersion": "180"}}},
+    ]
     api.scripts["modelroutes"] = [stream(events, chunk=7_000)]  # ends: the source watches again from 180
     store = ResourceStore()
     async with running(quick(client), store):
@@ -172,8 +200,10 @@ async def test_an_invalid_object_is_logged_and_kept_as_invalid_until_fixed(
     store = ResourceStore()
     with caplog.at_level(logging.ERROR, logger="modelway.sources.kube"):
         async with running(quick(client), store):
-            await eventually(lambda: names(store, "ModelRoute") == {"default/good", "default/bad"}
-                             and not store.view().invalid, what="fixed")
+            await eventually(
+                lambda: names(store, "ModelRoute") == {"default/good", "default/bad"} and not store.view().invalid,
+                what="fixed",
+            )
     assert "ModelRoute default/bad is invalid: Invalid: spec.rules" in caplog.text
 
 
@@ -225,11 +255,16 @@ async def test_reconnects_with_backoff_and_logs_once_per_streak(caplog: pytest.L
 async def test_a_review_from_an_audience_unaware_authenticator_is_refused() -> None:
     """The API docs ask clients to check status.audiences: an authenticator that ignores
     audiences would otherwise accept a token minted for someone else."""
+
     async def review(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         assert body["spec"]["audiences"] == ["modelway"]
-        return web.json_response({**body, "status": {"authenticated": True, "audiences": [],
-                                                     "user": {"username": "system:serviceaccount:a:b"}}})
+        return web.json_response(
+            {
+                **body,
+                "status": {"authenticated": True, "audiences": [], "user": {"username": "system:serviceaccount:a:b"}},
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", review)

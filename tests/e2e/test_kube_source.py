@@ -71,15 +71,22 @@ spec:
 
 
 def provider(name: str, namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"type": "openai", "credentialsRef": {"name": "openai-key"}}}
+    return {
+        "apiVersion": "modelway.io/v1alpha1",
+        "kind": "ModelProvider",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": "openai", "credentialsRef": {"name": "openai-key"}},
+    }
 
 
 def secret(name: str, namespace: str, *, labelled: bool) -> dict[str, Any]:
     labels = {SECRET_LABEL: "true"} if labelled else {}
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "stringData": {"apiKey": f"sk-{name}"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "stringData": {"apiKey": f"sk-{name}"},
+    }
 
 
 async def kubectl_async(kubectl: Kubectl, *args: str, manifest: Any = None) -> str:
@@ -128,7 +135,8 @@ async def test_client_list_get_watch_and_status(client: KubeClient, kubectl: Kub
     kubectl.apply(route("chat", namespace))
     listed = await client.list(MODEL_ROUTES, namespace=namespace)
     assert [(i["kind"], i["apiVersion"], i["metadata"]["name"]) for i in listed.items] == [
-        ("ModelRoute", "modelway.io/v1alpha1", "chat")]
+        ("ModelRoute", "modelway.io/v1alpha1", "chat")
+    ]
     assert listed.resource_version
 
     got = await client.get(MODEL_ROUTES, "chat", namespace=namespace)
@@ -136,25 +144,39 @@ async def test_client_list_get_watch_and_status(client: KubeClient, kubectl: Kub
 
     # A watch from the list's version sees what happens after it, bookmarks aside.
     kubectl.apply(route("code", namespace))
-    watch = client.watch(MODEL_ROUTES, namespace=namespace, resource_version=listed.resource_version,
-                         timeout_seconds=5)
+    watch = client.watch(MODEL_ROUTES, namespace=namespace, resource_version=listed.resource_version, timeout_seconds=5)
     async with contextlib.aclosing(watch) as events:
         async for event in events:
             if event.type != "BOOKMARK":
                 assert (event.type, event.object["metadata"]["name"]) == ("ADDED", "code")
                 break
 
-    condition = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "ok",
-                 "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    condition = {
+        "type": "Accepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "ok",
+        "observedGeneration": 1,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
     patched = await client.patch_status(MODEL_ROUTES, "chat", {"conditions": [condition]}, namespace=namespace)
     assert patched["status"]["conditions"][0]["reason"] == "Accepted"
     managers = {m["manager"] for m in patched["metadata"]["managedFields"] if m.get("subresource") == "status"}
     assert managers == {"modelway"}
 
     created = await client.create_event(
-        regarding={"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute", "name": "chat",
-                   "namespace": namespace, "uid": got["metadata"]["uid"]},
-        reason="Programmed", note="pushed to 0 sidecars", action="Push", reporting_instance="test-1")
+        regarding={
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelRoute",
+            "name": "chat",
+            "namespace": namespace,
+            "uid": got["metadata"]["uid"],
+        },
+        reason="Programmed",
+        note="pushed to 0 sidecars",
+        action="Push",
+        reporting_instance="test-1",
+    )
     assert created["metadata"]["name"].startswith("chat.")
 
     merged = await client.patch(MODEL_ROUTES, "chat", {"metadata": {"labels": {"a": "b"}}}, namespace=namespace)
@@ -189,8 +211,9 @@ async def test_a_missing_crd_says_how_to_fix_it(client: KubeClient) -> None:
 
 async def test_leases(client: KubeClient, namespace: str) -> None:
     assert await client.get_lease("leader", namespace=namespace) is None
-    created = await client.create_lease("leader", namespace=namespace,
-                                        spec={"holderIdentity": "a", "leaseDurationSeconds": 15})
+    created = await client.create_lease(
+        "leader", namespace=namespace, spec={"holderIdentity": "a", "leaseDurationSeconds": 15}
+    )
     with pytest.raises(KubeApiError) as exists:
         await client.create_lease("leader", namespace=namespace, spec={"holderIdentity": "b"})
     assert exists.value.status == 409
@@ -218,11 +241,28 @@ async def test_token_review(client: KubeClient, kubectl: Kubectl, namespace: str
     assert refused.error
 
     # A token bound to a Pod (what a projected volume holds) names the pod.
-    kubectl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app-0", "namespace": namespace},
-                   "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "app"}]}})
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "app-0", "namespace": namespace},
+            "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "app"}]},
+        }
+    )
     pod_uid = kubectl.json("get", "pod", "app-0", "-n", namespace)["metadata"]["uid"]
-    bound = kubectl("create", "token", "app", "-n", namespace, "--audience", "modelway",
-                    "--bound-object-kind", "Pod", "--bound-object-name", "app-0").stdout.strip()
+    bound = kubectl(
+        "create",
+        "token",
+        "app",
+        "-n",
+        namespace,
+        "--audience",
+        "modelway",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "app-0",
+    ).stdout.strip()
     review = await client.token_review(bound)  # audience "modelway" by default
     assert review.authenticated, review.error
     assert (review.pod_name, review.pod_uid) == ("app-0", pod_uid)
@@ -244,16 +284,24 @@ async def test_in_cluster_config_rereads_a_rotated_token(
     for sa in ("nobody", "reader"):
         kubectl("create", "serviceaccount", sa, "-n", namespace)
     kubectl("create", "role", "read-secrets", "-n", namespace, "--verb=list,get", "--resource=secrets")
-    kubectl("create", "rolebinding", "reader", "-n", namespace, "--role=read-secrets",
-            f"--serviceaccount={namespace}:reader")
+    kubectl(
+        "create",
+        "rolebinding",
+        "reader",
+        "-n",
+        namespace,
+        "--role=read-secrets",
+        f"--serviceaccount={namespace}:reader",
+    )
     mount = tmp_path / "serviceaccount"
     mount.mkdir()
     (mount / "ca.crt").write_bytes(kube.ca.ca_pem)
     (mount / "namespace").write_text(namespace)
     (mount / "token").write_text(kubectl("create", "token", "nobody", "-n", namespace).stdout)
     host, port = kube.server.removeprefix("https://").rsplit(":", 1)
-    config = in_cluster(environ={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port},
-                        directory=mount, token_refresh=0)
+    config = in_cluster(
+        environ={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}, directory=mount, token_refresh=0
+    )
     assert config.namespace == namespace
     assert "eyJ" not in repr(config)  # no JWT in reprs (and so in logs)
 
@@ -268,8 +316,9 @@ async def test_in_cluster_config_rereads_a_rotated_token(
         assert (await c.list(SECRETS, namespace=namespace)).items == []
 
 
-async def test_kubeconfig_with_inline_data_and_tokens(kube: KubeCluster, kubectl: Kubectl, namespace: str,
-                                                      tmp_path: Path) -> None:
+async def test_kubeconfig_with_inline_data_and_tokens(
+    kube: KubeCluster, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
     def b64(path: Path) -> str:
         return base64.b64encode(path.read_bytes()).decode()
 
@@ -277,17 +326,25 @@ async def test_kubeconfig_with_inline_data_and_tokens(kube: KubeCluster, kubectl
     token = kubectl("create", "token", "robot", "-n", namespace).stdout.strip()
     (tmp_path / "robot.token").write_text(token)
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "inline",
-        "clusters": [{"name": "c", "cluster": {"server": kube.server, "certificate-authority-data": b64(kube.ca.cert)}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "inline",
+        "clusters": [
+            {"name": "c", "cluster": {"server": kube.server, "certificate-authority-data": b64(kube.ca.cert)}}
+        ],
         "users": [
-            {"name": "admin", "user": {"client-certificate-data": b64(kube.admin.cert),
-                                       "client-key-data": b64(kube.admin.key)}},
+            {
+                "name": "admin",
+                "user": {"client-certificate-data": b64(kube.admin.cert), "client-key-data": b64(kube.admin.key)},
+            },
             {"name": "robot", "user": {"tokenFile": "robot.token"}},  # relative to the kubeconfig
             {"name": "plugin", "user": {"exec": {"command": "aws"}}},
         ],
-        "contexts": [{"name": "inline", "context": {"cluster": "c", "user": "admin", "namespace": namespace}},
-                     {"name": "robot", "context": {"cluster": "c", "user": "robot"}},
-                     {"name": "plugin", "context": {"cluster": "c", "user": "plugin"}}],
+        "contexts": [
+            {"name": "inline", "context": {"cluster": "c", "user": "admin", "namespace": namespace}},
+            {"name": "robot", "context": {"cluster": "c", "user": "robot"}},
+            {"name": "plugin", "context": {"cluster": "c", "user": "plugin"}},
+        ],
     }
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
@@ -307,8 +364,14 @@ async def test_kubeconfig_with_inline_data_and_tokens(kube: KubeCluster, kubectl
 
 
 async def test_source_lists_then_follows_changes(client: KubeClient, kubectl: Kubectl, namespace: str) -> None:
-    kubectl.apply([provider("openai", namespace), route("chat", namespace),
-                   secret("openai-key", namespace, labelled=True), secret("other", namespace, labelled=False)])
+    kubectl.apply(
+        [
+            provider("openai", namespace),
+            route("chat", namespace),
+            secret("openai-key", namespace, labelled=True),
+            secret("other", namespace, labelled=False),
+        ]
+    )
     calls = 0
 
     def changed() -> None:
@@ -323,12 +386,16 @@ async def test_source_lists_then_follows_changes(client: KubeClient, kubectl: Ku
         assert store.view().secrets[0].data["apiKey"] == base64.b64encode(b"sk-openai-key").decode()
 
         await kubectl_async(kubectl, manifest=route("code", namespace))
-        await eventually(lambda: names(store, "ModelRoute") == {f"{namespace}/chat", f"{namespace}/code"},
-                         what="applied route in the store")
+        await eventually(
+            lambda: names(store, "ModelRoute") == {f"{namespace}/chat", f"{namespace}/code"},
+            what="applied route in the store",
+        )
 
         await kubectl_async(kubectl, manifest=route("code", namespace, model="code-v2"))
-        await eventually(lambda: {r.spec.model for r in store.view().routes} == {"chat", "code-v2"},
-                         what="modified route in the store")
+        await eventually(
+            lambda: {r.spec.model for r in store.view().routes} == {"chat", "code-v2"},
+            what="modified route in the store",
+        )
 
         await kubectl_async(kubectl, "delete", "modelroute", "chat", "-n", namespace)
         await eventually(lambda: names(store, "ModelRoute") == {f"{namespace}/code"}, what="deleted route gone")
@@ -354,7 +421,11 @@ async def test_source_watches_all_namespaces_by_default(client: KubeClient, kube
 
 
 async def test_source_survives_an_apiserver_restart(
-    client: KubeClient, kubectl: Kubectl, namespace: str, kube: KubeCluster, harness: HarnessSession,
+    client: KubeClient,
+    kubectl: Kubectl,
+    namespace: str,
+    kube: KubeCluster,
+    harness: HarnessSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     kubectl.apply(route("before", namespace))
@@ -366,8 +437,11 @@ async def test_source_survives_an_apiserver_restart(
             await asyncio.to_thread(restart_apiserver, harness, kube)
             await kubectl_async(kubectl, manifest=route("after", namespace))
             await kubectl_async(kubectl, "delete", "modelroute", "before", "-n", namespace)
-            await eventually(lambda: names(store, "ModelRoute") == {f"{namespace}/after"}, timeout=60,
-                             what="changes made after the restart in the store")
+            await eventually(
+                lambda: names(store, "ModelRoute") == {f"{namespace}/after"},
+                timeout=60,
+                what="changes made after the restart in the store",
+            )
     problems = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert problems, "the outage was not logged"
     # Each distinct problem once per streak, not once per retry.

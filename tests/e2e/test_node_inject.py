@@ -37,7 +37,7 @@ CONTROLLER_PODS = "app.kubernetes.io/component=controller"
 
 # An OpenAI-compatible chat endpoint that says who it is and which model it
 # was asked for.
-FAKE_OPENAI = r'''
+FAKE_OPENAI = r"""
 import json, os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,10 +71,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
-'''
+"""
 
 # The app: the official SDK as any app would use it, one call a second.
-APP = r'''
+APP = r"""
 import os, time
 from openai import OpenAI
 
@@ -92,7 +92,7 @@ while True:
     except Exception as e:
         print("ERROR", type(e).__name__, e, flush=True)
     time.sleep(1)
-'''
+"""
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, kubectl: Kubectl) -> None:
@@ -243,7 +243,7 @@ def test_sidecar_starts_first_and_the_sdk_call_reaches_the_provider_pod(node: No
 
     _wait(synced, 60, "ModelRoute chat SYNCED 1", kubectl)
     header, row = kubectl("get", "modelroutes", "-n", APPS).stdout.splitlines()
-    assert dict(zip(header.split(), row.split()))["SYNCED"] == "1", (header, row)
+    assert dict(zip(header.split(), row.split(), strict=True))["SYNCED"] == "1", (header, row)
 
 
 def test_the_call_is_traced_from_app_through_sidecar_to_provider(app: Kubectl, node_jaeger: JaegerServer) -> None:
@@ -297,8 +297,12 @@ def test_app_is_served_without_controllers_and_new_ones_push_the_next_edit(app: 
 
     def new_controllers_ready() -> bool:
         pods = kubectl.json("get", "pods", "-n", SYSTEM, "-l", CONTROLLER_PODS)["items"]
-        ready = [p for p in pods if p["metadata"]["name"] not in old
-                 and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+        ready = [
+            p
+            for p in pods
+            if p["metadata"]["name"] not in old
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
         return len(ready) == 2  # fmt: skip
 
     _wait(new_controllers_ready, 180, "2 new controller pods Ready", kubectl)

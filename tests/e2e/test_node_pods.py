@@ -35,8 +35,12 @@ def _pod(name: str, image: str, command: list[str], **spec: object) -> dict:
         "image": image,
         "imagePullPolicy": "Never",  # no registry: the harness imported it
         "command": command,
-        "securityContext": {"runAsUser": 65532, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                            "readOnlyRootFilesystem": True},  # fmt: skip
+        "securityContext": {
+            "runAsUser": 65532,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+        },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     container.update(spec.pop("container", {}))  # type: ignore[arg-type]
@@ -105,7 +109,4 @@ def test_pod_runs_and_is_reached_through_a_service_by_dns_name(node: NodeCluster
     phase = kubectl.json("get", "pod", "client", "-n", NS)["status"]["phase"]
     assert phase == "Succeeded", f"client pod {phase}; logs:\n{logs.stdout}{logs.stderr}"
     lines = logs.stdout.splitlines()
-    assert lines == [
-        f"http://web.{NS}.svc.cluster.local/ {GREETING}",
-        f"http://web/ {GREETING}",
-    ], json.dumps(lines)
+    assert lines == [f"http://web.{NS}.svc.cluster.local/ {GREETING}", f"http://web/ {GREETING}"], json.dumps(lines)

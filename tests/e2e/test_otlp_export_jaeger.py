@@ -11,8 +11,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 from proxy.telemetry.facade import build_tracer_provider
+from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 from tests.harness.jaeger import JaegerServer
 
 pytestmark = pytest.mark.e2e
@@ -26,13 +26,24 @@ def _request_spans(provider, app_trace: int, n: int = 1) -> None:
     app = SpanContext(app_trace, APP_PARENT, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     for i in range(n):
         with tracer.start_as_current_span(
-            "chat gpt", context=trace.set_span_in_context(NonRecordingSpan(app)), kind=SpanKind.SERVER,
-            attributes={"gen_ai.operation.name": "chat", "modelway.route": "gpt", "modelway.request": i,
-                        "gen_ai.request.temperature": 0.5, "modelway.streaming": False,
-                        "gen_ai.response.finish_reasons": ("stop", "length"), "modelway.note": "ünïcødé ✓"},
+            "chat gpt",
+            context=trace.set_span_in_context(NonRecordingSpan(app)),
+            kind=SpanKind.SERVER,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "modelway.route": "gpt",
+                "modelway.request": i,
+                "gen_ai.request.temperature": 0.5,
+                "modelway.streaming": False,
+                "gen_ai.response.finish_reasons": ("stop", "length"),
+                "modelway.note": "ünïcødé ✓",
+            },
         ) as server:
-            attempt = tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes={
-                "gen_ai.provider.name": "openai", "server.port": 443, "http.response.status_code": 503})
+            attempt = tracer.start_span(
+                "chat gpt-4o",
+                kind=SpanKind.CLIENT,
+                attributes={"gen_ai.provider.name": "openai", "server.port": 443, "http.response.status_code": 503},
+            )
             attempt.set_status(Status(StatusCode.ERROR, "upstream said 503"))
             attempt.end()
             server.add_event("modelway.fallback", {"modelway.from": "oai/gpt-4o", "modelway.attempt": 2})
@@ -84,12 +95,15 @@ def _two_spans(traces: list[dict]) -> bool:
 def test_lean_exporter_spans_arrive_in_jaeger(jaeger: JaegerServer, compression: str) -> None:
     app_trace = uuid.uuid4().int  # each test its own trace: Jaeger groups spans by trace id
     service = f"modelway-lean-{compression}-{uuid.uuid4().hex[:8]}"
-    provider = build_tracer_provider(service_name=service, environ={
-        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
-        "OTEL_EXPORTER_OTLP_COMPRESSION": compression,
-        "OTEL_EXPORTER_OTLP_HEADERS": "x-modelway-test=yes",
-    })
-    [processor] = provider._active_span_processor._span_processors  # noqa: SLF001
+    provider = build_tracer_provider(
+        service_name=service,
+        environ={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
+            "OTEL_EXPORTER_OTLP_COMPRESSION": compression,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-modelway-test=yes",
+        },
+    )
+    [processor] = provider._active_span_processor._span_processors
     exporter = processor.span_exporter
     assert isinstance(exporter, OTLPHttpSpanExporter)
     _request_spans(provider, app_trace)
@@ -105,9 +119,11 @@ def test_lean_exporter_spans_arrive_in_jaeger(jaeger: JaegerServer, compression:
 def test_many_batches_over_one_connection(jaeger: JaegerServer) -> None:
     app_trace = uuid.uuid4().int  # each test its own trace: Jaeger groups spans by trace id
     service = f"modelway-lean-batches-{uuid.uuid4().hex[:8]}"
-    provider = build_tracer_provider(service_name=service, environ={
-        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16"})
-    [processor] = provider._active_span_processor._span_processors  # noqa: SLF001
+    provider = build_tracer_provider(
+        service_name=service,
+        environ={"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16"},
+    )
+    [processor] = provider._active_span_processor._span_processors
     exporter = processor.span_exporter
     _request_spans(provider, app_trace, n=100)  # 200 spans, batches of 16 as the queue fills
     provider.shutdown()
@@ -128,7 +144,7 @@ def test_grpc_protocol_still_reaches_jaeger(jaeger: JaegerServer, monkeypatch: p
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{jaeger.otlp_grpc_endpoint}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     provider = build_tracer_provider(service_name=service, environ=os.environ)
-    [processor] = provider._active_span_processor._span_processors  # noqa: SLF001
+    [processor] = provider._active_span_processor._span_processors
     assert not isinstance(processor.span_exporter, OTLPHttpSpanExporter)
     _request_spans(provider, app_trace)
     provider.shutdown()

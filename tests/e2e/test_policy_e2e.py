@@ -17,7 +17,6 @@ import openai
 import pytest
 
 from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
-from tests.fakes.fixtures import fake_openai, fake_openai_process  # noqa: F401  (fixtures)
 from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import REPO, SidecarProcess
 
@@ -27,51 +26,104 @@ API = "modelway.io/v1alpha1"
 
 
 def _provider(name: str, url: str, *, jurisdiction: str, hosting: str) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "ModelProvider", "metadata": {"name": name},
-            "spec": {"type": "openai-compatible", "baseURL": url + "/v1", "jurisdiction": jurisdiction,
-                     "hosting": hosting, "credentialsRef": {"name": "llm-keys", "key": "openai"}}}
+    return {
+        "apiVersion": API,
+        "kind": "ModelProvider",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "openai-compatible",
+            "baseURL": url + "/v1",
+            "jurisdiction": jurisdiction,
+            "hosting": hosting,
+            "credentialsRef": {"name": "llm-keys", "key": "openai"},
+        },
+    }
 
 
 def _resources(url: str) -> list[dict[str, Any]]:
-    rule = {"name": "default", "retry": {"attempts": 1},
-            "backends": [{"provider": "us-saas", "model": US}, {"provider": "eu-saas", "model": EU}],
-            "fallbacks": [{"provider": "in-cluster", "model": IN_CLUSTER}]}
+    rule = {
+        "name": "default",
+        "retry": {"attempts": 1},
+        "backends": [{"provider": "us-saas", "model": US}, {"provider": "eu-saas", "model": EU}],
+        "fallbacks": [{"provider": "in-cluster", "model": IN_CLUSTER}],
+    }
     return [
-        {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
-         "data": {"openai": b64(DEFAULT_KEYS["openai"])}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
+            "data": {"openai": b64(DEFAULT_KEYS["openai"])},
+        },
         _provider("eu-saas", url, jurisdiction="eu", hosting="saas"),
         _provider("us-saas", url, jurisdiction="us", hosting="saas"),
         _provider("in-cluster", url, jurisdiction="eu", hosting="in-cluster"),
-        {"apiVersion": API, "kind": "ModelRoute", "metadata": {"name": "chat"},
-         "spec": {"model": "chat", "rules": [rule]}},
-        {"apiVersion": API, "kind": "ModelRoute", "metadata": {"name": "saas"},
-         "spec": {"model": "saas", "rules": [{"name": "default", "backends": [{"provider": "eu-saas", "model": EU}]}]}},
+        {
+            "apiVersion": API,
+            "kind": "ModelRoute",
+            "metadata": {"name": "chat"},
+            "spec": {"model": "chat", "rules": [rule]},
+        },
+        {
+            "apiVersion": API,
+            "kind": "ModelRoute",
+            "metadata": {"name": "saas"},
+            "spec": {
+                "model": "saas",
+                "rules": [{"name": "default", "backends": [{"provider": "eu-saas", "model": EU}]}],
+            },
+        },
     ]
 
 
-GDPR = {"apiVersion": API, "kind": "ClusterModelPolicy", "metadata": {"name": "gdpr"},
-        "spec": {"namespaceSelector": {"matchLabels": {"compliance": "gdpr"}},
-                 "residency": [{"dataClass": "internal", "jurisdictions": ["eu"]},
-                               {"dataClass": "personal", "hosting": ["vpc", "in-cluster"]}]}}
-EU_TEAM = {"apiVersion": API, "kind": "ModelPolicy", "metadata": {"name": "eu-team"},
-           "spec": {"defaultDataClass": "internal", "detectPersonalData": True}}
+GDPR = {
+    "apiVersion": API,
+    "kind": "ClusterModelPolicy",
+    "metadata": {"name": "gdpr"},
+    "spec": {
+        "namespaceSelector": {"matchLabels": {"compliance": "gdpr"}},
+        "residency": [
+            {"dataClass": "internal", "jurisdictions": ["eu"]},
+            {"dataClass": "personal", "hosting": ["vpc", "in-cluster"]},
+        ],
+    },
+}
+EU_TEAM = {
+    "apiVersion": API,
+    "kind": "ModelPolicy",
+    "metadata": {"name": "eu-team"},
+    "spec": {"defaultDataClass": "internal", "detectPersonalData": True},
+}
 
 
 def us_team(public_jurisdictions: list[str]) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "ModelPolicy", "metadata": {"name": "us-team"},
-            "spec": {"defaultDataClass": "public",
-                     "residency": [{"dataClass": "public", "jurisdictions": public_jurisdictions},
-                                   {"dataClass": "restricted", "hosting": ["in-cluster"]}]}}
+    return {
+        "apiVersion": API,
+        "kind": "ModelPolicy",
+        "metadata": {"name": "us-team"},
+        "spec": {
+            "defaultDataClass": "public",
+            "residency": [
+                {"dataClass": "public", "jurisdictions": public_jurisdictions},
+                {"dataClass": "restricted", "hosting": ["in-cluster"]},
+            ],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
 def cluster(kube, kubectl, fake_openai_process) -> Iterator[Any]:
     kubectl("apply", "-f", str(REPO / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/modelpolicies.modelway.io",
-            "crd/clustermodelpolicies.modelway.io", "crd/modelroutes.modelway.io", "--timeout=60s")
-    kubectl.apply({"apiVersion": "v1", "kind": "Namespace",
-                   "metadata": {"name": EU_NS, "labels": {"compliance": "gdpr"}}})
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/modelpolicies.modelway.io",
+        "crd/clustermodelpolicies.modelway.io",
+        "crd/modelroutes.modelway.io",
+        "--timeout=60s",
+    )
+    kubectl.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": EU_NS, "labels": {"compliance": "gdpr"}}}
+    )
     kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": US_NS}})
     for namespace in (EU_NS, US_NS):
         kubectl.apply(_resources(fake_openai_process.base_url), "-n", namespace)
@@ -88,8 +140,9 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def controller(cluster, kube, workdir) -> Iterator[ControllerProcess]:
-    process = ControllerProcess(kube.kubeconfig, workdir,
-                                env={"POD_NAMESPACE": "default", "POD_NAME": "controller-policy"}).start()
+    process = ControllerProcess(
+        kube.kubeconfig, workdir, env={"POD_NAMESPACE": "default", "POD_NAME": "controller-policy"}
+    ).start()
     yield process
     process.stop()
 
@@ -111,12 +164,14 @@ def us_sidecar(cluster, controller, workdir) -> Iterator[SidecarProcess]:
     yield from _sidecar(cluster, controller, workdir, US_NS)
 
 
-def ask(sidecar: SidecarProcess, text: str = "summarise the plan", *, data_class: str | None = None,
-        model: str = "chat") -> Any:
+def ask(
+    sidecar: SidecarProcess, text: str = "summarise the plan", *, data_class: str | None = None, model: str = "chat"
+) -> Any:
     client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="unused", max_retries=0, timeout=20)
     headers = {"x-modelway-data-class": data_class} if data_class else None
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
-                                          extra_headers=headers)
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": text}], extra_headers=headers
+    )
 
 
 def used(fake: Any) -> set[str]:
@@ -174,8 +229,16 @@ def test_nothing_allowed_is_a_403_naming_the_class_and_the_rule(eu_sidecar, fake
 
 def test_a_namespace_policy_cannot_widen_a_cluster_policy(cluster, eu_sidecar, fake_openai):
     version = eu_sidecar.admin("/readyz")[1]["version"]
-    cluster.apply({"apiVersion": API, "kind": "ModelPolicy", "metadata": {"name": "widen"},
-                   "spec": {"residency": [{"dataClass": "public", "jurisdictions": ["us", "eu"]}]}}, "-n", EU_NS)
+    cluster.apply(
+        {
+            "apiVersion": API,
+            "kind": "ModelPolicy",
+            "metadata": {"name": "widen"},
+            "spec": {"residency": [{"dataClass": "public", "jurisdictions": ["us", "eu"]}]},
+        },
+        "-n",
+        EU_NS,
+    )
     wait_until(lambda: eu_sidecar.admin("/readyz")[1]["version"] != version, what="the widened policy pushed")
     assert ends_at(eu_sidecar, fake_openai) == {EU}
 
@@ -193,21 +256,31 @@ def _conditions(cluster: Any, *args: str) -> dict[str, dict[str, Any]]:
 
 
 def test_status_on_policies_and_on_the_routes_they_restrict(cluster, controller):
-    wait_until(lambda: _conditions(cluster, "clustermodelpolicy", "gdpr").get("Accepted", {}).get("status") == "True",
-               what="ClusterModelPolicy gdpr Accepted=True")
+    wait_until(
+        lambda: _conditions(cluster, "clustermodelpolicy", "gdpr").get("Accepted", {}).get("status") == "True",
+        what="ClusterModelPolicy gdpr Accepted=True",
+    )
     assert _conditions(cluster, "modelpolicy", "eu-team", "-n", EU_NS)["Accepted"]["status"] == "True"
-    restricted = wait_until(lambda: _conditions(cluster, "modelroute", "chat", "-n", EU_NS).get("PolicyRestricted"),
-                            what="PolicyRestricted on the EU route")
+    restricted = wait_until(
+        lambda: _conditions(cluster, "modelroute", "chat", "-n", EU_NS).get("PolicyRestricted"),
+        what="PolicyRestricted on the EU route",
+    )
     assert restricted["status"] == "True"
-    assert "ClusterModelPolicy gdpr removes us-saas/us-model for data classes internal, personal, restricted" \
+    assert (
+        "ClusterModelPolicy gdpr removes us-saas/us-model for data classes internal, personal, restricted"
         in restricted["message"]
+    )
     us_restricted = _conditions(cluster, "modelroute", "chat", "-n", US_NS)["PolicyRestricted"]
     assert "ClusterModelPolicy gdpr" not in us_restricted["message"]  # gdpr does not select policy-us
 
 
 def test_the_api_server_refuses_a_malformed_policy(cluster):
-    bad = {"apiVersion": API, "kind": "ModelPolicy", "metadata": {"name": "bad"},
-           "spec": {"residency": [{"dataClass": "personal"}]}}
+    bad = {
+        "apiVersion": API,
+        "kind": "ModelPolicy",
+        "metadata": {"name": "bad"},
+        "spec": {"residency": [{"dataClass": "personal"}]},
+    }
     result = cluster.apply(bad, "-n", EU_NS, check=False)
     assert result.returncode != 0
     assert "a residency rule needs at least one of jurisdictions, regions, hosting" in result.stderr

@@ -19,9 +19,8 @@ import openai
 import pytest
 
 from controller.replicas import ANNOTATION, SELECTOR
-from tests.fakes.fixtures import fake_openai_process  # noqa: F401  (fixture)
-from tests.fakes.server import DEFAULT_KEYS
 from tests.e2e.controlplane import ControllerProcess, b64, controller_sidecar, pod_token, wait_until
+from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import REPO, SidecarProcess
 
 pytestmark = pytest.mark.e2e
@@ -31,32 +30,51 @@ LEASE_NS = "replicas-e2e-system"  # where the replicas elect a leader and publis
 
 
 def _replica(kubeconfig: Path, workdir: Path, pod_name: str) -> ControllerProcess:
-    return ControllerProcess(kubeconfig, workdir, name=pod_name,
-                             extra_args=["--lease-namespace", LEASE_NS, "--pod-name", pod_name])
+    return ControllerProcess(
+        kubeconfig, workdir, name=pod_name, extra_args=["--lease-namespace", LEASE_NS, "--pod-name", pod_name]
+    )
 
 
 def _resources(openai_url: str) -> list[dict[str, Any]]:
     return [
-        {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
-         "data": {"openai": b64(DEFAULT_KEYS["openai"])}},
-        {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider", "metadata": {"name": "openai"},
-         "spec": {"type": "openai", "baseURL": openai_url + "/v1",
-                  "credentialsRef": {"name": "llm-keys", "key": "openai"}}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "llm-keys", "labels": {"modelway.io/credentials": "true"}},
+            "data": {"openai": b64(DEFAULT_KEYS["openai"])},
+        },
+        {
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelProvider",
+            "metadata": {"name": "openai"},
+            "spec": {
+                "type": "openai",
+                "baseURL": openai_url + "/v1",
+                "credentialsRef": {"name": "llm-keys", "key": "openai"},
+            },
+        },
     ]
 
 
 def _route(model: str) -> dict[str, Any]:  # no workload selector: every pod of the namespace
-    return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "chat"},
-            "spec": {"model": "chat", "rules": [{"name": "default", "backends": [
-                {"provider": "openai", "model": model}]}]}}
+    return {
+        "apiVersion": "modelway.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "chat"},
+        "spec": {"model": "chat", "rules": [{"name": "default", "backends": [{"provider": "openai", "model": model}]}]},
+    }
 
 
 @pytest.fixture(scope="module")
-def cluster(kube, kubectl, fake_openai_process) -> Iterator[Any]:  # noqa: F811
+def cluster(kube, kubectl, fake_openai_process) -> Iterator[Any]:
     kubectl("apply", "-f", str(REPO / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/modelroutes.modelway.io",
-            "crd/modelproviders.modelway.io", "--timeout=60s")
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/modelroutes.modelway.io",
+        "crd/modelproviders.modelway.io",
+        "--timeout=60s",
+    )
     for namespace in (NS, LEASE_NS):
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     kubectl.apply(_resources(fake_openai_process.base_url), "-n", NS)

@@ -3,80 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controller.compile import Workload
 from controller.core import Controller, Sidecar
-from controller.kube import KubeClient, KubeConnectionError, load_config
+from controller.kube import KubeClient, KubeConnectionError
 from controller.kube.resources import MODEL_PROVIDERS, MODEL_ROUTES
 from controller.leader import LeaseElector, micro_time, parse_time
-from controller.sources.kube import SECRET_LABEL, KubeSource
+from controller.sources.kube import KubeSource
 from controller.status_writer import ObservedStatuses, StatusWriter
 from controller.store import ResourceStore
+from tests.e2e.status_support import REPO, apply, conditions, eventually, provider, route, secret, stop
 from tests.harness.cli import Kubectl
 from tests.harness.kube import KubeCluster
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def fast_elector(client: KubeClient, namespace: str, identity: str, *, skew: float = 0.0) -> LeaseElector:
     """Short times so tests see expiry quickly (production: 15 s lease, renew every 5 s, retry every 2 s).
     `skew`: seconds this replica's wall clock is off."""
-    return LeaseElector(client, namespace=namespace, identity=identity, lease_duration=3.0, renew_every=0.5,
-                        retry_every=0.2, wall_clock=lambda: datetime.now(UTC) + timedelta(seconds=skew))
-
-
-@pytest.fixture(scope="module")
-def crds(kube: KubeCluster, kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(REPO / "crds"))
-    for plural in ("modelproviders", "modelroutes"):
-        kubectl("wait", "--for=condition=Established", f"crd/{plural}.modelway.io", "--timeout=30s")
-        deadline = time.monotonic() + 30  # Established comes a moment before the storage serves
-        while kube.request("GET", f"/apis/modelway.io/v1alpha1/{plural}?limit=1")[0] != 200:
-            assert time.monotonic() < deadline, f"{plural} never served"
-            time.sleep(0.1)
-
-
-@pytest.fixture
-def namespace(kubectl: Kubectl, crds: None) -> Iterator[str]:
-    name = f"st-{uuid.uuid4().hex[:10]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-async def client(kube: KubeCluster) -> AsyncIterator[KubeClient]:
-    async with KubeClient(load_config(kube.kubeconfig)) as c:
-        yield c
-
-
-async def eventually(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        await asyncio.sleep(0.05)
-
-
-async def stop(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    return LeaseElector(
+        client,
+        namespace=namespace,
+        identity=identity,
+        lease_duration=3.0,
+        renew_every=0.5,
+        retry_every=0.2,
+        wall_clock=lambda: datetime.now(UTC) + timedelta(seconds=skew),
+    )
 
 
 # --- leader election --------------------------------------------------------------------------
@@ -149,8 +114,9 @@ async def sample_leaders(electors: list[LeaseElector], seconds: float) -> list[t
 
 
 @pytest.mark.parametrize("first_skew", [3600.0, -3600.0], ids=["leader-ahead", "leader-behind"])
-async def test_clocks_an_hour_apart_give_one_leader_and_a_failover(client: KubeClient, namespace: str,
-                                                                   first_skew: float) -> None:
+async def test_clocks_an_hour_apart_give_one_leader_and_a_failover(
+    client: KubeClient, namespace: str, first_skew: float
+) -> None:
     first = fast_elector(client, namespace, "first", skew=first_skew)
     second = fast_elector(client, namespace, "second", skew=-first_skew)  # two hours from the first
     first_task = asyncio.create_task(first.run())
@@ -183,8 +149,11 @@ async def test_clocks_an_hour_apart_give_one_leader_and_a_failover(client: KubeC
 
 async def test_a_lease_held_elsewhere_is_respected(client: KubeClient, namespace: str) -> None:
     now = micro_time(datetime.now(UTC))
-    await client.create_lease("modelway-controller", namespace=namespace, spec={
-        "holderIdentity": "elsewhere", "leaseDurationSeconds": 3600, "renewTime": now, "acquireTime": now})
+    await client.create_lease(
+        "modelway-controller",
+        namespace=namespace,
+        spec={"holderIdentity": "elsewhere", "leaseDurationSeconds": 3600, "renewTime": now, "acquireTime": now},
+    )
     a = fast_elector(client, namespace, "a")
     task = asyncio.create_task(a.run())
     try:
@@ -199,33 +168,6 @@ async def test_a_lease_held_elsewhere_is_respected(client: KubeClient, namespace
 # --- status -----------------------------------------------------------------------------------
 
 
-def secret(namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "openai-key", "namespace": namespace, "labels": {SECRET_LABEL: "true"}},
-            "stringData": {"apiKey": "sk-test"}}
-
-
-def provider(name: str, namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelProvider",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"type": "openai", "credentialsRef": {"name": "openai-key", "key": "apiKey"}}}
-
-
-def route(name: str, namespace: str, backend: str, model: str = "gpt-4o") -> dict[str, Any]:
-    return {"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"model": name,
-                     "rules": [{"name": "default", "backends": [{"provider": backend, "model": model}]}]}}
-
-
-async def apply(kubectl: Kubectl, manifest: Any) -> None:
-    await asyncio.to_thread(kubectl.apply, manifest)  # off the loop: the elector and watches keep running
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-
-
 class Stack:
     """What the controller runs in kube mode, in this process and scoped to one namespace."""
 
@@ -234,16 +176,24 @@ class Stack:
         self.elector = fast_elector(client, namespace, identity)
         self.statuses = ObservedStatuses()
         self.writer = StatusWriter(client, None, elector=self.elector, statuses=self.statuses)
-        self.controller = Controller(store=self.store, quiet_seconds=0.05, on_recompute=self.writer.on_recompute,
-                                     on_sync_change=self.writer.on_sync_change)
+        self.controller = Controller(
+            store=self.store,
+            quiet_seconds=0.05,
+            on_recompute=self.writer.on_recompute,
+            on_sync_change=self.writer.on_sync_change,
+        )
         self.writer.controller = self.controller
         self.store.on_change = self.controller.notify
         self.source = KubeSource(client, namespaces=[namespace], statuses=self.statuses)
         self.tasks: list[asyncio.Task[Any]] = []
 
     async def __aenter__(self) -> Stack:
-        self.tasks = [asyncio.create_task(self.source.run(self.store)), asyncio.create_task(self.elector.run()),
-                      asyncio.create_task(self.writer.run()), asyncio.create_task(self.controller.run())]
+        self.tasks = [
+            asyncio.create_task(self.source.run(self.store)),
+            asyncio.create_task(self.elector.run()),
+            asyncio.create_task(self.writer.run()),
+            asyncio.create_task(self.controller.run()),
+        ]
         await asyncio.wait_for(self.source.wait_synced(), 20)
         return self
 
@@ -255,8 +205,11 @@ class Stack:
 async def test_status_conditions_events_and_columns(client: KubeClient, kubectl: Kubectl, namespace: str) -> None:
     # Someone else holds the Lease: our writer must write nothing.
     now = micro_time(datetime.now(UTC))
-    await client.create_lease("modelway-controller", namespace=namespace, spec={
-        "holderIdentity": "other-replica", "leaseDurationSeconds": 3600, "renewTime": now, "acquireTime": now})
+    await client.create_lease(
+        "modelway-controller",
+        namespace=namespace,
+        spec={"holderIdentity": "other-replica", "leaseDurationSeconds": 3600, "renewTime": now, "acquireTime": now},
+    )
     async with Stack(client, namespace, "replica-a") as stack:
         await apply(kubectl, [secret(namespace), provider("openai", namespace), route("chat", namespace, "openai")])
         key = ("ModelRoute", namespace, "chat")
@@ -278,12 +231,17 @@ async def test_status_conditions_events_and_columns(client: KubeClient, kubectl:
         await poll(chat_programmed, what="chat Programmed")
         got = conditions(chat)
         assert {t: (c["status"], c["reason"]) for t, c in got.items()} == {
-            "Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs"),
-            "Programmed": ("True", "Programmed")}
+            "Accepted": ("True", "Accepted"),
+            "ResolvedRefs": ("True", "ResolvedRefs"),
+            "Programmed": ("True", "Programmed"),
+        }
         assert got["Programmed"]["message"].startswith("0/0 sidecars run generation 1")
         assert all(c["observedGeneration"] == 1 for c in got.values())
-        assert (chat["status"]["observedGeneration"], chat["status"]["syncedSidecars"],
-                chat["status"]["totalSidecars"]) == (1, 0, 0)
+        assert (
+            chat["status"]["observedGeneration"],
+            chat["status"]["syncedSidecars"],
+            chat["status"]["totalSidecars"],
+        ) == (1, 0, 0)
         managers = {m["manager"] for m in chat["metadata"]["managedFields"] if m.get("subresource") == "status"}
         assert managers == {"modelway"}
 
@@ -305,8 +263,10 @@ async def test_status_conditions_events_and_columns(client: KubeClient, kubectl:
         refs = conditions(bad)["ResolvedRefs"]
         assert (refs["status"], refs["reason"]) == ("False", "BackendNotFound")
         assert f"ModelProvider {namespace}/ghost not found" in refs["message"]
-        assert (conditions(bad)["Programmed"]["status"], conditions(bad)["Programmed"]["reason"]) == ("False",
-                                                                                                        "Invalid")
+        assert (conditions(bad)["Programmed"]["status"], conditions(bad)["Programmed"]["reason"]) == (
+            "False",
+            "Invalid",
+        )
         events = await events_about("bad", kubectl, namespace)
         warnings = [e for e in events if e["type"] == "Warning" and e["reason"] == "BackendNotFound"]
         assert len(warnings) == 1 and "ghost" in warnings[0]["note"]
@@ -331,7 +291,8 @@ async def test_status_conditions_events_and_columns(client: KubeClient, kubectl:
 
         await poll(chat_generation_2, what="generation 2 observed")
         assert {t: (c["lastTransitionTime"], c["observedGeneration"]) for t, c in conditions(chat).items()} == {
-            t: (c["lastTransitionTime"], 2) for t, c in got.items()}
+            t: (c["lastTransitionTime"], 2) for t, c in got.items()
+        }
         assert conditions(chat)["Programmed"]["message"].startswith("0/0 sidecars run generation 2")
 
         # The missing provider appears: ResolvedRefs turns True, with a Normal Event.
@@ -375,8 +336,10 @@ class RecordingStream:
 async def test_programmed_follows_the_sidecars(client: KubeClient, kubectl: Kubectl, namespace: str) -> None:
     async with Stack(client, namespace, "replica-a") as stack:
         await apply(kubectl, [secret(namespace), provider("openai", namespace), route("chat", namespace, "openai")])
-        await eventually(lambda: stack.elector.is_leader and ("ModelRoute", namespace, "chat")
-                         in stack.controller.judgement.routes, what="leading, route judged")
+        await eventually(
+            lambda: stack.elector.is_leader and ("ModelRoute", namespace, "chat") in stack.controller.judgement.routes,
+            what="leading, route judged",
+        )
         sidecar = Sidecar(name="app-0", workload=Workload(namespace), stream=RecordingStream())
         await stack.controller.attach(sidecar)  # pushed, not yet acknowledged
         chat: dict[str, Any] = {}
@@ -385,11 +348,14 @@ async def test_programmed_follows_the_sidecars(client: KubeClient, kubectl: Kube
             async def check() -> bool:
                 chat.update(await client.get(MODEL_ROUTES, "chat", namespace=namespace))
                 return conditions(chat).get("Programmed", {}).get("status") == status
+
             return check
 
         await poll(programmed_is("False"), what="Pending")
         assert (conditions(chat)["Programmed"]["reason"], conditions(chat)["Programmed"]["message"]) == (
-            "Pending", "0/1 sidecars run generation 1")
+            "Pending",
+            "0/1 sidecars run generation 1",
+        )
         assert (chat["status"]["syncedSidecars"], chat["status"]["totalSidecars"]) == (0, 1)
 
         stack.controller.acknowledge(sidecar, version=sidecar.sent_version, error=None)
@@ -404,14 +370,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_the_controller_process_leads_writes_and_releases(kube: KubeCluster, client: KubeClient,
-                                                                 kubectl: Kubectl, namespace: str) -> None:
-    argv = [sys.executable, "-m", "controller", "--source", "kube", "--kubeconfig", str(kube.kubeconfig),
-            "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}",
-            "--lease-namespace", namespace]
-    process = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "POD_NAME": "controller-0"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+async def test_the_controller_process_leads_writes_and_releases(
+    kube: KubeCluster, client: KubeClient, kubectl: Kubectl, namespace: str
+) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "controller",
+        "--source",
+        "kube",
+        "--kubeconfig",
+        str(kube.kubeconfig),
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--admin-listen",
+        f"127.0.0.1:{free_port()}",
+        "--lease-namespace",
+        namespace,
+    ]
+    process = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env={**os.environ, "POD_NAME": "controller-0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         async def leading() -> bool:
             lease = await client.get_lease("modelway-controller", namespace=namespace) or {}
             return str((lease.get("spec") or {}).get("holderIdentity") or "").startswith("controller-0_")
@@ -450,6 +436,7 @@ class Partitionable:
             if self.broken:
                 raise KubeConnectionError(f"{name}: connection refused (test partition)")
             return await method(*args, **kwargs)
+
         return call
 
 

@@ -23,34 +23,22 @@ import pytest
 
 from controller.core import Controller
 from controller.kube import KubeClient
-from controller.kube.resources import (
-    CLUSTER_MODEL_POLICIES,
-    MODEL_POLICIES,
-    MODEL_PROVIDERS,
-    MODEL_ROUTES,
-    SECRETS,
-)
+from controller.kube.resources import CLUSTER_MODEL_POLICIES, MODEL_POLICIES, MODEL_PROVIDERS, MODEL_ROUTES, SECRETS
 from controller.sources.kube import KubeSource
 from controller.status import DesiredStatus, desired_statuses, render
 from controller.status_writer import ObservedStatuses, StatusWriter
 from controller.store import ResourceStore
-from tests.e2e.test_status_and_leader import (  # noqa: F401 (fixtures)
-    client,
-    conditions,
-    crds,
-    eventually,
-    namespace,
-    provider,
-    route,
-    secret,
-    stop,
-)
+from tests.e2e.status_support import conditions, eventually, provider, route, secret, stop
 
 pytestmark = pytest.mark.e2e
 
 OBJECTS = int(os.environ.get("MODELWAY_E2E_STATUS_OBJECTS", "1400"))
-KINDS = {"ModelRoute": MODEL_ROUTES, "ModelProvider": MODEL_PROVIDERS, "ModelPolicy": MODEL_POLICIES,
-         "ClusterModelPolicy": CLUSTER_MODEL_POLICIES}
+KINDS = {
+    "ModelRoute": MODEL_ROUTES,
+    "ModelProvider": MODEL_PROVIDERS,
+    "ModelPolicy": MODEL_POLICIES,
+    "ClusterModelPolicy": CLUSTER_MODEL_POLICIES,
+}
 
 
 class Counting:
@@ -66,6 +54,7 @@ class Counting:
         async def call(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
             return await method(*args, **kwargs)
+
         return call
 
 
@@ -113,8 +102,12 @@ class Replica:
         await asyncio.gather(*(write(status) for status in desired.values()))
 
     def writer(self, client: Any, *, watched: bool) -> StatusWriter:
-        return StatusWriter(client, self.controller, elector=Leading(),  # type: ignore[arg-type]
-                            statuses=self.statuses if watched else None)
+        return StatusWriter(
+            client,
+            self.controller,
+            elector=Leading(),  # type: ignore[arg-type]
+            statuses=self.statuses if watched else None,
+        )
 
 
 async def create_all(client: KubeClient, namespace: str, providers: int, routes: int) -> None:
@@ -126,8 +119,9 @@ async def create_all(client: KubeClient, namespace: str, providers: int, routes:
 
     await create(SECRETS, secret(namespace))
     await asyncio.gather(*(create(MODEL_PROVIDERS, provider(f"p{i}", namespace)) for i in range(providers)))
-    await asyncio.gather(*(create(MODEL_ROUTES, route(f"r{i:04d}", namespace, f"p{i % providers}"))
-                           for i in range(routes)))
+    await asyncio.gather(
+        *(create(MODEL_ROUTES, route(f"r{i:04d}", namespace, f"p{i % providers}")) for i in range(routes))
+    )
 
 
 async def test_a_new_leaders_first_pass_sends_no_get(client: KubeClient, namespace: str) -> None:
@@ -144,12 +138,21 @@ async def test_a_new_leaders_first_pass_sends_no_get(client: KubeClient, namespa
         await replica.seed(client)
         seeded_s = time.monotonic() - started
         # The API server is shared with other tests: their cluster-wide policies are judged too.
-        written = len(desired_statuses(replica.controller.judgement, replica.controller.route_sync(),
-                                       replica.store.view()))
+        written = len(
+            desired_statuses(replica.controller.judgement, replica.controller.route_sync(), replica.store.view())
+        )
         assert written >= OBJECTS
-        await eventually(lambda: len(replica.statuses) >= written and all(
-            (seen := replica.statuses.get(key)) is not None and seen.status.get("conditions")
-            for key in replica.controller.judgement.routes), timeout=60, what="the watch shows every status")
+        await eventually(
+            lambda: (
+                len(replica.statuses) >= written
+                and all(
+                    (seen := replica.statuses.get(key)) is not None and seen.status.get("conditions")
+                    for key in replica.controller.judgement.routes
+                )
+            ),
+            timeout=60,
+            what="the watch shows every status",
+        )
 
         # Without the watch's statuses (how a new leader started before): a GET per object.
         before = Counting(client)
@@ -166,13 +169,16 @@ async def test_a_new_leaders_first_pass_sends_no_get(client: KubeClient, namespa
         assert after.calls == {}
     finally:
         await replica.close()
-    print(f"\n{OBJECTS} objects ({routes} routes, {providers} providers): created in {created_s:.1f} s, "
-          f"statuses first written in {seeded_s:.1f} s; a new leader's first pass: "
-          f"{before_s:.2f} s with a GET per object, {after_s:.3f} s from the watch")
+    print(
+        f"\n{OBJECTS} objects ({routes} routes, {providers} providers): created in {created_s:.1f} s, "
+        f"statuses first written in {seeded_s:.1f} s; a new leader's first pass: "
+        f"{before_s:.2f} s with a GET per object, {after_s:.3f} s from the watch"
+    )
 
 
-async def test_a_status_moved_since_the_watch_saw_it_is_a_conflict_and_one_get(client: KubeClient,
-                                                                             namespace: str) -> None:
+async def test_a_status_moved_since_the_watch_saw_it_is_a_conflict_and_one_get(
+    client: KubeClient, namespace: str
+) -> None:
     await create_all(client, namespace, 1, 1)
     replica = Replica(client, namespace)
     try:

@@ -12,7 +12,6 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fakes.fixtures import *  # noqa: F403  (fake_openai, fake_anthropic, fake_gemini)
 from tests.fakes.server import DEFAULT_KEYS
 from tests.harness.jaeger import JaegerServer
 from tests.integration.sidecar import SidecarProcess
@@ -25,15 +24,21 @@ LEAKED_KEY = "sk-proj-Zx9vQ4mL2pT8rW6yB1nK"  # an app pasted a key into its prom
 
 
 @pytest.fixture(scope="module")
-def traced_sidecar(jaeger: JaegerServer, fake_openai_process: Any, fake_anthropic_process: Any,
-                   fake_gemini_process: Any) -> Iterator[tuple[SidecarProcess, str]]:
+def traced_sidecar(
+    jaeger: JaegerServer, fake_openai_process: Any, fake_anthropic_process: Any, fake_gemini_process: Any
+) -> Iterator[tuple[SidecarProcess, str]]:
     service = f"modelway-proxy-e2e-{uuid.uuid4().hex[:8]}"
-    snapshot = build_snapshot(fake_openai_process.base_url, fake_anthropic_process.base_url,
-                              fake_gemini_process.base_url)
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint, "OTEL_SERVICE_NAME": service,
-           "OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "100",
-           "OTEL_METRICS_EXPORTER": "none",  # this Jaeger takes traces only
-           "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+    snapshot = build_snapshot(
+        fake_openai_process.base_url, fake_anthropic_process.base_url, fake_gemini_process.base_url
+    )
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRICS_EXPORTER": "none",  # this Jaeger takes traces only
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+    }
     with SidecarProcess(snapshot, env=env) as process:
         yield process, service
 
@@ -52,25 +57,39 @@ def _traceparent(trace_id: str) -> dict[str, str]:
     return {"traceparent": f"00-{trace_id}-{APP_PARENT}-01"}
 
 
-def test_plain_stream_and_fallback_traces_in_jaeger(traced_sidecar: tuple[SidecarProcess, str], jaeger: JaegerServer,
-                                                    fake_openai: Any, fake_anthropic: Any, fake_gemini: Any) -> None:
+def test_plain_stream_and_fallback_traces_in_jaeger(
+    traced_sidecar: tuple[SidecarProcess, str],
+    jaeger: JaegerServer,
+    fake_openai: Any,
+    fake_anthropic: Any,
+    fake_gemini: Any,
+) -> None:
     sidecar, service = traced_sidecar
     client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
     plain_id, stream_id, fallback_id = (uuid.uuid4().hex for _ in range(3))
 
     answer = client.chat.completions.create(
-        model="gpt", messages=[{"role": "system", "content": "be brief"},
-                               {"role": "user", "content": f"my key is {LEAKED_KEY}, say hi"}],
-        extra_headers=_traceparent(plain_id))
+        model="gpt",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": f"my key is {LEAKED_KEY}, say hi"},
+        ],
+        extra_headers=_traceparent(plain_id),
+    )
     plain_sent = {k.lower(): v for k, v in fake_openai.requests()[-1]["headers"].items()}
-    stream = client.chat.completions.create(model="gemini", messages=[{"role": "user", "content": "a b"}],
-                                            stream=True, extra_headers=_traceparent(stream_id))
+    stream = client.chat.completions.create(
+        model="gemini",
+        messages=[{"role": "user", "content": "a b"}],
+        stream=True,
+        extra_headers=_traceparent(stream_id),
+    )
     chunks = list(stream)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed
     fake_openai.script([{"status": 503}])
-    client.chat.completions.create(model="resilient", messages=[{"role": "user", "content": "x"}],
-                                   extra_headers=_traceparent(fallback_id))
+    client.chat.completions.create(
+        model="resilient", messages=[{"role": "user", "content": "x"}], extra_headers=_traceparent(fallback_id)
+    )
     fallback_sent = {k.lower(): v for k, v in fake_anthropic.requests()[-1]["headers"].items()}
 
     def complete(traces: list[dict[str, Any]]) -> bool:
@@ -87,20 +106,46 @@ def test_plain_stream_and_fallback_traces_in_jaeger(traced_sidecar: tuple[Sideca
     assert _parent(server) == APP_PARENT and _parent(attempt) == server["spanID"]
     tags, attempt_tags = _tags(server), _tags(attempt)
     assert tags["span.kind"] == "server" and attempt_tags["span.kind"] == "client"
-    assert {k: tags[k] for k in ("gen_ai.operation.name", "gen_ai.request.model", "modelway.route", "modelway.rule",
-                                 "modelway.backend")} == {
-        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt", "modelway.route": "gpt",
-        "modelway.rule": "default", "modelway.backend": "oai/gpt-4o"}
+    assert {
+        k: tags[k]
+        for k in (
+            "gen_ai.operation.name",
+            "gen_ai.request.model",
+            "modelway.route",
+            "modelway.rule",
+            "modelway.backend",
+        )
+    } == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt",
+        "modelway.route": "gpt",
+        "modelway.rule": "default",
+        "modelway.backend": "oai/gpt-4o",
+    }
     usage = answer.usage
     assert tags["gen_ai.usage.input_tokens"] == usage.prompt_tokens
     assert tags["gen_ai.usage.output_tokens"] == usage.completion_tokens
     assert tags["modelway.cost.usd"] == pytest.approx((usage.prompt_tokens * 2.5 + usage.completion_tokens * 10) / 1e6)
-    assert {k: attempt_tags[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
-                                         "gen_ai.response.model", "server.address", "modelway.backend",
-                                         "http.response.status_code")} == {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-        "gen_ai.response.model": "gpt-4o", "server.address": "127.0.0.1", "modelway.backend": "oai/gpt-4o",
-        "http.response.status_code": 200}
+    assert {
+        k: attempt_tags[k]
+        for k in (
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "gen_ai.request.model",
+            "gen_ai.response.model",
+            "server.address",
+            "modelway.backend",
+            "http.response.status_code",
+        )
+    } == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.model": "gpt-4o",
+        "server.address": "127.0.0.1",
+        "modelway.backend": "oai/gpt-4o",
+        "http.response.status_code": 200,
+    }
     assert plain_sent["traceparent"] == f"00-{plain_id}-{attempt['spanID']}-01"  # the provider continues it
     # content capture: on, semconv-shaped, credentials redacted
     assert json.loads(tags["gen_ai.system_instructions"]) == [{"type": "text", "content": "be brief"}]
@@ -124,8 +169,9 @@ def test_plain_stream_and_fallback_traces_in_jaeger(traced_sidecar: tuple[Sideca
     assert _tags(attempt)["gen_ai.usage.output_tokens"] == 3
     [output] = json.loads(_tags(server)["gen_ai.output.messages"])  # collected chunk by chunk
     assert output["parts"] == [{"type": "text", "content": streamed}]
-    assert output["finish_reason"] == next(c.choices[0].finish_reason for c in chunks
-                                           if c.choices and c.choices[0].finish_reason)
+    assert output["finish_reason"] == next(
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    )
 
     # --- fallback: two CLIENT spans, the failed one marked, a fallback event on the server span
     trace = traces[fallback_id]
@@ -140,7 +186,10 @@ def test_plain_stream_and_fallback_traces_in_jaeger(traced_sidecar: tuple[Sideca
     assert "error.type" not in second_tags and second_tags["modelway.attempt"] == 2
     [event] = server["logs"]
     fields = {f["key"]: f["value"] for f in event["fields"]}
-    assert fields == {"event": "modelway.fallback", "modelway.backend": "claude/claude-sonnet-4-5",
-                      "modelway.fallback.reason": "5xx"}
+    assert fields == {
+        "event": "modelway.fallback",
+        "modelway.backend": "claude/claude-sonnet-4-5",
+        "modelway.fallback.reason": "5xx",
+    }
     assert _tags(server)["modelway.backend"] == "claude/claude-sonnet-4-5" and "error.type" not in _tags(server)
     assert fallback_sent["traceparent"] == f"00-{fallback_id}-{second['spanID']}-01"

@@ -29,11 +29,17 @@ def test_dashboard_configmap_and_pod_monitors(helm_offline: Helm) -> None:
     [dashboard] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["modelway.json"]) == json.loads(
-        (CHART / "dashboards" / "modelway.json").read_text())
+        (CHART / "dashboards" / "modelway.json").read_text()
+    )
     assert not [d for d in docs if d["kind"] == "PodMonitor"]  # off by default: needs the operator's CRDs
 
-    docs = _render(helm_offline, "dashboard.enabled=false", "metrics.podMonitor.enabled=true",
-                   "metrics.podMonitor.labels.release=prom", "dashboard.namespace=grafana")
+    docs = _render(
+        helm_offline,
+        "dashboard.enabled=false",
+        "metrics.podMonitor.enabled=true",
+        "metrics.podMonitor.labels.release=prom",
+        "dashboard.namespace=grafana",
+    )
     assert not [d for d in docs if d["metadata"]["name"].endswith("-dashboard")]
     monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodMonitor"}
     controller, sidecars = monitors["mw-modelway-controller"], monitors["mw-modelway-sidecars"]

@@ -117,7 +117,7 @@ def _tool_call(conv: Conversation) -> ToolCall | None:
 
 def _instance(schema: dict[str, Any], text: str) -> Any:
     """A deterministic value matching a (JSON / OpenAPI-subset) schema; strings get ``text``."""
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     kind = schema.get("type", "object")
     if isinstance(kind, list):  # ["string", "null"]

@@ -15,16 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from .answers import Conversation, Reply, ToolMode, json_pieces, random_token, reply_to, word_pieces
-from .behaviour import (
-    STATE,
-    FakeState,
-    add_control_routes,
-    before_reply,
-    record,
-    send_json,
-    sse,
-    stream_events,
-)
+from .behaviour import STATE, FakeState, add_control_routes, before_reply, record, send_json, sse, stream_events
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "stop_sequence": "stop_sequence"}
 ERROR_TYPES = {
@@ -39,8 +30,18 @@ ERROR_TYPES = {
     529: ("overloaded_error", "Overloaded"),
 }
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
-BLOCK_TYPES = ("text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
-               "search_result", "server_tool_use", "web_search_tool_result")
+BLOCK_TYPES = (
+    "text",
+    "image",
+    "document",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+    "search_result",
+    "server_tool_use",
+    "web_search_tool_result",
+)
 
 
 class ApiError(Exception):
@@ -119,7 +120,7 @@ def conversation(body: dict[str, Any], *, need_max_tokens: bool = True) -> Conve
     for content in blocks:
         texts += [b["text"] for b in content if b["type"] == "text"]
         texts += [_tool_result_text(b) for b in content if b["type"] == "tool_result"]
-    user_turns = [content for m, content in zip(messages, blocks) if m["role"] == "user"]
+    user_turns = [content for m, content in zip(messages, blocks, strict=True) if m["role"] == "user"]
     last_user = user_turns[-1] if user_turns else []
     results = [_tool_result_text(b) for b in last_user if b["type"] == "tool_result"]
     tools = [_tool_name(i, t) for i, t in enumerate(body.get("tools") or [])]
@@ -142,8 +143,10 @@ def _blocks(i: int, m: Any) -> list[dict[str, Any]]:
     """The message's content as validated blocks (a string is one text block)."""
     role = m.get("role") if isinstance(m, dict) else None
     if role == "system":
-        raise ApiError('messages: Unexpected role "system". The Messages API accepts a top-level `system` '
-                       'parameter, not "system" as an input message role.')
+        raise ApiError(
+            'messages: Unexpected role "system". The Messages API accepts a top-level `system` '
+            'parameter, not "system" as an input message role.'
+        )
     if role not in ("user", "assistant"):
         raise ApiError(f"messages.{i}.role: Input should be 'user' or 'assistant'")
     content = m.get("content")
@@ -172,11 +175,15 @@ def _check_image(where: str, source: dict[str, Any]) -> None:
     if source.get("type") == "url":
         return
     if source.get("type") != "base64":
-        raise ApiError(f"{where}.image.source: Input tag '{source.get('type')}' found using 'type' does not match "
-                       "any of the expected tags: 'base64', 'url'")
+        raise ApiError(
+            f"{where}.image.source: Input tag '{source.get('type')}' found using 'type' does not match "
+            "any of the expected tags: 'base64', 'url'"
+        )
     if source.get("media_type") not in IMAGE_TYPES:
-        raise ApiError(f"{where}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
-                       "'image/gif' or 'image/webp'")
+        raise ApiError(
+            f"{where}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+            "'image/gif' or 'image/webp'"
+        )
     try:
         base64.b64decode(source.get("data", ""), validate=True)
     except (binascii.Error, ValueError):
@@ -190,15 +197,19 @@ def _check_tool_pairs(messages: list[dict[str, Any]], blocks: list[list[dict[str
         if uses and i + 1 < len(blocks):
             answered = {b["tool_use_id"] for b in blocks[i + 1] if b["type"] == "tool_result"}
             if missing := [u for u in uses if u not in answered]:
-                raise ApiError(f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks "
-                               f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
-                               "corresponding `tool_result` block in the next message.")
+                raise ApiError(
+                    f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
+                    "corresponding `tool_result` block in the next message."
+                )
         previous = {b["id"] for b in blocks[i - 1] if b["type"] == "tool_use"} if i else set()
         for j, b in enumerate(content):
             if b["type"] == "tool_result" and b["tool_use_id"] not in previous:
-                raise ApiError(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
-                               f"{b['tool_use_id']}. Each `tool_result` block must have a corresponding `tool_use` "
-                               "block in the previous message.")
+                raise ApiError(
+                    f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{b['tool_use_id']}. Each `tool_result` block must have a corresponding `tool_use` "
+                    "block in the previous message."
+                )
 
 
 def _tool_result_text(block: dict[str, Any]) -> str:
@@ -222,34 +233,59 @@ def _tool_choice(choice: Any) -> tuple[ToolMode, str | None]:
         return "required", choice.get("name")
     modes: dict[str, ToolMode] = {"auto": "auto", "any": "required", "none": "none"}
     if kind not in modes:
-        raise ApiError(f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the expected "
-                       "tags: 'auto', 'any', 'tool', 'none'")
+        raise ApiError(
+            f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the expected "
+            "tags: 'auto', 'any', 'tool', 'none'"
+        )
     return modes[kind], None
 
 
 def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": reply.input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-            "output_tokens": output_tokens, "service_tier": "standard"}
+    return {
+        "input_tokens": reply.input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
 
 
 def _content(reply: Reply) -> list[dict[str, Any]]:
     if reply.tool_call is not None:
-        return [{"type": "tool_use", "id": "toolu_01" + random_token(22), "name": reply.tool_call.name,
-                 "input": reply.tool_call.arguments}]
+        return [
+            {
+                "type": "tool_use",
+                "id": "toolu_01" + random_token(22),
+                "name": reply.tool_call.name,
+                "input": reply.tool_call.arguments,
+            }
+        ]
     return [{"type": "text", "text": reply.text or ""}]
 
 
 def message(ident: str, model: str, reply: Reply) -> dict[str, Any]:
-    return {"id": ident, "type": "message", "role": "assistant", "model": model, "content": _content(reply),
-            "stop_reason": STOP_REASONS[reply.finish], "stop_sequence": reply.stop_sequence,
-            "usage": _usage(reply, reply.output_tokens)}
+    return {
+        "id": ident,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": _content(reply),
+        "stop_reason": STOP_REASONS[reply.finish],
+        "stop_sequence": reply.stop_sequence,
+        "usage": _usage(reply, reply.output_tokens),
+    }
 
 
 def stream_data(ident: str, model: str, reply: Reply) -> Iterator[dict[str, Any]]:
     """The documented event sequence: message_start, one content block (start, ping,
     deltas, stop), message_delta with the stop reason and final usage, message_stop."""
-    start = {**message(ident, model, reply), "content": [], "stop_reason": None, "stop_sequence": None,
-             "usage": _usage(reply, 1)}
+    start = {
+        **message(ident, model, reply),
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _usage(reply, 1),
+    }
     yield {"type": "message_start", "message": start}
     block = _content(reply)[0]
     if block["type"] == "tool_use":
@@ -266,6 +302,9 @@ def stream_data(ident: str, model: str, reply: Reply) -> Iterator[dict[str, Any]
             yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
     yield {"type": "content_block_stop", "index": 0}
     usage = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
-    yield {"type": "message_delta", "delta": {"stop_reason": STOP_REASONS[reply.finish],
-                                              "stop_sequence": reply.stop_sequence}, "usage": usage}
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": STOP_REASONS[reply.finish], "stop_sequence": reply.stop_sequence},
+        "usage": usage,
+    }
     yield {"type": "message_stop"}

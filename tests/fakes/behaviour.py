@@ -80,23 +80,21 @@ async def record(request: web.Request) -> Any:
         except ValueError:
             text = raw.decode("utf-8", "replace")
     entry: dict[str, Any] = {
-            "method": request.method,
-            "path": request.path,
-            "query": dict(request.query),
-            # Lower-cased names: HTTP names are case-insensitive, tests look them up.
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "json": body,
-            "text": text,
-            "at": time.time(),  # lets tests check retry back-off
+        "method": request.method,
+        "path": request.path,
+        "query": dict(request.query),
+        # Lower-cased names: HTTP names are case-insensitive, tests look them up.
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "json": body,
+        "text": text,
+        "at": time.time(),  # lets tests check retry back-off
     }
     request.app[STATE].requests.append(entry)
     request[RECORD] = entry
     return body
 
 
-async def before_reply(
-    behaviour: Behaviour, error: ErrorFn, *, stream: bool
-) -> web.StreamResponse | None:
+async def before_reply(behaviour: Behaviour, error: ErrorFn, *, stream: bool) -> web.StreamResponse | None:
     """Apply the parts of a behaviour that happen before any byte is sent.
 
     Returns a response to send instead of the normal answer, or None.
@@ -159,11 +157,7 @@ async def stream_events(
 
 
 async def send_json(
-    request: web.Request,
-    body: Any,
-    behaviour: Behaviour,
-    *,
-    headers: dict[str, str] | None = None,
+    request: web.Request, body: Any, behaviour: Behaviour, *, headers: dict[str, str] | None = None
 ) -> web.StreamResponse:
     """Send a JSON body; a cut or stall "after chunks" happens half-way through it."""
     if not behaviour.touches_body:
@@ -185,11 +179,7 @@ async def send_json(
 
 
 async def _interrupt(
-    request: web.Request,
-    resp: web.StreamResponse,
-    behaviour: Behaviour,
-    sent: int | None,
-    error_event: bytes | None,
+    request: web.Request, resp: web.StreamResponse, behaviour: Behaviour, sent: int | None, error_event: bytes | None
 ) -> bool:
     """Act when ``sent`` events have gone out (None: the half-way point of a body).
 

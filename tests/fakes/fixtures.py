@@ -1,7 +1,6 @@
 """pytest fixtures for the fake providers.
 
-Use them from a test module or conftest with
-``from tests.fakes.fixtures import *  # noqa: F403`` (or import the names you need).
+Registered for every test by ``tests/conftest.py``; ask for them by name.
 
 - ``fake_openai_process`` / ``fake_anthropic_process`` / ``fake_gemini_process``:
   session-scoped, one process per provider for the whole run.

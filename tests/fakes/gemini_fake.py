@@ -36,8 +36,11 @@ STATUSES = {
     403: ("PERMISSION_DENIED", "The caller does not have permission"),
     404: ("NOT_FOUND", "Requested entity was not found."),
     429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
-    500: ("INTERNAL", "An internal error has occurred. Please retry or report in "
-          "https://developers.generativeai.google/guide/troubleshooting"),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
     503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
     504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
 }
@@ -49,16 +52,41 @@ def _both_spellings(*names: str) -> frozenset[str]:
     return frozenset((*names, *snake))
 
 
-REQUEST_FIELDS = _both_spellings("model", "contents", "tools", "toolConfig", "safetySettings", "systemInstruction",
-                                 "generationConfig", "cachedContent")
+REQUEST_FIELDS = _both_spellings(
+    "model",
+    "contents",
+    "tools",
+    "toolConfig",
+    "safetySettings",
+    "systemInstruction",
+    "generationConfig",
+    "cachedContent",
+)
 GENERATION_FIELDS = _both_spellings(
-    "stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema", "responseModalities",
-    "candidateCount", "maxOutputTokens", "temperature", "topP", "topK", "seed", "presencePenalty",
-    "frequencyPenalty", "responseLogprobs", "logprobs", "enableEnhancedCivicAnswers", "speechConfig",
-    "thinkingConfig", "imageConfig", "mediaResolution",
+    "stopSequences",
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
+    "responseModalities",
+    "candidateCount",
+    "maxOutputTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "responseLogprobs",
+    "logprobs",
+    "enableEnhancedCivicAnswers",
+    "speechConfig",
+    "thinkingConfig",
+    "imageConfig",
+    "mediaResolution",
 ) | {"_responseJsonSchema"}
-PART_DATA = _both_spellings("text", "inlineData", "functionCall", "functionResponse", "fileData",
-                            "executableCode", "codeExecutionResult")
+PART_DATA = _both_spellings(
+    "text", "inlineData", "functionCall", "functionResponse", "fileData", "executableCode", "codeExecutionResult"
+)
 
 
 class ApiError(Exception):
@@ -104,11 +132,18 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return early
     key = request.headers.get("x-goog-api-key") or request.query.get("key")
     if not key:
-        return gemini_error(403, "Method doesn't allow unregistered callers (callers without established "
-                            "identity). Please use API key or other form of API consumer identity to call this API.")
+        return gemini_error(
+            403,
+            "Method doesn't allow unregistered callers (callers without established "
+            "identity). Please use API key or other form of API consumer identity to call this API.",
+        )
     if key != request.app[STATE].api_key:
-        info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}
+        info = {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID",
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com"},
+        }
         return gemini_error(400, "API key not valid. Please pass a valid API key.", [info])
     if not isinstance(body, dict):
         return gemini_error(400, "Invalid JSON payload received. Unexpected token.")
@@ -192,18 +227,22 @@ def _check_parts(where: str, parts: list[Any]) -> None:
         raise ApiError(f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty.\n")
     for j, part in enumerate(parts):
         if not any(k in PART_DATA for k in part):
-            raise ApiError(f"* GenerateContentRequest.{where}.parts[{j}].data: required oneof field 'data' must "
-                           "have one initialized field\n")
+            raise ApiError(
+                f"* GenerateContentRequest.{where}.parts[{j}].data: required oneof field 'data' must "
+                "have one initialized field\n"
+            )
         inline = _get(part, "inlineData")
         if inline is not None:
             try:
                 base64.b64decode(inline.get("data", ""), validate=True)
             except (binascii.Error, ValueError):
-                raise ApiError(f"Invalid value at '{where}.parts[{j}].inline_data.data' (TYPE_BYTES), "
-                               "Base64 decoding failed") from None
+                raise ApiError(
+                    f"Invalid value at '{where}.parts[{j}].inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+                ) from None
             if not _get(inline, "mimeType"):
-                raise ApiError(f"* GenerateContentRequest.{where}.parts[{j}].inline_data.mime_type: "
-                               "mime_type is not specified\n")
+                raise ApiError(
+                    f"* GenerateContentRequest.{where}.parts[{j}].inline_data.mime_type: mime_type is not specified\n"
+                )
 
 
 def _response_text(response: dict[str, Any]) -> str:
@@ -246,9 +285,12 @@ def generate_responses(model: str, reply: Reply, *, stream: bool) -> Iterator[di
         candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
         if last:
             candidate["finishReason"] = FINISH[reply.finish]
-        usage = {"promptTokenCount": reply.input_tokens, "candidatesTokenCount": so_far,
-                 "totalTokenCount": reply.input_tokens + so_far,
-                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.input_tokens}]}
+        usage = {
+            "promptTokenCount": reply.input_tokens,
+            "candidatesTokenCount": so_far,
+            "totalTokenCount": reply.input_tokens + so_far,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.input_tokens}],
+        }
         # Like the real API: usage on every chunk, cumulative; the last one is final.
         yield {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": response_id}
 
@@ -267,6 +309,8 @@ def _batch_embed(model: str, body: dict[str, Any]) -> list[dict[str, list[float]
         raise ApiError("* BatchEmbedContentsRequest.requests: requests is not specified\n")
     for i, req in enumerate(requests):
         if req.get("model") != f"models/{model}":
-            raise ApiError(f"* BatchEmbedContentsRequest.requests[{i}].model: the model of each request must "
-                           f"match the batch model models/{model}\n")
+            raise ApiError(
+                f"* BatchEmbedContentsRequest.requests[{i}].model: the model of each request must "
+                f"match the batch model models/{model}\n"
+            )
     return [_embed(req) for req in requests]

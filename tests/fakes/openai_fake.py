@@ -18,17 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import (
-    Conversation,
-    Reply,
-    ToolMode,
-    embedding,
-    json_pieces,
-    random_token,
-    reply_to,
-    word_pieces,
-    words,
-)
+from .answers import Conversation, Reply, ToolMode, embedding, json_pieces, random_token, reply_to, word_pieces, words
 from .behaviour import (
     STATE,
     Behaviour,
@@ -50,8 +40,11 @@ FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "stop_
 ERROR_KINDS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Bad request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    403: ("invalid_request_error", "unsupported_country_region_territory",
-          "Country, region, or territory not supported"),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
     404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
@@ -103,11 +96,14 @@ def azure_error(status: int, message: str | None) -> web.Response:
     # Azure's gateway answers auth, routing and throttling itself, in its own shape;
     # everything else passes through in OpenAI's shape.
     if status in (401, 404, 429):
-        default = {401: "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
-                   "to provide a valid key for an active subscription and use a correct regional API "
-                   "endpoint for your resource.", 404: "Resource not found",
-                   429: "Requests to the ChatCompletions_Create Operation have exceeded call rate limit of "
-                   "your current pricing tier. Please retry after 1 second."}[status]
+        default = {
+            401: "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+            "to provide a valid key for an active subscription and use a correct regional API "
+            "endpoint for your resource.",
+            404: "Resource not found",
+            429: "Requests to the ChatCompletions_Create Operation have exceeded call rate limit of "
+            "your current pricing tier. Please retry after 1 second.",
+        }[status]
         return web.json_response({"error": {"code": str(status), "message": message or default}}, status=status)
     return openai_error(status, message)
 
@@ -132,15 +128,24 @@ def _guarded(handler: Callable[[Call], Awaitable[web.StreamResponse]], *, azure:
         else:
             auth = request.headers.get("Authorization", "")
             if not auth:
-                return openai_error(401, "You didn't provide an API key. You need to provide your API key in "
-                                    "an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+                return openai_error(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in "
+                    "an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                )
             if auth != f"Bearer {key}":
-                return openai_error(401, f"Incorrect API key provided: {auth.removeprefix('Bearer ')[:8]}****. "
-                                    "You can find your API key at https://platform.openai.com/account/api-keys.")
+                return openai_error(
+                    401,
+                    f"Incorrect API key provided: {auth.removeprefix('Bearer ')[:8]}****. "
+                    "You can find your API key at https://platform.openai.com/account/api-keys.",
+                )
             model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(body, dict):
-            return openai_error(400, "We could not parse the JSON body of your request. (HINT: This likely means "
-                                "you aren't using your HTTP library correctly.)")
+            return openai_error(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly.)",
+            )
         if not model:
             return openai_error(400, "you must provide a model parameter")
         try:
@@ -167,8 +172,16 @@ async def _chat(call: Call) -> web.StreamResponse:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     events = (sse(c) for c in chunks(ident, model, reply, azure=azure, include_usage=include_usage))
     done = (sse("[DONE]"),)
-    error = sse({"error": {"message": "The server had an error while processing your request.",
-                           "type": "server_error", "param": None, "code": None}})
+    error = sse(
+        {
+            "error": {
+                "message": "The server had an error while processing your request.",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    )
     return await stream_events(call.request, [*events, *done], call.behaviour, error_event=error, headers=headers)
 
 
@@ -177,8 +190,11 @@ def conversation(body: dict[str, Any]) -> Conversation:
     if messages is None:
         raise ApiError("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
     if not isinstance(messages, list) or not messages:
-        raise ApiError("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
-                       "empty array instead.", "messages", "empty_array")
+        raise ApiError(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "messages",
+            "empty_array",
+        )
     _check_tool_turns(messages)
     texts = [t for m in messages for t in _texts(m.get("content"))]
     trailing_tools: list[str] = []
@@ -220,12 +236,19 @@ def _check_tool_turns(messages: list[Any]) -> None:
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, dict) else None
         if role not in ROLES:
-            raise ApiError(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', "
-                           "'function', 'tool', and 'developer'.", f"messages[{i}].role", "invalid_value")
+            raise ApiError(
+                f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', "
+                "'function', 'tool', and 'developer'.",
+                f"messages[{i}].role",
+                "invalid_value",
+            )
         if role == "tool":
             if m.get("tool_call_id") not in pending:
-                raise ApiError("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
-                               "message with 'tool_calls'.", f"messages.[{i}].role")
+                raise ApiError(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                    "message with 'tool_calls'.",
+                    f"messages.[{i}].role",
+                )
             del pending[m["tool_call_id"]]
             continue
         if pending:
@@ -234,20 +257,28 @@ def _check_tool_turns(messages: list[Any]) -> None:
             pending = {c["id"]: i for c in m["tool_calls"]}
     if pending:
         at = next(iter(pending.values()))
-        raise ApiError("An assistant message with 'tool_calls' must be followed by tool messages responding to "
-                       "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
-                       + ", ".join(pending), f"messages.[{at}].role")
+        raise ApiError(
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+            "each 'tool_call_id'. The following tool_call_ids did not have response messages: " + ", ".join(pending),
+            f"messages.[{at}].role",
+        )
 
 
 def _tool_name(i: int, tool: Any) -> str:
     kind = tool.get("type") if isinstance(tool, dict) else tool
     if kind not in ("function", "custom"):
-        raise ApiError(f"Invalid value: '{kind}'. Supported values are: 'function' and 'custom'.",
-                       f"tools[{i}].type", "invalid_value")
+        raise ApiError(
+            f"Invalid value: '{kind}'. Supported values are: 'function' and 'custom'.",
+            f"tools[{i}].type",
+            "invalid_value",
+        )
     spec = tool.get(kind) or {}
     if not spec.get("name"):
-        raise ApiError(f"Missing required parameter: 'tools[{i}].{kind}.name'.", f"tools[{i}].{kind}.name",
-                       "missing_required_parameter")
+        raise ApiError(
+            f"Missing required parameter: 'tools[{i}].{kind}.name'.",
+            f"tools[{i}].{kind}.name",
+            "missing_required_parameter",
+        )
     return str(spec["name"])
 
 
@@ -255,8 +286,9 @@ def _tool_choice(choice: Any, has_tools: bool) -> tuple[ToolMode, str | None]:
     if choice is None or choice == "auto":
         return "auto", None
     if not has_tools:
-        raise ApiError("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
-                       "tool_choice")
+        raise ApiError(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", "tool_choice"
+        )
     if choice in ("none", "required"):
         return choice, None
     if isinstance(choice, dict) and choice.get("type") == "function":
@@ -270,25 +302,40 @@ def _usage(reply: Reply) -> dict[str, Any]:
         "completion_tokens": reply.output_tokens,
         "total_tokens": reply.input_tokens + reply.output_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 
 def _tool_calls(reply: Reply, call_id: str) -> list[dict[str, Any]]:
     assert reply.tool_call is not None
-    return [{"id": call_id, "type": "function",
-             "function": {"name": reply.tool_call.name, "arguments": reply.tool_call.arguments_json}}]
+    return [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": reply.tool_call.name, "arguments": reply.tool_call.arguments_json},
+        }
+    ]
 
 
 def completion(ident: str, model: str, reply: Reply, azure: bool) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
     if reply.tool_call is not None:
         message["tool_calls"] = _tool_calls(reply, "call_" + random_token(24))
-    choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None,
-                              "finish_reason": FINISH[reply.finish]}
-    body: dict[str, Any] = {"id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
-                            "choices": [choice], "usage": _usage(reply), "system_fingerprint": "fp_fake"}
+    choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH[reply.finish]}
+    body: dict[str, Any] = {
+        "id": ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(reply),
+        "system_fingerprint": "fp_fake",
+    }
     if azure:
         choice["content_filter_results"] = CONTENT_FILTER
         body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": CONTENT_FILTER}]
@@ -303,8 +350,14 @@ def chunks(ident: str, model: str, reply: Reply, *, azure: bool, include_usage: 
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        out: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                               "system_fingerprint": "fp_fake", "choices": [choice]}
+        out: dict[str, Any] = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [choice],
+        }
         if azure:
             choice["content_filter_results"] = CONTENT_FILTER if delta.get("content") else {}
         else:
@@ -315,8 +368,14 @@ def chunks(ident: str, model: str, reply: Reply, *, azure: bool, include_usage: 
 
     if azure:
         # Azure opens with a choice-less chunk carrying only the prompt filter results.
-        yield {"choices": [], "created": 0, "id": "", "model": "", "object": "",
-               "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": CONTENT_FILTER}]}
+        yield {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": CONTENT_FILTER}],
+        }
     if reply.tool_call is not None:
         first = _tool_calls(reply, "call_" + random_token(24))[0]
         first = {"index": 0, **first, "function": {"name": reply.tool_call.name, "arguments": ""}}
@@ -343,12 +402,15 @@ async def _embeddings(call: Call) -> web.StreamResponse:
     if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
         inputs = [inputs]
     if not isinstance(inputs, list) or not inputs or any(i in ("", []) for i in inputs):
-        raise ApiError("'$.input' is invalid. Please check the API reference: "
-                       "https://platform.openai.com/docs/api-reference.", "input")
+        raise ApiError(
+            "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+            "input",
+        )
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
-        raise ApiError(f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.", "encoding_format",
-                       "invalid_value")
+        raise ApiError(
+            f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.", "encoding_format", "invalid_value"
+        )
     dims = int(body.get("dimensions") or 8)
     data = []
     for index, item in enumerate(inputs):

@@ -31,25 +31,36 @@ class FakeProviderProcess:
     ...     fake.requests()
     """
 
-    def __init__(self, provider: Provider, *, api_key: str | None = None, port: int = 0,
-                 start_timeout: float = 15.0) -> None:
+    def __init__(
+        self, provider: Provider, *, api_key: str | None = None, port: int = 0, start_timeout: float = 15.0
+    ) -> None:
         self.provider = provider
         self.api_key = api_key or DEFAULT_KEYS[provider]
         self.port = port
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[str] | None = None
-        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (lives as long as the process; closed in stop)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeProviderProcess:
-        cmd = [sys.executable, "-m", "tests.fakes", "--provider", self.provider, "--port", str(self.port),
-               "--api-key", self.api_key]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.fakes",
+            "--provider",
+            self.provider,
+            "--port",
+            str(self.port),
+            "--api-key",
+            self.api_key,
+        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=self._stderr,
-                                      text=True)
+        self._proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
         line = self._first_line()
         if not line.startswith("listening on "):
             self.stop()
@@ -83,8 +94,9 @@ class FakeProviderProcess:
     def __enter__(self) -> FakeProviderProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
         self._stderr.close()
 
@@ -105,7 +117,8 @@ class FakeProviderProcess:
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())

@@ -21,8 +21,11 @@ DEFAULT_KEYS: dict[Provider, str] = {
 
 
 def build_app(provider: Provider, api_key: str) -> web.Application:
-    factories = {"openai": openai_fake.create_app, "anthropic": anthropic_fake.create_app,
-                 "gemini": gemini_fake.create_app}
+    factories = {
+        "openai": openai_fake.create_app,
+        "anthropic": anthropic_fake.create_app,
+        "gemini": gemini_fake.create_app,
+    }
     return factories[provider](api_key)
 
 

@@ -64,10 +64,7 @@ class CertAuthority:
         """Sign a leaf cert; ``hosts`` become DNS or IP subjectAltNames."""
         subj = "".join(f"/O={o}" for o in organizations) + f"/CN={common_name}"
         usages = [u for u, on in (("serverAuth", server), ("clientAuth", client)) if on]
-        ext = [
-            "basicConstraints=critical,CA:FALSE",
-            "keyUsage=critical,digitalSignature",
-        ]
+        ext = ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature"]
         if usages:
             ext.append("extendedKeyUsage=" + ",".join(usages))
         if hosts:

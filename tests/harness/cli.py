@@ -23,10 +23,7 @@ Manifest = str | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 class CommandFailed(subprocess.CalledProcessError):
     def __str__(self) -> str:
         argv = self.cmd if isinstance(self.cmd, str) else " ".join(self.cmd)
-        return (
-            f"`{argv}` exited with {self.returncode}\n"
-            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
-        )
+        return f"`{argv}` exited with {self.returncode}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
 
 
 class Cli:
@@ -46,11 +43,7 @@ class Cli:
         self.default_timeout = default_timeout
 
     def __call__(
-        self,
-        *args: str,
-        input: str | None = None,
-        check: bool = True,
-        timeout: float | None = None,
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float | None = None
     ) -> subprocess.CompletedProcess[str]:
         argv = [str(self.binary), *self.base_args, *args]
         res = subprocess.run(
@@ -90,9 +83,7 @@ class Kubectl(Cli):
             env={"KUBECONFIG": str(kubeconfig)},
         )
 
-    def apply(
-        self, manifest: Manifest, *extra: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def apply(self, manifest: Manifest, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``kubectl apply -f -`` of YAML text or Python objects."""
         return self("apply", "-f", "-", *extra, input=to_yaml(manifest), check=check)
 
@@ -108,9 +99,4 @@ class Helm(Cli):
             "HELM_CACHE_HOME": str(home / "cache"),
             "HELM_DATA_HOME": str(home / "data"),
         }
-        super().__init__(
-            binary,
-            base_args=["--kubeconfig", str(kubeconfig)],
-            env=env,
-            default_timeout=120.0,
-        )
+        super().__init__(binary, base_args=["--kubeconfig", str(kubeconfig)], env=env, default_timeout=120.0)

@@ -89,9 +89,7 @@ def tool(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def harness(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> HarnessSession:
+def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> HarnessSession:
     session = HarnessSession(workdir=tmp_path_factory.mktemp("harness"))
     request.config.stash[_SESSION_KEY] = session
     return session
@@ -101,10 +99,7 @@ def harness(
 def kube_control_plane(harness: HarnessSession) -> Generator[KubeControlPlane]:
     """The processes behind ``kube``: for tests that stop or restart the apiserver."""
     plane = KubeControlPlane(
-        apiserver=tool("kube-apiserver"),
-        etcd=tool("etcd"),
-        workdir=harness.workdir / "kube",
-        ports=harness.ports,
+        apiserver=tool("kube-apiserver"), etcd=tool("etcd"), workdir=harness.workdir / "kube", ports=harness.ports
     )
     harness.components["kube"] = plane.processes  # filled in as they start
     try:
@@ -148,10 +143,7 @@ def jaeger(harness: HarnessSession) -> Generator[JaegerServer]:
 @pytest.fixture(scope="session")
 def redis(harness: HarnessSession) -> Generator[RedisServer]:
     proc = RedisProcess(
-        binary=tool("redis-server"),
-        cli=tool("redis-cli"),
-        workdir=harness.workdir / "redis",
-        ports=harness.ports,
+        binary=tool("redis-server"), cli=tool("redis-cli"), workdir=harness.workdir / "redis", ports=harness.ports
     )
     harness.components["redis"] = proc.processes  # filled in as they start
     try:
@@ -171,10 +163,7 @@ def node(harness: HarnessSession) -> Generator[NodeCluster]:
         pytest.fail("the test node needs root (containerd, a bridge, iptables)", pytrace=False)
     tools = {name: tool(name) for name in NODE_TOOLS}
     kube_node = KubeNode(
-        tools=tools,
-        images_dir=TOOLS_BIN.parent / "images",
-        workdir=harness.workdir / "node",
-        ports=harness.ports,
+        tools=tools, images_dir=TOOLS_BIN.parent / "images", workdir=harness.workdir / "node", ports=harness.ports
     )
     harness.components["node"] = kube_node.processes  # filled in as they start
     try:

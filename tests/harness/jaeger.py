@@ -51,11 +51,7 @@ class JaegerServer:
         return list(self.api("/api/traces", service=service, **params).get("data") or [])
 
     def wait_for_traces(
-        self,
-        service: str,
-        predicate: Callable[[list[dict[str, Any]]], bool] = bool,
-        *,
-        timeout: float = 20.0,
+        self, service: str, predicate: Callable[[list[dict[str, Any]]], bool] = bool, *, timeout: float = 20.0
     ) -> list[dict[str, Any]]:
         """Poll until ``predicate(traces)`` holds: ingestion is asynchronous (batching)."""
         deadline = time.monotonic() + timeout
@@ -69,8 +65,7 @@ class JaegerServer:
                 return traces
             time.sleep(0.3)
         raise AssertionError(
-            f"no matching traces for service {service!r} in Jaeger after {timeout}s; "
-            f"got {json.dumps(traces)[:2000]}"
+            f"no matching traces for service {service!r} in Jaeger after {timeout}s; got {json.dumps(traces)[:2000]}"
         )
 
 
@@ -82,11 +77,7 @@ def _config(
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
             "pipelines": {
-                "traces": {
-                    "receivers": ["otlp"],
-                    "processors": ["batch"],
-                    "exporters": ["jaeger_storage_exporter"],
-                }
+                "traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["jaeger_storage_exporter"]}
             },
             # level none: no internal metrics server (it would bind :8888).
             "telemetry": {"metrics": {"level": "none"}, "logs": {"level": "info"}},
@@ -105,10 +96,7 @@ def _config(
         },
         "receivers": {
             "otlp": {
-                "protocols": {
-                    "grpc": {"endpoint": f"{otlp_host}:{grpc}"},
-                    "http": {"endpoint": f"{otlp_host}:{http}"},
-                }
+                "protocols": {"grpc": {"endpoint": f"{otlp_host}:{grpc}"}, "http": {"endpoint": f"{otlp_host}:{http}"}}
             }
         },
         # Short batch timeout: tests wait for spans, not throughput.
@@ -132,9 +120,7 @@ class JaegerProcess:
         p = {k: self._ports.take() for k in ("grpc", "http", "query_http", "query_grpc", "health")}
         config = self.workdir / "jaeger.yaml"
         config.write_text(yaml.safe_dump(_config(**p, otlp_host=self._otlp_host), sort_keys=False))
-        proc = ManagedProcess(
-            "jaeger", [self._binary, "--config", config], self.workdir / "jaeger.log"
-        )
+        proc = ManagedProcess("jaeger", [self._binary, "--config", config], self.workdir / "jaeger.log")
         self.processes.append(proc)
         server = JaegerServer(
             otlp_grpc_endpoint=f"{self._otlp_host}:{p['grpc']}",

@@ -54,9 +54,7 @@ class KubeCluster:
         ctx.load_cert_chain(str(self.admin.cert), str(self.admin.key))
         return ctx
 
-    def request(
-        self, method: str, path: str, body: Any = None, *, timeout: float = 10.0
-    ) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> tuple[int, Any]:
         """One JSON API call as admin: (status, decoded body or text)."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
@@ -120,7 +118,9 @@ def _write_kubeconfig(path: Path, server: str, ca: Path, admin: CertPair) -> Non
         "kind": "Config",
         "clusters": [{"name": "modelway-test", "cluster": {"server": server, "certificate-authority": str(ca)}}],
         "users": [{"name": "admin", "user": {"client-certificate": str(admin.cert), "client-key": str(admin.key)}}],
-        "contexts": [{"name": "modelway-test", "context": {"cluster": "modelway-test", "user": "admin", "namespace": "default"}}],
+        "contexts": [
+            {"name": "modelway-test", "context": {"cluster": "modelway-test", "user": "admin", "namespace": "default"}}
+        ],
         "current-context": "modelway-test",
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -135,13 +135,7 @@ class KubeControlPlane:
     """
 
     def __init__(
-        self,
-        *,
-        apiserver: Path,
-        etcd: Path,
-        workdir: Path,
-        ports: PortAllocator,
-        node_address: str | None = None,
+        self, *, apiserver: Path, etcd: Path, workdir: Path, ports: PortAllocator, node_address: str | None = None
     ) -> None:
         """``node_address``: an address of this machine that pods can reach (the
         test node's bridge). Given, the apiserver serves there too and runs as a

@@ -26,6 +26,7 @@ one runs per machine at a time: a lock file serialises sessions.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -34,11 +35,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 import yaml
 
-from .certs import CertAuthority, CertPair
+from .certs import CertPair
 from .kube import KubeCluster, KubeControlPlane
 from .ports import PortAllocator
 from .process import ManagedProcess
@@ -92,7 +93,9 @@ def _kubeconfig(path: Path, server: str, ca: Path, client: CertPair, user: str) 
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "node", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-                "users": [{"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
+                "users": [
+                    {"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}
+                ],
                 "contexts": [{"name": "node", "context": {"cluster": "node", "user": user}}],
                 "current-context": "node",
             },
@@ -105,7 +108,7 @@ def _kubeconfig(path: Path, server: str, ca: Path, client: CertPair, user: str) 
 class HostNetwork:
     """The bridge, the sysctls and the iptables rule that keeps pods' traffic here."""
 
-    _DROP = ["FORWARD", "-s", POD_CIDR, "!", "-d", POD_CIDR, "-j", "DROP",
+    _DROP: ClassVar[list[str]] = ["FORWARD", "-s", POD_CIDR, "!", "-d", POD_CIDR, "-j", "DROP",
              "-m", "comment", "--comment", "modelway test node: nothing leaves"]  # fmt: skip
 
     def __init__(self) -> None:
@@ -151,10 +154,8 @@ def _remove_pod_cgroups() -> None:
     root = Path("/sys/fs/cgroup")
     for top in root.glob("*/kubepods") if root.is_dir() else ():
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            try:
+            with contextlib.suppress(OSError):  # still in use, or not a cgroup directory
                 os.rmdir(dirpath)
-            except OSError:
-                pass  # still in use, or not a cgroup directory
 
 
 def _flush_kube_rules(kube_proxy: Path | None) -> None:
@@ -215,11 +216,7 @@ class KubeNode:
         self._start_coredns(kube)
         self._wait_node_ready(kube)
         return NodeCluster(
-            kube=kube,
-            node_name=NODE_NAME,
-            containerd_socket=socket,
-            images=dict(IMAGES),
-            workdir=self.workdir,
+            kube=kube, node_name=NODE_NAME, containerd_socket=socket, images=dict(IMAGES), workdir=self.workdir
         )
 
     def stop(self) -> None:
@@ -309,14 +306,14 @@ class KubeNode:
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         config.write_text(
             f"""version = 2
-root = "{d / 'root'}"
-state = "{d / 'state'}"
+root = "{d / "root"}"
+state = "{d / "state"}"
 [grpc]
   address = "{sock}"
 [ttrpc]
   address = "{sock}.ttrpc"
 [debug]
-  address = "{d / 'debug.sock'}"
+  address = "{d / "debug.sock"}"
 [metrics]
   address = ""
 [{cri}]
@@ -336,7 +333,7 @@ state = "{d / 'state'}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = "{d / 'runc'}"
+        Root = "{d / "runc"}"
 """
         )
         proc = self._start("containerd", [self._tools["containerd"], "--config", config, "--log-level", "info"])
@@ -453,8 +450,12 @@ state = "{d / 'state'}"
                     "clusterDomain": CLUSTER_DOMAIN,
                     "resolvConf": str(resolv),
                     "podLogsDir": str(self.workdir / "pod-logs"),
-                    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                                     "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+                    "evictionHard": {
+                        "memory.available": "100Mi",
+                        "nodefs.available": "1%",
+                        "imagefs.available": "1%",
+                        "nodefs.inodesFree": "1%",
+                    },
                     "imageGCHighThresholdPercent": 100,
                     "imageGCLowThresholdPercent": 99,
                     "serializeImagePulls": False,
@@ -531,12 +532,17 @@ state = "{d / 'state'}"
             "metadata": {
                 "name": "kube-dns-coredns",
                 "namespace": "kube-system",
-                "labels": {"kubernetes.io/service-name": "kube-dns",
-                           "endpointslice.kubernetes.io/managed-by": "modelway-test-harness"},
-            },  # fmt: skip
+                "labels": {
+                    "kubernetes.io/service-name": "kube-dns",
+                    "endpointslice.kubernetes.io/managed-by": "modelway-test-harness",
+                },
+            },
             "addressType": "IPv4",
             "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": True}}],
-            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+            ],
         }
         _expect(
             kube.request("POST", "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", slice_),
@@ -593,10 +599,8 @@ state = "{d / 'state'}"
             except OSError:
                 continue
             if b"containerd-shim" in cmdline and marker in cmdline:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(proc_dir.name), 9)
-                except ProcessLookupError:
-                    pass
 
     @staticmethod
     def _unmount_under(path: Path) -> None:

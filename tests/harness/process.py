@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 
-
 def _die_with_parent(argv: list[str]) -> list[str]:
     """Prefix argv so the component gets SIGTERM when the test process dies, and a
     killed pytest (a CI timeout, kill -9) leaves no etcd/apiserver behind.
@@ -85,9 +84,7 @@ class ManagedProcess:
     def log_tail(self, lines: int = 60) -> str:
         return tail(self.log_path, lines)
 
-    def wait_ready(
-        self, probe: Callable[[], bool], *, timeout: float, what: str = "ready"
-    ) -> None:
+    def wait_ready(self, probe: Callable[[], bool], *, timeout: float, what: str = "ready") -> None:
         """Poll ``probe`` until it returns True; fail fast if the process exits."""
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
@@ -100,7 +97,7 @@ class ManagedProcess:
             try:
                 if probe():
                     return
-            except Exception as e:  # noqa: BLE001 - not up yet, keep polling
+            except Exception as e:
                 last_error = e
             time.sleep(0.2)
         raise ComponentFailed(

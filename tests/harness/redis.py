@@ -43,9 +43,7 @@ def ping(host: str, port: int) -> bool:
 
 
 class RedisProcess:
-    def __init__(
-        self, *, binary: Path, cli: Path, workdir: Path, ports: PortAllocator
-    ) -> None:
+    def __init__(self, *, binary: Path, cli: Path, workdir: Path, ports: PortAllocator) -> None:
         self._binary = binary
         self._cli = cli
         self.workdir = workdir
@@ -59,14 +57,21 @@ class RedisProcess:
             "redis-server",
             [
                 self._binary,
-                "--bind", "127.0.0.1",
-                "--port", str(port),
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
                 # Not daemonized, logging to stdout (our log file).
-                "--daemonize", "no",
-                "--logfile", "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
             ],
             self.workdir / "redis.log",
         )

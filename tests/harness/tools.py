@@ -52,7 +52,4 @@ def find_tool(name: str) -> Path:
         if found:
             return Path(found)
     origin = _ORIGIN.get(name, "builds the test tools")
-    raise ToolMissing(
-        f"{name} not found in {TOOLS_BIN}: run `make tools` ({origin}; "
-        f"see tests/tools/build.sh)"
-    )
+    raise ToolMissing(f"{name} not found in {TOOLS_BIN}: run `make tools` ({origin}; see tests/tools/build.sh)")

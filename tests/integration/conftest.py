@@ -9,15 +9,13 @@ import anthropic
 import openai
 import pytest
 
-from tests.fakes.fixtures import *  # noqa: F401,F403  (fake_openai, fake_anthropic, fake_gemini)
-from tests.integration.snapshots import build_snapshot
 from tests.integration.sidecar import SidecarProcess
+from tests.integration.snapshots import build_snapshot
 
 
 @pytest.fixture(scope="session")
 def snapshot_data(fake_openai_process: Any, fake_anthropic_process: Any, fake_gemini_process: Any) -> dict[str, Any]:
-    return build_snapshot(fake_openai_process.base_url, fake_anthropic_process.base_url,
-                          fake_gemini_process.base_url)
+    return build_snapshot(fake_openai_process.base_url, fake_anthropic_process.base_url, fake_gemini_process.base_url)
 
 
 @pytest.fixture(scope="session")

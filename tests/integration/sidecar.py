@@ -23,8 +23,14 @@ def free_port() -> int:
 
 
 class SidecarProcess:
-    def __init__(self, snapshot: dict[str, Any] | None = None, *, source_args: list[str] | None = None,
-                 extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: dict[str, Any] | None = None,
+        *,
+        source_args: list[str] | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         """`snapshot`: run on a snapshot file; else `source_args` say where config comes from."""
         self._dir = Path(tempfile.mkdtemp(prefix="modelway-sidecar-"))
         self.snapshot_path = self._dir / "snapshot.json"
@@ -36,8 +42,14 @@ class SidecarProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self._args = [
-            sys.executable, "-m", "proxy", *(source_args or []),
-            "--port", str(self.port), "--admin-port", str(self.admin_port),
+            sys.executable,
+            "-m",
+            "proxy",
+            *(source_args or []),
+            "--port",
+            str(self.port),
+            "--admin-port",
+            str(self.admin_port),
             *(extra_args or []),
         ]
         self._env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}

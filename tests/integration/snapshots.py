@@ -22,10 +22,20 @@ ONE_TRY = {"attempts": 1}
 
 def build_snapshot(openai_url: str, anthropic_url: str, gemini_url: str) -> dict[str, Any]:
     providers = [
-        {"name": "oai", "type": "openai", "baseUrl": openai_url + "/v1", "apiKey": DEFAULT_KEYS["openai"],
-         "pricing": {"gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}}},
-        {"name": "azure", "type": "azure-openai", "baseUrl": openai_url, "apiVersion": "2024-10-21",
-         "apiKey": DEFAULT_KEYS["openai"]},
+        {
+            "name": "oai",
+            "type": "openai",
+            "baseUrl": openai_url + "/v1",
+            "apiKey": DEFAULT_KEYS["openai"],
+            "pricing": {"gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}},
+        },
+        {
+            "name": "azure",
+            "type": "azure-openai",
+            "baseUrl": openai_url,
+            "apiVersion": "2024-10-21",
+            "apiKey": DEFAULT_KEYS["openai"],
+        },
         {"name": "local", "type": "openai-compatible", "baseUrl": openai_url + "/v1", "apiKey": DEFAULT_KEYS["openai"]},
         {"name": "claude", "type": "anthropic", "baseUrl": anthropic_url, "apiKey": DEFAULT_KEYS["anthropic"]},
         {"name": "gem", "type": "gemini", "baseUrl": gemini_url, "apiKey": DEFAULT_KEYS["gemini"]},
@@ -41,23 +51,40 @@ def build_snapshot(openai_url: str, anthropic_url: str, gemini_url: str) -> dict
         _route("embed", [_backend("oai", "text-embedding-3-small")]),
         _route("embed-gemini", [_backend("gem", "text-embedding-004")]),
         _route("embed-claude", [_backend("claude", "claude-sonnet-4-5")], retry=ONE_TRY),
-        _route("resilient", [_backend("oai", "gpt-4o")], fallbacks=[_backend("claude", "claude-sonnet-4-5")],
-               retry=ONE_TRY),
+        _route(
+            "resilient", [_backend("oai", "gpt-4o")], fallbacks=[_backend("claude", "claude-sonnet-4-5")], retry=ONE_TRY
+        ),
         _route("retrying", [_backend("oai", "gpt-4o")], retry=FAST_RETRY),
-        _route("down", [_backend("nowhere", "gpt-4o")], fallbacks=[_backend("gem", "gemini-2.5-flash")],
-               retry=ONE_TRY),
-        _route("rejected", [_backend("badkey", "gpt-4o")], fallbacks=[_backend("claude", "claude-sonnet-4-5")],
-               retry=ONE_TRY),
-        _route("doomed", [_backend("oai", "gpt-4o")], fallbacks=[_backend("claude", "claude-sonnet-4-5")],
-               retry=ONE_TRY),
-        _route("slow", [_backend("oai", "gpt-4o")], fallbacks=[_backend("claude", "claude-sonnet-4-5")],
-               retry=ONE_TRY, timeouts={"totalSeconds": 3, "firstTokenSeconds": 0.5}),
+        _route("down", [_backend("nowhere", "gpt-4o")], fallbacks=[_backend("gem", "gemini-2.5-flash")], retry=ONE_TRY),
+        _route(
+            "rejected",
+            [_backend("badkey", "gpt-4o")],
+            fallbacks=[_backend("claude", "claude-sonnet-4-5")],
+            retry=ONE_TRY,
+        ),
+        _route(
+            "doomed", [_backend("oai", "gpt-4o")], fallbacks=[_backend("claude", "claude-sonnet-4-5")], retry=ONE_TRY
+        ),
+        _route(
+            "slow",
+            [_backend("oai", "gpt-4o")],
+            fallbacks=[_backend("claude", "claude-sonnet-4-5")],
+            retry=ONE_TRY,
+            timeouts={"totalSeconds": 3, "firstTokenSeconds": 0.5},
+        ),
         _route("impatient", [_backend("oai", "gpt-4o")], retry=ONE_TRY, timeouts={"totalSeconds": 0.5}),
         _route("split", [_backend("oai", "gpt-4o"), _backend("claude", "claude-sonnet-4-5")], retry=ONE_TRY),
-        {"name": "tiered", "model": "tiered", "rules": [
-            {"name": "beta", "matchHeaders": [{"name": "x-tier", "value": "beta"}],
-             "backends": [_backend("claude", "claude-sonnet-4-5")]},
-            {"name": "default", "backends": [_backend("oai", "gpt-4o")]},
-        ]},
+        {
+            "name": "tiered",
+            "model": "tiered",
+            "rules": [
+                {
+                    "name": "beta",
+                    "matchHeaders": [{"name": "x-tier", "value": "beta"}],
+                    "backends": [_backend("claude", "claude-sonnet-4-5")],
+                },
+                {"name": "default", "backends": [_backend("oai", "gpt-4o")]},
+            ],
+        },
     ]
     return {"providers": providers, "routes": routes}

@@ -48,8 +48,13 @@ def test_a_new_snapshot_swaps_in_without_dropping_requests_in_flight(own_sidecar
     _, before = own_sidecar.admin("/readyz")
     fake_openai.script([{"delay": 1.5}])
     results: list[str] = []
-    slow = threading.Thread(target=lambda: results.append(client.chat.completions.create(
-        model="gpt", messages=[{"role": "user", "content": "slow"}]).choices[0].message.content))
+    slow = threading.Thread(
+        target=lambda: results.append(
+            client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "slow"}])
+            .choices[0]
+            .message.content
+        )
+    )
     slow.start()
     changed = copy.deepcopy(snapshot_data)
     gpt_route = next(r for r in changed["routes"] if r["model"] == "gpt")

@@ -5,15 +5,20 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-TOOL = {"name": "lookup", "description": "Look a thing up",
-        "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
+TOOL = {
+    "name": "lookup",
+    "description": "Look a thing up",
+    "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+}
 
 
-@pytest.mark.parametrize("route,model", [("claude", "claude-sonnet-4-5"), ("gpt", "gpt-4o"),
-                                         ("gemini", "gemini-2.5-flash")])
+@pytest.mark.parametrize(
+    "route,model", [("claude", "claude-sonnet-4-5"), ("gpt", "gpt-4o"), ("gemini", "gemini-2.5-flash")]
+)
 def test_messages_plain(claude, route, model):
-    message = claude.messages.create(model=route, max_tokens=100, system="be brief",
-                                     messages=[{"role": "user", "content": "hello there"}])
+    message = claude.messages.create(
+        model=route, max_tokens=100, system="be brief", messages=[{"role": "user", "content": "hello there"}]
+    )
     assert message.content[0].text == "echo: hello there"
     assert message.stop_reason == "end_turn"
     assert message.model == model
@@ -22,8 +27,9 @@ def test_messages_plain(claude, route, model):
 
 @pytest.mark.parametrize("route", ["claude", "gpt", "gemini"])
 def test_messages_stream(claude, route):
-    with claude.messages.stream(model=route, max_tokens=100,
-                                messages=[{"role": "user", "content": "one two three"}]) as stream:
+    with claude.messages.stream(
+        model=route, max_tokens=100, messages=[{"role": "user", "content": "one two three"}]
+    ) as stream:
         pieces = list(stream.text_stream)
         final = stream.get_final_message()
     assert "".join(pieces) == "echo: one two three"
@@ -39,8 +45,10 @@ def test_tool_use_and_tool_result(claude, route):
         first = stream.get_final_message()
     use = next(b for b in first.content if b.type == "tool_use")
     assert (first.stop_reason, use.name, use.input) == ("tool_use", "lookup", {"query": "trains to Bern"})
-    messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "at 9:00"}]}]
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "at 9:00"}]},
+    ]
     final = claude.messages.create(model=route, max_tokens=100, tools=[TOOL], messages=messages)
     assert final.content[0].text == "tool said: at 9:00"
 

@@ -35,16 +35,32 @@ spec: {type: anthropic, jurisdiction: eu, credentialsRef: {name: llm-keys, key: 
 def route(name: str, model: str, *, provider: str = "openai", regex: str | None = None) -> str:
     rules = []
     if regex is not None:
-        rules.append({"name": "beta", "matches": {"headers": [{"name": "x-tier", "regex": regex}]},
-                      "backends": [{"provider": provider, "model": "m"}]})
+        rules.append(
+            {
+                "name": "beta",
+                "matches": {"headers": [{"name": "x-tier", "regex": regex}]},
+                "backends": [{"provider": provider, "model": "m"}],
+            }
+        )
     rules.append({"name": "default", "backends": [{"provider": provider, "model": "m"}]})
-    return json.dumps({"apiVersion": "modelway.io/v1alpha1", "kind": "ModelRoute",
-                       "metadata": {"name": name, "namespace": "team-a"}, "spec": {"model": model, "rules": rules}})
+    return json.dumps(
+        {
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelRoute",
+            "metadata": {"name": name, "namespace": "team-a"},
+            "spec": {"model": model, "rules": rules},
+        }
+    )
 
 
 def check(folder: Path, *args: str) -> tuple[int, list[dict[str, Any]]]:
-    result = subprocess.run([sys.executable, "-m", "controller.dev", "check", str(folder), "-o", "json", *args],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.dev", "check", str(folder), "-o", "json", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.stderr == "", result.stderr
     return result.returncode, json.loads(result.stdout)["findings"]
 
@@ -113,8 +129,9 @@ def test_a_policy_that_leaves_a_route_nothing_for_a_class_is_a_warning(tmp_path:
     assert status == 0  # a warning: the policy may mean it
     [finding] = findings
     assert finding["severity"] == "warning" and finding["object"] == "ModelRoute team-a/chat"
-    assert "personal and restricted requests" in finding["problem"] and "ModelPolicy team-a/eu-only" in \
-        finding["problem"]
+    assert (
+        "personal and restricted requests" in finding["problem"] and "ModelPolicy team-a/eu-only" in finding["problem"]
+    )
     assert check(tmp_path, "--strict")[0] == 1
     # a fallback the policy allows closes the gap
     with_fallback = json.loads(route("chat", "chat"))
@@ -135,13 +152,23 @@ def test_a_file_that_cannot_be_read_is_an_error_and_the_rest_is_still_checked(tm
 
 def test_text_output_and_a_missing_folder(tmp_path: Path) -> None:
     folder(tmp_path, **{"route.yaml": route("chat", "chat", provider="ghost")})
-    result = subprocess.run([sys.executable, "-m", "controller.dev", "check", str(tmp_path)], capture_output=True,
-                            text=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.dev", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "ERROR   ModelRoute team-a/chat" in result.stdout and "fix: create the ModelProvider" in result.stdout
     assert "1 error(s), 0 warning(s)" in result.stdout
-    missing = subprocess.run([sys.executable, "-m", "controller.dev", "check", str(tmp_path / "nope")],
-                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "controller.dev", "check", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
 
 

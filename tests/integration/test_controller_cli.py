@@ -16,10 +16,26 @@ def test_a_taken_admin_port_stops_the_controller_with_what_to_do(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "controller", "--source", "files", "--config-dir", str(tmp_path / "config"),
-             "--dev-token-file", str(tmp_path / "token"), "--listen", f"127.0.0.1:{free_port()}",
-             "--admin-listen", f"127.0.0.1:{port}"],
-            cwd=REPO, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "--source",
+                "files",
+                "--config-dir",
+                str(tmp_path / "config"),
+                "--dev-token-file",
+                str(tmp_path / "token"),
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--admin-listen",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode != 0
     assert f"cannot serve /healthz, /readyz and /metrics on 127.0.0.1:{port}" in result.stderr
     assert "--admin-listen HOST:PORT" in result.stderr

@@ -26,17 +26,39 @@ TOKEN = "dev-token-for-tests"
 
 def _objects(openai_url: str, anthropic_url: str, model: str = "gpt-4o") -> list[Any]:
     key = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
-    return [parse_resource(o) for o in [
-        {"kind": "Secret", "metadata": {"name": "keys", "namespace": "team-a"},
-         "data": {"openai": key(DEFAULT_KEYS["openai"]), "anthropic": key(DEFAULT_KEYS["anthropic"])}},
-        {"kind": "ModelProvider", "metadata": {"name": "openai", "namespace": "team-a"},
-         "spec": {"type": "openai", "baseURL": openai_url + "/v1", "credentialsRef": {"name": "keys", "key": "openai"}}},
-        {"kind": "ModelProvider", "metadata": {"name": "claude", "namespace": "team-a"},
-         "spec": {"type": "anthropic", "baseURL": anthropic_url,
-                  "credentialsRef": {"name": "keys", "key": "anthropic"}}},
-        {"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "team-a", "generation": 1},
-         "spec": {"model": "chat", "rules": [{"backends": [{"provider": "openai", "model": model}]}]}},
-    ]]
+    return [
+        parse_resource(o)
+        for o in [
+            {
+                "kind": "Secret",
+                "metadata": {"name": "keys", "namespace": "team-a"},
+                "data": {"openai": key(DEFAULT_KEYS["openai"]), "anthropic": key(DEFAULT_KEYS["anthropic"])},
+            },
+            {
+                "kind": "ModelProvider",
+                "metadata": {"name": "openai", "namespace": "team-a"},
+                "spec": {
+                    "type": "openai",
+                    "baseURL": openai_url + "/v1",
+                    "credentialsRef": {"name": "keys", "key": "openai"},
+                },
+            },
+            {
+                "kind": "ModelProvider",
+                "metadata": {"name": "claude", "namespace": "team-a"},
+                "spec": {
+                    "type": "anthropic",
+                    "baseURL": anthropic_url,
+                    "credentialsRef": {"name": "keys", "key": "anthropic"},
+                },
+            },
+            {
+                "kind": "ModelRoute",
+                "metadata": {"name": "chat", "namespace": "team-a", "generation": 1},
+                "spec": {"model": "chat", "rules": [{"backends": [{"provider": "openai", "model": model}]}]},
+            },
+        ]
+    ]
 
 
 class RunningController:
@@ -45,8 +67,9 @@ class RunningController:
         self.url = f"http://127.0.0.1:{port}"
 
 
-async def _start_controller(objects: list[Any], port: int = 0,
-                            ssl_context: ssl.SSLContext | None = None) -> RunningController:
+async def _start_controller(
+    objects: list[Any], port: int = 0, ssl_context: ssl.SSLContext | None = None
+) -> RunningController:
     store = ResourceStore()
     controller = Controller(store=store, quiet_seconds=0.05)
     store.on_change = controller.notify
@@ -72,9 +95,19 @@ async def _stop(running: RunningController) -> None:
 def _sidecar(url: str, tmp_path, token: str = TOKEN, extra: tuple[str, ...] = ()) -> SidecarProcess:
     token_file = tmp_path / "token"
     token_file.write_text(token)
-    return SidecarProcess(source_args=["--controller", url, "--token-file", str(token_file), *extra,
-                                       "--state-file", str(tmp_path / "saved-snapshot.json"),
-                                       "--reconnect-max-seconds", "1"])
+    return SidecarProcess(
+        source_args=[
+            "--controller",
+            url,
+            "--token-file",
+            str(token_file),
+            *extra,
+            "--state-file",
+            str(tmp_path / "saved-snapshot.json"),
+            "--reconnect-max-seconds",
+            "1",
+        ]
+    )
 
 
 async def _wait(predicate, timeout: float = 10.0) -> None:
@@ -93,7 +126,8 @@ async def _start(process: SidecarProcess, *, expect_ready: bool = True) -> None:
 
 
 async def test_a_route_change_reaches_the_sidecar_and_moves_its_next_request(
-        tmp_path, fake_openai_process, fake_anthropic_process):
+    tmp_path, fake_openai_process, fake_anthropic_process
+):
     running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url))
     sidecar = _sidecar(running.url, tmp_path)
     try:
@@ -107,9 +141,19 @@ async def test_a_route_change_reaches_the_sidecar_and_moves_its_next_request(
         assert (synced.synced, synced.total) == (1, 1)
 
         changed = _objects(fake_openai_process.base_url, fake_anthropic_process.base_url)[-1].model_copy(
-            update={"spec": parse_resource({"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "team-a"},
-                                            "spec": {"model": "chat", "rules": [{"backends": [
-                                                {"provider": "claude", "model": "claude-sonnet-4-5"}]}]}}).spec})
+            update={
+                "spec": parse_resource(
+                    {
+                        "kind": "ModelRoute",
+                        "metadata": {"name": "chat", "namespace": "team-a"},
+                        "spec": {
+                            "model": "chat",
+                            "rules": [{"backends": [{"provider": "claude", "model": "claude-sonnet-4-5"}]}],
+                        },
+                    }
+                ).spec
+            }
+        )
         before = connected.acked_version
         running.store.apply(changed)
         await _wait(lambda: connected.acked_version not in ("", before))
@@ -140,7 +184,8 @@ async def test_no_valid_token_no_config(tmp_path, fake_openai_process, fake_anth
 
 
 async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_controller_is_away(
-        tmp_path, fake_openai_process, fake_anthropic_process):
+    tmp_path, fake_openai_process, fake_anthropic_process
+):
     running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url))
     port = running.port
     sidecar = _sidecar(running.url, tmp_path)
@@ -161,8 +206,9 @@ async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_
         assert reply.model == "gpt-4o"
         await client.close()
         # the controller returns (same port): the sidecar reconnects on its own
-        running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url),
-                                          port=port)
+        running = await _start_controller(
+            _objects(fake_openai_process.base_url, fake_anthropic_process.base_url), port=port
+        )
         await _wait(lambda: sidecar.admin("/readyz")[1].get("controllerConnected") is True, timeout=40)
         await _wait(lambda: len(running.controller.sidecars) == 1)  # its hello may still be on the way
         [connected] = running.controller.sidecars
@@ -174,13 +220,15 @@ async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_
 
 
 async def test_the_stream_runs_over_tls_and_a_sidecar_checks_who_it_talks_to(
-        tmp_path, fake_openai_process, fake_anthropic_process):
+    tmp_path, fake_openai_process, fake_anthropic_process
+):
     ca = CertAuthority(tmp_path / "ca")
     serving = ca.issue("controller", common_name="modelway-controller", hosts=("127.0.0.1",), server=True)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(serving.cert, serving.key)
-    running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url),
-                                      ssl_context=context)
+    running = await _start_controller(
+        _objects(fake_openai_process.base_url, fake_anthropic_process.base_url), ssl_context=context
+    )
     (tmp_path / "trusting").mkdir()
     (tmp_path / "wary").mkdir()
     trusting = _sidecar(running.url, tmp_path / "trusting", extra=("--ca-file", str(ca.cert)))
@@ -198,7 +246,8 @@ async def test_the_stream_runs_over_tls_and_a_sidecar_checks_who_it_talks_to(
 
 
 async def test_a_sidecar_refusal_reaches_the_route_status_and_is_not_resent(
-        tmp_path, monkeypatch, fake_openai_process, fake_anthropic_process):
+    tmp_path, monkeypatch, fake_openai_process, fake_anthropic_process
+):
     """A controller newer than its sidecars (a field they do not know): they refuse, and say so."""
     import controller.core as core
     from controller.status import desired_statuses
@@ -211,16 +260,18 @@ async def test_a_sidecar_refusal_reaches_the_route_status_and_is_not_resent(
         real_to_wire = core.to_wire
         monkeypatch.setattr(core, "to_wire", lambda snapshot: {**real_to_wire(snapshot), "futureField": 1})
         changed = _objects(fake_openai_process.base_url, fake_anthropic_process.base_url, model="gpt-4o-mini")[-1]
-        running.store.apply(changed.model_copy(update={"metadata": changed.metadata.model_copy(
-            update={"generation": 2})}))
+        running.store.apply(
+            changed.model_copy(update={"metadata": changed.metadata.model_copy(update={"generation": 2})})
+        )
         [connected] = running.controller.sidecars
         await _wait(lambda: connected.nack_error != "")
         key = ("ModelRoute", "team-a", "chat")
         sync = running.controller.route_sync()[key]
         assert (sync.synced, sync.total, sync.rejected) == (0, 1, 1)
         assert "futureField" in sync.rejection
-        status = desired_statuses(running.controller.judgement, running.controller.route_sync(),
-                                  running.store.view())[key]
+        status = desired_statuses(running.controller.judgement, running.controller.route_sync(), running.store.view())[
+            key
+        ]
         programmed = {c.type: c for c in status.conditions}["Programmed"]
         assert (programmed.status, programmed.reason) == ("False", "SidecarRejected")
         assert "futureField" in programmed.message and "Extra inputs are not permitted" in programmed.message

@@ -9,8 +9,9 @@ from tests.integration.sidecar import REPO
 
 
 def test_demo_runs_and_tells_what_happened():
-    result = subprocess.run([sys.executable, "-m", "examples.demo"], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.demo"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
     assert "claude-sonnet-4-5" in rows["OpenAI fails (503), falls back"]

@@ -8,8 +8,9 @@ import urllib.request
 
 
 def _post(sidecar, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
-    request = urllib.request.Request(sidecar.base_url + path, data=body, method="POST",
-                                     headers={"content-type": content_type})
+    request = urllib.request.Request(
+        sidecar.base_url + path, data=body, method="POST", headers={"content-type": content_type}
+    )
     try:
         with urllib.request.urlopen(request, timeout=20) as resp:
             return resp.status, json.loads(resp.read())
@@ -44,7 +45,9 @@ def test_unknown_model_lists_what_is_served(sidecar):
 
 
 def test_wrong_content_type(sidecar):
-    status, body = _post(sidecar, "/v1/chat/completions", b"model=gpt", content_type="application/x-www-form-urlencoded")
+    status, body = _post(
+        sidecar, "/v1/chat/completions", b"model=gpt", content_type="application/x-www-form-urlencoded"
+    )
     assert status == 415 and "application/json" in body["error"]["message"]
 
 

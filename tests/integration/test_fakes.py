@@ -17,7 +17,7 @@ import pytest
 
 from tests.fakes.answers import embedding
 from tests.fakes.process import FakeProviderProcess
-from tests.integration.fakes_common import *  # noqa: F401,F403  (the direct_oai fixture)
+from tests.integration.fakes_common import *  # noqa: F403  (the direct_oai fixture)
 from tests.integration.fakes_common import raw, sse_events
 
 # fake_openai / fake_anthropic / fake_gemini come from tests.fakes.fixtures, which
@@ -28,8 +28,11 @@ pytestmark = pytest.mark.timeout(30)
 
 WEATHER_TOOL: Any = {
     "type": "function",
-    "function": {"name": "get_weather", "description": "Weather for a place",
-                 "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}},
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a place",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    },
 }
 
 
@@ -57,7 +60,9 @@ def test_openai_plain_chat(direct_oai: openai.OpenAI, fake_openai: FakeProviderP
 
 def test_openai_stream_with_usage(direct_oai: openai.OpenAI) -> None:
     stream = direct_oai.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "one two three"}], stream=True,
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "one two three"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -73,8 +78,9 @@ def test_openai_stream_with_usage(direct_oai: openai.OpenAI) -> None:
 
 def test_openai_stream_wire_format(fake_openai: FakeProviderProcess) -> None:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    status, headers, data = raw(fake_openai.base_url + "/v1/chat/completions", body,
-                                {"Authorization": f"Bearer {fake_openai.api_key}"})
+    status, headers, data = raw(
+        fake_openai.base_url + "/v1/chat/completions", body, {"Authorization": f"Bearer {fake_openai.api_key}"}
+    )
     assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
     events = sse_events(data)
     assert events[-1] == (None, "[DONE]")
@@ -92,22 +98,29 @@ def test_openai_tool_call_and_result(direct_oai: openai.OpenAI) -> None:
     assert call.id.startswith("call_") and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"query": "weather in Paris"}
 
-    history: Any = [*ask, choice.message.model_dump(exclude_none=True),
-                    {"role": "tool", "tool_call_id": call.id, "content": "sunny and warm"}]
+    history: Any = [
+        *ask,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny and warm"},
+    ]
     again = direct_oai.chat.completions.create(model="gpt-4o", messages=history, tools=[WEATHER_TOOL])
     assert again.choices[0].message.content == "tool said: sunny and warm"
 
 
 def test_openai_streamed_tool_call(direct_oai: openai.OpenAI) -> None:
     stream = direct_oai.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "use tool news today"}],
-        tools=[WEATHER_TOOL], stream=True,
+        model="gpt-4o", messages=[{"role": "user", "content": "use tool news today"}], tools=[WEATHER_TOOL], stream=True
     )
     chunks = list(stream)
     first = chunks[0].choices[0].delta.tool_calls or []
     assert first[0].id and first[0].id.startswith("call_") and first[0].function.name == "get_weather"
-    pieces = [tc.function.arguments for c in chunks[1:] if c.choices
-              for tc in c.choices[0].delta.tool_calls or [] if tc.function and tc.function.arguments]
+    pieces = [
+        tc.function.arguments
+        for c in chunks[1:]
+        if c.choices
+        for tc in c.choices[0].delta.tool_calls or []
+        if tc.function and tc.function.arguments
+    ]
     assert len(pieces) >= 2
     assert json.loads("".join(pieces)) == {"query": "news today"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
@@ -115,17 +128,21 @@ def test_openai_streamed_tool_call(direct_oai: openai.OpenAI) -> None:
 
 def test_openai_tool_choice_and_limits(direct_oai: openai.OpenAI) -> None:
     forced = direct_oai.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "what now"}], tools=[WEATHER_TOOL],
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "what now"}],
+        tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
     [forced_call] = forced.choices[0].message.tool_calls or []
     assert json.loads(forced_call.function.arguments) == {"query": "what now"}
-    short = direct_oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a b c d"}],
-                                        max_completion_tokens=2)
+    short = direct_oai.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "a b c d"}], max_completion_tokens=2
+    )
     assert (short.choices[0].message.content, short.choices[0].finish_reason) == ("echo: a", "length")
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}
     structured = direct_oai.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Oslo"}],
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Oslo"}],
         response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": schema}},
     )
     assert json.loads(structured.choices[0].message.content or "") == {"city": "echo: Oslo", "days": 1}
@@ -133,12 +150,15 @@ def test_openai_tool_choice_and_limits(direct_oai: openai.OpenAI) -> None:
 
 def test_openai_rejects_what_openai_rejects(direct_oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
-        direct_oai.chat.completions.create(model="gpt-4o", messages=[{"role": "tool", "tool_call_id": "x", "content": "y"}])
+        direct_oai.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "tool", "tool_call_id": "x", "content": "y"}]
+        )
     assert bad.value.body["type"] == "invalid_request_error"  # type: ignore[index]
     assert "preceeding message with 'tool_calls'" in bad.value.message
     with pytest.raises(openai.BadRequestError):
-        direct_oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}],
-                                    stream_options={"include_usage": True})
+        direct_oai.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream_options={"include_usage": True}
+        )
     wrong = openai.OpenAI(base_url=str(direct_oai.base_url), api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as auth:
         wrong.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
@@ -151,9 +171,11 @@ def test_openai_embeddings_base64_by_default(direct_oai: openai.OpenAI, fake_ope
     assert [d.embedding for d in resp.data] == [embedding("alpha"), embedding("beta gamma")]
     assert resp.usage.prompt_tokens == 3
     assert fake_openai.requests()[-1]["json"]["encoding_format"] == "base64"  # what the SDK sends by default
-    status, _, data = raw(fake_openai.base_url + "/v1/embeddings",
-                          {"model": "m", "input": "alpha", "encoding_format": "base64"},
-                          {"Authorization": f"Bearer {fake_openai.api_key}"})
+    _status, _, data = raw(
+        fake_openai.base_url + "/v1/embeddings",
+        {"model": "m", "input": "alpha", "encoding_format": "base64"},
+        {"Authorization": f"Bearer {fake_openai.api_key}"},
+    )
     encoded = json.loads(data)["data"][0]["embedding"]
     assert list(struct.unpack("<8f", base64.b64decode(encoded))) == embedding("alpha")
     floats = direct_oai.embeddings.create(model="m", input="alpha", encoding_format="float", dimensions=4)
@@ -169,15 +191,20 @@ def test_openai_models(direct_oai: openai.OpenAI) -> None:
 
 @pytest.fixture
 def direct_azure(fake_openai: FakeProviderProcess) -> openai.AzureOpenAI:
-    return openai.AzureOpenAI(azure_endpoint=fake_openai.base_url, api_key=fake_openai.api_key,
-                              api_version="2024-10-21", max_retries=0)
+    return openai.AzureOpenAI(
+        azure_endpoint=fake_openai.base_url, api_key=fake_openai.api_key, api_version="2024-10-21", max_retries=0
+    )
 
 
 def test_azure_chat_stream_and_embeddings(direct_azure: openai.AzureOpenAI, fake_openai: FakeProviderProcess) -> None:
     resp = direct_azure.chat.completions.create(model="prod-gpt4o", messages=[{"role": "user", "content": "hi azure"}])
     assert resp.model == "prod-gpt4o" and resp.choices[0].message.content == "echo: hi azure"
-    stream = direct_azure.chat.completions.create(model="prod-gpt4o", messages=[{"role": "user", "content": "hi azure"}],
-                                           stream=True, stream_options={"include_usage": True})
+    stream = direct_azure.chat.completions.create(
+        model="prod-gpt4o",
+        messages=[{"role": "user", "content": "hi azure"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices == []  # Azure's prompt-filter chunk comes first
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hi azure"
@@ -186,7 +213,8 @@ def test_azure_chat_stream_and_embeddings(direct_azure: openai.AzureOpenAI, fake
     assert emb.data[0].embedding == embedding("alpha") and emb.model == "prod-embed"
     seen = fake_openai.requests()
     assert [r["path"] for r in seen] == ["/openai/deployments/prod-gpt4o/chat/completions"] * 2 + [
-        "/openai/deployments/prod-embed/embeddings"]
+        "/openai/deployments/prod-embed/embeddings"
+    ]
     assert all(r["query"] == {"api-version": "2024-10-21"} for r in seen)
     assert all(r["headers"]["api-key"] == fake_openai.api_key and "authorization" not in r["headers"] for r in seen)
 
@@ -204,8 +232,7 @@ def test_azure_errors(fake_openai: FakeProviderProcess) -> None:
 
 
 def test_openai_scripted_failures(direct_oai: openai.OpenAI, fake_openai: FakeProviderProcess) -> None:
-    fake_openai.script([{"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503},
-                        {"delay": 0.05}])
+    fake_openai.script([{"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503}, {"delay": 0.05}])
     msgs: Any = [{"role": "user", "content": "x"}]
     with pytest.raises(openai.RateLimitError) as limited:
         direct_oai.chat.completions.create(model="gpt-4o", messages=msgs)

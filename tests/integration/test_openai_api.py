@@ -9,20 +9,32 @@ import pytest
 
 from tests.fakes.server import DEFAULT_KEYS
 
-TOOLS = [{
-    "type": "function",
-    "function": {"name": "lookup", "description": "Look a thing up",
-                 "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}},
-}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look a thing up",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        },
+    }
+]
 
 
-@pytest.mark.parametrize("route,upstream_model", [
-    ("gpt", "gpt-4o"), ("claude", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-flash"),
-    ("azure", "my-gpt4o-deployment"), ("local", "llama3.1"),
-])
+@pytest.mark.parametrize(
+    "route,upstream_model",
+    [
+        ("gpt", "gpt-4o"),
+        ("claude", "claude-sonnet-4-5"),
+        ("gemini", "gemini-2.5-flash"),
+        ("azure", "my-gpt4o-deployment"),
+        ("local", "llama3.1"),
+    ],
+)
 def test_plain_chat_reaches_each_provider(oai, route, upstream_model):
     reply = oai.chat.completions.create(
-        model=route, messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}])
+        model=route, messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+    )
     assert reply.choices[0].message.content == "echo: hello there"
     assert reply.choices[0].finish_reason == "stop"
     assert reply.model == upstream_model
@@ -33,8 +45,11 @@ def test_plain_chat_reaches_each_provider(oai, route, upstream_model):
 @pytest.mark.parametrize("route", ["gpt", "claude", "gemini", "azure"])
 def test_streaming_chat_is_translated_chunk_by_chunk(oai, route):
     stream = oai.chat.completions.create(
-        model=route, messages=[{"role": "user", "content": "one two three four"}], stream=True,
-        stream_options={"include_usage": True})
+        model=route,
+        messages=[{"role": "user", "content": "one two three four"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: one two three four"
@@ -76,8 +91,10 @@ def test_tool_call_round_trip(oai, route):
     assert reply.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "lookup"
     assert json.loads(call.function.arguments) == {"query": "weather in Paris"}
-    messages += [reply.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    messages += [
+        reply.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
     final = oai.chat.completions.create(model=route, messages=messages, tools=TOOLS)
     assert final.choices[0].message.content == "tool said: sunny"
 
@@ -85,7 +102,8 @@ def test_tool_call_round_trip(oai, route):
 @pytest.mark.parametrize("route", ["gpt", "claude", "gemini"])
 def test_tool_call_arguments_stream(oai, route):
     stream = oai.chat.completions.create(
-        model=route, messages=[{"role": "user", "content": "use tool flights to Oslo"}], tools=TOOLS, stream=True)
+        model=route, messages=[{"role": "user", "content": "use tool flights to Oslo"}], tools=TOOLS, stream=True
+    )
     name, arguments, finish = "", "", None
     for chunk in stream:
         for choice in chunk.choices:
@@ -100,10 +118,17 @@ def test_images_and_json_schema_reach_anthropic_translated(oai, fake_anthropic):
     pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
     oai.chat.completions.create(
         model="claude",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "what is this"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + pixel}}]}],
-        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}})
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + pixel}},
+                ],
+            }
+        ],
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}},
+    )
     body = fake_anthropic.requests()[-1]["json"]
     blocks = body["messages"][0]["content"]
     assert {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": pixel}} in blocks
@@ -130,7 +155,8 @@ def test_models_lists_the_routes(oai):
 
 
 def test_header_rules_pick_the_backend(oai):
-    beta = oai.chat.completions.create(model="tiered", messages=[{"role": "user", "content": "x"}],
-                                       extra_headers={"X-Tier": "beta"})
+    beta = oai.chat.completions.create(
+        model="tiered", messages=[{"role": "user", "content": "x"}], extra_headers={"X-Tier": "beta"}
+    )
     plain = oai.chat.completions.create(model="tiered", messages=[{"role": "user", "content": "x"}])
     assert (beta.model, plain.model) == ("claude-sonnet-4-5", "gpt-4o")

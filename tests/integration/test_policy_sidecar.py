@@ -25,34 +25,67 @@ POLICY = "ModelPolicy team-a/eu-only"
 
 
 def _provider(name: str, url: str, hosting: str) -> dict[str, Any]:
-    return {"name": name, "type": "openai-compatible", "baseUrl": url + "/v1", "apiKey": DEFAULT_KEYS["openai"],
-            "hosting": hosting}
+    return {
+        "name": name,
+        "type": "openai-compatible",
+        "baseUrl": url + "/v1",
+        "apiKey": DEFAULT_KEYS["openai"],
+        "hosting": hosting,
+    }
 
 
 def _denial(provider: str, model: str, classes: list[str], reason: str) -> dict[str, Any]:
-    return {"provider": provider, "model": model, "dataClasses": classes, "denial": {"policy": POLICY, "reason": reason}}
+    return {
+        "provider": provider,
+        "model": model,
+        "dataClasses": classes,
+        "denial": {"policy": POLICY, "reason": reason},
+    }
 
 
 def policy_snapshot(openai_url: str, *, detect: bool = True, default: str = "internal") -> dict[str, Any]:
     one_try = {"attempts": 1}
     return {
-        "providers": [_provider("team-a.us", openai_url, "saas"), _provider("team-a.eu", openai_url, "saas"),
-                      _provider("team-a.vllm", openai_url, "in-cluster")],
+        "providers": [
+            _provider("team-a.us", openai_url, "saas"),
+            _provider("team-a.eu", openai_url, "saas"),
+            _provider("team-a.vllm", openai_url, "in-cluster"),
+        ],
         "routes": [
-            {"name": "team-a/chat", "model": "chat", "rules": [{
-                "name": "default", "retry": one_try,
-                "backends": [{"provider": "team-a.us", "model": US}, {"provider": "team-a.eu", "model": EU}],
-                "fallbacks": [{"provider": "team-a.vllm", "model": IN_CLUSTER}]}]},
-            {"name": "team-a/saas-only", "model": "saas-only", "rules": [{
-                "name": "default", "retry": one_try,
-                "backends": [{"provider": "team-a.eu", "model": EU}]}]},
-            {"name": "team-a/secret-project", "model": "secret-project", "rules": [{
-                "name": "default", "backends": [{"provider": "team-a.vllm", "model": IN_CLUSTER}]}]},
+            {
+                "name": "team-a/chat",
+                "model": "chat",
+                "rules": [
+                    {
+                        "name": "default",
+                        "retry": one_try,
+                        "backends": [{"provider": "team-a.us", "model": US}, {"provider": "team-a.eu", "model": EU}],
+                        "fallbacks": [{"provider": "team-a.vllm", "model": IN_CLUSTER}],
+                    }
+                ],
+            },
+            {
+                "name": "team-a/saas-only",
+                "model": "saas-only",
+                "rules": [{"name": "default", "retry": one_try, "backends": [{"provider": "team-a.eu", "model": EU}]}],
+            },
+            {
+                "name": "team-a/secret-project",
+                "model": "secret-project",
+                "rules": [{"name": "default", "backends": [{"provider": "team-a.vllm", "model": IN_CLUSTER}]}],
+            },
         ],
         "policy": {
-            "workload": "team-a/web", "policies": [POLICY], "defaultClass": default, "detectPersonalData": detect,
-            "deniedRoutes": [{"model": "secret-project",
-                              "denial": {"policy": POLICY, "reason": "route secret-project is not in access.routes"}}],
+            "workload": "team-a/web",
+            "policies": [POLICY],
+            "defaultClass": default,
+            "detectPersonalData": detect,
+            "deniedRoutes": [
+                {
+                    "model": "secret-project",
+                    "denial": {"policy": POLICY, "reason": "route secret-project is not in access.routes"},
+                }
+            ],
             "deniedBackends": [
                 _denial("team-a.us", US, ["internal", "personal", "restricted"], "jurisdiction us is not in ['eu']"),
                 _denial("team-a.eu", EU, ["personal", "restricted"], "hosting saas is not in ['in-cluster']"),
@@ -78,13 +111,14 @@ def used_models(fake: Any) -> list[str]:
 
 def ask(client: openai.OpenAI, text: str, *, data_class: str | None = None, model: str = "chat") -> Any:
     headers = {"x-modelway-data-class": data_class} if data_class else None
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
-                                          extra_headers=headers)
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": text}], extra_headers=headers
+    )
 
 
 def audit_lines(process: SidecarProcess) -> list[dict[str, Any]]:
     lines = [line for line in process.logs().splitlines() if '"audit":"modelway.policy"' in line]
-    return [json.loads(line[line.index("{"):]) for line in lines]
+    return [json.loads(line[line.index("{") :]) for line in lines]
 
 
 def test_the_workload_default_keeps_internal_data_off_the_us_provider(client, fake_openai):
@@ -130,11 +164,15 @@ def test_nothing_left_is_a_403_naming_the_class_and_the_policy(client, fake_open
     assert fake_openai.requests() == []
     line = audit_lines(policed)[-1]
     assert (line["decision"], line["route"], line["policy"], line["workload"]) == (
-        "refuse", "team-a/saas-only", [POLICY], "team-a/web")
+        "refuse",
+        "team-a/saas-only",
+        [POLICY],
+        "team-a/web",
+    )
 
 
 def test_a_route_outside_the_policy_is_refused(client, fake_openai):
-    with pytest.raises(openai.PermissionDeniedError, match="ModelPolicy team-a/eu-only .*access.routes"):
+    with pytest.raises(openai.PermissionDeniedError, match=r"ModelPolicy team-a/eu-only .*access\.routes"):
         ask(client, "hello", model="secret-project")
     assert fake_openai.requests() == []
 
@@ -147,8 +185,12 @@ def test_an_unknown_class_is_a_400_listing_the_classes(client):
 def test_anthropic_callers_get_their_own_error_shape(policed, fake_openai):
     claude = anthropic.Anthropic(base_url=policed.base_url, api_key="placeholder", max_retries=0, timeout=20)
     with pytest.raises(anthropic.PermissionDeniedError) as refused:
-        claude.messages.create(model="saas-only", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
-                               extra_headers={"x-modelway-data-class": "restricted"})
+        claude.messages.create(
+            model="saas-only",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-modelway-data-class": "restricted"},
+        )
     assert refused.value.body["error"]["type"] == "permission_error"
     assert POLICY in refused.value.body["error"]["message"]
 
@@ -169,13 +211,17 @@ def _metric(process: SidecarProcess, name: str, **labels: str) -> float:
 
 
 def test_refusals_reroutes_and_findings_are_counted(client, policed, fake_openai):
-    before = (_metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
-              _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
-              _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"))
+    before = (
+        _metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
+        _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
+        _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
+    )
     with pytest.raises(openai.PermissionDeniedError):
         ask(client, "hello", data_class="personal", model="saas-only")
     ask(client, "pay to DE89 3704 0044 0532 0130 00 or GB82 WEST 1234 5698 7654 32")
-    after = (_metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
-             _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
-             _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"))
-    assert [b - a for a, b in zip(before, after)] == [1, 1, 2]
+    after = (
+        _metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
+        _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
+        _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2]

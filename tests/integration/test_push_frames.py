@@ -40,8 +40,11 @@ async def _scenario() -> None:
     store = ResourceStore()
     controller = Controller(store=store, quiet_seconds=0.01)
     store.on_change = controller.notify
-    for item in (secret(apiKey="sk-1"), provider("openai"),
-                 route("chat", "chat", [{"provider": "openai", "model": "m0"}])):
+    for item in (
+        secret(apiKey="sk-1"),
+        provider("openai"),
+        route("chat", "chat", [{"provider": "openai", "model": "m0"}]),
+    ):
         store.apply(item)
     await controller.recompute()
     auth = StaticAuthenticator(token=TOKEN, identity=Identity(namespace="team-a", service_account="app"))
@@ -54,11 +57,15 @@ async def _scenario() -> None:
         async with aiohttp.ClientSession() as session:
             sockets = []
             for compress in (15, 0, 15):
-                ws = await session.ws_connect(f"http://127.0.0.1:{port}{STREAM_PATH}", compress=compress,
-                                              headers={"authorization": f"Bearer {TOKEN}"})
+                ws = await session.ws_connect(
+                    f"http://127.0.0.1:{port}{STREAM_PATH}",
+                    compress=compress,
+                    headers={"authorization": f"Bearer {TOKEN}"},
+                )
                 assert ws.compress == compress
                 await ws.send_json({"type": "hello", "version": ""})
                 sockets.append(ws)
+
             async def model_of_next(ws: aiohttp.ClientWebSocketResponse) -> str:
                 message = await asyncio.wait_for(ws.receive_json(), 10)
                 return message["snapshot"]["routes"][0]["rules"][0]["backends"][0]["model"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import openai
@@ -87,7 +88,8 @@ def test_first_token_timeout_falls_back_before_anything_is_sent(oai, fake_openai
 def test_a_stream_cut_after_the_first_bytes_ends_with_a_clear_error(oai, fake_openai, fake_anthropic):
     fake_openai.script([{"cut_after_chunks": 3}])
     stream = oai.chat.completions.create(
-        model="resilient", messages=[{"role": "user", "content": "a b c d e f g h"}], stream=True)
+        model="resilient", messages=[{"role": "user", "content": "a b c d e f g h"}], stream=True
+    )
     received = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:
@@ -136,10 +138,8 @@ def test_a_backend_that_keeps_failing_leaves_the_weighted_pick(oai, fake_openai,
     for _ in range(60):
         if len(fake_openai.requests()) >= 5:
             break
-        try:
+        with contextlib.suppress(openai.APIStatusError):
             served.append(oai.chat.completions.create(model="split", messages=HELLO).model)
-        except openai.APIStatusError:
-            pass
     assert len(fake_openai.requests()) == 5, "the split route should have sent OpenAI its five failures"
     after = [oai.chat.completions.create(model="split", messages=HELLO).model for _ in range(20)]
     assert set(after) == {"claude-sonnet-4-5"}

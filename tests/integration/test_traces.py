@@ -46,8 +46,11 @@ def _by_kind(exporter, kind):
 async def test_server_and_client_spans_continue_the_apps_trace(traced, fake_openai):
     client, exporter = traced
     await client.chat.completions.create(
-        model="gpt", messages=[{"role": "user", "content": "secret prompt words"}], max_tokens=50,
-        extra_headers={"traceparent": f"00-{APP_TRACE}-{APP_PARENT}-01"})
+        model="gpt",
+        messages=[{"role": "user", "content": "secret prompt words"}],
+        max_tokens=50,
+        extra_headers={"traceparent": f"00-{APP_TRACE}-{APP_PARENT}-01"},
+    )
     [server] = _by_kind(exporter, SpanKind.SERVER)
     [attempt] = _by_kind(exporter, SpanKind.CLIENT)
     assert server.name == "chat gpt" and attempt.name == "chat gpt-4o"
@@ -57,9 +60,14 @@ async def test_server_and_client_spans_continue_the_apps_trace(traced, fake_open
     assert server.attributes["modelway.route"] == "gpt" and server.attributes["modelway.rule"] == "default"
     assert server.attributes["modelway.backend"] == "oai/gpt-4o"
     expected = {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-        "gen_ai.response.model": "gpt-4o", "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 4,
-        "server.address": "127.0.0.1", "modelway.backend": "oai/gpt-4o",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 3,
+        "gen_ai.usage.output_tokens": 4,
+        "server.address": "127.0.0.1",
+        "modelway.backend": "oai/gpt-4o",
     }
     assert {k: attempt.attributes[k] for k in expected} == expected
     # the provider saw the attempt span as its parent, in the app's trace
@@ -86,7 +94,8 @@ async def test_fallback_is_an_event_and_each_attempt_a_span(traced, fake_openai)
 async def test_streams_record_usage_and_time_to_first_token(traced):
     client, exporter = traced
     stream = await client.chat.completions.create(
-        model="gemini", messages=[{"role": "user", "content": "a b"}], stream=True)
+        model="gemini", messages=[{"role": "user", "content": "a b"}], stream=True
+    )
     async for _ in stream:
         pass
     [attempt] = _by_kind(exporter, SpanKind.CLIENT)

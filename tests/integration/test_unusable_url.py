@@ -21,8 +21,9 @@ from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import free_port
 
 
-@pytest.mark.parametrize("url", ["http://", "http://llm.internal:99999/v1", "http://[::1/v1", "ftp://x/v1",
-                                 "http://bücher.example/v1"])
+@pytest.mark.parametrize(
+    "url", ["http://", "http://llm.internal:99999/v1", "http://[::1/v1", "ftp://x/v1", "http://bücher.example/v1"]
+)
 def test_the_client_calls_an_unusable_url_by_its_name(url: str) -> None:
     with pytest.raises(UnusableURL, match="the provider URL cannot be used"):
         parse_target(url + "/chat/completions", "modelway")
@@ -30,15 +31,32 @@ def test_the_client_calls_an_unusable_url_by_its_name(url: str) -> None:
 
 @pytest.fixture
 async def sidecar(fake_openai_process: Any) -> AsyncIterator[str]:
-    snapshot = parse_snapshot({
-        "providers": [
-            {"name": "broken", "type": "openai", "baseUrl": "http://placeholder.invalid/v1", "apiKey": "sk-x"},
-            {"name": "good", "type": "openai", "baseUrl": fake_openai_process.base_url + "/v1",
-             "apiKey": DEFAULT_KEYS["openai"]}],
-        "routes": [{"name": "m", "model": "m", "rules": [{
-            "backends": [{"provider": "broken", "model": "gpt-4o"}],
-            "fallbacks": [{"provider": "good", "model": "gpt-4o-mini"}], "retry": {"attempts": 3}}]}],
-    })
+    snapshot = parse_snapshot(
+        {
+            "providers": [
+                {"name": "broken", "type": "openai", "baseUrl": "http://placeholder.invalid/v1", "apiKey": "sk-x"},
+                {
+                    "name": "good",
+                    "type": "openai",
+                    "baseUrl": fake_openai_process.base_url + "/v1",
+                    "apiKey": DEFAULT_KEYS["openai"],
+                },
+            ],
+            "routes": [
+                {
+                    "name": "m",
+                    "model": "m",
+                    "rules": [
+                        {
+                            "backends": [{"provider": "broken", "model": "gpt-4o"}],
+                            "fallbacks": [{"provider": "good", "model": "gpt-4o-mini"}],
+                            "retry": {"attempts": 3},
+                        }
+                    ],
+                }
+            ],
+        }
+    )
     broken = snapshot.providers[0].model_copy(update={"base_url": "http://llm.internal:99999/v1"})
     snapshot = snapshot.model_copy(update={"providers": (broken, snapshot.providers[1])})
     holder = RuntimeHolder()

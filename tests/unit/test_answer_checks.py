@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from proxy import upstream as up
-from proxy.telemetry.metrics import Registry, render_prometheus
-from proxy.telemetry.sidecar_metrics import BackendInfo, SidecarMetrics
 from proxy.providers import checks
 from proxy.providers.base import UpstreamProtocolError
+from proxy.telemetry.metrics import Registry, render_prometheus
+from proxy.telemetry.sidecar_metrics import BackendInfo, SidecarMetrics
 
 
 @pytest.mark.parametrize("value", ["11", 1.0, -1, True, 2**31, [1], {"n": 1}])
@@ -33,12 +33,21 @@ def test_names_are_bounded_strings(value: Any) -> None:
 
 
 def test_chunk_checks_return_the_usage_and_refuse_odd_shapes() -> None:
-    chunk = {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
-             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    chunk = {
+        "id": "c",
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
     assert checks.check_chunk(chunk) == (3, 2)
-    for odd in ({"choices": [5]}, {"choices": [{"delta": "x"}]}, {"choices": [{"delta": {"tool_calls": 1}}]},
-                {"choices": [{"delta": {"tool_calls": [{"function": {"arguments": 5}}]}}]},
-                {"choices": [], "usage": {"prompt_tokens": "3"}}, {"choices": None}):
+    for odd in (
+        {"choices": [5]},
+        {"choices": [{"delta": "x"}]},
+        {"choices": [{"delta": {"tool_calls": 1}}]},
+        {"choices": [{"delta": {"tool_calls": [{"function": {"arguments": 5}}]}}]},
+        {"choices": [], "usage": {"prompt_tokens": "3"}},
+        {"choices": None},
+    ):
         with pytest.raises(UpstreamProtocolError):
             checks.check_chunk(odd)
 
@@ -56,11 +65,23 @@ def test_embeddings_must_be_float32_numbers(vector: Any) -> None:
 
 
 def test_embeddings_are_rebuilt_from_checked_fields() -> None:
-    data = {"data": [{"embedding": [0.5, 1], "index": 0, "extra": [[[[]]]]}], "model": "m", "deep": [[[[[]]]]],
-            "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+    data = {
+        "data": [{"embedding": [0.5, 1], "index": 0, "extra": [[[[]]]]}],
+        "model": "m",
+        "deep": [[[[[]]]]],
+        "usage": {"prompt_tokens": 2, "total_tokens": 2},
+    }
     response, prompt = checks.embeddings(data, model="asked")
-    assert response == {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 1]}],
-                        "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}} and prompt == 2
+    assert (
+        response
+        == {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 1]}],
+            "model": "m",
+            "usage": {"prompt_tokens": 2, "total_tokens": 2},
+        }
+        and prompt == 2
+    )
     with pytest.raises(UpstreamProtocolError, match="base64"):
         checks.embeddings({"data": [{"embedding": "not base64!"}]}, model="m")
     with pytest.raises(UpstreamProtocolError, match="float32"):
@@ -86,8 +107,17 @@ def test_statuses_that_are_neither_200_nor_an_error_are_bad_responses(status: in
     assert up.worth_another_backend(up.kind_for_status(status))
 
 
-@pytest.mark.parametrize("status, kind", [(400, up.CLIENT_ERROR), (422, up.CLIENT_ERROR), (401, up.BACKEND_REJECTED),
-                                          (429, up.RATE_LIMITED), (500, up.SERVER_ERROR), (599, up.SERVER_ERROR)])
+@pytest.mark.parametrize(
+    "status, kind",
+    [
+        (400, up.CLIENT_ERROR),
+        (422, up.CLIENT_ERROR),
+        (401, up.BACKEND_REJECTED),
+        (429, up.RATE_LIMITED),
+        (500, up.SERVER_ERROR),
+        (599, up.SERVER_ERROR),
+    ],
+)
 def test_known_error_statuses_keep_their_kinds(status: int, kind: str) -> None:
     assert up.kind_for_status(status) == kind
 
@@ -106,8 +136,9 @@ def test_a_bad_first_token_count_is_dropped_and_later_ones_count(bad: Any) -> No
     and max, and every later request raised comparing an int with it."""
     registry, metrics = _metrics()
     info = BackendInfo(("openai", "m", "h", 443, "p/m"), 1e-6, 2e-6)
-    common = dict(operation="chat", route="r", info=info, outcome="ok", error_type=None, seconds=0.1, cost=None,
-                  ttft=None)
+    common = dict(
+        operation="chat", route="r", info=info, outcome="ok", error_type=None, seconds=0.1, cost=None, ttft=None
+    )
     metrics.request(**common, input_tokens=bad, output_tokens=bad)
     for n in (5, 7):
         metrics.request(**common, input_tokens=n, output_tokens=n)
@@ -117,9 +148,19 @@ def test_a_bad_first_token_count_is_dropped_and_later_ones_count(bad: Any) -> No
 
 
 def test_a_bad_cost_is_not_added() -> None:
-    registry, metrics = _metrics()
+    _registry, metrics = _metrics()
     info = BackendInfo(("openai", "m", "h", 443, "p/m"), 1e-6, 2e-6)
     for cost in (math.nan, 0.5, "x", math.inf, 0.25):
-        metrics.request(operation="chat", route="r", info=info, outcome="ok", error_type=None, seconds=0.1,
-                        input_tokens=None, output_tokens=None, cost=cost, ttft=None)  # type: ignore[arg-type]
+        metrics.request(
+            operation="chat",
+            route="r",
+            info=info,
+            outcome="ok",
+            error_type=None,
+            seconds=0.1,
+            input_tokens=None,
+            output_tokens=None,
+            cost=cost,
+            ttft=None,
+        )  # type: ignore[arg-type]
     assert [value for _, value in metrics.cost_usd.points()] == [0.75]

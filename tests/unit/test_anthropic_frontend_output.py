@@ -21,7 +21,6 @@ from proxy.sse import SseParser
 from tests.unit.anthropic_frontend_common import FRONTEND, PNG, WEATHER_TOOL
 from tests.unit.test_anthropic_provider_stream import DOCUMENTED_TOOL_STREAM
 
-
 # --- response --------------------------------------------------------------------------------
 
 OPENAI_COMPLETION = {

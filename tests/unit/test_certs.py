@@ -13,13 +13,7 @@ import pytest
 from cryptography import x509
 
 from controller.kube.errors import KubeApiError
-from controller.webhook.certs import (
-    CertBundle,
-    expires,
-    new_bundle,
-    renewal_reason,
-    service_hosts,
-)
+from controller.webhook.certs import CertBundle, expires, new_bundle, renewal_reason, service_hosts
 from controller.webhook.certstore import SelfManagedCerts
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -36,9 +30,13 @@ def verify(bundle: CertBundle, host: str) -> None:
 
 
 def test_service_hosts():
-    assert HOSTS == ("modelway-controller", "modelway-controller.modelway-system",
-                     "modelway-controller.modelway-system.svc", "modelway-controller.modelway-system.svc.cluster.local",
-                     "127.0.0.1")
+    assert HOSTS == (
+        "modelway-controller",
+        "modelway-controller.modelway-system",
+        "modelway-controller.modelway-system.svc",
+        "modelway-controller.modelway-system.svc.cluster.local",
+        "127.0.0.1",
+    )
 
 
 def test_a_new_bundle_serves_every_service_name_and_is_kept_while_good():
@@ -83,8 +81,9 @@ def test_garbage_is_renewed_not_trusted():
     broken = CertBundle(ca_pem=bundle.ca_pem, ca_key_pem=bundle.ca_key_pem, cert_pem="nonsense", key_pem=bundle.key_pem)
     assert renewal_reason(broken, hosts=HOSTS, now=NOW) is not None
     other = new_bundle(hosts=HOSTS, now=NOW)
-    mixed = CertBundle(ca_pem=bundle.ca_pem, ca_key_pem=bundle.ca_key_pem, cert_pem=other.cert_pem,
-                       key_pem=other.key_pem)
+    mixed = CertBundle(
+        ca_pem=bundle.ca_pem, ca_key_pem=bundle.ca_key_pem, cert_pem=other.cert_pem, key_pem=other.key_pem
+    )
     assert renewal_reason(mixed, hosts=HOSTS, now=NOW) == "serving certificate not signed by the current CA"
 
 
@@ -137,8 +136,14 @@ class FakeApi:
 
 
 def store(api: FakeApi, *, now: datetime = NOW) -> SelfManagedCerts:
-    return SelfManagedCerts(client=api, namespace="modelway-system", secret_name="certs", hosts=HOSTS,  # type: ignore[arg-type]
-                            webhook_config_name="hook", now=lambda: now)
+    return SelfManagedCerts(
+        client=api,
+        namespace="modelway-system",
+        secret_name="certs",
+        hosts=HOSTS,  # type: ignore[arg-type]
+        webhook_config_name="hook",
+        now=lambda: now,
+    )
 
 
 @pytest.mark.parametrize("chart_made_the_secret", [False, True])
@@ -178,8 +183,14 @@ def test_run_keeps_serving_when_the_api_fails(caplog):
 
             raise KubeConnectionError("GET secrets: connection refused")
 
-    certs = SelfManagedCerts(client=Down(), namespace="ns", secret_name="certs", hosts=HOSTS,  # type: ignore[arg-type]
-                             webhook_config_name=None, check_seconds=0.01)
+    certs = SelfManagedCerts(
+        client=Down(),
+        namespace="ns",
+        secret_name="certs",
+        hosts=HOSTS,  # type: ignore[arg-type]
+        webhook_config_name=None,
+        check_seconds=0.01,
+    )
 
     async def briefly() -> None:
         task = asyncio.create_task(certs.run())

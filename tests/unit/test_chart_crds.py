@@ -18,4 +18,5 @@ def test_every_crd_is_in_the_chart_unchanged():
     differ = sorted(n for n in set(source) & set(chart) if source[n] != chart[n])
     assert not (missing or extra or differ), (
         f"charts/modelway/crds/ is out of step with crds/: missing {missing}, not in crds/ {extra}, "
-        f"different {differ}; run `make chart-crds`")
+        f"different {differ}; run `make chart-crds`"
+    )

@@ -40,12 +40,18 @@ def test_an_unknown_header_value_is_a_400_naming_the_classes():
 
 def test_detection_raises_to_personal_naming_kinds_never_values():
     classifier = Classifier(policy=Policy(detect_personal_data=True))
-    request = {"messages": [{"role": "system", "content": "be brief"},
-                            {"role": "user", "content": [{"type": "text", "text": "IBAN GB82 WEST 1234 5698 7654 32"}]}]}
+    request = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "IBAN GB82 WEST 1234 5698 7654 32"}]},
+        ]
+    }
     result = classifier.classify(header=None, texts=lambda: chat_texts(request))
     assert result.data_class == "personal"
     assert result.raised_because == "personal data detected (iban)"
-    clean = classifier.classify(header=None, texts=lambda: chat_texts({"messages": [{"role": "user", "content": "hi"}]}))
+    clean = classifier.classify(
+        header=None, texts=lambda: chat_texts({"messages": [{"role": "user", "content": "hi"}]})
+    )
     assert clean.data_class == "internal"
 
 
@@ -55,26 +61,64 @@ def test_no_scan_when_the_class_is_already_personal_or_above():
 
 
 def test_texts_are_every_string_and_key_of_the_request_one_per_line():
-    request = {"messages": [
-        {"role": "user", "content": "a"},
-        {"role": "user", "content": [{"type": "text", "text": "b"}, {"type": "image_url", "image_url": {"url": "x"}}]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{\"c\": 1}"}}]},
-        {"role": "tool", "tool_call_id": "1", "content": "d"},
-    ], "temperature": 0.5, "n": 1, "stream": False}
+    request = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "b"}, {"type": "image_url", "image_url": {"url": "x"}}],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": '{"c": 1}'}}],
+            },
+            {"role": "tool", "tool_call_id": "1", "content": "d"},
+        ],
+        "temperature": 0.5,
+        "n": 1,
+        "stream": False,
+    }
     (text,) = chat_texts(request)
     assert set(text.split("\n")) == {
-        "messages", "role", "user", "content", "a", "type", "text", "b", "image_url", "url", "x", "assistant",
-        "tool_calls", "id", "1", "function", "name", "f", "arguments", "{\"c\": 1}", "tool", "tool_call_id", "d",
-        "temperature", "n", "stream"}  # numbers and booleans are not text
+        "messages",
+        "role",
+        "user",
+        "content",
+        "a",
+        "type",
+        "text",
+        "b",
+        "image_url",
+        "url",
+        "x",
+        "assistant",
+        "tool_calls",
+        "id",
+        "1",
+        "function",
+        "name",
+        "f",
+        "arguments",
+        '{"c": 1}',
+        "tool",
+        "tool_call_id",
+        "d",
+        "temperature",
+        "n",
+        "stream",
+    }  # numbers and booleans are not text
     assert set("".join(embedding_texts({"input": ["e", "f"]})).split("\n")) == {"input", "e", "f"}
     assert "".join(embedding_texts({"input": [[1, 2, 3], [4]]})) == "input"  # token ids are numbers
 
 
 def test_one_scan_of_the_joined_text_finds_what_a_scan_of_each_string_finds():
     # The texts are joined by newlines so the detector runs once: no finding may be made or lost at a seam.
-    pieces = [text for _, text in POSITIVES] + NEGATIVES + ["+1", "4155552671", "4111", "1111 1111 1111", "GB82",
-                                                             "WEST 1234 5698 7654 32", "jane@", "example.org"]
+    pieces = (
+        [text for _, text in POSITIVES]
+        + NEGATIVES
+        + ["+1", "4155552671", "4111", "1111 1111 1111", "GB82", "WEST 1234 5698 7654 32", "jane@", "example.org"]
+    )
     separately: Counter[str] = Counter()
     for piece in pieces:
         separately.update(DETECTOR.scan([piece]).counts)
@@ -84,22 +128,27 @@ def test_one_scan_of_the_joined_text_finds_what_a_scan_of_each_string_finds():
 EMAIL = "jane.doe@example.org"
 
 
-@pytest.mark.parametrize("request_body", [
-    pytest.param({"messages": [{"role": "assistant", "tool_calls": 5}]}, id="tool_calls a number"),
-    pytest.param({"messages": [{"role": "assistant", "tool_calls": "call"}]}, id="tool_calls a string"),
-    pytest.param({"messages": [{"role": "assistant", "tool_calls": ["call", 3, None]}]}, id="tool_calls of scalars"),
-    pytest.param({"messages": [{"role": "assistant", "tool_calls": [{"function": "f"}]}]}, id="function a string"),
-    pytest.param({"messages": [{"role": "assistant", "tool_calls": [{"function": [1]}]}]}, id="function a list"),
-    pytest.param({"messages": [{"role": "user", "content": [1, 2.5, None, True, [], {}]}]}, id="parts of any type"),
-    pytest.param({"messages": [{"role": "user", "content": {"text": 5}}]}, id="content an object"),
-    pytest.param({"messages": {"0": "x"}}, id="messages an object"),
-    pytest.param({"messages": 7, "tools": "t", "input": {"a": [None]}}, id="scalars where arrays go"),
-    pytest.param({"messages": [{"a": [1e308, -1e308, 10**400, float("nan")]}]}, id="extreme numbers"),
-    pytest.param([1, "x", None], id="a list at the top"),
-    pytest.param("just a string", id="a string at the top"),
-    pytest.param(None, id="null"),
-    pytest.param({1: "a non-string key", None: [b"bytes", ("a", "tuple")]}, id="Python-only shapes"),
-])
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        pytest.param({"messages": [{"role": "assistant", "tool_calls": 5}]}, id="tool_calls a number"),
+        pytest.param({"messages": [{"role": "assistant", "tool_calls": "call"}]}, id="tool_calls a string"),
+        pytest.param(
+            {"messages": [{"role": "assistant", "tool_calls": ["call", 3, None]}]}, id="tool_calls of scalars"
+        ),
+        pytest.param({"messages": [{"role": "assistant", "tool_calls": [{"function": "f"}]}]}, id="function a string"),
+        pytest.param({"messages": [{"role": "assistant", "tool_calls": [{"function": [1]}]}]}, id="function a list"),
+        pytest.param({"messages": [{"role": "user", "content": [1, 2.5, None, True, [], {}]}]}, id="parts of any type"),
+        pytest.param({"messages": [{"role": "user", "content": {"text": 5}}]}, id="content an object"),
+        pytest.param({"messages": {"0": "x"}}, id="messages an object"),
+        pytest.param({"messages": 7, "tools": "t", "input": {"a": [None]}}, id="scalars where arrays go"),
+        pytest.param({"messages": [{"a": [1e308, -1e308, 10**400, float("nan")]}]}, id="extreme numbers"),
+        pytest.param([1, "x", None], id="a list at the top"),
+        pytest.param("just a string", id="a string at the top"),
+        pytest.param(None, id="null"),
+        pytest.param({1: "a non-string key", None: [b"bytes", ("a", "tuple")]}, id="Python-only shapes"),
+    ],
+)
 def test_any_shape_is_walked_without_raising(request_body):
     classifier = Classifier(policy=Policy(detect_personal_data=True))
     for texts in (chat_texts, embedding_texts):
@@ -107,17 +156,32 @@ def test_any_shape_is_walked_without_raising(request_body):
         assert result.data_class == "internal"
 
 
-@pytest.mark.parametrize("request_body", [
-    pytest.param({"messages": [{"role": "assistant", "tool_calls": [
-        {"id": "c", "function": {"name": "mail", "arguments": {"to": EMAIL}}}]}]}, id="arguments an object"),
-    pytest.param({"messages": [{"role": "assistant", "tool_calls": [[{"arguments": EMAIL}]]}]}, id="calls nested"),
-    pytest.param({"messages": [{"role": "tool", "tool_call_id": "c", "content": [[EMAIL]]}]}, id="content nested"),
-    pytest.param({"messages": [{"role": "user", "content": {"text": EMAIL}}]}, id="content an object"),
-    pytest.param({"messages": [{"role": "user", "content": [1, {"type": "text", "text": EMAIL}]}]}, id="after an int"),
-])
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        pytest.param(
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "c", "function": {"name": "mail", "arguments": {"to": EMAIL}}}],
+                    }
+                ]
+            },
+            id="arguments an object",
+        ),
+        pytest.param({"messages": [{"role": "assistant", "tool_calls": [[{"arguments": EMAIL}]]}]}, id="calls nested"),
+        pytest.param({"messages": [{"role": "tool", "tool_call_id": "c", "content": [[EMAIL]]}]}, id="content nested"),
+        pytest.param({"messages": [{"role": "user", "content": {"text": EMAIL}}]}, id="content an object"),
+        pytest.param(
+            {"messages": [{"role": "user", "content": [1, {"type": "text", "text": EMAIL}]}]}, id="after an int"
+        ),
+    ],
+)
 def test_text_in_mistyped_places_is_still_found(request_body):
     result = Classifier(policy=Policy(detect_personal_data=True)).classify(
-        header=None, texts=lambda: chat_texts(request_body))
+        header=None, texts=lambda: chat_texts(request_body)
+    )
     assert result.data_class == "personal"
 
 
@@ -143,16 +207,25 @@ def test_base64_payloads_are_skipped_and_what_is_text_around_them_is_read():
     assert DETECTOR.scan([text]).counts == {"email": 1}  # the file's name is
 
 
-@pytest.mark.parametrize("url", [
-    pytest.param(f"data:image/png;name={EMAIL};base64,{BLOB}", id="a name in the parameters"),
-    pytest.param("data:text/plain;base64," + base64.b64encode(f"From: {EMAIL}".encode()).decode(), id="a text file"),
-    pytest.param("data:;base64," + base64.b64encode(f"From: {EMAIL}".encode()).decode(), id="no type: text/plain"),
-    pytest.param("DATA:Application/JSON;Charset=utf-8;BASE64," + base64.b64encode(f'{{"to": "{EMAIL}"}}'.encode()).decode(),
-                 id="any case"),
-    pytest.param(f"data:text/plain,From%3A%20{EMAIL.replace('@', '%40')}", id="percent-encoded text"),
-    pytest.param(f"data:image/png;base64,{BLOB[:4096]} {EMAIL}", id="base64 that is not all base64"),
-    pytest.param(f"https://cdn.example.com/img.png?owner={EMAIL.replace('@', '%40')}", id="a percent-encoded query"),
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"data:image/png;name={EMAIL};base64,{BLOB}", id="a name in the parameters"),
+        pytest.param(
+            "data:text/plain;base64," + base64.b64encode(f"From: {EMAIL}".encode()).decode(), id="a text file"
+        ),
+        pytest.param("data:;base64," + base64.b64encode(f"From: {EMAIL}".encode()).decode(), id="no type: text/plain"),
+        pytest.param(
+            "DATA:Application/JSON;Charset=utf-8;BASE64," + base64.b64encode(f'{{"to": "{EMAIL}"}}'.encode()).decode(),
+            id="any case",
+        ),
+        pytest.param(f"data:text/plain,From%3A%20{EMAIL.replace('@', '%40')}", id="percent-encoded text"),
+        pytest.param(f"data:image/png;base64,{BLOB[:4096]} {EMAIL}", id="base64 that is not all base64"),
+        pytest.param(
+            f"https://cdn.example.com/img.png?owner={EMAIL.replace('@', '%40')}", id="a percent-encoded query"
+        ),
+    ],
+)
 def test_data_urls_and_encoded_urls_are_read_as_the_provider_reads_them(url):
     request = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
     assert DETECTOR.scan(chat_texts(request)).counts == {"email": 1}

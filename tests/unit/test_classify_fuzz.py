@@ -22,18 +22,61 @@ BOUNDED = settings(max_examples=200, deadline=None, derandomize=True)
 
 BLOB = base64.b64encode(bytes(range(256)) * 6).decode()  # 2 KB of base64: skipped unless something is added
 # Strings that take the scanner's other paths: data URLs, percent-encoding, base64, findings.
-SPECIAL = st.sampled_from([
-    BLOB, f"data:image/png;base64,{BLOB}", "data:text/plain;base64,aGk=", "data:,hi%20there", "data:text/plain,",
-    "data:image/png;name=a.png;base64,", "https://x.example/a?b=%41%42", "100%", "%zz", *(t for _, t in POSITIVES),
-])
+SPECIAL = st.sampled_from(
+    [
+        BLOB,
+        f"data:image/png;base64,{BLOB}",
+        "data:text/plain;base64,aGk=",
+        "data:,hi%20there",
+        "data:text/plain,",
+        "data:image/png;name=a.png;base64,",
+        "https://x.example/a?b=%41%42",
+        "100%",
+        "%zz",
+        *(t for _, t in POSITIVES),
+    ]
+)
 # Keys from the two APIs, so the fuzzer builds near-requests with mistyped fields, not only noise.
-KEYS = st.sampled_from(["messages", "role", "content", "tool_calls", "function", "arguments", "tools", "parameters",
-                        "properties", "input", "image_url", "url", "file", "file_data", "filename", "text", "type",
-                        "name", "system", "tool_use_id", "source", "data", "metadata", "stop"]) | st.text(max_size=8)
-SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=10**15) | st.floats()
-           | st.text(max_size=30) | SPECIAL)
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(KEYS, inner, max_size=5),
-                    max_leaves=40)
+KEYS = st.sampled_from(
+    [
+        "messages",
+        "role",
+        "content",
+        "tool_calls",
+        "function",
+        "arguments",
+        "tools",
+        "parameters",
+        "properties",
+        "input",
+        "image_url",
+        "url",
+        "file",
+        "file_data",
+        "filename",
+        "text",
+        "type",
+        "name",
+        "system",
+        "tool_use_id",
+        "source",
+        "data",
+        "metadata",
+        "stop",
+    ]
+) | st.text(max_size=8)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**15)
+    | st.floats()
+    | st.text(max_size=30)
+    | SPECIAL
+)
+JSON = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(KEYS, inner, max_size=5), max_leaves=40
+)
 
 
 @BOUNDED
@@ -62,7 +105,7 @@ def plant(value: Any, data: st.DataObject) -> Any:
     if isinstance(value, list):
         if value and data.draw(st.booleans()):
             i = data.draw(st.integers(0, len(value) - 1))
-            return [*value[:i], plant(value[i], data), *value[i + 1:]]
+            return [*value[:i], plant(value[i], data), *value[i + 1 :]]
         i = data.draw(st.integers(0, len(value)))
         return [*value[:i], EMAIL, *value[i:]]
     if isinstance(value, str) and data.draw(st.booleans()):

@@ -16,8 +16,9 @@ def route(name, model, backends, ns="team-a", fallbacks=(), selector=None, gener
     spec = {"model": model, "rules": [{"name": "default", "backends": list(backends), "fallbacks": list(fallbacks)}]}
     if selector:
         spec["workloadSelector"] = {"matchLabels": selector}
-    return parse_resource({"kind": "ModelRoute", "metadata": {"name": name, "namespace": ns, "generation": generation},
-                           "spec": spec})
+    return parse_resource(
+        {"kind": "ModelRoute", "metadata": {"name": name, "namespace": ns, "generation": generation}, "spec": spec}
+    )
 
 
 def secret(name="llm-keys", ns="team-a", **values):
@@ -33,28 +34,41 @@ def resources(*items):
 
 
 def test_a_workload_gets_its_namespace_routes_with_credentials_decoded():
-    view = resources(provider("openai"), secret(apiKey="sk-team-a"),
-                     route("chat", "chat", [{"provider": "openai", "model": "gpt-4o"}]),
-                     provider("openai", ns="team-b", secret="other"), secret("other", ns="team-b", apiKey="sk-b"),
-                     route("chat", "chat", [{"provider": "openai", "model": "gpt-4o-mini"}], ns="team-b"))
+    view = resources(
+        provider("openai"),
+        secret(apiKey="sk-team-a"),
+        route("chat", "chat", [{"provider": "openai", "model": "gpt-4o"}]),
+        provider("openai", ns="team-b", secret="other"),
+        secret("other", ns="team-b", apiKey="sk-b"),
+        route("chat", "chat", [{"provider": "openai", "model": "gpt-4o-mini"}], ns="team-b"),
+    )
     snapshot = compile_workload(judge(view), Workload("team-a"))
     assert [r.model for r in snapshot.routes] == ["chat"]
     assert snapshot.routes[0].name == "team-a/chat"
     assert [(p.name, p.api_key.get_secret_value(), p.base_url) for p in snapshot.providers] == [
-        ("team-a.openai", "sk-team-a", "https://api.openai.com/v1")]
+        ("team-a.openai", "sk-team-a", "https://api.openai.com/v1")
+    ]
     assert "sk-b" not in snapshot.model_dump_json()
 
 
 def test_only_providers_the_routes_use_are_sent():
-    view = resources(provider("openai"), provider("unused"), secret(apiKey="k"),
-                     route("chat", "chat", [{"provider": "openai", "model": "m"}]))
+    view = resources(
+        provider("openai"),
+        provider("unused"),
+        secret(apiKey="k"),
+        route("chat", "chat", [{"provider": "openai", "model": "m"}]),
+    )
     assert [p.name for p in compile_workload(judge(view), Workload("team-a")).providers] == ["team-a.openai"]
 
 
 def test_missing_secret_and_key_are_resolvedrefs_false_with_reasons():
-    view = resources(provider("nokey", secret="absent"), provider("wrongkey", key="token"), secret(apiKey="k"),
-                     route("r1", "m1", [{"provider": "nokey", "model": "m"}]),
-                     route("r2", "m2", [{"provider": "ghost", "model": "m"}]))
+    view = resources(
+        provider("nokey", secret="absent"),
+        provider("wrongkey", key="token"),
+        secret(apiKey="k"),
+        route("r1", "m1", [{"provider": "nokey", "model": "m"}]),
+        route("r2", "m2", [{"provider": "ghost", "model": "m"}]),
+    )
     judgement = judge(view)
     nokey = judgement.providers[("ModelProvider", "team-a", "nokey")].resolved_refs
     wrongkey = judgement.providers[("ModelProvider", "team-a", "wrongkey")].resolved_refs
@@ -68,11 +82,15 @@ def test_missing_secret_and_key_are_resolvedrefs_false_with_reasons():
 
 
 def test_a_broken_edit_keeps_serving_the_last_good_route():
-    good = resources(provider("openai"), secret(apiKey="k"),
-                     route("chat", "chat", [{"provider": "openai", "model": "gpt-4o"}]))
+    good = resources(
+        provider("openai"), secret(apiKey="k"), route("chat", "chat", [{"provider": "openai", "model": "gpt-4o"}])
+    )
     first = judge(good)
-    broken = resources(provider("openai"), secret(apiKey="k"),
-                       route("chat", "chat", [{"provider": "typo", "model": "gpt-4o"}], generation=2))
+    broken = resources(
+        provider("openai"),
+        secret(apiKey="k"),
+        route("chat", "chat", [{"provider": "typo", "model": "gpt-4o"}], generation=2),
+    )
     second = judge(broken, last_good=first.last_good)
     verdict = second.routes[("ModelRoute", "team-a", "chat")]
     assert not verdict.resolved_refs.ok and verdict.generation == 2
@@ -82,31 +100,55 @@ def test_a_broken_edit_keeps_serving_the_last_good_route():
 
 
 def test_a_second_route_for_the_same_model_is_conflicted():
-    view = resources(provider("openai"), secret(apiKey="k"),
-                     route("a-first", "chat", [{"provider": "openai", "model": "one"}]),
-                     route("b-second", "chat", [{"provider": "openai", "model": "two"}]))
+    view = resources(
+        provider("openai"),
+        secret(apiKey="k"),
+        route("a-first", "chat", [{"provider": "openai", "model": "one"}]),
+        route("b-second", "chat", [{"provider": "openai", "model": "two"}]),
+    )
     judgement = judge(view)
     assert judgement.routes[("ModelRoute", "team-a", "b-second")].accepted.reason == "Conflicted"
     assert compile_workload(judgement, Workload("team-a")).routes[0].rules[0].backends[0].model == "one"
 
 
 def test_workload_selectors_pick_the_more_specific_route():
-    view = resources(provider("openai"), secret(apiKey="k"),
-                     route("general", "chat", [{"provider": "openai", "model": "general"}]),
-                     route("billing", "chat", [{"provider": "openai", "model": "billing"}], selector={"app": "billing"}))
+    view = resources(
+        provider("openai"),
+        secret(apiKey="k"),
+        route("general", "chat", [{"provider": "openai", "model": "general"}]),
+        route("billing", "chat", [{"provider": "openai", "model": "billing"}], selector={"app": "billing"}),
+    )
     judgement = judge(view)
     assert judgement.routes[("ModelRoute", "team-a", "billing")].accepted.ok
-    pick = lambda labels: compile_workload(judgement, Workload("team-a", labels=labels)).routes[0].rules[0].backends[0]
+
+    def pick(labels):
+        return compile_workload(judgement, Workload("team-a", labels=labels)).routes[0].rules[0].backends[0]
+
     assert pick({"app": "billing"}).model == "billing"
     assert pick({"app": "web"}).model == "general"
 
 
 def test_durations_become_seconds_and_versions_are_stable():
-    view = resources(provider("openai"), secret(apiKey="k"), parse_resource({
-        "kind": "ModelRoute", "metadata": {"name": "r", "namespace": "team-a"},
-        "spec": {"model": "m", "rules": [{"backends": [{"provider": "openai", "model": "x"}],
-                                          "retry": {"backoffBase": "250ms", "backoffMax": "1m"},
-                                          "timeouts": {"total": "1m30s", "firstToken": "5s"}}]}}))
+    view = resources(
+        provider("openai"),
+        secret(apiKey="k"),
+        parse_resource(
+            {
+                "kind": "ModelRoute",
+                "metadata": {"name": "r", "namespace": "team-a"},
+                "spec": {
+                    "model": "m",
+                    "rules": [
+                        {
+                            "backends": [{"provider": "openai", "model": "x"}],
+                            "retry": {"backoffBase": "250ms", "backoffMax": "1m"},
+                            "timeouts": {"total": "1m30s", "firstToken": "5s"},
+                        }
+                    ],
+                },
+            }
+        ),
+    )
     snapshot = compile_workload(judge(view), Workload("team-a"))
     rule = snapshot.routes[0].rules[0]
     assert (rule.retry.backoff_base_seconds, rule.retry.backoff_max_seconds) == (0.25, 60.0)
@@ -134,9 +176,17 @@ def test_a_status_only_update_does_not_wake_the_controller():
 
 
 def test_a_backend_that_cannot_serve_the_operation_is_resolvedrefs_false():
-    embed = parse_resource({"kind": "ModelRoute", "metadata": {"name": "embed", "namespace": "team-a"},
-                            "spec": {"model": "embed", "operation": "embeddings",
-                                     "rules": [{"backends": [{"provider": "claude", "model": "claude-x"}]}]}})
+    embed = parse_resource(
+        {
+            "kind": "ModelRoute",
+            "metadata": {"name": "embed", "namespace": "team-a"},
+            "spec": {
+                "model": "embed",
+                "operation": "embeddings",
+                "rules": [{"backends": [{"provider": "claude", "model": "claude-x"}]}],
+            },
+        }
+    )
     view = resources(provider("claude", type_="anthropic"), secret(apiKey="k"), embed)
     verdict = judge(view).routes[("ModelRoute", "team-a", "embed")].resolved_refs
     assert (verdict.ok, verdict.reason) == (False, "UnsupportedOperation")

@@ -221,8 +221,9 @@ def test_crd_identity(kind: str) -> None:
     assert spec["names"]["kind"] == kind
     assert spec["names"]["plural"] == plural
     assert spec["names"]["singular"] == kind.lower()
-    assert spec["names"]["shortNames"] == [{"ModelProvider": "mwp", "ModelRoute": "mwr", "ModelPolicy": "mwpol",
-                                                "ClusterModelPolicy": "mwcpol"}[kind]]
+    assert spec["names"]["shortNames"] == [
+        {"ModelProvider": "mwp", "ModelRoute": "mwr", "ModelPolicy": "mwpol", "ClusterModelPolicy": "mwcpol"}[kind]
+    ]
     assert spec["names"]["categories"] == ["modelway"]
     version = crd_version(kind)
     assert (version["name"], version["served"], version["storage"]) == (api.VERSION, True, True)
@@ -293,8 +294,11 @@ def test_schema_is_structural_and_documented(kind: str) -> None:
 def _examples() -> list[tuple[str, dict[str, Any]]]:
     docs = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs += [(f"{path.name}:{d['metadata']['name']}", d) for d in yaml.safe_load_all(path.read_text())
-                 if d and d["kind"] in api.KINDS]  # not the demo app's Deployment
+        docs += [
+            (f"{path.name}:{d['metadata']['name']}", d)
+            for d in yaml.safe_load_all(path.read_text())
+            if d and d["kind"] in api.KINDS
+        ]  # not the demo app's Deployment
     return docs
 
 
@@ -319,9 +323,13 @@ def test_examples_cover_every_provider_type() -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_message_expression_has_a_plain_message_to_fall_back_on(kind: str) -> None:
     """The apiserver prints `message` when a messageExpression fails (e.g. a value with a line break in it)."""
-    rules = [(path, rule) for path, node in _walk(kind, crd_schema(kind))
-             for rule in node.get("x-kubernetes-validations", [])]
+    rules = [
+        (path, rule)
+        for path, node in _walk(kind, crd_schema(kind))
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
     assert rules
-    missing = [f"{path}: {rule['rule']!r}" for path, rule in rules if "messageExpression" in rule and
-               not rule.get("message")]
+    missing = [
+        f"{path}: {rule['rule']!r}" for path, rule in rules if "messageExpression" in rule and not rule.get("message")
+    ]
     assert not missing, "\n".join(missing)

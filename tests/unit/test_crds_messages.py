@@ -18,8 +18,11 @@ BETA = {"name": "beta", "matches": {"headers": [{"name": "x-tier", "value": "bet
 
 
 def _route(**spec: Any) -> dict[str, Any]:
-    return {"kind": "ModelRoute", "metadata": {"name": "r"},
-            "spec": {"model": "chat", "rules": [{"backends": [BACKEND]}], **spec}}
+    return {
+        "kind": "ModelRoute",
+        "metadata": {"name": "r"},
+        "spec": {"model": "chat", "rules": [{"backends": [BACKEND]}], **spec},
+    }
 
 
 def _rule(**rule: Any) -> dict[str, Any]:
@@ -27,31 +30,51 @@ def _rule(**rule: Any) -> dict[str, Any]:
 
 
 CASES: dict[str, tuple[dict[str, Any], str]] = {
-    "rule name": (_rule(name="Beta Testers"), "'Beta Testers' is not a DNS label: use lower-case letters, digits "
-                                              "and '-', starting and ending with a letter or digit, e.g. beta-testers"),
-    "catch-all first": (_route(rules=[{"name": "catch", "backends": [BACKEND]}, BETA]),
-                        "rule catch has no matches, so it matches every request and hides the rules after it: "
-                        "only the last rule may be without matches"),
-    "fallback is a backend": (_rule(fallbacks=[{"provider": "x", "model": "y"}, BACKEND]),
-                              "fallback openai/gpt-4o is also a backend of this rule: a fallback must differ from "
-                              "the rule's backends (provider and model)"),
-    "value and regex": (_rule(matches={"headers": [{"name": "x-tier", "value": "a", "regex": "b"}]}),
-                        "header x-tier: set at most one of value and regex"),
-    "duration": (_rule(timeouts={"total": "10 seconds"}), "'10 seconds' is not a duration: write numbers with "
-                                                          "units, e.g. 300ms, 1.5s, 1m30s or 2h"),
+    "rule name": (
+        _rule(name="Beta Testers"),
+        "'Beta Testers' is not a DNS label: use lower-case letters, digits "
+        "and '-', starting and ending with a letter or digit, e.g. beta-testers",
+    ),
+    "catch-all first": (
+        _route(rules=[{"name": "catch", "backends": [BACKEND]}, BETA]),
+        "rule catch has no matches, so it matches every request and hides the rules after it: "
+        "only the last rule may be without matches",
+    ),
+    "fallback is a backend": (
+        _rule(fallbacks=[{"provider": "x", "model": "y"}, BACKEND]),
+        "fallback openai/gpt-4o is also a backend of this rule: a fallback must differ from "
+        "the rule's backends (provider and model)",
+    ),
+    "value and regex": (
+        _rule(matches={"headers": [{"name": "x-tier", "value": "a", "regex": "b"}]}),
+        "header x-tier: set at most one of value and regex",
+    ),
+    "duration": (
+        _rule(timeouts={"total": "10 seconds"}),
+        "'10 seconds' is not a duration: write numbers with units, e.g. 300ms, 1.5s, 1m30s or 2h",
+    ),
     "zero": (_rule(timeouts={"connect": "0s"}), "connect must be longer than 0, not 0s"),
-    "first token": (_rule(timeouts={"total": "30s", "firstToken": "1m"}),
-                    "firstToken (1m) must not be longer than total (30s)"),
-    "backoff": (_rule(retry={"backoffBase": "3s", "backoffMax": "500ms"}),
-                "backoffMax (500ms) must not be shorter than backoffBase (3s)"),
-    "selector without values": (_route(workloadSelector={"matchExpressions": [{"key": "tier", "operator": "In"}]}),
-                                "operator In needs values (key tier)"),
-    "azure on openai": ({"kind": "ModelProvider", "metadata": {"name": "p"},
-                         "spec": {"type": "openai", "azure": {"apiVersion": "x"}}},
-                        "spec.azure is only allowed when type is azure-openai, not openai"),
-    "residency": ({"kind": "ModelPolicy", "metadata": {"name": "p"}, "spec": {"residency": [{"dataClass": "personal"}]}},
-                  "a residency rule needs at least one of jurisdictions, regions, hosting; the rule for dataClass "
-                  "personal has none"),
+    "first token": (
+        _rule(timeouts={"total": "30s", "firstToken": "1m"}),
+        "firstToken (1m) must not be longer than total (30s)",
+    ),
+    "backoff": (
+        _rule(retry={"backoffBase": "3s", "backoffMax": "500ms"}),
+        "backoffMax (500ms) must not be shorter than backoffBase (3s)",
+    ),
+    "selector without values": (
+        _route(workloadSelector={"matchExpressions": [{"key": "tier", "operator": "In"}]}),
+        "operator In needs values (key tier)",
+    ),
+    "azure on openai": (
+        {"kind": "ModelProvider", "metadata": {"name": "p"}, "spec": {"type": "openai", "azure": {"apiVersion": "x"}}},
+        "spec.azure is only allowed when type is azure-openai, not openai",
+    ),
+    "residency": (
+        {"kind": "ModelPolicy", "metadata": {"name": "p"}, "spec": {"residency": [{"dataClass": "personal"}]}},
+        "a residency rule needs at least one of jurisdictions, regions, hosting; the rule for dataClass "
+        "personal has none",
+    ),
 }
 
 

@@ -44,8 +44,12 @@ CASES: list[tuple[str, LabelSelector | None, dict[str, str], bool]] = [
     ("DoesNotExist", sel(None, ("zone", "DoesNotExist", None)), WEB_GOLD, True),
     ("DoesNotExist present", sel(None, ("tier", "DoesNotExist", None)), WEB_GOLD, False),
     ("all must hold", sel({"app": "web"}, ("tier", "In", ["gold"]), ("zone", "DoesNotExist", None)), WEB_GOLD, True),
-    ("one fails, none selected", sel({"app": "web"}, ("tier", "In", ["gold"]), ("app", "NotIn", ["web"])),
-     WEB_GOLD, False),
+    (
+        "one fails, none selected",
+        sel({"app": "web"}, ("tier", "In", ["gold"]), ("app", "NotIn", ["web"])),
+        WEB_GOLD,
+        False,
+    ),
 ]
 
 
@@ -61,9 +65,14 @@ def test_the_same_selector_said_differently_has_one_key() -> None:
     assert selector_key(as_labels) == selector_key(as_in) == selector_key(mixed)
     assert selector_key(sel(None, ("t", "In", ["a", "b"]))) == selector_key(sel(None, ("t", "In", ["b", "a"])))
     assert selector_key(None) == selector_key(sel()) == ()
-    different = [sel({"app": "web"}), sel(None, ("app", "NotIn", ["web"])), sel(None, ("app", "Exists", None)),
-                 sel(None, ("app", "DoesNotExist", None)), sel(None, ("app", "In", ["web", "api"])),
-                 sel({"app": "web"}, ("tier", "Exists", None))]
+    different = [
+        sel({"app": "web"}),
+        sel(None, ("app", "NotIn", ["web"])),
+        sel(None, ("app", "Exists", None)),
+        sel(None, ("app", "DoesNotExist", None)),
+        sel(None, ("app", "In", ["web", "api"])),
+        sel({"app": "web"}, ("tier", "Exists", None)),
+    ]
     assert len({selector_key(s) for s in different}) == len(different)
 
 
@@ -107,8 +116,12 @@ def _upstream(view: Any, labels: dict[str, str]) -> list[str]:
 
 
 def test_a_route_with_match_expressions_serves_the_workloads_it_selects() -> None:
-    gold = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold", "platinum"]},
-                                 {"key": "canary", "operator": "DoesNotExist"}]}
+    gold = {
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["gold", "platinum"]},
+            {"key": "canary", "operator": "DoesNotExist"},
+        ]
+    }
     view = _store(PROVIDER, _route("everyone", "chat", "small", None), _route("gold", "chat", "large", gold))
     assert _upstream(view, {"tier": "gold"}) == ["large"]
     assert _upstream(view, {"tier": "platinum", "app": "x"}) == ["large"]
@@ -118,9 +131,11 @@ def test_a_route_with_match_expressions_serves_the_workloads_it_selects() -> Non
 
 
 def test_two_routes_whose_selectors_say_the_same_conflict() -> None:
-    view = _store(PROVIDER, _route("a-labels", "chat", "one", {"matchLabels": {"app": "web"}}),
-                  _route("b-expr", "chat", "two", {"matchExpressions": [{"key": "app", "operator": "In",
-                                                                         "values": ["web"]}]}))
+    view = _store(
+        PROVIDER,
+        _route("a-labels", "chat", "one", {"matchLabels": {"app": "web"}}),
+        _route("b-expr", "chat", "two", {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}),
+    )
     verdicts = judge(view).routes
     assert verdicts[("ModelRoute", "team", "a-labels")].accepted.ok
     loser = verdicts[("ModelRoute", "team", "b-expr")].accepted
@@ -129,16 +144,30 @@ def test_two_routes_whose_selectors_say_the_same_conflict() -> None:
 
 
 def test_routes_whose_selectors_differ_only_by_an_expression_both_stand() -> None:
-    view = _store(PROVIDER, _route("web", "chat", "one", {"matchLabels": {"app": "web"}}),
-                  _route("web-gold", "chat", "two", {"matchLabels": {"app": "web"}, "matchExpressions": [
-                      {"key": "tier", "operator": "Exists"}]}))
+    view = _store(
+        PROVIDER,
+        _route("web", "chat", "one", {"matchLabels": {"app": "web"}}),
+        _route(
+            "web-gold",
+            "chat",
+            "two",
+            {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+        ),
+    )
     assert all(v.accepted.ok for v in judge(view).routes.values())
 
 
 def test_policy_pod_and_namespace_selectors_take_expressions() -> None:
-    cluster = parse_resource({"kind": "ClusterModelPolicy", "metadata": {"name": "eu"}, "spec": {
-        "namespaceSelector": {"matchExpressions": [{"key": "region", "operator": "NotIn", "values": ["us"]}]},
-        "subjects": {"podSelector": {"matchExpressions": [{"key": "batch", "operator": "Exists"}]}}}})
+    cluster = parse_resource(
+        {
+            "kind": "ClusterModelPolicy",
+            "metadata": {"name": "eu"},
+            "spec": {
+                "namespaceSelector": {"matchExpressions": [{"key": "region", "operator": "NotIn", "values": ["us"]}]},
+                "subjects": {"podSelector": {"matchExpressions": [{"key": "batch", "operator": "Exists"}]}},
+            },
+        }
+    )
     assert isinstance(cluster, api.ClusterModelPolicy)
     batch = Workload("team", labels={"batch": "yes"})
     assert policy.binds(cluster, batch, namespace_labels={"region": "eu"})
@@ -165,12 +194,15 @@ def _without_descriptions(node: Any) -> Any:
 
 SELECTORS = {
     "ModelRoute spec.workloadSelector": _spec("modelway.io_modelroutes.yaml")["properties"]["workloadSelector"],
-    "ModelPolicy spec.subjects.podSelector":
-        _spec("modelway.io_modelpolicies.yaml")["properties"]["subjects"]["properties"]["podSelector"],
-    "ClusterModelPolicy spec.subjects.podSelector":
-        _spec("modelway.io_clustermodelpolicies.yaml")["properties"]["subjects"]["properties"]["podSelector"],
-    "ClusterModelPolicy spec.namespaceSelector":
-        _spec("modelway.io_clustermodelpolicies.yaml")["properties"]["namespaceSelector"],
+    "ModelPolicy spec.subjects.podSelector": _spec("modelway.io_modelpolicies.yaml")["properties"]["subjects"][
+        "properties"
+    ]["podSelector"],
+    "ClusterModelPolicy spec.subjects.podSelector": _spec("modelway.io_clustermodelpolicies.yaml")["properties"][
+        "subjects"
+    ]["properties"]["podSelector"],
+    "ClusterModelPolicy spec.namespaceSelector": _spec("modelway.io_clustermodelpolicies.yaml")["properties"][
+        "namespaceSelector"
+    ],
 }
 
 
@@ -181,5 +213,7 @@ def test_every_selector_in_the_crds_is_the_same_label_selector() -> None:
     expressions = first["properties"]["matchExpressions"]["items"]
     assert expressions["properties"]["operator"]["enum"] == ["In", "NotIn", "Exists", "DoesNotExist"]
     assert expressions["required"] == ["key", "operator"]
-    assert [r["reason"] for r in expressions["x-kubernetes-validations"]] == ["FieldValueRequired",
-                                                                              "FieldValueForbidden"]
+    assert [r["reason"] for r in expressions["x-kubernetes-validations"]] == [
+        "FieldValueRequired",
+        "FieldValueForbidden",
+    ]

@@ -18,8 +18,22 @@ from proxy.telemetry.sidecar_metrics import SidecarMetrics
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "modelway" / "dashboards" / "modelway.json"
 
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-                "offset", "le", "inf", "nan"}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "le",
+    "inf",
+    "nan",
+}
 
 
 def _sidecar_families() -> dict[str, set[str]]:
@@ -58,7 +72,7 @@ def _series_names(expr: str) -> list[str]:
     names = []
     for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", stripped):
         word = m.group(0)
-        after = stripped[m.end():].lstrip()
+        after = stripped[m.end() :].lstrip()
         if after.startswith("(") or word.lower() in PROMQL_WORDS:
             continue  # a function, or a keyword
         names.append(word)
@@ -87,8 +101,20 @@ def test_dashboard_loads_and_covers_the_issue() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"] == "Modelway"
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("share by route", "share by model", "share by provider", "error", "fallback",
-                  "latency", "time to first token", "tokens", "cost", "sidecars", "push to ack", "snapshot age"):
+    for topic in (
+        "share by route",
+        "share by model",
+        "share by provider",
+        "error",
+        "fallback",
+        "latency",
+        "time to first token",
+        "tokens",
+        "cost",
+        "sidecars",
+        "push to ack",
+        "snapshot age",
+    ):
         assert topic in titles, topic
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))

@@ -84,8 +84,12 @@ def test_loads_multi_document_yaml_and_defaults_the_namespace(tmp_path: Path) ->
 
 
 def test_reads_subfolders_json_and_base64_data_and_skips_the_rest(tmp_path: Path) -> None:
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k", "namespace": "ns"},
-              "data": {"apiKey": base64.b64encode(b"sk-1").decode()}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "k", "namespace": "ns"},
+        "data": {"apiKey": base64.b64encode(b"sk-1").decode()},
+    }
     write(tmp_path / "nested" / "deeper" / "secret.json", json.dumps(secret))
     write(tmp_path / "routes.yml", route())
     write(tmp_path / "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")  # other kinds: ignored
@@ -163,8 +167,13 @@ def test_a_broken_file_keeps_its_previous_content_and_says_where(
     calls = rec.calls
 
     # Document 2 loses its backends: the whole file keeps its last good content.
-    broken = route("chat", model="chat-v2") + "---\n" + route("code", model="code").replace(
-        "    - backends: [{provider: openai, model: gpt-4o-mini}]", "    - name: x")
+    broken = (
+        route("chat", model="chat-v2")
+        + "---\n"
+        + route("code", model="code").replace(
+            "    - backends: [{provider: openai, model: gpt-4o-mini}]", "    - name: x"
+        )
+    )
     write(path, broken)
     with caplog.at_level(logging.ERROR, logger="modelway.sources.files"):
         source.rescan(rec.store)
@@ -200,9 +209,7 @@ def test_invalid_yaml_keeps_previous_content(tmp_path: Path, caplog: pytest.LogC
     assert f"{path} is not valid YAML" in caplog.text
 
 
-def test_a_new_broken_file_is_ignored_and_others_still_load(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_new_broken_file_is_ignored_and_others_still_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path / "good.yaml", route())
     write(tmp_path / "bad.yaml", PROVIDER.replace("type: openai", "type: nonsense"))
     write(tmp_path / "bad-secret.yaml", SECRET.replace("stringData: {apiKey: sk-test}", "data: {apiKey: '***'}"))

@@ -387,8 +387,7 @@ def test_blocked_prompt_is_an_empty_content_filtered_completion() -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b"<html>502</html>", b"[]", b"{}", b'{"candidates": [{"content": {"parts": "text"}}]}'],
+    "body", [b"<html>502</html>", b"[]", b"{}", b'{"candidates": [{"content": {"parts": "text"}}]}']
 )
 def test_garbage_responses_are_protocol_errors(body: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):

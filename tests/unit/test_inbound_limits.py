@@ -66,22 +66,40 @@ def test_unknown_model_message_is_short_whatever_the_name_and_the_route_count() 
 
 
 GEMINI_MISTYPED = [
-    ({"stop": 5}, "stop"), ({"stop": [1, 2]}, "stop"), ({"stop": {"a": 1}}, "stop"),
-    ({"temperature": "x"}, "temperature"), ({"n": 1.5}, "n"), ({"max_tokens": "5"}, "max_tokens"),
+    ({"stop": 5}, "stop"),
+    ({"stop": [1, 2]}, "stop"),
+    ({"stop": {"a": 1}}, "stop"),
+    ({"temperature": "x"}, "temperature"),
+    ({"n": 1.5}, "n"),
+    ({"max_tokens": "5"}, "max_tokens"),
     ({"response_format": 5}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": 5}}}, "response_format.json_schema.schema"),
-    ({"tools": 5}, "tools"), ({"tools": [{"type": "function", "function": {"name": 5}}]}, "tools[0].function.name"),
-    ({"messages": 5}, "messages"), ({"messages": [5]}, "messages[0]"),
+    ({"tools": 5}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": 5}}]}, "tools[0].function.name"),
+    ({"messages": 5}, "messages"),
+    ({"messages": [5]}, "messages[0]"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages[0].content[0].text"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": 5}]}]},
-     "messages[0].content[0].input_audio"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": 5}]}]},
+        "messages[0].content[0].input_audio",
+    ),
     ({"messages": [{"role": "assistant", "tool_calls": 5}]}, "messages[0].tool_calls"),
-    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": 5}}]}]},
-     "messages[0].tool_calls[0].function.arguments"),
-    ({"messages": [{"role": "assistant", "tool_calls": [
-        {"id": "c", "function": {"name": "f", "arguments": "[" * 3000 + "]" * 3000}}]}]},
-     "messages[0].tool_calls[0].function.arguments"),
+    (
+        {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": 5}}]}]},
+        "messages[0].tool_calls[0].function.arguments",
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[" * 3000 + "]" * 3000}}],
+                }
+            ]
+        },
+        "messages[0].tool_calls[0].function.arguments",
+    ),
     ({"messages": [{"role": "tool", "tool_call_id": ["c"], "content": "x"}]}, "messages[0].tool_call_id"),
 ]
 
@@ -95,16 +113,37 @@ def test_gemini_translation_refuses_mistyped_fields_by_name(fields: dict[str, An
 
 def test_deep_tool_results_reach_gemini_as_text() -> None:
     deep = "[" * 3000 + "]" * 3000
-    body = gemini_chat_body({"messages": [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c", "content": deep}]})
+    body = gemini_chat_body(
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c", "content": deep},
+            ]
+        }
+    )
     assert body["contents"][2]["parts"][0]["functionResponse"]["response"] == {"output": deep}
 
 
 def test_anthropic_translation_refuses_deep_tool_arguments_by_name() -> None:
     with pytest.raises(ApiError) as caught:
-        messages_body({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "[" * 3000 + "]" * 3000}}]}]},
-            model="m", stream=False)
+        messages_body(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "[" * 3000 + "]" * 3000},
+                            }
+                        ],
+                    },
+                ]
+            },
+            model="m",
+            stream=False,
+        )
     assert caught.value.status == 400 and caught.value.param == "messages[1].tool_calls[0].function.arguments"

@@ -13,7 +13,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.api import parse_object, parse_resource
+from controller.api import parse_object
 from controller.compile import compile_workload, judge
 from controller.core import Controller, Sidecar
 from controller.status import desired_statuses
@@ -35,13 +35,27 @@ class Recorder:
 
 
 def base(ns: str) -> list:
-    return [namespace(ns, labels={"env": "prod" if ns != "team-c" else "dev"}),
-            secret(ns=ns, apiKey=f"sk-{ns}"),
-            provider("openai", ns=ns),
-            provider("local", ns=ns, secret=None, type_="openai-compatible", baseURL="http://local.example/v1",
-                     jurisdiction="eu", hosting="in-cluster"),
-            route("chat", "chat", [{"provider": "openai", "model": "gpt-4o"}], ns=ns,
-                  fallbacks=[{"provider": "local", "model": "llama"}])]
+    return [
+        namespace(ns, labels={"env": "prod" if ns != "team-c" else "dev"}),
+        secret(ns=ns, apiKey=f"sk-{ns}"),
+        provider("openai", ns=ns),
+        provider(
+            "local",
+            ns=ns,
+            secret=None,
+            type_="openai-compatible",
+            baseURL="http://local.example/v1",
+            jurisdiction="eu",
+            hosting="in-cluster",
+        ),
+        route(
+            "chat",
+            "chat",
+            [{"provider": "openai", "model": "gpt-4o"}],
+            ns=ns,
+            fallbacks=[{"provider": "local", "model": "llama"}],
+        ),
+    ]
 
 
 async def connected(store: ResourceStore, workloads=WORKLOADS, replicas: int = 3) -> Controller:
@@ -105,8 +119,13 @@ def test_a_cluster_policy_change_recompiles_the_namespaces_it_selects_and_no_oth
         store = store_of(*(item for ns in NAMESPACES for item in base(ns)))
         controller = await connected(store)
         before = controller.compiles
-        store.apply(cluster_policy("prod-eu", namespaceSelector={"matchLabels": {"env": "prod"}},
-                                   residency=[{"dataClass": "internal", "jurisdictions": ["EU"]}]))
+        store.apply(
+            cluster_policy(
+                "prod-eu",
+                namespaceSelector={"matchLabels": {"env": "prod"}},
+                residency=[{"dataClass": "internal", "jurisdictions": ["EU"]}],
+            )
+        )
         await controller.recompute()
         assert controller.compiles - before == 4  # team-a and team-b (env=prod), not team-c
         # Relabelling team-c into the selector recompiles team-c alone.
@@ -132,6 +151,7 @@ def test_sidecars_of_a_workload_share_one_compiled_snapshot():
 
 # --- incremental == from scratch ----------------------------------------------------------------
 
+
 def _change(kind: str, ns: str, n: int):
     """One change an operator might make; some are invalid or break references on purpose."""
     if kind == "route":
@@ -140,32 +160,52 @@ def _change(kind: str, ns: str, n: int):
     if kind == "route-selective":
         return route("batch", "chat", [{"provider": "local", "model": f"b{n}"}], ns=ns, selector={"tier": "batch"})
     if kind == "invalid-route":
-        return parse_object({"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": ns, "generation": 50 + n},
-                             "spec": {"model": "chat", "rules": [{"name": "x", "backends": []}]}})
+        return parse_object(
+            {
+                "kind": "ModelRoute",
+                "metadata": {"name": "chat", "namespace": ns, "generation": 50 + n},
+                "spec": {"model": "chat", "rules": [{"name": "x", "backends": []}]},
+            }
+        )
     if kind == "provider":
         return provider("openai", ns=ns, jurisdiction=("eu", "us")[n % 2])
     if kind == "secret":
         return secret(ns=ns, apiKey=f"sk-{n}") if n % 3 else secret(ns=ns, other="x")
     if kind == "namespace":
-        return namespace(ns, labels={"env": ("prod", "dev")[n % 2]}, annotations={"modelway.io/data-class": (
-            "internal", "personal")[n % 2]})
+        return namespace(
+            ns,
+            labels={"env": ("prod", "dev")[n % 2]},
+            annotations={"modelway.io/data-class": ("internal", "personal")[n % 2]},
+        )
     if kind == "policy":
         return policy("p", ns=ns, access={"providers": [("local", "openai", "*")[n % 3]]})
     if kind == "cluster-policy":
-        return cluster_policy("c", namespaceSelector={"matchLabels": {"env": ("prod", "dev")[n % 2]}},
-                              residency=[{"dataClass": "internal", "jurisdictions": [("EU", "US")[n % 2]]}])
+        return cluster_policy(
+            "c",
+            namespaceSelector={"matchLabels": {"env": ("prod", "dev")[n % 2]}},
+            residency=[{"dataClass": "internal", "jurisdictions": [("EU", "US")[n % 2]]}],
+        )
     raise AssertionError(kind)
 
 
 KINDS = ("route", "route-selective", "invalid-route", "provider", "secret", "namespace", "policy", "cluster-policy")
-CHANGES = st.lists(st.tuples(st.sampled_from(KINDS + ("delete",)), st.sampled_from(NAMESPACES),
-                             st.integers(0, 5)), min_size=1, max_size=12)
+CHANGES = st.lists(
+    st.tuples(st.sampled_from((*KINDS, "delete")), st.sampled_from(NAMESPACES), st.integers(0, 5)),
+    min_size=1,
+    max_size=12,
+)
 
 
 def _apply(store: ResourceStore, kind: str, ns: str, n: int) -> None:
     if kind == "delete":
-        target = (("ModelRoute", "chat"), ("ModelRoute", "batch"), ("ModelPolicy", "p"), ("ModelProvider", "openai"),
-                  ("Secret", "llm-keys"), ("ClusterModelPolicy", "c"))[n]
+        target = (
+            ("ModelRoute", "chat"),
+            ("ModelRoute", "batch"),
+            ("ModelPolicy", "p"),
+            ("ModelProvider", "openai"),
+            ("Secret", "llm-keys"),
+            ("ClusterModelPolicy", "c"),
+        )[n]
         store.delete(target[0], "" if target[0] == "ClusterModelPolicy" else ns, target[1])
         return
     item = _change(kind, ns, n)

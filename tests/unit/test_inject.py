@@ -7,17 +7,13 @@ from typing import Any
 
 import pytest
 
-from controller.webhook.inject import (
-    INJECTED_ANNOTATION,
-    PLACEHOLDER_KEY,
-    SIDECAR_NAME,
-    SidecarSettings,
-    build_patch,
-)
+from controller.webhook.inject import INJECTED_ANNOTATION, PLACEHOLDER_KEY, SIDECAR_NAME, SidecarSettings, build_patch
 
-SETTINGS = SidecarSettings(image="registry.example/modelway:1.2.3",
-                           controller_url="https://modelway-controller.modelway-system.svc:15012",
-                           resources={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+SETTINGS = SidecarSettings(
+    image="registry.example/modelway:1.2.3",
+    controller_url="https://modelway-controller.modelway-system.svc:15012",
+    resources={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+)
 CA = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
 
 
@@ -45,8 +41,12 @@ def apply_patch(doc: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, A
 
 def pod(**spec: Any) -> dict[str, Any]:
     meta = spec.pop("metadata", {"name": "web"})
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-            "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec},
+    }
 
 
 def inject(p: dict[str, Any], *, namespace: str = "team-a", settings: SidecarSettings = SETTINGS) -> dict[str, Any]:
@@ -90,22 +90,39 @@ def test_points_every_app_container_at_the_sidecar_and_keeps_their_own_keys():
     p = pod()
     p["spec"]["containers"] = [
         {"name": "app", "image": "app:1"},
-        {"name": "worker", "image": "w:1", "env": [{"name": "OPENAI_API_KEY", "value": "mine"},
-                                                   {"name": "OPENAI_BASE_URL", "value": "https://api.openai.com/v1"},
-                                                   {"name": "OTHER", "value": "x"}]},
+        {
+            "name": "worker",
+            "image": "w:1",
+            "env": [
+                {"name": "OPENAI_API_KEY", "value": "mine"},
+                {"name": "OPENAI_BASE_URL", "value": "https://api.openai.com/v1"},
+                {"name": "OTHER", "value": "x"},
+            ],
+        },
     ]
     app, worker = inject(p)["spec"]["containers"]
-    assert env_of(app) == {"OPENAI_BASE_URL": "http://127.0.0.1:15000/v1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:15000",
-                           "OPENAI_API_KEY": PLACEHOLDER_KEY, "ANTHROPIC_API_KEY": PLACEHOLDER_KEY}
-    assert env_of(worker) == {"OPENAI_API_KEY": "mine", "OPENAI_BASE_URL": "http://127.0.0.1:15000/v1",
-                              "OTHER": "x", "ANTHROPIC_BASE_URL": "http://127.0.0.1:15000",
-                              "ANTHROPIC_API_KEY": PLACEHOLDER_KEY}
+    assert env_of(app) == {
+        "OPENAI_BASE_URL": "http://127.0.0.1:15000/v1",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:15000",
+        "OPENAI_API_KEY": PLACEHOLDER_KEY,
+        "ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
+    }
+    assert env_of(worker) == {
+        "OPENAI_API_KEY": "mine",
+        "OPENAI_BASE_URL": "http://127.0.0.1:15000/v1",
+        "OTHER": "x",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:15000",
+        "ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
+    }
     assert [e["name"] for e in worker["env"]].count("OPENAI_BASE_URL") == 1
 
 
 def test_goes_first_among_existing_init_containers_and_keeps_existing_volumes_and_annotations():
-    p = pod(initContainers=[{"name": "migrate", "image": "m:1"}], volumes=[{"name": "data", "emptyDir": {}}],
-            metadata={"name": "web", "annotations": {"team": "a/b"}})
+    p = pod(
+        initContainers=[{"name": "migrate", "image": "m:1"}],
+        volumes=[{"name": "data", "emptyDir": {}}],
+        metadata={"name": "web", "annotations": {"team": "a/b"}},
+    )
     out = inject(p)
     assert [c["name"] for c in out["spec"]["initContainers"]] == [SIDECAR_NAME, "migrate"]
     assert [v["name"] for v in out["spec"]["volumes"]] == ["data", "modelway-token", "modelway-state"]
@@ -140,10 +157,18 @@ def test_leaves_pods_alone(case):
 
 
 def test_settings_from_the_chart_file_and_their_effect():
-    settings = SidecarSettings.from_mapping({
-        "image": "img:2", "controllerURL": "https://c:15012", "appPort": 16000, "adminPort": 16020,
-        "otlpEndpoint": "http://otel:4318", "setAppEnv": False, "logLevel": "debug",
-        "otelEnv": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}})
+    settings = SidecarSettings.from_mapping(
+        {
+            "image": "img:2",
+            "controllerURL": "https://c:15012",
+            "appPort": 16000,
+            "adminPort": 16020,
+            "otlpEndpoint": "http://otel:4318",
+            "setAppEnv": False,
+            "logLevel": "debug",
+            "otelEnv": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+        }
+    )
     out = inject(pod(), settings=settings)
     (sidecar,) = out["spec"]["initContainers"]
     assert sidecar["startupProbe"]["httpGet"]["port"] == 16020

@@ -15,9 +15,17 @@ SETTINGS = SidecarSettings(image="img:1", controller_url="https://c.ns.svc:15012
 
 
 def review(pod: dict[str, Any], *, namespace: str = "team-a", operation: str = "CREATE") -> dict[str, Any]:
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": "abc-123", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "operation": operation, "namespace": namespace, "object": pod}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "abc-123",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": operation,
+            "namespace": namespace,
+            "object": pod,
+        },
+    }
 
 
 async def call(body: Any) -> tuple[int, dict[str, Any]]:

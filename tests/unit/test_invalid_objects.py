@@ -15,19 +15,22 @@ from controller.store import ResourceStore
 from proxy.snapshot import ConfigProblem, Provider, check_base_url, check_regex
 
 
-@pytest.mark.parametrize(("url", "says"), [
-    ("http://", "has no host"),
-    ("http://llm.internal:99999/v1", "Port out of range"),
-    ("http://[::1/v1", "Invalid IPv6 URL"),
-    ("http://llm.internal:0/v1", "port 0"),
-    ("http://llm.internal:abc/v1", "not a usable URL"),
-    ("https://user:hunter2@llm.internal/v1", "must not carry credentials"),
-    ("https://llm.internal/v1?api-version=1", "query or fragment"),
-    ("https://llm.internal/v1#x", "query or fragment"),
-    ("https://llm.internal /v1", "whitespace or control"),
-    ("ftp://llm.internal/v1", "http:// or https://"),
-    ("https://llm.bücher.example/v1", "not ASCII"),
-])
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://", "has no host"),
+        ("http://llm.internal:99999/v1", "Port out of range"),
+        ("http://[::1/v1", "Invalid IPv6 URL"),
+        ("http://llm.internal:0/v1", "port 0"),
+        ("http://llm.internal:abc/v1", "not a usable URL"),
+        ("https://user:hunter2@llm.internal/v1", "must not carry credentials"),
+        ("https://llm.internal/v1?api-version=1", "query or fragment"),
+        ("https://llm.internal/v1#x", "query or fragment"),
+        ("https://llm.internal /v1", "whitespace or control"),
+        ("ftp://llm.internal/v1", "http:// or https://"),
+        ("https://llm.bücher.example/v1", "not ASCII"),
+    ],
+)
 def test_unusable_base_urls_are_refused_naming_why(url: str, says: str) -> None:
     with pytest.raises(ConfigProblem) as caught:
         check_base_url(url)
@@ -36,8 +39,15 @@ def test_unusable_base_urls_are_refused_naming_why(url: str, says: str) -> None:
     assert "hunter2" not in str(caught.value)
 
 
-@pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://127.0.0.1:8080/v1", "http://[::1]:8080",
-                                 "http://vllm.models.svc.cluster.local:8000/v1/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.openai.com/v1",
+        "http://127.0.0.1:8080/v1",
+        "http://[::1]:8080",
+        "http://vllm.models.svc.cluster.local:8000/v1/",
+    ],
+)
 def test_usable_base_urls_pass(url: str) -> None:
     assert check_base_url(url) == url
 
@@ -60,19 +70,27 @@ def _route(regex: str | None = None, *, generation: int = 1, model: str = "chat"
     rules = [{"name": "beta", **match, "backends": [{"provider": "openai", "model": "gpt-4o"}]}]
     if regex is not None:
         rules.append({"name": "default", "backends": [{"provider": "openai", "model": "gpt-4o-mini"}]})
-    return {"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "team-a", "generation": generation,
-                                               "uid": "uid-chat"},
-            "spec": {"model": model, "rules": rules}}
+    return {
+        "kind": "ModelRoute",
+        "metadata": {"name": "chat", "namespace": "team-a", "generation": generation, "uid": "uid-chat"},
+        "spec": {"model": model, "rules": rules},
+    }
 
 
 def _provider(base_url: str, *, generation: int = 1) -> dict:
-    return {"kind": "ModelProvider", "metadata": {"name": "openai", "namespace": "team-a", "generation": generation},
-            "spec": {"type": "openai", "baseURL": base_url, "credentialsRef": {"name": "keys"}}}
+    return {
+        "kind": "ModelProvider",
+        "metadata": {"name": "openai", "namespace": "team-a", "generation": generation},
+        "spec": {"type": "openai", "baseURL": base_url, "credentialsRef": {"name": "keys"}},
+    }
 
 
 def _secret() -> dict:
-    return {"kind": "Secret", "metadata": {"name": "keys", "namespace": "team-a"},
-            "data": {"apiKey": base64.b64encode(b"sk-a").decode()}}
+    return {
+        "kind": "Secret",
+        "metadata": {"name": "keys", "namespace": "team-a"},
+        "data": {"apiKey": base64.b64encode(b"sk-a").decode()},
+    }
 
 
 def test_a_bad_regex_is_an_invalid_object_with_its_reason_and_field() -> None:
@@ -103,8 +121,9 @@ def _store(*objects: dict) -> ResourceStore:
 
 
 def test_a_route_edited_to_a_bad_regex_keeps_serving_its_last_valid_rules() -> None:
-    store = _store(_provider("https://api.openai.com/v1"), _secret(), _route("^beta$", generation=1),
-                   _route("(beta", generation=2))
+    store = _store(
+        _provider("https://api.openai.com/v1"), _secret(), _route("^beta$", generation=1), _route("(beta", generation=2)
+    )
     judgement = judge(store.view())
     snapshot = compile_workload(judgement, Workload("team-a"))
     assert [r.match_headers[0].regex for r in snapshot.routes[0].rules[:1]] == ["^beta$"]  # generation 1 serves
@@ -128,8 +147,9 @@ def test_a_new_route_with_a_bad_regex_gets_a_status_and_serves_nothing() -> None
 
 
 def test_fixing_the_route_clears_the_invalid_mark() -> None:
-    store = _store(_provider("https://api.openai.com/v1"), _secret(), _route("(beta", generation=1),
-                   _route("^beta$", generation=2))
+    store = _store(
+        _provider("https://api.openai.com/v1"), _secret(), _route("(beta", generation=1), _route("^beta$", generation=2)
+    )
     assert store.view().invalid == ()
     assert judge(store.view()).routes[("ModelRoute", "team-a", "chat")].accepted.ok
 
@@ -148,8 +168,12 @@ def test_a_provider_with_a_bad_port_is_refused_and_costs_no_other_route() -> Non
 
 
 def test_a_provider_edited_to_a_bad_port_keeps_its_last_valid_settings() -> None:
-    store = _store(_provider("https://api.openai.com/v1"), _secret(), _route(),
-                   _provider("http://llm.internal:99999/v1", generation=2))
+    store = _store(
+        _provider("https://api.openai.com/v1"),
+        _secret(),
+        _route(),
+        _provider("http://llm.internal:99999/v1", generation=2),
+    )
     judgement = judge(store.view())
     verdict = judgement.providers[("ModelProvider", "team-a", "openai")]
     assert not verdict.accepted.ok and "generation 1" in verdict.accepted.message

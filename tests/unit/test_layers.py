@@ -11,11 +11,36 @@ REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "proxy"
 
 # Pure modules decide and translate; they must not reach for sockets, files or the loop.
-PURE = ["proxy/snapshot.py", "shared", "proxy/sse.py", "proxy/upstream.py", "proxy/errors.py",
-        "proxy/routing", "proxy/providers", "proxy/frontends",
-        "controller/api.py", "controller/compile.py", "controller/store.py", "controller/check.py", "controller/status.py"]
-IO_MODULES = {"aiohttp", "asyncio", "socket", "ssl", "urllib.request", "http.client", "subprocess", "requests",
-              "httpx", "os", "pathlib", "shutil", "opentelemetry"}
+PURE = [
+    "proxy/snapshot.py",
+    "shared",
+    "proxy/sse.py",
+    "proxy/upstream.py",
+    "proxy/errors.py",
+    "proxy/routing",
+    "proxy/providers",
+    "proxy/frontends",
+    "controller/api.py",
+    "controller/compile.py",
+    "controller/store.py",
+    "controller/check.py",
+    "controller/status.py",
+]
+IO_MODULES = {
+    "aiohttp",
+    "asyncio",
+    "socket",
+    "ssl",
+    "urllib.request",
+    "http.client",
+    "subprocess",
+    "requests",
+    "httpx",
+    "os",
+    "pathlib",
+    "shutil",
+    "opentelemetry",
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -49,7 +74,6 @@ def test_proxy_never_imports_the_controller(path):
 def test_pure_modules_do_no_io(path):
     bad = {n for n in _imports(path) if n in IO_MODULES or _top(n) in IO_MODULES}
     assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}; keep I/O in the relay/server layer"
-
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "controller").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))

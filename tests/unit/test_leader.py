@@ -35,9 +35,12 @@ class FakeLeaseApi:
 
     def _stored(self, spec: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
         self._version += 1
-        self.lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                      "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(self._version)},
-                      "spec": copy.deepcopy(spec)}
+        self.lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(self._version)},
+            "spec": copy.deepcopy(spec),
+        }
         return copy.deepcopy(self.lease)
 
     async def get_lease(self, name: str, *, namespace: str) -> dict[str, Any] | None:
@@ -76,6 +79,7 @@ class Link:
             if self.broken:
                 raise KubeConnectionError(f"{name}: connection refused (test partition)")
             return await method(*args, **kwargs)
+
         return call
 
 
@@ -88,10 +92,16 @@ class World:
 
     def elector(self, identity: str, *, wall_skew: float = 0.0, monotonic_origin: float = 0.0) -> Replica:
         link = Link(self.api)
-        elector = LeaseElector(link, namespace="ns", identity=identity,  # type: ignore[arg-type]
-                               lease_duration=LEASE_DURATION, renew_every=RENEW_EVERY, retry_every=RETRY_EVERY,
-                               monotonic=lambda: monotonic_origin + self.now,
-                               wall_clock=lambda: EPOCH + timedelta(seconds=self.now + wall_skew))
+        elector = LeaseElector(
+            link,
+            namespace="ns",
+            identity=identity,  # type: ignore[arg-type]
+            lease_duration=LEASE_DURATION,
+            renew_every=RENEW_EVERY,
+            retry_every=RETRY_EVERY,
+            monotonic=lambda: monotonic_origin + self.now,
+            wall_clock=lambda: EPOCH + timedelta(seconds=self.now + wall_skew),
+        )
         return Replica(elector, link)
 
 
@@ -104,8 +114,9 @@ class Replica:
     renewed: list[float] = field(default_factory=list)  # true times of its successful acquires/renewals
 
 
-async def simulate(world: World, replicas: list[Replica], *, until: float,
-                   events: dict[float, Callable[[], None]] | None = None) -> list[tuple[float, tuple[str, ...]]]:
+async def simulate(
+    world: World, replicas: list[Replica], *, until: float, events: dict[float, Callable[[], None]] | None = None
+) -> list[tuple[float, tuple[str, ...]]]:
     """Runs every due tick (concurrently, so reads and writes interleave) and samples who leads."""
     timeline: list[tuple[float, tuple[str, ...]]] = []
     pending = dict(events or {})
@@ -199,9 +210,17 @@ async def test_a_foreign_lease_is_taken_after_one_unchanged_duration_whatever_it
     """A Lease left by a replica that is gone: its times say nothing we can trust; its silence does."""
     world = World()
     stamp = micro_time(renewed)
-    await world.api.create_lease("modelway-controller", namespace="ns", spec={
-        "holderIdentity": "gone", "leaseDurationSeconds": 15, "renewTime": stamp, "acquireTime": stamp,
-        "leaseTransitions": 4})
+    await world.api.create_lease(
+        "modelway-controller",
+        namespace="ns",
+        spec={
+            "holderIdentity": "gone",
+            "leaseDurationSeconds": 15,
+            "renewTime": stamp,
+            "acquireTime": stamp,
+            "leaseTransitions": 4,
+        },
+    )
     a = world.elector("a")
     a.due = 1.0
     timeline = await simulate(world, [a], until=30.0)
@@ -213,8 +232,11 @@ async def test_a_foreign_lease_is_taken_after_one_unchanged_duration_whatever_it
 async def test_the_holders_duration_counts_not_ours() -> None:
     world = World()
     stamp = micro_time(EPOCH)
-    await world.api.create_lease("modelway-controller", namespace="ns", spec={
-        "holderIdentity": "patient", "leaseDurationSeconds": 40, "renewTime": stamp, "acquireTime": stamp})
+    await world.api.create_lease(
+        "modelway-controller",
+        namespace="ns",
+        spec={"holderIdentity": "patient", "leaseDurationSeconds": 40, "renewTime": stamp, "acquireTime": stamp},
+    )
     a = world.elector("a")
     timeline = await simulate(world, [a], until=50.0)
     assert 40.0 <= first_time(timeline, "a") <= 40.0 + RETRY_EVERY + STEP
@@ -239,8 +261,11 @@ async def test_a_lease_touched_by_anyone_restarts_the_count() -> None:
     """Any change to the record (here only its resourceVersion moves) means someone is alive."""
     world = World()
     stamp = micro_time(EPOCH)
-    await world.api.create_lease("modelway-controller", namespace="ns", spec={
-        "holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": stamp, "acquireTime": stamp})
+    await world.api.create_lease(
+        "modelway-controller",
+        namespace="ns",
+        spec={"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": stamp, "acquireTime": stamp},
+    )
     a = world.elector("a")
 
     def touch() -> None:
@@ -253,5 +278,11 @@ async def test_a_lease_touched_by_anyone_restarts_the_count() -> None:
 
 def test_renew_deadline_must_be_shorter_than_the_lease() -> None:
     with pytest.raises(ValueError, match="renew_deadline"):
-        LeaseElector(Link(FakeLeaseApi()), namespace="ns", identity="a",  # type: ignore[arg-type]
-                     lease_duration=15, renew_every=5, renew_deadline=15)
+        LeaseElector(
+            Link(FakeLeaseApi()),
+            namespace="ns",
+            identity="a",  # type: ignore[arg-type]
+            lease_duration=15,
+            renew_every=5,
+            renew_deadline=15,
+        )

@@ -9,12 +9,18 @@ from controller.core import Compiled, Controller, Sidecar
 from controller.metrics import prometheus_names as controller_names
 from controller.store import ResourceStore
 from controller.telemetry import build_controller_telemetry
-from proxy.telemetry.metrics import Registry, render_prometheus
-from proxy.telemetry.sidecar_metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, BackendCatalog, SidecarMetrics
 from proxy.runtime import Runtime
 from proxy.snapshot import Snapshot, parse_snapshot
-from shared.scrub import Scrubber
 from proxy.telemetry.content import content_attributes
+from proxy.telemetry.metrics import Registry, render_prometheus
+from proxy.telemetry.sidecar_metrics import (
+    DURATION_BUCKETS,
+    TOKEN_BUCKETS,
+    TTFT_BUCKETS,
+    BackendCatalog,
+    SidecarMetrics,
+)
+from shared.scrub import Scrubber
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -51,28 +57,48 @@ def test_names_units_and_escaping_follow_the_prometheus_compatibility_rules() ->
     registry.counter("modelway.requests", unit="{request}", description="r", attributes=())
     text = render_prometheus(registry)
     assert 'modelway_cost_usd_total{modelway_route="a\\"b\\\\c\\nd",x="v"} 0.5' in text
-    assert registry.prometheus_names() == {"modelway_cost_usd_total": "modelway.cost",
-                                           "modelway_requests_total": "modelway.requests"}
+    assert registry.prometheus_names() == {
+        "modelway_cost_usd_total": "modelway.cost",
+        "modelway_requests_total": "modelway.requests",
+    }
 
 
 def test_semconv_instruments_and_buckets() -> None:
     metrics = SidecarMetrics(registry=Registry())
     assert metrics.token_usage.name == "gen_ai.client.token.usage" and metrics.token_usage.unit == "{token}"
     assert metrics.token_usage.bounds == TOKEN_BUCKETS and TOKEN_BUCKETS[-1] == 67108864
-    assert metrics.operation_duration.bounds == DURATION_BUCKETS == (
-        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+    assert (
+        metrics.operation_duration.bounds
+        == DURATION_BUCKETS
+        == (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+    )
     assert metrics.time_to_first_token.name == "gen_ai.server.time_to_first_token"
     assert metrics.time_to_first_token.bounds == TTFT_BUCKETS
 
 
 SNAPSHOT = {
     "providers": [
-        {"name": "oai", "type": "openai", "baseUrl": "https://api.openai.com/v1", "apiKey": "sk-live-abcdef123456",
-         "pricing": {"gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}}},
+        {
+            "name": "oai",
+            "type": "openai",
+            "baseUrl": "https://api.openai.com/v1",
+            "apiKey": "sk-live-abcdef123456",
+            "pricing": {"gpt-4o": {"inputPerMillion": 2.5, "outputPerMillion": 10}},
+        },
         {"name": "claude", "type": "anthropic", "baseUrl": "https://api.anthropic.com", "apiKey": "k"},
     ],
-    "routes": [{"name": "gpt", "model": "gpt", "rules": [{"backends": [{"provider": "oai", "model": "gpt-4o"}],
-                                                          "fallbacks": [{"provider": "claude", "model": "c"}]}]}],
+    "routes": [
+        {
+            "name": "gpt",
+            "model": "gpt",
+            "rules": [
+                {
+                    "backends": [{"provider": "oai", "model": "gpt-4o"}],
+                    "fallbacks": [{"provider": "claude", "model": "c"}],
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -87,46 +113,123 @@ def test_cost_and_labels_come_from_the_snapshot() -> None:
 
     registry = Registry()
     metrics = SidecarMetrics(registry=registry)
-    metrics.request(operation="chat", route="gpt", info=info, outcome="ok", error_type=None, seconds=0.2,
-                    input_tokens=1000, output_tokens=500, cost=info.cost(1000, 500), ttft=None)
-    metrics.request(operation="chat", route="gpt", info=None, outcome="error", error_type="all_backends_failed",
-                    seconds=0.3, input_tokens=None, output_tokens=None, cost=None, ttft=None)
+    metrics.request(
+        operation="chat",
+        route="gpt",
+        info=info,
+        outcome="ok",
+        error_type=None,
+        seconds=0.2,
+        input_tokens=1000,
+        output_tokens=500,
+        cost=info.cost(1000, 500),
+        ttft=None,
+    )
+    metrics.request(
+        operation="chat",
+        route="gpt",
+        info=None,
+        outcome="error",
+        error_type="all_backends_failed",
+        seconds=0.3,
+        input_tokens=None,
+        output_tokens=None,
+        cost=None,
+        ttft=None,
+    )
     metrics.fallback(route="gpt", info=catalog.get(runtime, "claude/c"), reason="5xx")
     metrics.policy_refusal(route="gpt", policy="team-a/eu-only", data_class="confidential")
     text = render_prometheus(registry)
-    backend = {"gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o", "server_address": "api.openai.com",
-               "server_port": "443", "modelway_backend": "oai/gpt-4o"}
-    assert _sample(text, "modelway_requests_total", gen_ai_operation_name="chat", modelway_route="gpt",
-                   modelway_outcome="ok", **backend) == 1
-    assert _sample(text, "modelway_requests_total", gen_ai_operation_name="chat", modelway_route="gpt",
-                   modelway_outcome="error", error_type="all_backends_failed") == 1
-    assert _sample(text, "modelway_cost_usd_total", gen_ai_operation_name="chat", modelway_route="gpt",
-                   **backend) == 0.0075
-    assert _sample(text, "gen_ai_client_token_usage_sum", gen_ai_operation_name="chat", modelway_route="gpt",
-                   gen_ai_token_type="output", **backend) == 500
-    assert _sample(text, "modelway_policy_refusals_total", modelway_route="gpt", modelway_policy="team-a/eu-only",
-                   modelway_data_class="confidential") == 1
+    backend = {
+        "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": "gpt-4o",
+        "server_address": "api.openai.com",
+        "server_port": "443",
+        "modelway_backend": "oai/gpt-4o",
+    }
+    assert (
+        _sample(
+            text,
+            "modelway_requests_total",
+            gen_ai_operation_name="chat",
+            modelway_route="gpt",
+            modelway_outcome="ok",
+            **backend,
+        )
+        == 1
+    )
+    assert (
+        _sample(
+            text,
+            "modelway_requests_total",
+            gen_ai_operation_name="chat",
+            modelway_route="gpt",
+            modelway_outcome="error",
+            error_type="all_backends_failed",
+        )
+        == 1
+    )
+    assert (
+        _sample(text, "modelway_cost_usd_total", gen_ai_operation_name="chat", modelway_route="gpt", **backend)
+        == 0.0075
+    )
+    assert (
+        _sample(
+            text,
+            "gen_ai_client_token_usage_sum",
+            gen_ai_operation_name="chat",
+            modelway_route="gpt",
+            gen_ai_token_type="output",
+            **backend,
+        )
+        == 500
+    )
+    assert (
+        _sample(
+            text,
+            "modelway_policy_refusals_total",
+            modelway_route="gpt",
+            modelway_policy="team-a/eu-only",
+            modelway_data_class="confidential",
+        )
+        == 1
+    )
     assert "sk-live" not in text
 
 
 def test_redaction_of_credentials_in_captured_content() -> None:
-    text = ("use sk-proj-abcdefghijklmnop and Authorization: Bearer eyJhbGciOi.eyJzdWIiOi.SflKxwRJSM "
-            "AKIAABCDEFGHIJKLMNOP password=hunter2 and the key sk-live-abcdef123456 but keep this")
+    text = (
+        "use sk-proj-abcdefghijklmnop and Authorization: Bearer eyJhbGciOi.eyJzdWIiOi.SflKxwRJSM "
+        "AKIAABCDEFGHIJKLMNOP password=hunter2 and the key sk-live-abcdef123456 but keep this"
+    )
     out = Scrubber(["sk-live-abcdef123456"])(text)
-    for secret in ("sk-proj-abcdefghijklmnop", "eyJhbGciOi", "SflKxwRJSM", "AKIAABCDEFGHIJKLMNOP", "hunter2",
-                   "sk-live-abcdef123456"):
+    for secret in (
+        "sk-proj-abcdefghijklmnop",
+        "eyJhbGciOi",
+        "SflKxwRJSM",
+        "AKIAABCDEFGHIJKLMNOP",
+        "hunter2",
+        "sk-live-abcdef123456",
+    ):
         assert secret not in out
     assert "keep this" in out and "[REDACTED]" in out
     attributes = content_attributes(
-        request={"messages": [{"role": "system", "content": "be brief"},
-                              {"role": "user", "content": [{"type": "text", "text": "my token=abc123xyz"}]}]},
+        request={
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "my token=abc123xyz"}]},
+            ]
+        },
         response={"choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]},
-        scrub=Scrubber())
+        scrub=Scrubber(),
+    )
     assert attributes["gen_ai.system_instructions"] == '[{"type":"text","content":"be brief"}]'
     assert attributes["gen_ai.input.messages"] == (
-        '[{"role":"user","parts":[{"type":"text","content":"my token=[REDACTED]"}]}]')
+        '[{"role":"user","parts":[{"type":"text","content":"my token=[REDACTED]"}]}]'
+    )
     assert attributes["gen_ai.output.messages"] == (
-        '[{"role":"assistant","parts":[{"type":"text","content":"ok"}],"finish_reason":"stop"}]')
+        '[{"role":"assistant","parts":[{"type":"text","content":"ok"}],"finish_reason":"stop"}]'
+    )
 
 
 class _Stream:
@@ -149,8 +252,15 @@ async def test_controller_metrics_as_prometheus_text() -> None:
     assert _sample(text, "modelway_controller_snapshot_pushes_total") == 1
     assert _sample(text, "modelway_controller_snapshot_nacks_total") == 1
     assert _sample(text, "modelway_controller_push_to_ack_duration_seconds_count") == 1
-    assert _sample(text, "modelway_controller_sidecar_snapshot_age_seconds", modelway_sidecar="team-a/app#1",
-                   modelway_snapshot_version="v1") >= 0
+    assert (
+        _sample(
+            text,
+            "modelway_controller_sidecar_snapshot_age_seconds",
+            modelway_sidecar="team-a/app#1",
+            modelway_snapshot_version="v1",
+        )
+        >= 0
+    )
     families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     assert families == set(controller_names())
     telemetry.shutdown()
@@ -166,25 +276,42 @@ def test_fast_traceparent_paths_match_the_generic_propagator() -> None:
     from proxy.telemetry.tracing import LeanTracerProvider
 
     class Discard:
-        def export(self, spans): pass
+        def export(self, spans):
+            pass
 
-        def shutdown(self): pass
+        def shutdown(self):
+            pass
 
     provider = LeanTracerProvider(Discard())
     telemetry, generic = Telemetry(tracer=provider.get_tracer("t")), TraceContextTextMapPropagator()
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    headers = [None, "garbage", f"00-{trace_id}-{span_id}-01", f"00-{trace_id}-{span_id}-00",
-               f"00-{trace_id}-{span_id}-03", f"00-{'0' * 32}-{span_id}-01", f"00-{trace_id}-{'0' * 16}-01",
-               f"00-{trace_id.upper()}-{span_id}-01", f"01-{trace_id}-{span_id}-01-future", f"ff-{trace_id}-{span_id}-01"]
+    headers = [
+        None,
+        "garbage",
+        f"00-{trace_id}-{span_id}-01",
+        f"00-{trace_id}-{span_id}-00",
+        f"00-{trace_id}-{span_id}-03",
+        f"00-{'0' * 32}-{span_id}-01",
+        f"00-{trace_id}-{'0' * 16}-01",
+        f"00-{trace_id.upper()}-{span_id}-01",
+        f"01-{trace_id}-{span_id}-01-future",
+        f"ff-{trace_id}-{span_id}-01",
+    ]
     for value in headers:
         carrier = {"traceparent": value} if value else {}
         for extra in ({}, {"tracestate": "vendor=x"}):
             mine = trace.get_current_span(telemetry.extract({**carrier, **extra})).get_span_context()
             theirs = trace.get_current_span(generic.extract({**carrier, **extra})).get_span_context()
             assert (mine.trace_id, mine.span_id, mine.is_remote, mine.trace_flags, mine.trace_state) == (
-                theirs.trace_id, theirs.span_id, theirs.is_remote, theirs.trace_flags, theirs.trace_state), value
-            span = telemetry.client_span(name="x", parent=trace.get_current_span(
-                telemetry.extract({**carrier, **extra})), attributes={})
+                theirs.trace_id,
+                theirs.span_id,
+                theirs.is_remote,
+                theirs.trace_flags,
+                theirs.trace_state,
+            ), value
+            span = telemetry.client_span(
+                name="x", parent=trace.get_current_span(telemetry.extract({**carrier, **extra})), attributes={}
+            )
             sent_mine, sent_theirs = {}, {}
             telemetry.inject(sent_mine, span)
             generic.inject(sent_theirs, context=trace.set_span_in_context(span))
@@ -227,29 +354,51 @@ def test_stream_capture_collects_text_and_tool_calls() -> None:
     from proxy.telemetry.content import StreamCapture
 
     class Encoder:
-        def encode(self, chunk): return b"x"
+        def encode(self, chunk):
+            return b"x"
 
-        def finish(self): return b"end"
+        def finish(self):
+            return b"end"
 
-        def error(self, error): return b"err"
+        def error(self, error):
+            return b"err"
 
     class Frontend:
         api = "openai"
 
-        def stream_encoder(self, *, include_usage): return Encoder()
+        def stream_encoder(self, *, include_usage):
+            return Encoder()
 
     seen: list[dict] = []
     encoder = StreamCapture(Frontend(), on_done=seen.append).stream_encoder(include_usage=False)
     assert StreamCapture(Frontend(), on_done=seen.append).api == "openai"
-    for chunk in ({"choices": [{"index": 0, "delta": {"content": "Hel"}}]},
-                  {"choices": [{"index": 0, "delta": {"content": "lo"}}]},
-                  {"choices": [{"index": 0, "delta": {"tool_calls": [
-                      {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{\"a\""}}]}}]},
-                  {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]},
-                                "finish_reason": "tool_calls"}]}):
+    for chunk in (
+        {"choices": [{"index": 0, "delta": {"content": "Hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a"'}}]
+                    },
+                }
+            ]
+        },
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        },
+    ):
         assert encoder.encode(chunk) == b"x"
     assert not seen and encoder.finish() == b"end"
     attributes = content_attributes(request={"messages": []}, response=seen[0], scrub=Scrubber())
     assert attributes["gen_ai.output.messages"] == (
         '[{"role":"assistant","parts":[{"type":"text","content":"Hello"},{"type":"tool_call","id":"call_1",'
-        '"name":"f","arguments":"{\\"a\\":1}"}],"finish_reason":"tool_calls"}]')
+        '"name":"f","arguments":"{\\"a\\":1}"}],"finish_reason":"tool_calls"}]'
+    )

@@ -29,9 +29,9 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.span import TraceState
 
 from proxy.telemetry import otlp_export
+from proxy.telemetry.facade import build_tracer_provider
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
-from proxy.telemetry.facade import build_tracer_provider
 from tests.harness.certs import CertAuthority
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,28 +52,58 @@ def _provider(resource: Resource, **kwargs) -> tuple[TracerProvider, InMemorySpa
 def _varied_spans():
     """Spans from the real SDK covering what the encoder must handle."""
     main, main_out = _provider(Resource.create({"service.name": "modelway-proxy", "k8s.pod.name": "pod-ü"}))
-    other, other_out = _provider(Resource({"service.name": "other", "n": 3}, schema_url="https://x/schema/1.2"),
-                                 span_limits=SpanLimits(max_span_attributes=2, max_events=1, max_links=1,
-                                                        max_event_attributes=1, max_link_attributes=1))
+    other, other_out = _provider(
+        Resource({"service.name": "other", "n": 3}, schema_url="https://x/schema/1.2"),
+        span_limits=SpanLimits(
+            max_span_attributes=2, max_events=1, max_links=1, max_event_attributes=1, max_link_attributes=1
+        ),
+    )
     twin, twin_out = _provider(Resource.create({"service.name": "modelway-proxy", "k8s.pod.name": "pod-ü"}))
     tracer = main.get_tracer("modelway.proxy")
     scoped = main.get_tracer("lib", "1.2.3", schema_url="https://s/1", attributes={"scope.attr": "v", "n": 1})
 
     attributes = {
-        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "empty": "",
-        "unicode": "héllo wörld ✓ 🚀 日本語", "int": 42, "zero": 0, "negative": -7, "big": 2**62,
-        "min": -(2**63), "float": 0.25, "neg_float": -1.5e300, "float_zero": 0.0, "true": True, "false": False,
-        "finish_reasons": ("stop", "length"), "ints": (1, -2, 3), "floats": (1.5, 2.5), "bools": (True, False),
-        "empty_tuple": (), "with_none": ("a", None), "long": "x" * 300, "longer": "y" * 20000,
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o",
+        "empty": "",
+        "unicode": "héllo wörld ✓ 🚀 日本語",
+        "int": 42,
+        "zero": 0,
+        "negative": -7,
+        "big": 2**62,
+        "min": -(2**63),
+        "float": 0.25,
+        "neg_float": -1.5e300,
+        "float_zero": 0.0,
+        "true": True,
+        "false": False,
+        "finish_reasons": ("stop", "length"),
+        "ints": (1, -2, 3),
+        "floats": (1.5, 2.5),
+        "bools": (True, False),
+        "empty_tuple": (),
+        "with_none": ("a", None),
+        "long": "x" * 300,
+        "longer": "y" * 20000,
     }
-    app_parent = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=True,
-                             trace_flags=TraceFlags(1), trace_state=TraceState([("vendor", "v1"), ("b", "x")]))
-    with tracer.start_as_current_span("chat gpt", context=trace.set_span_in_context(NonRecordingSpan(app_parent)),
-                                      kind=SpanKind.SERVER, attributes=attributes) as server:
+    app_parent = SpanContext(
+        0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        0x00F067AA0BA902B7,
+        is_remote=True,
+        trace_flags=TraceFlags(1),
+        trace_state=TraceState([("vendor", "v1"), ("b", "x")]),
+    )
+    with tracer.start_as_current_span(
+        "chat gpt",
+        context=trace.set_span_in_context(NonRecordingSpan(app_parent)),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+    ) as server:
         server.add_event("gen_ai.fallback", {"from": "a/b", "to": "c/d", "attempt": 2, "tags": ("x",)})
         server.add_event("no attributes")
-        attempt = tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT,
-                                    attributes={"server.port": 443, "http.response.status_code": 503})
+        attempt = tracer.start_span(
+            "chat gpt-4o", kind=SpanKind.CLIENT, attributes={"server.port": 443, "http.response.status_code": 503}
+        )
         attempt.set_status(Status(StatusCode.ERROR, "upstream said 503 — unavailable"))
         attempt.end()
         ok = tracer.start_span("ok", kind=SpanKind.CLIENT)
@@ -82,15 +112,19 @@ def _varied_spans():
         server.set_status(StatusCode.ERROR)
     local_link = SpanContext(1, 2, is_remote=False)
     remote_link = SpanContext(2**128 - 1, 2**64 - 1, is_remote=True, trace_flags=TraceFlags(1))
-    with scoped.start_as_current_span("linked", kind=SpanKind.PRODUCER,
-                                      links=[Link(local_link), Link(remote_link, {"link.attr": "l", "n": 5})]):
+    with scoped.start_as_current_span(
+        "linked", kind=SpanKind.PRODUCER, links=[Link(local_link), Link(remote_link, {"link.attr": "l", "n": 5})]
+    ):
         pass
     with scoped.start_as_current_span("", kind=SpanKind.CONSUMER):  # empty name
         pass
     tracer_other = other.get_tracer("other-scope")
-    with tracer_other.start_as_current_span("dropping", kind=SpanKind.INTERNAL,
-                                            attributes={"a": 1, "b": 2, "c": 3, "d": 4},
-                                            links=[Link(local_link), Link(remote_link, {"x": 1, "y": 2})]) as span:
+    with tracer_other.start_as_current_span(
+        "dropping",
+        kind=SpanKind.INTERNAL,
+        attributes={"a": 1, "b": 2, "c": 3, "d": 4},
+        links=[Link(local_link), Link(remote_link, {"x": 1, "y": 2})],
+    ) as span:
         span.add_event("e1", {"p": 1, "q": 2})
         span.add_event("e2")
         span.add_event("e3", timestamp=1)
@@ -128,7 +162,7 @@ def test_empty_batch_and_unencodable_attribute_is_skipped(caplog):
     provider, out = _provider(Resource({}))
     with provider.get_tracer("t").start_as_current_span("s") as span:
         span.set_attribute("ok", 1)
-        span._attributes._dict["huge"] = 2**70  # past int64: the official encoder drops it too  # noqa: SLF001
+        span._attributes._dict["huge"] = 2**70  # past int64: the official encoder drops it too
     [finished] = out.get_finished_spans()
     with caplog.at_level(logging.WARNING, LOGGER):
         mine = ExportTraceServiceRequest.FromString(encode_spans([finished]))
@@ -143,7 +177,9 @@ def test_empty_batch_and_unencodable_attribute_is_skipped(caplog):
 def test_endpoint_resolution():
     assert otlp_export.resolve_endpoint({}) == "http://localhost:4318/v1/traces"
     assert otlp_export.resolve_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) == "http://c:4318/v1/traces"
-    assert otlp_export.resolve_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c/otlp/"}) == "https://c/otlp/v1/traces"
+    assert (
+        otlp_export.resolve_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c/otlp/"}) == "https://c/otlp/v1/traces"
+    )
     both = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/custom"}
     assert otlp_export.resolve_endpoint(both) == "http://t:1/custom"  # used as-is
     with pytest.raises(ValueError):
@@ -152,15 +188,23 @@ def test_endpoint_resolution():
 
 def test_headers_timeout_and_compression_from_env(caplog):
     assert otlp_export.parse_headers("Api-Key=secret%20value, x-tenant = a%3Db,bad,=x,") == {
-        "api-key": "secret value", "x-tenant": "a=b"}
-    env = {"OTEL_EXPORTER_OTLP_HEADERS": "a=1", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "b=2",
-           "OTEL_EXPORTER_OTLP_TIMEOUT": "2500", "OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"}
+        "api-key": "secret value",
+        "x-tenant": "a=b",
+    }
+    env = {
+        "OTEL_EXPORTER_OTLP_HEADERS": "a=1",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "b=2",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP",
+    }
     exporter = OTLPHttpSpanExporter(environ=env, headers={"C": "3"})
     assert exporter.headers["b"] == "2" and "a" not in exporter.headers and exporter.headers["c"] == "3"
     assert exporter.headers["content-type"] == "application/x-protobuf"
     assert exporter.timeout == 2.5 and exporter.compression == "gzip" and exporter.headers["content-encoding"] == "gzip"
-    assert otlp_export.resolve_timeout({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "100",
-                                        "OTEL_EXPORTER_OTLP_TIMEOUT": "9000"}) == 0.1
+    assert (
+        otlp_export.resolve_timeout({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "100", "OTEL_EXPORTER_OTLP_TIMEOUT": "9000"})
+        == 0.1
+    )
     with caplog.at_level(logging.WARNING, LOGGER):
         assert otlp_export.resolve_timeout({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}) == 10.0
         assert otlp_export.resolve_compression({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}) == "none"
@@ -169,10 +213,14 @@ def test_headers_timeout_and_compression_from_env(caplog):
 
 def test_https_uses_the_certificate_from_env(tmp_path):
     with pytest.raises(OSError):  # the CA file is read when the exporter is built
-        OTLPHttpSpanExporter(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318",
-                                      "OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "missing.pem")})
+        OTLPHttpSpanExporter(
+            environ={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "missing.pem"),
+            }
+        )
     exporter = OTLPHttpSpanExporter(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c"})
-    assert exporter._ssl_context is not None and exporter._port == 443  # noqa: SLF001
+    assert exporter._ssl_context is not None and exporter._port == 443
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +244,7 @@ class Collector:
                 collector.connections += 1
                 super().setup()
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 collector.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
                 status, headers = collector.script.pop(0) if collector.script else (200, {})
@@ -281,8 +329,12 @@ def test_client_error_is_not_retried_and_failures_log_once_per_streak(collector,
     exporter = _exporter(collector.url)
     with caplog.at_level(logging.INFO, LOGGER):
         results = [exporter.export(spans) for _ in range(4)]
-    assert results == [SpanExportResult.FAILURE, SpanExportResult.FAILURE, SpanExportResult.SUCCESS,
-                       SpanExportResult.FAILURE]
+    assert results == [
+        SpanExportResult.FAILURE,
+        SpanExportResult.FAILURE,
+        SpanExportResult.SUCCESS,
+        SpanExportResult.FAILURE,
+    ]
     assert len(collector.requests) == 4
     assert [r.levelname for r in caplog.records] == ["WARNING", "INFO", "WARNING"]
     assert "HTTP 400" in caplog.records[0].getMessage()
@@ -336,7 +388,7 @@ def test_partial_success_counts_rejected_spans(spans, caplog):
     class Partial(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             # ExportTraceServiceResponse{partial_success{rejected_spans: 1, error_message: "too old"}}
             body = b"\x0a\x0b\x08\x01\x12\x07too old"
@@ -382,7 +434,7 @@ def test_shutdown_interrupts_retries_and_later_spans_are_dropped(collector, span
 
 
 def _processor(provider):
-    [processor] = provider._active_span_processor._span_processors  # noqa: SLF001
+    [processor] = provider._active_span_processor._span_processors
     return processor
 
 
@@ -404,10 +456,14 @@ def test_provider_uses_the_lean_exporter_and_sidecar_batch_sizes(collector):
     [request] = collector.requests
     [resource_spans] = ExportTraceServiceRequest.FromString(request["body"]).resource_spans
     assert {"key": "service.name", "value": "svc"} in [
-        {"key": kv.key, "value": kv.value.string_value} for kv in resource_spans.resource.attributes]
+        {"key": kv.key, "value": kv.value.string_value} for kv in resource_spans.resource.attributes
+    ]
 
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_MAX_QUEUE_SIZE": "100",
-           "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
     provider = build_tracer_provider(service_name="svc", environ=env)
     queue = provider.queue
     assert (queue.max_queue_size, queue.max_export_batch_size, queue.schedule_delay_millis) == (100, 100, 50)
@@ -422,9 +478,9 @@ def test_modelway_tracer_sdk_keeps_the_sdk_provider_and_batch_processor(collecto
         processor = _processor(provider)
         assert isinstance(processor, BatchSpanProcessor)
         assert isinstance(processor.span_exporter, OTLPHttpSpanExporter)
-        batch = processor._batch_processor  # noqa: SLF001
-        assert (batch._max_queue_size, batch._max_export_batch_size) == (1024, 512)  # noqa: SLF001
-        assert batch._schedule_delay_millis == 5000  # noqa: SLF001
+        batch = processor._batch_processor
+        assert (batch._max_queue_size, batch._max_export_batch_size) == (1024, 512)
+        assert batch._schedule_delay_millis == 5000
         with provider.get_tracer("t").start_as_current_span("s"):
             pass
     finally:
@@ -432,12 +488,15 @@ def test_modelway_tracer_sdk_keeps_the_sdk_provider_and_batch_processor(collecto
     [request] = collector.requests
     [resource_spans] = ExportTraceServiceRequest.FromString(request["body"]).resource_spans
     assert {"key": "service.name", "value": "svc"} in [
-        {"key": kv.key, "value": kv.value.string_value} for kv in resource_spans.resource.attributes]
+        {"key": kv.key, "value": kv.value.string_value} for kv in resource_spans.resource.attributes
+    ]
 
 
 def test_bad_exporter_settings_turn_tracing_off_instead_of_failing_the_sidecar(caplog):
     with caplog.at_level(logging.ERROR, "proxy.telemetry.facade"):
-        assert build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}) is None
+        assert (
+            build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}) is None
+        )
     assert "tracing off" in caplog.text
     assert build_tracer_provider(service_name="svc", environ={}) is None  # no endpoint: tracing off, quietly
 
@@ -445,8 +504,10 @@ def test_bad_exporter_settings_turn_tracing_off_instead_of_failing_the_sidecar(c
 def test_grpc_protocol_keeps_the_stock_exporter():
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
-    provider = build_tracer_provider(service_name="svc", environ={
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    provider = build_tracer_provider(
+        service_name="svc",
+        environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+    )
     try:
         assert isinstance(_processor(provider).span_exporter, GrpcExporter)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
+from typing import ClassVar
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -36,21 +37,36 @@ def _kvs(names, key) -> list[KeyValue]:
 
 def _registry() -> Registry:
     registry = Registry()
-    requests = registry.counter("modelway.requests", unit="{request}", description="reqs",
-                                attributes=("route", ("provider", "port"), "error.type"))
+    requests = registry.counter(
+        "modelway.requests",
+        unit="{request}",
+        description="reqs",
+        attributes=("route", ("provider", "port"), "error.type"),
+    )
     requests.add(("gpt", ("openai", 443), None))
     requests.add(("gpt", ("openai", 443), None))
     requests.add(("gpt", ("anthropic", 443), "5xx"), 1)
     cost = registry.counter("modelway.cost", unit="USD", description="usd", attributes=("route",))
     cost.add(("gpt",), 0.000125)
     cost.add(("free",), 0.0)
-    duration = registry.histogram("gen_ai.client.operation.duration", unit="s", description="d",
-                                  attributes=("gen_ai.operation.name", "ok"), bounds=(0.01, 0.1, 1.0))
+    duration = registry.histogram(
+        "gen_ai.client.operation.duration",
+        unit="s",
+        description="d",
+        attributes=("gen_ai.operation.name", "ok"),
+        bounds=(0.01, 0.1, 1.0),
+    )
     for value in (0.005, 0.01, 0.5, 3.0):
         duration.record(("chat", True), value)
     duration.record(("embeddings", False), 0.0)
-    registry.observed("modelway.snapshot.age", kind=GAUGE, unit="s", description="age",
-                      attributes=("v",), callback=lambda: [(("abc",), 1.5)])
+    registry.observed(
+        "modelway.snapshot.age",
+        kind=GAUGE,
+        unit="s",
+        description="age",
+        attributes=("v",),
+        callback=lambda: [(("abc",), 1.5)],
+    )
     registry.histogram("unused", unit="s", description="", attributes=(), bounds=(1.0,))  # no points: left out
     return registry
 
@@ -66,27 +82,42 @@ def _official(collected, resource: LeanResource, scope: LeanScope) -> bytes:
         if instrument.kind == "histogram":
             metric.histogram.aggregation_temporality = CUMULATIVE
             for key, p in points:
-                metric.histogram.data_points.append(pb.HistogramDataPoint(
-                    attributes=_kvs(names, key), start_time_unix_nano=start, time_unix_nano=now, count=p[0],
-                    sum=p[1], bucket_counts=p[4:], explicit_bounds=instrument.bounds, min=p[2], max=p[3]))
+                metric.histogram.data_points.append(
+                    pb.HistogramDataPoint(
+                        attributes=_kvs(names, key),
+                        start_time_unix_nano=start,
+                        time_unix_nano=now,
+                        count=p[0],
+                        sum=p[1],
+                        bucket_counts=p[4:],
+                        explicit_bounds=instrument.bounds,
+                        min=p[2],
+                        max=p[3],
+                    )
+                )
         else:
             target = metric.sum if instrument.kind == "counter" else metric.gauge
             if instrument.kind == "counter":
                 metric.sum.aggregation_temporality = CUMULATIVE
                 metric.sum.is_monotonic = True
             for key, value in points:
-                point = pb.NumberDataPoint(attributes=_kvs(names, key), start_time_unix_nano=start,
-                                           time_unix_nano=now)
+                point = pb.NumberDataPoint(attributes=_kvs(names, key), start_time_unix_nano=start, time_unix_nano=now)
                 if isinstance(value, int):
                     point.as_int = value
                 else:
                     point.as_double = value
                 target.data_points.append(point)
         metrics.append(metric)
-    request = ExportMetricsServiceRequest(resource_metrics=[pb.ResourceMetrics(
-        resource=Resource(attributes=[KeyValue(key=k, value=_any(v)) for k, v in resource.attributes.items()]),
-        scope_metrics=[pb.ScopeMetrics(scope=InstrumentationScope(name=scope.name, version=scope.version),
-                                       metrics=metrics)])])
+    request = ExportMetricsServiceRequest(
+        resource_metrics=[
+            pb.ResourceMetrics(
+                resource=Resource(attributes=[KeyValue(key=k, value=_any(v)) for k, v in resource.attributes.items()]),
+                scope_metrics=[
+                    pb.ScopeMetrics(scope=InstrumentationScope(name=scope.name, version=scope.version), metrics=metrics)
+                ],
+            )
+        ]
+    )
     return request.SerializeToString()
 
 
@@ -105,16 +136,27 @@ def test_bytes_equal_the_official_messages() -> None:
 
 def test_endpoint_and_settings_follow_the_otel_variables() -> None:
     assert metrics_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}) == "http://c:4318/v1/metrics"
-    assert metrics_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
-                             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m/x"}) == "http://m/x"
+    assert (
+        metrics_endpoint(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m/x"}
+        )
+        == "http://m/x"
+    )
     assert metrics_endpoint({}) is None
     registry, resource = Registry(), LeanResource({})
     assert build_metric_export(registry=registry, resource=resource, environ={}) is None
     off = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_METRICS_EXPORTER": "none"}
     assert build_metric_export(registry=registry, resource=resource, environ=off) is None
-    export = build_metric_export(registry=registry, resource=resource, environ={
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_METRIC_EXPORT_INTERVAL": "250",
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-only-traces=1", "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "x-m=2"})
+    export = build_metric_export(
+        registry=registry,
+        resource=resource,
+        environ={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+            "OTEL_METRIC_EXPORT_INTERVAL": "250",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-only-traces=1",
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "x-m=2",
+        },
+    )
     try:
         assert export is not None and export.interval_seconds == 0.25
         assert export.exporter.endpoint == "http://c:4318/v1/metrics"
@@ -124,9 +166,9 @@ def test_endpoint_and_settings_follow_the_otel_variables() -> None:
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
-    bodies: list[bytes] = []
+    bodies: ClassVar[list[bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.bodies.append(self.rfile.read(int(self.headers["content-length"])))
         self.send_response(200)
         self.send_header("content-length", "0")
@@ -142,8 +184,7 @@ async def test_periodic_export_reaches_a_collector_and_drops_when_it_is_away() -
     registry = _registry()
     resource, scope = LeanResource({"service.name": "t"}), LeanScope("modelway.proxy")
     exporter = OTLPHttpSpanExporter(endpoint=f"http://127.0.0.1:{server.server_port}/v1/metrics", environ={})
-    export = MetricExport(registry=registry, exporter=exporter, resource=resource, scope=scope,
-                          interval_seconds=0.05)
+    export = MetricExport(registry=registry, exporter=exporter, resource=resource, scope=scope, interval_seconds=0.05)
     task = asyncio.create_task(export.run())
     await asyncio.sleep(0.3)
     task.cancel()
@@ -158,8 +199,7 @@ async def test_periodic_export_reaches_a_collector_and_drops_when_it_is_away() -
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     exporter = OTLPHttpSpanExporter(endpoint=f"http://127.0.0.1:{dead}/v1/metrics", environ={}, timeout=0.5)
-    export = MetricExport(registry=registry, exporter=exporter, resource=resource, scope=scope,
-                          interval_seconds=1.0)
+    export = MetricExport(registry=registry, exporter=exporter, resource=resource, scope=scope, interval_seconds=1.0)
     loop = asyncio.get_running_loop()
     started = loop.time()
     for _ in range(50):

@@ -65,27 +65,62 @@ POSITIVES: list[tuple[str, str]] = [
 ]
 
 NEGATIVES: list[str] = [
-    "4111 1111 1111 1112",                      # Luhn fails
+    "4111 1111 1111 1112",  # Luhn fails
     "4111111111111112",
-    "1234 5678 9012 3456",                      # no such IIN
-    "GB82 WEST 1234 5698 7654 33",              # wrong IBAN check
-    "DE89 3704 0044 0532 0130 0",               # wrong length for DE
-    "XX82 WEST 1234 5698 7654 32",              # no such country
-    "Order #100234556 shipped", "order 2024-000123", "invoice INV-2024-00042",
-    "1700000000123", "ts 1700000000", "20240115103000", "2024-01-15T10:30:00+01:00",
-    "v3.11.7", "lodash@4.17.21", "Chrome/120.0.6099.109", "1.2.3.4",
-    "123e4567-e89b-12d3-a456-426614174000", "550E8400-E29B-41D4-A716-446655440000",
-    "2024-03-31", "31/03/2024",
-    "(415) 555-2671", "415-555-2671", "call 4155552671",  # no '+': not an international number
-    "+1 555", "+12 34", "+100%", "a+14155552671", "x = y +12345678b",
-    "lat +48.856614, lon +2.352222",            # signed decimals
-    "$1,234,567.89", "1 234 567,00 EUR", "price: 4111.11",
-    "@app.route('/x')", "icon@2x.png", "git@github.com:org/repo.git", "user@localhost", "@types/node",
-    "000-12-3456", "666-12-3456", "900-12-3456", "123-00-4567", "123-45-0000", "1123-45-6789",
-    "QQ 12 34 56 C", "GB123456A", "AB123456E", "DO123456A",
-    "12345678A",                                # wrong DNI letter
-    "da39a3ee5e6b4b0d3255bfef95601890afd80709", "sha256:E3B0C44298FC1C149AFBF4C8996FB924",
-    "12345678901234567890", "1790000000000000000", "account 123456789012", "192.168.1.100", "#FF5733",
+    "1234 5678 9012 3456",  # no such IIN
+    "GB82 WEST 1234 5698 7654 33",  # wrong IBAN check
+    "DE89 3704 0044 0532 0130 0",  # wrong length for DE
+    "XX82 WEST 1234 5698 7654 32",  # no such country
+    "Order #100234556 shipped",
+    "order 2024-000123",
+    "invoice INV-2024-00042",
+    "1700000000123",
+    "ts 1700000000",
+    "20240115103000",
+    "2024-01-15T10:30:00+01:00",
+    "v3.11.7",
+    "lodash@4.17.21",
+    "Chrome/120.0.6099.109",
+    "1.2.3.4",
+    "123e4567-e89b-12d3-a456-426614174000",
+    "550E8400-E29B-41D4-A716-446655440000",
+    "2024-03-31",
+    "31/03/2024",
+    "(415) 555-2671",
+    "415-555-2671",
+    "call 4155552671",  # no '+': not an international number
+    "+1 555",
+    "+12 34",
+    "+100%",
+    "a+14155552671",
+    "x = y +12345678b",
+    "lat +48.856614, lon +2.352222",  # signed decimals
+    "$1,234,567.89",
+    "1 234 567,00 EUR",
+    "price: 4111.11",
+    "@app.route('/x')",
+    "icon@2x.png",
+    "git@github.com:org/repo.git",
+    "user@localhost",
+    "@types/node",
+    "000-12-3456",
+    "666-12-3456",
+    "900-12-3456",
+    "123-00-4567",
+    "123-45-0000",
+    "1123-45-6789",
+    "QQ 12 34 56 C",
+    "GB123456A",
+    "AB123456E",
+    "DO123456A",
+    "12345678A",  # wrong DNI letter
+    "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+    "sha256:E3B0C44298FC1C149AFBF4C8996FB924",
+    "12345678901234567890",
+    "1790000000000000000",
+    "account 123456789012",
+    "192.168.1.100",
+    "#FF5733",
 ]
 
 
@@ -105,8 +140,10 @@ def test_ignores_lookalikes(text):
 
 
 def test_counts_per_kind_across_texts():
-    prompt = ("Hi, I'm Ana (ana@example.es, +34 612 345 678). Pay with 4111 1111 1111 1111 or "
-              "5555-5555-5555-4444; refunds to ES91 2100 0418 4502 0005 1332. Bob: bob@corp.io")
+    prompt = (
+        "Hi, I'm Ana (ana@example.es, +34 612 345 678). Pay with 4111 1111 1111 1111 or "
+        "5555-5555-5555-4444; refunds to ES91 2100 0418 4502 0005 1332. Bob: bob@corp.io"
+    )
     findings = DETECTOR.scan([prompt, "system: be terse", "again: ana@example.es"])
     assert dict(findings.counts) == {"email": 3, "phone": 1, "payment_card": 2, "iban": 1}
     assert list(findings.counts) == [k for k in ALL_KINDS if k in findings.counts]  # stable order
@@ -139,8 +176,15 @@ def test_a_bare_string_is_refused():
 
 
 def test_findings_hold_counts_never_values():
-    secrets = ["ana@example.es", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "+14155552671",
-               "536-22-1234", "AB123456C", "12345678Z"]
+    secrets = [
+        "ana@example.es",
+        "4111 1111 1111 1111",
+        "GB82 WEST 1234 5698 7654 32",
+        "+14155552671",
+        "536-22-1234",
+        "AB123456C",
+        "12345678Z",
+    ]
     findings = DETECTOR.scan([" and ".join(secrets)])
     assert sum(findings.counts.values()) == len(secrets)
     shown = repr(findings) + str(findings) + repr(findings.counts)
@@ -160,9 +204,17 @@ def test_findings_are_immutable_and_falsy_when_empty():
 
 
 ADVERSARIAL = {
-    "digits": "0123456789" * 10_000, "a": "a" * 100_000, "at": "@" * 100_000, "A": "A" * 100_000,
-    "x@a.a.a": "x@" + "a." * 50_000, "+1 ": "+1 " * 30_000, "+1 1 1": "+" + "1 " * 50_000,
-    "1-": "1-" * 50_000, "AB12 ": "AB12 " * 20_000, "1 ": "1 " * 50_000, "4111 ": "4111 " * 20_000,
+    "digits": "0123456789" * 10_000,
+    "a": "a" * 100_000,
+    "at": "@" * 100_000,
+    "A": "A" * 100_000,
+    "x@a.a.a": "x@" + "a." * 50_000,
+    "+1 ": "+1 " * 30_000,
+    "+1 1 1": "+" + "1 " * 50_000,
+    "1-": "1-" * 50_000,
+    "AB12 ": "AB12 " * 20_000,
+    "1 ": "1 " * 50_000,
+    "4111 ": "4111 " * 20_000,
 }
 
 

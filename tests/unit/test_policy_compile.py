@@ -13,20 +13,54 @@ from controller.status import desired_statuses
 from proxy.routing.table import PolicyRefusal, RoutingTable
 from tests.unit.test_compile import provider, resources
 
-EU_SAAS = provider("openai-eu", secret=None, type_="openai-compatible", baseURL="http://eu.example/v1",
-                   jurisdiction="eu", region="westeurope", hosting="saas")
-US_SAAS = provider("openai-us", secret=None, type_="openai-compatible", baseURL="http://us.example/v1",
-                   jurisdiction="us", region="us-east-1", hosting="saas")
-IN_CLUSTER = provider("vllm", secret=None, type_="openai-compatible", baseURL="http://vllm.example/v1",
-                      jurisdiction="eu", hosting="in-cluster")
+EU_SAAS = provider(
+    "openai-eu",
+    secret=None,
+    type_="openai-compatible",
+    baseURL="http://eu.example/v1",
+    jurisdiction="eu",
+    region="westeurope",
+    hosting="saas",
+)
+US_SAAS = provider(
+    "openai-us",
+    secret=None,
+    type_="openai-compatible",
+    baseURL="http://us.example/v1",
+    jurisdiction="us",
+    region="us-east-1",
+    hosting="saas",
+)
+IN_CLUSTER = provider(
+    "vllm",
+    secret=None,
+    type_="openai-compatible",
+    baseURL="http://vllm.example/v1",
+    jurisdiction="eu",
+    hosting="in-cluster",
+)
 
 
 def chat_route(ns="team-a", name="chat"):
-    return parse_resource({"kind": "ModelRoute", "metadata": {"name": name, "namespace": ns}, "spec": {
-        "model": "chat", "rules": [{"name": "default",
-                                    "backends": [{"provider": "openai-us", "model": "gpt-4o"},
-                                                 {"provider": "openai-eu", "model": "gpt-4o"}],
-                                    "fallbacks": [{"provider": "vllm", "model": "llama-3"}]}]}})
+    return parse_resource(
+        {
+            "kind": "ModelRoute",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "model": "chat",
+                "rules": [
+                    {
+                        "name": "default",
+                        "backends": [
+                            {"provider": "openai-us", "model": "gpt-4o"},
+                            {"provider": "openai-eu", "model": "gpt-4o"},
+                        ],
+                        "fallbacks": [{"provider": "vllm", "model": "llama-3"}],
+                    }
+                ],
+            },
+        }
+    )
 
 
 def policy(name, ns="team-a", **spec):
@@ -38,15 +72,19 @@ def cluster_policy(name, **spec):
 
 
 def namespace(name, labels=None, annotations=None):
-    return parse_resource({"kind": "Namespace", "metadata": {"name": name, "labels": labels or {},
-                                                             "annotations": annotations or {}}})
+    return parse_resource(
+        {"kind": "Namespace", "metadata": {"name": name, "labels": labels or {}, "annotations": annotations or {}}}
+    )
 
 
-RESIDENCY = [{"dataClass": "internal", "jurisdictions": ["EU"]},
-             {"dataClass": "personal", "hosting": ["vpc", "in-cluster"]}]
+RESIDENCY = [
+    {"dataClass": "internal", "jurisdictions": ["EU"]},
+    {"dataClass": "personal", "hosting": ["vpc", "in-cluster"]},
+]
 
 
-def table_for(*items, workload=Workload("team-a")):
+def table_for(*items, workload=None):
+    workload = workload or Workload("team-a")
     snapshot = compile_workload(judge(resources(EU_SAAS, US_SAAS, IN_CLUSTER, chat_route(), *items)), workload)
     return snapshot, RoutingTable.build(snapshot)
 
@@ -89,8 +127,9 @@ def test_the_plan_says_what_the_policy_removed_and_why():
 
 
 def test_when_nothing_is_left_the_refusal_names_class_and_policies():
-    _, table = table_for(policy("eu-only", residency=RESIDENCY),
-                         cluster_policy("no-self-hosted", access={"providers": ["openai-*"]}))
+    _, table = table_for(
+        policy("eu-only", residency=RESIDENCY), cluster_policy("no-self-hosted", access={"providers": ["openai-*"]})
+    )
     with pytest.raises(PolicyRefusal) as refused:
         table.plan("chat", {}, draw=lambda: 0.0, data_class="personal")
     message = str(refused.value)
@@ -119,8 +158,11 @@ def test_a_route_outside_access_routes_is_refused_naming_the_policy():
 
 
 def test_subjects_pick_the_workloads_a_policy_binds():
-    strict = policy("batch-only", subjects={"serviceAccounts": ["batch"], "podSelector": {"matchLabels": {"tier": "x"}}},
-                    access={"providers": []})
+    strict = policy(
+        "batch-only",
+        subjects={"serviceAccounts": ["batch"], "podSelector": {"matchLabels": {"tier": "x"}}},
+        access={"providers": []},
+    )
     _, other = table_for(strict, workload=Workload("team-a", service_account="web", labels={"tier": "x"}))
     assert reachable(other, "public") == {"team-a.openai-us", "team-a.openai-eu", "team-a.vllm"}
     _, bound = table_for(strict, workload=Workload("team-a", service_account="batch", labels={"tier": "x"}))
@@ -129,22 +171,28 @@ def test_subjects_pick_the_workloads_a_policy_binds():
 
 
 def test_cluster_policies_select_namespaces_by_label():
-    org = cluster_policy("regulated", namespaceSelector={"matchLabels": {"compliance": "gdpr"}},
-                         residency=[{"dataClass": "public", "hosting": ["in-cluster"]}])
+    org = cluster_policy(
+        "regulated",
+        namespaceSelector={"matchLabels": {"compliance": "gdpr"}},
+        residency=[{"dataClass": "public", "hosting": ["in-cluster"]}],
+    )
     _, unlabelled = table_for(org, namespace("team-a"))
     assert "team-a.openai-us" in reachable(unlabelled, "public")
     _, labelled = table_for(org, namespace("team-a", labels={"compliance": "gdpr"}))
     assert reachable(labelled, "public") == {"team-a.vllm"}
 
 
-@pytest.mark.parametrize(("pod", "ns", "policy_default", "floor"), [
-    (None, None, None, "internal"),  # nothing says anything
-    ("public", None, None, "public"),  # an annotation alone sets it
-    (None, "personal", None, "personal"),  # the namespace's, when the pod has none
-    ("restricted", "public", None, "restricted"),  # the pod's before the namespace's
-    ("public", None, "personal", "personal"),  # an annotation may raise the policy's default, never lower it
-    ("bogus", None, "internal", "internal"),  # not a class: ignored
-])
+@pytest.mark.parametrize(
+    ("pod", "ns", "policy_default", "floor"),
+    [
+        (None, None, None, "internal"),  # nothing says anything
+        ("public", None, None, "public"),  # an annotation alone sets it
+        (None, "personal", None, "personal"),  # the namespace's, when the pod has none
+        ("restricted", "public", None, "restricted"),  # the pod's before the namespace's
+        ("public", None, "personal", "personal"),  # an annotation may raise the policy's default, never lower it
+        ("bogus", None, "internal", "internal"),  # not a class: ignored
+    ],
+)
 def test_the_workload_default_class(pod, ns, policy_default, floor):
     items = [namespace("team-a", annotations={"modelway.io/data-class": ns} if ns else {})]
     if policy_default:
@@ -160,14 +208,22 @@ def test_detection_is_on_when_any_binding_policy_asks_and_the_workload_is_named(
 
 
 def test_route_status_says_which_policy_removes_which_backend():
-    view = resources(EU_SAAS, US_SAAS, IN_CLUSTER, chat_route(), policy("eu-only", residency=RESIDENCY),
-                     policy("typo", access={"providers": ["openai-eu", "open-ai-us"]}))
+    view = resources(
+        EU_SAAS,
+        US_SAAS,
+        IN_CLUSTER,
+        chat_route(),
+        policy("eu-only", residency=RESIDENCY),
+        policy("typo", access={"providers": ["openai-eu", "open-ai-us"]}),
+    )
     judgement = judge(view)
     statuses = desired_statuses(judgement, {}, view)
     restricted = {c.type: c for c in statuses[("ModelRoute", "team-a", "chat")].conditions}["PolicyRestricted"]
     assert restricted.status == "True" and restricted.reason == "BackendsRestricted"
-    assert "ModelPolicy team-a/eu-only removes openai-us/gpt-4o for data classes internal, personal, restricted" \
+    assert (
+        "ModelPolicy team-a/eu-only removes openai-us/gpt-4o for data classes internal, personal, restricted"
         in restricted.message
+    )
     typo = {c.type: c for c in statuses[("ModelPolicy", "team-a", "typo")].conditions}
     assert typo["Accepted"].status == "True"
     assert (typo["ResolvedRefs"].status, typo["ResolvedRefs"].reason) == ("False", "RefNotFound")
@@ -175,7 +231,12 @@ def test_route_status_says_which_policy_removes_which_backend():
 
 
 def test_an_unrestricted_route_has_no_policyrestricted_condition():
-    view = resources(EU_SAAS, US_SAAS, IN_CLUSTER, chat_route(), policy("elsewhere", ns="team-b", access={"providers": []}))
+    view = resources(
+        EU_SAAS, US_SAAS, IN_CLUSTER, chat_route(), policy("elsewhere", ns="team-b", access={"providers": []})
+    )
     statuses = desired_statuses(judge(view), {}, view)
     assert [c.type for c in statuses[("ModelRoute", "team-a", "chat")].conditions] == [
-        "Accepted", "ResolvedRefs", "Programmed"]
+        "Accepted",
+        "ResolvedRefs",
+        "Programmed",
+    ]

@@ -33,15 +33,20 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def route(name: str, namespace: str, generation: int) -> ModelRoute:
-    obj = {"kind": "ModelRoute", "metadata": {"name": name, "namespace": namespace, "generation": generation},
-           "spec": {"model": name, "rules": [{"backends": [{"provider": "openai", "model": "gpt-4o"}]}]}}
+    obj = {
+        "kind": "ModelRoute",
+        "metadata": {"name": name, "namespace": namespace, "generation": generation},
+        "spec": {"model": name, "rules": [{"backends": [{"provider": "openai", "model": "gpt-4o"}]}]},
+    }
     return parse_resource(obj)  # type: ignore[return-value]
 
 
 def lease(holder: str, counts: str | None, *, renewed: datetime = NOW, seconds: int = 15) -> dict[str, Any]:
     annotations = {} if counts is None else {ANNOTATION: counts}
-    return {"metadata": {"name": lease_name(holder), "annotations": annotations},
-            "spec": {"holderIdentity": holder, "leaseDurationSeconds": seconds, "renewTime": micro_time(renewed)}}
+    return {
+        "metadata": {"name": lease_name(holder), "annotations": annotations},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": seconds, "renewTime": micro_time(renewed)},
+    }
 
 
 # --- the annotation ---------------------------------------------------------------------------
@@ -60,7 +65,9 @@ def test_format_skips_a_route_without_a_served_generation() -> None:
 def test_parse_reads_what_format_wrote() -> None:
     counts = {CHAT: RouteSync(2, 3), EMBED: RouteSync(1, 1)}
     assert parse_counts(format_counts(counts, {CHAT: 4, EMBED: 7})) == {
-        CHAT: Published(2, 3, 4), EMBED: Published(1, 1, 7)}
+        CHAT: Published(2, 3, 4),
+        EMBED: Published(1, 1, 7),
+    }
 
 
 @pytest.mark.parametrize("text", [None, "", "not json", "[]", '"x"', "42"])
@@ -69,8 +76,18 @@ def test_parse_of_no_or_broken_annotation_is_empty(text: object) -> None:
 
 
 def test_parse_skips_malformed_entries_and_keeps_the_rest() -> None:
-    text = json.dumps({"team-a/chat": [1, 1, 2], "no-slash": [1, 1, 1], "/x": [1, 1, 1], "a/b": [1, 1],
-                       "a/c": ["1", 1, 1], "a/d": [-1, 1, 1], "a/e": [True, 1, 1], "a/f": {"synced": 1}})
+    text = json.dumps(
+        {
+            "team-a/chat": [1, 1, 2],
+            "no-slash": [1, 1, 1],
+            "/x": [1, 1, 1],
+            "a/b": [1, 1],
+            "a/c": ["1", 1, 1],
+            "a/d": [-1, 1, 1],
+            "a/e": [True, 1, 1],
+            "a/f": {"synced": 1},
+        }
+    )
     assert parse_counts(text) == {CHAT: Published(1, 1, 2)}
 
 
@@ -106,8 +123,15 @@ def test_expiry_is_renew_time_plus_duration() -> None:
     assert expired(spec, NOW + timedelta(seconds=5, milliseconds=1))
 
 
-@pytest.mark.parametrize("spec", [{}, {"renewTime": micro_time(NOW)}, {"leaseDurationSeconds": 15},
-                                  {"renewTime": "yesterday", "leaseDurationSeconds": 15}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"renewTime": micro_time(NOW)},
+        {"leaseDurationSeconds": 15},
+        {"renewTime": "yesterday", "leaseDurationSeconds": 15},
+    ],
+)
 def test_a_lease_without_times_counts_as_expired(spec: dict[str, Any]) -> None:
     assert expired(spec, NOW)
 
@@ -214,11 +238,18 @@ class FakeController:
         return dict(self.sync)
 
 
-def replica(client: FakeLeases, identity: str, controller: FakeController, *, leading: bool,
-            min_interval: float = 0.05) -> ReplicaCounts:
-    return ReplicaCounts(client, namespace="system", identity=identity,  # type: ignore[arg-type]
-                         elector=FakeElector(leading), controller=controller,  # type: ignore[arg-type]
-                         min_interval=min_interval, poll_every=0.05)
+def replica(
+    client: FakeLeases, identity: str, controller: FakeController, *, leading: bool, min_interval: float = 0.05
+) -> ReplicaCounts:
+    return ReplicaCounts(
+        client,
+        namespace="system",
+        identity=identity,  # type: ignore[arg-type]
+        elector=FakeElector(leading),
+        controller=controller,  # type: ignore[arg-type]
+        min_interval=min_interval,
+        poll_every=0.05,
+    )
 
 
 async def test_replicas_publish_and_the_leader_sums() -> None:

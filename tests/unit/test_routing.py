@@ -6,29 +6,53 @@ from multidict import CIMultiDict
 from proxy.routing.table import NoMatchingRule, RoutingTable
 from proxy.snapshot import parse_snapshot
 
-SNAPSHOT = parse_snapshot({
-    "providers": [
-        {"name": "a", "type": "openai", "baseUrl": "http://a/v1"},
-        {"name": "b", "type": "openai", "baseUrl": "http://b/v1"},
-        {"name": "c", "type": "anthropic", "baseUrl": "http://c"},
-    ],
-    "routes": [{
-        "name": "chat-route", "model": "chat",
-        "rules": [
-            {"name": "beta", "matchHeaders": [{"name": "X-Tier", "value": "beta"}],
-             "backends": [{"provider": "c", "model": "claude"}]},
-            {"name": "canary", "matchHeaders": [{"name": "x-user", "regex": "test-.*"}],
-             "backends": [{"provider": "b", "model": "m2"}]},
-            {"name": "default",
-             "backends": [{"provider": "a", "model": "m1", "weight": 3}, {"provider": "b", "model": "m2", "weight": 1},
-                          {"provider": "c", "model": "off", "weight": 0}],
-             "fallbacks": [{"provider": "c", "model": "claude"}, {"provider": "a", "model": "m1"}]},
+SNAPSHOT = parse_snapshot(
+    {
+        "providers": [
+            {"name": "a", "type": "openai", "baseUrl": "http://a/v1"},
+            {"name": "b", "type": "openai", "baseUrl": "http://b/v1"},
+            {"name": "c", "type": "anthropic", "baseUrl": "http://c"},
         ],
-    }, {
-        "name": "strict", "model": "strict",
-        "rules": [{"name": "only", "matchHeaders": [{"name": "x-team"}], "backends": [{"provider": "a", "model": "m"}]}],
-    }],
-})
+        "routes": [
+            {
+                "name": "chat-route",
+                "model": "chat",
+                "rules": [
+                    {
+                        "name": "beta",
+                        "matchHeaders": [{"name": "X-Tier", "value": "beta"}],
+                        "backends": [{"provider": "c", "model": "claude"}],
+                    },
+                    {
+                        "name": "canary",
+                        "matchHeaders": [{"name": "x-user", "regex": "test-.*"}],
+                        "backends": [{"provider": "b", "model": "m2"}],
+                    },
+                    {
+                        "name": "default",
+                        "backends": [
+                            {"provider": "a", "model": "m1", "weight": 3},
+                            {"provider": "b", "model": "m2", "weight": 1},
+                            {"provider": "c", "model": "off", "weight": 0},
+                        ],
+                        "fallbacks": [{"provider": "c", "model": "claude"}, {"provider": "a", "model": "m1"}],
+                    },
+                ],
+            },
+            {
+                "name": "strict",
+                "model": "strict",
+                "rules": [
+                    {
+                        "name": "only",
+                        "matchHeaders": [{"name": "x-team"}],
+                        "backends": [{"provider": "a", "model": "m"}],
+                    }
+                ],
+            },
+        ],
+    }
+)
 TABLE = RoutingTable.build(SNAPSHOT)
 
 
@@ -80,13 +104,17 @@ def test_ejected_backends_leave_the_weighted_pick_until_all_are_ejected():
     for _ in range(2):
         health.record("a/m1", ok=False)
     assert not health.healthy("a/m1") and health.any_ejected
-    picks = {TABLE.plan("chat", CIMultiDict(), draw=lambda i=i: i / 10, healthy=health.healthy).candidates[0]
-             .backend.key for i in range(10)}
+    picks = {
+        TABLE.plan("chat", CIMultiDict(), draw=lambda i=i: i / 10, healthy=health.healthy).candidates[0].backend.key
+        for i in range(10)
+    }
     assert picks == {"b/m2"}
     for _ in range(3):
         health.record("b/m2", ok=False)
-    picks = {TABLE.plan("chat", CIMultiDict(), draw=lambda i=i: i / 10, healthy=health.healthy).candidates[0]
-             .backend.key for i in range(10)}
+    picks = {
+        TABLE.plan("chat", CIMultiDict(), draw=lambda i=i: i / 10, healthy=health.healthy).candidates[0].backend.key
+        for i in range(10)
+    }
     assert picks == {"a/m1", "b/m2"}  # nobody healthy: plain weights rather than nothing
     now[0] = 11.0
     assert health.healthy("a/m1") and health.healthy("b/m2") and not health.any_ejected

@@ -12,8 +12,12 @@ BASE = {
         {
             "name": "chat",
             "model": "chat",
-            "rules": [{"backends": [{"provider": "openai", "model": "gpt-4o"}],
-                       "fallbacks": [{"provider": "claude", "model": "claude-sonnet-4-5"}]}],
+            "rules": [
+                {
+                    "backends": [{"provider": "openai", "model": "gpt-4o"}],
+                    "fallbacks": [{"provider": "claude", "model": "claude-sonnet-4-5"}],
+                }
+            ],
         }
     ],
 }
@@ -34,14 +38,21 @@ def test_rotating_a_credential_changes_the_version():
 
 
 def test_unknown_provider_is_named():
-    bad = {**BASE, "routes": [{"name": "r", "model": "m", "rules": [{"backends": [{"provider": "nope", "model": "x"}]}]}]}
+    bad = {
+        **BASE,
+        "routes": [{"name": "r", "model": "m", "rules": [{"backends": [{"provider": "nope", "model": "x"}]}]}],
+    }
     with pytest.raises(ValidationError, match="unknown provider 'nope'"):
         parse_snapshot(bad)
 
 
 def test_all_zero_weights_refused():
-    bad = {**BASE, "routes": [{"name": "r", "model": "m",
-                               "rules": [{"backends": [{"provider": "openai", "model": "x", "weight": 0}]}]}]}
+    bad = {
+        **BASE,
+        "routes": [
+            {"name": "r", "model": "m", "rules": [{"backends": [{"provider": "openai", "model": "x", "weight": 0}]}]}
+        ],
+    }
     with pytest.raises(ValidationError, match="weight above 0"):
         parse_snapshot(bad)
 

@@ -34,7 +34,7 @@ def test_a_boundary_split_across_pieces_is_found(split: bytes) -> None:
     stream = b"data: " + b"x" * 50 + split + b"data: y" + split
     for size in (1, 2, 3):
         parser = SseParser(max_event_bytes=100)
-        events = [e for i in range(0, len(stream), size) for e in parser.feed(stream[i:i + size])]
+        events = [e for i in range(0, len(stream), size) for e in parser.feed(stream[i : i + size])]
         events += parser.close()  # a trailing CR may still be half a CRLF until the body ends
         assert [e.data for e in events] == ["x" * 50, "y"], (split, size)
 

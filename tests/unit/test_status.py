@@ -13,17 +13,9 @@ from controller.api import ModelRoute, parse_resource
 from controller.compile import ACCEPTED, RESOLVED, Judgement, ProviderVerdict, RouteVerdict, Verdict
 from controller.core import RouteSync
 from controller.kube.errors import KubeApiError
-from controller.status import (
-    Wanted,
-    condition_events,
-    desired_statuses,
-    programmed,
-    render,
-    route_status,
-    timeless,
-)
+from controller.status import Wanted, condition_events, desired_statuses, programmed, render, route_status, timeless
 from controller.status_writer import ConditionLogger, ObservedStatuses, StatusWriter
-from controller.store import ResourceStore, Resources
+from controller.store import Resources, ResourceStore
 
 KEY = ("ModelRoute", "default", "chat")
 PKEY = ("ModelProvider", "default", "openai")
@@ -32,16 +24,22 @@ T0, T1 = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"
 
 
 def route(generation: int = 1, provider: str = "openai", uid: str = "uid-chat") -> ModelRoute:
-    obj = {"kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "default", "generation": generation,
-                                              "uid": uid},
-           "spec": {"model": "chat", "rules": [{"backends": [{"provider": provider, "model": "gpt-4o"}]}]}}
+    obj = {
+        "kind": "ModelRoute",
+        "metadata": {"name": "chat", "namespace": "default", "generation": generation, "uid": uid},
+        "spec": {"model": "chat", "rules": [{"backends": [{"provider": provider, "model": "gpt-4o"}]}]},
+    }
     return parse_resource(obj)  # type: ignore[return-value]
 
 
 def provider(generation: int = 1) -> Any:
-    return parse_resource({"kind": "ModelProvider", "metadata": {"name": "openai", "namespace": "default",
-                                                                 "generation": generation, "uid": "uid-p"},
-                           "spec": {"type": "openai"}})
+    return parse_resource(
+        {
+            "kind": "ModelProvider",
+            "metadata": {"name": "openai", "namespace": "default", "generation": generation, "uid": "uid-p"},
+            "spec": {"type": "openai"},
+        }
+    )
 
 
 def good(generation: int = 4) -> RouteVerdict:
@@ -63,8 +61,11 @@ def test_programmed_when_every_sidecar_runs_the_current_generation() -> None:
 
 def test_pending_while_some_sidecars_lag() -> None:
     condition, synced = programmed(good(4), RouteSync(synced=1, total=3))
-    assert (condition.status, condition.reason, condition.message) == ("False", "Pending",
-                                                                       "1/3 sidecars run generation 4")
+    assert (condition.status, condition.reason, condition.message) == (
+        "False",
+        "Pending",
+        "1/3 sidecars run generation 4",
+    )
     assert synced == 1
 
 
@@ -120,9 +121,19 @@ def test_last_transition_time_holds_while_the_status_does() -> None:
 
 
 def test_times_are_kept_from_the_object_on_first_sight() -> None:
-    on_server = {"observedGeneration": 4, "conditions": [
-        {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 4,
-         "lastTransitionTime": T0}]}
+    on_server = {
+        "observedGeneration": 4,
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Accepted",
+                "message": "",
+                "observedGeneration": 4,
+                "lastTransitionTime": T0,
+            }
+        ],
+    }
     body = render(route_status(KEY, good(4), RouteSync(0, 0)), on_server, T1)
     assert by_type(body)["Accepted"]["lastTransitionTime"] == T0
     assert by_type(body)["Programmed"]["lastTransitionTime"] == T1
@@ -131,13 +142,16 @@ def test_times_are_kept_from_the_object_on_first_sight() -> None:
 def test_only_times_differing_is_nothing_to_write() -> None:
     desired = route_status(KEY, good(4), RouteSync(3, 3))
     assert timeless(render(desired, None, T0)) == timeless(render(desired, None, T1))
-    assert timeless(render(desired, None, T0)) != timeless(render(route_status(KEY, good(4), RouteSync(2, 3)),
-                                                                  None, T0))
+    assert timeless(render(desired, None, T0)) != timeless(
+        render(route_status(KEY, good(4), RouteSync(2, 3)), None, T0)
+    )
 
 
 def test_desired_statuses_cover_what_the_store_holds() -> None:
-    judgement = Judgement(providers={PKEY: ProviderVerdict(ACCEPTED, RESOLVED, None)},
-                          routes={KEY: good(4), ("ModelRoute", "default", "gone"): good(1)})
+    judgement = Judgement(
+        providers={PKEY: ProviderVerdict(ACCEPTED, RESOLVED, None)},
+        routes={KEY: good(4), ("ModelRoute", "default", "gone"): good(1)},
+    )
     resources = Resources(providers=(provider(generation=7),), routes=(route(4),))
     desired = desired_statuses(judgement, {KEY: RouteSync(1, 1)}, resources)
     assert set(desired) == {KEY, PKEY}  # "gone" was deleted after the judgement: nothing to write
@@ -154,7 +168,10 @@ def test_events_for_a_new_object() -> None:
     conditions = route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 1, None), RouteSync(0, 0)).conditions
     events = condition_events(None, conditions)
     assert [(e.type, e.reason) for e in events] == [
-        ("Normal", "Accepted"), ("Warning", "BackendNotFound"), ("Warning", "Invalid")]
+        ("Normal", "Accepted"),
+        ("Warning", "BackendNotFound"),
+        ("Warning", "Invalid"),
+    ]
     assert events[1].note == MISSING.message
 
 
@@ -164,20 +181,22 @@ def test_events_only_for_transitions() -> None:
     assert condition_events(fine, route_status(KEY, good(4), RouteSync(3, 3)).conditions, generation=4) == []
     # A new generation on every sidecar: one Normal Event saying so.
     events = condition_events(fine, route_status(KEY, good(5), RouteSync(3, 3)).conditions, generation=5)
-    assert [(e.type, e.reason, e.note) for e in events] == [
-        ("Normal", "Programmed", "3/3 sidecars run generation 5")]
+    assert [(e.type, e.reason, e.note) for e in events] == [("Normal", "Programmed", "3/3 sidecars run generation 5")]
     # ResolvedRefs turns False: a Warning for it, and for Programmed, nothing for Accepted.
     broken = route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 5, route(4)), RouteSync(3, 3))
     events = condition_events(fine, broken.conditions)
     assert [(e.type, e.reason, e.action) for e in events] == [
-        ("Warning", "BackendNotFound", "ResolveRefs"), ("Warning", "Invalid", "Program")]
+        ("Warning", "BackendNotFound", "ResolveRefs"),
+        ("Warning", "Invalid", "Program"),
+    ]
     # Still broken the same way: quiet.
     rendered = render(broken, fine, T1)
     assert condition_events(rendered, broken.conditions) == []
     # A different problem while False: warn again.
     other = Verdict(False, "InvalidBackend", "ModelProvider openai is not usable")
-    events = condition_events(rendered, route_status(KEY, RouteVerdict(ACCEPTED, other, 5, route(4)),
-                                                     RouteSync(3, 3)).conditions)
+    events = condition_events(
+        rendered, route_status(KEY, RouteVerdict(ACCEPTED, other, 5, route(4)), RouteSync(3, 3)).conditions
+    )
     assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidBackend")]
     # Fixed: Normal Events for what turned True.
     events = condition_events(rendered, route_status(KEY, good(6), RouteSync(3, 3)).conditions)
@@ -190,8 +209,11 @@ def test_pending_is_one_warning_not_one_per_count() -> None:
 
 
 def test_a_sidecar_refusal_is_programmed_false_with_its_words() -> None:
-    status = route_status(KEY, good(4), RouteSync(1, 3, rejected=2, rejection="web-1: providers.0.surprise: "
-                                                                            "Extra inputs are not permitted"))
+    status = route_status(
+        KEY,
+        good(4),
+        RouteSync(1, 3, rejected=2, rejection="web-1: providers.0.surprise: Extra inputs are not permitted"),
+    )
     programmed = {c.type: c for c in status.conditions}["Programmed"]
     assert (programmed.status, programmed.reason) == ("False", "SidecarRejected")
     assert "2/3 sidecars refused" in programmed.message and "Extra inputs are not permitted" in programmed.message
@@ -273,8 +295,18 @@ def controller_with(*routes: ModelRoute, verdicts: dict[Any, RouteVerdict], sync
 
 
 async def test_writer_writes_changes_only_and_keeps_server_times() -> None:
-    server_status = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
-                                     "observedGeneration": 3, "lastTransitionTime": T0}]}
+    server_status = {
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Accepted",
+                "message": "",
+                "observedGeneration": 3,
+                "lastTransitionTime": T0,
+            }
+        ]
+    }
     client = FakeClient(objects={"chat": {"metadata": {"uid": "uid-chat"}, "status": server_status}})
     controller = controller_with(route(4), verdicts={KEY: good(4)}, sync={KEY: RouteSync(1, 1)})
     writer = StatusWriter(client, controller, elector=FakeElector())  # type: ignore[arg-type]
@@ -334,16 +366,23 @@ async def test_writer_rereads_after_regaining_leadership() -> None:
 
 
 def named_route(name: str, *, generation: int = 1) -> ModelRoute:
-    obj = {"kind": "ModelRoute", "metadata": {"name": name, "namespace": "default", "generation": generation,
-                                              "uid": f"uid-{name}"},
-           "spec": {"model": name, "rules": [{"backends": [{"provider": "openai", "model": "gpt-4o"}]}]}}
+    obj = {
+        "kind": "ModelRoute",
+        "metadata": {"name": name, "namespace": "default", "generation": generation, "uid": f"uid-{name}"},
+        "spec": {"model": name, "rules": [{"backends": [{"provider": "openai", "model": "gpt-4o"}]}]},
+    }
     return parse_resource(obj)  # type: ignore[return-value]
 
 
 def as_served(r: ModelRoute, *, status: dict[str, Any] | None, version: int = 7) -> dict[str, Any]:
     """The object as the API server sends it, in a list or a watch event."""
-    meta = {"name": r.metadata.name, "namespace": "default", "uid": r.metadata.uid,
-            "generation": r.metadata.generation, "resourceVersion": str(version)}
+    meta = {
+        "name": r.metadata.name,
+        "namespace": "default",
+        "uid": r.metadata.uid,
+        "generation": r.metadata.generation,
+        "resourceVersion": str(version),
+    }
     return {"kind": "ModelRoute", "metadata": meta, "spec": {}} | ({"status": status} if status else {})
 
 
@@ -355,8 +394,9 @@ def many_routes(count: int) -> tuple[list[ModelRoute], Any]:
 
 def current_status(r: ModelRoute) -> dict[str, Any]:
     key = ("ModelRoute", "default", r.metadata.name)
-    return render(route_status(key, RouteVerdict(ACCEPTED, RESOLVED, 1, r), RouteSync(0, 0), uid=r.metadata.uid),
-                  None, T0)
+    return render(
+        route_status(key, RouteVerdict(ACCEPTED, RESOLVED, 1, r), RouteSync(0, 0), uid=r.metadata.uid), None, T0
+    )
 
 
 async def test_a_new_leaders_first_pass_reads_nothing_when_the_watch_saw_every_status() -> None:
@@ -371,19 +411,31 @@ async def test_a_new_leaders_first_pass_reads_nothing_when_the_watch_saw_every_s
 
 async def test_first_pass_writes_from_the_watched_status_with_its_version_as_precondition() -> None:
     routes, controller = many_routes(50)
-    old = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
-                           "observedGeneration": 1, "lastTransitionTime": T0}]}
+    old = {
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Accepted",
+                "message": "",
+                "observedGeneration": 1,
+                "lastTransitionTime": T0,
+            }
+        ]
+    }
     client = FakeClient(objects={r.metadata.name: as_served(r, status=old) for r in routes})
     statuses = ObservedStatuses()
     statuses.replace("ModelRoute", None, list(client.objects.values()))
     writer = StatusWriter(client, controller, elector=FakeElector(), statuses=statuses)  # type: ignore[arg-type]
     assert await writer.write_pass() == 0
     assert client.gets == 0 and client.conflicts == 0 and len(client.patches) == 50
-    name, written = client.patches[0]
+    _name, written = client.patches[0]
     assert by_type(written)["Accepted"]["lastTransitionTime"] == T0  # kept from the watched status
     # Accepted held, so no Event for it; ResolvedRefs and Programmed are new.
-    assert [(e["type"], e["reason"]) for e in client.events[:2]] == [("Normal", "ResolvedRefs"),
-                                                                      ("Normal", "Programmed")]
+    assert [(e["type"], e["reason"]) for e in client.events[:2]] == [
+        ("Normal", "ResolvedRefs"),
+        ("Normal", "Programmed"),
+    ]
     assert len(client.events) == 100
 
 
@@ -395,8 +447,18 @@ async def test_a_status_that_moved_since_the_watch_saw_it_costs_one_get() -> Non
     statuses.replace("ModelRoute", None, copy.deepcopy(list(client.objects.values())))
     # Someone wrote r0001's status after the watch showed it (an old leader's last write, say).
     stale = client.objects["r0001"]
-    stale["status"] = {"conditions": [{"type": "Accepted", "status": "False", "reason": "Old", "message": "",
-                                       "observedGeneration": 1, "lastTransitionTime": T1}]}
+    stale["status"] = {
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "False",
+                "reason": "Old",
+                "message": "",
+                "observedGeneration": 1,
+                "lastTransitionTime": T1,
+            }
+        ]
+    }
     stale["metadata"]["resourceVersion"] = "8"
     writer = StatusWriter(client, controller, elector=FakeElector(), statuses=statuses)  # type: ignore[arg-type]
     assert await writer.write_pass() == 0
@@ -411,8 +473,12 @@ async def test_an_object_recreated_under_the_same_name_is_read_not_trusted_from_
     routes, controller = many_routes(1)
     client = FakeClient(objects={"r0000": as_served(routes[0], status=current_status(routes[0]))})
     statuses = ObservedStatuses()
-    statuses.event("ModelRoute", "ADDED", as_served(routes[0], status=None) | {
-        "metadata": {"name": "r0000", "namespace": "default", "uid": "uid-older", "resourceVersion": "3"}})
+    statuses.event(
+        "ModelRoute",
+        "ADDED",
+        as_served(routes[0], status=None)
+        | {"metadata": {"name": "r0000", "namespace": "default", "uid": "uid-older", "resourceVersion": "3"}},
+    )
     writer = StatusWriter(client, controller, elector=FakeElector(), statuses=statuses)  # type: ignore[arg-type]
     assert await writer.write_pass() == 0
     assert client.gets == 1 and client.patches == []
@@ -442,8 +508,11 @@ def test_observed_statuses_follow_lists_and_events() -> None:
     statuses.event("ModelRoute", "ADDED", other_ns)
     assert len(statuses) == 2
     seen = statuses.get(("ModelRoute", "default", "a"))
-    assert seen is not None and (seen.uid, seen.resource_version, seen.status) == ("uid-a", "7",
-                                                                                   {"observedGeneration": 1})
+    assert seen is not None and (seen.uid, seen.resource_version, seen.status) == (
+        "uid-a",
+        "7",
+        {"observedGeneration": 1},
+    )
     statuses.replace("ModelRoute", "default", [])  # a re-list of one namespace leaves the others
     assert statuses.get(("ModelRoute", "default", "a")) is None
     assert statuses.get(("ModelRoute", "other", "b")) is not None
@@ -453,8 +522,9 @@ def test_observed_statuses_follow_lists_and_events() -> None:
     statuses.event("ClusterModelPolicy", "ADDED", {"metadata": {"name": "all", "uid": "u", "resourceVersion": "1"}})
     assert statuses.get(("ClusterModelPolicy", "", "all")) is not None
     # Only kinds whose status we write: a Secret's data never lands here.
-    statuses.event("Secret", "ADDED", {"metadata": {"name": "key", "namespace": "default"},
-                                       "data": {"apiKey": "c2stc2VjcmV0"}})
+    statuses.event(
+        "Secret", "ADDED", {"metadata": {"name": "key", "namespace": "default"}, "data": {"apiKey": "c2stc2VjcmV0"}}
+    )
     statuses.replace("Secret", None, [{"metadata": {"name": "key2"}, "data": {"apiKey": "c2stc2VjcmV0"}}])
     assert len(statuses) == 1
 
@@ -463,8 +533,9 @@ def test_observed_statuses_follow_lists_and_events() -> None:
 
 
 def test_condition_logger_logs_changes_once(caplog: pytest.LogCaptureFixture) -> None:
-    controller = controller_with(route(1, provider="ghost"), verdicts={KEY: RouteVerdict(ACCEPTED, MISSING, 1, None)},
-                                 sync={})
+    controller = controller_with(
+        route(1, provider="ghost"), verdicts={KEY: RouteVerdict(ACCEPTED, MISSING, 1, None)}, sync={}
+    )
     logger = ConditionLogger(controller)
     with caplog.at_level(logging.INFO, logger="modelway.status"):
         logger.flush()

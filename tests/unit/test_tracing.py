@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from proxy.telemetry.facade import Telemetry, build_tracer_provider, set_error
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
-from proxy.telemetry.facade import Telemetry, build_tracer_provider, set_error
-from proxy.telemetry.tracing import LeanSpan, LeanTracerProvider, SharedAttributes, _span_context
 from proxy.telemetry.sampling import LeanResource, Sampler, SpanLimits, build_resource
+from proxy.telemetry.tracing import LeanSpan, LeanTracerProvider, SharedAttributes, _span_context
 from tests.unit.test_otlp_export import Collector
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -87,19 +87,42 @@ SHARED = SharedAttributes({"a": "same", "b": 2})
 def _scenario(tracer: trace.Tracer) -> None:
     """What the sidecar does per request (and more of the API), parent from a traceparent header."""
     parent = PROPAGATOR.extract({"traceparent": TRACEPARENT, "tracestate": "vendor=v1,b=x"})
-    server = tracer.start_span("chat gpt", context=parent, kind=SpanKind.SERVER, attributes={
-        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "empty": "", "unicode": "héllo ✓ 🚀",
-        "int": 42, "zero": 0, "negative": -7, "big": 2**62, "min": -(2**63), "float": 0.25, "true": True,
-        "false": False, "strs": ["stop", "length"], "ints": (1, -2, 3), "floats": [1.5, 2.5], "bools": (True,),
-        "empty_seq": [], "with_none": ("a", None), "bytes": b"\x00\xff", "none": None, "": "bad key",
-        "long": "y" * 5000,
-    })
+    server = tracer.start_span(
+        "chat gpt",
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "empty": "",
+            "unicode": "héllo ✓ 🚀",
+            "int": 42,
+            "zero": 0,
+            "negative": -7,
+            "big": 2**62,
+            "min": -(2**63),
+            "float": 0.25,
+            "true": True,
+            "false": False,
+            "strs": ["stop", "length"],
+            "ints": (1, -2, 3),
+            "floats": [1.5, 2.5],
+            "bools": (True,),
+            "empty_seq": [],
+            "with_none": ("a", None),
+            "bytes": b"\x00\xff",
+            "none": None,
+            "": "bad key",
+            "long": "y" * 5000,
+        },
+    )
     server.add_event("modelway.fallback", {"modelway.backend": "a/b", "modelway.fallback.reason": "5xx", "n": 2})
     server.add_event("no attributes")
     server.add_event("timed", {"t": ("x",)}, timestamp=1_700_000_000_000_000_000)
     # shared attributes (to the SDK, a dict): the lean encoder writes them from its cache
-    client = tracer.start_span("chat gpt-4o", context=trace.set_span_in_context(server), kind=SpanKind.CLIENT,
-                               attributes=CLIENT_ATTRIBUTES)
+    client = tracer.start_span(
+        "chat gpt-4o", context=trace.set_span_in_context(server), kind=SpanKind.CLIENT, attributes=CLIENT_ATTRIBUTES
+    )
     headers: dict[str, str] = {}
     Telemetry(tracer=tracer).inject(headers, client)
     client.set_attribute("http.response.status_code", 503)
@@ -108,8 +131,12 @@ def _scenario(tracer: trace.Tracer) -> None:
     client.end()
     client.set_attribute("after.end", 1)  # ignored
     client.end()  # ignored
-    ok = tracer.start_span("ok", context=trace.set_span_in_context(server), kind=SpanKind.CLIENT,
-                           links=[Link(SpanContext(1, 2, False)), Link(SpanContext(3, 4, True, TraceFlags(1)), {"l": 1})])
+    ok = tracer.start_span(
+        "ok",
+        context=trace.set_span_in_context(server),
+        kind=SpanKind.CLIENT,
+        links=[Link(SpanContext(1, 2, False)), Link(SpanContext(3, 4, True, TraceFlags(1)), {"l": 1})],
+    )
     ok.set_status(StatusCode.OK)
     ok.set_status(Status(StatusCode.ERROR, "ignored: OK is final"))
     ok.update_name("ok renamed")
@@ -166,10 +193,15 @@ def test_lean_spans_encode_to_the_sdks_message_for_the_same_calls(limits):
     environ = {}
     sdk_limits = SdkSpanLimits()
     if limits:
-        environ = {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": str(limits), "OTEL_SPAN_EVENT_COUNT_LIMIT": "2",
-                   "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "1"}
-        sdk_limits = SdkSpanLimits(max_span_attributes=limits, max_events=2, max_event_attributes=1,
-                                   max_link_attributes=1)
+        environ = {
+            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": str(limits),
+            "OTEL_SPAN_EVENT_COUNT_LIMIT": "2",
+            "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1",
+            "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "1",
+        }
+        sdk_limits = SdkSpanLimits(
+            max_span_attributes=limits, max_events=2, max_event_attributes=1, max_link_attributes=1
+        )
     sdk_out = InMemorySpanExporter()
     sdk = TracerProvider(resource=Resource(resource_attributes), sampler=ALWAYS_ON, span_limits=sdk_limits)
     sdk.add_span_processor(SimpleSpanProcessor(sdk_out))
@@ -201,7 +233,13 @@ def test_the_fast_span_context_is_the_apis():
     fast, api = _span_context(APP_TRACE, APP_SPAN, flags, state), SpanContext(APP_TRACE, APP_SPAN, False, flags, state)
     assert fast == api and type(fast) is SpanContext
     assert (fast.trace_id, fast.span_id, fast.is_remote, fast.trace_flags, fast.trace_state, fast.is_valid) == (
-        APP_TRACE, APP_SPAN, False, flags, state, True)
+        APP_TRACE,
+        APP_SPAN,
+        False,
+        flags,
+        state,
+        True,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -214,8 +252,7 @@ def _attrs(key_values) -> dict:
         which = kv.value.WhichOneof("value")
         value = getattr(kv.value, which) if which else None
         if which == "array_value":
-            value = tuple(getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
-                          for v in value.values)
+            value = tuple(getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None for v in value.values)
         out[kv.key] = value
     return out
 
@@ -225,8 +262,11 @@ def test_decoded_fields_of_a_request_trace():
     tracer = provider.get_tracer("modelway.proxy", "0.1")
     telemetry = Telemetry(tracer=tracer)
     parent = telemetry.extract({"traceparent": TRACEPARENT, "tracestate": "vendor=v1"})
-    with telemetry.server_span(name="chat gpt", parent=parent, attributes={
-            "s": "x", "i": -3, "f": 0.5, "b": True, "seq": ["a", "b"], "iseq": [1, 2]}) as server:
+    with telemetry.server_span(
+        name="chat gpt",
+        parent=parent,
+        attributes={"s": "x", "i": -3, "f": 0.5, "b": True, "seq": ["a", "b"], "iseq": [1, 2]},
+    ) as server:
         client = telemetry.client_span(name="chat gpt-4o", parent=server, attributes={"server.port": 443})
         headers: dict[str, str] = {}
         telemetry.inject(headers, client)
@@ -247,8 +287,7 @@ def test_decoded_fields_of_a_request_trace():
     assert client_pb.parent_span_id == server_pb.span_id and client_pb.span_id != server_pb.span_id
     assert server_pb.trace_state == client_pb.trace_state == "vendor=v1"
     assert server_pb.flags == 0x300 and client_pb.flags == 0x100  # remote parent; local parent
-    assert _attrs(server_pb.attributes) == {"s": "x", "i": -3, "f": 0.5, "b": True, "seq": ("a", "b"),
-                                            "iseq": (1, 2)}
+    assert _attrs(server_pb.attributes) == {"s": "x", "i": -3, "f": 0.5, "b": True, "seq": ("a", "b"), "iseq": (1, 2)}
     assert _attrs(client_pb.attributes) == {"server.port": 443, "error.type": "timeout"}
     assert (client_pb.status.code, client_pb.status.message) == (2, "no answer")  # STATUS_CODE_ERROR
     assert server_pb.status.code == 1  # OK
@@ -318,11 +357,18 @@ def test_always_off_makes_non_recording_spans_that_still_propagate():
     provider.shutdown()
 
 
-@pytest.mark.parametrize(("name", "arg", "expected"), [
-    ("traceidratio", "0.0", 0), ("traceidratio", "1.0", 200), ("traceidratio", "", 200),
-    ("always_on", None, 200), ("parentbased_always_off", None, 0), ("parentbased_traceidratio", "0", 0),
-    ("nonsense", None, 200),  # unknown: the default, parentbased_always_on
-])
+@pytest.mark.parametrize(
+    ("name", "arg", "expected"),
+    [
+        ("traceidratio", "0.0", 0),
+        ("traceidratio", "1.0", 200),
+        ("traceidratio", "", 200),
+        ("always_on", None, 200),
+        ("parentbased_always_off", None, 0),
+        ("parentbased_traceidratio", "0", 0),
+        ("nonsense", None, 200),  # unknown: the default, parentbased_always_on
+    ],
+)
 def test_root_sampling(name, arg, expected):
     environ = {"OTEL_TRACES_SAMPLER": name} | ({"OTEL_TRACES_SAMPLER_ARG": arg} if arg is not None else {})
     provider, out = _lean(environ)
@@ -340,7 +386,7 @@ def test_ratio_sampling_is_the_sdks_decision_on_the_trace_id():
     for trace_id in (0, 1, sdk.bound - 1, sdk.bound, sdk.bound + 1, 2**64 - 1, 2**128 - 1, (7 << 64) | 5):
         expected = sdk.should_sample(None, trace_id, "n").decision.is_sampled()
         assert sampler.should_sample(None, trace_id) == expected
-    provider, out = _lean({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"})
+    provider, _out = _lean({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"})
     tracer = provider.get_tracer("t")
     spans = [tracer.start_span("r") for _ in range(2000)]
     for span in spans:
@@ -369,7 +415,7 @@ def test_parent_based_samplers_follow_the_parents_flag(name):
 
 
 def test_non_parent_based_sampler_ignores_the_parents_flag():
-    provider, out = _lean({"OTEL_TRACES_SAMPLER": "always_on"})
+    provider, _out = _lean({"OTEL_TRACES_SAMPLER": "always_on"})
     span = provider.get_tracer("t").start_span("s", context=_remote(False))
     assert span.is_recording() and span.get_span_context().trace_flags.sampled
     assert span.get_span_context().trace_id == APP_TRACE
@@ -426,9 +472,14 @@ def test_worker_exports_on_schedule_on_a_full_batch_and_on_shutdown():
 def test_export_through_the_http_transport_on_schedule_and_on_shutdown():
     collector = Collector()
     try:
-        provider = build_tracer_provider(service_name="svc", environ={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=pod-1"})
+        provider = build_tracer_provider(
+            service_name="svc",
+            environ={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+                "OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=pod-1",
+            },
+        )
         assert isinstance(provider, LeanTracerProvider)
         telemetry = Telemetry(tracer=provider.get_tracer("modelway.proxy"))
         with telemetry.server_span(name="chat gpt", parent=_remote(True), attributes={"a": 1}) as server:

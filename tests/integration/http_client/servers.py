@@ -81,8 +81,15 @@ class Recorder:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.seen.append(Seen(request.method, request.path_qs, request.headers.copy(), body,
-                              request.transport.get_extra_info("peername")))
+        self.seen.append(
+            Seen(
+                request.method,
+                request.path_qs,
+                request.headers.copy(),
+                body,
+                request.transport.get_extra_info("peername"),
+            )
+        )
         if self.reply is not None:
             return await self.reply(request, body)
         return web.json_response({"path": request.path, "bytes": len(body)})
@@ -207,8 +214,9 @@ class RawServer:
 
 def http_response(body: bytes = b'{"ok":true}', *, status: str = "200 OK", headers: str = "") -> bytes:
     """A content-length framed HTTP/1.1 response; `headers` is extra raw header lines ending in CRLF."""
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"{headers}\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+    ).encode() + body
 
 
 def chunk(data: bytes) -> bytes:

@@ -24,8 +24,21 @@ from aiohttp import web
 
 from proxy.http_client import HttpClient
 from tests.integration.http_client.servers import (
-    CHUNKED_HEAD, JSON, LAST_CHUNK, RawConn, RawServer, Recorder, wait_for, answer_every_request, chunk,
-    collect, fetch, http_response, pattern, serve_app, within,
+    CHUNKED_HEAD,
+    JSON,
+    LAST_CHUNK,
+    RawConn,
+    RawServer,
+    Recorder,
+    answer_every_request,
+    chunk,
+    collect,
+    fetch,
+    http_response,
+    pattern,
+    serve_app,
+    wait_for,
+    within,
 )
 
 pytestmark = pytest.mark.timeout(10)
@@ -37,13 +50,21 @@ pytestmark = pytest.mark.timeout(10)
 
 async def test_post_returns_status_and_body_and_sends_the_request_unchanged(client: HttpClient) -> None:
     recorder = Recorder()
-    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "héllo"}]}).encode() \
-        + bytes(range(256))  # every byte value, to catch any text re-encoding
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "héllo"}]}).encode() + bytes(
+        range(256)
+    )  # every byte value, to catch any text re-encoding
     async with serve_app(recorder.app()) as port:
-        resp = await within(client.post(f"http://127.0.0.1:{port}/v1/chat/completions?x=1", body=body,
-                                         headers={"content-type": "application/json",
-                                                  "authorization": "Bearer sk-test",
-                                                  "X-Request-Id": "abc-123"}))
+        resp = await within(
+            client.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions?x=1",
+                body=body,
+                headers={
+                    "content-type": "application/json",
+                    "authorization": "Bearer sk-test",
+                    "X-Request-Id": "abc-123",
+                },
+            )
+        )
         async with resp:
             assert resp.status == 200
             assert resp.headers.get("content-type") == "application/json; charset=utf-8"
@@ -67,7 +88,10 @@ async def test_user_agent_option_and_empty_body(make_client: Callable[..., HttpC
     client = make_client(user_agent="tester/1.0")
     recorder = Recorder()
     async with serve_app(recorder.app()) as port:
-        assert await fetch(client, f"http://127.0.0.1:{port}/empty", body=b"") == (200, b'{"path": "/empty", "bytes": 0}')
+        assert await fetch(client, f"http://127.0.0.1:{port}/empty", body=b"") == (
+            200,
+            b'{"path": "/empty", "bytes": 0}',
+        )
     [seen] = recorder.seen
     assert seen.headers["User-Agent"] == "tester/1.0"
     assert seen.headers.get("Content-Length") == "0" and seen.body == b""
@@ -165,12 +189,12 @@ async def test_idle_connection_older_than_idle_seconds_is_not_reused(make_client
         assert client.connections_opened == 2
 
 
-@pytest.mark.parametrize("response", [
-    http_response(b"ok", headers="Connection: close\r\n"),
-    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-], ids=["connection-close", "http-1.0"])
-async def test_connection_is_not_reused_when_the_server_refuses_keep_alive(client: HttpClient,
-                                                                           response: bytes) -> None:
+@pytest.mark.parametrize(
+    "response",
+    [http_response(b"ok", headers="Connection: close\r\n"), b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    ids=["connection-close", "http-1.0"],
+)
+async def test_connection_is_not_reused_when_the_server_refuses_keep_alive(client: HttpClient, response: bytes) -> None:
     async def handler(conn: RawConn) -> None:  # answers, but leaves the closing to the client
         while (await conn.read_request()) is not None:
             conn.send(response)
@@ -246,8 +270,9 @@ async def test_chunked_body_with_extensions_trailers_and_many_chunks_is_read_who
 
 
 @pytest.mark.parametrize("connection_header", ["Connection: close\r\n", ""], ids=["connection-close", "no-header"])
-async def test_close_delimited_body_is_read_whole_and_the_connection_not_reused(client: HttpClient,
-                                                                                connection_header: str) -> None:
+async def test_close_delimited_body_is_read_whole_and_the_connection_not_reused(
+    client: HttpClient, connection_header: str
+) -> None:
     parts = [b'{"choices": [', b'{"text": "hi"}', b"]}"]
 
     async def handler(conn: RawConn) -> None:
@@ -288,8 +313,11 @@ async def test_close_delimited_body_through_iter_any(client: HttpClient) -> None
 async def test_error_statuses_come_back_as_responses_with_readable_headers(client: HttpClient) -> None:
     async def reply(request: web.Request, body: bytes) -> web.Response:
         if request.path == "/429":
-            return web.json_response({"error": {"type": "rate_limit"}}, status=429,
-                                     headers={"Retry-After": "7", "X-RateLimit-Remaining": "0"})
+            return web.json_response(
+                {"error": {"type": "rate_limit"}},
+                status=429,
+                headers={"Retry-After": "7", "X-RateLimit-Remaining": "0"},
+            )
         return web.Response(status=503, text="upstream overloaded")
 
     async with serve_app(Recorder(reply=reply).app()) as port:
@@ -311,9 +339,11 @@ async def test_error_statuses_come_back_as_responses_with_readable_headers(clien
     assert client.connections_opened == 1  # error answers with keep-alive do not cost a connection
 
 
-@pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n",
-                                     b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"],
-                         ids=["100", "103"])
+@pytest.mark.parametrize(
+    "interim",
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"],
+    ids=["100", "103"],
+)
 async def test_interim_1xx_responses_are_skipped(client: HttpClient, interim: bytes) -> None:
     """RFC 9110 15.2: a client must parse 1xx responses it did not ask for and wait for the final one.
     Taking the 1xx as the answer would also leave the real answer to land on the pooled connection,
@@ -341,14 +371,20 @@ def raw_deflate(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress),
-                                                ("deflate", raw_deflate)], ids=["gzip", "deflate", "raw-deflate"])
-async def test_encoded_body_is_decoded_by_read(client: HttpClient, encoding: str, compress: Callable[[bytes], bytes]) -> None:
+@pytest.mark.parametrize(
+    "encoding, compress",
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", raw_deflate)],
+    ids=["gzip", "deflate", "raw-deflate"],
+)
+async def test_encoded_body_is_decoded_by_read(
+    client: HttpClient, encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
     original = json.dumps({"choices": [{"text": f"token {i}"} for i in range(20000)]}).encode()
 
     async def reply(request: web.Request, body: bytes) -> web.Response:
-        return web.Response(body=compress(original), headers={"Content-Encoding": encoding,
-                                                              "Content-Type": "application/json"})
+        return web.Response(
+            body=compress(original), headers={"Content-Encoding": encoding, "Content-Type": "application/json"}
+        )
 
     async with serve_app(Recorder(reply=reply).app()) as port:
         assert await fetch(client, f"http://127.0.0.1:{port}/") == (200, original)

@@ -21,14 +21,26 @@ import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from proxy.http_client import HttpClient, Response, UpstreamDisconnected
 from tests.integration.http_client.servers import (
-    CHUNKED_HEAD, JSON, LAST_CHUNK, RawConn, RawServer, Recorder, wait_for, answer_every_request, chunk,
-    fetch, http_response, pattern, serve_app, within,
+    CHUNKED_HEAD,
+    JSON,
+    LAST_CHUNK,
+    RawConn,
+    RawServer,
+    Recorder,
+    answer_every_request,
+    chunk,
+    fetch,
+    http_response,
+    pattern,
+    serve_app,
+    wait_for,
+    within,
 )
 
 pytestmark = pytest.mark.timeout(10)
@@ -74,14 +86,19 @@ async def test_cut_mid_body_raises_upstream_disconnected_from_iter_any(client: H
         assert b"0123456789only part of th".startswith(received)
 
 
-@pytest.mark.parametrize("sent, then_close", [
-    (b"", True),
-    (b"HTTP/1.1 200 OK\r\nContent-Le", True),
-    (b"SSH-2.0-OpenSSH_9.6\r\n", False),  # not HTTP: must fail at once, not wait for the close
-    (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", False),
-], ids=["nothing", "half-headers", "garbage", "bad-content-length"])
+@pytest.mark.parametrize(
+    "sent, then_close",
+    [
+        (b"", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", True),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", False),  # not HTTP: must fail at once, not wait for the close
+        (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", False),
+    ],
+    ids=["nothing", "half-headers", "garbage", "bad-content-length"],
+)
 async def test_no_valid_headers_raises_upstream_disconnected_from_post_without_retry(
-        client: HttpClient, sent: bytes, then_close: bool) -> None:
+    client: HttpClient, sent: bytes, then_close: bool
+) -> None:
     async def handler(conn: RawConn) -> None:
         await conn.read_request()
         conn.send(sent)
@@ -103,7 +120,8 @@ async def test_no_valid_headers_raises_upstream_disconnected_from_post_without_r
 
 
 async def test_pooled_connection_closed_by_the_server_while_idle_does_not_fail_the_next_post(
-        client: HttpClient) -> None:
+    client: HttpClient,
+) -> None:
     async def handler(conn: RawConn) -> None:  # keep-alive in name only: closes right after answering
         await conn.read_request()
         conn.send(http_response(json.dumps({"conn": conn.index}).encode()))
@@ -118,7 +136,8 @@ async def test_pooled_connection_closed_by_the_server_while_idle_does_not_fail_t
 
 @pytest.mark.parametrize("how", ["fin", "reset"])
 async def test_pooled_connection_closed_on_receiving_the_next_request_is_retried_once_on_a_new_one(
-        client: HttpClient, how: str) -> None:
+    client: HttpClient, how: str
+) -> None:
     async def handler(conn: RawConn) -> None:
         if conn.index == 0:  # answers once, then drops the connection on the next request, unanswered
             await conn.read_request()
@@ -128,8 +147,9 @@ async def test_pooled_connection_closed_on_receiving_the_next_request_is_retried
                 await conn.read_request()
             else:  # an abortive close (RST), as a server that times out an idle connection may do
                 await conn.reader.read(1)
-                conn.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                                struct.pack("ii", 1, 0))
+                conn.writer.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 conn.writer.transport.abort()
             return
         await answer_every_request(conn)
@@ -182,8 +202,9 @@ async def test_an_answer_nobody_asked_for_is_never_handed_to_the_next_caller(cli
 
 
 @pytest.mark.parametrize("read_first", [False, True], ids=["nothing-read", "one-chunk-read"])
-async def test_response_closed_before_its_end_is_not_reused_and_nothing_hangs(client: HttpClient,
-                                                                              read_first: bool) -> None:
+async def test_response_closed_before_its_end_is_not_reused_and_nothing_hangs(
+    client: HttpClient, read_first: bool
+) -> None:
     big = pattern(1024 * 1024)
 
     async def handler(conn: RawConn) -> None:
@@ -263,19 +284,28 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     directory = tmp_path_factory.mktemp("tls")
     cert_file, key_file = directory / "cert.pem", directory / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_file), str(key_file)
 
 
@@ -286,9 +316,9 @@ def tls_server_context(tls_cert: tuple[str, str]) -> ssl.SSLContext:
     return context
 
 
-async def test_https_with_a_context_trusting_the_certificate(make_client: Callable[..., HttpClient],
-                                                             tls_cert: tuple[str, str],
-                                                             tls_server_context: ssl.SSLContext) -> None:
+async def test_https_with_a_context_trusting_the_certificate(
+    make_client: Callable[..., HttpClient], tls_cert: tuple[str, str], tls_server_context: ssl.SSLContext
+) -> None:
     client = make_client(ssl_context=ssl.create_default_context(cafile=tls_cert[0]))
     recorder = Recorder()
     async with serve_app(recorder.app(), ssl_context=tls_server_context) as port:
@@ -301,7 +331,8 @@ async def test_https_with_a_context_trusting_the_certificate(make_client: Callab
 
 
 async def test_https_with_the_default_context_rejects_a_self_signed_certificate(
-        client: HttpClient, tls_server_context: ssl.SSLContext) -> None:
+    client: HttpClient, tls_server_context: ssl.SSLContext
+) -> None:
     async with serve_app(Recorder().app(), ssl_context=tls_server_context) as port:
         with pytest.raises(ssl.SSLError) as caught:
             await within(client.post(f"https://127.0.0.1:{port}/", body=b"{}", headers=JSON))
@@ -320,7 +351,7 @@ def serve_big(data: bytes, framing: str) -> Callable[[RawConn], Awaitable[None]]
         else:
             conn.send(CHUNKED_HEAD)
             for i in range(0, len(data), 16 * 1024):
-                conn.send(chunk(data[i:i + 16 * 1024]))
+                conn.send(chunk(data[i : i + 16 * 1024]))
             conn.send(LAST_CHUNK)
         await conn.drain()
         await conn.wait_until_peer_closes()

@@ -9,12 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proxy.http_client import (
-    AnswerLimits,
-    AnswerTooLarge,
-    HttpClient,
-    UpstreamProtocolViolation,
-)
+from proxy.http_client import AnswerLimits, AnswerTooLarge, HttpClient, UpstreamProtocolViolation
 from tests.integration.http_client.servers import (
     CHUNKED_HEAD,
     LAST_CHUNK,
@@ -27,8 +22,13 @@ from tests.integration.http_client.servers import (
 )
 
 JSON = {"content-type": "application/json"}
-SMALL = AnswerLimits(max_body_bytes=64 * 1024, max_header_count=10, max_header_bytes=2048,
-                     max_error_body_bytes=100, max_interim_answers=3)
+SMALL = AnswerLimits(
+    max_body_bytes=64 * 1024,
+    max_header_count=10,
+    max_header_bytes=2048,
+    max_error_body_bytes=100,
+    max_interim_answers=3,
+)
 
 
 def answer_once(data: bytes, *, hold: bool = True) -> Callable[[RawConn], object]:
@@ -52,14 +52,22 @@ async def fetch_after(client: HttpClient, server: RawServer) -> bytes:
         return await within(resp.read())
 
 
-@pytest.mark.parametrize("head, message", [
-    (b"HTTP/1.1 200 OK\r\n" + b"x-a: 1\r\n" * 11 + b"content-length: 2\r\n\r\n{}", "more than 10 headers"),
-    (b"HTTP/1.1 200 OK\r\nx-big: " + b"v" * 5000 + b"\r\ncontent-length: 2\r\n\r\n{}", "head is larger than 2048"),
-    (b"HTTP/1.1 100 Continue\r\n\r\n" * 4 + b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", "more than 3 interim"),
-    (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n", "switched protocols"),
-], ids=["count", "size", "interim", "101"])
-async def test_heads_past_the_limits_fail_the_post(make_client: Callable[..., HttpClient], head: bytes,
-                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        (b"HTTP/1.1 200 OK\r\n" + b"x-a: 1\r\n" * 11 + b"content-length: 2\r\n\r\n{}", "more than 10 headers"),
+        (b"HTTP/1.1 200 OK\r\nx-big: " + b"v" * 5000 + b"\r\ncontent-length: 2\r\n\r\n{}", "head is larger than 2048"),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\n" * 4 + b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+            "more than 3 interim",
+        ),
+        (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n", "switched protocols"),
+    ],
+    ids=["count", "size", "interim", "101"],
+)
+async def test_heads_past_the_limits_fail_the_post(
+    make_client: Callable[..., HttpClient], head: bytes, message: str
+) -> None:
     client = make_client(limits=SMALL)
     async with RawServer(answer_once(head)) as server:
         with pytest.raises(UpstreamProtocolViolation, match=message):
@@ -78,8 +86,9 @@ async def test_a_head_within_the_limits_is_read(make_client: Callable[..., HttpC
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-async def test_a_body_past_the_limit_is_refused_and_the_connection_closed(make_client: Callable[..., HttpClient],
-                                                                         framing: str) -> None:
+async def test_a_body_past_the_limit_is_refused_and_the_connection_closed(
+    make_client: Callable[..., HttpClient], framing: str
+) -> None:
     client = make_client(limits=SMALL)
     body = b"x" * (200 * 1024)
     data = http_response(body) if framing == "content-length" else CHUNKED_HEAD + chunk(body) + LAST_CHUNK
@@ -93,7 +102,8 @@ async def test_a_body_past_the_limit_is_refused_and_the_connection_closed(make_c
 
 
 async def test_a_declared_length_past_the_limit_is_refused_before_reading(
-        make_client: Callable[..., HttpClient]) -> None:
+    make_client: Callable[..., HttpClient],
+) -> None:
     client = make_client(limits=SMALL)
     head = b"HTTP/1.1 200 OK\r\ncontent-length: 999999999\r\n\r\n"  # no body ever comes
     async with RawServer(answer_once(head)) as server:

@@ -1,0 +1,4 @@
+"""Fixtures any test may ask for, registered once: the fake providers, the real-component harness
+(its session fixtures start a component only when a test asks for it) and the e2e status fixtures."""
+
+pytest_plugins = ["tests.fakes.fixtures", "tests.harness.fixtures", "tests.e2e.status_support"]
