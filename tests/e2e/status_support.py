@@ -21,17 +21,6 @@ from tests.harness.kube import KubeCluster
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def crds(kube: KubeCluster, kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(REPO / "crds"))
-    for plural in ("modelproviders", "modelroutes"):
-        kubectl("wait", "--for=condition=Established", f"crd/{plural}.modelway.io", "--timeout=30s")
-        deadline = time.monotonic() + 30  # Established comes a moment before the storage serves
-        while kube.request("GET", f"/apis/modelway.io/v1alpha1/{plural}?limit=1")[0] != 200:
-            assert time.monotonic() < deadline, f"{plural} never served"
-            time.sleep(0.1)
-
-
 @pytest.fixture
 def namespace(kubectl: Kubectl, crds: None) -> Iterator[str]:
     name = f"st-{uuid.uuid4().hex[:10]}"
