@@ -6,7 +6,9 @@ key come from the env the webhook sets). Its pod gets the native sidecar,
 which starts first, gets its snapshot from the controller's Service by DNS
 name over TLS and passes its startup probe; then the app starts and its calls
 reach a fake provider running as another pod behind a Service, traced to a
-real Jaeger from the app's span through the sidecar's. A route edit
+real Jaeger from the app's own span (OpenTelemetry's zero-code
+instrumentation, set up by OTEL_* variables in the pod) through the
+sidecar's. A route edit
 moves the next calls to another provider pod; with both controller pods
 deleted the app keeps being served, and the new controller pods push the next
 edit.
