@@ -69,7 +69,7 @@ IMAGES = {
     "pause": PAUSE_IMAGE,
     "base": "localhost/modelway-base:bookworm",
     "modelway": "localhost/modelway:test",
-    "app": "localhost/modelway-test-app:1",  # the base + the official openai SDK
+    "app": "localhost/modelway-test-app:1",  # the base + the official openai SDK + OpenTelemetry
 }
 
 
