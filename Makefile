@@ -66,13 +66,13 @@ kind-up:
 	bash hack/kind-up.sh
 
 ## image-lock: re-resolve requirements.lock (the image's exact Python packages, with hashes)
-## and the test app image's (the official openai SDK)
+## and the test app image's (tests/tools/image/app-requirements.in: the official openai SDK, OpenTelemetry)
 image-lock:
 	$(PYTHON) -m venv build/uv && build/uv/bin/pip install -q uv
 	echo 'setuptools>=68' | build/uv/bin/uv pip compile pyproject.toml - --extra fast --generate-hashes \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	  --custom-compile-command 'make image-lock' -o requirements.lock
-	echo 'openai' | build/uv/bin/uv pip compile - --generate-hashes \
+	build/uv/bin/uv pip compile tests/tools/image/app-requirements.in --generate-hashes \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	  --custom-compile-command 'make image-lock' -o tests/tools/image/app-requirements.txt
 

@@ -6,7 +6,9 @@ key come from the env the webhook sets). Its pod gets the native sidecar,
 which starts first, gets its snapshot from the controller's Service by DNS
 name over TLS and passes its startup probe; then the app starts and its calls
 reach a fake provider running as another pod behind a Service, traced to a
-real Jaeger from the app's span through the sidecar's. A route edit
+real Jaeger from the app's own span (OpenTelemetry's zero-code
+instrumentation, set up by OTEL_* variables in the pod) through the
+sidecar's. A route edit
 moves the next calls to another provider pod; with both controller pods
 deleted the app keeps being served, and the new controller pods push the next
 edit.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -73,26 +76,23 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 """
 
-# The app: the official SDK as any app would use it, one call a second.
+# The app: the official SDK as any app would use it, one call a second. Its
+# tracing is OpenTelemetry's zero-code kind (see _traced_app_pod): nothing here.
 APP = r"""
-import os, time
+import time
 from openai import OpenAI
 
 client = OpenAI(max_retries=0, timeout=10)
 while True:
-    # A W3C trace context, as a traced app sends it (its own span is the parent).
-    trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
     try:
-        answer = client.chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}],
-            extra_headers={"traceparent": f"00-{trace_id}-{span_id}-01"},
-        )
+        answer = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
         print("ANSWER", answer.choices[0].message.content, flush=True)
-        print("TRACE", trace_id, span_id, flush=True)
     except Exception as e:
         print("ERROR", type(e).__name__, e, flush=True)
     time.sleep(1)
 """
+APP_SERVICE = "inject-app"
+SIDECAR_SERVICE = "modelway-proxy"
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, kubectl: Kubectl) -> None:
@@ -129,6 +129,29 @@ def _python_pod(name: str, namespace: str, image: str, script_cm: str, **contain
             "volumes": [{"name": "script", "configMap": {"name": script_cm}}],
         },
     }  # fmt: skip
+
+
+def _traced_app_pod(image: str, jaeger: JaegerServer) -> dict[str, Any]:
+    """The app under `opentelemetry-instrument`, configured by the standard OTEL_* variables only.
+
+    The instrumentation patches httpx2's transports (what the SDK sends with), so each call
+    is a client span whose context goes out as traceparent, and its spans go over OTLP/HTTP
+    to the same Jaeger as the sidecar's.
+    """
+    env = {
+        "OTEL_SERVICE_NAME": APP_SERVICE,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
+        "OTEL_METRICS_EXPORTER": "none",  # the test's Jaeger takes traces only
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_BSP_SCHEDULE_DELAY": "1000",  # ms: the test waits for the batch
+    }
+    return _python_pod(
+        "app", APPS, image, "app",
+        command=["opentelemetry-instrument", "python3", "/script/main.py"],
+        env=[{"name": name, "value": value} for name, value in env.items()],
+    )  # fmt: skip
 
 
 def _route(provider: str) -> dict:
@@ -214,7 +237,7 @@ def app(
     kubectl.apply(objects)
 
     kubectl("create", "configmap", "app", "-n", APPS, f"--from-literal=main.py={APP}")
-    kubectl.apply(_python_pod("app", APPS, node.images["app"], "app"))
+    kubectl.apply(_traced_app_pod(node.images["app"], node_jaeger))
     yield kubectl
     kubectl("delete", "namespace", APPS, PROVIDERS, "--wait=true", "--timeout=120s", check=False, timeout=150)
     helm("uninstall", "modelway", "-n", SYSTEM, "--wait", timeout=180, check=False)
@@ -246,34 +269,57 @@ def test_sidecar_starts_first_and_the_sdk_call_reaches_the_provider_pod(node: No
     assert dict(zip(header.split(), row.split(), strict=True))["SYNCED"] == "1", (header, row)
 
 
+def _service(trace: dict[str, Any], span: dict[str, Any]) -> str:
+    return str(trace["processes"][span["processID"]]["serviceName"])
+
+
+def _parent(span: dict[str, Any]) -> str | None:
+    refs = [r for r in span["references"] if r["refType"] == "CHILD_OF"]
+    assert len(refs) <= 1, span
+    return str(refs[0]["spanID"]) if refs else None
+
+
+def _whole_trace(jaeger: JaegerServer) -> dict[str, Any] | None:
+    """The newest of the app's traces that holds the sidecar's client span too (a trace's
+    spans come in the app's and the sidecar's batches, at their own times)."""
+    try:
+        traces = jaeger.traces(APP_SERVICE, limit="20")
+    except OSError:  # the service is unknown until the app's first batch arrives
+        return None
+    whole = [
+        t
+        for t in traces
+        if any(_service(t, s) == SIDECAR_SERVICE and s["operationName"] == "chat m1" for s in t["spans"])
+    ]
+    return max(whole, key=lambda t: min(s["startTime"] for s in t["spans"]), default=None)
+
+
 def test_the_call_is_traced_from_app_through_sidecar_to_provider(app: Kubectl, node_jaeger: JaegerServer) -> None:
     kubectl = app
-    logs = kubectl("logs", "app", "-c", "app", "-n", APPS).stdout.splitlines()
-    trace_id, app_span = next(line.split()[1:] for line in logs if line.startswith("TRACE "))
     deadline = time.monotonic() + 60
-    trace: dict = {}
-    while time.monotonic() < deadline:
-        try:
-            data = node_jaeger.api(f"/api/traces/{trace_id}").get("data") or []
-        except OSError:  # 404 until the sidecar's batch arrives
-            data = []
-        if data and len(data[0]["spans"]) >= 2:
-            trace = data[0]
-            break
+    trace = _whole_trace(node_jaeger)
+    while trace is None and time.monotonic() < deadline:
         time.sleep(1)
-    assert trace, f"trace {trace_id} not in Jaeger within 60s; services: {node_jaeger.services()}"
-    spans = {s["operationName"]: s for s in trace["spans"]}
-    server, client = spans["chat chat"], spans["chat m1"]
+        trace = _whole_trace(node_jaeger)
+    assert trace is not None, (
+        f"no trace of {APP_SERVICE} through the sidecar within 60s; services: {node_jaeger.services()}"
+    )
 
-    def parent(span: dict) -> str:
-        (ref,) = span["references"]
-        return ref["spanID"]
-
-    assert parent(server) == app_span  # the sidecar continues the app's trace
-    assert parent(client) == server["spanID"]
-    # The provider pod got the sidecar's client span as its parent.
+    # One trace: the app's own span (its SDK's HTTP call, made by the OpenTelemetry
+    # instrumentation) is the root; the sidecar's server span is its child, and the
+    # sidecar's call to the provider is the server span's child.
+    (app_span,) = [s for s in trace["spans"] if _service(trace, s) == APP_SERVICE]
+    sidecar = {s["operationName"]: s for s in trace["spans"] if _service(trace, s) == SIDECAR_SERVICE}
+    server, client = sidecar["chat chat"], sidecar["chat m1"]
+    assert _parent(app_span) is None, app_span
+    assert _parent(server) == app_span["spanID"], (server, app_span)  # the sidecar continues the app's trace
+    assert _parent(client) == server["spanID"], (client, server)
+    # The provider pod got the sidecar's client span as its parent, sampled.
     provider_log = kubectl("logs", "provider-a", "-n", PROVIDERS).stdout
-    assert f"TRACEPARENT 00-{trace_id}-{client['spanID']}-01" in provider_log, provider_log
+    received = [line.split()[1] for line in provider_log.splitlines() if line.startswith("TRACEPARENT ")]
+    sent = f"00-{trace['traceID']}-{client['spanID']}-"
+    flags = [traceparent.removeprefix(sent) for traceparent in received if traceparent.startswith(sent)]
+    assert len(flags) == 1 and int(flags[0], 16) & 1, (sent, received)
 
 
 def test_route_edit_moves_the_next_calls(app: Kubectl) -> None:

@@ -33,6 +33,10 @@ from .process import ManagedProcess
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# Who the apiserver is when it calls a kubelet (logs, exec, proxy): no group, so a
+# kubelet that asks the apiserver (Webhook authorization) allows it only what RBAC
+# grants this user.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 READY_TIMEOUT = 90.0
 
 
@@ -218,10 +222,7 @@ class KubeControlPlane:
                 "--endpoint-reconciler-type=none",
             ]
         else:
-            kubelet_client = ca.issue(
-                "apiserver-kubelet-client", common_name="kube-apiserver-kubelet-client",
-                organizations=("system:masters",), client=True,
-            )  # fmt: skip
+            kubelet_client = ca.issue("apiserver-kubelet-client", common_name=KUBELET_CLIENT_USER, client=True)
             self._apiserver_argv += [
                 # The bridge only: pods reach it through the `kubernetes`
                 # Service, the harness and the node's components directly.

@@ -8,11 +8,15 @@ address), this starts:
   and its sandbox image set to the pause image the harness imports;
 - a kubelet registered as ``system:node:<name>`` (a client cert from the
   session CA; the apiserver runs the Node authorizer), cgroupfs on cgroup v1
-  (``failCgroupV1: false``: this machine has no cgroup v2);
+  (``failCgroupV1: false``: this machine has no cgroup v2), that asks the
+  apiserver what each caller may do (Webhook authorization; the apiserver's own
+  kubelet client is bound to ``system:kubelet-api-admin``, as kubeadm does);
 - kube-controller-manager and kube-scheduler with their own default RBAC
   identities (client certs), kube-proxy in iptables mode;
 - CoreDNS as a process on the bridge address, behind a ``kube-dns`` Service
-  (ClusterIP ``DNS_IP``) whose EndpointSlice points at it.
+  (ClusterIP ``DNS_IP``) whose EndpointSlice points at it, as its own
+  ServiceAccount (``COREDNS_ACCOUNT``) that may only list and watch what it
+  serves.
 
 Networking stays on this machine: pods live in network namespaces on the
 bridge ``BRIDGE`` (``POD_CIDR``); a mangle-table rule drops anything a pod
@@ -40,7 +44,7 @@ from typing import IO, ClassVar
 import yaml
 
 from .certs import CertPair
-from .kube import KubeCluster, KubeControlPlane
+from .kube import KUBELET_CLIENT_USER, KubeCluster, KubeControlPlane
 from .ports import PortAllocator
 from .process import ManagedProcess
 
@@ -53,6 +57,11 @@ CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 LOCK_FILE = Path("/run/modelway-test-node.lock")
 READY_TIMEOUT = 120.0
+COREDNS_ACCOUNT = ("kube-system", "coredns")  # namespace, ServiceAccount
+# CoreDNS's token: a process, not a pod, so nothing renews it; long enough for
+# any test session and a week of `make node-up`.
+COREDNS_TOKEN_SECONDS = 7 * 24 * 3600
+RBAC = "rbac.authorization.k8s.io"
 
 PAUSE_IMAGE = "localhost/modelway-pause:1"
 # name in .tools/images -> the reference it is imported as.
@@ -60,7 +69,7 @@ IMAGES = {
     "pause": PAUSE_IMAGE,
     "base": "localhost/modelway-base:bookworm",
     "modelway": "localhost/modelway:test",
-    "app": "localhost/modelway-test-app:1",  # the base + the official openai SDK
+    "app": "localhost/modelway-test-app:1",  # the base + the official openai SDK + OpenTelemetry
 }
 
 
@@ -212,6 +221,7 @@ class KubeNode:
         self._start_controller_manager(kube)
         self._start_scheduler(kube)
         self._start_kube_proxy(kube)
+        self._allow_apiserver_to_kubelet(kube)
         self._start_kubelet(kube, socket)
         self._start_coredns(kube)
         self._wait_node_ready(kube)
@@ -417,6 +427,17 @@ state = "{d / "state"}"
         )
         self._start("kube-proxy", [self._tools["kube-proxy"], f"--config={config}", "--v=1"])
 
+    def _allow_apiserver_to_kubelet(self, kube: KubeCluster) -> None:
+        """The apiserver's calls to the kubelet (logs, exec, port-forward) as kubeadm allows them."""
+        binding = {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "modelway-test:apiserver-kubelet-api-admin"},
+            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "system:kubelet-api-admin"},
+            "subjects": [{"apiGroup": RBAC, "kind": "User", "name": KUBELET_CLIENT_USER}],
+        }
+        _expect(kube.request("POST", f"/apis/{RBAC}/v1/clusterrolebindings", binding), "the apiserver's kubelet rights")
+
     def _start_kubelet(self, kube: KubeCluster, sock: Path) -> None:
         kc = self._client(kube, "kubelet", f"system:node:{NODE_NAME}", ("system:nodes",))
         root = self.workdir / "kubelet"
@@ -444,8 +465,10 @@ state = "{d / "state"}"
                         "webhook": {"enabled": False},
                         "x509": {"clientCAFile": str(kube.ca.cert)},
                     },
-                    # Only holders of a session-CA cert get past authentication.
-                    "authorization": {"mode": "AlwaysAllow"},
+                    # Only holders of a session-CA cert get past authentication,
+                    # and each may do what the apiserver's authorizers say (a
+                    # SubjectAccessReview, which the Node authorizer lets a node make).
+                    "authorization": {"mode": "Webhook"},
                     "clusterDNS": [DNS_IP],
                     "clusterDomain": CLUSTER_DOMAIN,
                     "resolvConf": str(resolv),
@@ -483,9 +506,7 @@ state = "{d / "state"}"
         )
 
     def _start_coredns(self, kube: KubeCluster) -> None:
-        # CoreDNS reads Services, EndpointSlices and Namespaces cluster-wide:
-        # the admin identity for now (a narrower ClusterRole is future work).
-        kc = kube.kubeconfig
+        kc = self._coredns_kubeconfig(kube)
         health, ready = self._ports.take(), self._ports.take()
         corefile = self.workdir / "Corefile"
         corefile.write_text(
@@ -495,7 +516,7 @@ state = "{d / "state"}"
     health 127.0.0.1:{health}
     ready 127.0.0.1:{ready}
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {kc} modelway-test
+        kubeconfig {kc} node
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
     }}
@@ -548,6 +569,62 @@ state = "{d / "state"}"
             kube.request("POST", "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", slice_),
             "kube-dns EndpointSlice",
         )
+
+    def _coredns_kubeconfig(self, kube: KubeCluster) -> Path:
+        """A kubeconfig for CoreDNS's own ServiceAccount, allowed to list and watch
+        Services, EndpointSlices and Namespaces (with ``pods insecure`` it reads no
+        Pods), and a token for it."""
+        namespace, name = COREDNS_ACCOUNT
+        role = f"modelway-test:{name}"
+        account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+        _expect(kube.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", account), "CoreDNS's account")
+        cluster_role = {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": [
+                {"apiGroups": [""], "resources": ["services", "namespaces"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ],
+        }
+        _expect(kube.request("POST", f"/apis/{RBAC}/v1/clusterroles", cluster_role), "CoreDNS's ClusterRole")
+        binding = {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }
+        _expect(kube.request("POST", f"/apis/{RBAC}/v1/clusterrolebindings", binding), "CoreDNS's binding")
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": COREDNS_TOKEN_SECONDS},
+        }
+        status, body = kube.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request)
+        _expect((status, body), "CoreDNS's token")
+        token = self.workdir / "coredns.token"
+        token.touch(mode=0o600)
+        token.write_text(body["status"]["token"])
+        # tokenFile, not token: client-go reads the file again each minute, so a token
+        # written there later (a renewal) takes over without restarting CoreDNS.
+        kubeconfig = self.workdir / "coredns.kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "node", "cluster": {"server": kube.server, "certificate-authority": str(kube.ca.cert)}}
+                    ],
+                    "users": [{"name": name, "user": {"tokenFile": str(token)}}],
+                    "contexts": [{"name": "node", "context": {"cluster": "node", "user": name}}],
+                    "current-context": "node",
+                },
+                sort_keys=False,
+            )
+        )
+        return kubeconfig
 
     def _wait_node_ready(self, kube: KubeCluster) -> None:
         kubelet = next(p for p in self.processes if p.name == "kubelet")

@@ -6,8 +6,9 @@
 #                 (mmdebstrap), what the project image is built FROM in tests
 #   modelway.tar  localhost/modelway:test     the project's Dockerfile, BASE=the above,
 #                 its locked wheels (requirements.lock) handed in as a folder
-#   app.tar       localhost/modelway-test-app:1  the base + the official openai SDK
-#                 (app-requirements.txt): the apps of the e2e tests
+#   app.tar       localhost/modelway-test-app:1  the base + the official openai SDK and
+#                 OpenTelemetry's zero-code tracing (app-requirements.txt, locked from
+#                 app-requirements.in): the apps of the e2e tests
 #
 # buildah (daemonless) keeps its storage in .tools/buildah. Each image is
 # rebuilt only when the hash of its inputs changes (.tools/stamps/image-*).
