@@ -51,7 +51,7 @@ RUNNER_OPTIONS: dict[str, Any] = {"keepalive_timeout": 15.0}
 
 READINESS = web.AppKey("readiness", Readiness)
 TELEMETRY = web.AppKey("telemetry", ControllerTelemetry)
-SIDECARS = web.AppKey("sidecars", Callable[[], Iterable[ConnectedSidecar]])
+SIDECARS = web.AppKey[Callable[[], Iterable[ConnectedSidecar]]]("sidecars")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -315,12 +315,9 @@ class ModelRoute(_Model):
 # --- ModelPolicy and ClusterModelPolicy --------------------------------------------------
 
 
-def _names(max_length: int) -> Any:
-    return Annotated[tuple[Annotated[str, Field(min_length=1, max_length=max_length)], ...], Field(max_length=64)]
-
-
-Names = _names(253)
-Places = _names(63)
+# up to 64 names (service accounts, glob patterns: 253 characters) or places (regions, jurisdictions: 63)
+Names: TypeAlias = Annotated[tuple[Annotated[str, Field(min_length=1, max_length=253)], ...], Field(max_length=64)]
+Places: TypeAlias = Annotated[tuple[Annotated[str, Field(min_length=1, max_length=63)], ...], Field(max_length=64)]
 
 
 class PolicySubjects(_Model):

@@ -160,19 +160,19 @@ def policy_gaps(judgement: Judgement, workloads: Sequence[Workload]) -> list[Fin
                         gaps.setdefault(key, set()).add(f"{workload.namespace}/{workload.service_account}")
                         reasons.setdefault(key, why)
     grouped: dict[tuple[str, str, tuple[str, ...], str], list[str]] = {}  # one finding for the classes alike
-    for (route, rule, data_class), who in gaps.items():
-        key = (route, rule, tuple(sorted(who)), reasons[(route, rule, data_class)])
-        grouped.setdefault(key, []).append(data_class)
+    for (route_name, rule_name, gap_class), who in gaps.items():
+        group = (route_name, rule_name, tuple(sorted(who)), reasons[(route_name, rule_name, gap_class)])
+        grouped.setdefault(group, []).append(gap_class)
     findings = []
-    for (route, rule, who, reason), classes in sorted(grouped.items()):
-        namespace, _, name = route.partition("/")
-        ordered = sorted(classes, key=snap.DATA_CLASS_RANK.__getitem__)
+    for (route_name, rule_name, workload_names, reason), alike in sorted(grouped.items()):
+        namespace, _, name = route_name.partition("/")
+        ordered = sorted(alike, key=snap.DATA_CLASS_RANK.__getitem__)
         findings.append(
             Finding(
                 "warning",
                 _name("ModelRoute", namespace, name),
-                f"rule {rule}: no backend is left for {' and '.join(ordered)} requests of {', '.join(who)}: "
-                f"{reason}; such requests are refused (403)",
+                f"rule {rule_name}: no backend is left for {' and '.join(ordered)} requests of "
+                f"{', '.join(workload_names)}: {reason}; such requests are refused (403)",
                 "allow one of the rule's backends for that class in the policy, or add a fallback it allows",
             )
         )

@@ -20,10 +20,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 import proxy.snapshot as snap
 from controller import policy as pol
@@ -34,6 +35,7 @@ from controller.api import (
     ModelProvider,
     ModelRoute,
     Namespace,
+    ObjectMeta,
     RouteRule,
     Secret,
     duration_seconds,
@@ -76,13 +78,22 @@ class RouteVerdict:
     served: ModelRoute | None
 
 
+class NamespaceObjects(NamedTuple):
+    """One namespace's objects that its providers and routes are judged from."""
+
+    providers: tuple[ModelProvider, ...]
+    routes: tuple[ModelRoute, ...]
+    secrets: tuple[Secret, ...]
+    invalid: tuple[InvalidObject, ...]  # invalid providers and routes
+
+
 @dataclass(frozen=True, slots=True)
 class NamespaceJudgement:
     """One namespace's providers and routes, judged. Providers, routes, Secrets and invalid objects
     only ever refer within their namespace, so a judgement of a namespace whose objects are the
     very same ones as last time (the store replaces an object on every change) is still true."""
 
-    inputs: tuple[tuple[object, ...], ...]  # what it was judged from, compared by identity
+    inputs: NamespaceObjects  # what it was judged from, compared by identity
     providers: dict[Key, ProviderVerdict]
     routes: dict[Key, RouteVerdict]
     served: tuple[ModelRoute, ...]
@@ -194,7 +205,7 @@ def _compile_provider(provider: ModelProvider, *, base_url: str, api_key: str | 
         name=f"{namespace}.{name}",
         type=spec.type,
         base_url=base_url,
-        api_key=api_key,
+        api_key=SecretStr(api_key) if api_key is not None else None,
         api_version=spec.azure.api_version if spec.azure else None,
         region=spec.region,
         jurisdiction=spec.jurisdiction,
@@ -251,19 +262,25 @@ def judge(
     """Judge everything; with `previous` (the judgement of the store's preceding view), namespaces
     whose objects are unchanged keep their verdicts and only the others are judged again (their last
     good routes then come from `previous`). The result is the same either way."""
-    grouped: dict[str, list[list[object]]] = {}
-    for index, items in enumerate((resources.providers, resources.routes, resources.secrets, resources.invalid)):
-        for item in items:
-            if index == 3 and item.kind not in ("ModelProvider", "ModelRoute"):  # type: ignore[attr-defined]
-                continue
-            grouped.setdefault(item.metadata.namespace, [[], [], [], []])[index].append(item)  # type: ignore[attr-defined]
+    provider_objects = _by_namespace(resources.providers)
+    route_objects = _by_namespace(resources.routes)
+    secret_objects = _by_namespace(resources.secrets)
+    invalid_objects = _by_namespace(i for i in resources.invalid if i.kind in ("ModelProvider", "ModelRoute"))
     parts: dict[str, NamespaceJudgement] = {}
-    for namespace in sorted(grouped):
-        inputs = tuple(tuple(items) for items in grouped[namespace])
+    for namespace in sorted(
+        provider_objects.keys() | route_objects.keys() | secret_objects.keys() | invalid_objects.keys()
+    ):
+        inputs = NamespaceObjects(
+            provider_objects.get(namespace, ()),
+            route_objects.get(namespace, ()),
+            secret_objects.get(namespace, ()),
+            invalid_objects.get(namespace, ()),
+        )
         before = previous.parts.get(namespace) if previous is not None else None
         if before is not None and _same_objects(before.inputs, inputs):
             parts[namespace] = before
             continue
+        good: Mapping[Key, ModelRoute]
         if previous is not None:
             good = {k: v.served for k, v in before.routes.items() if v.served is not None} if before else {}
         else:
@@ -297,27 +314,40 @@ def judge(
     )
 
 
-def _same_objects(a: tuple[tuple[object, ...], ...], b: tuple[tuple[object, ...], ...]) -> bool:
+class _Namespaced(Protocol):
+    @property
+    def metadata(self) -> ObjectMeta: ...
+
+
+_N = TypeVar("_N", bound=_Namespaced)
+
+
+def _by_namespace(objects: Iterable[_N]) -> dict[str, tuple[_N, ...]]:
+    grouped: dict[str, list[_N]] = {}
+    for obj in objects:
+        grouped.setdefault(obj.metadata.namespace, []).append(obj)
+    return {namespace: tuple(items) for namespace, items in grouped.items()}
+
+
+def _same_objects(a: NamespaceObjects, b: NamespaceObjects) -> bool:
     return len(a) == len(b) and all(
         len(x) == len(y) and all(p is q for p, q in zip(x, y, strict=True)) for x, y in zip(a, b, strict=True)
     )
 
 
-def _judge_namespace(inputs: tuple[tuple[object, ...], ...], last_good: Mapping[Key, ModelRoute]) -> NamespaceJudgement:
-    provider_objects, route_objects, secret_objects, invalid_objects = inputs
-    secrets = {(s.metadata.namespace, s.metadata.name): s for s in secret_objects}  # type: ignore[attr-defined]
-    invalid = {key_of(i): i for i in invalid_objects}  # type: ignore[arg-type]
+def _judge_namespace(inputs: NamespaceObjects, last_good: Mapping[Key, ModelRoute]) -> NamespaceJudgement:
+    secrets = {(s.metadata.namespace, s.metadata.name): s for s in inputs.secrets}
+    invalid = {key_of(i): i for i in inputs.invalid}
     providers = {
-        key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)  # type: ignore[arg-type, attr-defined]
-        for p in provider_objects
+        key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)
+        for p in inputs.providers
     }
     for key, bad in invalid.items():
         if bad.kind == "ModelProvider":
             providers[key] = _invalid_provider(bad, providers.get(key))
     routes: dict[Key, RouteVerdict] = {}
     claimed: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
-    for route in sorted(route_objects, key=lambda r: (r.metadata.namespace, r.metadata.name)):  # type: ignore[attr-defined]
-        assert isinstance(route, ModelRoute)
+    for route in sorted(inputs.routes, key=lambda r: (r.metadata.namespace, r.metadata.name)):
         key = key_of(route)
         claim = (route.metadata.namespace, route.spec.model, _selector_key(route))
         owner = claimed.setdefault(claim, route.metadata.name)

@@ -26,7 +26,6 @@ from controller.api import ModelRoute
 from controller.compile import (
     Judgement,
     NamespaceInputs,
-    Workload,
     assemble,
     compile_route,
     judge,
@@ -36,6 +35,7 @@ from controller.compile import (
 )
 from controller.store import Key, ResourceStore
 from controller.telemetry import ControllerTelemetry
+from controller.workload import Workload
 from proxy.snapshot import Policy, Route, Snapshot, to_wire
 
 log = logging.getLogger("modelway.controller")
@@ -323,29 +323,31 @@ class Controller:
     def route_sync(self) -> dict[Key, RouteSync]:
         # Sidecars of one workload are in few states (what they should run, what they ACKed, whether
         # they refused it): count the sidecars per state, then walk each state's routes once.
-        states: dict[tuple[int, str, str], list[object]] = {}
+        states: dict[tuple[int, str, str], tuple[Compiled, str]] = {}  # -> what they run, one of them by name
+        sidecars_in: dict[tuple[int, str, str], int] = {}
         for sidecar in self.sidecars:
             compiled = sidecar.compiled
             if compiled is None:
                 continue
             # It refused what it should run now (the controller does not send that version again).
             refused = sidecar.nack_error if sidecar.sent_version == compiled.snapshot.version else ""
-            state = states.get(key := (id(compiled), sidecar.acked_version, refused))
-            if state is None:
-                states[key] = [compiled, sidecar.name, 1]
-            else:
-                state[2] += 1  # type: ignore[operator]
+            state = (id(compiled), sidecar.acked_version, refused)
+            if state not in states:
+                states[state] = (compiled, sidecar.name)
+            sidecars_in[state] = sidecars_in.get(state, 0) + 1
         counts: dict[Key, list[int]] = {}
         rejections: dict[Key, str] = {}
-        for (_, acked_version, refused), (compiled, name, n) in states.items():
+        for state, (compiled, name) in states.items():
+            _, acked_version, refused = state
+            n = sidecars_in[state]
             acked = self._by_version.get(acked_version)
-            for key, generation in compiled.routes.items():  # type: ignore[attr-defined]
+            for key, generation in compiled.routes.items():
                 entry = counts.setdefault(key, [0, 0, 0])
-                entry[1] += n  # type: ignore[operator]
+                entry[1] += n
                 if acked is not None and acked.routes.get(key) == generation:
-                    entry[0] += n  # type: ignore[operator]
+                    entry[0] += n
                 elif refused:
-                    entry[2] += n  # type: ignore[operator]
+                    entry[2] += n
                     rejections.setdefault(key, f"{name}: {refused}")
         return {
             key: RouteSync(synced=s, total=t, rejected=r, rejection=rejections.get(key, ""))

@@ -161,11 +161,11 @@ def render_prometheus(data: MetricsData | None) -> str:
                 )
                 name = prometheus_name(metric.name, metric.unit or "", kind)
                 lines += [f"# HELP {name} {metric.description}", f"# TYPE {name} {kind}"]
+                if not isinstance(points, Histogram):
+                    assert isinstance(points, (Sum, Gauge))  # no view here makes exponential histograms
+                    lines += [f"{name}{_labels(p.attributes)} {_number(p.value)}" for p in points.data_points]
+                    continue
                 for point in points.data_points:
-                    if not isinstance(points, Histogram):
-                        assert isinstance(points, (Sum, Gauge))
-                        lines.append(f"{name}{_labels(point.attributes)} {_number(point.value)}")
-                        continue
                     running = 0
                     for bound, count in zip((*point.explicit_bounds, math.inf), point.bucket_counts, strict=True):
                         running += count

@@ -165,11 +165,11 @@ def compile_policy(
         {(b.provider, b.model) for route in routes for rule in route.rules for b in (*rule.backends, *rule.fallbacks)}
     )
     denied_backends = [
-        d
+        denied
         for provider, model in backends
         if provider in providers
         for p in policies
-        if (d := backend_denial(p, providers[provider], model)) is not None
+        if (denied := backend_denial(p, providers[provider], model)) is not None
     ]
     return snap.Policy(
         workload=f"{workload.namespace}/{workload.service_account}",
@@ -235,11 +235,11 @@ def route_restrictions(
         if provider is None:
             continue
         for policy in scoped:
-            if (denial := backend_denial(policy, provider, model)) is not None:
+            if (denied := backend_denial(policy, provider, model)) is not None:
                 classes = (
                     "every data class"
-                    if denial.data_classes == snap.DATA_CLASSES
-                    else "data classes " + ", ".join(denial.data_classes)
+                    if denied.data_classes == snap.DATA_CLASSES
+                    else "data classes " + ", ".join(denied.data_classes)
                 )
-                notes.append(f"{denial.denial.policy} removes {provider_name}/{model} for {classes}")
+                notes.append(f"{denied.denial.policy} removes {provider_name}/{model} for {classes}")
     return tuple(notes)

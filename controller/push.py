@@ -28,8 +28,9 @@ log = logging.getLogger("modelway.push")
 
 CONTROLLER = web.AppKey("controller", Controller)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
-STREAMS = web.AppKey("streams", weakref.WeakSet)
-SERIAL = web.AppKey("serial", itertools.count)  # tells apart sidecars of one pod across reconnects
+STREAMS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("streams", weakref.WeakSet)
+# tells apart sidecars of one pod across reconnects
+SERIAL: web.AppKey[itertools.count[int]] = web.AppKey("serial", itertools.count)
 
 # WebSocket close codes in the private range: the sidecar logs them as refusals.
 CLOSE_BAD_MESSAGE = 4400
@@ -96,9 +97,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=1 << 20)
     await ws.prepare(request)
     request.app[STREAMS].add(ws)
-    sidecar = Sidecar(
-        name=f"{identity}#{next(request.app[SERIAL])}", workload=identity.workload, stream=WebSocketStream(ws)
-    )
+    serial = request.app[SERIAL]  # apart: inside next(...) mypy would read the key as AppKey[SupportsNext]
+    sidecar = Sidecar(name=f"{identity}#{next(serial)}", workload=identity.workload, stream=WebSocketStream(ws))
     log.info("sidecar %s connected", sidecar.name)
     attached = False
     try:
@@ -126,7 +126,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 async def _close_streams(app: web.Application) -> None:
     """On shutdown, tell sidecars to go (they reconnect elsewhere) instead of leaving them hanging."""
-    for ws in set(app[STREAMS]):
+    streams = app[STREAMS]  # apart: inside set(...) mypy would read the key as AppKey[Iterable]
+    for ws in set(streams):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"controller shutting down")
 
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from controller.api import Condition, ModelPolicyStatus, ModelProviderStatus, ModelRouteStatus
-from controller.compile import Judgement, ProviderVerdict, RouteVerdict, Verdict
+from controller.compile import Judgement, ProviderVerdict, RouteVerdict
 from controller.core import RouteSync
 from controller.policy import PolicyVerdict
 from controller.store import Key, Resources, key_of
+from controller.workload import Verdict
 
 MAX_MESSAGE = 32768  # the CRDs' maxLength for a condition message
 NO_SYNC = RouteSync(synced=0, total=0)

@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     holder = RuntimeHolder()  # built here: the metrics read the snapshot's age from it
     telemetry = build_telemetry(service_name="modelway-proxy", holder=holder)
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop  # optional: a faster event loop where installed
 

@@ -15,7 +15,7 @@ from proxy.telemetry.metrics import CONTENT_TYPE, Registry, render_prometheus
 ADMIN_HOLDER = web.AppKey("admin_holder", RuntimeHolder)
 # Where the configuration comes from and how that source is doing, e.g.
 # {"source": "controller", "controllerConnected": true}.
-SOURCE_STATUS = web.AppKey("source_status", Callable[[], dict[str, Any]])
+SOURCE_STATUS = web.AppKey[Callable[[], dict[str, Any]]]("source_status")
 METRICS = web.AppKey("metrics", Registry)
 
 

@@ -42,7 +42,8 @@ WRITER_DEPTH = _writer_depth()
 
 def _chain(levels: int) -> tuple[list[Any], list[Any]]:
     """`levels` nested one-element arrays: (outermost, innermost)."""
-    outer = inner = [None]
+    inner: list[Any] = [None]
+    outer = inner
     for _ in range(levels - 1):
         outer = [outer]
     return outer, inner

@@ -125,7 +125,8 @@ class ControllerSync:
                 elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                     break
             if ws.close_code and ws.close_code >= 4000:
-                raise _StreamRefused(f"controller closed the stream: {ws.close_code} {ws.extra or ''}".strip())
+                # aiohttp's client keeps the close code but not the reason the controller sent with it
+                raise _StreamRefused(f"controller closed the stream: {ws.close_code}")
 
     def _apply(self, raw: str) -> dict[str, Any]:
         try:

@@ -90,5 +90,5 @@ def backoff_delay(policy: Retry, retry_number: int, failure: Failure, *, draw: f
         if failure.retry_after > policy.max_retry_after_seconds:
             return None
         return failure.retry_after
-    cap = min(policy.backoff_max_seconds, policy.backoff_base_seconds * (2 ** (retry_number - 1)))
+    cap = min(policy.backoff_max_seconds, policy.backoff_base_seconds * 2.0 ** (retry_number - 1))
     return cap * (random.random() if draw is None else draw)

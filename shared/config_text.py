@@ -36,7 +36,7 @@ class BoundedLoader(yaml.SafeLoader):
         return super().compose_document()
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves Parser.peek_event unannotated
         if isinstance(event, yaml.AliasEvent):
             self._count(self._weights.get(event.anchor or "", 1), event.start_mark)
             return super().compose_node(parent, index)

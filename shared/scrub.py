@@ -168,7 +168,8 @@ class Scrubber:
     def _windows_in(self, match: re.Match[str]) -> str:
         """A run of key characters with every stretch that is part of a key redacted."""
         run, windows = match.group(), self._windows
-        covered_to, spans = -1, []  # spans of the run covered by windows of a key, merged
+        covered_to = -1
+        spans: list[list[int]] = []  # [start, end) of the run covered by windows of a key, merged
         for i in range(len(run) - WINDOW + 1):
             if run[i : i + WINDOW] in windows:
                 if spans and i <= covered_to:

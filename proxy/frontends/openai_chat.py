@@ -47,7 +47,7 @@ class OpenAIStreamEncoder:
     def encode(self, chunk: ChatChunk) -> bytes:
         if not chunk.get("choices") and not self._include_usage:
             return b""
-        raw = getattr(chunk, "raw", None)  # straight from an OpenAI-shaped provider: its own bytes
+        raw: bytes | None = getattr(chunk, "raw", None)  # a RawChunk from an OpenAI-shaped provider: its own bytes
         if raw is not None:
             return b"data: " + raw + b"\n\n"
         return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -245,8 +245,8 @@ def embeddings(data: dict[str, Any], *, model: str) -> tuple[dict[str, Any], int
             if type(vector) is str
             else float_vector(vector, f"{what}.embedding")
         )
-        position = index(item.get("index"), f"{what}.index") if item.get("index") is not None else position
-        out.append({"object": "embedding", "index": position, "embedding": embedding})
+        given = index(item.get("index"), f"{what}.index")
+        out.append({"object": "embedding", "index": position if given is None else given, "embedding": embedding})
     usage = obj(data.get("usage"), "embeddings response usage") or {}
     prompt = count(usage.get("prompt_tokens"), "embeddings response usage.prompt_tokens")
     total = count(usage.get("total_tokens"), "embeddings response usage.total_tokens")

@@ -145,9 +145,12 @@ def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
         for denial in policy.denied_backends:
             if denial.key in keys and data_class in denial.data_classes:
                 denied.setdefault(denial.key, []).append(denial.denial)
-        if not denied:
-            unrestricted = unrestricted or _choices(rule, route, data_class, denied)
-        by_class.append(_choices(rule, route, data_class, denied) if denied else unrestricted)
+        if denied:
+            by_class.append(_choices(rule, route, data_class, denied))
+            continue
+        if unrestricted is None:
+            unrestricted = _choices(rule, route, data_class, denied)
+        by_class.append(unrestricted)
     return _CompiledRule(
         rule=rule, matchers=tuple(_compile_matcher(m) for m in rule.match_headers), by_class=tuple(by_class)
     )

@@ -20,7 +20,11 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.errors import ApiError
+    from proxy.frontends.base import Frontend, StreamEncoder
 
 log = logging.getLogger("modelway.tracing")
 
@@ -138,18 +142,18 @@ def output_attributes(response: dict[str, Any], scrub: Scrub) -> dict[str, str]:
 class StreamCapture:
     """A front end (see proxy.frontends.base) whose stream encoders also collect the answer."""
 
-    def __init__(self, frontend: Any, *, on_done: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, frontend: Frontend, *, on_done: Callable[[dict[str, Any]], None]) -> None:
         self._frontend, self._on_done = frontend, on_done
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._frontend, name)
 
-    def stream_encoder(self, *, include_usage: bool) -> Any:
+    def stream_encoder(self, *, include_usage: bool) -> StreamEncoder:
         return _CapturingEncoder(self._frontend.stream_encoder(include_usage=include_usage), self._on_done)
 
 
 class _CapturingEncoder:
-    def __init__(self, inner: Any, on_done: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, inner: StreamEncoder, on_done: Callable[[dict[str, Any]], None]) -> None:
         self._inner, self._on_done = inner, on_done
         self._text: list[str] = []
         self._tools: dict[int, dict[str, Any]] = {}
@@ -198,5 +202,5 @@ class _CapturingEncoder:
             log.warning("content capture of a stream's answer failed", exc_info=True)
         return self._inner.finish()
 
-    def error(self, error: Any) -> bytes:
+    def error(self, error: ApiError) -> bytes:
         return self._inner.error(error)

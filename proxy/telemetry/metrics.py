@@ -23,7 +23,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 Labels = tuple[Any, ...]  # attribute values, possibly nested tuples, in the instrument's name order
 Names = tuple[Any, ...]  # attribute names, nested the same way
@@ -149,6 +149,9 @@ class Collected:
     metrics: list[tuple[Instrument, list[tuple[Labels, Any]]]]
 
 
+_I = TypeVar("_I", bound=Instrument)
+
+
 class Registry:
     """The instruments of one process, in registration order."""
 
@@ -156,7 +159,7 @@ class Registry:
         self.instruments: list[Instrument] = []
         self.start_time_ns = time.time_ns()
 
-    def _add(self, instrument: Any) -> Any:
+    def _add(self, instrument: _I) -> _I:
         if any(i.name == instrument.name for i in self.instruments):
             raise ValueError(f"metric {instrument.name!r} registered twice")
         self.instruments.append(instrument)
