@@ -36,6 +36,11 @@ CONCURRENCY_RETRY_MS = 1_000  # a lease's end is unknown: a second is a fair hin
 BUDGET_KEEP_MS = 86_400_000  # a spent window is kept a day past its end (status reads it)
 
 
+def ceil_ms(ms: float) -> int:
+    """Milliseconds rounded up, as the script reports them (float noise below EPSILON aside)."""
+    return math.ceil(ms - EPSILON)
+
+
 def bucket_level(used: float, at_ms: float, now_ms: float, limit: int) -> float:
     """What is in use of a bucket now: `used` at `at_ms`, minus the refill since (never below 0)."""
     elapsed = max(now_ms - at_ms, 0.0)

@@ -74,13 +74,13 @@ class InProcessLimiter:
             spent = self._spent.get(f"{counter.key}/{window}", (0, 0.0))[0]
             ok = alg.budget_check(spent, cost, limit)
             remaining = max(limit - spent - (cost if ok else 0), 0)
-            reset = (end - now) / 1000
+            reset = alg.ceil_ms(end - now) / 1000
             return CounterState(counter, ok, remaining, reset, 0.0 if ok else reset)
         used, at, _ = self._buckets.get(counter.key, (0.0, now, now))
         level = alg.bucket_level(used, at, now, limit)
         ok, retry_ms = alg.bucket_check(level, cost, limit)
         remaining, reset_ms = alg.bucket_after(level + cost if ok else level, limit)
-        return CounterState(counter, ok, remaining, reset_ms / 1000, retry_ms / 1000)
+        return CounterState(counter, ok, remaining, alg.ceil_ms(reset_ms) / 1000, alg.ceil_ms(retry_ms) / 1000)
 
     def _charge(
         self, counter: Counter, cost: int, window: str, end: float, now: float, lease: str, lease_seconds: float
