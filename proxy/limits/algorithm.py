@@ -11,7 +11,7 @@ the leases of a sidecar that crashed free themselves.
 
 Budgets are whole micro-USD spent per UTC day or calendar month; the window is part of the counter's
 name, so a new day starts at zero. The same rule as buckets holds for a request bigger than the
-whole budget: it passes only when nothing of the window is spent.
+whole budget: it passes only when nothing of the window is spent (a budget of 0 admits nothing).
 
 Settlement charges (actual - reserved) when the answer's usage is known: a refund returns capacity
 at once, an underestimate puts the counter further in use (or in debt). A reservation never settled
@@ -62,7 +62,7 @@ def bucket_after(level: float, limit: int) -> tuple[int, float]:
 
 
 def budget_check(spent: int, cost: int, limit: int) -> bool:
-    return spent + cost <= limit or (cost > limit and spent <= 0)
+    return spent + cost <= limit or (0 < limit < cost and spent <= 0)  # a budget of 0 admits nothing
 
 
 def budget_window(measure: Measure, now_s: float) -> tuple[str, float]:

@@ -30,13 +30,15 @@ class InProcessLimiter:
         if self._checks % SWEEP_EVERY == 0:
             self._sweep(now)
         windows, ends = alg.windows_for([c.measure for c in counters], now_s)
-        states: list[CounterState] = []
-        for counter, window, end in zip(counters, windows, ends, strict=True):
-            cost = demand.cost(counter.measure)
-            states.append(self._check(counter, cost, window, end * 1000, now))
+        # Each counter as it stands if the request is charged, and if it is not (another refuses it).
+        checks = [
+            self._check(counter, demand.cost(counter.measure), window, end * 1000, now)
+            for counter, window, end in zip(counters, windows, ends, strict=True)
+        ]
         lease = uuid.uuid4().hex
-        if not all(s.ok for s in states):
-            return alg.decide(states, None)
+        if not all(charged.ok for charged, _ in checks):
+            return alg.decide([uncharged for _, uncharged in checks], None)
+        states = [charged for charged, _ in checks]
         for counter, window, end in zip(counters, windows, ends, strict=True):
             self._charge(counter, demand.cost(counter.measure), window, end * 1000, now, lease, lease_seconds)
         return alg.decide(states, Reservation(lease, tuple(counters), windows, demand))
@@ -62,25 +64,37 @@ class InProcessLimiter:
     async def close(self) -> None:
         return None
 
-    def _check(self, counter: Counter, cost: int, window: str, end: float, now: float) -> CounterState:
+    def _check(
+        self, counter: Counter, cost: int, window: str, end: float, now: float
+    ) -> tuple[CounterState, CounterState]:
         limit = counter.limit
         if counter.measure == "concurrency":
             leases = self._leases.get(counter.key, {})
             active = sum(1 for expiry in leases.values() if expiry > now)
-            ok = active < limit
-            remaining = max(limit - active - (1 if ok else 0), 0)
-            return CounterState(counter, ok, remaining, 0.0, 0.0 if ok else alg.CONCURRENCY_RETRY_MS / 1000)
+            if active < limit:
+                return (
+                    CounterState(counter, True, limit - active - 1, 0.0),
+                    CounterState(counter, True, limit - active, 0.0),
+                )
+            refused = CounterState(counter, False, 0, 0.0, alg.CONCURRENCY_RETRY_MS / 1000)
+            return refused, refused
         if counter.measure in BUDGETS:
             spent = self._spent.get(f"{counter.key}/{window}", (0, 0.0))[0]
-            ok = alg.budget_check(spent, cost, limit)
-            remaining = max(limit - spent - (cost if ok else 0), 0)
             reset = alg.ceil_ms(end - now) / 1000
-            return CounterState(counter, ok, remaining, reset, 0.0 if ok else reset)
+            uncharged = CounterState(counter, True, max(limit - spent, 0), reset)
+            if alg.budget_check(spent, cost, limit):
+                return CounterState(counter, True, max(limit - spent - cost, 0), reset), uncharged
+            refused = CounterState(counter, False, max(limit - spent, 0), reset, reset)
+            return refused, refused
         used, at, _ = self._buckets.get(counter.key, (0.0, now, now))
         level = alg.bucket_level(used, at, now, limit)
         ok, retry_ms = alg.bucket_check(level, cost, limit)
-        remaining, reset_ms = alg.bucket_after(level + cost if ok else level, limit)
-        return CounterState(counter, ok, remaining, alg.ceil_ms(reset_ms) / 1000, alg.ceil_ms(retry_ms) / 1000)
+        remaining, reset_ms = alg.bucket_after(level, limit)
+        uncharged = CounterState(counter, ok, remaining, alg.ceil_ms(reset_ms) / 1000, alg.ceil_ms(retry_ms) / 1000)
+        if not ok:
+            return uncharged, uncharged
+        remaining, reset_ms = alg.bucket_after(level + cost, limit)
+        return CounterState(counter, True, remaining, alg.ceil_ms(reset_ms) / 1000), uncharged
 
     def _charge(
         self, counter: Counter, cost: int, window: str, end: float, now: float, lease: str, lease_seconds: float

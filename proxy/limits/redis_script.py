@@ -43,45 +43,61 @@ RESERVE = (
     _PRELUDE
     + """
 local lease, lease_ms = ARGV[2], tonumber(ARGV[3])
-local out, levels, allowed = {0}, {}, 1
+local levels, charged, uncharged, allowed = {}, {}, {}, 1
 for i = 1, #KEYS do
   local a = 3 + (i - 1) * 4
   local kind, limit, cost, stop = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local ok, remaining, reset, retry
+  -- {ok, remaining, ms until reset, ms until it would pass}, if charged and if not
+  local yes, no
   if kind == 'r' then
     local level = level_of(KEYS[i], limit)
     levels[i] = level
+    local ok, retry
     if cost > limit then
-      ok = level <= EPS
-      retry = level * MINUTE / limit
+      ok, retry = level <= EPS, level * MINUTE / limit
     elseif level + cost <= limit + EPS then
       ok, retry = true, 0
     else
       ok, retry = false, (level + cost - limit) * MINUTE / limit
     end
-    if ok then retry = 0; level = level + cost end
-    remaining = math.floor(limit - level + EPS)
-    reset = level * MINUTE / limit
+    no = {ok, math.floor(limit - level + EPS), level * MINUTE / limit, retry}
+    if ok then
+      yes = {true, math.floor(limit - level - cost + EPS), (level + cost) * MINUTE / limit, 0}
+    else
+      yes = no
+    end
   elseif kind == 'c' then
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
     local active = redis.call('ZCARD', KEYS[i])
-    ok = active < limit
-    remaining, reset, retry = limit - active, 0, 1000
-    if ok then remaining, retry = remaining - 1, 0 end
+    if active < limit then
+      yes, no = {true, limit - active - 1, 0, 0}, {true, limit - active, 0, 0}
+    else
+      yes = {false, 0, 0, 1000}
+      no = yes
+    end
   else
     local spent = tonumber(redis.call('GET', KEYS[i])) or 0
-    ok = spent + cost <= limit or (cost > limit and spent <= 0)
-    remaining, reset, retry = limit - spent, stop - now, stop - now
-    if ok then remaining, retry = remaining - cost, 0 end
+    if spent + cost <= limit or (limit > 0 and cost > limit and spent <= 0) then
+      yes, no = {true, limit - spent - cost, stop - now, 0}, {true, limit - spent, stop - now, 0}
+    else
+      yes = {false, limit - spent, stop - now, stop - now}
+      no = yes
+    end
   end
-  if remaining < 0 then remaining = 0 end
-  if not ok then allowed = 0 end
-  out[#out + 1] = ok and 1 or 0
-  out[#out + 1] = remaining
-  out[#out + 1] = ceil_ms(reset)
-  out[#out + 1] = ceil_ms(retry)
+  if not yes[1] then allowed = 0 end
+  charged[i], uncharged[i] = yes, no
 end
-out[1] = allowed
+local out = {allowed}
+for i = 1, #KEYS do
+  local s = uncharged[i]
+  if allowed == 1 then s = charged[i] end
+  local remaining = s[2]
+  if remaining < 0 then remaining = 0 end
+  out[#out + 1] = s[1] and 1 or 0
+  out[#out + 1] = remaining
+  out[#out + 1] = ceil_ms(s[3])
+  out[#out + 1] = ceil_ms(s[4])
+end
 if allowed == 1 then
   for i = 1, #KEYS do
     local a = 3 + (i - 1) * 4

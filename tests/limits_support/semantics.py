@@ -97,6 +97,7 @@ async def test_all_pass_or_none_is_charged(limiter: Any) -> None:
     refused = await limiter.reserve([roomy, tight], demand(), lease_seconds=LEASE)
     assert not refused.allowed and refused.refusal is not None and refused.refusal.counter == tight
     assert [s.ok for s in refused.states] == [True, False]
+    assert refused.states[0].remaining == 10_000 - 300  # reported as it stands: the refusal charged nothing
     alone = await limiter.reserve([roomy], demand(), lease_seconds=LEASE)
     assert alone.states[0].remaining == 10_000 - 600  # charged twice, not three times
 
@@ -195,3 +196,11 @@ async def test_a_provider_quota_refusal_says_the_next_backend_may_take_it(limite
 async def test_no_counters_allow_without_a_reservation_to_settle(limiter: Any) -> None:
     decision = await limiter.reserve([], demand(), lease_seconds=LEASE)
     assert decision.allowed and decision.refusal is None
+
+
+async def test_a_budget_of_zero_admits_nothing(limiter: Any) -> None:
+    blocked = counter("usd_month", 0, name="blocked")
+    refused = await limiter.reserve([blocked], demand(price_in=1.0), lease_seconds=LEASE)
+    assert not refused.allowed and refused.refusal is not None and refused.refusal.remaining == 0
+    free = await limiter.reserve([blocked], demand(), lease_seconds=LEASE)  # a model without prices costs nothing
+    assert free.allowed

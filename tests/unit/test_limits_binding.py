@@ -131,3 +131,20 @@ def test_the_estimate_reserves_the_prompt_conservatively_and_the_bound_or_a_defa
 def test_english_text_is_overestimated_against_a_typical_four_bytes_a_token() -> None:
     prompt = "The quick brown fox jumps over the lazy dog. " * 40
     assert estimate(prompt_bytes=len(prompt.encode()), requested_output=1).input_tokens >= len(prompt.encode()) / 4
+
+
+def test_the_limits_package_imports_no_redis_client_until_one_is_built() -> None:
+    """A sidecar without a Redis URL (or without limits) never pays for the client's import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from proxy.limits import binding, estimate, headers, memory, settings\n"
+        "limiter = settings.build_limiter(settings.LimitSettings())\n"
+        "assert type(limiter).__name__ == 'InProcessLimiter'\n"
+        "assert not [m for m in sys.modules if m == 'redis' or m.startswith('redis.')], 'redis imported'\n"
+        "settings.build_limiter(settings.LimitSettings(redis_url='redis://127.0.0.1:1/0'))\n"
+        "assert 'redis.asyncio' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
