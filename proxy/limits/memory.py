@@ -24,6 +24,8 @@ class InProcessLimiter:
         self._checks = 0
 
     async def reserve(self, counters: Sequence[Counter], demand: Demand, *, lease_seconds: float) -> Decision:
+        if not counters:
+            return alg.decide((), None)
         now_s = self._clock()
         now = now_s * 1000
         self._checks += 1

@@ -16,7 +16,7 @@ from proxy.limits.model import Counter, Decision, Usage
 from proxy.limits.redis_store import RedisLimiter, connect
 from tests.harness.fixtures import HarnessSession, tool
 from tests.harness.process import ManagedProcess
-from tests.harness.redis import ping
+from tests.harness.redis import RedisServer, ping
 from tests.limits_support.semantics import counter, demand
 
 TIMEOUT = 0.1
@@ -142,3 +142,34 @@ async def test_nothing_listening_at_all_is_an_unreachable_store_not_an_error(har
         assert not decision.allowed and decision.store_unreachable and took < TIMEOUT + SLACK
     finally:
         await limiter.close()
+
+
+async def test_a_sentinel_url_finds_the_primary_and_counts_there(own_redis: OwnRedis, harness: HarnessSession) -> None:
+    """redis+sentinel://host:port/service: the client asks a real Sentinel where the primary is."""
+    port = harness.ports.take()
+    config = own_redis.workdir / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor limits 127.0.0.1 {own_redis.port} 1\n"
+        "sentinel down-after-milliseconds limits 5000\n"
+    )
+    sentinel = ManagedProcess(
+        "redis-sentinel", [tool("redis-server"), str(config), "--sentinel"], own_redis.workdir / "sentinel.log"
+    )
+    try:
+        sentinel.wait_ready(lambda: ping("127.0.0.1", port), timeout=30)
+        limiter = RedisLimiter(connect(f"redis+sentinel://127.0.0.1:{port}/limits", timeout=1.0), timeout=1.0)
+        try:
+            small = counter("requests", 2, name="sentinel")
+            results = [(await limiter.reserve([small], demand(), lease_seconds=30)).allowed for _ in range(3)]
+            assert results == [True, True, False]
+        finally:
+            await limiter.close()
+        # the counts are on the primary the Sentinel named
+        keys = [k for k in own_redis_cli(own_redis, "KEYS", "*sentinel*").split() if small.key in k]
+        assert keys
+    finally:
+        sentinel.stop()
+
+
+def own_redis_cli(server: OwnRedis, *args: str) -> str:
+    return RedisServer("127.0.0.1", server.port, tool("redis-cli")).cli(*args)

@@ -195,7 +195,7 @@ async def test_a_provider_quota_refusal_says_the_next_backend_may_take_it(limite
 
 async def test_no_counters_allow_without_a_reservation_to_settle(limiter: Any) -> None:
     decision = await limiter.reserve([], demand(), lease_seconds=LEASE)
-    assert decision.allowed and decision.refusal is None
+    assert decision.allowed and decision.refusal is None and decision.reservation is None
 
 
 async def test_a_budget_of_zero_admits_nothing(limiter: Any) -> None:
