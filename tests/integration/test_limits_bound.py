@@ -106,5 +106,6 @@ def test_a_budget_stops_within_one_request_of_its_line(redis: RedisServer) -> No
     spent = total(results, "used_usd")
     assert total(results, "refused") > 0
     assert budget - 2000 < spent <= budget
+    print(f"budget: spent {spent:.0f} of {budget} micro-USD ({total(results, 'admitted'):.0f} requests of 2000)")
     (stored,) = [k for k in redis.cli("KEYS", "{modelway}:" + key + "/*").split()]
     assert int(redis.cli("GET", stored)) == spent
