@@ -86,6 +86,7 @@ class RedisLimiter:
         # None: Redis's clock for rates and leases (one clock for every sidecar), this host's for budget windows.
         self._clock = clock
         self._logged_at = -LOG_EVERY
+        self.failed_settlements = 0  # settlements lost to an error or timeout (their reservations stay charged)
 
     def key(self, counter: Counter, window: str = "") -> str:
         return f"{self._tag}:{counter.key}" + (f"/{window}" if window else "")
@@ -127,6 +128,7 @@ class RedisLimiter:
         try:
             await self._run(SETTLE, _SETTLE_SHA, keys, args)
         except _FAILURES as exc:
+            self.failed_settlements += 1
             self._warn("settlement", exc)
 
     async def close(self) -> None:

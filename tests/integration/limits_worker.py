@@ -25,9 +25,9 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     )  # fmt: skip
     frozen = args.now_ms / 1000 if args.now_ms else None
     limiter = RedisLimiter(
-        connect(args.url, timeout=1.0), timeout=1.0, clock=(lambda: frozen) if frozen is not None else None
+        connect(args.url, timeout=2.0), timeout=2.0, clock=(lambda: frozen) if frozen is not None else None
     )
-    totals = {"admitted": 0, "refused": 0, "reserved": 0, "used": 0, "used_usd": 0, "slowest": 0.0}
+    totals = {"admitted": 0, "refused": 0, "unanswered": 0, "reserved": 0, "used": 0, "used_usd": 0, "slowest": 0.0}
     rng = random.Random(args.seed)
     deadline = time.time() + args.duration
 
@@ -39,6 +39,8 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             totals["slowest"] = max(totals["slowest"], time.monotonic() - began)
             if decision.reservation is None:
                 totals["refused"] += 1
+                # a check that timed out here may still have been charged there: conservative, not exact
+                totals["unanswered"] += decision.store_unreachable
                 await asyncio.sleep(rng.uniform(0.001, 0.005))
                 continue
             await asyncio.sleep(rng.uniform(0.0, 0.003))  # the provider call
@@ -52,6 +54,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     totals["began"] = time.time()
     await asyncio.gather(*(loop() for _ in range(args.tasks)))
     totals["ended"] = time.time()
+    totals["unanswered"] += limiter.failed_settlements
     await limiter.close()
     return totals
 

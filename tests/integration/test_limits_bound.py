@@ -14,6 +14,10 @@ shared counter is never needed here: it is spent only by a request bigger than L
 above its reservation (an under-estimate), which charges the excess afterwards (the counter goes into
 debt and the next requests wait it out). Exact settlement also fills the limit to within one
 reservation: L - r < sum(actual) <= L.
+
+A check or settlement that times out on the client may still run on the server: the counter then
+holds more than the clients know of (conservative; the bound still holds). Such a run (a very
+loaded machine) skips the exactness checks and says so; the bound is asserted always.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ def run_workers(
     return results
 
 
+def exact_run(results: list[dict[str, float]]) -> bool:
+    unanswered = total(results, "unanswered")
+    if unanswered:
+        print(f"{unanswered:.0f} checks or settlements timed out: exactness not checked")
+    return not unanswered
+
+
 def total(results: list[dict[str, float]], field: str) -> float:
     return sum(r[field] for r in results)
 
@@ -76,8 +87,10 @@ def test_admitted_tokens_never_exceed_the_limit_across_processes(redis: RedisSer
     used, refused = total(results, "used"), total(results, "refused")
     assert refused > 0, "the limit was never reached: the test proves nothing"
     assert used <= limit  # the bound: no overshoot at all with a frozen clock
-    assert level(redis, key) == pytest.approx(used)  # every charge and refund landed: no lost update
-    if settle == "exact":
+    exact = exact_run(results)
+    if exact:
+        assert level(redis, key) == pytest.approx(used)  # every charge and refund landed: no lost update
+    if settle == "exact" and exact:
         assert limit - reservation < used  # and the limit is used to within one reservation
     else:
         assert used < total(results, "reserved")  # refunds happened, and were reused
@@ -105,7 +118,8 @@ def test_a_budget_stops_within_one_request_of_its_line(redis: RedisServer) -> No
     )
     spent = total(results, "used_usd")
     assert total(results, "refused") > 0
-    assert budget - 2000 < spent <= budget
+    assert spent <= budget
     print(f"budget: spent {spent:.0f} of {budget} micro-USD ({total(results, 'admitted'):.0f} requests of 2000)")
     (stored,) = [k for k in redis.cli("KEYS", "{modelway}:" + key + "/*").split()]
-    assert int(redis.cli("GET", stored)) == spent
+    if exact_run(results):
+        assert budget - 2000 < spent and int(redis.cli("GET", stored)) == spent
