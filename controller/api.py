@@ -136,6 +136,27 @@ class ModelInfo(_Model):
     context_window: Annotated[int, Field(ge=1)] | None = None
 
 
+PER_MINUTE_MAX = 1_000_000_000_000
+USD_MAX = 1_000_000_000
+PerMinute = Annotated[int, Field(ge=1, le=PER_MINUTE_MAX)]
+
+
+class ProviderCapacity(_Model):
+    """The provider account's own quota for the models matching `model`, shared by every sidecar."""
+
+    model: Annotated[str, Field(min_length=1, max_length=253)]
+    requests_per_minute: PerMinute | None = None
+    tokens_per_minute: PerMinute | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ProviderCapacity:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise ValueError(
+                f"capacity for model {_bounded(self.model)}: set requestsPerMinute, tokensPerMinute or both"
+            )
+        return self
+
+
 class ModelProviderSpec(_Model):
     type: ProviderType
     base_url: Annotated[str | None, Field(alias="baseURL", pattern=r"^https?://", max_length=2048)] = None
@@ -145,6 +166,7 @@ class ModelProviderSpec(_Model):
     hosting: Hosting = "saas"
     credentials_ref: SecretKeyRef | None = None
     models: tuple[ModelInfo, ...] = ()
+    capacity: Annotated[tuple[ProviderCapacity, ...], Field(max_length=32)] = ()
 
     @field_validator("base_url")
     @classmethod
@@ -159,6 +181,9 @@ class ModelProviderSpec(_Model):
             raise ValueError(f"spec.azure is only allowed when type is azure-openai, not {self.type}")
         if self.type in ("openai-compatible", "azure-openai") and self.base_url is None:
             raise ValueError(f"type {self.type} needs spec.baseURL: it has no default endpoint")
+        globs = [c.model for c in self.capacity]
+        if len(globs) != len(set(globs)):
+            raise ValueError(f"spec.capacity has more than one entry for a model: {globs}")
         return self
 
 
@@ -353,18 +378,87 @@ class ResidencyRule(_Model):
         return self
 
 
+# Like Names, spelt as a type alias mypy can read.
+Globs = Annotated[tuple[Annotated[str, Field(min_length=1, max_length=253)], ...], Field(max_length=64)]
+
+
+class LimitBackend(_Model):
+    """A cheaper backend a limit reroutes to once its budget is spent."""
+
+    provider: Annotated[str, Field(min_length=1, max_length=253)]
+    model: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+_LIMIT_NUMBERS = (
+    "requestsPerMinute",
+    "tokensPerMinute",
+    "inputTokensPerMinute",
+    "outputTokensPerMinute",
+    "concurrentRequests",
+    "usdPerDay",
+    "usdPerMonth",
+)
+
+
+class PolicyLimit(_Model):
+    """One limit: rates, concurrency and budgets counted together per workload, namespace or policy."""
+
+    name: Annotated[str, Field(max_length=63), AfterValidator(_dns_label)]
+    requests_per_minute: PerMinute | None = None
+    tokens_per_minute: PerMinute | None = None
+    input_tokens_per_minute: PerMinute | None = None
+    output_tokens_per_minute: PerMinute | None = None
+    concurrent_requests: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    usd_per_day: Annotated[float, Field(ge=0, le=USD_MAX)] | None = None
+    usd_per_month: Annotated[float, Field(ge=0, le=USD_MAX)] | None = None
+    per: Literal["workload", "namespace", "policy"] = "workload"
+    routes: Globs | None = None
+    providers: Globs | None = None
+    models: Globs | None = None
+    on_budget_spent: Literal["refuse", "reroute"] = "refuse"
+    reroute_to: Annotated[tuple[LimitBackend, ...], Field(max_length=8)] = ()
+    failure_mode: Literal["open", "closed"] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyLimit:
+        values = self.model_dump(by_alias=True)
+        if all(values[n] is None for n in _LIMIT_NUMBERS):
+            raise ValueError(f"limit {self.name} sets no limit: set at least one of {', '.join(_LIMIT_NUMBERS)}")
+        budget = self.usd_per_day is not None or self.usd_per_month is not None
+        if self.on_budget_spent == "reroute" and not self.reroute_to:
+            raise ValueError(f"limit {self.name}: rerouteTo is required when onBudgetSpent is reroute")
+        if self.on_budget_spent == "reroute" and not budget:
+            raise ValueError(
+                f"limit {self.name}: onBudgetSpent reroute needs a budget (usdPerDay or usdPerMonth) to be spent"
+            )
+        if self.on_budget_spent != "reroute" and self.reroute_to:
+            raise ValueError(f"limit {self.name}: rerouteTo is only used when onBudgetSpent is reroute")
+        return self
+
+    @property
+    def effective_failure_mode(self) -> Literal["open", "closed"]:
+        """Closed for a limit with a budget (money), open for rates and concurrency (availability)."""
+        if self.failure_mode is not None:
+            return self.failure_mode
+        return "closed" if self.usd_per_day is not None or self.usd_per_month is not None else "open"
+
+
 class ModelPolicySpec(_Model):
     subjects: PolicySubjects = PolicySubjects()
     access: PolicyAccess = PolicyAccess()
     default_data_class: DataClass | None = None
     detect_personal_data: bool = False
     residency: Annotated[tuple[ResidencyRule, ...], Field(max_length=4)] = ()
+    limits: Annotated[tuple[PolicyLimit, ...], Field(max_length=16)] = ()
 
     @model_validator(mode="after")
     def _one_rule_per_class(self) -> ModelPolicySpec:
         classes = [r.data_class for r in self.residency]
         if len(classes) != len(set(classes)):
             raise ValueError(f"residency has more than one rule for a data class: {classes}")
+        names = [limit.name for limit in self.limits]
+        if len(names) != len(set(names)):
+            raise ValueError(f"limits: names must be unique, got {names}")
         return self
 
 

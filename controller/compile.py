@@ -217,6 +217,15 @@ def _compile_provider(provider: ModelProvider, *, base_url: str, api_key: str | 
             for m in spec.models
             if m.input_price_per_million is not None and m.output_price_per_million is not None
         },
+        capacity=tuple(
+            snap.Capacity(
+                key=f"ModelProvider/{namespace}/{name}/capacity/{c.model}",
+                model=c.model,
+                requests_per_minute=c.requests_per_minute,
+                tokens_per_minute=c.tokens_per_minute,
+            )
+            for c in spec.capacity
+        ),
     )
 
 
@@ -544,6 +553,8 @@ def compile_route(route: ModelRoute) -> snap.Route:
 def assemble(judgement: Judgement, routes: Sequence[snap.Route], *, policy: snap.Policy | None = None) -> snap.Snapshot:
     """A snapshot of compiled routes plus exactly the providers they use; versioned by content."""
     used = {b.provider for route in routes for rule in route.rules for b in (*rule.backends, *rule.fallbacks)}
+    if policy is not None:  # the cheaper backends a spent budget reroutes to
+        used |= {b.provider for limit in policy.limits for b in limit.reroute_to}
     providers = tuple(
         sorted(
             (judgement.compiled_providers[name] for name in used if name in judgement.compiled_providers),

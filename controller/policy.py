@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import proxy.snapshot as snap
-from controller.api import ClusterModelPolicy, ModelPolicy, ModelRoute, ResidencyRule
+from controller.api import ClusterModelPolicy, ModelPolicy, ModelRoute, PolicyLimit, ResidencyRule
 from controller.selectors import matches
 from controller.workload import Verdict, Workload
 
@@ -178,7 +178,59 @@ def compile_policy(
         detect_personal_data=any(p.spec.detect_personal_data for p in policies),
         denied_routes=tuple(denied_routes),
         denied_backends=tuple(denied_backends),
+        limits=compile_limits(policies, workload),
     )
+
+
+# --- limits ----------------------------------------------------------------------------
+
+
+def counter_key(policy: AnyPolicy, limit: PolicyLimit, workload: Workload) -> str:
+    """The counter a limit counts this workload's requests on; every sidecar of the same scope
+    computes the same key, so they share it (`ModelPolicy/<ns>/<name>/<limit>/workload/<ns>/<sa>`,
+    `.../namespace/<ns>`, `.../policy`; a ClusterModelPolicy has no namespace part)."""
+    meta = policy.metadata
+    owner = (
+        f"ClusterModelPolicy/{meta.name}"
+        if isinstance(policy, ClusterModelPolicy)
+        else f"ModelPolicy/{meta.namespace}/{meta.name}"
+    )
+    if limit.per == "workload":
+        scope = f"workload/{workload.namespace}/{workload.service_account}"
+    elif limit.per == "namespace":
+        scope = f"namespace/{workload.namespace}"
+    else:
+        scope = "policy"
+    return f"{owner}/{limit.name}/{scope}"
+
+
+def compile_limit(policy: AnyPolicy, limit: PolicyLimit, workload: Workload) -> snap.Limit:
+    """One limit for one workload; reroute providers are named as the workload's sidecar knows them."""
+    return snap.Limit(
+        policy=label(policy),
+        name=limit.name,
+        key=counter_key(policy, limit, workload),
+        routes=limit.routes,
+        providers=limit.providers,
+        models=limit.models,
+        requests_per_minute=limit.requests_per_minute,
+        tokens_per_minute=limit.tokens_per_minute,
+        input_tokens_per_minute=limit.input_tokens_per_minute,
+        output_tokens_per_minute=limit.output_tokens_per_minute,
+        concurrent_requests=limit.concurrent_requests,
+        usd_per_day=limit.usd_per_day,
+        usd_per_month=limit.usd_per_month,
+        on_budget_spent=limit.on_budget_spent,
+        reroute_to=tuple(
+            snap.RerouteBackend(provider=f"{workload.namespace}.{b.provider}", model=b.model) for b in limit.reroute_to
+        ),
+        failure_mode=limit.effective_failure_mode,
+    )
+
+
+def compile_limits(policies: Sequence[AnyPolicy], workload: Workload) -> tuple[snap.Limit, ...]:
+    """Every limit of the policies that bind the workload: policies in their order (`ordered`), then as written."""
+    return tuple(compile_limit(p, limit, workload) for p in policies for limit in p.spec.limits)
 
 
 # --- status ----------------------------------------------------------------------------

@@ -121,6 +121,81 @@ class ModelPricing(_Frozen):
     output_per_million: float = Field(ge=0)
 
 
+# --- limits and capacity (enforced by proxy/limits) ---------------------------------------
+
+LimitScope = Literal["workload", "namespace", "policy"]
+BudgetAction = Literal["refuse", "reroute"]
+FailureMode = Literal["open", "closed"]
+_COUNT = Annotated[int, Field(ge=1, le=1_000_000_000_000)]
+_USD = Annotated[float, Field(ge=0, le=1_000_000_000)]
+_GLOBS = tuple[Annotated[str, Field(min_length=1)], ...]
+
+
+class Capacity(_Frozen):
+    """A provider account's own quota for the models matching `model` (a glob), shared by every sidecar."""
+
+    key: Annotated[str, Field(min_length=1)]  # "ModelProvider/<namespace>/<name>/capacity/<model glob>"
+    model: Annotated[str, Field(min_length=1)]
+    requests_per_minute: _COUNT | None = None
+    tokens_per_minute: _COUNT | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Capacity:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise ValueError(f"capacity {self.key!r}: needs requestsPerMinute or tokensPerMinute")
+        return self
+
+
+class RerouteBackend(_Frozen):
+    provider: Annotated[str, Field(min_length=1)]  # a compiled provider name, "<namespace>.<name>"
+    model: Annotated[str, Field(min_length=1)]
+
+
+class Limit(_Frozen):
+    """One limit of one policy, compiled for this workload: its counter key names what is counted together.
+
+    The key carries the scope value (`.../workload/<ns>/<sa>`, `.../namespace/<ns>` or `.../policy`), so
+    sidecars of the same scope share one counter and others do not; the sidecar never works it out."""
+
+    policy: str  # "ModelPolicy team-a/caps" or "ClusterModelPolicy org-caps", as in Denial.policy
+    name: Annotated[str, Field(min_length=1)]
+    key: Annotated[str, Field(min_length=1)]
+    routes: _GLOBS | None = None  # ModelRoute names; None: every route
+    providers: _GLOBS | None = None  # ModelProvider names; None: every provider
+    models: _GLOBS | None = None  # upstream model names; None: every model
+    requests_per_minute: _COUNT | None = None
+    tokens_per_minute: _COUNT | None = None  # input and output together
+    input_tokens_per_minute: _COUNT | None = None
+    output_tokens_per_minute: _COUNT | None = None
+    concurrent_requests: _COUNT | None = None
+    usd_per_day: _USD | None = None  # UTC days
+    usd_per_month: _USD | None = None  # UTC calendar months
+    on_budget_spent: BudgetAction = "refuse"
+    reroute_to: tuple[RerouteBackend, ...] = ()
+    failure_mode: FailureMode = "open"
+
+    @property
+    def has_budget(self) -> bool:
+        return self.usd_per_day is not None or self.usd_per_month is not None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Limit:
+        numbers = (
+            self.requests_per_minute,
+            self.tokens_per_minute,
+            self.input_tokens_per_minute,
+            self.output_tokens_per_minute,
+            self.concurrent_requests,
+            self.usd_per_day,
+            self.usd_per_month,
+        )
+        if all(n is None for n in numbers):
+            raise ValueError(f"limit {self.name!r} of {self.policy}: sets no limit")
+        if self.on_budget_spent == "reroute" and not self.reroute_to:
+            raise ValueError(f"limit {self.name!r} of {self.policy}: onBudgetSpent reroute needs rerouteTo")
+        return self
+
+
 class Provider(_Frozen):
     name: Annotated[str, Field(pattern=_NAME, max_length=253)]
     type: ProviderType
@@ -132,6 +207,7 @@ class Provider(_Frozen):
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
     pricing: dict[str, ModelPricing] = Field(default_factory=dict)
+    capacity: tuple[Capacity, ...] = ()
 
     @field_validator("base_url")
     @classmethod
@@ -252,6 +328,15 @@ class Policy(_Frozen):
     detect_personal_data: bool = False  # raise requests whose prompt holds personal data to `personal`
     denied_routes: tuple[RouteDenial, ...] = ()
     denied_backends: tuple[BackendDenial, ...] = ()
+    # Every limit of every policy that binds the workload; a request must pass all that bind it.
+    limits: tuple[Limit, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_limit_keys(self) -> Policy:
+        keys = [limit.key for limit in self.limits]
+        if len(keys) != len(set(keys)):
+            raise ValueError("limit keys must be unique")
+        return self
 
 
 class Snapshot(_Frozen):

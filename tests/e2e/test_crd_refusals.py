@@ -246,6 +246,51 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         _policy("ModelPolicy", defaultDataClass="secret"),
         ["spec.defaultDataClass", 'Unsupported value: "secret"', '"public", "internal", "personal", "restricted"'],
     ),
+    "limit-setting-no-limit": (
+        _policy("ModelPolicy", limits=[{"name": "empty", "per": "namespace"}]),
+        ["spec.limits[0]", "limit empty sets no limit: set at least one of requestsPerMinute"],
+    ),
+    "limit-reroute-without-backends": (
+        _policy("ModelPolicy", limits=[{"name": "budget", "usdPerDay": 5, "onBudgetSpent": "reroute"}]),
+        ["spec.limits[0].rerouteTo", "limit budget: rerouteTo is required when onBudgetSpent is reroute"],
+    ),
+    "limit-reroute-without-budget": (
+        _policy(
+            "ClusterModelPolicy",
+            limits=[
+                {
+                    "name": "rate",
+                    "requestsPerMinute": 5,
+                    "onBudgetSpent": "reroute",
+                    "rerouteTo": [{"provider": "cheap", "model": "small"}],
+                }
+            ],
+        ),
+        ["spec.limits[0].onBudgetSpent", "limit rate: onBudgetSpent reroute needs a budget (usdPerDay or usdPerMonth)"],
+    ),
+    "limit-backends-without-reroute": (
+        _policy(
+            "ModelPolicy",
+            limits=[{"name": "budget", "usdPerDay": 5, "rerouteTo": [{"provider": "cheap", "model": "small"}]}],
+        ),
+        ["spec.limits[0].rerouteTo", "limit budget: rerouteTo is only used when onBudgetSpent is reroute"],
+    ),
+    "limit-names-twice": (
+        _policy("ModelPolicy", limits=[{"name": "a", "requestsPerMinute": 1}, {"name": "a", "usdPerDay": 1}]),
+        ["spec.limits[1]", "Duplicate value", '"name":"a"'],
+    ),
+    "limit-zero-rate": (
+        _policy("ModelPolicy", limits=[{"name": "a", "requestsPerMinute": 0}]),
+        ["spec.limits[0].requestsPerMinute", "should be greater than or equal to 1"],
+    ),
+    "limit-name-not-a-dns-label": (
+        _policy("ModelPolicy", limits=[{"name": "Team Tokens", "tokensPerMinute": 1}]),
+        ["spec.limits[0].name", '"Team Tokens" is not a DNS label'],
+    ),
+    "capacity-saying-nothing": (
+        _provider(type="openai", capacity=[{"model": "gpt-4o*"}]),
+        ["spec.capacity[0]", "capacity for model gpt-4o*: set requestsPerMinute, tokensPerMinute or both"],
+    ),
 }
 
 
@@ -267,6 +312,13 @@ def test_the_base_objects_of_the_refusals_are_fine(kubectl: Kubectl, ns: str) ->
         kubectl.apply(obj, "-n", ns, "--dry-run=server")
     kubectl.apply(_policy("ModelPolicy"), "-n", ns, "--dry-run=server")
     kubectl.apply(_policy("ClusterModelPolicy"), "--dry-run=server")
+    limits = [
+        {"name": "rate", "requestsPerMinute": 60, "tokensPerMinute": 10_000, "per": "namespace", "models": ["gpt-*"]},
+        {"name": "budget", "usdPerDay": 5, "onBudgetSpent": "reroute", "rerouteTo": [{"provider": "c", "model": "m"}]},
+    ]
+    kubectl.apply(_policy("ModelPolicy", limits=limits), "-n", ns, "--dry-run=server")
+    capacity = [{"model": "gpt-4o*", "requestsPerMinute": 500}, {"model": "*", "tokensPerMinute": 1000}]
+    kubectl.apply(_provider(type="openai", capacity=capacity), "-n", ns, "--dry-run=server")
 
 
 # --- durations: the apiserver and api.py read them alike -------------------------------

@@ -1,0 +1,14 @@
+"""Limits, budgets and provider capacity: check-and-reserve before the call, settle after it.
+
+- `binding`: which counters bind a (route, provider, model), worked out once per snapshot;
+- `estimate`: what a request reserves before the call (tokens, micro-USD);
+- `algorithm`: the counting rules (token buckets, leases, budget windows), pure;
+- `memory`: those rules in the process (`modelway dev`, a lone sidecar without Redis);
+- `redis_store`: the same rules as one atomic Lua script per check, shared by every sidecar
+  (imported only when a Redis URL and limits are configured: the sidecar's memory matters);
+- `headers`: the 429 and the rate-limit headers the OpenAI and Anthropic SDKs understand;
+- `settings`: where the counters live, and `build_limiter`.
+
+Nothing here is on the request path until the admit and account stages call it; with no
+limits in the snapshot the binding table is empty and a lookup is one dict miss.
+"""
