@@ -67,9 +67,6 @@ class WebSocketStream:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self._ws = ws
 
-    async def send_str(self, data: str) -> None:
-        await self._ws.send_str(data)
-
     def send_snapshot(self, compiled: Compiled) -> Awaitable[None] | None:
         """Writes the snapshot's frame now; returns something to await only when the connection is backed up."""
         writer = self._ws._writer  # aiohttp's frame writer: public API would encode and deflate per connection

@@ -158,56 +158,58 @@ def expired_long_ago(spec: Mapping[str, Any], now: datetime) -> bool:
 class ReplicaCounts:
     """Publishes this replica's counts; while leader, also reads the others' and sums them.
 
-    `controller` may be set after construction, like the StatusWriter's. Wire
-    `notify` to the Controller's on_sync_change, `sync_counts` into the
-    StatusWriter, and `on_peers_change` to the writer's on_sync_change.
+    Subscribes to the controller's sync changes when built; the StatusWriter
+    takes it as its `counts` (`sync_counts`, `add_peers_listener`).
     """
 
     def __init__(
         self,
         client: KubeClient,
+        controller: Controller,
         *,
         namespace: str,
         identity: str,
         elector: LeaseElector,
-        controller: Controller | None = None,
         lease_duration: float = 15.0,
         renew_every: float = 5.0,
         min_interval: float = 1.0,
         poll_every: float = 1.0,
-        on_peers_change: Callable[[], None] = lambda: None,
     ) -> None:
         if not renew_every < lease_duration:
             raise ValueError("renew_every must be shorter than lease_duration")
         self._client = client
         self.namespace, self.identity, self.name = namespace, identity, lease_name(identity)
         self._elector = elector
-        self.controller = controller
+        self._controller = controller
         self._duration_seconds = max(1, round(lease_duration))  # the API takes whole seconds
         self._renew_every = renew_every
         self._min_interval = min_interval
         self._poll_every = poll_every
-        self.on_peers_change = on_peers_change
+        self._peers_listeners: list[Callable[[], None]] = []
         self._lease: dict[str, Any] | None = None  # our Lease as last written (its resourceVersion)
         self._dirty = asyncio.Event()
         self._poll_now = asyncio.Event()
         self._peers: dict[str, dict[Key, Published]] = {}
         self._problems: dict[str, str] = {}  # loop -> last error, so a streak is logged once
         elector.add_listener(self._on_leadership)
+        controller.subscribe(on_sync_change=self.notify)
 
     # --- what others call ---------------------------------------------------------
 
     def notify(self) -> None:
-        """The Controller's on_sync_change: our counts may have changed, publish soon."""
+        """The Controller's sync change: our counts may have changed, publish soon."""
         self._dirty.set()
+
+    def add_peers_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` when another replica's published counts change (while we lead)."""
+        self._peers_listeners.append(callback)
 
     def sync_counts(self) -> dict[Key, RouteSync]:
         """What the StatusWriter writes: local counts plus every live peer's."""
-        assert self.controller is not None
-        local = self.controller.route_sync()
+        local = self._controller.route_sync()
         if not self._peers:
             return local
-        return aggregate(local, served_generations(self.controller.judgement), self._peers.values())
+        return aggregate(local, served_generations(self._controller.judgement), self._peers.values())
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:
@@ -264,9 +266,7 @@ class ReplicaCounts:
             self._dirty.clear()  # after the sleep: whatever arrived meanwhile rides along
 
     def _local_text(self) -> str:
-        if self.controller is None:
-            return "{}"
-        return format_counts(self.controller.route_sync(), served_generations(self.controller.judgement))
+        return format_counts(self._controller.route_sync(), served_generations(self._controller.judgement))
 
     async def publish(self, text: str) -> None:
         """Create or renew our Lease with `text` as the counts annotation."""
@@ -335,7 +335,8 @@ class ReplicaCounts:
             return  # lost the Lease while listing: leave _peers cleared
         if peers != self._peers:
             self._peers = peers
-            self.on_peers_change()
+            for callback in self._peers_listeners:
+                callback()
         for lease in leases:  # a crashed replica's Lease is never deleted by its owner
             meta, spec = lease.get("metadata") or {}, lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity and expired_long_ago(spec, now):

@@ -1,7 +1,7 @@
 """The controller's view of the world: every resource it watches, keyed by kind/namespace/name.
 
 Sources write into it; the compiler reads immutable `Resources` views of it.
-No I/O: a change calls `on_change`, which the controller wires to its debouncer.
+No I/O: a change calls each subscriber (the controller's debouncer subscribes when it is built).
 """
 
 from __future__ import annotations
@@ -43,12 +43,15 @@ class Resources:
 
 
 class ResourceStore:
-    def __init__(self, *, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, *, on_change: Callable[[], None] | None = None) -> None:
         self._items: dict[Key, Resource] = {}
         self._invalid: dict[Key, InvalidObject] = {}
-        # Public so the controller can subscribe after both exist.
-        self.on_change = on_change
+        self._listeners: list[Callable[[], None]] = [on_change] if on_change is not None else []
         self._view: Resources | None = None
+
+    def subscribe(self, on_change: Callable[[], None]) -> None:
+        """`on_change()` after every change, synchronously: it must be cheap (e.g. set an Event)."""
+        self._listeners.append(on_change)
 
     def apply(self, resource: Resource) -> None:
         key = key_of(resource)
@@ -110,7 +113,8 @@ class ResourceStore:
 
     def _changed(self) -> None:
         self._view = None
-        self.on_change()
+        for listener in self._listeners:
+            listener()
 
 
 def _same(old: Resource | None, new: Resource) -> bool:
