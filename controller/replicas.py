@@ -17,8 +17,10 @@ A peer's counts for another generation than the leader's current one add to
 `total` but not `synced`: the leader writes status about the generation it
 knows, and a sidecar that ACKed a different one does not run it.
 
-Like leader election, expiry is judged by the wall clock against the
-publisher's renewTime, so replicas need roughly synchronised clocks.
+Unlike leader election (which counts how long it has seen a Lease unchanged),
+a replica Lease's expiry is judged by the wall clock against the publisher's
+renewTime, so replicas need roughly synchronised clocks (a skewed one only
+miscounts sidecars for a while; it never makes two leaders).
 """
 
 from __future__ import annotations
