@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -165,6 +166,21 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     )
 
 
+def _tune_gc() -> None:
+    """The cyclic collector, for a heap of long-lived objects that grows with routes and sidecars.
+
+    What is loaded by now (every watched object, parsed, and its judgement) lives as long as the
+    process: frozen, it is left out of every later pass. And young collections every 50,000
+    allocations instead of 700: a push to thousands of sidecars allocates hundreds of thousands of
+    short-lived objects, and at 700 enough of them outlive two young collections to trigger a full
+    pass over every connection's objects after each change (a second of CPU and the loop stalled
+    at 5,000 sidecars). Cyclic garbage waits a little longer; nothing else changes.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 async def run(args: argparse.Namespace) -> None:
     from controller.admin import RUNNER_OPTIONS, Readiness, build_admin_app
     from controller.telemetry import build_controller_telemetry
@@ -209,6 +225,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"modelway-controller serving the injection webhook on {webhook.where}", flush=True)
     await source.wait_synced()
     await controller.recompute()
+    _tune_gc()
     readiness.ready, readiness.reason = True, ""
     tasks.append(asyncio.create_task(controller.run(), name="controller"))
     await web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=ssl_context).start()

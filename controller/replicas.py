@@ -68,13 +68,16 @@ def lease_name(identity: str) -> str:
     return (NAME_PREFIX + cleaned)[:253].rstrip("-.")
 
 
-def served_generations(judgement: Judgement) -> dict[Key, int]:
-    """Route key -> the generation its sidecars are meant to run (the last good one)."""
-    return {
-        key: verdict.served.metadata.generation
-        for key, verdict in judgement.routes.items()
-        if verdict.served is not None
-    }
+def served_generations(judgement: Judgement, keys: Iterable[Key]) -> dict[Key, int]:
+    """Route key -> the generation its sidecars are meant to run (the last good one), for `keys`
+    (the routes some sidecar runs: a few of thousands, and this runs after every burst of ACKs)."""
+    routes = judgement.routes
+    out: dict[Key, int] = {}
+    for key in keys:
+        verdict = routes.get(key)
+        if verdict is not None and verdict.served is not None:
+            out[key] = verdict.served.metadata.generation
+    return out
 
 
 def format_counts(counts: Mapping[Key, RouteSync], generations: Mapping[Key, int]) -> str:
@@ -211,7 +214,9 @@ class ReplicaCounts:
         local = self._controller.route_sync()
         if not self._peers:
             return local
-        return aggregate(local, served_generations(self._controller.judgement), self._peers.values())
+        peers = self._peers.values()
+        keys = local.keys() | {key for counts in peers for key in counts}
+        return aggregate(local, served_generations(self._controller.judgement, keys), peers)
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:
@@ -268,7 +273,8 @@ class ReplicaCounts:
             self._dirty.clear()  # after the sleep: whatever arrived meanwhile rides along
 
     def _local_text(self) -> str:
-        return format_counts(self._controller.route_sync(), served_generations(self._controller.judgement))
+        counts = self._controller.route_sync()
+        return format_counts(counts, served_generations(self._controller.judgement, counts))
 
     async def publish(self, text: str) -> None:
         """Create or renew our Lease with `text` as the counts annotation."""

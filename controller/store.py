@@ -53,13 +53,20 @@ class ResourceStore:
         """`on_change()` after every change, synchronously: it must be cheap (e.g. set an Event)."""
         self._listeners.append(on_change)
 
-    def apply(self, resource: Resource) -> None:
+    def apply(self, resource: Resource) -> Resource:
+        """Returns the object the store keeps: the one it had when `resource` differs from it in nothing
+        the controller reads (e.g. our own status write: a new resourceVersion, nothing else), so a
+        source that keeps objects of its own keeps the same ones instead of a second copy of each."""
         key = key_of(resource)
         was_invalid = self._invalid.pop(key, None) is not None
-        if _same(self._items.get(key), resource) and not was_invalid:
-            return  # e.g. our own status write: a new resourceVersion, nothing else
+        old = self._items.get(key)
+        if old is not None and _same(old, resource):
+            if was_invalid:
+                self._changed()
+            return old
         self._items[key] = resource
         self._changed()
+        return resource
 
     def mark_invalid(self, invalid: InvalidObject) -> None:
         """The object's current version is invalid: its last valid version (if any) stays."""
@@ -75,17 +82,28 @@ class ResourceStore:
         if (self._invalid.pop(key, None) is not None) or had_valid:
             self._changed()
 
-    def replace_kind(self, kind: str, resources: Iterable[Resource], invalid: Iterable[InvalidObject] = ()) -> None:
+    def replace_kind(
+        self, kind: str, resources: Iterable[Resource], invalid: Iterable[InvalidObject] = ()
+    ) -> dict[Key, Resource]:
         """A full re-list of one kind: whatever is not in it is gone. `resources` holds, for an
-        object whose listed version is invalid, its last valid version when there is one."""
-        fresh = {key_of(r): r for r in resources}
+        object whose listed version is invalid, its last valid version when there is one.
+        Returns the objects the store keeps of the kind (see `apply`)."""
+        fresh: dict[Key, Resource] = {}
+        changed = False
+        for resource in resources:
+            key = key_of(resource)
+            old = self._items.get(key)
+            if old is not None and _same(old, resource):
+                fresh[key] = old  # the same object as before: what was judged of it still holds
+            else:
+                fresh[key], changed = resource, True
         fresh_invalid = {key_of(i): i for i in invalid}
         stale = [k for k in self._items if k[0] == kind and k not in fresh]
         stale_invalid = [k for k in self._invalid if k[0] == kind and k not in fresh_invalid]
         changed = (
-            bool(stale)
+            changed
+            or bool(stale)
             or bool(stale_invalid)
-            or any(not _same(self._items.get(k), r) for k, r in fresh.items())
             or any(self._invalid.get(k) != i for k, i in fresh_invalid.items())
         )
         for k in stale:
@@ -96,6 +114,7 @@ class ResourceStore:
         self._invalid.update(fresh_invalid)
         if changed:
             self._changed()
+        return fresh
 
     def view(self) -> Resources:
         if self._view is None:

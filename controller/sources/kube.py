@@ -125,12 +125,7 @@ class KubeSource:
             just_listed = False
             try:
                 if version is None:
-                    listed = await self._client.list(
-                        kind.resource, namespace=namespace, label_selector=kind.label_selector
-                    )
-                    self._feed_statuses(kind.kind, namespace, listed=listed.items)
-                    self._replace(kind.kind, namespace, listed.items, store)
-                    version = listed.resource_version
+                    version = await self._list(kind, namespace, store)
                     self._mark_synced(kind.kind, namespace)
                     trouble.ok()
                     just_listed = True
@@ -168,6 +163,15 @@ class KubeSource:
                     log.exception("%s: unexpected error; retrying with backoff", what)
                 await asyncio.sleep(trouble.failed(repr(exc), logged=True))
 
+    async def _list(self, kind: WatchedKind, namespace: str | None, store: ResourceStore) -> str:
+        """Lists `kind` into the store; returns the list's resourceVersion. The listed objects as sent
+        (every object of the kind, with its managedFields) go when this returns: the store keeps the
+        parsed models, and a reference held across the watch that follows would keep them all."""
+        listed = await self._client.list(kind.resource, namespace=namespace, label_selector=kind.label_selector)
+        self._feed_statuses(kind.kind, namespace, listed=listed.items)
+        self._replace(kind.kind, namespace, listed.items, store)
+        return listed.resource_version
+
     def _replace(self, kind: str, namespace: str | None, items: Iterable[dict[str, Any]], store: ResourceStore) -> None:
         objects, invalid = self._objects[kind], self._invalid[kind]
         in_scope = [k for k in objects.keys() | invalid.keys() if namespace is None or k[1] == namespace]
@@ -183,7 +187,7 @@ class KubeSource:
                     objects[key] = previous[key]
             elif parsed is not None:
                 objects[key_of(parsed)] = parsed
-        store.replace_kind(kind, list(objects.values()), list(invalid.values()))
+        objects.update(store.replace_kind(kind, list(objects.values()), list(invalid.values())))
 
     def _on_event(self, kind: str, event_type: str, obj: dict[str, Any], store: ResourceStore) -> None:
         if event_type not in (ADDED, MODIFIED, DELETED):
@@ -205,8 +209,7 @@ class KubeSource:
                 store.delete(*key)
         else:
             self._invalid[kind].pop(key, None)
-            self._objects[kind][key] = parsed
-            store.apply(parsed)
+            self._objects[kind][key] = store.apply(parsed)  # one copy: the store may keep the object it had
 
     def _parse(self, kind: str, obj: dict[str, Any]) -> Resource | InvalidObject | None:
         obj.setdefault("kind", kind)

@@ -105,12 +105,12 @@ def test_served_generations_are_the_last_good_ones() -> None:
     broken = RouteVerdict(ACCEPTED, Verdict(False, "BackendNotFound", "x"), 5, route("chat", "team-a", 4))
     never_good = RouteVerdict(ACCEPTED, Verdict(False, "BackendNotFound", "x"), 1, None)
     judgement = Judgement(providers={}, routes={CHAT: broken, EMBED: never_good})
-    assert served_generations(judgement) == {CHAT: 4}
+    assert served_generations(judgement, [CHAT, EMBED]) == {CHAT: 4}
 
 
 def test_served_generation_of_a_good_route() -> None:
     judgement = Judgement(providers={}, routes={CHAT: RouteVerdict(ACCEPTED, RESOLVED, 3, route("chat", "team-a", 3))})
-    assert served_generations(judgement) == {CHAT: 3}
+    assert served_generations(judgement, [CHAT, ("ModelRoute", "team-a", "gone")]) == {CHAT: 3}
 
 
 # --- expiry and which Leases count ------------------------------------------------------------
