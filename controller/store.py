@@ -137,8 +137,11 @@ class ResourceStore:
 
 
 def _same(old: Resource | None, new: Resource) -> bool:
+    """Equal but for the resourceVersion (what our own status write changes). Labels and annotations
+    count: a Namespace's select cluster policies and set its data class."""
     if old is None:
         return False
     if old.metadata.resource_version == new.metadata.resource_version:
         return old == new
-    return old.model_copy(update={"metadata": new.metadata}) == new
+    metadata = old.metadata.model_copy(update={"resource_version": new.metadata.resource_version})
+    return old.model_copy(update={"metadata": metadata}) == new

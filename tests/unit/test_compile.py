@@ -176,6 +176,20 @@ def test_a_status_only_update_does_not_wake_the_controller():
     assert len(calls) == 2
 
 
+def test_a_relabelled_namespace_is_a_change():
+    """In a cluster every edit has a new resourceVersion: a label or annotation edit alone still counts."""
+    store = ResourceStore()
+    before = parse_resource(
+        {"kind": "Namespace", "metadata": {"name": "team-c", "resourceVersion": "1", "labels": {"env": "dev"}}}
+    )
+    store.apply(before)
+    after = parse_resource(
+        {"kind": "Namespace", "metadata": {"name": "team-c", "resourceVersion": "2", "labels": {"env": "prod"}}}
+    )
+    assert store.apply(after) is after
+    assert store.view().namespaces[0].metadata.labels == {"env": "prod"}
+
+
 def test_a_relist_keeps_the_objects_that_did_not_change():
     """Same objects, same judgement: a re-list (after a 410 Gone) re-judges only what changed."""
     calls = []
