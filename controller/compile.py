@@ -10,9 +10,11 @@ Two steps, both without I/O:
    An object whose current version is invalid (`Resources.invalid`) is judged
    Accepted=False at its current generation, while its last valid version,
    when the store has one, keeps serving.
-2. `compile_workload` builds the snapshot one workload may see: the routes of
-   its namespace that select it, only the providers those routes use, and
-   only their credentials.
+2. `select_routes`, `compile_route`, `workload_policy` and `assemble` build the
+   snapshot one workload may see: the routes of its namespace that select it,
+   what its policies leave it, only the providers those routes use, and only
+   their credentials. The controller (`controller.core`) caches each step;
+   `compile_workload` is the same in one call.
 """
 
 from __future__ import annotations

@@ -42,14 +42,13 @@ log = logging.getLogger("modelway.controller")
 
 
 class Stream(Protocol):
-    """The controller's side of one sidecar stream (a WebSocket in production, push.WebSocketStream).
+    """The controller's side of one sidecar stream (a WebSocket in production, push.WebSocketStream)."""
 
-    A stream may also have `send_snapshot(compiled)`, which writes at once the encoded message the
-    sidecars of a workload share, and returns something to await only when the connection is backed
-    up: a push to thousands of sidecars then needs no task per sidecar.
-    """
-
-    async def send_str(self, data: str) -> None: ...
+    def send_snapshot(self, compiled: Compiled) -> Awaitable[None] | None:
+        """Writes at once the encoded message the sidecars of a workload share; returns something to
+        await only when the connection is backed up: a push to thousands of sidecars then needs no task
+        per sidecar. Raises ConnectionError or RuntimeError when the stream is closing."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,17 +100,16 @@ class Controller:
         store: ResourceStore,
         quiet_seconds: float = 0.1,
         max_delay_seconds: float = 1.0,
-        on_recompute: Callable[[Judgement], None] = lambda judgement: None,
-        on_sync_change: Callable[[], None] = lambda: None,
         telemetry: ControllerTelemetry | None = None,
     ) -> None:
         self.store = store
+        store.subscribe(self.notify)
         self.telemetry = telemetry or ControllerTelemetry()
         self.telemetry.metrics.watch(self)
         self._quiet = quiet_seconds
         self._max_delay = max_delay_seconds
-        self._on_recompute = on_recompute
-        self._on_sync_change = on_sync_change
+        self._recompute_listeners: list[Callable[[Judgement], None]] = []
+        self._sync_listeners: list[Callable[[], None]] = []
         self.judgement = Judgement(providers={}, routes={})
         self.sidecars: set[Sidecar] = set()
         # Across recomputes: per distinct workload, its snapshot and the inputs it was made from
@@ -130,9 +128,27 @@ class Controller:
 
     # --- change handling ----------------------------------------------------------
 
+    def subscribe(
+        self, *, on_sync_change: Callable[[], None], on_recompute: Callable[[Judgement], None] | None = None
+    ) -> None:
+        """What status reporting calls in its constructor: `on_recompute(judgement)` after each judgement,
+        `on_sync_change()` when what sidecars run (or refused) may have changed. Both are called on the
+        loop and must be cheap."""
+        self._sync_listeners.append(on_sync_change)
+        if on_recompute is not None:
+            self._recompute_listeners.append(on_recompute)
+
     def notify(self) -> None:
-        """Wired to the store's on_change: something changed, recompute soon."""
+        """The store's listener: something changed, recompute soon."""
         self._changed.set()
+
+    def _on_recompute(self, judgement: Judgement) -> None:
+        for listener in self._recompute_listeners:
+            listener(judgement)
+
+    def _on_sync_change(self) -> None:
+        for listener in self._sync_listeners:
+            listener()
 
     async def run(self) -> None:
         while True:
@@ -271,11 +287,8 @@ class Controller:
         assert compiled is not None
         sidecar.sent_version = compiled.snapshot.version
         sidecar.sent_at = time.monotonic()
-        send_snapshot = getattr(sidecar.stream, "send_snapshot", None)
-        if send_snapshot is None:
-            return self._finish_push(sidecar, sidecar.stream.send_str(compiled.message), count=count)
         try:
-            pending = send_snapshot(compiled)
+            pending = sidecar.stream.send_snapshot(compiled)
         except (ConnectionError, RuntimeError) as exc:
             log.info("could not push to %s: %s", sidecar.name, exc)
             return False

@@ -108,7 +108,6 @@ class LeaseElector:
         self._observed: dict[str, Any] | None = None
         self._observed_at = 0.0
         self._problem = ""  # the last error seen, so a streak of the same one is logged once
-        self._changed = asyncio.Event()
         self._listeners: list[Callable[[bool], None]] = []
 
     # --- what others see ----------------------------------------------------------
@@ -121,15 +120,6 @@ class LeaseElector:
     def add_listener(self, callback: Callable[[bool], None]) -> None:
         """`callback(is_leader)` on every gain and loss, called on the event loop."""
         self._listeners.append(callback)
-
-    async def wait_for_change(self) -> bool:
-        """Returns at the next gain or loss of leadership, with the new state."""
-        await self._changed.wait()
-        return self._leading
-
-    async def wait_for_leadership(self) -> None:
-        while not self.is_leader:
-            await self.wait_for_change()
 
     # --- the loop -----------------------------------------------------------------
 
@@ -273,9 +263,6 @@ class LeaseElector:
             log.info("leader election: %s is now the leader (Lease %s/%s)", self.identity, self.namespace, self.name)
         else:
             log.info("leader election: %s is no longer the leader", self.identity)
-        # Wake every waiter once, then arm a fresh Event for the next change.
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
         for callback in list(self._listeners):
             try:
                 callback(leading)

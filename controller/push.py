@@ -20,7 +20,7 @@ from collections.abc import Awaitable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from controller.auth import Authenticator
+from controller.auth import Authenticator, Identity
 from controller.core import Compiled, Controller, Sidecar
 from proxy.snapshot import STREAM_PATH
 
@@ -67,9 +67,6 @@ class WebSocketStream:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self._ws = ws
 
-    async def send_str(self, data: str) -> None:
-        await self._ws.send_str(data)
-
     def send_snapshot(self, compiled: Compiled) -> Awaitable[None] | None:
         """Writes the snapshot's frame now; returns something to await only when the connection is backed up."""
         writer = self._ws._writer  # aiohttp's frame writer: public API would encode and deflate per connection
@@ -85,7 +82,8 @@ class WebSocketStream:
         return None
 
 
-async def stream(request: web.Request) -> web.StreamResponse:
+async def _identity(request: web.Request) -> Identity:
+    """Who connects, or 401. Apart from `stream` so the token is not kept for the connection's life."""
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     identity = await request.app[AUTHENTICATOR].authenticate(token)
@@ -93,6 +91,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
         # Same answer for no token and a bad one; the reason stays in our log.
         log.info("refused a sidecar stream from %s: %s", request.remote, "no token" if not token else "invalid token")
         raise web.HTTPUnauthorized(text="a valid ServiceAccount token for audience 'modelway' is required\n")
+    return identity
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    identity = await _identity(request)
     controller = request.app[CONTROLLER]
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=1 << 20)
     await ws.prepare(request)

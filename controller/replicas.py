@@ -17,8 +17,10 @@ A peer's counts for another generation than the leader's current one add to
 `total` but not `synced`: the leader writes status about the generation it
 knows, and a sidecar that ACKed a different one does not run it.
 
-Like leader election, expiry is judged by the wall clock against the
-publisher's renewTime, so replicas need roughly synchronised clocks.
+Unlike leader election (which counts how long it has seen a Lease unchanged),
+a replica Lease's expiry is judged by the wall clock against the publisher's
+renewTime, so replicas need roughly synchronised clocks (a skewed one only
+miscounts sidecars for a while; it never makes two leaders).
 """
 
 from __future__ import annotations
@@ -66,13 +68,16 @@ def lease_name(identity: str) -> str:
     return (NAME_PREFIX + cleaned)[:253].rstrip("-.")
 
 
-def served_generations(judgement: Judgement) -> dict[Key, int]:
-    """Route key -> the generation its sidecars are meant to run (the last good one)."""
-    return {
-        key: verdict.served.metadata.generation
-        for key, verdict in judgement.routes.items()
-        if verdict.served is not None
-    }
+def served_generations(judgement: Judgement, keys: Iterable[Key]) -> dict[Key, int]:
+    """Route key -> the generation its sidecars are meant to run (the last good one), for `keys`
+    (the routes some sidecar runs: a few of thousands, and this runs after every burst of ACKs)."""
+    routes = judgement.routes
+    out: dict[Key, int] = {}
+    for key in keys:
+        verdict = routes.get(key)
+        if verdict is not None and verdict.served is not None:
+            out[key] = verdict.served.metadata.generation
+    return out
 
 
 def format_counts(counts: Mapping[Key, RouteSync], generations: Mapping[Key, int]) -> str:
@@ -158,56 +163,60 @@ def expired_long_ago(spec: Mapping[str, Any], now: datetime) -> bool:
 class ReplicaCounts:
     """Publishes this replica's counts; while leader, also reads the others' and sums them.
 
-    `controller` may be set after construction, like the StatusWriter's. Wire
-    `notify` to the Controller's on_sync_change, `sync_counts` into the
-    StatusWriter, and `on_peers_change` to the writer's on_sync_change.
+    Subscribes to the controller's sync changes when built; the StatusWriter
+    takes it as its `counts` (`sync_counts`, `add_peers_listener`).
     """
 
     def __init__(
         self,
         client: KubeClient,
+        controller: Controller,
         *,
         namespace: str,
         identity: str,
         elector: LeaseElector,
-        controller: Controller | None = None,
         lease_duration: float = 15.0,
         renew_every: float = 5.0,
         min_interval: float = 1.0,
         poll_every: float = 1.0,
-        on_peers_change: Callable[[], None] = lambda: None,
     ) -> None:
         if not renew_every < lease_duration:
             raise ValueError("renew_every must be shorter than lease_duration")
         self._client = client
         self.namespace, self.identity, self.name = namespace, identity, lease_name(identity)
         self._elector = elector
-        self.controller = controller
+        self._controller = controller
         self._duration_seconds = max(1, round(lease_duration))  # the API takes whole seconds
         self._renew_every = renew_every
         self._min_interval = min_interval
         self._poll_every = poll_every
-        self.on_peers_change = on_peers_change
+        self._peers_listeners: list[Callable[[], None]] = []
         self._lease: dict[str, Any] | None = None  # our Lease as last written (its resourceVersion)
         self._dirty = asyncio.Event()
         self._poll_now = asyncio.Event()
         self._peers: dict[str, dict[Key, Published]] = {}
         self._problems: dict[str, str] = {}  # loop -> last error, so a streak is logged once
         elector.add_listener(self._on_leadership)
+        controller.subscribe(on_sync_change=self.notify)
 
     # --- what others call ---------------------------------------------------------
 
     def notify(self) -> None:
-        """The Controller's on_sync_change: our counts may have changed, publish soon."""
+        """The Controller's sync change: our counts may have changed, publish soon."""
         self._dirty.set()
+
+    def add_peers_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` when another replica's published counts change (while we lead)."""
+        self._peers_listeners.append(callback)
 
     def sync_counts(self) -> dict[Key, RouteSync]:
         """What the StatusWriter writes: local counts plus every live peer's."""
-        assert self.controller is not None
-        local = self.controller.route_sync()
+        local = self._controller.route_sync()
         if not self._peers:
             return local
-        return aggregate(local, served_generations(self.controller.judgement), self._peers.values())
+        peers = self._peers.values()
+        keys = local.keys() | {key for counts in peers for key in counts}
+        return aggregate(local, served_generations(self._controller.judgement, keys), peers)
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:
@@ -264,9 +273,8 @@ class ReplicaCounts:
             self._dirty.clear()  # after the sleep: whatever arrived meanwhile rides along
 
     def _local_text(self) -> str:
-        if self.controller is None:
-            return "{}"
-        return format_counts(self.controller.route_sync(), served_generations(self.controller.judgement))
+        counts = self._controller.route_sync()
+        return format_counts(counts, served_generations(self._controller.judgement, counts))
 
     async def publish(self, text: str) -> None:
         """Create or renew our Lease with `text` as the counts annotation."""
@@ -335,7 +343,8 @@ class ReplicaCounts:
             return  # lost the Lease while listing: leave _peers cleared
         if peers != self._peers:
             self._peers = peers
-            self.on_peers_change()
+            for callback in self._peers_listeners:
+                callback()
         for lease in leases:  # a crashed replica's Lease is never deleted by its owner
             meta, spec = lease.get("metadata") or {}, lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity and expired_long_ago(spec, now):

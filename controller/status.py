@@ -1,7 +1,9 @@
-"""Status: what the controller concluded, written back onto ModelRoutes and ModelProviders.
+"""Status: what the controller concluded, written back onto ModelRoutes, ModelProviders and policies.
 
 The leader (a Lease, see leader.py) writes `Accepted`, `ResolvedRefs` and, for
-routes, `Programmed` plus how many sidecars run the route's current generation.
+routes, `Programmed` plus how many sidecars run the route's current generation
+(and `PolicyRestricted` while policies take backends from it); ModelPolicies and
+ClusterModelPolicies get `Accepted` and `ResolvedRefs`.
 Every replica computes the same thing from its own watch cache; only the
 leader writes, so replicas never fight over a field.
 

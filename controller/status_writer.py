@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from controller.api import API_VERSION, CLUSTER_KINDS
 from controller.compile import Judgement
@@ -129,32 +129,39 @@ def _key(kind: str, obj: Mapping[str, Any]) -> Key:
 WRITE_CONCURRENCY = 16  # status writes in flight at once during a pass
 
 
+class SyncCounts(Protocol):
+    """Sidecar counts from more than this replica (replicas.ReplicaCounts)."""
+
+    def sync_counts(self) -> Mapping[Key, RouteSync]: ...
+
+    def add_peers_listener(self, callback: Callable[[], None]) -> None: ...
+
+
 class StatusWriter:
     """Keeps status in step with the controller's judgement; writes only while `elector` leads.
 
-    `controller` may be set after construction (`writer.controller = c`): the
-    Controller takes the writer's callbacks when it is built. `sync_counts`
-    gives the sidecar counts to write (every replica's, see replicas.py);
-    by default the controller's own `route_sync()`. `statuses`, the watch's
-    copy of each object's status: without it, first sight of an object is a GET.
+    Subscribes to the controller when built. `counts`: every replica's sidecar
+    counts (see replicas.py), woken when a peer's move; without it, the
+    controller's own `route_sync()`. `statuses`, the watch's copy of each
+    object's status: without it, first sight of an object is a GET.
     """
 
     def __init__(
         self,
         client: KubeClient,
-        controller: Controller | None,
+        controller: Controller,
         *,
         elector: LeaseElector,
         delay: float = 0.2,
         sync_delay: float = 1.0,
         retry_cap: float = 30.0,
-        sync_counts: Callable[[], Mapping[Key, RouteSync]] | None = None,
+        counts: SyncCounts | None = None,
         statuses: ObservedStatuses | None = None,
     ) -> None:
         self._client = client
         self._statuses = statuses
-        self.controller = controller
-        self._sync_counts = sync_counts
+        self._controller = controller
+        self._sync_counts = counts.sync_counts if counts is not None else controller.route_sync
         self._elector = elector
         self._delay = delay
         # ACKs arrive in bursts (one per sidecar after every push): counting them into status
@@ -172,6 +179,9 @@ class StatusWriter:
         self._wake = asyncio.Event()
         self.passes = 0
         elector.add_listener(self._on_leadership)
+        controller.subscribe(on_recompute=self.on_recompute, on_sync_change=self.on_sync_change)
+        if counts is not None:
+            counts.add_peers_listener(self.on_sync_change)  # another replica's counts moved: write again
 
     # The Controller's callbacks: cheap, synchronous, on the loop.
     def on_recompute(self, judgement: Judgement) -> None:
@@ -196,7 +206,7 @@ class StatusWriter:
                 await asyncio.sleep(self._delay if self._judged else self._sync_delay)
                 self._wake.clear()
                 self._judged = False
-                if self.controller is None or not self._elector.is_leader:
+                if not self._elector.is_leader:
                     continue
                 try:
                     failures = await self.write_pass()
@@ -222,10 +232,9 @@ class StatusWriter:
 
     async def write_pass(self) -> int:
         """Writes what differs; returns how many objects could not be written."""
-        assert self.controller is not None
         self.passes += 1
-        controller = self.controller
-        sync = self._sync_counts() if self._sync_counts is not None else controller.route_sync()
+        controller = self._controller
+        sync = self._sync_counts()
         desired = desired_statuses(controller.judgement, sync, controller.store.view(), memo=self._desired_memo)
         for gone in set(self._written) - set(desired):
             del self._written[gone]
@@ -354,11 +363,12 @@ class StatusWriter:
 class ConditionLogger:
     """`modelway dev`: no status subresource to write, so conditions are logged when they change."""
 
-    def __init__(self, controller: Controller | None = None, *, delay: float = 0.2) -> None:
-        self.controller = controller
+    def __init__(self, controller: Controller, *, delay: float = 0.2) -> None:
+        self._controller = controller
         self._delay = delay
         self._scheduled = False
         self._logged: dict[Key, tuple[Wanted, ...]] = {}
+        controller.subscribe(on_recompute=self.on_recompute, on_sync_change=self.on_sync_change)
 
     def on_recompute(self, judgement: Judgement) -> None:
         self._schedule()
@@ -374,9 +384,7 @@ class ConditionLogger:
 
     def flush(self) -> None:
         self._scheduled = False
-        if self.controller is None:
-            return
-        controller = self.controller
+        controller = self._controller
         desired = desired_statuses(controller.judgement, controller.route_sync(), controller.store.view())
         for key in sorted(desired):
             status = desired[key]

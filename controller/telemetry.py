@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,12 +28,19 @@ log = logging.getLogger("modelway.controller")
 
 
 class ControllerTelemetry:
-    def __init__(self, *, tracer: Tracer | None = None, meter_provider: Any = None, reader: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        tracer: Tracer | None = None,
+        meter_provider: Any = None,
+        reader: Any = None,
+        closers: Sequence[Any] = (),
+    ) -> None:
         self.tracer = tracer or NoOpTracer()
         self.metrics = ControllerMetrics(meter=(meter_provider or NoOpMeterProvider()).get_meter("modelway.controller"))
         self._meter_provider = meter_provider
         self._reader = reader  # InMemoryMetricReader for /metrics, or None (telemetry off)
-        self.closers: list[Any] = []
+        self._closers = tuple(closers)  # what shutdown() flushes and stops, in order
 
     @contextmanager
     def span(self, name: str, *, attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
@@ -45,7 +52,7 @@ class ControllerTelemetry:
         return render_prometheus(self._reader.get_metrics_data() if self._reader is not None else None)
 
     def shutdown(self) -> None:
-        for closer in self.closers:
+        for closer in self._closers:
             try:
                 closer.shutdown()
             except Exception:  # exiting anyway: a collector that is away must not turn exit into a crash
@@ -86,9 +93,7 @@ def build_controller_telemetry(
         readers.append(PeriodicExportingMetricReader(_metric_exporter(environ)))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     closers.insert(0, meter_provider)
-    telemetry = ControllerTelemetry(tracer=tracer, meter_provider=meter_provider, reader=reader)
-    telemetry.closers = closers
-    return telemetry
+    return ControllerTelemetry(tracer=tracer, meter_provider=meter_provider, reader=reader, closers=closers)
 
 
 def _protocol(environ: Mapping[str, str], signal: str) -> str:

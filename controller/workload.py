@@ -15,9 +15,15 @@ class Workload:
     labels: Mapping[str, str] = field(default_factory=dict)
     # The pod's `modelway.io/data-class` annotation, when it has one.
     data_class: str | None = None
+    # Made once: the controller looks it up for every connected sidecar at every change.
+    _key: tuple[str, str, tuple[tuple[str, str], ...], str | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (self.namespace, self.service_account, tuple(sorted(self.labels.items())), self.data_class)
+        object.__setattr__(self, "_key", key)
 
     def cache_key(self) -> tuple[str, str, tuple[tuple[str, str], ...], str | None]:
-        return (self.namespace, self.service_account, tuple(sorted(self.labels.items())), self.data_class)
+        return self._key
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""A snapshot compiled for serving: routing table and one translator per provider.
+"""A snapshot compiled for serving: routing table, one translator per provider, the policy's classifier
+and the scrubber of the snapshot's own keys.
 
 Built once per snapshot, off the request path; requests read `holder.current`
 once and keep that object, so a swap never disturbs a request in flight.

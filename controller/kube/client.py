@@ -80,21 +80,40 @@ class KubeClient:
         page_size: int = 500,
     ) -> ObjectList:
         """Every object (following `continue` pages) and the list's resourceVersion."""
-        params = _selectors(label_selector, field_selector) | {"limit": str(page_size)}
         items: list[dict[str, Any]] = []
+        version = ""
+        async for page in self.list_pages(
+            rt, namespace=namespace, label_selector=label_selector, field_selector=field_selector, page_size=page_size
+        ):
+            version = version or page.resource_version
+            items.extend(page.items)
+        return ObjectList(items, version)
+
+    async def list_pages(
+        self,
+        rt: ResourceType,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> AsyncGenerator[ObjectList, None]:
+        """The list one page at a time (each with the list's resourceVersion), so a caller that keeps
+        less than the objects as sent never holds thousands of them at once."""
+        params = _selectors(label_selector, field_selector) | {"limit": str(page_size)}
         version = ""
         while True:
             page = await self._request("GET", rt.path(namespace=namespace), params=params)
             meta = page.get("metadata") or {}
             version = version or str(meta.get("resourceVersion") or "")
-            items.extend(page.get("items") or [])
+            items: list[dict[str, Any]] = page.get("items") or []
+            for item in items:  # list items come without kind/apiVersion
+                item.setdefault("kind", rt.kind)
+                item.setdefault("apiVersion", rt.api_version)
+            yield ObjectList(items, version)
             if not meta.get("continue"):
-                break
+                return
             params["continue"] = str(meta["continue"])
-        for item in items:  # list items come without kind/apiVersion
-            item.setdefault("kind", rt.kind)
-            item.setdefault("apiVersion", rt.api_version)
-        return ObjectList(items, version)
 
     async def watch(
         self,

@@ -125,12 +125,7 @@ class KubeSource:
             just_listed = False
             try:
                 if version is None:
-                    listed = await self._client.list(
-                        kind.resource, namespace=namespace, label_selector=kind.label_selector
-                    )
-                    self._feed_statuses(kind.kind, namespace, listed=listed.items)
-                    self._replace(kind.kind, namespace, listed.items, store)
-                    version = listed.resource_version
+                    version = await self._list(kind, namespace, store)
                     self._mark_synced(kind.kind, namespace)
                     trouble.ok()
                     just_listed = True
@@ -168,14 +163,33 @@ class KubeSource:
                     log.exception("%s: unexpected error; retrying with backoff", what)
                 await asyncio.sleep(trouble.failed(repr(exc), logged=True))
 
-    def _replace(self, kind: str, namespace: str | None, items: Iterable[dict[str, Any]], store: ResourceStore) -> None:
+    async def _list(self, kind: WatchedKind, namespace: str | None, store: ResourceStore) -> str:
+        """Lists `kind` into the store; returns the list's resourceVersion. Page by page: each page's
+        objects as sent (with their managedFields, several times the size of the parsed models) are
+        parsed and dropped before the next page comes, so memory never holds thousands of them."""
+        parsed: list[Resource | InvalidObject | None] = []
+        seen: list[dict[str, Any]] = []  # what ObservedStatuses keeps of each object
+        version = ""
+        pages = self._client.list_pages(kind.resource, namespace=namespace, label_selector=kind.label_selector)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                version = version or page.resource_version
+                if self.statuses is not None:
+                    seen.extend(_status_part(item) for item in page.items)
+                parsed.extend(self._parse(kind.kind, item) for item in page.items)
+        self._feed_statuses(kind.kind, namespace, listed=seen)
+        self._replace(kind.kind, namespace, parsed, store)
+        return version
+
+    def _replace(
+        self, kind: str, namespace: str | None, items: Iterable[Resource | InvalidObject | None], store: ResourceStore
+    ) -> None:
         objects, invalid = self._objects[kind], self._invalid[kind]
         in_scope = [k for k in objects.keys() | invalid.keys() if namespace is None or k[1] == namespace]
         previous = {k: objects.pop(k) for k in in_scope if k in objects}
         for key in in_scope:
             invalid.pop(key, None)
-        for item in items:
-            parsed = self._parse(kind, item)
+        for parsed in items:
             if isinstance(parsed, InvalidObject):
                 key = key_of(parsed)
                 invalid[key] = parsed
@@ -183,7 +197,7 @@ class KubeSource:
                     objects[key] = previous[key]
             elif parsed is not None:
                 objects[key_of(parsed)] = parsed
-        store.replace_kind(kind, list(objects.values()), list(invalid.values()))
+        objects.update(store.replace_kind(kind, list(objects.values()), list(invalid.values())))
 
     def _on_event(self, kind: str, event_type: str, obj: dict[str, Any], store: ResourceStore) -> None:
         if event_type not in (ADDED, MODIFIED, DELETED):
@@ -205,8 +219,7 @@ class KubeSource:
                 store.delete(*key)
         else:
             self._invalid[kind].pop(key, None)
-            self._objects[kind][key] = parsed
-            store.apply(parsed)
+            self._objects[kind][key] = store.apply(parsed)  # one copy: the store may keep the object it had
 
     def _parse(self, kind: str, obj: dict[str, Any]) -> Resource | InvalidObject | None:
         obj.setdefault("kind", kind)
@@ -250,6 +263,13 @@ class KubeSource:
         if not self._unsynced and not self._synced.is_set():
             log.info("synced: %s", ", ".join(f"{len(v)} {k}" for k, v in self._objects.items()))
             self._synced.set()
+
+
+def _status_part(obj: dict[str, Any]) -> dict[str, Any]:
+    """What `ObservedStatuses` reads of an object: its names, uid, resourceVersion and status."""
+    meta = obj.get("metadata") or {}
+    names = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}
+    return {"metadata": names, "status": obj.get("status")}
 
 
 def _namespace_of(kind: str, meta: dict[str, Any]) -> str:

@@ -1,4 +1,12 @@
-"""Provider type -> translator class. Adding a provider is one module and one line here."""
+"""Provider type -> translator class: the one place the sidecar maps a type to its translator.
+
+Adding a provider type takes its translator module and a line here, and the type in every
+place that names the types: `ProviderType` in `proxy/snapshot.py` and `controller/api.py`,
+the `spec.type` enum in `crds/modelway.io_modelproviders.yaml` (copied into the chart by
+`make chart-crds`), and `controller/compile.py`: the operations it serves (`OPERATIONS`)
+and, for a public API, its default base URL (`DEFAULT_BASE_URLS`). Its tests want a fake
+of its wire format under `tests/fakes/`.
+"""
 
 from __future__ import annotations
 

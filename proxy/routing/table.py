@@ -179,9 +179,6 @@ class RoutingTable:
             }
         )
 
-    def serves(self, model: str) -> bool:
-        return model in self._routes
-
     def plan(
         self,
         model: str,

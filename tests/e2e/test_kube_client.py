@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from controller.kube import KubeClient, KubeConfig
 from controller.sources.kube import KubeSource
+from controller.status_writer import ObservedStatuses
 from controller.store import ResourceStore
 from tests.e2e.kube_helpers import eventually, names, route, running
 
@@ -38,6 +39,7 @@ class FakeApi:
         self.version: dict[str, str] = defaultdict(lambda: "100")
         self.scripts: dict[str, list[Script]] = defaultdict(list)
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (plural, list|watch, query)
+        self.page_size = 0  # lists answered in pages of this many, with `continue` tokens (0: one page)
         self.app = web.Application()
         for prefix in ("/api/v1", "/apis/{group}/{version}"):
             self.app.router.add_get(prefix + "/{plural}", self.handle)
@@ -50,9 +52,12 @@ class FakeApi:
         self.requests.append((plural, "watch" if watching else "list", query))
         if not watching:
             items = [i for i in self.items[plural] if namespace in (None, i["metadata"]["namespace"])]
-            return web.json_response(
-                {"kind": "List", "metadata": {"resourceVersion": self.version[plural]}, "items": items}
-            )
+            meta = {"resourceVersion": self.version[plural]}
+            if self.page_size:
+                start = int(query.get("continue", "0"))
+                items, rest = items[start : start + self.page_size], items[start + self.page_size :]
+                meta |= {"continue": str(start + self.page_size)} if rest else {}
+            return web.json_response({"kind": "List", "metadata": meta, "items": items})
         if self.scripts[plural]:
             return await self.scripts[plural].pop(0)(request)
         return await stream([], hang=True)(request)
@@ -132,6 +137,27 @@ async def fake() -> AsyncIterator[tuple[FakeApi, KubeClient]]:
 
 def quick(client: KubeClient, **kwargs: Any) -> KubeSource:
     return KubeSource(client, backoff_base=0.01, backoff_cap=0.05, **kwargs)
+
+
+async def test_a_list_in_pages_is_synced_whole(fake: tuple[FakeApi, KubeClient]) -> None:
+    api, client = fake
+    api.page_size = 2
+    api.items["modelroutes"] = [fake_route(f"r{i}", str(90 + i)) for i in range(5)]
+    for item in api.items["modelroutes"]:
+        item["metadata"]["uid"] = "uid-" + item["metadata"]["name"]
+        item["status"] = {"observedGeneration": 1}
+    statuses = ObservedStatuses()
+    store = ResourceStore()
+    async with running(quick(client, statuses=statuses), store):
+        await eventually(lambda: len(store.view().routes) == 5, what="every page in the store")
+    assert names(store, "ModelRoute") == {f"default/r{i}" for i in range(5)}
+    assert api.lists("modelroutes") == 3
+    seen = statuses.get(("ModelRoute", "default", "r4"))
+    assert seen is not None and (seen.uid, seen.resource_version, seen.status) == (
+        "uid-r4",
+        "94",
+        {"observedGeneration": 1},
+    )
 
 
 @pytest.mark.parametrize("how", ["http-410", "error-event-410"])

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from controller.compile import Workload
-from controller.core import Controller, Sidecar
+from controller.core import Compiled, Controller, Sidecar
 from controller.kube import KubeClient, KubeConnectionError
 from controller.kube.resources import MODEL_PROVIDERS, MODEL_ROUTES
 from controller.leader import LeaseElector, micro_time, parse_time
@@ -175,15 +175,8 @@ class Stack:
         self.store = ResourceStore()
         self.elector = fast_elector(client, namespace, identity)
         self.statuses = ObservedStatuses()
-        self.writer = StatusWriter(client, None, elector=self.elector, statuses=self.statuses)
-        self.controller = Controller(
-            store=self.store,
-            quiet_seconds=0.05,
-            on_recompute=self.writer.on_recompute,
-            on_sync_change=self.writer.on_sync_change,
-        )
-        self.writer.controller = self.controller
-        self.store.on_change = self.controller.notify
+        self.controller = Controller(store=self.store, quiet_seconds=0.05)
+        self.writer = StatusWriter(client, self.controller, elector=self.elector, statuses=self.statuses)
         self.source = KubeSource(client, namespaces=[namespace], statuses=self.statuses)
         self.tasks: list[asyncio.Task[Any]] = []
 
@@ -329,8 +322,8 @@ class RecordingStream:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    async def send_str(self, data: str) -> None:
-        self.sent.append(data)
+    def send_snapshot(self, compiled: Compiled) -> None:
+        self.sent.append(compiled.message)
 
 
 async def test_programmed_follows_the_sidecars(client: KubeClient, kubectl: Kubectl, namespace: str) -> None:

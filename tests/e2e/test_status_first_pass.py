@@ -75,7 +75,6 @@ class Replica:
         self.store = ResourceStore()
         self.statuses = ObservedStatuses()
         self.controller = Controller(store=self.store, quiet_seconds=0.05)
-        self.store.on_change = self.controller.notify
         self.source = KubeSource(client, namespaces=[namespace], statuses=self.statuses)
         self.tasks: list[asyncio.Task[Any]] = []
 

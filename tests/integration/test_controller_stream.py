@@ -72,7 +72,6 @@ async def _start_controller(
 ) -> RunningController:
     store = ResourceStore()
     controller = Controller(store=store, quiet_seconds=0.05)
-    store.on_change = controller.notify
     for obj in objects:
         store.apply(obj)
     await controller.recompute()

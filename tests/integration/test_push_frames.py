@@ -39,7 +39,6 @@ def test_a_deflated_frame_decodes_on_its_own_and_after_other_messages():
 async def _scenario() -> None:
     store = ResourceStore()
     controller = Controller(store=store, quiet_seconds=0.01)
-    store.on_change = controller.notify
     for item in (
         secret(apiKey="sk-1"),
         provider("openai"),

@@ -169,9 +169,40 @@ def test_a_status_only_update_does_not_wake_the_controller():
     first = route("r", "m", [{"provider": "p", "model": "x"}])
     store.apply(first)
     bumped = first.model_copy(update={"metadata": first.metadata.model_copy(update={"resource_version": "99"})})
-    store.apply(bumped)
+    assert store.apply(bumped) is first  # the source keeps this one too: one copy of the object, not two
     assert len(calls) == 1
-    store.apply(route("r", "m", [{"provider": "p", "model": "y"}]))
+    changed = route("r", "m", [{"provider": "p", "model": "y"}])
+    assert store.apply(changed) is changed
+    assert len(calls) == 2
+
+
+def test_a_relabelled_namespace_is_a_change():
+    """In a cluster every edit has a new resourceVersion: a label or annotation edit alone still counts."""
+    store = ResourceStore()
+    before = parse_resource(
+        {"kind": "Namespace", "metadata": {"name": "team-c", "resourceVersion": "1", "labels": {"env": "dev"}}}
+    )
+    store.apply(before)
+    after = parse_resource(
+        {"kind": "Namespace", "metadata": {"name": "team-c", "resourceVersion": "2", "labels": {"env": "prod"}}}
+    )
+    assert store.apply(after) is after
+    assert store.view().namespaces[0].metadata.labels == {"env": "prod"}
+
+
+def test_a_relist_keeps_the_objects_that_did_not_change():
+    """Same objects, same judgement: a re-list (after a 410 Gone) re-judges only what changed."""
+    calls = []
+    store = ResourceStore(on_change=lambda: calls.append(1))
+    kept, edited = (
+        route("a", "m", [{"provider": "p", "model": "x"}]),
+        route("b", "n", [{"provider": "p", "model": "x"}]),
+    )
+    store.replace_kind("ModelRoute", [kept, edited])
+    relisted = kept.model_copy(update={"metadata": kept.metadata.model_copy(update={"resource_version": "7"})})
+    now = store.replace_kind("ModelRoute", [relisted, route("b", "n", [{"provider": "p", "model": "y"}])])
+    assert now[("ModelRoute", "team-a", "a")] is kept
+    assert store.view().routes[0] is kept and store.view().routes[1] is not edited
     assert len(calls) == 2
 
 

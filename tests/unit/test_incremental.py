@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from controller.api import parse_object
 from controller.compile import compile_workload, judge
-from controller.core import Controller, Sidecar
+from controller.core import Compiled, Controller, Sidecar
 from controller.status import desired_statuses
 from controller.store import ResourceStore
 from controller.workload import Workload
@@ -30,8 +30,8 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[dict] = []
 
-    async def send_str(self, data: str) -> None:
-        self.sent.append(json.loads(data))
+    def send_snapshot(self, compiled: Compiled) -> None:
+        self.sent.append(json.loads(compiled.message))
 
 
 def base(ns: str) -> list:

@@ -1,4 +1,10 @@
-"""The layering rules of design.md, checked on the import graph (no imports executed)."""
+"""The project's layering rules, checked on the import graph (no imports executed).
+
+- `proxy` (the sidecar) never imports `controller`;
+- `controller` imports only `proxy.snapshot` from the sidecar (the contract between the two);
+- `shared` imports neither program;
+- the pure modules listed in PURE (decisions, translation, compilation) import no I/O.
+"""
 
 from __future__ import annotations
 

@@ -233,7 +233,7 @@ def test_redaction_of_credentials_in_captured_content() -> None:
 
 
 class _Stream:
-    async def send_str(self, data: str) -> None:
+    def send_snapshot(self, compiled: Compiled) -> None:
         pass
 
 

@@ -105,12 +105,12 @@ def test_served_generations_are_the_last_good_ones() -> None:
     broken = RouteVerdict(ACCEPTED, Verdict(False, "BackendNotFound", "x"), 5, route("chat", "team-a", 4))
     never_good = RouteVerdict(ACCEPTED, Verdict(False, "BackendNotFound", "x"), 1, None)
     judgement = Judgement(providers={}, routes={CHAT: broken, EMBED: never_good})
-    assert served_generations(judgement) == {CHAT: 4}
+    assert served_generations(judgement, [CHAT, EMBED]) == {CHAT: 4}
 
 
 def test_served_generation_of_a_good_route() -> None:
     judgement = Judgement(providers={}, routes={CHAT: RouteVerdict(ACCEPTED, RESOLVED, 3, route("chat", "team-a", 3))})
-    assert served_generations(judgement) == {CHAT: 3}
+    assert served_generations(judgement, [CHAT, ("ModelRoute", "team-a", "gone")]) == {CHAT: 3}
 
 
 # --- expiry and which Leases count ------------------------------------------------------------
@@ -237,16 +237,19 @@ class FakeController:
     def route_sync(self) -> dict[Any, RouteSync]:
         return dict(self.sync)
 
+    def subscribe(self, **callbacks: Any) -> None:
+        pass
+
 
 def replica(
     client: FakeLeases, identity: str, controller: FakeController, *, leading: bool, min_interval: float = 0.05
 ) -> ReplicaCounts:
     return ReplicaCounts(
-        client,
+        client,  # type: ignore[arg-type]
+        controller,  # type: ignore[arg-type]
         namespace="system",
-        identity=identity,  # type: ignore[arg-type]
-        elector=FakeElector(leading),
-        controller=controller,  # type: ignore[arg-type]
+        identity=identity,
+        elector=FakeElector(leading),  # type: ignore[arg-type]
         min_interval=min_interval,
         poll_every=0.05,
     )
@@ -259,7 +262,7 @@ async def test_replicas_publish_and_the_leader_sums() -> None:
     leader = replica(client, "a_1", leader_controller, leading=True)
     follower = replica(client, "b_2", follower_controller, leading=False)
     woken: list[bool] = []
-    leader.on_peers_change = lambda: woken.append(True)
+    leader.add_peers_listener(lambda: woken.append(True))
     tasks = [asyncio.create_task(leader.run()), asyncio.create_task(follower.run())]
     try:
         for _ in range(100):

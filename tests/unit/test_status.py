@@ -286,6 +286,9 @@ class FakeController:
     def route_sync(self) -> dict[Any, RouteSync]:
         return self.sync
 
+    def subscribe(self, **callbacks: Any) -> None:
+        pass
+
 
 def controller_with(*routes: ModelRoute, verdicts: dict[Any, RouteVerdict], sync: dict[Any, RouteSync]) -> Any:
     store = ResourceStore()
