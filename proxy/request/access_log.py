@@ -39,7 +39,7 @@ class AccessLogSettings:
 class AccessLog:
     def __init__(self, settings: AccessLogSettings | None = None) -> None:
         settings = settings or AccessLogSettings()
-        self.enabled = settings.enabled and settings.sample > 0
+        self.enabled = settings.enabled
         self._sample = settings.sample
         self._logger = logging.getLogger(LOGGER)
         self._second = -1
