@@ -167,6 +167,7 @@ def build_app(
     settings: ServerSettings,
     audit: AuditLog | None = None,
     access_log: AccessLog | None = None,
+    admission: Admission | None = None,
 ) -> web.Application:
     # The body limit is enforced in proxy.request.parse with a proper error; aiohttp's own
     # limit sits just above it as a backstop.
@@ -183,7 +184,7 @@ def build_app(
             max_body_bytes=settings.max_body_bytes,
             relay=Relay(client=client, telemetry=telemetry),
             attempts=attempts,
-            admission=Admission(),
+            admission=admission or Admission(),
             accounting=accounting,
         )
         yield

@@ -8,11 +8,13 @@ app chose (the model it asked for) is cut short and scrubbed of key shapes when 
 
 `--access-log=off` turns it off; `--access-log-sample=F` keeps that fraction of the successful
 requests (every failed one is kept). `configure_access_logger` (called by `__main__`) writes the
-lines as they are, one JSON object per line on stdout, apart from the operational log on stderr.
+lines as they are, one JSON object per line on stdout, apart from the operational log on stderr,
+flushed within FLUSH_SECONDS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import sys
@@ -77,8 +79,8 @@ class AccessLog:
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "cost_usd": outcome.cost,
-            "duration_ms": round(outcome.duration * 1000, 3),
-            "ttft_ms": round(outcome.ttft * 1000, 3) if outcome.ttft is not None else None,
+            "duration_ms": _ms(outcome.duration),
+            "ttft_ms": _ms(outcome.ttft) if outcome.ttft is not None else None,
             "data_class": outcome.data_class or None,
             "attempts": len(outcome.attempts),
             "trace_id": outcome.trace_id or None,
@@ -90,6 +92,11 @@ class AccessLog:
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._stamp}.{int((when - second) * 1000):03d}Z"
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds to the microsecond (as round(x, 3), which costs ~10 times more)."""
+    return int(seconds * 1_000_000) / 1000
 
 
 class _AccessRecord(logging.LogRecord):
@@ -117,6 +124,38 @@ def configure_access_logger(*, enabled: bool, stream: IO[str] | None = None) -> 
     logger = logging.getLogger(LOGGER)
     logger.propagate = False
     logger.setLevel(logging.INFO if enabled else logging.CRITICAL + 1)
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [_Lines(stream or sys.stdout)]
+
+
+FLUSH_SECONDS = 0.2
+
+
+class _Lines(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record's message as one line, and flushes the stream a moment later instead of
+    after every line: under load one write carries the lines of many requests (a write per request
+    would cost more than making its line). A line waits at most FLUSH_SECONDS; at exit
+    `logging.shutdown` flushes what is left."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        self._flush_due = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(record.getMessage() + "\n")
+        except Exception:
+            self.handleError(record)
+            return
+        if self._flush_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the event loop: at once
+            self.flush()
+            return
+        self._flush_due = True
+        loop.call_later(FLUSH_SECONDS, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_due = False
+        self.flush()

@@ -38,19 +38,26 @@ class Accounting:
         stream: bool,
         runtime: Runtime | None,
         classification: Classification | None,
+        plan: Plan | None = None,
         started: float,
     ) -> Outcome:
-        """A request turned away before a route was chosen (bad input, no configuration yet, a
-        model no route serves): no span and no request metrics, as no route saw it."""
+        """A request turned away before it had a span: before a route was chosen (bad input, no
+        configuration yet, a model no route serves: no request metrics, as no route saw it), or
+        by the admit stage (`plan` given: counted on its route)."""
+        decision: Decision = ""
+        policies: tuple[str, ...] = ()
+        reason = ""
+        if plan is not None and classification is not None:
+            decision, policies, reason = _decision(plan, classification)
         outcome = Outcome(
             operation=operation,
             model=model,
             stream=stream,
             workload=runtime.snapshot.policy.workload if runtime is not None else "",
             data_class=classification.data_class if classification is not None else "",
-            route="",
-            rule="",
-            decision="",
+            route=plan.route.name if plan is not None else "",
+            rule=plan.rule.name if plan is not None else "",
+            decision=decision,
             backend=None,
             response_model=None,
             usage=NO_USAGE,
@@ -63,6 +70,8 @@ class Accounting:
             duration=time.perf_counter() - started,
             trace_id="",
             personal_data=classification.found if classification is not None else NOTHING_FOUND,
+            policies=policies,
+            policy_reason=reason,
         )
         self._record(outcome, span=None, runtime=runtime)
         return outcome
@@ -126,13 +135,7 @@ class Accounting:
         started: float,
     ) -> Outcome:
         """A planned request, after its attempts: answered, failed, or left by its client."""
-        decision: Decision = "allow"
-        policies: tuple[str, ...] = ()
-        reason = ""
-        if plan.removed:
-            decision, policies, reason = "reroute", plan.removed_policies, f"removed {plan.removed_why}"
-            if classification.raised_because:
-                reason = f"class raised: {classification.raised_because}; {reason}"
+        decision, policies, reason = _decision(plan, classification)
         backend = cost = ttft = response_model = None
         usage = NO_USAGE
         if answer is not None:
@@ -179,3 +182,13 @@ class Accounting:
                 trace_id=outcome.trace_id,
             )
         self._access_log.record(outcome)
+
+
+def _decision(plan: Plan, classification: Classification) -> tuple[Decision, tuple[str, ...], str]:
+    """allow, or reroute with the policies that took backends out and why (for the audit log)."""
+    if not plan.removed:
+        return "allow", (), ""
+    reason = f"removed {plan.removed_why}"
+    if classification.raised_because:
+        reason = f"class raised: {classification.raised_because}; {reason}"
+    return "reroute", plan.removed_policies, reason

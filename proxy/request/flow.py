@@ -193,6 +193,7 @@ class RequestPath:
     ) -> web.StreamResponse:
         runtime: Runtime | None = None  # the snapshot this request is served by, to its end
         classification: Classification | None = None
+        chosen: Plan | None = None
         try:
             runtime = self._runtime()
             classification = classify(runtime, request.headers, texts)
@@ -225,6 +226,7 @@ class RequestPath:
                 stream=stream,
                 runtime=runtime,
                 classification=classification,
+                plan=chosen,
                 started=started,
             )
             return error_response(frontend, error)
