@@ -71,7 +71,7 @@ class RequestPath:
     async def chat(self, request: web.Request, frontend: Frontend) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            parsed = await parse_chat(request, frontend, max_body_bytes=self._max_body_bytes)
+            parsed = await parse_chat(request, frontend, max_body_bytes=self._max_body_bytes)  # 1 parse
         except ApiError as error:
             return self._rejected(frontend, error, operation="chat", model="", stream=False, started=started)
         telemetry, relay, attempts = self._telemetry, self._relay, self._attempts
@@ -146,7 +146,7 @@ class RequestPath:
     async def embeddings(self, request: web.Request, frontend: OpenAIFrontend) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            model, body = await parse_embeddings(request, frontend, max_body_bytes=self._max_body_bytes)
+            model, body = await parse_embeddings(request, frontend, max_body_bytes=self._max_body_bytes)  # 1 parse
         except ApiError as error:
             return self._rejected(frontend, error, operation="embeddings", model="", stream=False, started=started)
 
@@ -196,9 +196,9 @@ class RequestPath:
         chosen: Plan | None = None
         try:
             runtime = self._runtime()
-            classification = classify(runtime, request.headers, texts)
+            classification = classify(runtime, request.headers, texts)  # 2 classify
             try:
-                chosen = plan(
+                chosen = plan(  # 3 plan
                     runtime,
                     request.headers,
                     model=model,
@@ -217,7 +217,7 @@ class RequestPath:
                     classification=classification,
                     started=started,
                 )
-            self._admission.admit(runtime=runtime, plan=chosen, classification=classification)
+            self._admission.admit(runtime=runtime, plan=chosen, classification=classification)  # 4 admit
         except ApiError as error:
             self._accounting.rejected(
                 error,
@@ -261,7 +261,7 @@ class RequestPath:
                 )
 
             try:
-                response, answer = await serve(runtime, chosen, span, made)
+                response, answer = await serve(runtime, chosen, span, made)  # 5 attempt
             except ApiError as error:
                 settle(None, error.status, error.code or error.type, error.message)
                 return error_response(frontend, error)
@@ -272,7 +272,7 @@ class RequestPath:
             except Exception:  # a bug: proxy.server answers a JSON 500 and logs the traceback
                 settle(None, 500, "internal_error", "the sidecar failed to handle this request")
                 raise
-            settle(answer, response.status, answer.error_type, answer.error_message)
+            settle(answer, response.status, answer.error_type, answer.error_message)  # 6 account
             return response
 
     def _runtime(self) -> Runtime:
