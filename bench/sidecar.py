@@ -20,9 +20,10 @@ something broke (a process did not start, a sanity check failed, wrk saw
 errors or non-2xx answers). Results also go to bench/results/sidecar.json.
 
 Then the cost of telemetry itself (bench/sidecar_telemetry.py): the sidecar with telemetry off,
-on, and on with the collector down; target: >= 0.85 of off's requests/s.
+on, and on with the collector down; target: >= 0.85 of off's requests/s. And the cost of the
+access log (bench/sidecar_access_log.py): the sidecar with it on and off.
 
-    python -m bench.sidecar [--duration 10] [--quick] [--also-untraced] [--skip-telemetry]
+    python -m bench.sidecar [--duration 10] [--quick] [--also-untraced] [--skip-telemetry] [--skip-access-log]
 """
 
 from __future__ import annotations
@@ -584,6 +585,21 @@ def run(args: argparse.Namespace) -> int:
         except BenchBroken as exc:
             print(f"\nbench: BROKEN (telemetry): {exc}", file=sys.stderr)
             return 1
+    if not args.skip_access_log:
+        from bench.sidecar_access_log import run_access_log
+
+        print("\nWhat the access log costs: the sidecar with --access-log=on (the default) and off")
+        try:
+            run_access_log(
+                duration=duration,
+                warmup=warmup,
+                rounds=args.telemetry_rounds,
+                proxy_core=proxy_core,
+                load_core=load_core,
+            )
+        except BenchBroken as exc:
+            print(f"\nbench: BROKEN (access log): {exc}", file=sys.stderr)
+            return 1
     if problems:
         print(f"bench: errors under load (logs in {LOGS}); the figures above are not trustworthy", file=sys.stderr)
         return 1
@@ -619,11 +635,16 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the telemetry cost comparison (off / on / collector down; bench.sidecar_telemetry)",
     )
     parser.add_argument(
+        "--skip-access-log",
+        action="store_true",
+        help="skip the access log cost comparison (on / off; bench.sidecar_access_log)",
+    )
+    parser.add_argument(
         "--telemetry-rounds",
         type=int,
         default=3,
         metavar="N",
-        help="runs per scenario and sidecar in the telemetry comparison (median reported)",
+        help="runs per scenario and sidecar in the telemetry and access log comparisons (median reported)",
     )
     return run(parser.parse_args(argv))
 

@@ -20,6 +20,7 @@ from proxy.admin import build_admin_app
 from proxy.http_client import AnswerLimits
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.policy.audit import AuditLog
+from proxy.request.access_log import AccessLog, AccessLogSettings, configure_access_logger
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
@@ -136,6 +137,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default=env("MODELWAY_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
     )
+    access = parser.add_argument_group(
+        "access log",
+        "one JSON line per request on stdout (logger modelway.access): time, workload, route, rule, backend, "
+        "status, error type, tokens in/out, cost, duration, time to first token, data class, attempts, "
+        "trace id; never prompt text or keys",
+    )
+    access.add_argument(
+        "--access-log", choices=["on", "off"], default="on", help="write the access log (default: %(default)s)"
+    )
+    access.add_argument(
+        "--access-log-sample",
+        type=float,
+        default=1.0,
+        metavar="FRACTION",
+        help="log this fraction of the successful requests, at random; failed ones are always logged "
+        "(0: failures only; default: %(default)s)",
+    )
     parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--reload-stable-seconds",
@@ -181,7 +199,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("max_answer_bytes", "max_stream_event_bytes", "max_answer_headers", "max_answer_header_bytes"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
+    if not 0 <= args.access_log_sample <= 1:
+        parser.error("--access-log-sample must be a fraction from 0 to 1")
     return args
+
+
+def access_log_settings(args: argparse.Namespace) -> AccessLogSettings:
+    return AccessLogSettings(enabled=args.access_log == "on", sample=args.access_log_sample)
 
 
 def answer_limits(args: argparse.Namespace) -> AnswerLimits:
@@ -256,6 +280,7 @@ async def serve(
         telemetry=telemetry,
         settings=ServerSettings(max_body_bytes=args.max_body_bytes, answer_limits=answer_limits(args)),
         audit=AuditLog(pod=os.environ.get("POD_NAME", "")),
+        access_log=AccessLog(access_log_settings(args)),
     )
     runner = SidecarRunner(app, access_log=None, handler_cancellation=True)
     admin = web.AppRunner(
@@ -324,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scrub_logs()  # defence in depth: no line goes out with something shaped like a key
+    configure_access_logger(enabled=access_log_settings(args).enabled)  # its own lines: proxy.request.access_log
     for problem in normalize_otlp_header_variables(os.environ):  # named, never shown
         log.warning("OTLP: %s", problem)
     try:

@@ -51,6 +51,8 @@ class SidecarSettings:
     startup_timeout_seconds: int = 300  # no snapshot (controller unreachable, none saved) for this long: restart
     set_app_env: bool = True
     resources: Mapping[str, Any] = field(default_factory=dict)
+    access_log: bool = True  # the sidecar's one JSON line per request on stdout
+    access_log_sample: float = 1.0  # the fraction of successful requests logged (failed ones always are)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SidecarSettings:
@@ -69,6 +71,8 @@ class SidecarSettings:
             "startupTimeoutSeconds": "startup_timeout_seconds",
             "setAppEnv": "set_app_env",
             "resources": "resources",
+            "accessLog": "access_log",
+            "accessLogSample": "access_log_sample",
         }
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -155,6 +159,8 @@ def sidecar_container(settings: SidecarSettings, *, ca_pem: str) -> dict[str, An
             str(probe_port),
             "--log-level",
             settings.log_level,
+            f"--access-log={'on' if settings.access_log else 'off'}",
+            f"--access-log-sample={settings.access_log_sample:g}",
         ],
         "env": env,
         "ports": [{"name": "mw-admin", "containerPort": probe_port, "protocol": "TCP"}],

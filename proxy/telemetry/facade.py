@@ -9,6 +9,11 @@ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true, credentials redacted
 (`proxy.telemetry.content`). Metrics are recorded through the same object
 (`proxy.telemetry.sidecar_metrics`). All of it is built in `__main__` (`build_telemetry`)
 and passed in.
+
+The request path calls it while a request's attempts run (CLIENT spans, how each ended, retry
+and fallback events on the server span) and once at its end with the request's
+`proxy.request.outcome.Outcome` (`finish`): the server span's closing attributes and every
+metric of the request are read from that one record.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import re
 import time
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -38,6 +43,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from proxy.providers.base import Usage
 from proxy.runtime import Runtime
 from proxy.telemetry.sidecar_metrics import (
     CLIENT_GONE,
@@ -49,6 +55,9 @@ from proxy.telemetry.sidecar_metrics import (
     SidecarMetrics,
 )
 from proxy.telemetry.tracing import SharedAttributes
+
+if TYPE_CHECKING:
+    from proxy.request.outcome import Outcome
 
 log = logging.getLogger("modelway.telemetry")
 
@@ -119,78 +128,118 @@ class Telemetry:
             )
         return found
 
-    def finish_request(
+    def trace_id(self, span: Span) -> str:
+        """The span's trace id as 32 hex digits, or "" when it has none (tracing off)."""
+        trace_id = span.get_span_context().trace_id
+        return format(trace_id, "032x") if trace_id else ""
+
+    # --- while a request's attempts run -------------------------------------------
+
+    def fallback_event(self, server_span: Span, *, backend: str, reason: str) -> None:
+        """The request moves on to `backend`, after a failure of kind `reason`."""
+        server_span.add_event("modelway.fallback", {"modelway.backend": backend, "modelway.fallback.reason": reason})
+
+    def retry_event(self, server_span: Span, *, backend: str, delay: float) -> None:
+        server_span.add_event(
+            "modelway.retry", {"modelway.backend": backend, "modelway.retry.delay_s": round(delay, 3)}
+        )
+
+    def attempt_answered(
         self,
         span: Span,
         *,
-        runtime: Runtime,
-        operation: str,
-        route: str,
-        outcome: Any,
-        error_type: str | None,
-        started: float,
+        usage: Usage,
+        response_model: str | None,
+        ttft: float | None = None,
+        finish_reason: str | None = None,
     ) -> None:
-        """At the end of a request: the answer's backend, model, usage, cost and time to first token
-        on the server span, and the request's metrics.
+        """The answer's attributes on an attempt's CLIENT span, in one call."""
+        attributes: dict[str, Any] = {"http.response.status_code": 200}
+        if ttft is not None:
+            attributes["modelway.time_to_first_token"] = ttft
+        if finish_reason:
+            attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
+        if usage.input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+        if usage.output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+        if response_model:
+            attributes["gen_ai.response.model"] = response_model
+        span.set_attributes(attributes)
 
-        `outcome` is the relay's (backend, usage, ttft) or None when no backend answered;
-        `started` a `time.perf_counter()` reading from when the request was planned."""
+    def attempt_failed(self, span: Span, error_type: str, message: str, *, status: int | None = None) -> None:
+        """How an attempt failed, on its CLIENT span (`status`: the provider's answer's, if any)."""
+        set_error(span, error_type, message)
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+
+    # --- at the end of a request ------------------------------------------------------
+
+    def finish(self, span: Span | None, outcome: Outcome, *, runtime: Runtime | None) -> None:
+        """Everything a request's outcome says, in one place: its server span's closing attributes
+        (backend, response model, usage, cost, time to first token, error) and its metrics (the
+        request, each attempt, fallback and retry, a policy's refusal or reroute, what the
+        personal-data scan found). `span` is None for a request rejected before it had one."""
         try:
-            self._finish_request(
-                span,
-                runtime=runtime,
-                operation=operation,
-                route=route,
-                outcome=outcome,
-                error_type=error_type,
-                started=started,
-            )
+            self._finish(span, outcome, runtime)
         except Exception:
             self._failed("a request's span attributes and metrics")
 
-    def _finish_request(
-        self,
-        span: Span,
-        *,
-        runtime: Runtime,
-        operation: str,
-        route: str,
-        outcome: Any,
-        error_type: str | None,
-        started: float,
-    ) -> None:
-        seconds = time.perf_counter() - started
-        info = cost = ttft = input_tokens = output_tokens = None
-        if outcome is not None and outcome.backend is not None:
-            info = self.backends.get(runtime, outcome.backend)
-            input_tokens, output_tokens = outcome.usage.input_tokens, outcome.usage.output_tokens
-            cost = info.cost(input_tokens, output_tokens)
-            ttft = outcome.ttft
-            if span.is_recording():  # what the answer says, in one call
-                attributes = {"modelway.backend": outcome.backend}
+    def _finish(self, span: Span | None, outcome: Outcome, runtime: Runtime | None) -> None:
+        metrics = self.metrics
+        if outcome.personal_data:
+            metrics.personal_data(outcome.personal_data)
+        if span is not None:
+            if outcome.backend is not None and span.is_recording():  # what the answer says, in one call
+                usage = outcome.usage
+                attributes: dict[str, Any] = {"modelway.backend": outcome.backend}
                 if outcome.response_model is not None:
                     attributes["gen_ai.response.model"] = outcome.response_model
-                if input_tokens is not None:
-                    attributes["gen_ai.usage.input_tokens"] = input_tokens
-                if output_tokens is not None:
-                    attributes["gen_ai.usage.output_tokens"] = output_tokens
-                if cost is not None:
-                    attributes["modelway.cost.usd"] = cost
-                if ttft is not None:
-                    attributes["modelway.time_to_first_token"] = ttft
+                if usage.input_tokens is not None:
+                    attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+                if usage.output_tokens is not None:
+                    attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+                if outcome.cost is not None:
+                    attributes["modelway.cost.usd"] = outcome.cost
+                if outcome.ttft is not None:
+                    attributes["modelway.time_to_first_token"] = outcome.ttft
                 span.set_attributes(attributes)
-        result = OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR
-        self.metrics.request(
+            if outcome.error_type is not None:
+                set_error(span, outcome.error_type, outcome.error_message)
+        if runtime is None or not outcome.decision:  # turned away before a route was chosen
+            return
+        route, data_class = outcome.route, outcome.data_class
+        if outcome.decision == "refuse":
+            for policy in outcome.policies:
+                metrics.policy_refusal(route=route, policy=policy, data_class=data_class)
+            return
+        if outcome.decision == "reroute":
+            for policy in outcome.policies:
+                metrics.policy_reroute(route=route, policy=policy, data_class=data_class)
+        operation, previous = outcome.operation, None
+        for attempt in outcome.attempts:
+            info = self.backends.get(runtime, attempt.backend)
+            if previous is not None:  # the attempt before failed: this one is a retry or a fallback
+                if previous.backend == attempt.backend:
+                    metrics.retry(route=route, info=info, reason=previous.error_type or "")
+                else:
+                    metrics.fallback(route=route, info=info, reason=previous.error_type or "")
+            metrics.attempt(
+                operation=operation, route=route, info=info, error_type=attempt.error_type, seconds=attempt.seconds
+            )
+            previous = attempt
+        error_type = outcome.error_type
+        metrics.request(
             operation=operation,
             route=route,
-            info=info,
-            outcome=result,
+            info=self.backends.get(runtime, outcome.backend) if outcome.backend is not None else None,
+            outcome=OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR,
             error_type=error_type,
-            seconds=seconds,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost=cost,
-            ttft=ttft,
+            seconds=outcome.duration,
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            cost=outcome.cost,
+            ttft=outcome.ttft,
         )
 
     def capture(

@@ -162,6 +162,16 @@ def test_sidecar_values_reach_the_inject_config(helm_offline: Helm) -> None:
     assert default["image"] == "ghcr.io/modelway/modelway:0.1.0"
 
 
+def test_the_access_log_values_reach_the_inject_config(helm_offline: Helm) -> None:
+    default = yaml.safe_load(render(helm_offline)["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    assert (default["accessLog"], default["accessLogSample"]) == (True, 1)
+    docs = render(helm_offline, "sidecar.accessLog.enabled=false", "sidecar.accessLog.sample=0.1")
+    config = yaml.safe_load(docs["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    assert (config["accessLog"], config["accessLogSample"]) == (False, 0.1)
+    with pytest.raises(Exception, match="sample"):
+        render(helm_offline, "sidecar.accessLog.sample=2")  # the chart's schema says 0 to 1
+
+
 def test_sampling_and_content_capture_reach_controller_and_sidecars(helm_offline: Helm) -> None:
     docs = render(
         helm_offline,

@@ -180,3 +180,18 @@ def test_settings_from_the_chart_file_and_their_effect():
         SidecarSettings.from_mapping({"image": "i", "controllerURL": "u", "imagePullPolcy": "Always"})
     with pytest.raises(ValueError, match="controllerURL"):
         SidecarSettings.from_mapping({"image": "i"})
+
+
+def test_the_access_log_setting_reaches_the_sidecar_flags_it_understands():
+    from proxy.__main__ import access_log_settings, parse_args
+
+    def sidecar_args(**settings: Any) -> list[str]:
+        mapping = {"image": "img:2", "controllerURL": "https://c:15012", **settings}
+        (sidecar,) = inject(pod(), settings=SidecarSettings.from_mapping(mapping))["spec"]["initContainers"]
+        return sidecar["args"]
+
+    default = access_log_settings(parse_args(sidecar_args()))
+    assert (default.enabled, default.sample) == (True, 1.0)
+    sampled = access_log_settings(parse_args(sidecar_args(accessLogSample=0.25)))
+    assert (sampled.enabled, sampled.sample) == (True, 0.25)
+    assert not access_log_settings(parse_args(sidecar_args(accessLog=False))).enabled

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.http_writer import StreamWriter
 from aiohttp.test_utils import make_mocked_request
 
-from proxy.relay import _SSE_HEADERS, ClientGone, _EventStream, _prepare, _write_chunks
+from proxy.request.relay import _SSE_HEADERS, ClientGone, _EventStream, _prepare, _write_chunks
 
 
 class _Encoder:

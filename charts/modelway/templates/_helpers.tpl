@@ -75,6 +75,8 @@ otelEnv:
 tokenExpirationSeconds: {{ .Values.sidecar.tokenExpirationSeconds }}
 startupTimeoutSeconds: {{ .Values.sidecar.startupTimeoutSeconds }}
 setAppEnv: {{ .Values.injection.setAppEnv }}
+accessLog: {{ .Values.sidecar.accessLog.enabled }}
+accessLogSample: {{ .Values.sidecar.accessLog.sample }}
 resources:
   {{- toYaml .Values.sidecar.resources | nindent 2 }}
 {{- end -}}

@@ -1,0 +1,351 @@
+"""One request, top to bottom: parse -> classify -> plan -> admit -> attempt -> account.
+
+    parse     proxy.request.parse      the body, read under limits, into the internal form
+    classify  proxy.request.classify   the data class (the workload's floor, the app's header, a scan)
+    plan      proxy.request.plan       route, rule, and the backends to try in order
+    admit     proxy.request.admit      limits and budgets (none yet: admits all)
+    attempt   proxy.request.attempt    retries, fallbacks, health; proxy.request.relay makes each call
+    account   proxy.request.account    the one Outcome, read by spans, metrics, audit and access logs
+
+A request turned away at any stage is still accounted for (and answered in its API's error
+shape); from the plan on it runs under its server span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+from opentelemetry.trace import Span
+
+from proxy.errors import ApiError
+from proxy.frontends.base import Frontend
+from proxy.frontends.openai_chat import OpenAIFrontend
+from proxy.policy.classify import Classification, chat_texts, embedding_texts
+from proxy.providers.base import Translator, UpstreamRequest
+from proxy.request.account import Accounting
+from proxy.request.admit import Admission
+from proxy.request.attempt import Attempts, Call
+from proxy.request.classify import classify
+from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
+from proxy.request.parse import parse_chat, parse_embeddings
+from proxy.request.plan import plan
+from proxy.request.relay import Answer, ClientGone, ParseBody, Relay
+from proxy.request.responses import error_response, json_response
+from proxy.routing.table import Plan, PolicyRefusal
+from proxy.runtime import Runtime, RuntimeHolder
+from proxy.snapshot import Backend
+from proxy.telemetry import Telemetry
+
+log = logging.getLogger("modelway.server")
+
+# What an operation does once planned: (runtime, plan, server span, attempts made) -> the answer.
+Serve = Callable[[Runtime, Plan, Span, list[Attempt]], Awaitable[tuple[web.StreamResponse, Answer]]]
+
+
+class RequestPath:
+    """The stages wired together, once per sidecar (`proxy.server.build_app`)."""
+
+    def __init__(
+        self,
+        *,
+        holder: RuntimeHolder,
+        telemetry: Telemetry,
+        max_body_bytes: int,
+        relay: Relay,
+        attempts: Attempts,
+        admission: Admission,
+        accounting: Accounting,
+    ) -> None:
+        self._holder = holder
+        self._telemetry = telemetry
+        self._max_body_bytes = max_body_bytes
+        self._relay = relay
+        self._attempts = attempts
+        self._admission = admission
+        self._accounting = accounting
+
+    async def chat(self, request: web.Request, frontend: Frontend) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            parsed = await parse_chat(request, frontend, max_body_bytes=self._max_body_bytes)  # 1 parse
+        except ApiError as error:
+            return self._rejected(frontend, error, operation="chat", model="", stream=False, started=started)
+        telemetry, relay, attempts = self._telemetry, self._relay, self._attempts
+
+        async def serve(
+            runtime: Runtime, plan: Plan, span: Span, made: list[Attempt]
+        ) -> tuple[web.StreamResponse, Answer]:
+            telemetry.capture(span, runtime=runtime, request=parsed.request)  # opt-in prompt text
+            if parsed.stream:
+                # with content capture on, a front end whose stream encoder also collects the answer
+                capturing = telemetry.capturing(frontend, span, runtime=runtime, request=parsed.request)
+
+                def stream(
+                    translator: Translator,
+                    backend: Backend,
+                    upstream: UpstreamRequest,
+                    attempt_span: Span,
+                    deadline: float,
+                ) -> Awaitable[Answer]:
+                    return relay.stream(
+                        request=request,
+                        parsed=parsed,
+                        frontend=capturing,
+                        translator=translator,
+                        backend=backend,
+                        upstream=upstream,
+                        span=attempt_span,
+                        deadline=deadline,
+                        timeouts=plan.rule.timeouts,
+                        started=started,
+                        scrub=runtime.scrubber,
+                    )
+
+                answer = await attempts.run(
+                    runtime=runtime,
+                    plan=plan,
+                    model=parsed.model,
+                    operation="chat",
+                    server_span=span,
+                    build=lambda t, m: t.chat_request(parsed.request, model=m, stream=True),
+                    call=stream,
+                    made=made,
+                )
+                assert answer.response is not None  # (a stream that answered has begun)
+                return answer.response, answer
+            answer = await attempts.run(
+                runtime=runtime,
+                plan=plan,
+                model=parsed.model,
+                operation="chat",
+                server_span=span,
+                build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
+                call=self._unary(plan, lambda t, body, m: t.chat_response(body)),
+                made=made,
+            )
+            telemetry.capture(span, runtime=runtime, request=parsed.request, response=answer.data)
+            if frontend.api == "openai" and answer.native_openai:  # the provider's bytes are the answer
+                return web.Response(body=answer.raw, content_type="application/json"), answer
+            return json_response(frontend.render_chat(answer.data)), answer
+
+        return await self._serve(
+            request,
+            frontend,
+            operation="chat",
+            model=parsed.model,
+            stream=parsed.stream,
+            texts=lambda: chat_texts(parsed.request),
+            serve=serve,
+            started=started,
+        )
+
+    async def embeddings(self, request: web.Request, frontend: OpenAIFrontend) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            model, body = await parse_embeddings(request, frontend, max_body_bytes=self._max_body_bytes)  # 1 parse
+        except ApiError as error:
+            return self._rejected(frontend, error, operation="embeddings", model="", stream=False, started=started)
+
+        async def serve(
+            runtime: Runtime, plan: Plan, span: Span, made: list[Attempt]
+        ) -> tuple[web.StreamResponse, Answer]:
+            answer = await self._attempts.run(
+                runtime=runtime,
+                plan=plan,
+                model=model,
+                operation="embeddings",
+                server_span=span,
+                build=lambda t, m: t.embeddings_request(body, model=m),
+                call=self._unary(plan, lambda t, raw, m: t.embeddings_response(raw, model=m)),
+                made=made,
+            )
+            encoding = body.get("encoding_format", "float")
+            return json_response(frontend.render_embeddings(answer.data, encoding_format=encoding)), answer
+
+        return await self._serve(
+            request,
+            frontend,
+            operation="embeddings",
+            model=model,
+            stream=False,
+            texts=lambda: embedding_texts(body),
+            serve=serve,
+            started=started,
+        )
+
+    # --- the stages after parse, the same for every operation ------------------------------
+
+    async def _serve(
+        self,
+        request: web.Request,
+        frontend: Frontend,
+        *,
+        operation: str,
+        model: str,
+        stream: bool,
+        texts: Callable[[], Iterable[str]],
+        serve: Serve,
+        started: float,
+    ) -> web.StreamResponse:
+        runtime: Runtime | None = None  # the snapshot this request is served by, to its end
+        classification: Classification | None = None
+        chosen: Plan | None = None
+        try:
+            runtime = self._runtime()
+            classification = classify(runtime, request.headers, texts)  # 2 classify
+            try:
+                chosen = plan(  # 3 plan
+                    runtime,
+                    request.headers,
+                    model=model,
+                    data_class=classification.data_class,
+                    health=self._attempts.health,
+                )
+            except PolicyRefusal as refusal:
+                return self._refuse(
+                    request,
+                    frontend,
+                    refusal,
+                    operation=operation,
+                    model=model,
+                    stream=stream,
+                    runtime=runtime,
+                    classification=classification,
+                    started=started,
+                )
+            self._admission.admit(runtime=runtime, plan=chosen, classification=classification)  # 4 admit
+        except ApiError as error:
+            self._accounting.rejected(
+                error,
+                operation=operation,
+                model=model,
+                stream=stream,
+                runtime=runtime,
+                classification=classification,
+                plan=chosen,
+                started=started,
+            )
+            return error_response(frontend, error)
+
+        telemetry = self._telemetry
+        name, attributes = telemetry.request_span(
+            operation=operation,
+            model=model,
+            route=chosen.route.name,
+            rule=chosen.rule.name,
+            data_class=classification.data_class,
+            decision="reroute" if chosen.removed else "allow",
+        )
+        made: list[Attempt] = []
+        with telemetry.server_span(name=name, parent=telemetry.extract(request.headers), attributes=attributes) as span:
+
+            def settle(answer: Answer | None, status: int, error_type: str | None, message: str) -> None:
+                self._accounting.settled(
+                    span,
+                    operation=operation,
+                    model=model,
+                    stream=stream,
+                    runtime=runtime,
+                    classification=classification,
+                    plan=chosen,
+                    answer=answer,
+                    attempts=made,
+                    status=status,
+                    error_type=error_type,
+                    error_message=message,
+                    started=started,
+                )
+
+            try:
+                response, answer = await serve(runtime, chosen, span, made)  # 5 attempt
+            except ApiError as error:
+                settle(None, error.status, error.code or error.type, error.message)
+                return error_response(frontend, error)
+            except (ClientGone, ConnectionError, asyncio.CancelledError):
+                log.info("client disconnected: model=%s", model)
+                settle(None, CLIENT_CLOSED, CLIENT_DISCONNECTED, "the client closed the connection")
+                raise
+            except Exception:  # a bug: proxy.server answers a JSON 500 and logs the traceback
+                settle(None, 500, "internal_error", "the sidecar failed to handle this request")
+                raise
+            settle(answer, response.status, answer.error_type, answer.error_message)  # 6 account
+            return response
+
+    def _runtime(self) -> Runtime:
+        runtime = self._holder.current
+        if runtime is None:
+            raise ApiError(503, "the sidecar has no configuration yet; retry shortly", "api_error", "not_ready")
+        return runtime
+
+    def _unary(self, plan: Plan, parse: ParseBody) -> Call:
+        relay, connect = self._relay, plan.rule.timeouts.connect_seconds
+
+        def call(
+            translator: Translator, backend: Backend, upstream: UpstreamRequest, span: Span, deadline: float
+        ) -> Awaitable[Answer]:
+            return relay.unary(
+                translator=translator,
+                backend=backend,
+                upstream=upstream,
+                span=span,
+                deadline=deadline,
+                connect_seconds=connect,
+                parse=parse,
+            )
+
+        return call
+
+    def _rejected(
+        self, frontend: Frontend, error: ApiError, *, operation: str, model: str, stream: bool, started: float
+    ) -> web.Response:
+        self._accounting.rejected(
+            error, operation=operation, model=model, stream=stream, runtime=None, classification=None, started=started
+        )
+        return error_response(frontend, error)
+
+    def _refuse(
+        self,
+        request: web.Request,
+        frontend: Frontend,
+        refusal: PolicyRefusal,
+        *,
+        operation: str,
+        model: str,
+        stream: bool,
+        runtime: Runtime,
+        classification: Classification,
+        started: float,
+    ) -> web.Response:
+        """403 naming the policy; the refusal gets its server span and an audit line like any decision."""
+        reason = str(refusal)
+        if classification.raised_because:
+            reason = f"{reason} (class raised: {classification.raised_because})"
+        telemetry = self._telemetry
+        with telemetry.server_span(
+            name=f"{operation} {model}",
+            parent=telemetry.extract(request.headers),
+            attributes={
+                "gen_ai.operation.name": operation,
+                "gen_ai.request.model": model,
+                "modelway.data_class": classification.data_class,
+                "modelway.policy.decision": "refuse",
+                "modelway.route": refusal.route,
+                "modelway.policy": ", ".join(refusal.policies),
+            },
+        ) as span:
+            self._accounting.refused(
+                span,
+                refusal,
+                operation=operation,
+                model=model,
+                stream=stream,
+                runtime=runtime,
+                classification=classification,
+                reason=reason,
+                started=started,
+            )
+        return error_response(frontend, ApiError(403, reason, "permission_error", "policy_denied", "model"))
