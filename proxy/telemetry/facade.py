@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +75,10 @@ class Telemetry:
         capture_content: bool = False,
     ) -> None:
         self.tracer: Tracer = tracer or NoOpTracer()
-        self._start_child = getattr(self.tracer, "start_child", None)  # the lean tracer's: no Context to build
+        # the lean tracer's: no Context to build
+        self._start_child: Callable[[str, Span, SpanKind, Mapping[str, Any]], Span] | None = getattr(
+            self.tracer, "start_child", None
+        )
         self.propagator = propagator or TraceContextTextMapPropagator()
         self.metrics = metrics or NoMetrics()
         self.capture_content = capture_content
