@@ -196,12 +196,6 @@ class SpanEncoder:
         """
         if not attributes:
             return
-        if type(attributes) is not dict:
-            # The SDK's BoundedAttributes keeps a plain dict in `_dict`; iterating the Mapping ABC
-            # instead costs two Python-level calls per item. Other mappings take the public route.
-            inner = getattr(attributes, "_dict", None)
-            if type(inner) is dict:
-                attributes = inner
         kv_cache, key_cache, int_cache = self._kv_cache, self._keys, self._ints
         for key, value in attributes.items():
             try:
@@ -286,14 +280,12 @@ class SpanEncoder:
             parts.append(b"\x39" + _pack_fixed64(start))
         elif end:
             parts.append(b"\x41" + _pack_fixed64(end))
-        attributes = getattr(span, "_attributes", None)  # the SDK's own, not a MappingProxy around it
-        self._attributes(parts, b"\x4a", span.attributes if attributes is None else attributes)  # 9
+        self._attributes(parts, b"\x4a", span.attributes)  # 9
         if dropped := span.dropped_attributes:  # 10
             parts += (b"\x50", _varint(dropped))
-        # `span.events` / `.links` copy a locked list (~1 µs each): look at the SDK's lists first.
-        raw = getattr(span, "_events", None)
-        if raw is None or raw:
-            for event in span.events:  # 11: time 1, name 2, attributes 3, dropped 4
+        # The SDK's public views (copies: the escape hatch's path; the lean spans' is encode_lean_span).
+        if events := span.events:
+            for event in events:  # 11: time 1, name 2, attributes 3, dropped 4
                 body = [b"\x09", _pack_fixed64(event.timestamp)] if event.timestamp else []
                 if event.name:
                     body += (b"\x12", self._name(event.name))
@@ -303,9 +295,8 @@ class SpanEncoder:
                 parts += (b"\x5a", _lp(b"".join(body)))
             if dropped := span.dropped_events:  # 12
                 parts += (b"\x60", _varint(dropped))
-        raw = getattr(span, "_links", None)
-        if raw is None or raw:
-            for link in span.links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
+        if links := span.links:
+            for link in links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
                 lctx = link.context
                 parts += (b"\x6a", self._link(lctx, link.attributes, link.dropped_attributes))
             if dropped := span.dropped_links:  # 14
