@@ -43,14 +43,15 @@ e2e: $(STAMP) tools
 tools:
 	bash tests/tools/build.sh
 
-## bench: the sidecar against a bare aiohttp pass-through (wrk), the controller's push to 1,000 sidecars,
-## and the personal-data scan's cost per 10 KB of prompt
+## bench: the sidecar against a bare aiohttp pass-through (wrk), the lean span recorder against the
+## OpenTelemetry SDK, the controller's push to 1,000 sidecars, and the personal-data scan's cost per 10 KB of prompt
 bench: bench-sidecar bench-controller bench-policy
 
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.sidecar
 	$(PY) -m bench.http_client
+	$(PY) -m bench.span_paths
 
 bench-controller: $(STAMP) tools
 	$(PY) -m bench.controller
