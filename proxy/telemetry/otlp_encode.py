@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from proxy.telemetry.tracing import UNSET_STATUS
+
+if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=sdk, gRPC)
+    from opentelemetry.sdk.trace import ReadableSpan
 
 log = logging.getLogger("proxy.telemetry.otlp_export")
 
