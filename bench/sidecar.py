@@ -482,14 +482,25 @@ def run(args: argparse.Namespace) -> int:
             }
             if extra_env:
                 print(f"sidecar environment overrides: {extra_env}")
+            # As in a pod: rules from the controller (here its last snapshot, kept in the state file,
+            # the controller itself away), not a --snapshot file, whose YAML loader pods never load.
+            state = tmpdir / "state.json"
+            state.write_text(json.dumps({"receivedAt": time.time(), "snapshot": snapshot_for(upstream_port)}))
+            (tmpdir / "token").write_text("bench")
             sidecar = start(
                 "sidecar",
                 [
                     python,
                     "-m",
                     "proxy",
-                    "--snapshot",
-                    str(snapshot),
+                    "--controller",
+                    f"https://127.0.0.1:{free_port()}",
+                    "--token-file",
+                    str(tmpdir / "token"),
+                    "--state-file",
+                    str(state),
+                    "--reconnect-max-seconds",
+                    "60",
                     "--port",
                     str(port),
                     "--admin-port",
