@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from proxy.telemetry.tracing import UNSET_STATUS
+from proxy.telemetry.tracing import UNSET_STATUS, LeanSpan
 
 if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=sdk, gRPC)
     from opentelemetry.sdk.trace import ReadableSpan
@@ -39,6 +39,10 @@ _pack_double = struct.Struct("<d").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_times = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end_time_unix_nano (8)
 _pack_fixed64 = struct.Struct("<Q").pack
+# Span.trace_id (1) and span_id (2), and parent_span_id (4): tags and ids in one call (ids big-endian,
+# the 128-bit trace id as two halves)
+_pack_ids = struct.Struct(">HQQHQ").pack
+_pack_ids_parent = struct.Struct(">HQQHQHQ").pack
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _UINT64_MASK = (1 << 64) - 1
 
@@ -143,14 +147,20 @@ class SpanEncoder:
         last_scope: Any = _UNSET
         encoded: list[bytes] = []
         for span in spans:
-            resource, scope = span.resource, span.instrumentation_scope
+            # proxy.telemetry.tracing's LeanSpan (plain values in slots) has a fast path
+            lean = type(span) is LeanSpan
+            if lean:
+                tracer = span._tracer
+                resource, scope = tracer.resource, tracer.scope
+            else:
+                resource, scope = span.resource, span.instrumentation_scope
             if resource is not last_resource or scope is not last_scope:  # usually one of each for all
                 last_resource, last_scope = resource, scope
                 scopes = groups.setdefault(self._resource(resource), {})
                 encoded = scopes.setdefault(self._scope(scope), [])
-            # ScopeSpans.spans (2); proxy.telemetry.tracing's LeanSpan (plain values in slots) has a fast path
-            body = self.encode_lean_span(span) if getattr(span, "_otlp_lean", False) else self.encode_span(span)
-            encoded.append(b"\x12" + _lp(body))
+            body = self.encode_lean_span(span) if lean else self.encode_span(span)
+            n = len(body)  # ScopeSpans.spans (2): tag, length, body (joined once, with the rest)
+            encoded += (b"\x12", _VARINT1[n] if n < 0x80 else _varint(n), body)
         out = []
         for (resource_field, resource_schema), scopes in groups.items():
             scope_spans = [
@@ -323,12 +333,21 @@ class SpanEncoder:
         ``(context, attributes, dropped)`` tuples; status a Status)."""
         # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
         trace_id, span_id, _, _, trace_state, _ = span.context
-        parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
-        if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # 3
-            parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
         parent = span.parent
-        if parent is not None:  # 4
-            parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+        if trace_state is DEFAULT_TRACE_STATE or not trace_state:  # 1, 2, 4: the common case in one call
+            if parent is None:
+                parts = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id)]
+            else:
+                parts = [
+                    _pack_ids_parent(
+                        0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id, 0x2208, parent[1]
+                    )
+                ]
+        else:  # 1, 2, 3 (the trace state), 4
+            parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+            parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
+            if parent is not None:
+                parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
         if name := span.name:  # 5
             parts += (b"\x2a", self._name(name))
         kind = span.kind  # 6
@@ -337,9 +356,19 @@ class SpanEncoder:
         if span.shared is not None:  # 9: the shared attributes' cached bytes, then the span's own
             parts.append(self._shared_fields(span.shared))
         self._attributes(parts, b"\x4a", span.own)
-        if dropped := span.dropped_attributes:  # 10
+        rare = span._rare  # events, links and dropped counts, on few spans
+        if rare is not None:
+            self._rare_fields(parts, rare)
+        status = span.status  # 15
+        parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
+        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
+        return b"".join(parts)
+
+    def _rare_fields(self, parts: list[bytes], rare: Any) -> None:
+        """Span fields 10 to 14 of a LeanSpan, from its ``_rare`` record."""
+        if dropped := rare.dropped_attributes:  # 10
             parts += (b"\x50", _varint(dropped))
-        if events := span._events:  # 11: time 1, name 2, attributes 3, dropped 4
+        if events := rare.events:  # 11: time 1, name 2, attributes 3, dropped 4
             for name, attributes, timestamp, dropped in events:
                 body = [b"\x09", _pack_fixed64(timestamp)] if timestamp else []
                 if name:
@@ -348,17 +377,13 @@ class SpanEncoder:
                 if dropped:
                     body += (b"\x20", _varint(dropped))
                 parts += (b"\x5a", _lp(b"".join(body)))
-        if dropped := span.dropped_events:  # 12
+        if dropped := rare.dropped_events:  # 12
             parts += (b"\x60", _varint(dropped))
-        if links := span._links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
+        if links := rare.links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
             for lctx, attributes, dropped in links:
                 parts += (b"\x6a", self._link(lctx, attributes, dropped))
-        if dropped := span.dropped_links:  # 14
+        if dropped := rare.dropped_links:  # 14
             parts += (b"\x70", _varint(dropped))
-        status = span.status  # 15
-        parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
-        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
-        return b"".join(parts)
 
 
 def _status(status: Any) -> bytes:
