@@ -90,7 +90,8 @@ class EncodingExporter(SpanExporter):
 def _official_encode(spans: Sequence[Any]) -> bytes:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    return encode_spans(spans).SerializeToString()
+    message: Any = encode_spans(spans)
+    return bytes(message.SerializeToString())
 
 
 def _lean_encode() -> Callable[[Sequence[Any]], bytes]:

@@ -140,12 +140,13 @@ class SpanEncoder:
         self._resources: dict[int, tuple[object, bytes, bytes]] = {}  # id -> (obj, field 1, field 3)
         self._scopes: dict[int, tuple[object, bytes, bytes]] = {}
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encode(self, spans: Sequence[ReadableSpan | LeanSpan]) -> bytes:
         # resource bytes -> scope bytes -> encoded spans; bytes as keys group equal resources/scopes.
         groups: dict[tuple[bytes, bytes], dict[tuple[bytes, bytes], list[bytes]]] = {}
         last_resource: Any = _UNSET
         last_scope: Any = _UNSET
         encoded: list[bytes] = []
+        span: Any  # an SDK ReadableSpan, or a LeanSpan read from its slots
         for span in spans:
             # proxy.telemetry.tracing's LeanSpan (plain values in slots) has a fast path
             lean = type(span) is LeanSpan
