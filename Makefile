@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy venv clean
+.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-instructions venv clean
 .PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
@@ -52,6 +52,13 @@ bench-sidecar: $(STAMP)
 	$(PY) -m bench.sidecar
 	$(PY) -m bench.http_client
 	$(PY) -m bench.span_paths
+
+## bench-instructions: what telemetry costs per request in CPU instructions (valgrind: slow, but
+## deterministic on a busy machine, where the req/s ratios of bench-sidecar are noise)
+bench-instructions: $(STAMP)
+	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
+	$(PY) -m bench.sidecar_instructions
+	$(PY) -m bench.sidecar_instructions --stream
 
 bench-controller: $(STAMP) tools
 	$(PY) -m bench.controller
