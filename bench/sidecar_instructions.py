@@ -12,7 +12,7 @@ another checkout the same way (e.g. `git archive main | tar -x -C DIR`).
 
 Slow (valgrind runs Python ~50x slower): a few minutes per checkout and scenario.
 
-    python -m bench.sidecar_instructions [--stream] [--requests 100,600] [--before DIR]
+    python -m bench.sidecar_instructions [--stream] [--requests 200,1200] [--before DIR]
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ def _instructions(
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m", "proxy"]
     argv += ["--snapshot", str(snapshot), "--port", str(port), "--admin-port", str(admin)]
     with log.open("wb") as out:
+        # A fixed hash seed: start-up's count must not differ between the two runs by the dicts' layouts
         proc = subprocess.Popen(
-            argv, cwd=home, env={**env, "PYTHONPATH": str(home)}, stdout=out, stderr=subprocess.STDOUT
+            argv,
+            cwd=home,
+            env={**env, "PYTHONPATH": str(home), "PYTHONHASHSEED": "0"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 600
@@ -110,7 +115,7 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sidecar_instructions", description=__doc__.splitlines()[0])
     parser.add_argument("--stream", action="store_true", help="streamed chat completions (default: plain)")
-    parser.add_argument("--requests", default="100,600", metavar="N1,N2", help="requests in the two runs")
+    parser.add_argument("--requests", default="200,1200", metavar="N1,N2", help="requests in the two runs")
     parser.add_argument("--before", type=Path, metavar="DIR", help="also measure this checkout")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:

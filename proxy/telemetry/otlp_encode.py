@@ -136,6 +136,7 @@ class SpanEncoder:
         self._keys: dict[str, bytes] = {}  # attribute key -> KeyValue.key field
         self._ints: dict[tuple[str, int], bytes] = {}  # (key, int value) -> length-prefixed KeyValue
         self._names: dict[str, bytes] = {}  # span/event name -> length-prefixed UTF-8
+        self._heads: dict[tuple[str, int], bytes] = {}  # (name, id(kind)) -> Span fields 5 and 6
         self._shared: dict[int, tuple[object, bytes]] = {}  # id -> (SharedAttributes, their Span fields)
         self._resources: dict[int, tuple[object, bytes, bytes]] = {}  # id -> (obj, field 1, field 3)
         self._scopes: dict[int, tuple[object, bytes, bytes]] = {}
@@ -264,6 +265,14 @@ class SpanEncoder:
             cached = self._shared[id(shared)] = (shared, b"".join(fields))
         return cached[1]
 
+    def _head(self, name: str, kind: Any) -> bytes:
+        """Span.name (5) and kind (6), tags included, for the lean spans' cache."""
+        if len(self._heads) >= 1024:
+            self._heads.clear()
+        head = (b"\x2a" + self._name(name) if name else b"") + (_KIND_BY_ID.get(id(kind)) or _KIND[kind.value])
+        self._heads[(name, id(kind))] = head
+        return head
+
     def _name(self, name: str) -> bytes:
         encoded = self._names.get(name)
         if encoded is None:
@@ -349,13 +358,14 @@ class SpanEncoder:
             parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
             if parent is not None:
                 parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
-        if name := span.name:  # 5
-            parts += (b"\x2a", self._name(name))
-        kind = span.kind  # 6
-        parts.append(_KIND_BY_ID.get(id(kind)) or _KIND[kind.value])
+        name, kind = span.name, span.kind  # 5, 6: their bytes made once per name and kind
+        head = self._heads.get((name, id(kind)))
+        parts.append(head if head is not None else self._head(name, kind))
         parts.append(_pack_times(0x39, span.start_time, 0x41, span.end_time))  # 7, 8 (both set once ended)
-        if span.shared is not None:  # 9: the shared attributes' cached bytes, then the span's own
-            parts.append(self._shared_fields(span.shared))
+        shared = span.shared
+        if shared is not None:  # 9: the shared attributes' cached bytes, then the span's own
+            cached = self._shared.get(id(shared))
+            parts.append(cached[1] if cached is not None and cached[0] is shared else self._shared_fields(shared))
         self._attributes(parts, b"\x4a", span.own)
         rare = span._rare  # events, links and dropped counts, on few spans
         if rare is not None:
