@@ -6,9 +6,11 @@ collector down, under wrk (part of `make bench`, after the baseline comparison).
         OTLP every second (60x the default rate, to make the export's cost visible), to a sink
 - down: as `on`, but the OTLP endpoint is a closed port: exports fail, queues fill, drops counted
 
-Target (issue 6): `on` and `down` keep >= 85 % of `off`'s requests/s. Each scenario runs
+Target: `on` and `down` keep >= 85 % of `off`'s requests/s. Each scenario runs
 `rounds` times per sidecar, the order rotating, and the median is reported; the proxy's
-CPU time per request is shown too, as it is less sensitive to other load on the machine.
+CPU time per request is shown too (the event loop's and the export threads'), with the ratios it
+implies, as it is less sensitive to other load on the machine; on a busy machine only
+bench.sidecar_instructions (CPU instructions under valgrind) gives figures that hold still.
 
     python -m bench.sidecar_telemetry [--duration 10] [--quick] [--rounds 3] [--diagnose] [--before DIR]
 """
