@@ -50,8 +50,6 @@ _EMPTY_TRACE_STATE = DEFAULT_TRACE_STATE  # the API's own: the encoder skips it 
 UNSET_STATUS = Status(StatusCode.UNSET)  # a lean span's status until set (the encoder knows it)
 _OK, _ERROR, _UNSET = StatusCode.OK, StatusCode.ERROR, StatusCode.UNSET
 _PLAIN = frozenset({str, int, float, bool})  # attribute value types stored as they are
-_STR = frozenset({str})
-_PLAIN_OR_TUPLE = _PLAIN | {tuple}
 
 
 # ---------------------------------------------------------------------------
@@ -83,16 +81,6 @@ def _clean(key: Any, value: Any) -> tuple[bool, Any]:
     cleaned = BoundedAttributes(immutable=False)
     cleaned[key] = value
     return True, cleaned.get(key)
-
-
-def _plain_values(attributes: dict[str, Any]) -> bool:
-    """Whether every value is plain, or a tuple of strings (as finish reasons are)."""
-    types = set(map(type, attributes.values()))
-    if _PLAIN.issuperset(types):
-        return True
-    return _PLAIN_OR_TUPLE.issuperset(types) and all(
-        _STR.issuperset(map(type, value)) for value in attributes.values() if type(value) is tuple
-    )
 
 
 def _event_attributes(attributes: Mapping[str, Any] | None, limit: int) -> tuple[dict[str, Any], int]:
@@ -261,19 +249,6 @@ class LeanSpan(trace.Span):
             return
         mine, shared = self.own, self.shared
         room = self._tracer.limits.attributes - (0 if shared is None else len(shared))
-        # The common call (a few new keys with plain values, as the sidecar sets a request's results)
-        # checked as a whole, in C: key and value types, no key already set, room enough.
-        if (
-            type(attributes) is dict
-            and _plain_values(attributes)
-            and _STR.issuperset(map(type, attributes))
-            and "" not in attributes
-            and len(mine) + len(attributes) <= room
-            and mine.keys().isdisjoint(attributes)
-            and (shared is None or shared.keys().isdisjoint(attributes))
-        ):
-            mine.update(attributes)
-            return
         for key, value in attributes.items():  # set_attribute's fast path, inlined
             t = type(value)
             if (
