@@ -1,7 +1,8 @@
 """What the sidecar process loads as it runs in a pod: every module is memory that each
 injected pod pays, so the default configuration (rules from the controller, tracing and
-metrics on) must not import what it never uses: the YAML loader of --snapshot files, the
-OpenTelemetry SDK, its stock exporters and protobuf runtime, gRPC, the controller."""
+metrics on, no limits) must not import what it never uses: the YAML loader of --snapshot files,
+the OpenTelemetry SDK, its stock exporters and protobuf runtime, gRPC, the Redis client of
+shared limits, the controller."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from typing import Any
 from tests.integration.sidecar import REPO, free_port
 
 # Loaded only where used: --snapshot (YAML), MODELWAY_TRACER=sdk or the gRPC protocol (the SDK,
-# the stock exporters, protobuf, grpc); never by the sidecar (the controller's own modules).
+# the stock exporters, protobuf, grpc), limits kept in Redis (redis); never by the sidecar (the
+# controller's own modules).
 HEAVY = (
     "yaml",
     "opentelemetry.sdk",
@@ -28,6 +30,7 @@ HEAVY = (
     "google.protobuf",
     "grpc",
     "requests",
+    "redis",
     "controller",
     "cryptography",
 )
