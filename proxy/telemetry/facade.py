@@ -266,7 +266,8 @@ class Telemetry:
 
     def client_span(self, *, name: str, parent: Span, attributes: dict[str, Any]) -> Span:
         if self._start_child is not None:
-            return self._start_child(name, parent, SpanKind.CLIENT, attributes)
+            child: Span = self._start_child(name, parent, SpanKind.CLIENT, attributes)
+            return child
         return self.tracer.start_span(
             name, context=trace.set_span_in_context(parent, Context()), kind=SpanKind.CLIENT, attributes=attributes
         )
