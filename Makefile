@@ -54,7 +54,7 @@ bench-sidecar: $(STAMP)
 	$(PY) -m bench.span_paths
 
 ## bench-instructions: what telemetry costs per request in CPU instructions (valgrind: slow, but
-## deterministic on a busy machine, where the req/s ratios of bench-sidecar are noise)
+## steady on a busy machine, where the req/s ratios of bench-sidecar are noise)
 bench-instructions: $(STAMP)
 	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
 	$(PY) -m bench.sidecar_instructions
