@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy venv clean
+.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-instructions venv clean
 .PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
@@ -43,14 +43,22 @@ e2e: $(STAMP) tools
 tools:
 	bash tests/tools/build.sh
 
-## bench: the sidecar against a bare aiohttp pass-through (wrk), the controller's push to 1,000 sidecars,
-## and the personal-data scan's cost per 10 KB of prompt
+## bench: the sidecar against a bare aiohttp pass-through (wrk), the lean span recorder against the
+## OpenTelemetry SDK, the controller's push to 1,000 sidecars, and the personal-data scan's cost per 10 KB of prompt
 bench: bench-sidecar bench-controller bench-policy
 
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.sidecar
 	$(PY) -m bench.http_client
+	$(PY) -m bench.span_paths
+
+## bench-instructions: what telemetry costs per request in CPU instructions (valgrind: slow, but
+## steady on a busy machine, where the req/s ratios of bench-sidecar are noise)
+bench-instructions: $(STAMP)
+	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
+	$(PY) -m bench.sidecar_instructions
+	$(PY) -m bench.sidecar_instructions --stream
 
 bench-controller: $(STAMP) tools
 	$(PY) -m bench.controller

@@ -55,13 +55,15 @@ def pinned(core: int | None, argv: list[str]) -> list[str]:
     return argv if core is None else ["taskset", "-c", str(core), *argv]
 
 
-def start(name: str, argv: list[str], *, core: int | None, logs: Path, env: dict[str, str] | None = None) -> Proc:
-    """Starts `argv` from the repository root, pinned to `core`, its output in logs/<name>.log."""
+def start(
+    name: str, argv: list[str], *, core: int | None, logs: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Proc:
+    """Starts `argv` from the repository root (or `cwd`), pinned to `core`, its output in logs/<name>.log."""
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(
-            pinned(core, argv), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env or os.environ.copy()
+            pinned(core, argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env or os.environ.copy()
         )
     return Proc(name=name, popen=popen, log=log)
 
@@ -117,6 +119,19 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each of a process's threads, by thread id (the main thread's id is the pid)."""
+    out: dict[int, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def core_busy_ticks(core: int | None) -> tuple[int, int]:
     """(busy, total) jiffies of one core, or of the whole machine when core is None."""
     label = "cpu" if core is None else f"cpu{core}"
@@ -143,6 +158,7 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     proxy_cpu_pct: float = 0.0  # of one core, the proxy process over the run
     proxy_cpu_us_per_request: float = 0.0  # the proxy's CPU time per answered request (robust to noise)
+    proxy_loop_us_per_request: float = 0.0  # of which its main thread (the event loop)
     proxy_core_other_pct: float = 0.0  # the proxy's core busy with anything but the proxy (noise)
     load_core_busy_pct: float = 0.0  # the core running wrk + upstream + sink
 
@@ -210,6 +226,7 @@ def run_wrk(
 ) -> WrkResult:
     argv = pinned(core, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url])
     cpu_before = proc_cpu_seconds(proxy_pid) if proxy_pid else 0.0
+    loop_before = thread_cpu_seconds(proxy_pid).get(proxy_pid, 0.0) if proxy_pid else 0.0
     core_before = core_busy_ticks(load_core)
     proxy_core_before = core_busy_ticks(proxy_core)
     wall = time.monotonic()
@@ -222,6 +239,8 @@ def run_wrk(
         cpu = proc_cpu_seconds(proxy_pid) - cpu_before
         result.proxy_cpu_pct = 100.0 * cpu / wall
         result.proxy_cpu_us_per_request = 1e6 * cpu / max(result.requests, 1)
+        loop = thread_cpu_seconds(proxy_pid).get(proxy_pid, 0.0) - loop_before
+        result.proxy_loop_us_per_request = 1e6 * loop / max(result.requests, 1)
     core_after = core_busy_ticks(load_core)
     if core_after[1] > core_before[1]:
         result.load_core_busy_pct = 100.0 * (core_after[0] - core_before[0]) / (core_after[1] - core_before[1])

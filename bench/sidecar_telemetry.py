@@ -6,11 +6,13 @@ collector down, under wrk (part of `make bench`, after the baseline comparison).
         OTLP every second (60x the default rate, to make the export's cost visible), to a sink
 - down: as `on`, but the OTLP endpoint is a closed port: exports fail, queues fill, drops counted
 
-Target (issue 6): `on` and `down` keep >= 85 % of `off`'s requests/s. Each scenario runs
+Target: `on` and `down` keep >= 85 % of `off`'s requests/s. Each scenario runs
 `rounds` times per sidecar, the order rotating, and the median is reported; the proxy's
-CPU time per request is shown too, as it is less sensitive to other load on the machine.
+CPU time per request is shown too (the event loop's and the export threads'), with the ratios it
+implies, as it is less sensitive to other load on the machine; on a busy machine only
+bench.sidecar_instructions (CPU instructions under valgrind) gives figures that hold still.
 
-    python -m bench.sidecar_telemetry [--duration 10] [--quick] [--rounds 3]
+    python -m bench.sidecar_telemetry [--duration 10] [--quick] [--rounds 3] [--diagnose] [--before DIR]
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def run_telemetry(
     proxy_core: int | None,
     load_core: int | None,
     diagnose: bool = False,
+    before: Path | None = None,
     python: str = sys.executable,
 ) -> dict[str, Any]:
     from bench.sidecar import chat_body, sanity_check, sink_stats, snapshot_for
@@ -98,6 +101,11 @@ def run_telemetry(
             if diagnose:  # which part costs what: traces without metric export, metrics without traces
                 variants["traces"] = {**variants["on"], "OTEL_METRICS_EXPORTER": "none"}
                 variants["metrics"] = {**variants["on"], "OTEL_TRACES_EXPORTER": "none"}
+            homes = dict.fromkeys(variants, ROOT)
+            if before is not None:  # the same sidecars run from another checkout, in the same rounds
+                for name in ("off", "on", "down"):
+                    variants[f"before-{name}"] = {**variants[name], "PYTHONPATH": str(before)}
+                    homes[f"before-{name}"] = before
             sidecars: dict[str, tuple[Proc, int, int]] = {}
             for name, env in variants.items():
                 port, admin = free_port(), free_port()
@@ -117,6 +125,7 @@ def run_telemetry(
                     core=proxy_core,
                     logs=LOGS,
                     env={**base_env, **env},
+                    cwd=homes[name],
                 )
                 procs.append(proc)
                 sidecars[name] = (proc, port, admin)
@@ -156,8 +165,10 @@ def run_telemetry(
                             )
                         print(
                             f"  round {round_ + 1} {name:<5} {scenario:<9} {result.rps:>8,.0f} req/s "
-                            f"{result.proxy_cpu_us_per_request:>5.0f} us/req  (others on its core "
-                            f"{result.proxy_core_other_pct:.0f}%)",
+                            f"{result.proxy_cpu_us_per_request:>5.0f} us/req (loop "
+                            f"{result.proxy_loop_us_per_request:.0f}, export threads "
+                            f"{result.proxy_cpu_us_per_request - result.proxy_loop_us_per_request:.0f})"
+                            f"  (others on its core {result.proxy_core_other_pct:.0f}%)",
                             flush=True,
                         )
                         results[name][scenario].append(result)
@@ -170,38 +181,43 @@ def run_telemetry(
     return _report(results, checks, exported, duration=duration, rounds=rounds)
 
 
-def _report(
-    results: dict[str, dict[str, list[Any]]],
-    metrics: dict[str, str],
-    exported: dict[str, Any],
-    *,
-    duration: float,
-    rounds: int,
-) -> dict[str, Any]:
+def _rows(results: dict[str, dict[str, list[Any]]], prefix: str = "") -> list[dict[str, Any]]:
+    """One row per scenario for the sidecars named prefix + off / on / down (and diagnostics)."""
+    names = [n for n in results if n.startswith(prefix) and (prefix or not n.startswith("before-"))]
     rows = []
     for scenario, _, _ in SCENARIOS:
-        med = {n: statistics.median(r.rps for r in results[n][scenario]) for n in results}
-        cpu = {n: statistics.median(r.proxy_cpu_us_per_request for r in results[n][scenario]) for n in results}
-        noise = max(r.proxy_core_other_pct for n in results for r in results[n][scenario])
+        med = {n[len(prefix) :]: statistics.median(r.rps for r in results[n][scenario]) for n in names}
+        cpu = {
+            n[len(prefix) :]: statistics.median(r.proxy_cpu_us_per_request for r in results[n][scenario]) for n in names
+        }
+        loop = {
+            n[len(prefix) :]: statistics.median(r.proxy_loop_us_per_request for r in results[n][scenario])
+            for n in names
+        }
+        noise = max(r.proxy_core_other_pct for n in names for r in results[n][scenario])
         rows.append(
             {
                 "scenario": scenario,
                 "rps": med,
                 "cpu_us_per_request": cpu,
+                "loop_us_per_request": loop,
+                # What the ratio would be on a quiet core, where requests/s is the inverse of CPU per request
+                "cpu_ratio_on": cpu["off"] / cpu["on"] if cpu["on"] else 0.0,
+                "cpu_ratio_down": cpu["off"] / cpu["down"] if cpu["down"] else 0.0,
                 "max_noise_pct": noise,
                 "ratio_on": med["on"] / med["off"],
                 "ratio_down": med["down"] / med["off"],
-                "spread": {n: [round(r.rps) for r in results[n][scenario]] for n in results},
+                "spread": {n: [round(r.rps) for r in results[n][scenario]] for n in names},
             }
         )
-    print()
-    print(
-        f"Telemetry cost: median of {rounds} runs x {duration:g} s; target: on and down keep >= "
-        f"{MIN_RATIO:.0%} of off's req/s"
-    )
+    return rows
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
     print(
         f"{'scenario':<10}| {'off rps':>8} {'on rps':>8} {'down rps':>8} | {'on/off':>6} {'down/off':>8} "
-        f"| {'CPU us/req off/on/down':>22} | noise | verdict"
+        f"| {'CPU us/req off/on/down':>22} | {'CPU on/off down/off':>19} | {'loop us/req off/on/down':>23} "
+        f"| noise | verdict"
     )
     for row in rows:
         rps, cpu = row["rps"], row["cpu_us_per_request"]
@@ -214,12 +230,40 @@ def _report(
                 )
             )
         ok = row["ratio_on"] >= MIN_RATIO and row["ratio_down"] >= MIN_RATIO
+        loop = row["loop_us_per_request"]
         print(
             f"{row['scenario']:<10}| {rps['off']:>8,.0f} {rps['on']:>8,.0f} {rps['down']:>8,.0f} "
             f"| {row['ratio_on']:>6.3f} {row['ratio_down']:>8.3f} "
-            f"| {cpu['off']:>6.0f} /{cpu['on']:>5.0f} /{cpu['down']:>5.0f}    | {row['max_noise_pct']:>4.0f}% "
+            f"| {cpu['off']:>6.0f} /{cpu['on']:>5.0f} /{cpu['down']:>5.0f}    "
+            f"| {row['cpu_ratio_on']:>9.3f} {row['cpu_ratio_down']:>9.3f} "
+            f"| {loop['off']:>7.0f} /{loop['on']:>5.0f} /{loop['down']:>5.0f}    | {row['max_noise_pct']:>4.0f}% "
             f"| {'PASS' if ok else 'MISS'}"
         )
+
+
+def _report(
+    results: dict[str, dict[str, list[Any]]],
+    metrics: dict[str, str],
+    exported: dict[str, Any],
+    *,
+    duration: float,
+    rounds: int,
+) -> dict[str, Any]:
+    rows = _rows(results)
+    print()
+    print(
+        f"Telemetry cost: median of {rounds} runs x {duration:g} s; target: on and down keep >= "
+        f"{MIN_RATIO:.0%} of off's req/s"
+    )
+    _print_rows(rows)
+    before = _rows(results, "before-") if "before-off" in results else None
+    if before is not None:
+        print("the same, for the code given with --before (measured in the same rounds):")
+        _print_rows(before)
+    print(
+        "CPU on/off: off's CPU per request over on's, the requests/s ratio a quiet core would show (less "
+        "sensitive to other load than req/s); loop: the event loop thread's share, the rest is the export threads"
+    )
     dropped = {n: _sample_sum(t, "modelway_telemetry_dropped_total") for n, t in metrics.items()}
     requests = {n: _sample_sum(t, "modelway_requests_total") for n, t in metrics.items()}
     print(f"requests counted in /metrics: {requests}; telemetry dropped (spans + metric exports): {dropped}")
@@ -230,6 +274,7 @@ def _report(
         "rounds": rounds,
         "min_ratio": MIN_RATIO,
         "scenarios": rows,
+        "before": before,
         "dropped": dropped,
         "requests": requests,
         "sink": exported,
@@ -250,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run traces-only and metrics-only sidecars (no target; where the cost is)",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also run off/on/down sidecars from this checkout (e.g. `git archive main | tar -x -C DIR`), "
+        "in the same rounds: before and after measured alike",
+    )
     args = parser.parse_args(argv)
     duration = args.duration or (3.0 if args.quick else 10.0)
     proxy_core, load_core, cores = choose_cores()
@@ -263,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy_core=proxy_core,
             load_core=load_core,
             diagnose=args.diagnose,
+            before=args.before,
         )
     except BenchBroken as exc:
         print(f"bench: BROKEN: {exc}", file=sys.stderr)

@@ -24,7 +24,6 @@ from proxy.request.access_log import AccessLog, AccessLogSettings, configure_acc
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
-from proxy.snapshot_file import SnapshotError, load_snapshot_file, watch_snapshot_file
 from proxy.sync import ControllerSync, SyncSettings, load_saved
 from proxy.telemetry import Telemetry, build_telemetry
 from shared.scrub import normalize_otlp_header_variables, scrub_logs
@@ -218,6 +217,8 @@ def answer_limits(args: argparse.Namespace) -> AnswerLimits:
 
 
 def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snapshot) -> Coroutine[Any, Any, None]:
+    from proxy.snapshot_file import watch_snapshot_file  # --snapshot only: the YAML loader stays out of pods
+
     holder.swap(Runtime.build(initial))
 
     def on_change(new: Snapshot) -> bool:
@@ -365,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     initial = None
     if args.snapshot is not None:
+        from proxy.snapshot_file import SnapshotError, load_snapshot_file
+
         try:
             initial = load_snapshot_file(args.snapshot)
         except SnapshotError as exc:

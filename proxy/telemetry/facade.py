@@ -40,7 +40,6 @@ from opentelemetry.trace import (
     TraceFlags,
     Tracer,
 )
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from proxy.providers.base import Usage
@@ -289,7 +288,9 @@ class Telemetry:
                 trace_id, span_id = int(value[3:35], 16), int(value[36:52], 16)
                 if trace_id and span_id:
                     flags = TraceFlags(int(value[53:55], 16))
-                    return Context({_SPAN_KEY: NonRecordingSpan(SpanContext(trace_id, span_id, True, flags))})
+                    return trace.set_span_in_context(
+                        NonRecordingSpan(SpanContext(trace_id, span_id, True, flags)), Context()
+                    )
         return self.propagator.extract(headers)
 
     def inject(self, headers: MutableMapping[str, str], span: Span) -> None:
@@ -317,9 +318,10 @@ class Telemetry:
 
     def client_span(self, *, name: str, parent: Span, attributes: dict[str, Any]) -> Span:
         if self._start_child is not None:
-            return self._start_child(name, parent, SpanKind.CLIENT, attributes)
+            child: Span = self._start_child(name, parent, SpanKind.CLIENT, attributes)
+            return child
         return self.tracer.start_span(
-            name, context=Context({_SPAN_KEY: parent}), kind=SpanKind.CLIENT, attributes=attributes
+            name, context=trace.set_span_in_context(parent, Context()), kind=SpanKind.CLIENT, attributes=attributes
         )
 
 
@@ -436,12 +438,11 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)}).merge(
         OTELResourceDetector().detect()
     )
-    provider = TracerProvider(resource=resource, sampler=_get_from_env_or_default())
+    provider = TracerProvider(resource=resource)  # its sampler from OTEL_TRACES_SAMPLER[_ARG]
     provider.add_span_processor(
         BatchSpanProcessor(
             exporter,

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from proxy.telemetry.tracing import UNSET_STATUS
+from proxy.telemetry.tracing import UNSET_STATUS, LeanSpan
+
+if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=sdk, gRPC)
+    from opentelemetry.sdk.trace import ReadableSpan
 
 log = logging.getLogger("proxy.telemetry.otlp_export")
 
@@ -37,6 +39,10 @@ _pack_double = struct.Struct("<d").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_times = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end_time_unix_nano (8)
 _pack_fixed64 = struct.Struct("<Q").pack
+# Span.trace_id (1) and span_id (2), and parent_span_id (4): tags and ids in one call (ids big-endian,
+# the 128-bit trace id as two halves)
+_pack_ids = struct.Struct(">HQQHQ").pack
+_pack_ids_parent = struct.Struct(">HQQHQHQ").pack
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _UINT64_MASK = (1 << 64) - 1
 
@@ -130,25 +136,33 @@ class SpanEncoder:
         self._keys: dict[str, bytes] = {}  # attribute key -> KeyValue.key field
         self._ints: dict[tuple[str, int], bytes] = {}  # (key, int value) -> length-prefixed KeyValue
         self._names: dict[str, bytes] = {}  # span/event name -> length-prefixed UTF-8
+        self._heads: dict[tuple[str, int], bytes] = {}  # (name, id(kind)) -> Span fields 5 and 6
         self._shared: dict[int, tuple[object, bytes]] = {}  # id -> (SharedAttributes, their Span fields)
         self._resources: dict[int, tuple[object, bytes, bytes]] = {}  # id -> (obj, field 1, field 3)
         self._scopes: dict[int, tuple[object, bytes, bytes]] = {}
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encode(self, spans: Sequence[ReadableSpan | LeanSpan]) -> bytes:
         # resource bytes -> scope bytes -> encoded spans; bytes as keys group equal resources/scopes.
         groups: dict[tuple[bytes, bytes], dict[tuple[bytes, bytes], list[bytes]]] = {}
         last_resource: Any = _UNSET
         last_scope: Any = _UNSET
         encoded: list[bytes] = []
+        span: Any  # an SDK ReadableSpan, or a LeanSpan read from its slots
         for span in spans:
-            resource, scope = span.resource, span.instrumentation_scope
+            # proxy.telemetry.tracing's LeanSpan (plain values in slots) has a fast path
+            lean = type(span) is LeanSpan
+            if lean:
+                tracer = span._tracer
+                resource, scope = tracer.resource, tracer.scope
+            else:
+                resource, scope = span.resource, span.instrumentation_scope
             if resource is not last_resource or scope is not last_scope:  # usually one of each for all
                 last_resource, last_scope = resource, scope
                 scopes = groups.setdefault(self._resource(resource), {})
                 encoded = scopes.setdefault(self._scope(scope), [])
-            # ScopeSpans.spans (2); proxy.telemetry.tracing's LeanSpan (plain values in slots) has a fast path
-            body = self.encode_lean_span(span) if getattr(span, "_otlp_lean", False) else self.encode_span(span)
-            encoded.append(b"\x12" + _lp(body))
+            body = self.encode_lean_span(span) if lean else self.encode_span(span)
+            n = len(body)  # ScopeSpans.spans (2): tag, length, body (joined once, with the rest)
+            encoded += (b"\x12", _VARINT1[n] if n < 0x80 else _varint(n), body)
         out = []
         for (resource_field, resource_schema), scopes in groups.items():
             scope_spans = [
@@ -196,12 +210,6 @@ class SpanEncoder:
         """
         if not attributes:
             return
-        if type(attributes) is not dict:
-            # The SDK's BoundedAttributes keeps a plain dict in `_dict`; iterating the Mapping ABC
-            # instead costs two Python-level calls per item. Other mappings take the public route.
-            inner = getattr(attributes, "_dict", None)
-            if type(inner) is dict:
-                attributes = inner
         kv_cache, key_cache, int_cache = self._kv_cache, self._keys, self._ints
         for key, value in attributes.items():
             try:
@@ -257,6 +265,14 @@ class SpanEncoder:
             cached = self._shared[id(shared)] = (shared, b"".join(fields))
         return cached[1]
 
+    def _head(self, name: str, kind: Any) -> bytes:
+        """Span.name (5) and kind (6), tags included, for the lean spans' cache."""
+        if len(self._heads) >= 1024:
+            self._heads.clear()
+        head = (b"\x2a" + self._name(name) if name else b"") + (_KIND_BY_ID.get(id(kind)) or _KIND[kind.value])
+        self._heads[(name, id(kind))] = head
+        return head
+
     def _name(self, name: str) -> bytes:
         encoded = self._names.get(name)
         if encoded is None:
@@ -286,14 +302,12 @@ class SpanEncoder:
             parts.append(b"\x39" + _pack_fixed64(start))
         elif end:
             parts.append(b"\x41" + _pack_fixed64(end))
-        attributes = getattr(span, "_attributes", None)  # the SDK's own, not a MappingProxy around it
-        self._attributes(parts, b"\x4a", span.attributes if attributes is None else attributes)  # 9
+        self._attributes(parts, b"\x4a", span.attributes)  # 9
         if dropped := span.dropped_attributes:  # 10
             parts += (b"\x50", _varint(dropped))
-        # `span.events` / `.links` copy a locked list (~1 µs each): look at the SDK's lists first.
-        raw = getattr(span, "_events", None)
-        if raw is None or raw:
-            for event in span.events:  # 11: time 1, name 2, attributes 3, dropped 4
+        # The SDK's public views (copies: the escape hatch's path; the lean spans' is encode_lean_span).
+        if events := span.events:
+            for event in events:  # 11: time 1, name 2, attributes 3, dropped 4
                 body = [b"\x09", _pack_fixed64(event.timestamp)] if event.timestamp else []
                 if event.name:
                     body += (b"\x12", self._name(event.name))
@@ -303,9 +317,8 @@ class SpanEncoder:
                 parts += (b"\x5a", _lp(b"".join(body)))
             if dropped := span.dropped_events:  # 12
                 parts += (b"\x60", _varint(dropped))
-        raw = getattr(span, "_links", None)
-        if raw is None or raw:
-            for link in span.links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
+        if links := span.links:
+            for link in links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
                 lctx = link.context
                 parts += (b"\x6a", self._link(lctx, link.attributes, link.dropped_attributes))
             if dropped := span.dropped_links:  # 14
@@ -330,23 +343,43 @@ class SpanEncoder:
         ``(context, attributes, dropped)`` tuples; status a Status)."""
         # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
         trace_id, span_id, _, _, trace_state, _ = span.context
-        parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
-        if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # 3
-            parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
         parent = span.parent
-        if parent is not None:  # 4
-            parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
-        if name := span.name:  # 5
-            parts += (b"\x2a", self._name(name))
-        kind = span.kind  # 6
-        parts.append(_KIND_BY_ID.get(id(kind)) or _KIND[kind.value])
+        if trace_state is DEFAULT_TRACE_STATE or not trace_state:  # 1, 2, 4: the common case in one call
+            if parent is None:
+                parts = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id)]
+            else:
+                parts = [
+                    _pack_ids_parent(
+                        0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id, 0x2208, parent[1]
+                    )
+                ]
+        else:  # 1, 2, 3 (the trace state), 4
+            parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+            parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
+            if parent is not None:
+                parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+        name, kind = span.name, span.kind  # 5, 6: their bytes made once per name and kind
+        head = self._heads.get((name, id(kind)))
+        parts.append(head if head is not None else self._head(name, kind))
         parts.append(_pack_times(0x39, span.start_time, 0x41, span.end_time))  # 7, 8 (both set once ended)
-        if span.shared is not None:  # 9: the shared attributes' cached bytes, then the span's own
-            parts.append(self._shared_fields(span.shared))
+        shared = span.shared
+        if shared is not None:  # 9: the shared attributes' cached bytes, then the span's own
+            cached = self._shared.get(id(shared))
+            parts.append(cached[1] if cached is not None and cached[0] is shared else self._shared_fields(shared))
         self._attributes(parts, b"\x4a", span.own)
-        if dropped := span.dropped_attributes:  # 10
+        rare = span._rare  # events, links and dropped counts, on few spans
+        if rare is not None:
+            self._rare_fields(parts, rare)
+        status = span.status  # 15
+        parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
+        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
+        return b"".join(parts)
+
+    def _rare_fields(self, parts: list[bytes], rare: Any) -> None:
+        """Span fields 10 to 14 of a LeanSpan, from its ``_rare`` record."""
+        if dropped := rare.dropped_attributes:  # 10
             parts += (b"\x50", _varint(dropped))
-        if events := span._events:  # 11: time 1, name 2, attributes 3, dropped 4
+        if events := rare.events:  # 11: time 1, name 2, attributes 3, dropped 4
             for name, attributes, timestamp, dropped in events:
                 body = [b"\x09", _pack_fixed64(timestamp)] if timestamp else []
                 if name:
@@ -355,17 +388,13 @@ class SpanEncoder:
                 if dropped:
                     body += (b"\x20", _varint(dropped))
                 parts += (b"\x5a", _lp(b"".join(body)))
-        if dropped := span.dropped_events:  # 12
+        if dropped := rare.dropped_events:  # 12
             parts += (b"\x60", _varint(dropped))
-        if links := span._links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
+        if links := rare.links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
             for lctx, attributes, dropped in links:
                 parts += (b"\x6a", self._link(lctx, attributes, dropped))
-        if dropped := span.dropped_links:  # 14
+        if dropped := rare.dropped_links:  # 14
             parts += (b"\x70", _varint(dropped))
-        status = span.status  # 15
-        parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
-        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
-        return b"".join(parts)
 
 
 def _status(status: Any) -> bytes:

@@ -20,6 +20,7 @@ Configuration follows the OTLP exporter spec's variables (``environ``):
 from __future__ import annotations
 
 import contextlib
+import enum
 import http.client
 import logging
 import os
@@ -28,12 +29,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from typing import TYPE_CHECKING
 
 from proxy.telemetry.otlp_encode import SpanEncoder, decode_fields
 from shared.scrub import parse_otlp_headers
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,18 @@ def resolve_compression(environ: Mapping[str, str], value: str | None = None) ->
 # the exporter
 
 
-class OTLPHttpSpanExporter(SpanExporter):
-    """OTLP/HTTP protobuf span exporter on ``http.client`` (see the module docstring).
+class SpanExportResult(enum.Enum):
+    """An export's outcome, named and numbered as the SDK's ``SpanExportResult`` (whose
+    BatchSpanProcessor ignores it): the lean path does without importing the SDK."""
+
+    SUCCESS = 0
+    FAILURE = 1
+
+
+class OTLPHttpSpanExporter:
+    """OTLP/HTTP protobuf span exporter on ``http.client`` (see the module docstring); a
+    ``SpanExporter`` to the SDK's BatchSpanProcessor by its methods (export, shutdown,
+    force_flush), so the lean path needs no SDK import.
 
     ``exported_spans``, ``failed_spans`` and ``dropped_spans`` (handed to the
     exporter after shutdown) count spans since start, for metrics to read.

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.trace import SpanContext
+from opentelemetry.version import __version__ as _api_version
 
 log = logging.getLogger("proxy.telemetry.tracing")
 
@@ -32,12 +33,10 @@ _ENV_ALIASES = {
     "traceidratio",
 }
 
-try:
-    from importlib.metadata import version as _dist_version
-
-    _SDK_VERSION = _dist_version("opentelemetry-sdk")
-except Exception:  # pragma: no cover - the SDK is a dependency, but its metadata may be missing
-    _SDK_VERSION = "0"
+# telemetry.sdk.version: the OpenTelemetry release the lean recorder implements, read from the API
+# package (released in lockstep with the SDK). Not importlib.metadata's version(): that scans every
+# installed distribution and keeps ~1.5 MB of it in each sidecar's memory.
+_SDK_VERSION = _api_version
 
 
 class LeanResource:

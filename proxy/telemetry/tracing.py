@@ -35,9 +35,9 @@ from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.attributes import _clean_attribute_value
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from proxy.telemetry.sampling import _MASK64, LeanResource, LeanScope, Sampler, SpanLimits, build_resource
 from proxy.telemetry.span_queue import SpanQueue
@@ -69,12 +69,6 @@ class SharedAttributes(dict):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-def _span_context(trace_id: int, span_id: int, flags: TraceFlags, trace_state: TraceState) -> SpanContext:
-    """``SpanContext(trace_id, span_id, False, flags, trace_state)`` for ids known to be valid: the
-    tuple SpanContext.__new__ builds, without its checks (~0.8 us of the ~1 us it costs)."""
-    return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, trace_state, True))
-
-
 def _clean(key: Any, value: Any) -> tuple[bool, Any]:
     """The slow path of attribute validation (the SDK's rules): (valid, cleaned value)."""
     if not key or not isinstance(key, str):
@@ -82,7 +76,11 @@ def _clean(key: Any, value: Any) -> tuple[bool, Any]:
         return False, None
     if type(value) is tuple and all(type(v) is str for v in value):
         return True, value  # e.g. gen_ai.response.finish_reasons: what the SDK's check returns, at 1/20 the cost
-    return True, _clean_attribute_value(value, None)
+    # The SDK's cleaning (sequences to tuples, other types to str or None), through its public
+    # container: a slow path, taken only by values that are not plain.
+    cleaned = BoundedAttributes(immutable=False)
+    cleaned[key] = value
+    return True, cleaned.get(key)
 
 
 def _event_attributes(attributes: Mapping[str, Any] | None, limit: int) -> tuple[dict[str, Any], int]:
@@ -121,36 +119,40 @@ def _append_bounded(items: list[Any] | None, item: Any, limit: int) -> tuple[lis
     return items, 1  # with a limit of 0, the new item itself is the one dropped
 
 
+class _Rare:
+    """What few spans have: events, links, and counts of what their limits dropped (made on first use,
+    so that a span's making, on every request, sets a few slots less)."""
+
+    __slots__ = ("dropped_attributes", "dropped_events", "dropped_links", "events", "links")
+
+    def __init__(self) -> None:
+        self.dropped_attributes = self.dropped_events = self.dropped_links = 0
+        self.events: list[tuple[str, dict[str, Any], int, int]] | None = None
+        self.links: list[tuple[SpanContext, dict[str, Any], int]] | None = None
+
+
 class LeanSpan(trace.Span):
     """A recording span of plain values, queued for export when it ends.
 
     Read by the encoder (``proxy.telemetry.otlp_encode``) straight from its slots: the attributes are
-    ``shared`` (a SharedAttributes given at the start, or None) followed by ``own``; ``_events``
-    holds ``(name, attributes, time_ns, dropped_attributes)`` tuples, ``_links``
-    ``(SpanContext, attributes, dropped_attributes)`` tuples.
+    ``shared`` (a SharedAttributes given at the start, or None) followed by ``own``; ``_rare`` is None
+    or holds the events as ``(name, attributes, time_ns, dropped_attributes)`` tuples, the links as
+    ``(SpanContext, attributes, dropped_attributes)`` tuples and the dropped counts.
     """
 
     __slots__ = (
-        "_events",
-        "_links",
+        "_rare",
         "_tracer",
         "context",
-        "dropped_attributes",
-        "dropped_events",
-        "dropped_links",
         "end_time",
-        "instrumentation_scope",
         "kind",
         "name",
         "own",
         "parent",
-        "resource",
         "shared",
         "start_time",
         "status",
     )
-
-    _otlp_lean = True  # the encoder's fast-path marker
 
     def __init__(
         self,
@@ -174,14 +176,34 @@ class LeanSpan(trace.Span):
         self.shared = shared
         self.own = own
         self.status = UNSET_STATUS
-        self.resource = tracer.resource
-        self.instrumentation_scope = tracer.scope
-        self.dropped_attributes = 0
-        self.dropped_events = 0
-        self.dropped_links = 0
-        self._events: list[tuple[str, dict[str, Any], int, int]] | None = None
-        self._links: list[tuple[SpanContext, dict[str, Any], int]] | None = None
+        self._rare: _Rare | None = None
         self._tracer = tracer
+
+    def _more(self) -> _Rare:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = _Rare()
+        return rare
+
+    @property
+    def resource(self) -> LeanResource:
+        return self._tracer.resource
+
+    @property
+    def instrumentation_scope(self) -> LeanScope:
+        return self._tracer.scope
+
+    @property
+    def dropped_attributes(self) -> int:
+        return 0 if self._rare is None else self._rare.dropped_attributes
+
+    @property
+    def dropped_events(self) -> int:
+        return 0 if self._rare is None else self._rare.dropped_events
+
+    @property
+    def dropped_links(self) -> int:
+        return 0 if self._rare is None else self._rare.dropped_links
 
     # -- API
 
@@ -208,14 +230,14 @@ class LeanSpan(trace.Span):
         if type(value) not in _PLAIN or type(key) is not str or not key:
             ok, value = _clean(key, value)
             if not ok:
-                self.dropped_attributes += 1
+                self._more().dropped_attributes += 1
                 return
         shared = self.shared
         attributes = self._unshare() if shared is not None and key in shared else self.own
         if key in attributes:
             del attributes[key]  # re-set keys move to the end, as in the SDK
         elif len(attributes) + (0 if self.shared is None else len(self.shared)) >= self._tracer.limits.attributes:
-            self.dropped_attributes += 1
+            self._more().dropped_attributes += 1
             attributes = self._unshare()  # the oldest, the one to go, may be a shared one
             if not attributes:
                 return
@@ -228,7 +250,13 @@ class LeanSpan(trace.Span):
         mine, shared = self.own, self.shared
         room = self._tracer.limits.attributes - (0 if shared is None else len(shared))
         for key, value in attributes.items():  # set_attribute's fast path, inlined
-            if type(value) in _PLAIN and type(key) is str and key and (shared is None or key not in shared):
+            t = type(value)
+            if (
+                (t in _PLAIN or (t is tuple and all(type(v) is str for v in value)))  # e.g. finish reasons
+                and type(key) is str
+                and key
+                and (shared is None or key not in shared)
+            ):
                 if key in mine:
                     del mine[key]
                     mine[key] = value
@@ -247,16 +275,18 @@ class LeanSpan(trace.Span):
         limits = self._tracer.limits
         event_attributes, dropped = _event_attributes(attributes, limits.event_attributes)
         event = (name, event_attributes, time.time_ns() if timestamp is None else timestamp, dropped)
-        self._events, overflow = _append_bounded(self._events, event, limits.events)
-        self.dropped_events += overflow
+        rare = self._more()
+        rare.events, overflow = _append_bounded(rare.events, event, limits.events)
+        rare.dropped_events += overflow
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if self.end_time is not None or not (context and (context.is_valid or attributes or context.trace_state)):
             return  # the SDK's rule: an invalid context is kept only with attributes or a trace state
         limits = self._tracer.limits
         link_attributes, dropped = _event_attributes(attributes, limits.link_attributes)
-        self._links, overflow = _append_bounded(self._links, (context, link_attributes, dropped), limits.links)
-        self.dropped_links += overflow
+        rare = self._more()
+        rare.links, overflow = _append_bounded(rare.links, (context, link_attributes, dropped), limits.links)
+        rare.dropped_links += overflow
 
     def update_name(self, name: str) -> None:
         if self.end_time is None:
@@ -302,11 +332,11 @@ class LeanSpan(trace.Span):
 
     @property
     def events(self) -> tuple[tuple[str, dict[str, Any], int, int], ...]:
-        return tuple(self._events or ())
+        return tuple(self._rare.events or ()) if self._rare is not None else ()
 
     @property
     def links(self) -> tuple[tuple[SpanContext, dict[str, Any], int], ...]:
-        return tuple(self._links or ())
+        return tuple(self._rare.links or ()) if self._rare is not None else ()
 
     def __repr__(self) -> str:
         return (
@@ -372,8 +402,8 @@ class LeanTracer(trace.Tracer):
         else:
             sampled = (trace_id & _MASK64) < sampler.bound
         if not sampled:
-            return NonRecordingSpan(_span_context(trace_id, span_id, _NOT_SAMPLED, trace_state))
-        span_context = _span_context(trace_id, span_id, _SAMPLED, trace_state)
+            return NonRecordingSpan(SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state))
+        span_context = SpanContext(trace_id, span_id, False, _SAMPLED, trace_state)
         start = time.time_ns() if start_time is None else start_time
         if type(attributes) is SharedAttributes and len(attributes) <= self.limits.attributes:
             span = LeanSpan(name, span_context, parent, kind, {}, start, self, attributes)

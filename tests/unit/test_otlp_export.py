@@ -23,7 +23,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
@@ -31,7 +31,7 @@ from opentelemetry.trace.span import TraceState
 from proxy.telemetry import otlp_export
 from proxy.telemetry.facade import build_tracer_provider
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
-from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
+from proxy.telemetry.otlp_export import OTLPHttpSpanExporter, SpanExportResult
 from tests.harness.certs import CertAuthority
 
 REPO = Path(__file__).resolve().parents[2]

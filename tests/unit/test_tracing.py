@@ -26,7 +26,7 @@ from proxy.telemetry.facade import Telemetry, build_tracer_provider, set_error
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 from proxy.telemetry.sampling import LeanResource, Sampler, SpanLimits, build_resource
-from proxy.telemetry.tracing import LeanSpan, LeanTracerProvider, SharedAttributes, _span_context
+from proxy.telemetry.tracing import LeanSpan, LeanTracerProvider, SharedAttributes
 from tests.unit.test_otlp_export import Collector
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -228,18 +228,20 @@ def test_lean_spans_encode_to_the_sdks_message_for_the_same_calls(limits):
     lean.shutdown()
 
 
-def test_the_fast_span_context_is_the_apis():
+def test_span_context_is_the_tuple_the_lean_path_unpacks():
+    """The lean tracer, the encoder and the traceparent writer read a SpanContext by unpacking it
+    as the tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid) that the API
+    makes it: an OpenTelemetry release that changes that shape breaks parents, ids and headers."""
     flags, state = TraceFlags(1), trace.TraceState([("k", "v")])
-    fast, api = _span_context(APP_TRACE, APP_SPAN, flags, state), SpanContext(APP_TRACE, APP_SPAN, False, flags, state)
-    assert fast == api and type(fast) is SpanContext
-    assert (fast.trace_id, fast.span_id, fast.is_remote, fast.trace_flags, fast.trace_state, fast.is_valid) == (
-        APP_TRACE,
-        APP_SPAN,
-        False,
-        flags,
-        state,
-        True,
+    context = SpanContext(APP_TRACE, APP_SPAN, True, flags, state)
+    assert isinstance(context, tuple) and len(context) == 6, (
+        "opentelemetry.trace.SpanContext is no longer a 6-tuple: proxy.telemetry.tracing (LeanTracer._start), "
+        "otlp_encode (encode_lean_span) and facade (Telemetry.inject) unpack it as one"
     )
+    assert tuple(context) == (APP_TRACE, APP_SPAN, True, flags, state, True), (
+        "SpanContext's tuple order changed: the lean path would read the wrong fields"
+    )
+    assert tuple(trace.INVALID_SPAN_CONTEXT)[5] is False
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""What telemetry costs the sidecar, counted in CPU instructions: steady where requests/s and CPU
+time drown in a busy machine's noise.
+
+Each sidecar runs under valgrind's callgrind (every thread counted), telemetry off
+(OTEL_SDK_DISABLED=true) and on (every span sampled and exported to an OTLP sink, metrics
+recorded), and serves N1 then, in a second run, N2 sequential requests (after the same
+warm-up); (instructions(N2) - instructions(N1)) / (N2 - N1) is the cost of one request,
+start-up and shutdown cancelled out. On a core where the sidecar is CPU-bound, off/on of
+instructions per request is close to the on/off ratio of requests/s that
+bench.sidecar_telemetry measures (target >= 0.85). Not exact: under valgrind the export
+threads' timers (the span queue's schedule delay) cut batches differently from run to run, so
+off/on moves by a few hundredths between runs of the same code; compare changes smaller than
+that with in-process counts of the code itself. `--before DIR` measures another checkout the
+same way (e.g. `git archive main | tar -x -C DIR`).
+
+Slow (valgrind runs Python ~50x slower): a few minutes per checkout and scenario.
+
+    python -m bench.sidecar_instructions [--stream] [--requests 200,1200] [--before DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import ROOT, BenchBroken, free_port, start, wait_listening
+
+LOGS = ROOT / "bench" / "results" / "logs" / "instructions"
+VARIANTS = {
+    "off": {"OTEL_SDK_DISABLED": "true"},
+    "on": {"OTEL_TRACES_SAMPLER": "always_on"},  # + the sink's endpoint
+}
+
+
+def _instructions(
+    home: Path, variant: str, requests: int, *, env: dict[str, str], snapshot: Path, body: bytes, logs: Path
+) -> int:
+    port, admin = free_port(), free_port()
+    log = logs / f"{home.name}-{variant}-{requests}.log"
+    argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m", "proxy"]
+    argv += ["--snapshot", str(snapshot), "--port", str(port), "--admin-port", str(admin)]
+    with log.open("wb") as out:
+        # A fixed hash seed: start-up's count must not differ between the two runs by the dicts' layouts
+        proc = subprocess.Popen(
+            argv,
+            cwd=home,
+            env={**env, "PYTHONPATH": str(home), "PYTHONHASHSEED": "0"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                conn.connect()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchBroken(f"sidecar under valgrind did not start; log {log}") from None
+                time.sleep(0.5)
+        for _ in range(50 + requests):  # the same 50 warm-up requests in both runs
+            conn.request("POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"})
+            answer = conn.getresponse()
+            data = answer.read()
+            if answer.status != 200:
+                raise BenchBroken(f"sidecar answered {answer.status}: {data[:200]!r}")
+        conn.close()
+        time.sleep(1.0)  # let a pending export go out before the shutdown flush
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=600)
+    found = re.search(r"Collected : (\d+)", log.read_text())
+    if found is None:
+        raise BenchBroken(f"no instruction count in {log}")
+    return int(found.group(1))
+
+
+def measure(
+    homes: dict[str, Path], *, stream: bool, n1: int, n2: int, sink_port: int, snapshot: Path
+) -> dict[str, dict[str, float]]:
+    from bench.sidecar import chat_body
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    body = chat_body(stream)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict[str, float]] = {}
+    for label, home in homes.items():
+        per: dict[str, float] = {}
+        for variant, extra in VARIANTS.items():
+            env = {**base, **extra}
+            if variant == "on":
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
+            counts = [
+                _instructions(home, variant, n, env=env, snapshot=snapshot, body=body, logs=LOGS) for n in (n1, n2)
+            ]
+            per[variant] = (counts[1] - counts[0]) / (n2 - n1)
+        out[label] = per
+        print(
+            f"{label:<7} {'stream' if stream else 'plain'}: instructions per request off {per['off']:,.0f}, "
+            f"on {per['on']:,.0f}; telemetry {per['on'] - per['off']:,.0f} "
+            f"({100 * (per['on'] - per['off']) / per['off']:.0f} % of off); off/on {per['off'] / per['on']:.3f}",
+            flush=True,
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sidecar_instructions", description=__doc__.splitlines()[0])
+    parser.add_argument("--stream", action="store_true", help="streamed chat completions (default: plain)")
+    parser.add_argument("--requests", default="200,1200", metavar="N1,N2", help="requests in the two runs")
+    parser.add_argument("--before", type=Path, metavar="DIR", help="also measure this checkout")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("bench: valgrind is not installed; install it with:  apt-get install -y valgrind", file=sys.stderr)
+        return 2
+    n1, n2 = (int(n) for n in args.requests.split(","))
+    from bench.sidecar import snapshot_for
+
+    homes = {"this": ROOT} | ({"before": args.before.resolve()} if args.before else {})
+    procs = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelway-bench-instructions-") as tmp:
+            base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+            upstream_port, sink_port = free_port(), free_port()
+            procs.append(
+                start(
+                    "upstream",
+                    [sys.executable, "-m", "bench.upstream", "--port", str(upstream_port)],
+                    core=None,
+                    logs=LOGS,
+                    env=base,
+                )
+            )
+            procs.append(
+                start(
+                    "otlp-sink",
+                    [sys.executable, "-m", "bench.otlp_sink", "--port", str(sink_port)],
+                    core=None,
+                    logs=LOGS,
+                    env=base,
+                )
+            )
+            wait_listening(procs[0], upstream_port)
+            wait_listening(procs[1], sink_port)
+            snapshot = Path(tmp) / "snapshot.json"
+            snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
+            measure(homes, stream=args.stream, n1=n1, n2=n2, sink_port=sink_port, snapshot=snapshot)
+    except BenchBroken as exc:
+        print(f"bench: BROKEN: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""What the sidecar process loads as it runs in a pod: every module is memory that each
+injected pod pays, so the default configuration (rules from the controller, tracing and
+metrics on, no limits) must not import what it never uses: the YAML loader of --snapshot files,
+the OpenTelemetry SDK, its stock exporters and protobuf runtime, gRPC, the Redis client of
+shared limits, the controller."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.integration.sidecar import REPO, free_port
+
+# Loaded only where used: --snapshot (YAML), MODELWAY_TRACER=sdk or the gRPC protocol (the SDK,
+# the stock exporters, protobuf, grpc), limits kept in Redis (redis); never by the sidecar (the
+# controller's own modules).
+HEAVY = (
+    "yaml",
+    "opentelemetry.sdk",
+    "opentelemetry.exporter",
+    "opentelemetry.proto",
+    "opentelemetry.semconv",
+    "google.protobuf",
+    "grpc",
+    "requests",
+    "redis",
+    "controller",
+    "cryptography",
+)
+
+# The real entry point, with the modules it holds written out as it exits.
+RUN_AND_LIST = (
+    "import atexit, json, runpy, sys\n"
+    "out = sys.argv[1]\n"
+    "atexit.register(lambda: open(out, 'w').write(json.dumps(sorted(sys.modules))))\n"
+    "sys.argv = ['modelway-proxy', *sys.argv[2:]]\n"
+    "runpy.run_module('proxy', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _chat(base: str, *, stream: bool) -> tuple[int, bytes]:
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    request = urllib.request.Request(
+        base + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return response.status, response.read()
+
+
+def test_the_default_sidecar_imports_none_of_the_heavy_modules_it_does_not_use(
+    tmp_path: Path, snapshot_data: dict[str, Any]
+) -> None:
+    state = tmp_path / "state.json"  # rules as a sidecar keeps them between restarts
+    state.write_text(json.dumps({"receivedAt": time.time(), "snapshot": snapshot_data}))
+    (tmp_path / "token").write_text("not-a-real-token")
+    modules = tmp_path / "modules.json"
+    port, admin, nowhere = free_port(), free_port(), free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{nowhere}",  # tracing and metric export on
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "500",  # the collector is away: a short flush at exit
+    }
+    args = ["--controller", f"https://127.0.0.1:{nowhere}", "--token-file", str(tmp_path / "token")]
+    args += ["--state-file", str(state), "--port", str(port), "--admin-port", str(admin)]
+    log = (tmp_path / "sidecar.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_AND_LIST, str(modules), *args], cwd=REPO, env=env, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _get(f"http://127.0.0.1:{admin}/readyz")[0] != 200:
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "sidecar.log").read_text()
+            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        assert _chat(base, stream=False)[0] == 200
+        status, streamed = _chat(base, stream=True)
+        assert status == 200 and streamed.rstrip().endswith(b"data: [DONE]")
+        assert b"modelway_requests_total" in _get(f"http://127.0.0.1:{admin}/metrics")[1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    loaded = json.loads(modules.read_text())
+    assert "proxy.telemetry.tracing" in loaded and "proxy.telemetry.otlp_export" in loaded  # telemetry was on
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert not heavy, f"the sidecar loaded modules it does not use (each pod pays their memory): {heavy}"
