@@ -217,7 +217,9 @@ def test_the_connection_cap_holds_under_2000_half_sent_requests(hostile: Hostile
         probe.stop()
         try:
             assert not probe.failures, probe.failures[:5]
-            assert len(probe.latencies) >= 10 and max(probe.latencies) < 0.1, sorted(probe.latencies)[-5:]
+            # A probe queued behind the half-sent requests would wait out their 30 s header timeout;
+            # 1 s leaves room for a loaded machine without hiding that.
+            assert len(probe.latencies) >= 10 and max(probe.latencies) < 1.0, sorted(probe.latencies)[-5:]
             assert fds_during <= fds_before + 200 + 20, (fds_before, fds_during)
             assert rss_during - rss_before < 40_000, (rss_before, rss_during)  # KiB
             logs = sidecar.logs()

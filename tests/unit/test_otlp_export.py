@@ -350,7 +350,9 @@ def test_nothing_listening_fails_quietly(spans, caplog):
         started = time.monotonic()
         assert [exporter.export(spans) for _ in range(3)] == [SpanExportResult.FAILURE] * 3
         elapsed = time.monotonic() - started
-    assert elapsed < 1.5  # each export is bounded by the 300 ms timeout
+    # each export is bounded by the 300 ms timeout (unbounded retries would wait out the 10 s default);
+    # the rest is room for a loaded machine
+    assert elapsed < 3.0
     [record] = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert record.levelname == "WARNING" and "ConnectionRefusedError" in record.getMessage()
     assert exporter.failed_spans == 6
