@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-instructions venv clean
+.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-limits bench-instructions venv clean
 .PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
@@ -44,8 +44,9 @@ tools:
 	bash tests/tools/build.sh
 
 ## bench: the sidecar against a bare aiohttp pass-through (wrk), the lean span recorder against the
-## OpenTelemetry SDK, the controller's push to 1,000 sidecars, and the personal-data scan's cost per 10 KB of prompt
-bench: bench-sidecar bench-controller bench-policy
+## OpenTelemetry SDK, the controller's push to 1,000 sidecars, the personal-data scan's cost per 10 KB of prompt,
+## and what a limit check costs (in process, and one Redis round trip)
+bench: bench-sidecar bench-controller bench-policy bench-limits
 
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -65,6 +66,9 @@ bench-controller: $(STAMP) tools
 
 bench-policy: $(STAMP)
 	$(PY) -m bench.personal_data
+
+bench-limits: $(STAMP) tools
+	$(PY) -m bench.limits
 
 ## node-up: the test suite's one-node cluster (real kubelet, containerd, the chart's image) until Ctrl-C (root, Linux)
 node-up: $(STAMP) tools
