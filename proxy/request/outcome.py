@@ -40,7 +40,7 @@ class Attempt(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """Built by keyword only (`proxy.request.account`): the fields' order is no contract."""
+    """`proxy.request.account` builds it positionally on the hot path: a new field goes at the end."""
 
     operation: str  # "chat" or "embeddings"
     model: str  # the model the app asked for
