@@ -219,7 +219,7 @@ class Telemetry:
         if outcome.decision == "reroute":
             for policy in outcome.policies:
                 metrics.policy_reroute(route=route, policy=policy, data_class=data_class)
-        operation, previous = outcome.operation, None
+        operation, previous, info = outcome.operation, None, None
         for attempt in outcome.attempts:
             info = self.backends.get(runtime, attempt.backend)
             if previous is not None:  # the attempt before failed: this one is a retry or a fallback
@@ -231,11 +231,15 @@ class Telemetry:
                 operation=operation, route=route, info=info, error_type=attempt.error_type, seconds=attempt.seconds
             )
             previous = attempt
-        error_type = outcome.error_type
+        error_type, backend = outcome.error_type, outcome.backend
+        if backend is None:
+            info = None
+        elif previous is None or previous.backend != backend:  # (the answer is the last attempt's)
+            info = self.backends.get(runtime, backend)
         metrics.request(
             operation=operation,
             route=route,
-            info=self.backends.get(runtime, outcome.backend) if outcome.backend is not None else None,
+            info=info,
             outcome=OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR,
             error_type=error_type,
             seconds=outcome.duration,
