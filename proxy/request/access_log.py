@@ -55,10 +55,16 @@ class AccessLog:
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):  # (cached by the logging module)
             return
-        line = orjson.dumps(self.entry(outcome)).decode()
-        # A record of our own instead of logger.info(): the stock one looks up the caller's frame,
-        # thread and process for every line (~5 us), and the access log has a line per request.
-        logger.handle(_AccessRecord(line))
+        line = orjson.dumps(self.entry(outcome))
+        handlers = logger.handlers
+        if len(handlers) == 1 and not logger.propagate:
+            writer = handlers[0]
+            if type(writer) is _Lines:  # as `configure_access_logger` set it up: the line as it is
+                writer.add(line)
+                return
+        # Any other setup gets a record of our own instead of logger.info(): the stock one looks
+        # up the caller's frame, thread and process for every line (~5 us).
+        logger.handle(_AccessRecord(line.decode()))
 
     def entry(self, outcome: Outcome) -> dict[str, Any]:
         now = time.time()
@@ -128,26 +134,41 @@ def configure_access_logger(*, enabled: bool, stream: IO[str] | None = None) -> 
 
 
 FLUSH_SECONDS = 0.2
+FLUSH_BYTES = 64 * 1024  # written at once when this much is waiting (bounds the memory it holds)
 
 
 class _Lines(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes each record's message as one line, and flushes the stream a moment later instead of
-    after every line: under load one write carries the lines of many requests (a write per request
-    would cost more than making its line). A line waits at most FLUSH_SECONDS; at exit
-    `logging.shutdown` flushes what is left."""
+    """Collects the lines and writes them in one write a moment later: under load one write
+    carries the lines of many requests. A write per line would cost more than making it, and
+    writing to the stream is a write per line when Python runs unbuffered (PYTHONUNBUFFERED, as
+    in the image). A line waits at most FLUSH_SECONDS; at exit `logging.shutdown` flushes what is
+    left. The access log hands its lines to `add` (bytes, no LogRecord); records from elsewhere
+    on the logger go through `emit`."""
 
     def __init__(self, stream: IO[str]) -> None:
         super().__init__(stream)
+        # One growing buffer, not a list of lines: each line's bytes are freed at once, as soon as
+        # they are copied (~1 us a line less than keeping hundreds of ~400-byte objects alive).
+        self._waiting = bytearray()
         self._flush_due = False
+        self._binary: IO[bytes] | None = getattr(stream, "buffer", None)  # stdout's bytes, below its text
+
+    def add(self, line: bytes) -> None:
+        waiting = self._waiting
+        waiting += line
+        waiting.append(10)  # "\n"
+        if len(waiting) >= FLUSH_BYTES:
+            self.flush()
+        elif not self._flush_due:
+            self._schedule()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(record.getMessage() + "\n")
+            self.add(record.getMessage().encode())
         except Exception:
             self.handleError(record)
-            return
-        if self._flush_due:
-            return
+
+    def _schedule(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on the event loop: at once
@@ -159,3 +180,18 @@ class _Lines(logging.StreamHandler):  # type: ignore[type-arg]
     def _flush_later(self) -> None:
         self._flush_due = False
         self.flush()
+
+    def flush(self) -> None:
+        data = self._waiting
+        if data:
+            self._waiting = bytearray()
+            try:
+                if self._binary is not None:
+                    self.stream.flush()  # (anything written as text before goes first)
+                    self._binary.write(data)
+                    self._binary.flush()
+                else:
+                    self.stream.write(data.decode())
+            except Exception:  # a closed or broken stdout: the lines are lost, the sidecar goes on
+                self.handleError(_AccessRecord("access log write failed"))
+        super().flush()

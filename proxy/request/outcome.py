@@ -4,14 +4,16 @@ The account stage builds one `Outcome` per request, whatever happened to it (ans
 refused, rejected before a route was chosen, abandoned by the client), and hands the same object
 to the server span, the metrics, the audit log and the access log, so they can never disagree.
 Pure: no I/O.
+
+Both records are named tuples: immutable like a frozen dataclass, but made in one C call instead
+of a setattr per field (a frozen dataclass of this size costs ~3 us per request to build).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from proxy.providers.base import Usage
 
@@ -28,8 +30,7 @@ CLIENT_CLOSED = 499
 CLIENT_DISCONNECTED = "client_disconnected"
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One call to a provider."""
 
     backend: str  # the backend key, "<provider>/<model>"
@@ -38,8 +39,9 @@ class Attempt:
     seconds: float  # from sending to the last byte (or the failure)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """`proxy.request.account` builds it positionally on the hot path: a new field goes at the end."""
+
     operation: str  # "chat" or "embeddings"
     model: str  # the model the app asked for
     stream: bool
