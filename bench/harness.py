@@ -92,6 +92,25 @@ def wait_listening(proc: Proc, port: int, timeout: float = 30.0) -> None:
     )
 
 
+def start_upstream_and_sink(
+    procs: list[Proc], *, python: str, core: int | None, logs: Path, env: dict[str, str]
+) -> tuple[int, int]:
+    """The fake provider (`bench.upstream`) and the OTLP sink (`bench.otlp_sink`) on `core`, both
+    listening; appended to `procs` (for the caller to stop). Returns their ports."""
+    upstream_port, sink_port = free_port(), free_port()
+    upstream = start(
+        "upstream", [python, "-m", "bench.upstream", "--port", str(upstream_port)], core=core, logs=logs, env=env
+    )
+    procs.append(upstream)
+    sink = start(
+        "otlp-sink", [python, "-m", "bench.otlp_sink", "--port", str(sink_port)], core=core, logs=logs, env=env
+    )
+    procs.append(sink)
+    wait_listening(upstream, upstream_port)
+    wait_listening(sink, sink_port)
+    return upstream_port, sink_port
+
+
 def log_hints(proc: Proc, limit: int = 5) -> list[str]:
     """The last log lines that explain failed answers (failed attempts, cut streams, errors)."""
     try:

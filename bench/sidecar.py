@@ -54,6 +54,7 @@ from bench.harness import (
     proc_status_kb,
     run_wrk,
     start,
+    start_upstream_and_sink,
     wait_listening,
 )
 
@@ -424,25 +425,9 @@ def run(args: argparse.Namespace) -> int:
             }
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
 
-            upstream_port, sink_port = free_port(), free_port()
-            upstream = start(
-                "upstream",
-                [python, "-m", "bench.upstream", "--port", str(upstream_port)],
-                core=load_core,
-                logs=LOGS,
-                env=base_env,
+            upstream_port, sink_port = start_upstream_and_sink(
+                procs, python=python, core=load_core, logs=LOGS, env=base_env
             )
-            procs.append(upstream)
-            sink = start(
-                "otlp-sink",
-                [python, "-m", "bench.otlp_sink", "--port", str(sink_port)],
-                core=load_core,
-                logs=LOGS,
-                env=base_env,
-            )
-            procs.append(sink)
-            wait_listening(upstream, upstream_port)
-            wait_listening(sink, sink_port)
             status, _, _ = post(f"http://127.0.0.1:{upstream_port}/v1/chat/completions", chat_body(stream=True))
             if status != 200:
                 raise BenchBroken(f"the fake upstream answered {status}")

@@ -28,7 +28,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, BenchBroken, Proc, free_port, lua_script, run_wrk, start, wait_listening
+from bench.harness import (
+    ROOT,
+    BenchBroken,
+    Proc,
+    free_port,
+    lua_script,
+    run_wrk,
+    start,
+    start_upstream_and_sink,
+    wait_listening,
+)
 
 LOGS = ROOT / "bench" / "results" / "logs" / "telemetry"
 RESULTS = ROOT / "bench" / "results"
@@ -64,24 +74,10 @@ def run_telemetry(
             tmpdir = Path(tmp)
             scripts = {s: lua_script(tmpdir / f"{s}.lua", chat_body(s).decode()) for s in (False, True)}
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-            upstream_port, sink_port, dead_port = free_port(), free_port(), free_port()
-            upstream = start(
-                "upstream",
-                [python, "-m", "bench.upstream", "--port", str(upstream_port)],
-                core=load_core,
-                logs=LOGS,
-                env=base_env,
+            upstream_port, sink_port = start_upstream_and_sink(
+                procs, python=python, core=load_core, logs=LOGS, env=base_env
             )
-            sink = start(
-                "otlp-sink",
-                [python, "-m", "bench.otlp_sink", "--port", str(sink_port)],
-                core=load_core,
-                logs=LOGS,
-                env=base_env,
-            )
-            procs += [upstream, sink]
-            wait_listening(upstream, upstream_port)
-            wait_listening(sink, sink_port)
+            dead_port = free_port()
             snapshot = tmpdir / "snapshot.json"
             snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
             on = {
