@@ -339,6 +339,17 @@ class Policy(_Frozen):
         return self
 
 
+class LimitStore(_Frozen):
+    """Where the limit counters live when every sidecar shares them (Redis); the controller sends it
+    with the snapshot, so one Secret in the controller's namespace reaches every pod."""
+
+    # redis://, rediss://, unix://, or redis+sentinel://host:26379[,host:26379]/service[/db]; may carry a password.
+    url: SecretStr
+    cluster: bool = False  # speak Redis Cluster to the URL's node
+    timeout_seconds: Annotated[float, Field(gt=0, le=5)] = 0.1
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "modelway"
+
+
 class Snapshot(_Frozen):
     """Everything one sidecar needs. `version` is a content hash (see `content_version`)."""
 
@@ -346,6 +357,8 @@ class Snapshot(_Frozen):
     providers: tuple[Provider, ...] = ()
     routes: tuple[Route, ...] = ()
     policy: Policy = Policy()
+    # None: the sidecar's own `--limits-redis-url`, else counters in the sidecar's memory.
+    limit_store: LimitStore | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Snapshot:
@@ -372,6 +385,8 @@ class Snapshot(_Frozen):
         for provider in data["providers"]:
             if provider.get("apiKey") is not None:
                 provider["apiKey"] = "<redacted>"
+        if data.get("limitStore") is not None:
+            data["limitStore"]["url"] = "<redacted>"
         return data
 
 
@@ -382,6 +397,8 @@ def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, A
     for provider, original in zip(data["providers"], snapshot.providers, strict=True):
         if original.api_key is not None:
             provider["apiKey"] = original.api_key.get_secret_value()
+    if snapshot.limit_store is not None:
+        data["limitStore"]["url"] = snapshot.limit_store.url.get_secret_value()
     return data
 
 
