@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from proxy.snapshot import ConfigProblem, check_base_url, check_regex
 from shared.config_text import validation_problems
+from shared.provider_types import ProviderType, needs_base_url
 
 GROUP = "modelway.io"
 VERSION = "v1alpha1"
@@ -71,7 +72,6 @@ def _dns_label(value: str) -> str:
     return value
 
 
-ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
 Hosting = Literal["saas", "vpc", "in-cluster"]
 DataClass = Literal["public", "internal", "personal", "restricted"]
 
@@ -179,7 +179,7 @@ class ModelProviderSpec(_Model):
             raise ValueError("type azure-openai needs spec.azure (with apiVersion)")
         if self.type != "azure-openai" and self.azure is not None:
             raise ValueError(f"spec.azure is only allowed when type is azure-openai, not {self.type}")
-        if self.type in ("openai-compatible", "azure-openai") and self.base_url is None:
+        if needs_base_url(self.type) and self.base_url is None:
             raise ValueError(f"type {self.type} needs spec.baseURL: it has no default endpoint")
         globs = [c.model for c in self.capacity]
         if len(globs) != len(set(globs)):

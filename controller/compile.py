@@ -45,19 +45,7 @@ from controller.api import (
 )
 from controller.store import Key, Resources, key_of
 from controller.workload import Verdict, Workload
-
-# Provider types that serve each operation (translators raise UnsupportedOperation otherwise).
-OPERATIONS = {
-    "chat": {"openai", "azure-openai", "anthropic", "gemini", "openai-compatible"},
-    "embeddings": {"openai", "azure-openai", "gemini", "openai-compatible"},
-}
-
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-}
-
+from shared.provider_types import PROVIDER_TYPES, serves
 
 ACCEPTED = Verdict(True, "Accepted")
 RESOLVED = Verdict(True, "ResolvedRefs")
@@ -167,7 +155,7 @@ def _secret_value(secret: Secret, key: str) -> str | None:
 
 def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], Secret]) -> ProviderVerdict:
     spec, namespace = provider.spec, provider.metadata.namespace
-    base_url = spec.base_url or DEFAULT_BASE_URLS.get(spec.type)
+    base_url = spec.base_url or PROVIDER_TYPES[spec.type].default_base_url
     if base_url is None:
         invalid = Verdict(False, "Invalid", f"type {spec.type} has no default endpoint: set spec.baseURL")
         return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
@@ -248,7 +236,7 @@ def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> 
                         f"rule {rule.name} {where}: ModelProvider {ref.provider} is not usable "
                         f"({bad.reason}: {bad.message})"
                     )
-                elif verdict.provider.type not in OPERATIONS[operation]:
+                elif not serves(verdict.provider.type, operation):
                     unsupported.append(
                         f"rule {rule.name} {where}: ModelProvider {ref.provider} is of type "
                         f"{verdict.provider.type}, which cannot serve {operation}"

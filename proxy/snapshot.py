@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
+from shared.provider_types import ProviderType
+
 Hosting = Literal["saas", "vpc", "in-cluster"]
 RetryOn = Literal["connect-error", "timeout", "429", "5xx"]
 DataClass = Literal["public", "internal", "personal", "restricted"]

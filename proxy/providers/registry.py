@@ -1,11 +1,10 @@
 """Provider type -> translator class: the one place the sidecar maps a type to its translator.
 
-Adding a provider type takes its translator module and a line here, and the type in every
-place that names the types: `ProviderType` in `proxy/snapshot.py` and `controller/api.py`,
-the `spec.type` enum in `crds/modelway.io_modelproviders.yaml` (copied into the chart by
-`make chart-crds`), and `controller/compile.py`: the operations it serves (`OPERATIONS`)
-and, for a public API, its default base URL (`DEFAULT_BASE_URLS`). Its tests want a fake
-of its wire format under `tests/fakes/`.
+A provider type is a row of `shared.provider_types.PROVIDER_TYPES` (its operations, wire format,
+default endpoint), its translator module, and its line here; the CRD's `spec.type` enum in
+`crds/modelway.io_modelproviders.yaml` (copied into the chart by `make chart-crds`) must list it,
+and `tests/unit/test_provider_types.py` fails until every one of these agrees. Its tests want a
+fake of its wire format under `tests/fakes/`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from proxy.providers.base import Translator
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.openai import OpenAITranslator
 from proxy.providers.openai_compatible import OpenAICompatibleTranslator
-from proxy.snapshot import Provider, ProviderType
+from proxy.snapshot import Provider
+from shared.provider_types import ProviderType
 
 TRANSLATORS: dict[ProviderType, Callable[[Provider], Translator]] = {
     "openai": OpenAITranslator,

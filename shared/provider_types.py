@@ -1,0 +1,50 @@
+"""The provider types Modelway speaks: one table, the source of every other list of them.
+
+The sidecar (`proxy.snapshot`, `proxy.providers.registry`) and the controller (`controller.api`,
+`controller.compile`) read their types, operations and default endpoints from here; the CRD's
+`spec.type` enum and its base-URL rule are YAML, so `tests/unit/test_provider_types.py` checks
+them (and the registry's translators) against this table. A new provider is its translator
+module, its row here and its line in the registry; the test names whatever else is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
+Operation = Literal["chat", "embeddings"]
+# The wire format a type's translator speaks (several types share one).
+WireFormat = Literal["openai-chat", "anthropic-messages", "gemini"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    operations: frozenset[Operation]
+    wire_format: WireFormat
+    default_base_url: str | None  # None: the ModelProvider must give spec.baseURL
+    auth_header: str  # where its API key goes (`authorization` carries "Bearer <key>")
+
+
+PROVIDER_TYPES: dict[ProviderType, ProviderKind] = {
+    "openai": ProviderKind(
+        frozenset({"chat", "embeddings"}), "openai-chat", "https://api.openai.com/v1", "authorization"
+    ),
+    "azure-openai": ProviderKind(frozenset({"chat", "embeddings"}), "openai-chat", None, "api-key"),
+    "anthropic": ProviderKind(frozenset({"chat"}), "anthropic-messages", "https://api.anthropic.com", "x-api-key"),
+    "gemini": ProviderKind(
+        frozenset({"chat", "embeddings"}), "gemini", "https://generativelanguage.googleapis.com", "x-goog-api-key"
+    ),
+    # vLLM, Ollama, LiteLLM and anything else speaking OpenAI's API at its own address.
+    "openai-compatible": ProviderKind(frozenset({"chat", "embeddings"}), "openai-chat", None, "authorization"),
+}
+
+
+def serves(provider_type: str, operation: str) -> bool:
+    kind = PROVIDER_TYPES.get(provider_type)  # type: ignore[call-overload]
+    return kind is not None and operation in kind.operations
+
+
+def needs_base_url(provider_type: str) -> bool:
+    kind = PROVIDER_TYPES.get(provider_type)  # type: ignore[call-overload]
+    return kind is not None and kind.default_base_url is None
