@@ -248,11 +248,19 @@ def condition_events(
     A condition that stays False for a different reason is a new problem and warns again;
     one whose status and reason hold (a message with new counts, say) is no news. A route's
     new `generation` reaching all its sidecars is news even when Programmed was True before.
+
+    Only news: a new object that is fine gets one Event, when its route reaches its sidecars
+    (Programmed), not one per condition, and a rollout still under way (Pending) is progress, not
+    a Warning. Applying 5,000 objects at once would otherwise write three or four Events each.
     """
     before = _conditions_of(previous)
     events = []
     for condition in wanted:
         old = before.get(condition.type)
+        if condition.reason == "Pending" or (
+            old is None and condition.status == "True" and condition.type != "Programmed"
+        ):
+            continue
         unchanged = (
             old is not None
             and old.get("status") == condition.status

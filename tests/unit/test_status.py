@@ -167,12 +167,16 @@ def test_desired_statuses_cover_what_the_store_holds() -> None:
 def test_events_for_a_new_object() -> None:
     conditions = route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 1, None), RouteSync(0, 0)).conditions
     events = condition_events(None, conditions)
-    assert [(e.type, e.reason) for e in events] == [
-        ("Normal", "Accepted"),
-        ("Warning", "BackendNotFound"),
-        ("Warning", "Invalid"),
-    ]
-    assert events[1].note == MISSING.message
+    assert [(e.type, e.reason) for e in events] == [("Warning", "BackendNotFound"), ("Warning", "Invalid")]
+    assert events[0].note == MISSING.message
+
+
+def test_a_new_object_that_is_fine_gets_one_event_when_its_sidecars_run_it() -> None:
+    pending = route_status(KEY, good(1), RouteSync(1, 3))
+    assert condition_events(None, pending.conditions, generation=1) == []  # Accepted, ResolvedRefs, Pending: quiet
+    rendered = render(pending, None, T0)
+    events = condition_events(rendered, route_status(KEY, good(1), RouteSync(3, 3)).conditions, generation=1)
+    assert [(e.type, e.reason, e.note) for e in events] == [("Normal", "Programmed", "3/3 sidecars run generation 1")]
 
 
 def test_events_only_for_transitions() -> None:
@@ -317,16 +321,17 @@ async def test_writer_writes_changes_only_and_keeps_server_times() -> None:
     assert await writer.write_pass() == 0
     [(name, status)] = client.patches
     assert name == "chat" and by_type(status)["Accepted"]["lastTransitionTime"] == T0
-    assert [(e["type"], e["reason"]) for e in client.events] == [("Normal", "ResolvedRefs"), ("Normal", "Programmed")]
+    # ResolvedRefs is new and fine: no news; Programmed (the route reached its sidecars) is.
+    assert [(e["type"], e["reason"]) for e in client.events] == [("Normal", "Programmed")]
     assert client.events[0]["regarding"]["uid"] == "uid-chat"
 
     assert await writer.write_pass() == 0  # nothing changed: no write, no Event
-    assert len(client.patches) == 1 and len(client.events) == 2
+    assert len(client.patches) == 1 and len(client.events) == 1
 
     controller.sync = {KEY: RouteSync(1, 2)}  # a second sidecar connects, not yet synced
     await writer.write_pass()
     assert by_type(client.patches[-1][1])["Programmed"]["reason"] == "Pending"
-    assert [(e["type"], e["reason"]) for e in client.events[2:]] == [("Warning", "Pending")]
+    assert len(client.events) == 1  # a rollout under way is progress, not a Warning
 
 
 async def test_writer_is_silent_unless_leading() -> None:
@@ -434,12 +439,9 @@ async def test_first_pass_writes_from_the_watched_status_with_its_version_as_pre
     assert client.gets == 0 and client.conflicts == 0 and len(client.patches) == 50
     _name, written = client.patches[0]
     assert by_type(written)["Accepted"]["lastTransitionTime"] == T0  # kept from the watched status
-    # Accepted held, so no Event for it; ResolvedRefs and Programmed are new.
-    assert [(e["type"], e["reason"]) for e in client.events[:2]] == [
-        ("Normal", "ResolvedRefs"),
-        ("Normal", "Programmed"),
-    ]
-    assert len(client.events) == 100
+    # Accepted held and ResolvedRefs is new and fine: no Event for either; Programmed is news.
+    assert [(e["type"], e["reason"]) for e in client.events[:1]] == [("Normal", "Programmed")]
+    assert len(client.events) == 50
 
 
 async def test_a_status_that_moved_since_the_watch_saw_it_costs_one_get() -> None:
