@@ -122,10 +122,15 @@ def _shares(
     if not 0 <= floor * len(samplers) <= 1:
         raise ValueError(f"a floor of {floor} for {len(samplers)} backends is more than all the traffic")
     rng = random.Random(seed)
-    wins = dict.fromkeys(samplers, 0)
-    for _ in range(draws):
-        best = max(samplers, key=lambda arm: samplers[arm](rng))
-        wins[best] += 1
+    names = list(samplers)
+    columns = [[samplers[arm](rng) for _ in range(draws)] for arm in names]
+    wins = dict.fromkeys(names, 0)
+    for row in zip(*columns, strict=True):
+        best = max(row)
+        if row.count(best) == 1:
+            wins[names[row.index(best)]] += 1
+        else:  # a tie (nothing known about any arm): any of them
+            wins[rng.choice([arm for arm, value in zip(names, row, strict=True) if value == best])] += 1
     spare = 1.0 - floor * len(samplers)
     return {arm: floor + spare * wins[arm] / draws if arm in samplers else 0.0 for arm in arms}
 
