@@ -102,6 +102,14 @@ def test_the_maximum_duration_stops_an_undecided_experiment():
     assert decide(spec, arms, control="control", elapsed_seconds=3600).state is State.MAX_DURATION_REACHED
 
 
+def test_at_the_maximum_duration_an_arm_already_shown_better_wins():
+    spec = SequentialSpec(metric=Metric.QUALITY, mde=0.02, max_duration_seconds=3600)
+    arms = {"a": quality(5000, 0.60), "b": quality(5000, 0.65), "c": quality(5000, 0.61)}  # c still open
+    assert decide(spec, arms, control="a", elapsed_seconds=3000).state is State.RUNNING
+    final = decide(spec, arms, control="a", elapsed_seconds=3600)
+    assert (final.state, final.winner) == (State.WINNER, "b")
+
+
 def test_a_guardrail_breach_stops_at_once_and_names_the_arm():
     spec = SequentialSpec(
         metric=Metric.QUALITY,
