@@ -5,9 +5,10 @@ decision (read back from the route's status), nothing else. A decided experiment
 
 - Primary metric: each arm against the control with the mSPRT (msprt.py). With k arms there are
   k - 1 comparisons, each at alpha / (k - 1) (Bonferroni), so the chance of any false winner
-  stays at or under alpha. Each comparison's verdict is read from its confidence sequence: it
-  excludes 0 (Better or Worse), or it lies inside (-mde, +mde) (NoDifference: no difference as
-  large as the minimum detectable effect), or neither yet (Running).
+  stays at or under alpha; the p-values shown are multiplied by k - 1 to match. Each
+  comparison's verdict is read from its confidence sequence: it excludes 0 (Better or Worse),
+  or it lies inside (-mde, +mde) (NoDifference: no difference as large as the minimum
+  detectable effect), or neither yet (Running).
 - No verdict before both arms of a comparison have `min_samples` values of the metric: the
   normal approximation behind the test needs them (skewed latencies, rare errors).
 - Guardrails: an arm whose metric is worse than the control's by more than `margin`, shown by
@@ -136,7 +137,7 @@ class Comparison:
     arm: str
     estimate: float  # arm minus control
     interval: Interval  # confidence sequence, narrowed by earlier looks
-    p_value: float  # always-valid: the smallest over looks
+    p_value: float  # always-valid (the smallest over looks), times the number of comparisons
     samples: int
     control_samples: int
     verdict: Verdict
@@ -251,9 +252,9 @@ def decide(
         return previous
     treatments = [arm for arm in arms if arm != control]
     earlier = {c.arm: c for c in previous.comparisons} if previous is not None else {}
-    alpha = spec.alpha / len(treatments)
     comparisons = tuple(
-        _compare(spec, arm, arms[arm], arms[control], alpha=alpha, earlier=earlier.get(arm)) for arm in treatments
+        _compare(spec, arm, arms[arm], arms[control], tests=len(treatments), earlier=earlier.get(arm))
+        for arm in treatments
     )
     breach = _first_breach(spec, treatments, arms, control)
     if breach is not None:
@@ -275,12 +276,12 @@ def decide(
 
 
 def _compare(
-    spec: SequentialSpec, arm: str, stats: ArmStats, control: ArmStats, *, alpha: float, earlier: Comparison | None
+    spec: SequentialSpec, arm: str, stats: ArmStats, control: ArmStats, *, tests: int, earlier: Comparison | None
 ) -> Comparison:
     n_arm, n_control = samples(stats, spec.metric), samples(control, spec.metric)
     diff = difference(spec.metric, stats, control)
-    interval = confidence_sequence(diff, tau=spec.mde, alpha=alpha)
-    p = p_value(diff, tau=spec.mde)
+    interval = confidence_sequence(diff, tau=spec.mde, alpha=spec.alpha / tests)
+    p = min(1.0, tests * p_value(diff, tau=spec.mde))  # Bonferroni-adjusted: compare with alpha itself
     enough = min(n_arm, n_control) >= spec.min_samples
     if not enough:  # shown, not decided on, and not carried into later looks
         return Comparison(arm, diff.estimate, interval, p, n_arm, n_control, Verdict.RUNNING)

@@ -83,6 +83,9 @@ def test_more_arms_split_alpha_between_their_comparisons():
         SPEC, {"a": quality(n, 0.6), "b": quality(n, 0.6 + gap), "c": quality(n, 0.6)}, control="a", elapsed_seconds=1
     )
     assert three.comparisons[0].verdict is Verdict.RUNNING and three.state is State.RUNNING
+    # The p-value in status is adjusted the same way: read against alpha itself.
+    assert three.comparisons[0].p_value == pytest.approx(2 * two.comparisons[0].p_value)
+    assert two.comparisons[0].p_value < SPEC.alpha < three.comparisons[0].p_value
 
 
 def test_with_more_arms_the_best_arm_that_beats_the_control_wins_once_all_are_decided():
