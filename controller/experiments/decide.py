@@ -23,7 +23,7 @@ decision (read back from the route's status), nothing else. A decided experiment
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -256,7 +256,9 @@ def decide(
         _compare(spec, arm, arms[arm], arms[control], tests=len(treatments), earlier=earlier.get(arm))
         for arm in treatments
     )
-    breach = _first_breach(spec, treatments, arms, control)
+    breach = guardrail_breach(
+        spec.guardrails, arms, control=control, alpha=spec.guardrail_alpha, min_samples=spec.guardrail_samples
+    )
     if breach is not None:
         return Decision(State.STOPPED_BY_GUARDRAIL, None, comparisons, breach)
     better = [c for c in comparisons if c.verdict is Verdict.BETTER]
@@ -298,16 +300,27 @@ def _compare(
     return Comparison(arm, diff.estimate, interval, p, n_arm, n_control, verdict)
 
 
-def _first_breach(
-    spec: SequentialSpec, treatments: list[str], arms: Mapping[str, ArmStats], control: str
+def guardrail_breach(
+    guardrails: Sequence[Guardrail],
+    arms: Mapping[str, ArmStats],
+    *,
+    control: str,
+    alpha: float = 0.05,
+    min_samples: int = MIN_SAMPLES_FLOOR,
 ) -> Breach | None:
-    if not spec.guardrails:
+    """The first arm shown worse than the control beyond a guardrail's margin, if any.
+
+    On its own for a gradual rollout's step (guardrails, no primary metric); `decide` calls it
+    too. alpha is split over arms and guardrails (Bonferroni).
+    """
+    treatments = [arm for arm in arms if arm != control]
+    if not guardrails or not treatments:
         return None
-    alpha = spec.guardrail_alpha / (len(treatments) * len(spec.guardrails))
-    for guardrail in spec.guardrails:
+    alpha = alpha / (len(treatments) * len(guardrails))
+    for guardrail in guardrails:
         for arm in treatments:
             stats, base = arms[arm], arms[control]
-            if min(samples(stats, guardrail.metric), samples(base, guardrail.metric)) < spec.guardrail_samples:
+            if min(samples(stats, guardrail.metric), samples(base, guardrail.metric)) < min_samples:
                 continue
             diff = difference(guardrail.metric, stats, base)
             interval = confidence_sequence(diff, tau=guardrail.margin, alpha=alpha)

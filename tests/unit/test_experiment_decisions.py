@@ -7,7 +7,16 @@ from __future__ import annotations
 import pytest
 
 from controller.experiments.counts import ArmStats, MeanStats, ProportionStats
-from controller.experiments.decide import Decision, Guardrail, Metric, SequentialSpec, State, Verdict, decide
+from controller.experiments.decide import (
+    Decision,
+    Guardrail,
+    Metric,
+    SequentialSpec,
+    State,
+    Verdict,
+    decide,
+    guardrail_breach,
+)
 from controller.experiments.msprt import Difference, p_value
 
 
@@ -199,3 +208,13 @@ def test_an_experiment_needs_its_control_and_another_arm():
         decide(SPEC, {"a": quality(10, 0.5), "b": quality(10, 0.5)}, control="control", elapsed_seconds=0)
     with pytest.raises(ValueError):
         Guardrail(Metric.ERROR_RATE, 0)
+
+
+def test_a_rollout_step_checks_its_guardrails_on_unequal_traffic():
+    rails = (Guardrail(Metric.ERROR_RATE, 0.02), Guardrail(Metric.LATENCY, 0.5))
+    healthy = {"stable": errors(19000, 380), "canary": errors(1000, 25)}  # 2% and 2.5% at a 5% step
+    assert guardrail_breach(rails, healthy, control="stable") is None
+    failing = {"stable": errors(19000, 380), "canary": errors(1000, 90)}  # 9% errors on the canary
+    breach = guardrail_breach(rails, failing, control="stable")
+    assert breach is not None and (breach.arm, breach.metric) == ("canary", Metric.ERROR_RATE)
+    assert guardrail_breach(rails, failing, control="stable", min_samples=2000) is None  # not enough canary yet

@@ -15,7 +15,8 @@ import statistics
 
 import pytest
 
-from controller.experiments.decide import Guardrail, Metric, SequentialSpec, State, difference
+from controller.experiments.counts import ArmStats
+from controller.experiments.decide import Guardrail, Metric, SequentialSpec, State, difference, guardrail_breach
 from controller.experiments.msprt import p_value
 from tests.unit.experiment_sim import ArmModel, binomial_upper, draw, ever_crosses, simulate
 
@@ -131,3 +132,23 @@ def test_a_guardrail_breach_stops_long_before_the_primary_metric_would():
         max_looks=400,
     )
     assert breached.median_samples * 3 < unguarded.median_samples
+
+
+def test_a_canary_at_a_tenth_of_the_traffic_alike_to_the_stable_backend_rarely_trips_its_guardrail():
+    """A rollout step: 90 requests to the stable backend for every 10 to the canary, checked after each."""
+    model = ArmModel(error_rate=0.05)
+    rails = (Guardrail(Metric.ERROR_RATE, 0.02),)
+    only_errors = frozenset({Metric.ERROR_RATE})
+    rng = random.Random(12)
+    tripped = 0
+    for _ in range(300):
+        arms = {"stable": ArmStats(), "canary": ArmStats()}
+        for _ in range(300):
+            arms = {
+                "stable": arms["stable"].merge(draw(rng, model, 90, only_errors)),
+                "canary": arms["canary"].merge(draw(rng, model, 10, only_errors)),
+            }
+            if guardrail_breach(rails, arms, control="stable", min_samples=100):
+                tripped += 1
+                break
+    assert tripped <= allowed(300)
