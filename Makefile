@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-limits bench-instructions venv clean
+.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-limits bench-experiments bench-instructions venv clean
 .PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
@@ -46,7 +46,7 @@ tools:
 ## bench: the sidecar against a bare aiohttp pass-through (wrk), the lean span recorder against the
 ## OpenTelemetry SDK, the controller's push to 1,000 sidecars, the personal-data scan's cost per 10 KB of prompt,
 ## and what a limit check costs (in process, and one Redis round trip)
-bench: bench-sidecar bench-controller bench-policy bench-limits
+bench: bench-sidecar bench-controller bench-policy bench-limits bench-experiments
 
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -69,6 +69,9 @@ bench-policy: $(STAMP)
 
 bench-limits: $(STAMP) tools
 	$(PY) -m bench.limits
+
+bench-experiments: $(STAMP)
+	$(PY) -m bench.experiments
 
 ## node-up: the test suite's one-node cluster (real kubelet, containerd, the chart's image) until Ctrl-C (root, Linux)
 node-up: $(STAMP) tools
