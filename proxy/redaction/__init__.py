@@ -49,7 +49,10 @@ Pure (no I/O, no clock); nothing here is on the request path yet. The pieces:
    `personal`). When plan keeps a backend only because its rule says
    `redact`, the plan carries that backend's `RedactionRule`; the request
    gets one `Pseudonymizer` on first use (lazily: requests that never reach a
-   redacting backend build nothing).
+   redacting backend build nothing). When classify's scan ran on this request
+   and found nothing, and the rule has no custom patterns, masking can be
+   skipped: the scan reads a superset of what masking reads (it decodes URLs
+   and text files), so masking would find nothing either.
 
 3. attempt (`proxy.request.attempt`): for a backend whose plan says redact,
    it sends `redact_chat(parsed.request).request` (the parsed request stays

@@ -23,7 +23,9 @@ request rather than send a value it promised to mask.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
+from itertools import accumulate
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -57,6 +59,9 @@ _NAMING = frozenset(
 #: Fields holding a URL or a binary payload (image_url.url, input_audio.data, file.file_data).
 _PAYLOAD = frozenset({"url", "data", "file_data"})
 _ARGUMENTS = "arguments"
+_SPECIAL = _NAMING | _PAYLOAD | {_ARGUMENTS}
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")  # "jane%40example.com": read decoded by whoever fetches it
+_DATA_SCHEME = re.compile(r"(?i)data:")
 _DATA_URL = frozenset(f"{d}{a}{t}{a2}:" for d in "dD" for a in "aA" for t in "tT" for a2 in "aA")
 
 _Path = tuple[str | int, ...]
@@ -71,14 +76,14 @@ class Redacted(NamedTuple):
 class _Collected:
     """One walk's strings: those to rewrite (with where they are), tool-call arguments, and the rest."""
 
-    __slots__ = ("arguments", "keys", "paths", "texts", "unread")
+    __slots__ = ("arguments", "keys", "places", "texts", "unread")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
-        self.paths: list[_Path] = []
+        self.places: list[tuple[_Path, str | int]] = []  # each text's container's path, and its key there
         self.arguments: list[tuple[_Path, str]] = []
         self.unread: list[str] = []
-        self.keys: set[str] = set()
+        self.keys: set[Any] = set()  # JSON's are strings; others are dropped when read
 
 
 class Pseudonymizer:
@@ -123,19 +128,24 @@ class Pseudonymizer:
         walk = _collect(root, naming=naming)
         unread += walk.unread
         unread += walk.keys
-        self._note_taken("\n".join(walk.texts))
+        joined = "\n".join(walk.texts)
+        self._note_taken(joined)
         for _, raw in walk.arguments:
             self._note_taken(raw)
         changes: dict[_Path, str] = {}
         for path, raw in walk.arguments:
-            masked = self._redact_arguments(raw, counts=counts, unread=unread)
-            if masked is not raw:
-                changes[path] = masked
-        for index, spans in _spans_by_text(self._rule, walk.texts).items():
-            changes[walk.paths[index]] = self._replace(walk.texts[index], spans, counts)
-        for index, text in enumerate(walk.texts):  # what a provider decodes: checked after masking
-            if text[:5] in _DATA_URL or "%" in text:
-                unread.append(changes.get(walk.paths[index], text))
+            arguments = self._redact_arguments(raw, counts=counts, unread=unread)
+            if arguments is not raw:
+                changes[path] = arguments
+        masked: dict[int, str] = {}
+        for index, spans in _spans_by_text(self._rule, walk.texts, joined).items():
+            masked[index] = text = self._replace(walk.texts[index], spans, counts)
+            path, key = walk.places[index]
+            changes[(*path, key)] = text
+        if "%" in joined or _DATA_SCHEME.search(joined):  # what a provider decodes: checked after masking
+            for index, text in enumerate(walk.texts):
+                if text[:5] in _DATA_URL or ("%" in text and _PERCENT_ESCAPE.search(text)):
+                    unread.append(masked.get(index, text))
         return _rebuilt(root, changes) if changes else root
 
     def _redact_arguments(self, raw: str, *, counts: dict[str, int], unread: list[str]) -> str:
@@ -199,51 +209,58 @@ class Pseudonymizer:
 
 
 def _collect(root: Any, *, naming: bool) -> _Collected:
-    """Every string under `root`, sorted into: to rewrite, tool-call arguments, not rewritable."""
+    """Every string under `root`, sorted into: to rewrite, tool-call arguments, not rewritable.
+
+    The hot loop of masking (an agent's request holds thousands of short strings): one type test
+    and one set lookup per value, and a string's place kept as (its container's path, its key)."""
     walk = _Collected()
-    stack: list[tuple[Any, _Path, bool]] = [(root, (), False)]  # (node, path, whether it names things)
+    texts, places, unread, arguments = walk.texts, walk.places, walk.unread, walk.arguments
+    special = _SPECIAL if naming else frozenset()
+    naming_keys = _NAMING if naming else frozenset()
+    stack: list[tuple[Any, _Path, bool]] = [(root, (), False)]  # (container, path, whether it names things)
     while stack:
         node, path, names = stack.pop()
-        items: Iterator[tuple[str | int, Any]]
         if type(node) is dict:
-            walk.keys.update(key for key in node if type(key) is str)
-            items = iter(node.items())
+            walk.keys.update(node)
+            for key, value in node.items():
+                kind = type(value)
+                if kind is str:
+                    if key not in special:
+                        texts.append(value)
+                        places.append((path, key))
+                    elif key == _ARGUMENTS:
+                        arguments.append(((*path, key), value))
+                    else:
+                        unread.append(value)
+                elif kind is dict or kind is list:
+                    stack.append((value, (*path, key), key in naming_keys))
         elif type(node) is list:
-            items = enumerate(node)
-        else:
-            continue
-        for key, value in items:
-            field = key if type(key) is str else None
-            value_names = names if field is None else naming and field in _NAMING
-            if type(value) is str:
-                if value_names or (field is None and names) or (naming and field in _PAYLOAD):
-                    walk.unread.append(value)
-                elif naming and field == _ARGUMENTS:
-                    walk.arguments.append(((*path, key), value))
-                else:
-                    walk.texts.append(value)
-                    walk.paths.append((*path, key))
-            elif type(value) is dict or type(value) is list:
-                stack.append((value, (*path, key), value_names))
+            for position, value in enumerate(node):
+                kind = type(value)
+                if kind is str:
+                    if names:
+                        unread.append(value)
+                    else:
+                        texts.append(value)
+                        places.append((path, position))
+                elif kind is dict or kind is list:
+                    stack.append((value, (*path, position), names))
     return walk
 
 
-def _spans_by_text(rule: RedactionRule, texts: list[str]) -> dict[int, list[Found]]:
-    """The spans in each text, found in one pass over the texts joined by newlines.
+def _spans_by_text(rule: RedactionRule, texts: list[str], joined: str) -> dict[int, list[Found]]:
+    """The spans in each text, found in one pass over `joined` (the texts joined by newlines).
 
     One pass instead of one per string: the detector's per-call cost dominates on many short strings.
     No built-in pattern matches across a newline; a custom one might, and then the texts it spans
     are searched again one by one."""
-    if not texts:
+    found = rule.find(joined)
+    if not found:
         return {}
-    starts: list[int] = []
-    position = 0
-    for text in texts:
-        starts.append(position)
-        position += len(text) + 1
+    starts = [total + index for index, total in enumerate(accumulate(map(len, texts), initial=0))]
     by_text: dict[int, list[Found]] = {}
     again: set[int] = set()
-    for span in rule.find("\n".join(texts)):
+    for span in found:
         index = bisect.bisect_right(starts, span.start) - 1
         offset = starts[index]
         if span.end > offset + len(texts[index]):  # across texts: search those texts one by one

@@ -98,18 +98,24 @@ class StreamRestorer:
     chunk carries its own bytes, which the front end would otherwise send); one that does not
     is returned as it is."""
 
-    __slots__ = ("_fields", "_holding", "_json", "_longest", "_plain", "_prefixes", "_template")
+    __slots__ = ("_fields", "_holding", "_json", "_longest", "_originals", "_plain", "_prefixes", "_template")
 
     def __init__(self, originals: Mapping[str, str]) -> None:
-        self._plain = _swapper(dict(originals))
-        self._json = _swapper({placeholder: json_escaped(value) for placeholder, value in originals.items()})
-        self._prefixes = frozenset(p[:i] for p in originals for i in range(1, len(p)))
-        self._longest = max(map(len, originals), default=0)
+        self._originals = dict(originals)
+        # Built on the first '<' (most answers never hold one): what the field restorers share.
+        self._plain: Callable[[re.Match[str]], str] | None = None
+        self._json: Callable[[re.Match[str]], str] | None = None
+        self._prefixes: frozenset[str] = frozenset()
+        self._longest = 0
         self._fields: dict[tuple[int, _Key], TextRestorer] = {}
         self._holding: dict[int, dict[_Key, TextRestorer]] = {}  # choice -> its fields that hold text
         self._template: dict[str, Any] | None = None
 
     def chunk(self, chunk: ChatChunk) -> ChatChunk:
+        if not self._holding:
+            raw = getattr(chunk, "raw", None)  # an OpenAI-shaped provider's event, as it came
+            if raw is not None and b"<" not in raw and b"\\u003" not in raw:
+                return chunk  # no '<' in it, not even escaped: no placeholder can start here
         if self._template is None:
             self._template = {key: chunk[key] for key in _CHUNK_TEMPLATE_KEYS if key in chunk}
         choices = chunk.get("choices")
@@ -140,26 +146,21 @@ class StreamRestorer:
             chunk = dict(self._template or {})
             chunk["choices"] = [{"index": index, "delta": delta, "finish_reason": None}]
             chunks.append(chunk)
+        self._holding.clear()
         return chunks
 
     def _choice(self, choice: dict[str, Any]) -> dict[str, Any]:
+        delta = choice.get("delta")
+        if not self._holding and (type(delta) is not dict or not _has_lt(delta)):
+            return choice  # nothing held, no '<' in the text: as it came
+        delta = delta if isinstance(delta, dict) else {}
         index = choice.get("index", 0)
         index = index if type(index) is int else 0
-        delta = choice.get("delta")
-        delta = delta if isinstance(delta, dict) else {}
         finished = bool(choice.get("finish_reason"))
-        holding = self._holding.get(index)
+        holding = self._holding.pop(index, None) or {}
         texts = [field for field in TEXT_FIELDS if type(value := delta.get(field)) is str and value]
         calls = delta.get("tool_calls")
         calls = calls if isinstance(calls, list) and calls else None
-        if (
-            not holding
-            and not any("<" in delta[field] for field in texts)
-            and (not calls or not any("<" in arguments for call in calls if (arguments := _arguments(call))))
-        ):
-            return choice  # nothing held, no '<' in the text: as it came
-        if holding is None:
-            holding = self._holding[index] = {}
         present: set[_Key] = set(texts)
         if calls:
             present.update(_call_index(call) for call in calls if _arguments(call) is not None)
@@ -179,6 +180,8 @@ class StreamRestorer:
             new_delta["tool_calls"] = released + new_calls
         elif released:
             new_delta["tool_calls"] = released
+        if holding:
+            self._holding[index] = holding
         if not changed:
             return choice
         out = dict(choice)
@@ -197,6 +200,12 @@ class StreamRestorer:
     def _feed(self, index: int, key: _Key, text: str, holding: dict[_Key, TextRestorer], finished: bool) -> str:
         restorer = self._fields.get((index, key))
         if restorer is None:
+            if self._plain is None or self._json is None:
+                originals = self._originals
+                self._plain = _swapper(originals)
+                self._json = _swapper({placeholder: json_escaped(value) for placeholder, value in originals.items()})
+                self._prefixes = frozenset(p[:i] for p in originals for i in range(1, len(p)))
+                self._longest = max(map(len, originals), default=0)
             swap = self._json if type(key) is int else self._plain
             restorer = self._fields[(index, key)] = TextRestorer(
                 swap=swap, prefixes=self._prefixes, longest=self._longest
@@ -209,6 +218,18 @@ class StreamRestorer:
         else:
             holding.pop(key, None)
         return out
+
+
+def _has_lt(delta: dict[str, Any]) -> bool:
+    """Whether any text of this delta holds a '<' (the start of every placeholder)."""
+    for field in TEXT_FIELDS:
+        value = delta.get(field)
+        if type(value) is str and "<" in value:
+            return True
+    calls = delta.get("tool_calls")
+    if calls and type(calls) is list:
+        return any("<" in arguments for call in calls if (arguments := _arguments(call)))
+    return False
 
 
 def _arguments(call: Any) -> str | None:
