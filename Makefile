@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-limits bench-experiments bench-instructions venv clean
+.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-redaction bench-limits bench-experiments bench-instructions venv clean
 .PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
@@ -45,8 +45,9 @@ tools:
 
 ## bench: the sidecar against a bare aiohttp pass-through (wrk), the lean span recorder against the
 ## OpenTelemetry SDK, the controller's push to 1,000 sidecars, the personal-data scan's cost per 10 KB of prompt,
-## and what a limit check costs (in process, and one Redis round trip)
-bench: bench-sidecar bench-controller bench-policy bench-limits bench-experiments
+## what masking costs per 10 KB of prompt and restoring per streamed answer, what a limit check costs
+## (in process, and one Redis round trip), and the experiments' stop rule on simulated A/A and A/B tests
+bench: bench-sidecar bench-controller bench-policy bench-redaction bench-limits bench-experiments
 
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -66,6 +67,10 @@ bench-controller: $(STAMP) tools
 
 bench-policy: $(STAMP)
 	$(PY) -m bench.personal_data
+
+## bench-redaction: masking a request and restoring its streamed answer, against no redaction in the same run
+bench-redaction: $(STAMP)
+	$(PY) -m bench.redaction
 
 bench-limits: $(STAMP) tools
 	$(PY) -m bench.limits

@@ -58,6 +58,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 ALL_KINDS: tuple[str, ...] = ("email", "phone", "payment_card", "iban", "us_ssn", "uk_nino", "es_dni")
 
@@ -289,6 +290,55 @@ _CHECKS: Mapping[str, Callable[[str], bool]] = MappingProxyType(
 )
 
 
+class Found(NamedTuple):
+    """One finding's place in a text (what `find` gives the redaction; `scan` never builds these)."""
+
+    start: int
+    end: int
+    kind: str
+
+
+# The literal-led patterns match from their literal on: where the value really starts.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9._%+-]{1,64}\Z")  # RFC 5321's 64 characters at most
+_SSN_LEAD = 3  # the pattern starts at the '-' after the area number
+
+
+def _email_start(text: str, at: int) -> int:
+    local = _LOCAL_PART.search(text, max(0, at - 64), at)
+    if local is None:  # unreachable: the pattern's lookbehind saw a local-part character
+        return at
+    start = local.start()
+    while text[start] == ".":  # a local part does not start with a dot ("...jane@x.co": "jane")
+        start += 1
+    return start
+
+
+def _card_length(candidate: str) -> int:
+    """How much of a matched card candidate is the number: a CVV or expiry after it is not."""
+    if _card_number_ok(candidate.replace(" ", "").replace("-", "")):
+        return len(candidate)
+    groups = candidate.replace("-", " ").split(" ")
+    for n in range(len(groups) - 1, 2, -1):  # as `_card_ok`: the longest run of groups that is a number
+        if _card_number_ok("".join(groups[:n])):
+            return sum(len(group) for group in groups[:n]) + n - 1
+    return len(candidate)
+
+
+def _iban_length(candidate: str) -> int:
+    """How much of a matched IBAN candidate is the IBAN: a word in capitals after a full last group is not."""
+    length = _IBAN_LENGTHS[candidate[:2]]
+    seen = 0
+    for position, char in enumerate(candidate):
+        if char != " ":
+            seen += 1
+            if seen == length:
+                return position + 1
+    return len(candidate)
+
+
+_LENGTHS: Mapping[str, Callable[[str], int]] = MappingProxyType({"payment_card": _card_length, "iban": _iban_length})
+
+
 @dataclass(frozen=True, slots=True)
 class Findings:
     """How many of each kind were found; only kinds found appear. Never the values."""
@@ -339,3 +389,31 @@ class PersonalDataDetector:
                     if check is None or check(match.group()):
                         counts[kind] += 1
         return Findings(counts=MappingProxyType({kind: n for kind, n in counts.items() if n}))
+
+    def find(self, text: str) -> list[Found]:
+        """Where each finding is in `text`, in order of start: what redaction replaces.
+
+        The same patterns and checks as `scan`, which stays as it was (counting, never
+        building a match object per literal-led finding): this is paid only when a policy masks.
+        Spans may overlap only across kinds (a caller keeps the first)."""
+        found: list[Found] = []
+        add = found.append
+        for kind, literal, pattern in self._literal_led:
+            if literal in text:
+                for match in pattern.finditer(text):
+                    start, end = match.span()
+                    if kind == "email":
+                        start = _email_start(text, start)
+                    elif kind == "us_ssn":
+                        start -= _SSN_LEAD
+                    add(Found(start, end, kind))
+        if self._token_led is not None:
+            for match in self._token_led.finditer(text):
+                kind, check = self._branches[match.lastindex or 0]
+                value = match.group()
+                if check is None or check(value):
+                    start = match.start()
+                    length = _LENGTHS.get(kind)
+                    add(Found(start, start + (length(value) if length else len(value)), kind))
+        found.sort()
+        return found

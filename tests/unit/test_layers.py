@@ -26,6 +26,7 @@ PURE = [
     "proxy/routing",
     "proxy/providers",
     "proxy/frontends",
+    "proxy/redaction",
     "controller/api.py",
     "controller/compile.py",
     "controller/store.py",
