@@ -31,6 +31,7 @@ PURE = [
     "controller/store.py",
     "controller/check.py",
     "controller/status.py",
+    "controller/spend.py",
 ]
 IO_MODULES = {
     "aiohttp",
