@@ -192,6 +192,7 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     from controller.leader import LeaseElector, default_identity
     from controller.replicas import ReplicaCounts
     from controller.sources.kube import KubeSource
+    from controller.spend_reader import SpendReader
     from controller.status_writer import ObservedStatuses, StatusWriter
 
     client = KubeClient(load_config(kubeconfig=args.kubeconfig))
@@ -201,6 +202,8 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
         client, controller, namespace=args.lease_namespace, identity=elector.identity, elector=elector
     )
     spend = _spend(args, controller, active=lambda: elector.is_leader)  # read by the replica that writes status
+    if isinstance(spend, SpendReader):
+        elector.add_listener(spend.on_leadership)
     writer = StatusWriter(client, controller, elector=elector, counts=replicas, statuses=statuses, spend=spend)
     return Mode(
         source=KubeSource(client, statuses=statuses),

@@ -212,9 +212,7 @@ def worth_publishing(published: PolicySpend | None, new: PolicySpend, *, since_p
     budget), a budget reached or left, another subject on top; smaller moves of a cent at most every
     `SMALL_MOVES_EVERY` seconds. Equal numbers are never written again (status keeps their read time)."""
     if published is None or published.state != new.state or published.partial != new.partial:
-        return True
-    if published.problem != new.problem:
-        return True
+        return True  # (a new error type while still unreachable is no news: it would flap between reads)
     old_budgets, new_budgets = published.budgets, new.budgets
     shape = [(b.limit, b.per, b.measure, b.window, b.budget_micro_usd) for b in old_budgets]
     if shape != [(b.limit, b.per, b.measure, b.window, b.budget_micro_usd) for b in new_budgets]:

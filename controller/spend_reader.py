@@ -86,6 +86,11 @@ class SpendReader:
     def spend(self) -> Mapping[Key, sp.PolicySpend]:
         return self._published
 
+    def on_leadership(self, leading: bool) -> None:
+        """This replica now writes status: read at once rather than at the next tick."""
+        if leading:
+            self._wake.set()
+
     def _on_recompute(self, judgement: Judgement) -> None:
         if self._current_budgets() != self._budgets:
             self._wake.set()  # a budget added, changed or gone: read soon rather than in 15 s
@@ -100,12 +105,12 @@ class SpendReader:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            self._wake.clear()  # before the read: a change during it brings the next one forward
             if self._active():
                 try:
                     await self.read_once()
                 except Exception:  # a bug must not end spend reading for good
                     log.exception("spend: reading budget counters failed")
-            self._wake.clear()
             try:
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()

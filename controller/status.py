@@ -3,7 +3,8 @@
 The leader (a Lease, see leader.py) writes `Accepted`, `ResolvedRefs` and, for
 routes, `Programmed` plus how many sidecars run the route's current generation
 (and `PolicyRestricted` while policies take backends from it); ModelPolicies and
-ClusterModelPolicies get `Accepted` and `ResolvedRefs`.
+ClusterModelPolicies get `Accepted` and `ResolvedRefs`, and with a budget their spend
+(`spend`, the SPEND column) and `SpendReported` (shared and current, or why not).
 Every replica computes the same thing from its own watch cache; only the
 leader writes, so replicas never fight over a field.
 

@@ -13,6 +13,9 @@ The conditions themselves are decided in `controller.status` (pure); this module
   transition (never for an unchanged condition).
 - `ConditionLogger`: the same conditions, logged when they change; what
   `modelway dev` runs, where there is no API server to write to.
+
+Both take budget spend from a `SpendSource` (controller.spend_reader), which
+wakes them only when a policy's spend moved enough to be worth a write.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ numbers with their time, says so, logs once, and holds nothing else up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -295,3 +296,37 @@ async def test_status_is_told_only_when_spend_moved_enough(limiter: RedisLimiter
         assert status_of(controller, reader, TEAM)["spend"]["summary"] == "$8.02/$20 day, $8.02/$300 month"
     finally:
         await reader.close()
+
+
+async def test_a_new_budget_is_read_at_once_and_only_the_replica_writing_status_reads(redis: RedisServer) -> None:
+    store = ResourceStore()
+    controller = Controller(store=store)
+    leading = False
+    reader = reader_for(redis.url, controller, interval=3600, min_gap=0.05, active=lambda: leading)
+    task = asyncio.create_task(reader.run())
+    try:
+        await asyncio.sleep(0.2)
+        assert reader.reads == 0  # not the writer of status: no Redis call at all
+        leading = True
+        reader.on_leadership(True)
+        await _until(lambda: reader.reads == 1)
+        assert reader.spend() == {}
+        for item in (EU_SAAS, US_SAAS, IN_CLUSTER, chat_route(), *_policies()):
+            store.apply(item)
+        await controller.recompute()  # new budgets: read now, not in an hour
+        await _until(lambda: set(reader.spend()) == {CAPS, TEAM, ORG})
+        await controller.recompute()  # nothing changed: no read
+        await asyncio.sleep(0.2)
+        assert reader.reads == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await reader.close()
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached"
+        await asyncio.sleep(0.02)
