@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,11 @@ def test_spend_charged_in_redis_shows_in_kubectl_get_and_the_url_stays_secret(
         assert daily["top"] == [{"subject": f"{namespace}/app", "spentUSD": 12.0}] and status["spend"]["readAt"]
         reported = {c["type"]: c for c in status["conditions"]}["SpendReported"]
         assert (reported["status"], reported["reason"]) == ("True", "Read")
+
+        # Read every second, written only when it moves: nothing new spent, no new write.
+        version = kubectl.json("get", "mwpol", "budget", "-n", namespace)["metadata"]["resourceVersion"]
+        time.sleep(4)
+        assert kubectl.json("get", "mwpol", "budget", "-n", namespace)["metadata"]["resourceVersion"] == version
 
         # The password is in no byte the project writes.
         with urllib.request.urlopen(f"http://127.0.0.1:{controller.admin_port}/metrics", timeout=5) as resp:
