@@ -36,6 +36,9 @@ READ_TIMEOUT = 10.0  # one whole read: the scan and every MGET
 SCAN_COUNT = 1000
 MGET_BATCH = 500
 MAX_KEYS = 100_000  # budget counters looked at per read; beyond, status says "partial"
+# Reads failed in a row before status says the store is unreachable: one lost read (a restart, a
+# failover) is not worth a status write on every budgeted policy and another one when it answers.
+DOWN_AFTER = 2
 _FAILURES = (RedisError, OSError, TimeoutError)
 
 
@@ -74,6 +77,7 @@ class SpendReader:
         self._policies: object = None  # the store's policies `_current` was taken from (identity)
         self._current: tuple[sp.Budget, ...] = ()
         self._down = False
+        self._failures = 0  # reads failed in a row
         self._listeners: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self.reads = 0  # tests and debugging: reads done
@@ -133,16 +137,21 @@ class SpendReader:
                     values, partial = await self._values(now_s)
             except _FAILURES as exc:
                 problem = type(exc).__name__
+                self._failures += 1
+                if self._failures < DOWN_AFTER:
+                    return  # status keeps what it shows until the next read says more
                 if not self._down:
                     self._down = True
                     log.warning(
-                        "spend: the limit store did not answer (%s); policy status keeps the last spend read "
-                        "and says so until it answers",
+                        "spend: the limit store did not answer %d reads in a row (%s); policy status keeps the "
+                        "last spend read and says so until it answers",
+                        self._failures,
                         problem,
                     )
                 policies = dict.fromkeys(b.policy for b in budgets)
                 readings = {key: sp.unreachable(self._published.get(key), problem) for key in policies}
             else:
+                self._failures = 0
                 if self._down:
                     self._down = False
                     log.info("spend: the limit store answers again")

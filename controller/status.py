@@ -323,6 +323,8 @@ def condition_events(
     Only news: a new object that is fine gets one Event, when its route reaches its sidecars
     (Programmed), not one per condition, and a rollout still under way (Pending) is progress, not
     a Warning. Applying 5,000 objects at once would otherwise write three or four Events each.
+    Likewise `SpendReported` is never an Event: whether the limit store answers is one fact for
+    every budgeted policy, which the controller logs once.
     """
     before = _conditions_of(previous)
     events = []
@@ -331,6 +333,8 @@ def condition_events(
         if condition.reason == "Pending" or (
             old is None and condition.status == "True" and condition.type != "Programmed"
         ):
+            continue
+        if condition.type == "SpendReported":  # the store's state, not the policy's: logged once, not per policy
             continue
         unchanged = (
             old is not None

@@ -239,6 +239,7 @@ async def test_redis_gone_keeps_the_last_numbers_says_so_logs_once_and_blocks_no
         if outage == "hung":
             assert not reading.done()  # it waits for its timeout, alone
         await reading
+        assert reader.spend()[TEAM].state == "read"  # one lost read is no news
         for _ in range(2):
             await reader.read_once()
         status = status_of(controller, reader, TEAM)

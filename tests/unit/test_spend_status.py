@@ -15,7 +15,7 @@ import yaml
 
 from controller import spend as sp
 from controller.compile import judge
-from controller.status import desired_statuses, render, timeless
+from controller.status import Wanted, condition_events, desired_statuses, render, timeless
 from controller.store import Key
 from tests.unit.test_compile import resources
 from tests.unit.test_policy_compile import cluster_policy, policy
@@ -242,6 +242,18 @@ def test_an_unreachable_store_is_a_condition_and_the_old_numbers_stay() -> None:
     reported = {c["type"]: c for c in status["conditions"]}["SpendReported"]
     assert (reported["status"], reported["reason"]) == ("False", "StoreUnreachable")
     assert READ_AT in reported["message"] and "ConnectionError" in reported["message"]
+
+
+def test_the_stores_state_is_no_event_on_every_budgeted_policy() -> None:
+    before = _status(spend_of(day(12.4)))
+    down = _wanted(sp.unreachable(spend_of(day(12.4)), "ConnectionError"))
+    assert condition_events(before, down) == []  # logged once by the reader instead
+    assert condition_events(None, _wanted(sp.NO_STORE)) == []
+
+
+def _wanted(spend: sp.PolicySpend) -> tuple[Wanted, ...]:
+    view = resources(policy("caps", limits=[{"name": "mine", "usdPerDay": 50}]))
+    return desired_statuses(judge(view), {}, view, spend={CAPS: spend})[CAPS].conditions
 
 
 def test_a_policy_without_spend_has_neither_field_nor_condition() -> None:
