@@ -32,7 +32,9 @@ log = logging.getLogger("modelway.spend")
 
 DEFAULT_INTERVAL = 15.0
 MIN_GAP = 2.0  # between reads a change of budgets brings forward
-READ_TIMEOUT = 10.0  # one whole read: the scan and every MGET
+# One whole read, the scan and every MGET: generous, since a store that stops answering is caught by each
+# call's own socket timeout (a second), while 300,000 keys take seconds to scan and parse in Python.
+READ_TIMEOUT = 60.0
 SCAN_COUNT = 1000
 MGET_BATCH = 500
 MAX_KEYS = 100_000  # budget counters looked at per read; beyond, status says "partial"
