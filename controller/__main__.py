@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from controller import limit_store as limit_store_flags
 from controller.auth import Authenticator, Identity, StaticAuthenticator
 from controller.core import Controller
 from controller.push import build_push_app
@@ -33,6 +34,7 @@ from shared.scrub import normalize_otlp_header_variables, scrub_logs
 
 if TYPE_CHECKING:  # imported where used: `--source files` never loads the Kubernetes client
     from controller.kube.client import KubeClient
+    from controller.spend_reader import SpendReader, UnsharedSpend
     from controller.status_writer import ConditionLogger, StatusWriter
 
 log = logging.getLogger("modelway.controller")
@@ -93,8 +95,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="HOST:PORT",
         help="admin port: /healthz, /readyz (source synced, first compile done), /metrics (default: %(default)s)",
     )
+    parser.add_argument(
+        "--spend-read-interval",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="with a limit store: how often budget spend is read back into the policies' status (default: %(default)s)",
+    )
+    limit_store_flags.add_arguments(parser)
     webhook_wiring.add_arguments(parser)
     args = parser.parse_args(argv)
+    args.limit_store = limit_store_flags.settings_from(parser, args)  # the URL is a SecretStr from here on
+    if not args.spend_read_interval > 0:
+        parser.error("--spend-read-interval must be more than 0 seconds")
     if args.source == "files" and args.config_dir is None:
         parser.error("--source files needs --config-dir DIR (a folder of ModelProvider/ModelRoute/Secret YAML)")
     if args.source == "files" and args.dev_token_file is None:
@@ -126,6 +139,34 @@ class Mode:
     status: StatusWriter | ConditionLogger
     loops: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()  # run as tasks until shutdown
     client: KubeClient | None = None  # kube: also the certificates' client; closed at exit
+    spend: SpendReader | UnsharedSpend | None = None  # a reader's Redis client is closed at exit
+
+
+def _spend(
+    args: argparse.Namespace, controller: Controller, *, active: Callable[[], bool]
+) -> SpendReader | UnsharedSpend:
+    """With a limit store, a reader of budget spend for status (while `active`); without, the status says
+    that no shared spend exists."""
+    from controller.spend_reader import SpendReader, UnsharedSpend
+
+    store = args.limit_store
+    if store is None:
+        return UnsharedSpend(controller)
+    from controller.limit_store import connect
+
+    return SpendReader(
+        connect(store, timeout=max(1.0, store.timeout_seconds)),
+        controller,
+        prefix=store.key_prefix,
+        interval=args.spend_read_interval,
+        active=active,
+    )
+
+
+def _spend_loops(spend: SpendReader | UnsharedSpend) -> tuple[Callable[[], Coroutine[Any, Any, None]], ...]:
+    from controller.spend_reader import SpendReader
+
+    return (spend.run,) if isinstance(spend, SpendReader) else ()
 
 
 def _files_mode(args: argparse.Namespace, controller: Controller) -> Mode:
@@ -133,10 +174,13 @@ def _files_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     from controller.sources.files import FileSource
     from controller.status_writer import ConditionLogger
 
+    spend = _spend(args, controller, active=lambda: True)
     return Mode(
         source=FileSource(args.config_dir),
         authenticator=_dev_authenticator(args),
-        status=ConditionLogger(controller),  # one replica: its own counts are all there is
+        status=ConditionLogger(controller, spend=spend),  # one replica: its own counts are all there is
+        loops=_spend_loops(spend),
+        spend=spend,
     )
 
 
@@ -148,6 +192,7 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     from controller.leader import LeaseElector, default_identity
     from controller.replicas import ReplicaCounts
     from controller.sources.kube import KubeSource
+    from controller.spend_reader import SpendReader
     from controller.status_writer import ObservedStatuses, StatusWriter
 
     client = KubeClient(load_config(kubeconfig=args.kubeconfig))
@@ -156,13 +201,17 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     replicas = ReplicaCounts(
         client, controller, namespace=args.lease_namespace, identity=elector.identity, elector=elector
     )
-    writer = StatusWriter(client, controller, elector=elector, counts=replicas, statuses=statuses)
+    spend = _spend(args, controller, active=lambda: elector.is_leader)  # read by the replica that writes status
+    if isinstance(spend, SpendReader):
+        elector.add_listener(spend.on_leadership)
+    writer = StatusWriter(client, controller, elector=elector, counts=replicas, statuses=statuses, spend=spend)
     return Mode(
         source=KubeSource(client, statuses=statuses),
         authenticator=TokenReviewAuthenticator(review=client.review_token_status, get_pod=client.get_pod),
         status=writer,
-        loops=(elector.run, writer.run, replicas.run),
+        loops=(elector.run, writer.run, replicas.run, *_spend_loops(spend)),
         client=client,
+        spend=spend,
     )
 
 
@@ -187,7 +236,7 @@ async def run(args: argparse.Namespace) -> None:
 
     telemetry = build_controller_telemetry()  # OTEL_* from the environment
     store = ResourceStore()
-    controller = Controller(store=store, telemetry=telemetry)
+    controller = Controller(store=store, telemetry=telemetry, limit_store=args.limit_store)
     mode = _files_mode(args, controller) if args.source == "files" else _kube_mode(args, controller)
     readiness = Readiness()
     admin = web.AppRunner(
@@ -254,6 +303,8 @@ async def run(args: argparse.Namespace) -> None:
             await webhook.runner.cleanup()
         if mode.client is not None:
             await mode.client.close()
+        if mode.spend is not None and hasattr(mode.spend, "close"):
+            await mode.spend.close()
 
 
 def main(argv: list[str] | None = None) -> int:

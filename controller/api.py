@@ -466,9 +466,35 @@ class ClusterModelPolicySpec(ModelPolicySpec):
     namespace_selector: LabelSelector | None = None
 
 
+class SubjectSpendStatus(_Model):
+    subject: str  # "<namespace>/<serviceaccount>" (per workload) or "<namespace>" (per namespace)
+    spent_usd: float = Field(alias="spentUSD")
+
+
+class BudgetSpendStatus(_Model):
+    """One budget of one limit, as last read from the shared counters."""
+
+    limit: str
+    per: Literal["workload", "namespace", "policy"]
+    window: Literal["day", "month"]
+    period: str  # the UTC day or month the numbers are of: "2026-03-31", "2026-03"
+    budget_usd: float = Field(alias="budgetUSD")
+    spent_usd: float = Field(alias="spentUSD")  # per workload or namespace: the subject that spent most
+    total_usd: float = Field(alias="totalUSD")  # every subject together
+    subjects: int = 0  # how many workloads or namespaces spent in the window
+    top: tuple[SubjectSpendStatus, ...] = ()
+
+
+class PolicySpendStatus(_Model):
+    summary: str  # the SPEND column: "$12.40/$50 day"
+    read_at: str | None = None  # when these numbers were read (RFC 3339); re-read often, written when they move
+    budgets: tuple[BudgetSpendStatus, ...] = ()
+
+
 class ModelPolicyStatus(_Model):
     observed_generation: int = 0
     conditions: tuple[Condition, ...] = ()
+    spend: PolicySpendStatus | None = None  # only for a policy with a budget
 
 
 class ModelPolicy(_Model):

@@ -540,8 +540,15 @@ def compile_route(route: ModelRoute) -> snap.Route:
     )
 
 
-def assemble(judgement: Judgement, routes: Sequence[snap.Route], *, policy: snap.Policy | None = None) -> snap.Snapshot:
-    """A snapshot of compiled routes plus exactly the providers they use; versioned by content."""
+def assemble(
+    judgement: Judgement,
+    routes: Sequence[snap.Route],
+    *,
+    policy: snap.Policy | None = None,
+    limit_store: snap.LimitStore | None = None,
+) -> snap.Snapshot:
+    """A snapshot of compiled routes plus exactly the providers they use; versioned by content.
+    `limit_store`, the shared counters every sidecar reaches, is part of the content: a new URL is a push."""
     used = {b.provider for route in routes for rule in route.rules for b in (*rule.backends, *rule.fallbacks)}
     if policy is not None:  # the cheaper backends a spent budget reroutes to
         used |= {b.provider for limit in policy.limits for b in limit.reroute_to}
@@ -551,7 +558,9 @@ def assemble(judgement: Judgement, routes: Sequence[snap.Route], *, policy: snap
             key=lambda p: p.name,
         )
     )
-    snapshot = snap.Snapshot(providers=providers, routes=tuple(routes), policy=policy or snap.Policy())
+    snapshot = snap.Snapshot(
+        providers=providers, routes=tuple(routes), policy=policy or snap.Policy(), limit_store=limit_store
+    )
     return snapshot.model_copy(update={"version": snap.content_version(snapshot)})
 
 

@@ -36,7 +36,7 @@ from controller.compile import (
 from controller.store import Key, ResourceStore
 from controller.telemetry import ControllerTelemetry
 from controller.workload import Workload
-from proxy.snapshot import Policy, Route, Snapshot, to_wire
+from proxy.snapshot import LimitStore, Policy, Route, Snapshot, to_wire
 
 log = logging.getLogger("modelway.controller")
 
@@ -101,8 +101,10 @@ class Controller:
         quiet_seconds: float = 0.1,
         max_delay_seconds: float = 1.0,
         telemetry: ControllerTelemetry | None = None,
+        limit_store: LimitStore | None = None,
     ) -> None:
         self.store = store
+        self._limit_store = limit_store  # sent in every snapshot: one Secret here reaches every namespace
         store.subscribe(self.notify)
         self.telemetry = telemetry or ControllerTelemetry()
         self.telemetry.metrics.watch(self)
@@ -234,7 +236,7 @@ class Controller:
         assembled = (tuple(id(r) for r in routes), policy)  # the judgement holds these routes: ids are stable
         compiled = self._assembled.get(assembled)
         if compiled is None:
-            snapshot = assemble(self.judgement, compiled_routes, policy=policy)
+            snapshot = assemble(self.judgement, compiled_routes, policy=policy, limit_store=self._limit_store)
             compiled = self._by_version.get(snapshot.version)
             if compiled is None:  # else the same content as before: share it
                 message = json.dumps({"type": "snapshot", "version": snapshot.version, "snapshot": to_wire(snapshot)})

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -33,9 +33,11 @@ def _relay(prefix: str, stream: IO[str], ready: threading.Event, marker: str) ->
         sys.stdout.flush()
 
 
-def _start(name: str, argv: list[str], marker: str, *, timeout: float = 30) -> subprocess.Popen[str]:
+def _start(
+    name: str, argv: list[str], marker: str, *, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True, env=env
     )
     ready = threading.Event()
     assert process.stdout is not None
@@ -98,10 +100,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="controller admin port (/healthz, /readyz, /metrics) on 127.0.0.1 (default: a free one)",
     )
     dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    dev.add_argument(
+        "--limits-redis-url",
+        default=None,
+        metavar="URL",
+        help="a Redis to count limits and budgets on, as in a cluster (default: $MODELWAY_LIMITS_REDIS_URL, "
+        "else the sidecar counts in its own memory); handed to the controller, which sends it to the sidecar",
+    )
+    dev.add_argument("--limits-redis-cluster", action="store_true", help="speak Redis Cluster to that URL")
+    dev.add_argument("--limits-timeout", type=float, metavar="SECONDS", help="the sidecar's wait for Redis")
     args = parser.parse_args(argv)
     if args.command == "dev" and not args.config_dir.is_dir():
         parser.error(f"--config-dir {args.config_dir} is not a folder")
     return args
+
+
+def controller_limits(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The controller's limit-store flags and environment: the URL goes in the environment, never on a
+    command line (where `ps` shows it to every user of the machine)."""
+    env = dict(environ)
+    if args.limits_redis_url:
+        env["MODELWAY_LIMITS_REDIS_URL"] = args.limits_redis_url
+    flags = ["--limits-redis-cluster"] if args.limits_redis_cluster else []
+    if args.limits_timeout is not None:
+        flags += ["--limits-timeout", str(args.limits_timeout)]
+    return flags, env
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="modelway-dev-"))
     token = workdir / "sidecar.token"
+    limits_args, controller_env = controller_limits(args, os.environ)
     python = sys.executable
     controller = _start(
         "controller",
@@ -141,8 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # loopback and a free port: a dev machine's 15014 may be taken, and nothing outside needs it
             "--admin-listen",
             f"127.0.0.1:{args.controller_admin_port or _free_port()}",
+            *limits_args,
         ],
         "serving sidecar streams",
+        env=controller_env,
     )
     processes = [controller]
     try:

@@ -185,16 +185,19 @@ def compile_policy(
 # --- limits ----------------------------------------------------------------------------
 
 
+def limit_owner(policy: AnyPolicy) -> str:
+    """How a policy's counter keys begin: `ModelPolicy/<ns>/<name>` or `ClusterModelPolicy/<name>`."""
+    meta = policy.metadata
+    if isinstance(policy, ClusterModelPolicy):
+        return f"ClusterModelPolicy/{meta.name}"
+    return f"ModelPolicy/{meta.namespace}/{meta.name}"
+
+
 def counter_key(policy: AnyPolicy, limit: PolicyLimit, workload: Workload) -> str:
     """The counter a limit counts this workload's requests on; every sidecar of the same scope
     computes the same key, so they share it (`ModelPolicy/<ns>/<name>/<limit>/workload/<ns>/<sa>`,
     `.../namespace/<ns>`, `.../policy`; a ClusterModelPolicy has no namespace part)."""
-    meta = policy.metadata
-    owner = (
-        f"ClusterModelPolicy/{meta.name}"
-        if isinstance(policy, ClusterModelPolicy)
-        else f"ModelPolicy/{meta.namespace}/{meta.name}"
-    )
+    owner = limit_owner(policy)
     if limit.per == "workload":
         scope = f"workload/{workload.namespace}/{workload.service_account}"
     elif limit.per == "namespace":

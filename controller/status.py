@@ -3,7 +3,8 @@
 The leader (a Lease, see leader.py) writes `Accepted`, `ResolvedRefs` and, for
 routes, `Programmed` plus how many sidecars run the route's current generation
 (and `PolicyRestricted` while policies take backends from it); ModelPolicies and
-ClusterModelPolicies get `Accepted` and `ResolvedRefs`.
+ClusterModelPolicies get `Accepted` and `ResolvedRefs`, and with a budget their spend
+(`spend`, the SPEND column) and `SpendReported` (shared and current, or why not).
 Every replica computes the same thing from its own watch cache; only the
 leader writes, so replicas never fight over a field.
 
@@ -21,7 +22,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from controller.api import Condition, ModelPolicyStatus, ModelProviderStatus, ModelRouteStatus
+from controller import spend as sp
+from controller.api import (
+    BudgetSpendStatus,
+    Condition,
+    ModelPolicyStatus,
+    ModelProviderStatus,
+    ModelRouteStatus,
+    PolicySpendStatus,
+)
 from controller.compile import Judgement, ProviderVerdict, RouteVerdict
 from controller.core import RouteSync
 from controller.policy import PolicyVerdict
@@ -35,6 +44,7 @@ _ACTIONS = {
     "ResolvedRefs": "ResolveRefs",
     "Programmed": "Program",
     "PolicyRestricted": "Restrict",
+    "SpendReported": "ReadSpend",
 }
 
 
@@ -61,6 +71,7 @@ class DesiredStatus:
     conditions: tuple[Wanted, ...]
     synced: int | None = None  # routes only: sidecars running the current generation
     total: int | None = None  # routes only: connected sidecars the route applies to
+    spend: sp.PolicySpend | None = None  # policies with a budget only
 
     @property
     def key(self) -> Key:
@@ -139,13 +150,69 @@ def provider_status(key: Key, verdict: ProviderVerdict, *, generation: int, uid:
     return DesiredStatus(key[0], key[1], key[2], uid, generation, conditions)
 
 
-def policy_status(key: Key, verdict: PolicyVerdict, *, uid: str = "") -> DesiredStatus:
-    conditions = (_wanted("Accepted", verdict.accepted), _wanted("ResolvedRefs", verdict.resolved_refs))
-    return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions)
+def spend_reported(spend: sp.PolicySpend) -> Wanted:
+    """Whether the status's spend is shared and current. No time in the message: it would be a write per read."""
+    if spend.state == "none":
+        return Wanted(
+            "SpendReported",
+            "False",
+            "NoLimitStore",
+            "spend not shared (no limit store): each sidecar counts budgets in its own memory, so no total "
+            "exists to report; give the controller --limits-redis-url to share the counters",
+        )
+    if spend.state == "unreachable":
+        kept = f"the spend shown was read at {spend.read_at}" if spend.read_at else "no spend has been read yet"
+        return Wanted(
+            "SpendReported", "False", "StoreUnreachable", f"the limit store did not answer ({spend.problem}); {kept}"
+        )
+    message = "read from the shared limit store; written when it moves"
+    if spend.partial:
+        message += " (partial: more counters than one read takes; some subjects are missing)"
+    return Wanted("SpendReported", "True", "Read", message)
+
+
+def policy_status(
+    key: Key, verdict: PolicyVerdict, *, uid: str = "", spend: sp.PolicySpend | None = None
+) -> DesiredStatus:
+    conditions: tuple[Wanted, ...] = (
+        _wanted("Accepted", verdict.accepted),
+        _wanted("ResolvedRefs", verdict.resolved_refs),
+    )
+    if spend is not None:
+        conditions += (spend_reported(spend),)
+    return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions, spend=spend)
+
+
+def spend_status(spend: sp.PolicySpend) -> PolicySpendStatus:
+    return PolicySpendStatus(
+        summary=sp.spend_column(spend),
+        read_at=spend.read_at or None,
+        budgets=tuple(
+            BudgetSpendStatus.model_validate(
+                {
+                    "limit": b.limit,
+                    "per": b.per,
+                    "window": sp.WINDOW_WORDS[b.measure],
+                    "period": b.window,
+                    "budgetUSD": sp.usd(b.budget_micro_usd),
+                    "spentUSD": sp.usd(b.spent_micro_usd),
+                    "totalUSD": sp.usd(b.total_micro_usd),
+                    "subjects": b.subjects,
+                    "top": [{"subject": s, "spentUSD": sp.usd(m)} for s, m in b.top],
+                }
+            )
+            for b in spend.budgets
+        ),
+    )
 
 
 def desired_statuses(
-    judgement: Judgement, sync: Mapping[Key, RouteSync], resources: Resources, *, memo: dict[object, Any] | None = None
+    judgement: Judgement,
+    sync: Mapping[Key, RouteSync],
+    resources: Resources,
+    *,
+    memo: dict[object, Any] | None = None,
+    spend: Mapping[Key, sp.PolicySpend] | None = None,
 ) -> dict[Key, DesiredStatus]:
     """Per object the judgement covers and the store still holds (a deleted one gets nothing).
 
@@ -176,7 +243,7 @@ def desired_statuses(
             memo[key] = (route_verdict, obj, counts, restrictions, out[key])
     for key, policy_verdict in judgement.policy_verdicts.items():
         if (obj := present.get(key)) is not None:
-            out[key] = policy_status(key, policy_verdict, uid=obj.metadata.uid)
+            out[key] = policy_status(key, policy_verdict, uid=obj.metadata.uid, spend=(spend or {}).get(key))
     for key, provider_verdict in judgement.providers.items():
         if (obj := present.get(key)) is not None:
             before = memo.get(key)
@@ -226,8 +293,12 @@ def render(desired: DesiredStatus, previous: Mapping[str, Any] | None, now: str)
     elif desired.kind == "ModelProvider":
         status = ModelProviderStatus(observed_generation=desired.generation, conditions=tuple(conditions))
     else:
-        status = ModelPolicyStatus(observed_generation=desired.generation, conditions=tuple(conditions))
-    return status.model_dump(by_alias=True, mode="json")
+        status = ModelPolicyStatus(
+            observed_generation=desired.generation,
+            conditions=tuple(conditions),
+            spend=spend_status(desired.spend) if desired.spend is not None else None,
+        )
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def timeless(status: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -252,6 +323,8 @@ def condition_events(
     Only news: a new object that is fine gets one Event, when its route reaches its sidecars
     (Programmed), not one per condition, and a rollout still under way (Pending) is progress, not
     a Warning. Applying 5,000 objects at once would otherwise write three or four Events each.
+    Likewise `SpendReported` is never an Event: whether the limit store answers is one fact for
+    every budgeted policy, which the controller logs once.
     """
     before = _conditions_of(previous)
     events = []
@@ -260,6 +333,8 @@ def condition_events(
         if condition.reason == "Pending" or (
             old is None and condition.status == "True" and condition.type != "Programmed"
         ):
+            continue
+        if condition.type == "SpendReported":  # the store's state, not the policy's: logged once, not per policy
             continue
         unchanged = (
             old is not None

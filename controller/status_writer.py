@@ -13,6 +13,9 @@ The conditions themselves are decided in `controller.status` (pure); this module
   transition (never for an unchanged condition).
 - `ConditionLogger`: the same conditions, logged when they change; what
   `modelway dev` runs, where there is no API server to write to.
+
+Both take budget spend from a `SpendSource` (controller.spend_reader), which
+wakes them only when a policy's spend moved enough to be worth a write.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from controller.kube.resources import (
     ResourceType,
 )
 from controller.leader import LeaseElector
+from controller.spend import PolicySpend
 from controller.status import (
     DesiredStatus,
     EventSpec,
@@ -129,6 +133,14 @@ def _key(kind: str, obj: Mapping[str, Any]) -> Key:
 WRITE_CONCURRENCY = 16  # status writes in flight at once during a pass
 
 
+class SpendSource(Protocol):
+    """Each budgeted policy's spend as status should show it (spend_reader.SpendReader, UnsharedSpend)."""
+
+    def spend(self) -> Mapping[Key, PolicySpend]: ...
+
+    def add_listener(self, callback: Callable[[], None]) -> None: ...
+
+
 class SyncCounts(Protocol):
     """Sidecar counts from more than this replica (replicas.ReplicaCounts)."""
 
@@ -157,8 +169,10 @@ class StatusWriter:
         retry_cap: float = 30.0,
         counts: SyncCounts | None = None,
         statuses: ObservedStatuses | None = None,
+        spend: SpendSource | None = None,
     ) -> None:
         self._client = client
+        self._spend = spend
         self._statuses = statuses
         self._controller = controller
         self._sync_counts = counts.sync_counts if counts is not None else controller.route_sync
@@ -182,6 +196,8 @@ class StatusWriter:
         controller.subscribe(on_recompute=self.on_recompute, on_sync_change=self.on_sync_change)
         if counts is not None:
             counts.add_peers_listener(self.on_sync_change)  # another replica's counts moved: write again
+        if spend is not None:
+            spend.add_listener(self.on_sync_change)  # spend moved enough to show: write it
 
     # The Controller's callbacks: cheap, synchronous, on the loop.
     def on_recompute(self, judgement: Judgement) -> None:
@@ -235,7 +251,13 @@ class StatusWriter:
         self.passes += 1
         controller = self._controller
         sync = self._sync_counts()
-        desired = desired_statuses(controller.judgement, sync, controller.store.view(), memo=self._desired_memo)
+        desired = desired_statuses(
+            controller.judgement,
+            sync,
+            controller.store.view(),
+            memo=self._desired_memo,
+            spend=self._spend.spend() if self._spend is not None else None,
+        )
         for gone in set(self._written) - set(desired):
             del self._written[gone]
             self._settled.pop(gone, None)
@@ -363,8 +385,11 @@ class StatusWriter:
 class ConditionLogger:
     """`modelway dev`: no status subresource to write, so conditions are logged when they change."""
 
-    def __init__(self, controller: Controller, *, delay: float = 0.2) -> None:
+    def __init__(self, controller: Controller, *, delay: float = 0.2, spend: SpendSource | None = None) -> None:
         self._controller = controller
+        self._spend = spend
+        if spend is not None:
+            spend.add_listener(self.on_sync_change)
         self._delay = delay
         self._scheduled = False
         self._logged: dict[Key, tuple[Wanted, ...]] = {}
@@ -385,7 +410,8 @@ class ConditionLogger:
     def flush(self) -> None:
         self._scheduled = False
         controller = self._controller
-        desired = desired_statuses(controller.judgement, controller.route_sync(), controller.store.view())
+        spend = self._spend.spend() if self._spend is not None else None
+        desired = desired_statuses(controller.judgement, controller.route_sync(), controller.store.view(), spend=spend)
         for key in sorted(desired):
             status = desired[key]
             before = {c.type: c for c in self._logged.get(key, ())}

@@ -20,13 +20,12 @@ at once, an underestimate puts the counter further in use (or in debt). A reserv
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import math
 from collections.abc import Sequence
 
 from proxy.limits.model import BUDGETS, CounterState, Decision, Measure, Reservation
 from proxy.snapshot import RerouteBackend
+from shared.budget_windows import budget_window  # the controller reads spend by the same names
 
 MINUTE_MS = 60_000
 # Float slack for a bucket's level: levels are computed from elapsed milliseconds, and the Redis
@@ -63,17 +62,6 @@ def bucket_after(level: float, limit: int) -> tuple[int, float]:
 
 def budget_check(spent: int, cost: int, limit: int) -> bool:
     return spent + cost <= limit or (0 < limit < cost and spent <= 0)  # a budget of 0 admits nothing
-
-
-def budget_window(measure: Measure, now_s: float) -> tuple[str, float]:
-    """The UTC window a budget charges now: its name (in the counter's key) and its end, in seconds."""
-    now = dt.datetime.fromtimestamp(now_s, dt.UTC)
-    if measure == "usd_day":
-        start = dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC)
-        return now.strftime("%Y-%m-%d"), (start + dt.timedelta(days=1)).timestamp()
-    days = calendar.monthrange(now.year, now.month)[1]
-    start = dt.datetime(now.year, now.month, 1, tzinfo=dt.UTC)
-    return now.strftime("%Y-%m"), (start + dt.timedelta(days=days)).timestamp()
 
 
 def windows_for(measures: Sequence[Measure], now_s: float) -> tuple[tuple[str, ...], tuple[float, ...]]:

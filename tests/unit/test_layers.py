@@ -33,6 +33,7 @@ PURE = [
     "controller/check.py",
     "controller/status.py",
     "controller/experiments",
+    "controller/spend.py",
 ]
 IO_MODULES = {
     "aiohttp",
