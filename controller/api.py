@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from proxy.snapshot import ConfigProblem, check_base_url, check_regex
 from shared.config_text import validation_problems
-from shared.provider_types import ProviderType, needs_base_url
+from shared.provider_types import ProviderType, needs_base_url, needs_region
 
 GROUP = "modelway.io"
 VERSION = "v1alpha1"
@@ -129,6 +129,13 @@ class AzureSettings(_Model):
     api_version: Annotated[str, Field(min_length=1)]
 
 
+AWS_REGION = r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$"
+
+
+class BedrockSettings(_Model):
+    region: Annotated[str, Field(pattern=AWS_REGION, max_length=32)] | None = None
+
+
 class ModelInfo(_Model):
     name: Annotated[str, Field(min_length=1)]
     input_price_per_million: Annotated[float, Field(ge=0)] | None = None
@@ -161,6 +168,7 @@ class ModelProviderSpec(_Model):
     type: ProviderType
     base_url: Annotated[str | None, Field(alias="baseURL", pattern=r"^https?://", max_length=2048)] = None
     azure: AzureSettings | None = None
+    bedrock: BedrockSettings | None = None
     region: str | None = None
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
@@ -179,12 +187,23 @@ class ModelProviderSpec(_Model):
             raise ValueError("type azure-openai needs spec.azure (with apiVersion)")
         if self.type != "azure-openai" and self.azure is not None:
             raise ValueError(f"spec.azure is only allowed when type is azure-openai, not {self.type}")
+        if self.type != "bedrock" and self.bedrock is not None:
+            raise ValueError(f"spec.bedrock is only allowed when type is bedrock, not {self.type}")
+        if needs_region(self.type) and self.signing_region is None:
+            raise ValueError(f"type {self.type} needs a region: spec.bedrock.region or spec.region")
         if needs_base_url(self.type) and self.base_url is None:
             raise ValueError(f"type {self.type} needs spec.baseURL: it has no default endpoint")
         globs = [c.model for c in self.capacity]
         if len(globs) != len(set(globs)):
             raise ValueError(f"spec.capacity has more than one entry for a model: {globs}")
         return self
+
+    @property
+    def signing_region(self) -> str | None:
+        """The AWS region of a bedrock provider: spec.bedrock.region, else spec.region."""
+        if self.bedrock is not None and self.bedrock.region is not None:
+            return self.bedrock.region
+        return self.region
 
 
 class ModelProvider(_Model):

@@ -45,7 +45,7 @@ from controller.api import (
 )
 from controller.store import Key, Resources, key_of
 from controller.workload import Verdict, Workload
-from shared.provider_types import PROVIDER_TYPES, serves
+from shared.provider_types import default_base_url, serves
 
 ACCEPTED = Verdict(True, "Accepted")
 RESOLVED = Verdict(True, "ResolvedRefs")
@@ -153,9 +153,13 @@ def _secret_value(secret: Secret, key: str) -> str | None:
     return None
 
 
+# The Secret keys of an AWS access key (a Bedrock provider's credentialsRef Secret).
+AWS_KEY_ID, AWS_SECRET_KEY, AWS_SESSION_TOKEN = "accessKeyId", "secretAccessKey", "sessionToken"
+
+
 def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], Secret]) -> ProviderVerdict:
     spec, namespace = provider.spec, provider.metadata.namespace
-    base_url = spec.base_url or PROVIDER_TYPES[spec.type].default_base_url
+    base_url = spec.base_url or default_base_url(spec.type, region=spec.signing_region)
     if base_url is None:
         invalid = Verdict(False, "Invalid", f"type {spec.type} has no default endpoint: set spec.baseURL")
         return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
@@ -163,6 +167,7 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
         invalid = Verdict(False, "Invalid", "type azure-openai needs spec.azure.apiVersion")
         return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
     api_key: str | None = None
+    aws_keys: snap.AwsKeys | None = None
     if spec.credentials_ref is not None:
         ref = spec.credentials_ref
         secret = secrets.get((namespace, ref.name))
@@ -174,30 +179,54 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
                 "labelled modelway.io/credentials=true",
             )
             return ProviderVerdict(ACCEPTED, missing, None)
-        api_key = _secret_value(secret, ref.key)
-        if api_key is None:
+        if spec.type == "bedrock":
+            aws_keys = _aws_keys(secret)
+        api_key = None if aws_keys is not None else _secret_value(secret, ref.key)
+        if api_key is None and aws_keys is None:
+            wanted = f"{ref.key!r}" + (f" (or {AWS_KEY_ID} and {AWS_SECRET_KEY})" if spec.type == "bedrock" else "")
             missing = Verdict(
                 False,
                 "SecretKeyNotFound",
-                f"Secret {namespace}/{ref.name} has no key {ref.key!r} (spec.credentialsRef.key)",
+                f"Secret {namespace}/{ref.name} has no key {wanted} (spec.credentialsRef.key)",
             )
             return ProviderVerdict(ACCEPTED, missing, None)
     try:
-        compiled = _compile_provider(provider, base_url=base_url, api_key=api_key)
+        compiled = _compile_provider(provider, base_url=base_url, api_key=api_key, aws_keys=aws_keys)
     except ValidationError as exc:  # what the sidecar would refuse: never let it reach one
         return ProviderVerdict(Verdict(False, "Invalid", problems(exc)), RESOLVED, None)
     return ProviderVerdict(ACCEPTED, RESOLVED, compiled)
 
 
-def _compile_provider(provider: ModelProvider, *, base_url: str, api_key: str | None) -> snap.Provider:
+def _aws_keys(secret: Secret) -> snap.AwsKeys | None:
+    key_id, secret_key = _secret_value(secret, AWS_KEY_ID), _secret_value(secret, AWS_SECRET_KEY)
+    if not key_id or not secret_key:
+        return None
+    token = _secret_value(secret, AWS_SESSION_TOKEN)
+    return snap.AwsKeys(
+        access_key_id=SecretStr(key_id),
+        secret_access_key=SecretStr(secret_key),
+        session_token=SecretStr(token) if token else None,
+    )
+
+
+def _compile_provider(
+    provider: ModelProvider, *, base_url: str, api_key: str | None, aws_keys: snap.AwsKeys | None = None
+) -> snap.Provider:
     spec, namespace, name = provider.spec, provider.metadata.namespace, provider.metadata.name
+    region = spec.signing_region
+    bedrock = (
+        snap.BedrockSettings(region=region, credentials=aws_keys)
+        if spec.type == "bedrock" and region is not None
+        else None
+    )
     return snap.Provider(
         name=f"{namespace}.{name}",
         type=spec.type,
         base_url=base_url,
         api_key=SecretStr(api_key) if api_key is not None else None,
         api_version=spec.azure.api_version if spec.azure else None,
-        region=spec.region,
+        bedrock=bedrock,
+        region=spec.region or region,
         jurisdiction=spec.jurisdiction,
         hosting=spec.hosting,
         pricing={

@@ -41,7 +41,7 @@ class Runtime:
             providers={p.name: p for p in snapshot.providers},
             classifier=Classifier(policy=snapshot.policy),
             received_at=time.time() if received_at is None else received_at,
-            scrubber=Scrubber(p.api_key.get_secret_value() for p in snapshot.providers if p.api_key is not None),
+            scrubber=Scrubber(secret for p in snapshot.providers for secret in p.secrets()),
         )
 
 

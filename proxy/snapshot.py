@@ -197,6 +197,21 @@ class Limit(_Frozen):
         return self
 
 
+class AwsKeys(_Frozen):
+    """An AWS access key (and the session token of temporary ones), from the provider's Secret."""
+
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+    session_token: SecretStr | None = None
+
+
+class BedrockSettings(_Frozen):
+    # The AWS region requests are signed for (and, without a baseURL, sent to).
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$", max_length=32)]
+    # None: a Bedrock API key (the provider's apiKey) or, later, the pod's own AWS identity.
+    credentials: AwsKeys | None = None
+
+
 class Provider(_Frozen):
     name: Annotated[str, Field(pattern=_NAME, max_length=253)]
     type: ProviderType
@@ -204,6 +219,8 @@ class Provider(_Frozen):
     api_key: SecretStr | None = None
     # Azure OpenAI only: the `api-version` query parameter.
     api_version: str | None = None
+    # Bedrock only: its signing region and AWS keys.
+    bedrock: BedrockSettings | None = None
     region: str | None = None
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
@@ -219,7 +236,18 @@ class Provider(_Frozen):
     def _azure_needs_version(self) -> Provider:
         if self.type == "azure-openai" and not self.api_version:
             raise ValueError(f"provider {self.name!r}: type azure-openai needs apiVersion")
+        if (self.type == "bedrock") != (self.bedrock is not None):
+            raise ValueError(f"provider {self.name!r}: bedrock settings are for, and needed by, type bedrock only")
         return self
+
+    def secrets(self) -> list[str]:
+        """Every credential value this provider holds, for the scrubber."""
+        values = [self.api_key] if self.api_key is not None else []
+        keys = self.bedrock.credentials if self.bedrock is not None else None
+        if keys is not None:
+            values += [keys.access_key_id, keys.secret_access_key]
+            values += [keys.session_token] if keys.session_token is not None else []
+        return [v.get_secret_value() for v in values]
 
 
 class Backend(_Frozen):
@@ -386,6 +414,10 @@ class Snapshot(_Frozen):
         for provider in data["providers"]:
             if provider.get("apiKey") is not None:
                 provider["apiKey"] = "<redacted>"
+            keys: dict[str, Any] = (provider.get("bedrock") or {}).get("credentials") or {}
+            for field, value in keys.items():
+                if value is not None:
+                    keys[field] = "<redacted>"
         if data.get("limitStore") is not None:
             data["limitStore"]["url"] = "<redacted>"
         return data
@@ -398,6 +430,13 @@ def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, A
     for provider, original in zip(data["providers"], snapshot.providers, strict=True):
         if original.api_key is not None:
             provider["apiKey"] = original.api_key.get_secret_value()
+        keys = original.bedrock.credentials if original.bedrock is not None else None
+        if keys is not None:
+            provider["bedrock"]["credentials"] = {
+                "accessKeyId": keys.access_key_id.get_secret_value(),
+                "secretAccessKey": keys.secret_access_key.get_secret_value(),
+                "sessionToken": keys.session_token.get_secret_value() if keys.session_token is not None else None,
+            }
     if snapshot.limit_store is not None:
         data["limitStore"]["url"] = snapshot.limit_store.url.get_secret_value()
     return data

@@ -12,17 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible"]
+ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible", "bedrock"]
 Operation = Literal["chat", "embeddings"]
 # The wire format a type's translator speaks (several types share one).
-WireFormat = Literal["openai-chat", "anthropic-messages", "gemini"]
+WireFormat = Literal["openai-chat", "anthropic-messages", "gemini", "bedrock-converse"]
+REGION = "{region}"  # in a default base URL: the provider's region, filled in by the controller
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderKind:
     operations: frozenset[Operation]
     wire_format: WireFormat
-    default_base_url: str | None  # None: the ModelProvider must give spec.baseURL
+    # None: the ModelProvider must give spec.baseURL; with REGION in it: spec.baseURL or a region
+    default_base_url: str | None
     auth_header: str  # where its API key goes (`authorization` carries "Bearer <key>")
 
 
@@ -37,6 +39,11 @@ PROVIDER_TYPES: dict[ProviderType, ProviderKind] = {
     ),
     # vLLM, Ollama, LiteLLM and anything else speaking OpenAI's API at its own address.
     "openai-compatible": ProviderKind(frozenset({"chat", "embeddings"}), "openai-chat", None, "authorization"),
+    # Amazon Bedrock Runtime, one endpoint per AWS region; SigV4 (or a Bedrock API key as a bearer
+    # token) in `authorization`.
+    "bedrock": ProviderKind(
+        frozenset({"chat"}), "bedrock-converse", f"https://bedrock-runtime.{REGION}.amazonaws.com", "authorization"
+    ),
 }
 
 
@@ -48,3 +55,19 @@ def serves(provider_type: str, operation: str) -> bool:
 def needs_base_url(provider_type: str) -> bool:
     kind = PROVIDER_TYPES.get(provider_type)  # type: ignore[call-overload]
     return kind is not None and kind.default_base_url is None
+
+
+def needs_region(provider_type: str) -> bool:
+    """The type's endpoint (and signing) is per region: a ModelProvider gives one (or spec.baseURL and one)."""
+    kind = PROVIDER_TYPES.get(provider_type)  # type: ignore[call-overload]
+    return kind is not None and kind.default_base_url is not None and REGION in kind.default_base_url
+
+
+def default_base_url(provider_type: str, *, region: str | None = None) -> str | None:
+    """The type's endpoint; None when it has none, or when it is per region and no region is given."""
+    kind: ProviderKind | None = PROVIDER_TYPES.get(provider_type)  # type: ignore[call-overload]
+    if kind is None or kind.default_base_url is None:
+        return None
+    if REGION in kind.default_base_url:
+        return kind.default_base_url.replace(REGION, region) if region else None
+    return kind.default_base_url

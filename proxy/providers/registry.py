@@ -14,6 +14,7 @@ from collections.abc import Callable
 from proxy.providers.anthropic import AnthropicTranslator
 from proxy.providers.azure_openai import AzureOpenAITranslator
 from proxy.providers.base import Translator
+from proxy.providers.bedrock import BedrockTranslator
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.openai import OpenAITranslator
 from proxy.providers.openai_compatible import OpenAICompatibleTranslator
@@ -26,6 +27,7 @@ TRANSLATORS: dict[ProviderType, Callable[[Provider], Translator]] = {
     "azure-openai": AzureOpenAITranslator,
     "anthropic": AnthropicTranslator,
     "gemini": GeminiTranslator,
+    "bedrock": BedrockTranslator,
 }
 
 

@@ -18,16 +18,20 @@ from controller import api
 from proxy import snapshot
 from proxy.providers.base import UnsupportedOperation
 from proxy.providers.registry import TRANSLATORS, build_translator
-from shared.provider_types import PROVIDER_TYPES, ProviderType, needs_base_url, serves
+from shared.provider_types import PROVIDER_TYPES, ProviderType, default_base_url, needs_base_url, needs_region, serves
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_COPIES = (REPO / "crds", REPO / "charts" / "modelway" / "crds")
 TABLE = set(PROVIDER_TYPES)
 
 
-def _type_schema(folder: Path) -> tuple[set[str], str]:
+def _spec_schema(folder: Path) -> dict:
     crd = yaml.safe_load((folder / "modelway.io_modelproviders.yaml").read_text())
-    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]  # type: ignore[no-any-return]
+
+
+def _type_schema(folder: Path) -> tuple[set[str], str]:
+    spec = _spec_schema(folder)
     rule = next(r["rule"] for r in spec["x-kubernetes-validations"] if "has(self.baseURL)" in r["rule"])
     return set(spec["properties"]["type"]["enum"]), rule
 
@@ -51,15 +55,29 @@ def test_the_crd_enum_and_base_url_rule_follow_the_table(folder: Path) -> None:
     assert listed == {t for t in TABLE if needs_base_url(t)}, f"the baseURL rule names {sorted(listed)}"
 
 
+@pytest.mark.parametrize("folder", CRD_COPIES, ids=lambda f: str(f.relative_to(REPO)))
+def test_the_crd_region_rule_names_the_per_region_types(folder: Path) -> None:
+    rules = [r["rule"] for r in _spec_schema(folder)["x-kubernetes-validations"] if "has(self.region)" in r["rule"]]
+    listed = {t for rule in rules for t in re.findall(r"self\.type != '([a-z-]+)'", rule)}
+    assert listed == {t for t in TABLE if needs_region(t)}
+
+
+def test_a_per_region_default_endpoint_needs_its_region() -> None:
+    assert default_base_url("bedrock", region="eu-central-1") == "https://bedrock-runtime.eu-central-1.amazonaws.com"
+    assert default_base_url("bedrock") is None  # never a URL with a placeholder in it
+    assert default_base_url("openai", region="eu-central-1") == "https://api.openai.com/v1"
+
+
 @pytest.mark.parametrize("provider_type", sorted(TABLE))
 def test_a_translator_serves_exactly_the_operations_the_table_says(provider_type: ProviderType) -> None:
     kind = PROVIDER_TYPES[provider_type]
     provider = snapshot.Provider(
         name="ns.p",
         type=provider_type,
-        base_url=kind.default_base_url or "http://127.0.0.1:9/v1",
+        base_url=default_base_url(provider_type, region="us-east-1") or "http://127.0.0.1:9/v1",
         api_key="sk-test",
         api_version="2024-10-21" if provider_type == "azure-openai" else None,
+        bedrock=snapshot.BedrockSettings(region="us-east-1") if provider_type == "bedrock" else None,
     )
     translator = build_translator(provider)
     try:
