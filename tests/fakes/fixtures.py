@@ -2,9 +2,9 @@
 
 Registered for every test by ``tests/conftest.py``; ask for them by name.
 
-- ``fake_openai_process`` / ``fake_anthropic_process`` / ``fake_gemini_process``:
-  session-scoped, one process per provider for the whole run.
-- ``fake_openai`` / ``fake_anthropic`` / ``fake_gemini``: the same
+- ``fake_openai_process`` / ``fake_anthropic_process`` / ``fake_gemini_process`` /
+  ``fake_bedrock_process``: session-scoped, one process per provider for the whole run.
+- ``fake_openai`` / ``fake_anthropic`` / ``fake_gemini`` / ``fake_bedrock``: the same
   ``FakeProviderProcess``, reset (no recorded requests, no script) before each test.
 """
 
@@ -19,6 +19,8 @@ from .process import FakeProviderProcess
 __all__ = [
     "fake_anthropic",
     "fake_anthropic_process",
+    "fake_bedrock",
+    "fake_bedrock_process",
     "fake_gemini",
     "fake_gemini_process",
     "fake_openai",
@@ -60,3 +62,15 @@ def fake_anthropic(fake_anthropic_process: FakeProviderProcess) -> FakeProviderP
 def fake_gemini(fake_gemini_process: FakeProviderProcess) -> FakeProviderProcess:
     fake_gemini_process.reset()
     return fake_gemini_process
+
+
+@pytest.fixture(scope="session")
+def fake_bedrock_process() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess("bedrock") as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_bedrock(fake_bedrock_process: FakeProviderProcess) -> FakeProviderProcess:
+    fake_bedrock_process.reset()
+    return fake_bedrock_process

@@ -1,0 +1,123 @@
+"""The fake Bedrock is faithful: the AWS SDK's own client (botocore's bedrock-runtime, which signs
+with SigV4 and parses the binary event stream and AWS's error shapes) talks to it as to AWS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fakes.process import FakeProviderProcess
+
+botocore_session = pytest.importorskip("botocore.session")
+from botocore.config import Config  # noqa: E402  (after the importorskip)
+from botocore.exceptions import ClientError, EventStreamError  # noqa: E402
+
+pytestmark = pytest.mark.timeout(30)
+MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
+TOOLS: Any = {
+    "tools": [
+        {
+            "toolSpec": {
+                "name": "lookup",
+                "inputSchema": {"json": {"type": "object", "properties": {"query": {"type": "string"}}}},
+            }
+        }
+    ]
+}
+
+
+def client(fake: FakeProviderProcess, *, secret: str | None = None) -> Any:
+    key_id, _, real_secret = fake.api_key.partition(":")
+    return botocore_session.get_session().create_client(
+        "bedrock-runtime",
+        region_name="eu-central-1",
+        endpoint_url=fake.base_url,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret or real_secret,
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+
+
+def test_converse(fake_bedrock: FakeProviderProcess) -> None:
+    answer = client(fake_bedrock).converse(
+        modelId=MODEL,
+        system=[{"text": "be brief"}],
+        messages=[{"role": "user", "content": [{"text": "hello there"}]}],
+        inferenceConfig={"maxTokens": 100},
+    )
+    assert answer["output"]["message"]["content"] == [{"text": "echo: hello there"}]
+    assert answer["stopReason"] == "end_turn"
+    assert answer["usage"] == {"inputTokens": 4, "outputTokens": 3, "totalTokens": 7}
+    [seen] = fake_bedrock.requests()
+    assert seen["path"] == f"/model/{MODEL}/converse"
+    assert seen["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAFAKEBEDROCK12345/")
+
+
+def test_converse_stream_in_the_binary_framing(fake_bedrock: FakeProviderProcess) -> None:
+    answer = client(fake_bedrock).converse_stream(
+        modelId=MODEL, messages=[{"role": "user", "content": [{"text": "one two three"}]}]
+    )
+    events = list(answer["stream"])
+    kinds = [next(iter(e)) for e in events]
+    assert kinds[0] == "messageStart" and kinds[-2:] == ["messageStop", "metadata"]
+    text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+    assert text == "echo: one two three"
+    assert events[-1]["metadata"]["usage"]["outputTokens"] == 4
+
+
+def test_tool_use_streamed_and_answered(fake_bedrock: FakeProviderProcess) -> None:
+    aws = client(fake_bedrock)
+    messages: list[Any] = [{"role": "user", "content": [{"text": "use tool trains to Bern"}]}]
+    events = list(aws.converse_stream(modelId=MODEL, messages=messages, toolConfig=TOOLS)["stream"])
+    start = next(e["contentBlockStart"]["start"]["toolUse"] for e in events if "contentBlockStart" in e)
+    arguments = "".join(
+        e["contentBlockDelta"]["delta"]["toolUse"]["input"]
+        for e in events
+        if "toolUse" in e.get("contentBlockDelta", {}).get("delta", {})
+    )
+    assert start["name"] == "lookup" and arguments == '{"query": "trains to Bern"}'
+    assert next(e["messageStop"]["stopReason"] for e in events if "messageStop" in e) == "tool_use"
+    messages += [
+        {"role": "assistant", "content": [{"toolUse": {**start, "input": {"query": "trains to Bern"}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": start["toolUseId"], "content": [{"text": "9:00"}]}}]},
+    ]
+    final = aws.converse(modelId=MODEL, messages=messages, toolConfig=TOOLS)
+    assert final["output"]["message"]["content"] == [{"text": "tool said: 9:00"}]
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "ThrottlingException"), (400, "ValidationException")])
+def test_scripted_errors_are_aws_exceptions(fake_bedrock: FakeProviderProcess, status: int, code: str) -> None:
+    fake_bedrock.script([{"status": status}])
+    with pytest.raises(ClientError) as caught:
+        client(fake_bedrock).converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": "x"}]}])
+    assert caught.value.response["Error"]["Code"] == code
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+
+
+def test_a_wrong_secret_is_refused_as_aws_refuses_it(fake_bedrock: FakeProviderProcess) -> None:
+    with pytest.raises(ClientError) as caught:
+        client(fake_bedrock, secret="not/the/secret").converse(
+            modelId=MODEL, messages=[{"role": "user", "content": [{"text": "x"}]}]
+        )
+    assert caught.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_an_exception_mid_stream(fake_bedrock: FakeProviderProcess) -> None:
+    fake_bedrock.script([{"error_after_chunks": 2}])
+    answer = client(fake_bedrock).converse_stream(
+        modelId=MODEL, messages=[{"role": "user", "content": [{"text": "one two three"}]}]
+    )
+    with pytest.raises(EventStreamError) as caught:
+        list(answer["stream"])
+    assert caught.value.response["Error"]["Code"] == "modelStreamErrorException"
+
+
+def test_the_fake_refuses_turns_that_do_not_alternate(fake_bedrock: FakeProviderProcess) -> None:
+    with pytest.raises(ClientError) as caught:
+        client(fake_bedrock).converse(
+            modelId=MODEL,
+            messages=[{"role": "user", "content": [{"text": "a"}]}, {"role": "user", "content": [{"text": "b"}]}],
+        )
+    assert "alternate" in caught.value.response["Error"]["Message"]
