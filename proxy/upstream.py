@@ -45,7 +45,9 @@ def kind_for_status(status: int) -> str:
     worth the next backend."""
     if status == 429:
         return RATE_LIMITED
-    if 500 <= status <= 599:
+    if status == 408:  # the provider gave up waiting on its model (Bedrock's ModelTimeoutException)
+        return TIMEOUT
+    if 500 <= status <= 599 or status == 424:  # 424: the model behind the API failed (Bedrock's ModelErrorException)
         return SERVER_ERROR
     if status in (401, 403, 404):
         return BACKEND_REJECTED

@@ -34,6 +34,18 @@ class UpstreamProtocolError(Exception):
     and metrics can read it without checking again."""
 
 
+class UpstreamErrorEvent(UpstreamProtocolError):
+    """The provider reported an error inside a 200 answer (an exception event in a stream).
+
+    `status` is the HTTP status the provider answers the same error with, so a failure before
+    the first byte reached the client is classed as that answer would be (throttling: rate
+    limited and retried; validation: the request's own fault)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class UnsupportedOperation(Exception):
     """The provider type cannot serve this operation (e.g. embeddings on Anthropic)."""
 

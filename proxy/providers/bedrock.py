@@ -49,6 +49,7 @@ from proxy.providers.base import (
     EmbeddingsResponse,
     StreamState,
     UnsupportedOperation,
+    UpstreamErrorEvent,
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
@@ -87,13 +88,13 @@ EXCEPTION_STATUS = {
 }
 
 
-class BedrockStreamException(UpstreamProtocolError):
+class BedrockStreamException(UpstreamErrorEvent):
     """An exception message inside a ConverseStream; `status` is what AWS answers it with as HTTP."""
 
     def __init__(self, exception_type: str, message: str) -> None:
-        super().__init__(f"provider sent {exception_type} mid-stream: {message}")
+        status = EXCEPTION_STATUS.get(exception_type, 502)
+        super().__init__(f"provider sent {exception_type} mid-stream: {message}", status=status)
         self.exception_type = exception_type
-        self.status = EXCEPTION_STATUS.get(exception_type, 502)
 
 
 def finish_reason(stop_reason: Any) -> str:

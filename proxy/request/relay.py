@@ -32,6 +32,7 @@ from proxy.providers.base import (
     StreamDecoder,
     Translator,
     UnsupportedOperation,
+    UpstreamErrorEvent,
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
@@ -258,6 +259,8 @@ def _attempt_failure(
     if isinstance(exc, TimeoutError):
         what = "first token" if first_token_limited else "answer"
         failure = up.Failure(up.TIMEOUT, backend, f"no {what} in time")
+    elif isinstance(exc, UpstreamErrorEvent):  # an error the provider sent in its answer: classed by its status
+        failure = up.Failure(up.kind_for_status(exc.status), backend, str(exc)[:300])
     elif isinstance(exc, (UpstreamProtocolError, UpstreamProtocolViolation)):  # malformed, or past a limit
         failure = up.Failure(up.BAD_RESPONSE, backend, str(exc)[:300])
     elif isinstance(exc, UnusableURL):  # this backend's configuration: no retry, the next backend

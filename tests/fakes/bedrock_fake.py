@@ -7,7 +7,9 @@ POST /model/{modelId}/converse-stream   -> application/vnd.amazon.eventstream: b
 Auth: SigV4 (service `bedrock`), checked with botocore's own signer against the fake's secret, so
 a wrong key, a stale date or a bad signature is the 403 AWS would send; or a bearer token (a Bedrock
 API key) equal to the fake's whole key string. The fake's key is "<access key id>:<secret key>".
-Errors are AWS's REST-JSON shape: `{"message": ...}` with the exception's name in `x-amzn-ErrorType`.
+Errors are AWS's REST-JSON shape: `{"message": ...}` with the exception's name in `x-amzn-ErrorType`;
+in a stream (`error_after_chunks`), an exception message (`modelStreamErrorException`, or the one a
+scripted `message` ending in "Exception" names, e.g. `throttlingException`).
 """
 
 from __future__ import annotations
@@ -168,7 +170,9 @@ async def _converse(request: web.Request) -> web.StreamResponse:
     reply = reply_to(conv)
     if not stream:
         return await send_json(request, converse_answer(reply), behaviour)
-    error = exception_message("modelStreamErrorException", "The model stream encountered an error.")
+    # error_after_chunks sends modelStreamErrorException, or the exception a scripted message names
+    named = behaviour.message if behaviour.message and behaviour.message.endswith("Exception") else None
+    error = exception_message(named or "modelStreamErrorException", "The model stream encountered an error.")
     events = list(stream_messages(reply))
     return await stream_events(
         request, events, behaviour, error_event=error, headers={"Content-Type": "application/vnd.amazon.eventstream"}

@@ -258,3 +258,24 @@ def test_the_secret_key_is_in_no_config_dump_or_log(oai: openai.OpenAI, bedrock_
     for secret in (SECRET, "wrong/secret/wrong/secret/wrong/secret00", KEY_ID, DEFAULT_KEYS["bedrock"]):
         assert secret not in dumped
         assert secret not in bedrock_sidecar.logs()
+
+
+def test_throttling_inside_the_stream_before_content_is_retried(
+    oai: openai.OpenAI, fake_bedrock: FakeProviderProcess
+) -> None:
+    fake_bedrock.script([{"error_after_chunks": 1, "message": "throttlingException"}])
+    chunks = list(
+        oai.chat.completions.create(model="nova-retrying", messages=[{"role": "user", "content": "a b"}], stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: a b"
+    assert len(fake_bedrock.requests()) == 2  # rate limited, so the same backend again, not a bad answer
+
+
+@pytest.mark.parametrize(("status", "tries"), [(408, 3), (424, 3)])
+def test_model_timeouts_and_model_errors_are_retried_not_blamed_on_the_app(
+    oai: openai.OpenAI, fake_bedrock: FakeProviderProcess, status: int, tries: int
+) -> None:
+    fake_bedrock.script([{"status": status}, {"status": status}])
+    answer = oai.chat.completions.create(model="nova-retrying", messages=[{"role": "user", "content": "hello"}])
+    assert answer.choices[0].message.content == "echo: hello"
+    assert len(fake_bedrock.requests()) == tries

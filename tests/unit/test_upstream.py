@@ -36,3 +36,9 @@ def test_backoff_is_jittered_capped_and_honours_retry_after():
     assert up.backoff_delay(policy, 1, asks) == 2.0
     too_long = up.Failure(up.RATE_LIMITED, "a/m", "slow down", 429, retry_after=60.0)
     assert up.backoff_delay(policy, 1, too_long) is None
+
+
+def test_model_timeouts_and_model_failures_are_the_providers_not_the_apps() -> None:
+    # Bedrock answers ModelTimeoutException with 408 and ModelErrorException with 424
+    assert up.kind_for_status(408) == up.TIMEOUT
+    assert up.kind_for_status(424) == up.SERVER_ERROR
