@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import build_admin_app
+from proxy.auth.web_identity import keep_refreshed, pod_identity
 from proxy.http_client import AnswerLimits
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.policy.audit import AuditLog
@@ -216,14 +218,19 @@ def answer_limits(args: argparse.Namespace) -> AnswerLimits:
     )
 
 
-def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snapshot) -> Coroutine[Any, Any, None]:
+BuildRuntime = Callable[..., Runtime]  # Runtime.build with the sidecar's own settings bound
+
+
+def _file_source(
+    args: argparse.Namespace, holder: RuntimeHolder, initial: Snapshot, build: BuildRuntime
+) -> Coroutine[Any, Any, None]:
     from proxy.snapshot_file import watch_snapshot_file  # --snapshot only: the YAML loader stays out of pods
 
-    holder.swap(Runtime.build(initial))
+    holder.swap(build(initial))
 
     def on_change(new: Snapshot) -> bool:
         try:
-            runtime = Runtime.build(new)
+            runtime = build(new)
         except Exception:  # validates but cannot be compiled: keep serving the last good one
             log.exception("snapshot %s could not be compiled; keeping the last good snapshot", new.version)
             return False
@@ -241,13 +248,13 @@ def _file_source(args: argparse.Namespace, holder: RuntimeHolder, initial: Snaps
 
 
 def _controller_source(
-    args: argparse.Namespace, holder: RuntimeHolder
+    args: argparse.Namespace, holder: RuntimeHolder, build: BuildRuntime
 ) -> tuple[Coroutine[Any, Any, None], Callable[[], dict[str, Any]]]:
     if args.state_file is not None:
         saved = load_saved(args.state_file)
         if saved is not None:
             snapshot, received_at = saved
-            holder.swap(Runtime.build(snapshot, received_at=received_at))
+            holder.swap(build(snapshot, received_at=received_at))
             log.info(
                 "serving saved snapshot %s from %s until the controller answers", snapshot.version, args.state_file
             )
@@ -261,6 +268,7 @@ def _controller_source(
             backoff_max_seconds=args.reconnect_max_seconds,
         ),
         holder=holder,
+        build_runtime=lambda snapshot, received_at: build(snapshot, received_at=received_at),
     )
     return sync.run(), lambda: {"source": "controller", "controllerConnected": sync.connected}
 
@@ -269,13 +277,18 @@ async def serve(
     args: argparse.Namespace, telemetry: Telemetry, initial: Snapshot | None, holder: RuntimeHolder | None = None
 ) -> None:
     holder = holder or RuntimeHolder()
+    # The pod's own AWS identity (IRSA), for Bedrock providers configured without keys: one holder
+    # for every snapshot, refreshed by its own task.
+    aws_identity = pod_identity(os.environ)
+    build = functools.partial(Runtime.build, aws_identity=aws_identity)
+    identity_task = asyncio.create_task(keep_refreshed(aws_identity)) if aws_identity is not None else None
     if initial is not None:
-        source = _file_source(args, holder, initial)
+        source = _file_source(args, holder, initial, build)
 
         def source_status() -> dict[str, Any]:
             return {"source": "file"}
     else:
-        source, source_status = _controller_source(args, holder)
+        source, source_status = _controller_source(args, holder, build)
     app = build_app(
         holder=holder,
         telemetry=telemetry,
@@ -313,6 +326,10 @@ async def serve(
         source_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await source_task
+        if identity_task is not None:
+            identity_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await identity_task
         await runner.cleanup()
         await admin.cleanup()
         if export_task is not None:

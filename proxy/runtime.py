@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
@@ -33,11 +34,14 @@ class Runtime:
     scrubber: Scrubber = field(default_factory=Scrubber)
 
     @classmethod
-    def build(cls, snapshot: Snapshot, *, received_at: float | None = None) -> Runtime:
+    def build(
+        cls, snapshot: Snapshot, *, received_at: float | None = None, aws_identity: AwsCredentialSource | None = None
+    ) -> Runtime:
+        """`aws_identity`: the pod's own AWS credentials (kept across snapshots, refreshed by their own task)."""
         return cls(
             snapshot=snapshot,
             table=RoutingTable.build(snapshot),
-            translators={p.name: build_translator(p) for p in snapshot.providers},
+            translators={p.name: build_translator(p, aws_identity=aws_identity) for p in snapshot.providers},
             providers={p.name: p for p in snapshot.providers},
             classifier=Classifier(policy=snapshot.policy),
             received_at=time.time() if received_at is None else received_at,

@@ -313,18 +313,20 @@ class BedrockTranslator:
         self,
         provider: Provider,
         *,
-        credentials: AwsCredentialSource | None = None,
+        pod_identity: AwsCredentialSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`pod_identity`: the sidecar's own AWS credentials (web identity), for a provider whose Secret
+        holds neither AWS keys nor a Bedrock API key; without it such a provider's requests go unsigned."""
         self.provider = provider
         self.server_address, self.server_port = server_of(provider.base_url)
         self._base = provider.base_url.rstrip("/") + "/model/"
         region = provider.bedrock.region if provider.bedrock is not None else provider.region or "us-east-1"
         self._signer = Signer(region=region, service=SERVICE)
-        self._credentials = credentials if credentials is not None else credential_source(provider)
         self._bearer = (
             {"authorization": "Bearer " + provider.api_key.get_secret_value()} if provider.api_key is not None else {}
         )
+        self._credentials = credential_source(provider) or (None if self._bearer else pod_identity)
         self._clock = clock
 
     def _url(self, model: str, operation: str) -> str:

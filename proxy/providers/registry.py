@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.providers.anthropic import AnthropicTranslator
 from proxy.providers.azure_openai import AzureOpenAITranslator
 from proxy.providers.base import Translator
@@ -31,5 +32,8 @@ TRANSLATORS: dict[ProviderType, Callable[[Provider], Translator]] = {
 }
 
 
-def build_translator(provider: Provider) -> Translator:
+def build_translator(provider: Provider, *, aws_identity: AwsCredentialSource | None = None) -> Translator:
+    """`aws_identity`: the pod's own AWS credentials, for AWS providers configured without keys."""
+    if provider.type == "bedrock":
+        return BedrockTranslator(provider, pod_identity=aws_identity)
     return TRANSLATORS[provider.type](provider)

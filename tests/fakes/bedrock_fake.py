@@ -6,7 +6,8 @@ POST /model/{modelId}/converse-stream   -> application/vnd.amazon.eventstream: b
                                            messageStop, metadata; payloads padded with "p" as AWS does)
 Auth: SigV4 (service `bedrock`), checked with botocore's own signer against the fake's secret, so
 a wrong key, a stale date or a bad signature is the 403 AWS would send; or a bearer token (a Bedrock
-API key) equal to the fake's whole key string. The fake's key is "<access key id>:<secret key>".
+API key) equal to the fake's whole key string. The fake's key is "<access key id>:<secret key>". Session
+credentials issued by the fake STS (`sts_fake`) are refused once expired (ExpiredTokenException).
 Errors are AWS's REST-JSON shape: `{"message": ...}` with the exception's name in `x-amzn-ErrorType`;
 in a stream (`error_after_chunks`), an exception message (`modelStreamErrorException`, or the one a
 scripted `message` ending in "Exception" names, e.g. `throttlingException`).
@@ -31,6 +32,7 @@ from proxy.providers.aws_eventstream import encode_message
 
 from .answers import Conversation, Reply, ToolMode, json_pieces, random_token, reply_to, word_pieces
 from .behaviour import STATE, FakeState, add_control_routes, before_reply, record, send_json, stream_events
+from .sts_fake import session_token_expiry
 
 STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "stop_sequence": "stop_sequence"}
 EXCEPTIONS = {
@@ -128,6 +130,9 @@ async def check_auth(request: web.Request, api_key: str) -> None:
         raise BedrockError(
             403, f"Signature expired: {stamp} is now earlier than the allowed skew.", "InvalidSignatureException"
         )
+    expiry = session_token_expiry(request.headers.get("x-amz-security-token", ""))
+    if expiry is not None and time.time() > expiry:
+        raise BedrockError(403, "The security token included in the request is expired", "ExpiredTokenException")
     body = await request.read()
     declared = request.headers.get("x-amz-content-sha256")
     if declared is not None and declared != hashlib.sha256(body).hexdigest():

@@ -86,11 +86,24 @@ def test_requests_are_signed_for_the_region_with_the_injected_clock() -> None:
 
 
 def test_session_credentials_send_their_token() -> None:
-    source = StaticCredentials(AwsCredentials(KEY_ID, SECRET, "session-token-value"))
-    t = BedrockTranslator(provider(), credentials=source, clock=lambda: NOW)
+    keys = AwsKeys(access_key_id=KEY_ID, secret_access_key=SECRET, session_token="session-token-value")
+    t = translator(bedrock=BedrockSettings(region="eu-central-1", credentials=keys))
     headers = t.chat_request({"messages": [{"role": "user", "content": "hi"}]}, model=MODEL, stream=False).headers
     assert headers["x-amz-security-token"] == "session-token-value"
     assert "x-amz-security-token" in headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
+
+
+def test_without_keys_the_pods_identity_signs() -> None:
+    identity = StaticCredentials(AwsCredentials("ASIAPODIDENTITY00000", "pod-secret", "pod-token"))
+    t = BedrockTranslator(provider(bedrock=BedrockSettings(region="eu-central-1")), pod_identity=identity)
+    headers = t.chat_request({"messages": [{"role": "user", "content": "hi"}]}, model=MODEL, stream=False).headers
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=ASIAPODIDENTITY00000/")
+    assert headers["x-amz-security-token"] == "pod-token"
+    # the provider's own keys win over the pod's identity
+    own = BedrockTranslator(provider(), pod_identity=identity).chat_request(
+        {"messages": [{"role": "user", "content": "hi"}]}, model=MODEL, stream=False
+    )
+    assert own.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={KEY_ID}/")
 
 
 def test_a_bedrock_api_key_is_a_bearer_token() -> None:

@@ -1,0 +1,127 @@
+"""Fake AWS STS answering AssumeRoleWithWebIdentity as documented (form POST in, XML out).
+
+It checks the role ARN and the web identity token, and issues the keys it was given with a session
+token that carries its expiry (`FakeSessionToken-<epoch>-<n>`), which the fake Bedrock refuses once
+past (ExpiredTokenException), as AWS refuses expired session credentials. `StsThread` runs it on its
+own loop in a thread, for synchronous tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/"
+TOKEN_PREFIX = "FakeSessionToken-"
+
+
+@dataclass
+class StsState:
+    role_arn: str
+    web_identity_token: str
+    access_key_id: str
+    secret_access_key: str
+    lifetime_seconds: float = 3600.0
+    fail_next: int = 0  # answer this many exchanges with a 503
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+STATE = web.AppKey("sts_state", StsState)
+
+
+def session_token_expiry(token: str) -> float | None:
+    """The expiry a fake session token carries, None for any other token."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    return float(token[len(TOKEN_PREFIX) :].split("-")[0])
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    body = (
+        f'<ErrorResponse xmlns="{XMLNS}"><Error><Type>Sender</Type><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error><RequestId>fake</RequestId></ErrorResponse>"
+    )
+    return web.Response(status=status, text=body, content_type="text/xml")
+
+
+async def _assume(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    form = await request.post()
+    state.calls.append({"at": time.time(), **{k: str(v) for k, v in form.items()}})
+    if state.fail_next > 0:
+        state.fail_next -= 1
+        return _error(503, "ServiceUnavailable", "Service is unable to handle request.")
+    if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("Version") != "2011-06-15":
+        return _error(400, "InvalidAction", "Could not find operation.")
+    if form.get("RoleArn") != state.role_arn:
+        return _error(403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity")
+    if form.get("WebIdentityToken") != state.web_identity_token:
+        return _error(400, "InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider")
+    expires = time.time() + state.lifetime_seconds
+    token = f"{TOKEN_PREFIX}{expires:.3f}-{len(state.calls)}"
+    expiration = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires)) + f".{int(expires % 1 * 1000):03d}Z"
+    body = (
+        f'<AssumeRoleWithWebIdentityResponse xmlns="{XMLNS}"><AssumeRoleWithWebIdentityResult>'
+        f"<SubjectFromWebIdentityToken>system:serviceaccount:team-a:app</SubjectFromWebIdentityToken>"
+        f"<AssumedRoleUser><Arn>{state.role_arn}/{form.get('RoleSessionName')}</Arn>"
+        f"<AssumedRoleId>AROAFAKE:{form.get('RoleSessionName')}</AssumedRoleId></AssumedRoleUser>"
+        f"<Credentials><SessionToken>{token}</SessionToken>"
+        f"<SecretAccessKey>{state.secret_access_key}</SecretAccessKey>"
+        f"<Expiration>{expiration}</Expiration><AccessKeyId>{state.access_key_id}</AccessKeyId></Credentials>"
+        f"<Provider>oidc.eks.eu-central-1.amazonaws.com/id/FAKE</Provider><Audience>sts.amazonaws.com</Audience>"
+        f"</AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>fake</RequestId></ResponseMetadata>"
+        f"</AssumeRoleWithWebIdentityResponse>"
+    )
+    return web.Response(text=body, content_type="text/xml")
+
+
+def create_app(state: StsState) -> web.Application:
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_post("/", _assume)
+    return app
+
+
+class StsThread:
+    """The fake STS on its own event loop in a daemon thread; a context manager."""
+
+    def __init__(self, state: StsState) -> None:
+        self.state = state
+        self.base_url = ""
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        from .server import serve  # (server imports the fakes, the Bedrock one imports this module)
+
+        self._stop = asyncio.Event()
+        async with serve(create_app(self.state)) as serving:
+            self.base_url = serving.base_url
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> StsThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake STS did not start")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._loop.close()
