@@ -452,3 +452,17 @@ def test_malformed_stream_events_are_bad_answers(payload: bytes) -> None:
     headers = {":event-type": "contentBlockDelta", ":content-type": "application/json", ":message-type": "event"}
     with pytest.raises(UpstreamProtocolError):
         decode(encode_message(headers, payload))
+
+
+def test_aws_keys_are_masked_in_dumps_and_kept_on_the_wire() -> None:
+    from proxy.snapshot import Snapshot, parse_snapshot, to_wire
+
+    keys = AwsKeys(access_key_id=KEY_ID, secret_access_key=SECRET, session_token="session-token-value")
+    snapshot = Snapshot(providers=(provider(bedrock=BedrockSettings(region="eu-central-1", credentials=keys)),))
+    dumped = json.dumps(snapshot.masked())
+    assert SECRET not in dumped and KEY_ID not in dumped and "session-token-value" not in dumped
+    assert snapshot.masked()["providers"][0]["bedrock"]["credentials"]["secretAccessKey"] == "<redacted>"
+    again = parse_snapshot(to_wire(snapshot)).providers[0]
+    assert again.secrets() == [KEY_ID, SECRET, "session-token-value"]
+    rotated = Snapshot(providers=(provider(),))  # a new secret key is a new version
+    assert parse_snapshot(to_wire(rotated)).version != parse_snapshot(to_wire(snapshot)).version
