@@ -19,6 +19,7 @@ The secret key is read here and nowhere else; it is in no returned value, repr o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
@@ -65,6 +66,14 @@ def host_header(url: str) -> str:
     return host if parts.port in (None, default) else f"{host}:{parts.port}"
 
 
+@functools.lru_cache(maxsize=512)
+def _target(url: str) -> tuple[str, str, str]:
+    """(Host header, canonical URI, canonical query) of a URL. A translator signs a handful of URLs
+    (one per model and operation) over and over: parsed once each."""
+    parts = urlsplit(url)
+    return host_header(url), canonical_uri(parts.path), canonical_query(parts.query)
+
+
 def canonical_uri(path: str) -> str:
     return quote(path or "/", safe="/" + _UNRESERVED)
 
@@ -81,16 +90,18 @@ def _canonical_value(value: str) -> str:
 
 
 def canonical_request(
-    *, method: str, path: str, query: str, headers: Iterable[tuple[str, str]], payload_hash: str
+    *, method: str, path: str, query: str, headers: Iterable[tuple[str, str]], payload_hash: str, encoded: bool = False
 ) -> tuple[str, str]:
-    """(the canonical request, its signed header names)."""
+    """(the canonical request, its signed header names); `encoded`: path and query are canonical already."""
     merged: dict[str, list[str]] = {}
     for name, value in headers:
         merged.setdefault(name.lower().strip(), []).append(_canonical_value(value))
     names = sorted(merged)
     signed = ";".join(names)
     lines = "".join(f"{name}:{','.join(merged[name])}\n" for name in names)
-    request = "\n".join([method.upper(), canonical_uri(path), canonical_query(query), lines, signed, payload_hash])
+    if not encoded:
+        path, query = canonical_uri(path), canonical_query(query)
+    request = "\n".join([method.upper(), path, query, lines, signed, payload_hash])
     return request, signed
 
 
@@ -140,16 +151,16 @@ class Signer:
             added["x-amz-content-sha256"] = payload_hash
         if credentials.session_token:
             added["x-amz-security-token"] = credentials.session_token
-        parts = urlsplit(url)
+        host, path, query = _target(url)
         signed_headers = [(k, v) for k, v in headers.items() if k.lower() not in _SET_BY_SIGNING]
-        signed_headers += [("host", host_header(url)), *added.items()]
+        signed_headers += [("host", host), *added.items()]
         canonical, names = canonical_request(
-            method=method, path=parts.path, query=parts.query, headers=signed_headers, payload_hash=payload_hash
+            method=method, path=path, query=query, headers=signed_headers, payload_hash=payload_hash, encoded=True
         )
         scope = credential_scope(stamp[:8], self.region, self.service)
         to_sign = string_to_sign(stamp=stamp, scope=scope, canonical=canonical)
-        signature = hmac.new(self._signing_key(credentials.secret_access_key, stamp[:8]), to_sign.encode(), "sha256")
-        hex_signature = signature.hexdigest()
+        key = self._signing_key(credentials.secret_access_key, stamp[:8])
+        hex_signature = hmac.digest(key, to_sign.encode(), "sha256").hex()
         added["authorization"] = (
             f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, SignedHeaders={names}, "
             f"Signature={hex_signature}"

@@ -41,6 +41,7 @@ HeaderValue = bool | int | bytes | str | uuid.UUID
 # value type -> fixed width (bytes) of its value, and the struct format reading it
 _FIXED: dict[int, tuple[int, str]] = {2: (1, ">b"), 3: (2, ">h"), 4: (4, ">i"), 5: (8, ">q"), 8: (8, ">q")}
 _BYTES, _STRING, _UUID = 6, 7, 9
+_CACHED_HEADER_BLOCKS = 32
 
 
 class EventStreamError(UpstreamProtocolError):
@@ -65,6 +66,7 @@ class EventStreamDecoder:
         self._max = max(MIN_MESSAGE_BYTES, min(max_message_bytes, MAX_MESSAGE_BYTES))
         self._buffer = bytearray()
         self._expected = 0  # total length of the message being read, once its prelude checked out
+        self._seen: dict[bytes, dict[str, HeaderValue]] = {}
 
     def feed(self, data: bytes) -> list[EventMessage]:
         self._buffer += data
@@ -96,6 +98,16 @@ class EventStreamDecoder:
             raise EventStreamError(f"event stream message of {total} bytes is over the limit of {self._max}")
         return int(total)
 
+    def _headers_of(self, block: bytes) -> dict[str, HeaderValue]:
+        # A stream repeats a few header blocks (one per event type): each is parsed once. The cache
+        # is the decoder's own (one stream) and bounded; the dicts handed out are copies.
+        cached = self._seen.get(block)
+        if cached is None:
+            cached = _headers(memoryview(block))
+            if len(self._seen) < _CACHED_HEADER_BLOCKS:
+                self._seen[block] = cached
+        return dict(cached)
+
     def _message(self, total: int) -> EventMessage:
         view = memoryview(self._buffer)[:total]
         try:
@@ -104,7 +116,7 @@ class EventStreamDecoder:
                 raise EventStreamError("event stream message CRC does not match")
             (headers_length,) = _U32.unpack_from(view, 4)
             end = PRELUDE_BYTES + headers_length
-            headers = _headers(view[PRELUDE_BYTES:end])
+            headers = self._headers_of(bytes(view[PRELUDE_BYTES:end]))
             return EventMessage(headers=headers, payload=bytes(view[end : total - MESSAGE_CRC_BYTES]))
         finally:
             view.release()  # the bytearray cannot be resized while a view of it is alive

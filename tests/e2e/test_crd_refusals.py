@@ -149,8 +149,20 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     "misspelt-field": (_rule0(lambda r: r.update(retries={"attempts": 3})), ['unknown field "spec.rules[0].retries"']),
     "no-rules": (_route(lambda s: s.update(rules=[])), ["spec.rules", "should have at least 1 items"]),
     "unknown-provider-type": (
+        _provider(type="watsonx"),
+        ["spec.type", 'Unsupported value: "watsonx"', '"openai-compatible"', '"bedrock"'],
+    ),
+    "bedrock-without-region": (
         _provider(type="bedrock"),
-        ["spec.type", 'Unsupported value: "bedrock"', '"openai-compatible"'],
+        ["spec.region", "type bedrock needs a region: spec.bedrock.region or spec.region"],
+    ),
+    "bedrock-settings-on-openai": (
+        _provider(type="openai", bedrock={"region": "us-east-1"}),
+        ["spec.bedrock", "spec.bedrock is only allowed when type is bedrock, not openai"],
+    ),
+    "bedrock-region-that-is-no-aws-region": (
+        _provider(type="bedrock", bedrock={"region": "Frankfurt"}),
+        ["spec.bedrock.region", '"Frankfurt"', "should match"],
     ),
     "azure-without-api-version": (_provider(**{**AZURE, "azure": {}}), ["spec.azure.apiVersion", "Required value"]),
     "azure-without-azure": (
