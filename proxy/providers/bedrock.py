@@ -33,12 +33,10 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
-from proxy.auth.aws_credentials import AwsCredentialSource, StaticCredentials
-from proxy.auth.sigv4 import AwsCredentials, Signer
+from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage, EventStreamDecoder
 from proxy.providers.base import (
@@ -49,22 +47,18 @@ from proxy.providers.base import (
     EmbeddingsResponse,
     StreamState,
     UnsupportedOperation,
-    UpstreamErrorEvent,
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
 )
+from proxy.providers.bedrock_endpoint import BedrockEndpoint, bedrock_error_message, event_type
 from proxy.providers.bedrock_request import converse_body
-from proxy.providers.openai import body_excerpt, load_json_object, server_of
+from proxy.providers.openai import load_json_object
 from proxy.snapshot import Provider
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES
 
 Json = dict[str, Any]
 
-SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
-EVENT_STREAM = "application/vnd.amazon.eventstream"
-JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
-STREAM_HEADERS = {"content-type": "application/json", "accept": EVENT_STREAM}
 RESPONSE_MODEL = "bedrock"
 
 FINISH_REASONS = {
@@ -76,25 +70,6 @@ FINISH_REASONS = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
-
-#: Exception types in a stream -> the HTTP status AWS gives the same exception as an answer.
-EXCEPTION_STATUS = {
-    "throttlingException": 429,
-    "serviceUnavailableException": 503,
-    "internalServerException": 500,
-    "modelStreamErrorException": 424,
-    "validationException": 400,
-    "modelTimeoutException": 408,
-}
-
-
-class BedrockStreamException(UpstreamErrorEvent):
-    """An exception message inside a ConverseStream; `status` is what AWS answers it with as HTTP."""
-
-    def __init__(self, exception_type: str, message: str) -> None:
-        status = EXCEPTION_STATUS.get(exception_type, 502)
-        super().__init__(f"provider sent {exception_type} mid-stream: {message}", status=status)
-        self.exception_type = exception_type
 
 
 def finish_reason(stop_reason: Any) -> str:
@@ -176,17 +151,6 @@ def converse_completion(data: Json, *, created: int) -> tuple[ChatResponse, Usag
     return response, usage
 
 
-def bedrock_error_message(body: bytes) -> str:
-    try:
-        data = orjson.loads(body)
-    except ValueError:
-        return body_excerpt(body)
-    if not isinstance(data, dict):
-        return body_excerpt(body)
-    message = data.get("message", data.get("Message"))
-    return checks.message_text(message) if isinstance(message, str) else body_excerpt(body)
-
-
 # --- stream: ConverseStream -> chat.completion.chunk -----------------------------------------
 
 
@@ -212,16 +176,7 @@ class ConverseStreamDecoder:
         return []
 
     def _decode(self, message: EventMessage) -> list[ChatChunk]:
-        kind = message.header(":message-type")
-        if kind == "exception":
-            exception = message.header(":exception-type") or "exception"
-            raise BedrockStreamException(exception, bedrock_error_message(message.payload))
-        if kind == "error":
-            code = message.header(":error-code") or "error"
-            raise BedrockStreamException(code, checks.message_text(message.header(":error-message")))
-        if kind != "event":
-            raise UpstreamProtocolError(f"stream message has an unknown :message-type {checks.message_text(kind)}")
-        event = message.header(":event-type")
+        event = event_type(message)
         if event in ("contentBlockStop", None):
             return []
         payload = load_json_object(message.payload, f"stream {event} event")
@@ -290,21 +245,6 @@ class ConverseStreamDecoder:
 # --- the translator --------------------------------------------------------------------------
 
 
-def credential_source(provider: Provider) -> AwsCredentialSource | None:
-    """Static keys from the provider's Secret; None when it has none (a bearer API key, or unsigned)."""
-    settings = provider.bedrock
-    if settings is None or settings.credentials is None:
-        return None
-    keys = settings.credentials
-    return StaticCredentials(
-        AwsCredentials(
-            access_key_id=keys.access_key_id.get_secret_value(),
-            secret_access_key=keys.secret_access_key.get_secret_value(),
-            session_token=keys.session_token.get_secret_value() if keys.session_token is not None else None,
-        )
-    )
-
-
 class BedrockTranslator:
     system = "aws.bedrock"
     native_openai = False
@@ -319,33 +259,12 @@ class BedrockTranslator:
         """`pod_identity`: the sidecar's own AWS credentials (web identity), for a provider whose Secret
         holds neither AWS keys nor a Bedrock API key; without it such a provider's requests go unsigned."""
         self.provider = provider
-        self.server_address, self.server_port = server_of(provider.base_url)
-        self._base = provider.base_url.rstrip("/") + "/model/"
-        region = provider.bedrock.region if provider.bedrock is not None else provider.region or "us-east-1"
-        self._signer = Signer(region=region, service=SERVICE)
-        self._bearer = (
-            {"authorization": "Bearer " + provider.api_key.get_secret_value()} if provider.api_key is not None else {}
-        )
-        self._credentials = credential_source(provider) or (None if self._bearer else pod_identity)
-        self._clock = clock
-
-    def _url(self, model: str, operation: str) -> str:
-        return f"{self._base}{quote(model, safe='')}/{operation}"
-
-    def _authorized(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
-        credentials = self._credentials.credentials() if self._credentials is not None else None
-        if credentials is None:
-            return {**headers, **self._bearer}
-        signature = self._signer.sign(
-            method="POST", url=url, headers=headers, body=body, credentials=credentials, now=self._clock()
-        )
-        return {**headers, **signature.headers}
+        self._endpoint = BedrockEndpoint(provider, pod_identity=pod_identity, clock=clock)
+        self.server_address, self.server_port = self._endpoint.server_address, self._endpoint.server_port
 
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         body = orjson.dumps(converse_body(request))
-        url = self._url(model, "converse-stream" if stream else "converse")
-        headers = self._authorized(url, dict(STREAM_HEADERS if stream else JSON_HEADERS), body)
-        return UpstreamRequest(url=url, headers=headers, body=body, stream=stream)
+        return self._endpoint.request(model, "converse-stream" if stream else "converse", body, stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return converse_completion(load_json_object(body, "response"), created=int(time.time()))

@@ -15,7 +15,8 @@ from proxy.auth.sigv4 import AwsCredentials, Signer
 from proxy.errors import ApiError
 from proxy.providers.aws_eventstream import encode_message
 from proxy.providers.base import UnsupportedOperation, UpstreamProtocolError
-from proxy.providers.bedrock import BedrockStreamException, BedrockTranslator
+from proxy.providers.bedrock import BedrockTranslator
+from proxy.providers.bedrock_endpoint import BedrockStreamException
 from proxy.snapshot import AwsKeys, BedrockSettings, Provider
 from shared.scrub import Scrubber
 
