@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from proxy.snapshot import ConfigProblem, check_base_url, check_regex
+from proxy.snapshot import BedrockApi, ConfigProblem, check_base_url, check_regex
 from shared.config_text import validation_problems
 from shared.provider_types import ProviderType, needs_base_url, needs_region
 
@@ -134,6 +134,7 @@ AWS_REGION = r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$"
 
 class BedrockSettings(_Model):
     region: Annotated[str, Field(pattern=AWS_REGION, max_length=32)] | None = None
+    api: BedrockApi = "converse"
 
 
 class ModelInfo(_Model):

@@ -215,7 +215,7 @@ def _compile_provider(
     spec, namespace, name = provider.spec, provider.metadata.namespace, provider.metadata.name
     region = spec.signing_region
     bedrock = (
-        snap.BedrockSettings(region=region, credentials=aws_keys)
+        snap.BedrockSettings(region=region, credentials=aws_keys, api=spec.bedrock.api if spec.bedrock else "converse")
         if spec.type == "bedrock" and region is not None
         else None
     )

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from shared.provider_types import ProviderType
 
 Hosting = Literal["saas", "vpc", "in-cluster"]
+BedrockApi = Literal["converse", "anthropic-messages"]
 RetryOn = Literal["connect-error", "timeout", "429", "5xx"]
 DataClass = Literal["public", "internal", "personal", "restricted"]
 
@@ -208,8 +209,11 @@ class AwsKeys(_Frozen):
 class BedrockSettings(_Frozen):
     # The AWS region requests are signed for (and, without a baseURL, sent to).
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$", max_length=32)]
-    # None: a Bedrock API key (the provider's apiKey) or, later, the pod's own AWS identity.
+    # None: a Bedrock API key (the provider's apiKey), or the pod's own AWS identity.
     credentials: AwsKeys | None = None
+    # converse: every model, through Converse; anthropic-messages: Anthropic models through
+    # InvokeModel with Anthropic's own body.
+    api: BedrockApi = "converse"
 
 
 class Provider(_Frozen):

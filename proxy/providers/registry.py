@@ -16,6 +16,7 @@ from proxy.providers.anthropic import AnthropicTranslator
 from proxy.providers.azure_openai import AzureOpenAITranslator
 from proxy.providers.base import Translator
 from proxy.providers.bedrock import BedrockTranslator
+from proxy.providers.bedrock_anthropic import BedrockAnthropicTranslator
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.openai import OpenAITranslator
 from proxy.providers.openai_compatible import OpenAICompatibleTranslator
@@ -35,5 +36,7 @@ TRANSLATORS: dict[ProviderType, Callable[[Provider], Translator]] = {
 def build_translator(provider: Provider, *, aws_identity: AwsCredentialSource | None = None) -> Translator:
     """`aws_identity`: the pod's own AWS credentials, for AWS providers configured without keys."""
     if provider.type == "bedrock":
+        if provider.bedrock is not None and provider.bedrock.api == "anthropic-messages":
+            return BedrockAnthropicTranslator(provider, pod_identity=aws_identity)
         return BedrockTranslator(provider, pod_identity=aws_identity)
     return TRANSLATORS[provider.type](provider)

@@ -5,6 +5,7 @@ front ends can render, or raise UpstreamProtocolError, never anything else."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from proxy.providers.aws_eventstream import EventStreamDecoder, encode_message
 from proxy.providers.base import UpstreamProtocolError
 from proxy.providers.bedrock import BedrockTranslator
+from proxy.providers.bedrock_anthropic import BedrockAnthropicTranslator
 from proxy.snapshot import BedrockSettings, Provider
 from tests.adversarial.fuzz_strategies import ANY_JSON, COUNT, GARBAGE, NAME, cut, encoded, field, shaped
 from tests.adversarial.test_fuzz_decoders import (
@@ -37,6 +39,15 @@ TRANSLATOR = BedrockTranslator(
     )
 )
 
+INVOKE = BedrockAnthropicTranslator(
+    Provider(
+        name="c",
+        type="bedrock",
+        base_url="https://bedrock-runtime.us-east-1.amazonaws.com",
+        api_key="k",
+        bedrock=BedrockSettings(region="us-east-1", api="anthropic-messages"),
+    )
+)
 USAGE = shaped(inputTokens=COUNT, outputTokens=COUNT, totalTokens=COUNT, cacheReadInputTokens=COUNT)
 STOP = st.sampled_from(["end_turn", "tool_use", "max_tokens", "stop_sequence", "guardrail_intervened"]) | NAME
 BLOCK = st.one_of(
@@ -95,8 +106,8 @@ def converse_stream(draw: Any) -> bytes:
     return body
 
 
-def run_stream(pieces: list[bytes]) -> None:
-    decoder = TRANSLATOR.stream_decoder(model="m", max_event_bytes=4096)
+def run_stream(pieces: list[bytes], translator: Any = TRANSLATOR) -> None:
+    decoder = translator.stream_decoder(model="m", max_event_bytes=4096)
     chunks: list[Any] = []
     try:
         for piece in pieces:
@@ -157,3 +168,20 @@ def test_error_messages_are_short_writable_strings(status: int, body: bytes) -> 
     assert type(message) is str and len(message) <= 500
     json.dumps(message)
     message.encode("utf-8")
+
+
+@st.composite
+def invoke_stream(draw: Any) -> bytes:
+    """InvokeModelWithResponseStream: `chunk` messages whose base64 bytes are any JSON, or not base64."""
+    frames = []
+    for event in draw(st.lists(st.one_of(ANY_JSON.map(encoded), GARBAGE), max_size=5)):
+        raw = base64.b64encode(event).decode() if draw(st.integers(0, 5)) else draw(st.text(max_size=8))
+        payload = json.dumps({"bytes": raw}).encode() if draw(st.integers(0, 5)) else draw(GARBAGE)
+        frames.append(encode_message({":event-type": "chunk", ":message-type": "event"}, payload))
+    return b"".join(frames)
+
+
+@FUZZ
+@given(data=st.data(), body=st.one_of(invoke_stream(), st.binary(max_size=300)))
+def test_invoke_stream_decoder(data: Any, body: bytes) -> None:
+    run_stream(data.draw(cut(body)), INVOKE)

@@ -4,6 +4,10 @@ POST /model/{modelId}/converse          -> a Converse JSON answer
 POST /model/{modelId}/converse-stream   -> application/vnd.amazon.eventstream: binary messages with
                                            real CRCs (messageStart, contentBlockStart/Delta/Stop,
                                            messageStop, metadata; payloads padded with "p" as AWS does)
+POST /model/{modelId}/invoke            -> InvokeModel with Anthropic's Messages body (anthropic_version
+                                           bedrock-2023-05-31, no model, no stream): an Anthropic message
+POST /model/{modelId}/invoke-with-response-stream -> `chunk` messages, each {"bytes": base64 of one
+                                           Anthropic stream event}
 Auth: SigV4 (service `bedrock`), checked with botocore's own signer against the fake's secret, so
 a wrong key, a stale date or a bad signature is the 403 AWS would send; or a bearer token (a Bedrock
 API key) equal to the fake's whole key string. The fake's key is "<access key id>:<secret key>". Session
@@ -15,6 +19,7 @@ scripted `message` ending in "Exception" names, e.g. `throttlingException`).
 
 from __future__ import annotations
 
+import base64
 import calendar
 import hashlib
 import json
@@ -30,6 +35,7 @@ from botocore.credentials import Credentials
 
 from proxy.providers.aws_eventstream import encode_message
 
+from . import anthropic_fake
 from .answers import Conversation, Reply, ToolMode, json_pieces, random_token, reply_to, word_pieces
 from .behaviour import STATE, FakeState, add_control_routes, before_reply, record, send_json, stream_events
 from .sts_fake import session_token_expiry
@@ -90,6 +96,8 @@ def create_app(api_key: str) -> web.Application:
     add_control_routes(app)
     app.router.add_post("/model/{model_id:.+}/converse-stream", _converse)
     app.router.add_post("/model/{model_id:.+}/converse", _converse)
+    app.router.add_post("/model/{model_id:.+}/invoke-with-response-stream", _invoke)
+    app.router.add_post("/model/{model_id:.+}/invoke", _invoke)
     return app
 
 
@@ -182,6 +190,48 @@ async def _converse(request: web.Request) -> web.StreamResponse:
     return await stream_events(
         request, events, behaviour, error_event=error, headers={"Content-Type": "application/vnd.amazon.eventstream"}
     )
+
+
+async def _invoke(request: web.Request) -> web.StreamResponse:
+    """Anthropic models through InvokeModel: the Anthropic fake's reading of the body and its answers."""
+    body = await record(request)
+    state = request.app[STATE]
+    behaviour = state.next_behaviour()
+    stream = request.path.endswith("/invoke-with-response-stream")
+    if (early := await before_reply(behaviour, bedrock_error, stream=stream)) is not None:
+        return early
+    model = request.match_info["model_id"]
+    try:
+        await check_auth(request, state.api_key)
+        if not isinstance(body, dict):
+            raise BedrockError(400, "Malformed input request, please reformat your input and try again.")
+        for key in ("model", "stream"):
+            if key in body:
+                raise BedrockError(400, f"Malformed input request: extraneous key [{key}] is not permitted")
+        if body.get("anthropic_version") != "bedrock-2023-05-31":
+            raise BedrockError(400, "Malformed input request: anthropic_version: bedrock-2023-05-31 is required")
+        reply = reply_to(anthropic_fake.conversation({**body, "model": model}))
+    except BedrockError as exc:
+        return bedrock_error(exc.status, exc.message, exc.exception)
+    except anthropic_fake.ApiError as exc:
+        return bedrock_error(400, exc.message)
+    ident = "msg_bdrk_01" + random_token(20)
+    name = model.split(".", 1)[-1].split(":")[0].removesuffix("-v1").removesuffix("-v2")
+    if not stream:
+        return await send_json(request, anthropic_fake.message(ident, name, reply), behaviour)
+    events = [chunk_message(data) for data in anthropic_fake.stream_data(ident, name, reply)]
+    error = exception_message("modelStreamErrorException", "The model stream encountered an error.")
+    return await stream_events(
+        request, events, behaviour, error_event=error, headers={"Content-Type": "application/vnd.amazon.eventstream"}
+    )
+
+
+def chunk_message(event: dict[str, Any]) -> bytes:
+    if event.get("type") == "message_stop":  # Bedrock adds its own figures to the last event
+        event = {**event, "amazon-bedrock-invocationMetrics": {"inputTokenCount": 4, "outputTokenCount": 3}}
+    raw = base64.b64encode(json.dumps(event).encode()).decode()
+    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    return encode_message(headers, json.dumps({"bytes": raw, "p": "abcdef"}).encode())
 
 
 def _check_message(i: int, message: Any) -> None:

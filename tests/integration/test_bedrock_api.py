@@ -32,15 +32,14 @@ TOOL = {
 }
 
 
-def _bedrock(name: str, url: str, *, secret: str = SECRET, **extra: Any) -> dict[str, Any]:
+def _bedrock(name: str, url: str, *, secret: str = SECRET, api: str = "converse") -> dict[str, Any]:
     keys = {"accessKeyId": KEY_ID, "secretAccessKey": secret}
     return {
         "name": name,
         "type": "bedrock",
         "baseUrl": url,
-        "bedrock": {"region": "eu-central-1", "credentials": keys},
+        "bedrock": {"region": "eu-central-1", "credentials": keys, "api": api},
         "pricing": {MODEL: {"inputPerMillion": 0.8, "outputPerMillion": 4}},
-        **extra,
     }
 
 
@@ -60,6 +59,7 @@ def bedrock_sidecar(fake_bedrock_process: FakeProviderProcess, fake_openai_proce
             _bedrock("bedrock", url),
             _bedrock("bedrock-wrong-secret", url, secret="wrong/secret/wrong/secret/wrong/secret00"),
             {**bearer, "apiKey": DEFAULT_KEYS["bedrock"]},
+            _bedrock("bedrock-claude", url, api="anthropic-messages"),
             {
                 "name": "oai",
                 "type": "openai",
@@ -73,6 +73,7 @@ def bedrock_sidecar(fake_bedrock_process: FakeProviderProcess, fake_openai_proce
             _route("nova-retrying", "bedrock", retry=FAST_RETRY),
             _route("nova-wrong-secret", "bedrock-wrong-secret", fallback="oai"),
             _route("nova-api-key", "bedrock-key"),
+            _route("claude-invoke", "bedrock-claude", fallback="oai"),
         ],
     }
     with SidecarProcess(snapshot) as process:
@@ -279,3 +280,46 @@ def test_model_timeouts_and_model_errors_are_retried_not_blamed_on_the_app(
     answer = oai.chat.completions.create(model="nova-retrying", messages=[{"role": "user", "content": "hello"}])
     assert answer.choices[0].message.content == "echo: hello"
     assert len(fake_bedrock.requests()) == tries
+
+
+def test_anthropic_models_through_invoke_model(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, fake_bedrock: FakeProviderProcess
+) -> None:
+    answer = oai.chat.completions.create(model="claude-invoke", messages=[{"role": "user", "content": "hello there"}])
+    assert answer.choices[0].message.content == "echo: hello there"
+    assert answer.usage is not None and (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 3)
+    with claude.messages.stream(
+        model="claude-invoke", max_tokens=100, messages=[{"role": "user", "content": "one two three"}]
+    ) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert "".join(pieces) == "echo: one two three" and final.stop_reason == "end_turn"
+    plain, streamed = fake_bedrock.requests()
+    assert (
+        plain["path"] == f"/model/{MODEL}/invoke" and streamed["path"] == f"/model/{MODEL}/invoke-with-response-stream"
+    )
+    assert streamed["json"]["anthropic_version"] == "bedrock-2023-05-31" and "model" not in streamed["json"]
+    assert streamed["headers"]["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={KEY_ID}/")
+
+
+def test_anthropic_tool_use_through_invoke_model(claude: anthropic.Anthropic) -> None:
+    tool: Any = {"name": "lookup", "input_schema": TOOL["function"]["parameters"]}  # type: ignore[index]
+    messages: list[Any] = [{"role": "user", "content": "use tool trains to Bern"}]
+    with claude.messages.stream(model="claude-invoke", max_tokens=100, tools=[tool], messages=messages) as stream:
+        first = stream.get_final_message()
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert (first.stop_reason, use.name, use.input) == ("tool_use", "lookup", {"query": "trains to Bern"})
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "at 9:00"}]},
+    ]
+    final = claude.messages.create(model="claude-invoke", max_tokens=100, tools=[tool], messages=messages)
+    assert final.content[0].type == "text" and final.content[0].text == "tool said: at 9:00"
+
+
+def test_throttling_on_invoke_model_falls_back(
+    oai: openai.OpenAI, fake_bedrock: FakeProviderProcess, fake_openai: FakeProviderProcess
+) -> None:
+    fake_bedrock.script([{"status": 429}])
+    answer = oai.chat.completions.create(model="claude-invoke", messages=[{"role": "user", "content": "hello"}])
+    assert answer.model == "gpt-4o" and len(fake_openai.requests()) == 1

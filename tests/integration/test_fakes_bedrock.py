@@ -3,6 +3,7 @@ with SigV4 and parses the binary event stream and AWS's error shapes) talks to i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -121,3 +122,22 @@ def test_the_fake_refuses_turns_that_do_not_alternate(fake_bedrock: FakeProvider
             messages=[{"role": "user", "content": [{"text": "a"}]}, {"role": "user", "content": [{"text": "b"}]}],
         )
     assert "alternate" in caught.value.response["Error"]["Message"]
+
+
+def test_invoke_model_with_anthropics_body(fake_bedrock: FakeProviderProcess) -> None:
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    aws = client(fake_bedrock)
+    answer = json.loads(aws.invoke_model(modelId=MODEL, body=json.dumps(body))["body"].read())
+    assert answer["type"] == "message" and answer["content"] == [{"type": "text", "text": "echo: hello there"}]
+    streamed = aws.invoke_model_with_response_stream(modelId=MODEL, body=json.dumps(body))
+    events = [json.loads(e["chunk"]["bytes"]) for e in streamed["body"]]
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert text == "echo: hello there"
+    with pytest.raises(ClientError) as caught:
+        aws.invoke_model(modelId=MODEL, body=json.dumps({**body, "model": "claude"}))
+    assert "extraneous key [model]" in caught.value.response["Error"]["Message"]

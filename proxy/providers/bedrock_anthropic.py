@@ -1,0 +1,120 @@
+"""Anthropic models on Amazon Bedrock through InvokeModel, with Anthropic's own Messages body.
+
+For a provider with `bedrock.api: anthropic-messages`. The body is the Anthropic Messages request
+(`anthropic_convert.messages_body`) as Bedrock takes it: no `model` (the URL names it), no
+`stream` (the operation says it), and `anthropic_version: bedrock-2023-05-31`. It goes to
+`POST {base}/model/{modelId}/invoke` or `/invoke-with-response-stream`, signed like every Bedrock
+call (`proxy.providers.bedrock_endpoint`). The answer is an Anthropic message, read as from
+Anthropic's API (`proxy.providers.anthropic`); a stream is AWS event-stream messages of type
+`chunk` whose payload `{"bytes": <base64>}` is one Anthropic stream event, each handed to the
+Anthropic stream decoder (Bedrock's extra `amazon-bedrock-invocationMetrics` is not read).
+
+What Converse cannot carry and Anthropic's body can (its tool and content block types, stop
+sequences reported as such) crosses here as it does to Anthropic's own API.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+
+import orjson
+
+from proxy.auth.aws_credentials import AwsCredentialSource
+from proxy.providers.anthropic import AnthropicStreamDecoder, chat_completion
+from proxy.providers.anthropic_convert import messages_body
+from proxy.providers.aws_eventstream import EventStreamDecoder
+from proxy.providers.base import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    StreamState,
+    UnsupportedOperation,
+    UpstreamProtocolError,
+    UpstreamRequest,
+    Usage,
+)
+from proxy.providers.bedrock_endpoint import BedrockEndpoint, bedrock_error_message, event_type
+from proxy.providers.openai import load_json_object
+from proxy.snapshot import Provider
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES
+
+ANTHROPIC_ON_BEDROCK = "bedrock-2023-05-31"
+
+
+def invoke_body(request: ChatRequest, *, model: str) -> bytes:
+    body = messages_body(request, model=model, stream=False)
+    body.pop("model", None)
+    body.pop("stream", None)
+    body["anthropic_version"] = ANTHROPIC_ON_BEDROCK
+    return orjson.dumps(body)
+
+
+class InvokeStreamDecoder:
+    """InvokeModelWithResponseStream: event-stream `chunk` messages, each one Anthropic stream event."""
+
+    def __init__(self, *, model: str, created: int, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._frames = EventStreamDecoder(max_message_bytes=max_event_bytes)
+        self._events = AnthropicStreamDecoder(model=model, created=created, max_event_bytes=max_event_bytes)
+        self.state: StreamState = self._events.state
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        chunks: list[ChatChunk] = []
+        for message in self._frames.feed(data):
+            if event_type(message) != "chunk":
+                continue
+            payload = load_json_object(message.payload, "stream chunk")
+            encoded = payload.get("bytes")
+            if not isinstance(encoded, str):
+                raise UpstreamProtocolError("stream chunk has no bytes string")
+            try:
+                event = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise UpstreamProtocolError("stream chunk bytes are not base64") from None
+            if b"\n" in event or b"\r" in event:  # one SSE data line: the event's JSON without line breaks
+                event = orjson.dumps(load_json_object(event, "stream chunk event"))
+            chunks.extend(self._events.feed(b"data: " + event + b"\n\n"))
+        return chunks
+
+    def close(self) -> list[ChatChunk]:
+        self._frames.close()
+        return self._events.close()
+
+
+class BedrockAnthropicTranslator:
+    system = "aws.bedrock"
+    native_openai = False
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        pod_identity: AwsCredentialSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = provider
+        self._endpoint = BedrockEndpoint(provider, pod_identity=pod_identity, clock=clock)
+        self.server_address, self.server_port = self._endpoint.server_address, self._endpoint.server_port
+
+    def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
+        operation = "invoke-with-response-stream" if stream else "invoke"
+        return self._endpoint.request(model, operation, invoke_body(request, model=model), stream=stream)
+
+    def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
+        return chat_completion(load_json_object(body, "response"), created=int(time.time()))
+
+    def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> InvokeStreamDecoder:
+        return InvokeStreamDecoder(model=model, created=int(time.time()), max_event_bytes=max_event_bytes)
+
+    def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
+        raise UnsupportedOperation("Anthropic models have no embeddings")
+
+    def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
+        raise UnsupportedOperation("Anthropic models have no embeddings")
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return bedrock_error_message(body)
