@@ -1,30 +1,21 @@
 """Amazon Bedrock Runtime: Converse and ConverseStream, signed with SigV4.
 
-Requests go to `POST {base}/model/{modelId}/converse` (or `/converse-stream`), the model id
-percent-encoded whole (ids carry `:`, inference-profile ARNs `/`); their bodies are built in
-`proxy.providers.bedrock_request`. Answers:
+Requests go to `POST {base}/model/{modelId}/converse` (or `/converse-stream`), built and signed
+by `proxy.providers.bedrock_endpoint` (which also reads AWS's error answers and stream exceptions);
+their bodies are built in `proxy.providers.bedrock_request`. Answers:
 
 - Converse: `output.message.content` blocks (`text`, `toolUse`, `reasoningContent`), a
   `stopReason` and `usage` -> a chat.completion. Converse names no model in its answer: the
-  completion says `bedrock` unless the relay knows better; streams name the backend's model.
+  completion says `bedrock`; streams name the backend's model.
 - ConverseStream: AWS event-stream binary messages (`proxy.providers.aws_eventstream`, CRCs
   checked), one JSON payload each: messageStart, contentBlockStart (a tool call's id and name),
   contentBlockDelta (text, tool input JSON, reasoning), contentBlockStop, messageStop (the stop
-  reason), metadata (usage). Exception messages in the stream (`:message-type: exception`,
-  e.g. `throttlingException`) end it as a bad answer, quoting the exception's type.
-- Errors: a JSON body `{"message": ...}` and the exception's type in `x-amzn-errortype`, with
-  the status AWS documents for it (ThrottlingException 429, ValidationException 400,
-  AccessDeniedException 403, ResourceNotFoundException 404, ServiceUnavailableException 503...),
-  so the relay's status classes hold: throttling is rate limited and retried, validation the
-  app's fault.
+  reason), metadata (usage). An exception message in the stream (e.g. `throttlingException`)
+  ends it, classed as the HTTP answer AWS gives the same exception (throttling is retried).
 
 Usage: `inputTokens` counts only what was not read from or written to the prompt cache, so the
 OpenAI `prompt_tokens` (the whole prompt) adds `cacheReadInputTokens` and
 `cacheWriteInputTokens`, the reads also shown as `prompt_tokens_details.cached_tokens`.
-
-Credentials (`proxy.auth`): a source of AWS credentials read at each request (static keys from
-the provider's Secret; the pod's web identity plugs in the same way), signed into the request
-with the translator's clock; or, without AWS keys, a Bedrock API key as a bearer token.
 """
 
 from __future__ import annotations
