@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import build_admin_app
-from proxy.auth.web_identity import keep_refreshed, pod_identity
+from proxy.auth.pod_identity import keep_refreshed, pod_identity
 from proxy.http_client import AnswerLimits
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.policy.audit import AuditLog

@@ -12,7 +12,6 @@ every exchange (kubelet rotates it). The token and the keys are in no log line o
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
@@ -22,16 +21,14 @@ from pathlib import Path
 
 import aiohttp
 
+from proxy.auth.refreshed import CredentialsError, RefreshedCredentials, read_bounded
 from proxy.auth.sigv4 import AwsCredentials
 from shared.scrub import scrub_shapes
 
-log = logging.getLogger("modelway.aws")
-
 _NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
-MAX_ANSWER_BYTES = 64 * 1024
 
 
-class StsError(Exception):
+class StsError(CredentialsError):
     """STS refused the exchange or answered something unreadable (the message names no secret)."""
 
 
@@ -88,8 +85,10 @@ def parse_sts_answer(status: int, body: bytes) -> AwsCredentials:
         raise StsError("STS answer lacks AccessKeyId, SecretAccessKey, SessionToken or a readable Expiration") from None
 
 
-class WebIdentityCredentials:
-    """An `AwsCredentialSource` refreshed by `run()`."""
+class WebIdentityCredentials(RefreshedCredentials):
+    """An `AwsCredentialSource` refreshed by `run()`: AssumeRoleWithWebIdentity with the pod's token."""
+
+    kind = "AWS web identity"
 
     def __init__(
         self,
@@ -98,20 +97,15 @@ class WebIdentityCredentials:
         clock: Callable[[], float] = time.time,
         retry_seconds: tuple[float, float] = (1.0, 60.0),
     ) -> None:
+        super().__init__(
+            clock=clock, retry_seconds=retry_seconds, refresh_margin_seconds=settings.refresh_margin_seconds
+        )
         self.settings = settings
-        self._clock = clock
-        self._retry = retry_seconds
-        self._current: AwsCredentials | None = None
-        self._fetched_at = 0.0
-        self.refreshes = 0  # successful exchanges, for /status and tests
-
-    def credentials(self) -> AwsCredentials | None:
-        return self._current
 
     def __repr__(self) -> str:
         return f"WebIdentityCredentials(role_arn={self.settings.role_arn!r})"
 
-    async def refresh(self, session: aiohttp.ClientSession) -> AwsCredentials:
+    async def _fetch(self, session: aiohttp.ClientSession) -> AwsCredentials:
         settings = self.settings
         token = (await asyncio.to_thread(settings.token_file.read_text)).strip()
         form = {
@@ -123,60 +117,7 @@ class WebIdentityCredentials:
             "DurationSeconds": str(settings.duration_seconds),
         }
         timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
-        body = b""
         async with session.post(settings.sts_url, data=form, timeout=timeout) as answer:
-            async for chunk in answer.content.iter_chunked(16384):
-                body += chunk
-                if len(body) > MAX_ANSWER_BYTES:
-                    raise StsError(f"STS answer is over {MAX_ANSWER_BYTES} bytes")
+            body = await read_bounded(answer, "STS")
             status = answer.status
-        credentials = parse_sts_answer(status, body)
-        self._current, self._fetched_at = credentials, self._clock()
-        self.refreshes += 1
-        return credentials
-
-    def seconds_until_refresh(self) -> float:
-        """When the current keys are due for a refresh: a margin before expiry, or half their lifetime."""
-        current = self._current
-        if current is None or current.expires_at is None:
-            return 0.0
-        lifetime = current.expires_at - self._fetched_at
-        margin = min(self.settings.refresh_margin_seconds, lifetime / 2)
-        return max(0.0, current.expires_at - margin - self._clock())
-
-    async def run(self, session: aiohttp.ClientSession) -> None:
-        """Keeps the holder filled until cancelled."""
-        failures = 0
-        while True:
-            try:
-                credentials = await self.refresh(session)
-                failures = 0
-                log.info("AWS web identity: new credentials for %s until %s", self.settings.role_arn,
-                         time.strftime("%H:%M:%SZ", time.gmtime(credentials.expires_at or 0)))  # fmt: skip
-                await asyncio.sleep(self.seconds_until_refresh())
-            except asyncio.CancelledError:
-                raise
-            except (StsError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-                failures += 1
-                delay = min(self._retry[1], self._retry[0] * 2 ** (failures - 1))
-                current = self._current
-                if current is not None and current.expires_at is not None:
-                    delay = min(delay, max(self._retry[0], (current.expires_at - self._clock()) / 4))
-                log.warning(
-                    "AWS web identity: exchange failed (%s), retrying in %.0fs",
-                    str(exc) if isinstance(exc, StsError) else type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-
-def pod_identity(env: Mapping[str, str]) -> WebIdentityCredentials | None:
-    """The pod's web identity, when its environment has one (IRSA)."""
-    settings = WebIdentitySettings.from_environment(env)
-    return WebIdentityCredentials(settings) if settings is not None else None
-
-
-async def keep_refreshed(identity: WebIdentityCredentials) -> None:
-    """The background task of a sidecar with a web identity (HTTPS_PROXY and friends honoured)."""
-    async with aiohttp.ClientSession(trust_env=True) as session:
-        await identity.run(session)
+        return parse_sts_answer(status, body)

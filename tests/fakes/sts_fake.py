@@ -1,4 +1,5 @@
-"""Fake AWS STS answering AssumeRoleWithWebIdentity as documented (form POST in, XML out).
+"""Fake AWS STS answering AssumeRoleWithWebIdentity as documented (form POST in, XML out), and the
+EKS Pod Identity agent (`GET /v1/credentials`, the pod's token as `Authorization`, JSON out).
 
 It checks the role ARN and the web identity token, and issues the keys it was given with a session
 token that carries its expiry (`FakeSessionToken-<epoch>-<n>`), which the fake Bedrock refuses once
@@ -81,10 +82,32 @@ async def _assume(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/xml")
 
 
+async def _pod_identity(request: web.Request) -> web.Response:
+    """The EKS Pod Identity agent: the pod's token in `Authorization`, the keys as JSON."""
+    state = request.app[STATE]
+    state.calls.append({"at": time.time(), "Authorization": request.headers.get("authorization", "")})
+    if state.fail_next > 0:
+        state.fail_next -= 1
+        return web.json_response({"code": "ServiceUnavailable", "message": "try again"}, status=503)
+    if request.headers.get("authorization") != state.web_identity_token:
+        return web.json_response({"code": "AccessDeniedException", "message": "invalid token"}, status=400)
+    expires = time.time() + state.lifetime_seconds
+    return web.json_response(
+        {
+            "AccessKeyId": state.access_key_id,
+            "SecretAccessKey": state.secret_access_key,
+            "Token": f"{TOKEN_PREFIX}{expires:.3f}-{len(state.calls)}",
+            "AccountId": "123456789012",
+            "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+        }
+    )
+
+
 def create_app(state: StsState) -> web.Application:
     app = web.Application()
     app[STATE] = state
     app.router.add_post("/", _assume)
+    app.router.add_get("/v1/credentials", _pod_identity)
     return app
 
 

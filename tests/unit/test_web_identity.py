@@ -134,3 +134,45 @@ async def test_a_refused_exchange_is_logged_without_the_token(tmp_path: Path, ca
         task.cancel()
     assert identity.credentials() is None
     assert "InvalidIdentityToken" in caplog.text and TOKEN not in caplog.text
+
+
+# --- EKS Pod Identity: the same holder, fetched from the node's agent ---------------------------
+
+
+def test_the_sdks_order_web_identity_then_pod_identity() -> None:
+    from proxy.auth.eks_pod_identity import ContainerCredentials
+    from proxy.auth.pod_identity import pod_identity
+
+    irsa = {"AWS_WEB_IDENTITY_TOKEN_FILE": "/t", "AWS_ROLE_ARN": ROLE}
+    agent = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials",
+             "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "/var/run/secrets/pods.eks.amazonaws.com/token"}  # fmt: skip
+    assert isinstance(pod_identity({**irsa, **agent}), WebIdentityCredentials)
+    assert isinstance(pod_identity(agent), ContainerCredentials)
+    assert pod_identity({}) is None
+
+
+async def test_pod_identity_fetches_from_the_agent_with_the_pods_token(tmp_path: Path) -> None:
+    from proxy.auth.eks_pod_identity import ContainerCredentials, ContainerCredentialsSettings
+
+    sts = state(lifetime_seconds=3.0)
+    token_file = tmp_path / "eks-pod-identity-token"
+    token_file.write_text(TOKEN)
+    async with serve(create_app(sts)) as serving, aiohttp.ClientSession() as session:
+        settings = ContainerCredentialsSettings(url=serving.base_url + "/v1/credentials", token_file=token_file)
+        identity = ContainerCredentials(settings, retry_seconds=(0.05, 0.1))
+        task = asyncio.create_task(identity.run(session))
+        try:
+            deadline = time.monotonic() + 5
+            while identity.refreshes < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+        first = sts.calls[0]
+        token_file.write_text("not-the-token")
+        with pytest.raises(Exception, match="invalid token") as refused:
+            await identity.refresh(session)
+    assert identity.refreshes == 2  # refreshed once before the 3 s keys expired
+    credentials = identity.credentials()
+    assert credentials is not None and credentials.access_key_id == "ASIAFAKESTS000000001"
+    assert credentials.session_token and credentials.expires_at is not None
+    assert first["Authorization"] == TOKEN and TOKEN not in str(refused.value)
