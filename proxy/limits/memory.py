@@ -66,6 +66,23 @@ class InProcessLimiter:
     async def close(self) -> None:
         return None
 
+    def standing(self, counter: Counter) -> dict[str, float | int | str]:
+        """Where `counter` stands now, for the admin port (read only)."""
+        now_s = self._clock()
+        now = now_s * 1000
+        if counter.measure == "concurrency":
+            leases = self._leases.get(counter.key, {})
+            in_flight = sum(1 for expiry in leases.values() if expiry > now)
+            return {"inFlight": in_flight, "remaining": max(counter.limit - in_flight, 0)}
+        if counter.measure in BUDGETS:
+            window, _ = alg.budget_window(counter.measure, now_s)
+            spent = self._spent.get(f"{counter.key}/{window}", (0, 0.0))[0]
+            return {"window": window, "spentMicroUsd": spent, "remainingMicroUsd": max(counter.limit - spent, 0)}
+        used, at, _ = self._buckets.get(counter.key, (0.0, now, now))
+        level = alg.bucket_level(used, at, now, counter.limit)
+        remaining, reset_ms = alg.bucket_after(level, counter.limit)
+        return {"inUse": round(level, 3), "remaining": remaining, "resetSeconds": round(reset_ms / 1000, 3)}
+
     def _check(
         self, counter: Counter, cost: int, window: str, end: float, now: float
     ) -> tuple[CounterState, CounterState]:
