@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -228,3 +229,25 @@ def _access_line(sidecar: SidecarProcess, error_type: str, timeout: float = 5.0)
                 return dict(entry)
         time.sleep(0.05)
     raise AssertionError(f"no access line with error_type {error_type}: {sidecar.logs()[-2000:]}")
+
+
+def test_a_concurrency_lease_is_returned_when_the_provider_fails_and_when_the_client_leaves(
+    start: Any, fake_openai: Any
+) -> None:
+    sidecar = start(limits=[limit("one-at-a-time", concurrentRequests=1)])
+    fake_openai.script([{"status": 500}])
+    assert post(sidecar.base_url, "/v1/chat/completions", chat())[0] == 502
+    assert post(sidecar.base_url, "/v1/chat/completions", chat())[0] == 200  # the failed call's lease is back
+
+    fake_openai.script([{"stall": 30}])  # the provider holds the call: the client gives up first
+    body = json.dumps(chat(stream=True)).encode()
+    with socket.create_connection(("127.0.0.1", sidecar.port)) as gone:
+        head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        gone.sendall(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 5
+        while post(sidecar.base_url, "/v1/chat/completions", chat())[0] != 429:  # the lease is held meanwhile
+            assert time.monotonic() < deadline
+    deadline = time.monotonic() + 5
+    while (status := post(sidecar.base_url, "/v1/chat/completions", chat())[0]) != 200:
+        assert status == 429 and time.monotonic() < deadline, "the lease of the request whose client left is held"
+        time.sleep(0.05)
