@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 import orjson
+from aiohttp import web
 from opentelemetry.trace import Span
 
 from proxy.errors import ApiError
@@ -78,7 +79,7 @@ class Admission:
         model: str,
         api: str,
         body: Mapping[str, Any],
-        body_bytes: int | None,
+        request: web.BaseRequest,
     ) -> Gate | None:
         """The request's gate, or None when no counter binds any backend it may be sent to."""
         table = runtime.limits
@@ -91,6 +92,7 @@ class Admission:
                 break
         else:
             return None
+        body_bytes = request.content_length  # what the prompt may cost is read from its size
         if body_bytes is None:  # a chunked upload has no Content-Length: its JSON's size instead
             body_bytes = len(orjson.dumps(body))
         return Gate(

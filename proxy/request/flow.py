@@ -237,7 +237,7 @@ class RequestPath:
                 model=model,
                 api=frontend.api,
                 body=body,
-                body_bytes=request.content_length,
+                request=request,
             )
         except ApiError as error:
             self._accounting.rejected(
