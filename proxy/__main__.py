@@ -31,6 +31,7 @@ from proxy.telemetry import Telemetry, build_telemetry
 from shared.scrub import normalize_otlp_header_variables, scrub_logs
 
 log = logging.getLogger("modelway.proxy")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -232,6 +233,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--access-log-sample must be a fraction from 0 to 1")
     if not 0 < args.limits_timeout <= 5:
         parser.error("--limits-timeout must be more than 0 and at most 5 seconds")
+    if args.limits_redis_url is not None and args.limits_redis_url.partition("://")[0] not in REDIS_SCHEMES:
+        # (the URL itself is not echoed: it may hold a password)
+        parser.error(f"--limits-redis-url must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
     return args
 
 

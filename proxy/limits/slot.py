@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from proxy.limits.algorithm import decide
+from proxy.limits.model import Counter, CounterState, Decision, Demand, Reservation, Usage
 from proxy.limits.settings import Limiter, LimitSettings, build_limiter
 from proxy.snapshot import LimitStore
 
@@ -31,6 +33,7 @@ class LimiterHandle:
     limiter: Limiter
     source: Source  # where its settings came from
     store: Literal["redis", "redis-cluster", "in-process"]
+    close_soon: Callable[[Limiter], None]
     users: int = 0
     retired: bool = False
 
@@ -40,7 +43,27 @@ class LimiterHandle:
     def release(self) -> None:
         self.users -= 1
         if self.retired and self.users == 0:
-            _close_soon(self.limiter)
+            self.close_soon(self.limiter)
+
+
+class UnusableStore:
+    """The limiter when the store's settings cannot even make a client (a malformed URL): every check is
+    decided by the limits' failure modes, as when the store is down."""
+
+    async def reserve(self, counters: Sequence[Counter], demand: Demand, *, lease_seconds: float) -> Decision:
+        states = [
+            CounterState(
+                c, c.failure_mode == "open", 0, 0.0, 0.0 if c.failure_mode == "open" else 1.0, unreachable=True
+            )
+            for c in counters
+        ]
+        return decide(states, None, store_unreachable=bool(counters))
+
+    async def settle(self, reservation: Reservation, usage: Usage) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 class LimiterSlot:
@@ -52,6 +75,7 @@ class LimiterSlot:
         self._handle: LimiterHandle | None = None
         self._settings: LimitSettings | None = None
         self._seen: Any = _UNSEEN  # the snapshot's store object last looked at: one `is` per request
+        self._closing: set[asyncio.Task[None]] = set()  # limiters of earlier stores, closing
 
     @property
     def current(self) -> LimiterHandle | None:
@@ -78,7 +102,7 @@ class LimiterSlot:
             kind: Literal["redis", "redis-cluster", "in-process"] = (
                 "in-process" if settings.redis_url is None else "redis-cluster" if settings.cluster else "redis"
             )
-            new = LimiterHandle(self._build(settings), source, kind)
+            new = LimiterHandle(self._make(settings, source), source, kind, self._close_soon)
             log.info("limits: counting with %s (%s)", kind, "the snapshot's store" if source == "snapshot" else source)
             if handle is not None:
                 self._retire(handle)
@@ -93,22 +117,29 @@ class LimiterSlot:
         handle, self._handle = self._handle, None
         if handle is not None:
             await handle.limiter.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
-    @staticmethod
-    def _retire(handle: LimiterHandle) -> None:
+    def _make(self, settings: LimitSettings, source: Source) -> Limiter:
+        try:
+            return self._build(settings)
+        except Exception as exc:  # the message may quote the URL: only its kind is logged
+            log.error(
+                "limits: the counter store from %s cannot be used (%s); every limit follows its failureMode",
+                "the snapshot" if source == "snapshot" else "--limits-redis-url",
+                type(exc).__name__,
+            )
+            return UnusableStore()
+
+    def _retire(self, handle: LimiterHandle) -> None:
         handle.retired = True
         if handle.users == 0:
-            _close_soon(handle.limiter)
+            self._close_soon(handle.limiter)
+
+    def _close_soon(self, limiter: Limiter) -> None:
+        task = asyncio.get_running_loop().create_task(limiter.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
 
 _UNSEEN = object()
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _close_soon(limiter: Limiter) -> None:
-    try:
-        task = asyncio.get_running_loop().create_task(limiter.close())
-    except RuntimeError:  # no loop (a test tearing down): nothing holds a connection open
-        return
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)

@@ -134,6 +134,34 @@ async def test_the_limiter_is_kept_while_the_store_is_the_same_and_the_old_one_c
     assert built[0].closed and not built[1].closed
 
 
+async def test_a_store_that_cannot_be_used_leaves_each_limit_to_its_failure_mode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def build(settings: LimitSettings) -> Limiter:
+        raise ValueError(f"bad URL {settings.redis_url}")
+
+    slot = LimiterSlot(LimitSettings(), build=build)
+    with caplog.at_level(logging.ERROR, logger="modelway.limits"):
+        handle = slot.get(_store(f"redis://:{STORE_PASSWORD}@host:port/0"))
+    assert STORE_PASSWORD not in caplog.text and "cannot be used (ValueError)" in caplog.text
+    closed = Counter("k/usd_day", "usd_day", 5, "ModelPolicy a/b", "budget", "closed")
+    decision = await handle.limiter.reserve([_counter(), closed], Demand(1, 1), lease_seconds=30)
+    assert not decision.allowed and decision.store_unreachable and decision.refusal is not None
+    assert decision.refusal.counter == closed
+    assert (await handle.limiter.reserve([_counter()], Demand(1, 1), lease_seconds=30)).allowed
+
+
+def test_the_flag_refuses_a_url_it_cannot_use_without_echoing_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.__main__ import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--controller", "https://c", "--limits-redis-url", f"http://:{STORE_PASSWORD}@h/0"])
+    err = capsys.readouterr().err
+    assert "--limits-redis-url must start with" in err and STORE_PASSWORD not in err
+    args = parse_args(["--controller", "https://c", "--limits-redis-url", "redis://h:6379/0", "--limits-redis-cluster"])
+    assert args.limits_redis_cluster and args.limits_timeout == 0.1
+
+
 async def _tick() -> None:
     import asyncio
 
