@@ -122,10 +122,10 @@ def _stream_usage(raw: bytes) -> tuple[int, int]:
 
 
 def test_a_stream_is_charged_its_final_usage_not_its_reservation(start: Any) -> None:
-    sidecar = start(limits=[limit("budget", usdPerDay=100)])
+    sidecar = start(limits=[limit("budget", usdPerDay=100), limit("tpm", tokensPerMinute=1_000_000)])
     body = chat(stream=True, stream_options={"include_usage": True}, max_tokens=500)
-    status, _, raw = post(sidecar.base_url, "/v1/chat/completions", body)
-    assert status == 200
+    status, headers, raw = post(sidecar.base_url, "/v1/chat/completions", body)
+    assert status == 200 and headers["x-ratelimit-limit-tokens"] == "1000000"  # a stream's head has them too
     used_in, used_out = _stream_usage(raw)
     real = math.ceil(used_in * PRICE_IN + used_out * PRICE_OUT)
     reserved = _reserved_micro_usd(body)
