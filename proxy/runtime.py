@@ -58,13 +58,14 @@ def _secrets(snapshot: Snapshot) -> list[str]:
 
 
 def store_secrets(store: LimitStore) -> list[str]:
-    """The limit store URL's password (a Redis error can quote its URL), and the URL itself."""
-    url = store.url.get_secret_value()
+    """The limit store URL's password, as written and decoded (a Redis error can quote its URL). Not the
+    whole URL: the scrubber redacts any 8 characters of a secret, and "redis://" or a host's address
+    are not secret."""
     try:
-        password = urlsplit(url).password
-    except ValueError:  # a malformed URL: the store refuses it, the scrubber still takes it whole
-        password = None
-    return [url, *((password, unquote(password)) if password else ())]
+        password = urlsplit(store.url.get_secret_value()).password
+    except ValueError:  # a malformed URL: no client is made from it (proxy.limits.slot)
+        return []
+    return [password, unquote(password)] if password else []
 
 
 class RuntimeHolder:
