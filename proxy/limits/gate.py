@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from proxy.limits.estimate import estimate
-from proxy.limits.model import Decision, Demand, Usage
+from proxy.limits.model import Decision, Demand, Reservation, Usage, amount
 from proxy.providers.base import Usage as AnswerUsage
 from proxy.snapshot import ModelPricing
 
@@ -61,6 +61,19 @@ def settled_usage(demand: Demand, ending: Ending, usage: AnswerUsage | None = No
         demand.input_tokens if usage.input_tokens is None else usage.input_tokens,
         demand.output_tokens if usage.output_tokens is None else usage.output_tokens,
     )
+
+
+def changes_anything(reservation: Reservation, usage: Usage) -> bool:
+    """Whether settling with `usage` would change a counter: a lease to return, or a charge that differs
+    from the reservation (a requests-per-minute limit's never does). If not, the store is not asked."""
+    demand = reservation.demand
+    for counter in reservation.counters:
+        measure = counter.measure
+        if measure == "concurrency":
+            return True
+        if amount(measure, demand, usage.input_tokens, usage.output_tokens) != demand.cost(measure):
+            return True
+    return False
 
 
 def lease_seconds(total_timeout: float) -> float:

@@ -237,7 +237,7 @@ class Gate:
     def failed(self, backend: str) -> None:
         """The attempt stage leaves `backend` (it failed): its reservation is returned, charged nothing."""
         reservation = self._held.pop(backend, None)
-        if reservation is not None and self._handle is not None:
+        if reservation is not None and self._handle is not None and rules.changes_anything(reservation, rules.ZERO):
             self._admission.settle_later(self._handle, [(reservation, rules.ZERO)])
 
     def capacity_refusal(self, span: Span) -> ApiError | None:
@@ -266,9 +266,11 @@ class Gate:
                     usage = rules.settled_usage(reservation.demand, "abandoned")
                 else:
                     usage = rules.ZERO
-                items.append((reservation, usage))
+                if rules.changes_anything(reservation, usage):
+                    items.append((reservation, usage))
             self._held = {}
-            self._admission.settle_later(handle, items)
+            if items:
+                self._admission.settle_later(handle, items)
         self._handle = None
         handle.release()
 

@@ -71,6 +71,19 @@ def test_the_answering_backend_is_charged_what_it_reported_and_the_estimate_for_
     assert rules.settled_usage(demand, "failed", AnswerUsage(7, 30)) == Usage(0, 0)
 
 
+def test_a_settlement_that_would_change_nothing_is_not_sent() -> None:
+    demand = Demand(100, 500, 2.0, 8.0)
+
+    def reservation(*measures: Any) -> Reservation:
+        return Reservation("lease", tuple(_counter(m) for m in measures), ("",) * len(measures), demand)
+
+    assert not rules.changes_anything(reservation("requests"), Usage(7, 30))  # a request is a request
+    assert not rules.changes_anything(reservation("tokens", "usd_day"), Usage(100, 500))  # the estimate was right
+    assert rules.changes_anything(reservation("requests", "tokens"), Usage(7, 30))
+    assert rules.changes_anything(reservation("usd_day"), Usage(100, 499))
+    assert rules.changes_anything(reservation("requests", "concurrency"), Usage(100, 500))  # the lease goes back
+
+
 def test_an_embedding_reserves_no_output() -> None:
     chat = rules.demand_for(prompt_bytes=100, requested_output=None, pricing=None, embeddings=False)
     embedding = rules.demand_for(prompt_bytes=100, requested_output=None, pricing=None, embeddings=True)
