@@ -46,6 +46,10 @@ class InProcessLimiter:
         return alg.decide(states, Reservation(lease, tuple(counters), windows, demand))
 
     async def settle(self, reservation: Reservation, usage: Usage) -> None:
+        self.settle_now(reservation, usage)
+
+    def settle_now(self, reservation: Reservation, usage: Usage) -> None:
+        """`settle` without a coroutine: nothing here waits, so the admit stage calls it inline."""
         now = self._clock() * 1000
         demand = reservation.demand
         for counter, window in zip(reservation.counters, reservation.windows, strict=True):

@@ -9,9 +9,10 @@ reroute (a spent budget names cheaper backends), or raises the 429 (503 for a cl
 could not check) in the app's API, with the rate-limit headers the SDKs read.
 
 The account stage hands the gate the request's outcome (`Gate.settle`): the answering backend is
-charged its real usage, the others nothing (`proxy.limits.gate`). Settlements run in the background,
-a bounded set of tasks, so no answer waits for the counter store; concurrency leases are returned on
-every path, since every planned request reaches the account stage.
+charged its real usage, the others nothing (`proxy.limits.gate`). Settlements with the shared store
+run in the background, a bounded set of tasks, so no answer waits for it (the in-process limiter's,
+which never wait, as loop callbacks); concurrency leases are returned on every path, since every
+planned request reaches the account stage.
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ class Admission:
         )
 
     def settle_later(self, handle: LimiterHandle, items: list[tuple[Reservation, Usage]]) -> None:
+        settle_now = getattr(handle.limiter, "settle_now", None)
+        if settle_now is not None:  # the in-process limiter waits for nothing: a callback, not a task
+            loop = asyncio.get_running_loop()
+            for reservation, usage in items:
+                loop.call_soon(settle_now, reservation, usage)  # (after the answer is written)
+            return
         if len(self._settling) >= self._max_pending:
             self.dropped_settlements += 1
             if self.dropped_settlements % 1000 == 1:
@@ -132,6 +139,7 @@ class Admission:
 
     async def settled(self) -> None:
         """Waits for the settlements under way (tests, and shutdown)."""
+        await asyncio.sleep(0)  # the in-process limiter's callbacks
         while self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
