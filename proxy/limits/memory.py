@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from proxy.limits import algorithm as alg
 from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Reservation, Usage, amount
+from shared.budget_windows import budget_window
 
 SWEEP_EVERY = 1024  # checks between sweeps of expired state
 
@@ -79,7 +80,7 @@ class InProcessLimiter:
             in_flight = sum(1 for expiry in leases.values() if expiry > now)
             return {"inFlight": in_flight, "remaining": max(counter.limit - in_flight, 0)}
         if counter.measure in BUDGETS:
-            window, _ = alg.budget_window(counter.measure, now_s)
+            window, _ = budget_window(counter.measure, now_s)
             spent = self._spent.get(f"{counter.key}/{window}", (0, 0.0))[0]
             return {"window": window, "spentMicroUsd": spent, "remainingMicroUsd": max(counter.limit - spent, 0)}
         used, at, _ = self._buckets.get(counter.key, (0.0, now, now))
