@@ -20,9 +20,11 @@ from aiohttp import web
 from proxy.admin import build_admin_app
 from proxy.auth.pod_identity import keep_refreshed, pod_identity
 from proxy.http_client import AnswerLimits
+from proxy.limits.settings import DEFAULT_TIMEOUT, LimitSettings
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.policy.audit import AuditLog
 from proxy.request.access_log import AccessLog, AccessLogSettings, configure_access_logger
+from proxy.request.admit import Admission
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
@@ -31,6 +33,7 @@ from proxy.telemetry import Telemetry, build_telemetry
 from shared.scrub import normalize_otlp_header_variables, scrub_logs
 
 log = logging.getLogger("modelway.proxy")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,6 +138,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64 * 1024,
         help="largest answer head: status line and headers (default: %(default)s)",
     )
+    limits = parser.add_argument_group(
+        "limits",
+        "where the counters of the policies' limits, budgets and the providers' capacity live. The controller's "
+        "store (sent with the rules) wins; else --limits-redis-url; else the sidecar's memory (exact for one "
+        "sidecar only). Nothing is counted, and no Redis client is loaded, until the rules set a limit",
+    )
+    limits.add_argument(
+        "--limits-redis-url",
+        metavar="URL",
+        default=env("MODELWAY_LIMITS_REDIS_URL") or None,
+        help="Redis shared by every sidecar: redis://[:password@]host:6379/0, rediss://, unix://, or "
+        "redis+sentinel://[:password@]host:26379[,host:26379]/service[/db]; env MODELWAY_LIMITS_REDIS_URL "
+        "(better than the flag: a password on the command line shows in the process list); never logged",
+    )
+    limits.add_argument(
+        "--limits-redis-cluster",
+        action="store_true",
+        default=env("MODELWAY_LIMITS_REDIS_CLUSTER", "").lower() == "true",
+        help="speak Redis Cluster to the URL's node (env MODELWAY_LIMITS_REDIS_CLUSTER=true)",
+    )
+    limits.add_argument(
+        "--limits-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="longest wait for Redis per check; past it each limit follows its failureMode (open: serve "
+        "uncounted, closed: 503) (default: %(default)s)",
+    )
     parser.add_argument(
         "--log-level", default=env("MODELWAY_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
     )
@@ -202,7 +233,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
     if not 0 <= args.access_log_sample <= 1:
         parser.error("--access-log-sample must be a fraction from 0 to 1")
+    if not 0 < args.limits_timeout <= 5:
+        parser.error("--limits-timeout must be more than 0 and at most 5 seconds")
+    if args.limits_redis_url is not None and args.limits_redis_url.partition("://")[0] not in REDIS_SCHEMES:
+        # (the URL itself is not echoed: it may hold a password)
+        parser.error(f"--limits-redis-url must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
     return args
+
+
+def limit_settings(args: argparse.Namespace) -> LimitSettings:
+    return LimitSettings(
+        redis_url=args.limits_redis_url, timeout_seconds=args.limits_timeout, cluster=args.limits_redis_cluster
+    )
 
 
 def access_log_settings(args: argparse.Namespace) -> AccessLogSettings:
@@ -289,16 +331,24 @@ async def serve(
             return {"source": "file"}
     else:
         source, source_status = _controller_source(args, holder, build)
+    audit = AuditLog(pod=os.environ.get("POD_NAME", ""))
+    admission = Admission(limits=limit_settings(args), telemetry=telemetry, audit=audit)
     app = build_app(
         holder=holder,
         telemetry=telemetry,
         settings=ServerSettings(max_body_bytes=args.max_body_bytes, answer_limits=answer_limits(args)),
-        audit=AuditLog(pod=os.environ.get("POD_NAME", "")),
+        audit=audit,
         access_log=AccessLog(access_log_settings(args)),
+        admission=admission,
     )
     runner = SidecarRunner(app, access_log=None, handler_cancellation=True)
     admin = web.AppRunner(
-        build_admin_app(holder=holder, source_status=source_status, metrics_registry=telemetry.metrics.registry),
+        build_admin_app(
+            holder=holder,
+            source_status=source_status,
+            metrics_registry=telemetry.metrics.registry,
+            limits_status=admission.status,
+        ),
         access_log=None,
     )
     await runner.setup()

@@ -1,5 +1,5 @@
-"""A snapshot compiled for serving: routing table, one translator per provider, the policy's classifier
-and the scrubber of the snapshot's own keys.
+"""A snapshot compiled for serving: routing table, one translator per provider, the policy's classifier,
+the counters its limits bind (`proxy.limits.binding`) and the scrubber of the snapshot's own secrets.
 
 Built once per snapshot, off the request path; requests read `holder.current`
 once and keep that object, so a swap never disturbs a request in flight.
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from proxy.auth.aws_credentials import AwsCredentialSource
+from proxy.limits.binding import LimitTable
 from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
 from proxy.routing.table import RoutingTable
-from proxy.snapshot import Provider, Snapshot
+from proxy.snapshot import LimitStore, Provider, Snapshot
 from shared.scrub import Scrubber
 
 
@@ -32,6 +34,8 @@ class Runtime:
     # Redacts this snapshot's keys from provider text (error answers echo them) before it
     # reaches a log, a span or the app.
     scrubber: Scrubber = field(default_factory=Scrubber)
+    # Which counters bind each (route, provider, model); empty without limits and capacity.
+    limits: LimitTable = field(default_factory=lambda: LimitTable({}, {}))
 
     @classmethod
     def build(
@@ -45,8 +49,27 @@ class Runtime:
             providers={p.name: p for p in snapshot.providers},
             classifier=Classifier(policy=snapshot.policy),
             received_at=time.time() if received_at is None else received_at,
-            scrubber=Scrubber(secret for p in snapshot.providers for secret in p.secrets()),
+            scrubber=Scrubber(_secrets(snapshot)),
+            limits=LimitTable.build(snapshot),
         )
+
+
+def _secrets(snapshot: Snapshot) -> list[str]:
+    secrets = [secret for p in snapshot.providers for secret in p.secrets()]
+    if snapshot.limit_store is not None:
+        secrets.extend(store_secrets(snapshot.limit_store))
+    return secrets
+
+
+def store_secrets(store: LimitStore) -> list[str]:
+    """The limit store URL's password, as written and decoded (a Redis error can quote its URL). Not the
+    whole URL: the scrubber redacts any 8 characters of a secret, and "redis://" or a host's address
+    are not secret."""
+    try:
+        password = urlsplit(store.url.get_secret_value()).password
+    except ValueError:  # a malformed URL: no client is made from it (proxy.limits.slot)
+        return []
+    return [password, unquote(password)] if password else []
 
 
 class RuntimeHolder:

@@ -173,8 +173,10 @@ def build_app(
     # limit sits just above it as a backstop.
     app = web.Application(client_max_size=settings.max_body_bytes + 1)
     app[HOLDER] = holder
-    accounting = Accounting(telemetry=telemetry, audit=audit or AuditLog(), access_log=access_log or AccessLog())
+    audit = audit or AuditLog()
+    accounting = Accounting(telemetry=telemetry, audit=audit, access_log=access_log or AccessLog())
     attempts = Attempts(telemetry=telemetry)
+    admission = admission or Admission(telemetry=telemetry, audit=audit)
 
     async def provider_client(app: web.Application) -> Any:
         client = HttpClient(limits=settings.answer_limits)
@@ -184,10 +186,11 @@ def build_app(
             max_body_bytes=settings.max_body_bytes,
             relay=Relay(client=client, telemetry=telemetry),
             attempts=attempts,
-            admission=admission or Admission(),
+            admission=admission,
             accounting=accounting,
         )
         yield
+        await admission.close()  # the last settlements, then the counter store's connections
         await client.close()
 
     app.cleanup_ctx.append(provider_client)

@@ -7,8 +7,12 @@
 - `redis_store`: the same rules as one atomic Lua script per check, shared by every sidecar
   (imported only when a Redis URL and limits are configured: the sidecar's memory matters);
 - `headers`: the 429 and the rate-limit headers the OpenAI and Anthropic SDKs understand;
-- `settings`: where the counters live, and `build_limiter`.
+- `settings`: where the counters live, and `build_limiter`;
+- `slot`: which limiter the sidecar counts with across snapshots (built when first needed);
+- `gate`: the admit stage's decisions, pure (go, skip, reroute, refuse; what a request is charged);
+- `status`: what the admin port's /limits shows.
 
-Nothing here is on the request path until the admit and account stages call it; with no
-limits in the snapshot the binding table is empty and a lookup is one dict miss.
+The admit stage (`proxy.request.admit`) calls these before each backend's first call, and the
+account stage settles; with no limits in the snapshot the binding table is empty and a request
+pays one attribute read.
 """

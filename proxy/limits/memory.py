@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from proxy.limits import algorithm as alg
 from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Reservation, Usage, amount
+from shared.budget_windows import budget_window
 
 SWEEP_EVERY = 1024  # checks between sweeps of expired state
 
@@ -46,6 +47,10 @@ class InProcessLimiter:
         return alg.decide(states, Reservation(lease, tuple(counters), windows, demand))
 
     async def settle(self, reservation: Reservation, usage: Usage) -> None:
+        self.settle_now(reservation, usage)
+
+    def settle_now(self, reservation: Reservation, usage: Usage) -> None:
+        """`settle` without a coroutine: nothing here waits, so the admit stage calls it inline."""
         now = self._clock() * 1000
         demand = reservation.demand
         for counter, window in zip(reservation.counters, reservation.windows, strict=True):
@@ -65,6 +70,23 @@ class InProcessLimiter:
 
     async def close(self) -> None:
         return None
+
+    def standing(self, counter: Counter) -> dict[str, float | int | str]:
+        """Where `counter` stands now, for the admin port (read only)."""
+        now_s = self._clock()
+        now = now_s * 1000
+        if counter.measure == "concurrency":
+            leases = self._leases.get(counter.key, {})
+            in_flight = sum(1 for expiry in leases.values() if expiry > now)
+            return {"inFlight": in_flight, "remaining": max(counter.limit - in_flight, 0)}
+        if counter.measure in BUDGETS:
+            window, _ = budget_window(counter.measure, now_s)
+            spent = self._spent.get(f"{counter.key}/{window}", (0, 0.0))[0]
+            return {"window": window, "spentMicroUsd": spent, "remainingMicroUsd": max(counter.limit - spent, 0)}
+        used, at, _ = self._buckets.get(counter.key, (0.0, now, now))
+        level = alg.bucket_level(used, at, now, counter.limit)
+        remaining, reset_ms = alg.bucket_after(level, counter.limit)
+        return {"inUse": round(level, 3), "remaining": remaining, "resetSeconds": round(reset_ms / 1000, 3)}
 
     def _check(
         self, counter: Counter, cost: int, window: str, end: float, now: float

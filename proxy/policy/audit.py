@@ -1,4 +1,5 @@
-"""The audit trail: one structured line per request the workload's policy refused or rerouted.
+"""The audit trail: one structured line per request the workload's policy (or one of its limits) refused
+or rerouted.
 
 A JSON object per line on the `modelway.audit` logger, so a log pipeline can
 keep it apart from operational logs. It names the workload, route, data class,
@@ -32,6 +33,7 @@ class AuditLog:
         policies: tuple[str, ...],
         reason: str,
         trace_id: str = "",
+        limit: str = "",
     ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
@@ -47,6 +49,8 @@ class AuditLog:
             "policy": list(policies),
             "reason": reason,
         }
+        if limit:  # a limit's refusal (or a spent budget's reroute): which one of the policy's limits
+            entry["limit"] = limit
         if trace_id:
             entry["trace_id"] = trace_id
         log.info("%s", json.dumps(entry, separators=(",", ":")))

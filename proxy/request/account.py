@@ -3,12 +3,14 @@
 Built once at the end of every request, whatever became of it, and handed as it is to the
 telemetry (the server span's closing attributes and the metrics: `proxy.telemetry`), the audit
 log (a policy's refusals and reroutes: `proxy.policy.audit`) and the access log
-(`proxy.request.access_log`). Limits will read it here too, to charge what a request used.
+(`proxy.request.access_log`). The request's limits (`proxy.request.admit.Gate`) read it here too, to
+charge what the request used and return the rest.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Span
 
@@ -21,6 +23,9 @@ from proxy.request.relay import Answer
 from proxy.routing.table import Plan, PolicyRefusal
 from proxy.runtime import Runtime
 from proxy.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from proxy.request.admit import Gate
 
 
 class Accounting:
@@ -133,6 +138,7 @@ class Accounting:
         error_type: str | None,
         error_message: str,
         started: float,
+        gate: Gate | None = None,
     ) -> Outcome:
         """A planned request, after its attempts: answered, failed, or left by its client."""
         decision, policies, reason = _decision(plan, classification)
@@ -167,6 +173,8 @@ class Accounting:
             policies,
             reason,  # policy_reason
         )
+        if gate is not None:
+            gate.settle(outcome)  # in the background: the answer does not wait for the counters
         self._record(outcome, span=span, runtime=runtime)
         return outcome
 

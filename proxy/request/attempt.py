@@ -8,6 +8,10 @@ itself, bytes both ways, is `proxy.request.relay`'s.
 
 Every attempt made is appended to the caller's list (also when the request is cancelled), so
 the account stage knows them whatever happened.
+
+With limits bound (a `Gate` from the admit stage), each backend's counters are checked and charged
+before its first call: a backend whose provider capacity is spent is skipped for the next one, a
+budget spent with `reroute` puts its cheaper backends next, and a refusal ends the request.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Span
 
@@ -26,10 +31,13 @@ from proxy.providers.base import Translator, UnsupportedOperation, UpstreamReque
 from proxy.request.outcome import CLIENT_DISCONNECTED, Attempt
 from proxy.request.relay import Answer, AttemptFailed
 from proxy.routing.health import OutlierDetector
-from proxy.routing.table import Plan
+from proxy.routing.table import Candidate, Plan
 from proxy.runtime import Runtime
 from proxy.snapshot import Backend
 from proxy.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from proxy.request.admit import Gate
 
 log = logging.getLogger("modelway.relay")
 
@@ -56,14 +64,27 @@ class Attempts:
         build: BuildRequest,
         call: Call,
         made: list[Attempt],
+        gate: Gate | None = None,
     ) -> Answer:
-        """The first answer; raises ApiError when none came (all_backends_failed, upstream_rejected)."""
+        """The first answer; raises ApiError when none came (all_backends_failed, upstream_rejected,
+        or a limit's refusal)."""
         telemetry, rule = self._telemetry, plan.rule
         loop = asyncio.get_running_loop()
         deadline = loop.time() + rule.timeouts.total_seconds
         failures: list[up.Failure] = []
-        for index, candidate in enumerate(plan.candidates):
+        moved = ""  # why the request moved on to the next backend: a failure's kind, or capacity
+        # A list when limits bind: a spent budget's cheaper backends are put right after the current one
+        # (iterating a list by index sees what is inserted ahead).
+        candidates: Sequence[Candidate] = plan.candidates if gate is None else list(plan.candidates)
+        for index, candidate in enumerate(candidates):
             backend = candidate.backend
+            if gate is not None and (counters := gate.counters(backend)):
+                admitted = await gate.reserve(backend, counters, span=server_span)  # 4 admit, per backend
+                if admitted is not True:
+                    if admitted:
+                        _put_next(candidates, index, admitted)
+                    moved = "budget" if admitted else "capacity"
+                    continue
             translator = runtime.translators[backend.provider]
             info = telemetry.backend(runtime, backend.key)  # span names and labels, made once per snapshot
             for retry_number in range(rule.retry.attempts):
@@ -71,9 +92,7 @@ class Attempts:
                     failures.append(up.Failure(up.TIMEOUT, backend.key, "total timeout reached before this attempt"))
                     raise _final_error(model, plan, failures)
                 if index > 0 and retry_number == 0:
-                    telemetry.fallback_event(
-                        server_span, backend=backend.key, reason=failures[-1].kind if failures else ""
-                    )
+                    telemetry.fallback_event(server_span, backend=backend.key, reason=moved)
                 name, attributes = info.client_span(operation, len(made) + 1, candidate.fallback)
                 span = telemetry.client_span(name=name, parent=server_span, attributes=attributes)
                 error_type: str | None = "_OTHER"  # cancelled, or an exception no attempt expects
@@ -110,6 +129,7 @@ class Attempts:
                     span.end()
                     made.append(Attempt(backend.key, candidate.fallback, error_type, time.perf_counter() - started))
                 failures.append(failure)
+                moved = failure.kind
                 log.info("attempt failed: model=%s %s", model, failure.summary())
                 if not up.worth_another_backend(failure.kind):
                     raise ApiError(
@@ -125,7 +145,20 @@ class Attempts:
                     break
                 telemetry.retry_event(server_span, backend=backend.key, delay=delay)
                 await asyncio.sleep(delay)
+            if gate is not None:
+                gate.failed(backend.key)  # moving on: what it reserved there is returned
+        if gate is not None and not failures:  # no call made: every backend's capacity was spent
+            refusal = gate.capacity_refusal(server_span)
+            if refusal is not None:
+                raise refusal
         raise _final_error(model, plan, failures)
+
+
+def _put_next(candidates: Sequence[Candidate], index: int, chosen: tuple[Candidate, ...]) -> None:
+    """`chosen` right after `index`, and not again later."""
+    assert isinstance(candidates, list)
+    keys = {c.backend.key for c in chosen}
+    candidates[index + 1 :] = [*chosen, *(c for c in candidates[index + 1 :] if c.backend.key not in keys)]
 
 
 def _final_error(model: str, plan: Plan, failures: list[up.Failure]) -> ApiError:

@@ -3,7 +3,7 @@
     parse     proxy.request.parse      the body, read under limits, into the internal form
     classify  proxy.request.classify   the data class (the workload's floor, the app's header, a scan)
     plan      proxy.request.plan       route, rule, and the backends to try in order
-    admit     proxy.request.admit      limits and budgets (none yet: admits all)
+    admit     proxy.request.admit      limits, budgets, providers' capacity: a Gate the attempts ask per backend
     attempt   proxy.request.attempt    retries, fallbacks, health; proxy.request.relay makes each call
     account   proxy.request.account    the one Outcome, read by spans, metrics, audit and access logs
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 from opentelemetry.trace import Span
@@ -27,7 +28,7 @@ from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.policy.classify import Classification, chat_texts, embedding_texts
 from proxy.providers.base import Translator, UpstreamRequest
 from proxy.request.account import Accounting
-from proxy.request.admit import Admission
+from proxy.request.admit import Admission, Gate
 from proxy.request.attempt import Attempts, Call
 from proxy.request.classify import classify
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
@@ -42,8 +43,9 @@ from proxy.telemetry import Telemetry
 
 log = logging.getLogger("modelway.server")
 
-# What an operation does once planned: (runtime, plan, server span, attempts made) -> the answer.
-Serve = Callable[[Runtime, Plan, Span, list[Attempt]], Awaitable[tuple[web.StreamResponse, Answer]]]
+# What an operation does once planned: (runtime, plan, server span, attempts made, the request's
+# limits or None) -> the answer.
+Serve = Callable[[Runtime, Plan, Span, list[Attempt], Gate | None], Awaitable[tuple[web.StreamResponse, Answer]]]
 
 
 class RequestPath:
@@ -77,7 +79,7 @@ class RequestPath:
         telemetry, relay, attempts = self._telemetry, self._relay, self._attempts
 
         async def serve(
-            runtime: Runtime, plan: Plan, span: Span, made: list[Attempt]
+            runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
             telemetry.capture(span, runtime=runtime, request=parsed.request)  # opt-in prompt text
             if parsed.stream:
@@ -103,6 +105,7 @@ class RequestPath:
                         timeouts=plan.rule.timeouts,
                         started=started,
                         scrub=runtime.scrubber,
+                        headers=gate.answer_headers() if gate is not None else None,
                     )
 
                 answer = await attempts.run(
@@ -114,6 +117,7 @@ class RequestPath:
                     build=lambda t, m: t.chat_request(parsed.request, model=m, stream=True),
                     call=stream,
                     made=made,
+                    gate=gate,
                 )
                 assert answer.response is not None  # (a stream that answered has begun)
                 return answer.response, answer
@@ -126,11 +130,13 @@ class RequestPath:
                 build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
                 call=self._unary(plan, lambda t, body, m: t.chat_response(body)),
                 made=made,
+                gate=gate,
             )
             telemetry.capture(span, runtime=runtime, request=parsed.request, response=answer.data)
+            headers = gate.answer_headers() if gate is not None else None  # the rate-limit headers
             if frontend.api == "openai" and answer.native_openai:  # the provider's bytes are the answer
-                return web.Response(body=answer.raw, content_type="application/json"), answer
-            return json_response(frontend.render_chat(answer.data)), answer
+                return web.Response(body=answer.raw, content_type="application/json", headers=headers), answer
+            return json_response(frontend.render_chat(answer.data), headers=headers), answer
 
         return await self._serve(
             request,
@@ -141,6 +147,7 @@ class RequestPath:
             texts=lambda: chat_texts(parsed.request),
             serve=serve,
             started=started,
+            body=parsed.request,
         )
 
     async def embeddings(self, request: web.Request, frontend: OpenAIFrontend) -> web.StreamResponse:
@@ -151,7 +158,7 @@ class RequestPath:
             return self._rejected(frontend, error, operation="embeddings", model="", stream=False, started=started)
 
         async def serve(
-            runtime: Runtime, plan: Plan, span: Span, made: list[Attempt]
+            runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
             answer = await self._attempts.run(
                 runtime=runtime,
@@ -162,9 +169,12 @@ class RequestPath:
                 build=lambda t, m: t.embeddings_request(body, model=m),
                 call=self._unary(plan, lambda t, raw, m: t.embeddings_response(raw, model=m)),
                 made=made,
+                gate=gate,
             )
             encoding = body.get("encoding_format", "float")
-            return json_response(frontend.render_embeddings(answer.data, encoding_format=encoding)), answer
+            headers = gate.answer_headers() if gate is not None else None
+            rendered = frontend.render_embeddings(answer.data, encoding_format=encoding)
+            return json_response(rendered, headers=headers), answer
 
         return await self._serve(
             request,
@@ -175,6 +185,7 @@ class RequestPath:
             texts=lambda: embedding_texts(body),
             serve=serve,
             started=started,
+            body=body,
         )
 
     # --- the stages after parse, the same for every operation ------------------------------
@@ -190,6 +201,7 @@ class RequestPath:
         texts: Callable[[], Iterable[str]],
         serve: Serve,
         started: float,
+        body: Mapping[str, Any],
     ) -> web.StreamResponse:
         runtime: Runtime | None = None  # the snapshot this request is served by, to its end
         classification: Classification | None = None
@@ -217,7 +229,16 @@ class RequestPath:
                     classification=classification,
                     started=started,
                 )
-            self._admission.admit(runtime=runtime, plan=chosen, classification=classification)  # 4 admit
+            gate = self._admission.admit(  # 4 admit (None: no limit binds this request)
+                runtime=runtime,
+                plan=chosen,
+                classification=classification,
+                operation=operation,
+                model=model,
+                api=frontend.api,
+                body=body,
+                request=request,
+            )
         except ApiError as error:
             self._accounting.rejected(
                 error,
@@ -258,10 +279,11 @@ class RequestPath:
                     error_type=error_type,
                     error_message=message,
                     started=started,
+                    gate=gate,
                 )
 
             try:
-                response, answer = await serve(runtime, chosen, span, made)  # 5 attempt
+                response, answer = await serve(runtime, chosen, span, made, gate)  # 5 attempt
             except ApiError as error:
                 settle(None, error.status, error.code or error.type, error.message)
                 return error_response(frontend, error)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,8 +169,10 @@ class Relay:
         timeouts: Timeouts,
         started: float,
         scrub: Callable[[str], str],
+        headers: Mapping[str, str] | None = None,
     ) -> Answer:
-        """`started`: the request's `time.perf_counter()` reading, for the time to first token."""
+        """`started`: the request's `time.perf_counter()` reading, for the time to first token;
+        `headers`: added to the answer's (the rate-limit headers, when limits bind)."""
         loop = asyncio.get_running_loop()
         first_token_deadline = deadline
         if timeouts.first_token_seconds is not None:
@@ -197,7 +199,9 @@ class Relay:
                     timer.reschedule(deadline)  # (a timer move is not free: only when needed)
                 answer.ttft = time.perf_counter() - started
                 encoder = frontend.stream_encoder(include_usage=parsed.include_usage)
-                response = answer.response = _EventStream(status=200, headers=_SSE_HEADERS)
+                response = answer.response = _EventStream(
+                    status=200, headers=_SSE_HEADERS if headers is None else {**_SSE_HEADERS, **headers}
+                )
                 await _prepare(response, request)
                 await _write_chunks(response, encoder, buffered)
                 if not ended:

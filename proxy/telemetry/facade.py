@@ -42,6 +42,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from proxy.limits.model import CounterState
 from proxy.providers.base import Usage
 from proxy.runtime import Runtime
 from proxy.telemetry.sidecar_metrics import (
@@ -140,6 +141,19 @@ class Telemetry:
     def fallback_event(self, server_span: Span, *, backend: str, reason: str) -> None:
         """The request moves on to `backend`, after a failure of kind `reason`."""
         server_span.add_event("modelway.fallback", {"modelway.backend": backend, "modelway.fallback.reason": reason})
+
+    def limit_refused_event(self, server_span: Span, state: CounterState) -> None:
+        """A limit (or a provider's capacity, or a spent budget) turned the request away or rerouted it."""
+        counter = state.counter
+        server_span.add_event(
+            "modelway.limit.refused",
+            {
+                "modelway.limit.owner": counter.owner,
+                "modelway.limit.name": counter.name,
+                "modelway.limit.measure": counter.measure,
+                "modelway.limit.retry_after_s": round(state.retry_after_seconds, 3),
+            },
+        )
 
     def retry_event(self, server_span: Span, *, backend: str, delay: float) -> None:
         server_span.add_event(

@@ -144,6 +144,15 @@ class NoMetrics:
     def personal_data(self, counts: Mapping[str, int]) -> None:
         pass
 
+    def limit_refusal(self, *, route: str, owner: str, name: str, measure: str) -> None:
+        pass
+
+    def limit_store_unavailable(self, *, failure_mode: str) -> None:
+        pass
+
+    def capacity_skip(self, *, route: str, backend: str) -> None:
+        pass
+
 
 class SidecarMetrics(NoMetrics):
     def __init__(
@@ -222,6 +231,27 @@ class SidecarMetrics(NoMetrics):
             unit="{finding}",
             description="Personal data found in prompts by the scan, by kind (counted, never logged).",
             attributes=("modelway.personal_data.kind",),
+        )
+        self.limit_refusals = registry.counter(
+            "modelway.limits.refusals",
+            unit="{request}",
+            description="Requests answered 429 (or 503: a closed limit the store could not check) by a limit, "
+            "a budget or a provider's capacity.",
+            attributes=(route, "modelway.limit.owner", "modelway.limit.name", "modelway.limit.measure"),
+        )
+        self.limit_store_unavailable_total = registry.counter(
+            "modelway.limits.store_unavailable",
+            unit="{decision}",
+            description="Limit checks decided without the shared counter store (down or slow), by the "
+            "failure mode that decided them (open: served uncounted; closed: refused).",
+            attributes=("modelway.limit.failure_mode",),
+        )
+        self.capacity_skips = registry.counter(
+            "modelway.limits.capacity_skips",
+            unit="{backend}",
+            description="Backends skipped before the call because their provider's capacity was spent "
+            "(quota-aware failover to the next backend).",
+            attributes=(route, "modelway.backend"),
         )
         self.cost_usd = registry.counter(
             "modelway.cost",
@@ -310,6 +340,15 @@ class SidecarMetrics(NoMetrics):
     def policy_reroute(self, *, route: str, policy: str, data_class: str) -> None:
         """One request whose route lost backends to `policy` for its data class."""
         self.policy_reroutes.add((route, policy, data_class))
+
+    def limit_refusal(self, *, route: str, owner: str, name: str, measure: str) -> None:
+        self.limit_refusals.add((route, owner, name, measure))
+
+    def limit_store_unavailable(self, *, failure_mode: str) -> None:
+        self.limit_store_unavailable_total.add((failure_mode,))
+
+    def capacity_skip(self, *, route: str, backend: str) -> None:
+        self.capacity_skips.add((route, backend))
 
     def personal_data(self, counts: Mapping[str, int]) -> None:
         """What the personal-data scan found in one prompt: how many of each kind, never what."""

@@ -34,9 +34,10 @@ class _Closed(Admission):
     """What limits will do: turn a request away before it goes out."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.asked: list[tuple[str, str]] = []
 
-    def admit(self, *, runtime: Runtime, plan: Plan, classification: Classification) -> None:
+    def admit(self, *, runtime: Runtime, plan: Plan, classification: Classification, **request: Any) -> None:
         self.asked.append((plan.route.name, classification.data_class))
         if plan.route.name == "closed":
             raise ApiError(429, "the route's budget is spent", "rate_limit_error", "budget_exhausted")

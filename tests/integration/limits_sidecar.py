@@ -1,0 +1,90 @@
+"""Snapshots with limits for a real sidecar in front of the fake providers, and reading its counters.
+
+Every limit gets a fresh counter key, so tests that share one Redis never share a counter."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+from tests.fakes.server import DEFAULT_KEYS
+
+POLICY = "ModelPolicy team-a/caps"
+PRICE_IN, PRICE_OUT = 2.5, 10.0  # USD per million tokens, i.e. micro-USD per token
+
+
+def limit(name: str, **numbers: Any) -> dict[str, Any]:
+    """A compiled limit of POLICY for the workload; `numbers` in the snapshot's spelling (camelCase)."""
+    return {"policy": POLICY, "name": name, "key": f"ModelPolicy/team-a/caps/{name}-{uuid.uuid4().hex[:8]}/policy",
+            **numbers}  # fmt: skip
+
+
+def capacity(model: str, **numbers: Any) -> dict[str, Any]:
+    return {"key": f"ModelProvider/team-a/oai/capacity/{model}-{uuid.uuid4().hex[:8]}", "model": model, **numbers}
+
+
+def limited_snapshot(
+    openai_url: str,
+    anthropic_url: str,
+    *,
+    limits: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    oai_capacity: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    limit_store: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Routes: `gpt` (oai/gpt-4o), `claude` (claude/claude-sonnet-4-5), `failover` (oai/gpt-4o, then
+    spare/gpt-4o-mini), `embed` (oai/text-embedding-3-small). oai and spare are the same fake."""
+    pricing = {"inputPerMillion": PRICE_IN, "outputPerMillion": PRICE_OUT}
+    one_try = {"attempts": 1}
+    snapshot: dict[str, Any] = {
+        "providers": [
+            {"name": "oai", "type": "openai", "baseUrl": openai_url + "/v1", "apiKey": DEFAULT_KEYS["openai"],
+             "pricing": {"gpt-4o": pricing}, "capacity": list(oai_capacity)},
+            {"name": "spare", "type": "openai", "baseUrl": openai_url + "/v1", "apiKey": DEFAULT_KEYS["openai"],
+             "pricing": {"gpt-4o-mini": {"inputPerMillion": 0.15, "outputPerMillion": 0.6}}},
+            {"name": "claude", "type": "anthropic", "baseUrl": anthropic_url, "apiKey": DEFAULT_KEYS["anthropic"],
+             "pricing": {"claude-sonnet-4-5": pricing}},
+        ],
+        "routes": [
+            {"name": "gpt", "model": "gpt", "rules": [{"name": "default", "retry": one_try,
+             "backends": [{"provider": "oai", "model": "gpt-4o"}]}]},
+            {"name": "claude", "model": "claude", "rules": [{"name": "default", "retry": one_try,
+             "backends": [{"provider": "claude", "model": "claude-sonnet-4-5"}]}]},
+            {"name": "failover", "model": "failover", "rules": [{"name": "default", "retry": one_try,
+             "backends": [{"provider": "oai", "model": "gpt-4o"}],
+             "fallbacks": [{"provider": "spare", "model": "gpt-4o-mini"}]}]},
+            {"name": "embed", "model": "embed", "rules": [{"name": "default", "retry": one_try,
+             "backends": [{"provider": "oai", "model": "text-embedding-3-small"}]}]},
+        ],
+        "policy": {"workload": "team-a/app", "policies": [POLICY], "limits": list(limits)},
+    }  # fmt: skip
+    if limit_store is not None:
+        snapshot["limitStore"] = limit_store
+    return snapshot
+
+
+def post(base_url: str, path: str, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers lowered, body) of a POST, errors included."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(
+        base_url + path, data=data, headers={"content-type": "application/json", **headers}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def chat(model: str = "gpt", text: str = "hello there", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def counter_standing(limits_page: dict[str, Any], name: str, measure: str) -> dict[str, Any]:
+    """Where the named limit's counter stands, from the admin port's /limits."""
+    for entry in limits_page["limits"]:
+        if entry["name"] == name and entry["measure"] == measure:
+            return entry["standing"]
+    raise AssertionError(f"no counter {name}/{measure} on /limits: {limits_page}")
