@@ -21,6 +21,7 @@ from proxy.http_client import AnswerLimits
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.policy.audit import AuditLog
 from proxy.request.access_log import AccessLog, AccessLogSettings, configure_access_logger
+from proxy.request.backpressure import BackpressureSettings
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
@@ -133,6 +134,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64 * 1024,
         help="largest answer head: status line and headers (default: %(default)s)",
     )
+    bounds = parser.add_argument_group(
+        "backpressure",
+        "how many requests go out at once, so a slow provider cannot pile them up in the pod's memory. Past "
+        "a bound a request waits in a short queue; past the queue, a full backend sends it to the rule's next "
+        "backend and a full route refuses it: 503 (code overloaded) with retry-after. The defaults sit far "
+        "above what one app's pod sends (a few, or a few dozen, calls at once) and far below what fills a "
+        "sidecar's memory (each request holds its body and its answer's buffers): they bite only when a "
+        "provider stalls and requests keep coming. 0 turns a bound off",
+    )
+    bounds.add_argument(
+        "--max-in-flight-per-backend",
+        type=int,
+        default=256,
+        metavar="N",
+        help="calls one backend (provider/model) has at once, a stream until its last byte (default: %(default)s)",
+    )
+    bounds.add_argument(
+        "--max-in-flight-per-route",
+        type=int,
+        default=512,
+        metavar="N",
+        help="requests one route serves at once, retries and fallbacks included (default: %(default)s)",
+    )
+    bounds.add_argument(
+        "--max-queued",
+        type=int,
+        default=128,
+        metavar="N",
+        help="requests that may wait for a slot, per route and per backend (default: %(default)s)",
+    )
+    bounds.add_argument(
+        "--queue-wait",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="longest wait in the queue before the request is refused, or tries the next backend; also "
+        "the retry-after the refusal suggests (default: %(default)s)",
+    )
     parser.add_argument(
         "--log-level", default=env("MODELWAY_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
     )
@@ -200,11 +239,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
     if not 0 <= args.access_log_sample <= 1:
         parser.error("--access-log-sample must be a fraction from 0 to 1")
+    try:
+        backpressure_settings(args)
+    except ValueError as exc:
+        parser.error(f"backpressure: {exc}")
     return args
 
 
 def access_log_settings(args: argparse.Namespace) -> AccessLogSettings:
     return AccessLogSettings(enabled=args.access_log == "on", sample=args.access_log_sample)
+
+
+def backpressure_settings(args: argparse.Namespace) -> BackpressureSettings:
+    return BackpressureSettings(
+        max_in_flight_per_backend=args.max_in_flight_per_backend,
+        max_in_flight_per_route=args.max_in_flight_per_route,
+        max_queued=args.max_queued,
+        queue_wait_seconds=args.queue_wait,
+    )
 
 
 def answer_limits(args: argparse.Namespace) -> AnswerLimits:
@@ -279,7 +331,11 @@ async def serve(
     app = build_app(
         holder=holder,
         telemetry=telemetry,
-        settings=ServerSettings(max_body_bytes=args.max_body_bytes, answer_limits=answer_limits(args)),
+        settings=ServerSettings(
+            max_body_bytes=args.max_body_bytes,
+            answer_limits=answer_limits(args),
+            backpressure=backpressure_settings(args),
+        ),
         audit=AuditLog(pod=os.environ.get("POD_NAME", "")),
         access_log=AccessLog(access_log_settings(args)),
     )

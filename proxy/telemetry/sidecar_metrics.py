@@ -144,6 +144,12 @@ class NoMetrics:
     def personal_data(self, counts: Mapping[str, int]) -> None:
         pass
 
+    def backpressure_refusal(self, *, route: str, scope: str) -> None:
+        pass
+
+    def watch_in_flight(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        pass
+
 
 class SidecarMetrics(NoMetrics):
     def __init__(
@@ -153,7 +159,7 @@ class SidecarMetrics(NoMetrics):
         holder: RuntimeHolder | None = None,
         telemetry_drops: Callable[[], Iterable[tuple[Labels, float]]] = lambda: (),
     ) -> None:
-        self.registry = registry
+        self.registry: Registry = registry
         # (operation, route, backend labels, outcome, error type) -> the request's series, found with
         # one hash instead of one per instrument; each series' cells are made when first used.
         self._series: dict[tuple[Any, ...], _Series] = {}
@@ -222,6 +228,13 @@ class SidecarMetrics(NoMetrics):
             unit="{finding}",
             description="Personal data found in prompts by the scan, by kind (counted, never logged).",
             attributes=("modelway.personal_data.kind",),
+        )
+        self.backpressure_refusals = registry.counter(
+            "modelway.backpressure.refusals",
+            unit="{request}",
+            description="Requests answered 503 because the sidecar's in-flight bound was reached: for the "
+            "route, or for every backend tried (scope); a full backend that spilled to the next is a fallback.",
+            attributes=(route, "modelway.backpressure.scope"),
         )
         self.cost_usd = registry.counter(
             "modelway.cost",
@@ -315,6 +328,21 @@ class SidecarMetrics(NoMetrics):
         """What the personal-data scan found in one prompt: how many of each kind, never what."""
         for kind, count in counts.items():
             self.personal_data_found.add((kind,), count)
+
+    def backpressure_refusal(self, *, route: str, scope: str) -> None:
+        """One request refused 503 by an in-flight bound (`proxy.request.backpressure`)."""
+        self.backpressure_refusals.add((route, scope))
+
+    def watch_in_flight(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """The gauge of requests in flight per backend, read when scraped or exported."""
+        self.registry.observed(
+            "modelway.backpressure.in_flight",
+            kind=GAUGE,
+            unit="{request}",
+            callback=lambda: [((key,), count) for key, count in read()],
+            description="Requests holding one of a backend's in-flight slots (--max-in-flight-per-backend).",
+            attributes=("modelway.backend",),
+        )
 
 
 class _Series:
