@@ -159,7 +159,7 @@ class SidecarMetrics(NoMetrics):
         holder: RuntimeHolder | None = None,
         telemetry_drops: Callable[[], Iterable[tuple[Labels, float]]] = lambda: (),
     ) -> None:
-        self.registry: Registry = registry
+        self.registry = registry
         # (operation, route, backend labels, outcome, error type) -> the request's series, found with
         # one hash instead of one per instrument; each series' cells are made when first used.
         self._series: dict[tuple[Any, ...], _Series] = {}
@@ -255,6 +255,15 @@ class SidecarMetrics(NoMetrics):
             description="Seconds since the snapshot this sidecar serves was received.",
             attributes=("modelway.snapshot.version",),
         )
+        self._in_flight: Callable[[], Iterable[tuple[str, int]]] = lambda: ()
+        registry.observed(
+            "modelway.backpressure.in_flight",
+            kind=GAUGE,
+            unit="{request}",
+            callback=lambda: [((key,), count) for key, count in self._in_flight()],
+            description="Calls holding one of a backend's in-flight slots (--max-in-flight-per-backend).",
+            attributes=("modelway.backend",),
+        )
         registry.observed(
             "modelway.telemetry.dropped",
             kind=COUNTER,
@@ -334,15 +343,8 @@ class SidecarMetrics(NoMetrics):
         self.backpressure_refusals.add((route, scope))
 
     def watch_in_flight(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
-        """The gauge of requests in flight per backend, read when scraped or exported."""
-        self.registry.observed(
-            "modelway.backpressure.in_flight",
-            kind=GAUGE,
-            unit="{request}",
-            callback=lambda: [((key,), count) for key, count in read()],
-            description="Requests holding one of a backend's in-flight slots (--max-in-flight-per-backend).",
-            attributes=("modelway.backend",),
-        )
+        """Where the gauge of requests in flight per backend reads them (when scraped or exported)."""
+        self._in_flight = read
 
 
 class _Series:

@@ -308,6 +308,7 @@ def test_a_provider_that_never_answers_holds_a_bounded_number_of_requests(
                 while sum(not t.done() for t in waiting) > 2 and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 rss.append(rss_kib(pid))
+                assert 'modelway_backpressure_in_flight{modelway_backend="void/m"} 2' in metrics(per_backend)
                 answered.append(sum(t.done() for t in tasks))
                 for task in tasks:
                     if task.done():
