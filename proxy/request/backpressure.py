@@ -35,7 +35,7 @@ OVERLOADED = "overloaded"
 ROUTE, BACKEND = "route", "backend"  # modelway.backpressure.scope
 
 # Keys are route names and backend keys: few, but snapshots may rename them. Past this many,
-# the idle ones are forgotten (a held gate is never dropped: its holders still count on it).
+# the idle ones are forgotten (never a key with holders: they still count on its slots).
 MAX_KEYS = 4096
 
 
@@ -55,7 +55,7 @@ class BackpressureSettings:
             raise ValueError("the queue wait must be a finite number of seconds, 0 or more")
 
 
-class Gate:
+class Slots:
     """One key's state: the requests holding a slot, and those waiting for one (oldest first)."""
 
     __slots__ = ("in_flight", "key", "waiters")
@@ -82,68 +82,68 @@ class Bound:
         if limit < 1:
             raise ValueError("a bound's limit is at least 1 (no bound: `Unbounded`)")
         self.limit, self.max_queued, self.queue_wait = limit, max_queued, queue_wait
-        self._gates: dict[str, Gate] = {}
+        self._by_key: dict[str, Slots] = {}
 
-    def enter(self, key: str) -> Gate | None:
+    def enter(self, key: str) -> Slots | None:
         """A slot now (give it back with `leave`), or None: then `wait` for one."""
-        gate = self._gates.get(key) or self._gate(key)
-        if gate.in_flight < self.limit and not gate.waiters:
-            gate.in_flight += 1
-            return gate
+        slots = self._by_key.get(key) or self._add(key)
+        if slots.in_flight < self.limit and not slots.waiters:
+            slots.in_flight += 1
+            return slots
         return None
 
-    async def wait(self, key: str, *, deadline: float | None = None) -> Gate:
+    async def wait(self, key: str, *, deadline: float | None = None) -> Slots:
         """A slot once one passes to this request, within `queue_wait` (and before `deadline`, a
         loop time); raises `Full` when the queue is full or the wait runs out."""
-        gate = self._gates.get(key) or self._gate(key)
-        if gate.in_flight < self.limit and not gate.waiters:  # (freed since `enter`)
-            gate.in_flight += 1
-            return gate
-        if len(gate.waiters) >= self.max_queued:
-            raise Full(key, limit=self.limit, queued=len(gate.waiters), waited=None)
+        slots = self._by_key.get(key) or self._add(key)
+        if slots.in_flight < self.limit and not slots.waiters:  # (freed since `enter`)
+            slots.in_flight += 1
+            return slots
+        if len(slots.waiters) >= self.max_queued:
+            raise Full(key, limit=self.limit, queued=len(slots.waiters), waited=None)
         loop = asyncio.get_running_loop()
         started = loop.time()
         until = started + self.queue_wait if deadline is None else min(deadline, started + self.queue_wait)
         waiter: asyncio.Future[bool] = loop.create_future()
-        gate.waiters.append(waiter)
-        timer = loop.call_at(until, _expire, gate, waiter)
+        slots.waiters.append(waiter)
+        timer = loop.call_at(until, _expire, slots, waiter)
         try:
             granted = await waiter
         except BaseException:  # cancelled (the client left, the request's deadline)
             if waiter.cancelled():
-                _discard(gate.waiters, waiter)  # still queued: leave the queue
+                _discard(slots.waiters, waiter)  # still queued: leave the queue
             elif waiter.result():
-                self.leave(gate)  # a slot passed to it as it was cancelled: pass it on
+                self.leave(slots)  # a slot passed to it as it was cancelled: pass it on
             raise
         finally:
             timer.cancel()
         if not granted:
-            raise Full(key, limit=self.limit, queued=len(gate.waiters), waited=loop.time() - started)
-        return gate
+            raise Full(key, limit=self.limit, queued=len(slots.waiters), waited=loop.time() - started)
+        return slots
 
-    def leave(self, gate: Gate) -> None:
+    def leave(self, slots: Slots) -> None:
         """Gives a slot back: to the first waiter still waiting, else to the count."""
-        waiters = gate.waiters
+        waiters = slots.waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(True)  # the slot passes on: the count stays
                 return
-        gate.in_flight -= 1
+        slots.in_flight -= 1
 
     def in_flight(self) -> list[tuple[str, int]]:
         """(key, requests holding a slot) for every key seen (a gauge's callback)."""
-        return [(key, gate.in_flight) for key, gate in self._gates.items()]
+        return [(key, slots.in_flight) for key, slots in self._by_key.items()]
 
     def queued(self, key: str) -> int:
-        gate = self._gates.get(key)
-        return len(gate.waiters) if gate is not None else 0
+        slots = self._by_key.get(key)
+        return len(slots.waiters) if slots is not None else 0
 
-    def _gate(self, key: str) -> Gate:
-        if len(self._gates) >= MAX_KEYS:
-            self._gates = {k: g for k, g in self._gates.items() if g.in_flight or g.waiters}
-        gate = self._gates[key] = Gate(key)
-        return gate
+    def _add(self, key: str) -> Slots:
+        if len(self._by_key) >= MAX_KEYS:
+            self._by_key = {k: s for k, s in self._by_key.items() if s.in_flight or s.waiters}
+        slots = self._by_key[key] = Slots(key)
+        return slots
 
 
 class Unbounded:
@@ -153,13 +153,13 @@ class Unbounded:
     max_queued = 0
     queue_wait = 0.0
 
-    def enter(self, key: str) -> Gate:
+    def enter(self, key: str) -> Slots:
         return _OPEN
 
-    async def wait(self, key: str, *, deadline: float | None = None) -> Gate:
+    async def wait(self, key: str, *, deadline: float | None = None) -> Slots:
         return _OPEN
 
-    def leave(self, gate: Gate) -> None:
+    def leave(self, slots: Slots) -> None:
         pass
 
     def in_flight(self) -> list[tuple[str, int]]:
@@ -169,12 +169,12 @@ class Unbounded:
         return 0
 
 
-_OPEN = Gate("")
+_OPEN = Slots("")
 
 
-def _expire(gate: Gate, waiter: asyncio.Future[bool]) -> None:
+def _expire(slots: Slots, waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
-        _discard(gate.waiters, waiter)
+        _discard(slots.waiters, waiter)
         waiter.set_result(False)
 
 
@@ -200,7 +200,7 @@ class Backpressure:
         self._metrics = metrics or NoMetrics()
         self._retry_after = max(1, math.ceil(settings.queue_wait_seconds))
 
-    async def wait_route(self, route: str) -> Gate:
+    async def wait_route(self, route: str) -> Slots:
         """A slot on `route`, or ApiError 503 (`overloaded`): a full route has no other way out."""
         try:
             return await self.route.wait(route)
@@ -208,7 +208,7 @@ class Backpressure:
             self._metrics.backpressure_refusal(route=route, scope=ROUTE)
             raise self._refusal(f"route {route!r} {_why(full)}") from None
 
-    async def wait_backend(self, key: str, *, deadline: float) -> Gate:
+    async def wait_backend(self, key: str, *, deadline: float) -> Slots:
         """A slot on backend `key`, or AttemptFailed (`overloaded`): the attempt stage moves on to
         the next backend, as after any failure that is not the request's fault."""
         try:

@@ -20,7 +20,7 @@ from proxy.request.backpressure import (
     BackpressureSettings,
     Bound,
     Full,
-    Gate,
+    Slots,
     Unbounded,
 )
 from proxy.request.relay import AttemptFailed
@@ -61,10 +61,10 @@ def test_waiters_get_freed_slots_in_the_order_they_came() -> None:
         served: list[str] = []
 
         async def request(name: str) -> None:
-            gate = await bound.wait("k")
+            slots = await bound.wait("k")
             served.append(name)
             await asyncio.sleep(0.01)
-            bound.leave(gate)
+            bound.leave(slots)
 
         tasks = []
         for name in ("a", "b", "c"):
@@ -88,9 +88,9 @@ def test_a_newcomer_does_not_overtake_the_queue() -> None:
         await settle()
         bound.leave(held)  # the slot passes to the waiter, which has not resumed yet
         assert bound.enter("k") is None
-        gate = await waiting
+        slots = await waiting
         assert in_flight(bound) == 1
-        bound.leave(gate)
+        bound.leave(slots)
         assert in_flight(bound) == 0
 
     run(scenario())
@@ -172,9 +172,9 @@ def test_a_waiter_cancelled_just_as_a_slot_passed_to_it_passes_the_slot_on() -> 
         first.cancel()  # ...which is cancelled before it could resume
         with pytest.raises(asyncio.CancelledError):
             await first
-        gate = await asyncio.wait_for(second, 1)  # the slot went on to the next in line
+        slots = await asyncio.wait_for(second, 1)  # the slot went on to the next in line
         assert in_flight(bound) == 1
-        bound.leave(gate)
+        bound.leave(slots)
         assert in_flight(bound) == 0
 
     run(scenario())
@@ -191,17 +191,17 @@ def test_no_slot_is_lost_or_invented_whatever_the_requests_do() -> None:
 
         async def request() -> None:
             nonlocal peak
-            gate = bound.enter("k")
-            if gate is None:
+            slots = bound.enter("k")
+            if slots is None:
                 try:
-                    gate = await bound.wait("k")
+                    slots = await bound.wait("k")
                 except Full:
                     return
             try:
                 peak = max(peak, in_flight(bound))
                 await asyncio.sleep(rng.random() * 0.01)
             finally:
-                bound.leave(gate)
+                bound.leave(slots)
 
         tasks = [asyncio.create_task(request()) for _ in range(200)]
         for _ in range(60):
@@ -222,9 +222,9 @@ def test_idle_keys_are_forgotten_when_there_are_too_many_but_held_ones_are_kept(
     bound = Bound(limit=1, max_queued=0, queue_wait=0)
     held = bound.enter("held")
     for key in ("a", "b", "c", "d"):
-        gate = bound.enter(key)
-        assert gate is not None
-        bound.leave(gate)
+        slots = bound.enter(key)
+        assert slots is not None
+        bound.leave(slots)
     assert "held" in dict(bound.in_flight()) and len(bound.in_flight()) <= 3
     assert held is not None
     bound.leave(held)
@@ -234,7 +234,7 @@ def test_idle_keys_are_forgotten_when_there_are_too_many_but_held_ones_are_kept(
 def test_a_bound_turned_off_counts_nothing() -> None:
     off = Unbounded()
     gates = [off.enter("k") for _ in range(10_000)]
-    assert all(isinstance(g, Gate) for g in gates)
+    assert all(isinstance(g, Slots) for g in gates)
     assert off.in_flight() == []
 
 
