@@ -133,7 +133,7 @@ def test_the_request_past_the_bound_and_the_queue_is_refused_503_in_the_openai_s
     assert error.response.headers["retry-after"] == "2"  # the queue wait, rounded up
     assert error.body == {"message": error.body["message"], "type": "server_error", "param": None, "code": "overloaded"}
     assert "backend oai/gpt-4o is at its bound of 2 requests in flight" in error.message
-    assert max(seconds for r, seconds in results if r is error) < 0.5  # at once, not after a wait
+    assert max(seconds for r, seconds in results if r is error) < 1.0  # at once, not after the queue's wait
     served = [r for r, _ in results if not isinstance(r, openai.APIStatusError)]
     assert len(served) == 3 and all(r.choices[0].message.content == "echo: hello" for r in served)
     assert len(fake_openai.requests()) == 3  # the refused one never reached the provider
@@ -202,7 +202,7 @@ def test_a_client_that_leaves_gives_its_slot_back(
 
     reply, seconds = asyncio.run(scenario())
     assert not isinstance(reply, openai.APIStatusError), reply
-    assert seconds < 0.8
+    assert seconds < 1.2  # (a queued one would have waited for a stalled answer: 1.5 s, then a 503)
 
 
 def test_a_full_backend_spills_to_the_fallback(
@@ -220,7 +220,7 @@ def test_a_full_backend_spills_to_the_fallback(
     results = asyncio.run(scenario())
     assert refused(results) == []
     spilled, seconds = results[3]
-    assert spilled.model == "claude-sonnet-4-5" and seconds < 0.5  # the fallback, at once
+    assert spilled.model == "claude-sonnet-4-5" and seconds < 1.0  # the fallback, not after the queue's wait
     assert len(fake_anthropic.requests()) == 1
     text = metrics(per_backend)
     assert 'modelway_fallbacks_total{modelway_route="resilient"' in text
