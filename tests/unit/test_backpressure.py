@@ -320,3 +320,31 @@ def test_settings_that_make_no_sense_are_refused(settings: dict[str, Any]) -> No
 def test_zero_turns_a_bound_off() -> None:
     pressure = Backpressure(BackpressureSettings(max_in_flight_per_backend=0, max_in_flight_per_route=0))
     assert isinstance(pressure.route, Unbounded) and isinstance(pressure.backend, Unbounded)
+
+
+def test_under_the_bound_a_request_allocates_nothing_here() -> None:
+    import tracemalloc
+
+    from proxy.request import backpressure
+
+    pressure = Backpressure(BackpressureSettings())
+    route, backend = pressure.route, pressure.backend
+
+    def request() -> None:
+        route_slot, backend_slot = route.enter("chat"), backend.enter("oai/gpt-4o")
+        assert route_slot is not None and backend_slot is not None
+        backend.leave(backend_slot)
+        route.leave(route_slot)
+
+    request()  # each key's state is made once, on its first request
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(1000):
+            request()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    here = [tracemalloc.Filter(True, backpressure.__file__)]
+    grown = after.filter_traces(here).compare_to(before.filter_traces(here), "lineno")
+    assert sum(stat.size_diff for stat in grown) == 0 and sum(stat.count_diff for stat in grown) == 0
