@@ -22,9 +22,11 @@ errors or non-2xx answers). Results also go to bench/results/sidecar.json.
 
 Then the cost of telemetry itself (bench/sidecar_telemetry.py): the sidecar with telemetry off,
 on, and on with the collector down; target: >= 0.85 of off's requests/s. And the cost of the
-access log (bench/sidecar_access_log.py): the sidecar with it on and off.
+access log (bench/sidecar_access_log.py): the sidecar with it on and off; and of the in-flight
+bounds (bench/sidecar_backpressure.py): the sidecar with its default bounds and with them off.
 
     python -m bench.sidecar [--duration 10] [--quick] [--also-untraced] [--skip-telemetry] [--skip-access-log]
+        [--skip-backpressure]
 """
 
 from __future__ import annotations
@@ -608,6 +610,21 @@ def run(args: argparse.Namespace) -> int:
         except BenchBroken as exc:
             print(f"\nbench: BROKEN (access log): {exc}", file=sys.stderr)
             return 1
+    if not args.skip_backpressure:
+        from bench.sidecar_backpressure import run_backpressure
+
+        print("\nWhat the in-flight bounds cost: the sidecar with its default bounds (on) and with them off")
+        try:
+            run_backpressure(
+                duration=duration,
+                warmup=warmup,
+                rounds=args.telemetry_rounds,
+                proxy_core=proxy_core,
+                load_core=load_core,
+            )
+        except BenchBroken as exc:
+            print(f"\nbench: BROKEN (backpressure): {exc}", file=sys.stderr)
+            return 1
     if problems:
         print(f"bench: errors under load (logs in {LOGS}); the figures above are not trustworthy", file=sys.stderr)
         return 1
@@ -646,6 +663,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-access-log",
         action="store_true",
         help="skip the access log cost comparison (on / off; bench.sidecar_access_log)",
+    )
+    parser.add_argument(
+        "--skip-backpressure",
+        action="store_true",
+        help="skip the in-flight bounds cost comparison (on / off; bench.sidecar_backpressure)",
     )
     parser.add_argument(
         "--telemetry-rounds",

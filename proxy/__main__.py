@@ -25,6 +25,7 @@ from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_
 from proxy.policy.audit import AuditLog
 from proxy.request.access_log import AccessLog, AccessLogSettings, configure_access_logger
 from proxy.request.admit import Admission
+from proxy.request.backpressure import BackpressureSettings
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, SidecarRunner, build_app
 from proxy.snapshot import Snapshot
@@ -166,6 +167,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="longest wait for Redis per check; past it each limit follows its failureMode (open: serve "
         "uncounted, closed: 503) (default: %(default)s)",
     )
+    bounds = parser.add_argument_group(
+        "backpressure",
+        "how many requests go out at once, so a slow provider cannot pile them up in the pod's memory. Past "
+        "a bound a request waits in a short queue; past the queue, a full backend sends it to the rule's next "
+        "backend and a full route refuses it: 503 (code overloaded) with retry-after. The defaults sit far "
+        "above what one app's pod sends (a few, or a few dozen, calls at once) and far below what fills a "
+        "sidecar's memory (each request holds its body and its answer's buffers): they bite only when a "
+        "provider stalls and requests keep coming. 0 turns a bound off",
+    )
+    bounds.add_argument(
+        "--max-in-flight-per-backend",
+        type=int,
+        default=256,
+        metavar="N",
+        help="calls one backend (provider/model) has at once, a stream until its last byte (default: %(default)s)",
+    )
+    bounds.add_argument(
+        "--max-in-flight-per-route",
+        type=int,
+        default=512,
+        metavar="N",
+        help="requests one route serves at once, retries and fallbacks included (default: %(default)s)",
+    )
+    bounds.add_argument(
+        "--max-queued",
+        type=int,
+        default=128,
+        metavar="N",
+        help="requests that may wait for a slot, per route and per backend (default: %(default)s)",
+    )
+    bounds.add_argument(
+        "--queue-wait",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="longest wait in the queue before the request is refused, or tries the next backend; also "
+        "the retry-after the refusal suggests (default: %(default)s)",
+    )
     parser.add_argument(
         "--log-level", default=env("MODELWAY_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
     )
@@ -238,6 +277,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.limits_redis_url is not None and args.limits_redis_url.partition("://")[0] not in REDIS_SCHEMES:
         # (the URL itself is not echoed: it may hold a password)
         parser.error(f"--limits-redis-url must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
+    try:
+        backpressure_settings(args)
+    except ValueError as exc:
+        parser.error(f"backpressure: {exc}")
     return args
 
 
@@ -249,6 +292,15 @@ def limit_settings(args: argparse.Namespace) -> LimitSettings:
 
 def access_log_settings(args: argparse.Namespace) -> AccessLogSettings:
     return AccessLogSettings(enabled=args.access_log == "on", sample=args.access_log_sample)
+
+
+def backpressure_settings(args: argparse.Namespace) -> BackpressureSettings:
+    return BackpressureSettings(
+        max_in_flight_per_backend=args.max_in_flight_per_backend,
+        max_in_flight_per_route=args.max_in_flight_per_route,
+        max_queued=args.max_queued,
+        queue_wait_seconds=args.queue_wait,
+    )
 
 
 def answer_limits(args: argparse.Namespace) -> AnswerLimits:
@@ -336,7 +388,11 @@ async def serve(
     app = build_app(
         holder=holder,
         telemetry=telemetry,
-        settings=ServerSettings(max_body_bytes=args.max_body_bytes, answer_limits=answer_limits(args)),
+        settings=ServerSettings(
+            max_body_bytes=args.max_body_bytes,
+            answer_limits=answer_limits(args),
+            backpressure=backpressure_settings(args),
+        ),
         audit=audit,
         access_log=AccessLog(access_log_settings(args)),
         admission=admission,

@@ -24,6 +24,7 @@ from proxy.request.access_log import AccessLog
 from proxy.request.account import Accounting
 from proxy.request.admit import Admission
 from proxy.request.attempt import Attempts
+from proxy.request.backpressure import Backpressure, BackpressureSettings
 from proxy.request.flow import RequestPath
 from proxy.request.relay import ClientGone, Relay
 from proxy.request.responses import error_response
@@ -39,6 +40,7 @@ class ServerSettings:
     answer_limits: AnswerLimits = field(
         default_factory=AnswerLimits
     )  # what the sidecar will hold of a provider's answer
+    backpressure: BackpressureSettings = field(default_factory=BackpressureSettings)  # requests in flight
 
 
 HOLDER = web.AppKey("holder", RuntimeHolder)
@@ -175,7 +177,9 @@ def build_app(
     app[HOLDER] = holder
     audit = audit or AuditLog()
     accounting = Accounting(telemetry=telemetry, audit=audit, access_log=access_log or AccessLog())
-    attempts = Attempts(telemetry=telemetry)
+    backpressure = Backpressure(settings.backpressure, metrics=telemetry.metrics)
+    telemetry.metrics.watch_in_flight(backpressure.backend.in_flight)
+    attempts = Attempts(telemetry=telemetry, backpressure=backpressure)
     admission = admission or Admission(telemetry=telemetry, audit=audit)
 
     async def provider_client(app: web.Application) -> Any:
@@ -188,6 +192,7 @@ def build_app(
             attempts=attempts,
             admission=admission,
             accounting=accounting,
+            backpressure=backpressure,
         )
         yield
         await admission.close()  # the last settlements, then the counter store's connections

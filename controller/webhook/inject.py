@@ -53,6 +53,11 @@ class SidecarSettings:
     resources: Mapping[str, Any] = field(default_factory=dict)
     access_log: bool = True  # the sidecar's one JSON line per request on stdout
     access_log_sample: float = 1.0  # the fraction of successful requests logged (failed ones always are)
+    # The sidecar's in-flight bounds (proxy.request.backpressure): as its own defaults, 0 turns one off.
+    max_in_flight_per_backend: int = 256
+    max_in_flight_per_route: int = 512
+    max_queued: int = 128
+    queue_wait_seconds: float = 2.0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SidecarSettings:
@@ -73,6 +78,10 @@ class SidecarSettings:
             "resources": "resources",
             "accessLog": "access_log",
             "accessLogSample": "access_log_sample",
+            "maxInFlightPerBackend": "max_in_flight_per_backend",
+            "maxInFlightPerRoute": "max_in_flight_per_route",
+            "maxQueued": "max_queued",
+            "queueWaitSeconds": "queue_wait_seconds",
         }
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -161,6 +170,10 @@ def sidecar_container(settings: SidecarSettings, *, ca_pem: str) -> dict[str, An
             settings.log_level,
             f"--access-log={'on' if settings.access_log else 'off'}",
             f"--access-log-sample={settings.access_log_sample:g}",
+            f"--max-in-flight-per-backend={settings.max_in_flight_per_backend}",
+            f"--max-in-flight-per-route={settings.max_in_flight_per_route}",
+            f"--max-queued={settings.max_queued}",
+            f"--queue-wait={settings.queue_wait_seconds:g}",
         ],
         "env": env,
         "ports": [{"name": "mw-admin", "containerPort": probe_port, "protocol": "TCP"}],

@@ -56,7 +56,7 @@ class AnthropicFrontend:
         return AnthropicStreamEncoder()
 
     def error_body(self, error: ApiError) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
+        return {"type": "error", "error": {"type": error_type(error.status, error.code), "message": error.message}}
 
 
 def _invalid(path: str, problem: str) -> ApiError:

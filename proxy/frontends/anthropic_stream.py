@@ -96,7 +96,7 @@ class AnthropicStreamEncoder:
         return bytes(out)
 
     def error(self, error: ApiError) -> bytes:
-        body = {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
+        body = {"type": "error", "error": {"type": error_type(error.status, error.code), "message": error.message}}
         return _event("error", body)
 
     def _message_start(self, chunk: ChatChunk) -> bytes:

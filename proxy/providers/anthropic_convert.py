@@ -78,7 +78,9 @@ def stop_reason(finish: Any) -> str:
     return STOP_REASON_BY_FINISH_REASON.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
 
 
-def error_type(status: int) -> str:
+def error_type(status: int, code: str | None = None) -> str:
+    if code == "overloaded":  # the sidecar's own backpressure: Anthropic's word for it, whatever the status
+        return "overloaded_error"
     if status in ERROR_TYPE_BY_STATUS:
         return ERROR_TYPE_BY_STATUS[status]
     return "api_error" if status >= 500 else "invalid_request_error"

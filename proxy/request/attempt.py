@@ -4,7 +4,9 @@ Per backend, up to the rule's retry attempts (with backoff, or the provider's Re
 then the next backend (a fallback), all within the rule's total timeout. Each attempt gets its
 CLIENT span; passive health (`proxy.routing.health`) learns from every result. A failure that is
 the request's own fault (a 4xx other than 401/403/404/429) ends the request at once. The call
-itself, bytes both ways, is `proxy.request.relay`'s.
+itself, bytes both ways, is `proxy.request.relay`'s. Each attempt holds a slot of its backend's
+in-flight bound (`proxy.request.backpressure`) to its answer's last byte; a backend that is full
+fails the attempt with kind `overloaded`, and the next backend is tried.
 
 Every attempt made is appended to the caller's list (also when the request is cancelled), so
 the account stage knows them whatever happened.
@@ -28,6 +30,7 @@ from opentelemetry.trace import Span
 from proxy import upstream as up
 from proxy.errors import ApiError
 from proxy.providers.base import Translator, UnsupportedOperation, UpstreamRequest
+from proxy.request.backpressure import Backpressure, BackpressureSettings
 from proxy.request.outcome import CLIENT_DISCONNECTED, Attempt
 from proxy.request.relay import Answer, AttemptFailed
 from proxy.routing.health import OutlierDetector
@@ -49,9 +52,12 @@ Call = Callable[[Translator, Backend, UpstreamRequest, Span, float], Awaitable[A
 class Attempts:
     """Built once per sidecar: it holds the backends' passive health across requests."""
 
-    def __init__(self, *, telemetry: Telemetry, health: OutlierDetector | None = None) -> None:
+    def __init__(
+        self, *, telemetry: Telemetry, health: OutlierDetector | None = None, backpressure: Backpressure | None = None
+    ) -> None:
         self._telemetry = telemetry
         self.health = health or OutlierDetector()
+        self._backpressure = backpressure or Backpressure(BackpressureSettings())
 
     async def run(
         self,
@@ -67,8 +73,8 @@ class Attempts:
         gate: Gate | None = None,
     ) -> Answer:
         """The first answer; raises ApiError when none came (all_backends_failed, upstream_rejected,
-        or a limit's refusal)."""
-        telemetry, rule = self._telemetry, plan.rule
+        a limit's refusal, or every backend full: overloaded)."""
+        telemetry, rule, bounds = self._telemetry, plan.rule, self._backpressure.backend
         loop = asyncio.get_running_loop()
         deadline = loop.time() + rule.timeouts.total_seconds
         failures: list[up.Failure] = []
@@ -97,11 +103,15 @@ class Attempts:
                 span = telemetry.client_span(name=name, parent=server_span, attributes=attributes)
                 error_type: str | None = "_OTHER"  # cancelled, or an exception no attempt expects
                 started = time.perf_counter()
+                slot = None  # this backend's in-flight slot, held until the answer's last byte
                 try:
                     try:
                         request = build(translator, backend.model)
                     except (UnsupportedOperation, ApiError) as exc:
                         raise AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
+                    slot = bounds.enter(backend.key) or await self._backpressure.wait_backend(
+                        backend.key, deadline=deadline
+                    )
                     answer = await call(translator, backend, request, span, deadline)
                     self.health.record(backend.key, ok=True)
                     # A stream that failed after its first byte was still answered: the request's
@@ -126,6 +136,8 @@ class Attempts:
                         self.health.record(backend.key, ok=False)
                     telemetry.attempt_failed(span, failure.kind, failure.message, status=failure.status or exc.answered)
                 finally:
+                    if slot is not None:
+                        bounds.leave(slot)
                     span.end()
                     made.append(Attempt(backend.key, candidate.fallback, error_type, time.perf_counter() - started))
                 failures.append(failure)
@@ -151,7 +163,9 @@ class Attempts:
             refusal = gate.capacity_refusal(server_span)
             if refusal is not None:
                 raise refusal
-        raise _final_error(model, plan, failures)
+        raise self._backpressure.backends_full(route=plan.route.name, model=model, failures=failures) or _final_error(
+            model, plan, failures
+        )
 
 
 def _put_next(candidates: Sequence[Candidate], index: int, chosen: tuple[Candidate, ...]) -> None:

@@ -3,7 +3,8 @@
     parse     proxy.request.parse      the body, read under limits, into the internal form
     classify  proxy.request.classify   the data class (the workload's floor, the app's header, a scan)
     plan      proxy.request.plan       route, rule, and the backends to try in order
-    admit     proxy.request.admit      limits, budgets, providers' capacity: a Gate the attempts ask per backend
+    admit     proxy.request.admit      limits, budgets, providers' capacity: a Gate the attempts ask per backend;
+                                       the route's in-flight bound (proxy.request.backpressure), held to the end
     attempt   proxy.request.attempt    retries, fallbacks, health; proxy.request.relay makes each call
     account   proxy.request.account    the one Outcome, read by spans, metrics, audit and access logs
 
@@ -30,6 +31,7 @@ from proxy.providers.base import Translator, UpstreamRequest
 from proxy.request.account import Accounting
 from proxy.request.admit import Admission, Gate
 from proxy.request.attempt import Attempts, Call
+from proxy.request.backpressure import Backpressure
 from proxy.request.classify import classify
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings
@@ -61,6 +63,7 @@ class RequestPath:
         attempts: Attempts,
         admission: Admission,
         accounting: Accounting,
+        backpressure: Backpressure,
     ) -> None:
         self._holder = holder
         self._telemetry = telemetry
@@ -69,6 +72,7 @@ class RequestPath:
         self._attempts = attempts
         self._admission = admission
         self._accounting = accounting
+        self._backpressure = backpressure
 
     async def chat(self, request: web.Request, frontend: Frontend) -> web.StreamResponse:
         started = time.perf_counter()
@@ -262,6 +266,7 @@ class RequestPath:
             decision="reroute" if chosen.removed else "allow",
         )
         made: list[Attempt] = []
+        bounds, route_slot = self._backpressure, None  # the route's in-flight slot, held to the end
         with telemetry.server_span(name=name, parent=telemetry.extract(request.headers), attributes=attributes) as span:
 
             def settle(answer: Answer | None, status: int, error_type: str | None, message: str) -> None:
@@ -283,6 +288,7 @@ class RequestPath:
                 )
 
             try:
+                route_slot = bounds.route.enter(chosen.route.name) or await bounds.wait_route(chosen.route.name)
                 response, answer = await serve(runtime, chosen, span, made, gate)  # 5 attempt
             except ApiError as error:
                 settle(None, error.status, error.code or error.type, error.message)
@@ -294,6 +300,9 @@ class RequestPath:
             except Exception:  # a bug: proxy.server answers a JSON 500 and logs the traceback
                 settle(None, 500, "internal_error", "the sidecar failed to handle this request")
                 raise
+            finally:
+                if route_slot is not None:
+                    bounds.route.leave(route_slot)
             settle(answer, response.status, answer.error_type, answer.error_message)  # 6 account
             return response
 

@@ -153,6 +153,12 @@ class NoMetrics:
     def capacity_skip(self, *, route: str, backend: str) -> None:
         pass
 
+    def backpressure_refusal(self, *, route: str, scope: str) -> None:
+        pass
+
+    def watch_in_flight(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        pass
+
 
 class SidecarMetrics(NoMetrics):
     def __init__(
@@ -253,6 +259,13 @@ class SidecarMetrics(NoMetrics):
             "(quota-aware failover to the next backend).",
             attributes=(route, "modelway.backend"),
         )
+        self.backpressure_refusals = registry.counter(
+            "modelway.backpressure.refusals",
+            unit="{request}",
+            description="Requests answered 503 because the sidecar's in-flight bound was reached: for the "
+            "route, or for every backend tried (scope); a full backend that spilled to the next is a fallback.",
+            attributes=(route, "modelway.backpressure.scope"),
+        )
         self.cost_usd = registry.counter(
             "modelway.cost",
             unit="USD",
@@ -271,6 +284,15 @@ class SidecarMetrics(NoMetrics):
             callback=snapshot_age,
             description="Seconds since the snapshot this sidecar serves was received.",
             attributes=("modelway.snapshot.version",),
+        )
+        self._in_flight: Callable[[], Iterable[tuple[str, int]]] = lambda: ()
+        registry.observed(
+            "modelway.backpressure.in_flight",
+            kind=GAUGE,
+            unit="{request}",
+            callback=lambda: [((key,), count) for key, count in self._in_flight()],
+            description="Calls holding one of a backend's in-flight slots (--max-in-flight-per-backend).",
+            attributes=("modelway.backend",),
         )
         registry.observed(
             "modelway.telemetry.dropped",
@@ -354,6 +376,14 @@ class SidecarMetrics(NoMetrics):
         """What the personal-data scan found in one prompt: how many of each kind, never what."""
         for kind, count in counts.items():
             self.personal_data_found.add((kind,), count)
+
+    def backpressure_refusal(self, *, route: str, scope: str) -> None:
+        """One request refused 503 by an in-flight bound (`proxy.request.backpressure`)."""
+        self.backpressure_refusals.add((route, scope))
+
+    def watch_in_flight(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Where the gauge of requests in flight per backend reads them (when scraped or exported)."""
+        self._in_flight = read
 
 
 class _Series:

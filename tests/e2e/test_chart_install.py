@@ -189,6 +189,7 @@ def test_a_pod_in_an_opted_in_namespace_gets_the_sidecar(release: Release) -> No
     assert sidecar["resources"]["limits"]["memory"] == "256Mi"
     args = sidecar["args"]
     assert args[args.index("--controller") + 1] == f"https://modelway-controller.{NS}.svc:15012"
+    assert "--max-in-flight-per-backend=256" in args and "--queue-wait=2" in args  # sidecar.backpressure
     env = env_of(sidecar)
     assert env["MODELWAY_CA_PEM"] == release.cert_secret()["ca.crt"]
     assert env["POD_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}

@@ -172,6 +172,17 @@ def test_the_access_log_values_reach_the_inject_config(helm_offline: Helm) -> No
         render(helm_offline, "sidecar.accessLog.sample=2")  # the chart's schema says 0 to 1
 
 
+def test_the_backpressure_values_reach_the_inject_config(helm_offline: Helm) -> None:
+    default = yaml.safe_load(render(helm_offline)["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    bounds = ("maxInFlightPerBackend", "maxInFlightPerRoute", "maxQueued", "queueWaitSeconds")
+    assert [default[k] for k in bounds] == [256, 512, 128, 2]
+    sets = [f"sidecar.backpressure.{k}={v}" for k, v in zip(bounds, (8, 0, 3, "0.5"), strict=True)]
+    config = yaml.safe_load(render(helm_offline, *sets)["ConfigMap", "modelway-inject"]["data"]["sidecar.yaml"])
+    assert [config[k] for k in bounds] == [8, 0, 3, 0.5]
+    with pytest.raises(Exception, match="maxQueued"):
+        render(helm_offline, "sidecar.backpressure.maxQueued=-1")  # the chart's schema says 0 or more
+
+
 def test_sampling_and_content_capture_reach_controller_and_sidecars(helm_offline: Helm) -> None:
     docs = render(
         helm_offline,

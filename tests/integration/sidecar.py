@@ -87,6 +87,11 @@ class SidecarProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"sidecar did not answer {path} within 20s:\n{self.logs()}")
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()

@@ -195,3 +195,19 @@ def test_the_access_log_setting_reaches_the_sidecar_flags_it_understands():
     sampled = access_log_settings(parse_args(sidecar_args(accessLogSample=0.25)))
     assert (sampled.enabled, sampled.sample) == (True, 0.25)
     assert not access_log_settings(parse_args(sidecar_args(accessLog=False))).enabled
+
+
+def test_the_backpressure_settings_reach_the_sidecar_flags_it_understands():
+    from proxy.__main__ import backpressure_settings, parse_args
+    from proxy.request.backpressure import BackpressureSettings
+
+    def sidecar_settings(**settings: Any) -> BackpressureSettings:
+        mapping = {"image": "img:2", "controllerURL": "https://c:15012", **settings}
+        (sidecar,) = inject(pod(), settings=SidecarSettings.from_mapping(mapping))["spec"]["initContainers"]
+        return backpressure_settings(parse_args(sidecar["args"]))
+
+    assert sidecar_settings() == BackpressureSettings()  # the chart's defaults are the sidecar's own
+    tuned = sidecar_settings(maxInFlightPerBackend=8, maxInFlightPerRoute=0, maxQueued=3, queueWaitSeconds=0.5)
+    assert tuned == BackpressureSettings(
+        max_in_flight_per_backend=8, max_in_flight_per_route=0, max_queued=3, queue_wait_seconds=0.5
+    )

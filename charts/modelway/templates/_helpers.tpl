@@ -77,6 +77,10 @@ startupTimeoutSeconds: {{ .Values.sidecar.startupTimeoutSeconds }}
 setAppEnv: {{ .Values.injection.setAppEnv }}
 accessLog: {{ .Values.sidecar.accessLog.enabled }}
 accessLogSample: {{ .Values.sidecar.accessLog.sample }}
+maxInFlightPerBackend: {{ .Values.sidecar.backpressure.maxInFlightPerBackend }}
+maxInFlightPerRoute: {{ .Values.sidecar.backpressure.maxInFlightPerRoute }}
+maxQueued: {{ .Values.sidecar.backpressure.maxQueued }}
+queueWaitSeconds: {{ .Values.sidecar.backpressure.queueWaitSeconds }}
 resources:
   {{- toYaml .Values.sidecar.resources | nindent 2 }}
 {{- end -}}
