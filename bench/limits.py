@@ -8,7 +8,9 @@ Rows, each the median and 99th percentile of N sequential calls (one connection,
 - `in-process reserve+settle`: the lone-sidecar limiter, one tokens-per-minute limit;
 - `redis PING`: one bare round trip to a local redis-server (the floor for anything shared);
 - `redis reserve`, `redis settle`: the two Lua scripts, one limit (tokens per minute) and with
-  three limits (tokens, concurrency, a daily budget) in one atomic call.
+  three limits (tokens, concurrency, a daily budget) in one atomic call;
+- each Redis row again through redis-py (what Sentinel and Cluster URLs use), against the sidecar's
+  lean client (`proxy.limits.resp`), with the CPU per call of this process.
 
 The target for the sidecar is at most 0.1 ms added at p50 with one limit (the issue's), which
 Redis's round trip alone decides: compare `redis reserve` with `redis PING`.
@@ -32,7 +34,7 @@ from bench.sidecar import cpu_model
 from proxy.limits.binding import LimitTable
 from proxy.limits.memory import InProcessLimiter
 from proxy.limits.model import Counter, Demand, Usage
-from proxy.limits.redis_store import RedisLimiter, connect
+from proxy.limits.redis_store import RedisLimiter, _redis_py, _RedisPy, connect
 from proxy.snapshot import parse_snapshot
 from tests.harness.tools import find_tool
 
@@ -113,30 +115,44 @@ async def main(calls: int) -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = connect(f"redis://127.0.0.1:{port}/0", timeout=1.0)
-        for _ in range(100):
-            try:
-                await client.ping()
-                break
-            except Exception:
-                await asyncio.sleep(0.05)
-        limiter = RedisLimiter(client, timeout=1.0)
-        print(_row("redis PING", await _time(calls, client.ping)))
-        three = [*tokens, _counter("concurrency", 10**6, 1), _counter("usd_day", 10**15, 2)]
-        for name, counters in (("one limit", tokens), ("three limits", three)):
-            reservations = []
+        url = f"redis://127.0.0.1:{port}/0"
+        # The sidecar's lean client, and redis-py (what Sentinel and Cluster URLs use) for comparison.
+        for kind, client in (
+            ("", connect(url, timeout=1.0)),
+            (" (redis-py)", _RedisPy(_redis_py(url, timeout=1.0, cluster=False))),
+        ):
+            for _ in range(100):
+                try:
+                    await client.ping()
+                    break
+                except Exception:
+                    await asyncio.sleep(0.05)
+            limiter = RedisLimiter(client, timeout=1.0)
+            cpu = time.process_time()
+            print(_row(f"redis PING{kind}", await _time(calls, client.ping)))
+            print(f"{'':<38} CPU {(time.process_time() - cpu) / calls * 1e6:.0f} us a call (this process)")
+            three = [*tokens, _counter("concurrency", 10**6, 1), _counter("usd_day", 10**15, 2)]
+            for name, counters in (("one limit", tokens), ("three limits", three)):
+                reservations = []
 
-            async def reserve(counters: list[Counter] = counters, reservations: list[object] = reservations) -> None:
-                reservations.append((await limiter.reserve(counters, demand, lease_seconds=60)).reservation)
+                async def reserve(
+                    counters: list[Counter] = counters,
+                    reservations: list[object] = reservations,
+                    limiter: RedisLimiter = limiter,
+                ) -> None:
+                    reservations.append((await limiter.reserve(counters, demand, lease_seconds=60)).reservation)
 
-            print(_row(f"redis reserve, {name}", await _time(calls, reserve)))
-            pending = iter(reservations)
+                cpu = time.process_time()
+                print(_row(f"redis reserve, {name}{kind}", await _time(calls, reserve)))
+                print(f"{'':<38} CPU {(time.process_time() - cpu) / calls * 1e6:.0f} us a call (this process)")
+                pending = iter(reservations)
 
-            async def settle(pending: object = pending) -> None:
-                await limiter.settle(next(pending), usage)  # type: ignore[call-overload, arg-type]
+                async def settle(pending: object = pending, limiter: RedisLimiter = limiter) -> None:
+                    await limiter.settle(next(pending), usage)  # type: ignore[call-overload, arg-type]
 
-            print(_row(f"redis settle, {name}", await _time(min(calls, len(reservations) - calls // 10 - 1), settle)))
-        await limiter.close()
+                settles = min(calls, len(reservations) - calls // 10 - 1)
+                print(_row(f"redis settle, {name}{kind}", await _time(settles, settle)))
+            await limiter.close()
     finally:
         server.terminate()
         server.wait(10)

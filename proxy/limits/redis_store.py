@@ -22,18 +22,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
-
 from proxy.limits import algorithm as alg
 from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Measure, Reservation, Usage, amount
 from proxy.limits.redis_script import RESERVE, SETTLE, sha1
+from proxy.limits.resp import NoScript, ReplyError, RespClient
 
 log = logging.getLogger("modelway.limits")
 LOG_EVERY = 10.0
-_FAILURES = (RedisError, OSError, TimeoutError)
+# ConnectionError (and the lean client's ProtocolError) is an OSError.
+_FAILURES = (OSError, TimeoutError, ReplyError)
 _RESERVE_SHA, _SETTLE_SHA = sha1(RESERVE), sha1(SETTLE)
 
 
@@ -42,15 +39,27 @@ def _kind(measure: Measure) -> str:
 
 
 def connect(url: str, *, timeout: float, cluster: bool = False) -> Any:
-    """A client for redis://, rediss://, unix://, or Sentinel: redis+sentinel://[:password@]host:port[,host:port...]/service[/db]
-    (rediss+sentinel:// for TLS). `cluster` speaks Redis Cluster to a redis:// or rediss:// seed."""
+    """A client for redis://, rediss://, unix:// (the lean `proxy.limits.resp`), or through redis-py for
+    Sentinel: redis+sentinel://[:password@]host:port[,host:port...]/service[/db] (rediss+sentinel:// for
+    TLS), and with `cluster` for Redis Cluster from a redis:// or rediss:// seed."""
+    scheme = url.partition("://")[0]
+    if not cluster and scheme in ("redis", "rediss", "unix"):
+        return RespClient.from_url(url, timeout=timeout)
+    return _RedisPy(_redis_py(url, timeout=timeout, cluster=cluster))
+
+
+def _redis_py(url: str, *, timeout: float, cluster: bool) -> Any:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    scheme = url.partition("://")[0]
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),  # the caller's failure mode decides, not a retry loop
         "health_check_interval": 0,
     }
-    scheme = url.partition("://")[0]
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         from redis.asyncio.sentinel import Sentinel
 
@@ -74,6 +83,38 @@ def connect(url: str, *, timeout: float, cluster: bool = False) -> Any:
 
         return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     return aioredis.from_url(url, **options)
+
+
+class _RedisPy:
+    """A redis-py client (Sentinel, Cluster) behind the lean client's methods and errors."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def evalsha(self, sha: str, numkeys: int, *args: str | int | float) -> Any:
+        return await self._call(self._client.evalsha, sha, numkeys, *args)
+
+    async def eval(self, script: str, numkeys: int, *args: str | int | float) -> Any:
+        return await self._call(self._client.eval, script, numkeys, *args)
+
+    async def ping(self) -> Any:
+        return await self._call(self._client.ping)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    @staticmethod
+    async def _call(method: Any, *args: Any) -> Any:
+        from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+        try:
+            return await method(*args)
+        except NoScriptError as exc:
+            raise NoScript(str(exc)) from None
+        except ResponseError as exc:
+            raise ReplyError(str(exc)) from None
+        except RedisError as exc:
+            raise ConnectionError(f"Redis: {type(exc).__name__}") from None
 
 
 class RedisLimiter:
@@ -141,7 +182,7 @@ class RedisLimiter:
         async with asyncio.timeout(self._timeout):
             try:
                 return await self._client.evalsha(sha, len(keys), *keys, *args)
-            except NoScriptError:  # a restarted or flushed Redis: EVAL loads it again
+            except NoScript:  # a restarted or flushed Redis: EVAL loads it again
                 return await self._client.eval(script, len(keys), *keys, *args)
 
     def _unreachable(self, counters: Sequence[Counter]) -> Decision:

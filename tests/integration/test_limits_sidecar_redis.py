@@ -219,8 +219,10 @@ def test_a_sidecar_without_limits_never_loads_the_redis_client(
     env = {"MODELWAY_LIMITS_REDIS_URL": redis.url}  # the flag is set, but no rule sets a limit
     plain = limited_snapshot(fake_openai.base_url, fake_anthropic.base_url)
     loaded = _modules_loaded(tmp_path / "plain", plain, env)
-    assert not [m for m in loaded if m == "redis" or m.startswith("redis.")]
+    assert not [m for m in loaded if m == "redis" or m.startswith("redis.") or m.startswith("proxy.limits.re")]
     limited = limited_snapshot(
         fake_openai.base_url, fake_anthropic.base_url, limits=[limit("rpm", requestsPerMinute=9)]
     )
-    assert "redis" in _modules_loaded(tmp_path / "limited", limited, env)  # the check sees it when it is there
+    loaded = _modules_loaded(tmp_path / "limited", limited, env)
+    assert "proxy.limits.resp" in loaded  # the check sees the client when it is there
+    assert not [m for m in loaded if m == "redis" or m.startswith("redis.")]  # and it is the lean one

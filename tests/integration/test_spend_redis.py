@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from controller.compile import compile_workload, judge
@@ -183,7 +184,7 @@ async def test_the_scan_stops_at_its_bound_and_status_says_partial(limiter: Redi
 
 
 async def _fill(redis: RedisServer, keys: list[str]) -> int:
-    client = sidecar_connect(redis.url, timeout=5.0)
+    client = aioredis.from_url(redis.url, socket_timeout=5.0)
     try:
         async with client.pipeline(transaction=False) as pipe:
             for i, key in enumerate(keys):

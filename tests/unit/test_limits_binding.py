@@ -134,7 +134,8 @@ def test_english_text_is_overestimated_against_a_typical_four_bytes_a_token() ->
 
 
 def test_the_limits_package_imports_no_redis_client_until_one_is_built() -> None:
-    """A sidecar without a Redis URL (or without limits) never pays for the client's import."""
+    """A sidecar without a Redis URL (or without limits) never pays for a client's import, and a plain
+    redis:// URL never for redis-py's."""
     import subprocess
     import sys
 
@@ -144,7 +145,11 @@ def test_the_limits_package_imports_no_redis_client_until_one_is_built() -> None
         "limiter = settings.build_limiter(settings.LimitSettings())\n"
         "assert type(limiter).__name__ == 'InProcessLimiter'\n"
         "assert not [m for m in sys.modules if m == 'redis' or m.startswith('redis.')], 'redis imported'\n"
+        "assert 'proxy.limits.redis_store' not in sys.modules\n"
         "settings.build_limiter(settings.LimitSettings(redis_url='redis://127.0.0.1:1/0'))\n"
-        "assert 'redis.asyncio' in sys.modules\n"
+        "assert 'proxy.limits.redis_store' in sys.modules  # the lean client, not redis-py\n"
+        "assert not [m for m in sys.modules if m == 'redis' or m.startswith('redis.')], 'redis-py imported'\n"
+        "settings.build_limiter(settings.LimitSettings(redis_url='redis+sentinel://127.0.0.1:1/main'))\n"
+        "assert 'redis.asyncio' in sys.modules  # Sentinel (and Cluster) go through redis-py\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
