@@ -6,6 +6,7 @@
 - `memory`: those rules in the process (`modelway dev`, a lone sidecar without Redis);
 - `redis_store`: the same rules as one atomic Lua script per check, shared by every sidecar
   (imported only when a Redis URL and limits are configured: the sidecar's memory matters);
+- `resp`: the lean pipelined Redis client it speaks through (redis-py only for Sentinel and Cluster);
 - `headers`: the 429 and the rate-limit headers the OpenAI and Anthropic SDKs understand;
 - `settings`: where the counters live, and `build_limiter`;
 - `slot`: which limiter the sidecar counts with across snapshots (built when first needed);
