@@ -131,6 +131,24 @@ def test_it_answers_through_its_service_only_to_the_password(node: NodeCluster, 
     assert lines == ["PONG", "OK", "save=", "appendonly=no", "maxmemory-policy=noeviction"], lines
 
 
+def test_an_upgrade_keeps_the_password_and_the_counters(
+    node: NodeCluster, node_helm: Helm, node_kubectl: Kubectl
+) -> None:
+    """helm upgrade finds the password in the release's Secret: Redis is not restarted, and the
+    counters it holds stay."""
+    kubectl = node_kubectl
+    before = kubectl.json("get", "secret", REDIS, "-n", NS)["data"]
+    (pod,) = kubectl.json("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=limits-redis")["items"]
+    node_helm("upgrade", RELEASE, str(CHART), "-n", NS, *_values(node), "--set", "logLevel=debug", timeout=180)
+    assert kubectl.json("get", "secret", REDIS, "-n", NS)["data"] == before
+    time.sleep(3)  # a rollout, were there one, would have begun
+    (after,) = kubectl.json("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=limits-redis")["items"]
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+    probe = 'redis-cli -h "$REDIS" get "{modelway}:probe"'
+    assert _redis_cli(kubectl, node, "after-upgrade", probe, password=True).split() == ["1"]
+
+
 def test_uninstall_takes_the_redis_away(node_helm: Helm, node_kubectl: Kubectl) -> None:
     kubectl = node_kubectl
     node_helm("uninstall", RELEASE, "-n", NS, "--wait", timeout=180)
