@@ -74,6 +74,7 @@ CONTRACTED = {
     "modelway_limits_store_unavailable_total": {"modelway_limit_failure_mode"},
     "modelway_limits_capacity_skips_total": {"modelway_route", "modelway_backend"},
     "modelway_backpressure_refusals_total": {"modelway_route", "modelway_backpressure_scope"},
+    "modelway_backpressure_in_flight": {"modelway_backend"},  # a gauge the backpressure work adds beside it
 }
 
 REGISTERED = {**_sidecar_families(), **_controller_families()}
