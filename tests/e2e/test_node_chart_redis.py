@@ -1,16 +1,18 @@
 """helm install with redis.enabled=true on the harness's node: the chart's Redis for the limit
 counters really runs (non-root, read-only root filesystem, nothing on disk), answers through
-its Service only to the password in the chart's Secret, and helm uninstall takes it away.
+its Service only to the password in the chart's Secret, the controller finds it by the URL in
+that Secret and reads budget spend from it into a policy's status, helm upgrade keeps the
+password, and helm uninstall takes it all away.
 
 The node reaches no registry, so not Docker Hub's redis either: the image is Debian's
 redis-server (tests/tools/image/redis.sh), started by the chart's own command and arguments.
-The controller's side (it hands this Redis to the sidecars) is not checked here.
 
 The steps share one release and run in file order.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +30,8 @@ CHART = REPO / "charts" / "modelway"
 NS = "limits-redis-test"
 RELEASE = "limits"  # objects are named limits-modelway-*
 REDIS = "limits-modelway-redis"
+CONTROLLER = "limits-modelway-controller"
+TEAM = "limits-redis-team"  # where the budget's policy lives
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +135,36 @@ def test_it_answers_through_its_service_only_to_the_password(node: NodeCluster, 
     assert lines == ["PONG", "OK", "save=", "appendonly=no", "maxmemory-policy=noeviction"], lines
 
 
+def test_the_controller_reads_budget_spend_from_it(node_kubectl: Kubectl) -> None:
+    kubectl = node_kubectl
+
+    def ready() -> bool:
+        deploy = kubectl.json("get", "deployment", CONTROLLER, "-n", NS)
+        return deploy.get("status", {}).get("readyReplicas") == 1
+
+    _wait(ready, 180, "the controller Ready", kubectl)
+    kubectl("create", "namespace", TEAM)
+    kubectl.apply(
+        {
+            "apiVersion": "modelway.io/v1alpha1",
+            "kind": "ModelPolicy",
+            "metadata": {"name": "budget", "namespace": TEAM},
+            "spec": {"limits": [{"name": "daily", "usdPerDay": 50, "per": "namespace"}]},
+        }
+    )
+
+    def read() -> bool:
+        status = kubectl.json("get", "mwpol", "budget", "-n", TEAM).get("status", {})
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        return conditions.get("SpendReported", {}).get("reason") == "Read"
+
+    _wait(read, 120, "the policy's spend read from the chart's Redis (SpendReported, reason Read)", kubectl)
+    assert "$0.00/$50 day" in kubectl("get", "mwpol", "-n", TEAM).stdout
+    password = kubectl.json("get", "secret", REDIS, "-n", NS)["data"]["password"]
+    logs = kubectl("logs", "-n", NS, f"deploy/{CONTROLLER}", "--tail=-1").stdout
+    assert "redis://" not in logs and base64.b64decode(password).decode() not in logs
+
+
 def test_an_upgrade_keeps_the_password_and_the_counters(
     node: NodeCluster, node_helm: Helm, node_kubectl: Kubectl
 ) -> None:
@@ -158,4 +192,4 @@ def test_uninstall_takes_the_redis_away(node_helm: Helm, node_kubectl: Kubectl) 
         return not [name for name in left if name.endswith(f"/{REDIS}")]
 
     _wait(gone, 120, "the chart's Redis, its Service and Secret gone", kubectl)
-    kubectl("delete", "namespace", NS, "--wait=false")
+    kubectl("delete", "namespace", NS, TEAM, "--wait=false")
