@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def rules(doc: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], tuple[str
         [],
         ["certificates.certManager.enabled=true", "controller.replicas=1"],
         ["injection.enabled=false", "otlp.endpoint=http://otel:4318"],
+        ["redis.enabled=true"],
+        ["redis.existingSecret=limits-redis", "redis.cluster=true"],
     ],
 )
 def test_lint_strict(helm_offline: Helm, values: list[str]) -> None:
@@ -237,3 +240,138 @@ def test_injection_off_and_one_replica(helm_offline: Helm) -> None:
     assert ("ConfigMap", "modelway-inject") not in docs
     args = docs["Deployment", "modelway-controller"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith(("--inject-config", "--webhook-config-name")) for a in args)
+
+
+# --- where limits are counted: the chart-run Redis, or an existing one ---------------
+
+
+def controller_container(docs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = docs["Deployment", "modelway-controller"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (container,) = containers
+    return container
+
+
+def limits_env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"] if "LIMITS" in e["name"]}
+
+
+def test_without_redis_values_each_sidecar_counts_alone(helm_offline: Helm) -> None:
+    docs = render(helm_offline)
+    container = controller_container(docs)
+    assert limits_env(container) == {}
+    assert not any(a.startswith("--limits") for a in container["args"])
+    assert not [key for key in docs if key[1] == "modelway-redis"]
+
+
+def test_the_chart_runs_one_redis_locked_down_and_the_controller_gets_its_url(helm_offline: Helm) -> None:
+    docs = render(helm_offline, "redis.enabled=true")
+    deploy = docs["Deployment", "modelway-redis"]
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}  # never two Redis splitting the counters
+    pod = deploy["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "limits-redis"  # what a NetworkPolicy selects
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert spec["automountServiceAccountToken"] is False
+    (redis,) = spec["containers"]
+    assert redis["image"] == "docker.io/library/redis:7.2.10-alpine"  # a pinned tag, never latest
+    sc = redis["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert set(redis["resources"]) == {"requests", "limits"}
+    args = redis["args"]
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["--save"] == "" and flags["--appendonly"] == "no"  # nothing on disk
+    assert flags["--maxmemory-policy"] == "noeviction"  # a full Redis refuses; it never drops a budget
+    assert flags["--requirepass"] == "$(REDIS_PASSWORD)"
+    (password_env,) = redis["env"]
+    assert password_env["valueFrom"]["secretKeyRef"] == {"name": "modelway-redis", "key": "password"}
+    assert not [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+
+    service = docs["Service", "modelway-redis"]["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert [(p["port"], p["targetPort"]) for p in service["ports"]] == [(6379, "redis")]
+
+    secret = docs["Secret", "modelway-redis"]["data"]
+    password = base64.b64decode(secret["password"]).decode()
+    assert len(password) >= 32
+    url = base64.b64decode(secret["url"]).decode()
+    assert url == f"redis://:{password}@modelway-redis.{NS}.svc:6379/0"
+
+    container = controller_container(docs)
+    assert limits_env(container) == {
+        "MODELWAY_LIMITS_REDIS_URL": {"secretKeyRef": {"name": "modelway-redis", "key": "url"}}
+    }
+    assert "--limits-timeout=0.1" in container["args"]
+    assert not any(password in a for a in container["args"] + args)
+    # One password per render: Redis and the controller roll together when it changes.
+    checksum = "checksum/limits-redis"
+    controller_pod = docs["Deployment", "modelway-controller"]["spec"]["template"]["metadata"]
+    assert controller_pod["annotations"][checksum] == pod["metadata"]["annotations"][checksum]
+
+
+def test_the_chart_run_redis_image_can_be_pinned_by_digest(helm_offline: Helm) -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render(helm_offline, "redis.enabled=true", f"redis.image.digest={digest}")
+    (redis,) = docs["Deployment", "modelway-redis"]["spec"]["template"]["spec"]["containers"]
+    assert redis["image"] == f"docker.io/library/redis:7.2.10-alpine@{digest}"
+
+
+def test_an_existing_redis_named_by_a_secret(helm_offline: Helm) -> None:
+    docs = render(helm_offline, "redis.existingSecret=limits-redis", "redis.timeoutSeconds=0.05")
+    container = controller_container(docs)
+    assert limits_env(container) == {
+        "MODELWAY_LIMITS_REDIS_URL": {"secretKeyRef": {"name": "limits-redis", "key": "url"}}
+    }
+    assert "--limits-timeout=0.05" in container["args"]
+    assert not [key for key in docs if key[1] == "modelway-redis"]  # the chart runs none
+    cluster = render(
+        helm_offline, "redis.existingSecret=limits-redis", "redis.existingSecretKey=redis-url", "redis.cluster=true"
+    )
+    assert limits_env(controller_container(cluster)) == {
+        "MODELWAY_LIMITS_REDIS_URL": {"secretKeyRef": {"name": "limits-redis", "key": "redis-url"}},
+        "MODELWAY_LIMITS_REDIS_CLUSTER": "true",
+    }
+
+
+def test_an_existing_redis_by_url_sentinel_included(helm_offline: Helm) -> None:
+    sentinel = "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379/mymaster/0"
+    docs = render(helm_offline, "redis.url=" + sentinel.replace(",", "\\,"))  # --set splits on a bare comma
+    assert limits_env(controller_container(docs)) == {"MODELWAY_LIMITS_REDIS_URL": sentinel}
+    assert ("Deployment", "modelway-redis") not in docs
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        (["redis.url=redis://:s3cret@redis.example:6379/0"], "redis.existingSecret"),
+        (["redis.enabled=true", "redis.url=redis://redis.example:6379/0"], "set only one of"),
+        (["redis.enabled=true", "redis.existingSecret=limits-redis"], "set only one of"),
+        (["redis.enabled=true", "redis.cluster=true"], "one node"),
+        (["redis.url=http://redis.example:6379"], "/redis/url"),
+        (["redis.timeoutSeconds=0"], "timeoutSeconds"),
+        (["redis.enabled=true", "redis.image.tag="], "tag"),
+    ],
+)
+def test_redis_values_that_cannot_work_fail_the_install(helm_offline: Helm, values: list[str], says: str) -> None:
+    with pytest.raises(CommandFailed) as failed:
+        render(helm_offline, *values)
+    assert says in failed.value.stderr
+    assert "s3cret" not in failed.value.stderr  # the refusal does not echo the password
+
+
+def test_the_notes_say_where_limits_are_counted(helm: Helm) -> None:
+    """(helm prints the notes only on install, and a client dry run still asks an API server.)"""
+
+    def notes(*sets: str) -> str:
+        args = [a for s in sets for a in ("--set", s)]
+        out = helm("install", "modelway", str(CHART), "--namespace", NS, "--dry-run=client", *args).stdout
+        return out.split("NOTES:", 1)[1]
+
+    assert "by each sidecar alone" in notes()
+    assert "modelway-redis" in notes("redis.enabled=true")
+    assert "limits-redis" in notes("redis.existingSecret=limits-redis")

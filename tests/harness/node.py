@@ -70,6 +70,7 @@ IMAGES = {
     "base": "localhost/modelway-base:bookworm",
     "modelway": "localhost/modelway:test",
     "app": "localhost/modelway-test-app:1",  # the base + the official openai SDK + OpenTelemetry
+    "redis": "localhost/modelway-redis:7",  # Debian's redis-server, for the chart's redis.enabled
 }
 
 

@@ -9,7 +9,8 @@
 #   redis-server, redis-cli  <- Debian (apt-get), linked into .tools/bin
 #   containerd, ctr, runc, CNI plugins, iptables, conntrack, buildah, mmdebstrap
 #                            <- Debian (apt-get): the test node's runtime and image builders
-#   .tools/images/*.tar      <- tests/tools/image/build.sh: the pause, base and project images
+#   .tools/images/*.tar      <- tests/tools/image/build.sh: the pause, base and project images;
+#                               tests/tools/image/redis.sh: the chart-run Redis (Debian's)
 #
 # Each Go tool group is its own module (their dependency graphs disagree, e.g.
 # kubernetes wants etcd client 3.7 while the etcd server we run is 3.6), with
@@ -201,7 +202,8 @@ main() {
       node)
         install_node_packages ;;
       images)
-        bash "$TOOLS_SRC/image/build.sh" ;;
+        bash "$TOOLS_SRC/image/build.sh"
+        bash "$TOOLS_SRC/image/redis.sh" ;;
       *)
         log "unknown step $step (known: kube etcd helm jaeger coredns redis node images)"; exit 2 ;;
     esac

@@ -13,6 +13,7 @@ against the real apiserver in tests/e2e/test_crds.py.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +334,31 @@ def test_every_message_expression_has_a_plain_message_to_fall_back_on(kind: str)
         f"{path}: {rule['rule']!r}" for path, rule in rules if "messageExpression" in rule and not rule.get("message")
     ]
     assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize("folder", ["k8s", "dev"])
+def test_examples_show_limits_budgets_and_capacity(folder: str) -> None:
+    """A newcomer finds each kind of limit in the examples, and a reroute that can be served."""
+    resources = [
+        api.parse_resource(d)
+        for path in sorted((REPO / "examples" / folder).glob("*.yaml"))
+        for d in yaml.safe_load_all(path.read_text())
+        if d and d["kind"] in api.KINDS
+    ]
+    limits = [limit for r in resources if isinstance(r, api.ModelPolicy) for limit in r.spec.limits]
+    assert any(limit.requests_per_minute and limit.per == "workload" for limit in limits)
+    assert any(limit.tokens_per_minute and limit.per == "namespace" for limit in limits)
+    (budget,) = [limit for limit in limits if limit.usd_per_day is not None]
+    assert budget.on_budget_spent == "reroute" and budget.reroute_to
+    providers = {r.metadata.name: r.spec for r in resources if isinstance(r, api.ModelProvider)}
+    for target in budget.reroute_to:
+        priced = {m.name: m for m in providers[target.provider].models}
+        cheaper = priced[target.model]  # priced, so the budget can tell it is cheaper
+        assert all(
+            cheaper.input_price_per_million is not None
+            and model.input_price_per_million is not None
+            and cheaper.input_price_per_million < model.input_price_per_million
+            for name, model in priced.items()
+            if any(fnmatchcase(name, glob) for glob in budget.models or ())
+        )
+    assert any(spec.capacity for spec in providers.values())

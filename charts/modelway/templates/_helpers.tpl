@@ -95,3 +95,63 @@ OTEL_TRACES_SAMPLER_ARG: {{ . | quote }}
 OTEL_METRIC_EXPORT_INTERVAL: {{ mul .Values.otlp.metricExportIntervalSeconds 1000 | quote }}
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: {{ .Values.otlp.captureMessageContent | quote }}
 {{- end -}}
+
+{{/* The chart-run Redis for limit counters: its Deployment, Service and Secret. */}}
+{{- define "modelway.redis" -}}
+{{- printf "%s-redis" (include "modelway.fullname" .) -}}
+{{- end -}}
+
+{{- define "modelway.redisSelectorLabels" -}}
+app.kubernetes.io/name: modelway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: limits-redis
+{{- end -}}
+
+{{- define "modelway.redisImage" -}}
+{{- $image := .Values.redis.image -}}
+{{- if $image.digest -}}
+{{- printf "%s:%s@%s" $image.repository $image.tag $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository $image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the limit counters live: "" (each sidecar in its memory), "chart" (the
+     chart-run Redis), "url" (redis.url) or "secret" (redis.existingSecret).
+     Fails on values that say two things at once. */}}
+{{- define "modelway.limitStore" -}}
+{{- $r := .Values.redis -}}
+{{- $set := list -}}
+{{- if $r.enabled }}{{ $set = append $set "redis.enabled" }}{{ end -}}
+{{- if $r.url }}{{ $set = append $set "redis.url" }}{{ end -}}
+{{- if $r.existingSecret }}{{ $set = append $set "redis.existingSecret" }}{{ end -}}
+{{- if gt (len $set) 1 -}}
+{{- fail (printf "set only one of %s: they each name where the limit counters live" (join ", " $set)) -}}
+{{- end -}}
+{{- if and $r.url (regexMatch "^[a-z+]+://[^/]*@" $r.url) -}}
+{{- fail "redis.url holds credentials: put the whole URL in a Secret and name it in redis.existingSecret (and redis.existingSecretKey)" -}}
+{{- end -}}
+{{- if and $r.enabled $r.cluster -}}
+{{- fail "redis.cluster is for an existing Redis Cluster (redis.url or redis.existingSecret); the chart-run Redis is one node" -}}
+{{- end -}}
+{{- if $r.enabled }}chart{{ else if $r.url }}url{{ else if $r.existingSecret }}secret{{ end -}}
+{{- end -}}
+
+{{/* The chart-run Redis' password: the one in its Secret when the release already has it
+     (helm upgrade), else a new one; made once per render (kept in .Values) so that the
+     Secret and the checksums that roll Redis and the controller agree. */}}
+{{- define "modelway.redisPassword" -}}
+{{- if not (hasKey .Values.redis "renderedPassword") -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "modelway.redis" .) -}}
+{{- if and $existing $existing.data $existing.data.password -}}
+{{- $_ := set .Values.redis "renderedPassword" ($existing.data.password | b64dec) -}}
+{{- else -}}
+{{- $_ := set .Values.redis "renderedPassword" (randAlphaNum 40) -}}
+{{- end -}}
+{{- end -}}
+{{- .Values.redis.renderedPassword -}}
+{{- end -}}
+
+{{- define "modelway.redisURL" -}}
+{{- printf "redis://:%s@%s.%s.svc:6379/0" (include "modelway.redisPassword" .) (include "modelway.redis" .) .Release.Namespace -}}
+{{- end -}}
