@@ -275,19 +275,88 @@ class TimeoutsSpec(_Model):
         return self
 
 
+ExperimentMetric = Literal["errorRate", "latency", "ttft", "cost", "quality"]
+
+
+def _above_zero(value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"must be above 0, not {value}")
+    return value
+
+
+AboveZero = Annotated[float, Field(ge=0, le=1_000_000), AfterValidator(_above_zero)]
+
+
+class ExperimentArm(_Model):
+    name: Annotated[str, Field(max_length=63), AfterValidator(_dns_label)]
+    weight: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    backends: Annotated[tuple[BackendRef, ...], Field(min_length=1, max_length=16)]
+
+    @model_validator(mode="after")
+    def _weights(self) -> ExperimentArm:
+        if not any(b.weight > 0 for b in self.backends):
+            raise ValueError(f"arm {self.name}: at least one backend needs a weight above 0")
+        return self
+
+
+class ExperimentGuardrail(_Model):
+    metric: ExperimentMetric = "errorRate"
+    margin: AboveZero
+
+
+class ExperimentSpec(_Model):
+    """An A/B test or canary between arms (the first is the control), or an adaptive split."""
+
+    arms: Annotated[tuple[ExperimentArm, ...], Field(min_length=2, max_length=16)]
+    strategy: Literal["fixed", "adaptive"] = "fixed"
+    metric: ExperimentMetric = "errorRate"
+    alpha: Annotated[float, Field(ge=0, le=0.5), AfterValidator(_above_zero)] = 0.05
+    minimum_detectable_effect: AboveZero
+    minimum_sample: Annotated[int, Field(ge=30, le=1_000_000_000)] = 200
+    guardrails: Annotated[tuple[ExperimentGuardrail, ...], Field(max_length=4)] = ()
+    max_duration: Duration | None = None
+    sticky_header: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _arms(self) -> ExperimentSpec:
+        names = [a.name for a in self.arms]
+        if len(names) != len(set(names)):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if not any(a.weight > 0 for a in self.arms):
+            raise ValueError("at least one arm needs a weight above 0")
+        if self.max_duration is not None and duration_seconds(self.max_duration) <= 0:
+            raise ValueError(f"maxDuration must be longer than 0, not {self.max_duration}")
+        return self
+
+
 class RouteRule(_Model):
     name: Annotated[str, Field(max_length=63), AfterValidator(_dns_label)] = "default"
     matches: RouteMatch = RouteMatch()
-    backends: Annotated[tuple[BackendRef, ...], Field(min_length=1, max_length=16)]
+    # Without an experiment; with one, its arms hold the backends.
+    backends: Annotated[tuple[BackendRef, ...], Field(min_length=1, max_length=16)] | None = None
     fallbacks: Annotated[tuple[BackendRef, ...], Field(max_length=16)] = ()
     retry: RetrySpec = RetrySpec()
     timeouts: TimeoutsSpec = TimeoutsSpec()
+    experiment: ExperimentSpec | None = None
+
+    @property
+    def all_backends(self) -> tuple[BackendRef, ...]:
+        """The rule's backends, or with an experiment every arm's (each once, in order)."""
+        if self.experiment is None:
+            return self.backends or ()
+        seen: dict[tuple[str, str], BackendRef] = {}
+        for arm in self.experiment.arms:
+            for b in arm.backends:
+                seen.setdefault((b.provider, b.model), b)
+        return tuple(seen.values())
 
     @model_validator(mode="after")
     def _backends(self) -> RouteRule:
-        if not any(b.weight > 0 for b in self.backends):
+        if (self.backends is None) == (self.experiment is None):
+            raise ValueError("set backends, or an experiment whose arms hold the backends, not both")
+        if self.backends is not None and not any(b.weight > 0 for b in self.backends):
             raise ValueError("at least one backend needs a weight above 0")
-        primaries = {(b.provider, b.model) for b in self.backends}
+        primaries = {(b.provider, b.model) for b in self.all_backends}
         for f in self.fallbacks:
             if (f.provider, f.model) in primaries:
                 raise ValueError(

@@ -254,7 +254,7 @@ def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> 
     problems = []
     unsupported = []
     for rule in route.spec.rules:
-        for where, refs in (("backends", rule.backends), ("fallbacks", rule.fallbacks)):
+        for where, refs in (("backends", rule.all_backends), ("fallbacks", rule.fallbacks)):
             for ref in refs:
                 verdict = providers.get(("ModelProvider", namespace, ref.provider))
                 if verdict is None:
@@ -524,12 +524,40 @@ def _backend(ref: BackendRef, namespace: str) -> snap.Backend:
     return snap.Backend(provider=f"{namespace}.{ref.provider}", model=ref.model, weight=ref.weight)
 
 
-def _rule(rule: RouteRule, namespace: str) -> snap.Rule:
+def experiment_name(namespace: str, route: str, rule: str) -> str:
+    """How sidecars and status name a rule's experiment."""
+    return f"{namespace}/{route}/{rule}"
+
+
+def _experiment(
+    rule: RouteRule, namespace: str, route: str, weights: Mapping[str, int] | None
+) -> snap.Experiment | None:
+    spec = rule.experiment
+    if spec is None:
+        return None
+    return snap.Experiment(
+        name=experiment_name(namespace, route, rule.name),
+        arms=tuple(
+            snap.Arm(
+                name=a.name,
+                weight=weights.get(a.name, a.weight) if weights is not None else a.weight,
+                backends=tuple(_backend(b, namespace) for b in a.backends),
+            )
+            for a in spec.arms
+        ),
+        sticky_header=spec.sticky_header,
+    )
+
+
+def _rule(
+    rule: RouteRule, namespace: str, route: str = "", weights: Mapping[str, Mapping[str, int]] | None = None
+) -> snap.Rule:
     retry, timeouts = rule.retry, rule.timeouts
     return snap.Rule(
         name=rule.name,
         match_headers=tuple(snap.HeaderMatch(name=h.name, value=h.value, regex=h.regex) for h in rule.matches.headers),
-        backends=tuple(_backend(b, namespace) for b in rule.backends),
+        backends=tuple(_backend(b, namespace) for b in rule.all_backends),
+        experiment=_experiment(rule, namespace, route, (weights or {}).get(rule.name)),
         fallbacks=tuple(_backend(b, namespace) for b in rule.fallbacks),
         retry=snap.Retry(
             attempts=retry.attempts,
@@ -560,12 +588,13 @@ def select_routes(judgement: Judgement, workload: Workload) -> tuple[ModelRoute,
     return tuple(chosen[model] for model in sorted(chosen))
 
 
-def compile_route(route: ModelRoute) -> snap.Route:
+def compile_route(route: ModelRoute, *, arm_weights: Mapping[str, Mapping[str, int]] | None = None) -> snap.Route:
+    """`arm_weights`: per rule name, an adaptive experiment's current weights per arm (else the spec's)."""
     namespace = route.metadata.namespace
     return snap.Route(
         name=f"{namespace}/{route.metadata.name}",
         model=route.spec.model,
-        rules=tuple(_rule(r, namespace) for r in route.spec.rules),
+        rules=tuple(_rule(r, namespace, route.metadata.name, arm_weights) for r in route.spec.rules),
     )
 
 

@@ -284,7 +284,9 @@ def route_restrictions(
     for policy in scoped:
         if (denial := _route_denial(policy, route.metadata.name)) is not None:
             notes.append(f"{denial.policy} refuses this route ({denial.reason})")
-    backends = sorted({(b.provider, b.model) for rule in route.spec.rules for b in (*rule.backends, *rule.fallbacks)})
+    backends = sorted(
+        {(b.provider, b.model) for rule in route.spec.rules for b in (*rule.all_backends, *rule.fallbacks)}
+    )
     for provider_name, model in backends:
         provider = providers.get(f"{namespace}.{provider_name}")
         if provider is None:

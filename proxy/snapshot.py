@@ -295,18 +295,62 @@ class Timeouts(_Frozen):
     connect_seconds: Annotated[float, Field(gt=0)] = 5.0
 
 
+class Arm(_Frozen):
+    """One arm of an experiment: its share of the rule's requests and the backends that serve it."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    weight: Annotated[int, Field(ge=0)] = 1
+    backends: Annotated[tuple[Backend, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _weights(self) -> Arm:
+        if not any(b.weight > 0 for b in self.backends):
+            raise ValueError(f"arm {self.name!r}: at least one backend needs a weight above 0")
+        return self
+
+
+class Experiment(_Frozen):
+    """A rule's traffic split into arms (the first is the control), each counted apart.
+
+    `name` identifies the experiment to the controller ("<namespace>/<route>/<rule>"); with
+    `sticky_header`, a request carrying that header goes to the arm its value hashes to (the
+    same on every sidecar), others by weight."""
+
+    name: Annotated[str, Field(min_length=1, max_length=400)]
+    arms: Annotated[tuple[Arm, ...], Field(min_length=2, max_length=16)]
+    sticky_header: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _arms(self) -> Experiment:
+        names = [a.name for a in self.arms]
+        if len(names) != len(set(names)):
+            raise ValueError(f"experiment {self.name!r}: arm names must be unique, got {names}")
+        if not any(a.weight > 0 for a in self.arms):
+            raise ValueError(f"experiment {self.name!r}: at least one arm needs a weight above 0")
+        return self
+
+
 class Rule(_Frozen):
     name: Annotated[str, Field(min_length=1)] = "default"
     match_headers: tuple[HeaderMatch, ...] = ()
+    # With an experiment: every arm's backends (what policy and provider references see); each
+    # request uses only its arm's.
     backends: Annotated[tuple[Backend, ...], Field(min_length=1)]
     fallbacks: tuple[Backend, ...] = ()
     retry: Retry = Retry()
     timeouts: Timeouts = Timeouts()
+    experiment: Experiment | None = None
 
     @model_validator(mode="after")
     def _weights(self) -> Rule:
         if not any(b.weight > 0 for b in self.backends):
             raise ValueError(f"rule {self.name!r}: at least one backend needs a weight above 0")
+        if self.experiment is not None:
+            keys = {b.key for b in self.backends}
+            for arm in self.experiment.arms:
+                missing = [b.key for b in arm.backends if b.key not in keys]
+                if missing:
+                    raise ValueError(f"rule {self.name!r}: arm {arm.name!r} backends {missing} are not rule backends")
         return self
 
 
@@ -466,8 +510,16 @@ def parse_snapshot(data: dict[str, Any]) -> Snapshot:
 # controller -> sidecar:         {"type": "snapshot", "version": v, "snapshot": to_wire(...)}
 # sidecar -> controller:         {"type": "ack", "version": v}
 #                                {"type": "nack", "version": v, "error": "<why; no secrets>"}
+#                                {"type": "counts", "sidecar": "<its id>", "started": <unix s>,
+#                                 "experiments": {"<experiment name>": {"<arm>": ArmStats.to_dict()}}}
+# A counts message carries the sidecar's running totals since it started (never deltas), so the
+# controller keeps the latest per (sidecar, started) and a resend or a reconnect counts nothing twice.
+# Bounded: at most COUNTS_MAX_EXPERIMENTS experiments of at most 16 arms, in a message of at most
+# COUNTS_MAX_BYTES; every few seconds while something was counted.
 # The sidecar authenticates with `Authorization: Bearer <projected ServiceAccount token>`
 # (audience `modelway`); it only ever receives what its workload may see.
 
 STREAM_PATH = "/v1/stream"
+COUNTS_MAX_EXPERIMENTS = 256
+COUNTS_MAX_BYTES = 256 * 1024
 TOKEN_AUDIENCE = "modelway"

@@ -49,6 +49,8 @@ CRD_ONLY_BOUNDS: dict[str, set[str]] = {
     "ModelRoute spec.rules[].fallbacks[].provider": {"maxLength"},
     "ModelRoute spec.rules[].fallbacks[].model": {"maxLength"},
     "ModelRoute spec.rules[].retry.retryOn": {"maxItems"},
+    "ModelRoute spec.rules[].experiment.arms[].backends[].provider": {"maxLength"},
+    "ModelRoute spec.rules[].experiment.arms[].backends[].model": {"maxLength"},
 }
 BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum",
           "exclusiveMinimum", "exclusiveMaximum", "pattern")  # fmt: skip
@@ -241,6 +243,7 @@ def test_printer_columns() -> None:
         "Accepted": '.status.conditions[?(@.type=="Accepted")].status',
         "Programmed": '.status.conditions[?(@.type=="Programmed")].status',
         "Synced": ".status.syncedSidecars",
+        "Experiment": ".status.experiment",
         "Age": ".metadata.creationTimestamp",
     }
     assert _columns("ModelProvider") == {

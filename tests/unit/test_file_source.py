@@ -182,7 +182,7 @@ def test_a_broken_file_keeps_its_previous_content_and_says_where(
     message = caplog.text
     assert str(path) in message
     assert "document 2" in message
-    assert "spec.rules.0.backends" in message
+    assert "spec.rules.0: set backends" in message
     assert "keeping its previous content" in message
 
     # Reported once, not on every poll.
