@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from proxy.routing.arms import ArmPicker, sticky_point
 from proxy.snapshot import DATA_CLASS_RANK, DATA_CLASSES, Backend, Denial, HeaderMatch, Policy, Route, Rule, Snapshot
 
 
@@ -35,6 +36,8 @@ class Plan:
     removed: tuple[tuple[Backend, Denial], ...] = ()
     removed_why: str = ""
     removed_policies: tuple[str, ...] = ()
+    experiment: str | None = None  # the rule's experiment, when it has one
+    arm: str | None = None  # the arm this request went to
 
 
 class PolicyRefusal(Exception):
@@ -84,10 +87,27 @@ class _Choices:
 
 
 @dataclass(frozen=True, slots=True)
+class _CompiledExperiment:
+    name: str
+    sticky_header: str | None  # lower-cased
+    arms: tuple[str, ...]
+    picker: ArmPicker
+    by_class: tuple[tuple[_Choices, ...], ...]  # per arm, indexed by the data class's rank
+
+    def arm(self, headers: Mapping[str, str], draw: Callable[[], float]) -> int:
+        if self.sticky_header is not None:
+            value = headers.get(self.sticky_header)
+            if value is not None:
+                return self.picker.index(sticky_point(self.name, value))
+        return self.picker.index(draw())
+
+
+@dataclass(frozen=True, slots=True)
 class _CompiledRule:
     rule: Rule
     matchers: tuple[_Matcher, ...]
     by_class: tuple[_Choices, ...]  # indexed by the data class's rank
+    experiment: _CompiledExperiment | None = None
 
 
 def _weighted_choice(backends: list[Backend], draw: float) -> Backend:
@@ -137,6 +157,27 @@ def _choices(rule: Rule, route: Route, data_class: str, denied: dict[str, list[D
 
 
 def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
+    experiment = None
+    if rule.experiment is not None:
+        spec = rule.experiment
+        experiment = _CompiledExperiment(
+            name=spec.name,
+            sticky_header=spec.sticky_header.lower() if spec.sticky_header is not None else None,
+            arms=tuple(a.name for a in spec.arms),
+            picker=ArmPicker.of([a.weight for a in spec.arms]),
+            by_class=tuple(
+                _by_class(rule.model_copy(update={"backends": a.backends}), route, policy) for a in spec.arms
+            ),
+        )
+    return _CompiledRule(
+        rule=rule,
+        matchers=tuple(_compile_matcher(m) for m in rule.match_headers),
+        by_class=_by_class(rule, route, policy),
+        experiment=experiment,
+    )
+
+
+def _by_class(rule: Rule, route: Route, policy: Policy) -> tuple[_Choices, ...]:
     keys = {b.key for b in (*rule.backends, *rule.fallbacks)}
     unrestricted: _Choices | None = None  # shared by every class the policy leaves the whole rule
     by_class: list[_Choices] = []
@@ -151,9 +192,7 @@ def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
         if unrestricted is None:
             unrestricted = _choices(rule, route, data_class, denied)
         by_class.append(unrestricted)
-    return _CompiledRule(
-        rule=rule, matchers=tuple(_compile_matcher(m) for m in rule.match_headers), by_class=tuple(by_class)
-    )
+    return tuple(by_class)
 
 
 class NoMatchingRule(Exception):
@@ -209,7 +248,12 @@ class RoutingTable:
             )
         for compiled in rules:
             if all(m.matches(headers) for m in compiled.matchers):
-                choices = compiled.by_class[DATA_CLASS_RANK[data_class]]
+                experiment, arm = compiled.experiment, None
+                if experiment is None:
+                    choices = compiled.by_class[DATA_CLASS_RANK[data_class]]
+                else:
+                    index = experiment.arm(headers, draw)
+                    choices, arm = experiment.by_class[index][DATA_CLASS_RANK[data_class]], experiment.arms[index]
                 if choices.refusal:
                     raise PolicyRefusal(choices.refusal, route=route.name, policies=choices.removed_policies)
                 primary = choices.pick(draw(), healthy)
@@ -224,5 +268,7 @@ class RoutingTable:
                     removed=choices.removed,
                     removed_why=choices.removed_why,
                     removed_policies=choices.removed_policies,
+                    experiment=experiment.name if experiment is not None else None,
+                    arm=arm,
                 )
         raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers")
