@@ -16,7 +16,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +28,12 @@ from controller.auth import Authenticator, Identity, StaticAuthenticator
 from controller.core import Controller
 from controller.push import build_push_app
 from controller.sources.base import Source
-from controller.store import ResourceStore
+from controller.store import Key, ResourceStore
 from controller.webhook import wiring as webhook_wiring
 from shared.scrub import normalize_otlp_header_variables, scrub_logs
 
 if TYPE_CHECKING:  # imported where used: `--source files` never loads the Kubernetes client
+    from controller.experiment_runner import ExperimentRunner
     from controller.kube.client import KubeClient
     from controller.spend_reader import SpendReader, UnsharedSpend
     from controller.status_writer import ConditionLogger, StatusWriter
@@ -140,6 +141,7 @@ class Mode:
     loops: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()  # run as tasks until shutdown
     client: KubeClient | None = None  # kube: also the certificates' client; closed at exit
     spend: SpendReader | UnsharedSpend | None = None  # a reader's Redis client is closed at exit
+    experiments: ExperimentRunner | None = None  # takes the sidecars' counts from the stream
 
 
 def _spend(
@@ -169,18 +171,37 @@ def _spend_loops(spend: SpendReader | UnsharedSpend) -> tuple[Callable[[], Corou
     return (spend.run,) if isinstance(spend, SpendReader) else ()
 
 
+def _experiments(
+    controller: Controller,
+    *,
+    active: Callable[[], bool],
+    previous: Callable[[Key], Mapping[str, Any] | None] | None = None,
+) -> ExperimentRunner:
+    from controller.experiment_runner import ExperimentRunner
+
+    return ExperimentRunner(
+        routes=lambda: {key: verdict.served for key, verdict in controller.judgement.routes.items()},
+        set_weights=controller.set_arm_weights,
+        previous=previous,
+        active=active,
+    )
+
+
 def _files_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     """A folder of YAML, one dev sidecar with a token made for this run; conditions are logged."""
     from controller.sources.files import FileSource
     from controller.status_writer import ConditionLogger
 
     spend = _spend(args, controller, active=lambda: True)
+    experiments = _experiments(controller, active=lambda: True)
     return Mode(
         source=FileSource(args.config_dir),
         authenticator=_dev_authenticator(args),
-        status=ConditionLogger(controller, spend=spend),  # one replica: its own counts are all there is
-        loops=_spend_loops(spend),
+        # one replica: its own counts are all there is
+        status=ConditionLogger(controller, spend=spend, experiments=experiments),
+        loops=(*_spend_loops(spend), experiments.run),
         spend=spend,
+        experiments=experiments,
     )
 
 
@@ -204,14 +225,23 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     spend = _spend(args, controller, active=lambda: elector.is_leader)  # read by the replica that writes status
     if isinstance(spend, SpendReader):
         elector.add_listener(spend.on_leadership)
-    writer = StatusWriter(client, controller, elector=elector, counts=replicas, statuses=statuses, spend=spend)
+    # Decided by the replica that writes status, from the counts of the sidecars connected to it.
+    experiments = _experiments(
+        controller,
+        active=lambda: elector.is_leader,
+        previous=lambda key: seen.status if (seen := statuses.get(key)) is not None else None,
+    )
+    writer = StatusWriter(
+        client, controller, elector=elector, counts=replicas, statuses=statuses, spend=spend, experiments=experiments
+    )
     return Mode(
         source=KubeSource(client, statuses=statuses),
         authenticator=TokenReviewAuthenticator(review=client.review_token_status, get_pod=client.get_pod),
         status=writer,
-        loops=(elector.run, writer.run, replicas.run, *_spend_loops(spend)),
+        loops=(elector.run, writer.run, replicas.run, *_spend_loops(spend), experiments.run),
         client=client,
         spend=spend,
+        experiments=experiments,
     )
 
 
@@ -263,7 +293,9 @@ async def run(args: argparse.Namespace) -> None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     runner = web.AppRunner(
-        build_push_app(controller=controller, authenticator=mode.authenticator), access_log=None, **RUNNER_OPTIONS
+        build_push_app(controller=controller, authenticator=mode.authenticator, counts=mode.experiments),
+        access_log=None,
+        **RUNNER_OPTIONS,
     )
     await runner.setup()
     source = mode.source

@@ -114,6 +114,8 @@ class ModelRouteStatus(_Model):
     observed_generation: int = 0
     synced_sidecars: int = 0
     total_sidecars: int = 0
+    experiment: str | None = None  # the EXPERIMENT column
+    experiments: tuple[dict[str, Any], ...] | None = None  # controller.experiment_runner's entries
     conditions: tuple[Condition, ...] = ()
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeVar
@@ -524,9 +526,19 @@ def _backend(ref: BackendRef, namespace: str) -> snap.Backend:
     return snap.Backend(provider=f"{namespace}.{ref.provider}", model=ref.model, weight=ref.weight)
 
 
-def experiment_name(namespace: str, route: str, rule: str) -> str:
-    """How sidecars and status name a rule's experiment."""
-    return f"{namespace}/{route}/{rule}"
+def experiment_name(namespace: str, route: str, rule: RouteRule) -> str:
+    """How sidecars and status name a rule's experiment: "<namespace>/<route>/<rule>@<spec hash>".
+
+    The hash covers the spec except the arms' weights, so an edited experiment (other arms, metric
+    or stop rule) starts afresh with its own counts, while a new split (an adaptive rule's shares, a
+    canary's next step) carries on."""
+    spec = rule.experiment
+    assert spec is not None
+    data = spec.model_dump(mode="json", by_alias=True)
+    for arm in data["arms"]:
+        arm.pop("weight", None)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{namespace}/{route}/{rule.name}@{digest}"
 
 
 def _experiment(
@@ -536,7 +548,7 @@ def _experiment(
     if spec is None:
         return None
     return snap.Experiment(
-        name=experiment_name(namespace, route, rule.name),
+        name=experiment_name(namespace, route, rule),
         arms=tuple(
             snap.Arm(
                 name=a.name,

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -124,6 +124,8 @@ class Controller:
         self._assembled: dict[tuple[tuple[int, ...], Policy], Compiled] = {}
         # Across recomputes: each served route compiled once, until it changes.
         self._routes: dict[int, tuple[ModelRoute, Route]] = {}
+        # Adaptive experiments' current weights, per route and rule (controller.experiment_runner sets them).
+        self._arm_weights: dict[Key, dict[str, dict[str, int]]] = {}
         self._changed = asyncio.Event()
         self.pushes = 0
         self.compiles = 0  # workload snapshots compiled (a test counts them)
@@ -249,10 +251,22 @@ class Controller:
         self._workloads[key] = (inputs, compiled)
         return compiled
 
+    def set_arm_weights(self, route: Key, weights: Mapping[str, Mapping[str, int]]) -> None:
+        """An adaptive experiment's new split (per rule, per arm): the route's sidecars get it in their
+        next snapshot. Called once per real move (the runner debounces), not per request."""
+        self._arm_weights[route] = {rule: dict(arms) for rule, arms in weights.items()}
+        _, namespace, name = route
+        self._routes = {
+            k: e for k, e in self._routes.items() if (e[0].metadata.namespace, e[0].metadata.name) != (namespace, name)
+        }
+        self._workloads = {k: v for k, v in self._workloads.items() if k[0] != namespace}
+        self.notify()
+
     def _compiled_route(self, route: ModelRoute) -> Route:
         entry = self._routes.get(id(route))
         if entry is None:
-            entry = (route, compile_route(route))  # keeping `route` keeps its id unique
+            weights = self._arm_weights.get(("ModelRoute", route.metadata.namespace, route.metadata.name))
+            entry = (route, compile_route(route, arm_weights=weights))  # keeping `route` keeps its id unique
             self._routes[id(route)] = entry
         return entry[1]
 

@@ -17,16 +17,27 @@ import struct
 import weakref
 import zlib
 from collections.abc import Awaitable
+from typing import Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from controller.auth import Authenticator, Identity
 from controller.core import Compiled, Controller, Sidecar
-from proxy.snapshot import STREAM_PATH
+from controller.experiment_reports import CountsReport, parse_counts
+from controller.experiments.counts import BadCounts
+from proxy.snapshot import COUNTS_MAX_BYTES, STREAM_PATH
 
 log = logging.getLogger("modelway.push")
 
+
+class CountsSink(Protocol):
+    """Where sidecars' experiment counts go (controller.experiment_runner.ExperimentRunner)."""
+
+    def record(self, workload: str, report: CountsReport) -> None: ...
+
+
 CONTROLLER = web.AppKey("controller", Controller)
+COUNTS: web.AppKey[CountsSink | None] = web.AppKey("counts")
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 STREAMS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("streams", weakref.WeakSet)
 # tells apart sidecars of one pod across reconnects
@@ -121,10 +132,28 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 controller.acknowledge(sidecar, version=version, error=None)
             elif kind == "nack":
                 controller.acknowledge(sidecar, version=version, error=str(data.get("error", "")) or "unknown")
+            elif kind == "counts":
+                _counts(request.app[COUNTS], identity, sidecar, data, size=len(message.data))
     finally:
         controller.detach(sidecar)
         log.info("sidecar %s disconnected", sidecar.name)
     return ws
+
+
+def _counts(sink: CountsSink | None, identity: Identity, sidecar: Sidecar, data: object, *, size: int) -> None:
+    """A sidecar's experiment counts: untrusted, so checked whole before any of it is taken."""
+    if sink is None:
+        return
+    try:
+        if size > COUNTS_MAX_BYTES:
+            raise BadCounts(f"a counts message of {size} bytes is over the {COUNTS_MAX_BYTES} allowed")
+        if not isinstance(data, dict):
+            raise BadCounts("not a JSON object")
+        report = parse_counts(data, namespace=identity.workload.namespace)
+    except BadCounts as exc:
+        log.warning("ignored counts from sidecar %s: %s", sidecar.name, exc)
+        return
+    sink.record(str(identity), report)
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -134,9 +163,12 @@ async def _close_streams(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"controller shutting down")
 
 
-def build_push_app(*, controller: Controller, authenticator: Authenticator) -> web.Application:
+def build_push_app(
+    *, controller: Controller, authenticator: Authenticator, counts: CountsSink | None = None
+) -> web.Application:
     app = web.Application()
     app[CONTROLLER] = controller
+    app[COUNTS] = counts
     app[AUTHENTICATOR] = authenticator
     app[SERIAL] = itertools.count(1)
     app[STREAMS] = weakref.WeakSet()

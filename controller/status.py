@@ -4,7 +4,8 @@ The leader (a Lease, see leader.py) writes `Accepted`, `ResolvedRefs` and, for
 routes, `Programmed` plus how many sidecars run the route's current generation
 (and `PolicyRestricted` while policies take backends from it); ModelPolicies and
 ClusterModelPolicies get `Accepted` and `ResolvedRefs`, and with a budget their spend
-(`spend`, the SPEND column) and `SpendReported` (shared and current, or why not).
+(`spend`, the SPEND column) and `SpendReported` (shared and current, or why not). A route
+with experiments also gets their state (`experiments`, the EXPERIMENT column).
 Every replica computes the same thing from its own watch cache; only the
 leader writes, so replicas never fight over a field.
 
@@ -38,6 +39,8 @@ from controller.store import Key, Resources, key_of
 from controller.workload import Verdict
 
 MAX_MESSAGE = 32768  # the CRDs' maxLength for a condition message
+# A route's experiments (controller.experiment_runner): the EXPERIMENT column and each rule's entry.
+ExperimentStatus = tuple[str, tuple[dict[str, Any], ...]]
 NO_SYNC = RouteSync(synced=0, total=0)
 _ACTIONS = {
     "Accepted": "Validate",
@@ -72,6 +75,8 @@ class DesiredStatus:
     synced: int | None = None  # routes only: sidecars running the current generation
     total: int | None = None  # routes only: connected sidecars the route applies to
     spend: sp.PolicySpend | None = None  # policies with a budget only
+    experiment: str | None = None  # routes with an experiment only: the EXPERIMENT column
+    experiments: tuple[dict[str, Any], ...] = ()  # and each rule's experiment
 
     @property
     def key(self) -> Key:
@@ -133,7 +138,13 @@ def policy_restricted(restrictions: Sequence[str]) -> tuple[Wanted, ...]:
 
 
 def route_status(
-    key: Key, verdict: RouteVerdict, sync: RouteSync, *, uid: str = "", restrictions: Sequence[str] = ()
+    key: Key,
+    verdict: RouteVerdict,
+    sync: RouteSync,
+    *,
+    uid: str = "",
+    restrictions: Sequence[str] = (),
+    experiments: ExperimentStatus | None = None,
 ) -> DesiredStatus:
     program, synced = programmed(verdict, sync)
     conditions = (
@@ -142,7 +153,19 @@ def route_status(
         program,
         *policy_restricted(restrictions),
     )
-    return DesiredStatus(key[0], key[1], key[2], uid, verdict.generation, conditions, synced=synced, total=sync.total)
+    summary, entries = experiments if experiments is not None else (None, ())
+    return DesiredStatus(
+        key[0],
+        key[1],
+        key[2],
+        uid,
+        verdict.generation,
+        conditions,
+        synced=synced,
+        total=sync.total,
+        experiment=summary,
+        experiments=entries,
+    )
 
 
 def provider_status(key: Key, verdict: ProviderVerdict, *, generation: int, uid: str = "") -> DesiredStatus:
@@ -213,6 +236,7 @@ def desired_statuses(
     *,
     memo: dict[object, Any] | None = None,
     spend: Mapping[Key, sp.PolicySpend] | None = None,
+    experiments: Mapping[Key, ExperimentStatus] | None = None,
 ) -> dict[Key, DesiredStatus]:
     """Per object the judgement covers and the store still holds (a deleted one gets nothing).
 
@@ -229,6 +253,7 @@ def desired_statuses(
     for key, route_verdict in judgement.routes.items():
         if (obj := present.get(key)) is not None:
             counts, restrictions = sync.get(key, NO_SYNC), judgement.restrictions.get(key, ())
+            experiment = (experiments or {}).get(key)
             before = memo.get(key)
             if (
                 before is not None
@@ -236,11 +261,14 @@ def desired_statuses(
                 and before[1] is obj
                 and before[2] == counts
                 and before[3] == restrictions
+                and before[5] == experiment
             ):
                 out[key] = before[4]
                 continue
-            out[key] = route_status(key, route_verdict, counts, uid=obj.metadata.uid, restrictions=restrictions)
-            memo[key] = (route_verdict, obj, counts, restrictions, out[key])
+            out[key] = route_status(
+                key, route_verdict, counts, uid=obj.metadata.uid, restrictions=restrictions, experiments=experiment
+            )
+            memo[key] = (route_verdict, obj, counts, restrictions, out[key], experiment)
     for key, policy_verdict in judgement.policy_verdicts.items():
         if (obj := present.get(key)) is not None:
             out[key] = policy_status(key, policy_verdict, uid=obj.metadata.uid, spend=(spend or {}).get(key))
@@ -288,6 +316,8 @@ def render(desired: DesiredStatus, previous: Mapping[str, Any] | None, now: str)
             observed_generation=desired.generation,
             synced_sidecars=desired.synced or 0,
             total_sidecars=desired.total or 0,
+            experiment=desired.experiment,
+            experiments=desired.experiments or None,
             conditions=tuple(conditions),
         )
     elif desired.kind == "ModelProvider":

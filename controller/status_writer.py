@@ -141,6 +141,14 @@ class SpendSource(Protocol):
     def add_listener(self, callback: Callable[[], None]) -> None: ...
 
 
+class ExperimentSource(Protocol):
+    """controller.experiment_runner.ExperimentRunner, as status writing sees it."""
+
+    def statuses(self) -> Mapping[Key, tuple[str, tuple[dict[str, Any], ...]]]: ...
+
+    def add_listener(self, callback: Callable[[], None]) -> None: ...
+
+
 class SyncCounts(Protocol):
     """Sidecar counts from more than this replica (replicas.ReplicaCounts)."""
 
@@ -170,9 +178,11 @@ class StatusWriter:
         counts: SyncCounts | None = None,
         statuses: ObservedStatuses | None = None,
         spend: SpendSource | None = None,
+        experiments: ExperimentSource | None = None,
     ) -> None:
         self._client = client
         self._spend = spend
+        self._experiments = experiments
         self._statuses = statuses
         self._controller = controller
         self._sync_counts = counts.sync_counts if counts is not None else controller.route_sync
@@ -198,6 +208,8 @@ class StatusWriter:
             counts.add_peers_listener(self.on_sync_change)  # another replica's counts moved: write again
         if spend is not None:
             spend.add_listener(self.on_sync_change)  # spend moved enough to show: write it
+        if experiments is not None:
+            experiments.add_listener(self.on_sync_change)  # an experiment's numbers or state moved
 
     # The Controller's callbacks: cheap, synchronous, on the loop.
     def on_recompute(self, judgement: Judgement) -> None:
@@ -257,6 +269,7 @@ class StatusWriter:
             controller.store.view(),
             memo=self._desired_memo,
             spend=self._spend.spend() if self._spend is not None else None,
+            experiments=self._experiments.statuses() if self._experiments is not None else None,
         )
         for gone in set(self._written) - set(desired):
             del self._written[gone]
@@ -385,14 +398,24 @@ class StatusWriter:
 class ConditionLogger:
     """`modelway dev`: no status subresource to write, so conditions are logged when they change."""
 
-    def __init__(self, controller: Controller, *, delay: float = 0.2, spend: SpendSource | None = None) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        delay: float = 0.2,
+        spend: SpendSource | None = None,
+        experiments: ExperimentSource | None = None,
+    ) -> None:
         self._controller = controller
         self._spend = spend
-        if spend is not None:
-            spend.add_listener(self.on_sync_change)
+        self._experiments = experiments
+        for source in (spend, experiments):
+            if source is not None:
+                source.add_listener(self.on_sync_change)
         self._delay = delay
         self._scheduled = False
         self._logged: dict[Key, tuple[Wanted, ...]] = {}
+        self._experiment_logged: dict[Key, str | None] = {}
         controller.subscribe(on_recompute=self.on_recompute, on_sync_change=self.on_sync_change)
 
     def on_recompute(self, judgement: Judgement) -> None:
@@ -411,9 +434,15 @@ class ConditionLogger:
         self._scheduled = False
         controller = self._controller
         spend = self._spend.spend() if self._spend is not None else None
-        desired = desired_statuses(controller.judgement, controller.route_sync(), controller.store.view(), spend=spend)
+        experiments = self._experiments.statuses() if self._experiments is not None else None
+        desired = desired_statuses(
+            controller.judgement, controller.route_sync(), controller.store.view(), spend=spend, experiments=experiments
+        )
         for key in sorted(desired):
             status = desired[key]
+            if status.experiment is not None and self._experiment_logged.get(key) != status.experiment:
+                log.info("%s %s/%s: experiment %s", status.kind, status.namespace, status.name, status.experiment)
+            self._experiment_logged[key] = status.experiment
             before = {c.type: c for c in self._logged.get(key, ())}
             for condition in status.conditions:
                 if before.get(condition.type) != condition:

@@ -152,7 +152,7 @@ def test_the_controller_compiles_arms_into_the_snapshot() -> None:
     (rule,) = compile_route(route).rules  # type: ignore[arg-type]
     assert [b.key for b in rule.backends] == ["team-a.openai/gpt-4o", "team-a.openai/mini"]
     assert rule.experiment is not None
-    assert rule.experiment.name == "team-a/chat/default"
+    assert rule.experiment.name.startswith("team-a/chat/default@")
     assert [(a.name, a.weight) for a in rule.experiment.arms] == [("control", 1), ("mini", 2)]
     adaptive = compile_route(route, arm_weights={"default": {"control": 300, "mini": 700}})  # type: ignore[arg-type]
     assert [a.weight for a in adaptive.rules[0].experiment.arms] == [300, 700]  # type: ignore[union-attr]

@@ -1,0 +1,277 @@
+"""Experiments on the controller: decide from the summed counts on a timer, keep the state for status.
+
+Every `interval` seconds (10 by default) the runner walks the served routes' experiments, sums
+what sidecars reported (experiment_reports.ReportLedger) and asks controller.experiments for
+the decision (a test) or the shares (an adaptive rule). What it found is each route's
+`status.experiments` entry (and the EXPERIMENT column), which the status writer writes when it
+changed. The state lives in the route's status: on its first sight of an experiment after a start
+the runner takes the start time, decision and shares back from there (`previous`), so a restarted
+controller carries on (a decided experiment stays decided). Adaptive shares go back to the sidecars
+as the arms' weights in the next snapshot, only when a weight moved by at least WEIGHT_STEP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.api import ExperimentSpec, ModelRoute, RouteRule, duration_seconds
+from controller.compile import experiment_name
+from controller.experiment_reports import CountsReport, ReportLedger
+from controller.experiments import bandit
+from controller.experiments.counts import ArmStats, BadCounts
+from controller.experiments.decide import Decision, Guardrail, Metric, SequentialSpec, decide, samples
+from controller.store import Key
+
+log = logging.getLogger("modelway.experiments")
+
+METRICS = {
+    "errorRate": Metric.ERROR_RATE,
+    "latency": Metric.LATENCY,
+    "ttft": Metric.TIME_TO_FIRST_TOKEN,
+    "cost": Metric.COST,
+    "quality": Metric.QUALITY,
+}
+WEIGHT_SCALE = 1000  # an adaptive arm's weight is its share in thousandths
+WEIGHT_STEP = 20  # a new split is pushed when an arm's weight moved by two points or more
+EXPLORATION_FLOOR = 0.05
+ADAPTIVE = "Adaptive"
+
+
+def sequential_spec(spec: ExperimentSpec) -> SequentialSpec:
+    return SequentialSpec(
+        metric=METRICS[spec.metric],
+        mde=spec.minimum_detectable_effect,
+        alpha=spec.alpha,
+        min_samples=spec.minimum_sample,
+        max_duration_seconds=duration_seconds(spec.max_duration) if spec.max_duration else None,
+        guardrails=tuple(Guardrail(METRICS[g.metric], g.margin) for g in spec.guardrails),
+    )
+
+
+def adaptive_shares(spec: ExperimentSpec, arms: Mapping[str, ArmStats]) -> dict[str, float]:
+    """Thompson sampling shares on the spec's metric (lower is better but for quality)."""
+    metric = METRICS[spec.metric]
+    if metric is Metric.ERROR_RATE:
+        return bandit.success_shares({a: s.requests for a, s in arms.items()}, floor=EXPLORATION_FLOOR)
+    if metric is Metric.TIME_TO_FIRST_TOKEN:  # the reward reads latency: put the first-token times there
+        arms = {a: ArmStats(latency=s.time_to_first_token) for a, s in arms.items()}
+    reward = {Metric.QUALITY: bandit.Reward(), Metric.COST: bandit.Reward(quality_weight=0.0, cost_weight=1.0)}.get(
+        metric, bandit.Reward(quality_weight=0.0, latency_weight=1.0)
+    )
+    return bandit.reward_shares(arms, reward, floor=EXPLORATION_FLOOR)
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(text: object) -> float | None:
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class ExperimentState:
+    """One rule's experiment as the runner knows it; `entry()` is its status."""
+
+    route: Key
+    rule: str
+    name: str
+    metric: str
+    arms: tuple[str, ...]
+    started: float
+    adaptive: bool
+    decision: Decision | None = None
+    shares: dict[str, float] | None = None
+    samples: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        if self.adaptive:
+            return ADAPTIVE
+        return self.decision.state.value if self.decision is not None else "Running"
+
+    def summary(self) -> str:
+        """The EXPERIMENT column's words for this rule."""
+        if self.adaptive and self.shares:
+            return " ".join(f"{arm}={self.shares.get(arm, 0.0):.0%}" for arm in self.arms)
+        if self.decision is not None and self.decision.winner is not None:
+            return f"Winner {self.decision.winner}"
+        return self.state
+
+    def entry(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule": self.rule,
+            "experiment": self.name,
+            "state": self.state,
+            "metric": self.metric,
+            "startedAt": _rfc3339(self.started),
+            "arms": [
+                {"name": arm, "samples": self.samples.get(arm, 0)}
+                | ({"share": round(self.shares.get(arm, 0.0), 4)} if self.shares is not None else {})
+                for arm in self.arms
+            ],
+        }
+        if self.decision is not None:
+            decided = self.decision.to_dict()
+            out["comparisons"] = decided["comparisons"]
+            if "winner" in decided:
+                out["winner"] = decided["winner"]
+            if "guardrail" in decided:
+                out["guardrail"] = decided["guardrail"]
+        return out
+
+
+def restore(state: ExperimentState, previous: Mapping[str, Any] | None) -> None:
+    """Takes back what an earlier controller wrote to status for this very experiment."""
+    if previous is None or previous.get("experiment") != state.name:
+        return
+    started = _seconds(previous.get("startedAt"))
+    if started is not None:
+        state.started = started
+    if state.adaptive:
+        arms = previous.get("arms")
+        if isinstance(arms, list):
+            shares = {a.get("name"): a.get("share") for a in arms if isinstance(a, Mapping)}
+            if all(isinstance(shares.get(arm), int | float) for arm in state.arms):
+                state.shares = {arm: float(shares[arm]) for arm in state.arms}  # type: ignore[arg-type]
+        return
+    try:
+        state.decision = Decision.from_dict(
+            {k: previous[k] for k in ("state", "comparisons", "winner", "guardrail") if k in previous}
+        )
+    except BadCounts as exc:
+        log.warning("experiment %s: ignoring the decision in status: %s", state.name, exc)
+
+
+class ExperimentRunner:
+    """Counts in (from the stream), decisions out (to status and, for adaptive rules, to snapshots)."""
+
+    def __init__(
+        self,
+        *,
+        routes: Callable[[], Mapping[Key, ModelRoute | None]],
+        set_weights: Callable[[Key, Mapping[str, Mapping[str, int]]], None] | None = None,
+        previous: Callable[[Key], Mapping[str, Any] | None] | None = None,
+        interval: float = 10.0,
+        active: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._routes = routes  # the served routes: what sidecars run
+        self._set_weights = set_weights
+        self._previous = previous  # a route's status as last seen (the watch's copy)
+        self._interval = interval
+        self._active = active
+        self._clock = clock
+        self.ledger = ReportLedger()
+        self._states: dict[str, ExperimentState] = {}
+        self._weights: dict[Key, dict[str, dict[str, int]]] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    def record(self, workload: str, report: CountsReport) -> None:
+        self.ledger.record(workload, report)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if not self._active():
+                continue
+            try:
+                self.tick()
+            except Exception:  # a bug must not end deciding for good
+                log.exception("experiment decision pass failed")
+
+    def tick(self) -> bool:
+        """Decides every experiment once; true (and listeners told) when any status entry changed."""
+        before = {name: s.entry() for name, s in self._states.items()}
+        seen: set[str] = set()
+        for key, route in self._routes().items():
+            if route is None:
+                continue
+            for rule in route.spec.rules:
+                if rule.experiment is not None:
+                    seen.add(self._decide(key, route, rule))
+        for gone in set(self._states) - seen:
+            del self._states[gone]
+        self.ledger.forget_except(seen)
+        changed = before != {name: s.entry() for name, s in self._states.items()}
+        if changed:
+            for listener in self._listeners:
+                listener()
+        return changed
+
+    def _decide(self, key: Key, route: ModelRoute, rule: RouteRule) -> str:
+        spec = rule.experiment
+        assert spec is not None
+        name = experiment_name(route.metadata.namespace, route.metadata.name, rule)
+        state = self._states.get(name)
+        if state is None:
+            state = ExperimentState(
+                route=key,
+                rule=rule.name,
+                name=name,
+                metric=spec.metric,
+                arms=tuple(a.name for a in spec.arms),
+                started=self._clock(),
+                adaptive=spec.strategy == "adaptive",
+            )
+            previous = self._previous(key) if self._previous is not None else None
+            restore(state, _entry_of(previous, rule.name))
+            self._states[name] = state
+        totals = self.ledger.totals(name)
+        arms = {arm: totals.get(arm, ArmStats()) for arm in state.arms}
+        metric = METRICS[spec.metric]
+        state.samples = {arm: samples(stats, metric) for arm, stats in arms.items()}
+        if state.adaptive:
+            state.shares = adaptive_shares(spec, arms)
+            self._apply_shares(key, rule.name, state.shares)
+            return name
+        decision = decide(
+            sequential_spec(spec),
+            arms,
+            control=state.arms[0],
+            elapsed_seconds=self._clock() - state.started,
+            previous=state.decision,
+        )
+        if decision.done and (state.decision is None or not state.decision.done):
+            log.info("experiment %s: %s %s", name, decision.state.value, decision.winner or "")
+        state.decision = decision
+        return name
+
+    def _apply_shares(self, key: Key, rule: str, shares: Mapping[str, float]) -> None:
+        if self._set_weights is None:
+            return
+        wanted = {arm: max(1, round(share * WEIGHT_SCALE)) for arm, share in shares.items()}
+        current = self._weights.get(key, {}).get(rule)
+        if current is not None and all(abs(wanted[a] - current.get(a, 0)) < WEIGHT_STEP for a in wanted):
+            return  # debounced: a snapshot change per real move, not per decision pass
+        self._weights.setdefault(key, {})[rule] = wanted
+        self._set_weights(key, self._weights[key])
+
+    def statuses(self) -> dict[Key, tuple[str, tuple[dict[str, Any], ...]]]:
+        """Per route, the EXPERIMENT column and its experiments' status entries."""
+        out: dict[Key, list[ExperimentState]] = {}
+        for state in self._states.values():
+            out.setdefault(state.route, []).append(state)
+        return {
+            key: ("; ".join(s.summary() for s in states)[:256], tuple(s.entry() for s in states))
+            for key, states in out.items()
+        }
+
+
+def _entry_of(status: Mapping[str, Any] | None, rule: str) -> Mapping[str, Any] | None:
+    entries = (status or {}).get("experiments")
+    if not isinstance(entries, list):
+        return None
+    return next((e for e in entries if isinstance(e, Mapping) and e.get("rule") == rule), None)
