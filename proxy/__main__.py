@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy.admin import build_admin_app
 from proxy.auth.pod_identity import keep_refreshed, pod_identity
+from proxy.experiments import ExperimentCounts
 from proxy.http_client import AnswerLimits
 from proxy.limits.settings import DEFAULT_TIMEOUT, LimitSettings
 from proxy.listener import GuardedSite, ListenerSettings, install_fd_exhaustion_logging, raise_fd_limit
@@ -86,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=30.0,
         help="longest wait between attempts to reach the controller (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--experiment-report-seconds",
+        type=float,
+        default=5.0,
+        help="how often experiment counts go to the controller, when they moved (default: %(default)s)",
     )
     parser.add_argument(
         "--host",
@@ -272,6 +279,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
     if not 0 <= args.access_log_sample <= 1:
         parser.error("--access-log-sample must be a fraction from 0 to 1")
+    if not args.experiment_report_seconds > 0:
+        parser.error("--experiment-report-seconds must be more than 0")
     if not 0 < args.limits_timeout <= 5:
         parser.error("--limits-timeout must be more than 0 and at most 5 seconds")
     if args.limits_redis_url is not None and args.limits_redis_url.partition("://")[0] not in REDIS_SCHEMES:
@@ -342,7 +351,7 @@ def _file_source(
 
 
 def _controller_source(
-    args: argparse.Namespace, holder: RuntimeHolder, build: BuildRuntime
+    args: argparse.Namespace, holder: RuntimeHolder, build: BuildRuntime, experiments: ExperimentCounts
 ) -> tuple[Coroutine[Any, Any, None], Callable[[], dict[str, Any]]]:
     if args.state_file is not None:
         saved = load_saved(args.state_file)
@@ -360,9 +369,11 @@ def _controller_source(
             ca_pem=args.ca_pem,  # MODELWAY_CA_PEM, set by the injection webhook
             state_file=args.state_file,
             backoff_max_seconds=args.reconnect_max_seconds,
+            counts_seconds=args.experiment_report_seconds,
         ),
         holder=holder,
         build_runtime=lambda snapshot, received_at: build(snapshot, received_at=received_at),
+        counts=experiments,
     )
     return sync.run(), lambda: {"source": "controller", "controllerConnected": sync.connected}
 
@@ -381,8 +392,10 @@ async def serve(
 
         def source_status() -> dict[str, Any]:
             return {"source": "file"}
-    else:
-        source, source_status = _controller_source(args, holder, build)
+
+    experiments = ExperimentCounts(sidecar=os.environ.get("POD_NAME") or None)
+    if initial is None:
+        source, source_status = _controller_source(args, holder, build, experiments)
     audit = AuditLog(pod=os.environ.get("POD_NAME", ""))
     admission = Admission(limits=limit_settings(args), telemetry=telemetry, audit=audit)
     app = build_app(
@@ -396,6 +409,7 @@ async def serve(
         audit=audit,
         access_log=AccessLog(access_log_settings(args)),
         admission=admission,
+        experiments=experiments,
     )
     runner = SidecarRunner(app, access_log=None, handler_cancellation=True)
     admin = web.AppRunner(

@@ -15,6 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from proxy.errors import ApiError, clip
+from proxy.experiments import ExperimentCounts
+from proxy.feedback import EXPERIMENTS, add_request_id, feedback
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend, models_list
@@ -67,7 +69,13 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response(models_list(runtime.table.models if runtime else []))
 
 
-_ENDPOINTS = {"/v1/chat/completions": "POST", "/v1/embeddings": "POST", "/v1/models": "GET", "/v1/messages": "POST"}
+_ENDPOINTS = {
+    "/v1/chat/completions": "POST",
+    "/v1/embeddings": "POST",
+    "/v1/models": "GET",
+    "/v1/messages": "POST",
+    "/v1/feedback": "POST",
+}
 
 
 async def _unrouted(request: web.Request) -> web.Response:
@@ -170,11 +178,13 @@ def build_app(
     audit: AuditLog | None = None,
     access_log: AccessLog | None = None,
     admission: Admission | None = None,
+    experiments: ExperimentCounts | None = None,
 ) -> web.Application:
     # The body limit is enforced in proxy.request.parse with a proper error; aiohttp's own
     # limit sits just above it as a backstop.
     app = web.Application(client_max_size=settings.max_body_bytes + 1)
     app[HOLDER] = holder
+    app[EXPERIMENTS] = experiments = experiments or ExperimentCounts()
     audit = audit or AuditLog()
     accounting = Accounting(telemetry=telemetry, audit=audit, access_log=access_log or AccessLog())
     backpressure = Backpressure(settings.backpressure, metrics=telemetry.metrics)
@@ -193,6 +203,7 @@ def build_app(
             admission=admission,
             accounting=accounting,
             backpressure=backpressure,
+            experiments=experiments,
         )
         yield
         await admission.close()  # the last settlements, then the counter store's connections
@@ -203,5 +214,7 @@ def build_app(
     app.router.add_post("/v1/embeddings", _guarded(openai_embeddings))
     app.router.add_get("/v1/models", _guarded(list_models))
     app.router.add_post("/v1/messages", _guarded(anthropic_messages))
+    app.router.add_post("/v1/feedback", _guarded(feedback))
+    app.on_response_prepare.append(add_request_id)
     app.router.add_route("*", "/{tail:.*}", _guarded(_unrouted))  # last: only what nothing above took
     return app

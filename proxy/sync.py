@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from proxy.experiments import ExperimentCounts
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.snapshot import STREAM_PATH, Snapshot, parse_snapshot, to_wire
 
@@ -38,6 +39,7 @@ class SyncSettings:
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     heartbeat_seconds: float = 20.0
+    counts_seconds: float = 5.0  # how often experiment counts go to the controller (when they moved)
 
 
 def load_saved(state_file: Path) -> tuple[Snapshot, float] | None:
@@ -68,8 +70,10 @@ class ControllerSync:
         settings: SyncSettings,
         holder: RuntimeHolder,
         build_runtime: Callable[[Snapshot, float], Runtime] = lambda s, t: Runtime.build(s, received_at=t),
+        counts: ExperimentCounts | None = None,
     ) -> None:
         self._settings = settings
+        self._counts = counts
         self._holder = holder
         self._build = build_runtime
         self.connected = False
@@ -119,14 +123,34 @@ class ControllerSync:
             current = self._holder.current
             await ws.send_json({"type": "hello", "version": current.snapshot.version if current else ""})
             log.info("connected to controller %s", self._settings.controller_url)
-            async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    await ws.send_json(self._apply(message.data))
-                elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
-                    break
+            reporter = asyncio.create_task(self._report_counts(ws)) if self._counts is not None else None
+            try:
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        await ws.send_json(self._apply(message.data))
+                    elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                        break
+            finally:
+                if reporter is not None:
+                    reporter.cancel()
             if ws.close_code and ws.close_code >= 4000:
                 # aiohttp's client keeps the close code but not the reason the controller sent with it
                 raise _StreamRefused(f"controller closed the stream: {ws.close_code}")
+
+    async def _report_counts(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Running totals: all of them at once on connecting (this controller may not have them), then
+        whenever they moved. A failed send ends reporting for this connection; the next one resends."""
+        assert self._counts is not None
+        force = True
+        try:
+            while True:
+                report = self._counts.report(force=force)
+                force = False
+                if report is not None:
+                    await ws.send_json(report)
+                await asyncio.sleep(self._settings.counts_seconds)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            log.debug("experiment counts not sent: %s", _describe(exc))
 
     def _apply(self, raw: str) -> dict[str, Any]:
         try:

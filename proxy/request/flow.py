@@ -24,6 +24,7 @@ from aiohttp import web
 from opentelemetry.trace import Span
 
 from proxy.errors import ApiError
+from proxy.experiments import REQUEST_ID_KEY, ExperimentCounts
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.policy.classify import Classification, chat_texts, embedding_texts
@@ -64,6 +65,7 @@ class RequestPath:
         admission: Admission,
         accounting: Accounting,
         backpressure: Backpressure,
+        experiments: ExperimentCounts | None = None,
     ) -> None:
         self._holder = holder
         self._telemetry = telemetry
@@ -73,6 +75,7 @@ class RequestPath:
         self._admission = admission
         self._accounting = accounting
         self._backpressure = backpressure
+        self._experiments = experiments
 
     async def chat(self, request: web.Request, frontend: Frontend) -> web.StreamResponse:
         started = time.perf_counter()
@@ -267,10 +270,15 @@ class RequestPath:
         )
         made: list[Attempt] = []
         bounds, route_slot = self._backpressure, None  # the route's in-flight slot, held to the end
+        request_id = None
+        if chosen.experiment is not None:  # the id apps send feedback with, in the answer's x-request-id
+            request[REQUEST_ID_KEY] = request_id = ExperimentCounts.new_request_id()
         with telemetry.server_span(name=name, parent=telemetry.extract(request.headers), attributes=attributes) as span:
+            if chosen.experiment is not None:
+                span.set_attributes({"modelway.experiment": chosen.experiment, "modelway.arm": chosen.arm or ""})
 
             def settle(answer: Answer | None, status: int, error_type: str | None, message: str) -> None:
-                self._accounting.settled(
+                outcome = self._accounting.settled(
                     span,
                     operation=operation,
                     model=model,
@@ -286,6 +294,16 @@ class RequestPath:
                     started=started,
                     gate=gate,
                 )
+                if chosen.experiment is not None and chosen.arm is not None and self._experiments is not None:
+                    self._experiments.count(
+                        chosen.experiment,
+                        chosen.arm,
+                        status=status,
+                        duration=outcome.duration,
+                        ttft=outcome.ttft,
+                        cost=outcome.cost,
+                        request_id=request_id,
+                    )
 
             try:
                 route_slot = bounds.route.enter(chosen.route.name) or await bounds.wait_route(chosen.route.name)
