@@ -1,0 +1,236 @@
+"""An experiment end to end: a real sidecar splits traffic between two fake providers, counts per
+arm, reports to an in-process controller over the stream, and the controller's decision names the
+better arm in the route's status. Also the feedback endpoint a quality metric reads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from controller.api import parse_resource
+from controller.auth import Identity, StaticAuthenticator
+from controller.compile import RouteVerdict, experiment_name
+from controller.core import Controller, RouteSync
+from controller.experiment_runner import ExperimentRunner
+from controller.push import build_push_app
+from controller.status import render, route_status
+from controller.store import ResourceStore
+from tests.fakes.server import DEFAULT_KEYS
+from tests.integration.sidecar import SidecarProcess
+
+TOKEN = "dev-token-for-tests"
+KEY = ("ModelRoute", "team-a", "chat")
+
+
+def _objects(openai_url: str, anthropic_url: str) -> list[Any]:
+    key = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
+    return [
+        parse_resource(o)
+        for o in [
+            {
+                "kind": "Secret",
+                "metadata": {"name": "keys", "namespace": "team-a"},
+                "data": {"openai": key(DEFAULT_KEYS["openai"]), "anthropic": key(DEFAULT_KEYS["anthropic"])},
+            },
+            {
+                "kind": "ModelProvider",
+                "metadata": {"name": "openai", "namespace": "team-a"},
+                "spec": {
+                    "type": "openai",
+                    "baseURL": openai_url + "/v1",
+                    "credentialsRef": {"name": "keys", "key": "openai"},
+                },
+            },
+            {
+                "kind": "ModelProvider",
+                "metadata": {"name": "claude", "namespace": "team-a"},
+                "spec": {
+                    "type": "anthropic",
+                    "baseURL": anthropic_url,
+                    "credentialsRef": {"name": "keys", "key": "anthropic"},
+                },
+            },
+            {
+                "kind": "ModelRoute",
+                "metadata": {"name": "chat", "namespace": "team-a", "generation": 1},
+                "spec": {
+                    "model": "chat",
+                    "rules": [
+                        {
+                            "retry": {"attempts": 1, "retryOn": []},  # a failure is the arm's, not retried away
+                            "experiment": {
+                                "arms": [
+                                    {"name": "flaky", "backends": [{"provider": "openai", "model": "gpt-4o"}]},
+                                    {
+                                        "name": "steady",
+                                        "backends": [{"provider": "claude", "model": "claude-sonnet-4-5"}],
+                                    },
+                                ],
+                                "metric": "errorRate",
+                                "minimumDetectableEffect": 0.1,
+                                "minimumSample": 30,
+                            },
+                        }
+                    ],
+                },
+            },
+        ]
+    ]
+
+
+class Stack:
+    def __init__(
+        self, store: ResourceStore, controller: Controller, runner: ExperimentRunner, web_runner: web.AppRunner
+    ) -> None:
+        self.store, self.controller, self.experiments, self.web_runner = store, controller, runner, web_runner
+        self.url = f"http://127.0.0.1:{web_runner.addresses[0][1]}"
+        self.task: asyncio.Task[None] | None = None
+
+
+async def _start_stack(objects: list[Any]) -> Stack:
+    store = ResourceStore()
+    controller = Controller(store=store, quiet_seconds=0.05)
+    for obj in objects:
+        store.apply(obj)
+    await controller.recompute()
+    experiments = ExperimentRunner(
+        routes=lambda: {k: v.served for k, v in controller.judgement.routes.items()},
+        set_weights=controller.set_arm_weights,
+    )
+    auth = StaticAuthenticator(token=TOKEN, identity=Identity(namespace="team-a", service_account="app"))
+    web_runner = web.AppRunner(build_push_app(controller=controller, authenticator=auth, counts=experiments))
+    await web_runner.setup()
+    await web.TCPSite(web_runner, "127.0.0.1", 0).start()
+    stack = Stack(store, controller, experiments, web_runner)
+    stack.task = asyncio.create_task(controller.run())
+    return stack
+
+
+async def _stop(stack: Stack) -> None:
+    assert stack.task is not None
+    stack.task.cancel()
+    await stack.web_runner.cleanup()
+
+
+def _sidecar(url: str, tmp_path: Any) -> SidecarProcess:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    return SidecarProcess(
+        source_args=["--controller", url, "--token-file", str(token_file), "--reconnect-max-seconds", "1"],
+        extra_args=["--experiment-report-seconds", "0.2"],
+    )
+
+
+async def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def _chat(session: aiohttp.ClientSession, base: str, **headers: str) -> tuple[int, str | None]:
+    async with session.post(
+        base + "/v1/chat/completions",
+        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+    ) as resp:
+        await resp.read()
+        return resp.status, resp.headers.get("x-request-id")
+
+
+def _name(stack: Stack) -> str:
+    route = stack.controller.judgement.routes[KEY].served
+    assert route is not None
+    return experiment_name("team-a", "chat", route.spec.rules[0])
+
+
+def _served(stack: Stack) -> int:
+    return sum(arm.requests.count for arm in stack.experiments.ledger.totals(_name(stack)).values())
+
+
+async def test_the_controller_names_the_arm_that_fails_less(tmp_path, fake_openai, fake_anthropic) -> None:
+    fake_openai.script([{"status": 500} if i % 10 in (0, 3, 7) else {} for i in range(600)])  # 30% fail
+    stack = await _start_stack(_objects(fake_openai.base_url, fake_anthropic.base_url))
+    sidecar = _sidecar(stack.url, tmp_path)
+    try:
+        await asyncio.to_thread(sidecar.start_process)
+        await _wait(lambda: sidecar.admin("/readyz")[0] == 200)
+        stack.experiments.tick()
+        assert stack.experiments.statuses()[KEY][0] == "Running"
+        async with aiohttp.ClientSession() as session:
+            results = []
+            for _ in range(20):
+                results += await asyncio.gather(*(_chat(session, sidecar.base_url) for _ in range(20)))
+        statuses = [status for status, _ in results]
+        assert statuses.count(200) > 300 and set(statuses) <= {200, 502}
+        assert all(request_id and len(request_id) == 32 for _, request_id in results)  # every answer, errors too
+        await _wait(lambda: _served(stack) == 400)  # the sidecar's totals reached the controller
+        assert stack.experiments.tick()
+        summary, (entry,) = stack.experiments.statuses()[KEY]
+        assert summary == "Winner steady"
+        assert entry["winner"] == "steady"
+        samples = {arm["name"]: arm["samples"] for arm in entry["arms"]}
+        assert sum(samples.values()) == 400 and min(samples.values()) > 150
+        (comparison,) = entry["comparisons"]
+        assert comparison["high"] < 0 < 0.5 + comparison["low"]  # fewer errors, by about 0.3
+        verdict = stack.controller.judgement.routes[KEY]
+        assert isinstance(verdict, RouteVerdict)
+        body = render(
+            route_status(KEY, verdict, RouteSync(synced=1, total=1), experiments=stack.experiments.statuses()[KEY]),
+            None,
+            "2026-01-01T00:00:00Z",
+        )
+        assert body["experiment"] == "Winner steady" and body["experiments"][0]["state"] == "Winner"
+    finally:
+        sidecar.stop()
+        await _stop(stack)
+
+
+async def test_feedback_scores_the_request_s_arm_once(tmp_path, fake_openai, fake_anthropic) -> None:
+    stack = await _start_stack(_objects(fake_openai.base_url, fake_anthropic.base_url))
+    sidecar = _sidecar(stack.url, tmp_path)
+    try:
+        await asyncio.to_thread(sidecar.start_process)
+        await _wait(lambda: sidecar.admin("/readyz")[0] == 200)
+        async with aiohttp.ClientSession() as session:
+            status, request_id = await _chat(session, sidecar.base_url)
+            assert status == 200 and request_id
+
+            async def feedback(body: Any) -> tuple[int, Any]:
+                async with session.post(sidecar.base_url + "/v1/feedback", json=body) as resp:
+                    return resp.status, await resp.json()
+
+            for bad, param in (
+                ({"request_id": request_id, "score": "great"}, "score"),
+                ({"request_id": request_id, "score": float("inf")}, "score"),
+                ({"request_id": request_id}, "score"),
+                ({"request_id": 7, "score": 1}, "request_id"),
+                ([1, 2], None),
+            ):
+                status, error = await feedback(bad)
+                assert status == 400, bad
+                assert error["error"]["type"] == "invalid_request_error" and error["error"]["param"] == param
+            status, error = await feedback({"request_id": "not-one-of-ours", "score": 1})
+            assert status == 404 and error["error"]["code"] == "unknown_request_id"
+            assert (await feedback({"request_id": request_id, "score": 0.8}))[0] == 200
+            status, error = await feedback({"request_id": request_id, "score": 0.8})  # once per request
+            assert status == 404
+            async with session.post(sidecar.base_url + "/v1/feedback", data=b"{not json") as resp:
+                assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"
+        stack.experiments.tick()
+
+        def scored() -> bool:
+            return sum(a.quality.count for a in stack.experiments.ledger.totals(_name(stack)).values()) == 1
+
+        await _wait(scored)
+    finally:
+        sidecar.stop()
+        await _stop(stack)
