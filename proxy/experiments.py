@@ -18,10 +18,13 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+from aiohttp import web
+
 from proxy.snapshot import COUNTS_MAX_EXPERIMENTS
 
 REQUEST_ID_HEADER = "x-request-id"
-REQUEST_ID_KEY = "modelway.request_id"  # where the request path leaves it for the answer's headers
+# Where the request path leaves it for the answer's headers (proxy.feedback.add_request_id).
+REQUEST_ID_KEY = web.RequestKey("modelway_request_id", str)
 # Requests that may still get feedback, most recent kept: about 100 bytes each.
 FEEDBACK_WINDOW = 100_000
 SCORE_LIMIT = 1_000_000.0

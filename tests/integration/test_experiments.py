@@ -12,6 +12,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from controller.api import parse_resource
 from controller.auth import Identity, StaticAuthenticator
@@ -21,6 +25,10 @@ from controller.experiment_runner import ExperimentRunner
 from controller.push import build_push_app
 from controller.status import render, route_status
 from controller.store import ResourceStore
+from proxy.experiments import ExperimentCounts
+from proxy.runtime import Runtime, RuntimeHolder
+from proxy.server import ServerSettings, build_app
+from proxy.telemetry.facade import Telemetry
 from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import SidecarProcess
 
@@ -234,3 +242,46 @@ async def test_feedback_scores_the_request_s_arm_once(tmp_path, fake_openai, fak
     finally:
         sidecar.stop()
         await _stop(stack)
+
+
+async def test_the_server_span_names_the_experiment_and_arm(fake_openai, fake_anthropic) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    snapshot = _objects(fake_openai.base_url, fake_anthropic.base_url)
+    store = ResourceStore()
+    for obj in snapshot:
+        store.apply(obj)
+    controller = Controller(store=store)
+    await controller.recompute()
+    holder = RuntimeHolder()
+    holder.swap(
+        Runtime.build(controller.compiled_for(Identity(namespace="team-a", service_account="app").workload).snapshot)
+    )
+    counts = ExperimentCounts(sidecar="in-process", started=1.0)
+    app = build_app(
+        holder=holder,
+        telemetry=Telemetry(tracer=provider.get_tracer("test")),
+        settings=ServerSettings(),
+        experiments=counts,
+    )
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, request_id = await _chat(
+                session, f"http://127.0.0.1:{runner.addresses[0][1]}", **{"x-user-id": "alice"}
+            )
+        assert status == 200 and request_id is not None
+        [server] = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+        assert server.attributes is not None
+        assert str(server.attributes["modelway.experiment"]).startswith("team-a/chat/default@")
+        arm = server.attributes["modelway.arm"]
+        assert arm in ("flaky", "steady")
+        report = counts.report()
+        assert report is not None
+        (arms,) = report["experiments"].values()
+        assert list(arms) == [arm]
+    finally:
+        await runner.cleanup()
