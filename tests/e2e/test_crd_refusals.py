@@ -34,6 +34,16 @@ def _rule0(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     return _route(lambda spec: change(spec["rules"][0]))
 
 
+def _experiment(names: tuple[str, str] = ("control", "mini"), weights: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    return {
+        "arms": [
+            {"name": names[0], "weight": weights[0], "backends": [{"provider": "openai", "model": "gpt-4o"}]},
+            {"name": names[1], "weight": weights[1], "backends": [{"provider": "openai", "model": "gpt-4o-mini"}]},
+        ],
+        "minimumDetectableEffect": 0.02,
+    }
+
+
 def _provider(**spec: Any) -> dict[str, Any]:
     obj = copy.deepcopy(PROVIDER)
     obj["spec"] = spec
@@ -298,6 +308,28 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
     "limit-name-not-a-dns-label": (
         _policy("ModelPolicy", limits=[{"name": "Team Tokens", "tokensPerMinute": 1}]),
         ["spec.limits[0].name", '"Team Tokens" is not a DNS label'],
+    ),
+    "backends-and-experiment": (
+        _rule0(lambda r: r.update(experiment=_experiment())),
+        ["spec.rules[0]", "set backends, or an experiment whose arms hold the backends, not both"],
+    ),
+    "experiment-arm-names-twice": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment=_experiment(names=("a", "a"))))),
+        ["spec.rules[0].experiment.arms", "arm names must be unique"],
+    ),
+    "experiment-one-arm": (
+        _rule0(
+            lambda r: (r.pop("backends"), r.update(experiment={**_experiment(), "arms": _experiment()["arms"][:1]}))
+        ),
+        ["spec.rules[0].experiment.arms", "should have at least 2 items"],
+    ),
+    "experiment-all-arm-weights-zero": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment=_experiment(weights=(0, 0))))),
+        ["spec.rules[0].experiment.arms", "at least one arm needs a weight above 0"],
+    ),
+    "experiment-zero-effect": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment={**_experiment(), "minimumDetectableEffect": 0}))),
+        ["spec.rules[0].experiment.minimumDetectableEffect", "must be above 0"],
     ),
     "capacity-saying-nothing": (
         _provider(type="openai", capacity=[{"model": "gpt-4o*"}]),

@@ -159,7 +159,7 @@ def _rows(table: str) -> list[dict[str, str]]:
 
 def test_printer_columns(kubectl: Kubectl, examples: str) -> None:
     assert _headers(kubectl("get", "-n", examples, "mwr").stdout) == [
-        "NAME", "MODEL", "ACCEPTED", "PROGRAMMED", "SYNCED", "AGE"]  # fmt: skip
+        "NAME", "MODEL", "ACCEPTED", "PROGRAMMED", "SYNCED", "EXPERIMENT", "AGE"]  # fmt: skip
     assert _headers(kubectl("get", "-n", examples, "mwp").stdout) == [
         "NAME", "TYPE", "JURISDICTION", "HOSTING", "ACCEPTED", "RESOLVEDREFS", "AGE"]  # fmt: skip
     wide = kubectl("get", "-n", examples, "mwp", "azure-eu", "-o", "wide").stdout

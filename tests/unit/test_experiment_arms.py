@@ -10,9 +10,10 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from multidict import CIMultiDict
 
-from controller.api import parse_resource
+from controller.api import InvalidObject, parse_object, parse_resource
 from controller.compile import compile_route
 from proxy.routing.arms import ArmPicker, sticky_point
 from proxy.routing.table import RoutingTable
@@ -156,3 +157,39 @@ def test_the_controller_compiles_arms_into_the_snapshot() -> None:
     assert [(a.name, a.weight) for a in rule.experiment.arms] == [("control", 1), ("mini", 2)]
     adaptive = compile_route(route, arm_weights={"default": {"control": 300, "mini": 700}})  # type: ignore[arg-type]
     assert [a.weight for a in adaptive.rules[0].experiment.arms] == [300, 700]  # type: ignore[union-attr]
+
+
+def _rule_with(experiment: dict[str, Any], **rule: Any) -> dict[str, Any]:
+    return {
+        "kind": "ModelRoute",
+        "metadata": {"name": "chat", "namespace": "team-a"},
+        "spec": {"model": "chat", "rules": [{"experiment": experiment, **rule}]},
+    }
+
+
+_ARMS = [
+    {"name": "control", "backends": [{"provider": "p", "model": "a"}]},
+    {"name": "mini", "backends": [{"provider": "p", "model": "b"}]},
+]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "rule", "why"),
+    [
+        ({"arms": _ARMS, "minimumDetectableEffect": 0.1}, {"backends": [{"provider": "p", "model": "a"}]}, "not both"),
+        ({"arms": [_ARMS[0], {**_ARMS[1], "name": "control"}], "minimumDetectableEffect": 0.1}, {}, "unique"),
+        ({"arms": _ARMS[:1], "minimumDetectableEffect": 0.1}, {}, "at least 2"),
+        ({"arms": [{**a, "weight": 0} for a in _ARMS], "minimumDetectableEffect": 0.1}, {}, "weight above 0"),
+        ({"arms": _ARMS, "minimumDetectableEffect": 0}, {}, "above 0"),
+        ({"arms": _ARMS, "minimumDetectableEffect": 0.1, "minimumSample": 10}, {}, "greater than or equal to 30"),
+        ({"arms": _ARMS, "minimumDetectableEffect": 0.1, "maxDuration": "0s"}, {}, "longer than 0"),
+        (
+            {"arms": _ARMS, "minimumDetectableEffect": 0.1},
+            {"fallbacks": [{"provider": "p", "model": "b"}]},
+            "also a backend",
+        ),
+    ],
+)
+def test_api_py_refuses_a_bad_experiment(experiment: dict[str, Any], rule: dict[str, Any], why: str) -> None:
+    invalid = parse_object(_rule_with(experiment, **rule))
+    assert isinstance(invalid, InvalidObject) and why in invalid.message, invalid
