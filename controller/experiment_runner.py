@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -122,12 +123,17 @@ class ExperimentState:
         }
         if self.decision is not None:
             decided = self.decision.to_dict()
-            out["comparisons"] = decided["comparisons"]
+            # JSON (and the API server) has no infinity: a comparison without a finite interval is left out
+            out["comparisons"] = [c for c in decided["comparisons"] if _finite(c)]
             if "winner" in decided:
                 out["winner"] = decided["winner"]
             if "guardrail" in decided:
                 out["guardrail"] = decided["guardrail"]
         return out
+
+
+def _finite(values: Mapping[str, Any]) -> bool:
+    return all(math.isfinite(v) for v in values.values() if isinstance(v, float))
 
 
 def restore(state: ExperimentState, previous: Mapping[str, Any] | None) -> None:
