@@ -400,3 +400,41 @@ def test_the_chart_notes_commands_work_as_printed(
     shown = wait_until(row, timeout=20, what="ACCEPTED and PROGRAMMED True, as the notes say")
     assert (shown["NAME"], shown["MODEL"], shown["SYNCED"]) == ("chat", "chat", "0")
     assert "\n  kubectl delete crd modelproviders.modelway.io modelroutes.modelway.io" in notes
+
+
+def test_an_experiment_s_status_is_kept_whole_and_shown(kubectl: Kubectl, ns: str) -> None:
+    """What the controller writes for a decided experiment: nothing pruned, the EXPERIMENT column."""
+    from controller.experiment_reports import CountsReport
+    from controller.experiment_runner import ExperimentRunner
+    from controller.experiments.counts import ArmStats, ProportionStats
+
+    route = {**copy.deepcopy(ROUTE), "metadata": {"name": "with-experiment"}}
+    route["spec"]["rules"] = [
+        {
+            "experiment": {
+                "arms": [
+                    {"name": "old", "backends": [{"provider": "openai", "model": "gpt-4o"}]},
+                    {"name": "new", "backends": [{"provider": "openai", "model": "gpt-4o-mini"}]},
+                ],
+                "minimumDetectableEffect": 0.05,
+                "minimumSample": 30,
+                "guardrails": [{"margin": 0.5}],
+            }
+        }
+    ]
+    kubectl.apply(route, "-n", ns)
+    parsed = api.parse_resource({**route, "metadata": {"name": "with-experiment", "namespace": ns}})
+    key = ("ModelRoute", ns, "with-experiment")
+    runner = ExperimentRunner(routes=lambda: {key: parsed})  # type: ignore[dict-item]
+    runner.tick()
+    (name,) = {e["experiment"] for e in runner.statuses()[key][1]}
+    counts = {"old": ArmStats(requests=ProportionStats(700, 300)), "new": ArmStats(requests=ProportionStats(1000, 0))}
+    runner.record(f"{ns}/app", CountsReport(sidecar="pod-1", started=1.0, experiments={name: counts}))
+    runner.tick()
+    summary, entries = runner.statuses()[key]
+    status = {"experiment": summary, "experiments": list(entries)}
+    _patch_status(kubectl, ns, "mwr", "with-experiment", {"status": status})
+    after = kubectl.json("get", "-n", ns, "mwr", "with-experiment")
+    assert after["status"] == status
+    (row,) = _rows(kubectl("get", "-n", ns, "mwr", "with-experiment").stdout)
+    assert row["EXPERIMENT"] == "Winner new"
