@@ -35,6 +35,7 @@ class Plan:
     removed: tuple[tuple[Backend, Denial], ...] = ()
     removed_why: str = ""
     removed_policies: tuple[str, ...] = ()
+    data_class: str = ""  # the request's class the plan was made for (masking is per backend and class)
 
 
 class PolicyRefusal(Exception):
@@ -224,5 +225,6 @@ class RoutingTable:
                     removed=choices.removed,
                     removed_why=choices.removed_why,
                     removed_policies=choices.removed_policies,
+                    data_class=data_class,
                 )
         raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers")

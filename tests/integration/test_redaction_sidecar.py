@@ -132,9 +132,7 @@ def test_openai_plain_the_provider_gets_placeholders_and_the_app_its_values(clie
     answer = client.chat.completions.create(model="masked", messages=[{"role": "user", "content": PROMPT}])
     assert_no_value_reached(fake_openai)
     sent = sent_text(fake_openai)
-    assert sent == (
-        "Write to <EMAIL_1> or call <PHONE_1>; pay <IBAN_1> for <EMPLOYEE_ID_1>, and <EMAIL_1> again"
-    )
+    assert sent == ("Write to <EMAIL_1> or call <PHONE_1>; pay <IBAN_1> for <EMPLOYEE_ID_1>, and <EMAIL_1> again")
     assert answer.choices[0].message.content == "echo: " + PROMPT
 
 
@@ -176,9 +174,7 @@ def test_a_request_without_personal_data_is_sent_as_it_is(client, fake_openai):
 
 
 def test_openai_stream_the_app_gets_its_values_back(client, fake_openai):
-    stream = client.chat.completions.create(
-        model="masked", messages=[{"role": "user", "content": PROMPT}], stream=True
-    )
+    stream = client.chat.completions.create(model="masked", messages=[{"role": "user", "content": PROMPT}], stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert_no_value_reached(fake_openai)
     assert text == "echo: " + PROMPT
