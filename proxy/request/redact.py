@@ -56,6 +56,7 @@ class Masking:
         pseudonymizer = self._pseudonymizer(rule)
         redacted = self._redacted(rule, request)
         if redacted.unmasked:
+            self.used = None
             kinds = ", ".join(f"{kind} ({count})" for kind, count in sorted(redacted.unmasked.items()))
             fields = ", ".join(_unmaskable_fields(rule, redacted.request)) or "a field that names or encodes things"
             raise ApiError(
@@ -69,6 +70,23 @@ class Masking:
             )
         self.used = (chosen, pseudonymizer, redacted.counts)
         return redacted.request
+
+    def embeddings_for(self, backend: str, body: dict[str, Any]) -> dict[str, Any]:
+        """What to send `backend` of an embeddings request. Vectors cannot be restored: masked only when
+        the rule leaves placeholders anyway (`restore: false`); otherwise this backend is refused."""
+        chosen = self.rule(backend)
+        if chosen is None:
+            return body
+        if chosen.rule.restore:
+            raise ApiError(
+                400,
+                f"{backend} may receive this {self._data_class} request only with its personal data masked "
+                f"({', '.join(chosen.policies)}), and embeddings of masked text cannot be given their values "
+                "back; use a model that needs no masking for this data class",
+                "invalid_request_error",
+                "unmaskable_personal_data",
+            )
+        return self.request_for(backend, body)
 
     def for_capture(self, plan: Plan, request: ChatRequest) -> ChatRequest:
         """The request as telemetry may record it: masked when any backend of the plan masks it."""
