@@ -87,7 +87,8 @@ class RequestPath:
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
             masking = Masking(runtime.redactions, plan.data_class)  # what each backend may be sent
-            captured = masking.for_capture(plan, parsed.request)  # masked when any backend masks it
+            # What content capture records: masked when any backend of the plan masks it.
+            captured = masking.for_capture(plan, parsed.request) if telemetry.capture_content else parsed.request
             telemetry.capture(span, runtime=runtime, request=captured)  # opt-in prompt text
             if parsed.stream:
 

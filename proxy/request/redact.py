@@ -36,8 +36,9 @@ class Masking:
     def __init__(self, table: RedactionTable, data_class: str) -> None:
         self._table = table
         self._data_class = data_class
-        self._pseudonymizers: dict[RedactionRule, Pseudonymizer] = {}
-        self._done: dict[RedactionRule, Redacted] = {}
+        # Made on first use: most requests never reach a backend that masks.
+        self._pseudonymizers: dict[RedactionRule, Pseudonymizer] | None = None
+        self._done: dict[RedactionRule, Redacted] | None = None
         # The last request handed out: (its rule, the pseudonymizer, its counts), None when unmasked.
         self.used: tuple[BackendRule, Pseudonymizer, Mapping[str, int]] | None = None
 
@@ -48,7 +49,7 @@ class Masking:
         """What to send `backend`: `request`, or its masked copy. Raises ApiError (400) when the rule
         finds a value where no placeholder can go: this backend must not get it (the attempt stage
         then moves on to the next backend)."""
-        chosen = self.rule(backend)
+        chosen = self._table.rule_for(backend, self._data_class) if self._table else None
         if chosen is None:
             self.used = None
             return request
@@ -127,12 +128,16 @@ class Masking:
 
     def _redacted(self, rule: RedactionRule, request: ChatRequest) -> Redacted:
         """The request masked by `rule`, once per request (retries send the same bytes)."""
+        if self._done is None:
+            self._done = {}
         redacted = self._done.get(rule)
         if redacted is None:
             redacted = self._done[rule] = self._pseudonymizer(rule).redact_chat(request)
         return redacted
 
     def _pseudonymizer(self, rule: RedactionRule) -> Pseudonymizer:
+        if self._pseudonymizers is None:
+            self._pseudonymizers = {}
         pseudonymizer = self._pseudonymizers.get(rule)
         if pseudonymizer is None:
             pseudonymizer = self._pseudonymizers[rule] = Pseudonymizer(rule)

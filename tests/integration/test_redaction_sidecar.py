@@ -77,6 +77,8 @@ def redaction_snapshot(openai_url: str) -> dict[str, Any]:
             _route("masked", [us]),
             _route("placeholders", [{"provider": "team-a.us-raw", "model": US_RAW}]),
             _route("with-fallback", [us], [{"provider": "team-a.vllm", "model": IN_CLUSTER}]),
+            _route("embed", [us]),
+            _route("embed-placeholders", [{"provider": "team-a.us-raw", "model": US_RAW}]),
         ],
         "policy": {
             "workload": "team-a/web",
@@ -244,6 +246,23 @@ def test_a_value_no_placeholder_can_go_on_is_a_400_when_no_backend_is_left(clien
     assert "messages[0].content[1].image_url.url" in message and "email" in message and POLICY in message
     assert EMAIL not in message
     assert received(fake_openai) == []
+
+
+# --- embeddings: vectors cannot be given their values back --------------------------------------------
+
+
+def test_embeddings_are_sent_masked_only_where_the_rule_leaves_placeholders(client, fake_openai):
+    client.embeddings.create(model="embed-placeholders", input=[PROMPT])
+    (request,) = [r for r in fake_openai.requests() if r["path"].endswith("/embeddings")]
+    assert request["json"]["input"] == [
+        "Write to <EMAIL_1> or call <PHONE_1>; pay <IBAN_1> for <EMPLOYEE_ID_1>, and <EMAIL_1> again"
+    ]
+
+
+def test_embeddings_to_a_backend_that_would_restore_are_refused(client, fake_openai):
+    with pytest.raises(openai.BadRequestError, match="embeddings of masked text cannot be given their values back"):
+        client.embeddings.create(model="embed", input=[PROMPT])
+    assert fake_openai.requests() == []
 
 
 # --- what the sidecar says about it -----------------------------------------------------------------
