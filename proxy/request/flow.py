@@ -36,7 +36,7 @@ from proxy.request.classify import classify
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings
 from proxy.request.plan import plan
-from proxy.request.redact import Masking
+from proxy.request.redact import masking_for
 from proxy.request.relay import Answer, ClientGone, ParseBody, Relay
 from proxy.request.responses import error_response, json_response
 from proxy.routing.table import Plan, PolicyRefusal
@@ -86,7 +86,7 @@ class RequestPath:
         async def serve(
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
-            masking = Masking(runtime.redactions, plan.data_class)  # what each backend may be sent
+            masking = masking_for(runtime, plan)  # what each backend may be sent
             # What content capture records: masked when any backend of the plan masks it.
             captured = masking.for_capture(plan, parsed.request) if telemetry.capture_content else parsed.request
             telemetry.capture(span, runtime=runtime, request=captured)  # opt-in prompt text
@@ -178,7 +178,7 @@ class RequestPath:
         async def serve(
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
-            masking = Masking(runtime.redactions, plan.data_class)
+            masking = masking_for(runtime, plan)
             answer = await self._attempts.run(
                 runtime=runtime,
                 plan=plan,

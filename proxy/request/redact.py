@@ -23,19 +23,35 @@ from proxy.providers.base import ChatRequest, ChatResponse
 from proxy.redaction import Pseudonymizer, Redacted, RedactionRule, restoring_encoder
 from proxy.redaction.table import BackendRule, RedactionTable
 from proxy.routing.table import Plan
+from proxy.runtime import Runtime
+from proxy.snapshot import DATA_CLASS_RANK
 
 NOTHING: Mapping[str, int] = MappingProxyType({})
 _SHOWN_FIELDS = 3  # an error names this many fields at most
+_PERSONAL = DATA_CLASS_RANK["personal"]
+
+
+def masking_for(runtime: Runtime, plan: Plan) -> Masking:
+    """The request's masking. A workload that scans for personal data scans every request below
+    `personal`, and raises it to `personal` when it finds some: a request still below it was scanned
+    and found clean."""
+    policy = runtime.snapshot.policy
+    clean = policy.detect_personal_data and DATA_CLASS_RANK.get(plan.data_class, 0) < _PERSONAL
+    return Masking(runtime.redactions, plan.data_class, scanned_clean=clean)
 
 
 class Masking:
     """One request's masking, across all its attempts."""
 
-    __slots__ = ("_data_class", "_done", "_pseudonymizers", "_table", "used")
+    __slots__ = ("_clean", "_data_class", "_done", "_pseudonymizers", "_table", "used")
 
-    def __init__(self, table: RedactionTable, data_class: str) -> None:
+    def __init__(self, table: RedactionTable, data_class: str, *, scanned_clean: bool = False) -> None:
+        """`scanned_clean`: the personal-data scan read this request and found nothing. It reads a
+        superset of what masking reads (URLs, text files decoded), with every built-in kind, so a
+        rule without custom patterns would find nothing either: such rules are skipped."""
         self._table = table
         self._data_class = data_class
+        self._clean = scanned_clean
         # Made on first use: most requests never reach a backend that masks.
         self._pseudonymizers: dict[RedactionRule, Pseudonymizer] | None = None
         self._done: dict[RedactionRule, Redacted] | None = None
@@ -50,7 +66,7 @@ class Masking:
         finds a value where no placeholder can go: this backend must not get it (the attempt stage
         then moves on to the next backend)."""
         chosen = self._table.rule_for(backend, self._data_class) if self._table else None
-        if chosen is None:
+        if chosen is None or (self._clean and not chosen.rule.custom_names):
             self.used = None
             return request
         rule = chosen.rule
