@@ -15,7 +15,17 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from proxy.snapshot import BedrockApi, ConfigProblem, check_base_url, check_regex
+from proxy.snapshot import (
+    REDACTION_KINDS,
+    REDACTION_NAME,
+    REDACTION_REGEX_MAX,
+    BedrockApi,
+    ConfigProblem,
+    RedactionKind,
+    check_base_url,
+    check_redaction_regex,
+    check_regex,
+)
 from shared.config_text import validation_problems
 from shared.provider_types import ProviderType, needs_base_url, needs_region
 
@@ -451,6 +461,39 @@ class PolicyAccess(_Model):
     routes: Names | None = None
 
 
+class RedactPattern(_Model):
+    """A custom kind to mask: every match of `regex` (Python `re`) becomes `<NAME_n>`."""
+
+    name: Annotated[str, Field(pattern=REDACTION_NAME, min_length=1, max_length=40)]
+    regex: Annotated[str, Field(min_length=1, max_length=REDACTION_REGEX_MAX)]
+
+    @model_validator(mode="after")
+    def _usable(self) -> RedactPattern:
+        if self.name in REDACTION_KINDS:
+            raise ValueError(f"redact pattern name {self.name} is a built-in kind; choose another name")
+        check_redaction_regex(self.name, self.regex)  # the sidecar's own check
+        return self
+
+
+class RedactSpec(_Model):
+    """Outside the rule's places, send the request masked instead of denying the provider."""
+
+    kinds: Annotated[tuple[RedactionKind, ...], Field(max_length=len(REDACTION_KINDS))] | None = None
+    patterns: Annotated[tuple[RedactPattern, ...], Field(max_length=16)] = ()
+    restore: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RedactSpec:
+        names = [p.name for p in self.patterns]
+        if len(names) != len(set(names)):
+            raise ValueError(f"redact.patterns: names must be unique, got {names}")
+        if self.kinds is not None and len(self.kinds) != len(set(self.kinds)):
+            raise ValueError(f"redact.kinds: each kind once, got {list(self.kinds)}")
+        if self.kinds == () and not self.patterns:
+            raise ValueError("redact masks nothing: leave kinds out (every kind), or give patterns")
+        return self
+
+
 class ResidencyRule(_Model):
     """Where data of one class (and every class above it) may be processed."""
 
@@ -458,6 +501,7 @@ class ResidencyRule(_Model):
     jurisdictions: Places | None = None
     regions: Places | None = None
     hosting: Annotated[tuple[Hosting, ...], Field(max_length=3)] | None = None
+    redact: RedactSpec | None = None  # outside these places: mask and send, instead of deny
 
     @model_validator(mode="after")
     def _says_something(self) -> ResidencyRule:

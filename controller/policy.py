@@ -89,7 +89,8 @@ def _residency_problem(rule: ResidencyRule, provider: snap.Provider) -> str | No
 
 
 def backend_denial(policy: AnyPolicy, provider: snap.Provider, model: str) -> snap.BackendDenial | None:
-    """What `policy` says about one backend: denied for which classes and why, or None."""
+    """What `policy` denies of one backend: denied for which classes and why, or None (a residency
+    rule with `redact` masks instead: `backend_redactions`)."""
     access = policy.spec.access
     name = _short_name(provider.name)
     problem = None
@@ -105,6 +106,8 @@ def backend_denial(policy: AnyPolicy, provider: snap.Provider, model: str) -> sn
             denial=snap.Denial(policy=label(policy), reason=problem),
         )
     for rule in sorted(policy.spec.residency, key=lambda r: _RANK[r.data_class]):
+        if rule.redact is not None:
+            continue
         problem = _residency_problem(rule, provider)
         if problem is not None:  # the lowest class it fails: denied from there up
             classes = snap.DATA_CLASSES[_RANK[rule.data_class] :]
@@ -116,6 +119,42 @@ def backend_denial(policy: AnyPolicy, provider: snap.Provider, model: str) -> sn
                 denial=snap.Denial(policy=label(policy), reason=reason),
             )
     return None
+
+
+def backend_redactions(policy: AnyPolicy, provider: snap.Provider, model: str) -> tuple[snap.BackendRedaction, ...]:
+    """The classes `policy` lets reach one backend only masked: those its residency rules with
+    `redact` bind and the backend fails (the rules of each class merged, the strictest wins), below
+    any class the policy denies it outright."""
+    denied = backend_denial(policy, provider, model)
+    ceiling = _RANK[denied.data_classes[0]] if denied is not None else len(snap.DATA_CLASSES)
+    failing = [
+        (rule, _compiled_redaction(rule))
+        for rule in policy.spec.residency
+        if rule.redact is not None and _residency_problem(rule, provider) is not None
+    ]
+    if not failing:
+        return ()
+    by_redaction: dict[snap.Redaction, list[snap.DataClass]] = {}
+    for rank in range(ceiling):
+        binding = [redaction for rule, redaction in failing if _RANK[rule.data_class] <= rank]
+        if binding:
+            by_redaction.setdefault(snap.merge_redactions(binding), []).append(snap.DATA_CLASSES[rank])
+    return tuple(
+        snap.BackendRedaction(
+            provider=provider.name, model=model, data_classes=tuple(classes), policy=label(policy), redaction=redaction
+        )
+        for redaction, classes in by_redaction.items()
+    )
+
+
+def _compiled_redaction(rule: ResidencyRule) -> snap.Redaction:
+    spec = rule.redact
+    assert spec is not None
+    return snap.Redaction(
+        kinds=spec.kinds,
+        patterns=tuple(snap.RedactionPattern(name=p.name, regex=p.regex) for p in spec.patterns),
+        restore=spec.restore,
+    )
 
 
 def _route_denial(policy: AnyPolicy, route_name: str) -> snap.Denial | None:
@@ -171,6 +210,13 @@ def compile_policy(
         for p in policies
         if (denied := backend_denial(p, providers[provider], model)) is not None
     ]
+    redacted_backends = [
+        redacted
+        for provider, model in backends
+        if provider in providers
+        for p in policies
+        for redacted in backend_redactions(p, providers[provider], model)
+    ]
     return snap.Policy(
         workload=f"{workload.namespace}/{workload.service_account}",
         policies=tuple(label(p) for p in policies),
@@ -178,6 +224,7 @@ def compile_policy(
         detect_personal_data=any(p.spec.detect_personal_data for p in policies),
         denied_routes=tuple(denied_routes),
         denied_backends=tuple(denied_backends),
+        redacted_backends=tuple(redacted_backends),
         limits=compile_limits(policies, workload),
     )
 
@@ -299,4 +346,7 @@ def route_restrictions(
                     else "data classes " + ", ".join(denied.data_classes)
                 )
                 notes.append(f"{denied.denial.policy} removes {provider_name}/{model} for {classes}")
+            for redacted in backend_redactions(policy, provider, model):
+                classes = "data classes " + ", ".join(redacted.data_classes)
+                notes.append(f"{redacted.policy} masks personal data sent to {provider_name}/{model} for {classes}")
     return tuple(notes)

@@ -1,5 +1,6 @@
 """A snapshot compiled for serving: routing table, one translator per provider, the policy's classifier,
-the counters its limits bind (`proxy.limits.binding`) and the scrubber of the snapshot's own secrets.
+the counters its limits bind (`proxy.limits.binding`), the redaction rules of the backends reached only
+masked, and the scrubber of the snapshot's own secrets.
 
 Built once per snapshot, off the request path; requests read `holder.current`
 once and keep that object, so a swap never disturbs a request in flight.
@@ -16,6 +17,7 @@ from proxy.limits.binding import LimitTable
 from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
+from proxy.redaction.table import RedactionTable
 from proxy.routing.table import RoutingTable
 from proxy.snapshot import LimitStore, Provider, Snapshot
 from shared.scrub import Scrubber
@@ -36,6 +38,8 @@ class Runtime:
     scrubber: Scrubber = field(default_factory=Scrubber)
     # Which counters bind each (route, provider, model); empty without limits and capacity.
     limits: LimitTable = field(default_factory=lambda: LimitTable({}, {}))
+    # The backends some data classes reach only masked, each with its rule (built here, never per request).
+    redactions: RedactionTable = field(default_factory=lambda: RedactionTable({}))
 
     @classmethod
     def build(
@@ -51,6 +55,7 @@ class Runtime:
             received_at=time.time() if received_at is None else received_at,
             scrubber=Scrubber(_secrets(snapshot)),
             limits=LimitTable.build(snapshot),
+            redactions=RedactionTable.build(snapshot.policy),
         )
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import re._constants as _sre  # type: ignore[import-not-found]  # (typeshed stubs only the deprecated sre_*)
+import re._parser as _sre_parse  # type: ignore[import-not-found]
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -110,6 +113,67 @@ def check_regex(regex: str) -> str:
     except re.error as exc:
         raise ConfigProblem("InvalidRegex", f"regex {shown(regex)} does not compile: {exc}") from None
     return regex
+
+
+# The personal-data scan's kinds (`proxy.policy.personal_data.ALL_KINDS`; a unit test keeps them in step).
+RedactionKind = Literal["email", "phone", "payment_card", "iban", "us_ssn", "uk_nino", "es_dni"]
+REDACTION_KINDS: tuple[RedactionKind, ...] = ("email", "phone", "payment_card", "iban", "us_ssn", "uk_nino", "es_dni")
+REDACTION_NAME = r"^[a-z][a-z0-9_]{0,39}$"  # a custom pattern's name: its placeholder's label
+REDACTION_REGEX_MAX = 1000
+_UNBOUNDED = 50  # a repeat allowing more than this many is as good as unbounded for backtracking
+
+
+def check_redaction_regex(name: str, regex: str) -> str:
+    """A custom redaction pattern the sidecar can run on every request's text: it compiles (Python
+    `re`), matches something, and has no repetition nested in an unbounded repetition (`(a+)+`,
+    `(\\w*\\s?)*`), the shape whose backtracking takes exponential time on a text that almost
+    matches. Raises ConfigProblem naming the pattern."""
+    if len(regex) > REDACTION_REGEX_MAX:
+        raise ConfigProblem("InvalidRegex", f"redact pattern {name!r}: longer than {REDACTION_REGEX_MAX} characters")
+    try:
+        compiled = re.compile(regex)
+    except re.error as exc:
+        raise ConfigProblem(
+            "InvalidRegex", f"redact pattern {name!r}: {shown(regex)} does not compile: {exc}"
+        ) from None
+    if compiled.match("") is not None:
+        raise ConfigProblem(
+            "InvalidRegex", f"redact pattern {name!r}: {shown(regex)} matches the empty string; it must match something"
+        )
+    if _nested_repeat(_sre_parse.parse(regex), inside_unbounded=False):
+        raise ConfigProblem(
+            "InvalidRegex",
+            f"redact pattern {name!r}: {shown(regex)} repeats a repetition (like (a+)+), which can take "
+            "exponential time on a text that almost matches; bound the inner or the outer repetition, "
+            "or make the inner one possessive (a++)",
+        )
+    return regex
+
+
+def _nested_repeat(parsed: Any, *, inside_unbounded: bool) -> bool:
+    """Whether a variable-length repetition sits inside an unbounded one (ReDoS's classic shape)."""
+    for op, argument in parsed:
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            low, high, body = argument
+            if op is _sre.POSSESSIVE_REPEAT:  # never backtracks into its body
+                continue
+            if inside_unbounded and high != low:
+                return True
+            unbounded = high is _sre.MAXREPEAT or high > _UNBOUNDED
+            if _nested_repeat(body, inside_unbounded=inside_unbounded or unbounded):
+                return True
+        elif op is _sre.SUBPATTERN:
+            if _nested_repeat(argument[-1], inside_unbounded=inside_unbounded):
+                return True
+        elif op is _sre.BRANCH:
+            if any(_nested_repeat(branch, inside_unbounded=inside_unbounded) for branch in argument[1]):
+                return True
+        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            if _nested_repeat(argument[1], inside_unbounded=inside_unbounded):
+                return True
+        elif op is _sre.ATOMIC_GROUP:
+            continue
+    return False
 
 
 class _Frozen(BaseModel):
@@ -392,6 +456,75 @@ class BackendDenial(_Frozen):
         return f"{self.provider}/{self.model}"
 
 
+class RedactionPattern(_Frozen):
+    name: Annotated[str, Field(pattern=REDACTION_NAME)]
+    regex: Annotated[str, Field(min_length=1, max_length=REDACTION_REGEX_MAX)]
+
+    @model_validator(mode="after")
+    def _usable(self) -> RedactionPattern:
+        if self.name in REDACTION_KINDS:
+            raise ValueError(f"redact pattern name {self.name!r} is a built-in kind; choose another name")
+        check_redaction_regex(self.name, self.regex)
+        return self
+
+
+class Redaction(_Frozen):
+    """What is masked before a request goes to a backend a residency rule would otherwise deny."""
+
+    kinds: tuple[RedactionKind, ...] | None = None  # None: every built-in kind; (): custom patterns only
+    patterns: tuple[RedactionPattern, ...] = ()
+    restore: bool = True  # False: the app gets the placeholders, never the values
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Redaction:
+        names = [p.name for p in self.patterns]
+        if len(names) != len(set(names)):
+            raise ValueError(f"redact pattern names must be unique, got {names}")
+        if self.kinds == () and not self.patterns:
+            raise ValueError("redact masks nothing: give kinds or patterns")
+        return self
+
+
+class BackendRedaction(_Frozen):
+    """A backend that data of some classes may reach only masked (instead of being denied it)."""
+
+    provider: str
+    model: str  # the upstream model
+    data_classes: Annotated[tuple[DataClass, ...], Field(min_length=1)]
+    policy: str  # "ModelPolicy team-a/eu-only", as in Denial.policy
+    redaction: Redaction
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+def merge_redactions(redactions: Iterable[Redaction]) -> Redaction:
+    """The strictest of several redactions of one backend: every kind and pattern any of them masks
+    (two patterns of one name mask what either matches), restored only if all of them restore."""
+    kinds: set[str] | None = set()
+    patterns: dict[str, str] = {}
+    restore = True
+    for redaction in redactions:
+        if redaction.kinds is None:
+            kinds = None
+        elif kinds is not None:
+            kinds.update(redaction.kinds)
+        for pattern in redaction.patterns:
+            known = patterns.get(pattern.name)
+            patterns[pattern.name] = (
+                pattern.regex if known in (None, pattern.regex) else f"(?:{known})|(?:{pattern.regex})"
+            )
+        restore = restore and redaction.restore
+    return Redaction.model_validate(
+        {
+            "kinds": None if kinds is None else tuple(k for k in REDACTION_KINDS if k in kinds),
+            "patterns": tuple({"name": name, "regex": regex} for name, regex in patterns.items()),
+            "restore": restore,
+        }
+    )
+
+
 class Policy(_Frozen):
     """What the workload's ModelPolicies allow it, compiled by the controller for this workload.
 
@@ -405,6 +538,8 @@ class Policy(_Frozen):
     detect_personal_data: bool = False  # raise requests whose prompt holds personal data to `personal`
     denied_routes: tuple[RouteDenial, ...] = ()
     denied_backends: tuple[BackendDenial, ...] = ()
+    # Backends some classes may reach only masked; a denial of the same backend and class wins.
+    redacted_backends: tuple[BackendRedaction, ...] = ()
     # Every limit of every policy that binds the workload; a request must pass all that bind it.
     limits: tuple[Limit, ...] = ()
 

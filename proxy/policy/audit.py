@@ -1,5 +1,5 @@
 """The audit trail: one structured line per request the workload's policy (or one of its limits) refused
-or rerouted.
+or rerouted, and per request it masked.
 
 A JSON object per line on the `modelway.audit` logger, so a log pipeline can
 keep it apart from operational logs. It names the workload, route, data class,
@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Literal
 
 log = logging.getLogger("modelway.audit")
 
-Decision = Literal["refuse", "reroute"]
+Decision = Literal["refuse", "reroute", "redact"]
 
 
 class AuditLog:
@@ -34,10 +35,11 @@ class AuditLog:
         reason: str,
         trace_id: str = "",
         limit: str = "",
+        redacted: Mapping[str, int] | None = None,
     ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
-        entry = {
+        entry: dict[str, object] = {
             "time": round(time.time(), 3),
             "audit": "modelway.policy",
             "workload": workload,
@@ -51,6 +53,8 @@ class AuditLog:
         }
         if limit:  # a limit's refusal (or a spent budget's reroute): which one of the policy's limits
             entry["limit"] = limit
+        if redacted:  # what was masked, by kind: counts, never values
+            entry["redacted"] = dict(redacted)
         if trace_id:
             entry["trace_id"] = trace_id
         log.info("%s", json.dumps(entry, separators=(",", ":")))

@@ -90,6 +90,7 @@ class AccessLog:
             "data_class": outcome.data_class or None,
             "attempts": len(outcome.attempts),
             "trace_id": outcome.trace_id or None,
+            "redacted": dict(outcome.redacted) if outcome.redacted else None,  # counts by kind, never values
         }
 
     def _time(self, when: float) -> str:

@@ -10,6 +10,7 @@ charge what the request used and return the rest.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Span
@@ -144,9 +145,12 @@ class Accounting:
         decision, policies, reason = _decision(plan, classification)
         backend = cost = ttft = response_model = None
         usage = NO_USAGE
+        redacted: Mapping[str, int] = NOTHING_FOUND
+        redacted_by: tuple[str, ...] = ()
         if answer is not None:
             backend, usage, ttft, response_model = answer.backend, answer.usage, answer.ttft, answer.response_model
             cost = self._telemetry.backend(runtime, backend).cost(usage.input_tokens, usage.output_tokens)
+            redacted, redacted_by = answer.redacted or NOTHING_FOUND, answer.redacted_by
         # Positional, in the fields' order: a call with 16 or more keywords makes CPython build a
         # dict of them (~1 us here), and this one is made for every request.
         outcome = Outcome(
@@ -172,6 +176,8 @@ class Accounting:
             classification.found,  # personal_data
             policies,
             reason,  # policy_reason
+            redacted,
+            redacted_by,
         )
         if gate is not None:
             gate.settle(outcome)  # in the background: the answer does not wait for the counters
@@ -190,6 +196,19 @@ class Accounting:
                 policies=outcome.policies,
                 reason=outcome.policy_reason,
                 trace_id=outcome.trace_id,
+                redacted=outcome.redacted,
+            )
+        elif outcome.redacted:  # served, masked: a policy decision too
+            self._audit.record(
+                workload=outcome.workload,
+                model=outcome.model,
+                route=outcome.route,
+                data_class=outcome.data_class,
+                decision="redact",
+                policies=outcome.redacted_by,
+                reason=f"personal data masked for {outcome.backend}",
+                trace_id=outcome.trace_id,
+                redacted=outcome.redacted,
             )
         self._access_log.record(outcome)
 

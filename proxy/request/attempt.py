@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelway.relay")
 
-BuildRequest = Callable[[Translator, str], UpstreamRequest]
+# (translator, backend) -> the request for it (`proxy.request.redact` decides whether it is masked)
+BuildRequest = Callable[[Translator, Backend], UpstreamRequest]
 # (translator, backend, the request for it, the attempt's span, the loop time of the total deadline)
 Call = Callable[[Translator, Backend, UpstreamRequest, Span, float], Awaitable[Answer]]
 
@@ -106,7 +107,7 @@ class Attempts:
                 slot = None  # this backend's in-flight slot, held until the answer's last byte
                 try:
                     try:
-                        request = build(translator, backend.model)
+                        request = build(translator, backend)
                     except (UnsupportedOperation, ApiError) as exc:
                         raise AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
                     slot = bounds.enter(backend.key) or await self._backpressure.wait_backend(

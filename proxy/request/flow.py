@@ -37,6 +37,7 @@ from proxy.request.classify import classify
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings
 from proxy.request.plan import plan
+from proxy.request.redact import masking_for
 from proxy.request.relay import Answer, ClientGone, ParseBody, Relay
 from proxy.request.responses import error_response, json_response
 from proxy.routing.table import Plan, PolicyRefusal
@@ -88,10 +89,11 @@ class RequestPath:
         async def serve(
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
-            telemetry.capture(span, runtime=runtime, request=parsed.request)  # opt-in prompt text
+            masking = masking_for(runtime, plan)  # what each backend may be sent
+            # What content capture records: masked when any backend of the plan masks it.
+            captured = masking.for_capture(plan, parsed.request) if telemetry.capture_content else parsed.request
+            telemetry.capture(span, runtime=runtime, request=captured)  # opt-in prompt text
             if parsed.stream:
-                # with content capture on, a front end whose stream encoder also collects the answer
-                capturing = telemetry.capturing(frontend, span, runtime=runtime, request=parsed.request)
 
                 def stream(
                     translator: Translator,
@@ -103,7 +105,11 @@ class RequestPath:
                     return relay.stream(
                         request=request,
                         parsed=parsed,
-                        frontend=capturing,
+                        # with content capture on, a front end whose stream encoder also collects the
+                        # answer (as the provider sent it: outside the restoring of the values)
+                        frontend=telemetry.capturing(
+                            masking.frontend(frontend), span, runtime=runtime, request=captured
+                        ),
                         translator=translator,
                         backend=backend,
                         upstream=upstream,
@@ -121,12 +127,15 @@ class RequestPath:
                     model=parsed.model,
                     operation="chat",
                     server_span=span,
-                    build=lambda t, m: t.chat_request(parsed.request, model=m, stream=True),
+                    build=lambda t, b: t.chat_request(
+                        masking.request_for(b.key, parsed.request), model=b.model, stream=True
+                    ),
                     call=stream,
                     made=made,
                     gate=gate,
                 )
                 assert answer.response is not None  # (a stream that answered has begun)
+                answer.redacted, answer.redacted_by = masking.counts, masking.policies
                 return answer.response, answer
             answer = await attempts.run(
                 runtime=runtime,
@@ -134,13 +143,18 @@ class RequestPath:
                 model=parsed.model,
                 operation="chat",
                 server_span=span,
-                build=lambda t, m: t.chat_request(parsed.request, model=m, stream=False),
+                build=lambda t, b: t.chat_request(
+                    masking.request_for(b.key, parsed.request), model=b.model, stream=False
+                ),
                 call=self._unary(plan, lambda t, body, m: t.chat_response(body)),
                 made=made,
                 gate=gate,
             )
-            telemetry.capture(span, runtime=runtime, request=parsed.request, response=answer.data)
+            telemetry.capture(span, runtime=runtime, request=captured, response=answer.data)
+            answer.redacted, answer.redacted_by = masking.counts, masking.policies
             headers = gate.answer_headers() if gate is not None else None  # the rate-limit headers
+            if masking.restores:  # the values back; the provider's bytes hold the placeholders
+                return json_response(frontend.render_chat(masking.restore(answer.data)), headers=headers), answer
             if frontend.api == "openai" and answer.native_openai:  # the provider's bytes are the answer
                 return web.Response(body=answer.raw, content_type="application/json", headers=headers), answer
             return json_response(frontend.render_chat(answer.data), headers=headers), answer
@@ -167,17 +181,19 @@ class RequestPath:
         async def serve(
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
+            masking = masking_for(runtime, plan)
             answer = await self._attempts.run(
                 runtime=runtime,
                 plan=plan,
                 model=model,
                 operation="embeddings",
                 server_span=span,
-                build=lambda t, m: t.embeddings_request(body, model=m),
+                build=lambda t, b: t.embeddings_request(masking.embeddings_for(b.key, body), model=b.model),
                 call=self._unary(plan, lambda t, raw, m: t.embeddings_response(raw, model=m)),
                 made=made,
                 gate=gate,
             )
+            answer.redacted, answer.redacted_by = masking.counts, masking.policies
             encoding = body.get("encoding_format", "float")
             headers = gate.answer_headers() if gate is not None else None
             rendered = frontend.render_embeddings(answer.data, encoding_format=encoding)

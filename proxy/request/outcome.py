@@ -65,3 +65,6 @@ class Outcome(NamedTuple):
     personal_data: Mapping[str, int]  # what the scan found, by kind: counts, never values
     policies: tuple[str, ...] = ()  # the policies behind a reroute or refusal
     policy_reason: str = ""  # what they did, in words (for the audit log)
+    # What was masked in the request the answering backend got, by kind: counts, never values.
+    redacted: Mapping[str, int] = NOTHING_FOUND
+    redacted_by: tuple[str, ...] = ()  # the policies that asked for the masking

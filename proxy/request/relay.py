@@ -87,6 +87,9 @@ class Answer:
     response: web.StreamResponse | None = None
     error_type: str | None = None
     error_message: str = ""
+    # What was masked in the request this backend got, by kind, and the policies that asked for it.
+    redacted: Mapping[str, int] = field(default_factory=dict)
+    redacted_by: tuple[str, ...] = ()
 
 
 class Relay:

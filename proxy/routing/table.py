@@ -38,6 +38,7 @@ class Plan:
     removed_policies: tuple[str, ...] = ()
     experiment: str | None = None  # the rule's experiment, when it has one
     arm: str | None = None  # the arm this request went to
+    data_class: str = ""  # the request's class the plan was made for (masking is per backend and class)
 
 
 class PolicyRefusal(Exception):
@@ -270,5 +271,6 @@ class RoutingTable:
                     removed_policies=choices.removed_policies,
                     experiment=experiment.name if experiment is not None else None,
                     arm=arm,
+                    data_class=data_class,
                 )
         raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers")

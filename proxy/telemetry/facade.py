@@ -205,6 +205,13 @@ class Telemetry:
         metrics = self.metrics
         if outcome.personal_data:
             metrics.personal_data(outcome.personal_data)
+        if outcome.redacted:
+            metrics.redactions(outcome.redacted)
+            if span is not None and span.is_recording():  # counts by kind, never the values
+                span.set_attributes(
+                    {f"modelway.redaction.count.{kind}": count for kind, count in outcome.redacted.items()}
+                    | {"modelway.redaction.policy": ", ".join(outcome.redacted_by)}
+                )
         if span is not None:
             if outcome.backend is not None and span.is_recording():  # what the answer says, in one call
                 usage = outcome.usage

@@ -159,6 +159,9 @@ class NoMetrics:
     def watch_in_flight(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
         pass
 
+    def redactions(self, counts: Mapping[str, int]) -> None:
+        pass
+
 
 class SidecarMetrics(NoMetrics):
     def __init__(
@@ -265,6 +268,12 @@ class SidecarMetrics(NoMetrics):
             description="Requests answered 503 because the sidecar's in-flight bound was reached: for the "
             "route, or for every backend tried (scope); a full backend that spilled to the next is a fallback.",
             attributes=(route, "modelway.backpressure.scope"),
+        )
+        self.redacted = registry.counter(
+            "modelway.redactions",
+            unit="{value}",
+            description="Values masked before a request went to a provider, by kind (counted, never logged).",
+            attributes=("modelway.redaction.kind",),
         )
         self.cost_usd = registry.counter(
             "modelway.cost",
@@ -384,6 +393,11 @@ class SidecarMetrics(NoMetrics):
     def watch_in_flight(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Where the gauge of requests in flight per backend reads them (when scraped or exported)."""
         self._in_flight = read
+
+    def redactions(self, counts: Mapping[str, int]) -> None:
+        """What was masked in the request the answering provider got: how many of each kind, never what."""
+        for kind, count in counts.items():
+            self.redacted.add((kind,), count)
 
 
 class _Series:

@@ -305,3 +305,22 @@ def test_modelway_status_lists_the_connected_sidecar(kube, controller, sidecar):
     header, row = result.stdout.splitlines()[:2]
     assert header.split()[:3] == ["SIDECAR", "WORKLOAD", "VERSION"]
     assert f"{NS}/app" in row and sidecar.admin("/readyz")[1]["version"] in row and " yes " in row
+
+
+def test_a_policy_with_a_bad_redact_regex_is_refused_naming_the_pattern(cluster, sidecar):
+    cluster("wait", "--for=condition=Established", "crd/modelpolicies.modelway.io", "--timeout=60s")
+    redact = {"patterns": [{"name": "employee_id", "regex": "(EMP-[0-9]+)+"}]}  # nested repetition: ReDoS
+    policy = {
+        "apiVersion": API,
+        "kind": "ModelPolicy",
+        "metadata": {"name": "mask"},
+        "spec": {"residency": [{"dataClass": "internal", "jurisdictions": ["eu"], "redact": redact}]},
+    }
+    cluster.apply(policy, "-n", NS)
+    conditions = wait_until(
+        lambda: _refused(cluster, "modelpolicy", "mask", "InvalidRegex"), what="Accepted=False on the policy"
+    )
+    message = conditions["Accepted"]["message"]
+    assert "redact pattern 'employee_id'" in message and "repeats a repetition" in message
+    assert _ask(sidecar) == "gpt-4o-mini"  # the namespace's routes serve on
+    cluster("delete", "modelpolicy", "mask", "-n", NS)

@@ -264,6 +264,40 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
             "the rule for dataClass personal has none",
         ],
     ),
+    "redact-pattern-named-like-a-built-in-kind": (
+        _policy(
+            "ModelPolicy",
+            residency=[
+                {
+                    "dataClass": "personal",
+                    "jurisdictions": ["eu"],
+                    "redact": {"patterns": [{"name": "email", "regex": "x"}]},
+                }
+            ],
+        ),
+        ["spec.residency[0].redact.patterns[0].name", "redact pattern name email is a built-in kind"],
+    ),
+    "redact-masking-nothing": (
+        _policy("ClusterModelPolicy", residency=[{"dataClass": "personal", "regions": ["x"], "redact": {"kinds": []}}]),
+        ["spec.residency[0].redact", "redact masks nothing"],
+    ),
+    "redact-pattern-names-twice": (
+        _policy(
+            "ModelPolicy",
+            residency=[
+                {
+                    "dataClass": "personal",
+                    "hosting": ["vpc"],
+                    "redact": {"patterns": [{"name": "a", "regex": "x"}, {"name": "a", "regex": "y"}]},
+                }
+            ],
+        ),
+        ["spec.residency[0].redact.patterns[1]", "Duplicate value", '"name":"a"'],
+    ),
+    "redact-unknown-kind": (
+        _policy("ModelPolicy", residency=[{"dataClass": "personal", "hosting": ["vpc"], "redact": {"kinds": ["dna"]}}]),
+        ["spec.residency[0].redact.kinds[0]", 'Unsupported value: "dna"'],
+    ),
     "unknown-data-class": (
         _policy("ModelPolicy", defaultDataClass="secret"),
         ["spec.defaultDataClass", 'Unsupported value: "secret"', '"public", "internal", "personal", "restricted"'],
@@ -361,6 +395,9 @@ def test_the_base_objects_of_the_refusals_are_fine(kubectl: Kubectl, ns: str) ->
         {"name": "budget", "usdPerDay": 5, "onBudgetSpent": "reroute", "rerouteTo": [{"provider": "c", "model": "m"}]},
     ]
     kubectl.apply(_policy("ModelPolicy", limits=limits), "-n", ns, "--dry-run=server")
+    redact = {"kinds": ["email", "iban"], "patterns": [{"name": "employee_id", "regex": "EMP-[0-9]{6}"}]}
+    residency = [{"dataClass": "personal", "jurisdictions": ["eu"], "redact": redact}]
+    kubectl.apply(_policy("ClusterModelPolicy", residency=residency), "--dry-run=server")
     capacity = [{"model": "gpt-4o*", "requestsPerMinute": 500}, {"model": "*", "tokensPerMinute": 1000}]
     kubectl.apply(_provider(type="openai", capacity=capacity), "-n", ns, "--dry-run=server")
 

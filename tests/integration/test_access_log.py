@@ -40,6 +40,7 @@ FIELDS = {
     "data_class",
     "attempts",
     "trace_id",
+    "redacted",  # counts by kind of what was masked (null: nothing)
 }
 # Traced (so the lines carry the trace id), to a collector that is not there.
 TRACED = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "200"}
