@@ -67,7 +67,7 @@ class UnusableStore:
 
 
 class LimiterSlot:
-    """Built once per sidecar from its flags (`proxy.__main__`)."""
+    """Built once per sidecar from its flags (`proxy.options`)."""
 
     def __init__(self, flags: LimitSettings, *, build: Callable[[LimitSettings], Limiter] = build_limiter) -> None:
         self._flags = flags

@@ -41,7 +41,7 @@ MAX_KEYS = 4096
 
 @dataclass(frozen=True, kw_only=True)
 class BackpressureSettings:
-    """The sidecar's flags (`proxy.__main__`); 0 turns a bound off."""
+    """The sidecar's flags (`proxy.options`); 0 turns a bound off."""
 
     max_in_flight_per_backend: int = 256
     max_in_flight_per_route: int = 512

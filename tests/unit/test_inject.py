@@ -183,7 +183,7 @@ def test_settings_from_the_chart_file_and_their_effect():
 
 
 def test_the_access_log_setting_reaches_the_sidecar_flags_it_understands():
-    from proxy.__main__ import access_log_settings, parse_args
+    from proxy.options import access_log_settings, parse_args
 
     def sidecar_args(**settings: Any) -> list[str]:
         mapping = {"image": "img:2", "controllerURL": "https://c:15012", **settings}
@@ -198,7 +198,7 @@ def test_the_access_log_setting_reaches_the_sidecar_flags_it_understands():
 
 
 def test_the_backpressure_settings_reach_the_sidecar_flags_it_understands():
-    from proxy.__main__ import backpressure_settings, parse_args
+    from proxy.options import backpressure_settings, parse_args
     from proxy.request.backpressure import BackpressureSettings
 
     def sidecar_settings(**settings: Any) -> BackpressureSettings:

@@ -165,7 +165,7 @@ async def test_a_store_that_cannot_be_used_leaves_each_limit_to_its_failure_mode
 
 
 def test_the_flag_refuses_a_url_it_cannot_use_without_echoing_it(capsys: pytest.CaptureFixture[str]) -> None:
-    from proxy.__main__ import parse_args
+    from proxy.options import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(["--controller", "https://c", "--limits-redis-url", f"http://:{STORE_PASSWORD}@h/0"])
