@@ -50,6 +50,9 @@ CHAT = "claude-sonnet-4-5"
 # A store that does not answer is given this long (the sidecar's default); what a request may take
 # beyond it on this shared, loaded machine is the slack.
 STORE_TIMEOUT, SLACK = 0.1, 0.9
+# The tests of exactness give the store time to answer: on a loaded machine a check can miss 100 ms,
+# and a check that times out is decided by the failure mode, uncounted (what the outage test proves).
+PATIENT = ["--limits-timeout", "2"]
 
 
 def limit(name: str, **numbers: Any) -> dict[str, Any]:
@@ -71,6 +74,7 @@ class Tally:
     reported_tokens: int = 0  # what the answers told the apps they used
     refusal: Any = None  # the last refusal's HTTP response
     codes: set[str | None] = field(default_factory=set)
+    first_refused_at: float = 0.0  # monotonic
 
 
 Call = Callable[[], Awaitable[int]]
@@ -81,6 +85,7 @@ async def attempt(call: Call, tally: Tally) -> bool:
     try:
         tally.reported_tokens += await call()
     except (openai.RateLimitError, anthropic.RateLimitError) as exc:
+        tally.first_refused_at = tally.first_refused_at or time.monotonic()
         tally.refused += 1
         tally.refusal = exc.response
         tally.codes.add(_code(exc.body))
@@ -89,11 +94,14 @@ async def attempt(call: Call, tally: Tally) -> bool:
     return True
 
 
-async def hammer(call: Call, tally: Tally, *, until: float) -> None:
-    """Calls until `until` (monotonic), waiting a little after each refusal."""
+async def hammer(call: Call, tally: Tally, *, until: float, tallies: list[Tally]) -> None:
+    """Calls until a second after any of `tallies` was first refused (or `until`, monotonic), waiting a
+    little after each refusal: the limit is reached, then held against a second of calls."""
     while time.monotonic() < until:
         if not await attempt(call, tally):
             await asyncio.sleep(0.1)
+        refused_at = min((t.first_refused_at for t in tallies if t.refused), default=until)
+        until = min(until, refused_at + 1.0)
 
 
 def _code(body: object) -> str | None:
@@ -150,20 +158,19 @@ async def test_admitted_tokens_stay_within_one_limit_across_sidecars(
     redis: RedisServer, fake_openai: FakeProviderProcess, fake_anthropic: FakeProviderProcess, tmp_path: Path,
     api: str, stream: bool,
 ) -> None:  # fmt: skip
-    tpm, max_tokens, run_seconds = 20_000, 300, 4.0
+    tpm, max_tokens = 10_000, 20  # about 120 tokens a call: the limit is some 85 calls
     fake = fake_openai if api == "openai" else fake_anthropic
     kind = "openai" if api == "openai" else "anthropic"
-    backend_model = "gpt-4o" if api == "openai" else CHAT
     snapshot = {
         "providers": [provider("team-a.llm", kind, fake)],
-        "routes": [route("tpm", "team-a.llm", backend_model)],
+        "routes": [route("tpm", "team-a.llm", "gpt-4o" if api == "openai" else CHAT)],
         "policy": {"limits": [limit("tpm", tokensPerMinute=tpm)]},
     }
     body = {"model": "tpm", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
             "stream": stream, "stream_options": {"include_usage": True}}  # fmt: skip
     reserved = reservation(body, max_tokens)
     tallies = [Tally() for _ in range(SIDECARS * CLIENTS)]
-    with Fleet(snapshot, tmp_path, count=SIDECARS, extra_args=["--limits-redis-url", redis.url]) as fleet:
+    with Fleet(snapshot, tmp_path, count=SIDECARS, extra_args=["--limits-redis-url", redis.url, *PATIENT]) as fleet:
         calls: list[Call] = []
         for sidecar in fleet.sidecars:
             if api == "openai":
@@ -173,28 +180,33 @@ async def test_admitted_tokens_stay_within_one_limit_across_sidecars(
                 claude = anthropic.AsyncAnthropic(base_url=sidecar.base_url, api_key="placeholder", max_retries=0)
                 calls += [anthropic_call(claude, "tpm", max_tokens=max_tokens)] * CLIENTS
         began = time.monotonic()
-        await asyncio.gather(*(hammer(c, t, until=began + run_seconds) for c, t in zip(calls, tallies, strict=True)))
+        apps = (hammer(c, t, until=began + 30, tallies=tallies) for c, t in zip(calls, tallies, strict=True))
+        await asyncio.gather(*apps)
         elapsed = time.monotonic() - began
+        uncounted = fleet.metric("modelway_limits_store_unavailable_total")
 
     answers = served(fake)
-    admitted = sum(t.admitted for t in tallies)
-    refused = sum(t.refused for t in tallies)
+    admitted, refused = sum(t.admitted for t in tallies), sum(t.refused for t in tallies)
     tokens = served_tokens(fake)
-    per_request = min(i + o for i, o in answers)
     refill = tpm * elapsed / 60
     print(f"{api} {'stream' if stream else 'plain'}: {SIDECARS} sidecars x {CLIENTS} clients, {elapsed:.1f} s: "
           f"served {tokens} tokens in {len(answers)} calls ({refused} refusals); limit {tpm} + refill {refill:.0f}, "
           f"reservation {reserved}, overshoot {max(tokens - tpm - refill, 0):.0f}")  # fmt: skip
     assert refused > 0, "the limit was never reached: the test proves nothing"
+    assert uncounted == 0, "a check missed the store's timeout (a very loaded machine): its call went uncounted"
     assert len(answers) == admitted  # every call the providers served reached its app, none was refused late
     assert sum(t.reported_tokens for t in tallies) == tokens  # the apps were told what the providers counted
     assert tokens <= tpm + refill + reserved  # the bound
-    # Refunds are real: at the last refusal the counter was within one reservation of the limit, and the
-    # calls then in flight could give back at most (reservation - usage) each.
+    # Refunds are real. At the last refusal the counter was within one reservation of the limit, and the
+    # calls then in flight gave back at most (reservation - usage) each; charged whole reservations with
+    # nothing given back, the calls could not have used more than `unrefunded`.
+    per_call = min(i + o for i, o in answers)
     in_flight = SIDECARS * CLIENTS - 1
-    assert tokens > tpm - reserved - in_flight * (reserved - per_request)
+    unrefunded = (tpm + refill + reserved) * per_call / reserved
+    assert tokens > tpm - reserved - in_flight * (reserved - per_call)
+    assert tokens > unrefunded
     refusal = next(t.refusal for t in tallies if t.refusal is not None)
-    assert {c for t in tallies for c in t.codes} == {"rate_limit_exceeded"}
+    assert {c for t in tallies for c in t.codes} == {"rate_limit_exceeded" if api == "openai" else "rate_limit_error"}
     assert refusal.headers.get("retry-after") and refusal.headers.get("retry-after-ms")
     header = "x-ratelimit-limit-tokens" if api == "openai" else "anthropic-ratelimit-tokens-limit"
     assert refusal.headers.get(header) == str(tpm)
@@ -207,7 +219,7 @@ async def test_a_budget_stops_spending_within_one_request_of_its_line_across_sid
     redis: RedisServer, fake_openai: FakeProviderProcess, tmp_path: Path
 ) -> None:
     micro_usd, max_tokens, clients = 30_000, 50, 4  # three cents: about 40 calls of 750 micro-USD
-    budget = limit("daily", usdPerDay=micro_usd / 1e6)
+    budget = limit("daily", usdPerDay=micro_usd / 1e6, failureMode="closed")  # as compiled by default
     snapshot = {
         "providers": [provider("team-a.oai", "openai", fake_openai, pricing=pricing())],
         "routes": [route("budget", "team-a.oai", "gpt-4o")],
@@ -222,7 +234,7 @@ async def test_a_budget_stops_spending_within_one_request_of_its_line_across_sid
         while await attempt(call, tally):  # until the budget refuses one
             pass
 
-    with Fleet(snapshot, tmp_path, count=SIDECARS, extra_args=["--limits-redis-url", redis.url]) as fleet:
+    with Fleet(snapshot, tmp_path, count=SIDECARS, extra_args=["--limits-redis-url", redis.url, *PATIENT]) as fleet:
         sidecar_clients = [openai_client(s.base_url) for s in fleet.sidecars]
         calls = [
             openai_call(c, "budget", stream=False, max_tokens=max_tokens)
@@ -267,7 +279,7 @@ async def test_a_providers_capacity_sends_the_excess_to_the_next_backend_before_
         ],
         "routes": [route("spill", "team-a.oai", "gpt-4o", fallback=("team-a.claude", CHAT))],
     }
-    with Fleet(snapshot, tmp_path, count=SIDECARS, extra_args=["--limits-redis-url", redis.url]) as fleet:
+    with Fleet(snapshot, tmp_path, count=SIDECARS, extra_args=["--limits-redis-url", redis.url, *PATIENT]) as fleet:
         clients = [openai_client(s.base_url) for s in fleet.sidecars]
         calls = [openai_call(c, "spill", stream=n % 2 == 1, max_tokens=20) for c in clients for n in range(4)]
 
