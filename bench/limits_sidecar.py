@@ -26,7 +26,6 @@ without limits; at most 0.1 ms added p50 at 1 connection with one limit.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -34,9 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from bench.harness import ROOT, BenchBroken, Proc, WrkResult, free_port, lua_script, run_wrk, start, wait_listening
 from tests.harness.tools import find_tool
@@ -78,8 +80,9 @@ def _tree_of(rev: str, into: Path) -> Path:
     return into
 
 
-async def _floor(url: str) -> dict[str, list[float]]:
-    """Redis PING and the limiter's reserve+settle, one limit, from this process (redis-py, as the sidecar)."""
+async def _floor(url: str) -> dict[str, tuple[list[float], float]]:
+    """Redis PING and the limiter's reserve+settle, one limit, from this process (redis-py on uvloop, as
+    the sidecar): the latency of each call, and this process's CPU µs per call."""
     from bench.limits import _time
     from proxy.limits.model import Counter, Demand, Usage
     from proxy.limits.redis_store import RedisLimiter, connect
@@ -94,11 +97,14 @@ async def _floor(url: str) -> dict[str, list[float]]:
         assert decision.reservation is not None
         await limiter.settle(decision.reservation, usage)
 
+    async def timed(step: Callable[[], Awaitable[object]]) -> tuple[list[float], float]:
+        cpu = time.process_time()
+        samples = await _time(FLOOR_CALLS, step)
+        calls = FLOOR_CALLS + min(FLOOR_CALLS // 10, 200)  # _time's warm-up included
+        return samples, (time.process_time() - cpu) * 1e6 / calls
+
     try:
-        return {
-            "redis PING": await _time(FLOOR_CALLS, client.ping),
-            "redis reserve+settle, one limit": await _time(FLOOR_CALLS, reserve_settle),
-        }
+        return {"redis PING": await timed(client.ping), "redis reserve+settle, one limit": await timed(reserve_settle)}
     finally:
         await limiter.close()
 
@@ -136,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             scripts = _warm_up(variants, tmpdir, seconds=args.warmup, load_core=load_core)
             if not _scripts_run(redis_url):
                 raise BenchBroken("the sidecar with one limit in Redis ran no script there: the figures would lie")
-            floor = asyncio.run(_floor(redis_url))
+            floor = [uvloop.run(_floor(redis_url))]
             scripts_before = _scripts_run(redis_url)
             for round_ in range(args.rounds):
                 _round(variants, scripts, round_, seconds=args.duration, proxy_core=proxy_core, load_core=load_core)
@@ -144,8 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             served = sum(r.requests for name, _ in SCENARIOS for r in variants[3].results[name])
             if checked < 2 * served - 2:  # a check before each call, a settlement after (the last may be late)
                 raise BenchBroken(f"Redis ran {checked} scripts for {served} requests with one limit: not all checked")
-            for name, samples in asyncio.run(_floor(redis_url)).items():
-                floor[name] += samples
+            floor.append(uvloop.run(_floor(redis_url)))
         finally:
             for proc in reversed(procs):
                 proc.stop()
@@ -269,7 +274,11 @@ def _scripts_run(redis_url: str) -> int:
 
 
 def _report(
-    variants: list[Variant], floor: dict[str, list[float]], *, load_before: tuple[float, ...], args: argparse.Namespace
+    variants: list[Variant],
+    floor: list[dict[str, tuple[list[float], float]]],
+    *,
+    load_before: tuple[float, ...],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     baseline = variants[0]
     rows = []
@@ -303,9 +312,12 @@ def _report(
     print()
     print("The floor, measured alone in the same run (redis-py from the bench process, loopback):")
     floors = {}
-    for name, samples in floor.items():
-        floors[name] = {"p50_ms": _ms(samples, 0.5), "p99_ms": _ms(samples, 0.99)}
-        print(f"  {name:<34} p50 {floors[name]['p50_ms']:.3f} ms  p99 {floors[name]['p99_ms']:.3f} ms")
+    for name in floor[0]:
+        samples = [x for run in floor for x in run[name][0]]
+        cpu = statistics.median(run[name][1] for run in floor)
+        floors[name] = {"p50_ms": _ms(samples, 0.5), "p99_ms": _ms(samples, 0.99), "cpu_us_per_call": cpu}
+        print(f"  {name:<34} p50 {floors[name]['p50_ms']:.3f} ms  p99 {floors[name]['p99_ms']:.3f} ms  "
+              f"client CPU {cpu:.0f} us a call")  # fmt: skip
     load_after = os.getloadavg()
     print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in load_after)}")  # fmt: skip
