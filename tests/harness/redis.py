@@ -106,7 +106,7 @@ class RestartableRedis:
         return RedisServer("127.0.0.1", self.port, self._cli)
 
     def start(self) -> None:
-        argv = [self._binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+        argv: list[str | Path] = [self._binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
                 "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no", "--logfile", ""]  # fmt: skip
         self.process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
         self.process.wait_ready(lambda: ping("127.0.0.1", self.port), timeout=READY_TIMEOUT)

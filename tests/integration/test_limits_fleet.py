@@ -212,6 +212,42 @@ async def test_admitted_tokens_stay_within_one_limit_across_sidecars(
     assert refusal.headers.get(header) == str(tpm)
 
 
+def test_a_stream_the_provider_cuts_is_charged_its_reservation(
+    redis: RedisServer, fake_openai: FakeProviderProcess, tmp_path: Path
+) -> None:
+    """A cut stream reports no usage: it is charged what it reserved, so cut streams cannot overshoot.
+    What the counter holds is read as the app reads it: `x-ratelimit-remaining-tokens` on each answer."""
+    tpm, cut = 2_000, 5
+    snapshot = {
+        "providers": [provider("team-a.oai", "openai", fake_openai)],
+        "routes": [route("cut", "team-a.oai", "gpt-4o")],
+        "policy": {"limits": [limit("tpm", tokensPerMinute=tpm)]},
+    }
+    fake_openai.script([{"cut_after_chunks": 3}] * cut)
+    with Fleet(snapshot, tmp_path, count=2, extra_args=["--limits-redis-url", redis.url, *PATIENT]) as fleet:
+        clients = [openai.OpenAI(base_url=s.base_url + "/v1", api_key="p", max_retries=0) for s in fleet.sidecars]
+        began = time.monotonic()
+        outcomes, remaining = [], []
+        for n in range(cut + 1):
+            raw = clients[n % 2].chat.completions.with_raw_response.create(
+                model="cut", messages=[{"role": "user", "content": PROMPT}], max_tokens=20, stream=True,
+                stream_options={"include_usage": True},
+            )  # fmt: skip
+            remaining.append(int(raw.headers["x-ratelimit-remaining-tokens"]))
+            try:
+                outcomes.append("whole" if any(c.usage for c in raw.parse()) else "cut")
+            except openai.APIError:
+                outcomes.append("cut")
+            time.sleep(0.3)  # every settlement lands before the next check
+        refill = tpm * (time.monotonic() - began) / 60
+    reserved = tpm - remaining[0]  # what the first call took of the full limit
+    print(f"cut streams: {outcomes}; remaining {remaining}; each reserved {reserved}; refill {refill:.0f}")
+    assert outcomes == ["cut"] * cut + ["whole"]
+    # The last call found every cut stream still charged its reservation (less the refill since); charged
+    # nothing, they would have left it about `tpm - reserved`.
+    assert remaining[-1] <= tpm - (cut + 1) * reserved + refill + 1
+
+
 # --- budget ----------------------------------------------------------------------------------------------
 
 
