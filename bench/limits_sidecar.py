@@ -15,10 +15,12 @@ redis-server on the load core, wrk at 1 connection):
 The limit is far above the load, so nothing is refused. Each variant serves `plain@1` and `stream@1`
 for `--rounds` rounds, the order rotating each round so drift in the machine's load falls on all alike;
 the report gives the median p50 and p99 latency, the sidecar's CPU µs per request, each variant's
-added p50 and CPU against `no limits`, and the noise (the spread of `no limits`' own p50 over rounds).
-The floor for anything shared is measured alone in the same run: a Redis PING and the limiter's
-reserve+settle scripts over redis-py, from this process. Target (the issue's): no measurable cost
-without limits; at most 0.1 ms added p50 at 1 connection with one limit.
+added p50 and CPU against `no limits`, and the noise (the spread of `no limits`' own p50 over rounds:
+when it exceeds the target the latency verdict is UNCLEAR, and the CPU columns, or
+bench.limits_instructions, say more). The floor for anything shared is measured alone in the same
+run: a Redis PING, and the limiter's reserve and settle scripts over redis-py, from this process.
+Target (the issue's): no measurable cost without limits; at most 0.1 ms added p50 at 1 connection
+with one limit (in Redis, the check before the call is on the latency path; the settlement is not).
 
     python -m bench.limits_sidecar [--duration 5] [--rounds 3] [--quick] [--before REV]
 """
@@ -27,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +83,8 @@ def _tree_of(rev: str, into: Path) -> Path:
 
 
 async def _floor(url: str) -> dict[str, tuple[list[float], float]]:
-    """Redis PING and the limiter's reserve+settle, one limit, from this process (redis-py on uvloop, as
-    the sidecar): the latency of each call, and this process's CPU µs per call."""
+    """A Redis PING, and the limiter's reserve and settle for one limit, from this process (redis-py on
+    uvloop, as the sidecar): the latency of each call, and this process's CPU µs per call (per pair)."""
     from bench.limits import _time
     from proxy.limits.model import Counter, Demand, Usage
     from proxy.limits.redis_store import RedisLimiter, connect
@@ -91,20 +93,26 @@ async def _floor(url: str) -> dict[str, tuple[list[float], float]]:
     limiter = RedisLimiter(client, timeout=1.0)
     counter = Counter("bench-floor/tokens", "tokens", 10**12, "ModelPolicy bench/caps", "floor", "open")
     demand, usage = Demand(500, 500), Usage(400, 300)
-
-    async def reserve_settle() -> None:
-        decision = await limiter.reserve([counter], demand, lease_seconds=60)
-        assert decision.reservation is not None
-        await limiter.settle(decision.reservation, usage)
-
-    async def timed(step: Callable[[], Awaitable[object]]) -> tuple[list[float], float]:
-        cpu = time.process_time()
-        samples = await _time(FLOOR_CALLS, step)
-        calls = FLOOR_CALLS + min(FLOOR_CALLS // 10, 200)  # _time's warm-up included
-        return samples, (time.process_time() - cpu) * 1e6 / calls
-
     try:
-        return {"redis PING": await timed(client.ping), "redis reserve+settle, one limit": await timed(reserve_settle)}
+        cpu = time.process_time()
+        ping = await _time(FLOOR_CALLS, client.ping)
+        ping_cpu = (time.process_time() - cpu) * 1e6 / (FLOOR_CALLS + min(FLOOR_CALLS // 10, 200))
+        reserves, settles = [], []
+        cpu = time.process_time()
+        for _ in range(FLOOR_CALLS):
+            began = time.perf_counter()
+            decision = await limiter.reserve([counter], demand, lease_seconds=60)
+            reserved = time.perf_counter()
+            assert decision.reservation is not None
+            await limiter.settle(decision.reservation, usage)
+            reserves.append(reserved - began)
+            settles.append(time.perf_counter() - reserved)
+        pair_cpu = (time.process_time() - cpu) * 1e6 / FLOOR_CALLS
+        return {
+            "redis PING": (ping, ping_cpu),
+            "redis reserve, one limit": (reserves, pair_cpu),
+            "redis settle, one limit": (settles, pair_cpu),
+        }
     finally:
         await limiter.close()
 
@@ -296,13 +304,7 @@ def _report(
             p99 = statistics.median(r.p99_ms for r in runs)
             cpu = statistics.median(r.proxy_cpu_us_per_request for r in runs)
             added = p50 - base_p50
-            if variant is baseline:
-                verdict = f"(noise: p50 spread {noise:.3f} ms)"
-            elif variant.limits:
-                verdict = ("PASS" if added <= TARGET_ADDED_P50_MS else "MISS") + f" (<= {TARGET_ADDED_P50_MS} ms)"
-            else:
-                verdict = "PASS" if added <= max(noise, 0.01) else "MISS"
-                verdict += " (within noise)" if variant.redis else " (reference)"
+            verdict = _verdict(variant, baseline, added=added, noise=noise if args.rounds > 1 else math.inf)
             row = {"variant": variant.name, "scenario": scenario, "p50_ms": p50, "p99_ms": p99,
                    "added_p50_ms": added, "cpu_us_per_request": cpu, "added_cpu_us": cpu - base_cpu,
                    "noise_p50_ms": noise, "verdict": verdict}  # fmt: skip
@@ -316,8 +318,13 @@ def _report(
         samples = [x for run in floor for x in run[name][0]]
         cpu = statistics.median(run[name][1] for run in floor)
         floors[name] = {"p50_ms": _ms(samples, 0.5), "p99_ms": _ms(samples, 0.99), "cpu_us_per_call": cpu}
+        what = "a call" if name == "redis PING" else "reserve+settle"
         print(f"  {name:<34} p50 {floors[name]['p50_ms']:.3f} ms  p99 {floors[name]['p99_ms']:.3f} ms  "
-              f"client CPU {cpu:.0f} us a call")  # fmt: skip
+              f"client CPU {cpu:.0f} us {what}")  # fmt: skip
+    check = floors["redis reserve, one limit"]["p50_ms"]
+    print(f"  one limit in Redis: the target ({TARGET_ADDED_P50_MS} ms added p50) is "
+          f"{'out of reach' if check > TARGET_ADDED_P50_MS else 'within reach'} on this machine: the check alone "
+          f"(before the call; the settlement runs after the answer) takes {check:.3f} ms at p50")  # fmt: skip
     load_after = os.getloadavg()
     print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in load_after)}")  # fmt: skip
@@ -326,6 +333,20 @@ def _report(
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "limits_sidecar.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _verdict(variant: Variant, baseline: Variant, *, added: float, noise: float) -> str:
+    """Against the target; UNCLEAR when the baseline's own p50 moved more than the target between rounds
+    (then the CPU columns, or bench.limits_instructions, say more than the latency ones)."""
+    if variant is baseline:
+        return f"(noise: p50 spread {noise:.3f} ms over rounds)" if noise < math.inf else "(one round: noise unknown)"
+    if variant.limits:
+        if noise > TARGET_ADDED_P50_MS:
+            return f"UNCLEAR (noise > {TARGET_ADDED_P50_MS} ms)"
+        return ("PASS" if added <= TARGET_ADDED_P50_MS else "MISS") + f" (target: <= {TARGET_ADDED_P50_MS} ms)"
+    if variant.tree != ROOT:
+        return "(reference)"
+    return ("PASS" if added <= max(noise, 0.01) else "MISS") + " (target: within noise)"
 
 
 def main(argv: list[str] | None = None) -> int:
