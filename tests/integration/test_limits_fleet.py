@@ -13,8 +13,8 @@ promises are checked through the whole request path:
 - a budget (USD per day, priced by the provider) stops spending within one request of its line;
 - a provider's capacity sends the excess to the route's next backend, so the app never sees a 429
   and the first provider never gets more than its quota;
-- Redis killed or hung mid-run: failureMode open serves, closed answers 503 `limits_unavailable`, each
-  within the store's timeout; once Redis is back, counting resumes;
+- Redis killed or hung while apps are calling: failureMode open serves throughout, closed answers 503
+  `limits_unavailable`, each within the store's timeout; once Redis is back, counting resumes;
 - the store the snapshot names (`limitStore`, as the controller sends it) is shared without any flag.
 """
 
@@ -24,9 +24,11 @@ import asyncio
 import json
 import math
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,7 +358,7 @@ def outage_fleet(own_redis: RestartableRedis, fake_openai: FakeProviderProcess, 
         "routes": [route(name, "team-a.oai", "gpt-4o") for name in ("open", "closed", "resumed")],
         "policy": {
             "limits": [
-                limit("rate", routes=["open"], requestsPerMinute=4, failureMode="open"),
+                limit("rate", routes=["open"], requestsPerMinute=100_000, failureMode="open"),
                 limit("spend", routes=["closed"], usdPerDay=100, failureMode="closed"),
                 limit("after", routes=["resumed"], requestsPerMinute=3, failureMode="open"),
             ]
@@ -366,26 +368,55 @@ def outage_fleet(own_redis: RestartableRedis, fake_openai: FakeProviderProcess, 
         yield fleet
 
 
+@dataclass(frozen=True)
+class Answered:
+    route: str
+    sent_at: float  # monotonic
+    status: int
+    code: str | None
+    took: float
+
+
+def traffic(client: openai.OpenAI, stop: threading.Event) -> list[Answered]:
+    """Calls on the open and the closed route in turn until `stop`."""
+    out = []
+    while not stop.is_set():
+        for route_name in ("open", "closed"):
+            sent_at = time.monotonic()
+            status, code, took = answer_status(client, route_name)
+            out.append(Answered(route_name, sent_at, status, code, took))
+    return out
+
+
 @pytest.mark.parametrize("outage", ["killed", "hung"])
 def test_redis_lost_mid_run_follows_failure_mode_and_counting_resumes(
     own_redis: RestartableRedis, outage_fleet: Fleet, outage: str
 ) -> None:
     clients = [openai.OpenAI(base_url=s.base_url + "/v1", api_key="p", max_retries=0, timeout=20)
                for s in outage_fleet.sidecars]  # fmt: skip
-    for client in clients:
-        assert answer_status(client, "open")[0] == 200
-        assert answer_status(client, "closed")[0] == 200
+    stop = threading.Event()
+    with ThreadPoolExecutor(2 * len(clients)) as pool:  # two apps per sidecar, calling all along
+        apps = [pool.submit(traffic, client, stop) for client in clients * 2]
+        time.sleep(1.0)
+        lost_at = time.monotonic()
+        own_redis.kill() if outage == "killed" else own_redis.signal(signal.SIGSTOP)
+        time.sleep(2.0)
+        stop.set()
+        answers = [a for app in apps for a in app.result()]
 
-    own_redis.kill() if outage == "killed" else own_redis.signal(signal.SIGSTOP)
-    served_open = [answer_status(c, "open") for c in clients for _ in range(3)]  # past the limit of 4: uncounted
-    refused_closed = [answer_status(c, "closed") for c in clients for _ in range(2)]
-    slowest = max(took for _, _, took in served_open + refused_closed)
-    print(f"{outage}: slowest answer while Redis was away {slowest * 1000:.0f} ms")
-    assert [(s, c) for s, c, _ in served_open] == [(200, None)] * 6
-    assert [(s, c) for s, c, _ in refused_closed] == [(503, "limits_unavailable")] * 4
-    assert slowest < STORE_TIMEOUT + SLACK  # never a hang
-    assert outage_fleet.metric("modelway_limits_store_unavailable_total", modelway_limit_failure_mode="open") >= 6
-    assert outage_fleet.metric("modelway_limits_store_unavailable_total", modelway_limit_failure_mode="closed") >= 4
+    before = [a for a in answers if a.sent_at + a.took < lost_at]
+    after = [a for a in answers if a.sent_at > lost_at]
+    slowest = max(a.took for a in answers)
+    print(f"{outage}: {len(answers)} calls, {len(after)} sent while Redis was away; slowest {slowest * 1000:.0f} ms")
+    assert before and all(a.status == 200 for a in before)
+    assert {(a.status, a.code) for a in answers if a.route == "open"} == {(200, None)}  # open: served throughout
+    assert {(a.status, a.code) for a in after if a.route == "closed"} == {(503, "limits_unavailable")}  # closed
+    assert {(a.status, a.code) for a in answers if a.route == "closed"} <= {(200, None), (503, "limits_unavailable")}
+    assert len([a for a in after if a.route == "open"]) >= 4
+    assert slowest < STORE_TIMEOUT + SLACK  # never a hang, in flight when Redis went or after
+    unavailable = outage_fleet.metric("modelway_limits_store_unavailable_total", modelway_limit_failure_mode="closed")
+    assert unavailable >= len([a for a in after if a.route == "closed"])
+    assert outage_fleet.metric("modelway_limits_store_unavailable_total", modelway_limit_failure_mode="open") >= 4
 
     own_redis.start() if outage == "killed" else own_redis.signal(signal.SIGCONT)
     for client in clients:  # each sidecar reaches the store again (a closed limit answers only then)
