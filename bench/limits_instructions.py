@@ -7,9 +7,11 @@ in a second run, N2 sequential requests after the same warm-up; (instructions(N2
 no limits; one tokens-per-minute limit counted in the process; the same limit counted in a local
 redis-server (the snapshot's `limitStore`, with a 5 s timeout: under valgrind a check is slow, and a
 check that timed out would go uncounted and cost less). Only the sidecar's own instructions are
-counted: Redis's work (the script) runs in its own process.
+counted: Redis's work (the script) runs in its own process. With `--before REV`, also that revision's
+sidecar (a tree from `git archive`) on the no-limits snapshot: what the request path without limits
+paid before limits were wired in.
 
-    python -m bench.limits_instructions [--stream] [--requests 100,600]
+    python -m bench.limits_instructions [--stream] [--requests 100,600] [--before REV]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import ROOT, BenchBroken, Proc, free_port, start, wait_listening
-from bench.limits_sidecar import LIMIT, _scripts_run
+from bench.limits_sidecar import LIMIT, _scripts_run, _tree_of
 from bench.sidecar_instructions import _instructions
 from tests.harness.tools import find_tool
 
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.limits_instructions", description=__doc__.splitlines()[0])
     parser.add_argument("--stream", action="store_true", help="streamed chat completions (default: plain)")
     parser.add_argument("--requests", default="100,600", metavar="N1,N2", help="requests in the two runs")
+    parser.add_argument("--before", metavar="REV", help="also the sidecar at this git revision, without limits")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("bench: valgrind is not installed; install it with:  apt-get install -y valgrind", file=sys.stderr)
@@ -68,13 +71,18 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
             LOGS.mkdir(parents=True, exist_ok=True)
             per: dict[str, float] = {}
-            for name, snapshot in _snapshots(upstream_port, redis_url).items():
+            snapshots = _snapshots(upstream_port, redis_url)
+            runs = [(name, ROOT, snapshot) for name, snapshot in snapshots.items()]
+            if args.before:
+                before = _tree_of(args.before, Path(tmp) / "before")
+                runs.append((f"before limits ({args.before})", before, snapshots["no limits"]))
+            for name, home, snapshot in runs:
                 path = Path(tmp) / "snapshot.json"
                 path.write_text(json.dumps(snapshot))
                 scripts = _scripts_run(redis_url)
                 label = "".join(c if c.isalnum() else "-" for c in name)
                 counts = [
-                    _instructions(ROOT, label, n, env={**env, "OTEL_SDK_DISABLED": "true"}, snapshot=path,
+                    _instructions(home, label, n, env={**env, "OTEL_SDK_DISABLED": "true"}, snapshot=path,
                                   body=chat_body(args.stream), logs=LOGS)
                     for n in (n1, n2)
                 ]  # fmt: skip
