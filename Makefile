@@ -46,7 +46,8 @@ tools:
 ## bench: the sidecar against a bare aiohttp pass-through (wrk), the lean span recorder against the
 ## OpenTelemetry SDK, the controller's push to 1,000 sidecars, the personal-data scan's cost per 10 KB of prompt,
 ## what masking costs per 10 KB of prompt and restoring per streamed answer, what a limit check costs
-## (in process, and one Redis round trip), and the experiments' stop rule on simulated A/A and A/B tests
+## (in process, and one Redis round trip; alone, and through the sidecar), and the experiments' stop rule
+## on simulated A/A and A/B tests
 bench: bench-sidecar bench-controller bench-policy bench-redaction bench-limits bench-experiments
 
 bench-sidecar: $(STAMP)
@@ -72,8 +73,11 @@ bench-policy: $(STAMP)
 bench-redaction: $(STAMP)
 	$(PY) -m bench.redaction
 
+## bench-limits: the limiter alone, then the sidecar without limits, with one in process and one in Redis (wrk, 1 connection)
 bench-limits: $(STAMP) tools
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench.limits
+	$(PY) -m bench.limits_sidecar
 
 bench-experiments: $(STAMP)
 	$(PY) -m bench.experiments

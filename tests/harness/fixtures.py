@@ -19,6 +19,8 @@ Fixtures (all session-scoped, started on first use, stopped at session end):
 - ``jaeger``: JaegerServer - ``.otlp_grpc_endpoint``, ``.otlp_http_endpoint``,
   ``.query_url``, ``.traces(service)``, ``.wait_for_traces(service, pred)``.
 - ``redis``: RedisServer - ``.host``, ``.port``, ``.url``, ``.cli(*args)``.
+- ``own_redis``: RestartableRedis - a redis-server of the test's own (function scope):
+  ``.url``, ``.kill()``, ``.signal(SIGSTOP)``, ``.start()`` again on the same port, ``.server``.
 - ``node``: NodeCluster - a one-node cluster that runs pods (its own etcd and
   apiserver, containerd, kubelet, controller-manager, scheduler, kube-proxy,
   CoreDNS; tests/harness/node.py); ``.kubeconfig`` (admin), ``.kube``
@@ -46,7 +48,7 @@ from .kube import KubeCluster, KubeControlPlane
 from .node import KubeNode, NodeCluster
 from .ports import PortAllocator
 from .process import ManagedProcess
-from .redis import RedisProcess, RedisServer
+from .redis import RedisProcess, RedisServer, RestartableRedis
 from .tools import TOOLS_BIN, ToolMissing, find_tool
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "kubectl",
     "node",
     "node_kubectl",
+    "own_redis",
     "pytest_runtest_makereport",
     "redis",
 ]
@@ -150,6 +153,17 @@ def redis(harness: HarnessSession) -> Generator[RedisServer]:
         yield proc.start()
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def own_redis(harness: HarnessSession, tmp_path: Path) -> Generator[RestartableRedis]:
+    """A Redis only this test talks to, which it may kill or pause and start again."""
+    server = RestartableRedis(
+        binary=tool("redis-server"), cli=tool("redis-cli"), workdir=tmp_path / "redis", port=harness.ports.take()
+    )
+    server.start()
+    yield server
+    server.stop()
 
 
 NODE_TOOLS = ("kube-apiserver", "etcd", "kubelet", "kube-controller-manager", "kube-scheduler",

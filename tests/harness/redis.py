@@ -1,7 +1,10 @@
-"""A real Redis (Debian's redis-server) on a free loopback port, nothing on disk."""
+"""A real Redis (Debian's redis-server) on a free loopback port, nothing on disk; and one a test
+may kill, pause and start again on the same port (`RestartableRedis`)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -82,3 +85,44 @@ class RedisProcess:
     def stop(self) -> None:
         for proc in self.processes:
             proc.stop()
+
+
+class RestartableRedis:
+    """A redis-server of one test's own that can be killed, paused and started again on the same port
+    (with nothing on disk, a restart starts empty, as a Redis without persistence does)."""
+
+    def __init__(self, *, binary: Path, cli: Path, workdir: Path, port: int) -> None:
+        self._binary, self._cli = binary, cli
+        self.workdir, self.port = workdir, port
+        self.process: ManagedProcess | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def server(self) -> RedisServer:
+        return RedisServer("127.0.0.1", self.port, self._cli)
+
+    def start(self) -> None:
+        argv: list[str | Path] = [self._binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no", "--logfile", ""]  # fmt: skip
+        self.process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
+        self.process.wait_ready(lambda: ping("127.0.0.1", self.port), timeout=READY_TIMEOUT)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.proc.pid, signal.SIGKILL)
+        self.process.proc.wait(10)
+        self.process.stop()
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.kill(self.process.proc.pid, signum)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.alive():
+                self.signal(signal.SIGCONT)  # a paused server takes no SIGTERM
+            self.process.stop()

@@ -4,11 +4,8 @@ and once Redis is back the counting resumes (one real redis-server of the test's
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,56 +13,13 @@ from proxy.limits.model import Counter, Decision, Usage
 from proxy.limits.redis_store import RedisLimiter, connect
 from tests.harness.fixtures import HarnessSession, tool
 from tests.harness.process import ManagedProcess
-from tests.harness.redis import RedisServer, ping
+from tests.harness.redis import RestartableRedis, ping
 from tests.limits_support.semantics import counter, demand
 
 TIMEOUT = 0.1
 # What a check may take beyond the timeout: the event loop's own lateness on a shared, loaded machine.
 SLACK = 0.25
 TASKS = 32
-
-
-class OwnRedis:
-    """A redis-server that can be killed, paused and started again on the same port."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.workdir, self.port = workdir, port
-        self.process: ManagedProcess | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [tool("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no", "--logfile", ""]  # fmt: skip
-        self.process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
-        self.process.wait_ready(lambda: ping("127.0.0.1", self.port), timeout=30)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.proc.pid, signal.SIGKILL)
-        self.process.proc.wait(10)
-        self.process.stop()
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        os.kill(self.process.proc.pid, signum)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            if self.process.alive():
-                self.signal(signal.SIGCONT)  # a paused server takes no SIGTERM
-            self.process.stop()
-
-
-@pytest.fixture
-def own_redis(harness: HarnessSession, tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis", harness.ports.take())
-    server.start()
-    yield server
-    server.stop()
 
 
 async def timed(limiter: RedisLimiter, counters: list[Counter]) -> tuple[Decision, float]:
@@ -90,7 +44,7 @@ async def burst(limiter: RedisLimiter, counters: list[Counter]) -> list[tuple[De
 
 @pytest.mark.parametrize("outage", ["killed", "hung"])
 async def test_open_limits_allow_and_closed_refuse_within_the_timeout_then_counting_resumes(
-    own_redis: OwnRedis, outage: str
+    own_redis: RestartableRedis, outage: str
 ) -> None:
     rate = counter("tokens", 1_000_000, name="rate")  # failureMode open (a rate's default)
     budget = counter("usd_day", 1_000_000, name="budget", failure_mode="closed")
@@ -120,7 +74,7 @@ async def test_open_limits_allow_and_closed_refuse_within_the_timeout_then_count
         await limiter.close()
 
 
-async def test_a_settlement_while_redis_is_away_returns_within_the_timeout(own_redis: OwnRedis) -> None:
+async def test_a_settlement_while_redis_is_away_returns_within_the_timeout(own_redis: RestartableRedis) -> None:
     rate = counter("tokens", 1000, name="rate")
     limiter = RedisLimiter(connect(own_redis.url, timeout=TIMEOUT), timeout=TIMEOUT)
     try:
@@ -144,7 +98,9 @@ async def test_nothing_listening_at_all_is_an_unreachable_store_not_an_error(har
         await limiter.close()
 
 
-async def test_a_sentinel_url_finds_the_primary_and_counts_there(own_redis: OwnRedis, harness: HarnessSession) -> None:
+async def test_a_sentinel_url_finds_the_primary_and_counts_there(
+    own_redis: RestartableRedis, harness: HarnessSession
+) -> None:
     """redis+sentinel://host:port/service: the client asks a real Sentinel where the primary is."""
     port = harness.ports.take()
     config = own_redis.workdir / "sentinel.conf"
@@ -165,11 +121,7 @@ async def test_a_sentinel_url_finds_the_primary_and_counts_there(own_redis: OwnR
         finally:
             await limiter.close()
         # the counts are on the primary the Sentinel named
-        keys = [k for k in own_redis_cli(own_redis, "KEYS", "*sentinel*").split() if small.key in k]
+        keys = [k for k in own_redis.server.cli("KEYS", "*sentinel*").split() if small.key in k]
         assert keys
     finally:
         sentinel.stop()
-
-
-def own_redis_cli(server: OwnRedis, *args: str) -> str:
-    return RedisServer("127.0.0.1", server.port, tool("redis-cli")).cli(*args)

@@ -10,8 +10,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,9 +29,7 @@ from proxy.limits.model import Counter, Demand, Usage
 from proxy.limits.redis_store import RedisLimiter
 from proxy.limits.redis_store import connect as sidecar_connect
 from proxy.snapshot import LimitStore
-from tests.harness.fixtures import HarnessSession
-from tests.harness.redis import RedisServer
-from tests.integration.test_limits_redis_outage import OwnRedis
+from tests.harness.redis import RedisServer, RestartableRedis
 from tests.unit.test_policy_compile import EU_SAAS, IN_CLUSTER, US_SAAS, chat_route, cluster_policy, policy
 
 CAPS: Key = ("ModelPolicy", "team-a", "caps")
@@ -207,17 +204,9 @@ def _calls(redis: RedisServer) -> int:
 # --- Redis gone ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_redis(harness: HarnessSession, tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis", harness.ports.take())
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("outage", ["killed", "hung"])
 async def test_redis_gone_keeps_the_last_numbers_says_so_logs_once_and_blocks_nothing(
-    own_redis: OwnRedis, outage: str, caplog: pytest.LogCaptureFixture
+    own_redis: RestartableRedis, outage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = _store()
     controller = Controller(store=store)
