@@ -18,7 +18,8 @@ the report gives the median p50 and p99 latency, the sidecar's CPU µs per reque
 added p50 and CPU against `no limits`, and the noise (the spread of `no limits`' own p50 over rounds:
 when it exceeds the target the latency verdict is UNCLEAR, and the CPU columns, or
 bench.limits_instructions, say more). The floor for anything shared is measured alone in the same
-run: a Redis PING, and the limiter's reserve and settle scripts over redis-py, from this process.
+run: a Redis PING, and the limiter's reserve and settle scripts through the sidecar's own Redis
+client, from this process.
 Target (the issue's): no measurable cost without limits; at most 0.1 ms added p50 at 1 connection
 with one limit (in Redis, the check before the call is on the latency path; the settlement is not).
 
@@ -83,7 +84,7 @@ def _tree_of(rev: str, into: Path) -> Path:
 
 
 async def _floor(url: str) -> dict[str, tuple[list[float], float]]:
-    """A Redis PING, and the limiter's reserve and settle for one limit, from this process (redis-py on
+    """A Redis PING, and the limiter's reserve and settle for one limit, from this process (the sidecar's client on
     uvloop, as the sidecar): the latency of each call, and this process's CPU µs per call (per pair)."""
     from bench.limits import _time
     from proxy.limits.model import Counter, Demand, Usage
@@ -312,7 +313,7 @@ def _report(
             print(f"{variant.name:<30}{scenario:<10}| {p50:>7.3f} {p99:>7.3f} | {added:>+8.3f} | {cpu:>10.0f} "
                   f"{cpu - base_cpu:>+8.0f} | {verdict}")  # fmt: skip
     print()
-    print("The floor, measured alone in the same run (redis-py from the bench process, loopback):")
+    print("The floor, measured alone in the same run (the sidecar's Redis client in the bench process, loopback):")
     floors = {}
     for name in floor[0]:
         samples = [x for run in floor for x in run[name][0]]
