@@ -13,6 +13,10 @@ What an injected pod gets:
 - on each app container, `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL` pointing at
   the sidecar, and placeholder API keys where the container names none (the
   SDKs refuse to start without a key; the sidecar adds the real credentials);
+- the pod's cloud workload identity, when the cloud's own webhook gave it to the app containers
+  (EKS IRSA or Pod Identity, AKS Workload Identity: their env and token mounts), so the sidecar
+  signs Bedrock and Azure calls as the pod; whichever webhook runs first, since this one is
+  re-invoked after the others;
 - the annotation `modelway.io/injected`, so a pod is never injected twice.
 """
 
@@ -32,6 +36,22 @@ STATE_DIR = "/var/run/modelway"
 PLACEHOLDER_KEY = "modelway-sidecar-adds-the-real-key"
 
 JsonPatch = list[dict[str, Any]]
+
+# The env a cloud's workload identity webhook sets on a pod's containers; the *_FILE ones name a
+# token file whose mount comes along.
+IDENTITY_ENV = (
+    "AWS_ROLE_ARN",  # EKS IRSA
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",  # EKS Pod Identity
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AZURE_CLIENT_ID",  # AKS Workload Identity
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,9 +136,12 @@ def build_patch(
     already = INJECTED_ANNOTATION in annotations or any(
         c.get("name") == SIDECAR_NAME for c in (*(spec.get("initContainers") or ()), *(spec.get("containers") or ()))
     )
+    identity = cloud_identity(spec)
     if not already:
-        patch += _sidecar_ops(spec, settings=settings, ca_pem=ca_pem)
+        patch += _sidecar_ops(spec, settings=settings, ca_pem=ca_pem, identity=identity)
         patch += _add_to_map("/metadata/annotations", annotations, {INJECTED_ANNOTATION: "true"})
+    else:
+        patch += _identity_ops(spec, identity)  # a cloud webhook that ran after the injection
     if settings.set_app_env:
         # Also on an injected pod: a later webhook (reinvocation) may have added containers.
         for index, container in enumerate(spec.get("containers") or ()):
@@ -226,9 +249,49 @@ def volumes(settings: SidecarSettings) -> list[dict[str, Any]]:
     ]
 
 
-def _sidecar_ops(spec: Mapping[str, Any], *, settings: SidecarSettings, ca_pem: str) -> JsonPatch:
+def cloud_identity(spec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The workload identity env and token mounts of the first app container that has any."""
+    for container in spec.get("containers") or ():
+        env = [e for e in container.get("env") or () if e.get("name") in IDENTITY_ENV]
+        if not env:
+            continue
+        files = [str(e.get("value") or "") for e in env if str(e.get("name")).endswith("_FILE")]
+        mounts = [
+            {k: v for k, v in m.items() if k in ("name", "mountPath", "readOnly", "subPath")}
+            for m in container.get("volumeMounts") or ()
+            if any(f.startswith(str(m.get("mountPath", "")).rstrip("/") + "/") for f in files)
+        ]
+        return env, mounts
+    return [], []
+
+
+def _identity_ops(spec: Mapping[str, Any], identity: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> JsonPatch:
+    env, mounts = identity
+    inits = list(spec.get("initContainers") or ())
+    index = next((i for i, c in enumerate(inits) if c.get("name") == SIDECAR_NAME), None)
+    if not env or index is None:
+        return []
+    sidecar, path = inits[index], f"/spec/initContainers/{index}"
+    have = {e.get("name") for e in sidecar.get("env") or ()}
+    mounted = {m.get("mountPath") for m in sidecar.get("volumeMounts") or ()}
+    ops: JsonPatch = [{"op": "add", "path": f"{path}/env/-", "value": e} for e in env if e["name"] not in have]
+    ops += [
+        {"op": "add", "path": f"{path}/volumeMounts/-", "value": m} for m in mounts if m["mountPath"] not in mounted
+    ]
+    return ops
+
+
+def _sidecar_ops(
+    spec: Mapping[str, Any],
+    *,
+    settings: SidecarSettings,
+    ca_pem: str,
+    identity: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], []),
+) -> JsonPatch:
     ops: JsonPatch = []
     sidecar = sidecar_container(settings, ca_pem=ca_pem)
+    sidecar["env"] += identity[0]
+    sidecar["volumeMounts"] += identity[1]
     if spec.get("initContainers"):
         # First: other init containers (which may call an LLM) run with the sidecar up.
         ops.append({"op": "add", "path": "/spec/initContainers/0", "value": sidecar})

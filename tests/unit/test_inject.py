@@ -211,3 +211,55 @@ def test_the_backpressure_settings_reach_the_sidecar_flags_it_understands():
     assert tuned == BackpressureSettings(
         max_in_flight_per_backend=8, max_in_flight_per_route=0, max_queued=3, queue_wait_seconds=0.5
     )
+
+
+IRSA_ENV = [
+    {"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::111122223333:role/llm-caller"},
+    {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"},
+    {"name": "AWS_REGION", "value": "eu-central-1"},
+]
+IRSA_MOUNT = {
+    "name": "aws-iam-token",
+    "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+    "readOnly": True,
+}
+
+
+def _irsa_app() -> dict[str, Any]:
+    """An app container as EKS's pod identity webhook leaves it (plus the app's own env and mounts)."""
+    return {
+        "name": "app",
+        "image": "app:1",
+        "env": [{"name": "LOG_LEVEL", "value": "debug"}, *IRSA_ENV],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, IRSA_MOUNT],
+    }
+
+
+def _sidecar(p: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in p["spec"]["initContainers"] if c["name"] == SIDECAR_NAME)
+
+
+def test_the_pods_cloud_identity_reaches_the_sidecar_whichever_webhook_ran_first() -> None:
+    volumes = [{"name": "aws-iam-token", "projected": {"sources": []}}, {"name": "data", "emptyDir": {}}]
+    # The cloud's webhook ran first: the sidecar is made with the identity.
+    injected = inject(pod(containers=[_irsa_app()], volumes=volumes))
+    sidecar = _sidecar(injected)
+    assert {k: env_of(sidecar)[k] for k in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_REGION")} == {
+        e["name"]: e["value"] for e in IRSA_ENV
+    }
+    assert IRSA_MOUNT in sidecar["volumeMounts"]
+    assert "LOG_LEVEL" not in env_of(sidecar) and all(m["name"] != "data" for m in sidecar["volumeMounts"])
+
+    # The cloud's webhook ran after ours: on re-invocation the sidecar gets it, once.
+    plain = inject(pod(volumes=volumes))
+    assert "AWS_ROLE_ARN" not in env_of(_sidecar(plain))
+    plain["spec"]["containers"][0] = _irsa_app()
+    again = inject(plain)
+    assert env_of(_sidecar(again))["AWS_ROLE_ARN"] == IRSA_ENV[0]["value"]
+    assert _sidecar(again)["volumeMounts"].count(IRSA_MOUNT) == 1
+    assert inject(again) == again  # nothing more to add
+
+
+def test_a_pod_without_a_cloud_identity_gives_the_sidecar_none() -> None:
+    sidecar = _sidecar(inject(pod()))
+    assert not [name for name in env_of(sidecar) if name.startswith(("AWS_", "AZURE_"))]
