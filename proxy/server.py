@@ -20,6 +20,7 @@ from proxy.feedback import EXPERIMENTS, add_request_id, feedback
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend, models_list
+from proxy.frontends.openai_responses import ResponsesFrontend
 from proxy.http_client import AnswerLimits, HttpClient
 from proxy.policy.audit import AuditLog
 from proxy.request.access_log import AccessLog
@@ -56,6 +57,11 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     return await request.app[PATH].chat(request, OPENAI)
 
 
+async def openai_responses(request: web.Request) -> web.StreamResponse:
+    # One front end per request: the response object echoes the request's parameters.
+    return await request.app[PATH].chat(request, ResponsesFrontend())
+
+
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     return await request.app[PATH].chat(request, ANTHROPIC)
 
@@ -71,6 +77,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 _ENDPOINTS = {
     "/v1/chat/completions": "POST",
+    "/v1/responses": "POST",
     "/v1/embeddings": "POST",
     "/v1/models": "GET",
     "/v1/messages": "POST",
@@ -211,6 +218,7 @@ def build_app(
 
     app.cleanup_ctx.append(provider_client)
     app.router.add_post("/v1/chat/completions", _guarded(openai_chat))
+    app.router.add_post("/v1/responses", _guarded(openai_responses))
     app.router.add_post("/v1/embeddings", _guarded(openai_embeddings))
     app.router.add_get("/v1/models", _guarded(list_models))
     app.router.add_post("/v1/messages", _guarded(anthropic_messages))

@@ -24,7 +24,7 @@ from typing import Literal
 from proxy.errors import ApiError
 from proxy.limits.model import BUDGETS, MICRO_USD, CounterState, Decision, Measure
 
-Api = Literal["openai", "anthropic"]
+Api = Literal["openai", "openai-responses", "anthropic"]
 
 _WHAT: dict[Measure, str] = {
     "requests": "requests per minute",
@@ -77,7 +77,7 @@ def _tightest(states: Sequence[CounterState], measures: tuple[Measure, ...]) -> 
 def rate_limit_headers(states: Sequence[CounterState], *, api: Api, now: float) -> dict[str, str]:
     """The rate-limit headers for an answer (admitted or refused) whose check gave `states`."""
     headers: dict[str, str] = {}
-    if api == "openai":
+    if api != "anthropic":  # both OpenAI APIs answer with OpenAI's headers
         families: tuple[tuple[str, tuple[Measure, ...]], ...] = (
             ("requests", ("requests",)),
             ("tokens", ("tokens", "input_tokens", "output_tokens")),
