@@ -66,6 +66,10 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     return await request.app[PATH].chat(request, ANTHROPIC)
 
 
+async def anthropic_count_tokens(request: web.Request) -> web.StreamResponse:
+    return await request.app[PATH].count_tokens(request, ANTHROPIC)
+
+
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
     return await request.app[PATH].embeddings(request, OPENAI)
 
@@ -81,6 +85,7 @@ _ENDPOINTS = {
     "/v1/embeddings": "POST",
     "/v1/models": "GET",
     "/v1/messages": "POST",
+    "/v1/messages/count_tokens": "POST",
     "/v1/feedback": "POST",
 }
 
@@ -222,6 +227,7 @@ def build_app(
     app.router.add_post("/v1/embeddings", _guarded(openai_embeddings))
     app.router.add_get("/v1/models", _guarded(list_models))
     app.router.add_post("/v1/messages", _guarded(anthropic_messages))
+    app.router.add_post("/v1/messages/count_tokens", _guarded(anthropic_count_tokens))
     app.router.add_post("/v1/feedback", _guarded(feedback))
     app.on_response_prepare.append(add_request_id)
     app.router.add_route("*", "/{tail:.*}", _guarded(_unrouted))  # last: only what nothing above took

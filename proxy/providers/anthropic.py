@@ -39,6 +39,9 @@ from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser
 
+#: What count_tokens takes of a messages body (it refuses max_tokens, stop_sequences, sampling...).
+_COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"})
+
 
 class AnthropicTranslator:
     system = "anthropic"
@@ -65,6 +68,20 @@ class AnthropicTranslator:
 
     def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder(model=model, created=int(time.time()), max_event_bytes=max_event_bytes)
+
+    def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
+        """`POST /v1/messages/count_tokens` for the messages call `chat_request` would send."""
+        body = messages_body(request, model=model, stream=False)
+        counted = {field: value for field, value in body.items() if field in _COUNTED_FIELDS}
+        return UpstreamRequest(
+            url=self._url + "/count_tokens", headers=dict(self._json_headers), body=orjson.dumps(counted)
+        )
+
+    def count_tokens_response(self, body: bytes) -> int:
+        counted = checks.count(load_json_object(body, "count_tokens response").get("input_tokens"), "input_tokens")
+        if counted is None:
+            raise UpstreamProtocolError("count_tokens response has no input_tokens")
+        return counted
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         raise UnsupportedOperation("Anthropic has no embeddings API")

@@ -336,6 +336,18 @@ class GeminiTranslator:
     def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> GeminiStreamDecoder:
         return GeminiStreamDecoder(model=model, max_event_bytes=max_event_bytes)
 
+    def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
+        """`models/<id>:countTokens` of the generateContent call `chat_request` would send."""
+        generate = {"model": self.model_path(model), **gemini_chat_body(request)}
+        body = orjson.dumps({"generateContentRequest": generate})
+        return UpstreamRequest(url=self._url(model, "countTokens"), headers=dict(self._json_headers), body=body)
+
+    def count_tokens_response(self, body: bytes) -> int:
+        counted = checks.count(load_json_object(body, "countTokens response").get("totalTokens"), "totalTokens")
+        if counted is None:
+            raise UpstreamProtocolError("countTokens response has no totalTokens")
+        return counted
+
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         method, body = gemini_embeddings_body(request, model_path=self.model_path(model))
         url = self._url(model, method)

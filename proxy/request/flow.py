@@ -34,8 +34,10 @@ from proxy.request.admit import Admission, Gate
 from proxy.request.attempt import Attempts, Call
 from proxy.request.backpressure import Backpressure
 from proxy.request.classify import classify
+from proxy.request.count_tokens import OPERATION as COUNT_TOKENS
+from proxy.request.count_tokens import counting, parse_count_tokens
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
-from proxy.request.parse import parse_chat, parse_embeddings
+from proxy.request.parse import parse_chat, parse_embeddings, read_json
 from proxy.request.plan import plan
 from proxy.request.redact import masking_for
 from proxy.request.relay import Answer, ClientGone, ParseBody, Relay
@@ -209,6 +211,25 @@ class RequestPath:
             serve=serve,
             started=started,
             body=body,
+        )
+
+    async def count_tokens(self, request: web.Request, frontend: Frontend) -> web.StreamResponse:
+        """Anthropic's count_tokens, counted by the backend that would serve the call (proxy.request.count_tokens)."""
+        started = time.perf_counter()
+        try:
+            parsed = parse_count_tokens(await read_json(request, max_body_bytes=self._max_body_bytes))  # 1 parse
+        except ApiError as error:
+            return self._rejected(frontend, error, operation=COUNT_TOKENS, model="", stream=False, started=started)
+        return await self._serve(
+            request,
+            frontend,
+            operation=COUNT_TOKENS,
+            model=parsed.model,
+            stream=False,
+            texts=lambda: chat_texts(parsed.request),
+            serve=counting(parsed, attempts=self._attempts, unary=self._unary),
+            started=started,
+            body=parsed.request,
         )
 
     # --- the stages after parse, the same for every operation ------------------------------

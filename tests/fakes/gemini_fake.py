@@ -164,7 +164,11 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if method == "batchEmbedContents":
             return await send_json(request, {"embeddings": _batch_embed(model, body)}, behaviour)
         if method == "countTokens":
-            return web.json_response({"totalTokens": reply_to(conversation(body)).input_tokens})
+            # Either `contents` alone or a whole `generateContentRequest` (with its own model).
+            counted = body.get("generateContentRequest") if "generateContentRequest" in body else body
+            if not isinstance(counted, dict) or ("generateContentRequest" in body and len(body) > 1):
+                raise ApiError('Invalid JSON payload received. Unknown name at "generateContentRequest".')
+            return web.json_response({"totalTokens": reply_to(conversation(counted)).input_tokens})
     except ApiError as exc:
         return gemini_error(exc.status, exc.message)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
