@@ -155,6 +155,56 @@ OPENAI_EMBEDDINGS = [
 ]
 
 #: Fields either API knows, for mutations that add one the base lacks.
+OPENAI_RESPONSES = [
+    {"model": "m", "input": "hi"},
+    {
+        "model": "m",
+        "instructions": "be brief",
+        "input": [
+            {"role": "developer", "content": "really"},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "look"},
+                    {"type": "input_image", "image_url": "https://x.test/a.png", "detail": "low"},
+                    {"type": "input_image", "image_url": PNG},
+                    {"type": "input_file", "file_data": PDF, "filename": "a.pdf"},
+                ],
+            },
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "calling", "annotations": []}]},
+            {"type": "function_call", "call_id": "call_1", "name": "get", "arguments": '{"q": 1}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": '{"ok": true}'},
+            {"type": "function_call", "call_id": "call_2", "name": "get", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "ok"}]},
+            {"role": "user", "content": "thanks"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "name": "get",
+                "description": "gets",
+                "strict": True,
+                "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]},
+            }
+        ],
+        "tool_choice": {"type": "function", "name": "get"},
+        "parallel_tool_calls": False,
+        "text": {"format": {"type": "json_schema", "name": "out", "strict": True, "schema": {"type": "object"}}},
+        "reasoning": {"effort": "low"},
+        "max_output_tokens": 60,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "user": "u1",
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "truncation": "disabled",
+        "metadata": {"k": "v"},
+        "stream": True,
+    },
+]
+
 KNOWN_FIELDS = sorted(
     {
         "model",
@@ -197,6 +247,13 @@ KNOWN_FIELDS = sorted(
         "prediction",
         "web_search_options",
         "reasoning_effort",
+        "instructions",
+        "max_output_tokens",
+        "text",
+        "reasoning",
+        "previous_response_id",
+        "include",
+        "truncation",
     }
 )
 

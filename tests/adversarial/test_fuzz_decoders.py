@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from proxy.errors import ApiError
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.openai_chat import OpenAIFrontend
+from proxy.frontends.openai_responses import ResponsesFrontend
 from proxy.providers.anthropic import AnthropicTranslator
 from proxy.providers.base import UpstreamProtocolError, Usage
 from proxy.providers.gemini import GeminiTranslator
@@ -130,9 +131,10 @@ def assert_completion(data: Any) -> None:
 
 
 def render_completion(data: dict[str, Any]) -> None:
-    """Both front ends render it (the Anthropic one may refuse tool arguments that are not an
+    """Every front end renders it (the Anthropic one may refuse tool arguments that are not an
     object: a 502 in its shape, which is fine)."""
     OpenAIFrontend().render_chat(data)
+    json.dumps(ResponsesFrontend().render_chat(data))
     try:
         json.dumps(AnthropicFrontend().render_chat(data))
     except ApiError as error:
@@ -141,7 +143,7 @@ def render_completion(data: dict[str, Any]) -> None:
 
 def encode_stream(chunks: list[Any]) -> None:
     """Every front end's stream encoder (and content capture's) takes the chunks."""
-    for frontend in (OpenAIFrontend(), AnthropicFrontend()):
+    for frontend in (OpenAIFrontend(), AnthropicFrontend(), ResponsesFrontend()):
         for include_usage in (False, True):
             encoder = StreamCapture(frontend, on_done=lambda _: None).stream_encoder(include_usage=include_usage)
             for chunk in chunks:

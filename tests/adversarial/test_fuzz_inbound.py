@@ -22,12 +22,21 @@ from hypothesis import strategies as st
 from proxy.errors import ApiError
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.openai_chat import OpenAIFrontend
+from proxy.frontends.openai_responses import ResponsesFrontend
 from proxy.providers.base import UnsupportedOperation, UpstreamRequest
 from proxy.providers.registry import build_translator
+from proxy.request.count_tokens import TokenCounter, parse_count_tokens
 from proxy.snapshot import Provider
 from proxy.telemetry.content import content_attributes
 from shared.scrub import Scrubber
-from tests.adversarial.inbound_helpers import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_EMBEDDINGS, json_values, mutated
+from tests.adversarial.inbound_helpers import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_CHAT,
+    OPENAI_EMBEDDINGS,
+    OPENAI_RESPONSES,
+    json_values,
+    mutated,
+)
 from tests.integration.sidecar import SidecarProcess
 from tests.integration.snapshots import build_snapshot
 
@@ -106,10 +115,36 @@ def test_anthropic_messages_bodies_give_4xx_or_a_provider_request(body: Any) -> 
 
 
 @PURE
+@given(mutated(OPENAI_RESPONSES))
+def test_openai_responses_bodies_give_4xx_or_a_provider_request(body: Any) -> None:
+    _chat(ResponsesFrontend(), body)
+
+
+COUNT_TOKENS = [{k: v for k, v in body.items() if k not in ("max_tokens", "stream")} for body in ANTHROPIC_MESSAGES]
+
+
+@PURE
+@given(mutated(COUNT_TOKENS))
+def test_count_tokens_bodies_give_4xx_or_a_provider_request(body: Any) -> None:
+    try:
+        parsed = parse_count_tokens(body)
+    except ApiError as error:
+        _refused(error)
+        return
+    for translator in TRANSLATORS.values():
+        if isinstance(translator, TokenCounter):
+            try:
+                _upstream_ok(translator.count_tokens_request(parsed.request, model="up-model"))
+            except ApiError as error:
+                _refused(error)
+
+
+@PURE
 @given(json_values)
 def test_any_json_as_a_body_gives_4xx(body: Any) -> None:
     _chat(OPENAI, body)
     _chat(ANTHROPIC, body)
+    _chat(ResponsesFrontend(), body)
     try:
         OPENAI.parse_embeddings(body)
     except ApiError as error:
@@ -141,6 +176,13 @@ def test_the_bases_themselves_go_through() -> None:
     for body in ANTHROPIC_MESSAGES:
         parsed = ANTHROPIC.parse_chat(body)
         assert _through_translators(parsed.request, parsed.stream) == 4
+    for body in OPENAI_RESPONSES:
+        parsed = ResponsesFrontend().parse_chat(body)
+        assert _through_translators(parsed.request, parsed.stream) >= 2
+    for body in COUNT_TOKENS:
+        parsed = parse_count_tokens(body)
+        assert isinstance(TRANSLATORS["anthropic"], TokenCounter)
+        _upstream_ok(TRANSLATORS["anthropic"].count_tokens_request(parsed.request, model="up-model"))
 
 
 @PURE
@@ -163,11 +205,15 @@ ENDPOINTS = {
     "/v1/chat/completions": OPENAI_CHAT,
     "/v1/messages": ANTHROPIC_MESSAGES,
     "/v1/embeddings": OPENAI_EMBEDDINGS,
+    "/v1/responses": OPENAI_RESPONSES,
+    "/v1/messages/count_tokens": COUNT_TOKENS,
 }
 ROUTES = {
     "/v1/chat/completions": ["gpt", "azure", "claude", "gemini"],
     "/v1/messages": ["gpt", "claude", "gemini"],
     "/v1/embeddings": ["embed", "embed-gemini", "embed-claude"],
+    "/v1/responses": ["gpt", "azure", "claude", "gemini"],
+    "/v1/messages/count_tokens": ["gpt", "claude", "gemini"],
 }
 
 
@@ -221,3 +267,15 @@ def test_sidecar_anthropic_messages_fuzz(sidecar: Any, body: Any) -> None:
 @given(routed("/v1/embeddings"))
 def test_sidecar_embeddings_fuzz(sidecar: Any, body: Any) -> None:
     _answer_is_json_and_not_a_500(sidecar, "/v1/embeddings", body)
+
+
+@PROCESS
+@given(routed("/v1/responses"))
+def test_sidecar_openai_responses_fuzz(sidecar: Any, body: Any) -> None:
+    _answer_is_json_and_not_a_500(sidecar, "/v1/responses", body)
+
+
+@PROCESS
+@given(routed("/v1/messages/count_tokens"))
+def test_sidecar_count_tokens_fuzz(sidecar: Any, body: Any) -> None:
+    _answer_is_json_and_not_a_500(sidecar, "/v1/messages/count_tokens", body)
