@@ -42,7 +42,7 @@ class Attempt(NamedTuple):
 class Outcome(NamedTuple):
     """`proxy.request.account` builds it positionally on the hot path: a new field goes at the end."""
 
-    operation: str  # "chat" or "embeddings"
+    operation: str  # "chat", "embeddings" or "count_tokens"
     model: str  # the model the app asked for
     stream: bool
     workload: str  # the workload identity the controller verified ("" with no snapshot yet)
