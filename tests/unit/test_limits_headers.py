@@ -88,6 +88,9 @@ async def test_anthropic_input_and_output_limits_have_their_own_headers_and_the_
     assert headers["anthropic-ratelimit-output-tokens-remaining"] == "300"
     assert headers["anthropic-ratelimit-tokens-remaining"] == "300"
     assert rate_limit_headers(decision.states, api="openai", now=clock())["x-ratelimit-remaining-tokens"] == "300"
+    # The Responses API is OpenAI's too: its SDK reads the same headers.
+    responses = rate_limit_headers(decision.states, api="openai-responses", now=clock())
+    assert responses["x-ratelimit-remaining-tokens"] == "300"
 
 
 async def test_a_spent_budget_says_so_with_its_reset_and_asks_sdks_not_to_retry() -> None:
