@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -209,3 +210,29 @@ def test_a_request_that_is_not_json_is_logged_without_its_body(logged: SidecarPr
     [line] = _new_lines(logged, before, expect=1)
     assert (line["status"], line["route"], line["model"]) == (400, None, None)
     assert CANARY not in json.dumps(line)
+
+
+def test_a_streamed_responses_call_is_accounted_like_a_chat(logged: SidecarProcess) -> None:
+    before = len(_access_lines(logged))
+    events = list(
+        _client(logged).responses.create(
+            model="gpt", input=f"please repeat {CANARY}", stream=True, extra_headers=TRACEPARENT
+        )
+    )
+    usage = events[-1].response.usage
+    [line] = _new_lines(logged, before, expect=1)
+    assert (line["operation"], line["route"], line["backend"], line["stream"]) == ("chat", "gpt", "oai/gpt-4o", True)
+    assert line["status"] == 200 and line["ttft_ms"] is not None
+    assert (line["input_tokens"], line["output_tokens"]) == (usage.input_tokens, usage.output_tokens)
+    # oai prices gpt-4o at 2.5 / 10 USD per million tokens
+    assert line["cost_usd"] == pytest.approx((usage.input_tokens * 2.5 + usage.output_tokens * 10) / 1e6)
+    assert CANARY not in json.dumps(line)
+
+
+def test_count_tokens_is_one_line_that_costs_nothing(logged: SidecarProcess) -> None:
+    before = len(_access_lines(logged))
+    client = anthropic.Anthropic(base_url=logged.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    client.messages.count_tokens(model="claude", messages=[{"role": "user", "content": f"count {CANARY}"}])
+    [line] = _new_lines(logged, before, expect=1)
+    assert (line["operation"], line["route"], line["status"]) == ("count_tokens", "claude", 200)
+    assert (line["input_tokens"], line["output_tokens"]) == (0, 0) and not line["cost_usd"]  # (claude: no price)
