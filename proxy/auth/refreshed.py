@@ -1,10 +1,11 @@
-"""Temporary AWS credentials kept fresh: the holder requests read, and the task that refills it.
+"""Temporary credentials kept fresh: the holder requests read, and the task that refills it.
 
-`credentials()` is what a translator reads at each request (synchronous: the current keys, or
-None before the first fetch). `run()` fetches at once, then again when a margin before expiry is
-left (or half the lifetime, for short-lived keys); a failed fetch is retried with backoff, sooner
-as the keys in hand near their expiry, and the keys in hand are served until replaced. Each kind
-of source (STS web identity, the EKS Pod Identity agent) only says how one fetch is made.
+`credentials()` (AWS keys) or `token()` (an OAuth access token) is what a translator reads at
+each request (synchronous: what the holder has, or None before the first fetch). `run()` fetches
+at once, then again when a margin before expiry is left (or half the lifetime, for short-lived
+ones); a failed fetch is retried with backoff, sooner as what is in hand nears its expiry, and
+what is in hand is served until replaced. Each kind of source (STS web identity, the EKS Pod
+Identity agent, Microsoft Entra ID, Google's token endpoints) only says how one fetch is made.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import aiohttp
 
 from proxy.auth.sigv4 import AwsCredentials
 
-log = logging.getLogger("modelway.aws")
+log = logging.getLogger("modelway.auth")
 
 MAX_ANSWER_BYTES = 64 * 1024
 
@@ -36,11 +39,30 @@ async def read_bounded(answer: aiohttp.ClientResponse, what: str) -> bytes:
     return body
 
 
-class RefreshedCredentials:
-    """An `AwsCredentialSource` whose keys expire; subclasses implement `_fetch`."""
+class Expiring(Protocol):
+    @property
+    def expires_at(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """An OAuth 2.0 access token, sent as `Authorization: Bearer <token>`."""
+
+    token: str
+    expires_at: float | None = None
+
+    def __repr__(self) -> str:  # never the token itself
+        return f"AccessToken(expires_at={self.expires_at})"
+
+
+T = TypeVar("T", bound=Expiring)
+
+
+class Refreshed(Generic[T]):
+    """A holder of something that expires; subclasses implement `_fetch`."""
 
     #: what the log lines call this source
-    kind = "AWS credentials"
+    kind = "credentials"
 
     def __init__(
         self,
@@ -52,17 +74,17 @@ class RefreshedCredentials:
         self._clock = clock
         self._retry = retry_seconds
         self._margin = refresh_margin_seconds
-        self._current: AwsCredentials | None = None
+        self._current: T | None = None
         self._fetched_at = 0.0
         self.refreshes = 0  # successful fetches
 
-    def credentials(self) -> AwsCredentials | None:
+    def held(self) -> T | None:
         return self._current
 
-    async def _fetch(self, session: aiohttp.ClientSession) -> AwsCredentials:
+    async def _fetch(self, session: aiohttp.ClientSession) -> T:
         raise NotImplementedError
 
-    async def refresh(self, session: aiohttp.ClientSession) -> AwsCredentials:
+    async def refresh(self, session: aiohttp.ClientSession) -> T:
         credentials = await self._fetch(session)
         self._current, self._fetched_at = credentials, self._clock()
         self.refreshes += 1
@@ -98,3 +120,22 @@ class RefreshedCredentials:
                 reason = str(exc) if isinstance(exc, CredentialsError) else type(exc).__name__
                 log.warning("%s: fetch failed (%s), retrying in %.0fs", self.kind, reason, delay)
                 await asyncio.sleep(delay)
+
+
+class RefreshedCredentials(Refreshed[AwsCredentials]):
+    """An `AwsCredentialSource` whose keys expire."""
+
+    kind = "AWS credentials"
+
+    def credentials(self) -> AwsCredentials | None:
+        return self._current
+
+
+class RefreshedToken(Refreshed[AccessToken]):
+    """A `TokenSource` whose access tokens expire."""
+
+    kind = "OAuth token"
+
+    def token(self) -> str | None:
+        current = self._current
+        return current.token if current is not None else None

@@ -126,7 +126,7 @@ def test_sts_refusals_name_the_code_and_no_token(status: int, body: bytes, messa
 
 async def test_a_refused_exchange_is_logged_without_the_token(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sts = state(web_identity_token="another-token")
-    caplog.set_level(logging.WARNING, "modelway.aws")
+    caplog.set_level(logging.WARNING, "modelway.auth")
     async with serve(create_app(sts)) as serving, aiohttp.ClientSession() as session:
         identity = WebIdentityCredentials(settings(tmp_path, serving.base_url + "/"), retry_seconds=(10, 10))
         task = asyncio.create_task(identity.run(session))
