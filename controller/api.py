@@ -137,8 +137,18 @@ class SecretKeyRef(_Model):
     key: str = "apiKey"
 
 
+class EntraAuth(_Model):
+    """Microsoft Entra ID tokens: client credentials when the provider has a credentialsRef (the
+    Secret's `clientSecret`), else the pod's AKS Workload Identity (AZURE_* in its environment)."""
+
+    tenant_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    scope: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+
 class AzureSettings(_Model):
     api_version: Annotated[str, Field(min_length=1)]
+    entra: EntraAuth | None = None
 
 
 AWS_REGION = r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$"
@@ -202,6 +212,13 @@ class ModelProviderSpec(_Model):
             raise ValueError(f"spec.azure is only allowed when type is azure-openai, not {self.type}")
         if self.type != "bedrock" and self.bedrock is not None:
             raise ValueError(f"spec.bedrock is only allowed when type is bedrock, not {self.type}")
+        entra = self.azure.entra if self.azure is not None else None
+        if (
+            entra is not None
+            and self.credentials_ref is not None
+            and (entra.tenant_id is None or entra.client_id is None)
+        ):
+            raise ValueError("spec.azure.entra with a credentialsRef (a client secret) needs tenantId and clientId")
         if needs_region(self.type) and self.signing_region is None:
             raise ValueError(f"type {self.type} needs a region: spec.bedrock.region or spec.region")
         if needs_base_url(self.type) and self.base_url is None:

@@ -157,6 +157,8 @@ def _secret_value(secret: Secret, key: str) -> str | None:
 
 # The Secret keys of an AWS access key (a Bedrock provider's credentialsRef Secret).
 AWS_KEY_ID, AWS_SECRET_KEY, AWS_SESSION_TOKEN = "accessKeyId", "secretAccessKey", "sessionToken"
+# The Secret key of an Entra ID client secret (an azure-openai provider with spec.azure.entra).
+ENTRA_CLIENT_SECRET = "clientSecret"
 
 
 def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], Secret]) -> ProviderVerdict:
@@ -183,9 +185,14 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
             return ProviderVerdict(ACCEPTED, missing, None)
         if spec.type == "bedrock":
             aws_keys = _aws_keys(secret)
-        api_key = None if aws_keys is not None else _secret_value(secret, ref.key)
+        entra = spec.azure.entra is not None if spec.azure is not None else False
+        if entra:
+            api_key = _secret_value(secret, ENTRA_CLIENT_SECRET) or _secret_value(secret, ref.key)
+        else:
+            api_key = None if aws_keys is not None else _secret_value(secret, ref.key)
         if api_key is None and aws_keys is None:
             wanted = f"{ref.key!r}" + (f" (or {AWS_KEY_ID} and {AWS_SECRET_KEY})" if spec.type == "bedrock" else "")
+            wanted = f"{ENTRA_CLIENT_SECRET!r} (or {ref.key!r})" if entra else wanted
             missing = Verdict(
                 False,
                 "SecretKeyNotFound",
@@ -221,11 +228,22 @@ def _compile_provider(
         if spec.type == "bedrock" and region is not None
         else None
     )
+    entra_spec = spec.azure.entra if spec.azure is not None else None
+    entra = None
+    if entra_spec is not None:  # the Secret's value is the client secret, not an API key
+        entra = snap.EntraSettings(
+            tenant_id=entra_spec.tenant_id,
+            client_id=entra_spec.client_id,
+            client_secret=SecretStr(api_key) if api_key is not None else None,
+            **({"scope": entra_spec.scope} if entra_spec.scope is not None else {}),
+        )
+        api_key = None
     return snap.Provider(
         name=f"{namespace}.{name}",
         type=spec.type,
         base_url=base_url,
         api_key=SecretStr(api_key) if api_key is not None else None,
+        entra=entra,
         api_version=spec.azure.api_version if spec.azure else None,
         bedrock=bedrock,
         region=spec.region or region,

@@ -17,7 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import build_admin_app
+from proxy.auth.entra import AzureEnvironment
 from proxy.auth.pod_identity import keep_refreshed, pod_identity
+from proxy.auth.token_sources import TokenSources
 from proxy.experiments import ExperimentCounts
 from proxy.listener import GuardedSite, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.options import (
@@ -103,7 +105,9 @@ async def serve(
     # The pod's own AWS identity (IRSA), for Bedrock providers configured without keys: one holder
     # for every snapshot, refreshed by its own task.
     aws_identity = pod_identity(os.environ)
-    build = functools.partial(Runtime.build, aws_identity=aws_identity)
+    # OAuth access tokens (Entra ID), one source per identity, kept across snapshots, refreshed by their own tasks.
+    tokens = TokenSources(azure=AzureEnvironment.from_environment(os.environ))
+    build = functools.partial(Runtime.build, aws_identity=aws_identity, tokens=tokens)
     identity_task = asyncio.create_task(keep_refreshed(aws_identity)) if aws_identity is not None else None
     if initial is not None:
         source = _file_source(args, holder, initial, build)
@@ -168,6 +172,7 @@ async def serve(
             identity_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await identity_task
+        await tokens.close()
         await runner.cleanup()
         await admin.cleanup()
         if export_task is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from proxy.auth.aws_credentials import AwsCredentialSource
+from proxy.auth.token_sources import TokenSources
 from proxy.limits.binding import LimitTable
 from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
@@ -43,13 +44,24 @@ class Runtime:
 
     @classmethod
     def build(
-        cls, snapshot: Snapshot, *, received_at: float | None = None, aws_identity: AwsCredentialSource | None = None
+        cls,
+        snapshot: Snapshot,
+        *,
+        received_at: float | None = None,
+        aws_identity: AwsCredentialSource | None = None,
+        tokens: TokenSources | None = None,
     ) -> Runtime:
-        """`aws_identity`: the pod's own AWS credentials (kept across snapshots, refreshed by their own task)."""
+        """`aws_identity`: the pod's own AWS credentials; `tokens`: the OAuth token sources (both kept
+        across snapshots, refreshed by their own tasks)."""
+        translators = {
+            p.name: build_translator(p, aws_identity=aws_identity, tokens=tokens) for p in snapshot.providers
+        }
+        if tokens is not None:
+            tokens.retain(snapshot.providers)
         return cls(
             snapshot=snapshot,
             table=RoutingTable.build(snapshot),
-            translators={p.name: build_translator(p, aws_identity=aws_identity) for p in snapshot.providers},
+            translators=translators,
             providers={p.name: p for p in snapshot.providers},
             classifier=Classifier(policy=snapshot.policy),
             received_at=time.time() if received_at is None else received_at,

@@ -280,6 +280,24 @@ class BedrockSettings(_Frozen):
     api: BedrockApi = "converse"
 
 
+class EntraSettings(_Frozen):
+    """Azure OpenAI with Microsoft Entra ID access tokens instead of an API key: client credentials
+    (the client secret from the provider's Secret), or without a secret the pod's AKS Workload
+    Identity (its federated token; tenant and client default to the pod's AZURE_TENANT_ID and
+    AZURE_CLIENT_ID)."""
+
+    tenant_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    client_secret: SecretStr | None = None
+    scope: Annotated[str, Field(min_length=1, max_length=512)] = "https://cognitiveservices.azure.com/.default"
+
+    @model_validator(mode="after")
+    def _secret_names_its_client(self) -> EntraSettings:
+        if self.client_secret is not None and (self.tenant_id is None or self.client_id is None):
+            raise ValueError("Entra ID client credentials need tenantId and clientId")
+        return self
+
+
 class Provider(_Frozen):
     name: Annotated[str, Field(pattern=_NAME, max_length=253)]
     type: ProviderType
@@ -289,6 +307,8 @@ class Provider(_Frozen):
     api_version: str | None = None
     # Bedrock only: its signing region and AWS keys.
     bedrock: BedrockSettings | None = None
+    # Azure OpenAI only: Microsoft Entra ID tokens instead of apiKey.
+    entra: EntraSettings | None = None
     region: str | None = None
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
@@ -306,6 +326,8 @@ class Provider(_Frozen):
             raise ValueError(f"provider {self.name!r}: type azure-openai needs apiVersion")
         if (self.type == "bedrock") != (self.bedrock is not None):
             raise ValueError(f"provider {self.name!r}: bedrock settings are for, and needed by, type bedrock only")
+        if self.entra is not None and self.type != "azure-openai":
+            raise ValueError(f"provider {self.name!r}: Entra ID settings are for type azure-openai only")
         return self
 
     def secrets(self) -> list[str]:
@@ -315,6 +337,8 @@ class Provider(_Frozen):
         if keys is not None:
             values += [keys.access_key_id, keys.secret_access_key]
             values += [keys.session_token] if keys.session_token is not None else []
+        if self.entra is not None and self.entra.client_secret is not None:
+            values.append(self.entra.client_secret)
         return [v.get_secret_value() for v in values]
 
 
@@ -601,6 +625,9 @@ class Snapshot(_Frozen):
             for field, value in keys.items():
                 if value is not None:
                     keys[field] = "<redacted>"
+            entra: dict[str, Any] = provider.get("entra") or {}
+            if entra.get("clientSecret") is not None:
+                entra["clientSecret"] = "<redacted>"
         if data.get("limitStore") is not None:
             data["limitStore"]["url"] = "<redacted>"
         return data
@@ -620,6 +647,8 @@ def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, A
                 "secretAccessKey": keys.secret_access_key.get_secret_value(),
                 "sessionToken": keys.session_token.get_secret_value() if keys.session_token is not None else None,
             }
+        if original.entra is not None and original.entra.client_secret is not None:
+            provider["entra"]["clientSecret"] = original.entra.client_secret.get_secret_value()
     if snapshot.limit_store is not None:
         data["limitStore"]["url"] = snapshot.limit_store.url.get_secret_value()
     return data

@@ -1,4 +1,6 @@
-"""Azure OpenAI: the OpenAI wire format on per-deployment URLs, `api-version`, and `api-key`."""
+"""Azure OpenAI: the OpenAI wire format on per-deployment URLs, `api-version`, and `api-key` or
+a Microsoft Entra ID access token (`Authorization: Bearer`, read from its token source at each
+request; the source's own task keeps it fresh, `proxy.auth.entra`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from urllib.parse import quote
 
 import orjson
 
+from proxy.auth.token_source import TokenSource
 from proxy.providers.base import ChatRequest, EmbeddingsRequest, UpstreamRequest
 from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, OpenAITranslator
 from proxy.snapshot import Provider
@@ -15,8 +18,9 @@ from proxy.snapshot import Provider
 class AzureOpenAITranslator(OpenAITranslator):
     system = "azure.ai.openai"
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: Provider, *, token_source: TokenSource | None = None) -> None:
         super().__init__(provider)
+        self._token_source = token_source
         self._base = provider.base_url.rstrip("/") + "/openai/deployments/"
         self._query = "?api-version=" + quote(provider.api_version or "", safe="")
 
@@ -26,18 +30,26 @@ class AzureOpenAITranslator(OpenAITranslator):
             return {}
         return {"api-key": provider.api_key.get_secret_value()}
 
+    def _auth_headers(self) -> dict[str, str]:
+        if self._token_source is None:
+            return self._auth
+        token = self._token_source.token()
+        # None: no token yet (the first fetch is under way, or failed): Azure answers 401, which fails
+        # over like any provider refusal
+        return {"authorization": "Bearer " + token} if token is not None else {}
+
     def _url(self, deployment: str, operation: str) -> str:
         return f"{self._base}{quote(deployment, safe='')}/{operation}{self._query}"
 
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         body: dict[str, Any] = self.chat_body(request, model=model, stream=stream)
         del body["model"]  # the deployment in the URL is the model
-        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
+        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth_headers()}
         return UpstreamRequest(
             url=self._url(model, "chat/completions"), headers=headers, body=orjson.dumps(body), stream=stream
         )
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         body = {k: v for k, v in request.items() if k != "model"}
-        headers = {**JSON_HEADERS, **self._auth}
+        headers = {**JSON_HEADERS, **self._auth_headers()}
         return UpstreamRequest(url=self._url(model, "embeddings"), headers=headers, body=orjson.dumps(body))

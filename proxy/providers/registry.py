@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from proxy.auth.aws_credentials import AwsCredentialSource
+from proxy.auth.token_sources import TokenSources
 from proxy.providers.anthropic import AnthropicTranslator
 from proxy.providers.azure_openai import AzureOpenAITranslator
 from proxy.providers.base import Translator
@@ -33,10 +34,15 @@ TRANSLATORS: dict[ProviderType, Callable[[Provider], Translator]] = {
 }
 
 
-def build_translator(provider: Provider, *, aws_identity: AwsCredentialSource | None = None) -> Translator:
-    """`aws_identity`: the pod's own AWS credentials, for AWS providers configured without keys."""
+def build_translator(
+    provider: Provider, *, aws_identity: AwsCredentialSource | None = None, tokens: TokenSources | None = None
+) -> Translator:
+    """`aws_identity`: the pod's own AWS credentials, for AWS providers configured without keys;
+    `tokens`: the sidecar's OAuth token sources (Entra ID), kept across snapshots."""
     if provider.type == "bedrock":
         if provider.bedrock is not None and provider.bedrock.api == "anthropic-messages":
             return BedrockAnthropicTranslator(provider, pod_identity=aws_identity)
         return BedrockTranslator(provider, pod_identity=aws_identity)
+    if provider.type == "azure-openai" and provider.entra is not None:
+        return AzureOpenAITranslator(provider, token_source=tokens.for_provider(provider) if tokens else None)
     return TRANSLATORS[provider.type](provider)

@@ -4,7 +4,8 @@ OpenAI:  POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models
          (``Authorization: Bearer <key>``)
 Azure:   POST /openai/deployments/{deployment}/chat/completions?api-version=...
          POST /openai/deployments/{deployment}/embeddings?api-version=...
-         (``api-key: <key>``; the deployment is the model)
+         (``api-key: <key>``, or ``Authorization: Bearer <token>`` with a Microsoft Entra ID
+         access token the fake Entra ID issued, refused once expired; the deployment is the model)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .behaviour import (
     sse,
     stream_events,
 )
+from .entra_fake import check_access_token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -122,7 +124,15 @@ def _guarded(handler: Callable[[Call], Awaitable[web.StreamResponse]], *, azure:
         if azure:
             if "api-version" not in request.query:
                 return azure_error(404, None)  # what Azure really answers, not a 400
-            if request.headers.get("api-key") != key:
+            bearer = request.headers.get("authorization", "")
+            if bearer.startswith("Bearer ") and "api-key" not in request.headers:
+                if check_access_token(bearer.removeprefix("Bearer ")) is not None:
+                    return azure_error(
+                        401,
+                        "Unauthorized. Access token is missing, invalid, audience is incorrect "
+                        "(https://cognitiveservices.azure.com), or have expired.",
+                    )
+            elif request.headers.get("api-key") != key:
                 return azure_error(401, None)
             model = request.match_info["deployment"]
         else:

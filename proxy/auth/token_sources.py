@@ -1,0 +1,124 @@
+"""The sidecar's OAuth token sources, kept across snapshots and refreshed by their own tasks.
+
+Built once in `__main__`; each snapshot's translators ask it for their provider's source
+(`for_provider`, at config time). Sources are keyed by what identifies the token (endpoint,
+tenant, client, credential, scope), so a new snapshot with the same credentials keeps the token
+in hand and its refresh task, and a changed secret starts a new source. `retain` stops the tasks
+of sources no provider of the newest snapshot uses (a request still holding the old runtime keeps
+reading the token it had until it expires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import aiohttp
+
+from proxy.auth.entra import AzureEnvironment, EntraToken
+from proxy.auth.refreshed import RefreshedToken
+from proxy.snapshot import Provider
+
+log = logging.getLogger("modelway.auth")
+
+SourceKey = tuple[str, ...]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class TokenSources:
+    def __init__(
+        self,
+        *,
+        azure: AzureEnvironment | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_seconds: tuple[float, float] = (1.0, 60.0),
+    ) -> None:
+        self._azure = azure or AzureEnvironment()
+        self._clock = clock
+        self._retry = retry_seconds
+        self._sources: dict[SourceKey, RefreshedToken] = {}
+        self._tasks: dict[SourceKey, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _entra(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | None:
+        entra = provider.entra
+        if entra is None:
+            return None
+        authority = self._azure.authority_host
+        if entra.client_secret is not None:
+            assert entra.tenant_id is not None and entra.client_id is not None  # (the snapshot checks it)
+            tenant, client, secret = entra.tenant_id, entra.client_id, entra.client_secret.get_secret_value()
+            key = ("entra", authority, tenant, client, entra.scope, "secret", _digest(secret))
+            return key, lambda: EntraToken(
+                authority_host=authority, tenant_id=tenant, client_id=client, scope=entra.scope,
+                client_secret=secret, clock=self._clock, retry_seconds=self._retry,
+            )  # fmt: skip
+        tenant_id, client_id = entra.tenant_id or self._azure.tenant_id, entra.client_id or self._azure.client_id
+        token_file = self._azure.federated_token_file
+        if tenant_id is None or client_id is None or token_file is None:
+            log.warning(
+                "provider %s: Entra ID workload identity needs AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and "
+                "AZURE_TENANT_ID in the sidecar's environment (or tenantId and clientId in spec.azure.entra); "
+                "its requests go without a token",
+                provider.name,
+            )
+            return None
+        key = ("entra", authority, tenant_id, client_id, entra.scope, "federated", str(token_file))
+        return key, lambda: EntraToken(
+            authority_host=authority, tenant_id=tenant_id, client_id=client_id, scope=entra.scope,
+            federated_token_file=token_file, clock=self._clock, retry_seconds=self._retry,
+        )  # fmt: skip
+
+    def _key(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | None:
+        return self._entra(provider)
+
+    def for_provider(self, provider: Provider) -> RefreshedToken | None:
+        """The provider's token source (started on first use), or None when it uses no OAuth token."""
+        found = self._key(provider)
+        if found is None:
+            return None
+        key, make = found
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = make()
+        if key not in self._tasks:
+            self._start(key, source)
+        return source
+
+    def _start(self, key: SourceKey, source: RefreshedToken) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside the sidecar's loop (a config check): nothing to refresh
+            return
+        if self._session is None:
+            # HTTPS_PROXY and friends honoured, as for provider calls
+            self._session = aiohttp.ClientSession(trust_env=True)
+        self._tasks[key] = loop.create_task(source.run(self._session), name=f"token source {source!r}")
+
+    def retain(self, providers: Iterable[Provider]) -> None:
+        """Stops the sources none of `providers` uses."""
+        wanted = {found[0] for p in providers if (found := self._key(p)) is not None}
+        for key in [k for k in self._sources if k not in wanted]:
+            del self._sources[key]
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
