@@ -22,6 +22,7 @@ from proxy.snapshot import (
     BedrockApi,
     ConfigProblem,
     RedactionKind,
+    VertexPublisher,
     check_base_url,
     check_redaction_regex,
     check_regex,
@@ -159,6 +160,12 @@ class BedrockSettings(_Model):
     api: BedrockApi = "converse"
 
 
+class VertexSpec(_Model):
+    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+    region: Annotated[str, Field(pattern=r"^[a-z]+(-[a-z0-9]+)*$", max_length=32)] | None = None
+    publisher: VertexPublisher = "google"
+
+
 class ModelInfo(_Model):
     name: Annotated[str, Field(min_length=1)]
     input_price_per_million: Annotated[float, Field(ge=0)] | None = None
@@ -192,6 +199,7 @@ class ModelProviderSpec(_Model):
     base_url: Annotated[str | None, Field(alias="baseURL", pattern=r"^https?://", max_length=2048)] = None
     azure: AzureSettings | None = None
     bedrock: BedrockSettings | None = None
+    vertex: VertexSpec | None = None
     region: str | None = None
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
@@ -212,6 +220,8 @@ class ModelProviderSpec(_Model):
             raise ValueError(f"spec.azure is only allowed when type is azure-openai, not {self.type}")
         if self.type != "bedrock" and self.bedrock is not None:
             raise ValueError(f"spec.bedrock is only allowed when type is bedrock, not {self.type}")
+        if (self.type == "vertex") != (self.vertex is not None):
+            raise ValueError(f"spec.vertex (with project) is for, and needed by, type vertex; this is {self.type}")
         entra = self.azure.entra if self.azure is not None else None
         if (
             entra is not None
@@ -220,7 +230,7 @@ class ModelProviderSpec(_Model):
         ):
             raise ValueError("spec.azure.entra with a credentialsRef (a client secret) needs tenantId and clientId")
         if needs_region(self.type) and self.signing_region is None:
-            raise ValueError(f"type {self.type} needs a region: spec.bedrock.region or spec.region")
+            raise ValueError(f"type {self.type} needs a region: spec.{self.type}.region or spec.region")
         if needs_base_url(self.type) and self.base_url is None:
             raise ValueError(f"type {self.type} needs spec.baseURL: it has no default endpoint")
         globs = [c.model for c in self.capacity]
@@ -230,9 +240,12 @@ class ModelProviderSpec(_Model):
 
     @property
     def signing_region(self) -> str | None:
-        """The AWS region of a bedrock provider: spec.bedrock.region, else spec.region."""
+        """The region of a per-region provider (bedrock's AWS region, vertex's location):
+        spec.bedrock.region or spec.vertex.region, else spec.region."""
         if self.bedrock is not None and self.bedrock.region is not None:
             return self.bedrock.region
+        if self.vertex is not None and self.vertex.region is not None:
+            return self.vertex.region
         return self.region
 
 

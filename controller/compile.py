@@ -157,6 +157,8 @@ def _secret_value(secret: Secret, key: str) -> str | None:
 
 # The Secret keys of an AWS access key (a Bedrock provider's credentialsRef Secret).
 AWS_KEY_ID, AWS_SECRET_KEY, AWS_SESSION_TOKEN = "accessKeyId", "secretAccessKey", "sessionToken"
+# The Secret key of a Google service-account key (JSON), for a vertex provider.
+GOOGLE_SERVICE_ACCOUNT_KEY = "serviceAccountKey"
 # The Secret key of an Entra ID client secret (an azure-openai provider with spec.azure.entra).
 ENTRA_CLIENT_SECRET = "clientSecret"
 
@@ -172,6 +174,7 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
         return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
     api_key: str | None = None
     aws_keys: snap.AwsKeys | None = None
+    vertex_key: str | None = None
     if spec.credentials_ref is not None:
         ref = spec.credentials_ref
         secret = secrets.get((namespace, ref.name))
@@ -188,9 +191,18 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
         entra = spec.azure.entra is not None if spec.azure is not None else False
         if entra:
             api_key = _secret_value(secret, ENTRA_CLIENT_SECRET) or _secret_value(secret, ref.key)
+        elif spec.type == "vertex" and (service_account := _secret_value(secret, GOOGLE_SERVICE_ACCOUNT_KEY)):
+            try:
+                snap.check_service_account_key(service_account)
+            except snap.ConfigProblem as exc:  # says what is wrong, quotes none of it
+                bad = Verdict(
+                    False, "InvalidSecret", f"Secret {namespace}/{ref.name} {GOOGLE_SERVICE_ACCOUNT_KEY}: {exc}"
+                )
+                return ProviderVerdict(ACCEPTED, bad, None)
+            vertex_key = service_account
         else:
             api_key = None if aws_keys is not None else _secret_value(secret, ref.key)
-        if api_key is None and aws_keys is None:
+        if api_key is None and aws_keys is None and vertex_key is None:
             wanted = f"{ref.key!r}" + (f" (or {AWS_KEY_ID} and {AWS_SECRET_KEY})" if spec.type == "bedrock" else "")
             wanted = f"{ENTRA_CLIENT_SECRET!r} (or {ref.key!r})" if entra else wanted
             missing = Verdict(
@@ -200,7 +212,9 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
             )
             return ProviderVerdict(ACCEPTED, missing, None)
     try:
-        compiled = _compile_provider(provider, base_url=base_url, api_key=api_key, aws_keys=aws_keys)
+        compiled = _compile_provider(
+            provider, base_url=base_url, api_key=api_key, aws_keys=aws_keys, vertex_key=vertex_key
+        )
     except ValidationError as exc:  # what the sidecar would refuse: never let it reach one
         return ProviderVerdict(Verdict(False, "Invalid", problems(exc)), RESOLVED, None)
     return ProviderVerdict(ACCEPTED, RESOLVED, compiled)
@@ -219,7 +233,12 @@ def _aws_keys(secret: Secret) -> snap.AwsKeys | None:
 
 
 def _compile_provider(
-    provider: ModelProvider, *, base_url: str, api_key: str | None, aws_keys: snap.AwsKeys | None = None
+    provider: ModelProvider,
+    *,
+    base_url: str,
+    api_key: str | None,
+    aws_keys: snap.AwsKeys | None = None,
+    vertex_key: str | None = None,
 ) -> snap.Provider:
     spec, namespace, name = provider.spec, provider.metadata.namespace, provider.metadata.name
     region = spec.signing_region
@@ -238,12 +257,23 @@ def _compile_provider(
             **({"scope": entra_spec.scope} if entra_spec.scope is not None else {}),
         )
         api_key = None
+    vertex = (
+        snap.VertexSettings(
+            project=spec.vertex.project,
+            region=region,
+            publisher=spec.vertex.publisher,
+            service_account_key=SecretStr(vertex_key) if vertex_key is not None else None,
+        )
+        if spec.vertex is not None and region is not None
+        else None
+    )
     return snap.Provider(
         name=f"{namespace}.{name}",
         type=spec.type,
         base_url=base_url,
         api_key=SecretStr(api_key) if api_key is not None else None,
         entra=entra,
+        vertex=vertex,
         api_version=spec.azure.api_version if spec.azure else None,
         bedrock=bedrock,
         region=spec.region or region,

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy.admin import build_admin_app
 from proxy.auth.entra import AzureEnvironment
+from proxy.auth.google import GoogleEnvironment
 from proxy.auth.pod_identity import keep_refreshed, pod_identity
 from proxy.auth.token_sources import TokenSources
 from proxy.experiments import ExperimentCounts
@@ -105,8 +106,11 @@ async def serve(
     # The pod's own AWS identity (IRSA), for Bedrock providers configured without keys: one holder
     # for every snapshot, refreshed by its own task.
     aws_identity = pod_identity(os.environ)
-    # OAuth access tokens (Entra ID), one source per identity, kept across snapshots, refreshed by their own tasks.
-    tokens = TokenSources(azure=AzureEnvironment.from_environment(os.environ))
+    # OAuth access tokens (Entra ID, Google), one source per identity, kept across snapshots, refreshed
+    # by their own tasks.
+    tokens = TokenSources(
+        azure=AzureEnvironment.from_environment(os.environ), google=GoogleEnvironment.from_environment(os.environ)
+    )
     build = functools.partial(Runtime.build, aws_identity=aws_identity, tokens=tokens)
     identity_task = asyncio.create_task(keep_refreshed(aws_identity)) if aws_identity is not None else None
     if initial is not None:

@@ -23,6 +23,7 @@ from shared.provider_types import ProviderType
 
 Hosting = Literal["saas", "vpc", "in-cluster"]
 BedrockApi = Literal["converse", "anthropic-messages"]
+VertexPublisher = Literal["google", "anthropic"]
 RetryOn = Literal["connect-error", "timeout", "429", "5xx"]
 DataClass = Literal["public", "internal", "personal", "restricted"]
 
@@ -113,6 +114,27 @@ def check_regex(regex: str) -> str:
     except re.error as exc:
         raise ConfigProblem("InvalidRegex", f"regex {shown(regex)} does not compile: {exc}") from None
     return regex
+
+
+def check_service_account_key(text: str) -> dict[str, Any]:
+    """A Google service-account key (JSON) the sidecar can sign with: a `service_account` object with
+    `client_email`, `private_key` and an http(s) `token_uri` (if any). Returns the parsed object;
+    raises ConfigProblem saying what is wrong and quoting none of it."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ConfigProblem("InvalidSecret", "the service-account key is not JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigProblem("InvalidSecret", "the service-account key is not a JSON object")
+    if data.get("type", "service_account") != "service_account":
+        raise ConfigProblem("InvalidSecret", "the service-account key's type is not service_account")
+    email, private_key = data.get("client_email"), data.get("private_key")
+    if not isinstance(email, str) or not email or not isinstance(private_key, str) or "PRIVATE KEY" not in private_key:
+        raise ConfigProblem("InvalidSecret", "the service-account key has no client_email or PEM private_key")
+    token_uri = data.get("token_uri")
+    if token_uri is not None and not (isinstance(token_uri, str) and token_uri.startswith(("https://", "http://"))):
+        raise ConfigProblem("InvalidSecret", "the service-account key's token_uri is not an http(s) URL")
+    return data
 
 
 # The personal-data scan's kinds (`proxy.policy.personal_data.ALL_KINDS`; a unit test keeps them in step).
@@ -280,6 +302,24 @@ class BedrockSettings(_Frozen):
     api: BedrockApi = "converse"
 
 
+class VertexSettings(_Frozen):
+    """Google Vertex AI: the project and location in every URL, the publisher whose models (and body)
+    the provider serves, and a service-account key (JSON) from the provider's Secret or, without
+    one, the pod's GKE Workload Identity (the metadata server's tokens)."""
+
+    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+    region: Annotated[str, Field(pattern=r"^[a-z]+(-[a-z0-9]+)*$", max_length=32)]
+    publisher: VertexPublisher = "google"
+    service_account_key: SecretStr | None = None
+
+    @field_validator("service_account_key")
+    @classmethod
+    def _usable_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            check_service_account_key(key.get_secret_value())
+        return key
+
+
 class EntraSettings(_Frozen):
     """Azure OpenAI with Microsoft Entra ID access tokens instead of an API key: client credentials
     (the client secret from the provider's Secret), or without a secret the pod's AKS Workload
@@ -309,6 +349,8 @@ class Provider(_Frozen):
     bedrock: BedrockSettings | None = None
     # Azure OpenAI only: Microsoft Entra ID tokens instead of apiKey.
     entra: EntraSettings | None = None
+    # Vertex only: project, location, publisher, credentials.
+    vertex: VertexSettings | None = None
     region: str | None = None
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
@@ -326,6 +368,8 @@ class Provider(_Frozen):
             raise ValueError(f"provider {self.name!r}: type azure-openai needs apiVersion")
         if (self.type == "bedrock") != (self.bedrock is not None):
             raise ValueError(f"provider {self.name!r}: bedrock settings are for, and needed by, type bedrock only")
+        if (self.type == "vertex") != (self.vertex is not None):
+            raise ValueError(f"provider {self.name!r}: vertex settings are for, and needed by, type vertex only")
         if self.entra is not None and self.type != "azure-openai":
             raise ValueError(f"provider {self.name!r}: Entra ID settings are for type azure-openai only")
         return self
@@ -339,7 +383,17 @@ class Provider(_Frozen):
             values += [keys.session_token] if keys.session_token is not None else []
         if self.entra is not None and self.entra.client_secret is not None:
             values.append(self.entra.client_secret)
-        return [v.get_secret_value() for v in values]
+        found = [v.get_secret_value() for v in values]
+        if self.vertex is not None and self.vertex.service_account_key is not None:
+            key = self.vertex.service_account_key.get_secret_value()
+            found.append(key)
+            try:  # the private key as a parser or a provider would quote it: with real line breaks
+                private = json.loads(key).get("private_key")
+            except (ValueError, AttributeError):
+                private = None
+            if isinstance(private, str):
+                found += [line for line in private.splitlines() if len(line) >= 16 and "PRIVATE KEY" not in line]
+        return found
 
 
 class Backend(_Frozen):
@@ -628,6 +682,9 @@ class Snapshot(_Frozen):
             entra: dict[str, Any] = provider.get("entra") or {}
             if entra.get("clientSecret") is not None:
                 entra["clientSecret"] = "<redacted>"
+            vertex: dict[str, Any] = provider.get("vertex") or {}
+            if vertex.get("serviceAccountKey") is not None:
+                vertex["serviceAccountKey"] = "<redacted>"
         if data.get("limitStore") is not None:
             data["limitStore"]["url"] = "<redacted>"
         return data
@@ -649,6 +706,8 @@ def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, A
             }
         if original.entra is not None and original.entra.client_secret is not None:
             provider["entra"]["clientSecret"] = original.entra.client_secret.get_secret_value()
+        if original.vertex is not None and original.vertex.service_account_key is not None:
+            provider["vertex"]["serviceAccountKey"] = original.vertex.service_account_key.get_secret_value()
     if snapshot.limit_store is not None:
         data["limitStore"]["url"] = snapshot.limit_store.url.get_secret_value()
     return data

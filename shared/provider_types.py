@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible", "bedrock"]
+ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible", "bedrock", "vertex"]
 Operation = Literal["chat", "embeddings"]
 # The wire format a type's translator speaks (several types share one).
 WireFormat = Literal["openai-chat", "anthropic-messages", "gemini", "bedrock-converse"]
@@ -26,6 +26,8 @@ class ProviderKind:
     # None: the ModelProvider must give spec.baseURL; with REGION in it: spec.baseURL or a region
     default_base_url: str | None
     auth_header: str  # where its API key goes (`authorization` carries "Bearer <key>")
+    # the endpoint of the `global` location, for a per-region type that has one
+    global_base_url: str | None = None
 
 
 PROVIDER_TYPES: dict[ProviderType, ProviderKind] = {
@@ -43,6 +45,16 @@ PROVIDER_TYPES: dict[ProviderType, ProviderKind] = {
     # token) in `authorization`.
     "bedrock": ProviderKind(
         frozenset({"chat"}), "bedrock-converse", f"https://bedrock-runtime.{REGION}.amazonaws.com", "authorization"
+    ),
+    # Google Vertex AI, one endpoint per location: Gemini (generateContent, Gemini's body) or, with
+    # publisher anthropic, Claude (rawPredict, Anthropic's body); an OAuth access token in
+    # `authorization`, or an API key (express mode) in `x-goog-api-key`.
+    "vertex": ProviderKind(
+        frozenset({"chat"}),
+        "gemini",
+        f"https://{REGION}-aiplatform.googleapis.com",
+        "x-goog-api-key",
+        global_base_url="https://aiplatform.googleapis.com",
     ),
 }
 
@@ -69,5 +81,7 @@ def default_base_url(provider_type: str, *, region: str | None = None) -> str | 
     if kind is None or kind.default_base_url is None:
         return None
     if REGION in kind.default_base_url:
+        if region == "global" and kind.global_base_url is not None:
+            return kind.global_base_url
         return kind.default_base_url.replace(REGION, region) if region else None
     return kind.default_base_url

@@ -20,6 +20,13 @@ from collections.abc import Callable, Iterable
 import aiohttp
 
 from proxy.auth.entra import AzureEnvironment, EntraToken
+from proxy.auth.google import (
+    GoogleEnvironment,
+    MetadataServerToken,
+    ServiceAccountKey,
+    ServiceAccountKeyError,
+    ServiceAccountToken,
+)
 from proxy.auth.refreshed import RefreshedToken
 from proxy.snapshot import Provider
 
@@ -37,10 +44,12 @@ class TokenSources:
         self,
         *,
         azure: AzureEnvironment | None = None,
+        google: GoogleEnvironment | None = None,
         clock: Callable[[], float] = time.time,
         retry_seconds: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         self._azure = azure or AzureEnvironment()
+        self._google = google or GoogleEnvironment()
         self._clock = clock
         self._retry = retry_seconds
         self._sources: dict[SourceKey, RefreshedToken] = {}
@@ -76,8 +85,27 @@ class TokenSources:
             federated_token_file=token_file, clock=self._clock, retry_seconds=self._retry,
         )  # fmt: skip
 
+    def _vertex(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | None:
+        vertex = provider.vertex
+        if vertex is None or provider.api_key is not None:
+            return None
+        if vertex.service_account_key is None:
+            google = self._google
+            return ("google", "metadata", google.token_url), lambda: MetadataServerToken(
+                google, clock=self._clock, retry_seconds=self._retry
+            )
+        text = vertex.service_account_key.get_secret_value()
+        try:
+            key = ServiceAccountKey.from_json(text)  # (the controller checked it too)
+        except ServiceAccountKeyError as exc:
+            log.warning("provider %s: %s; its requests go without a token", provider.name, exc)
+            return None
+        return ("google", "service-account", key.client_email, _digest(text)), lambda: ServiceAccountToken(
+            key, clock=self._clock, retry_seconds=self._retry
+        )
+
     def _key(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | None:
-        return self._entra(provider)
+        return self._entra(provider) or self._vertex(provider)
 
     def for_provider(self, provider: Provider) -> RefreshedToken | None:
         """The provider's token source (started on first use), or None when it uses no OAuth token."""
@@ -87,7 +115,11 @@ class TokenSources:
         key, make = found
         source = self._sources.get(key)
         if source is None:
-            source = self._sources[key] = make()
+            try:
+                source = self._sources[key] = make()
+            except ServiceAccountKeyError as exc:  # (a PEM that does not load)
+                log.warning("provider %s: %s; its requests go without a token", provider.name, exc)
+                return None
         if key not in self._tasks:
             self._start(key, source)
         return source

@@ -21,6 +21,7 @@ from proxy.providers.bedrock_anthropic import BedrockAnthropicTranslator
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.openai import OpenAITranslator
 from proxy.providers.openai_compatible import OpenAICompatibleTranslator
+from proxy.providers.vertex import VertexAnthropicTranslator, VertexGeminiTranslator
 from proxy.snapshot import Provider
 from shared.provider_types import ProviderType
 
@@ -31,6 +32,7 @@ TRANSLATORS: dict[ProviderType, Callable[[Provider], Translator]] = {
     "anthropic": AnthropicTranslator,
     "gemini": GeminiTranslator,
     "bedrock": BedrockTranslator,
+    "vertex": VertexGeminiTranslator,
 }
 
 
@@ -38,11 +40,16 @@ def build_translator(
     provider: Provider, *, aws_identity: AwsCredentialSource | None = None, tokens: TokenSources | None = None
 ) -> Translator:
     """`aws_identity`: the pod's own AWS credentials, for AWS providers configured without keys;
-    `tokens`: the sidecar's OAuth token sources (Entra ID), kept across snapshots."""
+    `tokens`: the sidecar's OAuth token sources (Entra ID, Google), kept across snapshots."""
     if provider.type == "bedrock":
         if provider.bedrock is not None and provider.bedrock.api == "anthropic-messages":
             return BedrockAnthropicTranslator(provider, pod_identity=aws_identity)
         return BedrockTranslator(provider, pod_identity=aws_identity)
     if provider.type == "azure-openai" and provider.entra is not None:
         return AzureOpenAITranslator(provider, token_source=tokens.for_provider(provider) if tokens else None)
+    if provider.type == "vertex":
+        source = tokens.for_provider(provider) if tokens else None
+        if provider.vertex is not None and provider.vertex.publisher == "anthropic":
+            return VertexAnthropicTranslator(provider, token_source=source)
+        return VertexGeminiTranslator(provider, token_source=source)
     return TRANSLATORS[provider.type](provider)

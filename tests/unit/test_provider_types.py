@@ -66,6 +66,8 @@ def test_a_per_region_default_endpoint_needs_its_region() -> None:
     assert default_base_url("bedrock", region="eu-central-1") == "https://bedrock-runtime.eu-central-1.amazonaws.com"
     assert default_base_url("bedrock") is None  # never a URL with a placeholder in it
     assert default_base_url("openai", region="eu-central-1") == "https://api.openai.com/v1"
+    assert default_base_url("vertex", region="europe-west4") == "https://europe-west4-aiplatform.googleapis.com"
+    assert default_base_url("vertex", region="global") == "https://aiplatform.googleapis.com"
 
 
 @pytest.mark.parametrize("provider_type", sorted(TABLE))
@@ -78,6 +80,7 @@ def test_a_translator_serves_exactly_the_operations_the_table_says(provider_type
         api_key="sk-test",
         api_version="2024-10-21" if provider_type == "azure-openai" else None,
         bedrock=snapshot.BedrockSettings(region="us-east-1") if provider_type == "bedrock" else None,
+        vertex=snapshot.VertexSettings(project="my-project", region="us-east-1") if provider_type == "vertex" else None,
     )
     translator = build_translator(provider)
     try:

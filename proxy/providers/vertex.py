@@ -1,0 +1,123 @@
+"""Google Vertex AI: Gemini models (Gemini's own body) and Anthropic's Claude (Anthropic's body).
+
+URLs: `{base}/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}:{method}`
+with the provider's `vertex` settings; `base` is `https://{region}-aiplatform.googleapis.com` (or
+`https://aiplatform.googleapis.com` for the `global` location).
+
+- publisher `google`: `:generateContent`, and `:streamGenerateContent?alt=sse` for streams; bodies
+  and answers are the Gemini API's (`proxy.providers.gemini`).
+- publisher `anthropic`: `:rawPredict` and `:streamRawPredict`; the body is Anthropic's Messages
+  body without `model` (the URL names it) and with `anthropic_version: vertex-2023-10-16`, `stream`
+  kept; answers are Anthropic's messages and SSE events (`proxy.providers.anthropic`).
+
+Auth: the provider's OAuth token source (a service-account key or the pod's Workload Identity,
+`proxy.auth.google`), read at each request as `Authorization: Bearer`; or an API key (express
+mode, Gemini only) as `x-goog-api-key`. Errors from Google's front (401 UNAUTHENTICATED, 403, 429
+RESOURCE_EXHAUSTED) have Google's shape, `{"error": {"code", "message", "status"}}`, for both
+publishers; both translators read `error.message`.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import orjson
+
+from proxy.auth.token_source import TokenSource
+from proxy.providers.anthropic import AnthropicStreamDecoder, AnthropicTranslator, chat_completion
+from proxy.providers.anthropic_convert import messages_body
+from proxy.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    UnsupportedOperation,
+    UpstreamRequest,
+    Usage,
+)
+from proxy.providers.gemini import GeminiTranslator
+from proxy.providers.gemini_request import gemini_chat_body
+from proxy.providers.openai import load_json_object, server_of
+from proxy.snapshot import Provider
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES
+
+ANTHROPIC_ON_VERTEX = "vertex-2023-10-16"
+JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+
+
+def publisher_base(provider: Provider) -> str:
+    """`.../publishers/{publisher}/models/`, to which a model id and `:method` are appended."""
+    settings = provider.vertex
+    if settings is None:
+        raise ValueError(f"provider {provider.name!r} has no vertex settings")
+    project, region = quote(settings.project, safe=""), quote(settings.region, safe="")
+    return (
+        f"{provider.base_url.rstrip('/')}/v1/projects/{project}/locations/{region}/"
+        f"publishers/{settings.publisher}/models/"
+    )
+
+
+class _VertexAuth:
+    def __init__(self, provider: Provider, token_source: TokenSource | None) -> None:
+        self._source = token_source
+        self._static = {} if provider.api_key is None else {"x-goog-api-key": provider.api_key.get_secret_value()}
+
+    def headers(self) -> dict[str, str]:
+        if self._source is None:
+            return self._static
+        token = self._source.token()
+        # None: no token yet (first fetch under way, or refused): Google answers 401, which fails over
+        return {"authorization": "Bearer " + token} if token is not None else {}
+
+
+class VertexGeminiTranslator(GeminiTranslator):
+    system = "gcp.vertex_ai"
+
+    def __init__(self, provider: Provider, *, token_source: TokenSource | None = None) -> None:
+        super().__init__(provider)
+        self._models = publisher_base(provider)
+        self._auth = _VertexAuth(provider, token_source)
+
+    def _url(self, model: str, method: str) -> str:
+        return f"{self._models}{quote(model, safe='')}:{method}"
+
+    def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
+        body = orjson.dumps(gemini_chat_body(request))
+        if stream:
+            url = self._url(model, "streamGenerateContent") + "?alt=sse"
+            return UpstreamRequest(url=url, headers={**SSE_HEADERS, **self._auth.headers()}, body=body, stream=True)
+        url = self._url(model, "generateContent")
+        return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=body)
+
+    def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
+        raise UnsupportedOperation("Vertex AI embeddings (the predict API) are not served yet")
+
+    def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
+        raise UnsupportedOperation("Vertex AI embeddings are not served yet")
+
+
+class VertexAnthropicTranslator(AnthropicTranslator):
+    system = "gcp.vertex_ai"
+
+    def __init__(self, provider: Provider, *, token_source: TokenSource | None = None) -> None:
+        self.provider = provider
+        self.server_address, self.server_port = server_of(provider.base_url)
+        self._models = publisher_base(provider)
+        self._auth = _VertexAuth(provider, token_source)
+
+    def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
+        body = messages_body(request, model=model, stream=stream)
+        body.pop("model", None)
+        body["anthropic_version"] = ANTHROPIC_ON_VERTEX
+        method = "streamRawPredict" if stream else "rawPredict"
+        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth.headers()}
+        url = f"{self._models}{quote(model, safe='')}:{method}"
+        return UpstreamRequest(url=url, headers=headers, body=orjson.dumps(body), stream=stream)
+
+    def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
+        return chat_completion(load_json_object(body, "response"), created=int(time.time()))
+
+    def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(model=model, created=int(time.time()), max_event_bytes=max_event_bytes)
