@@ -1,6 +1,6 @@
 """Run one fake provider as a process.
 
-    python -m tests.fakes --provider openai|anthropic|gemini|bedrock --port N [--api-key KEY]
+    python -m tests.fakes --provider openai|anthropic|gemini|bedrock|vertex --port N [--api-key KEY]
 
 The first line on stdout is ``listening on http://127.0.0.1:PORT`` (flushed), so
 a parent that asked for port 0 learns the port.

@@ -15,7 +15,17 @@ from typing import Any
 from aiohttp import web
 
 from .answers import Conversation, Reply, ToolMode, json_pieces, random_token, reply_to, word_pieces
-from .behaviour import STATE, FakeState, add_control_routes, before_reply, record, send_json, sse, stream_events
+from .behaviour import (
+    STATE,
+    Behaviour,
+    FakeState,
+    add_control_routes,
+    before_reply,
+    record,
+    send_json,
+    sse,
+    stream_events,
+)
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "stop_sequence": "stop_sequence"}
 ERROR_TYPES = {
@@ -80,6 +90,11 @@ async def _messages(request: web.Request) -> web.StreamResponse:
         return anthropic_error(401, "invalid x-api-key")
     if "anthropic-version" not in request.headers:
         return anthropic_error(400, "anthropic-version: header is required")
+    return await answer(request, body, behaviour=behaviour, stream=stream)
+
+
+async def answer(request: web.Request, body: Any, *, behaviour: Behaviour, stream: bool) -> web.StreamResponse:
+    """An authenticated call's answer (also served by the fake Vertex AI for publisher anthropic)."""
     if not isinstance(body, dict):
         return anthropic_error(400, "There was an error parsing the body of your request.")
     counting = request.path.endswith("/count_tokens")

@@ -74,3 +74,15 @@ def fake_bedrock_process() -> Iterator[FakeProviderProcess]:
 def fake_bedrock(fake_bedrock_process: FakeProviderProcess) -> FakeProviderProcess:
     fake_bedrock_process.reset()
     return fake_bedrock_process
+
+
+@pytest.fixture(scope="session")
+def fake_vertex_process() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess("vertex") as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_vertex(fake_vertex_process: FakeProviderProcess) -> FakeProviderProcess:
+    fake_vertex_process.reset()
+    return fake_vertex_process

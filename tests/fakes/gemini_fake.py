@@ -145,6 +145,14 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             "metadata": {"service": "generativelanguage.googleapis.com"},
         }
         return gemini_error(400, "API key not valid. Please pass a valid API key.", [info])
+    return await answer(request, body, model=model, method=method, behaviour=behaviour)
+
+
+async def answer(
+    request: web.Request, body: Any, *, model: str, method: str, behaviour: Behaviour
+) -> web.StreamResponse:
+    """An authenticated call's answer (also served by the fake Vertex AI for publisher google)."""
+    stream = method == "streamGenerateContent"
     if not isinstance(body, dict):
         return gemini_error(400, "Invalid JSON payload received. Unexpected token.")
     try:

@@ -9,16 +9,17 @@ from typing import Literal
 
 from aiohttp import web
 
-from . import anthropic_fake, bedrock_fake, gemini_fake, openai_fake
+from . import anthropic_fake, bedrock_fake, gemini_fake, openai_fake, vertex_fake
 
-Provider = Literal["openai", "anthropic", "gemini", "bedrock"]
-PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "bedrock")
+Provider = Literal["openai", "anthropic", "gemini", "bedrock", "vertex"]
+PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "bedrock", "vertex")
 DEFAULT_KEYS: dict[Provider, str] = {
     "openai": "sk-fake-openai-key",
     "anthropic": "sk-ant-fake-key",
     "gemini": "fake-gemini-key",
     # "<access key id>:<secret access key>" (the fake also takes the whole string as a Bedrock API key)
     "bedrock": "AKIAFAKEBEDROCK12345:fAkE/bedrock+SecretAccessKey0123456789ab",
+    "vertex": "fake-vertex-express-key",  # (OAuth access tokens are checked by signature, not by value)
 }
 
 
@@ -28,6 +29,7 @@ def build_app(provider: Provider, api_key: str) -> web.Application:
         "anthropic": anthropic_fake.create_app,
         "gemini": gemini_fake.create_app,
         "bedrock": bedrock_fake.create_app,
+        "vertex": vertex_fake.create_app,
     }
     return factories[provider](api_key)
 
