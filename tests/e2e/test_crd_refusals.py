@@ -174,6 +174,29 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         _provider(type="bedrock", bedrock={"region": "Frankfurt"}),
         ["spec.bedrock.region", '"Frankfurt"', "should match"],
     ),
+    "vertex-without-vertex": (
+        _provider(type="vertex", region="us-east5"),
+        ["spec.vertex", "type vertex needs spec.vertex (with project)"],
+    ),
+    "vertex-without-region": (
+        _provider(type="vertex", vertex={"project": "my-project"}),
+        ["spec.region", "type vertex needs a region: spec.vertex.region or spec.region"],
+    ),
+    "vertex-settings-on-openai": (
+        _provider(type="openai", vertex={"project": "my-project", "region": "us-east5"}),
+        ["spec.vertex", "spec.vertex is only allowed when type is vertex, not openai"],
+    ),
+    "vertex-unknown-publisher": (
+        _provider(type="vertex", vertex={"project": "my-project", "region": "us-east5", "publisher": "meta"}),
+        ["spec.vertex.publisher", 'Unsupported value: "meta"'],
+    ),
+    "entra-client-secret-without-client": (
+        _provider(
+            **{**AZURE, "azure": {"apiVersion": "2024-10-21", "entra": {"tenantId": "t"}}},
+            credentialsRef={"name": "azure"},
+        ),
+        ["spec.azure.entra", "spec.azure.entra with a credentialsRef (a client secret) needs tenantId and clientId"],
+    ),
     "azure-without-api-version": (_provider(**{**AZURE, "azure": {}}), ["spec.azure.apiVersion", "Required value"]),
     "azure-without-azure": (
         _provider(type="azure-openai", baseURL="https://r.openai.azure.com"),
