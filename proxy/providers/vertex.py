@@ -45,6 +45,7 @@ from proxy.sse import DEFAULT_MAX_EVENT_BYTES
 ANTHROPIC_ON_VERTEX = "vertex-2023-10-16"
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+_COUNTED_FIELDS = frozenset({"contents", "systemInstruction", "tools", "generationConfig"})
 
 
 def publisher_base(provider: Provider) -> str:
@@ -91,6 +92,14 @@ class VertexGeminiTranslator(GeminiTranslator):
         url = self._url(model, "generateContent")
         return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=body)
 
+    def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
+        """`:countTokens`, whose body on Vertex is the generateContent call's own fields (not wrapped
+        in `generateContentRequest` as on the Gemini API); the answer's `totalTokens` is read as there."""
+        generate = gemini_chat_body(request)
+        body = {k: v for k, v in generate.items() if k in _COUNTED_FIELDS}
+        url = self._url(model, "countTokens")
+        return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=orjson.dumps(body))
+
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         raise UnsupportedOperation("Vertex AI embeddings (the predict API) are not served yet")
 
@@ -121,3 +130,9 @@ class VertexAnthropicTranslator(AnthropicTranslator):
 
     def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder(model=model, created=int(time.time()), max_event_bytes=max_event_bytes)
+
+    def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
+        raise UnsupportedOperation("Claude on Vertex AI: counting tokens is not served yet")
+
+    def count_tokens_response(self, body: bytes) -> int:
+        raise UnsupportedOperation("Claude on Vertex AI: counting tokens is not served yet")

@@ -2,6 +2,7 @@
 
 POST /v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent
 POST ...:streamGenerateContent?alt=sse     (Gemini's body and answers: `gemini_fake.answer`)
+POST ...:countTokens                       (the generateContent body's fields -> `totalTokens`)
 POST /v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:rawPredict
 POST ...:streamRawPredict                  (Anthropic's Messages body without `model`, with
                                             `anthropic_version: vertex-2023-10-16`; Anthropic's
@@ -53,7 +54,10 @@ async def _call(request: web.Request) -> web.StreamResponse:
     publisher = request.match_info["publisher"]
     model, _, method = request.match_info["target"].partition(":")
     behaviour = request.app[STATE].next_behaviour()
-    methods = {"google": ("generateContent", "streamGenerateContent"), "anthropic": ("rawPredict", "streamRawPredict")}
+    methods = {
+        "google": ("generateContent", "streamGenerateContent", "countTokens"),
+        "anthropic": ("rawPredict", "streamRawPredict"),
+    }
     if publisher not in methods or method not in methods[publisher]:
         return gemini_fake.gemini_error(404, f"Publisher Model `{publisher}/{model}` method `{method}` not found.")
     stream = method.startswith("stream")

@@ -239,3 +239,18 @@ def test_no_key_or_token_in_logs_or_config(
     for value in [*tokens, *private_lines]:
         assert value not in logs and value not in dumped
     assert "Invalid JWT Signature" in logs  # the refusal is told, without the key
+
+
+def test_count_tokens_is_answered_by_vertex_gemini_and_refused_clearly_for_claude(
+    vertex_sidecar: tuple[SidecarProcess, list[str]], fake_vertex: FakeProviderProcess
+) -> None:
+    client = _anthropic(vertex_sidecar[0])
+    counted = client.messages.count_tokens(model="gemini", messages=[{"role": "user", "content": "count these words"}])
+    assert counted.input_tokens > 0
+    [seen] = fake_vertex.requests()
+    assert seen["path"].endswith("/publishers/google/models/gemini-2.5-flash:countTokens")
+    assert set(seen["json"]) <= {"contents", "systemInstruction", "tools", "generationConfig"}
+    assert check_access_token(_bearer(seen)) is None
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        client.messages.count_tokens(model="claude", messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code < 500 and "counting tokens is not served yet" in str(refused.value)
