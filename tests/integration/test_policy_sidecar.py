@@ -10,7 +10,6 @@ recorded request says which backend was used.
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import Any
 
 import anthropic
@@ -200,28 +199,18 @@ def test_embeddings_are_classified_too(client, fake_openai):
         client.embeddings.create(model="saas-only", input=["call me on +44 20 7946 0958"])
 
 
-def _metric(process: SidecarProcess, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(process.admin_url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_refusals_reroutes_and_findings_are_counted(client, policed, fake_openai):
     before = (
-        _metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
-        _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
-        _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
+        policed.metric("modelway_policy_refusals_total", modelway_data_class="personal"),
+        policed.metric("modelway_policy_reroutes_total", modelway_route="team-a/chat"),
+        policed.metric("modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
     )
     with pytest.raises(openai.PermissionDeniedError):
         ask(client, "hello", data_class="personal", model="saas-only")
     ask(client, "pay to DE89 3704 0044 0532 0130 00 or GB82 WEST 1234 5698 7654 32")
     after = (
-        _metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
-        _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
-        _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
+        policed.metric("modelway_policy_refusals_total", modelway_data_class="personal"),
+        policed.metric("modelway_policy_reroutes_total", modelway_route="team-a/chat"),
+        policed.metric("modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2]
