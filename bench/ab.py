@@ -18,7 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, BenchBroken, Proc, WrkResult, free_port, lua_script, run_wrk, start, wait_listening
+from bench.harness import (
+    ROOT,
+    BenchBroken,
+    Proc,
+    WrkResult,
+    free_port,
+    lua_script,
+    run_wrk,
+    start,
+    start_upstream_and_sink,
+    wait_listening,
+)
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -196,3 +207,69 @@ def run_main(bench: Callable[[], object]) -> int:
         print(f"bench: BROKEN: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def start_fakes(
+    procs: list[Proc], tmpdir: Path, *, python: str, core: int | None, logs: Path, env: dict[str, str]
+) -> tuple[Path, int]:
+    """The fake provider and the OTLP sink on `core` (appended to `procs`); the snapshot routing to that
+    provider, written in `tmpdir`, and the sink's port."""
+    from bench.sidecar import snapshot_for
+
+    upstream_port, sink_port = start_upstream_and_sink(procs, python=python, core=core, logs=logs, env=env)
+    snapshot = tmpdir / "snapshot.json"
+    snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
+    return snapshot, sink_port
+
+
+def measure(
+    variants: Sequence[Variant],
+    procs: list[Proc],
+    scenarios: tuple[Scenario, ...],
+    scripts: dict[bool, Path],
+    *,
+    logs: Path,
+    warmup: float,
+    warmup_connections: int,
+    rounds: int,
+    seconds: float,
+    proxy_core: int | None,
+    load_core: int | None,
+    line: RoundLine,
+    python: str = sys.executable,
+) -> None:
+    """The variants started (`start_sidecars`), warmed (`warm_up`) and measured (`run_rounds`)."""
+    start_sidecars(variants, procs, core=proxy_core, logs=logs, python=python)
+    warm_up(variants, scripts, seconds=warmup, connections=warmup_connections, load_core=load_core)
+    run_rounds(variants, scenarios, scripts, rounds=rounds, seconds=seconds, proxy_core=proxy_core,
+               load_core=load_core, line=line)  # fmt: skip
+
+
+def on_off_table(variants: Sequence[Variant], scenarios: tuple[Scenario, ...], *, p50: bool) -> list[dict[str, Any]]:
+    """For two variants named `off` and `on`: a row per scenario (median req/s, CPU µs per request and, with
+    `p50`, p50 latency, each for both; on's ratio and what it adds; the noise), printed as a table."""
+    print(
+        f"{'scenario':<10}| {'off rps':>8} {'on rps':>8} | {'on/off':>6} | "
+        + (f"{'p50 ms off/on':>15} | " if p50 else "")
+        + f"{'CPU us/req off/on':>17} | noise"
+    )
+    rows = []
+    for scenario in scenarios:
+        rps = medians(variants, scenario.name, lambda r: r.rps)
+        latency = medians(variants, scenario.name, lambda r: r.p50_ms)
+        cpu = medians(variants, scenario.name, lambda r: r.proxy_cpu_us_per_request)
+        noise = noise_pct(variants, scenario.name)
+        row: dict[str, Any] = {"scenario": scenario.name, "rps": rps}
+        if p50:
+            row["p50_ms"] = latency
+        row |= {"cpu_us_per_request": cpu, "ratio_on": rps["on"] / rps["off"]}
+        if p50:
+            row["p50_ms_added"] = latency["on"] - latency["off"]
+        row |= {"cpu_us_added": cpu["on"] - cpu["off"], "max_noise_pct": noise}
+        rows.append(row)
+        print(
+            f"{scenario.name:<10}| {rps['off']:>8,.0f} {rps['on']:>8,.0f} | {row['ratio_on']:>6.3f} "
+            + (f"| {latency['off']:>6.3f} /{latency['on']:>6.3f} " if p50 else "")
+            + f"| {cpu['off']:>7.0f} /{cpu['on']:>6.0f}  | {noise:>4.0f}%"
+        )
+    return rows

@@ -11,7 +11,6 @@ reported, with the proxy's CPU time per request (less sensitive to other load on
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,20 +19,18 @@ from typing import Any
 from bench.ab import (
     Scenario,
     Variant,
-    medians,
-    noise_pct,
+    measure,
+    on_off_table,
     parser_for,
     run_main,
-    run_rounds,
-    start_sidecars,
+    start_fakes,
     stopping,
     telemetry_on,
-    warm_up,
     without_otel,
     write_report,
     wrk_scripts,
 )
-from bench.harness import ROOT, BenchBroken, Proc, WrkResult, start_upstream_and_sink
+from bench.harness import ROOT, BenchBroken, Proc, WrkResult
 
 LOGS = ROOT / "bench" / "results" / "logs" / "access_log"
 SCENARIOS = (Scenario("plain@16", False, 16), Scenario("stream@16", True, 16))
@@ -57,26 +54,18 @@ def run_access_log(
     load_core: int | None,
     python: str = sys.executable,
 ) -> dict[str, Any]:
-    from bench.sidecar import snapshot_for
-
     procs: list[Proc] = []
     with stopping(procs), tempfile.TemporaryDirectory(prefix="modelway-bench-access-") as tmp:
         tmpdir = Path(tmp)
         scripts = wrk_scripts(tmpdir)
         base_env = without_otel()
-        upstream_port, sink_port = start_upstream_and_sink(
-            procs, python=python, core=load_core, logs=LOGS, env=base_env
-        )
-        snapshot = tmpdir / "snapshot.json"
-        snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
+        snapshot, sink_port = start_fakes(procs, tmpdir, python=python, core=load_core, logs=LOGS, env=base_env)
         env = telemetry_on(base_env, sink_port)
         variants = [
             Variant(name, f"sidecar-access-{name}", snapshot, flags=flags, env=env) for name, flags in VARIANTS.items()
         ]
-        start_sidecars(variants, procs, core=proxy_core, logs=LOGS, python=python)
-        warm_up(variants, scripts, seconds=warmup, connections=16, load_core=load_core)
-        run_rounds(variants, SCENARIOS, scripts, rounds=rounds, seconds=duration, proxy_core=proxy_core,
-                   load_core=load_core, line=_line)  # fmt: skip
+        measure(variants, procs, SCENARIOS, scripts, logs=LOGS, warmup=warmup, warmup_connections=16, rounds=rounds,
+                seconds=duration, proxy_core=proxy_core, load_core=load_core, line=_line, python=python)  # fmt: skip
         off, on = variants
         lines = _access_lines(on.running.log), _access_lines(off.running.log)
     if not lines[0] or lines[1]:
@@ -90,27 +79,9 @@ def _access_lines(log: Path) -> int:
 
 
 def _report(variants: list[Variant], *, lines_on: int, duration: float, rounds: int) -> dict[str, Any]:
-    rows = []
     print()
     print(f"Access log cost: median of {rounds} runs x {duration:g} s, telemetry on in both")
-    print(f"{'scenario':<10}| {'off rps':>8} {'on rps':>8} | {'on/off':>6} | {'CPU us/req off/on':>17} | noise")
-    for scenario in SCENARIOS:
-        rps = medians(variants, scenario.name, lambda r: r.rps)
-        cpu = medians(variants, scenario.name, lambda r: r.proxy_cpu_us_per_request)
-        noise = noise_pct(variants, scenario.name)
-        row = {
-            "scenario": scenario.name,
-            "rps": rps,
-            "cpu_us_per_request": cpu,
-            "ratio_on": rps["on"] / rps["off"],
-            "cpu_us_added": cpu["on"] - cpu["off"],
-            "max_noise_pct": noise,
-        }
-        rows.append(row)
-        print(
-            f"{scenario.name:<10}| {rps['off']:>8,.0f} {rps['on']:>8,.0f} | {row['ratio_on']:>6.3f} "
-            f"| {cpu['off']:>7.0f} /{cpu['on']:>6.0f}  | {noise:>4.0f}%"
-        )
+    rows = on_off_table(variants, SCENARIOS, p50=False)
     print(f"access lines written by the 'on' sidecar: {lines_on:,}")
     report = {"duration_seconds": duration, "rounds": rounds, "scenarios": rows, "lines_on": lines_on}
     return write_report("sidecar_access_log", report)

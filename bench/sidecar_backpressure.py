@@ -13,7 +13,6 @@ does), which the noise cannot hide.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import timeit
@@ -23,20 +22,18 @@ from typing import Any
 from bench.ab import (
     Scenario,
     Variant,
-    medians,
-    noise_pct,
+    measure,
+    on_off_table,
     parser_for,
     run_main,
-    run_rounds,
-    start_sidecars,
+    start_fakes,
     stopping,
     telemetry_on,
-    warm_up,
     without_otel,
     write_report,
     wrk_scripts,
 )
-from bench.harness import ROOT, Proc, WrkResult, start_upstream_and_sink
+from bench.harness import ROOT, Proc, WrkResult
 
 LOGS = ROOT / "bench" / "results" / "logs" / "backpressure"
 SCENARIOS = (Scenario("plain@1", False, 1), Scenario("stream@16", True, 16))
@@ -87,58 +84,26 @@ def run_backpressure(
     load_core: int | None,
     python: str = sys.executable,
 ) -> dict[str, Any]:
-    from bench.sidecar import snapshot_for
-
     procs: list[Proc] = []
     with stopping(procs), tempfile.TemporaryDirectory(prefix="modelway-bench-backpressure-") as tmp:
         tmpdir = Path(tmp)
         scripts = wrk_scripts(tmpdir)
         base_env = without_otel()
-        upstream_port, sink_port = start_upstream_and_sink(
-            procs, python=python, core=load_core, logs=LOGS, env=base_env
-        )
-        snapshot = tmpdir / "snapshot.json"
-        snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
+        snapshot, sink_port = start_fakes(procs, tmpdir, python=python, core=load_core, logs=LOGS, env=base_env)
         env = telemetry_on(base_env, sink_port)
         variants = [
             Variant(name, f"sidecar-bounds-{name}", snapshot, flags=["--access-log=off", *flags], env=env)
             for name, flags in VARIANTS.items()
         ]
-        start_sidecars(variants, procs, core=proxy_core, logs=LOGS, python=python)
-        warm_up(variants, scripts, seconds=warmup, connections=16, load_core=load_core)
-        run_rounds(variants, SCENARIOS, scripts, rounds=rounds, seconds=duration, proxy_core=proxy_core,
-                   load_core=load_core, line=_line)  # fmt: skip
+        measure(variants, procs, SCENARIOS, scripts, logs=LOGS, warmup=warmup, warmup_connections=16, rounds=rounds,
+                seconds=duration, proxy_core=proxy_core, load_core=load_core, line=_line, python=python)  # fmt: skip
     return _report(variants, in_process=bounds_ns_per_request(), duration=duration, rounds=rounds)
 
 
 def _report(variants: list[Variant], *, in_process: dict[str, float], duration: float, rounds: int) -> dict[str, Any]:
-    rows = []
     print()
     print(f"In-flight bounds cost: median of {rounds} runs x {duration:g} s, telemetry on, access log off")
-    print(
-        f"{'scenario':<10}| {'off rps':>8} {'on rps':>8} | {'on/off':>6} | {'p50 ms off/on':>15} "
-        f"| {'CPU us/req off/on':>17} | noise"
-    )
-    for scenario in SCENARIOS:
-        rps = medians(variants, scenario.name, lambda r: r.rps)
-        p50 = medians(variants, scenario.name, lambda r: r.p50_ms)
-        cpu = medians(variants, scenario.name, lambda r: r.proxy_cpu_us_per_request)
-        noise = noise_pct(variants, scenario.name)
-        row = {
-            "scenario": scenario.name,
-            "rps": rps,
-            "p50_ms": p50,
-            "cpu_us_per_request": cpu,
-            "ratio_on": rps["on"] / rps["off"],
-            "p50_ms_added": p50["on"] - p50["off"],
-            "cpu_us_added": cpu["on"] - cpu["off"],
-            "max_noise_pct": noise,
-        }
-        rows.append(row)
-        print(
-            f"{scenario.name:<10}| {rps['off']:>8,.0f} {rps['on']:>8,.0f} | {row['ratio_on']:>6.3f} "
-            f"| {p50['off']:>6.3f} /{p50['on']:>6.3f} | {cpu['off']:>7.0f} /{cpu['on']:>6.0f}  | {noise:>4.0f}%"
-        )
+    rows = on_off_table(variants, SCENARIOS, p50=True)
     print(
         f"in process, a route's and a backend's slot taken and given back: {in_process['on']:.0f} ns per request "
         f"with the bounds on, {in_process['off']:.0f} ns off ({in_process['empty']:.0f} ns: an empty function call)"

@@ -17,7 +17,6 @@ bench.sidecar_instructions (CPU instructions under valgrind) gives figures that 
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import urllib.request
@@ -27,19 +26,18 @@ from typing import Any
 from bench.ab import (
     Scenario,
     Variant,
+    measure,
     medians,
     noise_pct,
     parser_for,
     run_main,
-    run_rounds,
-    start_sidecars,
+    start_fakes,
     stopping,
-    warm_up,
     without_otel,
     write_report,
     wrk_scripts,
 )
-from bench.harness import ROOT, Proc, WrkResult, free_port, start_upstream_and_sink
+from bench.harness import ROOT, Proc, WrkResult, free_port
 
 LOGS = ROOT / "bench" / "results" / "logs" / "telemetry"
 SCENARIOS = (Scenario("plain@16", False, 16), Scenario("stream@16", True, 16))
@@ -76,19 +74,15 @@ def run_telemetry(
     before: Path | None = None,
     python: str = sys.executable,
 ) -> dict[str, Any]:
-    from bench.sidecar import sink_stats, snapshot_for
+    from bench.sidecar import sink_stats
 
     procs: list[Proc] = []
     with stopping(procs), tempfile.TemporaryDirectory(prefix="modelway-bench-telemetry-") as tmp:
         tmpdir = Path(tmp)
         scripts = wrk_scripts(tmpdir)
         base_env = without_otel()
-        upstream_port, sink_port = start_upstream_and_sink(
-            procs, python=python, core=load_core, logs=LOGS, env=base_env
-        )
+        snapshot, sink_port = start_fakes(procs, tmpdir, python=python, core=load_core, logs=LOGS, env=base_env)
         dead_port = free_port()
-        snapshot = tmpdir / "snapshot.json"
-        snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
         on = {
             "OTEL_TRACES_SAMPLER": "always_on",
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
@@ -115,10 +109,8 @@ def run_telemetry(
             Variant(name, f"sidecar-{name}", snapshot, env={**base_env, **env}, cwd=homes[name])
             for name, env in envs.items()
         ]
-        start_sidecars(variants, procs, core=proxy_core, logs=LOGS, python=python)
-        warm_up(variants, scripts, seconds=warmup, connections=16, load_core=load_core)
-        run_rounds(variants, SCENARIOS, scripts, rounds=rounds, seconds=duration, proxy_core=proxy_core,
-                   load_core=load_core, line=_line)  # fmt: skip
+        measure(variants, procs, SCENARIOS, scripts, logs=LOGS, warmup=warmup, warmup_connections=16, rounds=rounds,
+                seconds=duration, proxy_core=proxy_core, load_core=load_core, line=_line, python=python)  # fmt: skip
         checks = {variant.name: _admin_metrics(variant.admin_port) for variant in variants}
         exported = sink_stats(sink_port)
     return _report(variants, checks, exported, duration=duration, rounds=rounds)
