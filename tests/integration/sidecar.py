@@ -14,6 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import anthropic
+import openai
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -111,6 +114,14 @@ class SidecarProcess:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
+
+    def openai_client(self) -> openai.OpenAI:
+        """An OpenAI SDK client for it (no retries, 20 s timeout)."""
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+
+    def anthropic_client(self) -> anthropic.Anthropic:
+        """An Anthropic SDK client for it (no retries, 20 s timeout)."""
+        return anthropic.Anthropic(base_url=self.base_url, api_key="placeholder", max_retries=0, timeout=20)
 
     def metrics_text(self) -> str:
         """Its /metrics page (Prometheus text) from the admin port."""

@@ -82,12 +82,12 @@ def bedrock_sidecar(fake_bedrock_process: FakeProviderProcess, fake_openai_proce
 
 @pytest.fixture
 def oai(bedrock_sidecar: SidecarProcess, fake_bedrock: FakeProviderProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=bedrock_sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return bedrock_sidecar.openai_client()
 
 
 @pytest.fixture
 def claude(bedrock_sidecar: SidecarProcess, fake_bedrock: FakeProviderProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=bedrock_sidecar.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    return bedrock_sidecar.anthropic_client()
 
 
 def test_openai_sdk_plain(oai: openai.OpenAI, fake_bedrock: FakeProviderProcess) -> None:

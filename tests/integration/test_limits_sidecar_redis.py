@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +47,8 @@ def _spent(redis: RedisServer, key: str, want: int, timeout: float = 5.0) -> int
 
 
 @pytest.fixture
-def start(fake_openai: Any, fake_anthropic: Any) -> Iterator[Any]:
-    started: list[SidecarProcess] = []
-
-    def run(
-        *, extra_args: list[str] | None = None, env: dict[str, str] | None = None, **snapshot: Any
-    ) -> SidecarProcess:
-        data = limited_snapshot(fake_openai.base_url, fake_anthropic.base_url, **snapshot)
-        process = SidecarProcess(data, extra_args=extra_args, env=env)
-        process.start()
-        started.append(process)
-        return process
-
-    yield run
-    for process in started:
-        process.stop()
+def start(limited_sidecar: Any) -> Any:
+    return limited_sidecar
 
 
 def test_a_stream_is_charged_its_final_usage_in_redis(start: Any, redis: RedisServer) -> None:

@@ -101,7 +101,7 @@ def policed(fake_openai_process: Any) -> Any:
 
 @pytest.fixture
 def client(policed: SidecarProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=policed.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return policed.openai_client()
 
 
 def used_models(fake: Any) -> list[str]:
@@ -182,7 +182,7 @@ def test_an_unknown_class_is_a_400_listing_the_classes(client):
 
 
 def test_anthropic_callers_get_their_own_error_shape(policed, fake_openai):
-    claude = anthropic.Anthropic(base_url=policed.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    claude = policed.anthropic_client()
     with pytest.raises(anthropic.PermissionDeniedError) as refused:
         claude.messages.create(
             model="saas-only",

@@ -100,12 +100,12 @@ def masking(fake_openai_process: Any) -> Any:
 
 @pytest.fixture
 def client(masking: SidecarProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=masking.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return masking.openai_client()
 
 
 @pytest.fixture
 def claude(masking: SidecarProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=masking.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    return masking.anthropic_client()
 
 
 def received(fake: Any) -> list[dict[str, Any]]:
