@@ -273,3 +273,36 @@ def on_off_table(variants: Sequence[Variant], scenarios: tuple[Scenario, ...], *
             + f"| {cpu['off']:>7.0f} /{cpu['on']:>6.0f}  | {noise:>4.0f}%"
         )
     return rows
+
+
+def ab_main(
+    prog: str,
+    doc: str,
+    run: Callable[..., object],
+    argv: list[str] | None,
+    *,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    run_options: Callable[[argparse.Namespace], dict[str, Any]] | None = None,
+) -> int:
+    """The command line of an A/B bench on the shared options (and those `add_arguments` adds): `run` called with
+    the duration, warm-up, rounds and cores (and what `run_options` makes of the arguments); 1 if it broke."""
+    from bench.sidecar import choose_cores
+
+    parser = parser_for(prog, doc)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    duration = args.duration or (3.0 if args.quick else 10.0)
+    proxy_core, load_core, cores = choose_cores()
+    print(cores)
+    options = run_options(args) if run_options is not None else {}
+    return run_main(
+        lambda: run(
+            duration=duration,
+            warmup=1.0 if args.quick else 2.0,
+            rounds=args.rounds,
+            proxy_core=proxy_core,
+            load_core=load_core,
+            **options,
+        )
+    )

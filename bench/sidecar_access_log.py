@@ -19,10 +19,9 @@ from typing import Any
 from bench.ab import (
     Scenario,
     Variant,
+    ab_main,
     measure,
     on_off_table,
-    parser_for,
-    run_main,
     start_fakes,
     stopping,
     telemetry_on,
@@ -88,21 +87,7 @@ def _report(variants: list[Variant], *, lines_on: int, duration: float, rounds: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.sidecar import choose_cores
-
-    args = parser_for("python -m bench.sidecar_access_log", __doc__ or "").parse_args(argv)
-    duration = args.duration or (3.0 if args.quick else 10.0)
-    proxy_core, load_core, cores = choose_cores()
-    print(cores)
-    return run_main(
-        lambda: run_access_log(
-            duration=duration,
-            warmup=1.0 if args.quick else 2.0,
-            rounds=args.rounds,
-            proxy_core=proxy_core,
-            load_core=load_core,
-        )
-    )
+    return ab_main("python -m bench.sidecar_access_log", __doc__ or "", run_access_log, argv)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ from typing import Any
 from bench.ab import (
     Scenario,
     Variant,
+    ab_main,
     measure,
     on_off_table,
-    parser_for,
-    run_main,
     start_fakes,
     stopping,
     telemetry_on,
@@ -118,21 +117,7 @@ def _report(variants: list[Variant], *, in_process: dict[str, float], duration: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.sidecar import choose_cores
-
-    args = parser_for("python -m bench.sidecar_backpressure", __doc__ or "").parse_args(argv)
-    duration = args.duration or (3.0 if args.quick else 10.0)
-    proxy_core, load_core, cores = choose_cores()
-    print(cores)
-    return run_main(
-        lambda: run_backpressure(
-            duration=duration,
-            warmup=1.0 if args.quick else 2.0,
-            rounds=args.rounds,
-            proxy_core=proxy_core,
-            load_core=load_core,
-        )
-    )
+    return ab_main("python -m bench.sidecar_backpressure", __doc__ or "", run_backpressure, argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ bench.sidecar_instructions (CPU instructions under valgrind) gives figures that 
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import urllib.request
@@ -26,11 +27,10 @@ from typing import Any
 from bench.ab import (
     Scenario,
     Variant,
+    ab_main,
     measure,
     medians,
     noise_pct,
-    parser_for,
-    run_main,
     start_fakes,
     stopping,
     without_otel,
@@ -209,10 +209,7 @@ def _report(
     return write_report("sidecar_telemetry", report)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench.sidecar import choose_cores
-
-    parser = parser_for("python -m bench.sidecar_telemetry", __doc__ or "")
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--diagnose",
         action="store_true",
@@ -225,20 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also run off/on/down sidecars from this checkout (e.g. `git archive main | tar -x -C DIR`), "
         "in the same rounds: before and after measured alike",
     )
-    args = parser.parse_args(argv)
-    duration = args.duration or (3.0 if args.quick else 10.0)
-    proxy_core, load_core, cores = choose_cores()
-    print(cores)
-    return run_main(
-        lambda: run_telemetry(
-            duration=duration,
-            warmup=1.0 if args.quick else 2.0,
-            rounds=args.rounds,
-            proxy_core=proxy_core,
-            load_core=load_core,
-            diagnose=args.diagnose,
-            before=args.before,
-        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return ab_main(
+        "python -m bench.sidecar_telemetry",
+        __doc__ or "",
+        run_telemetry,
+        argv,
+        add_arguments=_add_arguments,
+        run_options=lambda args: {"diagnose": args.diagnose, "before": args.before},
     )
 
 
