@@ -603,12 +603,12 @@ def run(args: argparse.Namespace) -> int:
             "\nWhat the in-flight bounds cost: the sidecar with its default bounds (on) and with them off",
         ),
     ]
-    for skip, compare, what, intro in cost_comparisons:
+    for skip, measure_cost, what, intro in cost_comparisons:
         if skip:
             continue
         print(intro)
         try:
-            compare(
+            measure_cost(
                 duration=duration,
                 warmup=warmup,
                 rounds=args.telemetry_rounds,
