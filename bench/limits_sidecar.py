@@ -37,18 +37,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from bench.harness import ROOT, BenchBroken, Proc, WrkResult, free_port, lua_script, run_wrk, start, wait_listening
+from bench.ab import (
+    Scenario,
+    Variant,
+    parser_for,
+    run_main,
+    run_rounds,
+    start_sidecars,
+    stopping,
+    warm_up,
+    without_otel,
+    write_report,
+    wrk_scripts,
+)
+from bench.harness import ROOT, BenchBroken, Proc, WrkResult, free_port, start, wait_listening
 from tests.harness.tools import find_tool
 
 LOGS = ROOT / "bench" / "results" / "logs" / "limits_sidecar"
-RESULTS = ROOT / "bench" / "results"
-SCENARIOS = (("plain@1", False), ("stream@1", True))
+SCENARIOS = (Scenario("plain@1", False, 1), Scenario("stream@1", True, 1))
 TARGET_ADDED_P50_MS = 0.1
 LIMIT = {"policy": "ModelPolicy bench/caps", "name": "tpm", "key": "ModelPolicy/bench/caps/tpm/policy",
          "tokensPerMinute": 10**12}  # fmt: skip
@@ -56,14 +68,19 @@ FLOOR_CALLS = 3000
 
 
 @dataclass
-class Variant:
-    name: str
-    limits: bool  # the snapshot sets the one limit
-    redis: bool  # --limits-redis-url
-    tree: Path = ROOT  # the checkout the sidecar runs from
-    proc: Proc | None = None
-    port: int = 0
-    results: dict[str, list[WrkResult]] = field(default_factory=dict)
+class LimitsVariant(Variant):
+    limits: bool = False  # the snapshot sets the one limit
+    redis: bool = False  # --limits-redis-url
+
+
+def _variant(name: str, tmpdir: Path, env: dict[str, str], *, limits: bool, redis_url: str | None,
+             tree: Path = ROOT) -> LimitsVariant:  # fmt: skip
+    """A sidecar from `tree` on the snapshot with or without the one limit, counted in Redis where a URL is given."""
+    snapshot = tmpdir / f"snapshot-{'one-limit' if limits else 'none'}.json"
+    flags = ["--access-log=off", *(["--limits-redis-url", redis_url] if redis_url else [])]
+    process = "sidecar-" + "".join(c if c.isalnum() else "-" for c in name)
+    return LimitsVariant(name, process, snapshot, flags=flags, env={**env, "PYTHONPATH": str(tree)}, cwd=tree,
+                         limits=limits, redis=redis_url is not None)  # fmt: skip
 
 
 def _snapshot(upstream_port: int, *, limits: bool) -> dict[str, Any]:
@@ -123,6 +140,14 @@ def _ms(samples: list[float], q: float) -> float:
     return ordered[max(int(len(ordered) * q) - 1, 0)] * 1e3
 
 
+def _line(round_: int, variant: Variant, scenario: Scenario, result: WrkResult) -> str:
+    return (
+        f"  round {round_ + 1} {variant.name:<28} {scenario.name:<9} p50 {result.p50_ms:.3f} ms  "
+        f"p99 {result.p99_ms:.3f} ms  {result.proxy_cpu_us_per_request:>5.0f} us/req  "
+        f"(others on its core {result.proxy_core_other_pct:.0f}%)"
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench.sidecar import choose_cores, cpu_model
 
@@ -132,38 +157,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in load_before)}")
     print(cores)
     procs: list[Proc] = []
-    with tempfile.TemporaryDirectory(prefix="modelway-bench-limits-") as tmp:
+    with stopping(procs), tempfile.TemporaryDirectory(prefix="modelway-bench-limits-") as tmp:
         tmpdir = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MODELWAY_"))}
-        try:
-            upstream_port, redis_url = _start_services(procs, tmpdir, core=load_core, env=env)
-            variants = [
-                Variant("no limits", limits=False, redis=False),
-                Variant("no limits, store named", limits=False, redis=True),
-                Variant("one limit, in process", limits=True, redis=False),
-                Variant("one limit, Redis", limits=True, redis=True),
-            ]
-            if args.before:
-                before = _tree_of(args.before, tmpdir / "before")
-                variants.append(Variant(f"before limits ({args.before})", limits=False, redis=False, tree=before))
-            _start_sidecars(variants, procs, tmpdir, upstream_port=upstream_port, redis_url=redis_url,
-                            core=proxy_core, env=env)  # fmt: skip
-            scripts = _warm_up(variants, tmpdir, seconds=args.warmup, load_core=load_core)
-            if not _scripts_run(redis_url):
-                raise BenchBroken("the sidecar with one limit in Redis ran no script there: the figures would lie")
-            floor = [uvloop.run(_floor(redis_url))]
-            scripts_before = _scripts_run(redis_url)
-            for round_ in range(args.rounds):
-                _round(variants, scripts, round_, seconds=args.duration, proxy_core=proxy_core, load_core=load_core)
-            checked = _scripts_run(redis_url) - scripts_before
-            served = sum(r.requests for name, _ in SCENARIOS for r in variants[3].results[name])
-            if checked < 2 * served - 2:  # a check before each call, a settlement after (the last may be late)
-                raise BenchBroken(f"Redis ran {checked} scripts for {served} requests with one limit: not all checked")
-            floor.append(uvloop.run(_floor(redis_url)))
-        finally:
-            for proc in reversed(procs):
-                proc.stop()
+        env = without_otel(drop=("OTEL_", "MODELWAY_"))
+        upstream_port, redis_url = _start_services(procs, tmpdir, core=load_core, env=env)
+        for limits in (False, True):
+            _write_snapshot(tmpdir, upstream_port, limits=limits)
+        variants = [
+            _variant("no limits", tmpdir, env, limits=False, redis_url=None),
+            _variant("no limits, store named", tmpdir, env, limits=False, redis_url=redis_url),
+            _variant("one limit, in process", tmpdir, env, limits=True, redis_url=None),
+            _variant("one limit, Redis", tmpdir, env, limits=True, redis_url=redis_url),
+        ]
+        if args.before:
+            before = _tree_of(args.before, tmpdir / "before")
+            variants.append(_variant(f"before limits ({args.before})", tmpdir, env, limits=False, redis_url=None,
+                                     tree=before))  # fmt: skip
+        start_sidecars(variants, procs, core=proxy_core, logs=LOGS)
+        scripts = wrk_scripts(tmpdir)
+        warm_up(variants, scripts, seconds=args.warmup, connections=1, load_core=load_core)
+        if not _scripts_run(redis_url):
+            raise BenchBroken("the sidecar with one limit in Redis ran no script there: the figures would lie")
+        floor = [uvloop.run(_floor(redis_url))]
+        scripts_before = _scripts_run(redis_url)
+        run_rounds(variants, SCENARIOS, scripts, rounds=args.rounds, seconds=args.duration, proxy_core=proxy_core,
+                   load_core=load_core, line=_line)  # fmt: skip
+        checked = _scripts_run(redis_url) - scripts_before
+        served = sum(r.requests for scenario in SCENARIOS for r in variants[3].results[scenario.name])
+        if checked < 2 * served - 2:  # a check before each call, a settlement after (the last may be late)
+            raise BenchBroken(f"Redis ran {checked} scripts for {served} requests with one limit: not all checked")
+        floor.append(uvloop.run(_floor(redis_url)))
     return _report(variants, floor, load_before=load_before, args=args)
+
+
+def _write_snapshot(tmpdir: Path, upstream_port: int, *, limits: bool) -> None:
+    path = tmpdir / f"snapshot-{'one-limit' if limits else 'none'}.json"
+    path.write_text(json.dumps(_snapshot(upstream_port, limits=limits)))
 
 
 def _start_services(procs: list[Proc], tmpdir: Path, *, core: int | None, env: dict[str, str]) -> tuple[int, str]:
@@ -186,90 +215,6 @@ def _start_services(procs: list[Proc], tmpdir: Path, *, core: int | None, env: d
     return upstream_port, f"redis://127.0.0.1:{redis_port}/0"
 
 
-def _start_sidecars(
-    variants: list[Variant],
-    procs: list[Proc],
-    tmpdir: Path,
-    *,
-    upstream_port: int,
-    redis_url: str,
-    core: int | None,
-    env: dict[str, str],
-) -> None:
-    snapshots = {}
-    for limits in (False, True):
-        snapshots[limits] = tmpdir / f"snapshot-{'one-limit' if limits else 'none'}.json"
-        snapshots[limits].write_text(json.dumps(_snapshot(upstream_port, limits=limits)))
-    for variant in variants:
-        variant.port = free_port()
-        argv = [sys.executable, "-m", "proxy", "--snapshot", str(snapshots[variant.limits]),
-                "--port", str(variant.port), "--admin-port", str(free_port()), "--access-log=off"]  # fmt: skip
-        if variant.redis:
-            argv += ["--limits-redis-url", redis_url]
-        name = "sidecar-" + "".join(c if c.isalnum() else "-" for c in variant.name)
-        sidecar_env = {**env, "PYTHONPATH": str(variant.tree)}
-        variant.proc = start(name, argv, core=core, logs=LOGS, env=sidecar_env, cwd=variant.tree)
-        procs.append(variant.proc)
-
-
-def _warm_up(variants: list[Variant], tmpdir: Path, *, seconds: float, load_core: int | None) -> dict[bool, Path]:
-    """Each sidecar listening and sane (a plain and a streamed answer), then warmed; the wrk scripts."""
-    from bench.sidecar import chat_body, sanity_check
-
-    scripts = {stream: lua_script(tmpdir / f"{name}.lua", chat_body(stream).decode()) for name, stream in SCENARIOS}
-    for variant in variants:
-        assert variant.proc is not None
-        wait_listening(variant.proc, variant.port)
-        sanity_check(variant.name, f"http://127.0.0.1:{variant.port}")
-        for _, stream in SCENARIOS:
-            run_wrk(_url(variant), scripts[stream], connections=1, seconds=seconds, core=load_core)
-    return scripts
-
-
-def _round(
-    variants: list[Variant],
-    scripts: dict[bool, Path],
-    round_: int,
-    *,
-    seconds: float,
-    proxy_core: int | None,
-    load_core: int | None,
-) -> None:
-    """Every variant once per scenario, starting with a different one each round."""
-    shift = round_ % len(variants)
-    for scenario, stream in SCENARIOS:
-        for variant in variants[shift:] + variants[:shift]:
-            proc = variant.proc
-            assert proc is not None
-            result = run_wrk(
-                _url(variant),
-                scripts[stream],
-                connections=1,
-                seconds=seconds,
-                core=load_core,
-                proxy_pid=proc.pid,
-                proxy_core=proxy_core,
-                load_core=load_core,
-            )
-            if result.errors:
-                raise BenchBroken(
-                    f"{variant.name} {scenario}: {result.non_2xx} non-2xx answers, "
-                    f"socket errors {result.socket_errors}; log {proc.log}"
-                )
-            print(
-                f"  round {round_ + 1} {variant.name:<28} {scenario:<9} p50 {result.p50_ms:.3f} ms  "
-                f"p99 {result.p99_ms:.3f} ms  {result.proxy_cpu_us_per_request:>5.0f} us/req  "
-                f"(others on its core {result.proxy_core_other_pct:.0f}%)",
-                flush=True,
-            )
-            variant.results.setdefault(scenario, []).append(result)
-            time.sleep(0.3)
-
-
-def _url(variant: Variant) -> str:
-    return f"http://127.0.0.1:{variant.port}/v1/chat/completions"
-
-
 def _scripts_run(redis_url: str) -> int:
     """How many limiter scripts (EVALSHA, EVAL) Redis has run so far."""
     import redis
@@ -283,7 +228,7 @@ def _scripts_run(redis_url: str) -> int:
 
 
 def _report(
-    variants: list[Variant],
+    variants: list[LimitsVariant],
     floor: list[dict[str, tuple[list[float], float]]],
     *,
     load_before: tuple[float, ...],
@@ -295,7 +240,7 @@ def _report(
     print(f"Limits through the sidecar, 1 connection: median of {args.rounds} rounds x {args.duration:g} s")
     print(f"{'variant':<30}{'scenario':<10}| {'p50 ms':>7} {'p99 ms':>7} | {'+p50 ms':>8} | {'CPU us/req':>10} "
           f"{'+CPU us':>8} | target")  # fmt: skip
-    for scenario, _ in SCENARIOS:
+    for scenario in (s.name for s in SCENARIOS):
         base_p50 = statistics.median(r.p50_ms for r in baseline.results[scenario])
         base_cpu = statistics.median(r.proxy_cpu_us_per_request for r in baseline.results[scenario])
         noise = max(r.p50_ms for r in baseline.results[scenario]) - min(r.p50_ms for r in baseline.results[scenario])
@@ -329,14 +274,12 @@ def _report(
     load_after = os.getloadavg()
     print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in load_after)}")  # fmt: skip
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rounds": args.rounds, "duration_seconds": args.duration,
-              "rows": rows, "floor": floors, "load_before": load_before, "load_after": load_after}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "limits_sidecar.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    report = {"rounds": args.rounds, "duration_seconds": args.duration, "rows": rows, "floor": floors,
+              "load_before": load_before, "load_after": load_after}  # fmt: skip
+    return write_report("limits_sidecar", report)
 
 
-def _verdict(variant: Variant, baseline: Variant, *, added: float, noise: float) -> str:
+def _verdict(variant: LimitsVariant, baseline: LimitsVariant, *, added: float, noise: float) -> str:
     """Against the target; UNCLEAR when the baseline's own p50 moved more than the target between rounds
     (then the CPU columns, or bench.limits_instructions, say more than the latency ones)."""
     if variant is baseline:
@@ -345,26 +288,18 @@ def _verdict(variant: Variant, baseline: Variant, *, added: float, noise: float)
         if noise > TARGET_ADDED_P50_MS:
             return f"UNCLEAR (noise > {TARGET_ADDED_P50_MS} ms)"
         return ("PASS" if added <= TARGET_ADDED_P50_MS else "MISS") + f" (target: <= {TARGET_ADDED_P50_MS} ms)"
-    if variant.tree != ROOT:
+    if variant.cwd != ROOT:
         return "(reference)"
     return ("PASS" if added <= max(noise, 0.01) else "MISS") + " (target: within noise)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.limits_sidecar", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None, help="seconds per run (default 5, 2 with --quick)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true")
+    parser = parser_for("python -m bench.limits_sidecar", __doc__ or "", duration=5.0, quick_duration=2.0)
     parser.add_argument("--before", metavar="REV", help="also the sidecar at this git revision, without limits")
     args = parser.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = 1.0 if args.quick else 2.0
-    try:
-        run(args)
-    except BenchBroken as exc:
-        print(f"bench: BROKEN: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -577,15 +578,37 @@ def run(args: argparse.Namespace) -> int:
         "problems": problems,
     }
     (RESULTS / "sidecar.json").write_text(json.dumps(report, indent=2) + "\n")
-    if not args.skip_telemetry:
-        from bench.sidecar_telemetry import run_telemetry
+    from bench.sidecar_access_log import run_access_log
+    from bench.sidecar_backpressure import run_backpressure
+    from bench.sidecar_telemetry import run_telemetry
 
-        print(
+    cost_comparisons: list[tuple[bool, Callable[..., dict[str, Any]], str, str]] = [
+        (
+            args.skip_telemetry,
+            run_telemetry,
+            "telemetry",
             "\nWhat telemetry costs: the sidecar with telemetry off, on (100 % sampling, metrics, OTLP to the sink) "
-            "and on with the collector down"
-        )
+            "and on with the collector down",
+        ),
+        (
+            args.skip_access_log,
+            run_access_log,
+            "access log",
+            "\nWhat the access log costs: the sidecar with --access-log=on (the default) and off",
+        ),
+        (
+            args.skip_backpressure,
+            run_backpressure,
+            "backpressure",
+            "\nWhat the in-flight bounds cost: the sidecar with its default bounds (on) and with them off",
+        ),
+    ]
+    for skip, measure_cost, what, intro in cost_comparisons:
+        if skip:
+            continue
+        print(intro)
         try:
-            run_telemetry(
+            measure_cost(
                 duration=duration,
                 warmup=warmup,
                 rounds=args.telemetry_rounds,
@@ -593,37 +616,7 @@ def run(args: argparse.Namespace) -> int:
                 load_core=load_core,
             )
         except BenchBroken as exc:
-            print(f"\nbench: BROKEN (telemetry): {exc}", file=sys.stderr)
-            return 1
-    if not args.skip_access_log:
-        from bench.sidecar_access_log import run_access_log
-
-        print("\nWhat the access log costs: the sidecar with --access-log=on (the default) and off")
-        try:
-            run_access_log(
-                duration=duration,
-                warmup=warmup,
-                rounds=args.telemetry_rounds,
-                proxy_core=proxy_core,
-                load_core=load_core,
-            )
-        except BenchBroken as exc:
-            print(f"\nbench: BROKEN (access log): {exc}", file=sys.stderr)
-            return 1
-    if not args.skip_backpressure:
-        from bench.sidecar_backpressure import run_backpressure
-
-        print("\nWhat the in-flight bounds cost: the sidecar with its default bounds (on) and with them off")
-        try:
-            run_backpressure(
-                duration=duration,
-                warmup=warmup,
-                rounds=args.telemetry_rounds,
-                proxy_core=proxy_core,
-                load_core=load_core,
-            )
-        except BenchBroken as exc:
-            print(f"\nbench: BROKEN (backpressure): {exc}", file=sys.stderr)
+            print(f"\nbench: BROKEN ({what}): {exc}", file=sys.stderr)
             return 1
     if problems:
         print(f"bench: errors under load (logs in {LOGS}); the figures above are not trustworthy", file=sys.stderr)

@@ -18,31 +18,29 @@ bench.sidecar_instructions (CPU instructions under valgrind) gives figures that 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.harness import (
-    ROOT,
-    BenchBroken,
-    Proc,
-    free_port,
-    lua_script,
-    run_wrk,
-    start,
-    start_upstream_and_sink,
-    wait_listening,
+from bench.ab import (
+    Scenario,
+    Variant,
+    ab_main,
+    measure,
+    medians,
+    noise_pct,
+    start_fakes,
+    stopping,
+    without_otel,
+    write_report,
+    wrk_scripts,
 )
+from bench.harness import ROOT, Proc, WrkResult, free_port
 
 LOGS = ROOT / "bench" / "results" / "logs" / "telemetry"
-RESULTS = ROOT / "bench" / "results"
-SCENARIOS = (("plain@16", False, 16), ("stream@16", True, 16))
+SCENARIOS = (Scenario("plain@16", False, 16), Scenario("stream@16", True, 16))
 MIN_RATIO = 0.85
 
 
@@ -53,6 +51,16 @@ def _admin_metrics(port: int) -> str:
 
 def _sample_sum(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def _line(round_: int, variant: Variant, scenario: Scenario, result: WrkResult) -> str:
+    return (
+        f"  round {round_ + 1} {variant.name:<5} {scenario.name:<9} {result.rps:>8,.0f} req/s "
+        f"{result.proxy_cpu_us_per_request:>5.0f} us/req (loop "
+        f"{result.proxy_loop_us_per_request:.0f}, export threads "
+        f"{result.proxy_cpu_us_per_request - result.proxy_loop_us_per_request:.0f})"
+        f"  (others on its core {result.proxy_core_other_pct:.0f}%)"
+    )
 
 
 def run_telemetry(
@@ -66,144 +74,73 @@ def run_telemetry(
     before: Path | None = None,
     python: str = sys.executable,
 ) -> dict[str, Any]:
-    from bench.sidecar import chat_body, sanity_check, sink_stats, snapshot_for
+    from bench.sidecar import sink_stats
 
     procs: list[Proc] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="modelway-bench-telemetry-") as tmp:
-            tmpdir = Path(tmp)
-            scripts = {s: lua_script(tmpdir / f"{s}.lua", chat_body(s).decode()) for s in (False, True)}
-            base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-            upstream_port, sink_port = start_upstream_and_sink(
-                procs, python=python, core=load_core, logs=LOGS, env=base_env
-            )
-            dead_port = free_port()
-            snapshot = tmpdir / "snapshot.json"
-            snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
-            on = {
-                "OTEL_TRACES_SAMPLER": "always_on",
-                "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-                "OTEL_SERVICE_NAME": "modelway-proxy-bench",
-            }
-            variants = {
-                "off": {"OTEL_SDK_DISABLED": "true"},
-                "on": {**on, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"},
-                "down": {
-                    **on,
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}",
-                    "OTEL_EXPORTER_OTLP_TIMEOUT": "2000",
-                },
-            }
-            if diagnose:  # which part costs what: traces without metric export, metrics without traces
-                variants["traces"] = {**variants["on"], "OTEL_METRICS_EXPORTER": "none"}
-                variants["metrics"] = {**variants["on"], "OTEL_TRACES_EXPORTER": "none"}
-            homes = dict.fromkeys(variants, ROOT)
-            if before is not None:  # the same sidecars run from another checkout, in the same rounds
-                for name in ("off", "on", "down"):
-                    variants[f"before-{name}"] = {**variants[name], "PYTHONPATH": str(before)}
-                    homes[f"before-{name}"] = before
-            sidecars: dict[str, tuple[Proc, int, int]] = {}
-            for name, env in variants.items():
-                port, admin = free_port(), free_port()
-                proc = start(
-                    f"sidecar-{name}",
-                    [
-                        python,
-                        "-m",
-                        "proxy",
-                        "--snapshot",
-                        str(snapshot),
-                        "--port",
-                        str(port),
-                        "--admin-port",
-                        str(admin),
-                    ],
-                    core=proxy_core,
-                    logs=LOGS,
-                    env={**base_env, **env},
-                    cwd=homes[name],
-                )
-                procs.append(proc)
-                sidecars[name] = (proc, port, admin)
-            for name, (proc, port, _) in sidecars.items():
-                wait_listening(proc, port)
-                sanity_check(f"sidecar-{name}", f"http://127.0.0.1:{port}")
-                for stream in (False, True):
-                    run_wrk(
-                        f"http://127.0.0.1:{port}/v1/chat/completions",
-                        scripts[stream],
-                        connections=16,
-                        seconds=warmup,
-                        core=load_core,
-                    )
-            results: dict[str, dict[str, list[Any]]] = {n: {s: [] for s, _, _ in SCENARIOS} for n in variants}
-            names = list(variants)
-            for round_ in range(rounds):
-                for scenario, stream, connections in SCENARIOS:
-                    shift = round_ % len(names)
-                    order = names[shift:] + names[:shift]  # rotate who goes first
-                    for name in order:
-                        proc, port, _ = sidecars[name]
-                        result = run_wrk(
-                            f"http://127.0.0.1:{port}/v1/chat/completions",
-                            scripts[stream],
-                            connections=connections,
-                            seconds=duration,
-                            core=load_core,
-                            proxy_pid=proc.pid,
-                            proxy_core=proxy_core,
-                            load_core=load_core,
-                        )
-                        if result.errors:
-                            raise BenchBroken(
-                                f"sidecar-{name} {scenario}: {result.non_2xx} non-2xx, "
-                                f"socket errors {result.socket_errors}; log {proc.log}"
-                            )
-                        print(
-                            f"  round {round_ + 1} {name:<5} {scenario:<9} {result.rps:>8,.0f} req/s "
-                            f"{result.proxy_cpu_us_per_request:>5.0f} us/req (loop "
-                            f"{result.proxy_loop_us_per_request:.0f}, export threads "
-                            f"{result.proxy_cpu_us_per_request - result.proxy_loop_us_per_request:.0f})"
-                            f"  (others on its core {result.proxy_core_other_pct:.0f}%)",
-                            flush=True,
-                        )
-                        results[name][scenario].append(result)
-                        time.sleep(0.3)
-            checks = {name: _admin_metrics(admin) for name, (_, _, admin) in sidecars.items()}
-            exported = sink_stats(sink_port)
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-    return _report(results, checks, exported, duration=duration, rounds=rounds)
+    with stopping(procs), tempfile.TemporaryDirectory(prefix="modelway-bench-telemetry-") as tmp:
+        tmpdir = Path(tmp)
+        scripts = wrk_scripts(tmpdir)
+        base_env = without_otel()
+        snapshot, sink_port = start_fakes(procs, tmpdir, python=python, core=load_core, logs=LOGS, env=base_env)
+        dead_port = free_port()
+        on = {
+            "OTEL_TRACES_SAMPLER": "always_on",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_SERVICE_NAME": "modelway-proxy-bench",
+        }
+        envs = {
+            "off": {"OTEL_SDK_DISABLED": "true"},
+            "on": {**on, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"},
+            "down": {
+                **on,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "2000",
+            },
+        }
+        if diagnose:  # which part costs what: traces without metric export, metrics without traces
+            envs["traces"] = {**envs["on"], "OTEL_METRICS_EXPORTER": "none"}
+            envs["metrics"] = {**envs["on"], "OTEL_TRACES_EXPORTER": "none"}
+        homes = dict.fromkeys(envs, ROOT)
+        if before is not None:  # the same sidecars run from another checkout, in the same rounds
+            for name in ("off", "on", "down"):
+                envs[f"before-{name}"] = {**envs[name], "PYTHONPATH": str(before)}
+                homes[f"before-{name}"] = before
+        variants = [
+            Variant(name, f"sidecar-{name}", snapshot, env={**base_env, **env}, cwd=homes[name])
+            for name, env in envs.items()
+        ]
+        measure(variants, procs, SCENARIOS, scripts, logs=LOGS, warmup=warmup, warmup_connections=16, rounds=rounds,
+                seconds=duration, proxy_core=proxy_core, load_core=load_core, line=_line, python=python)  # fmt: skip
+        checks = {variant.name: _admin_metrics(variant.admin_port) for variant in variants}
+        exported = sink_stats(sink_port)
+    return _report(variants, checks, exported, duration=duration, rounds=rounds)
 
 
-def _rows(results: dict[str, dict[str, list[Any]]], prefix: str = "") -> list[dict[str, Any]]:
+def _rows(variants: list[Variant], prefix: str = "") -> list[dict[str, Any]]:
     """One row per scenario for the sidecars named prefix + off / on / down (and diagnostics)."""
-    names = [n for n in results if n.startswith(prefix) and (prefix or not n.startswith("before-"))]
+    chosen = [v for v in variants if v.name.startswith(prefix) and (prefix or not v.name.startswith("before-"))]
+
+    def unprefixed(figures: dict[str, float]) -> dict[str, float]:
+        return {name[len(prefix) :]: value for name, value in figures.items()}
+
     rows = []
-    for scenario, _, _ in SCENARIOS:
-        med = {n[len(prefix) :]: statistics.median(r.rps for r in results[n][scenario]) for n in names}
-        cpu = {
-            n[len(prefix) :]: statistics.median(r.proxy_cpu_us_per_request for r in results[n][scenario]) for n in names
-        }
-        loop = {
-            n[len(prefix) :]: statistics.median(r.proxy_loop_us_per_request for r in results[n][scenario])
-            for n in names
-        }
-        noise = max(r.proxy_core_other_pct for n in names for r in results[n][scenario])
+    for scenario in SCENARIOS:
+        med = unprefixed(medians(chosen, scenario.name, lambda r: r.rps))
+        cpu = unprefixed(medians(chosen, scenario.name, lambda r: r.proxy_cpu_us_per_request))
+        loop = unprefixed(medians(chosen, scenario.name, lambda r: r.proxy_loop_us_per_request))
         rows.append(
             {
-                "scenario": scenario,
+                "scenario": scenario.name,
                 "rps": med,
                 "cpu_us_per_request": cpu,
                 "loop_us_per_request": loop,
                 # What the ratio would be on a quiet core, where requests/s is the inverse of CPU per request
                 "cpu_ratio_on": cpu["off"] / cpu["on"] if cpu["on"] else 0.0,
                 "cpu_ratio_down": cpu["off"] / cpu["down"] if cpu["down"] else 0.0,
-                "max_noise_pct": noise,
+                "max_noise_pct": noise_pct(chosen, scenario.name),
                 "ratio_on": med["on"] / med["off"],
                 "ratio_down": med["down"] / med["off"],
-                "spread": {n: [round(r.rps) for r in results[n][scenario]] for n in names},
+                "spread": {v.name: [round(r.rps) for r in v.results[scenario.name]] for v in chosen},
             }
         )
     return rows
@@ -238,21 +175,16 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def _report(
-    results: dict[str, dict[str, list[Any]]],
-    metrics: dict[str, str],
-    exported: dict[str, Any],
-    *,
-    duration: float,
-    rounds: int,
+    variants: list[Variant], metrics: dict[str, str], exported: dict[str, Any], *, duration: float, rounds: int
 ) -> dict[str, Any]:
-    rows = _rows(results)
+    rows = _rows(variants)
     print()
     print(
         f"Telemetry cost: median of {rounds} runs x {duration:g} s; target: on and down keep >= "
         f"{MIN_RATIO:.0%} of off's req/s"
     )
     _print_rows(rows)
-    before = _rows(results, "before-") if "before-off" in results else None
+    before = _rows(variants, "before-") if any(v.name == "before-off" for v in variants) else None
     if before is not None:
         print("the same, for the code given with --before (measured in the same rounds):")
         _print_rows(before)
@@ -265,7 +197,6 @@ def _report(
     print(f"requests counted in /metrics: {requests}; telemetry dropped (spans + metric exports): {dropped}")
     print(f"OTLP sink received: {exported}")
     report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "duration_seconds": duration,
         "rounds": rounds,
         "min_ratio": MIN_RATIO,
@@ -275,17 +206,10 @@ def _report(
         "requests": requests,
         "sink": exported,
     }
-    (RESULTS / "sidecar_telemetry.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report("sidecar_telemetry", report)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench.sidecar import choose_cores
-
-    parser = argparse.ArgumentParser(prog="python -m bench.sidecar_telemetry", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None, help="seconds per run (default 10, 3 with --quick)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rounds", type=int, default=3)
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--diagnose",
         action="store_true",
@@ -298,25 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         help="also run off/on/down sidecars from this checkout (e.g. `git archive main | tar -x -C DIR`), "
         "in the same rounds: before and after measured alike",
     )
-    args = parser.parse_args(argv)
-    duration = args.duration or (3.0 if args.quick else 10.0)
-    proxy_core, load_core, cores = choose_cores()
-    print(cores)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    try:
-        run_telemetry(
-            duration=duration,
-            warmup=1.0 if args.quick else 2.0,
-            rounds=args.rounds,
-            proxy_core=proxy_core,
-            load_core=load_core,
-            diagnose=args.diagnose,
-            before=args.before,
-        )
-    except BenchBroken as exc:
-        print(f"bench: BROKEN: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return ab_main(
+        "python -m bench.sidecar_telemetry",
+        __doc__ or "",
+        run_telemetry,
+        argv,
+        add_arguments=_add_arguments,
+        run_options=lambda args: {"diagnose": args.diagnose, "before": args.before},
+    )
 
 
 if __name__ == "__main__":

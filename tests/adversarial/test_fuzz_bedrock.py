@@ -19,15 +19,7 @@ from proxy.providers.bedrock import BedrockTranslator
 from proxy.providers.bedrock_anthropic import BedrockAnthropicTranslator
 from proxy.snapshot import BedrockSettings, Provider
 from tests.adversarial.fuzz_strategies import ANY_JSON, COUNT, GARBAGE, NAME, cut, encoded, field, shaped
-from tests.adversarial.test_fuzz_decoders import (
-    FUZZ,
-    _short,
-    assert_chunk,
-    assert_completion,
-    assert_usage,
-    encode_stream,
-    render_completion,
-)
+from tests.adversarial.test_fuzz_decoders import FUZZ, decode_answer, decode_stream
 
 TRANSLATOR = BedrockTranslator(
     Provider(
@@ -106,33 +98,16 @@ def converse_stream(draw: Any) -> bytes:
     return body
 
 
-def run_stream(pieces: list[bytes], translator: Any = TRANSLATOR) -> None:
-    decoder = translator.stream_decoder(model="m", max_event_bytes=4096)
-    chunks: list[Any] = []
-    try:
-        for piece in pieces:
-            chunks.extend(decoder.feed(piece))
-        chunks.extend(decoder.close())
-    except UpstreamProtocolError:
-        pass
-    for chunk in chunks:
-        assert_chunk(chunk)
-    state = decoder.state
-    assert_usage(state.usage)
-    assert _short(state.response_model) and _short(state.finish_reason), state
-    encode_stream(chunks)
-
-
 @FUZZ
 @given(data=st.data(), body=converse_stream())
 def test_converse_stream_decoder(data: Any, body: bytes) -> None:
-    run_stream(data.draw(cut(body)))
+    decode_stream(TRANSLATOR, data.draw(cut(body)))
 
 
 @FUZZ
 @given(data=st.data(), body=st.binary(max_size=400))
 def test_converse_stream_decoder_on_raw_bytes(data: Any, body: bytes) -> None:
-    run_stream(data.draw(cut(body)))
+    decode_stream(TRANSLATOR, data.draw(cut(body)))
 
 
 @FUZZ
@@ -151,13 +126,7 @@ def test_event_stream_framing_on_any_bytes(data: Any, body: bytes, limit: int) -
 @FUZZ
 @given(body=st.one_of(*[ANSWER.map(encoded)] * 4, GARBAGE))
 def test_converse_response(body: bytes) -> None:
-    try:
-        data, usage = TRANSLATOR.chat_response(body)
-    except UpstreamProtocolError:
-        return
-    assert_completion(data)
-    assert_usage(usage)
-    render_completion(data)
+    decode_answer(TRANSLATOR, body)
 
 
 @FUZZ
@@ -184,4 +153,4 @@ def invoke_stream(draw: Any) -> bytes:
 @FUZZ
 @given(data=st.data(), body=st.one_of(invoke_stream(), st.binary(max_size=300)))
 def test_invoke_stream_decoder(data: Any, body: bytes) -> None:
-    run_stream(data.draw(cut(body)), INVOKE)
+    decode_stream(INVOKE, data.draw(cut(body)))

@@ -152,7 +152,13 @@ def encode_stream(chunks: list[Any]) -> None:
 
 
 def run_stream(kind: str, pieces: list[bytes]) -> None:
-    decoder = TRANSLATORS[kind].stream_decoder(model="m", max_event_bytes=4096)
+    decode_stream(TRANSLATORS[kind], pieces)
+
+
+def decode_stream(translator: Any, pieces: list[bytes]) -> None:
+    """`translator`'s stream decoder fed `pieces`: well-typed chunks and state that every front end
+    encodes, or UpstreamProtocolError."""
+    decoder = translator.stream_decoder(model="m", max_event_bytes=4096)
     chunks: list[Any] = []
     try:
         for piece in pieces:
@@ -212,8 +218,13 @@ def test_stream_decoders_on_raw_bytes(kind: str, data: Any, body: bytes) -> None
 
 
 def run_unary(kind: str, body: bytes) -> None:
+    decode_answer(TRANSLATORS[kind], body)
+
+
+def decode_answer(translator: Any, body: bytes) -> None:
+    """`translator`'s whole-answer decoder on `body`: a completion both front ends render, or UpstreamProtocolError."""
     try:
-        data, usage = TRANSLATORS[kind].chat_response(body)
+        data, usage = translator.chat_response(body)
     except UpstreamProtocolError:
         return
     assert_completion(data)

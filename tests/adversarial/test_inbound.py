@@ -289,7 +289,7 @@ def test_mistyped_embeddings_fields_are_400s(
 
 
 def test_the_sdks_see_bad_request_errors_with_the_param(sidecar: SidecarProcess) -> None:
-    client = openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    client = sidecar.openai_client()
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="gemini", messages=[USER], stop=5)  # type: ignore[arg-type]
     assert caught.value.param == "stop"
@@ -298,7 +298,7 @@ def test_the_sdks_see_bad_request_errors_with_the_param(sidecar: SidecarProcess)
             model="claude", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]
         )  # type: ignore[list-item]
     assert caught.value.param == "messages[0].content[0].image_url"
-    claude = anthropic.Anthropic(base_url=sidecar.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    claude = sidecar.anthropic_client()
     with pytest.raises(anthropic.BadRequestError) as caught_anthropic:
         claude.messages.create(model="gemini", max_tokens=10, messages=[USER], stop_sequences=[1])  # type: ignore[list-item]
     assert "stop_sequences" in caught_anthropic.value.message

@@ -20,7 +20,9 @@ Fixtures (all session-scoped, started on first use, stopped at session end):
   ``.query_url``, ``.traces(service)``, ``.wait_for_traces(service, pred)``.
 - ``redis``: RedisServer - ``.host``, ``.port``, ``.url``, ``.cli(*args)``.
 - ``own_redis``: RestartableRedis - a redis-server of the test's own (function scope):
-  ``.url``, ``.kill()``, ``.signal(SIGSTOP)``, ``.start()`` again on the same port, ``.server``.
+  ``.url``, ``.kill()``, ``.signal(SIGSTOP)``, ``.start()`` again on the same port, ``.server``,
+  ``.cli(*args)``; it requires the password that ``own_redis_password`` gives (None: no password;
+  a module overrides that fixture to set one).
 - ``node``: NodeCluster - a one-node cluster that runs pods (its own etcd and
   apiserver, containerd, kubelet, controller-manager, scheduler, kube-proxy,
   CoreDNS; tests/harness/node.py); ``.kubeconfig`` (admin), ``.kube``
@@ -62,6 +64,7 @@ __all__ = [
     "node",
     "node_kubectl",
     "own_redis",
+    "own_redis_password",
     "pytest_runtest_makereport",
     "redis",
 ]
@@ -156,10 +159,20 @@ def redis(harness: HarnessSession) -> Generator[RedisServer]:
 
 
 @pytest.fixture
-def own_redis(harness: HarnessSession, tmp_path: Path) -> Generator[RestartableRedis]:
+def own_redis_password() -> str | None:
+    """The password `own_redis` requires: none, unless a module overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+def own_redis(harness: HarnessSession, tmp_path: Path, own_redis_password: str | None) -> Generator[RestartableRedis]:
     """A Redis only this test talks to, which it may kill or pause and start again."""
     server = RestartableRedis(
-        binary=tool("redis-server"), cli=tool("redis-cli"), workdir=tmp_path / "redis", port=harness.ports.take()
+        binary=tool("redis-server"),
+        cli=tool("redis-cli"),
+        workdir=tmp_path / "redis",
+        port=harness.ports.take(),
+        password=own_redis_password,
     )
     server.start()
     yield server

@@ -1,5 +1,5 @@
 """A real Redis (Debian's redis-server) on a free loopback port, nothing on disk; and one a test
-may kill, pause and start again on the same port (`RestartableRedis`)."""
+may kill, pause and start again on the same port (`RestartableRedis`, with a password if given)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +22,18 @@ class RedisServer:
     host: str
     port: int
     cli_binary: Path  # redis-cli
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def cli(self, *args: str) -> str:
-        """Run ``redis-cli -h host -p port ARGS``; its stdout, stripped."""
+        """Run ``redis-cli -h host -p port ARGS`` (authenticated with the password, if any); its stdout, stripped."""
+        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
         res = subprocess.run(
-            [str(self.cli_binary), "-h", self.host, "-p", str(self.port), *args],
+            [str(self.cli_binary), "-h", self.host, "-p", str(self.port), *auth, *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -38,11 +42,15 @@ class RedisServer:
         return res.stdout.strip()
 
 
-def ping(host: str, port: int) -> bool:
-    """PING over a raw socket (the inline command form of the Redis protocol)."""
+def ping(host: str, port: int, password: str | None = None) -> bool:
+    """PING over a raw socket (the inline command form of the Redis protocol), after AUTH if a password is given."""
     with socket.create_connection((host, port), timeout=2) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(64).startswith(b"+PONG")
+        if password is None:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+        s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+        time.sleep(0.05)  # both answers, in one read
+        return b"+PONG" in s.recv(256)
 
 
 class RedisProcess:
@@ -89,27 +97,33 @@ class RedisProcess:
 
 class RestartableRedis:
     """A redis-server of one test's own that can be killed, paused and started again on the same port
-    (with nothing on disk, a restart starts empty, as a Redis without persistence does)."""
+    (with nothing on disk, a restart starts empty, as a Redis without persistence does); with `password`,
+    it requires it (`url` and `server.cli` carry it)."""
 
-    def __init__(self, *, binary: Path, cli: Path, workdir: Path, port: int) -> None:
+    def __init__(self, *, binary: Path, cli: Path, workdir: Path, port: int, password: str | None = None) -> None:
         self._binary, self._cli = binary, cli
-        self.workdir, self.port = workdir, port
+        self.workdir, self.port, self.password = workdir, port, password
         self.process: ManagedProcess | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.server.url
 
     @property
     def server(self) -> RedisServer:
-        return RedisServer("127.0.0.1", self.port, self._cli)
+        return RedisServer("127.0.0.1", self.port, self._cli, self.password)
+
+    def cli(self, *args: str) -> str:
+        return self.server.cli(*args)
 
     def start(self) -> None:
         argv: list[str | Path] = [self._binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
                 "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no", "--logfile", ""]  # fmt: skip
+        if self.password:
+            argv += ["--requirepass", self.password]
         self.process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
-        self.process.wait_ready(lambda: ping("127.0.0.1", self.port), timeout=READY_TIMEOUT)
+        self.process.wait_ready(lambda: ping("127.0.0.1", self.port, self.password), timeout=READY_TIMEOUT)
 
     def kill(self) -> None:
         assert self.process is not None

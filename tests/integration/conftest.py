@@ -9,6 +9,7 @@ import anthropic
 import openai
 import pytest
 
+from tests.integration.limits_sidecar import limited_snapshot
 from tests.integration.sidecar import SidecarProcess
 from tests.integration.snapshots import build_snapshot
 
@@ -26,14 +27,34 @@ def sidecar(snapshot_data: dict[str, Any]) -> Iterator[SidecarProcess]:
 
 @pytest.fixture
 def oai(sidecar: SidecarProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return sidecar.openai_client()
 
 
 @pytest.fixture
 def claude(sidecar: SidecarProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sidecar.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    return sidecar.anthropic_client()
 
 
 @pytest.fixture(autouse=True)
 def _fresh_fakes(fake_openai: Any, fake_anthropic: Any, fake_gemini: Any) -> None:
     """Every test starts with no scripted failures and no recorded requests."""
+
+
+@pytest.fixture
+def limited_sidecar(fake_openai: Any, fake_anthropic: Any) -> Iterator[Any]:
+    """Starts sidecar processes on `limited_snapshot(**snapshot)` (with `extra_args` and `env` if given),
+    stopped after the test."""
+    started: list[SidecarProcess] = []
+
+    def run(
+        *, extra_args: list[str] | None = None, env: dict[str, str] | None = None, **snapshot: Any
+    ) -> SidecarProcess:
+        data = limited_snapshot(fake_openai.base_url, fake_anthropic.base_url, **snapshot)
+        process = SidecarProcess(data, extra_args=extra_args, env=env)
+        process.start()
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        process.stop()

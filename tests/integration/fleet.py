@@ -8,8 +8,6 @@ from the sidecars' own reports.
 from __future__ import annotations
 
 import json
-import re
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -57,24 +55,7 @@ class Fleet:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum over every sidecar of the samples of `name` (Prometheus text) whose labels include `labels`."""
-        return sum(metric_sum(scrape(sidecar), name, **labels) for sidecar in self.sidecars)
-
-
-def scrape(sidecar: SidecarProcess) -> str:
-    with urllib.request.urlopen(sidecar.admin_url + "/metrics", timeout=5) as resp:
-        return str(resp.read().decode())
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
-        if not m or m.group(1) != name:
-            continue
-        found = dict(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
+        return sum(sidecar.metric(name, **labels) for sidecar in self.sidecars)
 
 
 def provider(name: str, kind: str, fake: FakeProviderProcess, **extra: Any) -> dict[str, Any]:

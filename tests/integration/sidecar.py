@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import anthropic
+import openai
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,6 +115,23 @@ class SidecarProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def openai_client(self) -> openai.OpenAI:
+        """An OpenAI SDK client for it (no retries, 20 s timeout)."""
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+
+    def anthropic_client(self) -> anthropic.Anthropic:
+        """An Anthropic SDK client for it (no retries, 20 s timeout)."""
+        return anthropic.Anthropic(base_url=self.base_url, api_key="placeholder", max_retries=0, timeout=20)
+
+    def metrics_text(self) -> str:
+        """Its /metrics page (Prometheus text) from the admin port."""
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` on its /metrics page whose labels include `labels`."""
+        return metric_sum(self.metrics_text(), name, **labels)
+
     def write_snapshot(self, snapshot: dict[str, Any] | str) -> None:
         """Atomically replaces the snapshot file (rename), as a ConfigMap update would."""
         tmp = self.snapshot_path.with_suffix(".tmp")
@@ -125,3 +146,16 @@ class SidecarProcess:
                 return body
             time.sleep(0.05)
         raise AssertionError(f"sidecar did not load the expected snapshot:\n{self.logs()[-3000:]}")
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` in Prometheus text `text` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        found = dict(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total

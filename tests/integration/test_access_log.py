@@ -87,7 +87,7 @@ def _new_lines(sidecar: SidecarProcess, before: int, *, expect: int) -> list[dic
 
 
 def _client(sidecar: SidecarProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return sidecar.openai_client()
 
 
 def _chat(sidecar: SidecarProcess, **kwargs: Any) -> Any:

@@ -20,7 +20,7 @@ def own_sidecar(snapshot_data):
 
 
 def _client(sidecar: SidecarProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return sidecar.openai_client()
 
 
 def test_health_ready_and_config_without_secrets(sidecar):

@@ -11,7 +11,6 @@ import json
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,8 +113,7 @@ def refused(results: list[Any]) -> list[openai.APIStatusError]:
 
 
 def metrics(sidecar: SidecarProcess) -> str:
-    with urllib.request.urlopen(sidecar.admin_url + "/metrics", timeout=5) as resp:
-        return resp.read().decode()
+    return sidecar.metrics_text()
 
 
 def test_the_request_past_the_bound_and_the_queue_is_refused_503_in_the_openai_shape(

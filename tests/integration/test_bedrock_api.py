@@ -82,12 +82,12 @@ def bedrock_sidecar(fake_bedrock_process: FakeProviderProcess, fake_openai_proce
 
 @pytest.fixture
 def oai(bedrock_sidecar: SidecarProcess, fake_bedrock: FakeProviderProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=bedrock_sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return bedrock_sidecar.openai_client()
 
 
 @pytest.fixture
 def claude(bedrock_sidecar: SidecarProcess, fake_bedrock: FakeProviderProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=bedrock_sidecar.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    return bedrock_sidecar.anthropic_client()
 
 
 def test_openai_sdk_plain(oai: openai.OpenAI, fake_bedrock: FakeProviderProcess) -> None:
@@ -165,10 +165,11 @@ def test_anthropic_sdk_plain_and_streamed(claude: anthropic.Anthropic) -> None:
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == 4
 
 
-def test_anthropic_sdk_tool_use(claude: anthropic.Anthropic) -> None:
+def _anthropic_tool_round_trip(claude: anthropic.Anthropic, model: str) -> None:
+    """A streamed tool_use, then the tool's result sent back, through the Messages API on `model`."""
     tool: Any = {"name": "lookup", "input_schema": TOOL["function"]["parameters"]}  # type: ignore[index]
     messages: list[Any] = [{"role": "user", "content": "use tool trains to Bern"}]
-    with claude.messages.stream(model="nova", max_tokens=100, tools=[tool], messages=messages) as stream:
+    with claude.messages.stream(model=model, max_tokens=100, tools=[tool], messages=messages) as stream:
         first = stream.get_final_message()
     use = next(b for b in first.content if b.type == "tool_use")
     assert (first.stop_reason, use.name, use.input) == ("tool_use", "lookup", {"query": "trains to Bern"})
@@ -176,8 +177,12 @@ def test_anthropic_sdk_tool_use(claude: anthropic.Anthropic) -> None:
         {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "at 9:00"}]},
     ]
-    final = claude.messages.create(model="nova", max_tokens=100, tools=[tool], messages=messages)
+    final = claude.messages.create(model=model, max_tokens=100, tools=[tool], messages=messages)
     assert final.content[0].type == "text" and final.content[0].text == "tool said: at 9:00"
+
+
+def test_anthropic_sdk_tool_use(claude: anthropic.Anthropic) -> None:
+    _anthropic_tool_round_trip(claude, "nova")
 
 
 def test_a_validation_error_is_the_apps_fault_and_not_sent_elsewhere(
@@ -303,18 +308,7 @@ def test_anthropic_models_through_invoke_model(
 
 
 def test_anthropic_tool_use_through_invoke_model(claude: anthropic.Anthropic) -> None:
-    tool: Any = {"name": "lookup", "input_schema": TOOL["function"]["parameters"]}  # type: ignore[index]
-    messages: list[Any] = [{"role": "user", "content": "use tool trains to Bern"}]
-    with claude.messages.stream(model="claude-invoke", max_tokens=100, tools=[tool], messages=messages) as stream:
-        first = stream.get_final_message()
-    use = next(b for b in first.content if b.type == "tool_use")
-    assert (first.stop_reason, use.name, use.input) == ("tool_use", "lookup", {"query": "trains to Bern"})
-    messages += [
-        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "at 9:00"}]},
-    ]
-    final = claude.messages.create(model="claude-invoke", max_tokens=100, tools=[tool], messages=messages)
-    assert final.content[0].type == "text" and final.content[0].text == "tool said: at 9:00"
+    _anthropic_tool_round_trip(claude, "claude-invoke")
 
 
 def test_throttling_on_invoke_model_falls_back(

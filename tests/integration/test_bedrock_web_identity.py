@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import openai
 import pytest
 
 from tests.fakes.process import FakeProviderProcess
@@ -66,7 +65,7 @@ def irsa_sidecar(
 def test_requests_are_signed_with_the_exchanged_keys(
     irsa_sidecar: SidecarProcess, fake_bedrock: FakeProviderProcess, sts: StsThread
 ) -> None:
-    client = openai.OpenAI(base_url=irsa_sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    client = irsa_sidecar.openai_client()
     answer = client.chat.completions.create(model="nova", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "echo: hi"
     [seen] = fake_bedrock.requests()
@@ -77,7 +76,7 @@ def test_requests_are_signed_with_the_exchanged_keys(
 def test_keys_are_refreshed_before_expiry_under_load_with_no_failed_request(
     irsa_sidecar: SidecarProcess, fake_bedrock: FakeProviderProcess, sts: StsThread
 ) -> None:
-    client = openai.OpenAI(base_url=irsa_sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    client = irsa_sidecar.openai_client()
     exchanges_before = len(sts.state.calls)
 
     def ask(n: int) -> str:

@@ -3,92 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import ssl
-import time
 from typing import Any
 
 import openai
-from aiohttp import web
 
 from controller.api import parse_resource
-from controller.auth import Identity, StaticAuthenticator
-from controller.core import Controller
-from controller.push import build_push_app
-from controller.store import ResourceStore
-from tests.fakes.server import DEFAULT_KEYS
 from tests.harness.certs import CertAuthority
-from tests.integration.sidecar import SidecarProcess, free_port
-
-TOKEN = "dev-token-for-tests"
+from tests.integration.controller_stack import (
+    TOKEN,
+    RunningController,
+    start_controller,
+    stop_controller,
+    team_objects,
+    wait_until,
+)
+from tests.integration.sidecar import SidecarProcess
 
 
 def _objects(openai_url: str, anthropic_url: str, model: str = "gpt-4o") -> list[Any]:
-    key = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
-    return [
-        parse_resource(o)
-        for o in [
-            {
-                "kind": "Secret",
-                "metadata": {"name": "keys", "namespace": "team-a"},
-                "data": {"openai": key(DEFAULT_KEYS["openai"]), "anthropic": key(DEFAULT_KEYS["anthropic"])},
-            },
-            {
-                "kind": "ModelProvider",
-                "metadata": {"name": "openai", "namespace": "team-a"},
-                "spec": {
-                    "type": "openai",
-                    "baseURL": openai_url + "/v1",
-                    "credentialsRef": {"name": "keys", "key": "openai"},
-                },
-            },
-            {
-                "kind": "ModelProvider",
-                "metadata": {"name": "claude", "namespace": "team-a"},
-                "spec": {
-                    "type": "anthropic",
-                    "baseURL": anthropic_url,
-                    "credentialsRef": {"name": "keys", "key": "anthropic"},
-                },
-            },
-            {
-                "kind": "ModelRoute",
-                "metadata": {"name": "chat", "namespace": "team-a", "generation": 1},
-                "spec": {"model": "chat", "rules": [{"backends": [{"provider": "openai", "model": model}]}]},
-            },
-        ]
-    ]
-
-
-class RunningController:
-    def __init__(self, store: ResourceStore, controller: Controller, runner: web.AppRunner, port: int) -> None:
-        self.store, self.controller, self.runner, self.port = store, controller, runner, port
-        self.url = f"http://127.0.0.1:{port}"
+    route = {"model": "chat", "rules": [{"backends": [{"provider": "openai", "model": model}]}]}
+    return team_objects(openai_url, anthropic_url, route)
 
 
 async def _start_controller(
     objects: list[Any], port: int = 0, ssl_context: ssl.SSLContext | None = None
 ) -> RunningController:
-    store = ResourceStore()
-    controller = Controller(store=store, quiet_seconds=0.05)
-    for obj in objects:
-        store.apply(obj)
-    await controller.recompute()
-    auth = StaticAuthenticator(token=TOKEN, identity=Identity(namespace="team-a", service_account="app"))
-    runner = web.AppRunner(build_push_app(controller=controller, authenticator=auth))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port or free_port(), ssl_context=ssl_context).start()
-    running = RunningController(store, controller, runner, runner.addresses[0][1])
-    if ssl_context is not None:
-        running.url = f"https://127.0.0.1:{running.port}"
-    running.task = asyncio.create_task(controller.run())  # type: ignore[attr-defined]
-    return running
-
-
-async def _stop(running: RunningController) -> None:
-    running.task.cancel()  # type: ignore[attr-defined]
-    await running.runner.cleanup()
+    return await start_controller(objects, port=port, ssl_context=ssl_context)
 
 
 def _sidecar(url: str, tmp_path, token: str = TOKEN, extra: tuple[str, ...] = ()) -> SidecarProcess:
@@ -109,19 +51,10 @@ def _sidecar(url: str, tmp_path, token: str = TOKEN, extra: tuple[str, ...] = ()
     )
 
 
-async def _wait(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 async def _start(process: SidecarProcess, *, expect_ready: bool = True) -> None:
     await asyncio.to_thread(process.start_process)
     if expect_ready:
-        await _wait(lambda: process.admin("/readyz")[0] == 200)
+        await wait_until(lambda: process.admin("/readyz")[0] == 200)
 
 
 async def test_a_route_change_reaches_the_sidecar_and_moves_its_next_request(
@@ -155,7 +88,7 @@ async def test_a_route_change_reaches_the_sidecar_and_moves_its_next_request(
         )
         before = connected.acked_version
         running.store.apply(changed)
-        await _wait(lambda: connected.acked_version not in ("", before))
+        await wait_until(lambda: connected.acked_version not in ("", before))
         second = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
         assert second.model == "claude-sonnet-4-5"
         _, ready = sidecar.admin("/readyz")
@@ -164,7 +97,7 @@ async def test_a_route_change_reaches_the_sidecar_and_moves_its_next_request(
         await client.close()
     finally:
         sidecar.stop()
-        await _stop(running)
+        await stop_controller(running)
 
 
 async def test_no_valid_token_no_config(tmp_path, fake_openai_process, fake_anthropic_process):
@@ -172,14 +105,14 @@ async def test_no_valid_token_no_config(tmp_path, fake_openai_process, fake_anth
     sidecar = _sidecar(running.url, tmp_path, token="stolen-or-made-up")
     try:
         await _start(sidecar, expect_ready=False)
-        await _wait(lambda: "refused the stream: HTTP 401" in sidecar.logs())
+        await wait_until(lambda: "refused the stream: HTTP 401" in sidecar.logs())
         status, body = sidecar.admin("/readyz")
         assert status == 503 and body["controllerConnected"] is False
         assert running.controller.sidecars == set()
         assert "stolen-or-made-up" not in sidecar.logs()
     finally:
         sidecar.stop()
-        await _stop(running)
+        await stop_controller(running)
 
 
 async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_controller_is_away(
@@ -194,7 +127,7 @@ async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_
         saved = json.loads((tmp_path / "saved-snapshot.json").read_text())
         assert saved["snapshot"]["version"] == version
         assert (tmp_path / "saved-snapshot.json").stat().st_mode & 0o077 == 0  # holds credentials: owner only
-        await _stop(running)
+        await stop_controller(running)
         sidecar.stop()
         await _start(sidecar)  # the controller is down: it must come up on the saved copy
         status, ready = sidecar.admin("/readyz")
@@ -208,14 +141,14 @@ async def test_the_sidecar_serves_its_saved_snapshot_across_a_restart_while_the_
         running = await _start_controller(
             _objects(fake_openai_process.base_url, fake_anthropic_process.base_url), port=port
         )
-        await _wait(lambda: sidecar.admin("/readyz")[1].get("controllerConnected") is True, timeout=40)
-        await _wait(lambda: len(running.controller.sidecars) == 1)  # its hello may still be on the way
+        await wait_until(lambda: sidecar.admin("/readyz")[1].get("controllerConnected") is True, timeout=40)
+        await wait_until(lambda: len(running.controller.sidecars) == 1)  # its hello may still be on the way
         [connected] = running.controller.sidecars
         assert connected.acked_version == version  # nothing new to send: it said what it had
         assert running.controller.pushes == 0
     finally:
         sidecar.stop()
-        await _stop(running)
+        await stop_controller(running)
 
 
 async def test_the_stream_runs_over_tls_and_a_sidecar_checks_who_it_talks_to(
@@ -236,12 +169,14 @@ async def test_the_stream_runs_over_tls_and_a_sidecar_checks_who_it_talks_to(
         await _start(trusting)
         assert trusting.admin("/readyz")[1]["controllerConnected"] is True
         await _start(wary, expect_ready=False)
-        await _wait(lambda: "CERTIFICATE_VERIFY_FAILED" in wary.logs() or "certificate verify failed" in wary.logs())
+        await wait_until(
+            lambda: "CERTIFICATE_VERIFY_FAILED" in wary.logs() or "certificate verify failed" in wary.logs()
+        )
         assert wary.admin("/readyz")[0] == 503
     finally:
         trusting.stop()
         wary.stop()
-        await _stop(running)
+        await stop_controller(running)
 
 
 async def test_a_sidecar_refusal_reaches_the_route_status_and_is_not_resent(
@@ -263,7 +198,7 @@ async def test_a_sidecar_refusal_reaches_the_route_status_and_is_not_resent(
             changed.model_copy(update={"metadata": changed.metadata.model_copy(update={"generation": 2})})
         )
         [connected] = running.controller.sidecars
-        await _wait(lambda: connected.nack_error != "")
+        await wait_until(lambda: connected.nack_error != "")
         key = ("ModelRoute", "team-a", "chat")
         sync = running.controller.route_sync()[key]
         assert (sync.synced, sync.total, sync.rejected) == (0, 1, 1)
@@ -280,4 +215,4 @@ async def test_a_sidecar_refusal_reaches_the_route_status_and_is_not_resent(
         assert sidecar.logs().count("refused snapshot") == 1
     finally:
         sidecar.stop()
-        await _stop(running)
+        await stop_controller(running)

@@ -5,8 +5,6 @@ better arm in the route's status. Also the feedback endpoint a quality metric re
 from __future__ import annotations
 
 import asyncio
-import base64
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,113 +15,73 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from controller.api import parse_resource
-from controller.auth import Identity, StaticAuthenticator
+from controller.auth import Identity
 from controller.compile import RouteVerdict, experiment_name
 from controller.core import Controller, RouteSync
 from controller.experiment_runner import ExperimentRunner
-from controller.push import build_push_app
 from controller.status import render, route_status
 from controller.store import ResourceStore
 from proxy.experiments import ExperimentCounts
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, build_app
 from proxy.telemetry.facade import Telemetry
-from tests.fakes.server import DEFAULT_KEYS
+from tests.integration.controller_stack import (
+    TOKEN,
+    RunningController,
+    start_controller,
+    stop_controller,
+    team_objects,
+    wait_until,
+)
 from tests.integration.sidecar import SidecarProcess
 
-TOKEN = "dev-token-for-tests"
 KEY = ("ModelRoute", "team-a", "chat")
 
 
 def _objects(openai_url: str, anthropic_url: str) -> list[Any]:
-    key = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
-    return [
-        parse_resource(o)
-        for o in [
-            {
-                "kind": "Secret",
-                "metadata": {"name": "keys", "namespace": "team-a"},
-                "data": {"openai": key(DEFAULT_KEYS["openai"]), "anthropic": key(DEFAULT_KEYS["anthropic"])},
-            },
-            {
-                "kind": "ModelProvider",
-                "metadata": {"name": "openai", "namespace": "team-a"},
-                "spec": {
-                    "type": "openai",
-                    "baseURL": openai_url + "/v1",
-                    "credentialsRef": {"name": "keys", "key": "openai"},
-                },
-            },
-            {
-                "kind": "ModelProvider",
-                "metadata": {"name": "claude", "namespace": "team-a"},
-                "spec": {
-                    "type": "anthropic",
-                    "baseURL": anthropic_url,
-                    "credentialsRef": {"name": "keys", "key": "anthropic"},
-                },
-            },
-            {
-                "kind": "ModelRoute",
-                "metadata": {"name": "chat", "namespace": "team-a", "generation": 1},
-                "spec": {
-                    "model": "chat",
-                    "rules": [
-                        {
-                            "retry": {"attempts": 1, "retryOn": []},  # a failure is the arm's, not retried away
-                            "experiment": {
-                                "arms": [
-                                    {"name": "flaky", "backends": [{"provider": "openai", "model": "gpt-4o"}]},
-                                    {
-                                        "name": "steady",
-                                        "backends": [{"provider": "claude", "model": "claude-sonnet-4-5"}],
-                                    },
-                                ],
-                                "metric": "errorRate",
-                                "minimumDetectableEffect": 0.1,
-                                "minimumSample": 30,
-                            },
-                        }
-                    ],
-                },
-            },
-        ]
-    ]
+    return team_objects(
+        openai_url,
+        anthropic_url,
+        {
+            "model": "chat",
+            "rules": [
+                {
+                    "retry": {"attempts": 1, "retryOn": []},  # a failure is the arm's, not retried away
+                    "experiment": {
+                        "arms": [
+                            {"name": "flaky", "backends": [{"provider": "openai", "model": "gpt-4o"}]},
+                            {"name": "steady", "backends": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
+                        ],
+                        "metric": "errorRate",
+                        "minimumDetectableEffect": 0.1,
+                        "minimumSample": 30,
+                    },
+                }
+            ],
+        },
+    )
 
 
 class Stack:
-    def __init__(
-        self, store: ResourceStore, controller: Controller, runner: ExperimentRunner, web_runner: web.AppRunner
-    ) -> None:
-        self.store, self.controller, self.experiments, self.web_runner = store, controller, runner, web_runner
-        self.url = f"http://127.0.0.1:{web_runner.addresses[0][1]}"
-        self.task: asyncio.Task[None] | None = None
+    def __init__(self, running: RunningController, experiments: ExperimentRunner) -> None:
+        self.running, self.experiments = running, experiments
+        self.controller, self.url = running.controller, running.url
 
 
 async def _start_stack(objects: list[Any]) -> Stack:
-    store = ResourceStore()
-    controller = Controller(store=store, quiet_seconds=0.05)
-    for obj in objects:
-        store.apply(obj)
-    await controller.recompute()
-    experiments = ExperimentRunner(
-        routes=lambda: {k: v.served for k, v in controller.judgement.routes.items()},
-        set_weights=controller.set_arm_weights,
-    )
-    auth = StaticAuthenticator(token=TOKEN, identity=Identity(namespace="team-a", service_account="app"))
-    web_runner = web.AppRunner(build_push_app(controller=controller, authenticator=auth, counts=experiments))
-    await web_runner.setup()
-    await web.TCPSite(web_runner, "127.0.0.1", 0).start()
-    stack = Stack(store, controller, experiments, web_runner)
-    stack.task = asyncio.create_task(controller.run())
-    return stack
+    def runner_for(controller: Controller) -> ExperimentRunner:
+        return ExperimentRunner(
+            routes=lambda: {k: v.served for k, v in controller.judgement.routes.items()},
+            set_weights=controller.set_arm_weights,
+        )
+
+    running = await start_controller(objects, counts=runner_for)
+    assert isinstance(running.counts, ExperimentRunner)
+    return Stack(running, running.counts)
 
 
 async def _stop(stack: Stack) -> None:
-    assert stack.task is not None
-    stack.task.cancel()
-    await stack.web_runner.cleanup()
+    await stop_controller(stack.running)
 
 
 def _sidecar(url: str, tmp_path: Any) -> SidecarProcess:
@@ -136,12 +94,7 @@ def _sidecar(url: str, tmp_path: Any) -> SidecarProcess:
 
 
 async def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    await wait_until(predicate, timeout)
 
 
 async def _chat(session: aiohttp.ClientSession, base: str, **headers: str) -> tuple[int, str | None]:

@@ -9,7 +9,6 @@ import math
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -18,33 +17,13 @@ import pytest
 
 from proxy.limits.estimate import estimate
 from proxy.snapshot import ModelPricing
-from tests.integration.limits_sidecar import (
-    POLICY,
-    PRICE_IN,
-    PRICE_OUT,
-    capacity,
-    chat,
-    counter_standing,
-    limit,
-    limited_snapshot,
-    post,
-)
+from tests.integration.limits_sidecar import POLICY, PRICE_IN, PRICE_OUT, capacity, chat, counter_standing, limit, post
 from tests.integration.sidecar import SidecarProcess
 
 
 @pytest.fixture
-def start(fake_openai: Any, fake_anthropic: Any) -> Iterator[Any]:
-    started: list[SidecarProcess] = []
-
-    def run(**snapshot: Any) -> SidecarProcess:
-        process = SidecarProcess(limited_snapshot(fake_openai.base_url, fake_anthropic.base_url, **snapshot))
-        process.start()
-        started.append(process)
-        return process
-
-    yield run
-    for process in started:
-        process.stop()
+def start(limited_sidecar: Any) -> Any:
+    return limited_sidecar
 
 
 def test_a_refusal_is_an_openai_429_with_the_headers_the_sdk_reads(start: Any) -> None:

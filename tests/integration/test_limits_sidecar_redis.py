@@ -8,21 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness.fixtures import HarnessSession, tool
-from tests.harness.process import ManagedProcess
-from tests.harness.redis import RedisServer
+from tests.harness.redis import RedisServer, RestartableRedis
 from tests.integration.limits_sidecar import PRICE_IN, PRICE_OUT, chat, limit, limited_snapshot, post
 from tests.integration.sidecar import REPO, SidecarProcess, free_port
 from tests.integration.test_sidecar_footprint import RUN_AND_LIST
@@ -52,21 +47,8 @@ def _spent(redis: RedisServer, key: str, want: int, timeout: float = 5.0) -> int
 
 
 @pytest.fixture
-def start(fake_openai: Any, fake_anthropic: Any) -> Iterator[Any]:
-    started: list[SidecarProcess] = []
-
-    def run(
-        *, extra_args: list[str] | None = None, env: dict[str, str] | None = None, **snapshot: Any
-    ) -> SidecarProcess:
-        data = limited_snapshot(fake_openai.base_url, fake_anthropic.base_url, **snapshot)
-        process = SidecarProcess(data, extra_args=extra_args, env=env)
-        process.start()
-        started.append(process)
-        return process
-
-    yield run
-    for process in started:
-        process.stop()
+def start(limited_sidecar: Any) -> Any:
+    return limited_sidecar
 
 
 def test_a_stream_is_charged_its_final_usage_in_redis(start: Any, redis: RedisServer) -> None:
@@ -97,56 +79,13 @@ def test_the_snapshots_store_wins_over_the_flag_and_its_url_is_never_shown(start
         assert redis.url not in shown and PASSWORD not in shown
 
 
-class PasswordRedis:
-    """A redis-server with a password that can be killed and started again on the same port."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.workdir, self.port = workdir, port
-        self.process: ManagedProcess | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [tool("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no", "--logfile", "",
-                "--requirepass", PASSWORD]  # fmt: skip
-        self.process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
-        self.process.wait_ready(self._ping, timeout=30)
-
-    def _ping(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(f"AUTH {PASSWORD}\r\nPING\r\n".encode())
-            time.sleep(0.05)
-            return b"+PONG" in s.recv(256)
-
-    def cli(self, *args: str) -> str:
-        argv = [str(tool("redis-cli")), "-p", str(self.port), "--no-auth-warning", "-a", PASSWORD, *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.proc.pid, signal.SIGKILL)
-        self.process.proc.wait(10)
-        self.process.stop()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-
 @pytest.fixture
-def own_redis(harness: HarnessSession, tmp_path: Path) -> Iterator[PasswordRedis]:
-    server = PasswordRedis(tmp_path / "redis", harness.ports.take())
-    server.start()
-    yield server
-    server.stop()
+def own_redis_password() -> str:
+    return PASSWORD
 
 
 def test_redis_away_open_limits_serve_closed_ones_refuse_then_counting_resumes(
-    start: Any, own_redis: PasswordRedis
+    start: Any, own_redis: RestartableRedis
 ) -> None:
     rate = limit("rate", requestsPerMinute=10_000, routes=["gpt"])  # failureMode open (a rate's default)
     budget = limit("budget", usdPerDay=100, failureMode="closed", routes=["claude"])

@@ -9,9 +9,7 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp import web
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -23,6 +21,7 @@ from proxy.snapshot import parse_snapshot
 from proxy.telemetry.facade import Telemetry
 from proxy.telemetry.metrics import Registry
 from proxy.telemetry.sidecar_metrics import SidecarMetrics
+from tests.integration.in_process import recorded_spans, serving
 from tests.integration.limits_sidecar import POLICY, capacity, limit, limited_snapshot
 
 HI = [{"role": "user", "content": "hi"}]
@@ -30,8 +29,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 async def app(fake_openai: Any, fake_anthropic: Any) -> AsyncIterator[tuple[openai.AsyncOpenAI, InMemorySpanExporter]]:
-    exporter, provider = InMemorySpanExporter(), TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = recorded_spans()
     snapshot = limited_snapshot(
         fake_openai.base_url,
         fake_anthropic.base_url,
@@ -42,15 +40,9 @@ async def app(fake_openai: Any, fake_anthropic: Any) -> AsyncIterator[tuple[open
     holder.swap(Runtime.build(parse_snapshot(snapshot)))
     telemetry = Telemetry(tracer=provider.get_tracer("test"), metrics=SidecarMetrics(registry=Registry()))
     admission = Admission(telemetry=telemetry, audit=AuditLog())
-    runner = web.AppRunner(
-        build_app(holder=holder, telemetry=telemetry, settings=ServerSettings(), admission=admission)
-    )
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1", api_key="x", max_retries=0)
-    yield client, exporter
-    await client.close()
-    await runner.cleanup()
+    app = build_app(holder=holder, telemetry=telemetry, settings=ServerSettings(), admission=admission)
+    async with serving(app) as client:
+        yield client, exporter
 
 
 def _server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:

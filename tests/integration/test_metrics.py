@@ -58,7 +58,7 @@ def _one(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_after_known_traffic(own_sidecar: SidecarProcess, fake_openai: Any, fake_anthropic: Any) -> None:
-    client = openai.OpenAI(base_url=own_sidecar.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    client = own_sidecar.openai_client()
     usage = [
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": f"hello {i}"}]).usage
         for i in range(2)

@@ -10,7 +10,6 @@ recorded request says which backend was used.
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import Any
 
 import anthropic
@@ -102,7 +101,7 @@ def policed(fake_openai_process: Any) -> Any:
 
 @pytest.fixture
 def client(policed: SidecarProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=policed.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return policed.openai_client()
 
 
 def used_models(fake: Any) -> list[str]:
@@ -183,7 +182,7 @@ def test_an_unknown_class_is_a_400_listing_the_classes(client):
 
 
 def test_anthropic_callers_get_their_own_error_shape(policed, fake_openai):
-    claude = anthropic.Anthropic(base_url=policed.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    claude = policed.anthropic_client()
     with pytest.raises(anthropic.PermissionDeniedError) as refused:
         claude.messages.create(
             model="saas-only",
@@ -200,28 +199,18 @@ def test_embeddings_are_classified_too(client, fake_openai):
         client.embeddings.create(model="saas-only", input=["call me on +44 20 7946 0958"])
 
 
-def _metric(process: SidecarProcess, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(process.admin_url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_refusals_reroutes_and_findings_are_counted(client, policed, fake_openai):
     before = (
-        _metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
-        _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
-        _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
+        policed.metric("modelway_policy_refusals_total", modelway_data_class="personal"),
+        policed.metric("modelway_policy_reroutes_total", modelway_route="team-a/chat"),
+        policed.metric("modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
     )
     with pytest.raises(openai.PermissionDeniedError):
         ask(client, "hello", data_class="personal", model="saas-only")
     ask(client, "pay to DE89 3704 0044 0532 0130 00 or GB82 WEST 1234 5698 7654 32")
     after = (
-        _metric(policed, "modelway_policy_refusals_total", modelway_data_class="personal"),
-        _metric(policed, "modelway_policy_reroutes_total", modelway_route="team-a/chat"),
-        _metric(policed, "modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
+        policed.metric("modelway_policy_refusals_total", modelway_data_class="personal"),
+        policed.metric("modelway_policy_reroutes_total", modelway_route="team-a/chat"),
+        policed.metric("modelway_policy_personal_data_total", modelway_personal_data_kind="iban"),
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2]

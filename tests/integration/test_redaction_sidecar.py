@@ -10,7 +10,6 @@ answer carries whatever the provider received, and the fake records every byte i
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import Any
 
 import anthropic
@@ -101,12 +100,12 @@ def masking(fake_openai_process: Any) -> Any:
 
 @pytest.fixture
 def client(masking: SidecarProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=masking.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
+    return masking.openai_client()
 
 
 @pytest.fixture
 def claude(masking: SidecarProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=masking.base_url, api_key="placeholder", max_retries=0, timeout=20)
+    return masking.anthropic_client()
 
 
 def received(fake: Any) -> list[dict[str, Any]]:
@@ -268,20 +267,10 @@ def test_embeddings_to_a_backend_that_would_restore_are_refused(client, fake_ope
 # --- what the sidecar says about it -----------------------------------------------------------------
 
 
-def _metric(process: SidecarProcess, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(process.admin_url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_the_audit_line_and_metrics_count_what_was_masked_never_the_values(client, masking, fake_openai):
-    before = _metric(masking, "modelway_redactions_total", modelway_redaction_kind="email")
+    before = masking.metric("modelway_redactions_total", modelway_redaction_kind="email")
     client.chat.completions.create(model="masked", messages=[{"role": "user", "content": PROMPT}])
-    after = _metric(masking, "modelway_redactions_total", modelway_redaction_kind="email")
+    after = masking.metric("modelway_redactions_total", modelway_redaction_kind="email")
     assert after - before == 2
     lines = [line for line in masking.logs().splitlines() if '"audit":"modelway.policy"' in line]
     entry = json.loads(lines[-1][lines[-1].index("{") :])

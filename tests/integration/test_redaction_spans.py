@@ -6,37 +6,26 @@ from __future__ import annotations
 
 import json
 
-import openai
 import pytest
-from aiohttp import web
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, build_app
 from proxy.snapshot import parse_snapshot
 from proxy.telemetry.facade import Telemetry
+from tests.integration.in_process import recorded_spans, serving
 from tests.integration.test_redaction_sidecar import EMAIL, PHONE, POLICY, PROMPT, VALUES, redaction_snapshot
 
 
 @pytest.fixture
 async def traced(fake_openai_process):
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = recorded_spans()
     holder = RuntimeHolder()
     holder.swap(Runtime.build(parse_snapshot(redaction_snapshot(fake_openai_process.base_url))))
     telemetry = Telemetry(tracer=provider.get_tracer("test"), capture_content=True)
     app = build_app(holder=holder, telemetry=telemetry, settings=ServerSettings())
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1", api_key="x", max_retries=0)
-    yield client, exporter
-    await client.close()
-    await runner.cleanup()
+    async with serving(app, handler_cancellation=True) as client:
+        yield client, exporter
 
 
 def _server_span(exporter):

@@ -7,16 +7,13 @@ import json
 
 import openai
 import pytest
-from aiohttp import web
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.server import ServerSettings, build_app
 from proxy.snapshot import parse_snapshot
 from proxy.telemetry.facade import Telemetry
+from tests.integration.in_process import recorded_spans, serving
 
 APP_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 APP_PARENT = "00f067aa0ba902b7"
@@ -24,19 +21,12 @@ APP_PARENT = "00f067aa0ba902b7"
 
 @pytest.fixture
 async def traced(snapshot_data):
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = recorded_spans()
     holder = RuntimeHolder()
     holder.swap(Runtime.build(parse_snapshot(snapshot_data)))
     app = build_app(holder=holder, telemetry=Telemetry(tracer=provider.get_tracer("test")), settings=ServerSettings())
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1", api_key="x", max_retries=0)
-    yield client, exporter
-    await client.close()
-    await runner.cleanup()
+    async with serving(app, handler_cancellation=True) as client:
+        yield client, exporter
 
 
 def _by_kind(exporter, kind):
