@@ -37,7 +37,7 @@ from proxy.providers.base import (
 )
 from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
-from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser, encode_event
 
 #: What count_tokens takes of a messages body (it refuses max_tokens, stop_sequences, sampling...).
 _COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"})
@@ -46,6 +46,7 @@ _COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choic
 class AnthropicTranslator:
     system = "anthropic"
     native_openai = False
+    passthrough_api = "anthropic"  # an Anthropic Messages request is sent on as the app wrote it
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
@@ -62,6 +63,21 @@ class AnthropicTranslator:
         body = messages_body(request, model=model, stream=stream)
         headers = dict(self._sse_headers if stream else self._json_headers)
         return UpstreamRequest(url=self._url, headers=headers, body=orjson.dumps(body), stream=stream)
+
+    def passthrough_request(
+        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+    ) -> UpstreamRequest:
+        """The app's own Messages body with the backend's model: every field as sent (thinking,
+        cache_control, citations, fields this gateway does not know yet). `headers`: the app's
+        `anthropic-version` / `anthropic-beta`, which say how to read that body."""
+        out = dict(body)
+        out["model"] = model
+        sent = dict(self._sse_headers if stream else self._json_headers)
+        sent.update(headers)
+        return UpstreamRequest(url=self._url, headers=sent, body=orjson.dumps(out), stream=stream)
+
+    def passthrough_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> RawEventDecoder:
+        return RawEventDecoder(self.stream_decoder(model=model, max_event_bytes=max_event_bytes), max_event_bytes)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))
@@ -125,7 +141,18 @@ def chat_completion(message: dict[str, Any], *, created: int) -> tuple[ChatRespo
         ],
         "usage": usage,
     }
-    return response, Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
+    counts = _usage_counts(message.get("usage"), "response", required=True)
+    return response, cache_usage(counts, usage["prompt_tokens"], usage["completion_tokens"])
+
+
+def cache_usage(counts: dict[str, int], prompt: int | None, completion: int | None) -> Usage:
+    """The internal Usage of Anthropic counts: the prompt whole, its cache reads and writes apart."""
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cached_input_tokens=counts.get("cache_read_input_tokens"),
+        cache_write_input_tokens=counts.get("cache_creation_input_tokens"),
+    )
 
 
 def _read_content(content: list[Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -234,15 +261,16 @@ class AnthropicStreamDecoder:
             events = self._parser.feed(data)
         except SseEventTooLarge as exc:
             raise UpstreamProtocolError(str(exc)) from None
-        return [chunk for event in events for chunk in self._decode(event)]
+        return [chunk for event in events for chunk in self.decode_event(event)]
 
     def close(self) -> list[ChatChunk]:
-        chunks = [chunk for event in self._parser.close() for chunk in self._decode(event)]
+        chunks = [chunk for event in self._parser.close() for chunk in self.decode_event(event)]
         if not self.state.done:
             raise UpstreamProtocolError("stream ended before its message_stop event")
         return chunks
 
-    def _decode(self, event: SseEvent) -> list[ChatChunk]:
+    def decode_event(self, event: SseEvent) -> list[ChatChunk]:
+        """One SSE event -> its chunks (also for the pass-through, which sends the event itself on)."""
         if not event.data:
             return []
         data = load_json_object(event.data.encode(), "stream event")
@@ -344,9 +372,10 @@ class AnthropicStreamDecoder:
         # Counts are cumulative: a later value replaces an earlier one.
         self._counts.update(_usage_counts(usage, what, required=False))
         totals = openai_usage(self._counts)
-        self.state.usage = Usage(
-            input_tokens=totals["prompt_tokens"] if "input_tokens" in self._counts else None,
-            output_tokens=totals["completion_tokens"] if "output_tokens" in self._counts else None,
+        self.state.usage = cache_usage(
+            self._counts,
+            totals["prompt_tokens"] if "input_tokens" in self._counts else None,
+            totals["completion_tokens"] if "output_tokens" in self._counts else None,
         )
 
     @staticmethod
@@ -364,3 +393,75 @@ class AnthropicStreamDecoder:
             "model": self._model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
+
+
+# --- pass-through: Anthropic events on to an Anthropic client as they came --------------------
+
+
+class RawEvent(dict[str, Any]):
+    """One provider event for a client of the same API: `raw` is what the client gets (the event's
+    own data, unchanged); the dict is the event's internal chunk, read for the first-content rule,
+    content capture and usage. Never mutate one."""
+
+    __slots__ = ("raw",)
+    raw: bytes
+
+
+_NO_CONTENT: ChatChunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": None}]}
+
+
+class RawEventDecoder:
+    """Anthropic SSE events decoded (checked, usage read) by the Anthropic decoder and handed on one
+    `RawEvent` each, so an Anthropic client gets the provider's events, not a re-encode."""
+
+    def __init__(self, events: AnthropicStreamDecoder, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._events = events
+        self.state = events.state
+        self._parser = SseParser(max_event_bytes=max_event_bytes)
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        try:
+            events = self._parser.feed(data)
+        except SseEventTooLarge as exc:
+            raise UpstreamProtocolError(str(exc)) from None
+        return [self.raw_event(event) for event in events]
+
+    def close(self) -> list[ChatChunk]:
+        chunks = [self.raw_event(event) for event in self._parser.close()]
+        if not self.state.done:
+            raise UpstreamProtocolError("stream ended before its message_stop event")
+        return chunks
+
+    def raw_event(self, event: SseEvent) -> ChatChunk:
+        chunks = self._events.decode_event(event)
+        name = event.event
+        if name is None and event.data:  # Bedrock's payloads are the data alone: the name is its type
+            kind = orjson.loads(event.data).get("type")  # (decode_event checked it is an object)
+            name = kind if isinstance(kind, str) and kind.isidentifier() else None
+        chunk = RawEvent(_representative(chunks, event))
+        data = event.data
+        if "\n" in data:  # several data lines: one line of the same JSON (an SSE event's data is one line)
+            data = orjson.dumps(orjson.loads(data)).decode()
+        chunk.raw = encode_event(data, name) if data or name else b""
+        return chunk
+
+
+def _representative(chunks: list[ChatChunk], event: SseEvent) -> ChatChunk:
+    """The internal chunk standing for an event: its content if any (thinking counts, so a model
+    that thinks first is not held back), else its finish, else an empty delta."""
+    for chunk in chunks:
+        if chunk.get("usage") is not None or any(c.get("finish_reason") for c in chunk.get("choices") or []):
+            continue
+        delta = chunk["choices"][0]["delta"] if chunk.get("choices") else {}
+        if delta.get("content") or delta.get("tool_calls"):
+            return chunk
+    if '"thinking_delta"' in event.data:
+        data = orjson.loads(event.data)
+        delta = data.get("delta") if isinstance(data, dict) else None
+        thinking = delta.get("thinking") if isinstance(delta, dict) else None
+        if isinstance(thinking, str) and thinking:
+            return {"choices": [{"index": 0, "delta": {"reasoning_content": thinking}, "finish_reason": None}]}
+    for chunk in chunks:
+        if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
+            return chunk
+    return chunks[0] if chunks else _NO_CONTENT
