@@ -58,7 +58,11 @@ FUTURE = {"future_field": {"nested": [1, 2.5, "x"]}}
 
 
 def _route(model: str, provider: str, upstream: str, *, fallback: tuple[str, str] | None = None) -> dict[str, Any]:
-    rule: dict[str, Any] = {"name": "default", "backends": [{"provider": provider, "model": upstream}], "retry": ONE_TRY}
+    rule: dict[str, Any] = {
+        "name": "default",
+        "backends": [{"provider": provider, "model": upstream}],
+        "retry": ONE_TRY,
+    }
     if fallback:
         rule["fallbacks"] = [{"provider": fallback[0], "model": fallback[1]}]
     return {"name": model, "model": model, "rules": [rule]}
@@ -211,7 +215,9 @@ def test_anthropic_on_bedrock_gets_the_apps_body_in_invoke_model(
     assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "STOP")
 
 
-def test_an_openai_request_reaches_openai_with_every_field(oai: openai.OpenAI, fake_openai: FakeProviderProcess) -> None:
+def test_an_openai_request_reaches_openai_with_every_field(
+    oai: openai.OpenAI, fake_openai: FakeProviderProcess
+) -> None:
     fields: dict[str, Any] = {
         "messages": [{"role": "user", "content": "hello there"}],
         "service_tier": "flex",
@@ -228,7 +234,13 @@ def test_an_openai_request_reaches_openai_with_every_field(oai: openai.OpenAI, f
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "echo: hello there"
     received = fake_openai.requests()[-1]["json"]
     # the usage chunk is asked for (limits and cost need it) and hidden from an app that did not ask
-    assert received == {**fields, "model": "gpt-4o", "stream": True, **FUTURE, "stream_options": {"include_usage": True}}
+    assert received == {
+        **fields,
+        "model": "gpt-4o",
+        "stream": True,
+        **FUTURE,
+        "stream_options": {"include_usage": True},
+    }
 
 
 def test_a_fallback_to_another_api_is_translated(
