@@ -2,7 +2,17 @@
 
 Request bodies are built by `anthropic_convert.messages_body`; here responses
 are read by `chat_completion` and streams decoded event by event by
-`AnthropicStreamDecoder`. Pure: no sockets; the clock is read only to stamp
+`AnthropicStreamDecoder`.
+
+For an app that called the Messages API itself, the pass-through
+(`proxy.request.passthrough`) sends its body as it is (`passthrough_request`:
+the model set, nothing lost) and hands its answer back as Anthropic sent it
+(`RawEventDecoder`: each event on, after the same checks and usage reading).
+From another API (OpenAI Chat Completions), what the internal form cannot carry
+is not asked for: no thinking (a model with extended thinking answers without
+it), no `cache_control` (prompt caching is Anthropic's opt-in: such requests are
+not cached), and thinking blocks, citations and server-tool blocks in an answer
+are left out of the chat.completion. Pure: no sockets; the clock is read only to stamp
 `created`, as OpenAI does.
 """
 

@@ -10,7 +10,10 @@ Anthropic's API (`proxy.providers.anthropic`); a stream is AWS event-stream mess
 Anthropic stream decoder (Bedrock's extra `amazon-bedrock-invocationMetrics` is not read).
 
 What Converse cannot carry and Anthropic's body can (its tool and content block types, stop
-sequences reported as such) crosses here as it does to Anthropic's own API.
+sequences reported as such) crosses here as it does to Anthropic's own API. An app on the Messages
+API itself has its body sent as it is (`passthrough_request`: `model` and `stream` taken out,
+`anthropic_version` added, the app's `anthropic-beta` header as `anthropic_beta`), and each streamed
+event handed back as Anthropic SSE (`RawEventDecoder` behind `InvokeStreamDecoder`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""OpenAI Chat Completions and Embeddings: the internal form itself, so mostly a pass-through."""
+"""OpenAI Chat Completions and Embeddings: the internal form itself, so mostly a pass-through.
+
+An OpenAI app's body goes on as sent (`passthrough_request`: every field, unknown ones too, with the
+backend's model; `proxy.request.passthrough`), and its answer comes back as the provider's bytes. From
+the Anthropic Messages API, what OpenAI has no field for is dropped by the front end: `thinking` (the
+reasoning models think by themselves; `reasoning_effort` is not set), `cache_control` (OpenAI caches
+prompts of 1024 tokens and more by itself, and reports the cached part), `top_k`, citations."""
 
 from __future__ import annotations
 
