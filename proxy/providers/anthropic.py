@@ -47,7 +47,7 @@ from proxy.providers.base import (
 )
 from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
-from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser, encode_event
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser, parse_block
 
 #: What count_tokens takes of a messages body (it refuses max_tokens, stop_sequences, sampling...).
 _COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"})
@@ -280,10 +280,12 @@ class AnthropicStreamDecoder:
         return chunks
 
     def decode_event(self, event: SseEvent) -> list[ChatChunk]:
-        """One SSE event -> its chunks (also for the pass-through, which sends the event itself on)."""
         if not event.data:
             return []
-        data = load_json_object(event.data.encode(), "stream event")
+        return self.decode_object(load_json_object(event.data.encode(), "stream event"))
+
+    def decode_object(self, data: dict[str, Any]) -> list[ChatChunk]:
+        """One event's JSON -> its chunks (also for the pass-through, which sends the event itself on)."""
         kind = data.get("type")
         if kind == "error":
             raise UpstreamProtocolError(f"provider sent an error mid-stream: {_error_text(data)}")
@@ -422,7 +424,9 @@ _NO_CONTENT: ChatChunk = {"choices": [{"index": 0, "delta": {}, "finish_reason":
 
 class RawEventDecoder:
     """Anthropic SSE events decoded (checked, usage read) by the Anthropic decoder and handed on one
-    `RawEvent` each, so an Anthropic client gets the provider's events, not a re-encode."""
+    `RawEvent` each, so an Anthropic client gets the provider's events, not a re-encode: each event's
+    own bytes (line ends made LF), its `event:` line added where the provider sent only data (Bedrock;
+    an Anthropic event's name is its type)."""
 
     def __init__(self, events: AnthropicStreamDecoder, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._events = events
@@ -431,32 +435,41 @@ class RawEventDecoder:
 
     def feed(self, data: bytes) -> list[ChatChunk]:
         try:
-            events = self._parser.feed(data)
+            blocks = self._parser.feed_blocks(data)
         except SseEventTooLarge as exc:
             raise UpstreamProtocolError(str(exc)) from None
-        return [self.raw_event(event) for event in events]
+        return [chunk for block in blocks if (chunk := self._raw_event(block)) is not None]
 
     def close(self) -> list[ChatChunk]:
-        chunks = [self.raw_event(event) for event in self._parser.close()]
+        rest = self._parser.close_block()
+        chunks = [chunk] if rest and (chunk := self._raw_event(rest)) is not None else []
         if not self.state.done:
             raise UpstreamProtocolError("stream ended before its message_stop event")
         return chunks
 
-    def raw_event(self, event: SseEvent) -> ChatChunk:
-        chunks = self._events.decode_event(event)
-        name = event.event
-        if name is None and event.data:  # Bedrock's payloads are the data alone: the name is its type
-            kind = orjson.loads(event.data).get("type")  # (decode_event checked it is an object)
-            name = kind if isinstance(kind, str) and kind.isidentifier() else None
-        chunk = RawEvent(_representative(chunks, event))
-        data = event.data
-        if "\n" in data:  # several data lines: one line of the same JSON (an SSE event's data is one line)
-            data = orjson.dumps(orjson.loads(data)).decode()
-        chunk.raw = encode_event(data, name) if data or name else b""
+    def _raw_event(self, block: bytes) -> ChatChunk | None:
+        named = block.startswith(b"event: ")
+        newline = block.find(b"\n")
+        if named and block.startswith(b"data: ", newline + 1) and block.find(b"\n", newline + 1) < 0:
+            payload = block[newline + 7 :]  # the common case: one event line, one data line
+        elif block.startswith(b"data: ") and newline < 0:
+            payload = block[6:]
+        else:  # comments, several data lines, odd spacing: read by the rules, sent as one data line
+            event = parse_block(block)
+            if event is None or not event.data:
+                return None
+            payload, named = orjson.dumps(load_json_object(event.data, "stream event")), False
+            block = b"data: " + payload
+        data = load_json_object(payload, "stream event")
+        chunk = RawEvent(_representative(self._events.decode_object(data), data))
+        kind = data.get("type")
+        if not named and isinstance(kind, str) and kind.isidentifier():
+            block = b"event: " + kind.encode() + b"\n" + block
+        chunk.raw = block + b"\n\n"
         return chunk
 
 
-def _representative(chunks: list[ChatChunk], event: SseEvent) -> ChatChunk:
+def _representative(chunks: list[ChatChunk], data: dict[str, Any]) -> ChatChunk:
     """The internal chunk standing for an event: its content if any (thinking counts, so a model
     that thinks first is not held back), else its finish, else an empty delta."""
     for chunk in chunks:
@@ -465,10 +478,9 @@ def _representative(chunks: list[ChatChunk], event: SseEvent) -> ChatChunk:
         delta = chunk["choices"][0]["delta"] if chunk.get("choices") else {}
         if delta.get("content") or delta.get("tool_calls"):
             return chunk
-    if '"thinking_delta"' in event.data:
-        data = orjson.loads(event.data)
-        delta = data.get("delta") if isinstance(data, dict) else None
-        thinking = delta.get("thinking") if isinstance(delta, dict) else None
+    delta = data.get("delta")
+    if isinstance(delta, dict) and delta.get("type") == "thinking_delta":
+        thinking = delta.get("thinking")
         if isinstance(thinking, str) and thinking:
             return {"choices": [{"index": 0, "delta": {"reasoning_content": thinking}, "finish_reason": None}]}
     for chunk in chunks:
