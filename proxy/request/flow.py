@@ -29,7 +29,7 @@ from proxy.errors import ApiError
 from proxy.experiments import REQUEST_ID_KEY, ExperimentCounts
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend
-from proxy.policy.classify import Classification, chat_texts, embedding_texts
+from proxy.policy.classify import Classification, embedding_texts
 from proxy.providers.base import Translator, UpstreamRequest
 from proxy.request.account import Accounting
 from proxy.request.admit import Admission, Gate
@@ -40,7 +40,7 @@ from proxy.request.count_tokens import OPERATION as COUNT_TOKENS
 from proxy.request.count_tokens import counting, parse_count_tokens
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings, read_json
-from proxy.request.passthrough import Passthrough
+from proxy.request.passthrough import Passthrough, sendable_texts
 from proxy.request.plan import plan
 from proxy.request.redact import masking_for
 from proxy.request.relay import Answer, ClientGone, ParseBody, Relay
@@ -178,7 +178,7 @@ class RequestPath:
             operation="chat",
             model=parsed.model,
             stream=parsed.stream,
-            texts=lambda: chat_texts(parsed.request),
+            texts=lambda: sendable_texts(parsed),
             serve=serve,
             started=started,
             body=parsed.request,

@@ -18,12 +18,13 @@ backend (`proxy.request.redact` masks the internal form and restores values in i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, cast
 
 from proxy.errors import ApiError
 from proxy.frontends.anthropic_stream import AnthropicStreamEncoder
 from proxy.frontends.base import Frontend, ParsedChat, StreamEncoder
+from proxy.policy.classify import chat_texts
 from proxy.providers.base import ChatChunk, StreamDecoder, Translator, UpstreamRequest
 from proxy.request.attempt import BuildRequest
 from proxy.request.redact import Masking
@@ -32,6 +33,16 @@ from proxy.sse import DEFAULT_MAX_EVENT_BYTES
 
 # The app's request headers that say how to read an Anthropic body; sent on with it.
 _ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def sendable_texts(parsed: ParsedChat) -> Iterator[str]:
+    """What the classify stage scans: all a backend may be sent. The internal form (what every
+    translated request is built from: data URLs decoded there), and the app's own body when it differs
+    (Anthropic's: thinking blocks, document context, `cache_control` and unknown fields reach the
+    provider on the pass-through, though the internal form drops them)."""
+    yield from chat_texts(parsed.request)
+    if parsed.original is not None and parsed.original is not parsed.request:
+        yield from chat_texts(parsed.original)
 
 
 class PassingTranslator(Protocol):
