@@ -237,7 +237,7 @@ class RequestPath:
             operation=COUNT_TOKENS,
             model=parsed.model,
             stream=False,
-            texts=lambda: chat_texts(parsed.request),
+            texts=lambda: sendable_texts(parsed),
             serve=counting(parsed, attempts=self._attempts, unary=self._unary),
             started=started,
             body=parsed.request,
