@@ -55,6 +55,7 @@ bench-sidecar: $(STAMP)
 	$(PY) -m bench.sidecar
 	$(PY) -m bench.http_client
 	$(PY) -m bench.span_paths
+	$(PY) -m bench.passthrough
 
 ## bench-instructions: what telemetry costs per request in CPU instructions (valgrind: slow, but
 ## steady on a busy machine, where the req/s ratios of bench-sidecar are noise)

@@ -170,6 +170,7 @@ class ModelInfo(_Model):
     name: Annotated[str, Field(min_length=1)]
     input_price_per_million: Annotated[float, Field(ge=0)] | None = None
     output_price_per_million: Annotated[float, Field(ge=0)] | None = None
+    cached_input_price_per_million: Annotated[float, Field(ge=0)] | None = None
     context_window: Annotated[int, Field(ge=1)] | None = None
 
 

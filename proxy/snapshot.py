@@ -207,6 +207,8 @@ class ModelPricing(_Frozen):
 
     input_per_million: float = Field(ge=0)
     output_per_million: float = Field(ge=0)
+    # Input tokens read from the provider's prompt cache; None: they cost the input price.
+    cached_input_per_million: float | None = Field(default=None, ge=0)
 
 
 # --- limits and capacity (enforced by proxy/limits) ---------------------------------------

@@ -44,7 +44,7 @@ class SseParser:
     def feed(self, data: bytes) -> list[SseEvent]:
         events = []
         for block in self._blocks(data):
-            event = _parse_block(block)
+            event = parse_block(block)
             if event is not None:
                 events.append(event)
         return events
@@ -95,9 +95,21 @@ class SseParser:
         for event in self._blocks(data):
             if event.startswith(b"data: ") and b"\n" not in event:
                 datas.append(event[6:])
-            elif (parsed := _parse_block(event)) is not None:
+            elif (parsed := parse_block(event)) is not None:
                 datas.append(parsed.data.encode())
         return datas
+
+    def feed_blocks(self, data: bytes) -> list[bytes]:
+        """Like `feed`, for a relay that sends events on as they came: each complete event's own
+        bytes (line ends made LF, without the blank line that ended it); `parse_block` reads one."""
+        return self._blocks(data)
+
+    def close_block(self) -> bytes:
+        """End of body, for `feed_blocks`: a final event without its blank line (b"" when none)."""
+        rest = b"".join((self._buffer, *self._pieces)).rstrip(b"\r\n")
+        self._buffer, self._size = b"", 0
+        self._pieces.clear()
+        return rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
     def close(self) -> list[SseEvent]:
         """End of body: a final event without its blank line still counts."""
@@ -106,7 +118,7 @@ class SseParser:
         self._pieces.clear()
         if not rest:
             return []
-        event = _parse_block(rest.replace(b"\r\n", b"\n"))
+        event = parse_block(rest.replace(b"\r\n", b"\n"))
         return [event] if event is not None else []
 
     @property
@@ -114,7 +126,9 @@ class SseParser:
         return bool(self._buffer.strip()) or any(piece.strip() for piece in self._pieces)
 
 
-def _parse_block(block: bytes) -> SseEvent | None:
+def parse_block(block: bytes) -> SseEvent | None:
+    """One event's bytes (LF line ends, no blank line) read by the SSE rules; None when it holds neither
+    an event name nor data (comments only)."""
     if block.startswith(b"data: ") and b"\n" not in block:
         return SseEvent(event=None, data=block[6:].decode("utf-8", "replace"))  # the common case, fast
     event: str | None = None

@@ -5,10 +5,15 @@ form, so any provider can serve them; answers are turned back into Anthropic
 messages, and streams into Anthropic events by the encoder in
 `proxy.frontends.anthropic_stream`. Pure: no sockets, no clock.
 
-Knowingly lossy (no internal equivalent): `top_k`, `thinking` and thinking
+To a backend that speaks the Messages API itself (`anthropic`, Bedrock with `api:
+anthropic-messages`) the app's body goes as sent and nothing is lost (`proxy.request.passthrough`).
+Only across APIs is it knowingly lossy (no internal equivalent): `top_k`, `thinking` and thinking
 blocks, `cache_control`, `service_tier`, `output_config.effort`, `is_error` on
 tool results, images inside tool results (moved to the user turn after them),
-and assistant prefill (the internal form treats it as an ordinary past turn).
+and assistant prefill (the internal form treats it as an ordinary past turn). To OpenAI,
+`cache_control` is not needed: OpenAI caches long prompt prefixes by itself (the cached count
+comes back as cache reads); thinking to a model without it is dropped, and so are thinking blocks
+in the history.
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ def parse_messages_request(body: Any) -> ParsedChat:
         request["user"] = user
     if (response_format := _response_format(body.get("output_config"))) is not None:
         request["response_format"] = response_format
-    return ParsedChat(model=model, stream=stream, request=request, include_usage=True)
+    return ParsedChat(model=model, stream=stream, request=request, include_usage=True, original=body)
 
 
 def _sampling(body: dict[str, Any], request: ChatRequest) -> None:

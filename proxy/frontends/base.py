@@ -19,6 +19,8 @@ class ParsedChat:
     stream: bool
     request: ChatRequest  # internal form, `model` still the app's name
     include_usage: bool = False  # OpenAI streams: did the client ask for the usage chunk
+    # The app's body as sent, for a backend that speaks the same API (`proxy.request.passthrough`).
+    original: dict[str, Any] | None = None
 
 
 class StreamEncoder(Protocol):

@@ -76,7 +76,7 @@ class OpenAIFrontend:
         check_response_format(body)
         check_scalars(body)
         stream, include_usage = check_stream(body)
-        return ParsedChat(model=model, stream=stream, request=body, include_usage=include_usage)
+        return ParsedChat(model=model, stream=stream, request=body, include_usage=include_usage, original=body)
 
     def render_chat(self, response: ChatResponse) -> dict[str, Any]:
         return response

@@ -75,8 +75,9 @@ class Classifier:
 def chat_texts(request: Any) -> Iterator[str]:
     """The text a provider can read in a chat request, as one string, whatever the request's shape.
 
-    `request` is the internal form, which every translator builds its provider's body from (also
-    on the Anthropic-to-Anthropic path), so what it holds is all that can be sent.
+    `request` is the internal form, which every translator builds its provider's body from; the
+    same-API pass-through sends the app's own body, which the request path scans as well
+    (`proxy.request.passthrough.sendable_texts`).
     """
     yield body_text(request)
 

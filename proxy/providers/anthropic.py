@@ -2,7 +2,17 @@
 
 Request bodies are built by `anthropic_convert.messages_body`; here responses
 are read by `chat_completion` and streams decoded event by event by
-`AnthropicStreamDecoder`. Pure: no sockets; the clock is read only to stamp
+`AnthropicStreamDecoder`.
+
+For an app that called the Messages API itself, the pass-through
+(`proxy.request.passthrough`) sends its body as it is (`passthrough_request`:
+the model set, nothing lost) and hands its answer back as Anthropic sent it
+(`RawEventDecoder`: each event on, after the same checks and usage reading).
+From another API (OpenAI Chat Completions), what the internal form cannot carry
+is not asked for: no thinking (a model with extended thinking answers without
+it), no `cache_control` (prompt caching is Anthropic's opt-in: such requests are
+not cached), and thinking blocks, citations and server-tool blocks in an answer
+are left out of the chat.completion. Pure: no sockets; the clock is read only to stamp
 `created`, as OpenAI does.
 """
 
@@ -37,7 +47,7 @@ from proxy.providers.base import (
 )
 from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
-from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser, parse_block
 
 #: What count_tokens takes of a messages body (it refuses max_tokens, stop_sequences, sampling...).
 _COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"})
@@ -46,6 +56,7 @@ _COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choic
 class AnthropicTranslator:
     system = "anthropic"
     native_openai = False
+    passthrough_api = "anthropic"  # an Anthropic Messages request is sent on as the app wrote it
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
@@ -62,6 +73,21 @@ class AnthropicTranslator:
         body = messages_body(request, model=model, stream=stream)
         headers = dict(self._sse_headers if stream else self._json_headers)
         return UpstreamRequest(url=self._url, headers=headers, body=orjson.dumps(body), stream=stream)
+
+    def passthrough_request(
+        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+    ) -> UpstreamRequest:
+        """The app's own Messages body with the backend's model: every field as sent (thinking,
+        cache_control, citations, fields this gateway does not know yet). `headers`: the app's
+        `anthropic-version` / `anthropic-beta`, which say how to read that body."""
+        out = dict(body)
+        out["model"] = model
+        sent = dict(self._sse_headers if stream else self._json_headers)
+        sent.update(headers)
+        return UpstreamRequest(url=self._url, headers=sent, body=orjson.dumps(out), stream=stream)
+
+    def passthrough_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> RawEventDecoder:
+        return RawEventDecoder(self.stream_decoder(model=model, max_event_bytes=max_event_bytes), max_event_bytes)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))
@@ -125,7 +151,18 @@ def chat_completion(message: dict[str, Any], *, created: int) -> tuple[ChatRespo
         ],
         "usage": usage,
     }
-    return response, Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
+    counts = _usage_counts(message.get("usage"), "response", required=True)
+    return response, cache_usage(counts, usage["prompt_tokens"], usage["completion_tokens"])
+
+
+def cache_usage(counts: dict[str, int], prompt: int | None, completion: int | None) -> Usage:
+    """The internal Usage of Anthropic counts: the prompt whole, its cache reads and writes apart."""
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cached_input_tokens=counts.get("cache_read_input_tokens"),
+        cache_write_input_tokens=counts.get("cache_creation_input_tokens"),
+    )
 
 
 def _read_content(content: list[Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -234,18 +271,21 @@ class AnthropicStreamDecoder:
             events = self._parser.feed(data)
         except SseEventTooLarge as exc:
             raise UpstreamProtocolError(str(exc)) from None
-        return [chunk for event in events for chunk in self._decode(event)]
+        return [chunk for event in events for chunk in self.decode_event(event)]
 
     def close(self) -> list[ChatChunk]:
-        chunks = [chunk for event in self._parser.close() for chunk in self._decode(event)]
+        chunks = [chunk for event in self._parser.close() for chunk in self.decode_event(event)]
         if not self.state.done:
             raise UpstreamProtocolError("stream ended before its message_stop event")
         return chunks
 
-    def _decode(self, event: SseEvent) -> list[ChatChunk]:
+    def decode_event(self, event: SseEvent) -> list[ChatChunk]:
         if not event.data:
             return []
-        data = load_json_object(event.data.encode(), "stream event")
+        return self.decode_object(load_json_object(event.data.encode(), "stream event"))
+
+    def decode_object(self, data: dict[str, Any]) -> list[ChatChunk]:
+        """One event's JSON -> its chunks (also for the pass-through, which sends the event itself on)."""
         kind = data.get("type")
         if kind == "error":
             raise UpstreamProtocolError(f"provider sent an error mid-stream: {_error_text(data)}")
@@ -344,9 +384,10 @@ class AnthropicStreamDecoder:
         # Counts are cumulative: a later value replaces an earlier one.
         self._counts.update(_usage_counts(usage, what, required=False))
         totals = openai_usage(self._counts)
-        self.state.usage = Usage(
-            input_tokens=totals["prompt_tokens"] if "input_tokens" in self._counts else None,
-            output_tokens=totals["completion_tokens"] if "output_tokens" in self._counts else None,
+        self.state.usage = cache_usage(
+            self._counts,
+            totals["prompt_tokens"] if "input_tokens" in self._counts else None,
+            totals["completion_tokens"] if "output_tokens" in self._counts else None,
         )
 
     @staticmethod
@@ -364,3 +405,85 @@ class AnthropicStreamDecoder:
             "model": self._model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
+
+
+# --- pass-through: Anthropic events on to an Anthropic client as they came --------------------
+
+
+class RawEvent(dict[str, Any]):
+    """One provider event for a client of the same API: `raw` is what the client gets (the event's
+    own data, unchanged); the dict is the event's internal chunk, read for the first-content rule,
+    content capture and usage. Never mutate one."""
+
+    __slots__ = ("raw",)
+    raw: bytes
+
+
+_NO_CONTENT: ChatChunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": None}]}
+
+
+class RawEventDecoder:
+    """Anthropic SSE events decoded (checked, usage read) by the Anthropic decoder and handed on one
+    `RawEvent` each, so an Anthropic client gets the provider's events, not a re-encode: each event's
+    own bytes (line ends made LF), its `event:` line added where the provider sent only data (Bedrock;
+    an Anthropic event's name is its type)."""
+
+    def __init__(self, events: AnthropicStreamDecoder, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._events = events
+        self.state = events.state
+        self._parser = SseParser(max_event_bytes=max_event_bytes)
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        try:
+            blocks = self._parser.feed_blocks(data)
+        except SseEventTooLarge as exc:
+            raise UpstreamProtocolError(str(exc)) from None
+        return [chunk for block in blocks if (chunk := self._raw_event(block)) is not None]
+
+    def close(self) -> list[ChatChunk]:
+        rest = self._parser.close_block()
+        chunks = [chunk] if rest and (chunk := self._raw_event(rest)) is not None else []
+        if not self.state.done:
+            raise UpstreamProtocolError("stream ended before its message_stop event")
+        return chunks
+
+    def _raw_event(self, block: bytes) -> ChatChunk | None:
+        named = block.startswith(b"event: ")
+        newline = block.find(b"\n")
+        if named and block.startswith(b"data: ", newline + 1) and block.find(b"\n", newline + 1) < 0:
+            payload = block[newline + 7 :]  # the common case: one event line, one data line
+        elif block.startswith(b"data: ") and newline < 0:
+            payload = block[6:]
+        else:  # comments, several data lines, odd spacing: read by the rules, sent as one data line
+            event = parse_block(block)
+            if event is None or not event.data:
+                return None
+            payload, named = orjson.dumps(load_json_object(event.data, "stream event")), False
+            block = b"data: " + payload
+        data = load_json_object(payload, "stream event")
+        chunk = RawEvent(_representative(self._events.decode_object(data), data))
+        kind = data.get("type")
+        if not named and isinstance(kind, str) and kind.isidentifier():
+            block = b"event: " + kind.encode() + b"\n" + block
+        chunk.raw = block + b"\n\n"
+        return chunk
+
+
+def _representative(chunks: list[ChatChunk], data: dict[str, Any]) -> ChatChunk:
+    """The internal chunk standing for an event: its content if any (thinking counts, so a model
+    that thinks first is not held back), else its finish, else an empty delta."""
+    for chunk in chunks:
+        if chunk.get("usage") is not None or any(c.get("finish_reason") for c in chunk.get("choices") or []):
+            continue
+        delta = chunk["choices"][0]["delta"] if chunk.get("choices") else {}
+        if delta.get("content") or delta.get("tool_calls"):
+            return chunk
+    delta = data.get("delta")
+    if isinstance(delta, dict) and delta.get("type") == "thinking_delta":
+        thinking = delta.get("thinking")
+        if isinstance(thinking, str) and thinking:
+            return {"choices": [{"index": 0, "delta": {"reasoning_content": thinking}, "finish_reason": None}]}
+    for chunk in chunks:
+        if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
+            return chunk
+    return chunks[0] if chunks else _NO_CONTENT

@@ -52,8 +52,14 @@ class UnsupportedOperation(Exception):
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts of one answer. `input_tokens` is the whole prompt; of it, `cached_input_tokens`
+    were read from the provider's prompt cache (billed at its cached-input price) and
+    `cache_write_input_tokens` written to it (Anthropic's cache_creation_input_tokens)."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_input_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,9 @@ def _usage(usage: Any, what: str) -> tuple[Json, Usage]:
     body: Json = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     if cache_read:
         body["prompt_tokens_details"] = {"cached_tokens": cache_read}
-    return body, Usage(input_tokens=prompt, output_tokens=completion)
+    usage_out = Usage(input_tokens=prompt, output_tokens=completion)
+    usage_out.cached_input_tokens, usage_out.cache_write_input_tokens = cache_read or None, cache_write or None
+    return body, usage_out
 
 
 # --- response: Converse -> chat.completion ---------------------------------------------------

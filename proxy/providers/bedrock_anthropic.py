@@ -10,7 +10,10 @@ Anthropic's API (`proxy.providers.anthropic`); a stream is AWS event-stream mess
 Anthropic stream decoder (Bedrock's extra `amazon-bedrock-invocationMetrics` is not read).
 
 What Converse cannot carry and Anthropic's body can (its tool and content block types, stop
-sequences reported as such) crosses here as it does to Anthropic's own API.
+sequences reported as such) crosses here as it does to Anthropic's own API. An app on the Messages
+API itself has its body sent as it is (`passthrough_request`: `model` and `stream` taken out,
+`anthropic_version` added, the app's `anthropic-beta` header as `anthropic_beta`), and each streamed
+event handed back as Anthropic SSE (`RawEventDecoder` behind `InvokeStreamDecoder`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import base64
 import binascii
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from proxy.auth.aws_credentials import AwsCredentialSource
-from proxy.providers.anthropic import AnthropicStreamDecoder, chat_completion
+from proxy.providers.anthropic import AnthropicStreamDecoder, RawEventDecoder, chat_completion
 from proxy.providers.anthropic_convert import messages_body
 from proxy.providers.aws_eventstream import EventStreamDecoder
 from proxy.providers.base import (
@@ -57,9 +61,15 @@ def invoke_body(request: ChatRequest, *, model: str) -> bytes:
 class InvokeStreamDecoder:
     """InvokeModelWithResponseStream: event-stream `chunk` messages, each one Anthropic stream event."""
 
-    def __init__(self, *, model: str, created: int, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self, *, model: str, created: int, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, passthrough: bool = False
+    ) -> None:
+        """`passthrough`: hand on each Anthropic event itself (`RawEvent`), for an Anthropic client."""
         self._frames = EventStreamDecoder(max_message_bytes=max_event_bytes)
-        self._events = AnthropicStreamDecoder(model=model, created=created, max_event_bytes=max_event_bytes)
+        events = AnthropicStreamDecoder(model=model, created=created, max_event_bytes=max_event_bytes)
+        self._events: AnthropicStreamDecoder | RawEventDecoder = (
+            RawEventDecoder(events, max_event_bytes) if passthrough else events
+        )
         self.state: StreamState = self._events.state
 
     def feed(self, data: bytes) -> list[ChatChunk]:
@@ -88,6 +98,7 @@ class InvokeStreamDecoder:
 class BedrockAnthropicTranslator:
     system = "aws.bedrock"
     native_openai = False
+    passthrough_api = "anthropic"  # an Anthropic Messages request goes into InvokeModel as the app wrote it
 
     def __init__(
         self,
@@ -103,6 +114,23 @@ class BedrockAnthropicTranslator:
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         operation = "invoke-with-response-stream" if stream else "invoke"
         return self._endpoint.request(model, operation, invoke_body(request, model=model), stream=stream)
+
+    def passthrough_request(
+        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+    ) -> UpstreamRequest:
+        """The app's Messages body as InvokeModel takes it: every field as sent, but `model` (the URL
+        names it) and `stream` (the operation says it); `anthropic-beta` becomes `anthropic_beta`."""
+        out = {key: value for key, value in body.items() if key not in ("model", "stream")}
+        out.setdefault("anthropic_version", ANTHROPIC_ON_BEDROCK)
+        if (beta := headers.get("anthropic-beta")) and "anthropic_beta" not in out:
+            out["anthropic_beta"] = [name.strip() for name in beta.split(",") if name.strip()]
+        operation = "invoke-with-response-stream" if stream else "invoke"
+        return self._endpoint.request(model, operation, orjson.dumps(out), stream=stream)
+
+    def passthrough_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> InvokeStreamDecoder:
+        return InvokeStreamDecoder(
+            model=model, created=int(time.time()), max_event_bytes=max_event_bytes, passthrough=True
+        )
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))

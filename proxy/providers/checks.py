@@ -109,6 +109,13 @@ def openai_usage(usage: Any, what: str) -> tuple[int | None, int | None]:
     return prompt, completion
 
 
+def cached_tokens(usage: Any) -> int | None:
+    """`prompt_tokens_details.cached_tokens` of a usage object already checked by `openai_usage`."""
+    details = usage.get("prompt_tokens_details") if type(usage) is dict else None
+    cached = details.get("cached_tokens") if type(details) is dict else None
+    return cached if type(cached) is int else None
+
+
 def _bad(what: str) -> UpstreamProtocolError:
     return UpstreamProtocolError(f"{what} is not what the API defines (wrong type or too long)")
 

@@ -121,9 +121,9 @@ def _usage(metadata: Any) -> tuple[Json | None, Usage]:
     }
     if thoughts:
         usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
-    if cached := _count(metadata, "cachedContentTokenCount"):
+    if cached := _count(metadata, "cachedContentTokenCount"):  # a part of promptTokenCount
         usage["prompt_tokens_details"] = {"cached_tokens": cached}
-    return usage, Usage(input_tokens=prompt, output_tokens=completion)
+    return usage, Usage(input_tokens=prompt, output_tokens=completion, cached_input_tokens=cached or None)
 
 
 def _candidates(data: Json) -> list[Json]:

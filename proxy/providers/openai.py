@@ -1,4 +1,10 @@
-"""OpenAI Chat Completions and Embeddings: the internal form itself, so mostly a pass-through."""
+"""OpenAI Chat Completions and Embeddings: the internal form itself, so mostly a pass-through.
+
+An OpenAI app's body goes on as sent (`passthrough_request`: every field, unknown ones too, with the
+backend's model; `proxy.request.passthrough`), and its answer comes back as the provider's bytes. From
+the Anthropic Messages API, what OpenAI has no field for is dropped by the front end: `thinking` (the
+reasoning models think by themselves; `reasoning_effort` is not set), `cache_control` (OpenAI caches
+prompts of 1024 tokens and more by itself, and reports the cached part), `top_k`, citations."""
 
 from __future__ import annotations
 
@@ -111,7 +117,11 @@ class OpenAIStreamDecoder:
         prompt, completion = checks.check_chunk(chunk)  # the shapes front ends, spans and metrics read
         state = self.state
         if prompt is not None or completion is not None:
-            state.usage = Usage(input_tokens=prompt, output_tokens=completion)
+            state.usage = Usage(
+                input_tokens=prompt,
+                output_tokens=completion,
+                cached_input_tokens=checks.cached_tokens(chunk.get("usage")),
+            )
         if model := chunk.get("model"):
             state.response_model = model
         for choice in chunk["choices"]:
@@ -123,6 +133,7 @@ class OpenAIStreamDecoder:
 class OpenAITranslator:
     system = "openai"
     native_openai = True
+    passthrough_api = "openai"  # the internal form is this API's: a Chat Completions body goes on as sent
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
@@ -159,12 +170,21 @@ class OpenAITranslator:
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
         return UpstreamRequest(url=self._chat_url, headers=headers, body=orjson.dumps(body), stream=stream)
 
+    def passthrough_request(
+        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+    ) -> UpstreamRequest:
+        """The app's body, every field as sent (`service_tier`, `prediction`, fields this gateway does
+        not know yet) with the backend's model; a stream also asks for its usage chunk, which the
+        front end hides again from an app that did not ask (limits and cost need the counts)."""
+        return self.chat_request(body, model=model, stream=stream)
+
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         data = load_json_object(body, "response")
         if data.get("error"):  # (some compatible servers send `"error": null` on success)
             raise UpstreamProtocolError(f"provider sent an error with a success status: {openai_error_message(body)}")
         prompt, completion = checks.check_completion(data)
-        return data, Usage(input_tokens=prompt, output_tokens=completion)
+        cached = checks.cached_tokens(data.get("usage"))
+        return data, Usage(input_tokens=prompt, output_tokens=completion, cached_input_tokens=cached)
 
     def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(max_event_bytes=max_event_bytes)

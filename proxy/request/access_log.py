@@ -84,6 +84,7 @@ class AccessLog:
             "error_type": outcome.error_type,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
+            "cached_input_tokens": usage.cached_input_tokens,  # of input_tokens, read from the prompt cache
             "cost_usd": outcome.cost,
             "duration_ms": _ms(outcome.duration),
             "ttft_ms": _ms(outcome.ttft) if outcome.ttft is not None else None,

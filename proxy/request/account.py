@@ -149,7 +149,9 @@ class Accounting:
         redacted_by: tuple[str, ...] = ()
         if answer is not None:
             backend, usage, ttft, response_model = answer.backend, answer.usage, answer.ttft, answer.response_model
-            cost = self._telemetry.backend(runtime, backend).cost(usage.input_tokens, usage.output_tokens)
+            cost = self._telemetry.backend(runtime, backend).cost(
+                usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
+            )
             redacted, redacted_by = answer.redacted or NOTHING_FOUND, answer.redacted_by
         # Positional, in the fields' order: a call with 16 or more keywords makes CPython build a
         # dict of them (~1 us here), and this one is made for every request.

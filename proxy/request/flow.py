@@ -5,7 +5,9 @@
     plan      proxy.request.plan       route, rule, and the backends to try in order
     admit     proxy.request.admit      limits, budgets, providers' capacity: a Gate the attempts ask per backend;
                                        the route's in-flight bound (proxy.request.backpressure), held to the end
-    attempt   proxy.request.attempt    retries, fallbacks, health; proxy.request.relay makes each call
+    attempt   proxy.request.attempt    retries, fallbacks, health; proxy.request.relay makes each call;
+                                       proxy.request.passthrough sends a backend of the app's own API
+                                       the app's body, and the app its answer, as they are
     account   proxy.request.account    the one Outcome, read by spans, metrics, audit and access logs
 
 A request turned away at any stage is still accounted for (and answered in its API's error
@@ -27,7 +29,7 @@ from proxy.errors import ApiError
 from proxy.experiments import REQUEST_ID_KEY, ExperimentCounts
 from proxy.frontends.base import Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend
-from proxy.policy.classify import Classification, chat_texts, embedding_texts
+from proxy.policy.classify import Classification, embedding_texts
 from proxy.providers.base import Translator, UpstreamRequest
 from proxy.request.account import Accounting
 from proxy.request.admit import Admission, Gate
@@ -38,6 +40,7 @@ from proxy.request.count_tokens import OPERATION as COUNT_TOKENS
 from proxy.request.count_tokens import counting, parse_count_tokens
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings, read_json
+from proxy.request.passthrough import Passthrough, sendable_texts
 from proxy.request.plan import plan
 from proxy.request.redact import masking_for
 from proxy.request.relay import Answer, ClientGone, ParseBody, Relay
@@ -92,6 +95,8 @@ class RequestPath:
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
             masking = masking_for(runtime, plan)  # what each backend may be sent
+            # the app's own body to a backend of its API (nothing lost), else the translated one
+            passing = Passthrough(frontend=frontend, parsed=parsed, headers=request.headers, masking=masking)
             # What content capture records: masked when any backend of the plan masks it.
             captured = masking.for_capture(plan, parsed.request) if telemetry.capture_content else parsed.request
             telemetry.capture(span, runtime=runtime, request=captured)  # opt-in prompt text
@@ -104,14 +109,13 @@ class RequestPath:
                     attempt_span: Span,
                     deadline: float,
                 ) -> Awaitable[Answer]:
+                    translator, front = passing.for_stream(translator, frontend, backend)
                     return relay.stream(
                         request=request,
                         parsed=parsed,
                         # with content capture on, a front end whose stream encoder also collects the
                         # answer (as the provider sent it: outside the restoring of the values)
-                        frontend=telemetry.capturing(
-                            masking.frontend(frontend), span, runtime=runtime, request=captured
-                        ),
+                        frontend=telemetry.capturing(masking.frontend(front), span, runtime=runtime, request=captured),
                         translator=translator,
                         backend=backend,
                         upstream=upstream,
@@ -129,8 +133,11 @@ class RequestPath:
                     model=parsed.model,
                     operation="chat",
                     server_span=span,
-                    build=lambda t, b: t.chat_request(
-                        masking.request_for(b.key, parsed.request), model=b.model, stream=True
+                    build=passing.build(
+                        lambda t, b: t.chat_request(
+                            masking.request_for(b.key, parsed.request), model=b.model, stream=True
+                        ),
+                        stream=True,
                     ),
                     call=stream,
                     made=made,
@@ -145,8 +152,11 @@ class RequestPath:
                 model=parsed.model,
                 operation="chat",
                 server_span=span,
-                build=lambda t, b: t.chat_request(
-                    masking.request_for(b.key, parsed.request), model=b.model, stream=False
+                build=passing.build(
+                    lambda t, b: t.chat_request(
+                        masking.request_for(b.key, parsed.request), model=b.model, stream=False
+                    ),
+                    stream=False,
                 ),
                 call=self._unary(plan, lambda t, body, m: t.chat_response(body)),
                 made=made,
@@ -157,7 +167,8 @@ class RequestPath:
             headers = gate.answer_headers() if gate is not None else None  # the rate-limit headers
             if masking.restores:  # the values back; the provider's bytes hold the placeholders
                 return json_response(frontend.render_chat(masking.restore(answer.data)), headers=headers), answer
-            if frontend.api == "openai" and answer.native_openai:  # the provider's bytes are the answer
+            if passing.sent_as_is(answer.backend) or (frontend.api == "openai" and answer.native_openai):
+                # the provider's bytes are the answer
                 return web.Response(body=answer.raw, content_type="application/json", headers=headers), answer
             return json_response(frontend.render_chat(answer.data), headers=headers), answer
 
@@ -167,7 +178,7 @@ class RequestPath:
             operation="chat",
             model=parsed.model,
             stream=parsed.stream,
-            texts=lambda: chat_texts(parsed.request),
+            texts=lambda: sendable_texts(parsed),
             serve=serve,
             started=started,
             body=parsed.request,
@@ -226,7 +237,7 @@ class RequestPath:
             operation=COUNT_TOKENS,
             model=parsed.model,
             stream=False,
-            texts=lambda: chat_texts(parsed.request),
+            texts=lambda: sendable_texts(parsed),
             serve=counting(parsed, attempts=self._attempts, unary=self._unary),
             started=started,
             body=parsed.request,

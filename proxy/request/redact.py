@@ -7,7 +7,9 @@ fallback to a backend that needs no masking gets the request the app sent; retri
 sharing a rule get the same placeholders. The answer is restored on its way to the app: whole
 answers with `restore`, streams by wrapping the front end's encoder (`frontend`).
 
-A request never reaching a backend that masks builds nothing: one dict lookup per backend.
+A request never reaching a backend that masks builds nothing: one dict lookup per backend. A backend
+that masks never gets the app's own body through the same-API pass-through (`proxy.request.passthrough`):
+masking works on the internal form, so that attempt takes the translated path.
 """
 
 from __future__ import annotations

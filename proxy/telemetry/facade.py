@@ -179,6 +179,7 @@ class Telemetry:
             attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
         if usage.output_tokens is not None:
             attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+        cache_attributes(attributes, usage)
         if response_model:
             attributes["gen_ai.response.model"] = response_model
         span.set_attributes(attributes)
@@ -222,6 +223,7 @@ class Telemetry:
                     attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
                 if usage.output_tokens is not None:
                     attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+                cache_attributes(attributes, usage)
                 if outcome.cost is not None:
                     attributes["modelway.cost.usd"] = outcome.cost
                 if outcome.ttft is not None:
@@ -265,6 +267,7 @@ class Telemetry:
             seconds=outcome.duration,
             input_tokens=outcome.usage.input_tokens,
             output_tokens=outcome.usage.output_tokens,
+            cached_tokens=outcome.usage.cached_input_tokens,
             cost=outcome.cost,
             ttft=outcome.ttft,
         )
@@ -512,3 +515,11 @@ def build_telemetry(*, service_name: str, holder: Any, environ: Mapping[str, str
     telemetry.metric_export = metric_export
     telemetry.closers = [c for c in (metric_export, tracer_provider) if c is not None]
     return telemetry
+
+
+def cache_attributes(attributes: dict[str, Any], usage: Usage) -> None:
+    """The prompt cache's part of the input (OTel GenAI semconv; both are counted in input_tokens too)."""
+    if usage.cached_input_tokens is not None:
+        attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
+    if usage.cache_write_input_tokens is not None:
+        attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_input_tokens

@@ -36,10 +36,13 @@ OK, ERROR, CLIENT_GONE = "ok", "error", "client_disconnected"
 class BackendInfo:
     """A backend's metric attributes, and its prices in USD per token (None: no pricing given)."""
 
-    __slots__ = ("_client_spans", "input_price", "labels", "output_price")
+    __slots__ = ("_client_spans", "cached_price", "input_price", "labels", "output_price")
 
-    def __init__(self, labels: Labels, input_price: float | None, output_price: float | None) -> None:
+    def __init__(
+        self, labels: Labels, input_price: float | None, output_price: float | None, cached_price: float | None = None
+    ) -> None:
         self.labels, self.input_price, self.output_price = labels, input_price, output_price
+        self.cached_price = input_price if cached_price is None else cached_price
         self._client_spans: dict[tuple[str, int, bool], tuple[str, SharedAttributes]] = {}
 
     def client_span(self, operation: str, number: int, fallback: bool) -> tuple[str, SharedAttributes]:
@@ -57,11 +60,19 @@ class BackendInfo:
             found = self._client_spans[key] = (f"{operation} {self.labels[1]}", attributes)
         return found
 
-    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
-        """USD for these tokens; None without pricing or usage (an unknown cost is not zero)."""
+    def cost(
+        self, input_tokens: int | None, output_tokens: int | None, cached_tokens: int | None = None
+    ) -> float | None:
+        """USD for these tokens; None without pricing or usage (an unknown cost is not zero).
+        `cached_tokens`: the part of the input read from the prompt cache, at the cached price."""
         if self.input_price is None or (input_tokens is None and output_tokens is None):
             return None
-        return (input_tokens or 0) * self.input_price + (output_tokens or 0) * (self.output_price or 0.0)
+        cached = min(cached_tokens or 0, input_tokens or 0)
+        return (
+            ((input_tokens or 0) - cached) * self.input_price
+            + cached * (self.cached_price or 0.0)
+            + (output_tokens or 0) * (self.output_price or 0.0)
+        )
 
 
 class BackendCatalog:
@@ -101,8 +112,16 @@ def _catalog(runtime: Runtime) -> dict[str, BackendInfo]:
                     labels,
                     price.input_per_million / 1e6 if price else None,
                     price.output_per_million / 1e6 if price else None,
+                    price.cached_input_per_million / 1e6
+                    if price and price.cached_input_per_million is not None
+                    else None,
                 )
     return infos
+
+
+# gen_ai.token.type for the input tokens read from a prompt cache (semconv names only input and
+# output; these are also counted in `input`).
+CACHE_READ = "cache_read"
 
 
 class NoMetrics:
@@ -132,6 +151,7 @@ class NoMetrics:
         output_tokens: int | None,
         cost: float | None,
         ttft: float | None,
+        cached_tokens: int | None = None,
     ) -> None:
         pass
 
@@ -336,6 +356,7 @@ class SidecarMetrics(NoMetrics):
         output_tokens: int | None,
         cost: float | None,
         ttft: float | None,
+        cached_tokens: int | None = None,
     ) -> None:
         labels = info.labels if info is not None else NO_BACKEND
         key = (operation, route, labels, outcome, error_type)
@@ -357,6 +378,11 @@ class SidecarMetrics(NoMetrics):
                 "tokens_out", self.token_usage.point((operation, route, labels, "output"), output_tokens)
             )
             observe(point, TOKEN_BUCKETS, output_tokens)
+        if cached_tokens:  # the input's part read from the prompt cache (token type `cache_read`)
+            point = series.tokens_cached or series.make(
+                "tokens_cached", self.token_usage.point((operation, route, labels, CACHE_READ), cached_tokens)
+            )
+            observe(point, TOKEN_BUCKETS, cached_tokens)
         if cost is not None and finite(cost):
             cell = series.cost or series.make("cost", self.cost_usd.cell((operation, route, labels)))
             cell[0] += cost
@@ -403,11 +429,11 @@ class SidecarMetrics(NoMetrics):
 class _Series:
     """The cells one kind of request updates (see SidecarMetrics.request)."""
 
-    __slots__ = ("cost", "duration", "requests", "tokens_in", "tokens_out", "ttft")
+    __slots__ = ("cost", "duration", "requests", "tokens_cached", "tokens_in", "tokens_out", "ttft")
 
     def __init__(self, requests: list[float], duration: list[float]) -> None:
         self.requests, self.duration = requests, duration
-        self.tokens_in = self.tokens_out = self.cost = self.ttft = None
+        self.tokens_in = self.tokens_out = self.tokens_cached = self.cost = self.ttft = None
 
     def make(self, name: str, cell: list[float]) -> list[float]:
         setattr(self, name, cell)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -111,9 +113,11 @@ async def answer(request: web.Request, body: Any, *, behaviour: Behaviour, strea
     ident = "msg_01" + random_token(22)
     headers = {"request-id": "req_" + random_token(24)}
     if not stream:
-        return await send_json(request, message(ident, body["model"], reply), behaviour, headers=headers)
+        return await send_json(
+            request, message(ident, body["model"], reply, extras_for(body)), behaviour, headers=headers
+        )
     error = sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
-    events = [sse(data, data["type"]) for data in stream_data(ident, body["model"], reply)]
+    events = [sse(data, data["type"]) for data in stream_data(ident, body["model"], reply, extras_for(body))]
     return await stream_events(request, events, behaviour, error_event=error, headers=headers)
 
 
@@ -255,11 +259,51 @@ def _tool_choice(choice: Any) -> tuple[ToolMode, str | None]:
     return modes[kind], None
 
 
-def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Extras:
+    """What the documented answer holds for features the request asked for (none by default)."""
+
+    thinking: bool = False  # `thinking: {type: enabled}`: a thinking block, with its signature, first
+    cached: int = 0  # `cache_control` anywhere: this many prompt tokens read from the cache
+    document_title: str | None = None  # a document with `citations: {enabled: true}`: the text cites it
+
+
+THINKING_TEXT = "The user greets me; a short echo will do."
+THINKING_SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
+CACHED_TOKENS = 1024  # (Anthropic caches prompts of at least 1024 tokens)
+
+
+def extras_for(body: Any) -> Extras:
+    if not isinstance(body, dict):
+        return Extras()
+    thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+    cached = CACHED_TOKENS if '"cache_control"' in json.dumps(body) else 0
+    title = None
+    for m in body.get("messages") or []:
+        for block in m.get("content") if isinstance(m.get("content"), list) else []:
+            if block.get("type") == "document" and (block.get("citations") or {}).get("enabled"):
+                title = block.get("title") or "document"
+    return Extras(thinking=thinking, cached=cached, document_title=title)
+
+
+def _citation(extras: Extras, text: str) -> dict[str, Any]:
+    return {
+        "type": "char_location",
+        "cited_text": text,
+        "document_index": 0,
+        "document_title": extras.document_title,
+        "start_char_index": 0,
+        "end_char_index": len(text),
+    }
+
+
+def _usage(reply: Reply, output_tokens: int, extras: Extras | None = None) -> dict[str, Any]:
+    # input_tokens counts what came after the last cache breakpoint only (the documented split).
+    cached = extras.cached if extras else 0
     return {
         "input_tokens": reply.input_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": cached,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
@@ -278,48 +322,80 @@ def _content(reply: Reply) -> list[dict[str, Any]]:
     return [{"type": "text", "text": reply.text or ""}]
 
 
-def message(ident: str, model: str, reply: Reply) -> dict[str, Any]:
+def message(ident: str, model: str, reply: Reply, extras: Extras | None = None) -> dict[str, Any]:
+    content = _content(reply)
+    if extras and extras.document_title and content[0]["type"] == "text":
+        content[0]["citations"] = [_citation(extras, content[0]["text"])]
+    if extras and extras.thinking:
+        content.insert(0, {"type": "thinking", "thinking": THINKING_TEXT, "signature": THINKING_SIGNATURE})
     return {
         "id": ident,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": _content(reply),
+        "content": content,
         "stop_reason": STOP_REASONS[reply.finish],
         "stop_sequence": reply.stop_sequence,
-        "usage": _usage(reply, reply.output_tokens),
+        "usage": _usage(reply, reply.output_tokens, extras),
     }
 
 
-def stream_data(ident: str, model: str, reply: Reply) -> Iterator[dict[str, Any]]:
-    """The documented event sequence: message_start, one content block (start, ping,
-    deltas, stop), message_delta with the stop reason and final usage, message_stop."""
+def stream_data(ident: str, model: str, reply: Reply, extras: Extras | None = None) -> Iterator[dict[str, Any]]:
+    """The documented event sequence: message_start, the content blocks (start, ping,
+    deltas, stop), message_delta with the stop reason and final usage, message_stop.
+    A thinking block streams `thinking_delta`s then one `signature_delta`; a cited text block
+    gets its citation as a `citations_delta`."""
     start = {
         **message(ident, model, reply),
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": _usage(reply, 1),
+        "usage": _usage(reply, 1, extras),
     }
     yield {"type": "message_start", "message": start}
-    block = _content(reply)[0]
-    if block["type"] == "tool_use":
-        yield {"type": "content_block_start", "index": 0, "content_block": {**block, "input": {}}}
-        yield {"type": "ping"}
-        assert reply.tool_call is not None
-        for piece in ["", *json_pieces(reply.tool_call.arguments_json)]:
-            delta = {"type": "input_json_delta", "partial_json": piece}
-            yield {"type": "content_block_delta", "index": 0, "delta": delta}
-    else:
-        yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        yield {"type": "ping"}
-        for piece in word_pieces(reply.text or ""):
-            yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
-    yield {"type": "content_block_stop", "index": 0}
+    index = 0
+    if extras and extras.thinking:
+        yield {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}
+        for piece in word_pieces(THINKING_TEXT):
+            yield {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}
+        yield {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": THINKING_SIGNATURE},
+        }
+        yield {"type": "content_block_stop", "index": 0}
+        index = 1
+    yield from _stream_block(reply, extras, index)
     usage = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
+    if extras and extras.cached:
+        usage["cache_read_input_tokens"] = extras.cached
     yield {
         "type": "message_delta",
         "delta": {"stop_reason": STOP_REASONS[reply.finish], "stop_sequence": reply.stop_sequence},
         "usage": usage,
     }
     yield {"type": "message_stop"}
+
+
+def _stream_block(reply: Reply, extras: Extras | None, index: int) -> Iterator[dict[str, Any]]:
+    block = _content(reply)[0]
+    if block["type"] == "tool_use":
+        yield {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
+        yield {"type": "ping"}
+        assert reply.tool_call is not None
+        for piece in ["", *json_pieces(reply.tool_call.arguments_json)]:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield {"type": "content_block_delta", "index": index, "delta": delta}
+    else:
+        yield {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+        yield {"type": "ping"}
+        if extras and extras.document_title:
+            citation = _citation(extras, reply.text or "")
+            yield {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "citations_delta", "citation": citation},
+            }
+        for piece in word_pieces(reply.text or ""):
+            yield {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+    yield {"type": "content_block_stop", "index": index}

@@ -211,6 +211,7 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
         if body.get("anthropic_version") != "bedrock-2023-05-31":
             raise BedrockError(400, "Malformed input request: anthropic_version: bedrock-2023-05-31 is required")
         reply = reply_to(anthropic_fake.conversation({**body, "model": model}))
+        extras = anthropic_fake.extras_for(body)
     except BedrockError as exc:
         return bedrock_error(exc.status, exc.message, exc.exception)
     except anthropic_fake.ApiError as exc:
@@ -218,8 +219,8 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
     ident = "msg_bdrk_01" + random_token(20)
     name = model.split(".", 1)[-1].split(":")[0].removesuffix("-v1").removesuffix("-v2")
     if not stream:
-        return await send_json(request, anthropic_fake.message(ident, name, reply), behaviour)
-    events = [chunk_message(data) for data in anthropic_fake.stream_data(ident, name, reply)]
+        return await send_json(request, anthropic_fake.message(ident, name, reply, extras), behaviour)
+    events = [chunk_message(data) for data in anthropic_fake.stream_data(ident, name, reply, extras)]
     error = exception_message("modelStreamErrorException", "The model stream encountered an error.")
     return await stream_events(
         request, events, behaviour, error_event=error, headers={"Content-Type": "application/vnd.amazon.eventstream"}

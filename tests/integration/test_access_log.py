@@ -35,6 +35,7 @@ FIELDS = {
     "error_type",
     "input_tokens",
     "output_tokens",
+    "cached_input_tokens",
     "cost_usd",
     "duration_ms",
     "ttft_ms",

@@ -24,6 +24,7 @@ from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.policy.classify import Classifier, chat_texts, embedding_texts
 from proxy.policy.personal_data import PersonalDataDetector
 from proxy.providers.registry import build_translator
+from proxy.request.passthrough import sendable_texts
 from proxy.snapshot import Policy, Provider
 
 EMAIL = "jane.doe@example.org"
@@ -407,7 +408,7 @@ ANTHROPIC_FIELDS: list[tuple[str, Edit, bool]] = [
         ),
         True,
     ),
-    # Dropped by the gateway (no internal equivalent): never sent, so nothing to find.
+    # No internal equivalent: dropped across APIs, sent as they are to an Anthropic backend (the pass-through).
     (
         "thinking block",
         _turn(
@@ -433,13 +434,14 @@ def test_anthropic_messages_every_field_that_reaches_a_provider_is_scanned(edit:
     body = anthropic_request()
     edit(body)
     parsed = AnthropicFrontend().parse_chat(body)
-    # The internal form is what every translator (Anthropic's own included) builds its body from.
+    # The internal form is what every translated request is built from; `sent`: it carries the field.
     reached = sent_to(parsed.request, PERCENT if PERCENT in str(body) else EMAIL)
     assert bool(reached) == sent, f"sent to {reached}"
     if sent:
-        assert "anthropic" in reached  # the Anthropic-to-Anthropic path carries it too
-        result = CLASSIFIER.classify(header=None, texts=lambda: chat_texts(parsed.request))
-        assert (result.data_class, result.raised_because) == ("personal", "personal data detected (email)")
+        assert "anthropic" in reached  # the Anthropic translator carries it too
+    # An Anthropic backend gets the app's own body (the pass-through): every field is sent, and scanned.
+    result = CLASSIFIER.classify(header=None, texts=lambda: sendable_texts(parsed))
+    assert (result.data_class, result.raised_because) == ("personal", "personal data detected (email)")
 
 
 # --- embeddings ----------------------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""Same-API pass-through, part of the attempt stage: nothing lost when the app's API is the backend's.
+
+When the API the app called is the one a backend's translator speaks (its `passthrough_api`:
+Anthropic Messages to `anthropic` or Bedrock with `api: anthropic-messages`; OpenAI Chat
+Completions to `openai`, `azure-openai`, `openai-compatible`), the app's body goes out as sent,
+with only the model (and the credentials, and for Anthropic the app's `anthropic-version` /
+`anthropic-beta` headers) set by the translator: `thinking`, `cache_control`, `metadata`,
+`service_tier`, `prediction` and fields this gateway does not know yet reach the provider. The
+answer comes back as the provider sent it: a whole answer's bytes, or a stream's events one by one
+(`proxy.providers.anthropic.RawEventDecoder`; OpenAI chunks keep their bytes already). The answer
+is still read on the way (status, size and event limits, usage types), so limits, usage, cost,
+spans and logs work as on the translated path.
+
+The translated path (through the internal form) is used for an attempt when the backend speaks
+another API (a fallback from Anthropic to OpenAI), and when the request must be masked for that
+backend (`proxy.request.redact` masks the internal form and restores values in its answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, cast
+
+from proxy.errors import ApiError
+from proxy.frontends.anthropic_stream import AnthropicStreamEncoder
+from proxy.frontends.base import Frontend, ParsedChat, StreamEncoder
+from proxy.policy.classify import chat_texts
+from proxy.providers.base import ChatChunk, StreamDecoder, Translator, UpstreamRequest
+from proxy.request.attempt import BuildRequest
+from proxy.request.redact import Masking
+from proxy.snapshot import Backend
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES
+
+# The app's request headers that say how to read an Anthropic body; sent on with it.
+_ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def sendable_texts(parsed: ParsedChat) -> Iterator[str]:
+    """What the classify stage scans: all a backend may be sent. The internal form (what every
+    translated request is built from: data URLs decoded there), and the app's own body when it differs
+    (Anthropic's: thinking blocks, document context, `cache_control` and unknown fields reach the
+    provider on the pass-through, though the internal form drops them)."""
+    yield from chat_texts(parsed.request)
+    if parsed.original is not None and parsed.original is not parsed.request:
+        yield from chat_texts(parsed.original)
+
+
+class PassingTranslator(Protocol):
+    passthrough_api: str
+
+    def passthrough_request(
+        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+    ) -> UpstreamRequest: ...
+
+
+class Passthrough:
+    """One request's choice, per attempt, between its own body and the translated one."""
+
+    __slots__ = ("_api", "_body", "_headers", "_masking", "_sent")
+
+    def __init__(self, *, frontend: Frontend, parsed: ParsedChat, headers: Mapping[str, str], masking: Masking) -> None:
+        self._api = frontend.api
+        self._body = parsed.original
+        self._masking = masking
+        self._headers = (
+            {name: headers[name] for name in _ANTHROPIC_HEADERS if name in headers} if self._api == "anthropic" else {}
+        )
+        self._sent: set[str] = set()  # the backends sent the app's own body
+
+    def applies(self, translator: Translator, backend: Backend) -> bool:
+        return (
+            self._body is not None
+            and getattr(translator, "passthrough_api", None) == self._api
+            and self._masking.rule(backend.key) is None
+        )
+
+    def build(self, translated: BuildRequest, *, stream: bool) -> BuildRequest:
+        """`translated`, or the app's own body where the backend speaks the app's API."""
+
+        def build(translator: Translator, backend: Backend) -> UpstreamRequest:
+            if not self.applies(translator, backend):
+                self._sent.discard(backend.key)
+                return translated(translator, backend)
+            assert self._body is not None
+            passing = cast(PassingTranslator, translator)  # (applies() checked it)
+            self._masking.used = None  # nothing masked: nothing to restore in this answer
+            self._sent.add(backend.key)
+            return passing.passthrough_request(self._body, model=backend.model, stream=stream, headers=self._headers)
+
+        return build
+
+    def sent_as_is(self, backend: str) -> bool:
+        """Whether `backend` was sent the app's own body (so its answer is the app's to have as is)."""
+        return backend in self._sent
+
+    def for_stream(self, translator: Translator, frontend: Frontend, backend: Backend) -> tuple[Translator, Frontend]:
+        """The translator and front end a stream relay uses: on the pass-through, events handed on
+        as the provider sent them (OpenAI chunks already keep their bytes)."""
+        if backend.key not in self._sent or not hasattr(translator, "passthrough_decoder"):
+            return translator, frontend
+        return _RawTranslator(translator), _RawFrontend(frontend)
+
+
+class _RawTranslator:
+    """The translator, but its stream decoder hands on the provider's events (`RawEvent`)."""
+
+    def __init__(self, translator: Any) -> None:
+        self._translator = translator
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._translator, name)
+
+    def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> StreamDecoder:
+        decoder: StreamDecoder = self._translator.passthrough_decoder(model=model, max_event_bytes=max_event_bytes)
+        return decoder
+
+
+class _RawFrontend:
+    """The front end, but its stream encoder writes each event as the provider sent it."""
+
+    def __init__(self, frontend: Frontend) -> None:
+        self._frontend = frontend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._frontend, name)
+
+    def stream_encoder(self, *, include_usage: bool) -> StreamEncoder:
+        return _RawEventEncoder()
+
+
+class _RawEventEncoder:
+    """The provider's events on, as they came; its own last event ended the stream. A failure
+    mid-stream ends it with an Anthropic error event (the only API with raw events today)."""
+
+    __slots__ = ()
+
+    def encode(self, chunk: ChatChunk) -> bytes:
+        raw: bytes = getattr(chunk, "raw", b"")  # (RawEventDecoder hands on RawEvents only)
+        return raw
+
+    def finish(self) -> bytes:
+        return b""
+
+    def error(self, error: ApiError) -> bytes:
+        return AnthropicStreamEncoder().error(error)
