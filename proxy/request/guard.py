@@ -37,7 +37,7 @@ from proxy.guardrails.window import Window
 from proxy.http_client import HttpClient
 from proxy.policy.audit import AuditLog
 from proxy.providers.base import ChatChunk, ChatRequest
-from proxy.request.relay import Answer
+from proxy.request.relay import Answer, StreamStopped
 from proxy.routing.table import Plan
 from proxy.runtime import Runtime
 from proxy.snapshot import Guardrail, GuardrailPhase
@@ -191,7 +191,8 @@ class StreamGuard:
     Chunks without text pass at once while nothing is held (the role chunk); once text is held,
     everything after it waits with it, so the app gets the stream in order. A check is due as the
     window says; an allow releases what was held, a replace releases it with the replaced text in
-    its first content chunk, a deny raises the ApiError the relay ends the stream with.
+    its first content chunk, a deny raises StreamStopped: the relay sends what was allowed before
+    the window, then the error.
     """
 
     __slots__ = ("_check", "_guardrails", "_held", "_window")
@@ -207,20 +208,26 @@ class StreamGuard:
 
     async def feed(self, chunks: list[ChatChunk]) -> list[ChatChunk]:
         released: list[ChatChunk] = []
-        window, held = self._window, self._held
+        window = self._window
         for chunk in chunks:
             text = chunk_text(chunk)
-            if not text and not held:
+            if not text and not self._held:
                 released.append(chunk)
                 continue
-            held.append(chunk)
+            self._held.append(chunk)  # (a new list after each check)
             if window.add(text):
-                released += await self._checked()
+                try:
+                    released += await self._checked()
+                except ApiError as error:  # what was allowed before this window still goes out
+                    raise StreamStopped(error, released) from None
         return released
 
     async def finish(self) -> list[ChatChunk]:
         """At the stream's end: the last check, and everything still held."""
-        released = await self._checked() if self._window.pending else []
+        try:
+            released = await self._checked() if self._window.pending else []
+        except ApiError as error:
+            raise StreamStopped(error, []) from None
         released += self._held
         self._held = []
         return released

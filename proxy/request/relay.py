@@ -62,6 +62,14 @@ class ClientGone(Exception):
     """Writing to the app failed: it disconnected. Not the provider's fault."""
 
 
+class StreamStopped(Exception):
+    """The answer's guardrails stopped a stream that began: `chunks` may still go out, then `error`."""
+
+    def __init__(self, error: ApiError, chunks: list[ChatChunk]) -> None:
+        super().__init__(error.message)
+        self.error, self.chunks = error, chunks
+
+
 class AttemptFailed(Exception):
     """This attempt failed before anything reached the app: another one may be made."""
 
@@ -226,13 +234,13 @@ class Relay:
             answer.error_type, answer.error_message = "client_disconnected", "the client closed the connection"
         except AttemptFailed:
             raise
-        except ApiError as refused:  # a guardrail refused the answer (only once the stream began)
-            if response is None:
-                raise
+        except StreamStopped as stopped:  # by a guardrail: what it allowed, then its error
+            refused = stopped.error
             answer.error_type, answer.error_message = refused.code or refused.type, refused.message
             log.info("stream cut by a guardrail: model=%s backend=%s", parsed.model, backend.key)
+            allowed = b"".join([encoder.encode(chunk) for chunk in stopped.chunks])
             with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
-                await response.write_eof(encoder.error(refused))
+                await response.write_eof(allowed + encoder.error(refused))  # type: ignore[union-attr]
         except Exception as exc:  # TimeoutError, UpstreamProtocolError, transport errors; others are bugs
             if not isinstance(exc, (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS)):
                 exc = _unexpected(exc, backend.key)
