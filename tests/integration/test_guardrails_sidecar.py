@@ -230,9 +230,10 @@ def test_a_deny_mid_stream_cuts_it_with_an_error_event_openai(client, fake_opena
 def test_a_deny_mid_stream_cuts_it_with_an_error_event_anthropic(claude, fake_openai, guardrails):
     text = "one two three four five six seven eight nine ten forbidden eleven twelve thirteen"
     got: list[str] = []
-    with pytest.raises(anthropic.APIError) as cut, claude.messages.stream(
-        model="words", max_tokens=100, messages=[{"role": "user", "content": text}]
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIError) as cut,
+        claude.messages.stream(model="words", max_tokens=100, messages=[{"role": "user", "content": text}]) as stream,
+    ):
         for piece in stream.text_stream:
             got.append(piece)
     assert "guardrail words denied this answer" in str(cut.value)
