@@ -161,7 +161,9 @@ class RequestPath:
                 gate=gate,
             )
             if guard is not None:  # the answer's guardrails, before the app gets it
-                await guard.answered(runtime=runtime, plan=plan, span=span, model=parsed.model, answer=answer)
+                refused = await guard.answered(runtime=runtime, plan=plan, span=span, model=parsed.model, answer=answer)
+                if refused is not None:
+                    return error_response(frontend, refused), answer
             telemetry.capture(span, runtime=runtime, request=captured, response=answer.data)
             answer.redacted, answer.redacted_by = masking.counts, masking.policies
             headers = gate.answer_headers() if gate is not None else None  # the rate-limit headers

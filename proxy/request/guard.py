@@ -69,21 +69,29 @@ class Guard:
         replaced = await check.run(guardrails, texts)
         return request if replaced is None else replace_request_texts(request, places, replaced)
 
-    async def answered(self, *, runtime: Runtime, plan: Plan, span: Span, model: str, answer: Answer) -> None:
-        """A whole answer, checked before the app gets it: its data
-        replaced in place when a guardrail replaced its text. Raises ApiError."""
+    async def answered(
+        self, *, runtime: Runtime, plan: Plan, span: Span, model: str, answer: Answer
+    ) -> ApiError | None:
+        """A whole answer, checked before the app gets it: the error the app gets instead (the answer
+        stays accounted for: the provider answered), or None, its data replaced in place when a
+        guardrail replaced its text."""
         guardrails = runtime.guardrails.pick(plan.route.name, plan.data_class, "response")
         if not guardrails:
-            return
+            return None
         data = answer.data
         texts = response_texts(data)
         if not texts:
-            return
+            return None
         check = _Check(self, runtime=runtime, plan=plan, span=span, model=model, phase="response")
-        replaced = await check.run(guardrails, texts)
+        try:
+            replaced = await check.run(guardrails, texts)
+        except ApiError as refused:
+            answer.error_type, answer.error_message = refused.code or refused.type, refused.message
+            return refused
         if replaced is not None:
             answer.data = replace_response_texts(data, replaced)
             answer.native_openai = False  # the provider's bytes are no longer the answer
+        return None
 
     def stream(self, *, runtime: Runtime, plan: Plan, span: Span, model: str) -> StreamGuard | None:
         """A new StreamGuard for one streamed attempt, or None when no guardrail checks answers."""
