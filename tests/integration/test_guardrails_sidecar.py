@@ -256,3 +256,11 @@ def test_the_sidecar_counts_guardrail_decisions(guarded, client, fake_openai, gu
     assert 'modelway_guardrail="words"' in metrics and 'modelway_guardrail_decision="deny"' in metrics
     assert 'modelway_guardrail="allow-all"' in metrics
     assert "modelway_guardrail_duration" in metrics
+
+
+def test_the_responses_api_is_guarded_too(client, fake_openai, guardrails):
+    with pytest.raises(openai.BadRequestError) as denied:
+        client.responses.create(model="words", input="tell me blocked things")
+    assert "guardrail words denied this request" in denied.value.body["message"]
+    assert provider_got(fake_openai) == []
+    assert client.responses.create(model="words", input="a hidden door").output_text == "echo: a [removed] door"
