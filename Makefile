@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-redaction bench-limits bench-experiments bench-instructions venv clean
+.PHONY: demo test lint unit integration e2e tools bench bench-sidecar bench-controller bench-policy bench-redaction bench-guardrails bench-limits bench-experiments bench-instructions venv clean
 .PHONY: kind-up chart-crds image-lock node-up
 
 $(STAMP): pyproject.toml
@@ -46,9 +46,9 @@ tools:
 ## bench: the sidecar against a bare aiohttp pass-through (wrk), the lean span recorder against the
 ## OpenTelemetry SDK, the controller's push to 1,000 sidecars, the personal-data scan's cost per 10 KB of prompt,
 ## what masking costs per 10 KB of prompt and restoring per streamed answer, what a limit check costs
-## (in process, and one Redis round trip; alone, and through the sidecar), and the experiments' stop rule
-## on simulated A/A and A/B tests
-bench: bench-sidecar bench-controller bench-policy bench-redaction bench-limits bench-experiments
+## (in process, and one Redis round trip; alone, and through the sidecar), what one guardrail adds per request,
+## and the experiments' stop rule on simulated A/A and A/B tests
+bench: bench-sidecar bench-controller bench-policy bench-redaction bench-guardrails bench-limits bench-experiments
 
 bench-sidecar: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -73,6 +73,10 @@ bench-policy: $(STAMP)
 ## bench-redaction: masking a request and restoring its streamed answer, against no redaction in the same run
 bench-redaction: $(STAMP)
 	$(PY) -m bench.redaction
+
+## bench-guardrails: one allowing guardrail on loopback against none, per request (plain and streamed), same run
+bench-guardrails: $(STAMP)
+	$(PY) -m bench.guardrails
 
 ## bench-limits: the limiter alone, then the sidecar without limits, with one in process and one in Redis (wrk, 1 connection)
 bench-limits: $(STAMP) tools

@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from proxy.snapshot import (
+    GUARDRAIL_NAME,
+    GUARDRAIL_TIMEOUT_MS_MAX,
     REDACTION_KINDS,
     REDACTION_NAME,
     REDACTION_REGEX_MAX,
@@ -24,6 +26,7 @@ from proxy.snapshot import (
     RedactionKind,
     VertexPublisher,
     check_base_url,
+    check_guardrail_url,
     check_redaction_regex,
     check_regex,
 )
@@ -609,6 +612,32 @@ class PolicyLimit(_Model):
         return "closed" if self.usd_per_day is not None or self.usd_per_month is not None else "open"
 
 
+class GuardrailSpec(_Model):
+    """An HTTP service asked about a request's text before it goes out and about its answer
+    (the protocols: docs/guardrails.md)."""
+
+    name: Annotated[str, Field(pattern=GUARDRAIL_NAME, min_length=1, max_length=63)]
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    kind: Literal["modelway", "openai-moderation"] = "modelway"
+    phases: Annotated[tuple[Literal["request", "response"], ...], Field(min_length=1, max_length=2)] = (
+        "request",
+        "response",
+    )
+    timeout_ms: Annotated[int, Field(ge=1, le=GUARDRAIL_TIMEOUT_MS_MAX)] = 500
+    failure_mode: Literal["open", "closed"] = "closed"
+    data_classes: Annotated[tuple[DataClass, ...], Field(max_length=4)] | None = None
+    routes: Globs | None = None
+    stream_check_chars: Annotated[int, Field(ge=16, le=65_536)] = 400
+    stream_window_chars: Annotated[int, Field(ge=0, le=65_536)] = 800
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GuardrailSpec:
+        check_guardrail_url(self.url)  # the sidecar's own check
+        if len(self.phases) != len(set(self.phases)):
+            raise ValueError(f"guardrail {self.name}: phases: each phase once, got {list(self.phases)}")
+        return self
+
+
 class ModelPolicySpec(_Model):
     subjects: PolicySubjects = PolicySubjects()
     access: PolicyAccess = PolicyAccess()
@@ -616,6 +645,7 @@ class ModelPolicySpec(_Model):
     detect_personal_data: bool = False
     residency: Annotated[tuple[ResidencyRule, ...], Field(max_length=4)] = ()
     limits: Annotated[tuple[PolicyLimit, ...], Field(max_length=16)] = ()
+    guardrails: Annotated[tuple[GuardrailSpec, ...], Field(max_length=8)] = ()
 
     @model_validator(mode="after")
     def _one_rule_per_class(self) -> ModelPolicySpec:
@@ -625,6 +655,9 @@ class ModelPolicySpec(_Model):
         names = [limit.name for limit in self.limits]
         if len(names) != len(set(names)):
             raise ValueError(f"limits: names must be unique, got {names}")
+        guardrails = [g.name for g in self.guardrails]
+        if len(guardrails) != len(set(guardrails)):
+            raise ValueError(f"guardrails: names must be unique, got {guardrails}")
         return self
 
 

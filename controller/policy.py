@@ -226,6 +226,11 @@ def compile_policy(
         denied_backends=tuple(denied_backends),
         redacted_backends=tuple(redacted_backends),
         limits=compile_limits(policies, workload),
+        guardrails=tuple(
+            snap.Guardrail.model_validate({**g.model_dump(), "policy": label(p)})
+            for p in policies
+            for g in p.spec.guardrails
+        ),
     )
 
 

@@ -1,6 +1,6 @@
 """A snapshot compiled for serving: routing table, one translator per provider, the policy's classifier,
 the counters its limits bind (`proxy.limits.binding`), the redaction rules of the backends reached only
-masked, and the scrubber of the snapshot's own secrets.
+masked, the guardrails of each route, and the scrubber of the snapshot's own secrets.
 
 Built once per snapshot, off the request path; requests read `holder.current`
 once and keep that object, so a swap never disturbs a request in flight.
@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.auth.token_sources import TokenSources
+from proxy.guardrails.table import GuardrailTable
 from proxy.limits.binding import LimitTable
 from proxy.policy.classify import Classifier
 from proxy.providers.base import Translator
@@ -41,6 +42,8 @@ class Runtime:
     limits: LimitTable = field(default_factory=lambda: LimitTable({}, {}))
     # The backends some data classes reach only masked, each with its rule (built here, never per request).
     redactions: RedactionTable = field(default_factory=lambda: RedactionTable({}))
+    # The guardrails each (route, data class, phase) asks, picked here, never per request.
+    guardrails: GuardrailTable = field(default_factory=lambda: GuardrailTable({}))
 
     @classmethod
     def build(
@@ -68,6 +71,7 @@ class Runtime:
             scrubber=Scrubber(_secrets(snapshot)),
             limits=LimitTable.build(snapshot),
             redactions=RedactionTable.build(snapshot.policy),
+            guardrails=GuardrailTable.build(snapshot),
         )
 
 

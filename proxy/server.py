@@ -29,6 +29,7 @@ from proxy.request.admit import Admission
 from proxy.request.attempt import Attempts
 from proxy.request.backpressure import Backpressure, BackpressureSettings
 from proxy.request.flow import RequestPath
+from proxy.request.guard import Guard
 from proxy.request.relay import ClientGone, Relay
 from proxy.request.responses import error_response
 from proxy.runtime import RuntimeHolder
@@ -216,6 +217,7 @@ def build_app(
             accounting=accounting,
             backpressure=backpressure,
             experiments=experiments,
+            guard=Guard(client=client, telemetry=telemetry, audit=audit),
         )
         yield
         await admission.close()  # the last settlements, then the counter store's connections

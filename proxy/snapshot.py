@@ -605,6 +605,53 @@ def merge_redactions(redactions: Iterable[Redaction]) -> Redaction:
     )
 
 
+# --- guardrails ----------------------------------------------------------------------
+
+GuardrailKind = Literal["modelway", "openai-moderation"]
+GuardrailPhase = Literal["request", "response"]
+GUARDRAIL_KINDS: tuple[GuardrailKind, ...] = ("modelway", "openai-moderation")
+GUARDRAIL_TIMEOUT_MS_MAX = 10_000  # a guardrail is on the request path: its bound on added latency
+GUARDRAIL_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def check_guardrail_url(url: str) -> str:
+    """The guardrail's endpoint: what `check_base_url` accepts (http(s), a host, no credentials, no
+    query), said of a guardrail. Raises ConfigProblem."""
+    try:
+        return check_base_url(url)
+    except ConfigProblem as problem:
+        raise ConfigProblem(problem.reason, str(problem).replace("baseURL", "guardrail url", 1)) from None
+
+
+class Guardrail(_Frozen):
+    """An HTTP service a policy asks about a request's text before it goes out, and about its answer.
+
+    `kind: modelway`: POST {phase, texts, model, route, workload} -> {decision: allow|deny|replace,
+    reason, texts}; `kind: openai-moderation`: POST {input: texts} -> {results: [{flagged, categories}]}
+    (OpenAI's /v1/moderations), any flagged result a deny. Answered late or not at all, `failure_mode`
+    decides: open lets the request on, closed refuses it (503).
+    """
+
+    name: Annotated[str, Field(pattern=GUARDRAIL_NAME, max_length=63)]
+    policy: str = ""  # the policy that names it, for the audit log
+    url: Annotated[str, Field(max_length=2048)]
+    kind: GuardrailKind = "modelway"
+    phases: Annotated[tuple[GuardrailPhase, ...], Field(min_length=1, max_length=2)] = ("request", "response")
+    timeout_ms: Annotated[int, Field(ge=1, le=GUARDRAIL_TIMEOUT_MS_MAX)] = 500
+    failure_mode: Literal["open", "closed"] = "closed"
+    data_classes: tuple[DataClass, ...] | None = None  # None: every class
+    routes: tuple[Annotated[str, Field(min_length=1, max_length=253)], ...] | None = None  # globs; None: all
+    # Streams: a check when this many new characters arrived (or a sentence ended past a quarter of it),
+    # on the last `stream_window_chars` already checked plus the new ones.
+    stream_check_chars: Annotated[int, Field(ge=16, le=65_536)] = 400
+    stream_window_chars: Annotated[int, Field(ge=0, le=65_536)] = 800
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        return check_guardrail_url(url)
+
+
 class Policy(_Frozen):
     """What the workload's ModelPolicies allow it, compiled by the controller for this workload.
 
@@ -622,6 +669,8 @@ class Policy(_Frozen):
     redacted_backends: tuple[BackendRedaction, ...] = ()
     # Every limit of every policy that binds the workload; a request must pass all that bind it.
     limits: tuple[Limit, ...] = ()
+    # Every guardrail of every policy that binds the workload, in the policies' order.
+    guardrails: tuple[Guardrail, ...] = ()
 
     @model_validator(mode="after")
     def _unique_limit_keys(self) -> Policy:

@@ -1,5 +1,5 @@
 """The audit trail: one structured line per request the workload's policy (or one of its limits) refused
-or rerouted, and per request it masked.
+or rerouted, per request it masked, and per guardrail that denied, replaced or failed on a request.
 
 A JSON object per line on the `modelway.audit` logger, so a log pipeline can
 keep it apart from operational logs. It names the workload, route, data class,
@@ -16,7 +16,7 @@ from typing import Literal
 
 log = logging.getLogger("modelway.audit")
 
-Decision = Literal["refuse", "reroute", "redact"]
+Decision = Literal["refuse", "reroute", "redact", "guardrail"]
 
 
 class AuditLog:
@@ -36,6 +36,7 @@ class AuditLog:
         trace_id: str = "",
         limit: str = "",
         redacted: Mapping[str, int] | None = None,
+        guardrail: Mapping[str, str] | None = None,
     ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
@@ -55,6 +56,8 @@ class AuditLog:
             entry["limit"] = limit
         if redacted:  # what was masked, by kind: counts, never values
             entry["redacted"] = dict(redacted)
+        if guardrail:  # which guardrail, in which phase, and what it decided
+            entry["guardrail"] = dict(guardrail)
         if trace_id:
             entry["trace_id"] = trace_id
         log.info("%s", json.dumps(entry, separators=(",", ":")))

@@ -3,6 +3,7 @@
     parse     proxy.request.parse      the body, read under limits, into the internal form
     classify  proxy.request.classify   the data class (the workload's floor, the app's header, a scan)
     plan      proxy.request.plan       route, rule, and the backends to try in order
+    guard     proxy.request.guard      the route's guardrails on the request (chat), then on its answer
     admit     proxy.request.admit      limits, budgets, providers' capacity: a Gate the attempts ask per backend;
                                        the route's in-flight bound (proxy.request.backpressure), held to the end
     attempt   proxy.request.attempt    retries, fallbacks, health; proxy.request.relay makes each call;
@@ -38,6 +39,7 @@ from proxy.request.backpressure import Backpressure
 from proxy.request.classify import classify
 from proxy.request.count_tokens import OPERATION as COUNT_TOKENS
 from proxy.request.count_tokens import counting, parse_count_tokens
+from proxy.request.guard import Guard
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings, read_json
 from proxy.request.passthrough import Passthrough, sendable_texts
@@ -72,6 +74,7 @@ class RequestPath:
         accounting: Accounting,
         backpressure: Backpressure,
         experiments: ExperimentCounts | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self._holder = holder
         self._telemetry = telemetry
@@ -82,6 +85,7 @@ class RequestPath:
         self._accounting = accounting
         self._backpressure = backpressure
         self._experiments = experiments
+        self._guard = guard
 
     async def chat(self, request: web.Request, frontend: Frontend) -> web.StreamResponse:
         started = time.perf_counter()
@@ -89,16 +93,30 @@ class RequestPath:
             parsed = await parse_chat(request, frontend, max_body_bytes=self._max_body_bytes)  # 1 parse
         except ApiError as error:
             return self._rejected(frontend, error, operation="chat", model="", stream=False, started=started)
-        telemetry, relay, attempts = self._telemetry, self._relay, self._attempts
+        telemetry, relay, attempts, guard = self._telemetry, self._relay, self._attempts, self._guard
 
         async def serve(
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
         ) -> tuple[web.StreamResponse, Answer]:
+            checked = parsed.request  # as the guardrails let it on (replaced texts)
+            if guard is not None:
+                checked = await guard.request(
+                    runtime=runtime, plan=plan, span=span, model=parsed.model, request=checked
+                )
             masking = masking_for(runtime, plan)  # what each backend may be sent
             # the app's own body to a backend of its API (nothing lost), else the translated one
-            passing = Passthrough(frontend=frontend, parsed=parsed, headers=request.headers, masking=masking)
+            # Not when a guardrail replaced texts (the app's body still holds them), nor when guardrails
+            # read the answer (one may replace its text, which the provider's own bytes would still show).
+            passing = Passthrough(
+                frontend=frontend,
+                parsed=parsed,
+                headers=request.headers,
+                masking=masking,
+                enabled=checked is parsed.request
+                and not runtime.guardrails.pick(plan.route.name, plan.data_class, "response"),
+            )
             # What content capture records: masked when any backend of the plan masks it.
-            captured = masking.for_capture(plan, parsed.request) if telemetry.capture_content else parsed.request
+            captured = masking.for_capture(plan, checked) if telemetry.capture_content else checked
             telemetry.capture(span, runtime=runtime, request=captured)  # opt-in prompt text
             if parsed.stream:
 
@@ -125,6 +143,9 @@ class RequestPath:
                         started=started,
                         scrub=runtime.scrubber,
                         headers=gate.answer_headers() if gate is not None else None,
+                        guard=guard.stream(runtime=runtime, plan=plan, span=span, model=parsed.model)
+                        if guard
+                        else None,
                     )
 
                 answer = await attempts.run(
@@ -134,9 +155,7 @@ class RequestPath:
                     operation="chat",
                     server_span=span,
                     build=passing.build(
-                        lambda t, b: t.chat_request(
-                            masking.request_for(b.key, parsed.request), model=b.model, stream=True
-                        ),
+                        lambda t, b: t.chat_request(masking.request_for(b.key, checked), model=b.model, stream=True),
                         stream=True,
                     ),
                     call=stream,
@@ -153,15 +172,17 @@ class RequestPath:
                 operation="chat",
                 server_span=span,
                 build=passing.build(
-                    lambda t, b: t.chat_request(
-                        masking.request_for(b.key, parsed.request), model=b.model, stream=False
-                    ),
+                    lambda t, b: t.chat_request(masking.request_for(b.key, checked), model=b.model, stream=False),
                     stream=False,
                 ),
                 call=self._unary(plan, lambda t, body, m: t.chat_response(body)),
                 made=made,
                 gate=gate,
             )
+            if guard is not None:  # the answer's guardrails, before the app gets it
+                refused = await guard.answered(runtime=runtime, plan=plan, span=span, model=parsed.model, answer=answer)
+                if refused is not None:
+                    return error_response(frontend, refused), answer
             telemetry.capture(span, runtime=runtime, request=captured, response=answer.data)
             answer.redacted, answer.redacted_by = masking.counts, masking.policies
             headers = gate.answer_headers() if gate is not None else None  # the rate-limit headers

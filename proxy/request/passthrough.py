@@ -12,8 +12,10 @@ is still read on the way (status, size and event limits, usage types), so limits
 spans and logs work as on the translated path.
 
 The translated path (through the internal form) is used for an attempt when the backend speaks
-another API (a fallback from Anthropic to OpenAI), and when the request must be masked for that
-backend (`proxy.request.redact` masks the internal form and restores values in its answer).
+another API (a fallback from Anthropic to OpenAI), when the request must be masked for that
+backend (`proxy.request.redact` masks the internal form and restores values in its answer), and
+for the whole request when a guardrail replaced some of its texts or reads the answer
+(`proxy.request.guard`).
 """
 
 from __future__ import annotations
@@ -58,9 +60,17 @@ class Passthrough:
 
     __slots__ = ("_api", "_body", "_headers", "_masking", "_sent")
 
-    def __init__(self, *, frontend: Frontend, parsed: ParsedChat, headers: Mapping[str, str], masking: Masking) -> None:
+    def __init__(
+        self,
+        *,
+        frontend: Frontend,
+        parsed: ParsedChat,
+        headers: Mapping[str, str],
+        masking: Masking,
+        enabled: bool = True,
+    ) -> None:
         self._api = frontend.api
-        self._body = parsed.original
+        self._body = parsed.original if enabled else None
         self._masking = masking
         self._headers = (
             {name: headers[name] for name in _ANTHROPIC_HEADERS if name in headers} if self._api == "anthropic" else {}

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -40,6 +40,9 @@ from proxy.providers.base import (
 from proxy.snapshot import Backend, Timeouts
 from proxy.telemetry import Telemetry
 
+if TYPE_CHECKING:
+    from proxy.request.guard import StreamGuard
+
 log = logging.getLogger("modelway.relay")
 
 # Upstream trouble: refused/reset connections, bodies cut short (http_client.UpstreamDisconnected).
@@ -57,6 +60,14 @@ class _EventStream(web.StreamResponse):
 
 class ClientGone(Exception):
     """Writing to the app failed: it disconnected. Not the provider's fault."""
+
+
+class StreamStopped(Exception):
+    """The answer's guardrails stopped a stream that began: `chunks` may still go out, then `error`."""
+
+    def __init__(self, error: ApiError, chunks: list[ChatChunk]) -> None:
+        super().__init__(error.message)
+        self.error, self.chunks = error, chunks
 
 
 class AttemptFailed(Exception):
@@ -173,9 +184,11 @@ class Relay:
         started: float,
         scrub: Callable[[str], str],
         headers: Mapping[str, str] | None = None,
+        guard: StreamGuard | None = None,
     ) -> Answer:
         """`started`: the request's `time.perf_counter()` reading, for the time to first token;
-        `headers`: added to the answer's (the rate-limit headers, when limits bind)."""
+        `headers`: added to the answer's (the rate-limit headers, when limits bind); `guard`: the
+        answer's guardrails, which hold back the text they have not checked yet."""
         loop = asyncio.get_running_loop()
         first_token_deadline = deadline
         if timeouts.first_token_seconds is not None:
@@ -206,17 +219,28 @@ class Relay:
                     status=200, headers=_SSE_HEADERS if headers is None else {**_SSE_HEADERS, **headers}
                 )
                 await _prepare(response, request)
-                await _write_chunks(response, encoder, buffered)
+                await _write_chunks(response, encoder, buffered if guard is None else await guard.feed(buffered))
                 if not ended:
                     async for data in resp.iter_any():
-                        await _write_chunks(response, encoder, decoder.feed(data))
-                    await _write_chunks(response, encoder, decoder.close())
+                        chunks = decoder.feed(data)
+                        await _write_chunks(response, encoder, chunks if guard is None else await guard.feed(chunks))
+                    chunks = decoder.close()
+                    await _write_chunks(response, encoder, chunks if guard is None else await guard.feed(chunks))
+                if guard is not None:
+                    await _write_chunks(response, encoder, await guard.finish())
             await _write_eof(response, encoder.finish())
         except ClientGone:
             log.info("client went away mid-stream: model=%s backend=%s", parsed.model, backend.key)
             answer.error_type, answer.error_message = "client_disconnected", "the client closed the connection"
         except AttemptFailed:
             raise
+        except StreamStopped as stopped:  # by a guardrail: what it allowed, then its error
+            refused = stopped.error
+            answer.error_type, answer.error_message = refused.code or refused.type, refused.message
+            log.info("stream cut by a guardrail: model=%s backend=%s", parsed.model, backend.key)
+            allowed = b"".join([encoder.encode(chunk) for chunk in stopped.chunks])
+            with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+                await response.write_eof(allowed + encoder.error(refused))  # type: ignore[union-attr]
         except Exception as exc:  # TimeoutError, UpstreamProtocolError, transport errors; others are bugs
             if not isinstance(exc, (TimeoutError, UpstreamProtocolError, *_TRANSPORT_ERRORS)):
                 exc = _unexpected(exc, backend.key)

@@ -182,6 +182,12 @@ class NoMetrics:
     def redactions(self, counts: Mapping[str, int]) -> None:
         pass
 
+    def guardrail(self, *, guardrail: str, phase: str, decision: str) -> None:
+        pass
+
+    def guardrail_latency(self, *, phase: str, seconds: float) -> None:
+        pass
+
 
 class SidecarMetrics(NoMetrics):
     def __init__(
@@ -294,6 +300,20 @@ class SidecarMetrics(NoMetrics):
             unit="{value}",
             description="Values masked before a request went to a provider, by kind (counted, never logged).",
             attributes=("modelway.redaction.kind",),
+        )
+        self.guardrail_decisions = registry.counter(
+            "modelway.guardrail.decisions",
+            unit="{decision}",
+            description="Guardrail answers, by guardrail, phase (request, response) and decision (allow, deny, "
+            "replace; error_open and error_closed: not answered in time or usably, by failure mode).",
+            attributes=("modelway.guardrail", "modelway.guardrail.phase", "modelway.guardrail.decision"),
+        )
+        self.guardrail_duration = registry.histogram(
+            "modelway.guardrail.duration",
+            unit="s",
+            bounds=TTFT_BUCKETS,
+            description="Latency guardrail checks added: one check (its guardrails asked in parallel), by phase.",
+            attributes=("modelway.guardrail.phase",),
         )
         self.cost_usd = registry.counter(
             "modelway.cost",
@@ -424,6 +444,12 @@ class SidecarMetrics(NoMetrics):
         """What was masked in the request the answering provider got: how many of each kind, never what."""
         for kind, count in counts.items():
             self.redacted.add((kind,), count)
+
+    def guardrail(self, *, guardrail: str, phase: str, decision: str) -> None:
+        self.guardrail_decisions.add((guardrail, phase, decision))
+
+    def guardrail_latency(self, *, phase: str, seconds: float) -> None:
+        self.guardrail_duration.record((phase,), seconds)
 
 
 class _Series:

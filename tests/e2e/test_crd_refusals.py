@@ -321,6 +321,24 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         _policy("ModelPolicy", residency=[{"dataClass": "personal", "hosting": ["vpc"], "redact": {"kinds": ["dna"]}}]),
         ["spec.residency[0].redact.kinds[0]", 'Unsupported value: "dna"'],
     ),
+    "guardrail-url-not-http": (
+        _policy("ModelPolicy", guardrails=[{"name": "g", "url": "ftp://guard.safety.svc/check"}]),
+        ["spec.guardrails[0].url", "a guardrail url must start with http:// or https://"],
+    ),
+    "guardrail-phase-twice": (
+        _policy(
+            "ClusterModelPolicy", guardrails=[{"name": "g", "url": "http://g/c", "phases": ["request", "request"]}]
+        ),
+        ["spec.guardrails[0].phases", "phases: each phase once"],
+    ),
+    "guardrail-timeout-too-long": (
+        _policy("ModelPolicy", guardrails=[{"name": "g", "url": "http://g/c", "timeoutMs": 60000}]),
+        ["spec.guardrails[0].timeoutMs", "should be less than or equal to 10000"],
+    ),
+    "guardrail-unknown-kind": (
+        _policy("ModelPolicy", guardrails=[{"name": "g", "url": "http://g/c", "kind": "lakera"}]),
+        ["spec.guardrails[0].kind", 'Unsupported value: "lakera"'],
+    ),
     "unknown-data-class": (
         _policy("ModelPolicy", defaultDataClass="secret"),
         ["spec.defaultDataClass", 'Unsupported value: "secret"', '"public", "internal", "personal", "restricted"'],
@@ -423,6 +441,11 @@ def test_the_base_objects_of_the_refusals_are_fine(kubectl: Kubectl, ns: str) ->
     kubectl.apply(_policy("ClusterModelPolicy", residency=residency), "--dry-run=server")
     capacity = [{"model": "gpt-4o*", "requestsPerMinute": 500}, {"model": "*", "tokensPerMinute": 1000}]
     kubectl.apply(_provider(type="openai", capacity=capacity), "-n", ns, "--dry-run=server")
+    guardrails = [
+        {"name": "moderation", "kind": "openai-moderation", "url": "http://moderation.safety.svc:8000/v1/moderations"},
+        {"name": "secrets", "url": "https://g.safety.svc/check", "phases": ["request"], "timeoutMs": 150},
+    ]
+    kubectl.apply(_policy("ModelPolicy", guardrails=guardrails), "-n", ns, "--dry-run=server")
 
 
 # --- durations: the apiserver and api.py read them alike -------------------------------
