@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,19 @@ class RecordingClient:
         return {}
 
 
+def _experiment_requests(admin_url: str) -> dict[tuple[str, str], float]:
+    """The sidecar's modelway.experiment.requests, per (arm, outcome), as Prometheus scrapes them."""
+    with urllib.request.urlopen(admin_url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[tuple[str, str], float] = {}
+    for labels, value in re.findall(r"^modelway_experiment_requests_total\{([^}]*)\} (\S+)$", text, re.M):
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        assert found["modelway_experiment"].startswith("team-a/chat/default@")
+        key = (found["modelway_arm"], found["modelway_outcome"])
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
 @dataclass
 class Leader:
     is_leader: bool = True
@@ -92,6 +107,9 @@ async def test_a_failing_canary_is_rolled_back_and_the_control_takes_all_traffic
                 await asyncio.gather(*(_chat(session, sidecar.base_url) for _ in range(20)))
             await _wait(lambda: _served(stack) == 200)
             stack.experiments.tick()  # the pause is an hour: only a breach moves it now
+            by_arm = _experiment_requests(sidecar.admin_url)
+            assert sum(by_arm.values()) == 200
+            assert by_arm[("canary", "error")] > 20 and ("steady", "error") not in by_arm
 
             summary, (entry,) = stack.experiments.statuses()[KEY]
             assert summary == "RolledBack canary"
