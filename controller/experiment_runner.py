@@ -23,14 +23,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.api import ExperimentSpec, ModelRoute, RouteRule, duration_seconds
 from controller.compile import experiment_name
-from controller.experiment_reports import CountsReport, ReportLedger
+from controller.experiment_reports import CountsReport, PeerLedger, ReportLedger
 from controller.experiments import bandit
 from controller.experiments.counts import ArmStats, BadCounts
 from controller.experiments.decide import Breach, Decision, Guardrail, Metric, SequentialSpec, State, decide, samples
@@ -256,6 +256,7 @@ class ExperimentRunner:
         interval: float = 10.0,
         active: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
+        peers: Callable[[], Iterable[PeerLedger]] | None = None,
     ) -> None:
         self._routes = routes  # the served routes: what sidecars run
         self._set_weights = set_weights
@@ -263,6 +264,9 @@ class ExperimentRunner:
         self._interval = interval
         self._active = active
         self._clock = clock
+        self._peers = peers  # other controller replicas' ledgers (controller.replicas), summed with ours
+        self._peer_ledgers: list[PeerLedger] = []
+        self._record_listeners: list[Callable[[], None]] = []
         self.ledger = ReportLedger()
         self._states: dict[str, ExperimentState] = {}
         self._weights: dict[Key, dict[str, dict[str, int]]] = {}
@@ -271,8 +275,14 @@ class ExperimentRunner:
     def add_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
 
+    def add_record_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` after each report taken in (the replica Lease publishes the ledger again)."""
+        self._record_listeners.append(callback)
+
     def record(self, workload: str, report: CountsReport) -> None:
         self.ledger.record(workload, report)
+        for listener in self._record_listeners:
+            listener()
 
     async def run(self) -> None:
         while True:
@@ -288,6 +298,7 @@ class ExperimentRunner:
         """Decides every experiment once; true (and listeners told) when any status entry changed."""
         before = {name: s.entry() for name, s in self._states.items()}
         seen: set[str] = set()
+        self._peer_ledgers = list(self._peers()) if self._peers is not None else []
         for key, route in self._routes().items():
             if route is None:
                 continue
@@ -323,7 +334,7 @@ class ExperimentRunner:
             previous = self._previous(key) if self._previous is not None else None
             restore(state, _entry_of(previous, rule.name))
             self._states[name] = state
-        totals = self.ledger.totals(name)
+        totals = self.ledger.totals(name, self._peer_ledgers)
         arms = {arm: totals.get(arm, ArmStats()) for arm in state.arms}
         metric = METRICS[spec.metric]
         state.samples = {arm: samples(stats, metric) for arm, stats in arms.items()}
