@@ -334,6 +334,7 @@ class ExperimentRunner:
             previous = self._previous(key) if self._previous is not None else None
             restore(state, _entry_of(previous, rule.name))
             self._states[name] = state
+        state.promote = spec.promote  # not in the experiment's name: switching it on or off keeps the test
         totals = self.ledger.totals(name, self._peer_ledgers)
         arms = {arm: totals.get(arm, ArmStats()) for arm in state.arms}
         metric = METRICS[spec.metric]

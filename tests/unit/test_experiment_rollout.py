@@ -273,3 +273,19 @@ def test_switching_promote_on_keeps_the_experiment_and_its_counts() -> None:
     assert experiment_name("team-a", "chat", rolling.spec.rules[0]) != experiment_name(
         "team-a", "chat", plain.spec.rules[0]
     )
+
+
+def test_promote_switched_on_after_the_win_promotes_and_switched_off_hands_the_split_back() -> None:
+    plain, promoting = _route(guardrails=[]), _route(promote=True, guardrails=[])
+    served = {KEY: plain}
+    pushed: list[dict[str, dict[str, int]]] = []
+    runner = ExperimentRunner(routes=lambda: dict(served), set_weights=lambda k, w: pushed.append({**w}))
+    runner.record("team-a/app", _report(plain, "pod-1", (700, 300), (1000, 0)))
+    runner.tick()
+    assert pushed == []
+    served[KEY] = promoting
+    runner.tick()
+    assert pushed == [{"default": {"old": 0, "new": 1000}}]
+    served[KEY] = plain
+    runner.tick()
+    assert pushed[-1] == {}  # the spec's weights again
