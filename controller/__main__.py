@@ -35,6 +35,7 @@ from shared.scrub import normalize_otlp_header_variables, scrub_logs
 if TYPE_CHECKING:  # imported where used: `--source files` never loads the Kubernetes client
     from controller.experiment_runner import ExperimentRunner
     from controller.kube.client import KubeClient
+    from controller.replicas import ReplicaCounts
     from controller.spend_reader import SpendReader, UnsharedSpend
     from controller.status_writer import ConditionLogger, StatusWriter
 
@@ -176,15 +177,21 @@ def _experiments(
     *,
     active: Callable[[], bool],
     previous: Callable[[Key], Mapping[str, Any] | None] | None = None,
+    replicas: ReplicaCounts | None = None,
 ) -> ExperimentRunner:
     from controller.experiment_runner import ExperimentRunner
 
-    return ExperimentRunner(
+    runner = ExperimentRunner(
         routes=lambda: {key: verdict.served for key, verdict in controller.judgement.routes.items()},
         set_weights=controller.set_arm_weights,
         previous=previous,
         active=active,
+        peers=replicas.experiment_counts if replicas is not None else None,
     )
+    if replicas is not None:  # every replica publishes its sidecars' counts; the leader sums them all
+        replicas.share_experiments(runner.ledger.published)
+        runner.add_record_listener(replicas.notify)
+    return runner
 
 
 def _files_mode(args: argparse.Namespace, controller: Controller) -> Mode:
@@ -225,11 +232,12 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     spend = _spend(args, controller, active=lambda: elector.is_leader)  # read by the replica that writes status
     if isinstance(spend, SpendReader):
         elector.add_listener(spend.on_leadership)
-    # Decided by the replica that writes status, from the counts of the sidecars connected to it.
+    # Decided by the replica that writes status, from the counts of the sidecars connected to every replica.
     experiments = _experiments(
         controller,
         active=lambda: elector.is_leader,
         previous=lambda key: seen.status if (seen := statuses.get(key)) is not None else None,
+        replicas=replicas,
     )
     writer = StatusWriter(
         client, controller, elector=elector, counts=replicas, statuses=statuses, spend=spend, experiments=experiments

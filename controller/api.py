@@ -350,6 +350,21 @@ class ExperimentGuardrail(_Model):
     margin: AboveZero
 
 
+class RolloutSpec(_Model):
+    """A canary's steps: the candidate (second) arm's share of traffic in percent, each held for `pause`."""
+
+    steps: Annotated[tuple[Annotated[int, Field(ge=1, le=100)], ...], Field(min_length=1, max_length=20)]
+    pause: Duration
+
+    @model_validator(mode="after")
+    def _steps(self) -> RolloutSpec:
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"rollout steps must increase, got {list(self.steps)}")
+        if duration_seconds(self.pause) <= 0:
+            raise ValueError(f"pause must be longer than 0, not {self.pause}")
+        return self
+
+
 class ExperimentSpec(_Model):
     """An A/B test or canary between arms (the first is the control), or an adaptive split."""
 
@@ -362,6 +377,9 @@ class ExperimentSpec(_Model):
     guardrails: Annotated[tuple[ExperimentGuardrail, ...], Field(max_length=4)] = ()
     max_duration: Duration | None = None
     sticky_header: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    # Winner: all traffic to it; StoppedByGuardrail: all back to the control (the controller's weights).
+    promote: bool = False
+    rollout: RolloutSpec | None = None
 
     @model_validator(mode="after")
     def _arms(self) -> ExperimentSpec:
@@ -372,6 +390,13 @@ class ExperimentSpec(_Model):
             raise ValueError("at least one arm needs a weight above 0")
         if self.max_duration is not None and duration_seconds(self.max_duration) <= 0:
             raise ValueError(f"maxDuration must be longer than 0, not {self.max_duration}")
+        if self.rollout is not None:
+            if len(self.arms) != 2 or self.strategy != "fixed":
+                raise ValueError(
+                    "a rollout needs exactly two arms (the control, then the candidate) and strategy fixed"
+                )
+            if not self.guardrails:
+                raise ValueError("a rollout needs at least one guardrail to stop it")
         return self
 
 

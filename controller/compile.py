@@ -587,6 +587,9 @@ def experiment_name(namespace: str, route: str, rule: RouteRule) -> str:
     data = spec.model_dump(mode="json", by_alias=True)
     for arm in data["arms"]:
         arm.pop("weight", None)
+    data.pop("promote", None)  # what is done with a winner, not what is tested
+    if data.get("rollout") is None:
+        data.pop("rollout", None)  # names from before rollouts existed stay as they were
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
     return f"{namespace}/{route}/{rule.name}@{digest}"
 

@@ -5,12 +5,21 @@ message), tagged with its own id and start time. The ledger keeps the latest rep
 (workload, sidecar id, start time) and sums them: a resend, a reconnect to this or another
 stream, replaces that sidecar's earlier totals instead of adding to them; a sidecar that
 restarted is a new reporter, and what its former self counted stays in the sum.
+
+With several controller replicas, each keeps the reports of the sidecars connected to it, and
+only the leader decides. Each replica publishes its ledger (`published()`, per experiment the
+latest totals of each reporter) and the leader sums its own and every peer's with `totals(name,
+peers)`: a sidecar that moved from one replica to another is in both ledgers, its later totals
+on the new one and its earlier ones on the old, and since totals only grow the copy with more
+values counted is the one taken, never both.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +29,62 @@ from proxy.snapshot import COUNTS_MAX_EXPERIMENTS
 MAX_ARMS = 16
 MAX_NAME = 400
 MAX_REPORTERS = 10_000  # per experiment; beyond, the oldest reporters are folded into one sum
+# A replica's published ledger rides on an annotation (all of an object's together: at most 256 KiB).
+MAX_PUBLISHED_BYTES = 200_000
+
+log = logging.getLogger("modelway.experiments")
+
+Reporter = tuple[str, str, float]  # (workload, sidecar id, sidecar start)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLedger:
+    """Another replica's ledger as it published it: per experiment, reporters folded into one sum
+    (not told apart) and the latest totals of each reporter."""
+
+    folded: dict[str, dict[str, ArmStats]]
+    reporters: dict[str, dict[Reporter, dict[str, ArmStats]]]
+
+
+def _values_counted(arms: Mapping[str, ArmStats]) -> int:
+    return sum(
+        a.requests.count + a.latency.count + a.time_to_first_token.count + a.cost.count + a.quality.count
+        for a in arms.values()
+    )
+
+
+def parse_published(text: object) -> PeerLedger:
+    """A peer's published ledger; what is malformed is skipped, never fatal (another version may write it)."""
+    empty = PeerLedger({}, {})
+    if not isinstance(text, str):
+        return empty
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return empty
+    if not isinstance(body, dict):
+        return empty
+    folded: dict[str, dict[str, ArmStats]] = {}
+    reporters: dict[str, dict[Reporter, dict[str, ArmStats]]] = {}
+    for name, entry in body.items():
+        if not isinstance(entry, dict):
+            continue
+        try:
+            if entry.get("folded"):
+                folded[str(name)] = _arms(entry["folded"])
+            for item in entry.get("reporters") or ():
+                workload, sidecar, started, arms = item
+                reporter = (str(workload), str(sidecar), float(started))
+                reporters.setdefault(str(name), {})[reporter] = _arms(arms)
+        except (BadCounts, TypeError, ValueError):
+            continue
+    return PeerLedger(folded, reporters)
+
+
+def _arms(raw: object) -> dict[str, ArmStats]:
+    if not isinstance(raw, dict) or len(raw) > MAX_ARMS:
+        raise BadCounts("not an experiment's arms")
+    return {str(arm): ArmStats.from_dict(counts) for arm, counts in raw.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +139,36 @@ class ReportLedger:
                 oldest = next(iter(latest))
                 self._folded[name] = merge_all((self._folded.get(name, {}), latest.pop(oldest)))
 
-    def totals(self, experiment: str) -> dict[str, ArmStats]:
-        """Every reporter's latest totals summed, per arm."""
-        return merge_all((self._folded.get(experiment, {}), *self._latest.get(experiment, {}).values()))
+    def totals(self, experiment: str, peers: Iterable[PeerLedger] = ()) -> dict[str, ArmStats]:
+        """Every reporter's latest totals summed, per arm; with other replicas' ledgers, theirs too,
+        each reporter once (its copy with the most values counted)."""
+        latest: dict[Reporter, dict[str, ArmStats]] = dict(self._latest.get(experiment, {}))
+        folded = [self._folded.get(experiment, {})]
+        for peer in peers:
+            folded.append(peer.folded.get(experiment, {}))
+            for reporter, arms in peer.reporters.get(experiment, {}).items():
+                mine = latest.get(reporter)
+                if mine is None or _values_counted(arms) > _values_counted(mine):
+                    latest[reporter] = arms
+        return merge_all((*folded, *latest.values()))
+
+    def published(self, *, max_bytes: int = MAX_PUBLISHED_BYTES) -> str:
+        """This ledger for the other replicas (see PeerLedger): compact JSON. Past `max_bytes`, every
+        reporter is folded into its experiment's sum: still counted, but a sidecar that moved between
+        replicas may then count twice until the old replica's copy goes."""
+        body = {
+            name: {
+                "folded": _dicts(self._folded.get(name, {})),
+                "reporters": [[*reporter, _dicts(arms)] for reporter, arms in latest.items()],
+            }
+            for name, latest in self._latest.items()
+        }
+        text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        if len(text) <= max_bytes:
+            return text
+        log.warning("experiment counts for the other replicas: %d bytes, folded into one sum per experiment", len(text))
+        folded = {name: {"folded": _dicts(self.totals(name))} for name in self._latest}
+        return json.dumps(folded, separators=(",", ":"), sort_keys=True)
 
     def forget_except(self, experiments: set[str]) -> None:
         """Drop experiments no route has any more."""
@@ -86,3 +178,7 @@ class ReportLedger:
         for name in list(self._folded):
             if name not in experiments:
                 del self._folded[name]
+
+
+def _dicts(arms: Mapping[str, ArmStats]) -> dict[str, Any]:
+    return {arm: stats.to_dict() for arm, stats in arms.items()}

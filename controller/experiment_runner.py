@@ -8,6 +8,13 @@ changed. The state lives in the route's status: on its first sight of an experim
 the runner takes the start time, decision and shares back from there (`previous`), so a restarted
 controller carries on (a decided experiment stays decided). Adaptive shares go back to the sidecars
 as the arms' weights in the next snapshot, only when a weight moved by at least WEIGHT_STEP.
+
+The controller also sets the split exactly, through the same weights, when a test with `promote`
+ends (a Winner takes all the traffic; StoppedByGuardrail sends it all back to the control) and at
+each step of a gradual rollout (controller.experiments.rollout). The spec stays as the user wrote
+it (a GitOps tool would fight a controller that rewrote it); the split in force is in status
+(each arm's `share`, `promoted`, `rolledBack`, `rollout`) and, derived from there, survives a
+restart.
 """
 
 from __future__ import annotations
@@ -16,17 +23,18 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.api import ExperimentSpec, ModelRoute, RouteRule, duration_seconds
 from controller.compile import experiment_name
-from controller.experiment_reports import CountsReport, ReportLedger
+from controller.experiment_reports import CountsReport, PeerLedger, ReportLedger
 from controller.experiments import bandit
 from controller.experiments.counts import ArmStats, BadCounts
-from controller.experiments.decide import Decision, Guardrail, Metric, SequentialSpec, decide, samples
+from controller.experiments.decide import Breach, Decision, Guardrail, Metric, SequentialSpec, State, decide, samples
+from controller.experiments.rollout import RolloutPlan, RolloutProgress, RolloutState, advance, candidate_share, start
 from controller.store import Key
 
 log = logging.getLogger("modelway.experiments")
@@ -52,6 +60,17 @@ def sequential_spec(spec: ExperimentSpec) -> SequentialSpec:
         min_samples=spec.minimum_sample,
         max_duration_seconds=duration_seconds(spec.max_duration) if spec.max_duration else None,
         guardrails=tuple(Guardrail(METRICS[g.metric], g.margin) for g in spec.guardrails),
+    )
+
+
+def rollout_plan(spec: ExperimentSpec) -> RolloutPlan | None:
+    if spec.rollout is None:
+        return None
+    return RolloutPlan(
+        steps=spec.rollout.steps,
+        pause_seconds=duration_seconds(spec.rollout.pause),
+        guardrails=tuple(Guardrail(METRICS[g.metric], g.margin) for g in spec.guardrails),
+        min_samples=spec.minimum_sample,
     )
 
 
@@ -90,7 +109,10 @@ class ExperimentState:
     arms: tuple[str, ...]
     started: float
     adaptive: bool
+    promote: bool = False
+    plan: RolloutPlan | None = None
     decision: Decision | None = None
+    progress: RolloutProgress | None = None
     shares: dict[str, float] | None = None
     samples: dict[str, int] = field(default_factory=dict)
 
@@ -98,17 +120,49 @@ class ExperimentState:
     def state(self) -> str:
         if self.adaptive:
             return ADAPTIVE
+        if self.progress is not None:
+            return self.progress.state.value
         return self.decision.state.value if self.decision is not None else "Running"
+
+    @property
+    def promoted(self) -> str | None:
+        """The arm given all the traffic: a promoted winner, or a finished rollout's candidate."""
+        if self.progress is not None:
+            return self.arms[1] if self.progress.state is RolloutState.ROLLED_OUT else None
+        if self.promote and self.decision is not None and self.decision.state is State.WINNER:
+            return self.decision.winner
+        return None
+
+    @property
+    def rolled_back(self) -> bool:
+        if self.progress is not None:
+            return self.progress.state is RolloutState.ROLLED_BACK
+        return self.promote and self.decision is not None and self.decision.state is State.STOPPED_BY_GUARDRAIL
+
+    def traffic(self) -> dict[str, float] | None:
+        """Each arm's share when the controller sets the split (adaptive, promote, rollout); else None."""
+        if self.adaptive:
+            return self.shares
+        if self.plan is not None and self.progress is not None:
+            share = candidate_share(self.plan, self.progress) / 100
+            return {self.arms[0]: 1.0 - share, self.arms[1]: share}
+        only = self.promoted or (self.arms[0] if self.rolled_back else None)
+        return {arm: float(arm == only) for arm in self.arms} if only is not None else None
 
     def summary(self) -> str:
         """The EXPERIMENT column's words for this rule."""
         if self.adaptive and self.shares:
             return " ".join(f"{arm}={self.shares.get(arm, 0.0):.0%}" for arm in self.arms)
+        if self.plan is not None and self.progress is not None:
+            if self.progress.state is RolloutState.ROLLING_OUT:
+                return f"RollingOut {self.arms[1]}={candidate_share(self.plan, self.progress)}%"
+            return f"{self.state} {self.arms[1]}"
         if self.decision is not None and self.decision.winner is not None:
-            return f"Winner {self.decision.winner}"
-        return self.state
+            return f"Winner {self.decision.winner}" + (" (promoted)" if self.promoted else "")
+        return self.state + (" (rolled back)" if self.rolled_back else "")
 
     def entry(self) -> dict[str, Any]:
+        traffic = self.traffic()
         out: dict[str, Any] = {
             "rule": self.rule,
             "experiment": self.name,
@@ -117,10 +171,22 @@ class ExperimentState:
             "startedAt": _rfc3339(self.started),
             "arms": [
                 {"name": arm, "samples": self.samples.get(arm, 0)}
-                | ({"share": round(self.shares.get(arm, 0.0), 4)} if self.shares is not None else {})
+                | ({"share": round(traffic.get(arm, 0.0), 4)} if traffic is not None else {})
                 for arm in self.arms
             ],
         }
+        if self.promoted is not None:
+            out["promoted"] = self.promoted
+        if self.rolled_back:
+            out["rolledBack"] = True
+        if self.plan is not None and self.progress is not None:
+            out["rollout"] = {
+                "step": self.progress.step,
+                "share": candidate_share(self.plan, self.progress),
+                "stepStartedAt": _rfc3339(self.progress.step_started),
+            }
+            if self.progress.breach is not None:
+                out["guardrail"] = self.progress.breach.to_dict()
         if self.decision is not None:
             decided = self.decision.to_dict()
             # JSON (and the API server) has no infinity: a comparison without a finite interval is left out
@@ -150,12 +216,32 @@ def restore(state: ExperimentState, previous: Mapping[str, Any] | None) -> None:
             if all(isinstance(shares.get(arm), int | float) for arm in state.arms):
                 state.shares = {arm: float(shares[arm]) for arm in state.arms}  # type: ignore[arg-type]
         return
+    if state.plan is not None:
+        state.progress = _restored_progress(state, previous)
+        return
     try:
         state.decision = Decision.from_dict(
             {k: previous[k] for k in ("state", "comparisons", "winner", "guardrail") if k in previous}
         )
     except BadCounts as exc:
         log.warning("experiment %s: ignoring the decision in status: %s", state.name, exc)
+
+
+def _restored_progress(state: ExperimentState, previous: Mapping[str, Any]) -> RolloutProgress | None:
+    rollout = previous.get("rollout")
+    if not isinstance(rollout, Mapping) or state.plan is None:
+        return None
+    try:
+        phase = RolloutState(str(previous.get("state")))
+        step = rollout.get("step")
+        started = _seconds(rollout.get("stepStartedAt"))
+        breach = Breach.from_dict(previous["guardrail"]) if isinstance(previous.get("guardrail"), Mapping) else None
+    except (BadCounts, ValueError) as exc:
+        log.warning("experiment %s: ignoring the rollout in status: %s", state.name, exc)
+        return None
+    if not isinstance(step, int) or not 0 <= step < len(state.plan.steps) or started is None:
+        return None
+    return RolloutProgress(phase, step, started, breach)
 
 
 class ExperimentRunner:
@@ -170,6 +256,7 @@ class ExperimentRunner:
         interval: float = 10.0,
         active: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
+        peers: Callable[[], Iterable[PeerLedger]] | None = None,
     ) -> None:
         self._routes = routes  # the served routes: what sidecars run
         self._set_weights = set_weights
@@ -177,6 +264,9 @@ class ExperimentRunner:
         self._interval = interval
         self._active = active
         self._clock = clock
+        self._peers = peers  # other controller replicas' ledgers (controller.replicas), summed with ours
+        self._peer_ledgers: list[PeerLedger] = []
+        self._record_listeners: list[Callable[[], None]] = []
         self.ledger = ReportLedger()
         self._states: dict[str, ExperimentState] = {}
         self._weights: dict[Key, dict[str, dict[str, int]]] = {}
@@ -185,8 +275,14 @@ class ExperimentRunner:
     def add_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
 
+    def add_record_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` after each report taken in (the replica Lease publishes the ledger again)."""
+        self._record_listeners.append(callback)
+
     def record(self, workload: str, report: CountsReport) -> None:
         self.ledger.record(workload, report)
+        for listener in self._record_listeners:
+            listener()
 
     async def run(self) -> None:
         while True:
@@ -202,6 +298,7 @@ class ExperimentRunner:
         """Decides every experiment once; true (and listeners told) when any status entry changed."""
         before = {name: s.entry() for name, s in self._states.items()}
         seen: set[str] = set()
+        self._peer_ledgers = list(self._peers()) if self._peers is not None else []
         for key, route in self._routes().items():
             if route is None:
                 continue
@@ -231,17 +328,27 @@ class ExperimentRunner:
                 arms=tuple(a.name for a in spec.arms),
                 started=self._clock(),
                 adaptive=spec.strategy == "adaptive",
+                promote=spec.promote,
+                plan=rollout_plan(spec),
             )
             previous = self._previous(key) if self._previous is not None else None
             restore(state, _entry_of(previous, rule.name))
             self._states[name] = state
-        totals = self.ledger.totals(name)
+        state.promote = spec.promote  # not in the experiment's name: switching it on or off keeps the test
+        totals = self.ledger.totals(name, self._peer_ledgers)
         arms = {arm: totals.get(arm, ArmStats()) for arm in state.arms}
         metric = METRICS[spec.metric]
         state.samples = {arm: samples(stats, metric) for arm, stats in arms.items()}
         if state.adaptive:
             state.shares = adaptive_shares(spec, arms)
             self._apply_shares(key, rule.name, state.shares)
+            return name
+        if state.plan is not None:
+            progress = state.progress or start(self._clock())
+            state.progress = advance(state.plan, progress, arms, control=state.arms[0], now=self._clock())
+            if state.progress != progress:
+                log.info("experiment %s: %s %s", name, state.summary(), state.progress.breach or "")
+            self._apply_traffic(key, rule.name, state.traffic())
             return name
         decision = decide(
             sequential_spec(spec),
@@ -253,7 +360,23 @@ class ExperimentRunner:
         if decision.done and (state.decision is None or not state.decision.done):
             log.info("experiment %s: %s %s", name, decision.state.value, decision.winner or "")
         state.decision = decision
+        self._apply_traffic(key, rule.name, state.traffic())
         return name
+
+    def _apply_traffic(self, key: Key, rule: str, traffic: Mapping[str, float] | None) -> None:
+        """A split the controller sets exactly (promotion, rollback, a rollout's step), or the spec's own."""
+        if self._set_weights is None:
+            return
+        current = self._weights.get(key, {})
+        if traffic is None:
+            if rule in current:  # promote switched off, say: back to the spec's weights
+                del current[rule]
+                self._set_weights(key, current)
+            return
+        wanted = {arm: round(share * WEIGHT_SCALE) for arm, share in traffic.items()}
+        if current.get(rule) != wanted:
+            self._weights.setdefault(key, {})[rule] = wanted
+            self._set_weights(key, self._weights[key])
 
     def _apply_shares(self, key: Key, rule: str, shares: Mapping[str, float]) -> None:
         if self._set_weights is None:

@@ -5,7 +5,9 @@ sidecar is connected to, and only the leader writes status. So each replica
 publishes its local per-route counts on a Lease of its own,
 `modelway-replica-<identity>` (label `modelway.io/replica-of=modelway-controller`,
 annotation `modelway.io/route-sync`: `{"<ns>/<route>": [synced, total, generation]}`),
-and the leader adds every other live replica's counts to its own.
+and the leader adds every other live replica's counts to its own. The same Lease carries the
+replica's experiment counts (`modelway.io/experiment-counts`, the ledger of the sidecars
+connected to it, see experiment_reports), which the leader's experiment runner sums with its own.
 
 - Pure part: `format_counts` / `parse_counts` (the annotation), `expired`,
   `peer_counts` (which Leases count) and `aggregate` (the sum). No I/O.
@@ -36,6 +38,7 @@ from typing import Any, NamedTuple
 
 from controller.compile import Judgement
 from controller.core import Controller, RouteSync
+from controller.experiment_reports import PeerLedger, parse_published
 from controller.kube.client import KubeClient
 from controller.kube.errors import KubeApiError, KubeError
 from controller.kube.resources import LEASES
@@ -46,6 +49,7 @@ log = logging.getLogger("modelway.replicas")
 
 LABEL = "modelway.io/replica-of"
 ANNOTATION = "modelway.io/route-sync"
+EXPERIMENTS_ANNOTATION = "modelway.io/experiment-counts"
 NAME_PREFIX = "modelway-replica-"
 SELECTOR = f"{LABEL}={DEFAULT_LEASE_NAME}"
 ROUTE_KIND = "ModelRoute"
@@ -195,6 +199,9 @@ class ReplicaCounts:
         self._dirty = asyncio.Event()
         self._poll_now = asyncio.Event()
         self._peers: dict[str, dict[Key, Published]] = {}
+        self._experiment_text: Callable[[], str] | None = None
+        self._peer_experiments: dict[str, PeerLedger] = {}
+        self._experiment_texts: dict[str, tuple[object, PeerLedger]] = {}  # holder -> (annotation, parsed)
         self._problems: dict[str, str] = {}  # loop -> last error, so a streak is logged once
         elector.add_listener(self._on_leadership)
         controller.subscribe(on_sync_change=self.notify)
@@ -208,6 +215,15 @@ class ReplicaCounts:
     def add_peers_listener(self, callback: Callable[[], None]) -> None:
         """`callback()` when another replica's published counts change (while we lead)."""
         self._peers_listeners.append(callback)
+
+    def share_experiments(self, published: Callable[[], str]) -> None:
+        """Publish this replica's experiment ledger too (`published()`, see ReportLedger.published);
+        call `notify()` when it moves."""
+        self._experiment_text = published
+
+    def experiment_counts(self) -> list[PeerLedger]:
+        """Every live peer's experiment ledger (while we lead; else none)."""
+        return list(self._peer_experiments.values())
 
     def sync_counts(self) -> dict[Key, RouteSync]:
         """What the StatusWriter writes: local counts plus every live peer's."""
@@ -223,6 +239,7 @@ class ReplicaCounts:
             self._poll_now.set()  # read the peers at once, before the writer's first pass if we can
         else:
             self._peers = {}  # stale by the time we lead again
+            self._peer_experiments = {}
 
     # --- the loops ----------------------------------------------------------------
 
@@ -248,7 +265,7 @@ class ReplicaCounts:
                     )
 
     async def _publish_loop(self) -> None:
-        published: str | None = None
+        published: tuple[str, str] | None = None
         written_at = -float("inf")
         while True:
             checked_at = time.monotonic()
@@ -272,12 +289,15 @@ class ReplicaCounts:
             await asyncio.sleep(max(0.05, checked_at + self._min_interval - time.monotonic()))
             self._dirty.clear()  # after the sleep: whatever arrived meanwhile rides along
 
-    def _local_text(self) -> str:
+    def _local_text(self) -> tuple[str, str]:
         counts = self._controller.route_sync()
-        return format_counts(counts, served_generations(self._controller.judgement, counts))
+        experiments = self._experiment_text() if self._experiment_text is not None else ""
+        return format_counts(counts, served_generations(self._controller.judgement, counts)), experiments
 
-    async def publish(self, text: str) -> None:
-        """Create or renew our Lease with `text` as the counts annotation."""
+    async def publish(self, text: str | tuple[str, str]) -> None:
+        """Create or renew our Lease with `text` as the counts annotation (and the experiment counts)."""
+        text, experiments = (text, "") if isinstance(text, str) else text
+        annotations = {ANNOTATION: text} | ({EXPERIMENTS_ANNOTATION: experiments} if experiments else {})
         now = micro_time(datetime.now(UTC))
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self._duration_seconds, "renewTime": now}
         for _ in range(2):  # a second go after a conflict or a vanished Lease
@@ -294,7 +314,7 @@ class ReplicaCounts:
                             "name": self.name,
                             "namespace": self.namespace,
                             "labels": {LABEL: DEFAULT_LEASE_NAME},
-                            "annotations": {ANNOTATION: text},
+                            "annotations": annotations,
                         },
                         "spec": spec | {"acquireTime": now},
                     }
@@ -302,7 +322,7 @@ class ReplicaCounts:
                 else:
                     meta = dict(lease.get("metadata") or {})
                     meta["labels"] = {**(meta.get("labels") or {}), LABEL: DEFAULT_LEASE_NAME}
-                    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION: text}
+                    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
                     body = {**lease, "metadata": meta, "spec": {**(lease.get("spec") or {}), **spec}}
                     self._lease = await self._client.update_lease(body)
                 return
@@ -341,6 +361,7 @@ class ReplicaCounts:
         peers = peer_counts(leases, identity=self.identity, now=now)
         if not self._elector.is_leader:
             return  # lost the Lease while listing: leave _peers cleared
+        self._peer_experiments = self._experiment_ledgers(leases, peers)
         if peers != self._peers:
             self._peers = peers
             for callback in self._peers_listeners:
@@ -354,6 +375,24 @@ class ReplicaCounts:
                 except KubeApiError as exc:
                     if exc.status != 404:
                         raise
+
+    def _experiment_ledgers(
+        self, leases: Iterable[Mapping[str, Any]], peers: Mapping[str, Any]
+    ) -> dict[str, PeerLedger]:
+        """The live peers' experiment ledgers; one unchanged since the last poll is not parsed again."""
+        out: dict[str, PeerLedger] = {}
+        for lease in leases:
+            holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+            if holder not in peers:
+                continue
+            text = ((lease.get("metadata") or {}).get("annotations") or {}).get(EXPERIMENTS_ANNOTATION)
+            before = self._experiment_texts.get(holder)
+            ledger = before[1] if before is not None and before[0] == text else parse_published(text)
+            self._experiment_texts[holder] = (text, ledger)
+            out[holder] = ledger
+        for gone in set(self._experiment_texts) - set(out):
+            del self._experiment_texts[gone]
+        return out
 
     def _problem(self, loop: str, exc: Exception | None) -> None:
         """Each distinct problem once per streak, not every retry."""

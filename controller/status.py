@@ -386,6 +386,42 @@ def condition_events(
     return events
 
 
+def experiment_events(previous: Mapping[str, Any] | None, entries: Sequence[Mapping[str, Any]]) -> list[EventSpec]:
+    """Events for an experiment's moves of traffic: a promotion, a rollback, a rollout's next step.
+
+    Compared with the status on the object, so a restarted or new leader that finds the move already
+    written says nothing again."""
+    before_entries = (previous or {}).get("experiments")
+    before = {
+        e.get("rule"): e for e in (before_entries if isinstance(before_entries, list) else ()) if isinstance(e, Mapping)
+    }
+    events = []
+    for entry in entries:
+        old = before.get(entry.get("rule"))
+        if old is not None and old.get("experiment") != entry.get("experiment"):
+            old = None  # an edited experiment starts afresh
+        old = old or {}
+        where = f"rule {entry.get('rule')}"
+        if entry.get("promoted") and entry.get("promoted") != old.get("promoted"):
+            why = "the rollout finished" if "rollout" in entry else f"it won on {entry.get('metric')}"
+            note = f"{where}: arm {entry['promoted']} takes all the traffic ({why})"
+            events.append(EventSpec("Normal", "ExperimentPromoted", note, "Promote"))
+        if entry.get("rolledBack") and not old.get("rolledBack"):
+            breach = entry.get("guardrail") or {}
+            control = (entry.get("arms") or [{}])[0].get("name", "the control")
+            note = (
+                f"{where}: all traffic back to arm {control}: arm {breach.get('arm')} breached the "
+                f"{breach.get('metric')} guardrail (estimate {breach.get('estimate', 0.0):+.4g}, "
+                f"margin {breach.get('margin')})"
+            )
+            events.append(EventSpec("Warning", "ExperimentRolledBack", note, "RollBack"))
+        step, old_step = entry.get("rollout") or {}, old.get("rollout") or {}
+        if entry.get("state") == "RollingOut" and old_step and step.get("step") != old_step.get("step"):
+            note = f"{where}: the candidate's share is now {step.get('share')}% (step {step.get('step', 0) + 1})"
+            events.append(EventSpec("Normal", "ExperimentStepAdvanced", note, "Advance"))
+    return events
+
+
 def describe(desired: DesiredStatus, condition: Wanted) -> str:
     """One log line: "ModelRoute default/chat: ResolvedRefs=False BackendNotFound: ..."."""
     where = f"{desired.namespace}/{desired.name}" if desired.namespace else desired.name

@@ -48,6 +48,7 @@ from controller.status import (
     condition_events,
     describe,
     desired_statuses,
+    experiment_events,
     render,
     timeless,
 )
@@ -333,7 +334,8 @@ class StatusWriter:
                 return True
             await self._apply(rt, desired, body, None)
         self._written[desired.key] = (desired.uid, body)
-        for event in condition_events(previous, desired.conditions, generation=desired.generation):
+        events = condition_events(previous, desired.conditions, generation=desired.generation)
+        for event in events + experiment_events(previous, desired.experiments):
             await self._event(desired, event)
         return True
 

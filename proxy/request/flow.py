@@ -363,7 +363,9 @@ class RequestPath:
                     started=started,
                     gate=gate,
                 )
-                if chosen.experiment is not None and chosen.arm is not None and self._experiments is not None:
+                if chosen.experiment is None or chosen.arm is None:
+                    return
+                if self._experiments is not None:
                     self._experiments.count(
                         chosen.experiment,
                         chosen.arm,
@@ -373,6 +375,14 @@ class RequestPath:
                         cost=outcome.cost,
                         request_id=request_id,
                     )
+                telemetry.metrics.experiment(
+                    experiment=chosen.experiment,
+                    arm=chosen.arm,
+                    error_type=outcome.error_type,
+                    seconds=outcome.duration,
+                    cost=outcome.cost,
+                    ttft=outcome.ttft,
+                )
 
             try:
                 route_slot = bounds.route.enter(chosen.route.name) or await bounds.wait_route(chosen.route.name)

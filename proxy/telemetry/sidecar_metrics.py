@@ -188,6 +188,18 @@ class NoMetrics:
     def guardrail_latency(self, *, phase: str, seconds: float) -> None:
         pass
 
+    def experiment(
+        self,
+        *,
+        experiment: str,
+        arm: str,
+        error_type: str | None,
+        seconds: float,
+        cost: float | None,
+        ttft: float | None,
+    ) -> None:
+        pass
+
 
 class SidecarMetrics(NoMetrics):
     def __init__(
@@ -314,6 +326,34 @@ class SidecarMetrics(NoMetrics):
             bounds=TTFT_BUCKETS,
             description="Latency guardrail checks added: one check (its guardrails asked in parallel), by phase.",
             attributes=("modelway.guardrail.phase",),
+        )
+        experiment, arm = "modelway.experiment", "modelway.arm"
+        self.experiment_requests = registry.counter(
+            "modelway.experiment.requests",
+            unit="{request}",
+            description="Requests an experiment's arm served, by outcome (ok, error, client_disconnected); "
+            "error.type says why.",
+            attributes=(experiment, arm, "modelway.outcome", "error.type"),
+        )
+        self.experiment_duration = registry.histogram(
+            "modelway.experiment.request.duration",
+            unit="s",
+            bounds=DURATION_BUCKETS,
+            description="Whole request through the sidecar, per experiment and arm.",
+            attributes=(experiment, arm, "modelway.outcome"),
+        )
+        self.experiment_ttft = registry.histogram(
+            "modelway.experiment.time_to_first_token",
+            unit="s",
+            bounds=TTFT_BUCKETS,
+            description="Time to the first streamed content, per experiment and arm.",
+            attributes=(experiment, arm),
+        )
+        self.experiment_cost = registry.counter(
+            "modelway.experiment.cost",
+            unit="USD",
+            description="Cost of an experiment's answered requests in USD, per arm.",
+            attributes=(experiment, arm),
         )
         self.cost_usd = registry.counter(
             "modelway.cost",
@@ -450,6 +490,25 @@ class SidecarMetrics(NoMetrics):
 
     def guardrail_latency(self, *, phase: str, seconds: float) -> None:
         self.guardrail_duration.record((phase,), seconds)
+
+    def experiment(
+        self,
+        *,
+        experiment: str,
+        arm: str,
+        error_type: str | None,
+        seconds: float,
+        cost: float | None,
+        ttft: float | None,
+    ) -> None:
+        """One request that an experiment's arm served (only those: the rest have no experiment)."""
+        outcome = OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR
+        self.experiment_requests.add((experiment, arm, outcome, error_type))
+        self.experiment_duration.record((experiment, arm, outcome), seconds)
+        if ttft is not None:
+            self.experiment_ttft.record((experiment, arm), ttft)
+        if cost is not None and finite(cost):
+            self.experiment_cost.add((experiment, arm), cost)
 
 
 class _Series:

@@ -44,6 +44,11 @@ def _experiment(names: tuple[str, str] = ("control", "mini"), weights: tuple[int
     }
 
 
+def _rollout(*, steps: list[int] | None = None, pause: str = "10m", **experiment: Any) -> dict[str, Any]:
+    spec = {**_experiment(), "guardrails": [{"metric": "errorRate", "margin": 0.02}]}
+    return spec | {"rollout": {"steps": steps or [5, 25, 50, 100], "pause": pause}} | experiment
+
+
 def _provider(**spec: Any) -> dict[str, Any]:
     obj = copy.deepcopy(PROVIDER)
     obj["spec"] = spec
@@ -406,6 +411,26 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         _rule0(lambda r: (r.pop("backends"), r.update(experiment={**_experiment(), "minimumDetectableEffect": 0}))),
         ["spec.rules[0].experiment.minimumDetectableEffect", "must be above 0"],
     ),
+    "rollout-steps-not-increasing": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout(steps=[5, 50, 50])))),
+        ["spec.rules[0].experiment.rollout.steps", "steps must increase"],
+    ),
+    "rollout-step-above-100": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout(steps=[5, 150])))),
+        ["spec.rules[0].experiment.rollout.steps[1]", "should be less than or equal to 100"],
+    ),
+    "rollout-without-guardrail": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout(guardrails=[])))),
+        ["spec.rules[0].experiment.rollout", "a rollout needs at least one guardrail to stop it"],
+    ),
+    "rollout-adaptive": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout(strategy="adaptive")))),
+        ["spec.rules[0].experiment.rollout", "a rollout needs exactly two arms"],
+    ),
+    "rollout-pause-not-a-duration": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout(pause="10 minutes")))),
+        ["spec.rules[0].experiment.rollout.pause", '"10 minutes" is not a duration'],
+    ),
     "capacity-saying-nothing": (
         _provider(type="openai", capacity=[{"model": "gpt-4o*"}]),
         ["spec.capacity[0]", "capacity for model gpt-4o*: set requestsPerMinute, tokensPerMinute or both"],
@@ -446,6 +471,8 @@ def test_the_base_objects_of_the_refusals_are_fine(kubectl: Kubectl, ns: str) ->
         {"name": "secrets", "url": "https://g.safety.svc/check", "phases": ["request"], "timeoutMs": 150},
     ]
     kubectl.apply(_policy("ModelPolicy", guardrails=guardrails), "-n", ns, "--dry-run=server")
+    canary = _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout() | {"promote": True})))
+    kubectl.apply(canary, "-n", ns, "--dry-run=server")
 
 
 # --- durations: the apiserver and api.py read them alike -------------------------------

@@ -157,6 +157,7 @@ def test_every_duration_field_of_the_crd_checks_the_grammar_with_cel() -> None:
             "timeouts.firstToken",
             "timeouts.connect",
             "experiment.maxDuration",
+            "experiment.rollout.pause",
         )
     )
     for path, prop in fields:
@@ -171,7 +172,7 @@ def test_the_regexes_of_the_crd_cel_rules_are_api_py_s() -> None:
     text = (REPO / "crds" / "modelway.io_modelroutes.yaml").read_text()
     regexes = set(re.findall(r"matches\('([^']*)'\)", text))
     assert regexes == {api.DURATION_PATTERN, api.DNS_LABEL}
-    assert text.count(api.DURATION_PATTERN) == 7 + 2 + 2 + 4  # each field, the two object rules, four "> 0"
+    assert text.count(api.DURATION_PATTERN) == 8 + 2 + 2 + 5  # each field, the two object rules, five "> 0"
 
 
 def test_the_grammar_is_re2_safe_and_python_and_go_read_it_alike() -> None:

@@ -120,6 +120,10 @@ def test_dashboard_loads_and_covers_the_issue() -> None:
         "capacity skips",
         "backpressure refusals",
         "spend",
+        "experiment traffic share by arm",
+        "experiment error ratio by arm",
+        "experiment latency",
+        "experiment cost",
     ):
         assert topic in titles, topic
     ids = [p["id"] for p in dashboard["panels"]]
