@@ -432,14 +432,15 @@ def test_the_sidecar_still_serves_after_all_of_it(provider: HostileProvider, sid
 
 
 def _bounded(sidecar: SidecarProcess, run: Any, *, peak_growth_mib: float) -> Answer:
-    """Runs `run()` (the app's call) while /healthz is probed: the loop answers within 100 ms
-    throughout, the peak RSS grows by less than `peak_growth_mib` and no fd is left behind."""
+    """Runs `run()` (the app's call) while /healthz is probed: the loop answers within 250 ms
+    throughout (a loop held by an inflating bomb or a quadratic parse is held for seconds; the margin
+    is for a busy machine's scheduling, which alone has reached 0.2 s on 2 cores), the peak RSS grows by less than `peak_growth_mib` and no fd is left behind."""
     pid = pid_of(sidecar)
     fds, peak = fd_count(pid), peak_rss_kb(pid)
     with health_probe(sidecar) as probe:
         time.sleep(0.05)
         answer = run()
-    assert probe.latencies and max(probe.latencies) < 0.1, sorted(probe.latencies)[-3:]
+    assert probe.latencies and max(probe.latencies) < 0.25, sorted(probe.latencies)[-3:]
     growth = (peak_rss_kb(pid) - peak) / 1024
     assert growth < peak_growth_mib, f"peak RSS grew by {growth:.0f} MiB (now {rss_kb(pid) // 1024} MiB)"
     time.sleep(0.1)  # the closed connection's fd is released on the loop's next turn
