@@ -8,7 +8,9 @@
                                        the route's in-flight bound (proxy.request.backpressure), held to the end
     attempt   proxy.request.attempt    retries, fallbacks, health; proxy.request.relay makes each call;
                                        proxy.request.passthrough sends a backend of the app's own API
-                                       the app's body, and the app its answer, as they are
+                                       the app's body, and the app its answer, as they are;
+                                       proxy.request.redact masks what a backend may not see, and
+                                       puts the values back in its answer
     account   proxy.request.account    the one Outcome, read by spans, metrics, audit and access logs
 
 A request turned away at any stage is still accounted for (and answered in its API's error
