@@ -433,8 +433,9 @@ def test_the_sidecar_still_serves_after_all_of_it(provider: HostileProvider, sid
 
 def _bounded(sidecar: SidecarProcess, run: Any, *, peak_growth_mib: float) -> Answer:
     """Runs `run()` (the app's call) while /healthz is probed: the loop answers within 250 ms
-    throughout (a loop held by an inflating bomb or a quadratic parse is held for seconds; the margin
-    is for a busy machine's scheduling, which alone has reached 0.2 s on 2 cores), the peak RSS grows by less than `peak_growth_mib` and no fd is left behind."""
+    throughout, the peak RSS grows by less than `peak_growth_mib` and no fd is left behind. (A loop
+    held by an inflating bomb or a quadratic parse is held for seconds; the margin is for a busy
+    machine's scheduling, which alone has reached 0.2 s on 2 cores.)"""
     pid = pid_of(sidecar)
     fds, peak = fd_count(pid), peak_rss_kb(pid)
     with health_probe(sidecar) as probe:
