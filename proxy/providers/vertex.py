@@ -109,6 +109,9 @@ class VertexGeminiTranslator(GeminiTranslator):
 
 class VertexAnthropicTranslator(AnthropicTranslator):
     system = "gcp.vertex_ai"
+    # Not the Anthropic API's pass-through: Vertex wants the model in the URL and its own version
+    # field, so a request goes through the translated path (nothing of it reaches another URL).
+    passthrough_api = ""
 
     def __init__(self, provider: Provider, *, token_source: TokenSource | None = None) -> None:
         self.provider = provider
