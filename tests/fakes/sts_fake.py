@@ -9,14 +9,13 @@ own loop in a thread, for synchronous tests.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from .threaded import AppThread
 
 XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/"
 TOKEN_PREFIX = "FakeSessionToken-"
@@ -111,40 +110,9 @@ def create_app(state: StsState) -> web.Application:
     return app
 
 
-class StsThread:
+class StsThread(AppThread):
     """The fake STS on its own event loop in a daemon thread; a context manager."""
 
     def __init__(self, state: StsState) -> None:
+        super().__init__(lambda: create_app(state))
         self.state = state
-        self.base_url = ""
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        from .server import serve  # (server imports the fakes, the Bedrock one imports this module)
-
-        self._stop = asyncio.Event()
-        async with serve(create_app(self.state)) as serving:
-            self.base_url = serving.base_url
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> StsThread:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fake STS did not start")
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self._loop.close()
