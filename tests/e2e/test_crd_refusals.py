@@ -1,5 +1,5 @@
 """The apiserver refuses bad Modelway objects with a message that names the field, and reads
-Go durations exactly as the controller's api.py does."""
+Go durations exactly as controller.api does."""
 
 from __future__ import annotations
 
@@ -475,7 +475,7 @@ def test_the_base_objects_of_the_refusals_are_fine(kubectl: Kubectl, ns: str) ->
     kubectl.apply(canary, "-n", ns, "--dry-run=server")
 
 
-# --- durations: the apiserver and api.py read them alike -------------------------------
+# --- durations: the apiserver and controller.api read them alike -------------------------------
 
 
 def _ns_form(nanos: int) -> str:
@@ -493,7 +493,7 @@ def _with_durations(name: str, retry: dict[str, str], timeouts: dict[str, str] |
 
 
 def test_the_apiserver_takes_every_go_duration_api_py_takes(kubectl: Kubectl, ns: str) -> None:
-    """And its CEL duration() gives each the length api.py gives it, to the nanosecond."""
+    """And its CEL duration() gives each the length controller.api gives it, to the nanosecond."""
     refused = []
     for text, seconds in DURATIONS.items():
         assert api.duration_seconds(text) == pytest.approx(seconds, abs=1e-12)

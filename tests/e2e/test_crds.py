@@ -122,7 +122,7 @@ def test_the_apiserver_applies_the_defaults(kubectl: Kubectl, examples: str) -> 
 
 
 def test_apiserver_defaults_equal_api_py_defaults(kubectl: Kubectl, ns: str) -> None:
-    """A minimal object stored by the apiserver reads back as api.py would fill it in."""
+    """A minimal object stored by the apiserver reads back as controller.api would fill it in."""
     minimal_route = {
         "apiVersion": api.API_VERSION, "kind": "ModelRoute",
         "metadata": {"name": "minimal", "namespace": ns},

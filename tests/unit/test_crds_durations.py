@@ -1,4 +1,4 @@
-"""Durations as Kubernetes users write them, one grammar in api.py and in the CRDs' CEL rules.
+"""Durations as Kubernetes users write them, one grammar in controller.api and in the CRDs' CEL rules.
 
 The tables here are also fed to the real apiserver (tests/e2e/test_crds.py), so
 kubectl, `modelway dev` and the compiler accept and refuse the same strings and

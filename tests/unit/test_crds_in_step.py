@@ -1,10 +1,10 @@
-"""controller/api.py and the CRDs in crds/ (the API's source of truth) stay in step.
+"""controller/api/ and the CRDs in crds/ (the API's source of truth) stay in step.
 
 No cluster: each CRD's ``openAPIV3Schema.properties.spec`` is walked side by
 side with the pydantic model's JSON schema (by alias, ``$defs`` resolved),
 comparing at every level the property names, which are required, types, enum
 values, defaults, bounds and array item shapes. A difference fails with its
-path, e.g. ``ModelRoute spec.rules[].retry: CRD has ['retryOn'], api.py has
+path, e.g. ``ModelRoute spec.rules[].retry: CRD has ['retryOn'], controller.api has
 ['retry_on']``.
 
 The CEL rules (x-kubernetes-validations) are not compared: they are checked
@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel
 
 from controller import api
+from shared.provider_types import ProviderType
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -34,10 +35,10 @@ KINDS: dict[str, tuple[type[BaseModel], str]] = {
     "ClusterModelPolicy": (api.ClusterModelPolicy, "modelway.io_clustermodelpolicies.yaml"),
 }
 
-# Bounds the CRD sets and api.py does not (yet). Upper bounds on lists and
+# Bounds the CRD sets and controller.api does not (yet). Upper bounds on lists and
 # strings keep the CEL rules within the apiserver's cost budget; the header
 # name pattern refuses names that can never match. Each is a stricter CRD
-# than api.py, so `modelway dev` accepts what kubectl refuses: api.py should
+# than controller.api, so `modelway dev` accepts what kubectl refuses: controller.api should
 # adopt them (then delete the line here; a stale line does not fail).
 CRD_ONLY_BOUNDS: dict[str, set[str]] = {
     "ModelRoute spec.rules[].matches.headers": {"maxItems"},
@@ -134,21 +135,21 @@ def _enum(schema: dict[str, Any]) -> list[Any] | None:
 def compare(path: str, crd: dict[str, Any], py_schema: dict[str, Any], pyd: PydanticSchema, out: list[str]) -> None:
     py = pyd.node(py_schema)
     if _type(crd) != _type(py):
-        out.append(f"{path}: type: CRD has {_type(crd)!r}, api.py has {_type(py)!r}")
+        out.append(f"{path}: type: CRD has {_type(crd)!r}, controller.api has {_type(py)!r}")
         return
     if _enum(crd) != _enum(py):
-        out.append(f"{path}: enum: CRD has {_enum(crd)}, api.py has {_enum(py)}")
+        out.append(f"{path}: enum: CRD has {_enum(crd)}, controller.api has {_enum(py)}")
 
     crd_default, py_default = _meaningful(_crd_effective_default(crd)), _meaningful(py.get("default"))
     if crd_default != py_default:
-        out.append(f"{path}: default: CRD has {crd_default!r}, api.py has {py_default!r}")
+        out.append(f"{path}: default: CRD has {crd_default!r}, controller.api has {py_default!r}")
 
     allowed_extra = CRD_ONLY_BOUNDS.get(path, set())
     for bound in BOUNDS:
         c, p = crd.get(bound), py.get(bound)
         if c == p or (p is None and bound in allowed_extra):
             continue
-        out.append(f"{path}: {bound}: CRD has {c!r}, api.py has {p!r}")
+        out.append(f"{path}: {bound}: CRD has {c!r}, controller.api has {p!r}")
 
     if _type(crd) == "array":
         compare(f"{path}[]", crd.get("items", {}), py.get("items", {}), pyd, out)
@@ -156,16 +157,16 @@ def compare(path: str, crd: dict[str, Any], py_schema: dict[str, Any], pyd: Pyda
         crd_props, py_props = crd.get("properties", {}), py.get("properties", {})
         only_crd, only_py = sorted(set(crd_props) - set(py_props)), sorted(set(py_props) - set(crd_props))
         if only_crd or only_py:
-            out.append(f"{path}: CRD has {only_crd}, api.py has {only_py}")
+            out.append(f"{path}: CRD has {only_crd}, controller.api has {only_py}")
         crd_req, py_req = sorted(crd.get("required", [])), sorted(py.get("required", []))
         if crd_req != py_req:
-            out.append(f"{path}: required: CRD has {crd_req}, api.py has {py_req}")
+            out.append(f"{path}: required: CRD has {crd_req}, controller.api has {py_req}")
         for name in sorted(set(crd_props) & set(py_props)):
             compare(f"{path}.{name}", crd_props[name], py_props[name], pyd, out)
         crd_map, py_map = crd.get("additionalProperties"), py.get("additionalProperties")
         if isinstance(crd_map, dict) or isinstance(py_map, dict):  # a map type (matchLabels)
             if not (isinstance(crd_map, dict) and isinstance(py_map, dict)):
-                out.append(f"{path}: map values: CRD has {crd_map!r}, api.py has {py_map!r}")
+                out.append(f"{path}: map values: CRD has {crd_map!r}, controller.api has {py_map!r}")
             else:
                 compare(f"{path}{{}}", crd_map, py_map, pyd, out)
 
@@ -181,7 +182,7 @@ def differences(kind: str) -> list[str]:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_api_py_mirrors_the_crd_spec(kind: str) -> None:
     diffs = differences(kind)
-    assert not diffs, "controller/api.py and crds/ disagree:\n  " + "\n  ".join(diffs)
+    assert not diffs, "controller/api/ and crds/ disagree:\n  " + "\n  ".join(diffs)
 
 
 def test_the_comparison_catches_a_renamed_field() -> None:
@@ -194,8 +195,8 @@ def test_the_comparison_catches_a_renamed_field() -> None:
     pyd = PydanticSchema(api.ModelRoute)
     out: list[str] = []
     compare("ModelRoute spec", crd, pyd.spec(), pyd, out)
-    assert "ModelRoute spec.rules[].retry: CRD has ['retry_on'], api.py has ['retryOn']" in out
-    assert "ModelRoute spec.rules[].retry.attempts: default: CRD has None, api.py has 2" in out
+    assert "ModelRoute spec.rules[].retry: CRD has ['retry_on'], controller.api has ['retryOn']" in out
+    assert "ModelRoute spec.rules[].retry.attempts: default: CRD has None, controller.api has 2" in out
     assert any(d.startswith("ModelRoute spec.rules[].retry: default:") for d in out)
 
 
@@ -292,7 +293,7 @@ def test_schema_is_structural_and_documented(kind: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-# --- the examples satisfy api.py too (the file source reads the same YAML) ------------
+# --- the examples satisfy controller.api too (the file source reads the same YAML) ------------
 
 
 def _examples() -> list[tuple[str, dict[str, Any]]]:
@@ -320,7 +321,7 @@ def test_examples_parse_with_api_py(where: str, doc: dict[str, Any]) -> None:
 def test_examples_cover_every_provider_type() -> None:
     kinds = [d for _, d in _examples()]
     types = {d["spec"]["type"] for d in kinds if d["kind"] == "ModelProvider"}
-    assert types == set(api.ProviderType.__args__)  # type: ignore[attr-defined]
+    assert types == set(ProviderType.__args__)  # type: ignore[attr-defined]
     assert sum(d["kind"] == "ModelRoute" for d in kinds) >= 2
 
 

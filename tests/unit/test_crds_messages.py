@@ -1,4 +1,4 @@
-"""api.py refuses what the CRDs' CEL rules refuse, in the same words (tests/e2e/test_crds.py has the apiserver's).
+"""controller.api refuses what the CRDs' CEL rules refuse, in the same words (the apiserver's: tests/e2e/test_crds.py).
 
 `modelway dev` and the file source read the same YAML as kubectl: a bad object
 should read the same there, naming the value and what is allowed.

@@ -1,4 +1,4 @@
-"""Label selectors: metav1.LabelSelector in the CRDs and api.py, and what one selects (controller/selectors.py)."""
+"""Label selectors: metav1.LabelSelector in the CRDs and controller.api; what one selects (controller/selectors.py)."""
 
 from __future__ import annotations
 

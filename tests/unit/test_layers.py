@@ -27,7 +27,7 @@ PURE = [
     "proxy/providers",
     "proxy/frontends",
     "proxy/redaction",
-    "controller/api.py",
+    "controller/api",
     "controller/compile.py",
     "controller/store.py",
     "controller/check.py",
