@@ -284,6 +284,7 @@ def _compile_provider(
                 input_per_million=m.input_price_per_million,
                 output_per_million=m.output_price_per_million,
                 cached_input_per_million=m.cached_input_price_per_million,
+                cache_write_per_million=m.cache_write_price_per_million,
             )
             for m in spec.models
             if m.input_price_per_million is not None and m.output_price_per_million is not None

@@ -209,6 +209,8 @@ class ModelPricing(_Frozen):
     output_per_million: float = Field(ge=0)
     # Input tokens read from the provider's prompt cache; None: they cost the input price.
     cached_input_per_million: float | None = Field(default=None, ge=0)
+    # Input tokens written to the provider's prompt cache; None: they cost the input price.
+    cache_write_per_million: float | None = Field(default=None, ge=0)
 
 
 # --- limits and capacity (enforced by proxy/limits) ---------------------------------------

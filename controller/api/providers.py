@@ -58,6 +58,7 @@ class ModelInfo(FrozenModel):
     input_price_per_million: Annotated[float, Field(ge=0)] | None = None
     output_price_per_million: Annotated[float, Field(ge=0)] | None = None
     cached_input_price_per_million: Annotated[float, Field(ge=0)] | None = None
+    cache_write_price_per_million: Annotated[float, Field(ge=0)] | None = None
     context_window: Annotated[int, Field(ge=1)] | None = None
 
 
