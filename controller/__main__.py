@@ -104,12 +104,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="with a limit store: how often budget spend is read back into the policies' status (default: %(default)s)",
     )
+    parser.add_argument(
+        "--experiment-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often experiments are decided and their status refreshed (default: %(default)s)",
+    )
     limit_store_flags.add_arguments(parser)
     webhook_wiring.add_arguments(parser)
     args = parser.parse_args(argv)
     args.limit_store = limit_store_flags.settings_from(parser, args)  # the URL is a SecretStr from here on
     if not args.spend_read_interval > 0:
         parser.error("--spend-read-interval must be more than 0 seconds")
+    if not args.experiment_interval > 0:
+        parser.error("--experiment-interval must be more than 0 seconds")
     if args.source == "files" and args.config_dir is None:
         parser.error("--source files needs --config-dir DIR (a folder of ModelProvider/ModelRoute/Secret YAML)")
     if args.source == "files" and args.dev_token_file is None:
@@ -175,6 +184,7 @@ def _spend_loops(spend: SpendReader | UnsharedSpend) -> tuple[Callable[[], Corou
 def _experiments(
     controller: Controller,
     *,
+    interval: float,
     active: Callable[[], bool],
     previous: Callable[[Key], Mapping[str, Any] | None] | None = None,
     replicas: ReplicaCounts | None = None,
@@ -185,6 +195,7 @@ def _experiments(
         routes=lambda: {key: verdict.served for key, verdict in controller.judgement.routes.items()},
         set_weights=controller.set_arm_weights,
         previous=previous,
+        interval=interval,
         active=active,
         peers=replicas.experiment_counts if replicas is not None else None,
     )
@@ -200,7 +211,7 @@ def _files_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     from controller.status_writer import ConditionLogger
 
     spend = _spend(args, controller, active=lambda: True)
-    experiments = _experiments(controller, active=lambda: True)
+    experiments = _experiments(controller, interval=args.experiment_interval, active=lambda: True)
     return Mode(
         source=FileSource(args.config_dir),
         authenticator=_dev_authenticator(args),
@@ -235,6 +246,7 @@ def _kube_mode(args: argparse.Namespace, controller: Controller) -> Mode:
     # Decided by the replica that writes status, from the counts of the sidecars connected to every replica.
     experiments = _experiments(
         controller,
+        interval=args.experiment_interval,
         active=lambda: elector.is_leader,
         previous=lambda key: seen.status if (seen := statuses.get(key)) is not None else None,
         replicas=replicas,

@@ -123,7 +123,9 @@ def pod_token(kubectl: Any, namespace: str, name: str, service_account: str = "a
     ).stdout.strip()
 
 
-def controller_sidecar(controller: ControllerProcess, token: str, workdir: Path, name: str) -> SidecarProcess:
+def controller_sidecar(
+    controller: ControllerProcess, token: str, workdir: Path, name: str, *, extra_args: Sequence[str] = ()
+) -> SidecarProcess:
     token_file = workdir / f"{name}.token"
     token_file.write_text(token)
     return SidecarProcess(
@@ -136,5 +138,6 @@ def controller_sidecar(controller: ControllerProcess, token: str, workdir: Path,
             str(workdir / f"{name}.snapshot.json"),
             "--reconnect-max-seconds",
             "1",
-        ]
+        ],
+        extra_args=list(extra_args),
     )

@@ -2,7 +2,9 @@
 
 A test (or a test harness driving a fake in another process) scripts the next
 requests with ``POST /_fake/script`` and reads back what arrived with
-``GET /_fake/requests``. State lives on the aiohttp app under ``STATE``; there
+``GET /_fake/requests``. A standing profile (``POST /_fake/profile``) answers every
+request the script does not cover: a seeded share of errors and a fixed latency, for tests
+that measure a backend (experiments). State lives on the aiohttp app under ``STATE``; there
 are no module globals, so several fakes can run in one process.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Builds the provider's own error response: (HTTP status, message or None for the
 # provider's usual text) -> response. Each fake passes its own.
@@ -54,14 +57,38 @@ class Behaviour(BaseModel):
 NORMAL = Behaviour()
 
 
+class Profile(BaseModel):
+    """How every unscripted request is answered: `error_rate` of them (drawn from a generator seeded
+    with `seed`, so a run is repeatable) with `error_status`, the rest after `delay` seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    error_status: int = 500
+    delay: float = Field(default=0.0, ge=0.0)
+    seed: int = 0
+
+
 @dataclass
 class FakeState:
     api_key: str
     script: deque[Behaviour] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    profile: Profile | None = None
+    rng: random.Random = field(default_factory=random.Random)
 
     def next_behaviour(self) -> Behaviour:
-        return self.script.popleft() if self.script else NORMAL
+        if self.script:
+            return self.script.popleft()
+        if self.profile is None:
+            return NORMAL
+        if self.rng.random() < self.profile.error_rate:
+            return Behaviour(status=self.profile.error_status, delay=self.profile.delay or None)
+        return Behaviour(delay=self.profile.delay or None)
+
+    def set_profile(self, profile: Profile | None) -> None:
+        self.profile = profile
+        self.rng = random.Random(profile.seed if profile is not None else 0)
 
 
 STATE = web.AppKey("fake_state", FakeState)
@@ -209,6 +236,7 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_get("/_fake/script", _get_script)
     app.router.add_get("/_fake/requests", _get_requests)
     app.router.add_delete("/_fake/requests", _delete_requests)
+    app.router.add_post("/_fake/profile", _post_profile)
 
 
 async def _post_script(request: web.Request) -> web.Response:
@@ -235,4 +263,14 @@ async def _delete_requests(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.requests.clear()
     state.script.clear()
+    state.set_profile(None)
     return web.json_response({"cleared": True})
+
+
+async def _post_profile(request: web.Request) -> web.Response:
+    try:
+        profile = Profile.model_validate(await request.json())
+    except (ValueError, ValidationError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    request.app[STATE].set_profile(profile)
+    return web.json_response(profile.model_dump())

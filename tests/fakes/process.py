@@ -106,13 +106,21 @@ class FakeProviderProcess:
         """Queue behaviours, one per coming LLM request (see behaviour.Behaviour)."""
         self._call("POST", "/_fake/script", behaviours)
 
+    def profile(self, *, error_rate: float = 0.0, delay: float = 0.0, seed: int = 0, error_status: int = 500) -> None:
+        """Answer every unscripted request this way from now on (see behaviour.Profile); reset() ends it."""
+        self._call(
+            "POST",
+            "/_fake/profile",
+            {"error_rate": error_rate, "delay": delay, "seed": seed, "error_status": error_status},
+        )
+
     def requests(self) -> list[dict[str, Any]]:
         """What arrived so far: method, path, query, headers (lower-case names), json, text, at."""
         result: list[dict[str, Any]] = self._call("GET", "/_fake/requests")
         return result
 
     def reset(self) -> None:
-        """Forget recorded requests and any queued script."""
+        """Forget recorded requests, any queued script and the profile."""
         self._call("DELETE", "/_fake/requests")
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
