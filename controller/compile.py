@@ -589,6 +589,7 @@ def experiment_name(namespace: str, route: str, rule: RouteRule) -> str:
     for arm in data["arms"]:
         arm.pop("weight", None)
     data.pop("promote", None)  # what is done with a winner, not what is tested
+    data.pop("reward", None)  # what an adaptive rule maximises, not what is counted: a new reward keeps the counts
     if data.get("rollout") is None:
         data.pop("rollout", None)  # names from before rollouts existed stay as they were
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]

@@ -7,7 +7,10 @@ the decision (a test) or the shares (an adaptive rule). What it found is each ro
 changed. The state lives in the route's status: on its first sight of an experiment after a start
 the runner takes the start time, decision and shares back from there (`previous`), so a restarted
 controller carries on (a decided experiment stays decided). Adaptive shares go back to the sidecars
-as the arms' weights in the next snapshot, only when a weight moved by at least WEIGHT_STEP.
+as the arms' weights in the next snapshot, only when a weight moved by at least WEIGHT_STEP. An
+adaptive rule maximises the spec's `reward` when it has one (else its metric), and its guardrails
+take an arm shown worse than the control out of the split for good (weight 0, `excluded` in
+status): Thompson sampling keeps sending a bad arm its floor of traffic, a guardrail stops that.
 
 The controller also sets the split exactly, through the same weights, when a test with `promote`
 ends (a Winner takes all the traffic; StoppedByGuardrail sends it all back to the control) and at
@@ -23,7 +26,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +36,17 @@ from controller.compile import experiment_name
 from controller.experiment_reports import CountsReport, PeerLedger, ReportLedger
 from controller.experiments import bandit
 from controller.experiments.counts import ArmStats, BadCounts
-from controller.experiments.decide import Breach, Decision, Guardrail, Metric, SequentialSpec, State, decide, samples
+from controller.experiments.decide import (
+    Breach,
+    Decision,
+    Guardrail,
+    Metric,
+    SequentialSpec,
+    State,
+    decide,
+    guardrail_breaches,
+    samples,
+)
 from controller.experiments.rollout import RolloutPlan, RolloutProgress, RolloutState, advance, candidate_share, start
 from controller.store import Key
 
@@ -74,17 +87,26 @@ def rollout_plan(spec: ExperimentSpec) -> RolloutPlan | None:
     )
 
 
-def adaptive_shares(spec: ExperimentSpec, arms: Mapping[str, ArmStats]) -> dict[str, float]:
-    """Thompson sampling shares on the spec's metric (lower is better but for quality)."""
+def adaptive_shares(
+    spec: ExperimentSpec, arms: Mapping[str, ArmStats], *, excluded: Collection[str] = ()
+) -> dict[str, float]:
+    """Thompson sampling shares on the spec's reward, else its metric (lower is better but for quality).
+    The `excluded` arms (a guardrail breached) get none."""
+    if spec.reward is not None:
+        reward = bandit.Reward(
+            quality_weight=spec.reward.quality, cost_weight=spec.reward.cost, latency_weight=spec.reward.latency
+        )
+        return bandit.reward_shares(arms, reward, floor=EXPLORATION_FLOOR, excluded=excluded)
     metric = METRICS[spec.metric]
     if metric is Metric.ERROR_RATE:
-        return bandit.success_shares({a: s.requests for a, s in arms.items()}, floor=EXPLORATION_FLOOR)
+        requests = {a: s.requests for a, s in arms.items()}
+        return bandit.success_shares(requests, floor=EXPLORATION_FLOOR, excluded=excluded)
     if metric is Metric.TIME_TO_FIRST_TOKEN:  # the reward reads latency: put the first-token times there
         arms = {a: ArmStats(latency=s.time_to_first_token) for a, s in arms.items()}
     reward = {Metric.QUALITY: bandit.Reward(), Metric.COST: bandit.Reward(quality_weight=0.0, cost_weight=1.0)}.get(
         metric, bandit.Reward(quality_weight=0.0, latency_weight=1.0)
     )
-    return bandit.reward_shares(arms, reward, floor=EXPLORATION_FLOOR)
+    return bandit.reward_shares(arms, reward, floor=EXPLORATION_FLOOR, excluded=excluded)
 
 
 def _rfc3339(seconds: float) -> str:
@@ -114,6 +136,7 @@ class ExperimentState:
     decision: Decision | None = None
     progress: RolloutProgress | None = None
     shares: dict[str, float] | None = None
+    excluded: dict[str, Breach] = field(default_factory=dict)  # adaptive: arms out of the split, for good
     samples: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -152,7 +175,8 @@ class ExperimentState:
     def summary(self) -> str:
         """The EXPERIMENT column's words for this rule."""
         if self.adaptive and self.shares:
-            return " ".join(f"{arm}={self.shares.get(arm, 0.0):.0%}" for arm in self.arms)
+            shares = " ".join(f"{arm}={self.shares.get(arm, 0.0):.0%}" for arm in self.arms)
+            return shares + (f" (excluded {','.join(self.excluded)})" if self.excluded else "")
         if self.plan is not None and self.progress is not None:
             if self.progress.state is RolloutState.ROLLING_OUT:
                 return f"RollingOut {self.arms[1]}={candidate_share(self.plan, self.progress)}%"
@@ -175,6 +199,8 @@ class ExperimentState:
                 for arm in self.arms
             ],
         }
+        if self.excluded:
+            out["excluded"] = [breach.to_dict() for breach in self.excluded.values()]
         if self.promoted is not None:
             out["promoted"] = self.promoted
         if self.rolled_back:
@@ -215,6 +241,7 @@ def restore(state: ExperimentState, previous: Mapping[str, Any] | None) -> None:
             shares = {a.get("name"): a.get("share") for a in arms if isinstance(a, Mapping)}
             if all(isinstance(shares.get(arm), int | float) for arm in state.arms):
                 state.shares = {arm: float(shares[arm]) for arm in state.arms}  # type: ignore[arg-type]
+        state.excluded = _restored_exclusions(state, previous.get("excluded"))
         return
     if state.plan is not None:
         state.progress = _restored_progress(state, previous)
@@ -225,6 +252,19 @@ def restore(state: ExperimentState, previous: Mapping[str, Any] | None) -> None:
         )
     except BadCounts as exc:
         log.warning("experiment %s: ignoring the decision in status: %s", state.name, exc)
+
+
+def _restored_exclusions(state: ExperimentState, raw: object) -> dict[str, Breach]:
+    out: dict[str, Breach] = {}
+    for item in raw if isinstance(raw, list) else ():
+        try:
+            breach = Breach.from_dict(item)
+        except (BadCounts, TypeError, ValueError) as exc:
+            log.warning("experiment %s: ignoring an exclusion in status: %s", state.name, exc)
+            continue
+        if breach.arm in state.arms[1:]:  # never the control
+            out[breach.arm] = breach
+    return out
 
 
 def _restored_progress(state: ExperimentState, previous: Mapping[str, Any]) -> RolloutProgress | None:
@@ -340,7 +380,8 @@ class ExperimentRunner:
         metric = METRICS[spec.metric]
         state.samples = {arm: samples(stats, metric) for arm, stats in arms.items()}
         if state.adaptive:
-            state.shares = adaptive_shares(spec, arms)
+            self._exclude(state, spec, arms)
+            state.shares = adaptive_shares(spec, arms, excluded=state.excluded)
             self._apply_shares(key, rule.name, state.shares)
             return name
         if state.plan is not None:
@@ -363,6 +404,18 @@ class ExperimentRunner:
         self._apply_traffic(key, rule.name, state.traffic())
         return name
 
+    def _exclude(self, state: ExperimentState, spec: ExperimentSpec, arms: Mapping[str, ArmStats]) -> None:
+        """An adaptive rule's guardrails: an arm shown worse than the control beyond a margin leaves the
+        split for good (its share 0, kept in status), as a breach stops a test."""
+        guardrails = [Guardrail(METRICS[g.metric], g.margin) for g in spec.guardrails]
+        breaches = guardrail_breaches(
+            guardrails, arms, control=state.arms[0], alpha=spec.alpha, min_samples=spec.minimum_sample
+        )
+        for breach in breaches:
+            if breach.arm not in state.excluded:
+                log.info("experiment %s: arm %s excluded: %s", state.name, breach.arm, breach)
+                state.excluded[breach.arm] = breach
+
     def _apply_traffic(self, key: Key, rule: str, traffic: Mapping[str, float] | None) -> None:
         """A split the controller sets exactly (promotion, rollback, a rollout's step), or the spec's own."""
         if self._set_weights is None:
@@ -381,10 +434,14 @@ class ExperimentRunner:
     def _apply_shares(self, key: Key, rule: str, shares: Mapping[str, float]) -> None:
         if self._set_weights is None:
             return
-        wanted = {arm: max(1, round(share * WEIGHT_SCALE)) for arm, share in shares.items()}
+        # an excluded arm (share 0) gets weight 0; every other at least 1
+        wanted = {arm: max(1, round(share * WEIGHT_SCALE)) if share > 0 else 0 for arm, share in shares.items()}
         current = self._weights.get(key, {}).get(rule)
-        if current is not None and all(abs(wanted[a] - current.get(a, 0)) < WEIGHT_STEP for a in wanted):
-            return  # debounced: a snapshot change per real move, not per decision pass
+        if current is not None and all(
+            abs(wanted[a] - current.get(a, 0)) < WEIGHT_STEP and (wanted[a] == 0) == (current.get(a, 0) == 0)
+            for a in wanted
+        ):
+            return  # debounced: a snapshot change per real move (or an arm excluded), not per decision pass
         self._weights.setdefault(key, {})[rule] = wanted
         self._set_weights(key, self._weights[key])
 

@@ -123,6 +123,24 @@ class RolloutSpec(FrozenModel):
         return self
 
 
+RewardWeight = Annotated[float, Field(ge=0, le=1_000_000)]
+
+
+class RewardSpec(FrozenModel):
+    """What an adaptive rule maximises per request: `quality` times the app's score, minus `cost` times
+    the request's cost (per USD), minus `latency` times its latency (per second)."""
+
+    quality: RewardWeight = 0.0
+    cost: RewardWeight = 0.0
+    latency: RewardWeight = 0.0
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> RewardSpec:
+        if not (self.quality > 0 or self.cost > 0 or self.latency > 0):
+            raise ValueError("a reward needs a weight above 0 on quality, cost or latency")
+        return self
+
+
 class ExperimentSpec(FrozenModel):
     """An A/B test or canary between arms (the first is the control), or an adaptive split."""
 
@@ -138,6 +156,8 @@ class ExperimentSpec(FrozenModel):
     # Winner: all traffic to it; StoppedByGuardrail: all back to the control (the controller's weights).
     promote: bool = False
     rollout: RolloutSpec | None = None
+    # strategy adaptive: what the bandit maximises, in place of the metric's own (lower latency, ...).
+    reward: RewardSpec | None = None
 
     @model_validator(mode="after")
     def _arms(self) -> ExperimentSpec:
@@ -155,6 +175,8 @@ class ExperimentSpec(FrozenModel):
                 )
             if not self.guardrails:
                 raise ValueError("a rollout needs at least one guardrail to stop it")
+        if self.reward is not None and self.strategy != "adaptive":
+            raise ValueError("a reward is what strategy adaptive maximises: it needs strategy adaptive")
         return self
 
 

@@ -23,7 +23,7 @@ decision (read back from the route's status), nothing else. A decided experiment
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -313,14 +313,28 @@ def guardrail_breach(
     On its own for a gradual rollout's step (guardrails, no primary metric); `decide` calls it
     too. alpha is split over arms and guardrails (Bonferroni).
     """
+    return next(guardrail_breaches(guardrails, arms, control=control, alpha=alpha, min_samples=min_samples), None)
+
+
+def guardrail_breaches(
+    guardrails: Sequence[Guardrail],
+    arms: Mapping[str, ArmStats],
+    *,
+    control: str,
+    alpha: float = 0.05,
+    min_samples: int = MIN_SAMPLES_FLOOR,
+) -> Iterator[Breach]:
+    """Every arm shown worse than the control beyond a guardrail's margin, each once (its first breach):
+    an adaptive rule takes them all out of its split. alpha as in `guardrail_breach`."""
     treatments = [arm for arm in arms if arm != control]
     if not guardrails or not treatments:
-        return None
+        return
     alpha = alpha / (len(treatments) * len(guardrails))
+    breached: set[str] = set()
     for guardrail in guardrails:
         for arm in treatments:
             stats, base = arms[arm], arms[control]
-            if min(samples(stats, guardrail.metric), samples(base, guardrail.metric)) < min_samples:
+            if arm in breached or min(samples(stats, guardrail.metric), samples(base, guardrail.metric)) < min_samples:
                 continue
             diff = difference(guardrail.metric, stats, base)
             interval = confidence_sequence(diff, tau=guardrail.margin, alpha=alpha)
@@ -330,5 +344,5 @@ def guardrail_breach(
                 else interval.low > guardrail.margin
             )
             if worse:
-                return Breach(arm, guardrail.metric, guardrail.margin, diff.estimate, interval)
-    return None
+                breached.add(arm)
+                yield Breach(arm, guardrail.metric, guardrail.margin, diff.estimate, interval)

@@ -427,6 +427,28 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
         _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout(strategy="adaptive")))),
         ["spec.rules[0].experiment.rollout", "a rollout needs exactly two arms"],
     ),
+    "reward-not-adaptive": (
+        _rule0(lambda r: (r.pop("backends"), r.update(experiment={**_experiment(), "reward": {"cost": 1}}))),
+        ["spec.rules[0].experiment.reward", "a reward is what strategy adaptive maximises"],
+    ),
+    "reward-all-weights-zero": (
+        _rule0(
+            lambda r: (
+                r.pop("backends"),
+                r.update(experiment={**_experiment(), "strategy": "adaptive", "reward": {"quality": 0}}),
+            )
+        ),
+        ["spec.rules[0].experiment.reward", "a reward needs a weight above 0 on quality, cost or latency"],
+    ),
+    "reward-negative-weight": (
+        _rule0(
+            lambda r: (
+                r.pop("backends"),
+                r.update(experiment={**_experiment(), "strategy": "adaptive", "reward": {"cost": -1}}),
+            )
+        ),
+        ["spec.rules[0].experiment.reward.cost", "should be greater than or equal to 0"],
+    ),
     "rollout-pause-not-a-duration": (
         _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout(pause="10 minutes")))),
         ["spec.rules[0].experiment.rollout.pause", '"10 minutes" is not a duration'],
@@ -473,6 +495,11 @@ def test_the_base_objects_of_the_refusals_are_fine(kubectl: Kubectl, ns: str) ->
     kubectl.apply(_policy("ModelPolicy", guardrails=guardrails), "-n", ns, "--dry-run=server")
     canary = _rule0(lambda r: (r.pop("backends"), r.update(experiment=_rollout() | {"promote": True})))
     kubectl.apply(canary, "-n", ns, "--dry-run=server")
+    reward = {"quality": 1, "cost": 0.5, "latency": 0.2}
+    adaptive = _rule0(
+        lambda r: (r.pop("backends"), r.update(experiment={**_experiment(), "strategy": "adaptive", "reward": reward}))
+    )
+    kubectl.apply(adaptive, "-n", ns, "--dry-run=server")
 
 
 # --- durations: the apiserver and controller.api read them alike -------------------------------
