@@ -201,6 +201,31 @@ def test_an_ab_test_stops_with_the_winner_and_promotion_moves_the_traffic(cluste
     wait_until(all_to_the_winner, timeout=30, what="all traffic on the promoted winner")
 
 
+def test_a_running_test_s_samples_and_estimate_move_in_status(cluster, sidecar, fakes, route):
+    route(
+        {
+            "arms": [_arm("one", *GPT_ARM), _arm("two", *CLAUDE_ARM)],
+            "metric": "errorRate",
+            "minimumDetectableEffect": 0.01,  # both arms alike: far from a decision after a few hundred
+            "minimumSample": 30,
+        }
+    )
+    _wait_serving(sidecar)
+    seen = []
+    for total in (60, 120, 180):
+        assert None not in _ask_many(sidecar, 60)
+
+        def counted(total: int = total) -> dict[str, Any] | None:
+            entry = _entry(cluster)
+            return entry if sum(arm["samples"] for arm in entry.get("arms", [])) >= total else None
+
+        entry = wait_until(counted, timeout=20, what=f"{total} samples in status")
+        assert entry["state"] == "Running" and _column(cluster) == "Running"
+        seen.append(entry)
+    widths = [e["comparisons"][0]["high"] - e["comparisons"][0]["low"] for e in seen if e.get("comparisons")]
+    assert len(widths) >= 2 and widths == sorted(widths, reverse=True)  # the interval narrows as it runs
+
+
 def test_a_canary_that_breaches_its_guardrail_is_rolled_back(cluster, sidecar, fakes, route):
     gpt, _ = fakes
     gpt.profile(error_rate=0.4, seed=11)  # the canary fails 40% of the time
