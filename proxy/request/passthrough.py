@@ -1,8 +1,9 @@
 """Same-API pass-through, part of the attempt stage: nothing lost when the app's API is the backend's.
 
 When the API the app called is the one a backend's translator speaks (its `passthrough_api`:
-Anthropic Messages to `anthropic` or Bedrock with `api: anthropic-messages`; OpenAI Chat
-Completions to `openai`, `azure-openai`, `openai-compatible`), the app's body goes out as sent,
+Anthropic Messages to `anthropic`, Bedrock with `api: anthropic-messages` or Vertex with publisher
+`anthropic`; OpenAI Chat Completions to `openai`, `azure-openai`, `openai-compatible`), the app's
+body goes out as sent,
 with only the model (and the credentials, and for Anthropic the app's `anthropic-version` /
 `anthropic-beta` headers) set by the translator: `thinking`, `cache_control`, `metadata`,
 `service_tier`, `prediction` and fields this gateway does not know yet reach the provider. The
