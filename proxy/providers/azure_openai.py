@@ -10,7 +10,7 @@ from urllib.parse import quote
 import orjson
 
 from proxy.auth.token_source import TokenSource
-from proxy.providers.base import ChatRequest, EmbeddingsRequest, UpstreamRequest
+from proxy.providers.base import ChatRequest, CredentialsUnavailable, EmbeddingsRequest, UpstreamRequest
 from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, OpenAITranslator
 from proxy.snapshot import Provider
 
@@ -34,9 +34,9 @@ class AzureOpenAITranslator(OpenAITranslator):
         if self._token_source is None:
             return self._auth
         token = self._token_source.token()
-        # None: no token yet (the first fetch is under way, or failed): Azure answers 401, which fails
-        # over like any provider refusal
-        return {"authorization": "Bearer " + token} if token is not None else {}
+        if token is None:  # nothing sent without it: Azure's 401 would read as a refused key
+            raise CredentialsUnavailable(f"provider {self.provider.name!r}: {self._token_source.missing()}")
+        return {"authorization": "Bearer " + token}
 
     def _url(self, deployment: str, operation: str) -> str:
         return f"{self._base}{quote(deployment, safe='')}/{operation}{self._query}"

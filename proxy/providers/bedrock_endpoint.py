@@ -25,7 +25,7 @@ from proxy.auth.aws_credentials import AwsCredentialSource, StaticCredentials
 from proxy.auth.sigv4 import AwsCredentials, Signer
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage
-from proxy.providers.base import UpstreamErrorEvent, UpstreamProtocolError, UpstreamRequest
+from proxy.providers.base import CredentialsUnavailable, UpstreamErrorEvent, UpstreamProtocolError, UpstreamRequest
 from proxy.providers.openai import body_excerpt, server_of
 from proxy.snapshot import Provider
 
@@ -79,6 +79,12 @@ def event_type(message: EventMessage) -> str | None:
     return message.header(":event-type")
 
 
+NO_AWS_CREDENTIALS = (
+    "no AWS credentials: the provider's Secret has no keys or API key, and the sidecar no pod identity "
+    "(AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, or EKS Pod Identity)"
+)
+
+
 def credential_source(provider: Provider) -> AwsCredentialSource | None:
     """Static keys from the provider's Secret; None when it has none (a bearer API key, or unsigned)."""
     settings = provider.bedrock
@@ -106,6 +112,7 @@ class BedrockEndpoint:
     ) -> None:
         self.server_address, self.server_port = server_of(provider.base_url)
         self._base = provider.base_url.rstrip("/") + "/model/"
+        self._name = provider.name
         region = provider.bedrock.region if provider.bedrock is not None else provider.region or "us-east-1"
         self._signer = Signer(region=region, service=SERVICE)
         self._bearer = (
@@ -122,6 +129,11 @@ class BedrockEndpoint:
         headers = dict(STREAM_HEADERS if stream else JSON_HEADERS)
         credentials = self._credentials.credentials() if self._credentials is not None else None
         if credentials is None:
+            # nothing sent unsigned: Bedrock's 403 would read as a refused key
+            if self._credentials is not None:
+                raise CredentialsUnavailable(f"provider {self._name!r}: {self._credentials.missing()}")
+            if not self._bearer:
+                raise CredentialsUnavailable(f"provider {self._name!r}: {NO_AWS_CREDENTIALS}")
             headers.update(self._bearer)
         else:
             signature = self._signer.sign(

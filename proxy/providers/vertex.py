@@ -32,6 +32,7 @@ from proxy.providers.anthropic_convert import messages_body
 from proxy.providers.base import (
     ChatRequest,
     ChatResponse,
+    CredentialsUnavailable,
     EmbeddingsRequest,
     EmbeddingsResponse,
     UnsupportedOperation,
@@ -65,14 +66,16 @@ def publisher_base(provider: Provider) -> str:
 class _VertexAuth:
     def __init__(self, provider: Provider, token_source: TokenSource | None) -> None:
         self._source = token_source
+        self._name = provider.name
         self._static = {} if provider.api_key is None else {"x-goog-api-key": provider.api_key.get_secret_value()}
 
     def headers(self) -> dict[str, str]:
         if self._source is None:
             return self._static
         token = self._source.token()
-        # None: no token yet (first fetch under way, or refused): Google answers 401, which fails over
-        return {"authorization": "Bearer " + token} if token is not None else {}
+        if token is None:  # nothing sent without it: Google's 401 would read as a refused key
+            raise CredentialsUnavailable(f"provider {self._name!r}: {self._source.missing()}")
+        return {"authorization": "Bearer " + token}
 
 
 class VertexGeminiTranslator(GeminiTranslator):

@@ -211,20 +211,26 @@ def test_tokens_are_refreshed_before_expiry_under_load_with_no_failed_request(
     assert len(google[1].calls) - fetches_before >= 4  # fmt: skip
 
 
-def test_a_refused_key_is_vertexs_401_then_the_fallback(
+def test_a_refused_key_is_a_clear_503_then_the_fallback(
     vertex_sidecar: tuple[SidecarProcess, list[str]], fake_vertex: FakeProviderProcess
 ) -> None:
     client = _openai(vertex_sidecar[0])
-    with pytest.raises(openai.InternalServerError) as refused:
+    # Google refused the key's assertion, so no token: nothing is sent to Vertex, and the app is told why
+    with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(model="refused", messages=[{"role": "user", "content": "hi"}])
-    assert "backend_rejected 401: Request had invalid authentication credentials" in str(refused.value)
+    assert refused.value.status_code == 503
+    message = str(refused.value)
+    assert "provider 'refused': no credentials yet from the Google service account" in message
+    assert "Invalid JWT Signature" in message
+    with pytest.raises(anthropic.APIStatusError) as also:  # in the Anthropic API's error shape
+        _anthropic(vertex_sidecar[0]).messages.create(
+            model="refused", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert also.value.status_code == 503 and "provider 'refused'" in also.value.message
+    assert fake_vertex.requests() == []
     answer = client.chat.completions.create(model="fallback", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content
-    assert [r["path"].rsplit(":", 1)[1] for r in fake_vertex.requests()] == [
-        "generateContent",
-        "generateContent",
-        "rawPredict",
-    ]
+    assert [r["path"].rsplit(":", 1)[1] for r in fake_vertex.requests()] == ["rawPredict"]
 
 
 def test_no_key_or_token_in_logs_or_config(
