@@ -15,8 +15,10 @@ and the exception messages a response stream may carry.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -26,7 +28,7 @@ from proxy.auth.sigv4 import AwsCredentials, Signer
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage
 from proxy.providers.base import CredentialsUnavailable, UpstreamErrorEvent, UpstreamProtocolError, UpstreamRequest
-from proxy.providers.openai import body_excerpt, server_of
+from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
 
 SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
@@ -43,6 +45,29 @@ EXCEPTION_STATUS = {
     "validationException": 400,
     "modelTimeoutException": 408,
 }
+
+
+#: What a Converse request's CountTokens input takes (ConverseTokensRequest: no inferenceConfig).
+_CONVERSE_COUNTED = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
+
+
+def converse_count_body(converse: dict[str, Any]) -> bytes:
+    """CountTokens' body for the Converse request `converse`."""
+    counted = {key: value for key, value in converse.items() if key in _CONVERSE_COUNTED}
+    return orjson.dumps({"input": {"converse": counted}})
+
+
+def invoke_count_body(invoke: bytes) -> bytes:
+    """CountTokens' body for an InvokeModel request whose body is `invoke` (a blob: base64 in JSON)."""
+    return orjson.dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke).decode()}}})
+
+
+def count_tokens_answer(body: bytes) -> int:
+    """CountTokens' answer, `{"inputTokens": N}`."""
+    counted = checks.count(load_json_object(body, "CountTokens answer").get("inputTokens"), "inputTokens")
+    if counted is None:
+        raise UpstreamProtocolError("CountTokens answer has no inputTokens")
+    return counted
 
 
 class BedrockStreamException(UpstreamErrorEvent):
