@@ -1,6 +1,7 @@
 """Azure OpenAI: the OpenAI wire format on per-deployment URLs, `api-version`, and `api-key` or
 a Microsoft Entra ID access token (`Authorization: Bearer`, read from its token source at each
-request; the source's own task keeps it fresh, `proxy.auth.entra`)."""
+request; the source's own task keeps it fresh, `proxy.auth.entra`). The Responses API is Azure's
+v1 API: `POST {endpoint}/openai/v1/responses`, no api-version, the deployment in `model`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class AzureOpenAITranslator(OpenAITranslator):
         self._token_source = token_source
         self._base = provider.base_url.rstrip("/") + "/openai/deployments/"
         self._query = "?api-version=" + quote(provider.api_version or "", safe="")
+        self._responses_url = provider.base_url.rstrip("/") + "/openai/v1/responses"
 
     @staticmethod
     def auth_headers(provider: Provider) -> dict[str, str]:
@@ -48,6 +50,12 @@ class AzureOpenAITranslator(OpenAITranslator):
         return UpstreamRequest(
             url=self._url(model, "chat/completions"), headers=headers, body=orjson.dumps(body), stream=stream
         )
+
+    def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest:
+        out = dict(body)
+        out["model"] = model  # the deployment
+        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth_headers()}
+        return UpstreamRequest(url=self._responses_url, headers=headers, body=orjson.dumps(out), stream=stream)
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         body = {k: v for k, v in request.items() if k != "model"}
