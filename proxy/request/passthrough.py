@@ -1,20 +1,23 @@
 """Same-API pass-through, part of the attempt stage: nothing lost when the app's API is the backend's.
 
-When the API the app called is the one a backend's translator speaks (its `passthrough_api`, or
-for the OpenAI Responses API a provider type that serves it, `shared.provider_types`: `openai`,
-`azure-openai`, whose translators' `responses_request` sends the body; `previous_response_id`,
-`store`, built-in tools reach the provider, and a request that needs them goes to no other backend:
-`refusal`, and a translated attempt is refused as unsupported.
+When the API the app called is the one a backend's translator speaks (its `passthrough_api`:
 Anthropic Messages to `anthropic`, Bedrock with `api: anthropic-messages` or Vertex with publisher
-`anthropic`; OpenAI Chat Completions to `openai`, `azure-openai`, `openai-compatible`), the app's
-body goes out as sent,
-with only the model (and the credentials, and for Anthropic the app's `anthropic-version` /
-`anthropic-beta` headers) set by the translator: `thinking`, `cache_control`, `metadata`,
-`service_tier`, `prediction` and fields this gateway does not know yet reach the provider. The
-answer comes back as the provider sent it: a whole answer's bytes, or a stream's events one by one
-(`proxy.providers.anthropic.RawEventDecoder`; OpenAI chunks keep their bytes already). The answer
+`anthropic`; OpenAI Chat Completions to `openai`, `azure-openai`, `openai-compatible`; the OpenAI
+Responses API to a type whose row in `shared.provider_types` serves `responses`, `openai` and
+`azure-openai`, through their `responses_request`), the app's body goes out as sent, with only
+the model (and the credentials, and for Anthropic the app's `anthropic-version` / `anthropic-beta`
+headers) set by the translator: `thinking`, `cache_control`, `metadata`, `service_tier`,
+`prediction` and fields this gateway does not know yet reach the provider. The answer comes back as
+the provider sent it: a whole answer's bytes, or a stream's events one by one
+(`proxy.providers.anthropic.RawEventDecoder`, `proxy.providers.openai_responses.ResponsesEventDecoder`;
+OpenAI chunks keep their bytes already). The answer
 is still read on the way (status, size and event limits, usage types), so limits, usage, cost,
 spans and logs work as on the translated path.
+
+A Responses request that needs the provider (`previous_response_id`, `store`, built-in tools: the
+front end's `provider_only`) goes to no other backend: a translated attempt is refused as
+unsupported, and when no backend of the plan would take it the request is the front end's 400
+(`refusal`).
 
 The translated path (through the internal form) is used for an attempt when the backend speaks
 another API (a fallback from Anthropic to OpenAI), when the request must be masked for that
