@@ -19,6 +19,7 @@ BACKEND_REJECTED = "backend_rejected"  # 401/403/404: this backend's config is w
 CLIENT_ERROR = "client_error"  # 400/413/422...: the request itself is wrong, no use trying others
 UNSUPPORTED = "unsupported"  # the provider type cannot serve the operation
 STREAM_CUT = "stream_cut"  # failed after the first byte reached the client
+CREDENTIALS_UNAVAILABLE = "credentials_unavailable"  # no token or keys to send yet: nothing was sent
 
 # Failures that say the backend itself is in trouble (counted by passive health).
 UNHEALTHY = frozenset({CONNECT_ERROR, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, BACKEND_REJECTED})

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible", "bedrock", "vertex"]
-Operation = Literal["chat", "embeddings"]
+# "responses": the OpenAI Responses API served by the provider itself (state, built-in tools), so a
+# Responses request goes to it as sent; other types get it translated to chat.
+Operation = Literal["chat", "embeddings", "responses"]
 # The wire format a type's translator speaks (several types share one).
 WireFormat = Literal["openai-chat", "anthropic-messages", "gemini", "bedrock-converse"]
 REGION = "{region}"  # in a default base URL: the provider's region, filled in by the controller
@@ -32,9 +34,9 @@ class ProviderKind:
 
 PROVIDER_TYPES: dict[ProviderType, ProviderKind] = {
     "openai": ProviderKind(
-        frozenset({"chat", "embeddings"}), "openai-chat", "https://api.openai.com/v1", "authorization"
+        frozenset({"chat", "embeddings", "responses"}), "openai-chat", "https://api.openai.com/v1", "authorization"
     ),
-    "azure-openai": ProviderKind(frozenset({"chat", "embeddings"}), "openai-chat", None, "api-key"),
+    "azure-openai": ProviderKind(frozenset({"chat", "embeddings", "responses"}), "openai-chat", None, "api-key"),
     "anthropic": ProviderKind(frozenset({"chat"}), "anthropic-messages", "https://api.anthropic.com", "x-api-key"),
     "gemini": ProviderKind(
         frozenset({"chat", "embeddings"}), "gemini", "https://generativelanguage.googleapis.com", "x-goog-api-key"

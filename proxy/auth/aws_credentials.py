@@ -18,6 +18,10 @@ class AwsCredentialSource(Protocol):
         """The credentials to sign with now; None when there are none (yet)."""
         ...
 
+    def missing(self) -> str:
+        """Why `credentials()` gave None (no secret in it), for the request's error."""
+        ...
+
 
 class StaticCredentials:
     """Long-term (or externally rotated) keys from the provider's Secret: a new snapshot brings new ones."""
@@ -27,6 +31,9 @@ class StaticCredentials:
 
     def credentials(self) -> AwsCredentials | None:
         return self._credentials
+
+    def missing(self) -> str:
+        return "no AWS credentials"  # (never: static keys are always there)
 
     def __repr__(self) -> str:
         return f"StaticCredentials(access_key_id={self._credentials.access_key_id[:4]}...)"

@@ -76,17 +76,33 @@ class Refreshed(Generic[T]):
         self._margin = refresh_margin_seconds
         self._current: T | None = None
         self._fetched_at = 0.0
+        self._problem: str | None = None  # why the last fetch failed (no secret in it)
         self.refreshes = 0  # successful fetches
 
     def held(self) -> T | None:
         return self._current
+
+    def _usable(self) -> T | None:
+        """What is in hand, unless it has expired (a provider would refuse it)."""
+        current = self._current
+        if current is not None and current.expires_at is not None and current.expires_at <= self._clock():
+            return None
+        return current
+
+    def missing(self) -> str:
+        """Why there is nothing to send: for the error a request gets then."""
+        if self._current is None:
+            state, pending = f"no credentials yet from the {self.kind}", "first fetch under way"
+        else:
+            state, pending = f"the credentials from the {self.kind} expired and were not renewed", "renewal under way"
+        return f"{state} ({f'last fetch failed: {self._problem}' if self._problem else pending})"
 
     async def _fetch(self, session: aiohttp.ClientSession) -> T:
         raise NotImplementedError
 
     async def refresh(self, session: aiohttp.ClientSession) -> T:
         credentials = await self._fetch(session)
-        self._current, self._fetched_at = credentials, self._clock()
+        self._current, self._fetched_at, self._problem = credentials, self._clock(), None
         self.refreshes += 1
         return credentials
 
@@ -118,6 +134,7 @@ class Refreshed(Generic[T]):
                 if current is not None and current.expires_at is not None:
                     delay = min(delay, max(self._retry[0], (current.expires_at - self._clock()) / 4))
                 reason = str(exc) if isinstance(exc, CredentialsError) else type(exc).__name__
+                self._problem = reason
                 log.warning("%s: fetch failed (%s), retrying in %.0fs", self.kind, reason, delay)
                 await asyncio.sleep(delay)
 
@@ -128,7 +145,7 @@ class RefreshedCredentials(Refreshed[AwsCredentials]):
     kind = "AWS credentials"
 
     def credentials(self) -> AwsCredentials | None:
-        return self._current
+        return self._usable()
 
 
 class RefreshedToken(Refreshed[AccessToken]):
@@ -137,5 +154,5 @@ class RefreshedToken(Refreshed[AccessToken]):
     kind = "OAuth token"
 
     def token(self) -> str | None:
-        current = self._current
+        current = self._usable()
         return current.token if current is not None else None

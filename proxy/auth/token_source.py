@@ -14,3 +14,7 @@ class TokenSource(Protocol):
     def token(self) -> str | None:
         """The token to send now; None when there is none (yet)."""
         ...
+
+    def missing(self) -> str:
+        """Why `token()` gave None (no secret in it), for the request's error."""
+        ...

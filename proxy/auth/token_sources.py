@@ -39,6 +39,20 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class NoTokenSource:
+    """A provider that needs an OAuth token but whose source cannot be set up: each request gets
+    this reason as its error (no request goes without the token it needs)."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def token(self) -> str | None:
+        return None
+
+    def missing(self) -> str:
+        return self._reason
+
+
 class TokenSources:
     def __init__(
         self,
@@ -56,7 +70,7 @@ class TokenSources:
         self._tasks: dict[SourceKey, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
 
-    def _entra(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | None:
+    def _entra(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | str | None:
         entra = provider.entra
         if entra is None:
             return None
@@ -72,20 +86,19 @@ class TokenSources:
         tenant_id, client_id = entra.tenant_id or self._azure.tenant_id, entra.client_id or self._azure.client_id
         token_file = self._azure.federated_token_file
         if tenant_id is None or client_id is None or token_file is None:
-            log.warning(
-                "provider %s: Entra ID workload identity needs AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and "
-                "AZURE_TENANT_ID in the sidecar's environment (or tenantId and clientId in spec.azure.entra); "
-                "its requests go without a token",
-                provider.name,
+            reason = (
+                "no Microsoft Entra ID token: workload identity needs AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID "
+                "and AZURE_TENANT_ID in the sidecar's environment (or tenantId and clientId in spec.azure.entra)"
             )
-            return None
+            log.warning("provider %s: %s", provider.name, reason)
+            return reason
         key = ("entra", authority, tenant_id, client_id, entra.scope, "federated", str(token_file))
         return key, lambda: EntraToken(
             authority_host=authority, tenant_id=tenant_id, client_id=client_id, scope=entra.scope,
             federated_token_file=token_file, clock=self._clock, retry_seconds=self._retry,
         )  # fmt: skip
 
-    def _vertex(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | None:
+    def _vertex(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | str | None:
         vertex = provider.vertex
         if vertex is None or provider.api_key is not None:
             return None
@@ -98,28 +111,30 @@ class TokenSources:
         try:
             key = ServiceAccountKey.from_json(text)  # (the controller checked it too)
         except ServiceAccountKeyError as exc:
-            log.warning("provider %s: %s; its requests go without a token", provider.name, exc)
-            return None
+            log.warning("provider %s: %s", provider.name, exc)
+            return f"no Google service account token: {exc}"
         return ("google", "service-account", key.client_email, _digest(text)), lambda: ServiceAccountToken(
             key, clock=self._clock, retry_seconds=self._retry
         )
 
-    def _key(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | None:
+    def _key(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | str | None:
+        """The provider's source key and maker; a reason when it needs a token it cannot have; None
+        when it uses no OAuth token."""
         return self._entra(provider) or self._vertex(provider)
 
-    def for_provider(self, provider: Provider) -> RefreshedToken | None:
+    def for_provider(self, provider: Provider) -> RefreshedToken | NoTokenSource | None:
         """The provider's token source (started on first use), or None when it uses no OAuth token."""
         found = self._key(provider)
-        if found is None:
-            return None
+        if found is None or isinstance(found, str):
+            return None if found is None else NoTokenSource(found)
         key, make = found
         source = self._sources.get(key)
         if source is None:
             try:
                 source = self._sources[key] = make()
             except ServiceAccountKeyError as exc:  # (a PEM that does not load)
-                log.warning("provider %s: %s; its requests go without a token", provider.name, exc)
-                return None
+                log.warning("provider %s: %s", provider.name, exc)
+                return NoTokenSource(f"no Google service account token: {exc}")
         if key not in self._tasks:
             self._start(key, source)
         return source
@@ -136,7 +151,7 @@ class TokenSources:
 
     def retain(self, providers: Iterable[Provider]) -> None:
         """Stops the sources none of `providers` uses."""
-        wanted = {found[0] for p in providers if (found := self._key(p)) is not None}
+        wanted = {found[0] for p in providers if isinstance(found := self._key(p), tuple)}
         for key in [k for k in self._sources if k not in wanted]:
             del self._sources[key]
             task = self._tasks.pop(key, None)

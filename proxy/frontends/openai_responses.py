@@ -1,16 +1,18 @@
 """The OpenAI Responses API as an inbound API: `POST /v1/responses` for apps on the OpenAI SDK's
 `client.responses` (and the OpenAI Agents SDK).
 
-Requests are validated and turned into the internal (OpenAI Chat Completions) form, so any
-backend can serve them, OpenAI and Azure OpenAI included; answers are turned back into `response`
-objects, and streams into the Responses events by `proxy.frontends.openai_responses_stream`.
+A backend that serves the Responses API itself (`openai`, `azure-openai`: the provider table's
+`responses` operation) gets the app's body as sent and the app gets its answer as sent
+(`proxy.request.passthrough`, `proxy.providers.openai_responses`). For any other backend requests
+are validated and turned into the internal (OpenAI Chat Completions) form; answers are turned back
+into `response` objects, and streams into the Responses events by
+`proxy.frontends.openai_responses_stream`.
 
-Translated always, also to OpenAI-shaped backends: what the chat form can say (messages, function
-tools and calls, sampling, output bound, text format, reasoning effort) means the same there, and
-one path keeps usage, cost, limits and masking the same for every backend. What only a provider
-that keeps state or runs tools can do (`previous_response_id`, `conversation`, `store: true`,
-`background`, `prompt` templates, stored items by reference, built-in tools) is a 400 naming the
-field rather than an answer that silently ignores it.
+What only a provider that keeps state or runs tools can do (`previous_response_id`,
+`conversation`, `store: true`, `background`, `prompt` templates, stored items by reference,
+built-in tools, files by id or URL) cannot be translated: such a request goes only to backends that
+serve the Responses API, and when none of its backends does (or the one left is another), it is a
+400 naming the field rather than an answer that silently ignores it (`provider_only`).
 
 Knowingly lossy: reasoning items in `input` (the chat form has no place for them; dropped),
 `include`, `truncation`, `max_tool_calls`, `metadata` and `stream_options` (accepted, not sent on).
@@ -21,6 +23,8 @@ A `ResponsesFrontend` is made per request: the response object echoes the reques
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Any
 
 from proxy.errors import ApiError, bad_request, echo
@@ -35,6 +39,9 @@ _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 _TOOL_CHOICE_MODES = frozenset({"none", "auto", "required"})
 _TEXT_FORMATS = frozenset({"text", "json_object", "json_schema"})
 _OPTIONAL_STRINGS = ("user", "safety_identifier", "prompt_cache_key", "service_tier")
+#: The error code of what only a provider serving the Responses API can do.
+_PROVIDER_ONLY = "unsupported_parameter"
+_MAX_LEFT_OUT = 64
 
 
 class ResponsesFrontend:
@@ -44,10 +51,19 @@ class ResponsesFrontend:
 
     def __init__(self) -> None:
         self.echo: dict[str, Any] = {}
+        # Why the request cannot be translated (it needs a backend that serves the Responses API), or None.
+        self.provider_only: ApiError | None = None
 
     def parse_chat(self, body: Any) -> ParsedChat:
-        parsed, self.echo = parse_responses_request(body)
-        return parsed
+        try:
+            parsed, self.echo = parse_responses_request(body)
+        except ApiError as error:
+            if error.code != _PROVIDER_ONLY:
+                raise
+            self.provider_only = error
+            parsed, self.echo = _sketch(body, error)
+        # the app's body, for a backend that serves the Responses API itself
+        return replace(parsed, original=body)
 
     def render_chat(self, response: ChatResponse) -> dict[str, Any]:
         return render_response(response, self.echo)
@@ -69,11 +85,55 @@ def _wrong(path: str, expected: str, value: Any) -> ApiError:
 
 def _not_translatable(path: str, why: str) -> ApiError:
     return bad_request(
-        f"{path} {why}; this gateway serves the Responses API by translating it to the chat form, "
-        "which every backend understands, so it cannot keep or run anything on the provider's side",
+        f"{path} {why}; only a backend that serves the Responses API itself (openai, azure-openai) can "
+        "take it, and this request's backends translate it to the chat form, which keeps and runs nothing "
+        "on the provider's side",
         param=path,
-        code="unsupported_parameter",
+        code=_PROVIDER_ONLY,
     )
+
+
+def _sketch(body: dict[str, Any], error: ApiError) -> tuple[ParsedChat, dict[str, Any]]:
+    """The internal form of what can be read of a request that needs a backend serving the Responses
+    API: never sent (that backend gets the app's body), but classified, estimated for limits and
+    captured like any request. What cannot be translated is left out, one piece at a time."""
+    stripped: Any = body
+    for _ in range(_MAX_LEFT_OUT):
+        stripped = _without(stripped, error.param or "")
+        try:
+            return parse_responses_request(stripped)
+        except ApiError as again:
+            if again.code != _PROVIDER_ONLY or again.param == error.param:
+                break
+            error = again
+    # nothing translatable is left (only items the provider keeps): the request as one empty turn
+    model = body["model"]
+    request: ChatRequest = {"model": model, "messages": [{"role": "user", "content": ""}]}
+    stream = body.get("stream") is True
+    if stream:
+        request["stream"] = True
+    return ParsedChat(model=model, stream=stream, request=request, include_usage=True), {}
+
+
+def _without(body: dict[str, Any], param: str) -> dict[str, Any]:
+    """`body` (copied where changed) without what `param` names: the innermost array element on its
+    path (an input item, a content part, a tool), else the top-level field."""
+    steps = [int(s) if s.isdigit() else s for s in re.split(r"[.\[\]]+", param) if s]
+    last_index = max((i for i, step in enumerate(steps) if isinstance(step, int)), default=-1)
+    if last_index < 0:
+        return {k: v for k, v in body.items() if k != steps[0]} if steps else body
+
+    def drop(node: Any, depth: int) -> Any:
+        step = steps[depth]
+        if depth == last_index:
+            return [v for i, v in enumerate(node) if i != step] if isinstance(node, list) else node
+        if isinstance(node, dict) and isinstance(step, str) and step in node:
+            return {**node, step: drop(node[step], depth + 1)}
+        if isinstance(node, list) and isinstance(step, int) and step < len(node):
+            return [drop(v, depth + 1) if i == step else v for i, v in enumerate(node)]
+        return node
+
+    return drop(body, 0)  # type: ignore[no-any-return]
 
 
 def _is_int(value: Any) -> bool:

@@ -1,6 +1,7 @@
 """Azure OpenAI: the OpenAI wire format on per-deployment URLs, `api-version`, and `api-key` or
 a Microsoft Entra ID access token (`Authorization: Bearer`, read from its token source at each
-request; the source's own task keeps it fresh, `proxy.auth.entra`)."""
+request; the source's own task keeps it fresh, `proxy.auth.entra`). The Responses API is Azure's
+v1 API: `POST {endpoint}/openai/v1/responses`, no api-version, the deployment in `model`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from urllib.parse import quote
 import orjson
 
 from proxy.auth.token_source import TokenSource
-from proxy.providers.base import ChatRequest, EmbeddingsRequest, UpstreamRequest
+from proxy.providers.base import ChatRequest, CredentialsUnavailable, EmbeddingsRequest, UpstreamRequest
 from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, OpenAITranslator
 from proxy.snapshot import Provider
 
@@ -23,6 +24,7 @@ class AzureOpenAITranslator(OpenAITranslator):
         self._token_source = token_source
         self._base = provider.base_url.rstrip("/") + "/openai/deployments/"
         self._query = "?api-version=" + quote(provider.api_version or "", safe="")
+        self._responses_url = provider.base_url.rstrip("/") + "/openai/v1/responses"
 
     @staticmethod
     def auth_headers(provider: Provider) -> dict[str, str]:
@@ -34,9 +36,9 @@ class AzureOpenAITranslator(OpenAITranslator):
         if self._token_source is None:
             return self._auth
         token = self._token_source.token()
-        # None: no token yet (the first fetch is under way, or failed): Azure answers 401, which fails
-        # over like any provider refusal
-        return {"authorization": "Bearer " + token} if token is not None else {}
+        if token is None:  # nothing sent without it: Azure's 401 would read as a refused key
+            raise CredentialsUnavailable(f"provider {self.provider.name!r}: {self._token_source.missing()}")
+        return {"authorization": "Bearer " + token}
 
     def _url(self, deployment: str, operation: str) -> str:
         return f"{self._base}{quote(deployment, safe='')}/{operation}{self._query}"
@@ -48,6 +50,12 @@ class AzureOpenAITranslator(OpenAITranslator):
         return UpstreamRequest(
             url=self._url(model, "chat/completions"), headers=headers, body=orjson.dumps(body), stream=stream
         )
+
+    def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest:
+        out = dict(body)
+        out["model"] = model  # the deployment
+        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth_headers()}
+        return UpstreamRequest(url=self._responses_url, headers=headers, body=orjson.dumps(out), stream=stream)
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         body = {k: v for k, v in request.items() if k != "model"}

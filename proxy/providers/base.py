@@ -50,6 +50,13 @@ class UnsupportedOperation(Exception):
     """The provider type cannot serve this operation (e.g. embeddings on Anthropic)."""
 
 
+class CredentialsUnavailable(Exception):
+    """The provider's credential source has nothing to send yet (its first fetch is under way or
+    failed, or what it holds expired and renewing fails). Raised while building a request, so
+    nothing unauthenticated is sent and no provider 401 is mistaken for the app's fault; the
+    message names the provider and the problem, never a secret."""
+
+
 @dataclass(slots=True)
 class Usage:
     """Token counts of one answer. `input_tokens` is the whole prompt; of it, `cached_input_tokens`

@@ -42,7 +42,13 @@ from proxy.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from proxy.providers.bedrock_endpoint import BedrockEndpoint, bedrock_error_message, event_type
+from proxy.providers.bedrock_endpoint import (
+    BedrockEndpoint,
+    bedrock_error_message,
+    converse_count_body,
+    count_tokens_answer,
+    event_type,
+)
 from proxy.providers.bedrock_request import converse_body
 from proxy.providers.openai import load_json_object
 from proxy.snapshot import Provider
@@ -264,6 +270,13 @@ class BedrockTranslator:
 
     def stream_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> ConverseStreamDecoder:
         return ConverseStreamDecoder(model=model, created=int(time.time()), max_event_bytes=max_event_bytes)
+
+    def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
+        """CountTokens (`POST /model/{modelId}/count-tokens`) for the Converse call `chat_request` would send."""
+        return self._endpoint.request(model, "count-tokens", converse_count_body(converse_body(request)), stream=False)
+
+    def count_tokens_response(self, body: bytes) -> int:
+        return count_tokens_answer(body)
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         raise UnsupportedOperation("Bedrock embeddings (InvokeModel with Titan or Cohere bodies) are not served yet")

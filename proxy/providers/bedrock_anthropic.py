@@ -42,7 +42,13 @@ from proxy.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from proxy.providers.bedrock_endpoint import BedrockEndpoint, bedrock_error_message, event_type
+from proxy.providers.bedrock_endpoint import (
+    BedrockEndpoint,
+    bedrock_error_message,
+    count_tokens_answer,
+    event_type,
+    invoke_count_body,
+)
 from proxy.providers.openai import load_json_object
 from proxy.snapshot import Provider
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES
@@ -131,6 +137,15 @@ class BedrockAnthropicTranslator:
         return InvokeStreamDecoder(
             model=model, created=int(time.time()), max_event_bytes=max_event_bytes, passthrough=True
         )
+
+    def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
+        """CountTokens (`POST /model/{modelId}/count-tokens`) for the InvokeModel call `chat_request` would send."""
+        return self._endpoint.request(
+            model, "count-tokens", invoke_count_body(invoke_body(request, model=model)), stream=False
+        )
+
+    def count_tokens_response(self, body: bytes) -> int:
+        return count_tokens_answer(body)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))

@@ -15,8 +15,10 @@ and the exception messages a response stream may carry.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -25,8 +27,8 @@ from proxy.auth.aws_credentials import AwsCredentialSource, StaticCredentials
 from proxy.auth.sigv4 import AwsCredentials, Signer
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage
-from proxy.providers.base import UpstreamErrorEvent, UpstreamProtocolError, UpstreamRequest
-from proxy.providers.openai import body_excerpt, server_of
+from proxy.providers.base import CredentialsUnavailable, UpstreamErrorEvent, UpstreamProtocolError, UpstreamRequest
+from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
 
 SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
@@ -43,6 +45,29 @@ EXCEPTION_STATUS = {
     "validationException": 400,
     "modelTimeoutException": 408,
 }
+
+
+#: What a Converse request's CountTokens input takes (ConverseTokensRequest: no inferenceConfig).
+_CONVERSE_COUNTED = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
+
+
+def converse_count_body(converse: dict[str, Any]) -> bytes:
+    """CountTokens' body for the Converse request `converse`."""
+    counted = {key: value for key, value in converse.items() if key in _CONVERSE_COUNTED}
+    return orjson.dumps({"input": {"converse": counted}})
+
+
+def invoke_count_body(invoke: bytes) -> bytes:
+    """CountTokens' body for an InvokeModel request whose body is `invoke` (a blob: base64 in JSON)."""
+    return orjson.dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke).decode()}}})
+
+
+def count_tokens_answer(body: bytes) -> int:
+    """CountTokens' answer, `{"inputTokens": N}`."""
+    counted = checks.count(load_json_object(body, "CountTokens answer").get("inputTokens"), "inputTokens")
+    if counted is None:
+        raise UpstreamProtocolError("CountTokens answer has no inputTokens")
+    return counted
 
 
 class BedrockStreamException(UpstreamErrorEvent):
@@ -79,6 +104,12 @@ def event_type(message: EventMessage) -> str | None:
     return message.header(":event-type")
 
 
+NO_AWS_CREDENTIALS = (
+    "no AWS credentials: the provider's Secret has no keys or API key, and the sidecar no pod identity "
+    "(AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, or EKS Pod Identity)"
+)
+
+
 def credential_source(provider: Provider) -> AwsCredentialSource | None:
     """Static keys from the provider's Secret; None when it has none (a bearer API key, or unsigned)."""
     settings = provider.bedrock
@@ -106,6 +137,7 @@ class BedrockEndpoint:
     ) -> None:
         self.server_address, self.server_port = server_of(provider.base_url)
         self._base = provider.base_url.rstrip("/") + "/model/"
+        self._name = provider.name
         region = provider.bedrock.region if provider.bedrock is not None else provider.region or "us-east-1"
         self._signer = Signer(region=region, service=SERVICE)
         self._bearer = (
@@ -122,6 +154,11 @@ class BedrockEndpoint:
         headers = dict(STREAM_HEADERS if stream else JSON_HEADERS)
         credentials = self._credentials.credentials() if self._credentials is not None else None
         if credentials is None:
+            # nothing sent unsigned: Bedrock's 403 would read as a refused key
+            if self._credentials is not None:
+                raise CredentialsUnavailable(f"provider {self._name!r}: {self._credentials.missing()}")
+            if not self._bearer:
+                raise CredentialsUnavailable(f"provider {self._name!r}: {NO_AWS_CREDENTIALS}")
             headers.update(self._bearer)
         else:
             signature = self._signer.sign(

@@ -140,6 +140,7 @@ class OpenAITranslator:
         self.server_address, self.server_port = server_of(provider.base_url)
         base = provider.base_url.rstrip("/")
         self._chat_url = base + "/chat/completions"
+        self._responses_url = base + "/responses"
         self._embeddings_url = base + "/embeddings"
         self._auth = self.auth_headers(provider)
 
@@ -177,6 +178,14 @@ class OpenAITranslator:
         not know yet) with the backend's model; a stream also asks for its usage chunk, which the
         front end hides again from an app that did not ask (limits and cost need the counts)."""
         return self.chat_request(body, model=model, stream=stream)
+
+    def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest:
+        """The app's Responses API body as sent (`previous_response_id`, `store`, built-in tools and
+        fields this gateway does not know yet), with the backend's model: `POST {base}/responses`."""
+        out = dict(body)
+        out["model"] = model
+        headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
+        return UpstreamRequest(url=self._responses_url, headers=headers, body=orjson.dumps(out), stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         data = load_json_object(body, "response")

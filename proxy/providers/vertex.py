@@ -8,7 +8,8 @@ with the provider's `vertex` settings; `base` is `https://{region}-aiplatform.go
   and answers are the Gemini API's (`proxy.providers.gemini`).
 - publisher `anthropic`: `:rawPredict` and `:streamRawPredict`; the body is Anthropic's Messages
   body without `model` (the URL names it) and with `anthropic_version: vertex-2023-10-16`, `stream`
-  kept; answers are Anthropic's messages and SSE events (`proxy.providers.anthropic`).
+  kept; answers are Anthropic's messages and SSE events (`proxy.providers.anthropic`). An Anthropic
+  Messages request goes as the app wrote it (thinking, cache_control: `proxy.request.passthrough`).
 
 Auth: the provider's OAuth token source (a service-account key or the pod's Workload Identity,
 `proxy.auth.google`), read at each request as `Authorization: Bearer`; or an API key (express
@@ -20,6 +21,7 @@ publishers; both translators read `error.message`.
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -30,6 +32,7 @@ from proxy.providers.anthropic_convert import messages_body
 from proxy.providers.base import (
     ChatRequest,
     ChatResponse,
+    CredentialsUnavailable,
     EmbeddingsRequest,
     EmbeddingsResponse,
     UnsupportedOperation,
@@ -63,14 +66,16 @@ def publisher_base(provider: Provider) -> str:
 class _VertexAuth:
     def __init__(self, provider: Provider, token_source: TokenSource | None) -> None:
         self._source = token_source
+        self._name = provider.name
         self._static = {} if provider.api_key is None else {"x-goog-api-key": provider.api_key.get_secret_value()}
 
     def headers(self) -> dict[str, str]:
         if self._source is None:
             return self._static
         token = self._source.token()
-        # None: no token yet (first fetch under way, or refused): Google answers 401, which fails over
-        return {"authorization": "Bearer " + token} if token is not None else {}
+        if token is None:  # nothing sent without it: Google's 401 would read as a refused key
+            raise CredentialsUnavailable(f"provider {self._name!r}: {self._source.missing()}")
+        return {"authorization": "Bearer " + token}
 
 
 class VertexGeminiTranslator(GeminiTranslator):
@@ -109,9 +114,9 @@ class VertexGeminiTranslator(GeminiTranslator):
 
 class VertexAnthropicTranslator(AnthropicTranslator):
     system = "gcp.vertex_ai"
-    # Not the Anthropic API's pass-through: Vertex wants the model in the URL and its own version
-    # field, so a request goes through the translated path (nothing of it reaches another URL).
-    passthrough_api = ""
+    # An Anthropic Messages request goes on as the app wrote it (`passthrough_request`): Vertex takes
+    # Anthropic's body but for `model` (in the URL) and its own `anthropic_version`.
+    passthrough_api = "anthropic"
 
     def __init__(self, provider: Provider, *, token_source: TokenSource | None = None) -> None:
         self.provider = provider
@@ -127,6 +132,26 @@ class VertexAnthropicTranslator(AnthropicTranslator):
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth.headers()}
         url = f"{self._models}{quote(model, safe='')}:{method}"
         return UpstreamRequest(url=url, headers=headers, body=orjson.dumps(body), stream=stream)
+
+    def passthrough_request(
+        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+    ) -> UpstreamRequest:
+        """The app's Messages body as rawPredict takes it: every field as sent (thinking, cache_control,
+        citations, unknown ones) but `model`, which the URL names, and with Vertex's `anthropic_version`
+        (the app's `anthropic-version` header names the Anthropic API's, not Vertex's). `stream` is kept:
+        streamRawPredict wants it. The app's `anthropic-beta` header goes on as Vertex reads it."""
+        out = {key: value for key, value in body.items() if key != "model"}
+        out["anthropic_version"] = ANTHROPIC_ON_VERTEX
+        if stream:
+            out["stream"] = True
+        else:
+            out.pop("stream", None)
+        method = "streamRawPredict" if stream else "rawPredict"
+        sent = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth.headers()}
+        if beta := headers.get("anthropic-beta"):
+            sent["anthropic-beta"] = beta
+        url = f"{self._models}{quote(model, safe='')}:{method}"
+        return UpstreamRequest(url=url, headers=sent, body=orjson.dumps(out), stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))

@@ -150,7 +150,7 @@ class Accounting:
         if answer is not None:
             backend, usage, ttft, response_model = answer.backend, answer.usage, answer.ttft, answer.response_model
             cost = self._telemetry.backend(runtime, backend).cost(
-                usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
+                usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_input_tokens
             )
             redacted, redacted_by = answer.redacted or NOTHING_FOUND, answer.redacted_by
         # Positional, in the fields' order: a call with 16 or more keywords makes CPython build a

@@ -29,7 +29,7 @@ from opentelemetry.trace import Span
 
 from proxy import upstream as up
 from proxy.errors import ApiError
-from proxy.providers.base import Translator, UnsupportedOperation, UpstreamRequest
+from proxy.providers.base import CredentialsUnavailable, Translator, UnsupportedOperation, UpstreamRequest
 from proxy.request.backpressure import Backpressure, BackpressureSettings
 from proxy.request.outcome import CLIENT_DISCONNECTED, Attempt
 from proxy.request.relay import Answer, AttemptFailed
@@ -110,6 +110,8 @@ class Attempts:
                         request = build(translator, backend)
                     except (UnsupportedOperation, ApiError) as exc:
                         raise AttemptFailed(up.Failure(up.UNSUPPORTED, backend.key, str(exc))) from None
+                    except CredentialsUnavailable as exc:
+                        raise AttemptFailed(up.Failure(up.CREDENTIALS_UNAVAILABLE, backend.key, str(exc))) from None
                     slot = bounds.enter(backend.key) or await self._backpressure.wait_backend(
                         backend.key, deadline=deadline
                     )
@@ -183,6 +185,9 @@ def _final_error(model: str, plan: Plan, failures: list[up.Failure]) -> ApiError
         status = 429
     elif kinds == {up.UNSUPPORTED}:
         status = 400
+    elif kinds == {up.CREDENTIALS_UNAVAILABLE}:  # the gateway's own credentials, not the app's fault
+        message = f"no backend for model {model!r} has credentials to call its provider with: {summary}"
+        return ApiError(503, message, "api_error", up.CREDENTIALS_UNAVAILABLE)
     elif not failures or failures[-1].kind == up.TIMEOUT:
         status = 504
     else:

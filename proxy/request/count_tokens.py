@@ -2,8 +2,9 @@
 
 The body is an Anthropic Messages request without `max_tokens`; it goes the way a messages call
 goes (classify, plan, policy, masking), and the plan's backend counts it with its own endpoint:
-Anthropic's count_tokens, or Gemini's countTokens (same answer shape for the app). A backend
-with no counting endpoint (OpenAI, Azure OpenAI, OpenAI-compatible, Bedrock here) is a 400 naming
+Anthropic's count_tokens, Gemini's (and Vertex Gemini's) countTokens, or Bedrock's CountTokens
+(for the Converse or the InvokeModel call); the same answer shape for the app. A backend with no
+counting endpoint (OpenAI, Azure OpenAI, OpenAI-compatible, Claude on Vertex here) is a 400 naming
 it: a guess from another vendor's tokenizer would be a number apps budget with, and wrong.
 
 The count is of the request the gateway would send that backend (the internal form translated
@@ -60,7 +61,7 @@ def _counter(translator: Translator, provider: str) -> TokenCounter:
     if not isinstance(translator, TokenCounter):
         raise UnsupportedOperation(
             f"{translator.system} backend {provider!r} cannot count tokens; "
-            "only anthropic and gemini backends have a counting endpoint"
+            "only anthropic, gemini and bedrock backends have a counting endpoint"
         )
     return translator
 

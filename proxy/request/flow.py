@@ -117,6 +117,8 @@ class RequestPath:
                 enabled=checked is parsed.request
                 and not runtime.guardrails.pick(plan.route.name, plan.data_class, "response"),
             )
+            if (refused := passing.refusal(plan, runtime.translators)) is not None:
+                raise refused  # a Responses request only the provider can serve, and no backend would
             # What content capture records: masked when any backend of the plan masks it.
             captured = masking.for_capture(plan, checked) if telemetry.capture_content else checked
             telemetry.capture(span, runtime=runtime, request=captured)  # opt-in prompt text
@@ -177,7 +179,7 @@ class RequestPath:
                     lambda t, b: t.chat_request(masking.request_for(b.key, checked), model=b.model, stream=False),
                     stream=False,
                 ),
-                call=self._unary(plan, lambda t, body, m: t.chat_response(body)),
+                call=self._unary(plan, passing.parse(lambda t, body, m: t.chat_response(body))),
                 made=made,
                 gate=gate,
             )

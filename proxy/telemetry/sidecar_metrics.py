@@ -34,15 +34,22 @@ OK, ERROR, CLIENT_GONE = "ok", "error", "client_disconnected"
 
 
 class BackendInfo:
-    """A backend's metric attributes, and its prices in USD per token (None: no pricing given)."""
+    """A backend's metric attributes, and its prices in USD per token (None: no pricing given).
+    Prompt-cache reads and writes cost their own prices, or the input price when none is given."""
 
-    __slots__ = ("_client_spans", "cached_price", "input_price", "labels", "output_price")
+    __slots__ = ("_client_spans", "cache_write_price", "cached_price", "input_price", "labels", "output_price")
 
     def __init__(
-        self, labels: Labels, input_price: float | None, output_price: float | None, cached_price: float | None = None
+        self,
+        labels: Labels,
+        input_price: float | None,
+        output_price: float | None,
+        cached_price: float | None = None,
+        cache_write_price: float | None = None,
     ) -> None:
         self.labels, self.input_price, self.output_price = labels, input_price, output_price
         self.cached_price = input_price if cached_price is None else cached_price
+        self.cache_write_price = input_price if cache_write_price is None else cache_write_price
         self._client_spans: dict[tuple[str, int, bool], tuple[str, SharedAttributes]] = {}
 
     def client_span(self, operation: str, number: int, fallback: bool) -> tuple[str, SharedAttributes]:
@@ -61,16 +68,24 @@ class BackendInfo:
         return found
 
     def cost(
-        self, input_tokens: int | None, output_tokens: int | None, cached_tokens: int | None = None
+        self,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cached_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
     ) -> float | None:
         """USD for these tokens; None without pricing or usage (an unknown cost is not zero).
-        `cached_tokens`: the part of the input read from the prompt cache, at the cached price."""
+        Of the input, `cached_tokens` were read from the prompt cache (at the cached price) and
+        `cache_write_tokens` written to it (at the cache-write price)."""
         if self.input_price is None or (input_tokens is None and output_tokens is None):
             return None
-        cached = min(cached_tokens or 0, input_tokens or 0)
+        whole = input_tokens or 0
+        cached = min(cached_tokens or 0, whole)
+        written = min(cache_write_tokens or 0, whole - cached)
         return (
-            ((input_tokens or 0) - cached) * self.input_price
+            (whole - cached - written) * self.input_price
             + cached * (self.cached_price or 0.0)
+            + written * (self.cache_write_price or 0.0)
             + (output_tokens or 0) * (self.output_price or 0.0)
         )
 
@@ -114,6 +129,9 @@ def _catalog(runtime: Runtime) -> dict[str, BackendInfo]:
                     price.output_per_million / 1e6 if price else None,
                     price.cached_input_per_million / 1e6
                     if price and price.cached_input_per_million is not None
+                    else None,
+                    price.cache_write_per_million / 1e6
+                    if price and price.cache_write_per_million is not None
                     else None,
                 )
     return infos

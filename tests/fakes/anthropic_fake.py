@@ -112,12 +112,11 @@ async def answer(request: web.Request, body: Any, *, behaviour: Behaviour, strea
         return web.json_response({"input_tokens": reply.input_tokens})
     ident = "msg_01" + random_token(22)
     headers = {"request-id": "req_" + random_token(24)}
+    extras = extras_for(body, cache_write=behaviour.cache_write)
     if not stream:
-        return await send_json(
-            request, message(ident, body["model"], reply, extras_for(body)), behaviour, headers=headers
-        )
+        return await send_json(request, message(ident, body["model"], reply, extras), behaviour, headers=headers)
     error = sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
-    events = [sse(data, data["type"]) for data in stream_data(ident, body["model"], reply, extras_for(body))]
+    events = [sse(data, data["type"]) for data in stream_data(ident, body["model"], reply, extras)]
     return await stream_events(request, events, behaviour, error_event=error, headers=headers)
 
 
@@ -265,6 +264,7 @@ class Extras:
 
     thinking: bool = False  # `thinking: {type: enabled}`: a thinking block, with its signature, first
     cached: int = 0  # `cache_control` anywhere: this many prompt tokens read from the cache
+    written: int = 0  # or, the first time (a scripted `cache_write`), written to it
     document_title: str | None = None  # a document with `citations: {enabled: true}`: the text cites it
 
 
@@ -273,17 +273,18 @@ THINKING_SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
 CACHED_TOKENS = 1024  # (Anthropic caches prompts of at least 1024 tokens)
 
 
-def extras_for(body: Any) -> Extras:
+def extras_for(body: Any, *, cache_write: bool = False) -> Extras:
     if not isinstance(body, dict):
         return Extras()
     thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
     cached = CACHED_TOKENS if '"cache_control"' in json.dumps(body) else 0
+    written, cached = (cached, 0) if cache_write else (0, cached)
     title = None
     for m in body.get("messages") or []:
         for block in m.get("content") if isinstance(m.get("content"), list) else []:
             if block.get("type") == "document" and (block.get("citations") or {}).get("enabled"):
                 title = block.get("title") or "document"
-    return Extras(thinking=thinking, cached=cached, document_title=title)
+    return Extras(thinking=thinking, cached=cached, written=written, document_title=title)
 
 
 def _citation(extras: Extras, text: str) -> dict[str, Any]:
@@ -299,11 +300,10 @@ def _citation(extras: Extras, text: str) -> dict[str, Any]:
 
 def _usage(reply: Reply, output_tokens: int, extras: Extras | None = None) -> dict[str, Any]:
     # input_tokens counts what came after the last cache breakpoint only (the documented split).
-    cached = extras.cached if extras else 0
     return {
         "input_tokens": reply.input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": extras.written if extras else 0,
+        "cache_read_input_tokens": extras.cached if extras else 0,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
@@ -369,6 +369,8 @@ def stream_data(ident: str, model: str, reply: Reply, extras: Extras | None = No
     usage = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
     if extras and extras.cached:
         usage["cache_read_input_tokens"] = extras.cached
+    if extras and extras.written:
+        usage["cache_creation_input_tokens"] = extras.written
     yield {
         "type": "message_delta",
         "delta": {"stop_reason": STOP_REASONS[reply.finish], "stop_sequence": reply.stop_sequence},

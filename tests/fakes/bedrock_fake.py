@@ -8,6 +8,11 @@ POST /model/{modelId}/invoke            -> InvokeModel with Anthropic's Messages
                                            bedrock-2023-05-31, no model, no stream): an Anthropic message
 POST /model/{modelId}/invoke-with-response-stream -> `chunk` messages, each {"bytes": base64 of one
                                            Anthropic stream event}
+POST /model/{modelId}/count-tokens      -> CountTokens: `{"input": {"converse": {messages, system,
+                                           toolConfig, additionalModelRequestFields}}}` or
+                                           `{"input": {"invokeModel": {"body": <base64 InvokeModel body>}}}`
+                                           -> `{"inputTokens": N}` (what the call would report); Anthropic
+                                           models only, as on AWS (others: ValidationException)
 Auth: SigV4 (service `bedrock`), checked with botocore's own signer against the fake's secret, so
 a wrong key, a stale date or a bad signature is the 403 AWS would send; or a bearer token (a Bedrock
 API key) equal to the fake's whole key string. The fake's key is "<access key id>:<secret key>". Session
@@ -98,6 +103,7 @@ def create_app(api_key: str) -> web.Application:
     app.router.add_post("/model/{model_id:.+}/converse", _converse)
     app.router.add_post("/model/{model_id:.+}/invoke-with-response-stream", _invoke)
     app.router.add_post("/model/{model_id:.+}/invoke", _invoke)
+    app.router.add_post("/model/{model_id:.+}/count-tokens", _count_tokens)
     return app
 
 
@@ -225,6 +231,41 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
     return await stream_events(
         request, events, behaviour, error_event=error, headers={"Content-Type": "application/vnd.amazon.eventstream"}
     )
+
+
+CONVERSE_COUNTED = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
+
+
+async def _count_tokens(request: web.Request) -> web.Response:
+    body = await record(request)
+    state = request.app[STATE]
+    if (early := await before_reply(state.next_behaviour(), bedrock_error, stream=False)) is not None:
+        return early
+    model = request.match_info["model_id"]
+    try:
+        await check_auth(request, state.api_key)
+        if not model.startswith("anthropic."):
+            raise BedrockError(400, "The provided model doesn't support counting tokens.")
+        given = body.get("input") if isinstance(body, dict) and set(body) == {"input"} else None
+        if not isinstance(given, dict) or len(given) != 1 or not set(given) <= {"converse", "invokeModel"}:
+            raise BedrockError(400, "Malformed input request: input must hold exactly one of converse, invokeModel")
+        if "converse" in given:
+            converse = given["converse"]
+            if not isinstance(converse, dict) or set(converse) - CONVERSE_COUNTED:
+                raise BedrockError(400, "Malformed input request: input.converse has an unknown key")
+            counted = reply_to(conversation(converse)).input_tokens
+        else:
+            invoke = json.loads(base64.b64decode(given["invokeModel"]["body"], validate=True))
+            if invoke.get("anthropic_version") != "bedrock-2023-05-31" or "model" in invoke:
+                raise BedrockError(400, "Malformed input request: not an InvokeModel body for an Anthropic model")
+            counted = reply_to(anthropic_fake.conversation({**invoke, "model": model})).input_tokens
+    except BedrockError as exc:
+        return bedrock_error(exc.status, exc.message, exc.exception)
+    except anthropic_fake.ApiError as exc:
+        return bedrock_error(400, exc.message)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return bedrock_error(400, f"Malformed input request (fake could not read it: {exc!r})")
+    return web.json_response({"inputTokens": counted})
 
 
 def chunk_message(event: dict[str, Any]) -> bytes:

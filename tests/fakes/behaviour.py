@@ -44,6 +44,9 @@ class Behaviour(BaseModel):
     cut_after_chunks: int | None = None  # stream N events, then drop the connection
     error_after_chunks: int | None = None  # stream N events, then an in-stream error
     garbage: bool = False  # 200 with a body that is neither JSON nor SSE
+    # a prompt with cache breakpoints not cached yet: its cached part is written (Anthropic's
+    # cache_creation_input_tokens), not read
+    cache_write: bool = False
 
     @property
     def touches_body(self) -> bool:

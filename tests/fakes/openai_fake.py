@@ -1,9 +1,11 @@
 """Fake OpenAI (and Azure OpenAI) speaking the Chat Completions / Embeddings wire format.
 
 OpenAI:  POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models
+         POST /v1/responses (the Responses API: `openai_responses_fake`)
          (``Authorization: Bearer <key>``)
 Azure:   POST /openai/deployments/{deployment}/chat/completions?api-version=...
          POST /openai/deployments/{deployment}/embeddings?api-version=...
+         POST /openai/v1/responses (the v1 API: no api-version, the deployment in `model`)
          (``api-key: <key>``, or ``Authorization: Bearer <token>`` with a Microsoft Entra ID
          access token the fake Entra ID issued, refused once expired; the deployment is the model)
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import openai_responses_fake
 from .answers import Conversation, Reply, ToolMode, embedding, json_pieces, random_token, reply_to, word_pieces, words
 from .behaviour import (
     STATE,
@@ -77,6 +80,9 @@ def create_app(api_key: str) -> web.Application:
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", _guarded(_chat, azure=True))
     app.router.add_post("/openai/deployments/{deployment}/embeddings", _guarded(_embeddings, azure=True))
+    app[openai_responses_fake.STORED] = {}
+    app.router.add_post("/v1/responses", _guarded(_responses, azure=False))
+    app.router.add_post("/openai/v1/responses", _guarded(_responses, azure=True, v1=True))
     return app
 
 
@@ -110,8 +116,9 @@ def azure_error(status: int, message: str | None) -> web.Response:
     return openai_error(status, message)
 
 
-def _guarded(handler: Callable[[Call], Awaitable[web.StreamResponse]], *, azure: bool) -> Handler:
-    """Record, apply the script, check credentials and errors, then call ``handler``."""
+def _guarded(handler: Callable[[Call], Awaitable[web.StreamResponse]], *, azure: bool, v1: bool = False) -> Handler:
+    """Record, apply the script, check credentials and errors, then call ``handler``. `v1`: Azure's
+    v1 API (no api-version; the deployment in the body's `model`)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         body = await record(request)
@@ -122,7 +129,7 @@ def _guarded(handler: Callable[[Call], Awaitable[web.StreamResponse]], *, azure:
             return early
         key = request.app[STATE].api_key
         if azure:
-            if "api-version" not in request.query:
+            if "api-version" not in request.query and not v1:
                 return azure_error(404, None)  # what Azure really answers, not a 400
             bearer = request.headers.get("authorization", "")
             if bearer.startswith("Bearer ") and "api-key" not in request.headers:
@@ -134,7 +141,7 @@ def _guarded(handler: Callable[[Call], Awaitable[web.StreamResponse]], *, azure:
                     )
             elif request.headers.get("api-key") != key:
                 return azure_error(401, None)
-            model = request.match_info["deployment"]
+            model = body.get("model") if v1 and isinstance(body, dict) else request.match_info.get("deployment")
         else:
             auth = request.headers.get("Authorization", "")
             if not auth:
@@ -193,6 +200,13 @@ async def _chat(call: Call) -> web.StreamResponse:
         }
     )
     return await stream_events(call.request, [*events, *done], call.behaviour, error_event=error, headers=headers)
+
+
+async def _responses(call: Call) -> web.StreamResponse:
+    try:
+        return await openai_responses_fake.answer(call.request, call.body, call.model, call.behaviour)
+    except openai_responses_fake.ResponsesError as exc:
+        raise ApiError(exc.message, exc.param, exc.code) from None
 
 
 def conversation(body: dict[str, Any]) -> Conversation:

@@ -151,18 +151,23 @@ def test_tokens_are_refreshed_before_expiry_under_load_with_no_failed_request(
     assert len(entra[1].calls) - fetches_before >= 4
 
 
-def test_a_refused_client_secret_is_azures_401_then_the_fallback(
+def test_a_refused_client_secret_is_a_clear_503_then_the_fallback(
     entra_sidecar: SidecarProcess, fake_openai: FakeProviderProcess
 ) -> None:
     client = _client(entra_sidecar)
-    # Entra refused the secret, so no token: Azure refuses the call, the provider's fault (502) to the app
-    with pytest.raises(openai.InternalServerError) as refused:
+    # Entra refused the secret, so no token: nothing is sent to Azure, and the app is told why (the
+    # gateway's credentials, not its request)
+    with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(model="wrong", messages=[{"role": "user", "content": "hi"}])
-    assert "wrong/gpt-4o: backend_rejected 401: Access denied" in str(refused.value)
+    assert refused.value.status_code == 503
+    error = refused.value.body
+    assert isinstance(error, dict) and error["code"] == "credentials_unavailable"
+    assert "provider 'wrong': no credentials yet from the Microsoft Entra ID" in error["message"]
+    assert "Invalid client secret provided" in error["message"] and SECRET not in error["message"]
+    assert fake_openai.requests() == []
     answer = client.chat.completions.create(model="fallback", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content
-    paths = [r["path"] for r in fake_openai.requests()]
-    assert paths[-2:] == ["/openai/deployments/gpt-4o/chat/completions", "/v1/chat/completions"]
+    assert [r["path"] for r in fake_openai.requests()] == ["/v1/chat/completions"]
 
 
 def test_no_secret_or_token_in_logs_or_config(

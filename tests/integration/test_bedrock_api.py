@@ -317,3 +317,18 @@ def test_throttling_on_invoke_model_falls_back(
     fake_bedrock.script([{"status": 429}])
     answer = oai.chat.completions.create(model="claude-invoke", messages=[{"role": "user", "content": "hello"}])
     assert answer.model == "gpt-4o" and len(fake_openai.requests()) == 1
+
+
+@pytest.mark.parametrize(("route", "sent_as"), [("nova", "converse"), ("claude-invoke", "invokeModel")])
+def test_count_tokens_is_answered_by_bedrocks_count_tokens(
+    claude: anthropic.Anthropic, fake_bedrock: FakeProviderProcess, route: str, sent_as: str
+) -> None:
+    tool: Any = {"name": "lookup", "input_schema": TOOL["function"]["parameters"]}  # type: ignore[index]
+    asked: Any = {"system": "be brief", "messages": [{"role": "user", "content": "hello there"}], "tools": [tool]}
+    counted = claude.messages.count_tokens(model=route, **asked)
+    made = claude.messages.create(model=route, max_tokens=100, **asked)
+    assert counted.input_tokens == made.usage.input_tokens == 4  # what the call itself is billed for
+    seen = fake_bedrock.requests()[0]
+    assert seen["path"] == f"/model/{MODEL}/count-tokens"
+    assert list(seen["json"]["input"]) == [sent_as]
+    assert seen["headers"]["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={KEY_ID}/")  # signed

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.fakes.process import FakeProviderProcess
@@ -101,3 +102,40 @@ def test_keys_are_refreshed_before_expiry_under_load_with_no_failed_request(
     assert len(sts.state.calls) - exchanges_before >= 2
     logs = irsa_sidecar.logs()
     assert TOKEN not in logs and SECRET not in logs and "FakeSessionToken" not in logs
+
+
+def test_a_refused_web_identity_is_a_clear_503_and_nothing_is_sent(
+    sts: StsThread, fake_bedrock: FakeProviderProcess, tmp_path: Path
+) -> None:
+    wrong = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzb21lb25lLWVsc2UifQ.d3Jvbmc"
+    token_file = tmp_path / "token"
+    token_file.write_text(wrong)
+    provider = {
+        "name": "bedrock",
+        "type": "bedrock",
+        "baseUrl": fake_bedrock.base_url,
+        "bedrock": {"region": "eu-central-1"},
+    }
+    route = {"name": "nova", "model": "nova", "rules": [{"backends": [{"provider": "bedrock", "model": MODEL}]}]}
+    env = {
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
+        "AWS_ROLE_ARN": ROLE,
+        "AWS_REGION": "eu-central-1",
+        "AWS_ENDPOINT_URL_STS": sts.base_url + "/",
+    }
+    calls_before = len(sts.state.calls)
+    with SidecarProcess({"providers": [provider], "routes": [route]}, env=env) as sidecar:
+        deadline = time.monotonic() + 10
+        while len(sts.state.calls) == calls_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        client = sidecar.openai_client()
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="nova", messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 503  # the gateway's credentials, not the app's request
+    error = refused.value.body
+    assert isinstance(error, dict) and error["code"] == "credentials_unavailable"
+    assert "provider 'bedrock': no credentials yet from the AWS web identity" in error["message"]
+    assert "STS refused AssumeRoleWithWebIdentity (400 InvalidIdentityToken)" in error["message"]
+    assert wrong not in error["message"]
+    assert fake_bedrock.requests() == []  # nothing went out unsigned

@@ -141,3 +141,24 @@ def test_invoke_model_with_anthropics_body(fake_bedrock: FakeProviderProcess) ->
     with pytest.raises(ClientError) as caught:
         aws.invoke_model(modelId=MODEL, body=json.dumps({**body, "model": "claude"}))
     assert "extraneous key [model]" in caught.value.response["Error"]["Message"]
+
+
+def test_count_tokens_for_converse_and_invoke_model_bodies(fake_bedrock: FakeProviderProcess) -> None:
+    aws = client(fake_bedrock)
+    converse = {"system": [{"text": "be brief"}], "messages": [{"role": "user", "content": [{"text": "hello there"}]}]}
+    counted = aws.count_tokens(modelId=MODEL, input={"converse": converse})
+    assert counted["inputTokens"] == aws.converse(modelId=MODEL, **converse)["usage"]["inputTokens"] == 4
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 100,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    counted = aws.count_tokens(modelId=MODEL, input={"invokeModel": {"body": json.dumps(body).encode()}})
+    answer = json.loads(aws.invoke_model(modelId=MODEL, body=json.dumps(body))["body"].read())
+    assert counted["inputTokens"] == answer["usage"]["input_tokens"] == 4
+    sent = fake_bedrock.requests()[0]
+    assert sent["path"] == f"/model/{MODEL}/count-tokens" and set(sent["json"]["input"]) == {"converse"}
+    with pytest.raises(ClientError) as caught:  # as on AWS: Anthropic models only
+        aws.count_tokens(modelId="amazon.nova-lite-v1:0", input={"converse": converse})
+    assert caught.value.response["Error"]["Code"] == "ValidationException"

@@ -24,7 +24,7 @@ CLAUDE = "claude-sonnet-4-5"
 BEDROCK_CLAUDE = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 ONE_TRY = {"attempts": 1}
 AWS_KEY_ID, _, AWS_SECRET = DEFAULT_KEYS["bedrock"].partition(":")
-PRICE_IN, PRICE_OUT, PRICE_CACHED = 3.0, 15.0, 0.3  # USD per million tokens
+PRICE_IN, PRICE_OUT, PRICE_CACHED, PRICE_CACHE_WRITE = 3.0, 15.0, 0.3, 3.75  # USD per million tokens
 
 TOOL = {
     "name": "lookup",
@@ -86,6 +86,7 @@ def passing(
                         "inputPerMillion": PRICE_IN,
                         "outputPerMillion": PRICE_OUT,
                         "cachedInputPerMillion": PRICE_CACHED,
+                        "cacheWritePerMillion": PRICE_CACHE_WRITE,
                     }
                 },
             },
@@ -275,6 +276,23 @@ def test_cached_input_tokens_are_priced_at_the_cached_price(
     assert _metric(passing, "modelway_cost_usd_total") - before == pytest.approx(expected)
     cached = _metric(passing, "gen_ai_client_token_usage_sum", gen_ai_token_type="cache_read")
     assert cached >= CACHED_TOKENS
+
+
+def test_cache_writes_are_priced_at_the_cache_write_price(
+    claude: anthropic.Anthropic, passing: SidecarProcess, fake_anthropic: FakeProviderProcess
+) -> None:
+    for stream in (False, True):
+        fake_anthropic.script([{"cache_write": True}])  # the prompt's first time: written to the cache
+        before = _metric(passing, "modelway_cost_usd_total")
+        if stream:
+            with claude.messages.stream(model="claude", max_tokens=2048, **FEATURES) as events:
+                usage = events.get_final_message().usage
+        else:
+            usage = claude.messages.create(model="claude", max_tokens=2048, **FEATURES).usage
+        assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (CACHED_TOKENS, 0)
+        written = CACHED_TOKENS * PRICE_CACHE_WRITE
+        expected = (usage.input_tokens * PRICE_IN + written + usage.output_tokens * PRICE_OUT) / 1e6
+        assert _metric(passing, "modelway_cost_usd_total") - before == pytest.approx(expected)
 
 
 def _metric(sidecar: SidecarProcess, name: str, **labels: str) -> float:

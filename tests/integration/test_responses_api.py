@@ -1,5 +1,6 @@
 """Apps on the official OpenAI SDK's Responses API (`client.responses`), pointed at the sidecar:
-translated to every backend's wire format (OpenAI, Azure OpenAI, Anthropic, Gemini)."""
+translated to every backend's wire format (Anthropic, Gemini), passed through to OpenAI and Azure
+OpenAI (`test_responses_passthrough`): the same answers either way."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def test_malformed_requests_are_400s_naming_the_field(oai, body, param):
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
     ],
 )
-@pytest.mark.parametrize("route", ["claude", "gpt"])
+@pytest.mark.parametrize("route", ["claude", "gemini"])
 def test_what_needs_provider_state_is_a_400_naming_the_field(oai, extra, param, route):
     with pytest.raises(openai.BadRequestError) as caught:
         oai.responses.create(model=route, **{"input": "hi", **extra})

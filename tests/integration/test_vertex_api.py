@@ -18,10 +18,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes.anthropic_fake import CACHED_TOKENS, THINKING_SIGNATURE, THINKING_TEXT
 from tests.fakes.google_fake import GoogleState, check_access_token, create_app
 from tests.fakes.process import FakeProviderProcess
 from tests.fakes.threaded import AppThread
 from tests.integration.sidecar import SidecarProcess
+from tests.integration.test_passthrough import FEATURES, FUTURE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,6 +32,7 @@ PROJECT, REGION = "my-project", "europe-west4"
 LIFETIME = 3.0  # seconds: refreshed at half of it (real tokens live an hour, refreshed 5 minutes early)
 CLAUDE = "claude-sonnet-4-5@20250929"
 GEMINI = "gemini-2.5-flash"
+BETA = "interleaved-thinking-2025-05-14"
 
 
 def _route(model: str, provider: str, upstream: str) -> dict[str, Any]:
@@ -208,20 +211,26 @@ def test_tokens_are_refreshed_before_expiry_under_load_with_no_failed_request(
     assert len(google[1].calls) - fetches_before >= 4  # fmt: skip
 
 
-def test_a_refused_key_is_vertexs_401_then_the_fallback(
+def test_a_refused_key_is_a_clear_503_then_the_fallback(
     vertex_sidecar: tuple[SidecarProcess, list[str]], fake_vertex: FakeProviderProcess
 ) -> None:
     client = _openai(vertex_sidecar[0])
-    with pytest.raises(openai.InternalServerError) as refused:
+    # Google refused the key's assertion, so no token: nothing is sent to Vertex, and the app is told why
+    with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(model="refused", messages=[{"role": "user", "content": "hi"}])
-    assert "backend_rejected 401: Request had invalid authentication credentials" in str(refused.value)
+    assert refused.value.status_code == 503
+    message = str(refused.value)
+    assert "provider 'refused': no credentials yet from the Google service account" in message
+    assert "Invalid JWT Signature" in message
+    with pytest.raises(anthropic.APIStatusError) as also:  # in the Anthropic API's error shape
+        _anthropic(vertex_sidecar[0]).messages.create(
+            model="refused", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert also.value.status_code == 503 and "provider 'refused'" in also.value.message
+    assert fake_vertex.requests() == []
     answer = client.chat.completions.create(model="fallback", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content
-    assert [r["path"].rsplit(":", 1)[1] for r in fake_vertex.requests()] == [
-        "generateContent",
-        "generateContent",
-        "rawPredict",
-    ]
+    assert [r["path"].rsplit(":", 1)[1] for r in fake_vertex.requests()] == ["rawPredict"]
 
 
 def test_no_key_or_token_in_logs_or_config(
@@ -254,3 +263,37 @@ def test_count_tokens_is_answered_by_vertex_gemini_and_refused_clearly_for_claud
     with pytest.raises(anthropic.APIStatusError) as refused:
         client.messages.count_tokens(model="claude", messages=[{"role": "user", "content": "hi"}])
     assert refused.value.status_code < 500 and "counting tokens is not served yet" in str(refused.value)
+
+
+def test_claude_on_vertex_gets_the_apps_body_with_thinking_and_cache_control(
+    vertex_sidecar: tuple[SidecarProcess, list[str]], fake_vertex: FakeProviderProcess
+) -> None:
+    client = _anthropic(vertex_sidecar[0])
+    message = client.messages.create(
+        model="claude", max_tokens=2048, extra_body=FUTURE, extra_headers={"anthropic-beta": BETA}, **FEATURES
+    )
+    [received] = fake_vertex.requests()
+    assert received["path"].endswith(f"/publishers/anthropic/models/{CLAUDE}:rawPredict")
+    # every field as the app sent it, but the model (in the URL) and Vertex's own version
+    assert received["json"] == {"max_tokens": 2048, **FEATURES, **FUTURE, "anthropic_version": "vertex-2023-10-16"}
+    assert received["headers"]["anthropic-beta"] == BETA
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[0].signature == THINKING_SIGNATURE
+    assert message.usage.cache_read_input_tokens == CACHED_TOKENS
+
+    with client.messages.stream(model="claude", max_tokens=2048, **FEATURES) as stream:
+        kinds = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        final = stream.get_final_message()
+    streamed = fake_vertex.requests()[-1]
+    assert streamed["path"].endswith(":streamRawPredict")
+    assert streamed["json"] == {
+        "max_tokens": 2048,
+        **FEATURES,
+        "stream": True,
+        "anthropic_version": "vertex-2023-10-16",
+    }
+    assert {"thinking_delta", "signature_delta", "citations_delta", "text_delta"} <= set(kinds)
+    assert [block.type for block in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == THINKING_TEXT  # type: ignore[union-attr]
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "STOP")
+    assert final.usage.cache_read_input_tokens == CACHED_TOKENS

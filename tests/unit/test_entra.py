@@ -19,6 +19,7 @@ from proxy.auth.oauth import parse_token_answer
 from proxy.auth.refreshed import AccessToken, CredentialsError
 from proxy.auth.token_sources import TokenSources
 from proxy.providers.azure_openai import AzureOpenAITranslator
+from proxy.providers.base import CredentialsUnavailable
 from proxy.providers.registry import build_translator
 from proxy.snapshot import EntraSettings, Provider, Snapshot, to_wire
 from tests.fakes.entra_fake import EntraState, create_app
@@ -187,12 +188,20 @@ class FixedToken:
     def token(self) -> str | None:
         return self.value
 
+    def missing(self) -> str:
+        return "no Microsoft Entra ID credentials yet (first fetch under way)"
+
 
 def test_the_translator_sends_the_sources_current_token_as_a_bearer() -> None:
     source = FixedToken(None)
-    translator = AzureOpenAITranslator(azure_provider(tenant_id=TENANT, client_id=CLIENT), token_source=source)
-    first = translator.chat_request({"messages": []}, model="gpt-4o", stream=False)
-    assert "authorization" not in first.headers and "api-key" not in first.headers
+    provider = azure_provider(tenant_id=TENANT, client_id=CLIENT)
+    translator = AzureOpenAITranslator(provider, token_source=source)
+    with pytest.raises(CredentialsUnavailable) as nothing:  # nothing goes out without the token
+        translator.chat_request({"messages": []}, model="gpt-4o", stream=False)
+    assert (
+        str(nothing.value)
+        == f"provider {provider.name!r}: no Microsoft Entra ID credentials yet (first fetch under way)"
+    )
     source.value = "eyJnew.token.sig"
     second = translator.chat_request({"messages": []}, model="gpt-4o", stream=True)
     assert second.headers["authorization"] == "Bearer eyJnew.token.sig"
@@ -226,5 +235,9 @@ async def test_sources_are_shared_across_snapshots_and_stopped_when_no_longer_us
         await sources.close()
 
 
-def test_workload_identity_without_the_pods_environment_has_no_source() -> None:
-    assert TokenSources(azure=AzureEnvironment()).for_provider(azure_provider()) is None
+def test_workload_identity_without_the_pods_environment_is_a_clear_error_on_each_request() -> None:
+    provider = azure_provider()
+    source = TokenSources(azure=AzureEnvironment()).for_provider(provider)
+    translator = AzureOpenAITranslator(provider, token_source=source)
+    with pytest.raises(CredentialsUnavailable, match="AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID"):
+        translator.chat_request({"messages": []}, model="gpt-4o", stream=False)

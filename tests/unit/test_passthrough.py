@@ -161,3 +161,11 @@ def test_cached_input_costs_the_cached_price() -> None:
     assert info.cost(1029, 7, 1024) == pytest.approx((5 * 3 + 1024 * 0.3 + 7 * 15) / 1e6)
     unpriced = BackendInfo((), 3 / 1e6, 15 / 1e6)  # no cached price: cached tokens cost the input price
     assert unpriced.cost(1029, 7, 1024) == pytest.approx((1029 * 3 + 7 * 15) / 1e6)
+    assert unpriced.cost(1029, 7, None, 1024) == pytest.approx((1029 * 3 + 7 * 15) / 1e6)
+
+
+def test_cache_writes_cost_the_cache_write_price() -> None:
+    info = BackendInfo((), 3 / 1e6, 15 / 1e6, 0.3 / 1e6, 3.75 / 1e6)
+    # 2048 written, 1024 read, 5 after the last breakpoint: each part at its own price
+    assert info.cost(3077, 7, 1024, 2048) == pytest.approx((5 * 3 + 1024 * 0.3 + 2048 * 3.75 + 7 * 15) / 1e6)
+    assert info.cost(100, 0, 0, 500) == pytest.approx(100 * 3.75 / 1e6)  # a bad count never makes it negative

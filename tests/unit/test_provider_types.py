@@ -95,6 +95,9 @@ def test_a_translator_serves_exactly_the_operations_the_table_says(provider_type
         {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, model="m", stream=False
     )
     assert kind.auth_header in {name.lower() for name in upstream.headers}
+    if serves(provider_type, "responses"):  # a Responses request goes to the provider as sent
+        sent = translator.responses_request({"model": "app", "input": "hi"}, model="m", stream=False)  # type: ignore[attr-defined]
+        assert sent.url.endswith("/responses") and kind.auth_header in {name.lower() for name in sent.headers}
 
 
 def test_unknown_types_serve_nothing() -> None:

@@ -120,10 +120,40 @@ def test_tools_choice_and_text_format_take_their_chat_shapes():
         ),
     ],
 )
-def test_what_needs_the_provider_to_keep_or_run_things_is_refused_by_name(body, param):
-    error = refused(body)
+def test_what_needs_the_provider_to_keep_or_run_things_is_kept_as_a_400_by_name(body, param):
+    # Parsed (a backend serving the Responses API takes the body as sent); the 400 for the others
+    frontend = ResponsesFrontend()
+    parsed = frontend.parse_chat(body)
+    error = frontend.provider_only
+    assert error is not None and error.status == 400
     assert (error.param, error.code) == (param, "unsupported_parameter")
     assert param in error.message
+    assert parsed.original is body and parsed.request["messages"]  # classified and estimated as any request
+
+
+def test_a_request_needing_the_provider_keeps_its_translatable_part_for_classification():
+    frontend = ResponsesFrontend()
+    body = {
+        "model": "m",
+        "previous_response_id": "resp_1",
+        "tools": [{"type": "web_search"}, TOOL],
+        "input": [
+            {"type": "item_reference", "id": "msg_1"},
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}, {"type": "input_file", "file_id": "f"}]},
+        ],
+    }
+    parsed = frontend.parse_chat(body)
+    assert frontend.provider_only is not None and frontend.provider_only.param == "previous_response_id"
+    assert parsed.request["messages"][0]["content"][0] == {"type": "text", "text": "hi"}
+    assert len(parsed.request["messages"]) == 1  # the item reference left out
+    assert [t["function"]["name"] for t in parsed.request["tools"]] == ["get"]
+    assert body["tools"][0] == {"type": "web_search"}  # the app's body untouched
+
+
+def test_a_translatable_request_needs_no_provider():
+    frontend = ResponsesFrontend()
+    parsed = frontend.parse_chat({"model": "m", "input": "x", "store": False})
+    assert frontend.provider_only is None and parsed.original == {"model": "m", "input": "x", "store": False}
 
 
 @pytest.mark.parametrize(

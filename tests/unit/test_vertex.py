@@ -26,6 +26,7 @@ from proxy.auth.google import (
 )
 from proxy.auth.refreshed import CredentialsError
 from proxy.auth.token_sources import TokenSources
+from proxy.providers.base import CredentialsUnavailable
 from proxy.providers.registry import build_translator
 from proxy.providers.vertex import VertexAnthropicTranslator, VertexGeminiTranslator
 from proxy.runtime import Runtime
@@ -69,6 +70,9 @@ class Fixed:
 
     def token(self) -> str | None:
         return self.value
+
+    def missing(self) -> str:
+        return "no GKE metadata server credentials yet (last fetch failed: metadata server answered 404)"
 
 
 # --- the assertion -------------------------------------------------------------------------
@@ -166,12 +170,9 @@ def test_gemini_urls_bodies_and_bearer() -> None:
     )
     assert streamed.url.endswith("/gemini-2.5-flash:streamGenerateContent?alt=sse") and streamed.stream
     source.value = None
-    assert (
-        "authorization"
-        not in translator.chat_request(
-            {"messages": [{"role": "user", "content": "x"}]}, model="m", stream=False
-        ).headers
-    )
+    with pytest.raises(CredentialsUnavailable) as nothing:  # nothing goes out without the token
+        translator.chat_request({"messages": [{"role": "user", "content": "x"}]}, model="m", stream=False)
+    assert str(nothing.value) == f"provider 'ns.vertex': {source.missing()}"
 
 
 def test_anthropic_on_vertex_puts_the_model_in_the_url_and_the_vertex_version_in_the_body() -> None:

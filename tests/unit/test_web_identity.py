@@ -102,6 +102,13 @@ def test_when_to_refresh() -> None:
     assert credentials.expires_at == 4600.0
     identity._current, identity._fetched_at = credentials, now[0]  # an hour's keys, fetched at 1000
     assert identity.seconds_until_refresh() == 3600 - 600  # ten minutes before they expire
+    assert identity.credentials() is credentials
+    now[0] = 4600.0  # expired, never renewed: nothing to sign with, and the error says why
+    assert identity.credentials() is None
+    assert (
+        identity.missing()
+        == "the credentials from the AWS web identity expired and were not renewed (renewal under way)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -134,6 +141,11 @@ async def test_a_refused_exchange_is_logged_without_the_token(tmp_path: Path, ca
         task.cancel()
     assert identity.credentials() is None
     assert "InvalidIdentityToken" in caplog.text and TOKEN not in caplog.text
+    assert identity.missing().startswith(
+        "no credentials yet from the AWS web identity (last fetch failed: "
+        "STS refused AssumeRoleWithWebIdentity (400 InvalidIdentityToken)"
+    )
+    assert TOKEN not in identity.missing()
 
 
 # --- EKS Pod Identity: the same holder, fetched from the node's agent ---------------------------
