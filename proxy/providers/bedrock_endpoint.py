@@ -129,3 +129,27 @@ class BedrockEndpoint:
             )
             headers.update(signature.headers)
         return UpstreamRequest(url=url, headers=headers, body=body, stream=stream)
+
+
+class BedrockTranslatorBase:
+    """What the Converse and the InvokeModel (Anthropic) translators share: the endpoint, the span
+    and metric labels, and AWS's error bodies."""
+
+    system = "aws.bedrock"
+    native_openai = False
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        pod_identity: AwsCredentialSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`pod_identity`: the sidecar's own AWS credentials (web identity), for a provider whose Secret
+        holds neither AWS keys nor a Bedrock API key; without it such a provider's requests go unsigned."""
+        self.provider = provider
+        self._endpoint = BedrockEndpoint(provider, pod_identity=pod_identity, clock=clock)
+        self.server_address, self.server_port = self._endpoint.server_address, self._endpoint.server_port
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return bedrock_error_message(body)
