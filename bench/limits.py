@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
-from bench.sidecar import cpu_model
+from bench.sidecar_setup import cpu_model
 from proxy.limits.binding import LimitTable
 from proxy.limits.memory import InProcessLimiter
 from proxy.limits.model import Counter, Demand, Usage
