@@ -45,6 +45,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy.limits.model import CounterState
 from proxy.providers.base import Usage
 from proxy.runtime import Runtime
+from proxy.telemetry.lean_span import SharedAttributes
 from proxy.telemetry.sidecar_metrics import (
     CLIENT_GONE,
     ERROR,
@@ -54,7 +55,6 @@ from proxy.telemetry.sidecar_metrics import (
     NoMetrics,
     SidecarMetrics,
 )
-from proxy.telemetry.tracing import SharedAttributes
 
 if TYPE_CHECKING:
     from proxy.request.outcome import Outcome

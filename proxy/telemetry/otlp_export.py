@@ -174,7 +174,7 @@ class OTLPHttpSpanExporter:
     # -- SpanExporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.telemetry.tracing.LeanSpan``s)."""
+        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.telemetry.lean_span.LeanSpan``s)."""
         if self._shutdown.is_set():
             self.dropped_spans += len(spans)
             return SpanExportResult.FAILURE

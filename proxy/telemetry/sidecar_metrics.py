@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.telemetry.lean_span import SharedAttributes
 from proxy.telemetry.metrics import COUNTER, GAUGE, Labels, Registry, finite, observe
-from proxy.telemetry.tracing import SharedAttributes
 
 # semconv v1.37.0 advisory bucket boundaries
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
