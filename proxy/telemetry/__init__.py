@@ -1,7 +1,7 @@
 """Traces and metrics of the sidecar, behind one facade.
 
 The request path imports only this package: `Telemetry` (built once in
-`__main__` by `build_telemetry`) and `set_error`. What sits behind it: a lean
+`__main__` by `build_telemetry`, from `configure`) and `set_error`. What sits behind it: a lean
 span recorder (`tracing`, `sampling`, `span_queue`) that the OpenTelemetry API
 drives, its OTLP/HTTP protobuf encoder and exporter (`otlp_encode`,
 `otlp_export`), the in-process metrics registry and its Prometheus and OTLP
@@ -9,6 +9,7 @@ forms (`metrics`, `sidecar_metrics`, `otlp_metrics`), and the opt-in capture
 of prompt and completion text (`content`).
 """
 
-from proxy.telemetry.facade import Telemetry, build_telemetry, set_error
+from proxy.telemetry.configure import build_telemetry
+from proxy.telemetry.facade import Telemetry, set_error
 
 __all__ = ["Telemetry", "build_telemetry", "set_error"]

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.telemetry.facade import Telemetry, build_tracer_provider, set_error
+from proxy.telemetry.configure import build_tracer_provider
+from proxy.telemetry.facade import Telemetry, set_error
 from proxy.telemetry.lean_span import LeanSpan, SharedAttributes
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
