@@ -44,8 +44,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy.limits.model import CounterState
 from proxy.providers.base import Usage
 from proxy.runtime import Runtime
+from proxy.telemetry.backends import BackendCatalog, BackendInfo
 from proxy.telemetry.lean_span import SharedAttributes
-from proxy.telemetry.sidecar_metrics import CLIENT_GONE, ERROR, OK, BackendCatalog, BackendInfo, NoMetrics
+from proxy.telemetry.sidecar_metrics import CLIENT_GONE, ERROR, OK, NoMetrics
 
 if TYPE_CHECKING:
     from proxy.request.outcome import Outcome
