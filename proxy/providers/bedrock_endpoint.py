@@ -11,6 +11,10 @@ and the exception messages a response stream may carry.
 - Errors: `{"message": ...}` (or `Message`), the exception's name in `x-amzn-errortype`, with the
   status AWS documents for it; in a stream, `:message-type: exception` messages named by
   `:exception-type`, classed by the status AWS gives the same exception (`BedrockStreamException`).
+
+`BedrockTranslatorBase` holds what the two Bedrock translators (Converse, `proxy.providers.bedrock`;
+InvokeModel with Anthropic's body, `proxy.providers.bedrock_anthropic`) share: this endpoint, their
+span and metric labels, and reading AWS's error answers.
 """
 
 from __future__ import annotations
