@@ -86,7 +86,7 @@ def telemetry_on(base_env: dict[str, str], sink_port: int) -> dict[str, str]:
 
 def wrk_scripts(tmpdir: Path) -> dict[bool, Path]:
     """The wrk scripts posting a plain (False) and a streamed (True) chat request."""
-    from bench.sidecar import chat_body
+    from bench.sidecar_setup import chat_body
 
     return {stream: lua_script(tmpdir / f"{stream}.lua", chat_body(stream).decode()) for stream in (False, True)}
 
@@ -117,7 +117,7 @@ def warm_up(
     variants: Sequence[Variant], scripts: dict[bool, Path], *, seconds: float, connections: int, load_core: int | None
 ) -> None:
     """Each sidecar listening and sane (a plain and a streamed answer), then warmed with both."""
-    from bench.sidecar import sanity_check
+    from bench.sidecar_setup import sanity_check
 
     for variant in variants:
         wait_listening(variant.running, variant.port)
@@ -214,7 +214,7 @@ def start_fakes(
 ) -> tuple[Path, int]:
     """The fake provider and the OTLP sink on `core` (appended to `procs`); the snapshot routing to that
     provider, written in `tmpdir`, and the sink's port."""
-    from bench.sidecar import snapshot_for
+    from bench.sidecar_setup import snapshot_for
 
     upstream_port, sink_port = start_upstream_and_sink(procs, python=python, core=core, logs=logs, env=env)
     snapshot = tmpdir / "snapshot.json"
@@ -286,7 +286,7 @@ def ab_main(
 ) -> int:
     """The command line of an A/B bench on the shared options (and those `add_arguments` adds): `run` called with
     the duration, warm-up, rounds and cores (and what `run_options` makes of the arguments); 1 if it broke."""
-    from bench.sidecar import choose_cores
+    from bench.sidecar_setup import choose_cores
 
     parser = parser_for(prog, doc)
     if add_arguments is not None:

@@ -13,12 +13,12 @@ the sidecar's own work: parsing, routing, translation, tracing.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 import aiohttp
 import uvloop
 from aiohttp import web
+
+from bench.serving import serve_until_stopped
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 TARGET = web.AppKey("target", str)
@@ -63,20 +63,13 @@ def build_app(*, upstream: str, api_key: str) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    runner = web.AppRunner(
-        build_app(upstream=args.upstream, api_key=args.api_key), access_log=None, handler_cancellation=True
+    await serve_until_stopped(
+        build_app(upstream=args.upstream, api_key=args.api_key),
+        host=args.host,
+        port=args.port,
+        banner=f"bench baseline listening on http://{args.host}:{args.port} -> {args.upstream}",
+        handler_cancellation=True,
     )
-    await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
-    print(f"bench baseline listening on http://{args.host}:{args.port} -> {args.upstream}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from bench.harness import ROOT, free_port, start, wait_listening
-from bench.sidecar import UPSTREAM_MODEL, choose_cores
+from bench.sidecar_setup import UPSTREAM_MODEL, choose_cores
 from proxy.http_client import HttpClient
 
 HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench"}

@@ -30,12 +30,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
-from bench.sidecar import cpu_model
+from bench.sidecar_setup import cpu_model
 from proxy.limits.binding import LimitTable
 from proxy.limits.memory import InProcessLimiter
 from proxy.limits.model import Counter, Demand, Usage
-from proxy.limits.redis_store import RedisLimiter, _redis_py, _RedisPy, connect
+from proxy.limits.redis_store import RedisLimiter, _RedisPy, connect
 from proxy.snapshot import parse_snapshot
+from shared.redis_client import redis_py_client
 from tests.harness.tools import find_tool
 
 
@@ -119,7 +120,7 @@ async def main(calls: int) -> None:
         # The sidecar's lean client, and redis-py (what Sentinel and Cluster URLs use) for comparison.
         for kind, client in (
             ("", connect(url, timeout=1.0)),
-            (" (redis-py)", _RedisPy(_redis_py(url, timeout=1.0, cluster=False))),
+            (" (redis-py)", _RedisPy(redis_py_client(url, timeout=1.0))),
         ):
             for _ in range(100):
                 try:

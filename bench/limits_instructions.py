@@ -34,7 +34,7 @@ LOGS = ROOT / "bench" / "results" / "logs" / "limits_instructions"
 
 
 def _snapshots(upstream_port: int, redis_url: str) -> dict[str, dict[str, Any]]:
-    from bench.sidecar import snapshot_for
+    from bench.sidecar_setup import snapshot_for
 
     none = snapshot_for(upstream_port)
     in_process = {**none, "policy": {"limits": [LIMIT]}}
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: valgrind is not installed; install it with:  apt-get install -y valgrind", file=sys.stderr)
         return 2
     n1, n2 = (int(n) for n in args.requests.split(","))
-    from bench.sidecar import chat_body
+    from bench.sidecar_setup import chat_body
 
     procs: list[Proc] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MODELWAY_"))}

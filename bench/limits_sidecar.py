@@ -84,7 +84,7 @@ def _variant(name: str, tmpdir: Path, env: dict[str, str], *, limits: bool, redi
 
 
 def _snapshot(upstream_port: int, *, limits: bool) -> dict[str, Any]:
-    from bench.sidecar import snapshot_for
+    from bench.sidecar_setup import snapshot_for
 
     snapshot = snapshot_for(upstream_port)
     if limits:
@@ -149,7 +149,7 @@ def _line(round_: int, variant: Variant, scenario: Scenario, result: WrkResult) 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.sidecar import choose_cores, cpu_model
+    from bench.sidecar_setup import choose_cores, cpu_model
 
     proxy_core, load_core, cores = choose_cores()
     load_before = os.getloadavg()

@@ -10,11 +10,11 @@ sidecar really exported its spans.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 import uvloop
 from aiohttp import web
+
+from bench.serving import serve_until_stopped
 
 STATS = web.AppKey("stats", dict)
 
@@ -44,18 +44,9 @@ def build_app() -> web.Application:
 
 
 async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(build_app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"bench OTLP sink listening on http://{host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(
+        build_app(), host=host, port=port, banner=f"bench OTLP sink listening on http://{host}:{port}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

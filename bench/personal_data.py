@@ -36,7 +36,7 @@ import time
 import timeit
 from collections.abc import Callable
 
-from bench.sidecar import cpu_model
+from bench.sidecar_setup import cpu_model
 from proxy.policy.classify import chat_texts, embedding_texts
 from proxy.policy.personal_data import PersonalDataDetector
 

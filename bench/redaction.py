@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from bench.personal_data import PLANTED, PROSE, agent_request, repeat_to, with_findings
-from bench.sidecar import cpu_model
+from bench.sidecar_setup import cpu_model
 from proxy.frontends.anthropic_stream import AnthropicStreamEncoder
 from proxy.frontends.base import StreamEncoder
 from proxy.frontends.openai_chat import OpenAIStreamEncoder

@@ -25,6 +25,10 @@ on, and on with the collector down; target: >= 0.85 of off's requests/s. And the
 access log (bench/sidecar_access_log.py): the sidecar with it on and off; and of the in-flight
 bounds (bench/sidecar_backpressure.py): the sidecar with its default bounds and with them off.
 
+This module starts and loads the processes; the report (table, targets, sidecar.json) is
+bench/sidecar_report.py, and what the sidecar benchmarks share (the bench route, chat bodies,
+sanity checks, core choice) is bench/sidecar_setup.py.
+
     python -m bench.sidecar [--duration 10] [--quick] [--also-untraced] [--skip-telemetry] [--skip-access-log]
         [--skip-backpressure]
 """
@@ -34,20 +38,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    ROOT,
     BenchBroken,
     Proc,
     WrkResult,
@@ -60,88 +60,20 @@ from bench.harness import (
     start_upstream_and_sink,
     wait_listening,
 )
-
-RESULTS = ROOT / "bench" / "results"
-LOGS = RESULTS / "logs" / "sidecar"
-
-API_KEY = "sk-bench-0123456789"
-ROUTE_MODEL = "bench"
-UPSTREAM_MODEL = "bench-upstream-model"
-
-SCENARIOS: tuple[tuple[str, bool, int], ...] = (
-    ("plain@1", False, 1),
-    ("plain@16", False, 16),
-    ("stream@1", True, 1),
-    ("stream@16", True, 16),
+from bench.sidecar_report import RESULTS, ProxyRun, compare, print_report, write_json
+from bench.sidecar_setup import (
+    API_KEY,
+    SCENARIOS,
+    chat_body,
+    choose_cores,
+    cpu_model,
+    post,
+    sanity_check,
+    sink_stats,
+    snapshot_for,
 )
 
-# The targets from the issue.
-MIN_RPS_RATIO_AT_16 = 0.6
-MAX_P50_DELTA_MS_AT_1 = 0.3
-MAX_RSS_RATIO = 1.1
-
-
-# --- HTTP sanity checks ---------------------------------------------------------------
-
-
-def chat_body(stream: bool) -> bytes:
-    body: dict[str, Any] = {"model": ROUTE_MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
-    if stream:
-        body["stream"] = True
-    return json.dumps(body).encode()
-
-
-def post(
-    url: str, body: bytes, *, headers: dict[str, str] | None = None, timeout: float = 10.0
-) -> tuple[int, str, bytes]:
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, resp.headers.get("content-type", ""), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("content-type", ""), exc.read()
-
-
-def sanity_check(name: str, base: str) -> None:
-    """One plain and one streaming request: a proper completion, and a stream that ends in [DONE]."""
-    url = base + "/v1/chat/completions"
-    status, _, raw = post(url, chat_body(stream=False))
-    if status != 200:
-        raise BenchBroken(f"{name}: plain request answered {status}: {raw[:300]!r}")
-    try:
-        data = json.loads(raw)
-        content = data["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise BenchBroken(f"{name}: plain answer is not a chat.completion: {raw[:300]!r}") from None
-    if not content:
-        raise BenchBroken(f"{name}: plain answer has no content: {raw[:300]!r}")
-    status, content_type, raw = post(url, chat_body(stream=True))
-    if status != 200:
-        raise BenchBroken(f"{name}: streaming request answered {status}: {raw[:300]!r}")
-    if not content_type.startswith("text/event-stream"):
-        raise BenchBroken(f"{name}: streaming answer has content-type {content_type!r}")
-    events = [e for e in raw.split(b"\n\n") if e.strip()]
-    if not events or events[-1].strip() != b"data: [DONE]":
-        raise BenchBroken(f"{name}: stream does not end with the [DONE] marker: {raw[-300:]!r}")
-    chunks = [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
-    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
-    if not text:
-        raise BenchBroken(f"{name}: stream carried no content: {raw[:300]!r}")
-
-
-# --- the proxies under load ------------------------------------------------------------
-
-
-@dataclass
-class ProxyRun:
-    name: str
-    scenarios: dict[str, WrkResult]
-    peak_rss_kb: int
-    rss_after_kb: int
-    idle_rss_kb: int = 0
-    problems: list[str] = field(default_factory=list)  # errors seen under load: the run is broken
+LOGS = RESULTS / "logs" / "sidecar"
 
 
 @dataclass
@@ -235,172 +167,7 @@ def measure(
         sanity_check(target.name, target.base)
 
 
-# --- report ----------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-def compare(baseline: ProxyRun, sidecar: ProxyRun) -> dict[str, Any]:
-    rows = []
-    for scenario, _, connections in SCENARIOS:
-        b, s = baseline.scenarios[scenario], sidecar.scenarios[scenario]
-        row: dict[str, Any] = {
-            "scenario": scenario,
-            "connections": connections,
-            "rps_ratio": s.rps / b.rps if b.rps else 0.0,
-            "p50_delta_ms": s.p50_ms - b.p50_ms,
-            "p99_delta_ms": s.p99_ms - b.p99_ms,
-            "cpu_per_request_ratio": (
-                s.proxy_cpu_us_per_request / b.proxy_cpu_us_per_request if b.proxy_cpu_us_per_request else 0.0
-            ),
-        }
-        if connections >= 16:
-            row["target"] = f"rps ratio >= {MIN_RPS_RATIO_AT_16}"
-            row["met"] = row["rps_ratio"] >= MIN_RPS_RATIO_AT_16
-        elif connections == 1:
-            row["target"] = f"p50 delta <= {MAX_P50_DELTA_MS_AT_1} ms"
-            row["met"] = row["p50_delta_ms"] <= MAX_P50_DELTA_MS_AT_1
-        rows.append(row)
-    rss_ratio = sidecar.peak_rss_kb / baseline.peak_rss_kb
-    return {
-        "scenarios": rows,
-        "rss_ratio": rss_ratio,
-        "rss_target": f"peak RSS ratio <= {MAX_RSS_RATIO}",
-        "rss_met": rss_ratio <= MAX_RSS_RATIO,
-    }
-
-
-def print_table(baseline: ProxyRun, other: ProxyRun, comparison: dict[str, Any], *, targets: bool) -> None:
-    rule = "-" * 123
-    label = f"{other.name} rps"
-    print(rule)
-    print(
-        f"{'scenario':<10}| {'baseline rps':>12} {'p50':>7} {'p99':>7} | {label:>12} {'p50':>7} {'p99':>7} "
-        f"| {'rps ratio':>9} {'p50 delta':>9} | {'CPU us/req b/s':>14} |{' target' if targets else ''}"
-    )
-    print(rule)
-    for row in comparison["scenarios"]:
-        b, s = baseline.scenarios[row["scenario"]], other.scenarios[row["scenario"]]
-        target = f" {row['target']}: {verdict(row['met'])}" if targets and "target" in row else ""
-        print(
-            f"{row['scenario']:<10}| {b.rps:>12,.0f} {b.p50_ms:>7.3f} {b.p99_ms:>7.3f} "
-            f"| {s.rps:>12,.0f} {s.p50_ms:>7.3f} {s.p99_ms:>7.3f} "
-            f"| {row['rps_ratio']:>9.2f} {row['p50_delta_ms']:>+9.3f} "
-            f"| {b.proxy_cpu_us_per_request:>6.0f}/{s.proxy_cpu_us_per_request:<7.0f} |{target}"
-        )
-    print(rule)
-    idle_ratio = other.idle_rss_kb / baseline.idle_rss_kb if baseline.idle_rss_kb else 0.0
-    print(
-        f"idle RSS: baseline {baseline.idle_rss_kb / 1024:.1f} MiB, {other.name} {other.idle_rss_kb / 1024:.1f} MiB,"
-        f" ratio {idle_ratio:.2f}"
-    )
-    rss = (
-        f"RSS under load (peak, VmHWM): baseline {baseline.peak_rss_kb / 1024:.1f} MiB, {other.name} "
-        f"{other.peak_rss_kb / 1024:.1f} MiB, ratio {comparison['rss_ratio']:.2f}"
-    )
-    print(rss + (f"  [{comparison['rss_target']}: {verdict(comparison['rss_met'])}]" if targets else ""))
-
-
-def print_report(
-    runs: dict[str, ProxyRun],
-    comparisons: dict[str, dict[str, Any]],
-    *,
-    duration: float,
-    cores: str,
-    sink: dict[str, Any],
-) -> None:
-    baseline, sidecar, comparison = runs["baseline"], runs["sidecar"], comparisons["sidecar"]
-    print()
-    print(
-        f"Modelway sidecar vs bare aiohttp pass-through  (wrk -t1, {duration:g} s per scenario; latency in ms;"
-        " CPU = the proxy's CPU time per request)"
-    )
-    print(cores)
-    print_table(baseline, sidecar, comparison, targets=True)
-    print(
-        f"OTLP sink: {sink.get('requests', 0)} export requests, {sink.get('bytes', 0) / 1024:.0f} KiB of spans "
-        "received from the sidecar"
-    )
-    if "untraced" in runs:
-        print()
-        print("diagnostic, no target: the same sidecar with tracing off (OTEL_SDK_DISABLED=true)")
-        print_table(baseline, runs["untraced"], comparisons["untraced"], targets=False)
-    noise = max(r.proxy_core_other_pct for run in runs.values() for r in run.scenarios.values())
-    if noise > 5:
-        print(
-            f"NOTE: other processes took up to {noise:.0f}% of the proxy's core during a run: the machine was "
-            "not idle, so the figures are noisy; run again on a quiet machine"
-        )
-    missed = [r["scenario"] for r in comparison["scenarios"] if r.get("met") is False]
-    if not comparison["rss_met"]:
-        missed.append("rss")
-    print("targets: " + ("all met" if not missed else "MISSED: " + ", ".join(missed)))
-    for run in runs.values():
-        for problem in run.problems:
-            print(f"BROKEN: {problem}")
-    print(f"results: {RESULTS / 'sidecar.json'}")
-
-
 # --- main ------------------------------------------------------------------------------
-
-
-def choose_cores() -> tuple[int | None, int | None, str]:
-    available = sorted(os.sched_getaffinity(0))
-    if shutil.which("taskset") is None or len(available) < 2:
-        return (
-            None,
-            None,
-            (
-                f"cores: not pinned ({len(available)} core(s) available"
-                f"{', no taskset' if shutil.which('taskset') is None else ''}); figures are indicative only"
-            ),
-        )
-    proxy_core, load_core = available[0], available[1]
-    return (
-        proxy_core,
-        load_core,
-        (
-            f"cores: core {proxy_core} = the proxy under test (baseline or sidecar, in turn), alone; "
-            f"core {load_core} = wrk + fake upstream + OTLP sink"
-        ),
-    )
-
-
-def snapshot_for(upstream_port: int) -> dict[str, Any]:
-    return {
-        "providers": [
-            {
-                "name": "bench-upstream",
-                "type": "openai",
-                "baseUrl": f"http://127.0.0.1:{upstream_port}/v1",
-                "apiKey": API_KEY,
-            }
-        ],
-        "routes": [
-            {
-                "name": "bench",
-                "model": ROUTE_MODEL,
-                "rules": [{"name": "default", "backends": [{"provider": "bench-upstream", "model": UPSTREAM_MODEL}]}],
-            }
-        ],
-    }
-
-
-def sink_stats(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -546,38 +313,18 @@ def run(args: argparse.Namespace) -> int:
     comparisons = {name: compare(runs["baseline"], run) for name, run in runs.items() if name != "baseline"}
     problems = [problem for run in runs.values() for problem in run.problems]
     print_report(runs, comparisons, duration=duration, cores=cores, sink=exported)
-    report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpu": cpu_model(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "kernel": platform.release(),
-        },
-        "duration_seconds": duration,
-        "warmup_seconds": warmup,
-        "cores": {"proxy": proxy_core, "load": load_core, "note": cores},
-        "targets": {
-            "min_rps_ratio_at_16": MIN_RPS_RATIO_AT_16,
-            "max_p50_delta_ms_at_1": MAX_P50_DELTA_MS_AT_1,
-            "max_rss_ratio": MAX_RSS_RATIO,
-        },
-        "runs": {
-            name: {
-                "idle_rss_kb": r.idle_rss_kb,
-                "peak_rss_kb": r.peak_rss_kb,
-                "rss_after_kb": r.rss_after_kb,
-                "scenarios": {k: asdict(v) for k, v in r.scenarios.items()},
-            }
-            for name, r in runs.items()
-        },
-        "comparison": comparisons["sidecar"],
-        "comparison_untraced": comparisons.get("untraced"),
-        "otlp_sink": exported,
-        "sidecar_env": extra_env,
-        "problems": problems,
-    }
-    (RESULTS / "sidecar.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(
+        runs,
+        comparisons,
+        duration=duration,
+        warmup=warmup,
+        proxy_core=proxy_core,
+        load_core=load_core,
+        cores=cores,
+        exported=exported,
+        extra_env=extra_env,
+        problems=problems,
+    )
     from bench.sidecar_access_log import run_access_log
     from bench.sidecar_backpressure import run_backpressure
     from bench.sidecar_telemetry import run_telemetry

@@ -89,7 +89,7 @@ def _instructions(
 def measure(
     homes: dict[str, Path], *, stream: bool, n1: int, n2: int, sink_port: int, snapshot: Path
 ) -> dict[str, dict[str, float]]:
-    from bench.sidecar import chat_body
+    from bench.sidecar_setup import chat_body
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     body = chat_body(stream)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: valgrind is not installed; install it with:  apt-get install -y valgrind", file=sys.stderr)
         return 2
     n1, n2 = (int(n) for n in args.requests.split(","))
-    from bench.sidecar import snapshot_for
+    from bench.sidecar_setup import snapshot_for
 
     homes = {"this": ROOT} | ({"before": args.before.resolve()} if args.before else {})
     procs = []

@@ -74,7 +74,7 @@ def run_telemetry(
     before: Path | None = None,
     python: str = sys.executable,
 ) -> dict[str, Any]:
-    from bench.sidecar import sink_stats
+    from bench.sidecar_setup import sink_stats
 
     procs: list[Proc] = []
     with stopping(procs), tempfile.TemporaryDirectory(prefix="modelway-bench-telemetry-") as tmp:

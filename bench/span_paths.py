@@ -43,9 +43,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
+from proxy.telemetry.lean_span import SharedAttributes
 from proxy.telemetry.otlp_encode import SpanEncoder
 from proxy.telemetry.sampling import LeanResource, Sampler
-from proxy.telemetry.tracing import LeanTracerProvider, SharedAttributes
+from proxy.telemetry.tracing import LeanTracerProvider
 
 SERVICE = {"service.name": "modelway-proxy-bench", "k8s.pod.name": "app-7d9f-abcde"}
 ROUTE = SharedAttributes(

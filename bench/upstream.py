@@ -13,12 +13,12 @@ small next to the proxies it feeds.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 
 import uvloop
 from aiohttp import web
+
+from bench.serving import serve_until_stopped
 
 MODEL = "bench-upstream-model"
 _ID = "chatcmpl-bench0000000000000000000000"
@@ -99,18 +99,9 @@ def build_app() -> web.Application:
 
 
 async def serve(host: str, port: int, name: str) -> None:
-    runner = web.AppRunner(build_app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=1024).start()
-    print(f"{name} listening on http://{host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(
+        build_app(), host=host, port=port, banner=f"{name} listening on http://{host}:{port}", backlog=1024
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
 
 from proxy.snapshot import LimitStore
+from shared.redis_client import redis_py_client
 
 DEFAULT_TIMEOUT = 0.1
 MAX_TIMEOUT = 5.0  # as the snapshot allows
@@ -79,40 +79,6 @@ def connect(store: LimitStore, *, timeout: float) -> Any:
     """A Redis client for the same URL forms the sidecar accepts, with `timeout` on every call.
 
     The controller reads a scan's worth of keys where a sidecar checks one request, so it takes its own,
-    longer timeout rather than the sidecars' `timeout_seconds`."""
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    url = store.url.get_secret_value()
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 0),  # the next read, 15 s on, is the retry
-        "health_check_interval": 0,
-        "decode_responses": True,
-    }
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        from redis.asyncio.sentinel import Sentinel
-
-        parts = urlsplit(url)
-        hosts = parts.netloc.rpartition("@")[2]
-        sentinels = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 26379)) for h in hosts.split(",")]
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("a Sentinel URL names the service: redis+sentinel://host:26379/mymaster")
-        password = unquote(parts.password) if parts.password else None
-        sentinel = Sentinel(
-            sentinels,
-            sentinel_kwargs={"socket_timeout": timeout, "password": password},
-            password=password,
-            ssl=scheme == "rediss+sentinel",
-            **options,
-        )
-        return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0)
-    if store.cluster:
-        from redis.asyncio.cluster import RedisCluster
-
-        return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
-    return aioredis.from_url(url, **options)
+    longer timeout rather than the sidecars' `timeout_seconds`; a failed call is not retried (the next
+    read, 15 s on, is the retry)."""
+    return redis_py_client(store.url.get_secret_value(), timeout=timeout, cluster=store.cluster, decode_responses=True)

@@ -22,8 +22,9 @@ import json
 from typing import Any
 
 from proxy.errors import ApiError, bad_request, echo
-from proxy.frontends.anthropic_stream import AnthropicStreamEncoder, dict_or_empty, stop_reason_for
+from proxy.frontends.anthropic_stream import AnthropicStreamEncoder, stop_reason_for
 from proxy.frontends.base import ParsedChat
+from proxy.frontends.chunk_encoder import as_dict
 from proxy.json_limits import loads_bounded
 from proxy.providers.anthropic_convert import anthropic_usage, data_url, error_type, is_int, message_id, tool_use_id
 from proxy.providers.base import ChatRequest, ChatResponse
@@ -378,8 +379,8 @@ def _tool(tool: Any, path: str) -> dict[str, Any]:
 def render_message(response: ChatResponse) -> dict[str, Any]:
     """A chat.completion -> an Anthropic `message` object."""
     choices = response.get("choices")
-    choice: dict[str, Any] = dict_or_empty(choices[0]) if isinstance(choices, list) and choices else {}
-    message = dict_or_empty(choice.get("message"))
+    choice: dict[str, Any] = as_dict(choices[0]) if isinstance(choices, list) and choices else {}
+    message = as_dict(choice.get("message"))
     content: list[dict[str, Any]] = []
     text = _message_text(message)
     if text:

@@ -1,9 +1,10 @@
 """The Anthropic front end's streams: internal chat.completion.chunk dicts -> Anthropic SSE events.
 
 `AnthropicStreamEncoder` is what `AnthropicFrontend.stream_encoder()`
-(`proxy.frontends.anthropic_messages`) hands the relay. The two small helpers
-before it are shared with that module's `render_message`, so streamed and
-whole answers agree on stop reasons. Pure: no sockets, no clock.
+(`proxy.frontends.anthropic_messages`) hands the relay; it reads chunks as every
+re-shaping encoder does (`proxy.frontends.chunk_encoder`). `stop_reason_for` is
+shared with that module's `render_message`, so streamed and whole answers agree
+on stop reasons. Pure: no sockets, no clock.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import ApiError
+from proxy.frontends.chunk_encoder import ChunkEncoder, as_dict
 from proxy.providers.anthropic_convert import (
     MESSAGE_ID_PREFIX,
     anthropic_usage,
@@ -28,10 +30,6 @@ from proxy.sse import encode_event
 # --- shared with render_message (proxy.frontends.anthropic_messages) --------------------------
 
 
-def dict_or_empty(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def stop_reason_for(finish: Any, *, has_tool_calls: bool) -> str:
     reason = stop_reason(finish)
     # Some OpenAI-compatible servers say "stop" after tool calls; Anthropic clients look for tool_use.
@@ -41,7 +39,7 @@ def stop_reason_for(finish: Any, *, has_tool_calls: bool) -> str:
 # --- streaming: internal chunks -> Anthropic events --------------------------------------------
 
 
-class AnthropicStreamEncoder:
+class AnthropicStreamEncoder(ChunkEncoder):
     """chat.completion.chunk dicts -> Anthropic SSE events.
 
     The first chunk opens the message. Text and each tool call become content
@@ -52,40 +50,15 @@ class AnthropicStreamEncoder:
     """
 
     def __init__(self) -> None:
-        self._started = False
+        super().__init__()
         self._id = MESSAGE_ID_PREFIX + "gateway"
         self._next_index = 0
         self._open: int | None = None  # Anthropic index of the open block
         self._open_is_text = False
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
-        self._finish: Any = None
-        self._usage: dict[str, Any] | None = None
-
-    def encode(self, chunk: ChatChunk) -> bytes:
-        out = bytearray()
-        if not self._started:
-            out += self._message_start(chunk)
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue  # Anthropic has one choice; the relay never asks for more
-            delta = dict_or_empty(choice.get("delta"))
-            for field in ("content", "refusal"):
-                if isinstance(delta.get(field), str) and delta[field]:
-                    out += self._text(delta[field])
-            for call in delta.get("tool_calls") or []:
-                if isinstance(call, dict):
-                    out += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-        return bytes(out)
 
     def finish(self) -> bytes:
-        out = bytearray()
-        if not self._started:
-            out += self._message_start({})
-        out += self._close_open()
+        out = bytearray(self._wind_up())
         usage = anthropic_usage(self._usage)
         reason = stop_reason_for(self._finish, has_tool_calls=bool(self._tool_blocks))
         out += _event(
@@ -99,7 +72,7 @@ class AnthropicStreamEncoder:
         body = {"type": "error", "error": {"type": error_type(error.status, error.code), "message": error.message}}
         return _event("error", body)
 
-    def _message_start(self, chunk: ChatChunk) -> bytes:
+    def _start(self, chunk: ChatChunk) -> bytes:
         self._started = True
         if chunk.get("id"):
             self._id = message_id(chunk["id"])
@@ -126,7 +99,7 @@ class AnthropicStreamEncoder:
         out = bytearray()
         index = call.get("index", 0)
         position = index if is_int(index) else 0
-        function = dict_or_empty(call.get("function"))
+        function = as_dict(call.get("function"))
         if position not in self._tool_blocks:
             call_id = call.get("id")
             if not isinstance(call_id, str) or not call_id:

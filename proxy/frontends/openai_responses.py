@@ -29,8 +29,9 @@ from typing import Any
 
 from proxy.errors import ApiError, bad_request, echo
 from proxy.frontends.base import ParsedChat
+from proxy.frontends.chunk_encoder import as_dict
 from proxy.frontends.openai_chat import openai_error_body
-from proxy.frontends.openai_responses_stream import ResponsesStreamEncoder, as_dict, item_suffix, response_object
+from proxy.frontends.openai_responses_stream import ResponsesStreamEncoder, item_suffix, response_object
 from proxy.providers.base import ChatRequest, ChatResponse
 
 #: Top-level fields that need a provider which keeps responses (or runs prompts) on its side.

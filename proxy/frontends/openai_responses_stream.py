@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import ApiError
+from proxy.frontends.chunk_encoder import ChunkEncoder, as_dict
 from proxy.providers.base import ChatChunk
 from proxy.sse import encode_event
 
@@ -34,10 +35,6 @@ def item_suffix(chat_id: Any) -> str:
     text = chat_id if isinstance(chat_id, str) and chat_id else "gateway"
     text = text.removeprefix("chatcmpl-").removeprefix("chatcmpl_")
     return _ID_CHARS.sub("", text)[:64] or "gateway"
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _int(value: Any) -> int:
@@ -129,49 +126,26 @@ class _Item:
         }
 
 
-class ResponsesStreamEncoder:
+class ResponsesStreamEncoder(ChunkEncoder):
     """chat.completion.chunk dicts -> Responses events (see the module doc for their order)."""
 
     def __init__(self, echoed: dict[str, Any]) -> None:
+        super().__init__()
         self._echoed = echoed
         self._sequence = 0
-        self._started = False
         self._suffix = "gateway"
         self._created: Any = 0
         self._model: Any = ""
         self._items: list[_Item] = []
         self._open: _Item | None = None
         self._calls: dict[int, _Item] = {}  # chat tool_calls index -> its item
-        self._finish: Any = None
-        self._usage: Any = None
 
-    def encode(self, chunk: ChatChunk) -> bytes:
-        out = bytearray()
-        if not self._started:
-            out += self._start(chunk)
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
+    def _read(self, chunk: ChatChunk) -> None:
         if isinstance(chunk.get("model"), str) and chunk["model"]:
             self._model = chunk["model"]
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue  # one answer per response
-            delta = as_dict(choice.get("delta"))
-            for field in ("content", "refusal"):
-                if isinstance(delta.get(field), str) and delta[field]:
-                    out += self._text(delta[field])
-            for call in delta.get("tool_calls") or []:
-                if isinstance(call, dict):
-                    out += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-        return bytes(out)
 
     def finish(self) -> bytes:
-        out = bytearray()
-        if not self._started:
-            out += self._start({})
-        out += self._close_open()
+        out = bytearray(self._wind_up())
         response = self._response(status=None)
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         out += self._event(kind, {"response": response})

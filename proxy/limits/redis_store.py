@@ -20,12 +20,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from proxy.limits import algorithm as alg
 from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Measure, Reservation, Usage, amount
 from proxy.limits.redis_script import RESERVE, SETTLE, sha1
 from proxy.limits.resp import NoScript, ReplyError, RespClient
+from shared.redis_client import redis_py_client
 
 log = logging.getLogger("modelway.limits")
 LOG_EVERY = 10.0
@@ -45,44 +45,7 @@ def connect(url: str, *, timeout: float, cluster: bool = False) -> Any:
     scheme = url.partition("://")[0]
     if not cluster and scheme in ("redis", "rediss", "unix"):
         return RespClient.from_url(url, timeout=timeout)
-    return _RedisPy(_redis_py(url, timeout=timeout, cluster=cluster))
-
-
-def _redis_py(url: str, *, timeout: float, cluster: bool) -> Any:
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    scheme = url.partition("://")[0]
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 0),  # the caller's failure mode decides, not a retry loop
-        "health_check_interval": 0,
-    }
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        from redis.asyncio.sentinel import Sentinel
-
-        parts = urlsplit(url)
-        hosts = parts.netloc.rpartition("@")[2]
-        sentinels = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 26379)) for h in hosts.split(",")]
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("a Sentinel URL names the service: redis+sentinel://host:26379/mymaster")
-        password = unquote(parts.password) if parts.password else None
-        sentinel = Sentinel(
-            sentinels,
-            sentinel_kwargs={"socket_timeout": timeout, "password": password},
-            password=password,
-            ssl=scheme == "rediss+sentinel",
-            **options,
-        )
-        return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0)
-    if cluster:
-        from redis.asyncio.cluster import RedisCluster
-
-        return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    return aioredis.from_url(url, **options)
+    return _RedisPy(redis_py_client(url, timeout=timeout, cluster=cluster))
 
 
 class _RedisPy:

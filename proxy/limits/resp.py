@@ -8,7 +8,8 @@ of integers. This client writes each command in one `write`, keeps the replies' 
 other) and parses replies straight from the bytes received.
 
 What it speaks: redis://, rediss:// and unix:// URLs, with AUTH (password, or user and password)
-and SELECT. Sentinel and Cluster URLs use redis-py (`proxy.limits.redis_store.connect`).
+and SELECT. Sentinel and Cluster URLs use redis-py (`proxy.limits.redis_store.connect`, through
+`shared.redis_client`).
 
 Failures: a command whose reply does not come within the caller's timeout closes the connection
 and fails every command waiting on it (their replies could no longer be told apart); the next

@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 from proxy.errors import bad_request, echo
 from proxy.json_limits import loads_bounded
 from proxy.providers.base import ChatRequest
+from proxy.providers.chat_fields import number
 
 #: The Messages API version this module speaks (the only one Anthropic has published).
 ANTHROPIC_VERSION = "2023-06-01"
@@ -186,10 +187,10 @@ def messages_body(request: ChatRequest, *, model: str, stream: bool) -> dict[str
         body["output_config"] = output_config
     if (stop := _stop_sequences(request.get("stop"))) is not None:
         body["stop_sequences"] = stop
-    if (temperature := _number(request, "temperature")) is not None:
+    if (temperature := number(request, "temperature")) is not None:
         # An app tuned for OpenAI may send up to 2; clamping keeps a fallback to Anthropic working.
         body["temperature"] = min(temperature, MAX_TEMPERATURE)
-    if (top_p := _number(request, "top_p")) is not None:
+    if (top_p := number(request, "top_p")) is not None:
         body["top_p"] = top_p
     user = request.get("user") or request.get("safety_identifier")
     if isinstance(user, str) and user:
@@ -238,15 +239,6 @@ def _stop_sequences(stop: Any) -> list[str] | None:
     if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         return [s for s in stop if s] or None
     raise bad_request("stop must be a string or an array of strings", param="stop")
-
-
-def _number(request: ChatRequest, field: str) -> float | None:
-    value = request.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad_request(f"{field} must be a number", param=field)
-    return value
 
 
 def _response_format(fmt: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage, EventStreamDecoder
 from proxy.providers.base import (
@@ -42,16 +40,9 @@ from proxy.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from proxy.providers.bedrock_endpoint import (
-    BedrockEndpoint,
-    bedrock_error_message,
-    converse_count_body,
-    count_tokens_answer,
-    event_type,
-)
+from proxy.providers.bedrock_endpoint import BedrockTranslatorBase, converse_count_body, count_tokens_answer, event_type
 from proxy.providers.bedrock_request import converse_body
 from proxy.providers.openai import load_json_object
-from proxy.snapshot import Provider
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES
 
 Json = dict[str, Any]
@@ -244,23 +235,7 @@ class ConverseStreamDecoder:
 # --- the translator --------------------------------------------------------------------------
 
 
-class BedrockTranslator:
-    system = "aws.bedrock"
-    native_openai = False
-
-    def __init__(
-        self,
-        provider: Provider,
-        *,
-        pod_identity: AwsCredentialSource | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        """`pod_identity`: the sidecar's own AWS credentials (web identity), for a provider whose Secret
-        holds neither AWS keys nor a Bedrock API key; without it such a provider's requests go unsigned."""
-        self.provider = provider
-        self._endpoint = BedrockEndpoint(provider, pod_identity=pod_identity, clock=clock)
-        self.server_address, self.server_port = self._endpoint.server_address, self._endpoint.server_port
-
+class BedrockTranslator(BedrockTranslatorBase):
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         body = orjson.dumps(converse_body(request))
         return self._endpoint.request(model, "converse-stream" if stream else "converse", body, stream=stream)
@@ -283,6 +258,3 @@ class BedrockTranslator:
 
     def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
         raise UnsupportedOperation("Bedrock embeddings are not served yet")
-
-    def error_message(self, status: int, body: bytes) -> str:
-        return bedrock_error_message(body)

@@ -21,12 +21,10 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.providers.anthropic import AnthropicStreamDecoder, RawEventDecoder, chat_completion
 from proxy.providers.anthropic_convert import messages_body
 from proxy.providers.aws_eventstream import EventStreamDecoder
@@ -42,15 +40,8 @@ from proxy.providers.base import (
     UpstreamRequest,
     Usage,
 )
-from proxy.providers.bedrock_endpoint import (
-    BedrockEndpoint,
-    bedrock_error_message,
-    count_tokens_answer,
-    event_type,
-    invoke_count_body,
-)
+from proxy.providers.bedrock_endpoint import BedrockTranslatorBase, count_tokens_answer, event_type, invoke_count_body
 from proxy.providers.openai import load_json_object
-from proxy.snapshot import Provider
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES
 
 ANTHROPIC_ON_BEDROCK = "bedrock-2023-05-31"
@@ -101,21 +92,8 @@ class InvokeStreamDecoder:
         return self._events.close()
 
 
-class BedrockAnthropicTranslator:
-    system = "aws.bedrock"
-    native_openai = False
+class BedrockAnthropicTranslator(BedrockTranslatorBase):
     passthrough_api = "anthropic"  # an Anthropic Messages request goes into InvokeModel as the app wrote it
-
-    def __init__(
-        self,
-        provider: Provider,
-        *,
-        pod_identity: AwsCredentialSource | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.provider = provider
-        self._endpoint = BedrockEndpoint(provider, pod_identity=pod_identity, clock=clock)
-        self.server_address, self.server_port = self._endpoint.server_address, self._endpoint.server_port
 
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         operation = "invoke-with-response-stream" if stream else "invoke"
@@ -158,6 +136,3 @@ class BedrockAnthropicTranslator:
 
     def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
         raise UnsupportedOperation("Anthropic models have no embeddings")
-
-    def error_message(self, status: int, body: bytes) -> str:
-        return bedrock_error_message(body)

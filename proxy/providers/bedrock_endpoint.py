@@ -5,12 +5,16 @@ and the exception messages a response stream may carry.
 - URL: `{base}/model/{modelId}/{operation}`, the model id percent-encoded whole (ids carry `:`,
   inference-profile ARNs `/`).
 - Credentials, in order: the provider's AWS keys (Secret), its Bedrock API key (a bearer token),
-  the pod's own identity (web identity, `proxy.auth.web_identity`); with none, unsigned (for an
-  endpoint that signs on the way, such as a signing proxy). Signed at each request, with the
-  translator's clock, once the body is final.
+  the pod's own identity (web identity, `proxy.auth.web_identity`); with none (or none yet),
+  nothing is sent: the attempt fails as `CredentialsUnavailable`, naming the provider. Signed at
+  each request, with the translator's clock, once the body is final.
 - Errors: `{"message": ...}` (or `Message`), the exception's name in `x-amzn-errortype`, with the
   status AWS documents for it; in a stream, `:message-type: exception` messages named by
   `:exception-type`, classed by the status AWS gives the same exception (`BedrockStreamException`).
+
+`BedrockTranslatorBase` holds what the two Bedrock translators (Converse, `proxy.providers.bedrock`;
+InvokeModel with Anthropic's body, `proxy.providers.bedrock_anthropic`) share: this endpoint, their
+span and metric labels, and reading AWS's error answers.
 """
 
 from __future__ import annotations
@@ -166,3 +170,28 @@ class BedrockEndpoint:
             )
             headers.update(signature.headers)
         return UpstreamRequest(url=url, headers=headers, body=body, stream=stream)
+
+
+class BedrockTranslatorBase:
+    """What the Converse and the InvokeModel (Anthropic) translators share: the endpoint, the span
+    and metric labels, and AWS's error bodies."""
+
+    system = "aws.bedrock"
+    native_openai = False
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        pod_identity: AwsCredentialSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`pod_identity`: the sidecar's own AWS credentials (web identity), for a provider whose Secret
+        holds neither AWS keys nor a Bedrock API key; without it such a provider's requests fail as
+        CredentialsUnavailable, before anything is sent."""
+        self.provider = provider
+        self._endpoint = BedrockEndpoint(provider, pod_identity=pod_identity, clock=clock)
+        self.server_address, self.server_port = self._endpoint.server_address, self._endpoint.server_port
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return bedrock_error_message(body)

@@ -31,6 +31,7 @@ from typing import Any
 from proxy.errors import bad_request, echo
 from proxy.providers.anthropic_convert import parse_data_url
 from proxy.providers.base import ChatRequest
+from proxy.providers.chat_fields import number, stop_sequences, texts
 
 Json = dict[str, Any]
 
@@ -89,7 +90,7 @@ def _messages(messages: Any) -> tuple[list[Json], list[Json]]:
             raise bad_request(f"{where} must be an object", param=where)
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend({"text": t} for t in _texts(message.get("content"), where) if t)
+            system.extend({"text": t} for t in texts(message.get("content"), where) if t)
             continue
         if role == "user":
             blocks, turn_role = _user_blocks(message.get("content"), where), "user"
@@ -108,22 +109,6 @@ def _messages(messages: Any) -> tuple[list[Json], list[Json]]:
     if not turns:
         raise bad_request("messages: Bedrock needs at least one user or assistant message", param="messages")
     return system, turns
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        raise bad_request(f"{where}.content must be a string or an array of text parts", param=f"{where}.content")
-    texts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ("text", "refusal") or not isinstance(part.get(kind), str):
-            raise bad_request(f"{where}.content[{j}]: only text parts are allowed here", param=f"{where}.content[{j}]")
-        texts.append(part[kind])
-    return texts
 
 
 def _user_blocks(content: Any, where: str) -> list[Json]:
@@ -162,7 +147,7 @@ def _image(image: Any, path: str) -> Json:
 
 
 def _assistant_blocks(message: Json, where: str) -> list[Json]:
-    blocks: list[Json] = [{"text": t} for t in _texts(message.get("content"), where) if t]
+    blocks: list[Json] = [{"text": t} for t in texts(message.get("content"), where) if t]
     calls = message.get("tool_calls")
     if calls is None:
         return blocks
@@ -192,9 +177,8 @@ def _tool_result(message: Json, where: str) -> Json:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
         raise bad_request(f"{where}.tool_call_id must be a non-empty string", param=f"{where}.tool_call_id")
-    texts = [t for t in _texts(message.get("content"), where) if t]
     # Converse refuses an empty result content list: an empty result is an empty text.
-    content = [{"text": t} for t in texts] or [{"text": ""}]
+    content = [{"text": t} for t in texts(message.get("content"), where) if t] or [{"text": ""}]
     return {"toolResult": {"toolUseId": call_id, "content": content}}
 
 
@@ -251,15 +235,6 @@ def _tool_choice(choice: Any) -> Json:
 # --- inferenceConfig -------------------------------------------------------------------------
 
 
-def _number(request: ChatRequest, field: str) -> float | None:
-    value = request.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise bad_request(f"{field} must be a number", param=field)
-    return value
-
-
 def _inference_config(request: ChatRequest) -> Json:
     config: Json = {}
     field = "max_completion_tokens" if request.get("max_completion_tokens") is not None else "max_tokens"
@@ -269,15 +244,9 @@ def _inference_config(request: ChatRequest) -> Json:
             raise bad_request(f"{field} must be a positive integer", param=field)
         config["maxTokens"] = max_tokens
     for field, key in (("temperature", "temperature"), ("top_p", "topP")):
-        value = _number(request, field)
+        value = number(request, field)
         if value is not None:
             config[key] = value
-    stop = request.get("stop")
-    if stop:
-        if isinstance(stop, str):
-            config["stopSequences"] = [stop]
-        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-            config["stopSequences"] = list(stop)
-        else:
-            raise bad_request("stop must be a string or an array of strings", param="stop")
+    if (stop := stop_sequences(request)) is not None:
+        config["stopSequences"] = stop
     return config

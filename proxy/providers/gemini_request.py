@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from proxy.errors import bad_request, echo
 from proxy.json_limits import loads_bounded
 from proxy.providers.base import ChatRequest, EmbeddingsRequest
+from proxy.providers.chat_fields import stop_sequences, texts
 
 Json = dict[str, Any]
 
@@ -85,7 +86,7 @@ def _contents(messages: Any) -> tuple[list[Json], list[Json]]:
         role = message.get("role")
         if role in ("system", "developer"):
             # Gemini has one system instruction: mid-conversation ones join it, losing their position.
-            system.extend({"text": t} for t in _texts(message.get("content"), where) if t)
+            system.extend({"text": t} for t in texts(message.get("content"), where) if t)
         elif role == "user":
             contents.append({"role": "user", "parts": _user_parts(message.get("content"), where)})
         elif role == "assistant":
@@ -102,22 +103,6 @@ def _contents(messages: Any) -> tuple[list[Json], list[Json]]:
             raise bad_request(f"{where}.role {echo(role)} cannot be sent to Gemini", param=f"{where}.role")
         previous_role = role
     return system, contents
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        raise bad_request(f"{where}.content must be a string or an array of text parts", param=f"{where}.content")
-    texts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ("text", "refusal") or not isinstance(part.get(kind), str):
-            raise bad_request(f"{where}.content[{j}]: only text parts are allowed here", param=f"{where}.content[{j}]")
-        texts.append(part[kind])
-    return texts
 
 
 def _user_parts(content: Any, where: str) -> list[Json]:
@@ -181,7 +166,7 @@ def _data_url_part(url: str, where: str) -> Json:
 
 
 def _model_parts(message: Json, where: str, call_names: dict[str, str]) -> list[Json]:
-    parts: list[Json] = [{"text": t} for t in _texts(message.get("content"), where) if t]
+    parts: list[Json] = [{"text": t} for t in texts(message.get("content"), where) if t]
     calls = message.get("tool_calls")
     if calls is None:
         return parts
@@ -237,7 +222,7 @@ def _function_response(message: Json, where: str, call_names: dict[str, str]) ->
             "assistant message; Gemini needs the function's name",
             param=f"{where}.tool_call_id",
         )
-    text = "".join(_texts(message.get("content"), where))
+    text = "".join(texts(message.get("content"), where))
     return {"functionResponse": {"name": name, "response": _response_object(text)}}
 
 
@@ -310,14 +295,8 @@ def _generation_config(request: ChatRequest) -> Json:
         if not _is_int(max_tokens):
             raise bad_request(f"{field} must be an integer", param=field)
         config["maxOutputTokens"] = max_tokens
-    stop = request.get("stop")
-    if stop:
-        if isinstance(stop, str):
-            config["stopSequences"] = [stop]
-        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-            config["stopSequences"] = list(stop)
-        else:
-            raise bad_request("stop must be a string or an array of strings", param="stop")
+    if (stop := stop_sequences(request)) is not None:
+        config["stopSequences"] = stop
     response_format = request.get("response_format")
     if response_format is None:
         return config

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from proxy.telemetry.tracing import UNSET_STATUS, LeanSpan
+from proxy.telemetry.lean_span import UNSET_STATUS, LeanSpan
 
 if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=sdk, gRPC)
     from opentelemetry.sdk.trace import ReadableSpan
@@ -255,7 +255,7 @@ class SpanEncoder:
             out.append(kv)
 
     def _shared_fields(self, shared: Mapping[str, Any]) -> bytes:
-        """Span.attributes fields (tag included) for a proxy.telemetry.tracing.SharedAttributes, made once each."""
+        """Span.attributes fields (tag included) for a proxy.telemetry.lean_span.SharedAttributes, made once each."""
         cached = self._shared.get(id(shared))
         if cached is None or cached[0] is not shared:
             if len(self._shared) >= _CACHE_MAX:
@@ -338,7 +338,7 @@ class SpanEncoder:
         return _lp(b"".join(body))
 
     def encode_lean_span(self, span: Any) -> bytes:
-        """``encode_span`` for a ``proxy.telemetry.tracing.LeanSpan``: the same bytes, read from its plain slots
+        """``encode_span`` for a ``proxy.telemetry.lean_span.LeanSpan``: the same bytes, read from its plain slots
         (attributes a dict; events ``(name, attributes, time, dropped)`` and links
         ``(context, attributes, dropped)`` tuples; status a Status)."""
         # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)

@@ -1,4 +1,5 @@
-"""A lean OTLP/HTTP (protobuf) span exporter for the sidecar.
+"""A lean OTLP/HTTP (protobuf) span exporter for the sidecar; its transport (bytes in, bounded
+retries) also posts the metrics (`proxy.telemetry.otlp_metrics`).
 
 The stock ``opentelemetry-exporter-otlp-proto-http`` builds a protobuf object
 tree per span (~90 µs of Python per sidecar span) and posts it with ``requests``
@@ -174,7 +175,7 @@ class OTLPHttpSpanExporter:
     # -- SpanExporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.telemetry.tracing.LeanSpan``s)."""
+        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.telemetry.lean_span.LeanSpan``s)."""
         if self._shutdown.is_set():
             self.dropped_spans += len(spans)
             return SpanExportResult.FAILURE

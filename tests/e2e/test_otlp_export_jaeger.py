@@ -11,7 +11,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from proxy.telemetry.facade import build_tracer_provider
+from proxy.telemetry.configure import build_tracer_provider
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 from tests.harness.jaeger import JaegerServer
 

@@ -11,8 +11,9 @@ import pytest
 from proxy import upstream as up
 from proxy.providers import checks
 from proxy.providers.base import UpstreamProtocolError
+from proxy.telemetry.backends import BackendInfo
 from proxy.telemetry.metrics import Registry, render_prometheus
-from proxy.telemetry.sidecar_metrics import BackendInfo, SidecarMetrics
+from proxy.telemetry.sidecar_metrics import SidecarMetrics
 
 
 @pytest.mark.parametrize("value", ["11", 1.0, -1, True, 2**31, [1], {"n": 1}])

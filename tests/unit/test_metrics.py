@@ -11,15 +11,10 @@ from controller.store import ResourceStore
 from controller.telemetry import build_controller_telemetry
 from proxy.runtime import Runtime
 from proxy.snapshot import Snapshot, parse_snapshot
+from proxy.telemetry.backends import BackendCatalog
 from proxy.telemetry.content import content_attributes
 from proxy.telemetry.metrics import Registry, render_prometheus
-from proxy.telemetry.sidecar_metrics import (
-    DURATION_BUCKETS,
-    TOKEN_BUCKETS,
-    TTFT_BUCKETS,
-    BackendCatalog,
-    SidecarMetrics,
-)
+from proxy.telemetry.sidecar_metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, SidecarMetrics
 from shared.scrub import Scrubber
 
 

@@ -29,7 +29,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.span import TraceState
 
 from proxy.telemetry import otlp_export
-from proxy.telemetry.facade import build_tracer_provider
+from proxy.telemetry.configure import build_tracer_provider
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter, SpanExportResult
 from tests.harness.certs import CertAuthority
@@ -495,7 +495,7 @@ def test_modelway_tracer_sdk_keeps_the_sdk_provider_and_batch_processor(collecto
 
 
 def test_bad_exporter_settings_turn_tracing_off_instead_of_failing_the_sidecar(caplog):
-    with caplog.at_level(logging.ERROR, "proxy.telemetry.facade"):
+    with caplog.at_level(logging.ERROR, "proxy.telemetry.configure"):
         assert (
             build_tracer_provider(service_name="svc", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}) is None
         )
@@ -518,7 +518,7 @@ def test_grpc_protocol_keeps_the_stock_exporter():
 
 def test_tracing_imports_neither_requests_nor_the_stock_exporters():
     code = (
-        "import sys; from proxy.telemetry.facade import build_tracer_provider\n"
+        "import sys; from proxy.telemetry.configure import build_tracer_provider\n"
         "p = build_tracer_provider(service_name='s', environ={'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://127.0.0.1:1'})\n"
         "assert p is not None\n"
         "heavy = sorted(m for m in sys.modules if m == 'requests' or m.startswith(('opentelemetry.exporter', 'grpc',"

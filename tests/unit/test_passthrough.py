@@ -19,7 +19,7 @@ from proxy.request.passthrough import Passthrough
 from proxy.request.redact import Masking
 from proxy.request.relay import _has_content
 from proxy.snapshot import Backend, BackendRedaction, ModelPricing, Policy, Provider, Redaction
-from proxy.telemetry.sidecar_metrics import BackendInfo
+from proxy.telemetry.backends import BackendInfo
 
 CLAUDE = Provider(name="claude", type="anthropic", base_url="https://api.anthropic.com", api_key="sk-ant-test")
 OPENAI = Provider(name="oai", type="openai", base_url="https://api.openai.com/v1", api_key="sk-test")

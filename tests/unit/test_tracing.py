@@ -22,11 +22,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.telemetry.facade import Telemetry, build_tracer_provider, set_error
+from proxy.telemetry.configure import build_tracer_provider
+from proxy.telemetry.facade import Telemetry, set_error
+from proxy.telemetry.lean_span import LeanSpan, SharedAttributes
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 from proxy.telemetry.sampling import LeanResource, Sampler, SpanLimits, build_resource
-from proxy.telemetry.tracing import LeanSpan, LeanTracerProvider, SharedAttributes
+from proxy.telemetry.tracing import LeanTracerProvider
 from tests.unit.test_otlp_export import Collector
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
