@@ -11,6 +11,8 @@ as the arms' weights in the next snapshot, only when a weight moved by at least 
 adaptive rule maximises the spec's `reward` when it has one (else its metric), and its guardrails
 take an arm shown worse than the control out of the split for good (weight 0, `excluded` in
 status): Thompson sampling keeps sending a bad arm its floor of traffic, a guardrail stops that.
+(That guardrail uses the rollouts' always-valid test, whose false-alarm level assumes shares fixed
+in advance; the bandit moves them with the results, so for adaptive rules the level is approximate.)
 
 The controller also sets the split exactly, through the same weights, when a test with `promote`
 ends (a Winner takes all the traffic; StoppedByGuardrail sends it all back to the control) and at
