@@ -34,7 +34,7 @@ def tree_state() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    changed = git("status", "--porcelain", "--", "controller", "proxy/snapshot.py").splitlines()
+    changed = git("status", "--porcelain", "--", "controller", "proxy/snapshot").splitlines()
     return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": [line[3:] for line in changed]}
 
 

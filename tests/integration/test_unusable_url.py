@@ -1,6 +1,6 @@
 """A provider URL the client cannot use fails that backend, never the request: the next one serves.
 
-Snapshots refuse such URLs (proxy/snapshot.py), so this is defence in depth: a snapshot built
+Snapshots refuse such URLs (proxy/snapshot/), so this is defence in depth: a snapshot built
 around the validators (`model_copy` skips them) stands in for a validation gap."""
 
 from __future__ import annotations

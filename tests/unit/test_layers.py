@@ -18,7 +18,7 @@ PROXY = REPO / "proxy"
 
 # Pure modules decide and translate; they must not reach for sockets, files or the loop.
 PURE = [
-    "proxy/snapshot.py",
+    "proxy/snapshot",
     "shared",
     "proxy/sse.py",
     "proxy/upstream.py",
