@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeVar
 
-from pydantic import SecretStr, ValidationError
+import msgspec
 
 import proxy.snapshot as snap
 from controller import policy as pol
@@ -43,7 +43,6 @@ from controller.api import (
     RouteRule,
     Secret,
     duration_seconds,
-    problems,
 )
 from controller.store import Key, Resources, key_of
 from controller.workload import Verdict, Workload
@@ -215,8 +214,8 @@ def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], S
         compiled = _compile_provider(
             provider, base_url=base_url, api_key=api_key, aws_keys=aws_keys, vertex_key=vertex_key
         )
-    except ValidationError as exc:  # what the sidecar would refuse: never let it reach one
-        return ProviderVerdict(Verdict(False, "Invalid", problems(exc)), RESOLVED, None)
+    except ValueError as exc:  # what the sidecar would refuse: never let it reach one
+        return ProviderVerdict(Verdict(False, "Invalid", snap.problem_text(exc)), RESOLVED, None)
     return ProviderVerdict(ACCEPTED, RESOLVED, compiled)
 
 
@@ -226,9 +225,9 @@ def _aws_keys(secret: Secret) -> snap.AwsKeys | None:
         return None
     token = _secret_value(secret, AWS_SESSION_TOKEN)
     return snap.AwsKeys(
-        access_key_id=SecretStr(key_id),
-        secret_access_key=SecretStr(secret_key),
-        session_token=SecretStr(token) if token else None,
+        access_key_id=snap.Secret(key_id),
+        secret_access_key=snap.Secret(secret_key),
+        session_token=snap.Secret(token) if token else None,
     )
 
 
@@ -253,7 +252,7 @@ def _compile_provider(
         entra = snap.EntraSettings(
             tenant_id=entra_spec.tenant_id,
             client_id=entra_spec.client_id,
-            client_secret=SecretStr(api_key) if api_key is not None else None,
+            client_secret=snap.Secret(api_key) if api_key is not None else None,
             **({"scope": entra_spec.scope} if entra_spec.scope is not None else {}),
         )
         api_key = None
@@ -262,7 +261,7 @@ def _compile_provider(
             project=spec.vertex.project,
             region=region,
             publisher=spec.vertex.publisher,
-            service_account_key=SecretStr(vertex_key) if vertex_key is not None else None,
+            service_account_key=snap.Secret(vertex_key) if vertex_key is not None else None,
         )
         if spec.vertex is not None and region is not None
         else None
@@ -271,7 +270,7 @@ def _compile_provider(
         name=f"{namespace}.{name}",
         type=spec.type,
         base_url=base_url,
-        api_key=SecretStr(api_key) if api_key is not None else None,
+        api_key=snap.Secret(api_key) if api_key is not None else None,
         entra=entra,
         vertex=vertex,
         api_version=spec.azure.api_version if spec.azure else None,
@@ -686,7 +685,7 @@ def assemble(
     snapshot = snap.Snapshot(
         providers=providers, routes=tuple(routes), policy=policy or snap.Policy(), limit_store=limit_store
     )
-    return snapshot.model_copy(update={"version": snap.content_version(snapshot)})
+    return msgspec.structs.replace(snapshot, version=snap.content_version(snapshot))
 
 
 def compile_workload(judgement: Judgement, workload: Workload) -> snap.Snapshot:

@@ -4,7 +4,7 @@ The controller puts the store in every snapshot it sends (`Snapshot.limit_store`
 every namespace count on the same Redis without a Secret of their own, and it reads the budget counters
 back into the policies' status (`controller.spend_reader`).
 
-The URL may carry a password: it is held as a SecretStr from the moment the flags are parsed, never
+The URL may carry a password: it is held as a Secret from the moment the flags are parsed, never
 echoed in an error, a log line, an Event, a status, a metric or a dump (`Snapshot.masked()` hides it).
 """
 
@@ -14,9 +14,7 @@ import argparse
 import os
 from typing import Any
 
-from pydantic import SecretStr
-
-from proxy.snapshot import LimitStore
+from proxy.snapshot import LimitStore, Secret
 from shared.redis_client import redis_py_client
 
 DEFAULT_TIMEOUT = 0.1
@@ -72,7 +70,7 @@ def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         )
     if args.limits_redis_cluster and scheme not in ("redis", "rediss"):
         parser.error("--limits-redis-cluster speaks to a redis:// or rediss:// node")
-    return LimitStore(url=SecretStr(url), cluster=args.limits_redis_cluster, timeout_seconds=timeout)
+    return LimitStore(url=Secret(url), cluster=args.limits_redis_cluster, timeout_seconds=timeout)
 
 
 def connect(store: LimitStore, *, timeout: float) -> Any:

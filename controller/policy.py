@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+import msgspec
+
 import proxy.snapshot as snap
 from controller.api import ClusterModelPolicy, ModelPolicy, ModelRoute, PolicyLimit, ResidencyRule
 from controller.selectors import matches
@@ -227,7 +229,7 @@ def compile_policy(
         redacted_backends=tuple(redacted_backends),
         limits=compile_limits(policies, workload),
         guardrails=tuple(
-            snap.Guardrail.model_validate({**g.model_dump(), "policy": label(p)})
+            msgspec.convert({**g.model_dump(by_alias=True), "policy": label(p)}, snap.Guardrail)
             for p in policies
             for g in p.spec.guardrails
         ),

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
+import msgspec
 
-from proxy.snapshot import Snapshot, parse_snapshot
-from shared.config_text import decode_text, parse_yaml, removal_verdict, validation_problems
+from proxy.snapshot import Snapshot, parse_snapshot, problem_text
+from shared.config_text import decode_text, parse_yaml, removal_verdict
 
 log = logging.getLogger("modelway.snapshot")
 
@@ -61,8 +61,8 @@ def _read(path: Path) -> Loaded:
         raise SnapshotError(f"snapshot {path} must be a mapping with 'providers' and 'routes'")
     try:
         snapshot = parse_snapshot(data)
-    except ValidationError as exc:
-        raise SnapshotError(f"snapshot {path} is invalid: {validation_problems(exc)}") from None
+    except msgspec.ValidationError as exc:
+        raise SnapshotError(f"snapshot {path} is invalid: {problem_text(exc)}") from None
     return Loaded(snapshot, routes_explicit=isinstance(data.get("routes"), list))
 
 

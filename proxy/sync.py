@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
+import msgspec
 
 from proxy.experiments import ExperimentCounts
 from proxy.runtime import Runtime, RuntimeHolder
-from proxy.snapshot import STREAM_PATH, Snapshot, parse_snapshot, to_wire
+from proxy.snapshot import STREAM_PATH, Snapshot, parse_snapshot, problem_text, to_wire
 
 log = logging.getLogger("modelway.sync")
 
@@ -49,7 +49,7 @@ def load_saved(state_file: Path) -> tuple[Snapshot, float] | None:
         return parse_snapshot(saved["snapshot"]), float(saved["receivedAt"])
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring saved snapshot %s: %s", state_file, type(exc).__name__)
         return None
 
@@ -164,7 +164,7 @@ class ControllerSync:
         try:
             snapshot = parse_snapshot({**message["snapshot"], "version": version})
             runtime = self._build(snapshot, received_at)
-        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             error = _validation_summary(exc)
             log.error(
                 "refused snapshot %s: %s; keeping %s",
@@ -192,8 +192,6 @@ def _describe(exc: BaseException) -> str:
 
 
 def _validation_summary(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
+    if isinstance(exc, msgspec.ValidationError):
+        return problem_text(exc)
     return f"{type(exc).__name__}: {exc}"

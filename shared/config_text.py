@@ -4,8 +4,8 @@
 Both readers keep their last good content whatever a file holds, so these never let a file
 crash them or leak it: YAML is parsed with bounded depth (PyYAML's composer recurses once
 per level) and bounded size after alias expansion ("billion laughs"); messages name the
-line, column and problem but never the line's text (it may be an `apiKey:` line); pydantic
-problems name fields, never input values. `removal_verdict` is the rule both watchers apply
+line, column and problem but never the line's text (it may be an `apiKey:` line); the
+controller's pydantic problems name fields, never input values. `removal_verdict` is the rule both watchers apply
 to an edit that drops most of what a file held (a writer caught mid-write).
 """
 
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import ValidationError
+
+if TYPE_CHECKING:  # the sidecar reads its files with this module and never loads pydantic
+    from pydantic import ValidationError
 
 MAX_DEPTH = 100  # a snapshot or a resource nests ~10 levels
 MAX_NODES = 1_000_000  # values once aliases are expanded

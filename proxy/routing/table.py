@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 from proxy.routing.arms import ArmPicker, sticky_point
 from proxy.snapshot import DATA_CLASS_RANK, DATA_CLASSES, Backend, Denial, HeaderMatch, Policy, Route, Rule, Snapshot
 
@@ -167,7 +169,8 @@ def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
             arms=tuple(a.name for a in spec.arms),
             picker=ArmPicker.of([a.weight for a in spec.arms]),
             by_class=tuple(
-                _by_class(rule.model_copy(update={"backends": a.backends}), route, policy) for a in spec.arms
+                _by_class(msgspec.structs.replace(rule, backends=a.backends, experiment=None), route, policy)
+                for a in spec.arms
             ),
         )
     return _CompiledRule(

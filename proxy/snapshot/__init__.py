@@ -1,6 +1,6 @@
 """The contract between controller and sidecar: the compiled config a sidecar runs on.
 
-Pure data (frozen, no I/O). The controller produces it, the sidecar validates and runs it;
+Pure data (frozen msgspec structs, no I/O). The controller produces it, the sidecar validates and runs it;
 nothing here knows about Kubernetes. Field names are camelCase on the wire (as in the CRDs)
 and snake_case in Python. Every public name is importable from `proxy.snapshot`.
 """
@@ -13,6 +13,7 @@ from proxy.snapshot.base import (
     DataClass,
     Hosting,
     RetryOn,
+    Secret,
     VertexPublisher,
 )
 from proxy.snapshot.checks import (
@@ -68,6 +69,8 @@ from proxy.snapshot.wire import (
     Snapshot,
     content_version,
     parse_snapshot,
+    parse_struct,
+    problem_text,
     to_wire,
 )
 
@@ -120,6 +123,7 @@ __all__ = [
     "Route",
     "RouteDenial",
     "Rule",
+    "Secret",
     "Snapshot",
     "Timeouts",
     "VertexPublisher",
@@ -132,6 +136,8 @@ __all__ = [
     "content_version",
     "merge_redactions",
     "parse_snapshot",
+    "parse_struct",
+    "problem_text",
     "shown",
     "to_wire",
 ]

@@ -1,11 +1,141 @@
-"""The snapshot's building blocks: the frozen model base and the small vocabularies fields take."""
+"""The snapshot's building blocks: the frozen struct base, the credential type, the field checks
+the structs run on themselves, and the small vocabularies fields take.
+
+Structs are msgspec's: decoded from the wire's camelCase (unknown fields refused) and built by
+the controller with snake_case keywords. msgspec checks types while decoding; the value checks
+(lengths, ranges, patterns) are each struct's `__post_init__`, which runs both when a struct is
+decoded and when it is built, so the controller refuses exactly what a sidecar would.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from collections.abc import Callable, Sized
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+import msgspec
+
+from proxy.snapshot.checks import ConfigProblem
+
+
+class Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel", kw_only=True, gc=False):
+    """Immutable, hashable, compared by value; camelCase on the wire. Untracked by the cycle
+    collector (gc=False): frozen structs of strings, numbers and tuples cannot form a cycle."""
+
+
+class Secret:
+    """A credential: shown as asterisks by repr and str, so a snapshot printed or logged never
+    carries it; `get_secret_value()` is the one way to the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def hold_secrets(struct: msgspec.Struct, *fields: str) -> None:
+    """Wrap a plain string given for a Secret field (as a caller building a struct may pass one)."""
+    for field in fields:
+        value = getattr(struct, field)
+        if isinstance(value, str):
+            msgspec.structs.force_setattr(struct, field, Secret(value))
+
+
+def decode_secret(type_: type, value: Any) -> Any:
+    """msgspec's dec_hook: a string where the struct holds a Secret."""
+    if type_ is Secret:
+        if isinstance(value, str):
+            return Secret(value)
+        if isinstance(value, Secret):
+            return value
+        raise TypeError("Expected `str`")  # msgspec adds where; the value is never quoted
+    raise NotImplementedError(f"cannot decode {type_!r}")
+
+
+def reveal_secret(value: Any) -> Any:
+    """msgspec's enc_hook for the wire: a Secret's value."""
+    if isinstance(value, Secret):
+        return value.get_secret_value()
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+def mask_secret(value: Any) -> Any:
+    """msgspec's enc_hook for logs and dumps: a marker instead of any Secret."""
+    if isinstance(value, Secret):
+        return "<redacted>"
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+# --- field checks: each raises ValueError naming the field (camelCase, as written) ------------
+
+
+def check_length(field: str, value: Sized | None, *, low: int = 1, high: int | None = None) -> None:
+    """A string or tuple of `low` to `high` items (None passes: the field is optional)."""
+    if value is None:
+        return
+    size = len(value)
+    if size < low:
+        raise ValueError(f"{field}: should have at least {low} {'character' if isinstance(value, str) else 'item'}(s)")
+    if high is not None and size > high:
+        raise ValueError(f"{field}: should have at most {high} {'characters' if isinstance(value, str) else 'items'}")
+
+
+def check_range(
+    field: str, value: float | None, *, ge: float | None = None, gt: float | None = None, le: float | None = None
+) -> None:
+    """A number within bounds (None passes)."""
+    if value is None:
+        return
+    if ge is not None and not value >= ge:
+        raise ValueError(f"{field}: should be greater than or equal to {ge}")
+    if gt is not None and not value > gt:
+        raise ValueError(f"{field}: should be greater than {gt}")
+    if le is not None and not value <= le:
+        raise ValueError(f"{field}: should be less than or equal to {le}")
+
+
+def check_pattern(field: str, value: str | None, pattern: re.Pattern[str]) -> None:
+    """A string matching `pattern` (None passes); the message names the pattern, never the value."""
+    if value is not None and not pattern.fullmatch(value):
+        raise ValueError(f"{field}: should match pattern '{pattern.pattern}'")
+
+
+def check_field(field: str, check: Callable[[str], object], value: str | None) -> None:
+    """Run a shared check (`checks.py`) on one field, its problem naming the field."""
+    if value is None:
+        return
+    try:
+        check(value)
+    except ConfigProblem as problem:
+        raise ConfigProblem(problem.reason, f"{field}: {problem}") from None
+
+
+COUNT_MAX = 1_000_000_000_000  # requests or tokens a minute: more is a typo, not a quota
+
+
+def check_count(field: str, value: int | None) -> None:
+    check_range(field, value, ge=1, le=COUNT_MAX)
+
+
+def check_each_length(field: str, values: tuple[str, ...] | None, *, low: int = 1, high: int | None = None) -> None:
+    for value in values or ():
+        check_length(field, value, low=low, high=high)
+
 
 Hosting = Literal["saas", "vpc", "in-cluster"]
 BedrockApi = Literal["converse", "anthropic-messages"]
@@ -19,8 +149,4 @@ DATA_CLASSES: tuple[DataClass, ...] = ("public", "internal", "personal", "restri
 DATA_CLASS_RANK: dict[str, int] = {name: rank for rank, name in enumerate(DATA_CLASSES)}
 DATA_CLASS_HEADER = "x-modelway-data-class"
 
-_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

@@ -10,11 +10,9 @@ import re._parser as _sre_parse  # type: ignore[import-not-found]
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-# --- checks shared with the controller ------------------------------------------------
-#
 # Whatever a sidecar would refuse in a snapshot, the controller must refuse first, per
-# object, with the same code: these checks run in the snapshot's validators below and in
-# the controller's API models, so a bad object is marked Accepted=False with a reason
+# object, with the same code: these checks run in the snapshot's structs and in the
+# controller's API models, so a bad object is marked Accepted=False with a reason
 # instead of reaching sidecars and costing every other object in the snapshot.
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from proxy.snapshot.base import DataClass, _Frozen
+from proxy.snapshot.base import (
+    DataClass,
+    Frozen,
+    check_count,
+    check_each_length,
+    check_field,
+    check_length,
+    check_pattern,
+    check_range,
+)
 from proxy.snapshot.checks import (
     GUARDRAIL_NAME,
     GUARDRAIL_TIMEOUT_MS_MAX,
@@ -26,35 +34,39 @@ from proxy.snapshot.checks import (
 LimitScope = Literal["workload", "namespace", "policy"]
 BudgetAction = Literal["refuse", "reroute"]
 FailureMode = Literal["open", "closed"]
-_COUNT = Annotated[int, Field(ge=1, le=1_000_000_000_000)]
-_USD = Annotated[float, Field(ge=0, le=1_000_000_000)]
-_GLOBS = tuple[Annotated[str, Field(min_length=1)], ...]
+USD_MAX = 1_000_000_000
+_REDACTION_NAME = re.compile(REDACTION_NAME)
+_GUARDRAIL_NAME = re.compile(GUARDRAIL_NAME)
 
 
-class RerouteBackend(_Frozen):
-    provider: Annotated[str, Field(min_length=1)]  # a compiled provider name, "<namespace>.<name>"
-    model: Annotated[str, Field(min_length=1)]
+class RerouteBackend(Frozen, frozen=True, kw_only=True):
+    provider: str  # a compiled provider name, "<namespace>.<name>"
+    model: str
+
+    def __post_init__(self) -> None:
+        check_length("provider", self.provider)
+        check_length("model", self.model)
 
 
-class Limit(_Frozen):
+class Limit(Frozen, frozen=True, kw_only=True):
     """One limit of one policy, compiled for this workload: its counter key names what is counted together.
 
     The key carries the scope value (`.../workload/<ns>/<sa>`, `.../namespace/<ns>` or `.../policy`), so
     sidecars of the same scope share one counter and others do not; the sidecar never works it out."""
 
     policy: str  # "ModelPolicy team-a/caps" or "ClusterModelPolicy org-caps", as in Denial.policy
-    name: Annotated[str, Field(min_length=1)]
-    key: Annotated[str, Field(min_length=1)]
-    routes: _GLOBS | None = None  # ModelRoute names; None: every route
-    providers: _GLOBS | None = None  # ModelProvider names; None: every provider
-    models: _GLOBS | None = None  # upstream model names; None: every model
-    requests_per_minute: _COUNT | None = None
-    tokens_per_minute: _COUNT | None = None  # input and output together
-    input_tokens_per_minute: _COUNT | None = None
-    output_tokens_per_minute: _COUNT | None = None
-    concurrent_requests: _COUNT | None = None
-    usd_per_day: _USD | None = None  # UTC days
-    usd_per_month: _USD | None = None  # UTC calendar months
+    name: str
+    key: str
+    routes: tuple[str, ...] | None = None  # ModelRoute names; None: every route
+    providers: tuple[str, ...] | None = None  # ModelProvider names; None: every provider
+    models: tuple[str, ...] | None = None  # upstream model names; None: every model
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None  # input and output together
+    input_tokens_per_minute: int | None = None
+    output_tokens_per_minute: int | None = None
+    concurrent_requests: int | None = None
+    usd_per_day: float | None = None  # UTC days
+    usd_per_month: float | None = None  # UTC calendar months
     on_budget_spent: BudgetAction = "refuse"
     reroute_to: tuple[RerouteBackend, ...] = ()
     failure_mode: FailureMode = "open"
@@ -63,8 +75,18 @@ class Limit(_Frozen):
     def has_budget(self) -> bool:
         return self.usd_per_day is not None or self.usd_per_month is not None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Limit:
+    def __post_init__(self) -> None:
+        check_length("name", self.name)
+        check_length("key", self.key)
+        for field, globs in (("routes", self.routes), ("providers", self.providers), ("models", self.models)):
+            check_each_length(field, globs)
+        check_count("requestsPerMinute", self.requests_per_minute)
+        check_count("tokensPerMinute", self.tokens_per_minute)
+        check_count("inputTokensPerMinute", self.input_tokens_per_minute)
+        check_count("outputTokensPerMinute", self.output_tokens_per_minute)
+        check_count("concurrentRequests", self.concurrent_requests)
+        check_range("usdPerDay", self.usd_per_day, ge=0, le=USD_MAX)
+        check_range("usdPerMonth", self.usd_per_month, ge=0, le=USD_MAX)
         numbers = (
             self.requests_per_minute,
             self.tokens_per_minute,
@@ -78,69 +100,72 @@ class Limit(_Frozen):
             raise ValueError(f"limit {self.name!r} of {self.policy}: sets no limit")
         if self.on_budget_spent == "reroute" and not self.reroute_to:
             raise ValueError(f"limit {self.name!r} of {self.policy}: onBudgetSpent reroute needs rerouteTo")
-        return self
 
 
-class Denial(_Frozen):
+class Denial(Frozen, frozen=True, kw_only=True):
     """Why something is out of this workload's reach: which policy says so, and in what words."""
 
     policy: str  # "ModelPolicy team-a/eu-only" or "ClusterModelPolicy org-baseline"
     reason: str
 
 
-class RouteDenial(_Frozen):
+class RouteDenial(Frozen, frozen=True, kw_only=True):
     model: str  # the route's model name: requests for it are refused
     denial: Denial
 
 
-class BackendDenial(_Frozen):
+class BackendDenial(Frozen, frozen=True, kw_only=True):
     provider: str
     model: str  # the upstream model
-    data_classes: Annotated[tuple[DataClass, ...], Field(min_length=1)]  # the classes it may not carry
+    data_classes: tuple[DataClass, ...]  # the classes it may not carry
     denial: Denial
+
+    def __post_init__(self) -> None:
+        check_length("dataClasses", self.data_classes)
 
     @property
     def key(self) -> str:
         return f"{self.provider}/{self.model}"
 
 
-class RedactionPattern(_Frozen):
-    name: Annotated[str, Field(pattern=REDACTION_NAME)]
-    regex: Annotated[str, Field(min_length=1, max_length=REDACTION_REGEX_MAX)]
+class RedactionPattern(Frozen, frozen=True, kw_only=True):
+    name: str
+    regex: str
 
-    @model_validator(mode="after")
-    def _usable(self) -> RedactionPattern:
+    def __post_init__(self) -> None:
+        check_pattern("name", self.name, _REDACTION_NAME)
+        check_length("regex", self.regex, high=REDACTION_REGEX_MAX)
         if self.name in REDACTION_KINDS:
             raise ValueError(f"redact pattern name {self.name!r} is a built-in kind; choose another name")
         check_redaction_regex(self.name, self.regex)
-        return self
 
 
-class Redaction(_Frozen):
+class Redaction(Frozen, frozen=True, kw_only=True):
     """What is masked before a request goes to a backend a residency rule would otherwise deny."""
 
     kinds: tuple[RedactionKind, ...] | None = None  # None: every built-in kind; (): custom patterns only
     patterns: tuple[RedactionPattern, ...] = ()
     restore: bool = True  # False: the app gets the placeholders, never the values
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Redaction:
+    def __post_init__(self) -> None:
         names = [p.name for p in self.patterns]
         if len(names) != len(set(names)):
             raise ValueError(f"redact pattern names must be unique, got {names}")
         if self.kinds == () and not self.patterns:
             raise ValueError("redact masks nothing: give kinds or patterns")
-        return self
 
 
-class BackendRedaction(_Frozen):
+class BackendRedaction(Frozen, frozen=True, kw_only=True):
     """A backend that data of some classes may reach only masked (instead of being denied it)."""
 
     provider: str
     model: str  # the upstream model
-    data_classes: Annotated[tuple[DataClass, ...], Field(min_length=1)]
+    data_classes: tuple[DataClass, ...]
     policy: str  # "ModelPolicy team-a/eu-only", as in Denial.policy
     redaction: Redaction
+
+    def __post_init__(self) -> None:
+        check_length("dataClasses", self.data_classes)
 
     @property
     def key(self) -> str:
@@ -164,16 +189,14 @@ def merge_redactions(redactions: Iterable[Redaction]) -> Redaction:
                 pattern.regex if known in (None, pattern.regex) else f"(?:{known})|(?:{pattern.regex})"
             )
         restore = restore and redaction.restore
-    return Redaction.model_validate(
-        {
-            "kinds": None if kinds is None else tuple(k for k in REDACTION_KINDS if k in kinds),
-            "patterns": tuple({"name": name, "regex": regex} for name, regex in patterns.items()),
-            "restore": restore,
-        }
+    return Redaction(
+        kinds=None if kinds is None else tuple(k for k in REDACTION_KINDS if k in kinds),
+        patterns=tuple(RedactionPattern(name=name, regex=regex) for name, regex in patterns.items()),
+        restore=restore,
     )
 
 
-class Guardrail(_Frozen):
+class Guardrail(Frozen, frozen=True, kw_only=True):
     """An HTTP service a policy asks about a request's text before it goes out, and about its answer.
 
     `kind: modelway`: POST {phase, texts, model, route, workload} -> {decision: allow|deny|replace,
@@ -182,27 +205,33 @@ class Guardrail(_Frozen):
     decides: open lets the request on, closed refuses it (503).
     """
 
-    name: Annotated[str, Field(pattern=GUARDRAIL_NAME, max_length=63)]
+    name: str
     policy: str = ""  # the policy that names it, for the audit log
-    url: Annotated[str, Field(max_length=2048)]
+    url: str
     kind: GuardrailKind = "modelway"
-    phases: Annotated[tuple[GuardrailPhase, ...], Field(min_length=1, max_length=2)] = ("request", "response")
-    timeout_ms: Annotated[int, Field(ge=1, le=GUARDRAIL_TIMEOUT_MS_MAX)] = 500
+    phases: tuple[GuardrailPhase, ...] = ("request", "response")
+    timeout_ms: int = 500
     failure_mode: Literal["open", "closed"] = "closed"
     data_classes: tuple[DataClass, ...] | None = None  # None: every class
-    routes: tuple[Annotated[str, Field(min_length=1, max_length=253)], ...] | None = None  # globs; None: all
+    routes: tuple[str, ...] | None = None  # globs; None: all
     # Streams: a check when this many new characters arrived (or a sentence ended past a quarter of it),
     # on the last `stream_window_chars` already checked plus the new ones.
-    stream_check_chars: Annotated[int, Field(ge=16, le=65_536)] = 400
-    stream_window_chars: Annotated[int, Field(ge=0, le=65_536)] = 800
+    stream_check_chars: int = 400
+    stream_window_chars: int = 800
 
-    @field_validator("url")
-    @classmethod
-    def _usable_url(cls, url: str) -> str:
-        return check_guardrail_url(url)
+    def __post_init__(self) -> None:
+        check_length("name", self.name, high=63)
+        check_pattern("name", self.name, _GUARDRAIL_NAME)
+        check_length("url", self.url, low=0, high=2048)
+        check_field("url", check_guardrail_url, self.url)
+        check_length("phases", self.phases, high=2)
+        check_range("timeoutMs", self.timeout_ms, ge=1, le=GUARDRAIL_TIMEOUT_MS_MAX)
+        check_each_length("routes", self.routes, high=253)
+        check_range("streamCheckChars", self.stream_check_chars, ge=16, le=65_536)
+        check_range("streamWindowChars", self.stream_window_chars, ge=0, le=65_536)
 
 
-class Policy(_Frozen):
+class Policy(Frozen, frozen=True, kw_only=True):
     """What the workload's ModelPolicies allow it, compiled by the controller for this workload.
 
     The sidecar never evaluates policies itself: it classifies each request, then
@@ -222,9 +251,7 @@ class Policy(_Frozen):
     # Every guardrail of every policy that binds the workload, in the policies' order.
     guardrails: tuple[Guardrail, ...] = ()
 
-    @model_validator(mode="after")
-    def _unique_limit_keys(self) -> Policy:
+    def __post_init__(self) -> None:
         keys = [limit.key for limit in self.limits]
         if len(keys) != len(set(keys)):
             raise ValueError("limit keys must be unique")
-        return self

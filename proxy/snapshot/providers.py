@@ -3,101 +3,135 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import re
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import msgspec
 
-from proxy.snapshot.base import _NAME, BedrockApi, Hosting, VertexPublisher, _Frozen
+from proxy.snapshot.base import (
+    NAME,
+    BedrockApi,
+    Frozen,
+    Hosting,
+    Secret,
+    VertexPublisher,
+    check_count,
+    check_field,
+    check_length,
+    check_pattern,
+    check_range,
+    hold_secrets,
+)
 from proxy.snapshot.checks import check_base_url, check_service_account_key
-from proxy.snapshot.policies import _COUNT
 from shared.provider_types import ProviderType
 
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$")
+_GCP_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_GCP_REGION = re.compile(r"^[a-z]+(-[a-z0-9]+)*$")
 
-class ModelPricing(_Frozen):
+
+class ModelPricing(Frozen, frozen=True, kw_only=True):
     """USD per million tokens, used for the cost attribute on spans."""
 
-    input_per_million: float = Field(ge=0)
-    output_per_million: float = Field(ge=0)
+    input_per_million: float
+    output_per_million: float
     # Input tokens read from the provider's prompt cache; None: they cost the input price.
-    cached_input_per_million: float | None = Field(default=None, ge=0)
+    cached_input_per_million: float | None = None
     # Input tokens written to the provider's prompt cache; None: they cost the input price.
-    cache_write_per_million: float | None = Field(default=None, ge=0)
+    cache_write_per_million: float | None = None
+
+    def __post_init__(self) -> None:
+        check_range("inputPerMillion", self.input_per_million, ge=0)
+        check_range("outputPerMillion", self.output_per_million, ge=0)
+        check_range("cachedInputPerMillion", self.cached_input_per_million, ge=0)
+        check_range("cacheWritePerMillion", self.cache_write_per_million, ge=0)
 
 
-class Capacity(_Frozen):
+class Capacity(Frozen, frozen=True, kw_only=True):
     """A provider account's own quota for the models matching `model` (a glob), shared by every sidecar."""
 
-    key: Annotated[str, Field(min_length=1)]  # "ModelProvider/<namespace>/<name>/capacity/<model glob>"
-    model: Annotated[str, Field(min_length=1)]
-    requests_per_minute: _COUNT | None = None
-    tokens_per_minute: _COUNT | None = None
+    key: str  # "ModelProvider/<namespace>/<name>/capacity/<model glob>"
+    model: str
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
-    @model_validator(mode="after")
-    def _says_something(self) -> Capacity:
+    def __post_init__(self) -> None:
+        check_length("key", self.key)
+        check_length("model", self.model)
+        check_count("requestsPerMinute", self.requests_per_minute)
+        check_count("tokensPerMinute", self.tokens_per_minute)
         if self.requests_per_minute is None and self.tokens_per_minute is None:
             raise ValueError(f"capacity {self.key!r}: needs requestsPerMinute or tokensPerMinute")
-        return self
 
 
-class AwsKeys(_Frozen):
+class AwsKeys(Frozen, frozen=True, kw_only=True):
     """An AWS access key (and the session token of temporary ones), from the provider's Secret."""
 
-    access_key_id: SecretStr
-    secret_access_key: SecretStr
-    session_token: SecretStr | None = None
+    access_key_id: Secret
+    secret_access_key: Secret
+    session_token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        hold_secrets(self, "access_key_id", "secret_access_key", "session_token")
 
 
-class BedrockSettings(_Frozen):
+class BedrockSettings(Frozen, frozen=True, kw_only=True):
     # The AWS region requests are signed for (and, without a baseURL, sent to).
-    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$", max_length=32)]
+    region: str
     # None: a Bedrock API key (the provider's apiKey), or the pod's own AWS identity.
     credentials: AwsKeys | None = None
     # converse: every model, through Converse; anthropic-messages: Anthropic models through
     # InvokeModel with Anthropic's own body.
     api: BedrockApi = "converse"
 
+    def __post_init__(self) -> None:
+        check_length("region", self.region, high=32)
+        check_pattern("region", self.region, _AWS_REGION)
 
-class VertexSettings(_Frozen):
+
+class VertexSettings(Frozen, frozen=True, kw_only=True):
     """Google Vertex AI: the project and location in every URL, the publisher whose models (and body)
     the provider serves, and a service-account key (JSON) from the provider's Secret or, without
     one, the pod's GKE Workload Identity (the metadata server's tokens)."""
 
-    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
-    region: Annotated[str, Field(pattern=r"^[a-z]+(-[a-z0-9]+)*$", max_length=32)]
+    project: str
+    region: str
     publisher: VertexPublisher = "google"
-    service_account_key: SecretStr | None = None
+    service_account_key: Secret | None = None
 
-    @field_validator("service_account_key")
-    @classmethod
-    def _usable_key(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None:
-            check_service_account_key(key.get_secret_value())
-        return key
+    def __post_init__(self) -> None:
+        hold_secrets(self, "service_account_key")
+        check_pattern("project", self.project, _GCP_PROJECT)
+        check_length("region", self.region, high=32)
+        check_pattern("region", self.region, _GCP_REGION)
+        if self.service_account_key is not None:
+            check_field("serviceAccountKey", check_service_account_key, self.service_account_key.get_secret_value())
 
 
-class EntraSettings(_Frozen):
+class EntraSettings(Frozen, frozen=True, kw_only=True):
     """Azure OpenAI with Microsoft Entra ID access tokens instead of an API key: client credentials
     (the client secret from the provider's Secret), or without a secret the pod's AKS Workload
     Identity (its federated token; tenant and client default to the pod's AZURE_TENANT_ID and
     AZURE_CLIENT_ID)."""
 
-    tenant_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    client_secret: SecretStr | None = None
-    scope: Annotated[str, Field(min_length=1, max_length=512)] = "https://cognitiveservices.azure.com/.default"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    scope: str = "https://cognitiveservices.azure.com/.default"
 
-    @model_validator(mode="after")
-    def _secret_names_its_client(self) -> EntraSettings:
+    def __post_init__(self) -> None:
+        hold_secrets(self, "client_secret")
+        check_length("tenantId", self.tenant_id, high=128)
+        check_length("clientId", self.client_id, high=128)
+        check_length("scope", self.scope, high=512)
         if self.client_secret is not None and (self.tenant_id is None or self.client_id is None):
             raise ValueError("Entra ID client credentials need tenantId and clientId")
-        return self
 
 
-class Provider(_Frozen):
-    name: Annotated[str, Field(pattern=_NAME, max_length=253)]
+class Provider(Frozen, frozen=True, kw_only=True):
+    name: str
     type: ProviderType
-    base_url: Annotated[str, Field(pattern=r"^https?://")]
-    api_key: SecretStr | None = None
+    base_url: str
+    api_key: Secret | None = None
     # Azure OpenAI only: the `api-version` query parameter.
     api_version: str | None = None
     # Bedrock only: its signing region and AWS keys.
@@ -109,16 +143,14 @@ class Provider(_Frozen):
     region: str | None = None
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
-    pricing: dict[str, ModelPricing] = Field(default_factory=dict)
+    pricing: dict[str, ModelPricing] = msgspec.field(default_factory=dict)
     capacity: tuple[Capacity, ...] = ()
 
-    @field_validator("base_url")
-    @classmethod
-    def _usable_url(cls, url: str) -> str:
-        return check_base_url(url)
-
-    @model_validator(mode="after")
-    def _azure_needs_version(self) -> Provider:
+    def __post_init__(self) -> None:
+        hold_secrets(self, "api_key")
+        check_length("name", self.name, high=253)
+        check_pattern("name", self.name, NAME)
+        check_field("baseUrl", check_base_url, self.base_url)
         if self.type == "azure-openai" and not self.api_version:
             raise ValueError(f"provider {self.name!r}: type azure-openai needs apiVersion")
         if (self.type == "bedrock") != (self.bedrock is not None):
@@ -127,7 +159,6 @@ class Provider(_Frozen):
             raise ValueError(f"provider {self.name!r}: vertex settings are for, and needed by, type vertex only")
         if self.entra is not None and self.type != "azure-openai":
             raise ValueError(f"provider {self.name!r}: Entra ID settings are for type azure-openai only")
-        return self
 
     def secrets(self) -> list[str]:
         """Every credential value this provider holds, for the scrubber."""

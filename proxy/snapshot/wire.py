@@ -4,28 +4,46 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any
+import re
+from typing import Any, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+import msgspec
 
-from proxy.snapshot.base import _Frozen
+from proxy.snapshot.base import (
+    Frozen,
+    Secret,
+    check_pattern,
+    check_range,
+    decode_secret,
+    hold_secrets,
+    mask_secret,
+    reveal_secret,
+)
 from proxy.snapshot.policies import Policy
 from proxy.snapshot.providers import Provider
 from proxy.snapshot.routes import Route
 
+T = TypeVar("T", bound=msgspec.Struct)
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-class LimitStore(_Frozen):
+
+class LimitStore(Frozen, frozen=True, kw_only=True):
     """Where the limit counters live when every sidecar shares them (Redis); the controller sends it
     with the snapshot, so one Secret in the controller's namespace reaches every pod."""
 
     # redis://, rediss://, unix://, or redis+sentinel://host:26379[,host:26379]/service[/db]; may carry a password.
-    url: SecretStr
+    url: Secret
     cluster: bool = False  # speak Redis Cluster to the URL's node
-    timeout_seconds: Annotated[float, Field(gt=0, le=5)] = 0.1
-    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "modelway"
+    timeout_seconds: float = 0.1
+    key_prefix: str = "modelway"
+
+    def __post_init__(self) -> None:
+        hold_secrets(self, "url")
+        check_range("timeoutSeconds", self.timeout_seconds, gt=0, le=5)
+        check_pattern("keyPrefix", self.key_prefix, _KEY_PREFIX)
 
 
-class Snapshot(_Frozen):
+class Snapshot(Frozen, frozen=True, kw_only=True):
     """Everything one sidecar needs. `version` is a content hash (see `content_version`)."""
 
     version: str = ""
@@ -35,8 +53,7 @@ class Snapshot(_Frozen):
     # None: the sidecar's own `--limits-redis-url`, else counters in the sidecar's memory.
     limit_store: LimitStore | None = None
 
-    @model_validator(mode="after")
-    def _references(self) -> Snapshot:
+    def __post_init__(self) -> None:
         providers = {p.name for p in self.providers}
         if len(providers) != len(self.providers):
             raise ValueError("provider names must be unique")
@@ -52,49 +69,19 @@ class Snapshot(_Frozen):
                             f"route {route.name!r} rule {rule.name!r}: unknown provider "
                             f"{backend.provider!r} (known: {sorted(providers)})"
                         )
-        return self
 
     def masked(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data with every credential replaced by a marker."""
-        data = self.model_dump(mode="json", by_alias=True)
-        for provider in data["providers"]:
-            if provider.get("apiKey") is not None:
-                provider["apiKey"] = "<redacted>"
-            keys: dict[str, Any] = (provider.get("bedrock") or {}).get("credentials") or {}
-            for field, value in keys.items():
-                if value is not None:
-                    keys[field] = "<redacted>"
-            entra: dict[str, Any] = provider.get("entra") or {}
-            if entra.get("clientSecret") is not None:
-                entra["clientSecret"] = "<redacted>"
-            vertex: dict[str, Any] = provider.get("vertex") or {}
-            if vertex.get("serviceAccountKey") is not None:
-                vertex["serviceAccountKey"] = "<redacted>"
-        if data.get("limitStore") is not None:
-            data["limitStore"]["url"] = "<redacted>"
+        data: dict[str, Any] = msgspec.to_builtins(self, enc_hook=mask_secret)
         return data
 
 
 def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, Any]:
     """The snapshot as JSON-ready data WITH credentials: for the controller stream and the
     sidecar's saved copy only, never for logs or dumps (use `masked`)."""
-    data = snapshot.model_dump(mode="json", by_alias=True, exclude={"version"} if exclude_version else None)
-    for provider, original in zip(data["providers"], snapshot.providers, strict=True):
-        if original.api_key is not None:
-            provider["apiKey"] = original.api_key.get_secret_value()
-        keys = original.bedrock.credentials if original.bedrock is not None else None
-        if keys is not None:
-            provider["bedrock"]["credentials"] = {
-                "accessKeyId": keys.access_key_id.get_secret_value(),
-                "secretAccessKey": keys.secret_access_key.get_secret_value(),
-                "sessionToken": keys.session_token.get_secret_value() if keys.session_token is not None else None,
-            }
-        if original.entra is not None and original.entra.client_secret is not None:
-            provider["entra"]["clientSecret"] = original.entra.client_secret.get_secret_value()
-        if original.vertex is not None and original.vertex.service_account_key is not None:
-            provider["vertex"]["serviceAccountKey"] = original.vertex.service_account_key.get_secret_value()
-    if snapshot.limit_store is not None:
-        data["limitStore"]["url"] = snapshot.limit_store.url.get_secret_value()
+    data: dict[str, Any] = msgspec.to_builtins(snapshot, enc_hook=reveal_secret)
+    if exclude_version:
+        del data["version"]
     return data
 
 
@@ -104,12 +91,40 @@ def content_version(snapshot: Snapshot) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def parse_struct(struct_type: type[T], data: Any) -> T:
+    """Any part of a snapshot from raw data (camelCase keys, credentials as strings), validated."""
+    return msgspec.convert(data, struct_type, dec_hook=decode_secret)
+
+
 def parse_snapshot(data: dict[str, Any]) -> Snapshot:
-    """Validate raw data into a Snapshot, filling in the content version when absent."""
-    snapshot = Snapshot.model_validate(data)
+    """Validate raw data into a Snapshot, filling in the content version when absent. Raises
+    msgspec.ValidationError (a ValueError); `problem_text` says what is wrong without the values."""
+    snapshot = parse_struct(Snapshot, data)
     if not snapshot.version:
-        snapshot = snapshot.model_copy(update={"version": content_version(snapshot)})
+        snapshot = msgspec.structs.replace(snapshot, version=content_version(snapshot))
     return snapshot
+
+
+_WHERE = " - at `$"
+_FIELD = re.compile(r"([a-z][A-Za-z0-9]*): ")
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def problem_text(exc: BaseException) -> str:
+    """What is wrong with a snapshot, as `path: problem`, quoting no input value (a credential may
+    sit in any field): msgspec names the value of a bad choice, which is dropped here."""
+    message = str(exc) or type(exc).__name__
+    problem, found, where = message.rpartition(_WHERE)
+    if not found:
+        problem, where = message, ""
+    if problem.startswith("Invalid enum value"):
+        problem = "Invalid enum value: not one of the field's choices"
+    problem = problem[:300]
+    where = _INDEX.sub(r".\1", where.removesuffix("`")).removeprefix(".")[:200]  # providers.0.apiKey
+    field = _FIELD.match(problem)
+    if field is not None and where:  # a struct's check names its field: where.field: problem
+        where, problem = f"{where}.{field[1]}", problem[field.end() :]
+    return f"{where}: {problem}" if where else problem
 
 
 # --- the controller <-> sidecar stream (a WebSocket; JSON text messages) ------------------

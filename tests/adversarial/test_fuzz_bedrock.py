@@ -17,7 +17,7 @@ from proxy.providers.aws_eventstream import EventStreamDecoder, encode_message
 from proxy.providers.base import UpstreamProtocolError
 from proxy.providers.bedrock import BedrockTranslator
 from proxy.providers.bedrock_anthropic import BedrockAnthropicTranslator
-from proxy.snapshot import BedrockSettings, Provider
+from proxy.snapshot import BedrockSettings, Provider, Secret
 from tests.adversarial.fuzz_strategies import ANY_JSON, COUNT, GARBAGE, NAME, cut, encoded, field, shaped
 from tests.adversarial.test_fuzz_decoders import FUZZ, decode_answer, decode_stream
 
@@ -26,7 +26,7 @@ TRANSLATOR = BedrockTranslator(
         name="b",
         type="bedrock",
         base_url="https://bedrock-runtime.us-east-1.amazonaws.com",
-        api_key="k",
+        api_key=Secret("k"),
         bedrock=BedrockSettings(region="us-east-1"),
     )
 )
@@ -36,7 +36,7 @@ INVOKE = BedrockAnthropicTranslator(
         name="c",
         type="bedrock",
         base_url="https://bedrock-runtime.us-east-1.amazonaws.com",
-        api_key="k",
+        api_key=Secret("k"),
         bedrock=BedrockSettings(region="us-east-1", api="anthropic-messages"),
     )
 )

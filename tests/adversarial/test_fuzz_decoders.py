@@ -20,7 +20,7 @@ from proxy.providers.anthropic import AnthropicTranslator
 from proxy.providers.base import UpstreamProtocolError, Usage
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.openai import OpenAITranslator
-from proxy.snapshot import Provider
+from proxy.snapshot import Provider, parse_struct
 from proxy.telemetry.content import StreamCapture
 from tests.adversarial.fuzz_strategies import (
     ANTHROPIC_MESSAGE,
@@ -52,7 +52,7 @@ def _translator(kind: str) -> Any:
         "anthropic": "https://api.anthropic.com",
         "gemini": "https://generativelanguage.googleapis.com",
     }[kind]
-    provider = Provider.model_validate({"name": kind, "type": kind, "baseUrl": base, "apiKey": "k"})
+    provider = parse_struct(Provider, {"name": kind, "type": kind, "baseUrl": base, "apiKey": "k"})
     return {"openai": OpenAITranslator, "anthropic": AnthropicTranslator, "gemini": GeminiTranslator}[kind](provider)
 
 

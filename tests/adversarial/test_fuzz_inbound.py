@@ -26,7 +26,7 @@ from proxy.frontends.openai_responses import ResponsesFrontend
 from proxy.providers.base import UnsupportedOperation, UpstreamRequest
 from proxy.providers.registry import build_translator
 from proxy.request.count_tokens import TokenCounter, parse_count_tokens
-from proxy.snapshot import Provider
+from proxy.snapshot import Provider, Secret
 from proxy.telemetry.content import content_attributes
 from shared.scrub import Scrubber
 from tests.adversarial.inbound_helpers import (
@@ -54,7 +54,7 @@ TRANSLATORS = {
             name=kind.replace("-", ""),
             type=kind,
             base_url="https://p.test/v1",
-            api_key="sk-test-0123456789",
+            api_key=Secret("sk-test-0123456789"),
             api_version="2024-10-21",
         )
     )

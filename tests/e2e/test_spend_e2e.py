@@ -24,7 +24,7 @@ import pytest
 from proxy.limits.binding import limit_counters
 from proxy.limits.model import Counter, Demand, Usage
 from proxy.limits.redis_store import RedisLimiter, connect
-from proxy.snapshot import Limit
+from proxy.snapshot import Limit, parse_struct
 from tests.e2e.controlplane import ControllerProcess, controller_sidecar, pod_token, wait_until
 from tests.e2e.status_support import provider, route, secret
 from tests.harness.cli import Kubectl
@@ -136,7 +136,7 @@ def test_spend_charged_in_redis_shows_in_kubectl_get_and_the_url_stays_secret(
         # The sidecar's snapshot: the policies' limits, and the store, its URL masked in the dump.
         snapshot = config(sidecar)["snapshot"]
         assert snapshot["limitStore"]["url"] == "<redacted>" and snapshot["limitStore"]["timeoutSeconds"] == 0.1
-        limits = [Limit.model_validate(item) for item in snapshot["policy"]["limits"]]
+        limits = [parse_struct(Limit, item) for item in snapshot["policy"]["limits"]]
         assert {(lim.name, lim.key) for lim in limits} == {
             ("daily", f"ModelPolicy/{namespace}/budget/daily/workload/{namespace}/app"),
             ("monthly", f"ClusterModelPolicy/org-{namespace}/monthly/namespace/{namespace}"),

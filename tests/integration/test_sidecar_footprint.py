@@ -2,7 +2,8 @@
 injected pod pays, so the default configuration (rules from the controller, tracing and
 metrics on, no limits) must not import what it never uses: the YAML loader of --snapshot files,
 the OpenTelemetry SDK, its stock exporters and protobuf runtime, gRPC, the Redis client of
-shared limits, the controller."""
+shared limits, the controller, and pydantic (the controller's API models; the sidecar validates
+its snapshot with msgspec)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.integration.sidecar import REPO, free_port
 
 # Loaded only where used: --snapshot (YAML), MODELWAY_TRACER=sdk or the gRPC protocol (the SDK,
 # the stock exporters, protobuf, grpc), limits kept in Redis (redis); never by the sidecar (the
-# controller's own modules).
+# controller's own modules, and pydantic, which only they use).
 HEAVY = (
     "yaml",
     "opentelemetry.sdk",
@@ -33,6 +34,8 @@ HEAVY = (
     "redis",
     "controller",
     "cryptography",
+    "pydantic",
+    "pydantic_core",
 )
 
 # The real entry point, with the modules it holds written out as it exits.

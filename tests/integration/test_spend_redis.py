@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
 from controller.compile import compile_workload, judge
 from controller.core import Controller
@@ -28,7 +27,7 @@ from proxy.limits.binding import limit_counters
 from proxy.limits.model import Counter, Demand, Usage
 from proxy.limits.redis_store import RedisLimiter
 from proxy.limits.redis_store import connect as sidecar_connect
-from proxy.snapshot import LimitStore
+from proxy.snapshot import LimitStore, Secret
 from tests.harness.redis import RedisServer, RestartableRedis
 from tests.unit.test_policy_compile import EU_SAAS, IN_CLUSTER, US_SAAS, chat_route, cluster_policy, policy
 
@@ -77,7 +76,7 @@ async def limiter(redis: RedisServer) -> AsyncIterator[RedisLimiter]:
 
 
 def reader_for(url: str, controller: Controller, **kwargs: Any) -> SpendReader:
-    store = LimitStore(url=SecretStr(url))
+    store = LimitStore(url=Secret(url))
     return SpendReader(connect(store, timeout=1.0), controller, prefix=store.key_prefix, timeout=2.0, **kwargs)
 
 

@@ -1,13 +1,14 @@
 """A provider URL the client cannot use fails that backend, never the request: the next one serves.
 
 Snapshots refuse such URLs (proxy/snapshot/), so this is defence in depth: a snapshot built
-around the validators (`model_copy` skips them) stands in for a validation gap."""
+around the checks (`force_setattr` skips them) stands in for a validation gap."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import openai
 import pytest
 from aiohttp import web
@@ -57,8 +58,7 @@ async def sidecar(fake_openai_process: Any) -> AsyncIterator[str]:
             ],
         }
     )
-    broken = snapshot.providers[0].model_copy(update={"base_url": "http://llm.internal:99999/v1"})
-    snapshot = snapshot.model_copy(update={"providers": (broken, snapshot.providers[1])})
+    msgspec.structs.force_setattr(snapshot.providers[0], "base_url", "http://llm.internal:99999/v1")
     holder = RuntimeHolder()
     holder.swap(Runtime.build(snapshot))
     runner = web.AppRunner(build_app(holder=holder, telemetry=Telemetry(), settings=ServerSettings()))

@@ -25,7 +25,7 @@ from proxy.policy.classify import Classifier, chat_texts, embedding_texts
 from proxy.policy.personal_data import PersonalDataDetector
 from proxy.providers.registry import build_translator
 from proxy.request.passthrough import sendable_texts
-from proxy.snapshot import Policy, Provider
+from proxy.snapshot import Policy, Provider, Secret
 
 EMAIL = "jane.doe@example.org"
 PERCENT = "jane.doe%40example.org"  # as a URL's query carries it
@@ -40,7 +40,7 @@ TRANSLATORS = [
             name=kind.replace("-", ""),
             type=kind,
             base_url="https://p.example/v1",
-            api_key="k",
+            api_key=Secret("k"),
             api_version="2024-10-21",
         )
     )

@@ -6,14 +6,13 @@ No sockets: `parse_args`, a Controller over an in-memory store, `modelway dev`'s
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
 
 from controller import dev
 from controller.__main__ import parse_args
 from controller.core import Controller
 from controller.store import ResourceStore
 from controller.workload import Workload
-from proxy.snapshot import LimitStore, Snapshot, content_version, parse_snapshot, to_wire
+from proxy.snapshot import LimitStore, Secret, Snapshot, content_version, parse_snapshot, to_wire
 from tests.unit.test_policy_compile import EU_SAAS, IN_CLUSTER, US_SAAS, chat_route, policy
 
 PASSWORD = "s3cret-redis-pass"
@@ -79,7 +78,7 @@ async def _snapshot(store: LimitStore | None) -> Snapshot:
 
 
 def _store(url: str = URL, **kwargs: object) -> LimitStore:
-    return LimitStore(url=SecretStr(url), **kwargs)  # type: ignore[arg-type]
+    return LimitStore(url=Secret(url), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_every_snapshot_carries_the_store_and_its_version_follows_it() -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 
 from controller.compile import Workload, compile_workload, judge
 from proxy.auth.entra import AzureEnvironment, EntraToken, client_secret_form, federated_form, token_url
@@ -21,7 +20,7 @@ from proxy.auth.token_sources import TokenSources
 from proxy.providers.azure_openai import AzureOpenAITranslator
 from proxy.providers.base import CredentialsUnavailable
 from proxy.providers.registry import build_translator
-from proxy.snapshot import EntraSettings, Provider, Snapshot, to_wire
+from proxy.snapshot import EntraSettings, Provider, Secret, Snapshot, parse_struct, to_wire
 from tests.fakes.entra_fake import EntraState, create_app
 from tests.fakes.server import serve
 from tests.unit.test_compile import provider, resources, route, secret
@@ -170,12 +169,12 @@ def test_a_client_secret_without_its_tenant_and_client_is_refused_by_the_api() -
 
 
 def test_the_client_secret_is_masked_in_the_snapshot_and_kept_on_the_wire() -> None:
-    p = azure_provider(tenant_id=TENANT, client_id=CLIENT, client_secret=SecretStr(SECRET))
+    p = azure_provider(tenant_id=TENANT, client_id=CLIENT, client_secret=Secret(SECRET))
     snapshot = Snapshot(version="1", providers=(p,), routes=())
     assert SECRET not in str(snapshot.masked()) and SECRET not in repr(snapshot)
     wire = to_wire(snapshot)
     assert wire["providers"][0]["entra"]["clientSecret"] == SECRET
-    assert Snapshot.model_validate(wire) == snapshot
+    assert parse_struct(Snapshot, wire) == snapshot
 
 
 # --- the sources and the translator ----------------------------------------------------------
@@ -218,12 +217,12 @@ async def test_sources_are_shared_across_snapshots_and_stopped_when_no_longer_us
         retry_seconds=(30.0, 60.0),
     )
     try:
-        with_secret = azure_provider(tenant_id=TENANT, client_id=CLIENT, client_secret=SecretStr(SECRET))
+        with_secret = azure_provider(tenant_id=TENANT, client_id=CLIENT, client_secret=Secret(SECRET))
         workload = azure_provider()
         first = sources.for_provider(with_secret)
         assert first is not None and sources.for_provider(with_secret) is first
         assert sources.for_provider(workload) is not None and sources.for_provider(workload) is not first
-        rotated = azure_provider(tenant_id=TENANT, client_id=CLIENT, client_secret=SecretStr(SECRET + "2"))
+        rotated = azure_provider(tenant_id=TENANT, client_id=CLIENT, client_secret=Secret(SECRET + "2"))
         assert sources.for_provider(rotated) is not first
         assert isinstance(build_translator(with_secret, tokens=sources), AzureOpenAITranslator)
         tasks = set(sources._tasks.values())

@@ -13,14 +13,20 @@ from proxy.errors import ApiError
 from proxy.providers.base import UpstreamProtocolError, Usage
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.gemini_request import DUMMY_THOUGHT_SIGNATURE
-from proxy.snapshot import Provider
+from proxy.snapshot import Provider, parse_struct
 
 MODEL = "gemini-2.5-flash"
 
 
 def translator(api_key: str | None = "AIza-test") -> GeminiTranslator:
-    provider = Provider.model_validate(
-        {"name": "gemini", "type": "gemini", "baseUrl": "https://generativelanguage.googleapis.com/", "apiKey": api_key}
+    provider = parse_struct(
+        Provider,
+        {
+            "name": "gemini",
+            "type": "gemini",
+            "baseUrl": "https://generativelanguage.googleapis.com/",
+            "apiKey": api_key,
+        },
     )
     return GeminiTranslator(provider)
 

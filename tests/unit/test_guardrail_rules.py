@@ -12,7 +12,7 @@ from controller.api import ModelPolicySpec
 from proxy.guardrails.client import _modelway_verdict, _moderation_verdict
 from proxy.guardrails.table import GuardrailTable
 from proxy.guardrails.texts import replace_request_texts, replace_response_texts, request_texts, response_texts
-from proxy.snapshot import Guardrail, Snapshot
+from proxy.snapshot import Guardrail, Snapshot, parse_struct
 
 URL = "http://guard.safety.svc:8080/check"
 
@@ -50,7 +50,8 @@ def test_guardrail_names_are_unique_in_a_policy():
 
 def snapshot(*guardrails: dict[str, Any]) -> Snapshot:
     backend = {"provider": "p", "model": "m"}
-    return Snapshot.model_validate(
+    return parse_struct(
+        Snapshot,
         {
             "providers": [{"name": "p", "type": "openai", "baseUrl": "https://api.openai.com/v1", "apiKey": "k"}],
             "routes": [
@@ -58,7 +59,7 @@ def snapshot(*guardrails: dict[str, Any]) -> Snapshot:
                 for name in ("chat-a", "chat-b", "batch")
             ],
             "policy": {"guardrails": list(guardrails)},
-        }
+        },
     )
 
 

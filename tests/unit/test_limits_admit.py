@@ -26,7 +26,7 @@ from proxy.request.outcome import CLIENT_CLOSED, NO_USAGE, Outcome
 from proxy.routing.health import OutlierDetector
 from proxy.routing.table import Plan
 from proxy.runtime import Runtime
-from proxy.snapshot import LimitStore, RerouteBackend, parse_snapshot
+from proxy.snapshot import LimitStore, RerouteBackend, parse_snapshot, parse_struct
 from proxy.telemetry import Telemetry
 from proxy.telemetry.metrics import Registry, render_prometheus
 from proxy.telemetry.sidecar_metrics import SidecarMetrics
@@ -119,7 +119,7 @@ def _slot(flags: LimitSettings) -> tuple[LimiterSlot, list[_Built]]:
 
 
 def _store(url: str) -> LimitStore:
-    return LimitStore.model_validate({"url": url, "timeoutSeconds": 0.3})
+    return parse_struct(LimitStore, {"url": url, "timeoutSeconds": 0.3})
 
 
 async def test_the_snapshots_store_wins_then_the_flag_then_the_process() -> None:

@@ -39,7 +39,7 @@ def _type_schema(folder: Path) -> tuple[set[str], str]:
 def test_the_literal_lists_the_table() -> None:
     assert set(typing.get_args(ProviderType)) == TABLE
     # the sidecar's contract and the controller's API mirror name the same type, not copies of it
-    assert snapshot.Provider.model_fields["type"].annotation is ProviderType
+    assert typing.get_type_hints(snapshot.Provider)["type"] is ProviderType
     assert api.ModelProviderSpec.model_fields["type"].annotation is ProviderType
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.runtime import Runtime
-from proxy.snapshot import Snapshot
+from proxy.snapshot import Snapshot, parse_struct
 from shared.scrub import (
     REDACTED,
     Scrubber,
@@ -114,7 +114,8 @@ def test_any_masked_echo_goes_whole(key: str, head: int, tail: int, mask: str) -
 
 
 def test_the_runtime_scrubs_its_snapshots_keys() -> None:
-    snapshot = Snapshot.model_validate(
+    snapshot = parse_struct(
+        Snapshot,
         {
             "providers": [
                 {
@@ -127,7 +128,7 @@ def test_the_runtime_scrubs_its_snapshots_keys() -> None:
                 {"name": "o", "type": "openai-compatible", "baseUrl": "http://o.example/v1"},
             ],
             "routes": [],
-        }
+        },
     )
     assert Runtime.build(snapshot).scrubber(f"key {AZURE} refused") == f"key {REDACTED} refused"
 

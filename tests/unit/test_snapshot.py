@@ -1,7 +1,7 @@
 import pytest
-from pydantic import ValidationError
+from msgspec import ValidationError
 
-from proxy.snapshot import Snapshot, content_version, parse_snapshot
+from proxy.snapshot import BedrockSettings, Provider, Snapshot, content_version, parse_snapshot, problem_text, to_wire
 
 BASE = {
     "providers": [
@@ -71,6 +71,37 @@ def test_azure_needs_api_version():
 
 def test_snapshot_is_frozen():
     snapshot = parse_snapshot(BASE)
-    with pytest.raises(ValidationError):
+    with pytest.raises(AttributeError):
         snapshot.version = "x"  # type: ignore[misc]
     assert isinstance(snapshot, Snapshot)
+
+
+def test_a_bad_choice_is_named_by_its_field_never_by_its_value():
+    bad = {**BASE, "providers": [{**BASE["providers"][0], "hosting": "sk-live-0123456789"}, BASE["providers"][1]]}
+    with pytest.raises(ValidationError) as caught:
+        parse_snapshot(bad)
+    text = problem_text(caught.value)
+    assert text.startswith("providers.0.hosting: ") and "sk-live" not in text
+
+
+def test_a_field_check_names_the_field_where_it_sits():
+    bad = {**BASE, "providers": [{**BASE["providers"][0], "baseUrl": "https://user:pw@api.openai.com/v1"}]}
+    with pytest.raises(ValidationError) as caught:
+        parse_snapshot(bad)
+    text = problem_text(caught.value)
+    assert text.startswith("providers.0.baseUrl: ") and "must not carry credentials" in text and "pw" not in text
+
+
+def test_a_struct_built_in_python_is_checked_as_one_decoded():
+    with pytest.raises(ValueError, match="region: should match pattern"):
+        BedrockSettings(region="EU")
+    with pytest.raises(ValueError, match="apiVersion"):
+        Provider(name="az", type="azure-openai", base_url="https://x.openai.azure.com")
+
+
+def test_credentials_are_kept_on_the_wire_and_masked_elsewhere():
+    snapshot = parse_snapshot(BASE)
+    assert [p["apiKey"] for p in to_wire(snapshot)["providers"]] == ["sk-secret-1", "sk-ant-2"]
+    assert [p["apiKey"] for p in snapshot.masked()["providers"]] == ["<redacted>", "<redacted>"]
+    assert "sk-secret-1" not in f"{snapshot.providers[0].api_key} {snapshot.providers[0]!r}"
+    assert parse_snapshot(to_wire(snapshot)) == snapshot

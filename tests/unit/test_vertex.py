@@ -13,7 +13,6 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import SecretStr
 
 from controller.compile import Workload, compile_workload, judge
 from proxy.auth.google import (
@@ -30,7 +29,15 @@ from proxy.providers.base import CredentialsUnavailable
 from proxy.providers.registry import build_translator
 from proxy.providers.vertex import VertexAnthropicTranslator, VertexGeminiTranslator
 from proxy.runtime import Runtime
-from proxy.snapshot import ConfigProblem, EntraSettings, Provider, Snapshot, VertexSettings, check_service_account_key
+from proxy.snapshot import (
+    ConfigProblem,
+    EntraSettings,
+    Provider,
+    Secret,
+    Snapshot,
+    VertexSettings,
+    check_service_account_key,
+)
 from tests.fakes.entra_fake import issue_access_token as entra_token
 from tests.fakes.google_fake import GoogleState, create_app
 from tests.fakes.google_fake import issue_access_token as google_token
@@ -198,7 +205,7 @@ def test_the_registry_picks_the_publishers_translator() -> None:
 async def test_sources_per_key_and_one_for_the_metadata_server() -> None:
     sources = TokenSources(google=GoogleEnvironment(metadata_host="127.0.0.1:9"), retry_seconds=(30.0, 60.0))
     try:
-        with_key = vertex(service_account_key=SecretStr(key_json()))
+        with_key = vertex(service_account_key=Secret(key_json()))
         first = sources.for_provider(with_key)
         assert isinstance(first, ServiceAccountToken) and sources.for_provider(with_key) is first
         assert isinstance(sources.for_provider(vertex("anthropic")), MetadataServerToken)
@@ -252,9 +259,9 @@ def test_the_runtime_scrubber_redacts_keys_and_issued_tokens() -> None:
     entra_secret = "Fq38Q~fake.entra.client-secret_0123456789"
     azure = Provider(
         name="ns.azure", type="azure-openai", base_url="https://r.openai.azure.com", api_version="2024-10-21",
-        entra=EntraSettings(tenant_id="t", client_id="c", client_secret=SecretStr(entra_secret)),
+        entra=EntraSettings(tenant_id="t", client_id="c", client_secret=Secret(entra_secret)),
     )  # fmt: skip
-    snapshot = Snapshot(version="1", providers=(vertex(service_account_key=SecretStr(key_json())), azure), routes=())
+    snapshot = Snapshot(version="1", providers=(vertex(service_account_key=Secret(key_json())), azure), routes=())
     scrub = Runtime.build(snapshot).scrubber
     pem_line = PEM.splitlines()[5]
     tokens = [
