@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +60,8 @@ class WebIdentitySettings:
 
 def parse_sts_answer(status: int, body: bytes) -> AwsCredentials:
     """The credentials of an AssumeRoleWithWebIdentity answer (XML), or StsError with STS's code and message."""
+    import xml.etree.ElementTree as ElementTree  # only a pod with an AWS web identity parses XML
+
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError:

@@ -9,31 +9,35 @@ fake of its wire format under `tests/fakes/`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import cast
 
 from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.auth.token_sources import TokenSources
-from proxy.providers.anthropic import AnthropicTranslator
-from proxy.providers.azure_openai import AzureOpenAITranslator
 from proxy.providers.base import Translator
-from proxy.providers.bedrock import BedrockTranslator
-from proxy.providers.bedrock_anthropic import BedrockAnthropicTranslator
-from proxy.providers.gemini import GeminiTranslator
-from proxy.providers.openai import OpenAITranslator
-from proxy.providers.openai_compatible import OpenAICompatibleTranslator
-from proxy.providers.vertex import VertexAnthropicTranslator, VertexGeminiTranslator
 from proxy.snapshot import Provider
 from shared.provider_types import ProviderType
 
-TRANSLATORS: dict[ProviderType, Callable[[Provider], Translator]] = {
-    "openai": OpenAITranslator,
-    "openai-compatible": OpenAICompatibleTranslator,
-    "azure-openai": AzureOpenAITranslator,
-    "anthropic": AnthropicTranslator,
-    "gemini": GeminiTranslator,
-    "bedrock": BedrockTranslator,
-    "vertex": VertexGeminiTranslator,
+# "module:class" of each type's translator, imported when a snapshot first names the type: a
+# sidecar holds the code of the providers it calls (often one or two), not of all of them.
+TRANSLATORS: dict[ProviderType, str] = {
+    "openai": "proxy.providers.openai:OpenAITranslator",
+    "openai-compatible": "proxy.providers.openai_compatible:OpenAICompatibleTranslator",
+    "azure-openai": "proxy.providers.azure_openai:AzureOpenAITranslator",
+    "anthropic": "proxy.providers.anthropic:AnthropicTranslator",
+    "gemini": "proxy.providers.gemini:GeminiTranslator",
+    "bedrock": "proxy.providers.bedrock:BedrockTranslator",
+    "vertex": "proxy.providers.vertex:VertexGeminiTranslator",
 }
+_BEDROCK_ANTHROPIC = "proxy.providers.bedrock_anthropic:BedrockAnthropicTranslator"
+_VERTEX_ANTHROPIC = "proxy.providers.vertex:VertexAnthropicTranslator"
+
+
+def translator_class(path: str) -> Callable[..., Translator]:
+    """The class at "module:class" (a configuration-time import, once per module)."""
+    module, _, name = path.partition(":")
+    return cast(Callable[..., Translator], getattr(importlib.import_module(module), name))
 
 
 def build_translator(
@@ -42,14 +46,15 @@ def build_translator(
     """`aws_identity`: the pod's own AWS credentials, for AWS providers configured without keys;
     `tokens`: the sidecar's OAuth token sources (Entra ID, Google), kept across snapshots."""
     if provider.type == "bedrock":
-        if provider.bedrock is not None and provider.bedrock.api == "anthropic-messages":
-            return BedrockAnthropicTranslator(provider, pod_identity=aws_identity)
-        return BedrockTranslator(provider, pod_identity=aws_identity)
+        anthropic = provider.bedrock is not None and provider.bedrock.api == "anthropic-messages"
+        bedrock = translator_class(_BEDROCK_ANTHROPIC if anthropic else TRANSLATORS["bedrock"])
+        return bedrock(provider, pod_identity=aws_identity)
     if provider.type == "azure-openai" and provider.entra is not None:
-        return AzureOpenAITranslator(provider, token_source=tokens.for_provider(provider) if tokens else None)
+        azure = translator_class(TRANSLATORS["azure-openai"])
+        return azure(provider, token_source=tokens.for_provider(provider) if tokens else None)
     if provider.type == "vertex":
         source = tokens.for_provider(provider) if tokens else None
-        if provider.vertex is not None and provider.vertex.publisher == "anthropic":
-            return VertexAnthropicTranslator(provider, token_source=source)
-        return VertexGeminiTranslator(provider, token_source=source)
-    return TRANSLATORS[provider.type](provider)
+        anthropic = provider.vertex is not None and provider.vertex.publisher == "anthropic"
+        vertex = translator_class(_VERTEX_ANTHROPIC if anthropic else TRANSLATORS["vertex"])
+        return vertex(provider, token_source=source)
+    return translator_class(TRANSLATORS[provider.type])(provider)

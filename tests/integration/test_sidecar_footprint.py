@@ -36,6 +36,11 @@ HEAVY = (
     "cryptography",
     "pydantic",
     "pydantic_core",
+    # the translators of provider types the snapshot does not name, and the XML parser of AWS STS
+    "proxy.providers.bedrock",
+    "proxy.providers.bedrock_anthropic",
+    "proxy.providers.vertex",
+    "xml",
 )
 
 # The real entry point, with the modules it holds written out as it exits.
