@@ -114,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     limit_store_flags.add_arguments(parser)
     webhook_wiring.add_arguments(parser)
     args = parser.parse_args(argv)
-    args.limit_store = limit_store_flags.settings_from(parser, args)  # the URL is a SecretStr from here on
+    args.limit_store = limit_store_flags.settings_from(parser, args)  # the URL is a Secret from here on
     if not args.spend_read_interval > 0:
         parser.error("--spend-read-interval must be more than 0 seconds")
     if not args.experiment_interval > 0:
