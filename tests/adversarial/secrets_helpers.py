@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server as http_server
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +24,19 @@ KEYS = {
 }
 
 
-def leaked_forms(key: str) -> set[str]:
-    """What of `key` must never appear: the key, the visible head and tail providers leave when they
-    mask it (or a cut leaves), and every 8 characters in a row of it."""
-    return {key, key[:6], key[:10], key[-4:], key[-6:], *(key[i : i + 8] for i in range(len(key) - 7))}
+def leaked_forms(key: str) -> re.Pattern[bytes]:
+    """What of `key` must never appear: the key, every 8 characters in a row of it, and the visible
+    head and tail providers leave when they mask it (or a cut leaves). A head or tail shorter than 8
+    counts only standing apart (`sk-...8a60`, `****8a60`): inside a longer run of letters and digits
+    it is chance, e.g. a hex key's last four characters inside a random hex trace id."""
+    pieces = {key[i : i + 8] for i in range(len(key) - 7)}
+    alone = {key[:6], key[-4:], key[-6:]}
+    return re.compile(
+        b"|".join(
+            [re.escape(p.encode()) for p in sorted(pieces)]
+            + [b"(?<![0-9A-Za-z])" + re.escape(p.encode()) + b"(?![0-9A-Za-z])" for p in sorted(alone)]
+        )
+    )
 
 
 def snapshot(base_url: str) -> dict[str, Any]:
