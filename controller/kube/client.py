@@ -37,7 +37,8 @@ FIELD_MANAGER = "modelway"
 # costs asyncio a 256 KiB read buffer, freed only when the cyclic collector gets to it after the
 # connection closes: a burst of requests (thousands of sidecars connecting, each a TokenReview and a
 # Pod read; a first status pass over thousands of objects) queues for these instead of opening more.
-REQUEST_CONNECTIONS = 32
+# Not fewer: sidecars connecting after a restart share them with a status pass's 16 writers.
+REQUEST_CONNECTIONS = 64
 WATCH_READ_SLACK = 30.0  # beyond timeoutSeconds: a silent (half-open) watch is given up after this
 DEFAULT_AUDIENCE = "modelway"  # what the sidecar's projected token is minted for
 
