@@ -298,25 +298,22 @@ class StatusWriter:
         stale = [key for key, want in desired.items() if want is not settled.get(key) and want != settled.get(key)]
         stale.sort()
 
-        pending = iter(stale)
+        async def write(key: Key) -> int:
+            try:
+                if await self._write(desired[key]):
+                    self._settled[key] = desired[key]
+                return 0
+            except KubeError as exc:
+                log.warning("status of %s %s/%s not written (retrying): %s", *key, exc)
+                return 1
+
         failures = 0
-
-        async def writer() -> None:
-            # A few writes in flight at once, each writer taking the next object as soon as it is done:
-            # a first pass over thousands of objects (a write and maybe an Event each) would otherwise
-            # take one round trip after another for minutes, or wait for the slowest of every batch.
-            nonlocal failures
-            for key in pending:
-                if not self._elector.is_leader:
-                    return  # lost the Lease mid-pass: the new leader carries on
-                try:
-                    if await self._write(desired[key]):
-                        self._settled[key] = desired[key]
-                except KubeError as exc:
-                    log.warning("status of %s %s/%s not written (retrying): %s", *key, exc)
-                    failures += 1
-
-        await asyncio.gather(*(writer() for _ in range(min(WRITE_CONCURRENCY, len(stale)))))
+        # A few objects at a time: a first pass over thousands of objects (a read, a write and
+        # Events each) would otherwise take one round trip after another for minutes.
+        for start in range(0, len(stale), WRITE_CONCURRENCY):
+            if not self._elector.is_leader:
+                break  # lost the Lease mid-pass: the new leader carries on
+            failures += sum(await asyncio.gather(*(write(k) for k in stale[start : start + WRITE_CONCURRENCY])))
         return failures
 
     async def _write(self, desired: DesiredStatus) -> bool:
