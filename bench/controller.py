@@ -26,14 +26,18 @@ steady state). The report also says how busy the machine was during the
 changes and how much of that was other processes: on a shared 2-CPU machine
 they show in the tail.
 
-Targets (from the issue): p99 time to the last ACK < 1 s with 1,000 sidecar
-connections; controller RSS < 200 MB (10^6 bytes) with 1,000 connections and
-1,000 routes, judged on the peak (VmHWM) after the changes. A miss is
-reported, not fatal: the exit status is non-zero only when something broke.
-Results also go to bench/results/controller.json.
+Targets: p99 time to the last ACK < 1 s; controller RSS, judged on the peak
+(VmHWM) after the changes, < 200 MB (10^6 bytes) with 1,000 connections and
+1,000 routes, < 300 MB with 5,000 and 5,000; controller CPU per change < 400 ms
+(stated for 5,000 sidecars); the controller quiet within 10 s of the last
+sidecar's first snapshot. A miss is reported, not fatal: the exit status is
+non-zero only when something broke. Results also go to
+bench/results/controller.json (or --out); `python -m bench.controller_compare
+A.json B.json ...` puts runs side by side.
 
     python -m bench.controller [--sidecars 1000] [--routes 1000] [--changes 20]
-                               [--workloads 100] [--follower] [--profile]
+                               [--workloads 100] [--follower] [--profile [settle]]
+                               [--tracemalloc] [--out FILE]
 
 --workloads: how many distinct pod label sets the pods carry (the controller
 compiles one snapshot per distinct workload): 100 means 10 replicas per
@@ -44,21 +48,23 @@ another identity is created first), so it serves sidecars but writes no
 status: the push path alone, for comparison.
 --profile samples the controller with py-spy (if installed: `pip install
 py-spy`) during the measured changes only, and prints the hottest functions
-(own and inclusive, those in controller/ marked); without py-spy it runs the
-whole controller under cProfile instead (figures are then slower than real).
-The profile is kept in bench/results/.
+(own and inclusive, those in controller/ marked); without py-spy the
+controller runs as bench/controller_profiled.py, which turns cProfile on and
+off by signals around the same window (figures are then slower than real).
+`--profile settle` profiles from the first sidecar's connection until the
+controller is quiet (a fresh leader's status pass), `--profile all` both
+windows. --tracemalloc traces the controller's allocations and writes the
+largest live sites at the end of each window. The profiles are kept in
+bench/results/ (controller-<window>.prof, controller-<window>.mem.txt).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
-import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -70,18 +76,27 @@ from typing import Any
 
 import yaml
 
-from bench.controller_processes import PYTHON, ROOT, Clients, cpu_seconds, percentile, proc_status
-from bench.controller_report import (
-    LOGS,
-    MEASURED_ROUTE,
-    TARGET_LAST_ACK_P99_S,
-    TARGET_RSS_BYTES,
-    print_profile,
-    print_samples,
-    report,
-    tree_state,
+from bench.controller_processes import (
+    PYTHON,
+    ROOT,
+    Clients,
+    cpu_seconds,
+    machine_cpu,
+    percentile,
+    proc_status,
+    wait_quiet,
 )
-from bench.controller_setup import NAMESPACE, ROUTES_PER_NAMESPACE, BenchBroken, populate, providers, route, say
+from bench.controller_report import LOGS, MEASURED_ROUTE, print_profile, print_samples, report, summarise
+from bench.controller_setup import (
+    NAMESPACE,
+    ROUTES_PER_NAMESPACE,
+    BenchBroken,
+    hold_lease,
+    populate,
+    route,
+    route_status,
+    say,
+)
 from tests.harness.kube import KubeCluster, KubeControlPlane
 from tests.harness.ports import PortAllocator
 from tests.harness.process import ManagedProcess
@@ -89,8 +104,6 @@ from tests.harness.tools import ToolMissing, find_tool
 
 RESULTS = ROOT / "bench" / "results"
 
-QUIET_CPU = 0.05  # CPU seconds per second below which the controller counts as idle
-QUIET_TIMEOUT_S = 600.0
 SETTLE_S = 0.5  # after a change is fully ACKed: longer than the debounce, so stragglers show up as "extra"
 
 
@@ -121,99 +134,56 @@ class Bench:
             raise BenchBroken(f"kubectl {' '.join(argv)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def machine_cpu(self) -> dict[str, float]:
-        """Machine-wide busy CPU seconds and this benchmark's share (its processes and kubectl runs)."""
-        busy = 0.0
-        for line in Path("/proc/stat").read_text().splitlines():
-            parts = line.split()
-            if parts and parts[0] == "cpu":
-                values = [int(v) for v in parts[1:9]]
-                busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-                break
-        pids = [p.proc.pid for p in (self.plane.processes if self.plane else [])]
-        pids += [p.proc.pid for p in (self.controller,) if p is not None]
-        pids += [self.clients.proc.pid] if self.clients is not None else []
-        ours = 0.0
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                ours += cpu_seconds(pid)
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):  # the driver, and kubectl (waited children)
-            usage = resource.getrusage(who)
-            ours += usage.ru_utime + usage.ru_stime
-        return {"busy": busy, "ours": ours, "wall": time.monotonic()}
+    def pids(self) -> list[int]:
+        """This benchmark's long-running processes: the control plane, the controller, the clients."""
+        processes = [*(self.plane.processes if self.plane else []), *([self.controller] if self.controller else [])]
+        return [p.proc.pid for p in processes] + ([self.clients.proc.pid] if self.clients is not None else [])
 
-    def wait_quiet(self, pid: int) -> float:
-        """Until the controller is idle (< QUIET_CPU of a core for 2 s running): measure steady state.
+    def windows(self) -> set[str]:
+        """The windows profiled (cProfile) or whose allocations are written (--tracemalloc)."""
+        profile = self.args.profile
+        if profile is None:
+            return {"changes"} if self.args.tracemalloc else set()
+        return {"settle", "changes"} if profile == "all" else {profile}
 
-        A freshly started leader first writes the status of every object (a GET, a status patch and
-        Events each); changes measured during that backlog would measure the backlog.
-        """
-        say("waiting for the controller to go quiet (e.g. its first status pass over every object)")
-        started = time.monotonic()
-        quiet = 0
-        last = cpu_seconds(pid)
-        while quiet < 2:
-            time.sleep(1.0)
-            now = cpu_seconds(pid)
-            busy, last = now - last, now
-            quiet = quiet + 1 if busy < QUIET_CPU else 0
-            waited = time.monotonic() - started
-            if waited > QUIET_TIMEOUT_S:
-                say(f"  still busy after {waited:.0f} s ({busy * 100:.0f}% of a core): measuring anyway")
-                break
-            if int(waited) % 10 == 0 and quiet == 0:
-                say(f"  {waited:.0f} s: controller at {busy * 100:.0f}% of a core")
-        waited = time.monotonic() - started
-        say(f"  quiet after {waited:.1f} s")
-        return waited
+    def uses_py_spy(self) -> bool:
+        return bool(self.py_spy) and self.args.profile == "changes" and not self.args.tracemalloc
 
-    def hold_lease(self, cluster: KubeCluster) -> None:
-        """Another replica leads: the controller under test serves sidecars but writes no status."""
-        from datetime import UTC, datetime
+    def start_profile(self, pid: int, window: str) -> None:
+        """py-spy samples the controller from outside if installed; else its own cProfile starts (SIGUSR1)."""
+        if window not in self.windows():
+            return
+        if not self.uses_py_spy():
+            os.kill(pid, signal.SIGUSR1)  # bench.controller_profiled
+            return
+        (RESULTS / "controller-profile.txt").unlink(missing_ok=True)
+        with (LOGS / "py-spy.log").open("wb") as spy_log:
+            argv = [self.py_spy or "py-spy", "record", "--pid", str(pid), "--format", "raw", "--function"]
+            argv += ["--nonblocking", "--rate", "250", "--output", str(RESULTS / "controller-profile.txt")]
+            self.sampler = subprocess.Popen(argv, stdout=spy_log, stderr=subprocess.STDOUT, start_new_session=True)
+        time.sleep(1.0)
 
-        from controller.leader import DEFAULT_LEASE_NAME
-
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        lease = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": DEFAULT_LEASE_NAME, "namespace": "default"},
-            "spec": {
-                "holderIdentity": "another-replica_bench",
-                "leaseDurationSeconds": 86400,
-                "acquireTime": now,
-                "renewTime": now,
-                "leaseTransitions": 0,
-            },
-        }
-        status, body = cluster.request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases", lease)
-        if status not in (200, 201):
-            raise BenchBroken(f"could not create the Lease for --follower: HTTP {status}: {body}")
-        say(f"  Lease default/{DEFAULT_LEASE_NAME} held by another replica: the controller follows")
-
-    def route_status(self, cluster: KubeCluster) -> dict[str, Any]:
-        """The measured route's status as the controller wrote it (nothing when it does not lead)."""
-        time.sleep(1.5)  # the status writer coalesces for 200 ms; give it time to write the last counts
-        code, body = cluster.request(
-            "GET", f"/apis/modelway.io/v1alpha1/namespaces/{NAMESPACE}/modelroutes/{MEASURED_ROUTE}"
-        )
-        if code != 200 or not isinstance(body, dict):
-            return {}
-        status = body.get("status") or {}
-        return {
-            "generation": body.get("metadata", {}).get("generation"),
-            "observedGeneration": status.get("observedGeneration"),
-            "syncedSidecars": status.get("syncedSidecars"),
-            "totalSidecars": status.get("totalSidecars"),
-            "programmed": next(
-                (
-                    f"{c.get('status')} {c.get('reason')}: {c.get('message')}"
-                    for c in status.get("conditions") or []
-                    if c.get("type") == "Programmed"
-                ),
-                None,
-            ),
-        }
+    def stop_profile(self, pid: int, window: str) -> None:
+        """Ends the window; its files are kept as controller-<window>.prof and .mem.txt in bench/results."""
+        if window not in self.windows():
+            return
+        if self.sampler is not None:
+            self.sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            self.sampler.wait(30)
+            return
+        profile, memory = RESULTS / "controller.prof", RESULTS / "controller.mem.txt"
+        last = profile if self.args.profile else memory  # bench.controller_profiled writes allocations first
+        for path in (profile, memory):
+            path.unlink(missing_ok=True)
+        os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 120
+        while not last.exists():
+            if time.monotonic() > deadline:
+                raise BenchBroken(f"the profiled controller wrote no {last.name} within 120 s")
+            time.sleep(0.2)
+        for path in (profile, memory):
+            if path.exists():
+                path.replace(RESULTS / path.name.replace("controller.", f"controller-{window}.", 1))
 
     def run(self) -> dict[str, Any]:
         args = self.args
@@ -254,7 +224,7 @@ class Bench:
         self.kubectl_run(cluster, "apply", "-f", str(route_file))
 
         if args.follower:
-            self.hold_lease(cluster)
+            hold_lease(cluster)
 
         ports = PortAllocator()
         port = ports.take()
@@ -275,12 +245,16 @@ class Bench:
             "--admin-listen",
             f"127.0.0.1:{ports.take()}",
         ]  # not the fixed 15014: a shared machine
+        env = {"PYTHONPATH": str(ROOT)}
         self.py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(PYTHON).parent))
-        if args.profile and not self.py_spy:
-            argv[1:1] = ["-m", "cProfile", "-o", str(RESULTS / "controller.prof")]
-        say("starting the controller" + (" under cProfile" if args.profile and not self.py_spy else ""))
+        if self.windows() and not self.uses_py_spy():
+            argv[1:3] = ["-m", "bench.controller_profiled"]  # cProfile for a window, chosen by signals
+            env["BENCH_PROFILE_OUT"] = str(RESULTS / "controller.prof")
+            if args.tracemalloc:
+                env["BENCH_TRACEMALLOC"] = "1"
+        say("starting the controller" + (" (profiled: slower than real)" if args.profile or args.tracemalloc else ""))
         started = time.monotonic()
-        self.controller = ManagedProcess("controller", argv, controller_log, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        self.controller = ManagedProcess("controller", argv, controller_log, env=env, cwd=ROOT)
         self.controller.wait_ready(
             lambda: "serving sidecar streams" in controller_log.read_text(errors="replace"),
             timeout=180,
@@ -292,7 +266,10 @@ class Bench:
         pid = self.controller.proc.pid
         time.sleep(1.0)
         rss_idle = proc_status(pid)
+        plane_pids = [p.proc.pid for p in self.plane.processes]
+        cpu_start = cpu_seconds(pid), sum(cpu_seconds(p) for p in plane_pids)
 
+        self.start_profile(pid, "settle")
         say(f"connecting {args.sidecars} clients, {args.concurrency} at a time")
         self.clients = Clients(
             f"ws://127.0.0.1:{port}/v1/stream", tokens_file, args.concurrency, LOGS / "controller-clients.log"
@@ -305,35 +282,14 @@ class Bench:
                 break
         connect_seconds, connect_retries = ready["seconds"], ready["retries"]
         say(f"  all connected in {connect_seconds:.1f} s ({connect_retries} connect retries)")
-        settle_seconds = self.wait_quiet(pid)
+        settle_seconds = wait_quiet(pid)
+        # From the first sidecar's connection to a quiet controller: its first status pass, the API server's share.
+        cpu_connect = cpu_seconds(pid) - cpu_start[0], sum(cpu_seconds(p) for p in plane_pids) - cpu_start[1]
+        self.stop_profile(pid, "settle")
         rss_connected = proc_status(pid)
         cpu_before = cpu_seconds(pid), cpu_seconds(self.clients.proc.pid)
-        machine_before = self.machine_cpu()
-        sampler = None
-        if args.profile and self.py_spy:
-            (RESULTS / "controller-profile.txt").unlink(missing_ok=True)
-            with (LOGS / "py-spy.log").open("wb") as spy_log:
-                sampler = subprocess.Popen(
-                    [
-                        self.py_spy,
-                        "record",
-                        "--pid",
-                        str(pid),
-                        "--format",
-                        "raw",
-                        "--function",
-                        "--nonblocking",
-                        "--rate",
-                        "250",
-                        "--output",
-                        str(RESULTS / "controller-profile.txt"),
-                    ],
-                    stdout=spy_log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            self.sampler = sampler
-            time.sleep(1.0)
+        machine_before = machine_cpu(self.pids())
+        self.start_profile(pid, "changes")
 
         changes: list[dict[str, Any]] = []
         total = args.warmup + args.changes
@@ -400,15 +356,13 @@ class Bench:
             changes[-1]["extra_snapshots"] = self.clients.expect("marked", timeout=30)["extra"]
         cpu_changes = cpu_seconds(pid) - cpu_before[0]
         cpu_clients = cpu_seconds(self.clients.proc.pid) - cpu_before[1]
-        machine = {k: v - machine_before[k] for k, v in self.machine_cpu().items()}
+        machine = {k: v - machine_before[k] for k, v in machine_cpu(self.pids()).items()}
         rss_after = proc_status(pid)
-        if sampler is not None:
-            sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            sampler.wait(30)
-        route_status = self.route_status(cluster)
-        return self.summarise(
+        self.stop_profile(pid, "changes")
+        return summarise(
+            args,
             changes=changes,
-            route_status=route_status,
+            route_status=route_status(cluster, MEASURED_ROUTE),
             rss_idle=rss_idle,
             rss_connected=rss_connected,
             rss_after=rss_after,
@@ -417,110 +371,13 @@ class Bench:
             connect_seconds=connect_seconds,
             connect_retries=connect_retries,
             settle_seconds=settle_seconds,
+            cpu_connect=cpu_connect,
             cpu_changes=cpu_changes,
             cpu_clients=cpu_clients,
             banner=banner.strip(),
             snapshot=ready,
             machine=machine,
         )
-
-    def summarise(
-        self,
-        *,
-        changes: list[dict[str, Any]],
-        route_status: dict[str, Any],
-        rss_idle: dict[str, int],
-        rss_connected: dict[str, int],
-        rss_after: dict[str, int],
-        setup_seconds: float,
-        controller_start: float,
-        connect_seconds: float,
-        connect_retries: int,
-        settle_seconds: float,
-        cpu_changes: float,
-        cpu_clients: float,
-        banner: str,
-        snapshot: dict[str, Any],
-        machine: dict[str, float],
-    ) -> dict[str, Any]:
-        args = self.args
-        measured = [c for c in changes if not c["warmup"]]
-        every_ack = [a for c in measured for a in c["acks_s"]]
-        last_acks = [c["last_ack_s"] for c in measured]
-        kubectl = [c["kubectl_s"] for c in measured]
-        rss_peak = max(rss_after["VmHWM"], rss_connected["VmHWM"])
-        result: dict[str, Any] = {
-            "benchmark": "controller: kubectl apply of a ModelRoute -> last sidecar ACK",
-            "config": {
-                "sidecars": args.sidecars,
-                "routes": args.routes,
-                "changes": args.changes,
-                "warmup": args.warmup,
-                "workloads": args.workloads,
-                "concurrency": args.concurrency,
-                "profiled": args.profile,
-                "follower": args.follower,
-                "namespaces": max(1, math.ceil(args.routes / ROUTES_PER_NAMESPACE)),
-                "providers_per_namespace": len(providers("x")),
-            },
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "tree": tree_state(),
-            "controller_banner": banner,
-            "measured_route_status": route_status,
-            "setup_seconds": round(setup_seconds, 1),
-            "controller_start_seconds": round(controller_start, 2),
-            "connect_seconds": connect_seconds,
-            "connect_retries": connect_retries,
-            "quiet_after_connect_seconds": round(settle_seconds, 1),
-            "latency_s": {
-                "all_acks": {
-                    "n": len(every_ack),
-                    "p50": percentile(every_ack, 50),
-                    "p99": percentile(every_ack, 99),
-                    "max": max(every_ack, default=math.nan),
-                },
-                "last_ack_per_change": {
-                    "n": len(last_acks),
-                    "p50": percentile(last_acks, 50),
-                    "p99": percentile(last_acks, 99),
-                    "max": max(last_acks, default=math.nan),
-                },
-                "kubectl": {
-                    "p50": percentile(kubectl, 50),
-                    "p99": percentile(kubectl, 99),
-                    "max": max(kubectl, default=math.nan),
-                },
-            },
-            "snapshot_message_bytes": snapshot.get("snapshot_bytes"),
-            "websocket_compression": snapshot.get("compression"),
-            "controller_cpu_seconds_during_changes": round(cpu_changes, 2),
-            "clients_cpu_seconds_during_changes": round(cpu_clients, 2),
-            "machine_during_changes": {
-                "wall_seconds": round(machine["wall"], 1),
-                "busy_cpu_seconds": round(machine["busy"], 1),
-                "this_benchmark_cpu_seconds": round(machine["ours"], 1),
-                "other_processes_cpu_seconds": round(max(0.0, machine["busy"] - machine["ours"]), 1),
-            },
-            "rss_bytes": {
-                "before_sidecars": rss_idle,
-                "with_sidecars": rss_connected,
-                "after_changes": rss_after,
-                "peak": rss_peak,
-            },
-            "targets": {
-                "last_ack_p99_s": {
-                    "target": TARGET_LAST_ACK_P99_S,
-                    "value": percentile(last_acks, 99),
-                    "pass": percentile(last_acks, 99) < TARGET_LAST_ACK_P99_S,
-                },
-                "rss_bytes": {"target": TARGET_RSS_BYTES, "value": rss_peak, "pass": rss_peak < TARGET_RSS_BYTES},
-            },
-            "changes": [
-                {k: (round(v, 6) if isinstance(v, float) else v) for k, v in c.items() if k != "acks_s"}
-                for c in changes
-            ],
-        }
-        return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -546,8 +403,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--follower", action="store_true", help="run the controller as a non-leader replica (no status writes)"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="sample the controller with py-spy during the changes (else cProfile)"
+        "--profile",
+        nargs="?",
+        const="changes",
+        choices=["changes", "settle", "all"],
+        help="profile the controller during the measured changes (py-spy if installed, else cProfile); "
+        "'settle': from the first sidecar's connection until the controller is quiet; 'all': both (cProfile)",
     )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the controller's allocations (slow) and write the largest live sites after the profiled "
+        "window (or the changes) to bench/results/controller.mem.txt",
+    )
+    parser.add_argument("--out", type=Path, help="results file (default: bench/results/controller.json)")
     parser.add_argument("--keep", action="store_true", help="keep the control plane's work dir")
     args = parser.parse_args(argv)
     if min(args.sidecars, args.routes, args.changes, args.workloads, args.concurrency) < 1 or args.warmup < 0:
@@ -572,10 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = bench.run()
         report(result)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / "controller.json"
+        out = args.out or RESULTS / "controller.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
-        say(f"results: {out.relative_to(ROOT)}; logs in {LOGS.relative_to(ROOT)}/")
+        say(f"results: {out}; logs in {LOGS.relative_to(ROOT)}/")
         status = 0
     except BenchBroken as exc:
         say(f"\nBROKEN: {exc}")
@@ -594,18 +463,21 @@ def main(argv: list[str] | None = None) -> int:
         if bench.clients is not None:
             bench.clients.stop()
         if bench.controller is not None:
-            bench.controller.stop(timeout=30)  # under cProfile it writes the profile on the way out
+            bench.controller.stop(timeout=30)
         if bench.plane is not None:
             bench.plane.stop()
         if status == 1 or args.keep:
             say(f"control plane work dir kept: {bench.workdir}")
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
-    if status == 0 and args.profile:
-        if bench.py_spy:
-            print_samples(RESULTS / "controller-profile.txt")
-        else:
-            print_profile(RESULTS / "controller.prof")
+    if status == 0 and bench.sampler is not None:
+        print_samples(RESULTS / "controller-profile.txt")
+    elif status == 0:
+        for window in sorted(bench.windows()):
+            if args.profile:
+                print_profile(RESULTS / f"controller-{window}.prof")
+            if args.tracemalloc:
+                say(f"allocations after the {window} window: {RESULTS / f'controller-{window}.mem.txt'}")
     return status
 
 

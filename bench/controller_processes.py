@@ -1,21 +1,25 @@
-"""The processes `python -m bench.controller` watches and drives: /proc readings (RSS, CPU time)
-and the light clients' process (bench/controller_clients.py), spoken to over JSON lines."""
+"""The processes `python -m bench.controller` watches and drives: /proc readings (RSS, CPU time,
+the machine's busy time, when the controller goes quiet) and the light clients' process
+(bench/controller_clients.py), spoken to over JSON lines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.controller_setup import BenchBroken
+from bench.controller_setup import BenchBroken, say
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -35,6 +39,56 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu(pids: Iterable[int]) -> dict[str, float]:
+    """Machine-wide busy CPU seconds and this benchmark's share (`pids`, this driver and its kubectl runs)."""
+    busy = 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0] == "cpu":
+            values = [int(v) for v in parts[1:9]]
+            busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+            break
+    ours = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            ours += cpu_seconds(pid)
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):  # the driver, and kubectl (waited children)
+        usage = resource.getrusage(who)
+        ours += usage.ru_utime + usage.ru_stime
+    return {"busy": busy, "ours": ours, "wall": time.monotonic()}
+
+
+QUIET_CPU = 0.05  # CPU seconds per second below which the controller counts as idle
+QUIET_TIMEOUT_S = 600.0
+
+
+def wait_quiet(pid: int) -> float:
+    """Until the controller is idle (< QUIET_CPU of a core for 2 s running): measure steady state.
+
+    A freshly started leader first writes the status of every object (a status patch each, and
+    an Event for news); changes measured during that backlog would measure the backlog. Returns
+    the seconds waited, the 2 quiet seconds that prove it included.
+    """
+    say("waiting for the controller to go quiet (e.g. its first status pass over every object)")
+    started = time.monotonic()
+    quiet = 0
+    last = cpu_seconds(pid)
+    while quiet < 2:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        busy, last = now - last, now
+        quiet = quiet + 1 if busy < QUIET_CPU else 0
+        waited = time.monotonic() - started
+        if waited > QUIET_TIMEOUT_S:
+            say(f"  still busy after {waited:.0f} s ({busy * 100:.0f}% of a core): measuring anyway")
+            break
+        if int(waited) % 10 == 0 and quiet == 0:
+            say(f"  {waited:.0f} s: controller at {busy * 100:.0f}% of a core")
+    waited = time.monotonic() - started
+    say(f"  quiet after {waited:.1f} s")
+    return waited
 
 
 class Clients:

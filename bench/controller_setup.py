@@ -7,7 +7,8 @@ with a workload selector) and Pods (API objects only, no kubelet) in `bench-0`
 with a configurable number of distinct label sets. `populate` creates them all
 over the raw API as the cluster admin, CREATE_CONCURRENCY requests at a time,
 and returns one pod-bound ServiceAccount token (audience `modelway`,
-TokenRequest API) per pod.
+TokenRequest API) per pod. During the run: `hold_lease` (another replica leads,
+for --follower) and `route_status` (the measured route's status, read back).
 
 `BenchBroken` and `say` live here too, so that the driver and this module share
 one exception class and one way of printing progress.
@@ -271,3 +272,54 @@ async def populate(cluster: KubeCluster, *, routes: int, sidecars: int, workload
         return await _bounded(created, token, what="pod-bound tokens", progress=True)
     finally:
         await api.close()
+
+
+# --- during the run -------------------------------------------------------------------
+
+
+def hold_lease(cluster: KubeCluster) -> None:
+    """Another replica leads: the controller under test serves sidecars but writes no status."""
+    from datetime import UTC, datetime
+
+    from controller.leader import DEFAULT_LEASE_NAME
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": DEFAULT_LEASE_NAME, "namespace": "default"},
+        "spec": {
+            "holderIdentity": "another-replica_bench",
+            "leaseDurationSeconds": 86400,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": 0,
+        },
+    }
+    status, body = cluster.request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases", lease)
+    if status not in (200, 201):
+        raise BenchBroken(f"could not create the Lease for --follower: HTTP {status}: {body}")
+    say(f"  Lease default/{DEFAULT_LEASE_NAME} held by another replica: the controller follows")
+
+
+def route_status(cluster: KubeCluster, name: str) -> dict[str, Any]:
+    """The measured route's status as the controller wrote it (nothing when it does not lead)."""
+    time.sleep(1.5)  # the status writer coalesces for 200 ms; give it time to write the last counts
+    code, body = cluster.request("GET", f"/apis/modelway.io/v1alpha1/namespaces/{NAMESPACE}/modelroutes/{name}")
+    if code != 200 or not isinstance(body, dict):
+        return {}
+    status = body.get("status") or {}
+    return {
+        "generation": body.get("metadata", {}).get("generation"),
+        "observedGeneration": status.get("observedGeneration"),
+        "syncedSidecars": status.get("syncedSidecars"),
+        "totalSidecars": status.get("totalSidecars"),
+        "programmed": next(
+            (
+                f"{c.get('status')} {c.get('reason')}: {c.get('message')}"
+                for c in status.get("conditions") or []
+                if c.get("type") == "Programmed"
+            ),
+            None,
+        ),
+    }

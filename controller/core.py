@@ -122,11 +122,19 @@ class Controller:
         # routes and policy (many workloads share one: assembling and versioning cost the most).
         self._inputs: dict[str, NamespaceInputs] = {}
         self._assembled: dict[tuple[tuple[int, ...], Policy], Compiled] = {}
-        # Across recomputes: each served route compiled once, until it changes.
-        self._routes: dict[int, tuple[ModelRoute, Route]] = {}
+        # Across recomputes: each served route compiled once, until it changes; per namespace, so a
+        # change forgets only its own namespace's (the judgement holds the routes: ids are stable).
+        self._routes: dict[str, dict[int, tuple[ModelRoute, Route]]] = {}
+        # One Workload per distinct workload, shared by its sidecars (thousands of them).
+        self._workload_of: dict[tuple[object, ...], Workload] = {}
+        self._members: dict[tuple[object, ...], int] = {}  # connected sidecars per workload
         # Adaptive experiments' current weights, per route and rule (controller.experiment_runner sets them).
         self._arm_weights: dict[Key, dict[str, dict[str, int]]] = {}
         self._changed = asyncio.Event()
+        # Bumped whenever what sidecars run or acknowledged may have changed: `route_sync` is asked by
+        # the status writer and the replica counts alike, about once a second each, over every sidecar.
+        self._sync_epoch = 0
+        self._route_sync: tuple[int, dict[Key, RouteSync]] = (-1, {})
         self.pushes = 0
         self.compiles = 0  # workload snapshots compiled (a test counts them)
 
@@ -151,6 +159,7 @@ class Controller:
             listener(judgement)
 
     def _on_sync_change(self) -> None:
+        self._sync_epoch += 1
         for listener in self._sync_listeners:
             listener()
 
@@ -183,26 +192,29 @@ class Controller:
                 self._assembled.clear()
                 parts, before = self.judgement.parts, previous.parts
                 changed = {ns for ns in parts.keys() | before.keys() if parts.get(ns) is not before.get(ns)}
-                if changed:  # forget compiled routes that are no longer served
-                    served = {id(r) for ns in changed for r in self.judgement.served_by_namespace.get(ns, ())}
-                    self._routes = {
-                        key: entry
-                        for key, entry in self._routes.items()
-                        if key in served or entry[0].metadata.namespace not in changed
-                    }
+                for ns in changed:  # forget compiled routes that are no longer served
+                    kept = self._routes.pop(ns, {})
+                    served = {id(r) for r in self.judgement.served_by_namespace.get(ns, ())}
+                    if kept := {key: entry for key, entry in kept.items() if key in served}:
+                        self._routes[ns] = kept
                 self._on_recompute(self.judgement)
                 sidecars = list(self.sidecars)
                 compiles = self.compiles
-                wanted = {s.workload.cache_key(): s.workload for s in sidecars}
-                for workload in wanted.values():  # compiled here so the span shows it; _push finds them cached
-                    self.compiled_for(workload)
+                # Once per distinct workload, not per sidecar: the push below only looks its workload up.
+                workloads = {s.workload.cache_key(): s.workload for s in sidecars}
+                wanted = {key: self.compiled_for(workload) for key, workload in workloads.items()}
                 for key in self._workloads.keys() - wanted.keys():  # no sidecar of it is left
                     del self._workloads[key]
                 compile_span.set_attributes(
                     {"modelway.routes": len(self.judgement.routes), "modelway.snapshots": self.compiles - compiles}
                 )
             with telemetry.span("push") as push_span:
-                begun = [self._begin_push(sidecar, count=False) for sidecar in sidecars if self._needs_push(sidecar)]
+                self._sync_epoch += 1  # what sidecars should run changes now
+                begun = []
+                for sidecar in sidecars:
+                    sidecar.compiled = compiled = wanted[sidecar.workload.cache_key()]
+                    if compiled.snapshot.version != sidecar.sent_version:
+                        begun.append(self._begin_push(sidecar, count=False))
                 waiting = [b for b in begun if not isinstance(b, bool)]  # backed-up connections only
                 pushed = sum(b for b in begun if b is True) + (sum(await asyncio.gather(*waiting)) if waiting else 0)
                 self._pushed(pushed)  # once, not per sidecar: a metric update costs as much as a push
@@ -256,22 +268,26 @@ class Controller:
         next snapshot. Called once per real move (the runner debounces), not per request."""
         self._arm_weights[route] = {rule: dict(arms) for rule, arms in weights.items()}
         _, namespace, name = route
-        self._routes = {
-            k: e for k, e in self._routes.items() if (e[0].metadata.namespace, e[0].metadata.name) != (namespace, name)
-        }
+        if routes := self._routes.get(namespace):
+            self._routes[namespace] = {k: e for k, e in routes.items() if e[0].metadata.name != name}
         self._workloads = {k: v for k, v in self._workloads.items() if k[0] != namespace}
         self.notify()
 
     def _compiled_route(self, route: ModelRoute) -> Route:
-        entry = self._routes.get(id(route))
+        routes = self._routes.setdefault(route.metadata.namespace, {})
+        entry = routes.get(id(route))
         if entry is None:
             weights = self._arm_weights.get(("ModelRoute", route.metadata.namespace, route.metadata.name))
             entry = (route, compile_route(route, arm_weights=weights))  # keeping `route` keeps its id unique
-            self._routes[id(route)] = entry
+            routes[id(route)] = entry
         return entry[1]
 
     async def attach(self, sidecar: Sidecar, *, has_version: str = "") -> None:
         """A sidecar connected; it says which version it already runs (from its saved copy)."""
+        # Sidecars of one workload share its Workload (its labels): one copy, however many replicas.
+        key = sidecar.workload.cache_key()
+        sidecar.workload = self._workload_of.setdefault(key, sidecar.workload)
+        self._members[key] = self._members.get(key, 0) + 1
         self.sidecars.add(sidecar)
         if has_version:
             sidecar.sent_version = sidecar.acked_version = has_version
@@ -282,7 +298,14 @@ class Controller:
         self._on_sync_change()
 
     def detach(self, sidecar: Sidecar) -> None:
-        self.sidecars.discard(sidecar)
+        if sidecar in self.sidecars:
+            self.sidecars.discard(sidecar)
+            key = sidecar.workload.cache_key()
+            left = self._members.pop(key) - 1
+            if left:
+                self._members[key] = left
+            else:
+                del self._workload_of[key]
         self._on_sync_change()
 
     def _needs_push(self, sidecar: Sidecar) -> bool:
@@ -350,6 +373,14 @@ class Controller:
     # --- status inputs ------------------------------------------------------------
 
     def route_sync(self) -> dict[Key, RouteSync]:
+        """Per route: how many connected sidecars run its current generation (callers must not modify it)."""
+        epoch, counted = self._route_sync
+        if epoch != self._sync_epoch:
+            counted = self._count_route_sync()
+            self._route_sync = (self._sync_epoch, counted)
+        return counted
+
+    def _count_route_sync(self) -> dict[Key, RouteSync]:
         # Sidecars of one workload are in few states (what they should run, what they ACKed, whether
         # they refused it): count the sidecars per state, then walk each state's routes once.
         states: dict[tuple[int, str, str], tuple[Compiled, str]] = {}  # -> what they run, one of them by name

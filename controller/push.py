@@ -6,17 +6,25 @@ once per snapshot and written to each connection as is, instead of aiohttp
 encoding and compressing it again per connection (and keeping a compressor per
 connection). A frame deflated on its own, without the previous messages as
 context, is valid whatever context takeover the two ends agreed (RFC 7692 7.2.1).
+
+Liveness: instead of aiohttp's heartbeat (a timer per connection, moved on
+every message received: thousands of ACKs after every push), one sweep every
+10 s over all streams (`Liveness`). A stream heard from (any message, the
+sidecar's own pings included: it pings every 20 s) within HEARTBEAT_SECONDS is
+left alone; one silent that long is pinged; one silent for 1.5 times that is
+closed, as aiohttp's heartbeat would have done half a heartbeat after its ping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 import struct
 import weakref
 import zlib
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -36,15 +44,51 @@ class CountsSink(Protocol):
     def record(self, workload: str, report: CountsReport) -> None: ...
 
 
+# WebSocket close codes in the private range: the sidecar logs them as refusals.
+CLOSE_BAD_MESSAGE = 4400
+HEARTBEAT_SECONDS = 20.0  # silent this long: pinged; 1.5 times as long: closed
+
+
+class Liveness:
+    """When each stream was last heard from, and the sweep that pings the silent and closes the dead."""
+
+    def __init__(self, *, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        self._heartbeat = heartbeat
+        self.heard: dict[web.WebSocketResponse, float] = {}  # the stream loop writes it at every message
+        self._closing: set[asyncio.Task[bool]] = set()  # referenced until done (the loop keeps weak ones)
+
+    async def sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._heartbeat / 2)
+            await self.sweep(loop.time())
+
+    async def sweep(self, now: float) -> None:
+        for ws, heard in list(self.heard.items()):
+            silent = now - heard
+            if ws.closed or silent < self._heartbeat:
+                continue
+            if silent >= self._heartbeat * 1.5:
+                log.info("closing a sidecar stream silent for %.0f s", silent)
+                self.heard.pop(ws, None)
+                task = asyncio.get_running_loop().create_task(ws.close(code=WSCloseCode.GOING_AWAY))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+                continue
+            try:
+                await ws.ping()
+            except (ConnectionError, RuntimeError):
+                self.heard.pop(ws, None)  # closing anyway: its stream loop ends
+
+
 CONTROLLER = web.AppKey("controller", Controller)
 COUNTS: web.AppKey[CountsSink | None] = web.AppKey("counts")
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 STREAMS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("streams", weakref.WeakSet)
 # tells apart sidecars of one pod across reconnects
 SERIAL: web.AppKey[itertools.count[int]] = web.AppKey("serial", itertools.count)
+LIVENESS = web.AppKey("liveness", Liveness)
 
-# WebSocket close codes in the private range: the sidecar logs them as refusals.
-CLOSE_BAD_MESSAGE = 4400
 
 _FIN_TEXT = 0x81
 _RSV1 = 0x40  # permessage-deflate: the payload is deflated
@@ -108,16 +152,23 @@ async def _identity(request: web.Request) -> Identity:
 async def stream(request: web.Request) -> web.StreamResponse:
     identity = await _identity(request)
     controller = request.app[CONTROLLER]
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=1 << 20)
+    # No aiohttp heartbeat (see Liveness) and pings answered here, so every frame shows the stream alive.
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
     await ws.prepare(request)
     request.app[STREAMS].add(ws)
+    heard = request.app[LIVENESS].heard
+    loop = asyncio.get_running_loop()
+    heard[ws] = loop.time()  # one that never says a word is pinged, then closed, like any other
     serial = request.app[SERIAL]  # apart: inside next(...) mypy would read the key as AppKey[SupportsNext]
     sidecar = Sidecar(name=f"{identity}#{next(serial)}", workload=identity.workload, stream=WebSocketStream(ws))
     log.info("sidecar %s connected", sidecar.name)
     attached = False
     try:
         async for message in ws:
+            heard[ws] = loop.time()
             if message.type != WSMsgType.TEXT:
+                if message.type == WSMsgType.PING:
+                    await ws.pong(message.data)
                 continue
             try:
                 data = json.loads(message.data)
@@ -135,6 +186,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             elif kind == "counts":
                 _counts(request.app[COUNTS], identity, sidecar, data, size=len(message.data))
     finally:
+        heard.pop(ws, None)
         controller.detach(sidecar)
         log.info("sidecar %s disconnected", sidecar.name)
     return ws
@@ -156,6 +208,12 @@ def _counts(sink: CountsSink | None, identity: Identity, sidecar: Sidecar, data:
     sink.record(str(identity), report)
 
 
+async def _sweeping(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(app[LIVENESS].sweep_forever(), name="stream-liveness")
+    yield
+    task.cancel()
+
+
 async def _close_streams(app: web.Application) -> None:
     """On shutdown, tell sidecars to go (they reconnect elsewhere) instead of leaving them hanging."""
     streams = app[STREAMS]  # apart: inside set(...) mypy would read the key as AppKey[Iterable]
@@ -164,7 +222,11 @@ async def _close_streams(app: web.Application) -> None:
 
 
 def build_push_app(
-    *, controller: Controller, authenticator: Authenticator, counts: CountsSink | None = None
+    *,
+    controller: Controller,
+    authenticator: Authenticator,
+    counts: CountsSink | None = None,
+    heartbeat: float = HEARTBEAT_SECONDS,
 ) -> web.Application:
     app = web.Application()
     app[CONTROLLER] = controller
@@ -172,6 +234,8 @@ def build_push_app(
     app[AUTHENTICATOR] = authenticator
     app[SERIAL] = itertools.count(1)
     app[STREAMS] = weakref.WeakSet()
+    app[LIVENESS] = Liveness(heartbeat=heartbeat)
+    app.cleanup_ctx.append(_sweeping)
     app.on_shutdown.append(_close_streams)
     app.router.add_get(STREAM_PATH, stream)
     return app

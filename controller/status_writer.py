@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
+
 from controller.api import API_VERSION, CLUSTER_KINDS
 from controller.compile import Judgement
 from controller.core import Controller, RouteSync
@@ -72,11 +74,28 @@ _RESOURCES: dict[str, ResourceType] = {
 # --- what the watch saw -------------------------------------------------------------
 
 
+def _pack(status: Mapping[str, Any]) -> bytes:
+    """A status kept for later as compact JSON: a few hundred bytes instead of a few KB of dicts and
+    strings. Thousands are kept (one per object, twice: as watched and as written) and few are read
+    again (an object's own on its next write, all of them on a new leader's first pass)."""
+    return orjson.dumps(status) if status else b""
+
+
+def _unpack(packed: bytes) -> dict[str, Any]:
+    value = orjson.loads(packed) if packed else {}
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Observed:
     uid: str
     resource_version: str
-    status: Mapping[str, Any]
+    packed: bytes  # the status, see _pack
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The status as watched (a fresh copy at each read)."""
+        return _unpack(self.packed)
 
 
 class ObservedStatuses:
@@ -118,7 +137,7 @@ class ObservedStatuses:
         self._seen[_key(kind, obj)] = Observed(
             str(meta.get("uid") or ""),
             str(meta.get("resourceVersion") or ""),
-            dict(status) if isinstance(status, Mapping) else {},
+            _pack(status) if isinstance(status, Mapping) else b"",
         )
 
 
@@ -196,8 +215,8 @@ class StatusWriter:
         self._retry_cap = retry_cap
         self._retries = 0
         self._retry_timer: asyncio.TimerHandle | None = None
-        # key -> (uid, the status last written or, on first sight, read or watched).
-        self._written: dict[Key, tuple[str, dict[str, Any]]] = {}
+        # key -> (uid, the status last written or, on first sight, read or watched; packed, see _pack).
+        self._written: dict[Key, tuple[str, bytes]] = {}
         # key -> the desired status known to be on the object: an unchanged one costs a compare.
         self._settled: dict[Key, DesiredStatus] = {}
         self._desired_memo: dict[object, Any] = {}  # see desired_statuses
@@ -306,10 +325,10 @@ class StatusWriter:
             # First sight since start (or since leading): keep the times the object already carries.
             seen = self._statuses.get(desired.key) if self._statuses is not None else None
             if seen is not None and seen.uid == desired.uid and seen.resource_version:
-                cached, precondition = (desired.uid, dict(seen.status)), seen.resource_version
+                cached, precondition = (desired.uid, seen.packed), seen.resource_version
             elif (cached := await self._read(rt, desired)) is None:
                 return False
-        previous = cached[1]
+        previous = _unpack(cached[1])
         body = render(desired, previous, _now())
         if timeless(body) == timeless(previous):
             # Trusting the watch here is safe enough: a former leader stops writing at its renew_deadline,
@@ -327,19 +346,19 @@ class StatusWriter:
             # The object moved since the watch showed it (another writer, or our watch lags): read it once.
             if (fresh := await self._read(rt, desired)) is None:
                 return False
-            previous = fresh[1]
+            previous = _unpack(fresh[1])
             body = render(desired, previous, _now())
             if timeless(body) == timeless(previous):
                 self._written[desired.key] = fresh
                 return True
             await self._apply(rt, desired, body, None)
-        self._written[desired.key] = (desired.uid, body)
+        self._written[desired.key] = (desired.uid, _pack(body))
         events = condition_events(previous, desired.conditions, generation=desired.generation)
         for event in events + experiment_events(previous, desired.experiments):
             await self._event(desired, event)
         return True
 
-    async def _read(self, rt: ResourceType, desired: DesiredStatus) -> tuple[str, dict[str, Any]] | None:
+    async def _read(self, rt: ResourceType, desired: DesiredStatus) -> tuple[str, bytes] | None:
         """(uid, status) from a GET; None if the object is gone or is another object of the same name."""
         try:
             obj = await self._client.get(rt, desired.name, namespace=desired.namespace)
@@ -349,7 +368,7 @@ class StatusWriter:
             raise
         if desired.uid and (obj.get("metadata") or {}).get("uid") != desired.uid:
             return None  # re-created under the same name; our watch has not caught up yet
-        cached = (desired.uid, dict(obj.get("status") or {}))
+        cached = (desired.uid, _pack(obj.get("status") or {}))
         self._written[desired.key] = cached
         return cached
 

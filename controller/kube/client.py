@@ -32,6 +32,13 @@ from controller.kube.results import ObjectList, TokenReview
 from controller.kube.watch import WatchEvent, iter_events
 
 FIELD_MANAGER = "modelway"
+# Connections for requests (watches have their own pool: a watch holds its connection for minutes, so
+# sharing one bounded pool with them could leave no connection for a request). Each TLS connection
+# costs asyncio a 256 KiB read buffer, freed only when the cyclic collector gets to it after the
+# connection closes: a burst of requests (thousands of sidecars connecting, each a TokenReview and a
+# Pod read; a first status pass over thousands of objects) queues for these instead of opening more.
+# Not fewer: sidecars connecting after a restart share them with a status pass's 16 writers.
+REQUEST_CONNECTIONS = 64
 WATCH_READ_SLACK = 30.0  # beyond timeoutSeconds: a silent (half-open) watch is given up after this
 DEFAULT_AUDIENCE = "modelway"  # what the sidecar's projected token is minted for
 
@@ -53,6 +60,7 @@ class KubeClient:
         self._connect_timeout = request_timeout
         self._user_agent = user_agent
         self._http: aiohttp.ClientSession | None = None
+        self._watch_http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -61,9 +69,10 @@ class KubeClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        for session in (self._http, self._watch_http):
+            if session is not None:
+                await session.close()
+        self._http = self._watch_http = None
 
     # --- reading --------------------------------------------------------------------
 
@@ -142,7 +151,7 @@ class KubeClient:
             total=None, connect=self._connect_timeout, sock_read=timeout_seconds + WATCH_READ_SLACK
         )
         try:
-            async with self._session().get(
+            async with self._session(watch=True).get(
                 self.config.server + path, params=params, headers=self._headers(), timeout=timeout
             ) as resp:
                 if resp.status != 200:
@@ -317,9 +326,15 @@ class KubeClient:
                 return None
             raise
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None:  # created lazily: aiohttp wants a running loop
-            connector = aiohttp.TCPConnector(ssl=self.config.ssl_context or False)
+    def _session(self, *, watch: bool = False) -> aiohttp.ClientSession:
+        """The pool for requests (REQUEST_CONNECTIONS at most) or the one for watches (one connection each)."""
+        if watch:
+            if self._watch_http is None:  # created lazily: aiohttp wants a running loop
+                connector = aiohttp.TCPConnector(ssl=self.config.ssl_context or False, limit=0)
+                self._watch_http = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            return self._watch_http
+        if self._http is None:
+            connector = aiohttp.TCPConnector(ssl=self.config.ssl_context or False, limit=REQUEST_CONNECTIONS)
             self._http = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._http
 

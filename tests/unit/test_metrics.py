@@ -9,6 +9,7 @@ from controller.core import Compiled, Controller, Sidecar
 from controller.metrics import prometheus_names as controller_names
 from controller.store import ResourceStore
 from controller.telemetry import build_controller_telemetry
+from controller.workload import Workload
 from proxy.runtime import Runtime
 from proxy.snapshot import Snapshot, parse_snapshot
 from proxy.telemetry.backends import BackendCatalog
@@ -236,7 +237,7 @@ async def test_controller_metrics_as_prometheus_text() -> None:
     telemetry = build_controller_telemetry(environ={})
     controller = Controller(store=ResourceStore(), telemetry=telemetry)
     await controller.recompute()
-    sidecar = Sidecar(name="team-a/app#1", workload=None, stream=_Stream())  # type: ignore[arg-type]
+    sidecar = Sidecar(name="team-a/app#1", workload=Workload(namespace="team-a"), stream=_Stream())
     compiled = Compiled(snapshot=Snapshot(version="v1"), message="{}", routes={})
     controller.compiled_for = lambda workload: compiled  # type: ignore[method-assign]
     await controller.attach(sidecar)

@@ -1,0 +1,67 @@
+"""The controller as `python -m bench.controller --profile` runs it when py-spy is not installed.
+
+`python -m controller` unchanged, plus signal handlers so cProfile covers only the window the
+benchmark chooses (the measured changes, or the settling after the sidecars connect) instead of
+the whole run: SIGUSR1 starts profiling, SIGUSR2 stops it and writes the stats to
+$BENCH_PROFILE_OUT. With $BENCH_TRACEMALLOC set, allocations are traced from the start and
+SIGUSR2 also writes the largest live allocation sites next to it (`.mem.txt`).
+cProfile sees the event loop's thread only, which is where the controller's work runs.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import signal
+import sys
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+OUT = Path(os.environ.get("BENCH_PROFILE_OUT", "controller.prof"))
+
+
+class Window:
+    def __init__(self) -> None:
+        self.profile: cProfile.Profile | None = None
+
+    def start(self, signum: int, frame: FrameType | None) -> None:
+        self.profile = cProfile.Profile()
+        self.profile.enable()
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        """Writes the allocations first, then the profile: each file appears whole (renamed into place)."""
+        profile, self.profile = self.profile, None
+        if profile is not None:
+            profile.disable()
+        if tracemalloc.is_tracing():
+            snapshot = tracemalloc.take_snapshot()
+            lines = [f"traced: {tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB live"]
+            for kind in ("filename", "lineno"):
+                lines.append(f"\nlargest live allocations by {kind}:")
+                lines += [f"  {stat}" for stat in snapshot.statistics(kind)[:40]]
+            _write(OUT.with_suffix(".mem.txt"), lambda path: path.write_text("\n".join(lines) + "\n"))
+        if profile is not None:
+            _write(OUT, lambda path: profile.dump_stats(str(path)))
+
+
+def _write(path: Path, write: Callable[[Path], object]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    partial.replace(path)
+
+
+def main() -> int:
+    if os.environ.get("BENCH_TRACEMALLOC"):
+        tracemalloc.start(1)
+    window = Window()
+    signal.signal(signal.SIGUSR1, window.start)
+    signal.signal(signal.SIGUSR2, window.stop)
+    from controller.__main__ import main as controller_main
+
+    return controller_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
