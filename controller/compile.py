@@ -15,15 +15,14 @@ Two steps, both without I/O:
    what its policies leave it, only the providers those routes use, and only
    their credentials. The controller (`controller.core`) caches each step;
    `compile_workload` is the same in one call.
+
+One provider is judged and compiled in `controller.compile_provider`, one route in
+`controller.compile_route`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeVar
@@ -33,31 +32,12 @@ import msgspec
 import proxy.snapshot as snap
 from controller import policy as pol
 from controller import selectors
-from controller.api import (
-    BackendRef,
-    InvalidObject,
-    ModelProvider,
-    ModelRoute,
-    Namespace,
-    ObjectMeta,
-    RouteRule,
-    Secret,
-    duration_seconds,
-)
+from controller.api import InvalidObject, ModelProvider, ModelRoute, Namespace, ObjectMeta, Secret
+from controller.compile_provider import ACCEPTED, RESOLVED, ProviderVerdict, judge_provider
+from controller.compile_route import compile_route
 from controller.store import Key, Resources, key_of
 from controller.workload import Verdict, Workload
-from shared.provider_types import default_base_url, serves
-
-ACCEPTED = Verdict(True, "Accepted")
-RESOLVED = Verdict(True, "ResolvedRefs")
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderVerdict:
-    accepted: Verdict
-    resolved_refs: Verdict
-    provider: snap.Provider | None  # compiled, credentials included; None when unusable
-    generation: int = 0  # the generation the verdict speaks of
+from shared.provider_types import serves
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,163 +121,6 @@ class Judgement:
     @property
     def last_good(self) -> dict[Key, ModelRoute]:
         return {k: v.served for k, v in self.routes.items() if v.served is not None}
-
-
-def _secret_value(secret: Secret, key: str) -> str | None:
-    if key in secret.string_data:
-        return secret.string_data[key]
-    if key in secret.data:
-        try:
-            return base64.b64decode(secret.data[key], validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-    return None
-
-
-# The Secret keys of an AWS access key (a Bedrock provider's credentialsRef Secret).
-AWS_KEY_ID, AWS_SECRET_KEY, AWS_SESSION_TOKEN = "accessKeyId", "secretAccessKey", "sessionToken"
-# The Secret key of a Google service-account key (JSON), for a vertex provider.
-GOOGLE_SERVICE_ACCOUNT_KEY = "serviceAccountKey"
-# The Secret key of an Entra ID client secret (an azure-openai provider with spec.azure.entra).
-ENTRA_CLIENT_SECRET = "clientSecret"
-
-
-def _judge_provider(provider: ModelProvider, secrets: Mapping[tuple[str, str], Secret]) -> ProviderVerdict:
-    spec, namespace = provider.spec, provider.metadata.namespace
-    base_url = spec.base_url or default_base_url(spec.type, region=spec.signing_region)
-    if base_url is None:
-        invalid = Verdict(False, "Invalid", f"type {spec.type} has no default endpoint: set spec.baseURL")
-        return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
-    if spec.type == "azure-openai" and spec.azure is None:
-        invalid = Verdict(False, "Invalid", "type azure-openai needs spec.azure.apiVersion")
-        return ProviderVerdict(invalid, Verdict(True, "ResolvedRefs"), None)
-    api_key: str | None = None
-    aws_keys: snap.AwsKeys | None = None
-    vertex_key: str | None = None
-    if spec.credentials_ref is not None:
-        ref = spec.credentials_ref
-        secret = secrets.get((namespace, ref.name))
-        if secret is None:
-            missing = Verdict(
-                False,
-                "SecretNotFound",
-                f"Secret {namespace}/{ref.name} (spec.credentialsRef) does not exist or is not "
-                "labelled modelway.io/credentials=true",
-            )
-            return ProviderVerdict(ACCEPTED, missing, None)
-        if spec.type == "bedrock":
-            aws_keys = _aws_keys(secret)
-        entra = spec.azure.entra is not None if spec.azure is not None else False
-        if entra:
-            api_key = _secret_value(secret, ENTRA_CLIENT_SECRET) or _secret_value(secret, ref.key)
-        elif spec.type == "vertex" and (service_account := _secret_value(secret, GOOGLE_SERVICE_ACCOUNT_KEY)):
-            try:
-                snap.check_service_account_key(service_account)
-            except snap.ConfigProblem as exc:  # says what is wrong, quotes none of it
-                bad = Verdict(
-                    False, "InvalidSecret", f"Secret {namespace}/{ref.name} {GOOGLE_SERVICE_ACCOUNT_KEY}: {exc}"
-                )
-                return ProviderVerdict(ACCEPTED, bad, None)
-            vertex_key = service_account
-        else:
-            api_key = None if aws_keys is not None else _secret_value(secret, ref.key)
-        if api_key is None and aws_keys is None and vertex_key is None:
-            wanted = f"{ref.key!r}" + (f" (or {AWS_KEY_ID} and {AWS_SECRET_KEY})" if spec.type == "bedrock" else "")
-            wanted = f"{ENTRA_CLIENT_SECRET!r} (or {ref.key!r})" if entra else wanted
-            missing = Verdict(
-                False,
-                "SecretKeyNotFound",
-                f"Secret {namespace}/{ref.name} has no key {wanted} (spec.credentialsRef.key)",
-            )
-            return ProviderVerdict(ACCEPTED, missing, None)
-    try:
-        compiled = _compile_provider(
-            provider, base_url=base_url, api_key=api_key, aws_keys=aws_keys, vertex_key=vertex_key
-        )
-    except ValueError as exc:  # what the sidecar would refuse: never let it reach one
-        return ProviderVerdict(Verdict(False, "Invalid", snap.problem_text(exc)), RESOLVED, None)
-    return ProviderVerdict(ACCEPTED, RESOLVED, compiled)
-
-
-def _aws_keys(secret: Secret) -> snap.AwsKeys | None:
-    key_id, secret_key = _secret_value(secret, AWS_KEY_ID), _secret_value(secret, AWS_SECRET_KEY)
-    if not key_id or not secret_key:
-        return None
-    token = _secret_value(secret, AWS_SESSION_TOKEN)
-    return snap.AwsKeys(
-        access_key_id=snap.Secret(key_id),
-        secret_access_key=snap.Secret(secret_key),
-        session_token=snap.Secret(token) if token else None,
-    )
-
-
-def _compile_provider(
-    provider: ModelProvider,
-    *,
-    base_url: str,
-    api_key: str | None,
-    aws_keys: snap.AwsKeys | None = None,
-    vertex_key: str | None = None,
-) -> snap.Provider:
-    spec, namespace, name = provider.spec, provider.metadata.namespace, provider.metadata.name
-    region = spec.signing_region
-    bedrock = (
-        snap.BedrockSettings(region=region, credentials=aws_keys, api=spec.bedrock.api if spec.bedrock else "converse")
-        if spec.type == "bedrock" and region is not None
-        else None
-    )
-    entra_spec = spec.azure.entra if spec.azure is not None else None
-    entra = None
-    if entra_spec is not None:  # the Secret's value is the client secret, not an API key
-        entra = snap.EntraSettings(
-            tenant_id=entra_spec.tenant_id,
-            client_id=entra_spec.client_id,
-            client_secret=snap.Secret(api_key) if api_key is not None else None,
-            **({"scope": entra_spec.scope} if entra_spec.scope is not None else {}),
-        )
-        api_key = None
-    vertex = (
-        snap.VertexSettings(
-            project=spec.vertex.project,
-            region=region,
-            publisher=spec.vertex.publisher,
-            service_account_key=snap.Secret(vertex_key) if vertex_key is not None else None,
-        )
-        if spec.vertex is not None and region is not None
-        else None
-    )
-    return snap.Provider(
-        name=f"{namespace}.{name}",
-        type=spec.type,
-        base_url=base_url,
-        api_key=snap.Secret(api_key) if api_key is not None else None,
-        entra=entra,
-        vertex=vertex,
-        api_version=spec.azure.api_version if spec.azure else None,
-        bedrock=bedrock,
-        region=spec.region or region,
-        jurisdiction=spec.jurisdiction,
-        hosting=spec.hosting,
-        pricing={
-            m.name: snap.ModelPricing(
-                input_per_million=m.input_price_per_million,
-                output_per_million=m.output_price_per_million,
-                cached_input_per_million=m.cached_input_price_per_million,
-                cache_write_per_million=m.cache_write_price_per_million,
-            )
-            for m in spec.models
-            if m.input_price_per_million is not None and m.output_price_per_million is not None
-        },
-        capacity=tuple(
-            snap.Capacity(
-                key=f"ModelProvider/{namespace}/{name}/capacity/{c.model}",
-                model=c.model,
-                requests_per_minute=c.requests_per_minute,
-                tokens_per_minute=c.tokens_per_minute,
-            )
-            for c in spec.capacity
-        ),
-    )
 
 
 def _route_refs(route: ModelRoute, providers: Mapping[Key, ProviderVerdict]) -> Verdict:
@@ -419,7 +242,7 @@ def _judge_namespace(inputs: NamespaceObjects, last_good: Mapping[Key, ModelRout
     secrets = {(s.metadata.namespace, s.metadata.name): s for s in inputs.secrets}
     invalid = {key_of(i): i for i in inputs.invalid}
     providers = {
-        key_of(p): dataclasses.replace(_judge_provider(p, secrets), generation=p.metadata.generation)
+        key_of(p): dataclasses.replace(judge_provider(p, secrets), generation=p.metadata.generation)
         for p in inputs.providers
     }
     for key, bad in invalid.items():
@@ -572,74 +395,6 @@ def _selects(route: ModelRoute, workload: Workload) -> bool:
     return selectors.matches(route.spec.workload_selector, workload.labels)
 
 
-def _backend(ref: BackendRef, namespace: str) -> snap.Backend:
-    return snap.Backend(provider=f"{namespace}.{ref.provider}", model=ref.model, weight=ref.weight)
-
-
-def experiment_name(namespace: str, route: str, rule: RouteRule) -> str:
-    """How sidecars and status name a rule's experiment: "<namespace>/<route>/<rule>@<spec hash>".
-
-    The hash covers the spec except the arms' weights, so an edited experiment (other arms, metric
-    or stop rule) starts afresh with its own counts, while a new split (an adaptive rule's shares, a
-    canary's next step) carries on."""
-    spec = rule.experiment
-    assert spec is not None
-    data = spec.model_dump(mode="json", by_alias=True)
-    for arm in data["arms"]:
-        arm.pop("weight", None)
-    data.pop("promote", None)  # what is done with a winner, not what is tested
-    data.pop("reward", None)  # what an adaptive rule maximises, not what is counted: a new reward keeps the counts
-    if data.get("rollout") is None:
-        data.pop("rollout", None)  # names from before rollouts existed stay as they were
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{namespace}/{route}/{rule.name}@{digest}"
-
-
-def _experiment(
-    rule: RouteRule, namespace: str, route: str, weights: Mapping[str, int] | None
-) -> snap.Experiment | None:
-    spec = rule.experiment
-    if spec is None:
-        return None
-    return snap.Experiment(
-        name=experiment_name(namespace, route, rule),
-        arms=tuple(
-            snap.Arm(
-                name=a.name,
-                weight=weights.get(a.name, a.weight) if weights is not None else a.weight,
-                backends=tuple(_backend(b, namespace) for b in a.backends),
-            )
-            for a in spec.arms
-        ),
-        sticky_header=spec.sticky_header,
-    )
-
-
-def _rule(
-    rule: RouteRule, namespace: str, route: str = "", weights: Mapping[str, Mapping[str, int]] | None = None
-) -> snap.Rule:
-    retry, timeouts = rule.retry, rule.timeouts
-    return snap.Rule(
-        name=rule.name,
-        match_headers=tuple(snap.HeaderMatch(name=h.name, value=h.value, regex=h.regex) for h in rule.matches.headers),
-        backends=tuple(_backend(b, namespace) for b in rule.all_backends),
-        experiment=_experiment(rule, namespace, route, (weights or {}).get(rule.name)),
-        fallbacks=tuple(_backend(b, namespace) for b in rule.fallbacks),
-        retry=snap.Retry(
-            attempts=retry.attempts,
-            retry_on=retry.retry_on,
-            backoff_base_seconds=duration_seconds(retry.backoff_base),
-            backoff_max_seconds=duration_seconds(retry.backoff_max),
-            max_retry_after_seconds=duration_seconds(retry.max_retry_after),
-        ),
-        timeouts=snap.Timeouts(
-            total_seconds=duration_seconds(timeouts.total),
-            first_token_seconds=duration_seconds(timeouts.first_token) if timeouts.first_token else None,
-            connect_seconds=duration_seconds(timeouts.connect),
-        ),
-    )
-
-
 def select_routes(judgement: Judgement, workload: Workload) -> tuple[ModelRoute, ...]:
     """The routes one workload runs, one per model name, ordered by model (cheap: no compiling)."""
     chosen: dict[str, ModelRoute] = {}
@@ -652,16 +407,6 @@ def select_routes(judgement: Judgement, workload: Workload) -> tuple[ModelRoute,
         if current is None or rank < (current.spec.workload_selector is None, current.metadata.name):
             chosen[route.spec.model] = route
     return tuple(chosen[model] for model in sorted(chosen))
-
-
-def compile_route(route: ModelRoute, *, arm_weights: Mapping[str, Mapping[str, int]] | None = None) -> snap.Route:
-    """`arm_weights`: per rule name, an adaptive experiment's current weights per arm (else the spec's)."""
-    namespace = route.metadata.namespace
-    return snap.Route(
-        name=f"{namespace}/{route.metadata.name}",
-        model=route.spec.model,
-        rules=tuple(_rule(r, namespace, route.metadata.name, arm_weights) for r in route.spec.rules),
-    )
 
 
 def assemble(

@@ -23,16 +23,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from controller.api import ModelRoute
-from controller.compile import (
-    Judgement,
-    NamespaceInputs,
-    assemble,
-    compile_route,
-    judge,
-    same_inputs,
-    select_routes,
-    workload_policy,
-)
+from controller.compile import Judgement, NamespaceInputs, assemble, judge, same_inputs, select_routes, workload_policy
+from controller.compile_route import compile_route
 from controller.store import Key, ResourceStore
 from controller.telemetry import ControllerTelemetry
 from controller.workload import Workload

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.api import ExperimentSpec, ModelRoute, RouteRule, duration_seconds
-from controller.compile import experiment_name
+from controller.compile_route import experiment_name
 from controller.experiment_reports import CountsReport, PeerLedger, ReportLedger
 from controller.experiments import bandit
 from controller.experiments.counts import ArmStats, BadCounts

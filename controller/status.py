@@ -32,7 +32,8 @@ from controller.api import (
     ModelRouteStatus,
     PolicySpendStatus,
 )
-from controller.compile import Judgement, ProviderVerdict, RouteVerdict
+from controller.compile import Judgement, RouteVerdict
+from controller.compile_provider import ProviderVerdict
 from controller.core import RouteSync
 from controller.policy import PolicyVerdict
 from controller.store import Key, Resources, key_of

@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from controller.auth import Identity
-from controller.compile import RouteVerdict, experiment_name
+from controller.compile import RouteVerdict
+from controller.compile_route import experiment_name
 from controller.core import Controller, RouteSync
 from controller.experiment_runner import ExperimentRunner
 from controller.status import render, route_status

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.api import InvalidObject, parse_object, parse_resource
-from controller.compile import experiment_name
+from controller.compile_route import experiment_name
 from controller.experiment_reports import CountsReport, parse_counts
 from controller.experiment_runner import ExperimentRunner
 from controller.experiments.counts import ArmStats, MeanStats, ProportionStats

@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from controller.api import parse_resource
-from controller.compile import RouteVerdict, experiment_name
+from controller.compile import RouteVerdict
+from controller.compile_route import experiment_name
 from controller.core import RouteSync
 from controller.experiment_reports import CountsReport, parse_counts
 from controller.experiment_runner import ExperimentRunner

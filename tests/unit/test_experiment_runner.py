@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from controller.api import parse_resource
-from controller.compile import RouteVerdict, experiment_name
+from controller.compile import RouteVerdict
+from controller.compile_route import experiment_name
 from controller.core import RouteSync
 from controller.experiment_reports import CountsReport, ReportLedger, parse_counts
 from controller.experiment_runner import ExperimentRunner

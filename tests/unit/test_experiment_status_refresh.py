@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from controller.compile import experiment_name
+from controller.compile_route import experiment_name
 from controller.experiment_reports import parse_counts
 from controller.experiment_runner import ExperimentRunner
 from tests.unit.test_experiment_adaptive import KEY, _report, _route, _stats

@@ -29,6 +29,8 @@ PURE = [
     "proxy/redaction",
     "controller/api",
     "controller/compile.py",
+    "controller/compile_provider.py",
+    "controller/compile_route.py",
     "controller/store.py",
     "controller/check.py",
     "controller/status.py",

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from controller.api import ModelRoute, parse_resource
-from controller.compile import ACCEPTED, RESOLVED, Judgement, RouteVerdict, Verdict
+from controller.compile import Judgement, RouteVerdict, Verdict
+from controller.compile_provider import ACCEPTED, RESOLVED
 from controller.core import RouteSync
 from controller.leader import micro_time
 from controller.replicas import (

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from controller.api import ModelRoute, parse_resource
-from controller.compile import ACCEPTED, RESOLVED, Judgement, ProviderVerdict, RouteVerdict, Verdict
+from controller.compile import Judgement, RouteVerdict, Verdict
+from controller.compile_provider import ACCEPTED, RESOLVED, ProviderVerdict
 from controller.core import RouteSync
 from controller.kube.errors import KubeApiError
 from controller.status import Wanted, condition_events, desired_statuses, programmed, render, route_status, timeless
