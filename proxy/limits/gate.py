@@ -5,10 +5,11 @@ what a request is charged when its answer ends.
   failover, before the provider could answer 429); refused only by budgets whose limits reroute -> the
   cheaper backends they name; anything else -> refuse (429, or 503 for a closed limit the store could
   not check).
-- `settled_usage`: the backend that answered is charged what it reported, field by field, and the
-  reservation's estimate where it reported nothing (a cut stream, a provider without usage, a client
-  that left mid-answer); a backend left for another one, or that failed, is charged nothing; a call the
-  client abandoned before it answered is charged the estimate (the provider may have done the work).
+- `settled_usage`: the backend that answered is charged what it reported, field by field (budgets: the
+  cost its span reports, prompt-cache tokens at their own prices), and the reservation's estimate
+  where it reported nothing (a cut stream, a provider without usage, a client that left mid-answer);
+  a backend left for another one, or that failed, is charged nothing; a call the client abandoned
+  before it answered is charged the estimate (the provider may have done the work).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from proxy.limits.estimate import estimate
-from proxy.limits.model import Decision, Demand, Reservation, Usage, amount
+from proxy.limits.model import MICRO_USD, Decision, Demand, Reservation, Usage, charged, round_up
 from proxy.providers.base import Usage as AnswerUsage
 from proxy.snapshot import ModelPricing
 
@@ -52,14 +53,27 @@ def demand_for(
     return demand
 
 
-def settled_usage(demand: Demand, ending: Ending, usage: AnswerUsage | None = None) -> Usage:
+def settled_usage(demand: Demand, ending: Ending, usage: AnswerUsage | None = None, cost: float | None = None) -> Usage:
+    """`cost` is the answer's USD as its span reports it (None: unpriced or no usage): a budget is
+    charged that, plus the estimate's price of whatever the backend did not report."""
     if ending == "failed":
         return ZERO
     if ending == "abandoned" or usage is None:
         return Usage(demand.input_tokens, demand.output_tokens)
+    micro_usd = None
+    if cost is not None:
+        unreported = Demand(
+            0 if usage.input_tokens is not None else demand.input_tokens,
+            0 if usage.output_tokens is not None else demand.output_tokens,
+            demand.input_micro_usd_per_token,
+            demand.output_micro_usd_per_token,
+        )
+        # (rounded to a millionth first: float noise must not add a micro-USD to an exact price)
+        micro_usd = round_up(round(cost * MICRO_USD, 6)) + unreported.micro_usd()
     return Usage(
         demand.input_tokens if usage.input_tokens is None else usage.input_tokens,
         demand.output_tokens if usage.output_tokens is None else usage.output_tokens,
+        micro_usd,
     )
 
 
@@ -71,7 +85,7 @@ def changes_anything(reservation: Reservation, usage: Usage) -> bool:
         measure = counter.measure
         if measure == "concurrency":
             return True
-        if amount(measure, demand, usage.input_tokens, usage.output_tokens) != demand.cost(measure):
+        if charged(measure, demand, usage) != demand.cost(measure):
             return True
     return False
 

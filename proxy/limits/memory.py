@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from proxy.limits import algorithm as alg
-from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Reservation, Usage, amount
+from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Reservation, Usage, charged
 from shared.budget_windows import budget_window
 
 SWEEP_EVERY = 1024  # checks between sweeps of expired state
@@ -54,9 +54,7 @@ class InProcessLimiter:
         now = self._clock() * 1000
         demand = reservation.demand
         for counter, window in zip(reservation.counters, reservation.windows, strict=True):
-            delta = amount(counter.measure, demand, usage.input_tokens, usage.output_tokens) - demand.cost(
-                counter.measure
-            )
+            delta = charged(counter.measure, demand, usage) - demand.cost(counter.measure)
             if counter.measure == "concurrency":
                 self._leases.get(counter.key, {}).pop(reservation.lease, None)
             elif counter.measure in BUDGETS:

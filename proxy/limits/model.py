@@ -45,7 +45,7 @@ class Demand:
         """The cost in micro-USD, rounded up (of these token counts, or of the reservation)."""
         i = self.input_tokens if input_tokens is None else input_tokens
         o = self.output_tokens if output_tokens is None else output_tokens
-        return _ceil(i * self.input_micro_usd_per_token + o * self.output_micro_usd_per_token)
+        return round_up(i * self.input_micro_usd_per_token + o * self.output_micro_usd_per_token)
 
     def cost(self, measure: Measure) -> int:
         return amount(measure, self, self.input_tokens, self.output_tokens)
@@ -53,10 +53,12 @@ class Demand:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What the answer actually used."""
+    """What the answer actually used; `micro_usd` is what it cost when the answer was priced (the
+    span's cost, prompt-cache reads and writes at their own prices), else budgets price the tokens."""
 
     input_tokens: int
     output_tokens: int
+    micro_usd: int | None = None
 
 
 def amount(measure: Measure, demand: Demand, input_tokens: int, output_tokens: int) -> int:
@@ -72,7 +74,14 @@ def amount(measure: Measure, demand: Demand, input_tokens: int, output_tokens: i
     return demand.micro_usd(input_tokens, output_tokens)
 
 
-def _ceil(value: float) -> int:
+def charged(measure: Measure, demand: Demand, usage: Usage) -> int:
+    """How much of `measure` a request that used `usage` is charged when it settles."""
+    if usage.micro_usd is not None and measure in BUDGETS:
+        return usage.micro_usd
+    return amount(measure, demand, usage.input_tokens, usage.output_tokens)
+
+
+def round_up(value: float) -> int:
     whole = int(value)
     return whole + 1 if value > whole else whole
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from proxy.limits import algorithm as alg
-from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Measure, Reservation, Usage, amount
+from proxy.limits.model import BUDGETS, Counter, CounterState, Decision, Demand, Measure, Reservation, Usage, charged
 from proxy.limits.redis_script import RESERVE, SETTLE, sha1
 from proxy.limits.resp import NoScript, ReplyError, RespClient
 from shared.redis_client import redis_py_client
@@ -124,9 +124,7 @@ class RedisLimiter:
         now_s = self._clock() if self._clock is not None else None
         args: list[str | int | float] = [self._now_arg(now_s), reservation.lease]
         for counter in reservation.counters:
-            delta = amount(counter.measure, demand, usage.input_tokens, usage.output_tokens) - demand.cost(
-                counter.measure
-            )
+            delta = charged(counter.measure, demand, usage) - demand.cost(counter.measure)
             args += [_kind(counter.measure), counter.limit, delta]
         keys = [self.key(c, w) for c, w in zip(reservation.counters, reservation.windows, strict=True)]
         try:

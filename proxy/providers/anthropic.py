@@ -53,6 +53,12 @@ from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SsePa
 _COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"})
 
 
+def count_tokens_body(request: ChatRequest, *, model: str) -> dict[str, Any]:
+    """Anthropic's count_tokens body for the messages call this request makes: its counted fields."""
+    body = messages_body(request, model=model, stream=False)
+    return {field: value for field, value in body.items() if field in _COUNTED_FIELDS}
+
+
 class AnthropicTranslator:
     system = "anthropic"
     native_openai = False
@@ -97,10 +103,10 @@ class AnthropicTranslator:
 
     def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
         """`POST /v1/messages/count_tokens` for the messages call `chat_request` would send."""
-        body = messages_body(request, model=model, stream=False)
-        counted = {field: value for field, value in body.items() if field in _COUNTED_FIELDS}
         return UpstreamRequest(
-            url=self._url + "/count_tokens", headers=dict(self._json_headers), body=orjson.dumps(counted)
+            url=self._url + "/count_tokens",
+            headers=dict(self._json_headers),
+            body=orjson.dumps(count_tokens_body(request, model=model)),
         )
 
     def count_tokens_response(self, body: bytes) -> int:

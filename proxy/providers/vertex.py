@@ -10,6 +10,8 @@ with the provider's `vertex` settings; `base` is `https://{region}-aiplatform.go
   body without `model` (the URL names it) and with `anthropic_version: vertex-2023-10-16`, `stream`
   kept; answers are Anthropic's messages and SSE events (`proxy.providers.anthropic`). An Anthropic
   Messages request goes as the app wrote it (thinking, cache_control: `proxy.request.passthrough`).
+  Token counting is `models/count-tokens:rawPredict`, with Anthropic's count_tokens body (the model
+  in it) and answer.
 
 Auth: the provider's OAuth token source (a service-account key or the pod's Workload Identity,
 `proxy.auth.google`), read at each request as `Authorization: Bearer`; or an API key (express
@@ -27,7 +29,7 @@ from urllib.parse import quote
 import orjson
 
 from proxy.auth.token_source import TokenSource
-from proxy.providers.anthropic import AnthropicStreamDecoder, AnthropicTranslator, chat_completion
+from proxy.providers.anthropic import AnthropicStreamDecoder, AnthropicTranslator, chat_completion, count_tokens_body
 from proxy.providers.anthropic_convert import messages_body
 from proxy.providers.base import (
     ChatRequest,
@@ -160,7 +162,10 @@ class VertexAnthropicTranslator(AnthropicTranslator):
         return AnthropicStreamDecoder(model=model, created=int(time.time()), max_event_bytes=max_event_bytes)
 
     def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
-        raise UnsupportedOperation("Claude on Vertex AI: counting tokens is not served yet")
-
-    def count_tokens_response(self, body: bytes) -> int:
-        raise UnsupportedOperation("Claude on Vertex AI: counting tokens is not served yet")
+        """`count-tokens:rawPredict`, one URL for every Claude model: Anthropic's count_tokens body with
+        the model in it (not in the URL) and Vertex's `anthropic_version`. The answer is Anthropic's
+        `{"input_tokens": n}`, read by `AnthropicTranslator.count_tokens_response`."""
+        body = count_tokens_body(request, model=model)
+        body["anthropic_version"] = ANTHROPIC_ON_VERTEX
+        url = f"{self._models}count-tokens:rawPredict"
+        return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=orjson.dumps(body))

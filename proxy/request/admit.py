@@ -269,7 +269,7 @@ class Gate:
             items: list[tuple[Reservation, Usage]] = []
             for backend, reservation in self._held.items():
                 if backend == outcome.backend:
-                    usage = rules.settled_usage(reservation.demand, "answered", outcome.usage)
+                    usage = rules.settled_usage(reservation.demand, "answered", outcome.usage, outcome.cost)
                 elif outcome.status == CLIENT_CLOSED:  # its call was under way when the client left
                     usage = rules.settled_usage(reservation.demand, "abandoned")
                 else:

@@ -2,14 +2,17 @@
 
 The body is an Anthropic Messages request without `max_tokens`; it goes the way a messages call
 goes (classify, plan, policy, masking), and the plan's backend counts it with its own endpoint:
-Anthropic's count_tokens, Gemini's (and Vertex Gemini's) countTokens, or Bedrock's CountTokens
-(for the Converse or the InvokeModel call); the same answer shape for the app. A backend with no
-counting endpoint (OpenAI, Azure OpenAI, OpenAI-compatible, Claude on Vertex here) is a 400 naming
-it: a guess from another vendor's tokenizer would be a number apps budget with, and wrong.
+Anthropic's count_tokens, Claude on Vertex's count-tokens:rawPredict, Gemini's (and Vertex
+Gemini's) countTokens, or Bedrock's CountTokens (for the Converse or the InvokeModel call); the
+same answer shape for the app. A backend with no counting endpoint (OpenAI, Azure OpenAI,
+OpenAI-compatible) is a 400 naming it: a guess from another vendor's tokenizer would be a number
+apps budget with, and wrong.
 
-The count is of the request the gateway would send that backend (the internal form translated
-again), so it matches what the call is billed for. The call itself consumes no tokens: its usage
-is zero, so limits and budgets charge nothing but the request.
+The count is of the internal form translated for that backend, as a translated call would send it:
+messages, system prompt, tools and tool choice. What the internal form does not carry is not in it
+(`thinking` settings, `cache_control` marks, fields a same-API call passes through), so for a call
+that uses them the count can differ from what that call is billed. Counting consumes no tokens: its
+usage is zero, so limits and budgets charge nothing but the request.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def _counter(translator: Translator, provider: str) -> TokenCounter:
     if not isinstance(translator, TokenCounter):
         raise UnsupportedOperation(
             f"{translator.system} backend {provider!r} cannot count tokens; "
-            "only anthropic, gemini and bedrock backends have a counting endpoint"
+            "only anthropic, gemini, vertex and bedrock backends have a counting endpoint"
         )
     return translator
 

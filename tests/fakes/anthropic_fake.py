@@ -95,11 +95,15 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     return await answer(request, body, behaviour=behaviour, stream=stream)
 
 
-async def answer(request: web.Request, body: Any, *, behaviour: Behaviour, stream: bool) -> web.StreamResponse:
-    """An authenticated call's answer (also served by the fake Vertex AI for publisher anthropic)."""
+async def answer(
+    request: web.Request, body: Any, *, behaviour: Behaviour, stream: bool, counting: bool | None = None
+) -> web.StreamResponse:
+    """An authenticated call's answer (also served by the fake Vertex AI for publisher anthropic);
+    `counting`: a count_tokens call (by default, when the path says so)."""
     if not isinstance(body, dict):
         return anthropic_error(400, "There was an error parsing the body of your request.")
-    counting = request.path.endswith("/count_tokens")
+    if counting is None:
+        counting = request.path.endswith("/count_tokens")
     try:
         conv = conversation(body, need_max_tokens=not counting)
     except ApiError as exc:

@@ -7,6 +7,9 @@ POST /v1/projects/{project}/locations/{location}/publishers/anthropic/models/{mo
 POST ...:streamRawPredict                  (Anthropic's Messages body without `model`, with
                                             `anthropic_version: vertex-2023-10-16`; Anthropic's
                                             answers and SSE events: `anthropic_fake.answer`)
+POST .../publishers/anthropic/models/count-tokens:rawPredict
+                                           (Anthropic's count_tokens body, `model` in it, any
+                                            `anthropic_version` or none -> `{"input_tokens": n}`)
 
 Auth: `Authorization: Bearer <access token>` issued by the fake Google token endpoint or metadata
 server (`google_fake.check_access_token`; an expired one is refused), or for Gemini an API key in
@@ -21,10 +24,11 @@ from typing import Any
 from aiohttp import web
 
 from . import anthropic_fake, gemini_fake
-from .behaviour import STATE, FakeState, add_control_routes, before_reply, record
+from .behaviour import STATE, Behaviour, FakeState, add_control_routes, before_reply, record
 from .google_fake import check_access_token
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
+COUNT_TOKENS = "count-tokens"  # the one "model" Claude's token counting is served at
 UNAUTHENTICATED = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
     "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
@@ -73,6 +77,10 @@ async def _call(request: web.Request) -> web.StreamResponse:
         return await gemini_fake.answer(request, body, model=model, method=method, behaviour=behaviour)
     if not isinstance(body, dict):
         return anthropic_fake.anthropic_error(400, "There was an error parsing the body of your request.")
+    if model == COUNT_TOKENS:
+        if stream:
+            return gemini_fake.gemini_error(404, f"Publisher Model `anthropic/{model}` method `{method}` not found.")
+        return await _count_tokens(request, body, behaviour)
     if body.get("anthropic_version") != ANTHROPIC_VERSION:
         return anthropic_fake.anthropic_error(400, "anthropic_version: Input should be 'vertex-2023-10-16'")
     if "model" in body:
@@ -80,3 +88,18 @@ async def _call(request: web.Request) -> web.StreamResponse:
     if (body.get("stream") is True) != stream:
         return anthropic_fake.anthropic_error(400, f"stream: {method} needs stream {'true' if stream else 'false'}")
     return await anthropic_fake.answer(request, {**body, "model": model}, behaviour=behaviour, stream=stream)
+
+
+async def _count_tokens(request: web.Request, body: dict[str, Any], behaviour: Behaviour) -> web.StreamResponse:
+    """Claude's count-tokens: the model is the body's. `anthropic_version` may be left out (Google's
+    documented example has none) or be any string (the anthropic SDK's Vertex client sends its own
+    API version there)."""
+    if not isinstance(body.get("anthropic_version", ""), str):
+        return anthropic_fake.anthropic_error(400, "anthropic_version: Input should be a valid string")
+    if not isinstance(body.get("model"), str):
+        return anthropic_fake.anthropic_error(400, "model: Field required")
+    for extra in ("max_tokens", "stream"):
+        if extra in body:
+            return anthropic_fake.anthropic_error(400, f"{extra}: Extra inputs are not permitted")
+    counted = {key: value for key, value in body.items() if key != "anthropic_version"}
+    return await anthropic_fake.answer(request, counted, behaviour=behaviour, stream=False, counting=True)

@@ -5,6 +5,7 @@ Every limit gets a fresh counter key, so tests that share one Redis never share 
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 import uuid
@@ -14,6 +15,15 @@ from tests.fakes.server import DEFAULT_KEYS
 
 POLICY = "ModelPolicy team-a/caps"
 PRICE_IN, PRICE_OUT = 2.5, 10.0  # USD per million tokens, i.e. micro-USD per token
+PRICE_CACHED, PRICE_CACHE_WRITE = 0.25, 3.125  # claude's prompt-cache reads and writes
+# An Anthropic call with a cache breakpoint: the fake reads its prompt from the cache (or writes it
+# there when scripted `cache_write`).
+CACHED_PROMPT: dict[str, Any] = {
+    "model": "claude",
+    "max_tokens": 50,
+    "system": [{"type": "text", "text": "You answer briefly.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def limit(name: str, **numbers: Any) -> dict[str, Any]:
@@ -45,7 +55,8 @@ def limited_snapshot(
             {"name": "spare", "type": "openai", "baseUrl": openai_url + "/v1", "apiKey": DEFAULT_KEYS["openai"],
              "pricing": {"gpt-4o-mini": {"inputPerMillion": 0.15, "outputPerMillion": 0.6}}},
             {"name": "claude", "type": "anthropic", "baseUrl": anthropic_url, "apiKey": DEFAULT_KEYS["anthropic"],
-             "pricing": {"claude-sonnet-4-5": pricing}},
+             "pricing": {"claude-sonnet-4-5": {**pricing, "cachedInputPerMillion": PRICE_CACHED,
+                                               "cacheWritePerMillion": PRICE_CACHE_WRITE}}},
         ],
         "routes": [
             {"name": "gpt", "model": "gpt", "rules": [{"name": "default", "retry": one_try,
@@ -88,3 +99,14 @@ def counter_standing(limits_page: dict[str, Any], name: str, measure: str) -> di
         if entry["name"] == name and entry["measure"] == measure:
             return entry["standing"]
     raise AssertionError(f"no counter {name}/{measure} on /limits: {limits_page}")
+
+
+def cache_priced(usage: Any) -> tuple[int, int]:
+    """An Anthropic answer's usage in micro-USD (rounded up): with prompt-cache reads and writes at
+    their own prices, and with all its input at the input price. Its `input_tokens` leave them out."""
+    cache = (usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens or 0)
+    rest = usage.input_tokens * PRICE_IN + usage.output_tokens * PRICE_OUT
+    return (
+        math.ceil(rest + cache[0] * PRICE_CACHED + cache[1] * PRICE_CACHE_WRITE),
+        math.ceil(rest + sum(cache) * PRICE_IN),
+    )

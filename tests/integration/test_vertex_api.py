@@ -250,7 +250,7 @@ def test_no_key_or_token_in_logs_or_config(
     assert "Invalid JWT Signature" in logs  # the refusal is told, without the key
 
 
-def test_count_tokens_is_answered_by_vertex_gemini_and_refused_clearly_for_claude(
+def test_count_tokens_is_answered_by_vertex_for_gemini_and_for_claude(
     vertex_sidecar: tuple[SidecarProcess, list[str]], fake_vertex: FakeProviderProcess
 ) -> None:
     client = _anthropic(vertex_sidecar[0])
@@ -260,9 +260,33 @@ def test_count_tokens_is_answered_by_vertex_gemini_and_refused_clearly_for_claud
     assert seen["path"].endswith("/publishers/google/models/gemini-2.5-flash:countTokens")
     assert set(seen["json"]) <= {"contents", "systemInstruction", "tools", "generationConfig"}
     assert check_access_token(_bearer(seen)) is None
-    with pytest.raises(anthropic.APIStatusError) as refused:
-        client.messages.count_tokens(model="claude", messages=[{"role": "user", "content": "hi"}])
-    assert refused.value.status_code < 500 and "counting tokens is not served yet" in str(refused.value)
+
+    messages: Any = [{"role": "user", "content": [{"type": "text", "text": "how many tokens are in this request?"}]}]
+    tool: Any = {"name": "lookup", "description": "Looks a word up.", "input_schema": {"type": "object"}}
+    claude = client.messages.count_tokens(model="claude", system="Be brief.", messages=messages, tools=[tool])
+    seen = fake_vertex.requests()[-1]
+    # one URL for every Claude model, the model in Anthropic's count_tokens body
+    assert (
+        seen["path"] == f"/v1/projects/{PROJECT}/locations/{REGION}/publishers/anthropic/models/count-tokens:rawPredict"
+    )
+    assert seen["json"] == {
+        "model": CLAUDE,
+        "messages": messages,
+        "system": "Be brief.",
+        "tools": [tool],
+        "anthropic_version": "vertex-2023-10-16",
+    }
+    assert check_access_token(_bearer(seen)) is None
+    # the count the anthropic SDK's own Vertex client gets from Vertex for the same call
+    direct = anthropic.AnthropicVertex(
+        region=REGION,
+        project_id=PROJECT,
+        access_token=_bearer(seen),
+        base_url=fake_vertex.base_url + "/v1",
+        max_retries=0,
+    )
+    alone = direct.messages.count_tokens(model=CLAUDE, system="Be brief.", messages=messages, tools=[tool])
+    assert claude.input_tokens == alone.input_tokens > 0
 
 
 def test_claude_on_vertex_gets_the_apps_body_with_thinking_and_cache_control(

@@ -71,6 +71,21 @@ def test_the_answering_backend_is_charged_what_it_reported_and_the_estimate_for_
     assert rules.settled_usage(demand, "failed", AnswerUsage(7, 30)) == Usage(0, 0)
 
 
+def test_a_budget_is_charged_the_answers_priced_cost_and_the_estimates_price_of_what_it_did_not_report() -> None:
+    demand = Demand(100, 500, 2.0, 8.0)  # micro-USD per token
+    # 1024 of 1031 input tokens read from the prompt cache: the span's cost, not 1031 * 2.0 + 30 * 8.0
+    cached = rules.settled_usage(demand, "answered", AnswerUsage(1031, 30, 1024), cost=0.000459)
+    assert cached == Usage(1031, 30, 459)
+    assert rules.settled_usage(demand, "answered", AnswerUsage(1031, None, 1024), cost=0.000219) == Usage(
+        1031, 500, 219 + 500 * 8
+    )  # cut after its start: the output it never reported at the estimate's price
+    assert rules.settled_usage(demand, "answered", AnswerUsage(7, 30)) == Usage(7, 30)  # unpriced: tokens only
+    assert rules.settled_usage(demand, "abandoned", AnswerUsage(7, 30), cost=0.001) == Usage(100, 500)
+    budget = Reservation("lease", (_counter("usd_day"),), ("",), demand)
+    assert rules.changes_anything(budget, Usage(100, 500, 459))
+    assert not rules.changes_anything(budget, Usage(7, 30, demand.micro_usd()))
+
+
 def test_a_settlement_that_would_change_nothing_is_not_sent() -> None:
     demand = Demand(100, 500, 2.0, 8.0)
 

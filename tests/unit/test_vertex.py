@@ -197,6 +197,23 @@ def test_anthropic_on_vertex_puts_the_model_in_the_url_and_the_vertex_version_in
     assert streamed.headers["authorization"] == "Bearer ya29.t"
 
 
+def test_claude_on_vertex_counts_tokens_at_count_tokens_with_the_model_in_the_body() -> None:
+    translator = VertexAnthropicTranslator(vertex("anthropic", region="global"), token_source=Fixed("ya29.t"))
+    request = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "temperature": 0.5}
+    counting = translator.count_tokens_request(request, model="claude-sonnet-4-5@20250929")
+    assert counting.url == (
+        "https://aiplatform.googleapis.com/v1/projects/my-project/locations/global/"
+        "publishers/anthropic/models/count-tokens:rawPredict"
+    )
+    assert orjson.loads(counting.body) == {
+        "model": "claude-sonnet-4-5@20250929",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "anthropic_version": "vertex-2023-10-16",
+    }
+    assert counting.headers["authorization"] == "Bearer ya29.t" and not counting.stream
+    assert translator.count_tokens_response(b'{"input_tokens": 12}') == 12
+
+
 def test_the_registry_picks_the_publishers_translator() -> None:
     assert isinstance(build_translator(vertex("anthropic")), VertexAnthropicTranslator)
     assert isinstance(build_translator(vertex()), VertexGeminiTranslator)
