@@ -164,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def anthropic_frontend_raw_encoder() -> Any:
+    from proxy.frontends.anthropic_stream import AnthropicStreamEncoder
     from proxy.request.passthrough import _RawEventEncoder
 
-    return _RawEventEncoder()
+    return _RawEventEncoder(AnthropicStreamEncoder().error)
 
 
 if __name__ == "__main__":

@@ -293,6 +293,8 @@ class AnthropicStreamDecoder:
     def decode_object(self, data: dict[str, Any]) -> list[ChatChunk]:
         """One event's JSON -> its chunks (also for the pass-through, which sends the event itself on)."""
         kind = data.get("type")
+        if kind == "content_block_delta" and self._id and not self.state.done:  # most events: tested first
+            return self._block_delta(data)
         if kind == "error":
             raise UpstreamProtocolError(f"provider sent an error mid-stream: {_error_text(data)}")
         if kind == "ping" or self.state.done:
@@ -349,14 +351,17 @@ class AnthropicStreamDecoder:
         return []
 
     def _block_delta(self, data: dict[str, Any]) -> list[ChatChunk]:
-        index = self._index(data)
-        block = self._blocks.get(index)
+        index = data.get("index")
+        # (a known block's index is a valid one: bool, float and other keys find no block)
+        block = self._blocks.get(index) if type(index) is int else None
         delta = data.get("delta")
         if block is None or not isinstance(delta, dict):
-            raise UpstreamProtocolError(f"content_block_delta for unknown block {index}")
+            raise UpstreamProtocolError(f"content_block_delta for unknown block {self._index(data)}")
         kind = delta.get("type")
-        if kind == "text_delta" and block.kind == "text":
-            text = _required_str(delta, "text", "text_delta", allow_empty=True)
+        if kind == "text_delta" and block.kind == "text":  # most events: checked inline
+            text = delta.get("text")
+            if type(text) is not str:
+                raise UpstreamProtocolError("text_delta has no text string")
             return [self._chunk({"content": text})] if text else []
         if kind == "input_json_delta" and block.kind == "tool_use":
             partial = _required_str(delta, "partial_json", "input_json_delta", allow_empty=True)
@@ -467,8 +472,10 @@ class RawEventDecoder:
             payload, named = orjson.dumps(load_json_object(event.data, "stream event")), False
             block = b"data: " + payload
         data = load_json_object(payload, "stream event")
-        chunk = RawEvent(_representative(self._events.decode_object(data), data))
+        chunks = self._events.decode_object(data)
         kind = data.get("type")
+        # Most events are text deltas: one chunk, its content (a block delta gives no finish, no usage).
+        chunk = RawEvent(chunks[0] if kind == "content_block_delta" and chunks else _representative(chunks, data))
         if not named and isinstance(kind, str) and kind.isidentifier():
             block = b"event: " + kind.encode() + b"\n" + block
         chunk.raw = block + b"\n\n"

@@ -4,8 +4,9 @@ retries) also posts the metrics (`proxy.telemetry.otlp_metrics`).
 The stock ``opentelemetry-exporter-otlp-proto-http`` builds a protobuf object
 tree per span (~90 µs of Python per sidecar span) and posts it with ``requests``
 (with the protobuf runtime, ~3 MiB RSS and ~30 ms to import). Here the bytes
-come from ``proxy.telemetry.otlp_encode`` and are posted with the standard library's
-``http.client`` on a kept-alive connection.
+come from ``proxy.telemetry.otlp_encode`` and are posted on a kept-alive connection
+(``proxy.telemetry.otlp_http``: one write per post, the answer read without ``http.client``'s
+per-post cost).
 
 Export runs in a worker thread (``proxy.telemetry.span_queue.SpanQueue``'s, or the SDK's
 BatchSpanProcessor's), never on the event loop.
@@ -33,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from proxy.telemetry.otlp_encode import SpanEncoder, decode_fields
+from proxy.telemetry.otlp_http import Connection, request_head
 from shared.scrub import parse_otlp_headers
 
 if TYPE_CHECKING:
@@ -147,6 +149,13 @@ class OTLPHttpSpanExporter:
         self.headers.update({k.lower(): v for k, v in (headers or {}).items()})
         if self.compression in ("gzip", "deflate"):
             self.headers.setdefault("content-encoding", self.compression)
+        self._head = request_head(
+            path=self._path,
+            host=self._host,
+            port=self._port,
+            default_port=443 if self._scheme == "https" else 80,
+            headers=self.headers,
+        )
         self._ssl_context = None
         self._fatal_errors: tuple[type[Exception], ...] = ()  # not worth a retry
         if self._scheme == "https":
@@ -160,7 +169,7 @@ class OTLPHttpSpanExporter:
                 self._ssl_context.load_cert_chain(client_cert, client_key_file or _env(environ, "CLIENT_KEY"))
         self._backoff = backoff
         self._encoder = SpanEncoder()
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Connection | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._shutdown = threading.Event()
@@ -277,7 +286,7 @@ class OTLPHttpSpanExporter:
                 return f"{error} (shutting down)", 0
             attempt += 1
 
-    def _post(self, body: bytes, timeout: float) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+    def _post(self, body: bytes, timeout: float) -> tuple[int, str, Mapping[str, str], bytes]:
         """One request; a kept-alive connection that turns out stale is replaced once, at once."""
         if self._pid != os.getpid():  # forked: the socket belongs to the parent
             self._conn, self._pid = None, os.getpid()
@@ -294,25 +303,19 @@ class OTLPHttpSpanExporter:
             self._close()
             raise
 
-    def _request(self, body: bytes, timeout: float) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+    def _request(self, body: bytes, timeout: float) -> tuple[int, str, Mapping[str, str], bytes]:
         conn = self._conn
         if conn is None:
-            if self._ssl_context is not None:
-                conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl_context)
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-            conn.connect()
+            conn = Connection.open(self._host, self._port, timeout=timeout, context=self._ssl_context)
             self._conn = conn
             self.connections_opened += 1
-        elif conn.sock is not None:
+        else:
             conn.sock.settimeout(timeout)
         self.requests_sent += 1
-        conn.request("POST", self._path, body=body, headers=self.headers)
-        response = conn.getresponse()
-        payload = response.read()  # drain it so the connection can be reused
-        if response.will_close:
+        status, reason, headers, payload, closes = conn.post(self._head, body)
+        if closes:
             self._close()
-        return response.status, response.reason, response.headers, payload
+        return status, reason, headers, payload
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
