@@ -17,8 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import build_admin_app
-from proxy.auth.entra import AzureEnvironment
-from proxy.auth.google import GoogleEnvironment
 from proxy.auth.pod_identity import keep_refreshed, pod_identity
 from proxy.auth.token_sources import TokenSources
 from proxy.experiments import ExperimentCounts
@@ -107,10 +105,8 @@ async def serve(
     # for every snapshot, refreshed by its own task.
     aws_identity = pod_identity(os.environ)
     # OAuth access tokens (Entra ID, Google), one source per identity, kept across snapshots, refreshed
-    # by their own tasks.
-    tokens = TokenSources(
-        azure=AzureEnvironment.from_environment(os.environ), google=GoogleEnvironment.from_environment(os.environ)
-    )
+    # by their own tasks; their clients are imported only when a provider needs one.
+    tokens = TokenSources(environ=os.environ)
     build = functools.partial(Runtime.build, aws_identity=aws_identity, tokens=tokens)
     identity_task = asyncio.create_task(keep_refreshed(aws_identity)) if aws_identity is not None else None
     if initial is not None:

@@ -142,8 +142,10 @@ class HttpClient:
         read_buffer_limit: int = 256 * 1024,
         limits: AnswerLimits | None = None,
     ) -> None:
-        # Made here, at start-up: loading the CA bundle takes ~10 ms, too long for the event loop.
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        # One context for every https provider, made when the first one is called: the CA bundle takes
+        # ~0.7 MiB, which a sidecar calling only in-cluster http models never needs.
+        self._ssl_context = ssl_context
+        self._ssl_loading: asyncio.Future[ssl.SSLContext] | None = None
         self._max_idle = max_idle_per_host
         self._idle_seconds = idle_seconds  # below the usual server keep-alive timeouts
         self._user_agent = user_agent
@@ -194,8 +196,17 @@ class HttpClient:
             return connection
         return None
 
+    async def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            if self._ssl_loading is None:
+                # loading the CA bundle takes ~10 ms, too long for the event loop: a worker thread, once
+                self._ssl_loading = asyncio.ensure_future(asyncio.to_thread(ssl.create_default_context))
+            # shielded: a cancelled first request leaves the context to the next one
+            self._ssl_context = await asyncio.shield(self._ssl_loading)
+        return self._ssl_context
+
     async def _connect(self, target: Target, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Connection:
-        context = self._ssl_context if target.tls else None
+        context = (self._ssl_context or await self._tls_context()) if target.tls else None
         key, limit, limits = target.key, self._buffer_limit, self.limits
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(

@@ -6,15 +6,23 @@ once by the sidecar's `__main__`, read by every snapshot's Bedrock translators, 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 
-from proxy.auth.eks_pod_identity import ContainerCredentials, ContainerCredentialsSettings
-from proxy.auth.refreshed import RefreshedCredentials
-from proxy.auth.web_identity import WebIdentityCredentials, WebIdentitySettings
+if TYPE_CHECKING:
+    from proxy.auth.refreshed import RefreshedCredentials
+
+# The variables either source needs; a pod with none of them imports neither client.
+_IDENTITY_VARIABLES = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
 
 
 def pod_identity(env: Mapping[str, str]) -> RefreshedCredentials | None:
+    if not any(env.get(name) for name in _IDENTITY_VARIABLES):
+        return None
+    from proxy.auth.eks_pod_identity import ContainerCredentials, ContainerCredentialsSettings
+    from proxy.auth.web_identity import WebIdentityCredentials, WebIdentitySettings
+
     web_identity = WebIdentitySettings.from_environment(env)
     if web_identity is not None:
         return WebIdentityCredentials(web_identity)

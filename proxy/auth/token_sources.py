@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 
-from proxy.auth.entra import AzureEnvironment, EntraToken
-from proxy.auth.google import (
-    GoogleEnvironment,
-    MetadataServerToken,
-    ServiceAccountKey,
-    ServiceAccountKeyError,
-    ServiceAccountToken,
-)
-from proxy.auth.refreshed import RefreshedToken
 from proxy.snapshot import Provider
+
+if TYPE_CHECKING:
+    # Imported where a provider first needs them: a sidecar whose providers use no OAuth token
+    # never holds the Entra ID and Google clients (memory every injected pod would pay).
+    from proxy.auth.entra import AzureEnvironment
+    from proxy.auth.google import GoogleEnvironment
+    from proxy.auth.refreshed import RefreshedToken
 
 log = logging.getLogger("modelway.auth")
 
@@ -59,21 +59,39 @@ class TokenSources:
         *,
         azure: AzureEnvironment | None = None,
         google: GoogleEnvironment | None = None,
+        environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         retry_seconds: tuple[float, float] = (1.0, 60.0),
     ) -> None:
-        self._azure = azure or AzureEnvironment()
-        self._google = google or GoogleEnvironment()
+        """`azure`, `google`: the pod's identities as given; otherwise read from `environ` (the process's
+        environment in `__main__`) when a provider first needs them, or the defaults."""
+        self._azure_given = azure
+        self._google_given = google
+        self._environ: Mapping[str, str] = {} if environ is None else environ
         self._clock = clock
         self._retry = retry_seconds
         self._sources: dict[SourceKey, RefreshedToken] = {}
         self._tasks: dict[SourceKey, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
 
+    @functools.cached_property
+    def _azure(self) -> AzureEnvironment:
+        from proxy.auth.entra import AzureEnvironment
+
+        return self._azure_given or AzureEnvironment.from_environment(self._environ)
+
+    @functools.cached_property
+    def _google(self) -> GoogleEnvironment:
+        from proxy.auth.google import GoogleEnvironment
+
+        return self._google_given or GoogleEnvironment.from_environment(self._environ)
+
     def _entra(self, provider: Provider) -> tuple[SourceKey, Callable[[], RefreshedToken]] | str | None:
         entra = provider.entra
         if entra is None:
             return None
+        from proxy.auth.entra import EntraToken
+
         authority = self._azure.authority_host
         if entra.client_secret is not None:
             assert entra.tenant_id is not None and entra.client_id is not None  # (the snapshot checks it)
@@ -102,6 +120,13 @@ class TokenSources:
         vertex = provider.vertex
         if vertex is None or provider.api_key is not None:
             return None
+        from proxy.auth.google import (
+            MetadataServerToken,
+            ServiceAccountKey,
+            ServiceAccountKeyError,
+            ServiceAccountToken,
+        )
+
         if vertex.service_account_key is None:
             google = self._google
             return ("google", "metadata", google.token_url), lambda: MetadataServerToken(
@@ -132,7 +157,11 @@ class TokenSources:
         if source is None:
             try:
                 source = self._sources[key] = make()
-            except ServiceAccountKeyError as exc:  # (a PEM that does not load)
+            except ValueError as exc:
+                from proxy.auth.google import ServiceAccountKeyError
+
+                if not isinstance(exc, ServiceAccountKeyError):  # (a PEM that does not load)
+                    raise
                 log.warning("provider %s: %s", provider.name, exc)
                 return NoTokenSource(f"no Google service account token: {exc}")
         if key not in self._tasks:

@@ -84,9 +84,43 @@ not recognised; a conversation that carries earlier placeholders (from
 them for its own values.
 """
 
-from proxy.redaction.pseudonymize import Pseudonymizer, Redacted
-from proxy.redaction.restore import RestoringEncoder, StreamRestorer, TextRestorer, restore_response, restoring_encoder
-from proxy.redaction.rule import PLACEHOLDER, RedactionRule
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.redaction.pseudonymize import Pseudonymizer, Redacted
+    from proxy.redaction.restore import (
+        RestoringEncoder,
+        StreamRestorer,
+        TextRestorer,
+        restore_response,
+        restoring_encoder,
+    )
+    from proxy.redaction.rule import PLACEHOLDER, RedactionRule
+
+# Each name's module, imported on first use: the sidecar imports `proxy.redaction.table` for every
+# snapshot, and the masking code only when a policy redacts (memory every injected pod would pay).
+_MODULES = {
+    "Pseudonymizer": "pseudonymize",
+    "Redacted": "pseudonymize",
+    "RestoringEncoder": "restore",
+    "StreamRestorer": "restore",
+    "TextRestorer": "restore",
+    "restore_response": "restore",
+    "restoring_encoder": "restore",
+    "PLACEHOLDER": "rule",
+    "RedactionRule": "rule",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "PLACEHOLDER",

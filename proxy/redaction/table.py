@@ -10,9 +10,12 @@ A backend the policy denies for a class is not in that class's plan at all, what
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from proxy.redaction.rule import RedactionRule
 from proxy.snapshot import Policy, Redaction, merge_redactions
+
+if TYPE_CHECKING:
+    from proxy.redaction.rule import RedactionRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,10 @@ class RedactionTable:
         for redacted in policy.redacted_backends:
             for data_class in redacted.data_classes:
                 wanted.setdefault((redacted.key, data_class), []).append((redacted.policy, redacted.redaction))
+        if not wanted:  # the usual case: the rule compiler (and the masking code) stay unimported
+            return cls({})
+        from proxy.redaction.rule import RedactionRule
+
         built: dict[Redaction, RedactionRule] = {}  # one rule object per distinct rule
         rules: dict[tuple[str, str], BackendRule] = {}
         for key, entries in wanted.items():

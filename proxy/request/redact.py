@@ -16,17 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.errors import ApiError
 from proxy.frontends.base import Frontend, StreamEncoder
 from proxy.policy.classify import body_text
 from proxy.providers.base import ChatRequest, ChatResponse
-from proxy.redaction import Pseudonymizer, Redacted, RedactionRule, restoring_encoder
-from proxy.redaction.table import BackendRule, RedactionTable
 from proxy.routing.table import Plan
 from proxy.runtime import Runtime
 from proxy.snapshot import DATA_CLASS_RANK
+
+if TYPE_CHECKING:
+    # The masking code is imported where a backend first masks (`_pseudonymizer`): a sidecar whose
+    # policies redact nothing never holds it.
+    from proxy.redaction import Pseudonymizer, Redacted, RedactionRule
+    from proxy.redaction.table import BackendRule, RedactionTable
 
 NOTHING: Mapping[str, int] = MappingProxyType({})
 _SHOWN_FIELDS = 3  # an error names this many fields at most
@@ -158,6 +162,8 @@ class Masking:
             self._pseudonymizers = {}
         pseudonymizer = self._pseudonymizers.get(rule)
         if pseudonymizer is None:
+            from proxy.redaction import Pseudonymizer
+
             pseudonymizer = self._pseudonymizers[rule] = Pseudonymizer(rule)
         return pseudonymizer
 
@@ -173,6 +179,8 @@ class _RestoringFrontend:
 
     def stream_encoder(self, *, include_usage: bool) -> StreamEncoder:
         inner = self._frontend.stream_encoder(include_usage=include_usage)
+        from proxy.redaction import restoring_encoder
+
         return restoring_encoder(inner, self._pseudonymizer.stream_restorer())
 
 

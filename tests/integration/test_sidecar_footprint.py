@@ -17,7 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.integration.sidecar import REPO, free_port
+from tests.integration.sidecar import REPO, SidecarProcess, free_port
+from tests.integration.test_redaction_sidecar import EMAIL, received, redaction_snapshot
 
 # Loaded only where used: --snapshot (YAML), MODELWAY_TRACER=sdk or the gRPC protocol (the SDK,
 # the stock exporters, protobuf, grpc), limits kept in Redis (redis); never by the sidecar (the
@@ -112,3 +113,62 @@ def test_the_default_sidecar_imports_none_of_the_heavy_modules_it_does_not_use(
     assert "proxy.telemetry.tracing" in loaded and "proxy.telemetry.otlp_export" in loaded  # telemetry was on
     heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert not heavy, f"the sidecar loaded modules it does not use (each pod pays their memory): {heavy}"
+
+
+# Imported only when the snapshot or the pod's environment asks for them: the OAuth clients (Entra ID,
+# Google) of providers that use them, the AWS pod identity clients (IRSA, EKS Pod Identity), and the
+# masking code of policies that redact.
+ON_DEMAND = (
+    "proxy.auth.entra",
+    "proxy.auth.google",
+    "proxy.auth.oauth",
+    "proxy.auth.web_identity",
+    "proxy.auth.eks_pod_identity",
+    "proxy.redaction.rule",
+    "proxy.redaction.pseudonymize",
+    "proxy.redaction.restore",
+)
+
+
+def _listing(process: SidecarProcess, modules: Path) -> SidecarProcess:
+    """`process`, run by the real entry point that writes the modules it held as it exits."""
+    process._args = [sys.executable, "-c", RUN_AND_LIST, str(modules), *process._args[3:]]
+    return process
+
+
+def _masking_chat(process: SidecarProcess) -> str:
+    answer = process.openai_client().chat.completions.create(
+        model="masked", messages=[{"role": "user", "content": f"write to {EMAIL}"}]
+    )
+    return answer.choices[0].message.content or ""
+
+
+def test_a_snapshot_that_needs_no_token_identity_or_masking_loads_none_of_their_code(
+    tmp_path: Path, fake_openai_process: Any, fake_openai: Any
+) -> None:
+    plain = redaction_snapshot(fake_openai_process.base_url)
+    plain["policy"]["redactedBackends"] = []
+    modules = tmp_path / "modules.json"
+    with _listing(SidecarProcess(plain), modules) as process:
+        assert _masking_chat(process) == f"echo: write to {EMAIL}"
+        (sent,) = received(fake_openai)
+        assert EMAIL in sent["json"]["messages"][-1]["content"]  # no policy masks it
+    loaded = set(json.loads(modules.read_text()))
+    assert not loaded & set(ON_DEMAND), f"loaded without a snapshot that needs it: {sorted(loaded & set(ON_DEMAND))}"
+
+
+def test_a_redaction_policy_pushed_at_runtime_masks_with_the_code_it_loads_then(
+    tmp_path: Path, fake_openai_process: Any, fake_openai: Any
+) -> None:
+    masked = redaction_snapshot(fake_openai_process.base_url)
+    plain = {**masked, "policy": {**masked["policy"], "redactedBackends": []}}
+    modules = tmp_path / "modules.json"
+    with _listing(SidecarProcess(plain), modules) as process:
+        before = process.wait_for_version(lambda version: True)["version"]
+        process.write_snapshot(masked)
+        process.wait_for_version(lambda version: version != before)
+        assert _masking_chat(process) == f"echo: write to {EMAIL}"  # the app gets its value back
+        (sent,) = received(fake_openai)
+        assert sent["json"]["messages"][-1]["content"] == "write to <EMAIL_1>"  # the provider a placeholder
+    loaded = set(json.loads(modules.read_text()))
+    assert {"proxy.redaction.rule", "proxy.redaction.pseudonymize", "proxy.redaction.restore"} <= loaded
