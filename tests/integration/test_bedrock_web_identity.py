@@ -8,6 +8,7 @@ import concurrent.futures
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -36,16 +37,14 @@ def sts() -> Iterator[StsThread]:
         yield thread
 
 
-@pytest.fixture(scope="module")
-def irsa_sidecar(
-    sts: StsThread, fake_bedrock_process: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SidecarProcess]:
-    token_file = Path(tmp_path_factory.mktemp("irsa")) / "token"
-    token_file.write_text(TOKEN)
+def _irsa_setup(
+    sts: StsThread, bedrock: FakeProviderProcess, token_file: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A snapshot with one Bedrock provider and no keys, and the environment IRSA gives a pod."""
     provider = {
         "name": "bedrock",
         "type": "bedrock",
-        "baseUrl": fake_bedrock_process.base_url,
+        "baseUrl": bedrock.base_url,
         "bedrock": {"region": "eu-central-1"},
     }
     route = {"name": "nova", "model": "nova", "rules": [{"backends": [{"provider": "bedrock", "model": MODEL}]}]}
@@ -55,7 +54,17 @@ def irsa_sidecar(
         "AWS_REGION": "eu-central-1",
         "AWS_ENDPOINT_URL_STS": sts.base_url + "/",
     }
-    with SidecarProcess({"providers": [provider], "routes": [route]}, env=env) as process:
+    return {"providers": [provider], "routes": [route]}, env
+
+
+@pytest.fixture(scope="module")
+def irsa_sidecar(
+    sts: StsThread, fake_bedrock_process: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SidecarProcess]:
+    token_file = Path(tmp_path_factory.mktemp("irsa")) / "token"
+    token_file.write_text(TOKEN)
+    snapshot, env = _irsa_setup(sts, fake_bedrock_process, token_file)
+    with SidecarProcess(snapshot, env=env) as process:
         deadline = time.monotonic() + 10
         while not sts.state.calls and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -110,21 +119,9 @@ def test_a_refused_web_identity_is_a_clear_503_and_nothing_is_sent(
     wrong = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzb21lb25lLWVsc2UifQ.d3Jvbmc"
     token_file = tmp_path / "token"
     token_file.write_text(wrong)
-    provider = {
-        "name": "bedrock",
-        "type": "bedrock",
-        "baseUrl": fake_bedrock.base_url,
-        "bedrock": {"region": "eu-central-1"},
-    }
-    route = {"name": "nova", "model": "nova", "rules": [{"backends": [{"provider": "bedrock", "model": MODEL}]}]}
-    env = {
-        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
-        "AWS_ROLE_ARN": ROLE,
-        "AWS_REGION": "eu-central-1",
-        "AWS_ENDPOINT_URL_STS": sts.base_url + "/",
-    }
+    snapshot, env = _irsa_setup(sts, fake_bedrock, token_file)
     calls_before = len(sts.state.calls)
-    with SidecarProcess({"providers": [provider], "routes": [route]}, env=env) as sidecar:
+    with SidecarProcess(snapshot, env=env) as sidecar:
         deadline = time.monotonic() + 10
         while len(sts.state.calls) == calls_before and time.monotonic() < deadline:
             time.sleep(0.05)
