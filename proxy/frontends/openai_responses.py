@@ -438,7 +438,7 @@ def _text(value: Any, request: ChatRequest) -> None:
     if fmt is None:
         return
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind not in _TEXT_FORMATS:
+    if not isinstance(kind, str) or kind not in _TEXT_FORMATS:
         raise _wrong("text.format.type", f"one of {sorted(_TEXT_FORMATS)}", kind)
     if kind == "json_object":
         request["response_format"] = {"type": "json_object"}

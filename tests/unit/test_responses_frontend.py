@@ -173,6 +173,7 @@ def test_a_translatable_request_needs_no_provider():
         ),
         ({"model": "m", "input": "x", "tool_choice": "sometimes"}, "tool_choice"),
         ({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format.schema"),
+        ({"model": "m", "input": "x", "text": {"format": {"type": []}}}, "text.format.type"),
     ],
 )
 def test_malformed_requests_name_the_field(body, param):
