@@ -170,6 +170,11 @@ def _compile_provider(
             for m in spec.models
             if m.input_price_per_million is not None and m.output_price_per_million is not None
         },
+        models={
+            m.name: snap.ModelWindow(context_window=m.context_window, max_output_tokens=m.max_output_tokens)
+            for m in spec.models
+            if m.context_window is not None or m.max_output_tokens is not None
+        },
         capacity=tuple(
             snap.Capacity(
                 key=f"ModelProvider/{namespace}/{name}/capacity/{c.model}",

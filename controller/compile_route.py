@@ -57,10 +57,11 @@ def _experiment(
 def _rule(
     rule: RouteRule, namespace: str, route: str = "", weights: Mapping[str, Mapping[str, int]] | None = None
 ) -> snap.Rule:
-    retry, timeouts = rule.retry, rule.timeouts
+    retry, timeouts, tokens = rule.retry, rule.timeouts, rule.matches.input_tokens
     return snap.Rule(
         name=rule.name,
         match_headers=tuple(snap.HeaderMatch(name=h.name, value=h.value, regex=h.regex) for h in rule.matches.headers),
+        match_input_tokens=snap.TokenRange(min=tokens.min, max=tokens.max) if tokens is not None else None,
         backends=tuple(_backend(b, namespace) for b in rule.all_backends),
         experiment=_experiment(rule, namespace, route, (weights or {}).get(rule.name)),
         fallbacks=tuple(_backend(b, namespace) for b in rule.fallbacks),

@@ -92,6 +92,7 @@ from controller.api.routes import (
     RouteRule,
     SelectorOperator,
     TimeoutsSpec,
+    TokenRange,
 )
 
 __all__ = [
@@ -168,6 +169,7 @@ __all__ = [
     "SelectorOperator",
     "SubjectSpendStatus",
     "TimeoutsSpec",
+    "TokenRange",
     "VertexSpec",
     "duration_seconds",
     "parse_object",

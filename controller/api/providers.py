@@ -59,7 +59,10 @@ class ModelInfo(FrozenModel):
     output_price_per_million: Annotated[float, Field(ge=0)] | None = None
     cached_input_price_per_million: Annotated[float, Field(ge=0)] | None = None
     cache_write_price_per_million: Annotated[float, Field(ge=0)] | None = None
+    # Routing skips a backend whose window a request cannot fit (its estimated input plus the output
+    # it asks for, capped by max_output_tokens, else max_output_tokens).
     context_window: Annotated[int, Field(ge=1)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
 
 
 PER_MINUTE_MAX = 1_000_000_000_000

@@ -50,8 +50,28 @@ class HeaderMatch(FrozenModel):
         return self
 
 
+class TokenRange(FrozenModel):
+    """The request's estimated input tokens are at least `min` and at most `max` (either may be left out)."""
+
+    min: Annotated[int, Field(ge=0)] | None = None
+    max: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TokenRange:
+        if self.min is None and self.max is None:
+            raise ValueError("inputTokens needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"inputTokens: min {self.min} is above max {self.max}")
+        return self
+
+
 class RouteMatch(FrozenModel):
     headers: tuple[HeaderMatch, ...] = ()
+    input_tokens: TokenRange | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.headers and self.input_tokens is None
 
 
 class BackendRef(FrozenModel):
@@ -262,7 +282,7 @@ class ModelRouteSpec(FrozenModel):
         if len(names) != len(set(names)):
             raise ValueError(f"rule names must be unique, got {names}")
         for rule in self.rules[:-1]:
-            if not rule.matches.headers:
+            if rule.matches.empty:
                 raise ValueError(
                     f"rule {rule.name} has no matches, so it matches every request and hides the "
                     "rules after it: only the last rule may be without matches"

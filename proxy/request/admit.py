@@ -81,8 +81,10 @@ class Admission:
         api: str,
         body: Mapping[str, Any],
         request: web.BaseRequest,
+        body_bytes: int | None = None,
     ) -> Gate | None:
-        """The request's gate, or None when no counter binds any backend it may be sent to."""
+        """The request's gate, or None when no counter binds any backend it may be sent to.
+        `body_bytes`: the body's size when the plan stage already measured it."""
         table = runtime.limits
         if table.empty:
             return None
@@ -93,7 +95,8 @@ class Admission:
                 break
         else:
             return None
-        body_bytes = request.content_length  # what the prompt may cost is read from its size
+        if body_bytes is None:  # what the prompt may cost is read from its size
+            body_bytes = request.content_length
         if body_bytes is None:  # a chunked upload has no Content-Length: its JSON's size instead
             body_bytes = len(orjson.dumps(body))
         return Gate(

@@ -14,6 +14,8 @@ the account stage knows them whatever happened.
 With limits bound (a `Gate` from the admit stage), each backend's counters are checked and charged
 before its first call: a backend whose provider capacity is spent is skipped for the next one, a
 budget spent with `reroute` puts its cheaper backends next, and a refusal ends the request.
+A backend whose context window the request cannot fit (`Plan.unfit`) is skipped the same way,
+with the reason `context_window`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
     from proxy.request.admit import Gate
 
 log = logging.getLogger("modelway.relay")
+
+# Why a backend was skipped without a call: the request cannot fit its model's context window.
+CONTEXT_WINDOW = "context_window"
 
 # (translator, backend) -> the request for it (`proxy.request.redact` decides whether it is masked)
 BuildRequest = Callable[[Translator, Backend], UpstreamRequest]
@@ -85,6 +90,10 @@ class Attempts:
         candidates: Sequence[Candidate] = plan.candidates if gate is None else list(plan.candidates)
         for index, candidate in enumerate(candidates):
             backend = candidate.backend
+            if backend.key in plan.unfit:  # its context window is too small for this request
+                log.info("backend skipped: model=%s backend=%s reason=%s", model, backend.key, CONTEXT_WINDOW)
+                moved = CONTEXT_WINDOW
+                continue
             if gate is not None and (counters := gate.counters(backend)):
                 admitted = await gate.reserve(backend, counters, span=server_span)  # 4 admit, per backend
                 if admitted is not True:

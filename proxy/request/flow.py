@@ -45,7 +45,7 @@ from proxy.request.guard import Guard
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings, read_json
 from proxy.request.passthrough import Passthrough, sendable_texts
-from proxy.request.plan import plan
+from proxy.request.plan import body_bytes, plan, request_size
 from proxy.request.redact import masking_for
 from proxy.request.relay import Answer, ClientGone, ParseBody, Relay
 from proxy.request.responses import error_response, json_response
@@ -289,6 +289,10 @@ class RequestPath:
         try:
             runtime = self._runtime()
             classification = classify(runtime, request.headers, texts)  # 2 classify
+            measured = size = None  # the request's size, read once, only when some rule or window needs it
+            if runtime.table.needs_size:
+                measured = body_bytes(request, body)
+                size = request_size(body, body_bytes=measured)
             try:
                 chosen = plan(  # 3 plan
                     runtime,
@@ -296,6 +300,7 @@ class RequestPath:
                     model=model,
                     data_class=classification.data_class,
                     health=self._attempts.health,
+                    size=size,
                 )
             except PolicyRefusal as refusal:
                 return self._refuse(
@@ -318,6 +323,7 @@ class RequestPath:
                 api=frontend.api,
                 body=body,
                 request=request,
+                body_bytes=measured,
             )
         except ApiError as error:
             self._accounting.rejected(

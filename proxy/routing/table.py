@@ -19,7 +19,19 @@ from dataclasses import dataclass
 import msgspec
 
 from proxy.routing.arms import ArmPicker, sticky_point
-from proxy.snapshot import DATA_CLASS_RANK, DATA_CLASSES, Backend, Denial, HeaderMatch, Policy, Route, Rule, Snapshot
+from proxy.routing.window import ContextWindowExceeded, RequestSize, Window
+from proxy.snapshot import (
+    DATA_CLASS_RANK,
+    DATA_CLASSES,
+    Backend,
+    Denial,
+    HeaderMatch,
+    Policy,
+    Route,
+    Rule,
+    Snapshot,
+    TokenRange,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,8 @@ class Plan:
     experiment: str | None = None  # the rule's experiment, when it has one
     arm: str | None = None  # the arm this request went to
     data_class: str = ""  # the request's class the plan was made for (masking is per backend and class)
+    # Candidates whose context window the request cannot fit: the attempt stage skips them.
+    unfit: frozenset[str] = frozenset()
 
 
 class PolicyRefusal(Exception):
@@ -79,7 +93,12 @@ class _Choices:
     removed_policies: tuple[str, ...] = ()
     refusal: str = ""  # set when nothing is left: why, naming the policies
 
-    def pick(self, draw: float, healthy: Callable[[str], bool] | None) -> Backend:
+    def pick(self, draw: float, healthy: Callable[[str], bool] | None, unfit: frozenset[str] = frozenset()) -> Backend:
+        if unfit:  # some backend's window is too small for this request: the pick is among the others
+            fitting = [b for b in self.weighted if b.key not in unfit]
+            if fitting and len(fitting) < len(self.weighted):
+                alive = [b for b in fitting if healthy is None or healthy(b.key)]
+                return _weighted_choice(alive or fitting, draw)
         if healthy is not None:
             alive = [b for b in self.weighted if healthy(b.key)]
             if alive and len(alive) < len(self.weighted):
@@ -111,6 +130,12 @@ class _CompiledRule:
     matchers: tuple[_Matcher, ...]
     by_class: tuple[_Choices, ...]  # indexed by the data class's rank
     experiment: _CompiledExperiment | None = None
+    input_tokens: TokenRange | None = None
+
+    def matches(self, headers: Mapping[str, str], size: RequestSize | None) -> bool:
+        if self.input_tokens is not None and (size is None or not self.input_tokens.holds(size.input_tokens)):
+            return False
+        return all(m.matches(headers) for m in self.matchers)
 
 
 def _weighted_choice(backends: list[Backend], draw: float) -> Backend:
@@ -178,6 +203,7 @@ def _compile_rule(rule: Rule, route: Route, policy: Policy) -> _CompiledRule:
         matchers=tuple(_compile_matcher(m) for m in rule.match_headers),
         by_class=_by_class(rule, route, policy),
         experiment=experiment,
+        input_tokens=rule.match_input_tokens,
     )
 
 
@@ -207,19 +233,38 @@ _Entry = tuple[Route, tuple[_CompiledRule, ...], Denial | None]
 
 
 class RoutingTable:
-    def __init__(self, routes: dict[str, _Entry]) -> None:
+    def __init__(self, routes: dict[str, _Entry], windows: Mapping[str, Window] | None = None) -> None:
         self._routes = routes
         self.models: list[str] = sorted(routes)
+        self._windows = dict(windows or {})  # backend key -> its model's window, for those that declare one
+        # Whether a request's size is read at all: only when some rule matches on it or some window is known.
+        self.needs_size = bool(self._windows) or any(
+            c.input_tokens is not None for _, rules, _ in routes.values() for c in rules
+        )
 
     @classmethod
     def build(cls, snapshot: Snapshot) -> RoutingTable:
         policy = snapshot.policy
         route_denials = {d.model: d.denial for d in policy.denied_routes}
+        windows: dict[str, Window] = {}
+        for provider in snapshot.providers:
+            for model, declared in provider.models.items():
+                if declared.context_window is not None:
+                    windows[f"{provider.name}/{model}"] = Window(declared.context_window, declared.max_output_tokens)
         return cls(
             {
                 r.model: (r, tuple(_compile_rule(rule, r, policy) for rule in r.rules), route_denials.get(r.model))
                 for r in snapshot.routes
-            }
+            },
+            windows,
+        )
+
+    def _unfit(self, choices: _Choices, size: RequestSize) -> frozenset[str]:
+        windows = self._windows
+        return frozenset(
+            key
+            for key in (*(b.key for b in choices.weighted), *(c.backend.key for c in choices.fallbacks))
+            if (window := windows.get(key)) is not None and not window.fits(size.input_tokens, size.requested_output)
         )
 
     def plan(
@@ -230,6 +275,7 @@ class RoutingTable:
         draw: Callable[[], float],
         healthy: Callable[[str], bool] | None = None,
         data_class: str = "internal",
+        size: RequestSize | None = None,
     ) -> Plan | None:
         """The plan for one request, or None when no route serves `model`.
 
@@ -238,6 +284,9 @@ class RoutingTable:
         the weighted pick, unless all are ejected; fallbacks stay as configured.
         Raises NoMatchingRule when the route exists but none of its rules match,
         PolicyRefusal when the workload's policy leaves it nothing for `data_class`.
+        `size` (given when `needs_size`) is matched by rules' `inputTokens` and keeps backends
+        whose window it cannot fit out of the pick (and marks them `unfit`); raises
+        ContextWindowExceeded when no candidate fits.
         """
         entry = self._routes.get(model)
         if entry is None:
@@ -251,7 +300,7 @@ class RoutingTable:
                 policies=(denial.policy,),
             )
         for compiled in rules:
-            if all(m.matches(headers) for m in compiled.matchers):
+            if compiled.matches(headers, size):
                 experiment, arm = compiled.experiment, None
                 if experiment is None:
                     choices = compiled.by_class[DATA_CLASS_RANK[data_class]]
@@ -260,11 +309,16 @@ class RoutingTable:
                     choices, arm = experiment.by_class[index][DATA_CLASS_RANK[data_class]], experiment.arms[index]
                 if choices.refusal:
                     raise PolicyRefusal(choices.refusal, route=route.name, policies=choices.removed_policies)
-                primary = choices.pick(draw(), healthy)
+                unfit = self._unfit(choices, size) if size is not None and self._windows else frozenset()
+                primary = choices.pick(draw(), healthy, unfit)
                 candidates = (
                     Candidate(primary, fallback=False),
                     *tuple(c for c in choices.fallbacks if c.backend.key != primary.key),
                 )
+                if unfit and all(c.backend.key in unfit for c in candidates):
+                    assert size is not None
+                    largest = max(self._windows[c.backend.key].context for c in candidates)
+                    raise ContextWindowExceeded(route=route.name, size=size, largest=largest)
                 return Plan(
                     route=route,
                     rule=compiled.rule,
@@ -275,5 +329,7 @@ class RoutingTable:
                     experiment=experiment.name if experiment is not None else None,
                     arm=arm,
                     data_class=data_class,
+                    unfit=unfit & {c.backend.key for c in candidates},
                 )
-        raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers")
+        measured = f" and its estimated {size.input_tokens} input tokens" if size is not None else ""
+        raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers{measured}")

@@ -56,10 +56,11 @@ from proxy.snapshot.providers import (
     Capacity,
     EntraSettings,
     ModelPricing,
+    ModelWindow,
     Provider,
     VertexSettings,
 )
-from proxy.snapshot.routes import Arm, Backend, Experiment, HeaderMatch, Retry, Route, Rule, Timeouts
+from proxy.snapshot.routes import Arm, Backend, Experiment, HeaderMatch, Retry, Route, Rule, Timeouts, TokenRange
 from proxy.snapshot.wire import (
     COUNTS_MAX_BYTES,
     COUNTS_MAX_EXPERIMENTS,
@@ -112,6 +113,7 @@ __all__ = [
     "LimitScope",
     "LimitStore",
     "ModelPricing",
+    "ModelWindow",
     "Policy",
     "Provider",
     "Redaction",
@@ -126,6 +128,7 @@ __all__ = [
     "Secret",
     "Snapshot",
     "Timeouts",
+    "TokenRange",
     "VertexPublisher",
     "VertexSettings",
     "check_base_url",

@@ -46,6 +46,19 @@ class ModelPricing(Frozen, frozen=True, kw_only=True):
         check_range("cacheWritePerMillion", self.cache_write_per_million, ge=0)
 
 
+class ModelWindow(Frozen, frozen=True, kw_only=True):
+    """What one model can take: its context window (input and output together) and its output cap.
+
+    Routing skips a backend whose window a request cannot fit (`proxy.routing.window`)."""
+
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        check_range("contextWindow", self.context_window, ge=1)
+        check_range("maxOutputTokens", self.max_output_tokens, ge=1)
+
+
 class Capacity(Frozen, frozen=True, kw_only=True):
     """A provider account's own quota for the models matching `model` (a glob), shared by every sidecar."""
 
@@ -145,6 +158,8 @@ class Provider(Frozen, frozen=True, kw_only=True):
     hosting: Hosting = "saas"
     pricing: dict[str, ModelPricing] = msgspec.field(default_factory=dict)
     capacity: tuple[Capacity, ...] = ()
+    # Per model name: its context window and output cap, for the models that declare one.
+    models: dict[str, ModelWindow] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         hold_secrets(self, "api_key")

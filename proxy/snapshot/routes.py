@@ -32,6 +32,24 @@ class HeaderMatch(Frozen, frozen=True, kw_only=True):
         check_field("regex", check_regex, self.regex)
 
 
+class TokenRange(Frozen, frozen=True, kw_only=True):
+    """Matches a request whose estimated input tokens are within [min, max] (either end open)."""
+
+    min: int | None = None
+    max: int | None = None
+
+    def __post_init__(self) -> None:
+        check_range("min", self.min, ge=0)
+        check_range("max", self.max, ge=0)
+        if self.min is None and self.max is None:
+            raise ValueError("inputTokens needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"inputTokens: min {self.min} is above max {self.max}")
+
+    def holds(self, tokens: int) -> bool:
+        return (self.min is None or tokens >= self.min) and (self.max is None or tokens <= self.max)
+
+
 class Retry(Frozen, frozen=True, kw_only=True):
     # Attempts per backend, the first one included.
     attempts: int = 2
@@ -101,6 +119,8 @@ class Experiment(Frozen, frozen=True, kw_only=True):
 class Rule(Frozen, frozen=True, kw_only=True):
     name: str = "default"
     match_headers: tuple[HeaderMatch, ...] = ()
+    # The request's estimated input tokens (`proxy.routing.window`) must be within this range.
+    match_input_tokens: TokenRange | None = None
     # With an experiment: every arm's backends (what policy and provider references see); each
     # request uses only its arm's.
     backends: tuple[Backend, ...]
