@@ -301,6 +301,7 @@ class RequestPath:
                     data_class=classification.data_class,
                     health=self._attempts.health,
                     size=size,
+                    fit=operation != COUNT_TOKENS,  # a count is an answer whatever the prompt's size
                 )
             except PolicyRefusal as refusal:
                 return self._refuse(

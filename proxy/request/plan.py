@@ -44,10 +44,12 @@ def plan(
     data_class: str,
     health: OutlierDetector,
     size: RequestSize | None = None,
+    fit: bool = True,
 ) -> Plan:
     """Raises ApiError (404) when no route serves `model` or none of its rules matches, (400
     context_length_exceeded) when no backend's context window fits the request, and
-    `proxy.routing.table.PolicyRefusal` when the workload's policy leaves this request nothing."""
+    `proxy.routing.table.PolicyRefusal` when the workload's policy leaves this request nothing.
+    `fit=False`: backends are not checked against their context windows (see RoutingTable.plan)."""
     try:
         chosen = runtime.table.plan(
             model,
@@ -56,6 +58,7 @@ def plan(
             healthy=health.healthy if health.any_ejected else None,
             data_class=data_class,
             size=size,
+            fit=fit,
         )
     except NoMatchingRule as exc:
         raise ApiError(404, str(exc), "invalid_request_error", "no_matching_rule", "model") from None

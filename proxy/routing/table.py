@@ -276,6 +276,7 @@ class RoutingTable:
         healthy: Callable[[str], bool] | None = None,
         data_class: str = "internal",
         size: RequestSize | None = None,
+        fit: bool = True,
     ) -> Plan | None:
         """The plan for one request, or None when no route serves `model`.
 
@@ -286,7 +287,8 @@ class RoutingTable:
         PolicyRefusal when the workload's policy leaves it nothing for `data_class`.
         `size` (given when `needs_size`) is matched by rules' `inputTokens` and keeps backends
         whose window it cannot fit out of the pick (and marks them `unfit`); raises
-        ContextWindowExceeded when no candidate fits.
+        ContextWindowExceeded when no candidate fits. `fit=False` (counting tokens, which writes
+        no answer) reads `size` for the rules only.
         """
         entry = self._routes.get(model)
         if entry is None:
@@ -309,7 +311,7 @@ class RoutingTable:
                     choices, arm = experiment.by_class[index][DATA_CLASS_RANK[data_class]], experiment.arms[index]
                 if choices.refusal:
                     raise PolicyRefusal(choices.refusal, route=route.name, policies=choices.removed_policies)
-                unfit = self._unfit(choices, size) if size is not None and self._windows else frozenset()
+                unfit = self._unfit(choices, size) if fit and size is not None and self._windows else frozenset()
                 primary = choices.pick(draw(), healthy, unfit)
                 candidates = (
                     Candidate(primary, fallback=False),

@@ -113,6 +113,14 @@ BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
             "only the last rule may be without matches",
         ],
     ),
+    "input-tokens-min-above-max": (
+        _rule0(lambda r: r.update(matches={"inputTokens": {"min": 5000, "max": 100}})),
+        ["spec.rules[0].matches.inputTokens", "inputTokens: min is above max"],
+    ),
+    "input-tokens-saying-nothing": (
+        _rule0(lambda r: r.update(matches={"inputTokens": {}})),
+        ["spec.rules[0].matches.inputTokens", "inputTokens needs min or max"],
+    ),
     "rule-name-not-a-dns-label": (
         _rule0(lambda r: r.update(name="Beta Testers")),
         [
@@ -488,6 +496,10 @@ def test_the_base_objects_of_the_refusals_are_fine(kubectl: Kubectl, ns: str) ->
     kubectl.apply(_policy("ClusterModelPolicy", residency=residency), "--dry-run=server")
     capacity = [{"model": "gpt-4o*", "requestsPerMinute": 500}, {"model": "*", "tokensPerMinute": 1000}]
     kubectl.apply(_provider(type="openai", capacity=capacity), "-n", ns, "--dry-run=server")
+    windows = [{"name": "gpt-4o", "contextWindow": 128000, "maxOutputTokens": 16384}]
+    kubectl.apply(_provider(type="openai", models=windows), "-n", ns, "--dry-run=server")
+    long_prompts = {**HEADER_RULE, "name": "long", "matches": {"inputTokens": {"min": 30000, "max": 30000}}}
+    kubectl.apply(_route(lambda s: s["rules"].insert(0, long_prompts)), "-n", ns, "--dry-run=server")
     guardrails = [
         {"name": "moderation", "kind": "openai-moderation", "url": "http://moderation.safety.svc:8000/v1/moderations"},
         {"name": "secrets", "url": "https://g.safety.svc/check", "phases": ["request"], "timeoutMs": 150},

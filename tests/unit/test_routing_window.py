@@ -250,3 +250,10 @@ def test_a_rule_matching_only_on_size_is_not_a_catch_all():
                 "spec": {**spec, "rules": [{**spec["rules"][0], "matches": {"inputTokens": {}}}, spec["rules"][1]]},
             }
         )
+
+
+def test_counting_tokens_matches_rules_by_size_but_is_never_refused_for_a_window():
+    huge = RequestSize(input_tokens=250_000)
+    plan = TABLE.plan("failover", NO_HEADERS, draw=lambda: 0.5, size=huge, fit=False)
+    assert keys(plan) == ["small/mini", "big/long"] and plan.unfit == frozenset()
+    assert TABLE.plan("sized", NO_HEADERS, draw=lambda: 0.5, size=huge, fit=False).rule.name == "long-prompts"
