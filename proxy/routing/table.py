@@ -237,6 +237,16 @@ class RoutingTable:
         self._routes = routes
         self.models: list[str] = sorted(routes)
         self._windows = dict(windows or {})  # backend key -> its model's window, for those that declare one
+        # Per choices (by id: they live as long as the table), the backends with a window, made once here
+        # so that a request checks only those.
+        self._windowed: dict[int, tuple[tuple[str, Window], ...]] = {}
+        if self._windows:
+            for _, rules, _ in routes.values():
+                for compiled in rules:
+                    arms = compiled.experiment.by_class if compiled.experiment is not None else ()
+                    for choices in (*compiled.by_class, *(c for arm in arms for c in arm)):
+                        keys = (*(b.key for b in choices.weighted), *(c.backend.key for c in choices.fallbacks))
+                        self._windowed[id(choices)] = tuple((k, self._windows[k]) for k in keys if k in self._windows)
         # Whether a request's size is read at all: only when some rule matches on it or some window is known.
         self.needs_size = bool(self._windows) or any(
             c.input_tokens is not None for _, rules, _ in routes.values() for c in rules
@@ -260,12 +270,11 @@ class RoutingTable:
         )
 
     def _unfit(self, choices: _Choices, size: RequestSize) -> frozenset[str]:
-        windows = self._windows
-        return frozenset(
-            key
-            for key in (*(b.key for b in choices.weighted), *(c.backend.key for c in choices.fallbacks))
-            if (window := windows.get(key)) is not None and not window.fits(size.input_tokens, size.requested_output)
-        )
+        windowed = self._windowed.get(id(choices))
+        if not windowed:
+            return frozenset()
+        tokens, output = size.input_tokens, size.requested_output
+        return frozenset(key for key, window in windowed if not window.fits(tokens, output))
 
     def plan(
         self,
@@ -331,7 +340,7 @@ class RoutingTable:
                     experiment=experiment.name if experiment is not None else None,
                     arm=arm,
                     data_class=data_class,
-                    unfit=unfit & {c.backend.key for c in candidates},
+                    unfit=unfit & {c.backend.key for c in candidates} if unfit else unfit,
                 )
         measured = f" and its estimated {size.input_tokens} input tokens" if size is not None else ""
         raise NoMatchingRule(f"no rule of route {route.name!r} matches this request's headers{measured}")
