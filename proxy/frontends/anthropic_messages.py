@@ -8,12 +8,19 @@ messages, and streams into Anthropic events by the encoder in
 To a backend that speaks the Messages API itself (`anthropic`, Bedrock with `api:
 anthropic-messages`) the app's body goes as sent and nothing is lost (`proxy.request.passthrough`).
 Only across APIs is it knowingly lossy (no internal equivalent): `top_k`, `thinking` and thinking
-blocks, `cache_control`, `service_tier`, `output_config.effort`, `is_error` on
+blocks, `service_tier`, `output_config.effort`, `is_error` on
 tool results, images inside tool results (moved to the user turn after them),
-and assistant prefill (the internal form treats it as an ordinary past turn). To OpenAI,
-`cache_control` is not needed: OpenAI caches long prompt prefixes by itself (the cached count
-comes back as cache reads); thinking to a model without it is dropped, and so are thinking blocks
-in the history.
+and assistant prefill (the internal form treats it as an ordinary past turn); thinking to a model
+without it is dropped, and so are thinking blocks in the history.
+
+`cache_control` (prompt caching) per target: to Anthropic (direct, Bedrock `anthropic-messages`,
+Vertex) it is kept as sent (pass-through). Across APIs each block that had one is marked as a
+cache breakpoint in the internal form (`proxy.providers.cache_points`; a breakpoint on any block
+of an assistant turn or of a tool result covers that whole message, and a `ttl` other than 5m / 1h
+is left out): Bedrock Converse sends a `cachePoint` block right after it (at most four), and the
+cached counts come back as cache reads / writes. OpenAI and Gemini never see the marks: OpenAI
+caches long prompt prefixes by itself (the cached count comes back as cache reads), Gemini caches
+implicitly or through its own cachedContents resources, which a request cannot create.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from proxy.frontends.chunk_encoder import as_dict
 from proxy.json_limits import loads_bounded
 from proxy.providers.anthropic_convert import anthropic_usage, data_url, error_type, is_int, message_id, tool_use_id
 from proxy.providers.base import ChatRequest, ChatResponse
+from proxy.providers.cache_points import CACHE_POINT, CACHE_POINTS
 
 #: Block types the Messages API knows but this gateway cannot carry through the internal form.
 _UNSUPPORTED_BLOCKS = frozenset(
@@ -76,8 +84,8 @@ def parse_messages_request(body: Any) -> ParsedChat:
     """Validate an Anthropic Messages request and build the internal request.
 
     Fields with no internal equivalent that do not change the shape of the
-    answer (`top_k`, `thinking`, `service_tier`, `cache_control`, ...) are
-    dropped rather than refused, so SDK defaults keep working.
+    answer (`top_k`, `thinking`, `service_tier`, ...) are dropped rather than
+    refused, so SDK defaults keep working; `cache_control` becomes a breakpoint mark.
     """
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
@@ -109,6 +117,8 @@ def parse_messages_request(body: Any) -> ParsedChat:
         request["user"] = user
     if (response_format := _response_format(body.get("output_config"))) is not None:
         request["response_format"] = response_format
+    if _has_cache_points(request):
+        request[CACHE_POINTS] = True
     return ParsedChat(model=model, stream=stream, request=request, include_usage=True, original=body)
 
 
@@ -158,10 +168,48 @@ def _system(system: Any, path: str = "system") -> list[dict[str, Any]]:
         return [{"role": "system", "content": system}]
     if not isinstance(system, list):
         raise _invalid(path, "must be a string or an array of text blocks")
-    parts = [_text_part(block, f"{path}.{i}") for i, block in enumerate(system)]
+    parts = [_marked(_text_part(block, f"{path}.{i}"), block) for i, block in enumerate(system)]
     if not parts:
         return []
-    return [{"role": "system", "content": parts[0]["text"] if len(parts) == 1 else parts}]
+    return [{"role": "system", "content": _collapsed(parts)}]
+
+
+def _collapsed(parts: list[dict[str, Any]]) -> Any:
+    """One unmarked text part as a plain string (what every provider takes), else the parts."""
+    if len(parts) == 1 and parts[0]["type"] == "text" and CACHE_POINT not in parts[0]:
+        return parts[0]["text"]
+    return parts
+
+
+def _cache_point(block: Any) -> dict[str, Any] | None:
+    """A block's `cache_control` as the internal breakpoint mark (`proxy.providers.cache_points`):
+    `{}`, or the TTL when it is one both Anthropic and Bedrock know; None without one."""
+    control = block.get("cache_control") if isinstance(block, dict) else None
+    if not isinstance(control, dict) or control.get("type") != "ephemeral":
+        return None
+    ttl = control.get("ttl")
+    return {"ttl": ttl} if ttl in ("5m", "1h") else {}
+
+
+def _marked(item: dict[str, Any], *blocks: Any) -> dict[str, Any]:
+    """`item` marked as a cache breakpoint when one of the blocks it came from asked for one."""
+    for block in blocks:
+        if (point := _cache_point(block)) is not None:
+            item[CACHE_POINT] = point
+            break
+    return item
+
+
+def _has_cache_points(request: ChatRequest) -> bool:
+    if any(CACHE_POINT in tool for tool in request.get("tools") or ()):
+        return True
+    for message in request["messages"]:
+        if CACHE_POINT in message:
+            return True
+        content = message.get("content")
+        if isinstance(content, list) and any(CACHE_POINT in part for part in content):
+            return True
+    return False
 
 
 def _text_part(block: Any, path: str) -> dict[str, Any]:
@@ -221,15 +269,14 @@ def _user_turn(blocks: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]
             tool_messages.append(message)
             tool_images += images
         elif kind in ("text", "image", "document"):
-            parts.append(_content_part(block, block_path))
+            parts.append(_marked(_content_part(block, block_path), block))
         else:
             raise _invalid(block_path, f"{kind} blocks are not allowed in user messages")
     # Tool messages carry text only, so images a tool returned follow as user content.
     parts = tool_images + parts
     if not parts:
         return tool_messages
-    content: Any = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
-    return [*tool_messages, {"role": "user", "content": content}]
+    return [*tool_messages, {"role": "user", "content": _collapsed(parts)}]
 
 
 def _content_part(block: dict[str, Any], path: str) -> dict[str, Any]:
@@ -293,7 +340,9 @@ def _tool_result(block: dict[str, Any], path: str) -> tuple[dict[str, Any], list
     else:
         raise _invalid(f"{path}.content", "must be a string or an array of text and image blocks")
     tool_content: Any = texts[0]["text"] if len(texts) == 1 else texts or ""
-    return {"role": "tool", "tool_call_id": tool_id, "content": tool_content}, images
+    inner_blocks = content if isinstance(content, list) else []
+    message = _marked({"role": "tool", "tool_call_id": tool_id, "content": tool_content}, block, *inner_blocks)
+    return message, images
 
 
 def _assistant_turn(blocks: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -310,7 +359,8 @@ def _assistant_turn(blocks: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
-    return message
+    # The turn is one message here: a breakpoint on any of its blocks covers the whole turn.
+    return _marked(message, *(block for _, block in blocks))
 
 
 def _tool_call(block: dict[str, Any], path: str) -> dict[str, Any]:
@@ -370,7 +420,7 @@ def _tool(tool: Any, path: str) -> dict[str, Any]:
         function["description"] = tool["description"]
     if tool.get("strict") is True:
         function["strict"] = True
-    return {"type": "function", "function": function}
+    return _marked({"type": "function", "function": function}, tool)
 
 
 # --- response: internal -> Anthropic -----------------------------------------------------------

@@ -16,6 +16,14 @@ same body serves `Converse` and `ConverseStream`. How fields cross:
   "none": the tools are left out, unless the history holds tool blocks (Bedrock then requires a
   toolConfig), in which case they are sent with `auto` and the model may still call one.
 - `max_completion_tokens` / `max_tokens`, `temperature`, `top_p`, `stop` -> `inferenceConfig`.
+- Prompt-cache breakpoints (Anthropic's `cache_control`, marked by its front end:
+  `proxy.providers.cache_points`) -> a `cachePoint` block (`type: default`, and the `ttl` the app
+  asked for) right after the marked system text, content part, message (a tool result or an
+  assistant turn) or tool: Converse's own prompt caching. At most four, as both Anthropic and
+  Bedrock allow: the first four in prompt order (tools, system, messages); a mark on a block that
+  is not sent (empty text) is dropped. The cached counts come back in `usage` as
+  `cacheReadInputTokens` / `cacheWriteInputTokens` (`proxy.providers.bedrock`). An OpenAI request
+  has no breakpoints: Converse caches nothing unless asked.
 - `n` above 1, `response_format` json modes and `logprobs` have no Converse counterpart: a 400
   naming the field. Seed and penalties are not sent (no Converse field; the answer is still
   a valid one).
@@ -31,6 +39,7 @@ from typing import Any
 from proxy.errors import bad_request, echo
 from proxy.providers.anthropic_convert import parse_data_url
 from proxy.providers.base import ChatRequest
+from proxy.providers.cache_points import CACHE_POINT, CACHE_POINTS, MAX_CACHE_POINTS
 from proxy.providers.chat_fields import number, stop_sequences, texts
 
 Json = dict[str, Any]
@@ -47,18 +56,53 @@ _IMAGE_FORMATS = {
 def converse_body(request: ChatRequest) -> Json:
     if not isinstance(request, dict):
         raise bad_request("request body must be a JSON object")
-    system, messages = _messages(request.get("messages"))
+    caching = CACHE_POINTS in request
+    system, messages = _messages(request.get("messages"), caching=caching)
     body: Json = {"messages": messages}
     if system:
         body["system"] = system
-    tool_config = _tool_config(request, messages)
+    tool_config = _tool_config(request, messages, caching=caching)
     if tool_config is not None:
         body["toolConfig"] = tool_config
     inference = _inference_config(request)
     if inference:
         body["inferenceConfig"] = inference
     _refuse_what_cannot_cross(request)
+    if caching:
+        _keep_first_cache_points(body)
     return body
+
+
+# --- prompt caching --------------------------------------------------------------------------
+
+
+def _close_with_cache_point(blocks: list[Json], marked: Any, *, caching: bool) -> None:
+    """Append a cachePoint after `blocks` when `marked` (a part, message or tool) carries a mark."""
+    if not caching or not isinstance(marked, dict) or CACHE_POINT not in marked:
+        return
+    if not blocks or "cachePoint" in blocks[-1]:
+        return  # nothing before it to cache, or already closed there
+    mark = marked[CACHE_POINT]
+    point: Json = {"type": "default"}
+    if isinstance(mark, dict) and mark.get("ttl") in ("5m", "1h"):
+        point["ttl"] = mark["ttl"]
+    blocks.append({"cachePoint": point})
+
+
+def _keep_first_cache_points(body: Json) -> None:
+    """Drop the cachePoints past the fourth, counted in prompt order: tools, system, messages."""
+    lists = [body.get("toolConfig", {}).get("tools", []), body.get("system", [])]
+    lists += [message["content"] for message in body["messages"]]
+    left = MAX_CACHE_POINTS
+    for blocks in lists:
+        kept = []
+        for block in blocks:
+            if "cachePoint" in block:
+                if not left:
+                    continue
+                left -= 1
+            kept.append(block)
+        blocks[:] = kept
 
 
 def _refuse_what_cannot_cross(request: ChatRequest) -> None:
@@ -79,7 +123,7 @@ def _refuse_what_cannot_cross(request: ChatRequest) -> None:
 # --- messages --------------------------------------------------------------------------------
 
 
-def _messages(messages: Any) -> tuple[list[Json], list[Json]]:
+def _messages(messages: Any, *, caching: bool) -> tuple[list[Json], list[Json]]:
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty array", param="messages")
     system: list[Json] = []
@@ -90,16 +134,17 @@ def _messages(messages: Any) -> tuple[list[Json], list[Json]]:
             raise bad_request(f"{where} must be an object", param=where)
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend({"text": t} for t in texts(message.get("content"), where) if t)
+            _system_blocks(system, message, where, caching=caching)
             continue
         if role == "user":
-            blocks, turn_role = _user_blocks(message.get("content"), where), "user"
+            blocks, turn_role = _user_blocks(message.get("content"), where, caching=caching), "user"
         elif role == "assistant":
             blocks, turn_role = _assistant_blocks(message, where), "assistant"
         elif role == "tool":
             blocks, turn_role = [_tool_result(message, where)], "user"
         else:
             raise bad_request(f"{where}.role {echo(role)} cannot be sent to Bedrock", param=f"{where}.role")
+        _close_with_cache_point(blocks, message, caching=caching)
         if not blocks:
             continue  # Converse refuses a message without content blocks
         if turns and turns[-1]["role"] == turn_role:
@@ -111,7 +156,18 @@ def _messages(messages: Any) -> tuple[list[Json], list[Json]]:
     return system, turns
 
 
-def _user_blocks(content: Any, where: str) -> list[Json]:
+def _system_blocks(system: list[Json], message: Json, where: str, *, caching: bool) -> None:
+    content = message.get("content")
+    found = texts(content, where)
+    parts = content if isinstance(content, list) else [None] * len(found)
+    for text, part in zip(found, parts, strict=True):
+        if text:
+            system.append({"text": text})
+        _close_with_cache_point(system, part, caching=caching)
+    _close_with_cache_point(system, message, caching=caching)
+
+
+def _user_blocks(content: Any, where: str, *, caching: bool) -> list[Json]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if not isinstance(content, list):
@@ -128,6 +184,7 @@ def _user_blocks(content: Any, where: str) -> list[Json]:
             blocks.append(_image(part.get("image_url"), f"{path}.image_url"))
         else:
             raise bad_request(f"{path}: content part type {echo(kind)} cannot be sent to Bedrock", param=path)
+        _close_with_cache_point(blocks, part, caching=caching)
     return blocks
 
 
@@ -189,13 +246,16 @@ def _has_tool_blocks(messages: list[Json]) -> bool:
     return any("toolUse" in block or "toolResult" in block for m in messages for block in m["content"])
 
 
-def _tool_config(request: ChatRequest, messages: list[Json]) -> Json | None:
+def _tool_config(request: ChatRequest, messages: list[Json], *, caching: bool) -> Json | None:
     tools = request.get("tools")
     if not tools:
         return None
     if not isinstance(tools, list):
         raise bad_request("tools must be an array", param="tools")
-    specs = [_tool_spec(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    specs: list[Json] = []
+    for i, tool in enumerate(tools):
+        specs.append(_tool_spec(tool, f"tools[{i}]"))
+        _close_with_cache_point(specs, tool, caching=caching)
     choice = request.get("tool_choice")
     if choice == "none" and not _has_tool_blocks(messages):
         return None

@@ -4,7 +4,8 @@ An OpenAI app's body goes on as sent (`passthrough_request`: every field, unknow
 backend's model; `proxy.request.passthrough`), and its answer comes back as the provider's bytes. From
 the Anthropic Messages API, what OpenAI has no field for is dropped by the front end: `thinking` (the
 reasoning models think by themselves; `reasoning_effort` is not set), `cache_control` (OpenAI caches
-prompts of 1024 tokens and more by itself, and reports the cached part), `top_k`, citations."""
+prompts of 1024 tokens and more by itself, and reports the cached part: the front end's breakpoint
+marks are removed here, `proxy.providers.cache_points`), `top_k`, citations."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from proxy.providers.base import (
     UpstreamRequest,
     Usage,
 )
+from proxy.providers.cache_points import without_cache_points
 from proxy.snapshot import Provider
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEventTooLarge, SseParser
 
@@ -151,7 +153,8 @@ class OpenAITranslator:
         return {"authorization": "Bearer " + provider.api_key.get_secret_value()}
 
     def chat_body(self, request: ChatRequest, *, model: str, stream: bool) -> dict[str, Any]:
-        body = dict(request)
+        # The internal form goes on as it is: the front end's cache breakpoint marks must not.
+        body = dict(without_cache_points(request))
         body["model"] = model
         if stream:
             body["stream"] = True
