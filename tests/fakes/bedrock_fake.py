@@ -17,6 +17,10 @@ Auth: SigV4 (service `bedrock`), checked with botocore's own signer against the 
 a wrong key, a stale date or a bad signature is the 403 AWS would send; or a bearer token (a Bedrock
 API key) equal to the fake's whole key string. The fake's key is "<access key id>:<secret key>". Session
 credentials issued by the fake STS (`sts_fake`) are refused once expired (ExpiredTokenException).
+Prompt caching: `cachePoint` blocks (`{"type": "default"}`, optionally a `ttl` of 5m or 1h) are taken
+in `system`, in a message's `content` and in `toolConfig.tools`, at most four; a request holding
+one reports `cacheReadInputTokens` (1024, as a cache hit), or with a scripted `cache_write`
+`cacheWriteInputTokens`, beside `inputTokens` (the rest of the prompt), plain and streamed.
 Errors are AWS's REST-JSON shape: `{"message": ...}` with the exception's name in `x-amzn-ErrorType`;
 in a stream (`error_after_chunks`), an exception message (`modelStreamErrorException`, or the one a
 scripted `message` ending in "Exception" names, e.g. `throttlingException`).
@@ -187,12 +191,13 @@ async def _converse(request: web.Request) -> web.StreamResponse:
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         return bedrock_error(400, f"Malformed input request (fake could not read it: {exc!r})")
     reply = reply_to(conv)
+    cache = cache_usage(body, write=behaviour.cache_write)
     if not stream:
-        return await send_json(request, converse_answer(reply), behaviour)
+        return await send_json(request, converse_answer(reply, cache), behaviour)
     # error_after_chunks sends modelStreamErrorException, or the exception a scripted message names
     named = behaviour.message if behaviour.message and behaviour.message.endswith("Exception") else None
     error = exception_message(named or "modelStreamErrorException", "The model stream encountered an error.")
-    events = list(stream_messages(reply))
+    events = list(stream_messages(reply, cache))
     return await stream_events(
         request, events, behaviour, error_event=error, headers={"Content-Type": "application/vnd.amazon.eventstream"}
     )
@@ -289,6 +294,43 @@ def _check_message(i: int, message: Any) -> None:
             raise BedrockError(400, f"messages.{i}.content.{j}.toolUse.input must be an object")
 
 
+CACHED_TOKENS = 1024  # (Claude on Bedrock caches prompts of at least 1024 tokens)
+CACHE_TTLS = frozenset({"5m", "1h"})
+MAX_CACHE_POINTS = 4
+
+
+def _cache_points(body: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(where, cachePoint value) of every cache checkpoint: system, message contents, tools."""
+    found = [(f"system.{i}", b["cachePoint"]) for i, b in enumerate(body.get("system") or []) if "cachePoint" in b]
+    for i, message in enumerate(body.get("messages") or []):
+        found += [
+            (f"messages.{i}.content.{j}", b["cachePoint"])
+            for j, b in enumerate(message["content"])
+            if "cachePoint" in b
+        ]
+    tools = (body.get("toolConfig") or {}).get("tools") or []
+    found += [(f"toolConfig.tools.{i}", t["cachePoint"]) for i, t in enumerate(tools) if "cachePoint" in t]
+    return found
+
+
+def _check_cache_points(body: dict[str, Any]) -> None:
+    points = _cache_points(body)
+    for where, point in points:
+        if not isinstance(point, dict) or point.get("type") != "default" or set(point) - {"type", "ttl"}:
+            raise BedrockError(400, f"{where}.cachePoint: type must be 'default' (and only ttl may be set)")
+        if "ttl" in point and point["ttl"] not in CACHE_TTLS:
+            raise BedrockError(400, f"{where}.cachePoint.ttl: must be one of 5m, 1h")
+    if len(points) > MAX_CACHE_POINTS:
+        raise BedrockError(400, f"A maximum of {MAX_CACHE_POINTS} cache checkpoints is allowed; found {len(points)}.")
+
+
+def cache_usage(body: dict[str, Any], *, write: bool) -> tuple[int, int]:
+    """(tokens read from, tokens written to) the prompt cache: a request with checkpoints hits the
+    cache, or with a scripted `cache_write` fills it."""
+    cached = CACHED_TOKENS if _cache_points(body) else 0
+    return (0, cached) if write else (cached, 0)
+
+
 def conversation(body: dict[str, Any]) -> Conversation:
     extra = sorted(set(body) - REQUEST_FIELDS)
     if extra:
@@ -303,6 +345,7 @@ def conversation(body: dict[str, Any]) -> Conversation:
         if i == 0:
             raise BedrockError(400, START_WITH_USER)
         raise BedrockError(400, ALTERNATE)
+    _check_cache_points(body)
     tool_config = body.get("toolConfig")
     blocks = [b for m in messages for b in m["content"]]
     if tool_config is None and any("toolUse" in b or "toolResult" in b for b in blocks):
@@ -347,15 +390,20 @@ def _tool_choice(choice: dict[str, Any]) -> tuple[ToolMode, str | None]:
 # --- answers ---------------------------------------------------------------------------------
 
 
-def _usage(reply: Reply) -> dict[str, int]:
-    return {
+def _usage(reply: Reply, cache: tuple[int, int] = (0, 0)) -> dict[str, int]:
+    # inputTokens counts what was neither read from nor written to the cache.
+    read, written = cache
+    usage = {
         "inputTokens": reply.input_tokens,
         "outputTokens": reply.output_tokens,
-        "totalTokens": reply.input_tokens + reply.output_tokens,
+        "totalTokens": reply.input_tokens + read + written + reply.output_tokens,
     }
+    if read or written:
+        usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"] = read, written
+    return usage
 
 
-def converse_answer(reply: Reply) -> dict[str, Any]:
+def converse_answer(reply: Reply, cache: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if reply.text is not None:
         content.append({"text": reply.text})
@@ -365,7 +413,7 @@ def converse_answer(reply: Reply) -> dict[str, Any]:
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": STOP_REASON[reply.finish],
-        "usage": _usage(reply),
+        "usage": _usage(reply, cache),
         "metrics": {"latencyMs": 42},
     }
 
@@ -382,7 +430,7 @@ def exception_message(exception: str, message: str) -> bytes:
     return encode_message(headers, json.dumps({"message": message}).encode())
 
 
-def stream_messages(reply: Reply) -> Iterator[bytes]:
+def stream_messages(reply: Reply, cache: tuple[int, int] = (0, 0)) -> Iterator[bytes]:
     yield event_message("messageStart", {"role": "assistant"})
     index = 0
     if reply.text is not None:
@@ -399,4 +447,4 @@ def stream_messages(reply: Reply) -> Iterator[bytes]:
             )
         yield event_message("contentBlockStop", {"contentBlockIndex": index})
     yield event_message("messageStop", {"stopReason": STOP_REASON[reply.finish]})
-    yield event_message("metadata", {"usage": _usage(reply), "metrics": {"latencyMs": 42}})
+    yield event_message("metadata", {"usage": _usage(reply, cache), "metrics": {"latencyMs": 42}})

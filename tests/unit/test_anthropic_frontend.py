@@ -48,9 +48,10 @@ def test_system_string_and_blocks() -> None:
         {"type": "text", "text": "Be brief."},
         {"type": "text", "text": "Be kind.", "cache_control": {"type": "ephemeral"}},
     ]
+    # cache_control becomes the internal breakpoint mark (`proxy.providers.cache_points`)
     assert parse(system=blocks)["messages"][0] == {
         "role": "system",
-        "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+        "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind.", "_cache_point": {}}],
     }
 
 
