@@ -48,5 +48,8 @@ def _unmarked_message(message: Any) -> Any:
     message = _unmarked(message)
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list) and any(isinstance(part, dict) and CACHE_POINT in part for part in content):
-        message = {**message, "content": [_unmarked(part) for part in content]}
+        parts = [_unmarked(part) for part in content]
+        # A lone text part was kept a list only to hold the mark: a string again, as sent without one.
+        single_text = len(parts) == 1 and parts[0].get("type") == "text" and isinstance(parts[0].get("text"), str)
+        message = {**message, "content": parts[0]["text"] if single_text else parts}
     return message

@@ -126,6 +126,9 @@ def test_openai_gemini_and_anthropic_bodies_never_carry_a_mark() -> None:
     sent = openai.chat_request(request, model="gpt-4o", stream=False).body.decode()
     assert "_cache_point" not in sent
     assert json.loads(sent)["messages"][1]["content"][0] == {"type": "text", "text": "A long document."}
+    single = internal({**anthropic_body(), "system": [{"type": "text", "text": "Rules.", "cache_control": EPHEMERAL}]})
+    sent_single = json.loads(openai.chat_request(single, model="gpt-4o", stream=False).body)
+    assert sent_single["messages"][0] == {"role": "system", "content": "Rules."}  # as without cache_control
     assert "_cache_point" not in json.dumps(gemini_chat_body(request))
     assert "_cache_point" not in json.dumps(messages_body(request, model="claude", stream=False))
     assert json.dumps(request) == before  # the parsed request stays as it was, for the next attempt
