@@ -162,3 +162,27 @@ def test_count_tokens_for_converse_and_invoke_model_bodies(fake_bedrock: FakePro
     with pytest.raises(ClientError) as caught:  # as on AWS: Anthropic models only
         aws.count_tokens(modelId="amazon.nova-lite-v1:0", input={"converse": converse})
     assert caught.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_cache_points_as_botocore_sends_them(fake_bedrock: FakeProviderProcess) -> None:
+    """botocore checks cachePoint blocks against AWS's own model before sending: system, content, tools."""
+    point: Any = {"cachePoint": {"type": "default"}}
+    bedrock = client(fake_bedrock)
+    request: Any = {
+        "modelId": MODEL,
+        "system": [{"text": "long rules"}, {"cachePoint": {"type": "default", "ttl": "1h"}}],
+        "messages": [{"role": "user", "content": [{"text": "a document"}, point, {"text": "hello there"}]}],
+        "toolConfig": {"tools": [*TOOLS["tools"], point]},
+    }
+    usage = bedrock.converse(**request)["usage"]
+    assert (usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]) == (1024, 0)
+    assert usage["totalTokens"] == usage["inputTokens"] + 1024 + usage["outputTokens"]  # inputTokens: the rest
+    fake_bedrock.script([{"cache_write": True}])
+    events = list(bedrock.converse_stream(**request)["stream"])
+    usage = next(event["metadata"]["usage"] for event in events if "metadata" in event)
+    assert (usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]) == (0, 1024)
+    five = {**request, "messages": [{"role": "user", "content": [{"text": "a"}, point] * 3}]}
+    with pytest.raises(ClientError) as refused:
+        bedrock.converse(**five)
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "cache checkpoints" in refused.value.response["Error"]["Message"]
