@@ -13,6 +13,10 @@ their bodies are built in `proxy.providers.bedrock_request`. Answers:
   reason), metadata (usage). An exception message in the stream (e.g. `throttlingException`)
   ends it, classed as the HTTP answer AWS gives the same exception (throttling is retried).
 
+Prompt caching: Converse caches only where a request places `cachePoint` blocks; an Anthropic
+Messages app's `cache_control` becomes those (`proxy.providers.bedrock_request`), an OpenAI app's
+request has none.
+
 Usage: `inputTokens` counts only what was not read from or written to the prompt cache, so the
 OpenAI `prompt_tokens` (the whole prompt) adds `cacheReadInputTokens` and
 `cacheWriteInputTokens`, the reads also shown as `prompt_tokens_details.cached_tokens`.
