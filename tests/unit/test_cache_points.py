@@ -13,6 +13,8 @@ from proxy.providers.bedrock_request import converse_body
 from proxy.providers.cache_points import CACHE_POINT, CACHE_POINTS, without_cache_points
 from proxy.providers.gemini_request import gemini_chat_body
 from proxy.providers.openai import OpenAITranslator
+from proxy.redaction.pseudonymize import Pseudonymizer
+from proxy.redaction.rule import RedactionRule
 from proxy.snapshot import Provider
 
 EPHEMERAL = {"type": "ephemeral"}
@@ -137,3 +139,15 @@ def test_openai_gemini_and_anthropic_bodies_never_carry_a_mark() -> None:
 def test_without_cache_points_returns_an_unmarked_request_as_it_is() -> None:
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     assert without_cache_points(request) is request
+
+
+def test_masking_keeps_the_marks_where_they_were() -> None:
+    """A request masked for a backend (personal data) still caches where the app asked."""
+    body = anthropic_body()
+    body["system"][1]["text"] = "Write to jane@example.com for help."
+    redacted = Pseudonymizer(RedactionRule(kinds=["email"])).redact_chat(internal(body))
+    assert redacted.counts["email"] == 1
+    converse = converse_body(redacted.request)
+    assert "jane@example.com" not in json.dumps(converse)
+    assert converse["system"][2] == {"cachePoint": {"type": "default", "ttl": "1h"}}
+    assert converse["messages"][0]["content"][1] == POINT
