@@ -191,12 +191,20 @@ def _cache_point(block: Any) -> dict[str, Any] | None:
     return {"ttl": ttl} if ttl in ("5m", "1h") else {}
 
 
-def _marked(item: dict[str, Any], *blocks: Any) -> dict[str, Any]:
-    """`item` marked as a cache breakpoint when one of the blocks it came from asked for one."""
+def _marked(item: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
+    """`item` marked as a cache breakpoint when the block it came from asked for one."""
+    if "cache_control" in block and (point := _cache_point(block)) is not None:
+        item[CACHE_POINT] = point
+    return item
+
+
+def _marked_by_any(item: dict[str, Any], blocks: list[Any]) -> dict[str, Any]:
+    """`item` (a whole message) marked when any of the blocks it came from asked for a breakpoint."""
     for block in blocks:
-        if (point := _cache_point(block)) is not None:
-            item[CACHE_POINT] = point
-            break
+        if isinstance(block, dict) and "cache_control" in block:
+            _marked(item, block)
+            if CACHE_POINT in item:
+                break
     return item
 
 
@@ -340,9 +348,8 @@ def _tool_result(block: dict[str, Any], path: str) -> tuple[dict[str, Any], list
     else:
         raise _invalid(f"{path}.content", "must be a string or an array of text and image blocks")
     tool_content: Any = texts[0]["text"] if len(texts) == 1 else texts or ""
-    inner_blocks = content if isinstance(content, list) else []
-    message = _marked({"role": "tool", "tool_call_id": tool_id, "content": tool_content}, block, *inner_blocks)
-    return message, images
+    message = {"role": "tool", "tool_call_id": tool_id, "content": tool_content}
+    return _marked_by_any(message, [block, *content] if isinstance(content, list) else [block]), images
 
 
 def _assistant_turn(blocks: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -360,7 +367,7 @@ def _assistant_turn(blocks: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     # The turn is one message here: a breakpoint on any of its blocks covers the whole turn.
-    return _marked(message, *(block for _, block in blocks))
+    return _marked_by_any(message, [block for _, block in blocks])
 
 
 def _tool_call(block: dict[str, Any], path: str) -> dict[str, Any]:
