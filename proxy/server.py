@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.egress import EgressSettings
 from proxy.errors import ApiError, clip
 from proxy.experiments import ExperimentCounts
 from proxy.feedback import EXPERIMENTS, add_request_id, feedback
@@ -45,6 +46,7 @@ class ServerSettings:
         default_factory=AnswerLimits
     )  # what the sidecar will hold of a provider's answer
     backpressure: BackpressureSettings = field(default_factory=BackpressureSettings)  # requests in flight
+    egress: EgressSettings = field(default_factory=EgressSettings)  # the forward proxy of provider calls, if any
 
 
 HOLDER = web.AppKey("holder", RuntimeHolder)
@@ -206,7 +208,7 @@ def build_app(
     admission = admission or Admission(telemetry=telemetry, audit=audit)
 
     async def provider_client(app: web.Application) -> Any:
-        client = HttpClient(limits=settings.answer_limits)
+        client = HttpClient(limits=settings.answer_limits, egress=settings.egress)
         app[PATH] = RequestPath(
             holder=holder,
             telemetry=telemetry,
