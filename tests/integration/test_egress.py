@@ -59,7 +59,8 @@ def tls_fake(ca: CertAuthority) -> Iterator[TlsAppThread]:
     pair = ca.issue("provider", common_name="provider.example", hosts=("provider.example", "localhost"), server=True)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pair.cert, pair.key)
-    with TlsAppThread(context) as fake:
+    fake = TlsAppThread(context)
+    with fake:
         yield fake
 
 
