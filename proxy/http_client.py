@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import urlsplit
 
 from proxy.egress import EgressSettings, ProxyTunnelFailed, connect_to, open_tunnel
@@ -148,7 +148,10 @@ class HttpClient:
         read_buffer_limit: int = 256 * 1024,
         limits: AnswerLimits | None = None,
         egress: EgressSettings | None = None,
+        tls_for: Callable[[str, int], ssl.SSLContext | None] | None = None,
     ) -> None:
+        """`tls_for(host, port)`: the context of a provider with its own CA bundle (None: the default
+        one); asked only when a connection is opened."""
         # One context for every https provider, made when the first one is called: the CA bundle takes
         # ~0.7 MiB, which a sidecar calling only in-cluster http models never needs.
         self._ssl_context = ssl_context
@@ -161,6 +164,7 @@ class HttpClient:
         self._idle: dict[tuple[str, int, bool], collections.deque[Connection]] = {}
         self._targets: dict[str, Target] = {}
         self._egress = egress or EgressSettings()
+        self._tls_for = tls_for
         self.connections_opened = 0
 
     async def post(
@@ -214,7 +218,10 @@ class HttpClient:
         return self._ssl_context
 
     async def _connect(self, target: Target, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Connection:
-        context = (self._ssl_context or await self._tls_context()) if target.tls else None
+        context = None
+        if target.tls:
+            context = self._tls_for(target.host, target.port) if self._tls_for is not None else None
+            context = context or self._ssl_context or await self._tls_context()
         key, limit, limits = target.key, self._buffer_limit, self.limits
         proxy = self._egress.proxy_for(target.host, target.port, tls=target.tls)
         async with asyncio.timeout(timeout):

@@ -8,6 +8,7 @@ once and keep that object, so a swap never disturbs a request in flight.
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -21,7 +22,7 @@ from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
 from proxy.redaction.table import RedactionTable
 from proxy.routing.table import RoutingTable
-from proxy.snapshot import LimitStore, Provider, Snapshot
+from proxy.snapshot import LimitStore, Provider, Snapshot, check_ca_bundle
 from shared.scrub import Scrubber
 
 
@@ -44,6 +45,8 @@ class Runtime:
     redactions: RedactionTable = field(default_factory=lambda: RedactionTable({}))
     # The guardrails each (route, data class, phase) asks, picked here, never per request.
     guardrails: GuardrailTable = field(default_factory=lambda: GuardrailTable({}))
+    # The TLS context of each https provider (host, port) with its own CA bundle, built here, never per call.
+    tls_contexts: dict[tuple[str, int], ssl.SSLContext] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -72,7 +75,18 @@ class Runtime:
             limits=LimitTable.build(snapshot),
             redactions=RedactionTable.build(snapshot.policy),
             guardrails=GuardrailTable.build(snapshot),
+            tls_contexts=_tls_contexts(snapshot),
         )
+
+
+def _tls_contexts(snapshot: Snapshot) -> dict[tuple[str, int], ssl.SSLContext]:
+    """One client context per provider with a caBundle (a few certificates: well under a millisecond)."""
+    contexts = {}
+    for provider in snapshot.providers:
+        parts = urlsplit(provider.base_url)
+        if provider.ca_bundle is not None and parts.scheme == "https" and parts.hostname:
+            contexts[(parts.hostname, parts.port or 443)] = check_ca_bundle(provider.ca_bundle)
+    return contexts
 
 
 def _secrets(snapshot: Snapshot) -> list[str]:

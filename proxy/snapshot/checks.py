@@ -7,6 +7,7 @@ import json
 import re
 import re._constants as _sre  # type: ignore[import-not-found]  # (typeshed stubs only the deprecated sre_*)
 import re._parser as _sre_parse  # type: ignore[import-not-found]
+import ssl
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -186,3 +187,25 @@ def check_guardrail_url(url: str) -> str:
         return check_base_url(url)
     except ConfigProblem as problem:
         raise ConfigProblem(problem.reason, str(problem).replace("baseURL", "guardrail url", 1)) from None
+
+
+CA_BUNDLE_MAX = 256 * 1024  # a few dozen certificates; a whole system store is not meant here
+
+
+def check_ca_bundle(pem: str) -> ssl.SSLContext:
+    """PEM certificates a provider's TLS certificate must chain to: the client context trusting them
+    (and nothing else). Raises ConfigProblem saying what is wrong, quoting none of it."""
+    if len(pem) > CA_BUNDLE_MAX:
+        raise ConfigProblem("InvalidCABundle", f"caBundle is larger than {CA_BUNDLE_MAX} characters")
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigProblem("InvalidCABundle", "caBundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if "PRIVATE KEY-----" in pem:
+        raise ConfigProblem("InvalidCABundle", "caBundle holds a private key: give the CA certificates only")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checks and verification on, as the default
+    try:
+        context.load_verify_locations(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigProblem(
+            "InvalidCABundle", f"caBundle is not valid PEM certificates ({exc.__class__.__name__})"
+        ) from None
+    return context

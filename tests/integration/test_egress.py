@@ -1,8 +1,8 @@
 """Corporate egress through the real sidecar: HTTPS_PROXY (CONNECT tunnels), NO_PROXY, a refusing proxy.
 
 The https provider is the OpenAI fake behind TLS, with a certificate for ``provider.example`` from a
-throwaway CA the sidecar trusts (SSL_CERT_FILE). That name resolves only in the proxy, so an answer
-proves the call went through the tunnel.
+throwaway CA that only the providers' caBundle makes the sidecar trust. That name resolves only in
+the proxy, so an answer proves the call went through the tunnel.
 """
 
 from __future__ import annotations
@@ -64,11 +64,12 @@ def tls_fake(ca: CertAuthority) -> Iterator[TlsAppThread]:
         yield fake
 
 
-def _snapshot(tls_port: int, plain_url: str) -> dict[str, Any]:
+def _snapshot(tls_port: int, plain_url: str, ca_pem: str | None) -> dict[str, Any]:
     key = DEFAULT_KEYS["openai"]
 
     def provider(name: str, base_url: str) -> dict[str, Any]:
-        return {"name": name, "type": "openai", "baseUrl": base_url, "apiKey": key}
+        trust = {"caBundle": ca_pem} if ca_pem is not None and base_url.startswith("https") else {}
+        return {"name": name, "type": "openai", "baseUrl": base_url, "apiKey": key, **trust}
 
     def route(model: str, backends: list[str], fallbacks: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
         rule: dict[str, Any] = {
@@ -92,12 +93,14 @@ def _snapshot(tls_port: int, plain_url: str) -> dict[str, Any]:
 
 
 def _sidecar(
-    ca: CertAuthority, proxy: ConnectProxy, tls_fake: TlsAppThread, plain: FakeProviderProcess
+    ca: CertAuthority | None, proxy: ConnectProxy, tls_fake: TlsAppThread, plain: FakeProviderProcess
 ) -> SidecarProcess:
+    """`ca`: the providers' caBundle (None: none, so the system's CAs, which do not know the fake's)."""
     proxy_url = proxy.url.replace("http://", f"http://egress-user:{PASSWORD}@")
+    ca_pem = ca.ca_pem.decode() if ca is not None else None
     return SidecarProcess(
-        _snapshot(tls_fake.port, plain.base_url),
-        env={"HTTPS_PROXY": proxy_url, "NO_PROXY": "localhost,.corp.internal", "SSL_CERT_FILE": str(ca.cert)},
+        _snapshot(tls_fake.port, plain.base_url, ca_pem),
+        env={"HTTPS_PROXY": proxy_url, "NO_PROXY": "localhost,.corp.internal"},
     )
 
 
@@ -139,3 +142,15 @@ def test_a_proxy_that_refuses_is_a_connect_error_naming_it_and_the_fallback_answ
         assert _ask(sidecar, "either")  # the fallback, an http provider called directly
         assert len(fake_openai.requests()) == 1
         assert PASSWORD not in sidecar.logs()
+
+
+def test_without_the_providers_ca_bundle_its_certificate_is_not_trusted(
+    ca: CertAuthority, tls_fake: TlsAppThread, fake_openai: FakeProviderProcess
+) -> None:
+    proxy = ConnectProxy(hosts={"provider.example": "127.0.0.1"})
+    with proxy, _sidecar(None, proxy, tls_fake, fake_openai) as sidecar:
+        with pytest.raises(openai.APIStatusError) as caught:
+            _ask(sidecar, "remote")
+        assert caught.value.status_code == 502
+        assert proxy.connects == [f"provider.example:{tls_fake.port}"]  # the tunnel was made; TLS refused
+        assert _ask(sidecar, "either")  # and the fallback answers
