@@ -8,6 +8,7 @@ once and keep that object, so a swap never disturbs a request in flight.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from proxy.providers.base import Translator
 from proxy.providers.registry import build_translator
 from proxy.redaction.table import RedactionTable
 from proxy.routing.table import RoutingTable
-from proxy.snapshot import LimitStore, Provider, Snapshot, check_ca_bundle
+from proxy.snapshot import LimitStore, Provider, Snapshot
 from shared.scrub import Scrubber
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +83,22 @@ class Runtime:
 
 
 def _tls_contexts(snapshot: Snapshot) -> dict[tuple[str, int], ssl.SSLContext]:
-    """One client context per provider with a caBundle (a few certificates: well under a millisecond)."""
+    """One client context per https provider with a caBundle, trusting those CAs only (a few
+    certificates: well under a millisecond, once per snapshot)."""
     contexts = {}
     for provider in snapshot.providers:
         parts = urlsplit(provider.base_url)
-        if provider.ca_bundle is not None and parts.scheme == "https" and parts.hostname:
-            contexts[(parts.hostname, parts.port or 443)] = check_ca_bundle(provider.ca_bundle)
+        if provider.ca_bundle is None or parts.scheme != "https" or not parts.hostname:
+            continue
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verification and hostname checks on
+        try:
+            context.load_verify_locations(cadata=provider.ca_bundle)
+        except (ssl.SSLError, ValueError) as exc:
+            # Shaped like certificates (the controller checked) yet unreadable: trust nothing rather
+            # than the system's CAs, so this provider's calls fail, and say so once.
+            log.warning("provider %s: its caBundle cannot be read (%s); its calls will fail", provider.name, exc)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        contexts[(parts.hostname, parts.port or 443)] = context
     return contexts
 
 

@@ -73,3 +73,15 @@ def test_no_bundle_no_context() -> None:
         provider("openai"), secret(apiKey="k"), route("chat", "chat", [{"provider": "openai", "model": "m"}])
     )
     assert Runtime.build(compile_workload(judge(view), Workload("team-a"))).tls_contexts == {}
+
+
+def test_a_bundle_shaped_right_but_unreadable_trusts_nothing_rather_than_the_system() -> None:
+    import base64
+
+    from proxy.snapshot import Provider, Snapshot
+
+    sequence = base64.b64encode(b"\x30\x03\x02\x01\x00").decode()  # DER, but not a certificate
+    pem = f"-----BEGIN CERTIFICATE-----\n{sequence}\n-----END CERTIFICATE-----\n"
+    provider = Provider(name="corp", type="openai", base_url="https://llm.corp/v1", ca_bundle=pem)
+    context = Runtime.build(Snapshot(version="1", providers=(provider,))).tls_contexts[("llm.corp", 443)]
+    assert context.get_ca_certs() == [] and context.verify_mode == ssl.CERT_REQUIRED
