@@ -160,6 +160,7 @@ def _compile_provider(
         region=spec.region or region,
         jurisdiction=spec.jurisdiction,
         hosting=spec.hosting,
+        ca_bundle=spec.tls.ca_bundle if spec.tls is not None else None,
         pricing={
             m.name: snap.ModelPricing(
                 input_per_million=m.input_price_per_million,

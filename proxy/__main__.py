@@ -19,6 +19,7 @@ from aiohttp import web
 from proxy.admin import build_admin_app
 from proxy.auth.pod_identity import keep_refreshed, pod_identity
 from proxy.auth.token_sources import TokenSources
+from proxy.egress import EgressSettings
 from proxy.experiments import ExperimentCounts
 from proxy.listener import GuardedSite, install_fd_exhaustion_logging, raise_fd_limit
 from proxy.options import (
@@ -98,7 +99,11 @@ def _controller_source(
 
 
 async def serve(
-    args: argparse.Namespace, telemetry: Telemetry, initial: Snapshot | None, holder: RuntimeHolder | None = None
+    args: argparse.Namespace,
+    telemetry: Telemetry,
+    initial: Snapshot | None,
+    holder: RuntimeHolder | None = None,
+    egress: EgressSettings | None = None,
 ) -> None:
     holder = holder or RuntimeHolder()
     # The pod's own AWS identity (IRSA), for Bedrock providers configured without keys: one holder
@@ -127,6 +132,7 @@ async def serve(
             max_body_bytes=args.max_body_bytes,
             answer_limits=answer_limits(args),
             backpressure=backpressure_settings(args),
+            egress=egress or EgressSettings(),
         ),
         audit=audit,
         access_log=AccessLog(access_log_settings(args)),
@@ -203,9 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("OTLP: %s", problem)
     try:
         listener_settings(args)
+        egress = EgressSettings.from_environ(os.environ)  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY: read once, here
     except ValueError as exc:
         print(f"modelway-proxy: {exc}", file=sys.stderr)
         return 2
+    if egress.https_proxy or egress.http_proxy:
+        log.info(
+            "provider calls go through the proxy %s (https) / %s (http)",
+            egress.https_proxy.name if egress.https_proxy else "none",
+            egress.http_proxy.name if egress.http_proxy else "none",
+        )
     # both ports at their caps, plus provider connections and files: room before accept() runs out
     soft, _ = raise_fd_limit(args.max_connections + args.admin_max_connections + 512)
     if soft < args.max_connections + args.admin_max_connections + 64:
@@ -239,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     _tune_gc()
     try:
-        runner(serve(args, telemetry, initial, holder))
+        runner(serve(args, telemetry, initial, holder, egress))
     finally:
         telemetry.shutdown()  # flushes spans and the last metrics
     return 0

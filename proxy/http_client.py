@@ -23,9 +23,13 @@ with ``AnswerTooLarge`` instead of growing memory. Each is a bad answer: the
 connection is closed at once. The connection and its answer's parsing are
 `proxy.http_connection`'s; the pool and the answer's reading are here.
 
-No cookies are kept and no proxy variables are read: a provider's cookies must
-not leak from one app request to the next, and the pod talks to providers
-directly. Only what the relay sends is supported: POST with a byte body.
+No cookies are kept: a provider's cookies must not leak from one app request
+to the next. The proxy variables are read once at start-up into
+`proxy.egress.EgressSettings`: through HTTPS_PROXY an https provider is reached
+in a CONNECT tunnel (TLS to the provider inside it, pooled like a direct
+connection), through HTTP_PROXY an http one gets its request line in absolute
+form; NO_PROXY hosts are called directly. Only what the relay sends is
+supported: POST with a byte body.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from urllib.parse import urlsplit
 
+from proxy.egress import EgressSettings, ProxyTunnelFailed, connect_to, open_tunnel
 from proxy.http_connection import (
     AnswerLimits,
     AnswerTooLarge,
@@ -141,7 +147,11 @@ class HttpClient:
         user_agent: str = "modelway-proxy",
         read_buffer_limit: int = 256 * 1024,
         limits: AnswerLimits | None = None,
+        egress: EgressSettings | None = None,
+        tls_for: Callable[[str, int], ssl.SSLContext | None] | None = None,
     ) -> None:
+        """`tls_for(host, port)`: the context of a provider with its own CA bundle (None: the default
+        one); asked only when a connection is opened."""
         # One context for every https provider, made when the first one is called: the CA bundle takes
         # ~0.7 MiB, which a sidecar calling only in-cluster http models never needs.
         self._ssl_context = ssl_context
@@ -153,6 +163,8 @@ class HttpClient:
         self.limits = limits or AnswerLimits()
         self._idle: dict[tuple[str, int, bool], collections.deque[Connection]] = {}
         self._targets: dict[str, Target] = {}
+        self._egress = egress or EgressSettings()
+        self._tls_for = tls_for
         self.connections_opened = 0
 
     async def post(
@@ -206,16 +218,35 @@ class HttpClient:
         return self._ssl_context
 
     async def _connect(self, target: Target, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Connection:
-        context = (self._ssl_context or await self._tls_context()) if target.tls else None
+        context = None
+        if target.tls:
+            context = self._tls_for(target.host, target.port) if self._tls_for is not None else None
+            context = context or self._ssl_context or await self._tls_context()
         key, limit, limits = target.key, self._buffer_limit, self.limits
+        proxy = self._egress.proxy_for(target.host, target.port, tls=target.tls)
         async with asyncio.timeout(timeout):
-            _, connection = await loop.create_connection(
-                lambda: Connection(key, limit, limits),
-                target.host,
-                target.port,
-                ssl=context,
-                server_hostname=target.host if context is not None else None,
-            )
+            if proxy is None:
+                _, connection = await loop.create_connection(
+                    lambda: Connection(key, limit, limits),
+                    target.host,
+                    target.port,
+                    ssl=context,
+                    server_hostname=target.host if context is not None else None,
+                )
+            else:
+                sock = await (
+                    open_tunnel(proxy, target.host, target.port, loop) if target.tls else connect_to(proxy, loop)
+                )
+                try:
+                    _, connection = await loop.create_connection(
+                        lambda: Connection(key, limit, limits),
+                        sock=sock,
+                        ssl=context,
+                        server_hostname=target.host if context is not None else None,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         self.connections_opened += 1
         return connection
 
@@ -232,7 +263,11 @@ class HttpClient:
         if target is None:
             if len(self._targets) >= 1024:
                 self._targets.clear()
-            target = self._targets[url] = parse_target(url, self._user_agent)
+            target = parse_target(url, self._user_agent)
+            proxy = None if target.tls else self._egress.proxy_for(target.host, target.port, tls=False)
+            if proxy is not None:
+                target = _absolute_form(target, url, proxy.authorization)
+            self._targets[url] = target
         return target
 
     async def close(self) -> None:
@@ -244,12 +279,24 @@ class HttpClient:
         await asyncio.sleep(0)  # let the transports finish closing
 
 
+def _absolute_form(target: Target, url: str, authorization: str | None) -> Target:
+    """The request as an HTTP proxy takes it: the whole URL on the request line (RFC 9112 3.2.2)."""
+    method, _, rest = target.head.partition(b" ")
+    path, _, headers = rest.partition(b" ")
+    origin = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    line = b"%s http://%s%s %s" % (method, origin.encode("ascii"), path, headers)
+    if authorization is not None:
+        line += f"proxy-authorization: {authorization}\r\n".encode("ascii")
+    return Target(key=target.key, host=target.host, port=target.port, tls=False, head=line)
+
+
 __all__ = [
     "AnswerLimits",
     "AnswerTooLarge",
     "Headers",
     "HttpClient",
     "InvalidRequestHeader",
+    "ProxyTunnelFailed",
     "Response",
     "UpstreamDisconnected",
     "UpstreamProtocolViolation",

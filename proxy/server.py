@@ -8,12 +8,14 @@ for paths no endpoint takes, requests aiohttp cannot parse, and exceptions no st
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from proxy.egress import EgressSettings
 from proxy.errors import ApiError, clip
 from proxy.experiments import ExperimentCounts
 from proxy.feedback import EXPERIMENTS, add_request_id, feedback
@@ -45,6 +47,7 @@ class ServerSettings:
         default_factory=AnswerLimits
     )  # what the sidecar will hold of a provider's answer
     backpressure: BackpressureSettings = field(default_factory=BackpressureSettings)  # requests in flight
+    egress: EgressSettings = field(default_factory=EgressSettings)  # the forward proxy of provider calls, if any
 
 
 HOLDER = web.AppKey("holder", RuntimeHolder)
@@ -205,8 +208,12 @@ def build_app(
     attempts = Attempts(telemetry=telemetry, backpressure=backpressure)
     admission = admission or Admission(telemetry=telemetry, audit=audit)
 
+    def tls_for(host: str, port: int) -> ssl.SSLContext | None:  # a provider's own CA bundle, if it has one
+        runtime = holder.current
+        return runtime.tls_contexts.get((host, port)) if runtime is not None else None
+
     async def provider_client(app: web.Application) -> Any:
-        client = HttpClient(limits=settings.answer_limits)
+        client = HttpClient(limits=settings.answer_limits, egress=settings.egress, tls_for=tls_for)
         app[PATH] = RequestPath(
             holder=holder,
             telemetry=telemetry,

@@ -86,6 +86,14 @@ class ProviderCapacity(FrozenModel):
         return self
 
 
+class ProviderTls(FrozenModel):
+    """How the sidecar checks the provider's TLS certificate."""
+
+    # PEM CA certificates the provider's certificate chains to (e.g. a corporate CA), trusted
+    # instead of the system's; public, so in the spec rather than a Secret. Checked when compiled.
+    ca_bundle: Annotated[str, Field(min_length=1, max_length=262144)] | None = None
+
+
 class ModelProviderSpec(FrozenModel):
     type: ProviderType
     base_url: Annotated[str | None, Field(alias="baseURL", pattern=r"^https?://", max_length=2048)] = None
@@ -96,6 +104,7 @@ class ModelProviderSpec(FrozenModel):
     jurisdiction: str | None = None
     hosting: Hosting = "saas"
     credentials_ref: SecretKeyRef | None = None
+    tls: ProviderTls | None = None
     models: tuple[ModelInfo, ...] = ()
     capacity: Annotated[tuple[ProviderCapacity, ...], Field(max_length=32)] = ()
 

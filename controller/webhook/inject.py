@@ -78,6 +78,10 @@ class SidecarSettings:
     max_in_flight_per_route: int = 512
     max_queued: int = 128
     queue_wait_seconds: float = 2.0
+    # The corporate forward proxy of provider calls: the sidecar's HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
+    https_proxy: str = ""
+    http_proxy: str = ""
+    no_proxy: str = ""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SidecarSettings:
@@ -102,6 +106,9 @@ class SidecarSettings:
             "maxInFlightPerRoute": "max_in_flight_per_route",
             "maxQueued": "max_queued",
             "queueWaitSeconds": "queue_wait_seconds",
+            "httpsProxy": "https_proxy",
+            "httpProxy": "http_proxy",
+            "noProxy": "no_proxy",
         }
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -168,6 +175,13 @@ def sidecar_container(settings: SidecarSettings, *, ca_pem: str) -> dict[str, An
             },
         ]
     env += [{"name": name, "value": str(value)} for name, value in sorted(settings.otel_env.items())]
+    for name, value in (
+        ("HTTPS_PROXY", settings.https_proxy),
+        ("HTTP_PROXY", settings.http_proxy),
+        ("NO_PROXY", settings.no_proxy),
+    ):
+        if value:
+            env.append({"name": name, "value": value})
     probe_port = settings.admin_port
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,

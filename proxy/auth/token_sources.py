@@ -174,7 +174,7 @@ class TokenSources:
         except RuntimeError:  # built outside the sidecar's loop (a config check): nothing to refresh
             return
         if self._session is None:
-            # HTTPS_PROXY and friends honoured, as for provider calls
+            # HTTPS_PROXY and friends honoured, as the provider client does (proxy.egress)
             self._session = aiohttp.ClientSession(trust_env=True)
         self._tasks[key] = loop.create_task(source.run(self._session), name=f"token source {source!r}")
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from opentelemetry.trace import Span
 
 from proxy import upstream as up
+from proxy.egress import ProxyTunnelFailed
 from proxy.errors import ApiError
 from proxy.frontends.base import Frontend, ParsedChat, StreamEncoder
 from proxy.http_client import HttpClient, Response, UpstreamProtocolViolation
@@ -296,6 +297,8 @@ def _attempt_failure(
         failure = up.Failure(up.BAD_RESPONSE, backend, str(exc)[:300])
     elif isinstance(exc, UnusableURL):  # this backend's configuration: no retry, the next backend
         failure = up.Failure(up.BACKEND_REJECTED, backend, str(exc))
+    elif isinstance(exc, ProxyTunnelFailed):  # names the proxy and its answer, never its credentials
+        failure = up.Failure(up.CONNECT_ERROR, backend, str(exc)[:300])
     else:
         failure = up.Failure(up.CONNECT_ERROR, backend, type(exc).__name__)
     return AttemptFailed(failure, answered=answered)

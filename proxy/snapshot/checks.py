@@ -3,6 +3,8 @@ the controller refuses first, per object, with the same reason and message."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import re._constants as _sre  # type: ignore[import-not-found]  # (typeshed stubs only the deprecated sre_*)
@@ -186,3 +188,41 @@ def check_guardrail_url(url: str) -> str:
         return check_base_url(url)
     except ConfigProblem as problem:
         raise ConfigProblem(problem.reason, str(problem).replace("baseURL", "guardrail url", 1)) from None
+
+
+CA_BUNDLE_MAX = 256 * 1024  # a few dozen certificates; a whole system store is not meant here
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.DOTALL)
+
+
+def check_ca_bundle(pem: str) -> int:
+    """PEM CA certificates a provider's TLS certificate must chain to; returns how many. Checked for
+    shape here (base64 of a DER certificate); the sidecar's TLS library reads them. Raises
+    ConfigProblem saying what is wrong, quoting none of it."""
+    if len(pem) > CA_BUNDLE_MAX:
+        raise ConfigProblem("InvalidCABundle", f"caBundle is larger than {CA_BUNDLE_MAX} characters")
+    if "PRIVATE KEY-----" in pem:
+        raise ConfigProblem("InvalidCABundle", "caBundle holds a private key: give the CA certificates only")
+    blocks = _PEM_CERTIFICATE.findall(pem)
+    if not blocks:
+        raise ConfigProblem("InvalidCABundle", "caBundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    for number, block in enumerate(blocks, 1):
+        try:
+            der = base64.b64decode("".join(block.split()), validate=True)
+        except (binascii.Error, ValueError):
+            der = b""
+        if not _is_der_sequence(der):
+            raise ConfigProblem("InvalidCABundle", f"caBundle certificate {number} is not valid PEM (base64 of DER)")
+    return len(blocks)
+
+
+def _is_der_sequence(der: bytes) -> bool:
+    """A DER SEQUENCE (an X.509 certificate's outer shape) whose length is the whole of `der`."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return first + 2 == len(der)
+    size = first & 0x7F
+    if size == 0 or size > 4 or len(der) < 2 + size:
+        return False
+    return int.from_bytes(der[2 : 2 + size], "big") + 2 + size == len(der)

@@ -21,7 +21,7 @@ from proxy.snapshot.base import (
     check_range,
     hold_secrets,
 )
-from proxy.snapshot.checks import check_base_url, check_service_account_key
+from proxy.snapshot.checks import check_base_url, check_ca_bundle, check_service_account_key
 from shared.provider_types import ProviderType
 
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$")
@@ -160,12 +160,15 @@ class Provider(Frozen, frozen=True, kw_only=True):
     capacity: tuple[Capacity, ...] = ()
     # Per model name: its context window and output cap, for the models that declare one.
     models: dict[str, ModelWindow] = msgspec.field(default_factory=dict)
+    # PEM CA certificates this provider's TLS certificate chains to, trusted instead of the system's.
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         hold_secrets(self, "api_key")
         check_length("name", self.name, high=253)
         check_pattern("name", self.name, NAME)
         check_field("baseUrl", check_base_url, self.base_url)
+        check_field("caBundle", check_ca_bundle, self.ca_bundle)
         if self.type == "azure-openai" and not self.api_version:
             raise ValueError(f"provider {self.name!r}: type azure-openai needs apiVersion")
         if (self.type == "bedrock") != (self.bedrock is not None):

@@ -81,6 +81,9 @@ maxInFlightPerBackend: {{ .Values.sidecar.backpressure.maxInFlightPerBackend }}
 maxInFlightPerRoute: {{ .Values.sidecar.backpressure.maxInFlightPerRoute }}
 maxQueued: {{ .Values.sidecar.backpressure.maxQueued }}
 queueWaitSeconds: {{ .Values.sidecar.backpressure.queueWaitSeconds }}
+httpsProxy: {{ .Values.sidecar.egress.httpsProxy | quote }}
+httpProxy: {{ .Values.sidecar.egress.httpProxy | quote }}
+noProxy: {{ .Values.sidecar.egress.noProxy | quote }}
 resources:
   {{- toYaml .Values.sidecar.resources | nindent 2 }}
 {{- end -}}
