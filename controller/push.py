@@ -11,8 +11,9 @@ Liveness: instead of aiohttp's heartbeat (a timer per connection, moved on
 every message received: thousands of ACKs after every push), one sweep every
 10 s over all streams (`Liveness`). A stream heard from (any message, the
 sidecar's own pings included: it pings every 20 s) within HEARTBEAT_SECONDS is
-left alone; one silent that long is pinged; one silent for 1.5 times that is
-closed, as aiohttp's heartbeat would have done half a heartbeat after its ping.
+left alone; one silent that long is pinged; one still silent half a heartbeat
+after that ping is closed, as aiohttp's heartbeat would have done. A stream is
+never closed without a ping first, however late a sweep comes on a busy loop.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class CountsSink(Protocol):
 
 # WebSocket close codes in the private range: the sidecar logs them as refusals.
 CLOSE_BAD_MESSAGE = 4400
-HEARTBEAT_SECONDS = 20.0  # silent this long: pinged; 1.5 times as long: closed
+HEARTBEAT_SECONDS = 20.0  # silent this long: pinged; silent half as long again after the ping: closed
 
 
 class Liveness:
@@ -55,6 +56,7 @@ class Liveness:
     def __init__(self, *, heartbeat: float = HEARTBEAT_SECONDS) -> None:
         self._heartbeat = heartbeat
         self.heard: dict[web.WebSocketResponse, float] = {}  # the stream loop writes it at every message
+        self._pinged: dict[web.WebSocketResponse, float] = {}  # when the sweep pinged a silent stream
         self._closing: set[asyncio.Task[bool]] = set()  # referenced until done (the loop keeps weak ones)
 
     async def sweep_forever(self) -> None:
@@ -64,21 +66,29 @@ class Liveness:
             await self.sweep(loop.time())
 
     async def sweep(self, now: float) -> None:
+        for ws in [ws for ws in self._pinged if ws not in self.heard]:
+            del self._pinged[ws]  # gone since its ping
         for ws, heard in list(self.heard.items()):
             silent = now - heard
             if ws.closed or silent < self._heartbeat:
+                self._pinged.pop(ws, None)
                 continue
-            if silent >= self._heartbeat * 1.5:
-                log.info("closing a sidecar stream silent for %.0f s", silent)
-                self.heard.pop(ws, None)
-                task = asyncio.get_running_loop().create_task(ws.close(code=WSCloseCode.GOING_AWAY))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+            pinged = self._pinged.get(ws)
+            if pinged is not None and pinged >= heard:  # pinged, and not heard from since
+                if now - pinged >= self._heartbeat / 2:
+                    log.info("closing a sidecar stream silent for %.0f s", silent)
+                    self.heard.pop(ws, None)
+                    del self._pinged[ws]
+                    task = asyncio.get_running_loop().create_task(ws.close(code=WSCloseCode.GOING_AWAY))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
                 continue
+            self._pinged[ws] = now
             try:
                 await ws.ping()
             except (ConnectionError, RuntimeError):
                 self.heard.pop(ws, None)  # closing anyway: its stream loop ends
+                del self._pinged[ws]
 
 
 CONTROLLER = web.AppKey("controller", Controller)
