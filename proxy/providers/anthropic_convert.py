@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 from proxy.errors import bad_request, echo
 from proxy.json_limits import loads_bounded
 from proxy.providers.base import ChatRequest
+from proxy.providers.cache_points import CACHE_POINT, CACHE_POINTS
 from proxy.providers.chat_fields import number
 
 #: The Messages API version this module speaks (the only one Anthropic has published).
@@ -177,12 +178,13 @@ _UNSUPPORTED_IF_SET = {
 def messages_body(request: ChatRequest, *, model: str, stream: bool) -> dict[str, Any]:
     """The Anthropic Messages request body for an internal (OpenAI Chat Completions) request."""
     _reject_unsupported(request)
-    system, messages = convert_messages(request.get("messages"))
+    caching = CACHE_POINTS in request  # the app's cache_control, marked by the Anthropic front end
+    system, messages = convert_messages(request.get("messages"), caching=caching)
     instructions, output_config = _response_format(request.get("response_format"))
     system += instructions
     body: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(request), "messages": messages}
     if system:
-        body["system"] = system[0]["text"] if len(system) == 1 else system
+        body["system"] = system[0]["text"] if len(system) == 1 and "cache_control" not in system[0] else system
     if output_config:
         body["output_config"] = output_config
     if (stop := _stop_sequences(request.get("stop"))) is not None:
@@ -196,7 +198,7 @@ def messages_body(request: ChatRequest, *, model: str, stream: bool) -> dict[str
     if isinstance(user, str) and user:
         body["metadata"] = {"user_id": user}
     if request.get("tools"):
-        body["tools"] = convert_tools(request["tools"])
+        body["tools"] = convert_tools(request["tools"], caching=caching)
         choice = convert_tool_choice(request.get("tool_choice"), request.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
@@ -278,13 +280,14 @@ def _response_format(fmt: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | N
     return [_text(instruction)], None
 
 
-def convert_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def convert_messages(messages: Any, *, caching: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """OpenAI messages -> (Anthropic system text blocks, Anthropic messages).
 
     System and developer messages become the top-level `system`, wherever they
     stood (Anthropic has no system turns). Tool results become `tool_result`
     blocks in a user turn, and consecutive turns of one role merge, since
-    Anthropic wants user and assistant turns to alternate.
+    Anthropic wants user and assistant turns to alternate. With `caching`, the front end's
+    cache marks (`proxy.providers.cache_points`) become `cache_control` on the blocks they marked.
     """
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty array", param="messages")
@@ -296,16 +299,18 @@ def convert_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str
             raise bad_request(f"{path} must be an object", param=path)
         role = message.get("role")
         if role in ("system", "developer"):
-            system += _text_blocks(message.get("content"), f"{path}.content")
+            system += _text_blocks(message.get("content"), f"{path}.content", caching=caching)
             continue
         if role == "user":
-            blocks = _user_blocks(message.get("content"), f"{path}.content")
+            blocks = _user_blocks(message.get("content"), f"{path}.content", caching=caching)
         elif role == "assistant":
             blocks = _assistant_blocks(message, path)
         elif role == "tool":
             role, blocks = "user", [_tool_result_block(message, path)]
         else:
             raise bad_request(f"{path}.role: unsupported role {echo(role)}", param=f"{path}.role")
+        if caching and blocks and CACHE_POINT in message:  # a tool result or assistant turn: its last block
+            _mark(blocks[-1], message)
         if blocks:
             _append_turn(turns, role, blocks)
     if not turns:
@@ -327,7 +332,11 @@ def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _text_blocks(content: Any, path: str) -> list[dict[str, Any]]:
+def _mark(block: dict[str, Any], marked: dict[str, Any]) -> None:
+    block["cache_control"] = {"type": "ephemeral", **marked[CACHE_POINT]}
+
+
+def _text_blocks(content: Any, path: str, *, caching: bool = False) -> list[dict[str, Any]]:
     """String or text-part content. Empty text is dropped: Anthropic rejects empty text blocks."""
     if isinstance(content, str):
         return [_text(content)] if content else []
@@ -339,17 +348,20 @@ def _text_blocks(content: Any, path: str) -> list[dict[str, Any]]:
             raise bad_request(f"{path}[{j}] must be a text part", param=f"{path}[{j}]")
         if part["text"]:
             blocks.append(_text(part["text"]))
+            if caching and CACHE_POINT in part:
+                _mark(blocks[-1], part)
     return blocks
 
 
-def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
+def _user_blocks(content: Any, path: str, *, caching: bool = False) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [_text(content)] if content else []
     if not isinstance(content, list):
         raise bad_request(f"{path} must be a string or an array of content parts", param=path)
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         part_path = f"{path}[{j}]"
+        made = len(blocks)
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
             if not isinstance(part.get("text"), str):
@@ -361,6 +373,8 @@ def _user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
             blocks.append(_document_block(part.get("file"), f"{part_path}.file"))
         else:
             raise bad_request(f"{part_path}: content part type {echo(kind)} is not supported", param=part_path)
+        if caching and len(blocks) > made and CACHE_POINT in part:  # an empty text made no block to mark
+            _mark(blocks[-1], part)
     return blocks
 
 
@@ -443,7 +457,7 @@ def _tool_result_block(message: dict[str, Any], path: str) -> dict[str, Any]:
     return block
 
 
-def convert_tools(tools: Any) -> list[dict[str, Any]]:
+def convert_tools(tools: Any, *, caching: bool = False) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise bad_request("tools must be an array", param="tools")
     converted = []
@@ -465,6 +479,8 @@ def convert_tools(tools: Any) -> list[dict[str, Any]]:
             out["description"] = function["description"]
         if function.get("strict") is True:
             out["strict"] = True
+        if caching and CACHE_POINT in tool:
+            _mark(out, tool)
         converted.append(out)
     return converted
 

@@ -15,10 +15,10 @@ API itself has its body sent as it is (`passthrough_request`: `model` and `strea
 `anthropic_version` added, the app's `anthropic-beta` header as `anthropic_beta`), and each streamed
 event handed back as Anthropic SSE (`RawEventDecoder` behind `InvokeStreamDecoder`).
 
-`cache_control`: kept as the app sent it on that pass-through (Bedrock caches as Anthropic does). A
-request translated through the internal form (an OpenAI app, or an Anthropic one whose texts were
-masked or replaced) has none: the internal form's breakpoint marks become `cachePoint` blocks on
-Converse only (`proxy.providers.bedrock_request`), and are not turned back into `cache_control` here.
+`cache_control`: kept as the app sent it on that pass-through (Bedrock caches as Anthropic does). An
+Anthropic request translated through the internal form (its texts masked or replaced) gets it back
+from the internal form's breakpoint marks (`proxy.providers.anthropic_convert`); an OpenAI app's has
+none.
 """
 
 from __future__ import annotations

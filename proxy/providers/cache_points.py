@@ -8,8 +8,9 @@ and on a tool (up to the end of that tool's definition). It also sets `CACHE_POI
 level, so a request without breakpoints costs nothing to clean.
 
 Translators whose provider has explicit caching map the marks (Bedrock Converse: a `cachePoint`
-block after the marked block, `proxy.providers.bedrock_request`); those that build their body
-from known fields (Gemini, Anthropic) never read them; the one that sends the internal body on as
+block after the marked block, `proxy.providers.bedrock_request`; Anthropic: `cache_control` back
+on the marked block, `proxy.providers.anthropic_convert`); Gemini builds its body from known
+fields and never reads them; the one that sends the internal body on as
 it is (OpenAI and its kin) removes them with `without_cache_points`. Pure, no I/O.
 """
 

@@ -132,7 +132,9 @@ def test_openai_gemini_and_anthropic_bodies_never_carry_a_mark() -> None:
     sent_single = json.loads(openai.chat_request(single, model="gpt-4o", stream=False).body)
     assert sent_single["messages"][0] == {"role": "system", "content": "Rules."}  # as without cache_control
     assert "_cache_point" not in json.dumps(gemini_chat_body(request))
-    assert "_cache_point" not in json.dumps(messages_body(request, model="claude", stream=False))
+    assert "_cache_point" not in json.dumps(
+        messages_body(request, model="claude", stream=False)
+    )  # cache_control instead
     assert json.dumps(request) == before  # the parsed request stays as it was, for the next attempt
 
 
@@ -151,3 +153,31 @@ def test_masking_keeps_the_marks_where_they_were() -> None:
     assert "jane@example.com" not in json.dumps(converse)
     assert converse["system"][2] == {"cachePoint": {"type": "default", "ttl": "1h"}}
     assert converse["messages"][0]["content"][1] == POINT
+
+
+def test_a_translated_anthropic_body_gets_cache_control_back_where_the_app_put_it() -> None:
+    """When an Anthropic request cannot pass through (masking, a guardrail's replacement), the body
+    rebuilt from the internal form still asks Anthropic to cache the same prefixes."""
+    body = messages_body(internal(anthropic_body()), model="claude", stream=False)
+    assert body["tools"][0]["cache_control"] == EPHEMERAL
+    assert body["system"] == [
+        {"type": "text", "text": "You are terse."},
+        {"type": "text", "text": "Long house rules.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ]
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "A long document.", "cache_control": EPHEMERAL},
+        {"type": "text", "text": "What does it say?"},
+    ]
+    assert "cache_control" not in json.dumps(body["messages"][1:])
+    single = internal({**anthropic_body(), "system": [{"type": "text", "text": "Rules.", "cache_control": EPHEMERAL}]})
+    assert messages_body(single, model="claude", stream=False)["system"] == [
+        {"type": "text", "text": "Rules.", "cache_control": EPHEMERAL}
+    ]
+
+
+def test_an_openai_request_never_asks_anthropic_to_cache() -> None:
+    request = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", CACHE_POINT: {}}]}],
+    }
+    assert "cache_control" not in json.dumps(messages_body(request, model="claude", stream=False))
