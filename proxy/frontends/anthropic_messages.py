@@ -19,9 +19,10 @@ cache breakpoint in the internal form (`proxy.providers.cache_points`; a breakpo
 of an assistant turn or of a tool result covers that whole message, and a `ttl` other than 5m / 1h
 is left out): Bedrock Converse sends a `cachePoint` block right after it (at most four), an
 Anthropic body rebuilt from the internal form (no pass-through: texts masked or replaced) puts
-`cache_control` back on the marked block, and the cached counts come back as cache reads / writes. OpenAI and Gemini never see the marks: OpenAI
-caches long prompt prefixes by itself (the cached count comes back as cache reads), Gemini caches
-implicitly or through its own cachedContents resources, which a request cannot create.
+`cache_control` back on the marked block, and the cached counts come back as cache reads / writes.
+OpenAI and Gemini never see the marks: OpenAI caches long prompt prefixes by itself (the cached
+count comes back as cache reads), Gemini caches implicitly or through its own cachedContents
+resources, which a request cannot create.
 """
 
 from __future__ import annotations
