@@ -98,8 +98,9 @@ def fakes(providers) -> Iterator[tuple[FakeProviderProcess, FakeProviderProcess]
 
 
 @pytest.fixture
-def route(cluster) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Applies the test's `chat` route (one rule with the given experiment); deleted afterwards."""
+def route(cluster, sidecar) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Applies the test's `chat` route (one rule with the given experiment); deleted afterwards, and
+    gone from the sidecar before the next test, whose requests must not count for this experiment."""
 
     def apply(experiment: dict[str, Any]) -> None:
         cluster.apply(
@@ -115,6 +116,15 @@ def route(cluster) -> Iterator[Callable[[dict[str, Any]], None]]:
 
     yield apply
     cluster("delete", "modelroute", "chat", "-n", NS, "--ignore-not-found", "--wait")
+
+    def gone() -> bool:
+        try:
+            _ask_many(sidecar, 1, threads=1)
+        except openai.NotFoundError:
+            return True
+        return False
+
+    wait_until(gone, what="the route gone from the sidecar")
 
 
 def _arm(name: str, provider: str, model: str) -> dict[str, Any]:
