@@ -1,4 +1,5 @@
-"""Run a fake's aiohttp app on its own event loop in a daemon thread, for synchronous tests."""
+"""Run a fake (an aiohttp app, or any asyncio server) on its own event loop in a daemon thread, for
+synchronous tests."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import asyncio
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from aiohttp import web
 
 
-class AppThread:
-    """`with AppThread(lambda: create_app(state)) as fake: fake.base_url`"""
+class LoopThread:
+    """A server on its own event loop in a daemon thread: `_serve` starts it, sets `_ready` and
+    waits for `_stop`; `with` starts the thread, waits until ready, and stops it on leaving."""
 
-    def __init__(self, make_app: Callable[[], web.Application]) -> None:
-        self.base_url = ""
-        self._make_app = make_app
+    what = "server"  # for the error when it does not start
+
+    def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -26,18 +29,12 @@ class AppThread:
         self._loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
-        from .server import serve
+        raise NotImplementedError
 
-        self._stop = asyncio.Event()
-        async with serve(self._make_app()) as serving:
-            self.base_url = serving.base_url
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> AppThread:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("fake did not start")
+            raise RuntimeError(f"{self.what} did not start")
         return self
 
     def __exit__(
@@ -47,3 +44,23 @@ class AppThread:
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
         self._loop.close()
+
+
+class AppThread(LoopThread):
+    """`with AppThread(lambda: create_app(state)) as fake: fake.base_url`"""
+
+    what = "fake"
+
+    def __init__(self, make_app: Callable[[], web.Application]) -> None:
+        super().__init__()
+        self.base_url = ""
+        self._make_app = make_app
+
+    async def _serve(self) -> None:
+        from .server import serve
+
+        self._stop = asyncio.Event()
+        async with serve(self._make_app()) as serving:
+            self.base_url = serving.base_url
+            self._ready.set()
+            await self._stop.wait()

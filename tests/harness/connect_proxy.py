@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from types import TracebackType
+
+from tests.fakes.threaded import LoopThread
 
 
-class ConnectProxy:
+class ConnectProxy(LoopThread):
+    what = "the proxy"
+
     def __init__(
         self, *, hosts: dict[str, str] | None = None, refuse: int | None = None, hang_up: bool = False
     ) -> None:
+        super().__init__()
         self.hosts = hosts or {}
         self.refuse = refuse
         self.hang_up = hang_up
@@ -25,10 +28,6 @@ class ConnectProxy:
         self.request_lines: list[str] = []  # the first line of each request, CONNECT or not
         self.authorizations: list[str | None] = []
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: self._loop.run_until_complete(self._serve()), daemon=True)
 
     @property
     def url(self) -> str:
@@ -80,20 +79,6 @@ class ConnectProxy:
             pass
         finally:
             writer.close()
-
-    def __enter__(self) -> ConnectProxy:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the proxy did not start")
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self._loop.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
