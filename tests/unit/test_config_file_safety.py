@@ -221,12 +221,15 @@ async def test_the_snapshot_watcher_holds_refuses_and_survives(
     path = tmp_path / "s.yaml"
     _write(path, _snapshot_yaml(list("abcdef")))
     caplog.set_level(logging.INFO, logger="modelway.snapshot")
-    watch = _Watch(path, interval=0.02, stable_seconds=0.3)
+    # Stable for 1 s: long against the polls (20 ms), so a loaded machine cannot let a held cut go live
+    # between two of the test's writes, and "at once" (a rename) is told apart from "once stable".
+    stable = 1.0
+    watch = _Watch(path, interval=0.02, stable_seconds=stable)
     await asyncio.sleep(0.05)  # the watcher has taken the file's first signature
     try:
         _write(path, _snapshot_yaml(["a"]))  # cut after the first route: held
-        await asyncio.sleep(0.15)
-        assert watch.live == [] and "holding it" in caplog.text
+        await _until(lambda: "holding it" in caplog.text)
+        assert watch.live == []
         _write(path, _snapshot_yaml(list("abcdefg")))  # the writer finished: live, the cut never was
         await _until(lambda: watch.routes() == list("abcdefg"))
         assert len(watch.live) == 1
@@ -239,8 +242,9 @@ async def test_the_snapshot_watcher_holds_refuses_and_survives(
         _write(path, _snapshot_yaml(list("abc")))
         await _until(lambda: watch.routes() == list("abc"))
         _write(path, _snapshot_yaml([], explicit=False))  # no routes key: refused, even once stable
-        await asyncio.sleep(0.5)
-        assert watch.routes() == list("abc") and "Write `routes: []`" in caplog.text
+        await _until(lambda: "Write `routes: []`" in caplog.text)
+        await asyncio.sleep(stable + 0.2)
+        assert watch.routes() == list("abc")
         for bad in ("[" * 100_000, "\udcff", "- a\n"):  # nothing stops the watcher
             _write(path, bad) if bad != "\udcff" else path.write_bytes(b"\xff\xfe")
             await asyncio.sleep(0.06)
@@ -250,7 +254,7 @@ async def test_the_snapshot_watcher_holds_refuses_and_survives(
         tmp = tmp_path / "next.yaml"
         tmp.write_text(_snapshot_yaml(["z"]))
         tmp.replace(path)  # written by rename: complete, so live at once though it drops most
-        await _until(lambda: watch.routes() == ["z"], timeout=0.25)
+        await _until(lambda: watch.routes() == ["z"], timeout=stable / 2)
         _write(path, _snapshot_yaml([]))  # `routes: []`: on purpose
         await _until(lambda: watch.routes() == [])
         assert not watch.task.done()
