@@ -5,8 +5,9 @@ workload. Rows: a snapshot of N routes (each with two rules, headers, fallbacks,
 experiment) over N/10 providers, and a policy with denials and limits; the median of `--runs`
 runs, per snapshot and per route, and the memory the parsed snapshot holds (tracemalloc).
 
-`--against REV` loads the snapshot module of a git revision where it was one file
-(`proxy/snapshot.py`, the pydantic models) and runs the same rows on it, in the same process.
+`--against REV` loads the snapshot of a git revision (the package `proxy/snapshot/`, or the single
+file `proxy/snapshot.py` of older ones) and runs the same rows on it, in the same process. `wire KiB`
+is the size of the JSON the controller sends (`to_wire`, compact).
 
     python -m bench.snapshot_parse [--routes 1000] [--runs 7] [--against REV]
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import re
 import statistics
 import subprocess
 import sys
@@ -103,22 +106,35 @@ def rows(module: ModuleType, data: dict[str, Any], runs: int) -> dict[str, float
         "to_wire": median_seconds(lambda: module.to_wire(parsed), runs),
         "content_version": median_seconds(lambda: module.content_version(parsed), runs),
         "held MiB": held_bytes(lambda: module.parse_snapshot(versioned)) / 2**20,
+        "wire KiB": len(json.dumps(module.to_wire(parsed), separators=(",", ":"))) / 1024,
     }
 
 
 def module_at(rev: str) -> ModuleType:
-    """proxy/snapshot.py as it was at `rev`, imported under another name."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:proxy/snapshot.py"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / "snapshot_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("snapshot_at_rev", path)
+    """The snapshot contract as it was at `rev`, imported under another name (`snapshot_at_rev`)."""
+    listing = _git("ls-tree", "--name-only", f"{rev}:proxy/snapshot/", check=False)
+    where = Path(tempfile.mkdtemp())
+    if not listing:  # before the package: one file
+        (where / "snapshot_at_rev.py").write_text(_git("show", f"{rev}:proxy/snapshot.py"))
+        location = where / "snapshot_at_rev.py"
+    else:
+        package = where / "snapshot_at_rev"
+        package.mkdir()
+        for name in listing.split():
+            source = _git("show", f"{rev}:proxy/snapshot/{name}")
+            (package / name).write_text(re.sub(r"\bproxy\.snapshot\b", "snapshot_at_rev", source))
+        location = package / "__init__.py"
+    spec = importlib.util.spec_from_file_location("snapshot_at_rev", location)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _git(*args: str, check: bool = True) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, check=check, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, figures in results.items():
         print(f"  {name}:")
         for row, value in figures.items():
-            if row == "held MiB":
+            if row in ("held MiB", "wire KiB"):
                 print(f"    {row:<16} {value:8.2f}")
             else:
                 print(f"    {row:<16} {value * 1000:8.1f} ms  {value * 1e6 / args.routes:7.1f} us/route")
