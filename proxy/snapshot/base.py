@@ -9,6 +9,7 @@ decoded and when it is built, so the controller refuses exactly what a sidecar w
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sized
 from typing import Any, Literal
@@ -18,9 +19,63 @@ import msgspec
 from proxy.snapshot.checks import ConfigProblem
 
 
-class Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel", kw_only=True, gc=False):
+class Frozen(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, rename="camel", kw_only=True, gc=False
+):
     """Immutable, hashable, compared by value; camelCase on the wire. Untracked by the cycle
-    collector (gc=False): frozen structs of strings, numbers and tuples cannot form a cycle."""
+    collector (gc=False): frozen structs of strings, numbers and tuples cannot form a cycle.
+
+    A field at its default is left off the wire (omit_defaults), so a sidecar older than the
+    controller refuses only a snapshot that uses a field it does not know. msgspec tells a default
+    by identity, not by value (a `0.1` or a `Retry()` decoded or built anew is another object), so
+    before each struct's own `__post_init__` a field equal to its default is set to the default
+    object itself (`share_defaults`): what is written, and the content version hashed from it,
+    depends on the values alone, not on how the struct was built."""
+
+    def __post_init__(self) -> None:
+        share_defaults(self)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:  # the struct's own checks, after its defaults are shared
+            setattr(cls, "__post_init__", _sharing_defaults_first(own))  # noqa: B010  (mypy: no method assignment)
+
+
+def _sharing_defaults_first(check: Callable[[Any], None]) -> Callable[[Any], None]:
+    def share_then_check(struct: msgspec.Struct) -> None:
+        for name, default in _defaults_to_share(type(struct)):
+            value = getattr(struct, name)
+            if value is not default and value == default:
+                msgspec.structs.force_setattr(struct, name, default)
+        check(struct)
+
+    return share_then_check
+
+
+def _told_by_identity(default: object) -> bool:
+    """A default every decoder and builder yields as the very same object: None, a bool, (), a small int."""
+    if default is None or isinstance(default, bool) or default == ():
+        return True
+    return type(default) is int and -5 <= default <= 256  # CPython's cached ints
+
+
+@functools.cache
+def _defaults_to_share(struct_type: type[msgspec.Struct]) -> tuple[tuple[str, object], ...]:
+    return tuple(
+        (field.name, field.default)
+        for field in msgspec.structs.fields(struct_type)
+        if field.default is not msgspec.NODEFAULT and not _told_by_identity(field.default)
+    )
+
+
+def share_defaults(struct: msgspec.Struct) -> None:
+    """Every field equal to its default becomes the default object, which omit_defaults leaves off the wire.
+    (Empty collections from a default_factory msgspec recognises by value already.)"""
+    for name, default in _defaults_to_share(type(struct)):
+        value = getattr(struct, name)
+        if value is not default and value == default:
+            msgspec.structs.force_setattr(struct, name, default)
 
 
 class Secret:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any, TypeVar
 
@@ -78,17 +77,21 @@ class Snapshot(Frozen, frozen=True, kw_only=True):
 
 def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, Any]:
     """The snapshot as JSON-ready data WITH credentials: for the controller stream and the
-    sidecar's saved copy only, never for logs or dumps (use `masked`)."""
+    sidecar's saved copy only, never for logs or dumps (use `masked`). Fields at their default
+    are left out (see the package's docstring: that is what lets an older sidecar read it)."""
     data: dict[str, Any] = msgspec.to_builtins(snapshot, enc_hook=reveal_secret)
     if exclude_version:
-        del data["version"]
+        data.pop("version", None)
     return data
 
 
 def content_version(snapshot: Snapshot) -> str:
-    """A stable hash of the snapshot's content (credentials included, so rotation is a change)."""
-    blob = json.dumps(to_wire(snapshot, exclude_version=True), sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """A stable hash of the snapshot's content (credentials included, so rotation is a change): its
+    wire form without the version, keys sorted, compact JSON. Equal snapshots hash the same however
+    they were built (defaults are left out by value, see `Frozen`)."""
+    data = msgspec.to_builtins(snapshot, enc_hook=reveal_secret, order="sorted")
+    data.pop("version", None)
+    return hashlib.sha256(msgspec.json.encode(data)).hexdigest()[:16]
 
 
 def parse_struct(struct_type: type[T], data: Any) -> T:
