@@ -3,6 +3,21 @@
 Pure data (frozen msgspec structs, no I/O). The controller produces it, the sidecar validates and runs it;
 nothing here knows about Kubernetes. Field names are camelCase on the wire (as in the CRDs)
 and snake_case in Python. Every public name is importable from `proxy.snapshot`.
+
+Versions. During an upgrade the controller runs the new image while sidecars run the old one
+until their pods restart. A sidecar refuses a field it does not know (a typo, or a feature it
+lacks, must never be ignored silently), and the wire leaves out every field at its default, so
+an older sidecar refuses only a snapshot that uses something it does not know. That holds only if:
+
+- a new field has a default, and that default means "feature off": the behaviour of a sidecar
+  that never heard of the field. (Without a default every snapshot carries it, and every older
+  sidecar refuses every snapshot until its pod restarts.)
+- a default never changes: the field is left out at its new default, and an older sidecar reads
+  it as the old one. Changing a default is a breaking change; add a field instead.
+- a field is never renamed or given a narrower type, and a required field never goes away.
+
+tests/unit/test_snapshot_compat.py holds today's wire to these rules against the recorded schema
+of an older sidecar.
 """
 
 from proxy.snapshot.base import (
