@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import struct
 import weakref
 import zlib
@@ -34,7 +35,7 @@ from controller.auth import Authenticator, Identity
 from controller.core import Compiled, Controller, Sidecar
 from controller.experiment_reports import CountsReport, parse_counts
 from controller.experiments.counts import BadCounts
-from proxy.snapshot import COUNTS_MAX_BYTES, STREAM_PATH
+from proxy.snapshot import COUNTS_MAX_BYTES, STREAM_PATH, explain_refusal, snapshot_schema
 
 log = logging.getLogger("modelway.push")
 
@@ -44,6 +45,8 @@ class CountsSink(Protocol):
 
     def record(self, workload: str, report: CountsReport) -> None: ...
 
+
+_SCHEMA = re.compile(r"[0-9a-f]{1,16}")  # a sidecar's snapshot schema, as `snapshot_schema` writes it
 
 # WebSocket close codes in the private range: the sidecar logs them as refusals.
 CLOSE_BAD_MESSAGE = 4400
@@ -173,6 +176,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     sidecar = Sidecar(name=f"{identity}#{next(serial)}", workload=identity.workload, stream=WebSocketStream(ws))
     log.info("sidecar %s connected", sidecar.name)
     attached = False
+    schema = ""  # the snapshot schema the sidecar's hello reports (none from sidecars before they did)
     try:
         async for message in ws:
             heard[ws] = loop.time()
@@ -188,11 +192,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 break
             if kind == "hello" and not attached:
                 attached = True
+                reported = data.get("schema")
+                schema = reported if isinstance(reported, str) and _SCHEMA.fullmatch(reported) else ""
                 await controller.attach(sidecar, has_version=version)
             elif kind == "ack":
                 controller.acknowledge(sidecar, version=version, error=None)
             elif kind == "nack":
-                controller.acknowledge(sidecar, version=version, error=str(data.get("error", "")) or "unknown")
+                error = explain_refusal(
+                    str(data.get("error", "")) or "unknown", sidecar_schema=schema, controller_schema=snapshot_schema()
+                )
+                controller.acknowledge(sidecar, version=version, error=error)
             elif kind == "counts":
                 _counts(request.app[COUNTS], identity, sidecar, data, size=len(message.data))
     finally:
@@ -238,6 +247,8 @@ def build_push_app(
     counts: CountsSink | None = None,
     heartbeat: float = HEARTBEAT_SECONDS,
 ) -> web.Application:
+    # Sidecars report theirs in their hello: a refusal by one with another schema names both.
+    log.info("this controller's snapshot schema is %s", snapshot_schema())
     app = web.Application()
     app[CONTROLLER] = controller
     app[COUNTS] = counts

@@ -24,7 +24,16 @@ import msgspec
 
 from proxy.experiments import ExperimentCounts
 from proxy.runtime import Runtime, RuntimeHolder
-from proxy.snapshot import STREAM_PATH, Snapshot, parse_snapshot, problem_text, to_wire
+from proxy.snapshot import (
+    STREAM_PATH,
+    Snapshot,
+    older_sidecar,
+    parse_snapshot,
+    problem_text,
+    refused_field,
+    snapshot_schema,
+    to_wire,
+)
 
 log = logging.getLogger("modelway.sync")
 
@@ -121,8 +130,11 @@ class ControllerSync:
         async with ws:
             self.connected = True
             current = self._holder.current
-            await ws.send_json({"type": "hello", "version": current.snapshot.version if current else ""})
-            log.info("connected to controller %s", self._settings.controller_url)
+            version = current.snapshot.version if current else ""
+            await ws.send_json({"type": "hello", "version": version, "schema": snapshot_schema()})
+            log.info(
+                "connected to controller %s (snapshot schema %s)", self._settings.controller_url, snapshot_schema()
+            )
             reporter = asyncio.create_task(self._report_counts(ws)) if self._counts is not None else None
             try:
                 async for message in ws:
@@ -193,5 +205,7 @@ def _describe(exc: BaseException) -> str:
 
 def _validation_summary(exc: Exception) -> str:
     if isinstance(exc, msgspec.ValidationError):
-        return problem_text(exc)
+        problem = problem_text(exc)
+        field = refused_field(problem)  # from the controller a field unknown here is no typo: a newer controller
+        return problem if field is None else older_sidecar(field, sidecar_schema=snapshot_schema())
     return f"{type(exc).__name__}: {exc}"

@@ -77,6 +77,7 @@ from proxy.snapshot.providers import (
     VertexSettings,
 )
 from proxy.snapshot.routes import Arm, Backend, Experiment, HeaderMatch, Retry, Route, Rule, Timeouts, TokenRange
+from proxy.snapshot.skew import explain_refusal, older_sidecar, refused_field, snapshot_schema
 from proxy.snapshot.wire import (
     COUNTS_MAX_BYTES,
     COUNTS_MAX_EXPERIMENTS,
@@ -154,10 +155,14 @@ __all__ = [
     "check_regex",
     "check_service_account_key",
     "content_version",
+    "explain_refusal",
     "merge_redactions",
+    "older_sidecar",
     "parse_snapshot",
     "parse_struct",
     "problem_text",
+    "refused_field",
     "shown",
+    "snapshot_schema",
     "to_wire",
 ]

@@ -111,6 +111,7 @@ def parse_snapshot(data: dict[str, Any]) -> Snapshot:
 _WHERE = " - at `$"
 _FIELD = re.compile(r"([a-z][A-Za-z0-9]*): ")
 _INDEX = re.compile(r"\[(\d+)\]")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]{1,100})`")
 
 
 def problem_text(exc: BaseException) -> str:
@@ -124,6 +125,10 @@ def problem_text(exc: BaseException) -> str:
         problem = "Invalid enum value: not one of the field's choices"
     problem = problem[:300]
     where = _INDEX.sub(r".\1", where.removesuffix("`")).removeprefix(".")[:200]  # providers.0.apiKey
+    unknown = _UNKNOWN.fullmatch(problem)
+    if unknown is not None:  # the whole path, and what it likely is (the stream's sidecar words it further)
+        path = f"{where}.{unknown[1]}" if where else unknown[1]
+        return f"unknown field `{path}` (a typo, or a field newer than this modelway)"
     field = _FIELD.match(problem)
     if field is not None and where:  # a struct's check names its field: where.field: problem
         where, problem = f"{where}.{field[1]}", problem[field.end() :]
@@ -132,16 +137,21 @@ def problem_text(exc: BaseException) -> str:
 
 # --- the controller <-> sidecar stream (a WebSocket; JSON text messages) ------------------
 #
-# sidecar -> controller, first:  {"type": "hello", "version": "<what it runs, or ''>"}
+# sidecar -> controller, first:  {"type": "hello", "version": "<what it runs, or ''>",
+#                                 "schema": snapshot_schema()}  (sidecars before it send no schema)
 # controller -> sidecar:         {"type": "snapshot", "version": v, "snapshot": to_wire(...)}
 # sidecar -> controller:         {"type": "ack", "version": v}
 #                                {"type": "nack", "version": v, "error": "<why; no secrets>"}
+#                                (a field it does not know: `older_sidecar`'s words)
 #                                {"type": "counts", "sidecar": "<its id>", "started": <unix s>,
 #                                 "experiments": {"<experiment name>": {"<arm>": ArmStats.to_dict()}}}
 # A counts message carries the sidecar's running totals since it started (never deltas), so the
 # controller keeps the latest per (sidecar, started) and a resend or a reconnect counts nothing twice.
 # Bounded: at most COUNTS_MAX_EXPERIMENTS experiments of at most 16 arms, in a message of at most
 # COUNTS_MAX_BYTES; every few seconds while something was counted.
+# Across versions: each end ignores message keys it does not know (the controller also message types),
+# so a key can be added to a message; the snapshot itself is refused whole if it holds a field the
+# sidecar does not know (see the package's docstring).
 # The sidecar authenticates with `Authorization: Bearer <projected ServiceAccount token>`
 # (audience `modelway`); it only ever receives what its workload may see.
 

@@ -10,6 +10,7 @@ from typing import Any
 import openai
 
 from controller.api import parse_resource
+from proxy.snapshot import STREAM_PATH, snapshot_schema
 from tests.harness.certs import CertAuthority
 from tests.integration.controller_stack import (
     TOKEN,
@@ -209,10 +210,49 @@ async def test_a_sidecar_refusal_reaches_the_route_status_and_is_not_resent(
         programmed = {c.type: c for c in status.conditions}["Programmed"]
         assert (programmed.status, programmed.reason) == ("False", "SidecarRejected")
         assert "unknown field `futureField`" in programmed.message
+        # in words for an operator in the middle of an upgrade: which sidecar image, and what to do
+        assert f"this sidecar (snapshot schema {snapshot_schema()}) is older than the controller" in programmed.message
+        assert "roll the pods onto the controller's image" in programmed.message
         assert sidecar.admin("/readyz")[1]["version"] == good  # it keeps its last good snapshot
         await running.controller.recompute()  # nothing new: the refused version is not sent again
         await asyncio.sleep(0.3)
         assert sidecar.logs().count("refused snapshot") == 1
     finally:
         sidecar.stop()
+        await stop_controller(running)
+
+
+async def test_an_older_sidecars_refusal_reaches_the_route_status_worded_for_the_operator(
+    fake_openai_process, fake_anthropic_process
+):
+    """A sidecar from before hellos carried a schema, whose refusal says only what msgspec said."""
+    import aiohttp
+
+    from controller.status import desired_statuses
+
+    running = await _start_controller(_objects(fake_openai_process.base_url, fake_anthropic_process.base_url))
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(running.url + STREAM_PATH, headers={"authorization": f"Bearer {TOKEN}"}) as ws,
+        ):
+            await ws.send_json({"type": "hello", "version": "", "someday": {"a key": "this controller lacks"}})
+            message = await ws.receive_json(timeout=10)
+            assert message["type"] == "snapshot"  # a key it does not know in a message is no reason to refuse
+            said = "providers.0: Object contains unknown field `caBundle`"
+            await ws.send_json({"type": "nack", "version": message["version"], "error": said, "later": 1})
+            [connected] = running.controller.sidecars
+            await wait_until(lambda: connected.nack_error != "")
+            key = ("ModelRoute", "team-a", "chat")
+            statuses = desired_statuses(
+                running.controller.judgement, running.controller.route_sync(), running.store.view()
+            )
+            programmed = {c.type: c for c in statuses[key].conditions}["Programmed"]
+            assert (programmed.status, programmed.reason) == ("False", "SidecarRejected")
+            assert programmed.message.endswith(
+                "refused unknown field `providers.0.caBundle`: this sidecar (an image that reports no snapshot "
+                f"schema) is older than the controller (snapshot schema {snapshot_schema()}) that sent it; roll the "
+                f"pods onto the controller's image (until then it keeps its last good snapshot); it said: {said}"
+            )
+    finally:
         await stop_controller(running)
