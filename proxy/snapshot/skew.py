@@ -20,10 +20,10 @@ import msgspec
 
 from proxy.snapshot.wire import Snapshot
 
-# The unknown field in a refusal, in the words of every sidecar so far: this one's `problem_text`
-# ("unknown field `providers.0.caBundle`: ..."), the msgspec ones before it ("providers.0: Object
-# contains unknown field `caBundle`") and the pydantic ones before those ("providers.0.caBundle:
-# Extra inputs are not permitted").
+# The unknown field in a refusal, in the words of every sidecar so far: this one's ("refused unknown
+# field `providers.0.caBundle`: ...", from `problem_text`'s "unknown field `providers.0.caBundle` (...)"),
+# the msgspec ones before it ("providers.0: Object contains unknown field `caBundle`") and the pydantic
+# ones before those ("providers.0.caBundle: Extra inputs are not permitted").
 _UNKNOWN = re.compile(r"^(?:(?P<where>[\w.-]+): )?(?:Object contains )?unknown field `(?P<name>[^`]{1,200})`")
 _EXTRA = re.compile(r"^(?P<path>[\w.-]{1,300}): Extra inputs are not permitted")
 REFUSED = "refused unknown field"  # how a refusal worded here begins
