@@ -1,7 +1,7 @@
 """Anthropic models on Amazon Bedrock through InvokeModel, with Anthropic's own Messages body.
 
 For a provider with `bedrock.api: anthropic-messages`. The body is the Anthropic Messages request
-(`anthropic_convert.messages_body`) as Bedrock takes it: no `model` (the URL names it), no
+(`anthropic_request.messages_body`) as Bedrock takes it: no `model` (the URL names it), no
 `stream` (the operation says it), and `anthropic_version: bedrock-2023-05-31`. It goes to
 `POST {base}/model/{modelId}/invoke` or `/invoke-with-response-stream`, signed like every Bedrock
 call (`proxy.providers.bedrock_endpoint`). The answer is an Anthropic message, read as from
@@ -17,7 +17,7 @@ event handed back as Anthropic SSE (`RawEventDecoder` behind `InvokeStreamDecode
 
 `cache_control`: kept as the app sent it on that pass-through (Bedrock caches as Anthropic does). An
 Anthropic request translated through the internal form (its texts masked or replaced) gets it back
-from the internal form's breakpoint marks (`proxy.providers.anthropic_convert`); an OpenAI app's has
+from the internal form's breakpoint marks (`proxy.providers.anthropic_request`); an OpenAI app's has
 none.
 """
 
@@ -30,8 +30,9 @@ from typing import Any
 
 import orjson
 
-from proxy.providers.anthropic import AnthropicStreamDecoder, RawEventDecoder, chat_completion
-from proxy.providers.anthropic_convert import messages_body
+from proxy.providers.anthropic_answer import chat_completion
+from proxy.providers.anthropic_events import AnthropicStreamDecoder, RawEventDecoder
+from proxy.providers.anthropic_request import messages_body
 from proxy.providers.aws_eventstream import EventStreamDecoder
 from proxy.providers.base import (
     ChatChunk,

@@ -9,7 +9,7 @@ level, so a request without breakpoints costs nothing to clean.
 
 Translators whose provider has explicit caching map the marks (Bedrock Converse: a `cachePoint`
 block after the marked block, `proxy.providers.bedrock_request`; Anthropic: `cache_control` back
-on the marked block, `proxy.providers.anthropic_convert`); Gemini builds its body from known
+on the marked block, `proxy.providers.anthropic_request`); Gemini builds its body from known
 fields and never reads them; the one that sends the internal body on as
 it is (OpenAI and its kin) removes them with `without_cache_points`. Pure, no I/O.
 """

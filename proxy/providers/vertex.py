@@ -29,8 +29,10 @@ from urllib.parse import quote
 import orjson
 
 from proxy.auth.token_source import TokenSource
-from proxy.providers.anthropic import AnthropicStreamDecoder, AnthropicTranslator, chat_completion, count_tokens_body
-from proxy.providers.anthropic_convert import messages_body
+from proxy.providers.anthropic import AnthropicTranslator, count_tokens_body
+from proxy.providers.anthropic_answer import chat_completion
+from proxy.providers.anthropic_events import AnthropicStreamDecoder
+from proxy.providers.anthropic_request import messages_body
 from proxy.providers.base import (
     ChatRequest,
     ChatResponse,

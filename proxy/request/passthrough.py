@@ -9,7 +9,7 @@ the model (and the credentials, and for Anthropic the app's `anthropic-version` 
 headers) set by the translator: `thinking`, `cache_control`, `metadata`, `service_tier`,
 `prediction` and fields this gateway does not know yet reach the provider. The answer comes back as
 the provider sent it: a whole answer's bytes, or a stream's events one by one
-(`proxy.providers.anthropic.RawEventDecoder`, `proxy.providers.openai_responses.ResponsesEventDecoder`;
+(`proxy.providers.anthropic_events.RawEventDecoder`, `proxy.providers.openai_responses.ResponsesEventDecoder`;
 OpenAI chunks keep their bytes already). The answer
 is still read on the way (status, size and event limits, usage types), so limits, usage, cost,
 spans and logs work as on the translated path.

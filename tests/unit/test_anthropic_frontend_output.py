@@ -15,7 +15,8 @@ import httpx2
 import pytest
 
 from proxy.errors import ApiError
-from proxy.providers.anthropic import AnthropicStreamDecoder, AnthropicTranslator
+from proxy.providers.anthropic import AnthropicTranslator
+from proxy.providers.anthropic_events import AnthropicStreamDecoder
 from proxy.snapshot import Provider
 from proxy.sse import SseParser
 from tests.unit.anthropic_frontend_common import FRONTEND, PNG, WEATHER_TOOL

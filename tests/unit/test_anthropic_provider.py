@@ -10,7 +10,7 @@ from openai.types.chat import ChatCompletion
 
 from proxy.errors import ApiError
 from proxy.providers.anthropic import AnthropicTranslator
-from proxy.providers.anthropic_convert import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION
+from proxy.providers.anthropic_request import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION
 from proxy.providers.base import UnsupportedOperation, UpstreamProtocolError
 from proxy.snapshot import Provider
 

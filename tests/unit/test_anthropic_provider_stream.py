@@ -9,7 +9,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from proxy.providers.anthropic import AnthropicStreamDecoder
+from proxy.providers.anthropic_events import AnthropicStreamDecoder
 from proxy.providers.base import UpstreamProtocolError
 from tests.unit.test_anthropic_provider import make_translator
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from proxy.frontends.anthropic_messages import parse_messages_request
-from proxy.providers.anthropic_convert import messages_body
+from proxy.providers.anthropic_request import messages_body
 from proxy.providers.bedrock_request import converse_body
 from proxy.providers.cache_points import CACHE_POINT, CACHE_POINTS, without_cache_points
 from proxy.providers.gemini_request import gemini_chat_body

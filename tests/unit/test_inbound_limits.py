@@ -10,7 +10,7 @@ import pytest
 from proxy.errors import ECHO_LIMIT, ApiError, echo
 from proxy.frontends.openai_chat import error_for_unknown_model
 from proxy.json_limits import MAX_DEPTH, WRITER_DEPTH, loads_bounded, nests_deeper, too_deep
-from proxy.providers.anthropic_convert import messages_body
+from proxy.providers.anthropic_request import messages_body
 from proxy.providers.gemini_request import gemini_chat_body
 
 

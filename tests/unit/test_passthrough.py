@@ -1,4 +1,4 @@
-"""Same-API pass-through (`proxy.request.passthrough`, `proxy.providers.anthropic.RawEventDecoder`): which
+"""Same-API pass-through (`proxy.request.passthrough`, `proxy.providers.anthropic_events.RawEventDecoder`): which
 attempts send the app's own body, and Anthropic events handed on as they came, still checked."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 
 from proxy.frontends.anthropic_messages import AnthropicFrontend
 from proxy.frontends.openai_chat import OpenAIFrontend
-from proxy.providers.anthropic import AnthropicTranslator, RawEventDecoder
+from proxy.providers.anthropic import AnthropicTranslator
+from proxy.providers.anthropic_events import RawEventDecoder
 from proxy.providers.base import UpstreamProtocolError
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.openai import OpenAITranslator
