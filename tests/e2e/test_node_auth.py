@@ -21,7 +21,9 @@ import yaml
 
 from tests.harness.certs import CertPair
 from tests.harness.cli import Kubectl
-from tests.harness.node import COREDNS_ACCOUNT, NODE_IP, NodeCluster
+from tests.harness.node import NodeCluster
+from tests.harness.node_host import NODE_IP
+from tests.harness.node_kubelet import COREDNS_ACCOUNT
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from tests.harness.cli import Kubectl
-from tests.harness.node import POD_CIDR, NodeCluster
+from tests.harness.node import NodeCluster
+from tests.harness.node_host import POD_CIDR
 
 pytestmark = pytest.mark.e2e
 
