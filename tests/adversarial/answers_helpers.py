@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.adversarial.hostile import HostileProvider
 from tests.integration.sidecar import SidecarProcess
 
 USER = [{"role": "user", "content": "hi"}]
@@ -45,8 +46,20 @@ def call(sidecar: SidecarProcess, path: str, body: dict[str, Any], *, timeout: f
         return Answer(exc.code, exc.headers.get("content-type", ""), exc.read())
 
 
-def chat(sidecar: SidecarProcess, *, stream: bool = False, timeout: float = 20) -> Answer:
-    return call(sidecar, "/v1/chat/completions", {"model": "m", "messages": USER, "stream": stream}, timeout=timeout)
+def chat(sidecar: SidecarProcess, model: str = "m", *, stream: bool = False, timeout: float = 20) -> Answer:
+    return call(sidecar, "/v1/chat/completions", {"model": model, "messages": USER, "stream": stream}, timeout=timeout)
+
+
+def models_asked(provider: HostileProvider, since: int) -> list[str]:
+    """The models the provider was asked for since its `since`-th request."""
+    return [json.loads(r.body).get("model", "") for r in provider.received[since:]]
+
+
+def metric_lines(sidecar: SidecarProcess, name: str) -> list[str]:
+    """The sidecar's /metrics lines for one metric."""
+    with urllib.request.urlopen(sidecar.admin_url + "/metrics", timeout=5) as resp:
+        assert resp.status == 200
+        return [line for line in resp.read().decode().splitlines() if line.startswith(name)]
 
 
 def messages(sidecar: SidecarProcess, *, stream: bool = False) -> Answer:
