@@ -1,8 +1,11 @@
-"""Fixtures the CRD e2e tests share: the CRDs installed, one namespace, the examples applied."""
+"""Fixtures the CRD e2e tests share: the CRDs installed, one namespace, the examples applied; and the
+valid objects the refusal tests change in one place."""
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,29 @@ PROVIDER: dict[str, Any] = {
     "metadata": {"name": "bad-provider"},
     "spec": {"type": "openai"},
 }
+
+
+def route_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """`ROUTE` with `change` applied to its spec."""
+    obj = copy.deepcopy(ROUTE)
+    change(obj["spec"])
+    return obj
+
+
+def rule0_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """`ROUTE` with `change` applied to its first rule."""
+    return route_with(lambda spec: change(spec["rules"][0]))
+
+
+def assert_refused(kubectl: Kubectl, ns: str, obj: dict[str, Any], expected: list[str]) -> None:
+    """The apiserver refuses `obj`, its message holding each of `expected`, and stores nothing."""
+    namespace = () if obj["kind"] in api.CLUSTER_KINDS else ("-n", ns)
+    res = kubectl.apply(obj, *namespace, check=False)
+    assert res.returncode != 0, f"accepted: {res.stdout}"
+    missing = [text for text in expected if text not in res.stderr]
+    assert not missing, f"refusal lacks {missing}:\n{res.stderr}"
+    kind = obj["kind"].lower()
+    assert kubectl("get", *namespace, kind, obj["metadata"]["name"], check=False).returncode != 0
 
 
 @pytest.fixture(scope="session")
