@@ -44,9 +44,9 @@ class AnthropicStreamEncoder(ChunkEncoder):
 
     The first chunk opens the message. Text and each tool call become content
     blocks in arrival order; a new block closes the open one. Token counts
-    arrive last on the internal side, so `message_start` says 0 input tokens
-    and the real numbers go in `message_delta`, whose counts the Anthropic SDKs
-    take over (`input_tokens` included).
+    arrive last on the internal side, so `message_start` says 0 for each count
+    and the real numbers go in `message_delta` (cumulative, as Anthropic's are:
+    input, cache writes and reads, output), whose counts the Anthropic SDKs take over.
     """
 
     def __init__(self) -> None:
@@ -84,7 +84,7 @@ class AnthropicStreamEncoder(ChunkEncoder):
             "model": chunk.get("model") or "",
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": anthropic_usage(None),  # every count 0: the real ones come in message_delta
         }
         return _event("message_start", {"type": "message_start", "message": message})
 

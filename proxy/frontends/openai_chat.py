@@ -2,7 +2,8 @@
 
 The internal form is this API's own shape, so parsing is validation, and
 rendering is the identity, except for the usage chunk that the sidecar always
-asks providers for and hides from clients that did not.
+asks providers for and hides from clients that did not, and the internal count
+of cache writes, which OpenAI's usage has no field for (`public_usage`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from proxy.frontends.openai_checks import (
     check_stream,
     check_tools,
 )
-from proxy.providers.base import ChatChunk, ChatResponse, EmbeddingsResponse
+from proxy.providers.base import ChatChunk, ChatResponse, EmbeddingsResponse, public_usage
 
 DONE = b"data: [DONE]\n\n"
 #: How many served models the unknown-model 404 lists.
@@ -50,7 +51,7 @@ class OpenAIStreamEncoder:
         raw: bytes | None = getattr(chunk, "raw", None)  # a RawChunk from an OpenAI-shaped provider: its own bytes
         if raw is not None:
             return b"data: " + raw + b"\n\n"
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return b"data: " + orjson.dumps(public_usage(chunk)) + b"\n\n"
 
     def finish(self) -> bytes:
         return DONE
@@ -79,7 +80,7 @@ class OpenAIFrontend:
         return ParsedChat(model=model, stream=stream, request=body, include_usage=include_usage, original=body)
 
     def render_chat(self, response: ChatResponse) -> dict[str, Any]:
-        return response
+        return public_usage(response)
 
     def stream_encoder(self, *, include_usage: bool) -> OpenAIStreamEncoder:
         return OpenAIStreamEncoder(include_usage=include_usage)

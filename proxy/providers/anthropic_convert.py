@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any, TypeGuard
 
+from proxy.providers.base import CACHE_WRITE_TOKENS
+
 #: The Messages API version this module speaks (the only one Anthropic has published).
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -103,10 +105,11 @@ def data_url(media_type: str, data: str) -> str:
 
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic usage -> OpenAI usage.
+    """Anthropic usage -> internal (OpenAI) usage.
 
     Anthropic counts cache writes and reads apart from `input_tokens`; OpenAI's
-    `prompt_tokens` is the whole prompt, with cache reads as a detail.
+    `prompt_tokens` is the whole prompt, with cache reads as a detail. The writes,
+    for which OpenAI has no field, go under `CACHE_WRITE_TOKENS`.
     """
     cache_write = _count(usage.get("cache_creation_input_tokens"))
     cache_read = _count(usage.get("cache_read_input_tokens"))
@@ -119,20 +122,26 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
     if cache_read:
         result["prompt_tokens_details"] = {"cached_tokens": cache_read}
+    if cache_write:
+        result[CACHE_WRITE_TOKENS] = cache_write
     return result
 
 
 def anthropic_usage(usage: Any) -> dict[str, int]:
-    """OpenAI usage -> Anthropic usage (the inverse of `openai_usage`, cache writes aside)."""
+    """Internal (OpenAI) usage -> Anthropic usage, the inverse of `openai_usage`: `input_tokens` is
+    the prompt without its cache reads and writes, which are counted apart, as Anthropic does."""
     if not isinstance(usage, dict):
-        return {"input_tokens": 0, "output_tokens": 0}
+        usage = {}
     prompt = _count(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    result = {"input_tokens": max(prompt - cached, 0), "output_tokens": _count(usage.get("completion_tokens"))}
-    if cached:
-        result["cache_read_input_tokens"] = cached
-    return result
+    read = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    written = _count(usage.get(CACHE_WRITE_TOKENS))
+    return {
+        "input_tokens": max(prompt - read - written, 0),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "output_tokens": _count(usage.get("completion_tokens")),
+    }
 
 
 def is_int(value: Any) -> TypeGuard[int]:

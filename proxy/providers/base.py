@@ -57,6 +57,23 @@ class CredentialsUnavailable(Exception):
     message names the provider and the problem, never a secret."""
 
 
+#: In an internal usage object (a `ChatResponse`'s or a usage chunk's `usage`): of `prompt_tokens`,
+#: those written to the provider's prompt cache, where the provider reports them (Anthropic's
+#: `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`). The OpenAI shape has no field
+#: for them: the Anthropic front end reports them as `cache_creation_input_tokens`, the OpenAI front
+#: end leaves the key out (`public_usage`).
+CACHE_WRITE_TOKENS = "_cache_write_tokens"
+
+
+def public_usage(answer: dict[str, Any]) -> dict[str, Any]:
+    """`answer` (a chat.completion or a chunk) as OpenAI documents it: without `CACHE_WRITE_TOKENS`
+    in its usage (the same object when it has none)."""
+    usage = answer.get("usage")
+    if type(usage) is not dict or CACHE_WRITE_TOKENS not in usage:
+        return answer
+    return {**answer, "usage": {key: value for key, value in usage.items() if key != CACHE_WRITE_TOKENS}}
+
+
 @dataclass(slots=True)
 class Usage:
     """Token counts of one answer. `input_tokens` is the whole prompt; of it, `cached_input_tokens`

@@ -19,7 +19,8 @@ request has none.
 
 Usage: `inputTokens` counts only what was not read from or written to the prompt cache, so the
 OpenAI `prompt_tokens` (the whole prompt) adds `cacheReadInputTokens` and
-`cacheWriteInputTokens`, the reads also shown as `prompt_tokens_details.cached_tokens`.
+`cacheWriteInputTokens`, the reads also shown as `prompt_tokens_details.cached_tokens`, the writes
+under the internal `CACHE_WRITE_TOKENS` (which the Anthropic front end reports).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import orjson
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage, EventStreamDecoder
 from proxy.providers.base import (
+    CACHE_WRITE_TOKENS,
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -86,6 +88,8 @@ def _usage(usage: Any, what: str) -> tuple[Json, Usage]:
     body: Json = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     if cache_read:
         body["prompt_tokens_details"] = {"cached_tokens": cache_read}
+    if cache_write:
+        body[CACHE_WRITE_TOKENS] = cache_write
     usage_out = Usage(input_tokens=prompt, output_tokens=completion)
     usage_out.cached_input_tokens, usage_out.cache_write_input_tokens = cache_read or None, cache_write or None
     return body, usage_out

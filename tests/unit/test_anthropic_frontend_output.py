@@ -73,7 +73,12 @@ def test_render_chat() -> None:
         "model": "gpt-4o-2024-08-06",
         "stop_reason": "tool_use",
         "stop_sequence": None,
-        "usage": {"input_tokens": 93, "output_tokens": 46, "cache_read_input_tokens": 1024},
+        "usage": {
+            "input_tokens": 93,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 1024,
+            "output_tokens": 46,
+        },
     }
 
 
@@ -199,7 +204,7 @@ def test_stream_encoding() -> None:
     assert (start["id"], start["model"], start["usage"]) == (
         "msg_chatcmpl-123",
         "gpt-4o-mini",
-        {"input_tokens": 0, "output_tokens": 0},
+        {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0},
     )
     assert events[5][1] == {
         "type": "content_block_start",
@@ -211,7 +216,12 @@ def test_stream_encoding() -> None:
     assert events[12][1] == {
         "type": "message_delta",
         "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-        "usage": {"input_tokens": 120, "output_tokens": 33},
+        "usage": {
+            "input_tokens": 120,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 33,
+        },
     }
 
 

@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletion
 from proxy.errors import ApiError
 from proxy.providers.anthropic import AnthropicTranslator
 from proxy.providers.anthropic_request import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION
-from proxy.providers.base import UnsupportedOperation, UpstreamProtocolError
+from proxy.providers.base import CACHE_WRITE_TOKENS, UnsupportedOperation, UpstreamProtocolError, public_usage
 from proxy.snapshot import Provider
 
 
@@ -353,13 +353,17 @@ def test_chat_response_with_text_and_tool_use() -> None:
             "function": {"name": "get_weather", "arguments": '{"location": "SF"}'},
         }
     ]
-    assert response["usage"] == {
+    # The prompt whole, its cache reads a detail, as OpenAI documents it; the writes kept for the
+    # Anthropic front end under an internal key that the OpenAI front end leaves out.
+    assert public_usage(response)["usage"] == {
         "prompt_tokens": 150,
         "completion_tokens": 40,
         "total_tokens": 190,
         "prompt_tokens_details": {"cached_tokens": 30},
     }
+    assert response["usage"][CACHE_WRITE_TOKENS] == 20
     assert (usage.input_tokens, usage.output_tokens) == (150, 40)
+    assert (usage.cached_input_tokens, usage.cache_write_input_tokens) == (30, 20)
 
 
 def test_chat_response_with_only_tool_calls_has_null_content() -> None:
