@@ -9,9 +9,13 @@ import math
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import anthropic
+
 from tests.fakes.server import DEFAULT_KEYS
+from tests.integration.sidecar import SidecarProcess
 
 POLICY = "ModelPolicy team-a/caps"
 PRICE_IN, PRICE_OUT = 2.5, 10.0  # USD per million tokens, i.e. micro-USD per token
@@ -99,6 +103,24 @@ def counter_standing(limits_page: dict[str, Any], name: str, measure: str) -> di
         if entry["name"] == name and entry["measure"] == measure:
             return entry["standing"]
     raise AssertionError(f"no counter {name}/{measure} on /limits: {limits_page}")
+
+
+def assert_cache_reads_and_writes_charged_at_their_prices(
+    sidecar: SidecarProcess, fake_anthropic: Any, spent: Callable[[int], int]
+) -> None:
+    """The cached prompt twice through `sidecar`'s budget: written to the cache the first time, read
+    the second, each charged at its own price (above, then below, all input at the input price).
+    `spent(want)` reads the budget's micro-USD once it is `want` (settlement runs after the answer)."""
+    claude = anthropic.Anthropic(base_url=sidecar.base_url, api_key="x", max_retries=0, timeout=20)
+    fake_anthropic.script([{"cache_write": True}])  # the prompt's first time: written, then read
+    total = 0
+    for written in (True, False):
+        usage = claude.messages.create(**CACHED_PROMPT).usage
+        assert (usage.cache_creation_input_tokens > 0) is written and (usage.cache_read_input_tokens > 0) is not written
+        charge, at_input_price = cache_priced(usage)
+        assert charge > at_input_price if written else charge < at_input_price
+        total += charge
+        assert spent(total) == total
 
 
 def cache_priced(usage: Any) -> tuple[int, int]:

@@ -18,11 +18,10 @@ import pytest
 from proxy.limits.estimate import estimate
 from proxy.snapshot import ModelPricing
 from tests.integration.limits_sidecar import (
-    CACHED_PROMPT,
     POLICY,
     PRICE_IN,
     PRICE_OUT,
-    cache_priced,
+    assert_cache_reads_and_writes_charged_at_their_prices,
     capacity,
     chat,
     counter_standing,
@@ -125,16 +124,9 @@ def test_a_stream_is_charged_its_final_usage_not_its_reservation(start: Any) -> 
 
 def test_a_budget_charges_prompt_cache_reads_and_writes_at_their_own_prices(start: Any, fake_anthropic: Any) -> None:
     sidecar = start(limits=[limit("budget", usdPerDay=100)])
-    claude = anthropic.Anthropic(base_url=sidecar.base_url, api_key="x", max_retries=0, timeout=20)
-    fake_anthropic.script([{"cache_write": True}])  # the prompt's first time: written, then read
-    spent = 0
-    for written in (True, False):
-        usage = claude.messages.create(**CACHED_PROMPT).usage
-        assert (usage.cache_creation_input_tokens > 0) is written and (usage.cache_read_input_tokens > 0) is not written
-        charge, at_input_price = cache_priced(usage)
-        assert charge > at_input_price if written else charge < at_input_price
-        spent += charge
-        assert _standing(sidecar, "budget", "usd_day", spent)["spentMicroUsd"] == spent
+    assert_cache_reads_and_writes_charged_at_their_prices(
+        sidecar, fake_anthropic, lambda want: _standing(sidecar, "budget", "usd_day", want)["spentMicroUsd"]
+    )
 
 
 def _reserved_micro_usd(body: dict[str, Any]) -> int:

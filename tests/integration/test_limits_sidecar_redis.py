@@ -15,15 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import pytest
 
 from tests.harness.redis import RedisServer, RestartableRedis
 from tests.integration.limits_sidecar import (
-    CACHED_PROMPT,
     PRICE_IN,
     PRICE_OUT,
-    cache_priced,
+    assert_cache_reads_and_writes_charged_at_their_prices,
     chat,
     limit,
     limited_snapshot,
@@ -78,16 +76,9 @@ def test_a_budget_in_redis_charges_prompt_cache_reads_and_writes_at_their_own_pr
 ) -> None:
     budget = limit("budget", usdPerDay=100)
     sidecar = start(limits=[budget], extra_args=["--limits-redis-url", redis.url])
-    claude = anthropic.Anthropic(base_url=sidecar.base_url, api_key="x", max_retries=0, timeout=20)
-    fake_anthropic.script([{"cache_write": True}])  # the prompt's first time: written, then read
-    spent = 0
-    for written in (True, False):
-        usage = claude.messages.create(**CACHED_PROMPT).usage
-        assert (usage.cache_creation_input_tokens > 0) is written and (usage.cache_read_input_tokens > 0) is not written
-        charge, at_input_price = cache_priced(usage)
-        assert charge > at_input_price if written else charge < at_input_price
-        spent += charge
-        assert _spent(redis, budget["key"], spent) == spent
+    assert_cache_reads_and_writes_charged_at_their_prices(
+        sidecar, fake_anthropic, lambda want: _spent(redis, budget["key"], want)
+    )
 
 
 def test_the_snapshots_store_wins_over_the_flag_and_its_url_is_never_shown(start: Any, redis: RedisServer) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,9 +17,9 @@ import pytest
 
 from tests.fakes.process import FakeProviderProcess
 from tests.fakes.server import DEFAULT_KEYS
+from tests.integration.passthrough_support import FUTURE, assert_passed_through, route
 from tests.integration.sidecar import SidecarProcess
 
-ONE_TRY = {"attempts": 1}
 PRICE_IN, PRICE_OUT, PRICE_CACHED = 2.5, 10.0, 1.25  # USD per million tokens
 TOOL = {
     "type": "function",
@@ -40,18 +39,6 @@ FIELDS: dict[str, Any] = {
     "max_output_tokens": 100,
     "service_tier": "flex",
 }
-FUTURE = {"future_field": {"nested": [1, 2.5, "x"]}}
-
-
-def _route(model: str, provider: str, upstream: str, *, fallback: tuple[str, str] | None = None) -> dict[str, Any]:
-    rule: dict[str, Any] = {
-        "name": "default",
-        "backends": [{"provider": provider, "model": upstream}],
-        "retry": ONE_TRY,
-    }
-    if fallback:
-        rule["fallbacks"] = [{"provider": fallback[0], "model": fallback[1]}]
-    return {"name": model, "model": model, "rules": [rule]}
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +70,11 @@ def responding(
             },
         ],
         "routes": [
-            _route("gpt", "oai", "gpt-4o"),
-            _route("azure", "azure", "my-gpt-deployment"),
-            _route("gpt-or-claude", "oai", "gpt-4o", fallback=("claude", "claude-sonnet-4-5")),
-            _route("claude-or-gpt", "claude", "claude-sonnet-4-5", fallback=("oai", "gpt-4o")),
-            _route("claude", "claude", "claude-sonnet-4-5"),
+            route("gpt", "oai", "gpt-4o"),
+            route("azure", "azure", "my-gpt-deployment"),
+            route("gpt-or-claude", "oai", "gpt-4o", fallback=("claude", "claude-sonnet-4-5")),
+            route("claude-or-gpt", "claude", "claude-sonnet-4-5", fallback=("oai", "gpt-4o")),
+            route("claude", "claude", "claude-sonnet-4-5"),
         ],
     }
     with SidecarProcess(snapshot) as process:
@@ -99,26 +86,12 @@ def oai(responding: SidecarProcess, fake_openai: Any, fake_anthropic: Any) -> op
     return openai.OpenAI(base_url=responding.base_url + "/v1", api_key="placeholder", max_retries=0, timeout=20)
 
 
-def _metric(sidecar: SidecarProcess, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(sidecar.admin_url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
-        if m and m.group(1) == name:
-            found = dict(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-            if all(found.get(k) == v for k, v in labels.items()):
-                total += float(m.group(3))
-    return total
-
-
 def test_the_apps_body_reaches_openai_field_by_field_and_its_answer_comes_back_as_sent(
     oai: openai.OpenAI, fake_openai: FakeProviderProcess
 ) -> None:
     raw = oai.responses.with_raw_response.create(model="gpt", extra_body=FUTURE, **FIELDS)
-    [received] = fake_openai.requests()
-    assert received["path"] == "/v1/responses"
-    assert received["json"] == {"model": "gpt-4o", **FIELDS, **FUTURE}  # every field, the model aside
+    assert len(fake_openai.requests()) == 1
+    received = assert_passed_through(fake_openai, FIELDS, path="/v1/responses", model="gpt-4o")
     assert received["headers"]["authorization"] == f"Bearer {DEFAULT_KEYS['openai']}"  # the provider's key
     answer = json.loads(raw.http_response.text)
     # the provider's own response: its id (kept by it for previous_response_id), its echo of the tools
@@ -132,8 +105,8 @@ def test_previous_response_id_passes_and_cached_tokens_are_priced(
     oai: openai.OpenAI, responding: SidecarProcess, fake_openai: FakeProviderProcess
 ) -> None:
     first = oai.responses.create(model="gpt", input="one two three")
-    before = _metric(responding, "modelway_cost_usd_total")
-    cache_reads = _metric(responding, "gen_ai_client_token_usage_sum", gen_ai_token_type="cache_read")
+    before = responding.metric("modelway_cost_usd_total")
+    cache_reads = responding.metric("gen_ai_client_token_usage_sum", gen_ai_token_type="cache_read")
     later = oai.responses.create(model="gpt", input="four five", previous_response_id=first.id)
     assert fake_openai.requests()[-1]["json"]["previous_response_id"] == first.id
     assert later.previous_response_id == first.id and later.output_text == "echo: four five"
@@ -141,15 +114,15 @@ def test_previous_response_id_passes_and_cached_tokens_are_priced(
     assert usage is not None and usage.input_tokens_details.cached_tokens == 3  # the first turn, cached
     fresh = usage.input_tokens - 3
     expected = (fresh * PRICE_IN + 3 * PRICE_CACHED + usage.output_tokens * PRICE_OUT) / 1e6
-    assert _metric(responding, "modelway_cost_usd_total") - before == pytest.approx(expected)
-    assert _metric(responding, "gen_ai_client_token_usage_sum", gen_ai_token_type="cache_read") - cache_reads == 3
+    assert responding.metric("modelway_cost_usd_total") - before == pytest.approx(expected)
+    assert responding.metric("gen_ai_client_token_usage_sum", gen_ai_token_type="cache_read") - cache_reads == 3
 
 
 def test_a_stream_passes_event_by_event(
     oai: openai.OpenAI, responding: SidecarProcess, fake_openai: FakeProviderProcess
 ) -> None:
     first = oai.responses.create(model="gpt", input="one two three")
-    before = _metric(responding, "modelway_cost_usd_total")
+    before = responding.metric("modelway_cost_usd_total")
     stream = oai.responses.create(
         model="gpt", input="four five six", previous_response_id=first.id, tools=[{"type": "web_search"}], stream=True
     )
@@ -171,7 +144,7 @@ def test_a_stream_passes_event_by_event(
     usage = final.usage
     assert usage is not None and usage.input_tokens_details.cached_tokens == 3
     expected = ((usage.input_tokens - 3) * PRICE_IN + 3 * PRICE_CACHED + usage.output_tokens * PRICE_OUT) / 1e6
-    assert _metric(responding, "modelway_cost_usd_total") - before == pytest.approx(expected)
+    assert responding.metric("modelway_cost_usd_total") - before == pytest.approx(expected)
 
     with oai.responses.stream(model="gpt", input="use tool trains", tools=[TOOL]) as helper:  # type: ignore[list-item]
         called = helper.get_final_response()
