@@ -1,6 +1,11 @@
 """Anthropic prompt caching across APIs, through the real sidecar with the official SDKs: `cache_control`
 reaches a Bedrock Converse backend as `cachePoint` blocks and the cached count comes back to the
-Anthropic SDK; to an OpenAI backend the front end's breakpoint marks are never sent."""
+Anthropic SDK; to an OpenAI backend the front end's breakpoint marks are never sent.
+
+Cache writes on the translated path (an Anthropic request served by Bedrock Converse, or by Anthropic
+when it cannot pass through, its personal data masked) come back as `cache_creation_input_tokens`,
+left out of `input_tokens` as Anthropic does, plain and streamed (`message_start`, then cumulative
+counts in `message_delta`)."""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ pytestmark = pytest.mark.timeout(60)
 
 MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
 KEY_ID, _, SECRET = DEFAULT_KEYS["bedrock"].partition(":")
+POLICY = "ModelPolicy team-a/mask-personal-data"
+WRITTEN = 1024  # what both fakes report written to the cache for a prompt with a breakpoint
+EMAIL = "jane.doe@example.org"  # personal data: the masked route's request cannot pass through
 EPHEMERAL: Any = {"type": "ephemeral"}
 POINT = {"cachePoint": {"type": "default"}}
 SYSTEM: Any = [{"type": "text", "text": "House rules, long enough to cache.", "cache_control": EPHEMERAL}]
@@ -32,8 +40,20 @@ MESSAGES: Any = [
 ]
 
 
+def _route(name: str, provider: str, model: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": name,
+        "rules": [{"name": "default", "backends": [{"provider": provider, "model": model}]}],
+    }
+
+
 @pytest.fixture(scope="module")
-def sidecar(fake_bedrock_process: FakeProviderProcess, fake_openai_process: FakeProviderProcess) -> Iterator[Any]:
+def sidecar(
+    fake_bedrock_process: FakeProviderProcess,
+    fake_openai_process: FakeProviderProcess,
+    fake_anthropic_process: FakeProviderProcess,
+) -> Iterator[Any]:
     bedrock = {
         "name": "bedrock",
         "type": "bedrock",
@@ -50,11 +70,36 @@ def sidecar(fake_bedrock_process: FakeProviderProcess, fake_openai_process: Fake
         "baseUrl": fake_openai_process.base_url + "/v1",
         "apiKey": DEFAULT_KEYS["openai"],
     }
-    routes = [
-        {"name": name, "model": name, "rules": [{"name": "default", "backends": [{"provider": p, "model": m}]}]}
-        for name, p, m in (("claude-converse", "bedrock", MODEL), ("gpt", "oai", "gpt-4o"))
-    ]
-    with SidecarProcess({"providers": [bedrock, oai], "routes": routes}) as process:
+    claude = {
+        "name": "claude",
+        "type": "anthropic",
+        "baseUrl": fake_anthropic_process.base_url,
+        "apiKey": DEFAULT_KEYS["anthropic"],
+    }
+    masked = {
+        "provider": "claude",
+        "model": "claude-masked",
+        "dataClasses": ["personal"],
+        "policy": POLICY,
+        "redaction": {"kinds": ["email"], "restore": True},
+    }
+    snapshot = {
+        "providers": [bedrock, oai, claude],
+        "routes": [
+            _route("claude-converse", "bedrock", MODEL),
+            _route("gpt", "oai", "gpt-4o"),
+            _route("masked", "claude", "claude-masked"),
+            _route("claude", "claude", "claude-direct"),
+        ],
+        "policy": {
+            "workload": "team-a/web",
+            "policies": [POLICY],
+            "defaultClass": "internal",
+            "detectPersonalData": True,
+            "redactedBackends": [masked],
+        },
+    }
+    with SidecarProcess(snapshot) as process:
         yield process
 
 
@@ -106,3 +151,93 @@ def test_openai_sdk_to_openai_goes_as_sent(sidecar: SidecarProcess, fake_openai:
     [seen] = fake_openai.requests()
     assert seen["json"]["messages"] == messages
     assert "_cache_point" not in str(seen["json"])
+
+
+# --- cache writes on the translated path ----------------------------------------------------
+
+
+def _messages(*, cached: bool) -> Any:
+    document: dict[str, Any] = {"type": "text", "text": f"A long shared document, from {EMAIL}."}
+    if cached:
+        document["cache_control"] = EPHEMERAL
+    return [{"role": "user", "content": [document, {"type": "text", "text": "hello there"}]}]
+
+
+def _system(*, cached: bool) -> Any:
+    return SYSTEM if cached else [{key: value for key, value in SYSTEM[0].items() if key != "cache_control"}]
+
+
+@pytest.fixture(params=["claude-converse", "masked"])
+def translated(
+    request: pytest.FixtureRequest, fake_bedrock: FakeProviderProcess, fake_anthropic: FakeProviderProcess
+) -> tuple[str, FakeProviderProcess]:
+    """A route on which an Anthropic request is translated, and the fake behind it."""
+    return request.param, fake_bedrock if request.param == "claude-converse" else fake_anthropic
+
+
+def _ask(claude: anthropic.Anthropic, route: str, *, cached: bool, stream: bool) -> anthropic.types.Usage:
+    system, messages = _system(cached=cached), _messages(cached=cached)
+    if not stream:
+        return claude.messages.create(model=route, max_tokens=100, system=system, messages=messages).usage
+    with claude.messages.stream(model=route, max_tokens=100, system=system, messages=messages) as events:
+        return events.get_final_message().usage
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_cache_write_is_reported_apart_from_the_input(
+    claude: anthropic.Anthropic, translated: tuple[str, FakeProviderProcess], stream: bool
+) -> None:
+    route, fake = translated
+    uncached = _ask(claude, route, cached=False, stream=stream)
+    fake.script([{"cache_write": True}])
+    written = _ask(claude, route, cached=True, stream=stream)
+    assert written.cache_creation_input_tokens == WRITTEN
+    assert written.input_tokens == uncached.input_tokens  # the rest of the prompt only, as Anthropic counts it
+    assert written.cache_read_input_tokens == 0
+    assert (uncached.cache_creation_input_tokens, uncached.cache_read_input_tokens) == (0, 0)
+    sent = str(fake.requests()[-1]["json"])
+    if route == "masked":  # translated, since masked: the provider never saw the address, but was asked to cache
+        assert EMAIL not in sent and "cache_control" in sent
+    else:
+        assert "cachePoint" in sent
+
+
+def test_a_cache_read_after_the_write_is_reported_as_a_read(
+    claude: anthropic.Anthropic, translated: tuple[str, FakeProviderProcess]
+) -> None:
+    route, fake = translated
+    fake.script([{"cache_write": True}])
+    written = _ask(claude, route, cached=True, stream=False)
+    read = _ask(claude, route, cached=True, stream=False)
+    assert (read.cache_read_input_tokens, read.cache_creation_input_tokens) == (WRITTEN, 0)
+    assert read.input_tokens == written.input_tokens
+
+
+def test_streamed_counts_come_as_anthropic_sends_them(
+    sidecar: SidecarProcess, fake_bedrock: FakeProviderProcess
+) -> None:
+    """`message_start` holds every count (0: the internal form learns them at the end), and
+    `message_delta` the cumulative ones, the cache write among them."""
+    fake_bedrock.script([{"cache_write": True}])
+    client = sidecar.anthropic_client()
+    events = list(
+        client.messages.create(
+            model="claude-converse", max_tokens=100, system=SYSTEM, messages=_messages(cached=True), stream=True
+        )
+    )
+    start = next(event for event in events if event.type == "message_start")
+    delta = next(event for event in events if event.type == "message_delta")
+    assert start.message.usage.cache_creation_input_tokens == 0
+    assert start.message.usage.cache_read_input_tokens == 0
+    assert delta.usage.cache_creation_input_tokens == WRITTEN
+    assert delta.usage.cache_read_input_tokens == 0
+    assert delta.usage.input_tokens is not None and delta.usage.output_tokens > 0
+
+
+def test_a_request_that_passes_through_reports_what_anthropic_sent(
+    claude: anthropic.Anthropic, fake_anthropic: FakeProviderProcess
+) -> None:
+    """Without personal data, the request goes to Anthropic as sent, and its usage comes back as sent."""
+    fake_anthropic.script([{"cache_write": True}])
+    usage = claude.messages.create(model="claude", max_tokens=100, system=SYSTEM, messages=MESSAGES).usage
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (WRITTEN, 0)
