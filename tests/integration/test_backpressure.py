@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -168,7 +169,8 @@ def test_a_request_that_waits_past_the_queue_wait_is_refused(
     results = asyncio.run(burst())
     (error,) = refused(results)
     assert error.status_code == 503 and error.body["code"] == "overloaded"
-    assert "waited 1.5s in the queue" in error.message
+    waited = re.search(r"waited ([0-9.]+)s in the queue", error.message)
+    assert waited and QUEUE_WAIT <= float(waited[1]) < QUEUE_WAIT + 0.5  # its own wait, however busy the machine
     seconds = next(s for r, s in results if r is error)
     assert QUEUE_WAIT - 0.1 <= seconds < STALLED["delay"]  # turned away at the wait's end, not the answer's
 
