@@ -346,8 +346,12 @@ async def _read_until_content(
     size = 0
     async for data in resp.iter_any():
         chunks = decoder.feed(data)
+        held = len(buffered)
         buffered.extend(chunks)
-        if any(_has_content(c) for c in chunks):
+        first = next((i for i, chunk in enumerate(chunks) if _has_content(chunk)), -1)
+        if first >= 0:
+            if held + first > MAX_CHUNKS_BEFORE_CONTENT:  # exact, whatever one read brought with the content
+                raise UpstreamProtocolError(f"the provider streamed {held + first} events without content")
             return buffered, False
         size += len(data)
         if len(buffered) > MAX_CHUNKS_BEFORE_CONTENT or size > max_bytes:

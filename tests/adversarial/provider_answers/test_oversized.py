@@ -23,7 +23,6 @@ from tests.adversarial.answers_helpers import (
     good_stream,
     health_probe,
     models_asked,
-    paced_sse,
     peak_rss_kb,
     pid_of,
     rss_kb,
@@ -128,10 +127,9 @@ def test_a_gzip_bomb_of_events_ends_the_stream_at_the_decompressed_limit(
 
 
 def test_endless_events_without_content_are_a_502(provider: HostileProvider, sidecar: SidecarProcess) -> None:
-    """Nothing to relay yet, so the sidecar holds them: not without end. (Paced, so the content that
-    follows never shares a read with the events past the bound: the bound is counted per read.)"""
-    empty = b'data: {"choices": []}\n\n' * 1000
-    provider.script(paced_sse([empty] * 10 + good_stream()), http(200, completion()))
+    """Nothing to relay yet, so the sidecar holds them: not without end, even when the content comes in
+    the same read as the events past the bound."""
+    provider.script(sse([b'data: {"choices": []}\n\n' * 1000] * 10 + good_stream()), http(200, completion()))
     answer = _bounded(sidecar, lambda: chat(sidecar, stream=True), peak_growth_mib=24)
     assert_openai_error(answer, 502, "without content")
 
