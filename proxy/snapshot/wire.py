@@ -150,9 +150,9 @@ def problem_text(exc: BaseException) -> str:
 # Bounded: at most COUNTS_MAX_EXPERIMENTS experiments of at most 16 arms, in a message of at most
 # COUNTS_MAX_BYTES; every few seconds while something was counted.
 # Across versions: each end ignores the message keys it does not know (the controller also the message
-# types), so a key can be added to hello, ack and nack; but a counts message with an arm count the
-# controller does not know is ignored whole (`ArmStats.from_dict`), and a snapshot with a field the
-# sidecar does not know is refused whole (see the package's docstring).
+# types), so a key can be added to hello, ack and nack, and an arm count the controller does not know
+# is left out of a counts message (`ArmStats.from_dict`); but a snapshot with a field the sidecar does
+# not know is refused whole (see the package's docstring).
 # The sidecar authenticates with `Authorization: Bearer <projected ServiceAccount token>`
 # (audience `modelway`); it only ever receives what its workload may see.
 

@@ -69,7 +69,6 @@ def _report(sidecar: str, started: float, old: tuple[int, int], new: tuple[int, 
         ({"sidecar": "s", "started": "now", "experiments": {}}, "'started'"),
         ({"sidecar": "s", "started": 1, "experiments": []}, "'experiments'"),
         ({"sidecar": "s", "started": 1, "experiments": {NAME: {"old": {"requests": {"failures": -1}}}}}, "failures"),
-        ({"sidecar": "s", "started": 1, "experiments": {NAME: {"old": {"bogus": {}}}}}, "unknown counts"),
         ({"sidecar": "s", "started": 1, "experiments": {NAME: {f"a{i}": {} for i in range(17)}}}, "at most 16"),
         ({"sidecar": "s", "started": 1, "experiments": {f"team-a/{i}": {} for i in range(300)}}, "at most 256"),
     ],
@@ -77,6 +76,12 @@ def _report(sidecar: str, started: float, old: tuple[int, int], new: tuple[int, 
 def test_a_bad_counts_message_is_refused_whole(message: dict[str, Any], why: str) -> None:
     with pytest.raises(BadCounts, match=why):
         parse_counts(message, namespace="team-a")
+
+
+def test_a_count_this_controller_does_not_know_is_left_out_and_the_rest_kept() -> None:
+    counts = {"requests": {"successes": 3, "failures": 1}, "energy": {"count": 4, "sum": 1.0}}
+    report = parse_counts({"sidecar": "s", "started": 1, "experiments": {NAME: {"old": counts}}}, namespace="team-a")
+    assert report.experiments[NAME]["old"].requests == ProportionStats(3, 1)
 
 
 def test_running_totals_are_replaced_not_added_and_a_restart_is_a_new_reporter() -> None:
