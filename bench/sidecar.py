@@ -68,6 +68,7 @@ from bench.sidecar_setup import (
     choose_cores,
     cpu_model,
     post,
+    precompile,
     sanity_check,
     sink_stats,
     snapshot_for,
@@ -187,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
     procs: list[Proc] = []
     try:
+        precompile()  # as in the image: no process pays for compiling its modules from source
         with tempfile.TemporaryDirectory(prefix="modelway-bench-") as tmp:
             tmpdir = Path(tmp)
             scripts = {
