@@ -12,9 +12,9 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.auth.token_sources import TokenSources
 from proxy.guardrails.table import GuardrailTable
 from proxy.limits.binding import LimitTable
@@ -25,6 +25,9 @@ from proxy.redaction.table import RedactionTable
 from proxy.routing.table import RoutingTable
 from proxy.snapshot import LimitStore, Provider, Snapshot
 from shared.scrub import Scrubber
+
+if TYPE_CHECKING:  # the AWS signing code is loaded only for providers that sign
+    from proxy.auth.aws_credentials import AwsCredentialSource
 
 log = logging.getLogger(__name__)
 

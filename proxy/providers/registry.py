@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from proxy.auth.aws_credentials import AwsCredentialSource
 from proxy.auth.token_sources import TokenSources
 from proxy.providers.base import Translator
 from proxy.snapshot import Provider
 from shared.provider_types import ProviderType
+
+if TYPE_CHECKING:  # the AWS signing code is loaded only for providers that sign
+    from proxy.auth.aws_credentials import AwsCredentialSource
 
 # "module:class" of each type's translator, imported when a snapshot first names the type: a
 # sidecar holds the code of the providers it calls (often one or two), not of all of them.

@@ -116,14 +116,16 @@ def test_the_default_sidecar_imports_none_of_the_heavy_modules_it_does_not_use(
 
 
 # Imported only when the snapshot or the pod's environment asks for them: the OAuth clients (Entra ID,
-# Google) of providers that use them, the AWS pod identity clients (IRSA, EKS Pod Identity), and the
-# masking code of policies that redact.
+# Google) of providers that use them, the AWS pod identity clients (IRSA, EKS Pod Identity) and request
+# signing (Bedrock), and the masking code of policies that redact.
 ON_DEMAND = (
     "proxy.auth.entra",
     "proxy.auth.google",
     "proxy.auth.oauth",
     "proxy.auth.web_identity",
     "proxy.auth.eks_pod_identity",
+    "proxy.auth.aws_credentials",
+    "proxy.auth.sigv4",
     "proxy.redaction.rule",
     "proxy.redaction.pseudonymize",
     "proxy.redaction.restore",
