@@ -16,12 +16,14 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from proxy.errors import bad_request
-from proxy.policy.personal_data import PersonalDataDetector
 from proxy.snapshot import DATA_CLASS_HEADER, DATA_CLASS_RANK, DATA_CLASSES, DataClass, Policy
+
+if TYPE_CHECKING:
+    from proxy.policy.personal_data import PersonalDataDetector
 
 _RANK = DATA_CLASS_RANK
 PERSONAL: DataClass = "personal"
@@ -41,7 +43,11 @@ class Classifier:
 
     def __init__(self, *, policy: Policy) -> None:
         self._floor: DataClass = policy.default_class
-        self._detector = PersonalDataDetector() if policy.detect_personal_data else None
+        self._detector: PersonalDataDetector | None = None
+        if policy.detect_personal_data:  # its patterns are loaded by the snapshots that scan, at build time
+            from proxy.policy.personal_data import PersonalDataDetector
+
+            self._detector = PersonalDataDetector()
         self._unchanged = Classification(self._floor)
 
     def classify(self, *, header: str | None, texts: Callable[[], Iterable[str]]) -> Classification:

@@ -44,6 +44,10 @@ HEAVY = (
     "xml",
 )
 
+# The code of policy features, loaded by the snapshots that use them, when they are built: the
+# personal-data detector (detectPersonalData).
+SNAPSHOT_FEATURES = ("proxy.policy.personal_data",)
+
 # The real entry point, with the modules it holds written out as it exits.
 RUN_AND_LIST = (
     "import atexit, json, runpy, sys\n"
@@ -113,6 +117,8 @@ def test_the_default_sidecar_imports_none_of_the_heavy_modules_it_does_not_use(
     assert "proxy.telemetry.tracing" in loaded and "proxy.telemetry.otlp_export" in loaded  # telemetry was on
     heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert not heavy, f"the sidecar loaded modules it does not use (each pod pays their memory): {heavy}"
+    unused = [m for m in loaded if m in SNAPSHOT_FEATURES]
+    assert not unused, f"loaded without a snapshot that uses them: {unused}"
 
 
 # Imported only when the snapshot or the pod's environment asks for them: the OAuth clients (Entra ID,
