@@ -70,6 +70,9 @@ class Runtime:
         }
         if tokens is not None:
             tokens.retain(snapshot.providers)
+        limits = LimitTable.build(snapshot)
+        if not limits.empty:  # the admit stage's gate and the limits code it runs: loaded now, not by a request
+            import proxy.request.gate  # noqa: F401
         return cls(
             snapshot=snapshot,
             table=RoutingTable.build(snapshot),
@@ -78,7 +81,7 @@ class Runtime:
             classifier=Classifier(policy=snapshot.policy),
             received_at=time.time() if received_at is None else received_at,
             scrubber=Scrubber(_secrets(snapshot)),
-            limits=LimitTable.build(snapshot),
+            limits=limits,
             redactions=RedactionTable.build(snapshot.policy),
             guardrails=GuardrailTable.build(snapshot),
             tls_contexts=_tls_contexts(snapshot),

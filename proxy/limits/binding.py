@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
-from proxy.limits.model import MICRO_USD, Counter, Measure
 from proxy.snapshot import Capacity, Limit, Provider, Snapshot
+
+if TYPE_CHECKING:  # loaded by the snapshots that have limits or capacity (`LimitTable.build`)
+    from proxy.limits.model import Counter, Measure
 
 BindingKey = tuple[str, str, str]  # (route name, provider, upstream model)
 _NONE: tuple[Counter, ...] = ()
@@ -21,6 +24,8 @@ _NONE: tuple[Counter, ...] = ()
 
 def limit_counters(limit: Limit) -> tuple[Counter, ...]:
     """One counter per number the limit sets."""
+    from proxy.limits.model import Counter  # (at snapshot build, for a snapshot with limits)
+
     numbers: tuple[tuple[Measure, int | None], ...] = (
         ("requests", limit.requests_per_minute),
         ("tokens", limit.tokens_per_minute),
@@ -48,6 +53,8 @@ def limit_counters(limit: Limit) -> tuple[Counter, ...]:
 
 
 def capacity_counters(provider: Provider, capacity: Capacity) -> tuple[Counter, ...]:
+    from proxy.limits.model import Counter  # (at snapshot build, for a provider with capacity)
+
     namespace, _, name = provider.name.partition(".")
     numbers: tuple[tuple[Measure, int | None], ...] = (
         ("requests", capacity.requests_per_minute),
@@ -69,6 +76,8 @@ def capacity_counters(provider: Provider, capacity: Capacity) -> tuple[Counter, 
 
 
 def _micro(usd: float | None) -> int | None:
+    from proxy.limits.model import MICRO_USD
+
     return None if usd is None else round(usd * MICRO_USD)
 
 

@@ -16,10 +16,12 @@ still stop early, and settlement returns what it did not use.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.limits.model import Demand
 from proxy.snapshot import ModelPricing
+
+if TYPE_CHECKING:
+    from proxy.limits.model import Demand
 
 BYTES_PER_TOKEN = 2
 DEFAULT_OUTPUT_TOKENS = 4096
@@ -52,6 +54,8 @@ def estimate(
     pricing: ModelPricing | None = None,
 ) -> Demand:
     """The reservation for one request to one backend; `pricing` is the provider's for that model."""
+    from proxy.limits.model import Demand  # loaded with the snapshot's limits (proxy.limits.binding): a lookup
+
     output = requested_output or output_limit or DEFAULT_OUTPUT_TOKENS
     if requested_output is not None and output_limit is not None:
         output = min(requested_output, output_limit)  # the model stops there anyway

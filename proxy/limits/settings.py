@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from proxy.limits.model import Counter, Decision, Demand, Reservation, Usage
+if TYPE_CHECKING:
+    from proxy.limits.model import Counter, Decision, Demand, Reservation, Usage
 
 DEFAULT_TIMEOUT = 0.1
 

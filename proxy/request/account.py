@@ -26,7 +26,7 @@ from proxy.runtime import Runtime
 from proxy.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from proxy.request.admit import Gate
+    from proxy.request.gate import Gate
 
 
 class Accounting:

@@ -42,7 +42,7 @@ from proxy.snapshot import Backend
 from proxy.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from proxy.request.admit import Gate
+    from proxy.request.gate import Gate
 
 log = logging.getLogger("modelway.relay")
 

@@ -18,7 +18,7 @@ usage is zero, so limits and budgets charge nothing but the request.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from opentelemetry.trace import Span
@@ -27,7 +27,6 @@ from proxy.errors import ApiError, bad_request
 from proxy.frontends.anthropic_messages import parse_messages_request
 from proxy.frontends.base import ParsedChat
 from proxy.providers.base import ChatRequest, Translator, UnsupportedOperation, UpstreamRequest, Usage
-from proxy.request.admit import Gate
 from proxy.request.attempt import Attempts, Call
 from proxy.request.outcome import Attempt
 from proxy.request.redact import masking_for
@@ -35,6 +34,9 @@ from proxy.request.relay import Answer, ParseBody
 from proxy.request.responses import json_response
 from proxy.routing.table import Plan
 from proxy.runtime import Runtime
+
+if TYPE_CHECKING:  # loaded with the snapshots that have limits (proxy.runtime)
+    from proxy.request.gate import Gate
 
 OPERATION = "count_tokens"
 

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from opentelemetry.trace import Span
@@ -35,7 +35,7 @@ from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.policy.classify import Classification, embedding_texts
 from proxy.providers.base import Translator, UpstreamRequest
 from proxy.request.account import Accounting
-from proxy.request.admit import Admission, Gate
+from proxy.request.admit import Admission
 from proxy.request.attempt import Attempts, Call
 from proxy.request.backpressure import Backpressure
 from proxy.request.classify import classify
@@ -54,11 +54,14 @@ from proxy.runtime import Runtime, RuntimeHolder
 from proxy.snapshot import Backend
 from proxy.telemetry import Telemetry
 
+if TYPE_CHECKING:  # loaded with the snapshots that have limits (proxy.runtime)
+    from proxy.request.gate import Gate
+
 log = logging.getLogger("modelway.server")
 
 # What an operation does once planned: (runtime, plan, server span, attempts made, the request's
 # limits or None) -> the answer.
-Serve = Callable[[Runtime, Plan, Span, list[Attempt], Gate | None], Awaitable[tuple[web.StreamResponse, Answer]]]
+Serve = Callable[[Runtime, Plan, Span, list[Attempt], "Gate | None"], Awaitable[tuple[web.StreamResponse, Answer]]]
 
 
 class RequestPath:

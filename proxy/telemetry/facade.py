@@ -41,7 +41,6 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.limits.model import CounterState
 from proxy.providers.base import Usage
 from proxy.runtime import Runtime
 from proxy.telemetry.backends import BackendCatalog, BackendInfo
@@ -49,6 +48,7 @@ from proxy.telemetry.lean_span import SharedAttributes
 from proxy.telemetry.sidecar_metrics import CLIENT_GONE, ERROR, OK, NoMetrics
 
 if TYPE_CHECKING:
+    from proxy.limits.model import CounterState
     from proxy.request.outcome import Outcome
 
 log = logging.getLogger("modelway.telemetry")

@@ -45,8 +45,18 @@ HEAVY = (
 )
 
 # The code of policy features, loaded by the snapshots that use them, when they are built: the
-# personal-data detector (detectPersonalData).
-SNAPSHOT_FEATURES = ("proxy.policy.personal_data",)
+# personal-data detector (detectPersonalData), and the limits' counters, rules, limiter and gate
+# (limits, budgets or provider capacity).
+SNAPSHOT_FEATURES = (
+    "proxy.policy.personal_data",
+    "proxy.limits.model",
+    "proxy.limits.algorithm",
+    "proxy.limits.gate",
+    "proxy.limits.headers",
+    "proxy.limits.slot",
+    "proxy.limits.status",
+    "proxy.request.gate",
+)
 
 # The real entry point, with the modules it holds written out as it exits.
 RUN_AND_LIST = (
@@ -180,3 +190,43 @@ def test_a_redaction_policy_pushed_at_runtime_masks_with_the_code_it_loads_then(
         assert sent["json"]["messages"][-1]["content"] == "write to <EMAIL_1>"  # the provider a placeholder
     loaded = set(json.loads(modules.read_text()))
     assert {"proxy.redaction.rule", "proxy.redaction.pseudonymize", "proxy.redaction.restore"} <= loaded
+
+
+# Builds the runtime of the snapshot in argv[1] (JSON) in a fresh interpreter and prints which of the
+# limits modules were loaded before and after.
+BUILD_AND_LIST = (
+    "import json, sys\n"
+    "from proxy.request.flow import RequestPath\n"  # the request path, as the sidecar imports it
+    "from proxy.runtime import Runtime\n"
+    "from proxy.snapshot.wire import parse_snapshot\n"
+    "snapshot = parse_snapshot(json.loads(sys.argv[1]))\n"
+    "before = [m for m in sys.argv[2:] if m in sys.modules]\n"
+    "Runtime.build(snapshot)\n"
+    "print(json.dumps({'before': before, 'after': [m for m in sys.argv[2:] if m in sys.modules]}))\n"
+)
+
+
+def _limits_modules_around_build(snapshot: dict[str, Any]) -> dict[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_AND_LIST, json.dumps(snapshot), *SNAPSHOT_FEATURES],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, list[str]] = json.loads(done.stdout)
+    return result
+
+
+def test_a_snapshot_with_limits_loads_the_limits_code_when_it_is_built_not_at_its_first_request() -> None:
+    from tests.integration.limits_sidecar import limit, limited_snapshot
+
+    plain = limited_snapshot("http://127.0.0.1:9", "http://127.0.0.1:9")
+    assert _limits_modules_around_build(plain) == {"before": [], "after": []}
+    limited = limited_snapshot("http://127.0.0.1:9", "http://127.0.0.1:9", limits=[limit("rpm", requestsPerMinute=1)])
+    loaded = _limits_modules_around_build(limited)
+    assert loaded["before"] == []
+    assert {"proxy.request.gate", "proxy.limits.gate", "proxy.limits.model", "proxy.limits.slot"} <= set(
+        loaded["after"]
+    )

@@ -21,7 +21,8 @@ from proxy.limits.slot import LimiterSlot
 from proxy.policy.audit import AuditLog
 from proxy.policy.classify import Classification
 from proxy.providers.base import Usage as AnswerUsage
-from proxy.request.admit import GO, SKIP, Admission, Gate
+from proxy.request.admit import Admission
+from proxy.request.gate import GO, SKIP, Gate
 from proxy.request.outcome import CLIENT_CLOSED, NO_USAGE, Outcome
 from proxy.routing.health import OutlierDetector
 from proxy.routing.table import Plan
