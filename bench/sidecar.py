@@ -25,6 +25,8 @@ on, and on with the collector down; target: >= 0.85 of off's requests/s. And the
 access log (bench/sidecar_access_log.py): the sidecar with it on and off; and of the in-flight
 bounds (bench/sidecar_backpressure.py): the sidecar with its default bounds and with them off.
 
+What the sidecar's extra memory is made of, by package: `python -m bench.sidecar_footprint`.
+
 This module starts and loads the processes; the report (table, targets, sidecar.json) is
 bench/sidecar_report.py, and what the sidecar benchmarks share (the bench route, chat bodies,
 sanity checks, core choice) is bench/sidecar_setup.py.
