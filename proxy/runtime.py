@@ -72,7 +72,10 @@ class Runtime:
             tokens.retain(snapshot.providers)
         limits = LimitTable.build(snapshot)
         if not limits.empty:  # the admit stage's gate and the limits code it runs: loaded now, not by a request
-            import proxy.request.gate  # noqa: F401
+            import proxy.request.gate
+        guardrails = GuardrailTable.build(snapshot)
+        if guardrails:  # the guardrail checks, client, texts and window: loaded now, not by a request
+            import proxy.request.guarded  # noqa: F401
         return cls(
             snapshot=snapshot,
             table=RoutingTable.build(snapshot),
@@ -83,7 +86,7 @@ class Runtime:
             scrubber=Scrubber(_secrets(snapshot)),
             limits=limits,
             redactions=RedactionTable.build(snapshot.policy),
-            guardrails=GuardrailTable.build(snapshot),
+            guardrails=guardrails,
             tls_contexts=_tls_contexts(snapshot),
         )
 

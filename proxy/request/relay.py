@@ -42,7 +42,7 @@ from proxy.snapshot import Backend, Timeouts
 from proxy.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from proxy.request.guard import StreamGuard
+    from proxy.request.guarded import StreamGuard
 
 log = logging.getLogger("modelway.relay")
 

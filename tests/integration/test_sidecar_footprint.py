@@ -45,10 +45,18 @@ HEAVY = (
 )
 
 # The code of policy features, loaded by the snapshots that use them, when they are built: the
-# personal-data detector (detectPersonalData), and the limits' counters, rules, limiter and gate
-# (limits, budgets or provider capacity).
+# personal-data detector (detectPersonalData), the guardrail checks and client, and the limits'
+# counters, rules, limiter and gate (limits, budgets or provider capacity).
+GUARDRAIL_CODE = (
+    "proxy.guardrails.client",
+    "proxy.guardrails.texts",
+    "proxy.guardrails.window",
+    "proxy.request.guarded",
+)
+LIMITS_CODE = ("proxy.request.gate", "proxy.limits.gate", "proxy.limits.model", "proxy.limits.slot")
 SNAPSHOT_FEATURES = (
     "proxy.policy.personal_data",
+    *GUARDRAIL_CODE,
     "proxy.limits.model",
     "proxy.limits.algorithm",
     "proxy.limits.gate",
@@ -193,7 +201,7 @@ def test_a_redaction_policy_pushed_at_runtime_masks_with_the_code_it_loads_then(
 
 
 # Builds the runtime of the snapshot in argv[1] (JSON) in a fresh interpreter and prints which of the
-# limits modules were loaded before and after.
+# modules named after it were loaded before and after.
 BUILD_AND_LIST = (
     "import json, sys\n"
     "from proxy.request.flow import RequestPath\n"  # the request path, as the sidecar imports it
@@ -206,7 +214,7 @@ BUILD_AND_LIST = (
 )
 
 
-def _limits_modules_around_build(snapshot: dict[str, Any]) -> dict[str, list[str]]:
+def _feature_modules_around_build(snapshot: dict[str, Any]) -> dict[str, list[str]]:
     done = subprocess.run(
         [sys.executable, "-c", BUILD_AND_LIST, json.dumps(snapshot), *SNAPSHOT_FEATURES],
         cwd=REPO,
@@ -223,10 +231,18 @@ def test_a_snapshot_with_limits_loads_the_limits_code_when_it_is_built_not_at_it
     from tests.integration.limits_sidecar import limit, limited_snapshot
 
     plain = limited_snapshot("http://127.0.0.1:9", "http://127.0.0.1:9")
-    assert _limits_modules_around_build(plain) == {"before": [], "after": []}
+    assert _feature_modules_around_build(plain) == {"before": [], "after": []}
     limited = limited_snapshot("http://127.0.0.1:9", "http://127.0.0.1:9", limits=[limit("rpm", requestsPerMinute=1)])
-    loaded = _limits_modules_around_build(limited)
+    loaded = _feature_modules_around_build(limited)
     assert loaded["before"] == []
-    assert {"proxy.request.gate", "proxy.limits.gate", "proxy.limits.model", "proxy.limits.slot"} <= set(
-        loaded["after"]
-    )
+    assert set(LIMITS_CODE) <= set(loaded["after"])
+    assert not set(GUARDRAIL_CODE) & set(loaded["after"])
+
+
+def test_a_snapshot_with_guardrails_loads_their_checks_when_it_is_built_not_at_its_first_request() -> None:
+    from tests.integration.test_guardrails_sidecar import guardrail_snapshot
+
+    loaded = _feature_modules_around_build(guardrail_snapshot("http://127.0.0.1:9", "http://127.0.0.1:9"))
+    assert loaded["before"] == []
+    assert set(GUARDRAIL_CODE) <= set(loaded["after"])
+    assert not set(LIMITS_CODE) & set(loaded["after"])

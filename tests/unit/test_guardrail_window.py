@@ -10,7 +10,7 @@ import pytest
 
 from proxy.errors import ApiError
 from proxy.guardrails.window import Window
-from proxy.request.guard import StreamGuard
+from proxy.request.guarded import StreamGuard
 from proxy.request.relay import StreamStopped
 from proxy.snapshot import Guardrail
 
