@@ -388,7 +388,8 @@ def condition_events(
 
 
 def experiment_events(previous: Mapping[str, Any] | None, entries: Sequence[Mapping[str, Any]]) -> list[EventSpec]:
-    """Events for an experiment's moves of traffic: a promotion, a rollback, a rollout's next step.
+    """Events for an experiment's moves of traffic: a promotion, a rollback, a rollout's next step, an
+    adaptive rule's arm excluded by a guardrail.
 
     Compared with the status on the object, so a restarted or new leader that finds the move already
     written says nothing again."""
@@ -416,6 +417,14 @@ def experiment_events(previous: Mapping[str, Any] | None, entries: Sequence[Mapp
                 f"margin {breach.get('margin')})"
             )
             events.append(EventSpec("Warning", "ExperimentRolledBack", note, "RollBack"))
+        was_out = {b.get("arm") for b in old.get("excluded") or () if isinstance(b, Mapping)}
+        for breach in entry.get("excluded") or ():
+            if isinstance(breach, Mapping) and breach.get("arm") not in was_out:
+                note = (
+                    f"{where}: arm {breach.get('arm')} gets no more traffic: it breached the {breach.get('metric')} "
+                    f"guardrail (estimate {breach.get('estimate', 0.0):+.4g}, margin {breach.get('margin')})"
+                )
+                events.append(EventSpec("Warning", "ExperimentArmExcluded", note, "Exclude"))
         step, old_step = entry.get("rollout") or {}, old.get("rollout") or {}
         if entry.get("state") == "RollingOut" and old_step and step.get("step") != old_step.get("step"):
             note = f"{where}: the candidate's share is now {step.get('share')}% (step {step.get('step', 0) + 1})"

@@ -13,6 +13,7 @@ from controller.compile_route import experiment_name
 from controller.experiment_reports import CountsReport, parse_counts
 from controller.experiment_runner import ExperimentRunner
 from controller.experiments.counts import ArmStats, MeanStats, ProportionStats
+from controller.status import experiment_events
 
 KEY = ("ModelRoute", "team-a", "chat")
 
@@ -130,6 +131,11 @@ def test_an_arm_worse_than_the_control_on_a_guardrail_leaves_the_split() -> None
     (excluded,) = entry["excluded"]
     assert excluded["arm"] == "bad" and excluded["metric"] == "errorRate" and excluded["low"] > 0.05
     assert runner.statuses()[KEY][0].endswith("(excluded bad)")
+    before = {"experiments": [{k: v for k, v in entry.items() if k != "excluded"}]}
+    (event,) = experiment_events(before, [entry])
+    assert (event.type, event.reason) == ("Warning", "ExperimentArmExcluded")
+    assert "arm bad gets no more traffic" in event.note and "errorRate guardrail" in event.note
+    assert experiment_events({"experiments": [entry]}, [entry]) == []  # written once: no Event again
 
     # Without the guardrail the fastest arm, for all its errors, would take the traffic.
     unguarded = _route(("old", "bad", "good"), strategy="adaptive", metric="latency")
