@@ -370,6 +370,15 @@ class WriteSampler:
         self._thread.join(60)
         self.samples.append((time.monotonic(), api_writes(self._cluster)))
 
+    def wait_still(self, still: float = 6.0, timeout: float = 600.0) -> None:
+        """Until no status write or Event for `still` seconds: the status pass has ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.samples) > 1 and time.monotonic() - self.last_write_at() >= still:
+                return
+            time.sleep(self._every)
+        say(f"  the API server still sees status writes after {timeout:.0f} s: measuring anyway")
+
     def writes_since_start(self) -> dict[str, int]:
         first, last = self.samples[0][1], self.samples[-1][1]
         return {k: last[k] - first[k] for k in first}
