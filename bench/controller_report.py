@@ -261,7 +261,7 @@ def report(result: dict[str, Any]) -> None:
     if "status_pass" in result:
         sp = result["status_pass"]
         say(
-            f"status pass (the API server's counts from the controller's start to quiet): {sp['status_writes']} "
+            f"status pass (the API server's counts, controller start to pass end): {sp['status_writes']} "
             f"status writes and {sp['events']} Events ({sp['by_last_connection']['status_writes']} and "
             f"{sp['by_last_connection']['events']} by the last sidecar's connection); the last of them "
             f"{sp['ended_after_connect_s']:.0f} s after the clients connected (2 s resolution; the controller "
