@@ -27,6 +27,16 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("quiet after connect (s)", lambda r: f"{r['quiet_after_connect_seconds']:.0f}"),
     ("controller CPU connect->quiet (s)", lambda r: f"{r['cpu_seconds_connect_to_quiet']['controller']:.1f}"),
     ("apiserver+etcd CPU connect->quiet (s)", lambda r: f"{r['cpu_seconds_connect_to_quiet']['control_plane']:.1f}"),
+    ("status writes + Events in the pass", lambda r: "{status_writes} + {events}".format(**r["status_pass"])),
+    ("status pass ended after connect (s)", lambda r: f"{r['status_pass']['ended_after_connect_s']:.0f}"),
+    (
+        "controller CPU connect->pass end (s)",
+        lambda r: f"{r['status_pass']['cpu_seconds_connect_to_end']['controller']:.1f}",
+    ),
+    (
+        "apiserver+etcd CPU connect->pass end (s)",
+        lambda r: f"{r['status_pass']['cpu_seconds_connect_to_end']['control_plane']:.1f}",
+    ),
     ("others' CPU during changes (%)", lambda r: f"{_others(r):.0f}"),
     ("load average at the end", lambda r: " ".join(f"{v:.1f}" for v in r.get("load_average", [])) or "?"),
 )

@@ -81,6 +81,7 @@ def summarise(
     connect_retries: int,
     settle_seconds: float,
     cpu_connect: tuple[float, float],
+    status_pass: dict[str, Any],
     cpu_changes: float,
     cpu_clients: float,
     banner: str,
@@ -120,6 +121,7 @@ def summarise(
             "controller": round(cpu_connect[0], 1),
             "control_plane": round(cpu_connect[1], 1),
         },
+        "status_pass": status_pass,
         "latency_s": {
             "all_acks": {
                 "n": len(every_ack),
@@ -254,6 +256,20 @@ def report(result: dict[str, Any]) -> None:
         cpu = result["cpu_seconds_connect_to_quiet"]
         say(
             f"CPU from the first connection to quiet: controller {cpu['controller']:.1f} s, "
+            f"etcd + kube-apiserver {cpu['control_plane']:.1f} s"
+        )
+    if "status_pass" in result:
+        sp = result["status_pass"]
+        say(
+            f"status pass (the API server's counts, controller start to pass end): {sp['status_writes']} "
+            f"status writes and {sp['events']} Events ({sp['by_last_connection']['status_writes']} and "
+            f"{sp['by_last_connection']['events']} by the last sidecar's connection); the last of them "
+            f"{sp['ended_after_connect_s']:.0f} s after the clients connected (2 s resolution; the controller "
+            f"was quiet at {result['quiet_after_connect_seconds']:.0f} s)"
+        )
+        cpu = sp["cpu_seconds_connect_to_end"]
+        say(
+            f"CPU from the first connection to the pass's end: controller {cpu['controller']:.1f} s, "
             f"etcd + kube-apiserver {cpu['control_plane']:.1f} s"
         )
     say(line)

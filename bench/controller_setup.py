@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -323,3 +324,70 @@ def route_status(cluster: KubeCluster, name: str) -> dict[str, Any]:
             None,
         ),
     }
+
+
+_REQUESTS = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def api_writes(cluster: KubeCluster) -> dict[str, int]:
+    """The API server's own count of the writes a status pass makes, from its /metrics: status writes
+    to modelway.io objects (apply or patch of the status subresource) and Events created."""
+    code, body = cluster.request("GET", "/metrics", timeout=30)
+    if code != 200 or not isinstance(body, str):
+        return {"status_writes": -1, "events": -1}
+    counts = {"status_writes": 0, "events": 0}
+    for labels_text, value in _REQUESTS.findall(body):
+        labels = dict(_LABEL.findall(labels_text))
+        if labels.get("group") == "modelway.io" and labels.get("subresource") == "status":
+            if labels.get("verb") in ("APPLY", "PATCH", "PUT"):
+                counts["status_writes"] += int(float(value))
+        elif labels.get("resource") == "events" and labels.get("verb") == "POST":
+            counts["events"] += int(float(value))
+    return counts
+
+
+class WriteSampler:
+    """Samples `api_writes` every `every` seconds in a thread, from the controller's start until stopped:
+    when the status pass's writes stopped, and how many there were by each moment asked about."""
+
+    def __init__(self, cluster: KubeCluster, every: float = 2.0) -> None:
+        import threading
+
+        self._cluster, self._every = cluster, every
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, dict[str, int]]] = [(self.started, api_writes(cluster))]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="api-writes")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.samples.append((time.monotonic(), api_writes(self._cluster)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        self.samples.append((time.monotonic(), api_writes(self._cluster)))
+
+    def wait_still(self, still: float = 6.0, timeout: float = 600.0) -> None:
+        """Until no status write or Event for `still` seconds: the status pass has ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.samples) > 1 and time.monotonic() - self.last_write_at() >= still:
+                return
+            time.sleep(self._every)
+        say(f"  the API server still sees status writes after {timeout:.0f} s: measuring anyway")
+
+    def writes_since_start(self) -> dict[str, int]:
+        first, last = self.samples[0][1], self.samples[-1][1]
+        return {k: last[k] - first[k] for k in first}
+
+    def last_write_at(self) -> float:
+        """When (monotonic) the last sample that saw new status writes or Events was taken."""
+        when, before = self.samples[0]
+        for at, counts in self.samples[1:]:
+            if counts != before:
+                when = at
+            before = counts
+        return when

@@ -77,8 +77,11 @@ _RESOURCES: dict[str, ResourceType] = {
 def _pack(status: Mapping[str, Any]) -> bytes:
     """A status kept for later as compact JSON: a few hundred bytes instead of a few KB of dicts and
     strings. Thousands are kept (one per object, twice: as watched and as written) and few are read
-    again (an object's own on its next write, all of them on a new leader's first pass)."""
-    return orjson.dumps(status) if status else b""
+    again (an object's own on its next write, all of them on a new leader's first pass).
+
+    Copied to a bytes object of its own length: orjson's result keeps the 4 KB buffer it was written
+    into (whatever its length), which for 14,000 kept statuses is 50 MB instead of 8."""
+    return bytes(memoryview(orjson.dumps(status))) if status else b""
 
 
 def _unpack(packed: bytes) -> dict[str, Any]:
