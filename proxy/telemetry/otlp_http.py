@@ -59,7 +59,7 @@ class Connection:
     def post(self, head: bytes, body: bytes) -> tuple[int, str, dict[str, str], bytes, bool]:
         """(status, reason, headers, body, whether the collector closes the connection after it)."""
         self._buffer = b""  # (nothing is left over from a previous answer that was read whole)
-        self.sock.sendall(b"".join((head, str(len(body)).encode(), b"\r\n\r\n", body)))
+        self._send((head, str(len(body)).encode(), b"\r\n\r\n", body))
         while True:
             status, reason, headers, http10 = self._head()
             if not 100 <= status < 200:  # 1xx answers are interim: the real one follows
@@ -76,6 +76,17 @@ class Connection:
                 raise http.client.HTTPException(f"bad Content-Length {length[:40]!r}")
             return status, reason, headers, self._exactly(int(length)), closes
         return status, reason, headers, self._to_close(), True
+
+    def _send(self, parts: tuple[bytes, ...]) -> None:
+        """The parts in one system call, gathered by the kernel (a batch of spans is not copied again to
+        be joined to its head); a TLS socket, or a send cut short, gets the rest as one buffer."""
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket):
+            sock.sendall(b"".join(parts))
+            return
+        sent = sock.sendmsg(parts)
+        if sent < sum(map(len, parts)):
+            sock.sendall(memoryview(b"".join(parts))[sent:])
 
     # -- reading
 
