@@ -44,7 +44,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from proxy.providers.base import Usage
 from proxy.runtime import Runtime
 from proxy.telemetry.backends import BackendCatalog, BackendInfo
-from proxy.telemetry.lean_span import SharedAttributes
+from proxy.telemetry.lean_span import LeanSpan, SharedAttributes
 from proxy.telemetry.sidecar_metrics import CLIENT_GONE, ERROR, OK, NoMetrics
 
 if TYPE_CHECKING:
@@ -174,7 +174,11 @@ class Telemetry:
         cache_attributes(attributes, usage)
         if response_model:
             attributes["gen_ai.response.model"] = response_model
-        span.set_attributes(attributes)
+        # Token counts are ints (the providers' checks), the time a float: plain when the texts are str.
+        if type(span) is LeanSpan and type(response_model or "") is str and type(finish_reason or "") is str:
+            span.set_plain(attributes)
+        else:
+            span.set_attributes(attributes)
 
     def attempt_failed(self, span: Span, error_type: str, message: str, *, status: int | None = None) -> None:
         """How an attempt failed, on its CLIENT span (`status`: the provider's answer's, if any)."""
@@ -220,7 +224,10 @@ class Telemetry:
                     attributes["modelway.cost.usd"] = outcome.cost
                 if outcome.ttft is not None:
                     attributes["modelway.time_to_first_token"] = outcome.ttft
-                span.set_attributes(attributes)
+                if type(span) is LeanSpan and type(outcome.response_model or "") is str:  # plain: taken whole
+                    span.set_plain(attributes)
+                else:
+                    span.set_attributes(attributes)
             if outcome.error_type is not None:
                 set_error(span, outcome.error_type, outcome.error_message)
         if runtime is None or not outcome.decision:  # turned away before a route was chosen

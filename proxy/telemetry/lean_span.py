@@ -241,6 +241,26 @@ class LeanSpan(trace.Span):
             mine, shared = self.own, self.shared
             room = self._tracer.limits.attributes - (0 if shared is None else len(shared))
 
+    def set_plain(self, attributes: dict[str, Any]) -> None:
+        """``set_attributes`` for a dict the caller built itself of plain values (non-empty str keys;
+        str, int, float or bool values, or tuples of str), as the request path builds an answer's
+        attributes: a promise, as with SharedAttributes. New keys within the limit are taken in a few
+        C-level checks (the dict itself kept when the span has none of its own yet: never changed
+        after); anything else, as set_attributes would."""
+        own, shared = self.own, self.shared
+        if (
+            self.end_time is None
+            and len(own) + len(attributes) + (0 if shared is None else len(shared)) <= self._tracer.limits.attributes
+            and own.keys().isdisjoint(attributes)
+            and (shared is None or shared.keys().isdisjoint(attributes))
+        ):
+            if own:
+                own.update(attributes)
+            else:
+                self.own = attributes
+            return
+        self.set_attributes(attributes)
+
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
         if self.end_time is not None:
             return
