@@ -15,7 +15,7 @@ same way (e.g. `git archive main | tar -x -C DIR`).
 
 Slow (valgrind runs Python ~50x slower): a few minutes per checkout and scenario.
 
-    python -m bench.sidecar_instructions [--stream] [--requests 200,1200] [--before DIR]
+    python -m bench.sidecar_instructions [--stream] [--down] [--requests 200,1200] [--before DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ VARIANTS = {
     "off": {"OTEL_SDK_DISABLED": "true"},
     "on": {"OTEL_TRACES_SAMPLER": "always_on"},  # + the sink's endpoint
 }
+# As bench.sidecar_telemetry's `down`: `on` with the collector away (a closed port): exports fail, the
+# queue fills, drops are counted.
+DOWN = {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}
 
 
 def _instructions(
@@ -87,7 +90,7 @@ def _instructions(
 
 
 def measure(
-    homes: dict[str, Path], *, stream: bool, n1: int, n2: int, sink_port: int, snapshot: Path
+    homes: dict[str, Path], *, stream: bool, n1: int, n2: int, sink_port: int, snapshot: Path, down: bool = False
 ) -> dict[str, dict[str, float]]:
     from bench.sidecar_setup import chat_body
 
@@ -97,10 +100,12 @@ def measure(
     out: dict[str, dict[str, float]] = {}
     for label, home in homes.items():
         per: dict[str, float] = {}
-        for variant, extra in VARIANTS.items():
+        for variant, extra in (VARIANTS | ({"down": DOWN} if down else {})).items():
             env = {**base, **extra}
             if variant == "on":
                 env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
+            elif variant == "down":
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
             counts = [
                 _instructions(home, variant, n, env=env, snapshot=snapshot, body=body, logs=LOGS) for n in (n1, n2)
             ]
@@ -112,6 +117,12 @@ def measure(
             f"({100 * (per['on'] - per['off']) / per['off']:.0f} % of off); off/on {per['off'] / per['on']:.3f}",
             flush=True,
         )
+        if "down" in per:
+            print(
+                f"{label:<7} {'stream' if stream else 'plain'}: collector down: instructions per request "
+                f"{per['down']:,.0f}; off/down {per['off'] / per['down']:.3f}",
+                flush=True,
+            )
     return out
 
 
@@ -120,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", action="store_true", help="streamed chat completions (default: plain)")
     parser.add_argument("--requests", default="200,1200", metavar="N1,N2", help="requests in the two runs")
     parser.add_argument("--before", type=Path, metavar="DIR", help="also measure this checkout")
+    parser.add_argument("--down", action="store_true", help="also with the collector down (a closed port)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("bench: valgrind is not installed; install it with:  apt-get install -y valgrind", file=sys.stderr)
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_listening(procs[1], sink_port)
             snapshot = Path(tmp) / "snapshot.json"
             snapshot.write_text(json.dumps(snapshot_for(upstream_port)))
-            measure(homes, stream=args.stream, n1=n1, n2=n2, sink_port=sink_port, snapshot=snapshot)
+            measure(homes, stream=args.stream, n1=n1, n2=n2, sink_port=sink_port, snapshot=snapshot, down=args.down)
     except BenchBroken as exc:
         print(f"bench: BROKEN: {exc}", file=sys.stderr)
         return 1
