@@ -160,9 +160,17 @@ class SpanEncoder:
                 last_resource, last_scope = resource, scope
                 scopes = groups.setdefault(self._resource(resource), {})
                 encoded = scopes.setdefault(self._scope(scope), [])
-            body = self.encode_lean_span(span) if lean else self.encode_span(span)
-            n = len(body)  # ScopeSpans.spans (2): tag, length, body (joined once, with the rest)
-            encoded += (b"\x12", _VARINT1[n] if n < 0x80 else _varint(n), body)
+            # ScopeSpans.spans (2): tag, length, the span's parts (joined once, with the whole batch)
+            parts = self._lean_parts(span) if lean else [self.encode_span(span)]
+            n = sum(map(len, parts))
+            encoded.append(b"\x12")
+            if n < 0x80:
+                encoded.append(_VARINT1[n])
+            elif n < 0x4000:  # most spans: a two-byte length, made here rather than by a call
+                encoded.append(bytes(((n & 0x7F) | 0x80, n >> 7)))
+            else:
+                encoded.append(_varint(n))
+            encoded += parts
         # The nested messages' lengths are summed, not measured on joined bytes: the batch is joined once
         # (a join per level copied every span's bytes four times more).
         out: list[bytes] = []
@@ -345,6 +353,10 @@ class SpanEncoder:
         """``encode_span`` for a ``proxy.telemetry.lean_span.LeanSpan``: the same bytes, read from its plain slots
         (attributes a dict; events ``(name, attributes, time, dropped)`` and links
         ``(context, attributes, dropped)`` tuples; status a Status)."""
+        return b"".join(self._lean_parts(span))
+
+    def _lean_parts(self, span: Any) -> list[bytes]:
+        """`encode_lean_span`'s bytes in parts (`encode` joins a batch's at once)."""
         # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
         trace_id, span_id, _, _, trace_state, _ = span.context
         parent = span.parent
@@ -377,7 +389,7 @@ class SpanEncoder:
         status = span.status  # 15
         parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
         parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
-        return b"".join(parts)
+        return parts
 
     def _rare_fields(self, parts: list[bytes], rare: Any) -> None:
         """Span fields 10 to 14 of a LeanSpan, from its ``_rare`` record."""
