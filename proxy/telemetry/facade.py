@@ -162,6 +162,8 @@ class Telemetry:
         finish_reason: str | None = None,
     ) -> None:
         """The answer's attributes on an attempt's CLIENT span, in one call."""
+        if type(span) is not LeanSpan and not span.is_recording():  # (tracing off: nothing to build)
+            return
         attributes: dict[str, Any] = {"http.response.status_code": 200}
         if ttft is not None:
             attributes["modelway.time_to_first_token"] = ttft
@@ -230,7 +232,7 @@ class Telemetry:
                     span.set_attributes(attributes)
             if outcome.error_type is not None:
                 set_error(span, outcome.error_type, outcome.error_message)
-        if runtime is None or not outcome.decision:  # turned away before a route was chosen
+        if runtime is None or not outcome.decision or type(metrics) is NoMetrics:  # no route chosen, or metrics off
             return
         route, data_class = outcome.route, outcome.data_class
         if outcome.decision == "refuse":
@@ -240,35 +242,42 @@ class Telemetry:
         if outcome.decision == "reroute":
             for policy in outcome.policies:
                 metrics.policy_reroute(route=route, policy=policy, data_class=data_class)
-        operation, previous, info = outcome.operation, None, None
-        for attempt in outcome.attempts:
-            info = self.backends.get(runtime, attempt.backend)
-            if previous is not None:  # the attempt before failed: this one is a retry or a fallback
-                if previous.backend == attempt.backend:
-                    metrics.retry(route=route, info=info, reason=previous.error_type or "")
-                else:
-                    metrics.fallback(route=route, info=info, reason=previous.error_type or "")
-            metrics.attempt(
-                operation=operation, route=route, info=info, error_type=attempt.error_type, seconds=attempt.seconds
-            )
-            previous = attempt
+        operation, previous, info, attempts = outcome.operation, None, None, outcome.attempts
         error_type, backend = outcome.error_type, outcome.backend
-        if backend is None:
-            info = None
-        elif previous is None or previous.backend != backend:  # (the answer is the last attempt's)
-            info = self.backends.get(runtime, backend)
+        attempt_seconds = None
+        if len(attempts) == 1 and attempts[0].error_type is None and attempts[0].backend == backend:
+            # The common case, one attempt that answered: measured with the request, on its backend's labels.
+            info, attempt_seconds = self.backends.get(runtime, backend), attempts[0].seconds
+        else:
+            for attempt in attempts:
+                info = self.backends.get(runtime, attempt.backend)
+                if previous is not None:  # the attempt before failed: this one is a retry or a fallback
+                    if previous.backend == attempt.backend:
+                        metrics.retry(route=route, info=info, reason=previous.error_type or "")
+                    else:
+                        metrics.fallback(route=route, info=info, reason=previous.error_type or "")
+                metrics.attempt(
+                    operation=operation, route=route, info=info, error_type=attempt.error_type, seconds=attempt.seconds
+                )
+                previous = attempt
+            if backend is None:
+                info = None
+            elif previous is None or previous.backend != backend:  # (the answer is the last attempt's)
+                info = self.backends.get(runtime, backend)
+        usage = outcome.usage
         metrics.request(
             operation=operation,
             route=route,
             info=info,
-            outcome=OK if error_type is None else CLIENT_GONE if error_type == "client_disconnected" else ERROR,
+            outcome=OK if error_type is None else CLIENT_GONE if error_type == CLIENT_GONE else ERROR,
             error_type=error_type,
             seconds=outcome.duration,
-            input_tokens=outcome.usage.input_tokens,
-            output_tokens=outcome.usage.output_tokens,
-            cached_tokens=outcome.usage.cached_input_tokens,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_input_tokens,
             cost=outcome.cost,
             ttft=outcome.ttft,
+            attempt_seconds=attempt_seconds,
         )
 
     def capture(

@@ -64,6 +64,7 @@ class NoMetrics:
         cost: float | None,
         ttft: float | None,
         cached_tokens: int | None = None,
+        attempt_seconds: float | None = None,
     ) -> None:
         pass
 
@@ -329,7 +330,10 @@ class SidecarMetrics(NoMetrics):
         cost: float | None,
         ttft: float | None,
         cached_tokens: int | None = None,
+        attempt_seconds: float | None = None,
     ) -> None:
+        """`attempt_seconds`: the request's one attempt, answered by `info`'s backend (its
+        gen_ai.client.operation.duration, as `attempt` would record it, without another lookup)."""
         labels = info.labels if info is not None else NO_BACKEND
         key = (operation, route, labels, outcome, error_type)
         series = self._series.get(key)
@@ -340,6 +344,11 @@ class SidecarMetrics(NoMetrics):
             )
         series.requests[0] += 1
         observe(series.duration, DURATION_BUCKETS, seconds)
+        if attempt_seconds is not None:
+            point = series.attempt or series.make(
+                "attempt", self.operation_duration.point((operation, route, labels, None), attempt_seconds)
+            )
+            observe(point, DURATION_BUCKETS, attempt_seconds)
         if input_tokens is not None:
             point = series.tokens_in or series.make(
                 "tokens_in", self.token_usage.point((operation, route, labels, "input"), input_tokens)
@@ -426,11 +435,11 @@ class SidecarMetrics(NoMetrics):
 class _Series:
     """The cells one kind of request updates (see SidecarMetrics.request)."""
 
-    __slots__ = ("cost", "duration", "requests", "tokens_cached", "tokens_in", "tokens_out", "ttft")
+    __slots__ = ("attempt", "cost", "duration", "requests", "tokens_cached", "tokens_in", "tokens_out", "ttft")
 
     def __init__(self, requests: list[float], duration: list[float]) -> None:
         self.requests, self.duration = requests, duration
-        self.tokens_in = self.tokens_out = self.tokens_cached = self.cost = self.ttft = None
+        self.tokens_in = self.tokens_out = self.tokens_cached = self.cost = self.ttft = self.attempt = None
 
     def make(self, name: str, cell: list[float]) -> list[float]:
         setattr(self, name, cell)
