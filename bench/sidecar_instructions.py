@@ -7,11 +7,12 @@ recorded), and serves N1 then, in a second run, N2 sequential requests (after th
 warm-up); (instructions(N2) - instructions(N1)) / (N2 - N1) is the cost of one request,
 start-up and shutdown cancelled out. On a core where the sidecar is CPU-bound, off/on of
 instructions per request is close to the on/off ratio of requests/s that
-bench.sidecar_telemetry measures (target >= 0.85). Not exact: under valgrind the export
-threads' timers (the span queue's schedule delay) cut batches differently from run to run, so
-off/on moves by a few hundredths between runs of the same code; compare changes smaller than
-that with in-process counts of the code itself. `--before DIR` measures another checkout the
-same way (e.g. `git archive main | tar -x -C DIR`).
+bench.sidecar_telemetry measures (target >= 0.85). Spans are exported in full batches only (a
+schedule delay of ten minutes): as under load, where the batch size, not the timer, starts each
+export, and the same from run to run (with the default 1 s timer, valgrind's slowness cut batches
+of a few dozen spans, differently each run, and off/on moved by a few hundredths between runs of
+the same code). `--down` also measures `on` with the collector away. `--before DIR` measures
+another checkout the same way (e.g. `git archive main | tar -x -C DIR`).
 
 Slow (valgrind runs Python ~50x slower): a few minutes per checkout and scenario.
 
@@ -36,13 +37,14 @@ from pathlib import Path
 from bench.harness import ROOT, BenchBroken, free_port, start, wait_listening
 
 LOGS = ROOT / "bench" / "results" / "logs" / "instructions"
+FULL_BATCHES = {"OTEL_BSP_SCHEDULE_DELAY": "600000"}  # exports started by the batch size only (see above)
 VARIANTS = {
     "off": {"OTEL_SDK_DISABLED": "true"},
-    "on": {"OTEL_TRACES_SAMPLER": "always_on"},  # + the sink's endpoint
+    "on": {"OTEL_TRACES_SAMPLER": "always_on", **FULL_BATCHES},  # + the sink's endpoint
 }
 # As bench.sidecar_telemetry's `down`: `on` with the collector away (a closed port): exports fail, the
 # queue fills, drops are counted.
-DOWN = {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}
+DOWN = {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_EXPORTER_OTLP_TIMEOUT": "2000", **FULL_BATCHES}
 
 
 def _instructions(
@@ -79,7 +81,7 @@ def _instructions(
             if answer.status != 200:
                 raise BenchBroken(f"sidecar answered {answer.status}: {data[:200]!r}")
         conn.close()
-        time.sleep(1.0)  # let a pending export go out before the shutdown flush
+        time.sleep(1.0)  # let an export under way finish before the shutdown flush
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=600)
