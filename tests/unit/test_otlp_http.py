@@ -83,3 +83,34 @@ def test_broken_answers_raise_what_http_client_would(answer, error):
 def test_a_header_that_would_split_the_head_is_refused():
     with pytest.raises(ValueError):
         request_head(path="/", host="h", port=80, default_port=80, headers={"x": "a\r\nInjected: 1"})
+
+
+class _ShortSends:
+    """A socket whose gathering send takes only part of what it is given (as a full send buffer does)."""
+
+    def __init__(self, sock: socket.socket, first: int) -> None:
+        self._sock, self._first = sock, first
+
+    def sendmsg(self, parts: tuple[bytes, ...]) -> int:
+        return self._sock.send(b"".join(parts)[: self._first])
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+@pytest.mark.parametrize("first", [1, 30, 90])
+def test_a_post_cut_short_by_the_socket_is_sent_whole(first):
+    ours, theirs = socket.socketpair()
+    body = bytes(range(256)) * 4
+    try:
+        theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        status = Connection(_ShortSends(ours, first)).post(HEAD, body)[0]  # type: ignore[arg-type]
+        expected = HEAD + b"1024\r\n\r\n" + body
+        got = b""
+        while len(got) < len(expected):
+            got += theirs.recv(65536)
+    finally:
+        ours.close()
+        theirs.close()
+    assert status == 200
+    assert got == expected

@@ -553,3 +553,28 @@ def test_limits_from_the_environment():
     [done] = _finished(provider, out)
     assert done.attributes == {} and done.dropped_attributes == 2
     provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    "before, plain",
+    [
+        ({}, {"x": 1, "y": "b"}),  # a fresh span: taken whole
+        ({"x": 0}, {"y": "b", "z": 2.5}),  # new keys after the span's own
+        ({"x": 0, "y": "a"}, {"y": "b", "x": 1}),  # keys set again move to the end
+        ({}, {"shared.key": "again", "y": ("stop",)}),  # a shared key set again
+        ({"x": 0}, {"y": 1, "z": 2, "w": 3}),  # past the limit: the oldest dropped, counted
+    ],
+)
+def test_set_plain_leaves_a_span_as_set_attributes_does(before, plain):
+    provider, _ = _lean({"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "4"})
+    tracer = provider.get_tracer("t")
+    shared = SharedAttributes({"shared.key": "v", "other": 1})
+    spans = [tracer.start_span("s", attributes=shared) for _ in range(2)]
+    for span in spans:
+        span.set_attributes(before)
+    spans[0].set_attributes(dict(plain))
+    spans[1].set_plain(dict(plain))
+    assert list(spans[1].attributes.items()) == list(spans[0].attributes.items())
+    assert spans[1].dropped_attributes == spans[0].dropped_attributes
+    assert shared == {"shared.key": "v", "other": 1}  # never changed
+    provider.shutdown()
