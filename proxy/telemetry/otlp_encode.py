@@ -160,9 +160,9 @@ class SpanEncoder:
                 last_resource, last_scope = resource, scope
                 scopes = groups.setdefault(self._resource(resource), {})
                 encoded = scopes.setdefault(self._scope(scope), [])
-            # ScopeSpans.spans (2): tag, length, the span's parts (joined once, with the whole batch)
-            parts = self._lean_parts(span) if lean else [self.encode_span(span)]
-            n = sum(map(len, parts))
+            # ScopeSpans.spans (2): tag, length, body (joined once, with the rest)
+            body = b"".join(self._lean_parts(span)) if lean else self.encode_span(span)
+            n = len(body)  # (joined per span: summing the lengths of a batch of parts costs more)
             encoded.append(b"\x12")
             if n < 0x80:
                 encoded.append(_VARINT1[n])
@@ -170,19 +170,23 @@ class SpanEncoder:
                 encoded.append(bytes(((n & 0x7F) | 0x80, n >> 7)))
             else:
                 encoded.append(_varint(n))
-            encoded += parts
+            encoded.append(body)
         # The nested messages' lengths are summed, not measured on joined bytes: the batch is joined once
         # (a join per level copied every span's bytes four times more).
         out: list[bytes] = []
         for (resource_field, resource_schema), scopes in groups.items():
-            chunks: list[bytes] = []
+            heads: list[bytes] = []
             size = len(resource_field) + len(resource_schema)
             for (scope_field, scope_schema), encoded in scopes.items():
                 n = len(scope_field) + sum(map(len, encoded)) + len(scope_schema)
-                head = b"\x12" + _varint(n)  # ResourceSpans.scope_spans (2)
-                chunks += (head, scope_field, *encoded, scope_schema)
-                size += len(head) + n
-            out += (b"\x0a", _varint(size), resource_field, *chunks, resource_schema)  # resource_spans (1)
+                heads.append(b"\x12" + _varint(n))  # ResourceSpans.scope_spans (2)
+                size += len(heads[-1]) + n
+            out += (b"\x0a", _varint(size), resource_field)  # ExportTraceServiceRequest.resource_spans (1)
+            for head, ((scope_field, scope_schema), encoded) in zip(heads, scopes.items(), strict=True):
+                out += (head, scope_field)
+                out += encoded
+                out.append(scope_schema)
+            out.append(resource_schema)
         return b"".join(out)
 
     def _resource(self, resource: Any) -> tuple[bytes, bytes]:
@@ -356,7 +360,7 @@ class SpanEncoder:
         return b"".join(self._lean_parts(span))
 
     def _lean_parts(self, span: Any) -> list[bytes]:
-        """`encode_lean_span`'s bytes in parts (`encode` joins a batch's at once)."""
+        """`encode_lean_span`'s bytes in parts."""
         # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
         trace_id, span_id, _, _, trace_state, _ = span.context
         parent = span.parent
