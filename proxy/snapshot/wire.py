@@ -70,9 +70,22 @@ class Snapshot(Frozen, frozen=True, kw_only=True):
                         )
 
     def masked(self) -> dict[str, Any]:
-        """The snapshot as JSON-ready data with every credential replaced by a marker."""
-        data: dict[str, Any] = msgspec.to_builtins(self, enc_hook=mask_secret)
+        """The snapshot as JSON-ready data with every credential replaced by a marker, and every field
+        shown, defaults too (the wire leaves them out; an operator reading a dump should not have to
+        know the defaults to see that a list is empty or a retry is the default one)."""
+        data: dict[str, Any] = msgspec.to_builtins(_every_field(self), enc_hook=mask_secret)
         return data
+
+
+def _every_field(value: Any) -> Any:
+    """Structs as dicts of all their fields under their wire names, recursively (for `masked`)."""
+    if isinstance(value, msgspec.Struct):
+        return {f.encode_name: _every_field(getattr(value, f.name)) for f in msgspec.structs.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_every_field(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _every_field(item) for key, item in value.items()}
+    return value
 
 
 def to_wire(snapshot: Snapshot, *, exclude_version: bool = False) -> dict[str, Any]:

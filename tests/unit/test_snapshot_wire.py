@@ -103,3 +103,14 @@ def test_the_versions_of_known_snapshots_stay_what_they_are() -> None:
     snapshot to every sidecar when it is upgraded. With defaults left out, a new field with a default
     leaves every version as it was; this pins that (update the pins only for a deliberate change)."""
     assert (content_version(rich()), content_version(plain())) == ("dc731a9030a09da4", "a52ca7d2569f1b69")
+
+
+@SAMPLES
+def test_a_dump_shows_every_field_defaults_too_and_no_credential(sample: Callable[[], Snapshot]) -> None:
+    """What `/config` shows an operator: the wire leaves defaults out, a dump does not."""
+    built = sample()
+    dumped, full = built.masked(), written_in_full(built)
+    assert set(dumped) == set(full) and set(dumped["policy"]) == set(full["policy"])
+    assert [set(route) for route in dumped["routes"]] == [set(route) for route in full["routes"]]
+    assert Snapshot(version="1", providers=(), routes=()).masked()["routes"] == []
+    assert "<redacted>" in json.dumps(dumped) and json.dumps(dumped) != json.dumps(full)
