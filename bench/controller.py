@@ -99,7 +99,8 @@ from bench.controller_processes import (
     proc_status,
     wait_quiet,
 )
-from bench.controller_report import LOGS, MEASURED_ROUTE, print_profile, print_samples, report, summarise
+from bench.controller_profiling import Profiler
+from bench.controller_report import LOGS, MEASURED_ROUTE, report, summarise
 from bench.controller_setup import (
     NAMESPACE,
     ROUTES_PER_NAMESPACE,
@@ -133,9 +134,8 @@ class Bench:
         self.plane: KubeControlPlane | None = None
         self.controller: ManagedProcess | None = None
         self.clients: Clients | None = None
-        self.sampler: subprocess.Popen[bytes] | None = None
         self.writes: WriteSampler | None = None
-        self.py_spy: str | None = None
+        self.profiler = Profiler(args, results=RESULTS)
 
     def kubectl_run(self, cluster: KubeCluster, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -153,53 +153,6 @@ class Bench:
         """This benchmark's long-running processes: the control plane, the controller, the clients."""
         processes = [*(self.plane.processes if self.plane else []), *([self.controller] if self.controller else [])]
         return [p.proc.pid for p in processes] + ([self.clients.proc.pid] if self.clients is not None else [])
-
-    def windows(self) -> set[str]:
-        """The windows profiled (cProfile) or whose allocations are written (--tracemalloc)."""
-        profile = self.args.profile
-        if profile is None:
-            return {"changes"} if self.args.tracemalloc or self.args.gc else set()
-        return {"settle", "changes"} if profile == "all" else {profile}
-
-    def uses_py_spy(self) -> bool:
-        return bool(self.py_spy) and self.args.profile == "changes" and not self.args.tracemalloc and not self.args.gc
-
-    def start_profile(self, pid: int, window: str) -> None:
-        """py-spy samples the controller from outside if installed; else its own cProfile starts (SIGUSR1)."""
-        if window not in self.windows():
-            return
-        if not self.uses_py_spy():
-            os.kill(pid, signal.SIGUSR1)  # bench.controller_profiled
-            return
-        (RESULTS / "controller-profile.txt").unlink(missing_ok=True)
-        with (LOGS / "py-spy.log").open("wb") as spy_log:
-            argv = [self.py_spy or "py-spy", "record", "--pid", str(pid), "--format", "raw", "--function"]
-            argv += ["--nonblocking", "--rate", "250", "--output", str(RESULTS / "controller-profile.txt")]
-            self.sampler = subprocess.Popen(argv, stdout=spy_log, stderr=subprocess.STDOUT, start_new_session=True)
-        time.sleep(1.0)
-
-    def stop_profile(self, pid: int, window: str) -> None:
-        """Ends the window; its files are kept as controller-<window>.prof and .mem.txt in bench/results."""
-        if window not in self.windows():
-            return
-        if self.sampler is not None:
-            self.sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            self.sampler.wait(30)
-            return
-        profile, memory, gc_file = (RESULTS / f"controller.{ext}" for ext in ("prof", "mem.txt", "gc.txt"))
-        # bench.controller_profiled writes collector pauses, then allocations, then the profile
-        last = profile if self.args.profile else memory if self.args.tracemalloc else gc_file
-        for path in (profile, memory, gc_file):
-            path.unlink(missing_ok=True)
-        os.kill(pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 120
-        while not last.exists():
-            if time.monotonic() > deadline:
-                raise BenchBroken(f"the profiled controller wrote no {last.name} within 120 s")
-            time.sleep(0.2)
-        for path in (profile, memory, gc_file):
-            if path.exists():
-                path.replace(RESULTS / path.name.replace("controller.", f"controller-{window}.", 1))
 
     def run(self) -> dict[str, Any]:
         args = self.args
@@ -262,8 +215,7 @@ class Bench:
             f"127.0.0.1:{ports.take()}",
         ]  # not the fixed 15014: a shared machine
         env = {"PYTHONPATH": str(ROOT)}
-        self.py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(PYTHON).parent))
-        if self.windows() and not self.uses_py_spy():
+        if self.profiler.windows() and not self.profiler.uses_py_spy():
             argv[1:3] = ["-m", "bench.controller_profiled"]  # cProfile for a window, chosen by signals
             env["BENCH_PROFILE_OUT"] = str(RESULTS / "controller.prof")
             if args.tracemalloc:
@@ -290,7 +242,7 @@ class Bench:
         plane_pids = [p.proc.pid for p in self.plane.processes]
         cpu_start = cpu_seconds(pid), sum(cpu_seconds(p) for p in plane_pids)
 
-        self.start_profile(pid, "settle")
+        self.profiler.start(pid, "settle")
         say(f"connecting {args.sidecars} clients, {args.concurrency} at a time")
         self.clients = Clients(
             f"ws://127.0.0.1:{port}/v1/stream", tokens_file, args.concurrency, LOGS / "controller-clients.log"
@@ -322,11 +274,11 @@ class Bench:
             },
         }
         say(f"  status pass over {status_pass['ended_after_connect_s']:.0f} s after the clients connected")
-        self.stop_profile(pid, "settle")
+        self.profiler.stop(pid, "settle")
         rss_connected = proc_status(pid)
         cpu_before = cpu_seconds(pid), cpu_seconds(self.clients.proc.pid)
         machine_before = machine_cpu(self.pids())
-        self.start_profile(pid, "changes")
+        self.profiler.start(pid, "changes")
 
         changes: list[dict[str, Any]] = []
         total = args.warmup + args.changes
@@ -395,7 +347,7 @@ class Bench:
         cpu_clients = cpu_seconds(self.clients.proc.pid) - cpu_before[1]
         machine = {k: v - machine_before[k] for k, v in machine_cpu(self.pids()).items()}
         rss_after = proc_status(pid)
-        self.stop_profile(pid, "changes")
+        self.profiler.stop(pid, "changes")
         return summarise(
             args,
             changes=changes,
@@ -503,9 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if bench.writes is not None:
             bench.writes.stop()
-        if bench.sampler is not None and bench.sampler.poll() is None:
-            bench.sampler.kill()
-            bench.sampler.wait(10)
+        bench.profiler.kill()
         if bench.clients is not None:
             bench.clients.stop()
         if bench.controller is not None:
@@ -516,19 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"control plane work dir kept: {bench.workdir}")
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
-    if status == 0 and bench.sampler is not None:
-        print_samples(RESULTS / "controller-profile.txt")
-    elif status == 0:
-        for window in sorted(bench.windows()):
-            if args.profile:
-                print_profile(RESULTS / f"controller-{window}.prof")
-            if args.tracemalloc:
-                say(f"allocations after the {window} window: {RESULTS / f'controller-{window}.mem.txt'}")
-            if args.gc and (RESULTS / f"controller-{window}.gc.txt").exists():
-                say(
-                    f"collector passes during the {window} window:\n"
-                    + (RESULTS / f"controller-{window}.gc.txt").read_text()
-                )
+    if status == 0:
+        bench.profiler.print_results()
     return status
 
 
