@@ -1,12 +1,8 @@
-"""The lean span recorder (`proxy.telemetry.tracing`): its spans encode to the same OTLP
-message as the SDK's for the same calls, its samplers follow OTEL_TRACES_SAMPLER,
-its queue is bounded and never blocks, and its worker exports on schedule, on a
-full batch, on flush and on shutdown through the real HTTP transport."""
+"""The lean span recorder (`proxy.telemetry.tracing`): its spans encode to the same OTLP message as
+the SDK's for the same calls, and a request's trace decodes to the fields and resource expected."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
 import pytest
@@ -16,57 +12,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits as SdkSpanLimits
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from proxy.telemetry.configure import build_tracer_provider
 from proxy.telemetry.facade import Telemetry, set_error
 from proxy.telemetry.lean_span import LeanSpan, SharedAttributes
 from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
-from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
-from proxy.telemetry.sampling import LeanResource, Sampler, SpanLimits, build_resource
-from proxy.telemetry.tracing import LeanTracerProvider
-from tests.unit.test_otlp_export import Collector
-
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-APP_TRACE, APP_SPAN = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
-PROPAGATOR = TraceContextTextMapPropagator()
-
-
-class Capture:
-    """A span exporter keeping what it is given."""
-
-    def __init__(self, result: SpanExportResult = SpanExportResult.SUCCESS, delay: float = 0.0) -> None:
-        self.spans: list = []
-        self.batches: list[int] = []
-        self.result, self.delay = result, delay
-        self.shut = False
-
-    def export(self, spans):
-        if self.delay:
-            time.sleep(self.delay)
-        self.spans.extend(spans)
-        self.batches.append(len(spans))
-        return self.result
-
-    def shutdown(self):
-        self.shut = True
-
-
-def _lean(environ=None, exporter=None, **kwargs) -> tuple[LeanTracerProvider, Capture]:
-    exporter = exporter or Capture()
-    kwargs.setdefault("resource", LeanResource({"service.name": "svc", "k8s.pod.name": "pod-ü"}))
-    provider = LeanTracerProvider(exporter, environ=environ or {}, **kwargs)
-    return provider, exporter
-
-
-def _finished(provider: LeanTracerProvider, exporter: Capture) -> list:
-    assert provider.force_flush(5000)
-    return exporter.spans
-
+from proxy.telemetry.sampling import LeanResource, Sampler, build_resource
+from tests.unit.tracing_support import APP_SPAN, APP_TRACE, PROPAGATOR, TRACEPARENT, _attrs, _finished, _lean
 
 # ---------------------------------------------------------------------------
 # the same calls through the SDK and through LeanTracer
@@ -250,17 +205,6 @@ def test_span_context_is_the_tuple_the_lean_path_unpacks():
 # field by field
 
 
-def _attrs(key_values) -> dict:
-    out = {}
-    for kv in key_values:
-        which = kv.value.WhichOneof("value")
-        value = getattr(kv.value, which) if which else None
-        if which == "array_value":
-            value = tuple(getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None for v in value.values)
-        out[kv.key] = value
-    return out
-
-
 def test_decoded_fields_of_a_request_trace():
     provider, out = _lean({"OTEL_SERVICE_NAME": "ignored: the resource is given"})
     tracer = provider.get_tracer("modelway.proxy", "0.1")
@@ -328,253 +272,3 @@ def test_resource_from_the_environment():
     mine = build_resource("d", env).attributes
     assert uuid.UUID(mine.pop("service.instance.id")).version == 4
     assert mine == {k: v for k, v in sdk.attributes.items() if k != "service.instance.id"}
-
-
-# ---------------------------------------------------------------------------
-# sampling
-
-
-def _remote(sampled: bool):
-    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
-    ctx = SpanContext(APP_TRACE, APP_SPAN, is_remote=True, trace_flags=flags)
-    return trace.set_span_in_context(NonRecordingSpan(ctx))
-
-
-def test_always_off_makes_non_recording_spans_that_still_propagate():
-    provider, out = _lean({"OTEL_TRACES_SAMPLER": "always_off"})
-    telemetry = Telemetry(tracer=provider.get_tracer("t"))
-    with telemetry.server_span(name="s", parent=_remote(True), attributes={"a": 1}) as server:
-        assert not server.is_recording() and isinstance(server, NonRecordingSpan)
-        client = telemetry.client_span(name="c", parent=server, attributes={})
-        headers: dict[str, str] = {}
-        telemetry.inject(headers, client)
-        client.set_attribute("x", 1)
-        set_error(client, "e", "m")
-        client.end()
-    ctx = client.get_span_context()
-    assert ctx.trace_id == APP_TRACE and ctx.span_id not in (0, APP_SPAN, server.get_span_context().span_id)
-    assert headers["traceparent"] == f"00-{APP_TRACE:032x}-{ctx.span_id:016x}-00"
-    root = provider.get_tracer("t").start_span("root")
-    assert root.get_span_context().is_valid and not root.get_span_context().trace_flags.sampled
-    root.end()
-    assert _finished(provider, out) == []
-    provider.shutdown()
-
-
-@pytest.mark.parametrize(
-    ("name", "arg", "expected"),
-    [
-        ("traceidratio", "0.0", 0),
-        ("traceidratio", "1.0", 200),
-        ("traceidratio", "", 200),
-        ("always_on", None, 200),
-        ("parentbased_always_off", None, 0),
-        ("parentbased_traceidratio", "0", 0),
-        ("nonsense", None, 200),  # unknown: the default, parentbased_always_on
-    ],
-)
-def test_root_sampling(name, arg, expected):
-    environ = {"OTEL_TRACES_SAMPLER": name} | ({"OTEL_TRACES_SAMPLER_ARG": arg} if arg is not None else {})
-    provider, out = _lean(environ)
-    tracer = provider.get_tracer("t")
-    for _ in range(200):
-        tracer.start_span("root").end()
-    assert len(_finished(provider, out)) == expected
-    provider.shutdown()
-
-
-def test_ratio_sampling_is_the_sdks_decision_on_the_trace_id():
-    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-
-    sampler, sdk = Sampler("traceidratio", 0.3), TraceIdRatioBased(0.3)
-    for trace_id in (0, 1, sdk.bound - 1, sdk.bound, sdk.bound + 1, 2**64 - 1, 2**128 - 1, (7 << 64) | 5):
-        expected = sdk.should_sample(None, trace_id, "n").decision.is_sampled()
-        assert sampler.should_sample(None, trace_id) == expected
-    provider, _out = _lean({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"})
-    tracer = provider.get_tracer("t")
-    spans = [tracer.start_span("r") for _ in range(2000)]
-    for span in spans:
-        span.end()
-    assert 800 < sum(s.is_recording() is False and isinstance(s, LeanSpan) for s in spans) < 1200
-    assert all(((s.get_span_context().trace_id & (2**64 - 1)) < 2**63) == isinstance(s, LeanSpan) for s in spans)
-    provider.shutdown()
-
-
-@pytest.mark.parametrize("name", ["parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"])
-def test_parent_based_samplers_follow_the_parents_flag(name):
-    environ = {"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": "0.0"}
-    provider, out = _lean(environ)
-    tracer = provider.get_tracer("t")
-    sampled = tracer.start_span("s", context=_remote(True))
-    unsampled = tracer.start_span("u", context=_remote(False))
-    assert sampled.is_recording() and not unsampled.is_recording()
-    local_child = tracer.start_span("c", context=trace.set_span_in_context(sampled))
-    unsampled_child = tracer.start_span("uc", context=trace.set_span_in_context(unsampled))
-    assert local_child.is_recording() and not unsampled_child.is_recording()
-    assert unsampled_child.get_span_context().trace_id == APP_TRACE
-    for span in (local_child, unsampled_child, sampled, unsampled):
-        span.end()
-    assert [s.name for s in _finished(provider, out)] == ["c", "s"]
-    provider.shutdown()
-
-
-def test_non_parent_based_sampler_ignores_the_parents_flag():
-    provider, _out = _lean({"OTEL_TRACES_SAMPLER": "always_on"})
-    span = provider.get_tracer("t").start_span("s", context=_remote(False))
-    assert span.is_recording() and span.get_span_context().trace_flags.sampled
-    assert span.get_span_context().trace_id == APP_TRACE
-    span.end()
-    provider.shutdown()
-
-
-# ---------------------------------------------------------------------------
-# the queue and the worker
-
-
-def test_a_full_queue_drops_and_counts_without_blocking():
-    exporter = Capture(delay=0.5)  # a slow collector
-    provider, _ = _lean(exporter=exporter, max_queue_size=10, max_export_batch_size=5, schedule_delay_millis=60_000)
-    tracer = provider.get_tracer("t")
-    started = time.perf_counter()
-    for _ in range(1000):
-        tracer.start_span("s").end()
-    assert time.perf_counter() - started < 0.4  # never waited for the exporter
-    queue = provider.queue
-    assert len(queue) <= 10
-    assert queue.dropped_spans >= 1000 - 10 - 5  # at most one batch taken by the worker meanwhile
-    provider.shutdown()
-    assert len(exporter.spans) + queue.dropped_spans == 1000
-    assert max(exporter.batches) <= 5 and exporter.shut
-
-
-def test_worker_exports_on_schedule_on_a_full_batch_and_on_shutdown():
-    exporter = Capture()
-    provider, _ = _lean(exporter=exporter, max_export_batch_size=4, schedule_delay_millis=200)
-    tracer = provider.get_tracer("t")
-    tracer.start_span("scheduled").end()
-    deadline = time.monotonic() + 3
-    while not exporter.spans and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert [s.name for s in exporter.spans] == ["scheduled"]  # by the timer, no flush asked
-
-    provider.queue.schedule_delay_millis = 60_000
-    time.sleep(0.3)  # let the worker start its long wait
-    for _ in range(4):
-        tracer.start_span("batch").end()
-    deadline = time.monotonic() + 3
-    while len(exporter.spans) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(exporter.spans) == 5 and exporter.batches[-1] == 4  # a full batch woke the worker
-
-    tracer.start_span("last").end()
-    provider.shutdown()
-    assert exporter.spans[-1].name == "last" and exporter.shut
-    tracer.start_span("after shutdown").end()  # dropped, counted, no error
-    assert provider.queue.dropped_spans == 1
-
-
-def test_export_through_the_http_transport_on_schedule_and_on_shutdown():
-    collector = Collector()
-    try:
-        provider = build_tracer_provider(
-            service_name="svc",
-            environ={
-                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
-                "OTEL_BSP_SCHEDULE_DELAY": "100",
-                "OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=pod-1",
-            },
-        )
-        assert isinstance(provider, LeanTracerProvider)
-        telemetry = Telemetry(tracer=provider.get_tracer("modelway.proxy"))
-        with telemetry.server_span(name="chat gpt", parent=_remote(True), attributes={"a": 1}) as server:
-            telemetry.client_span(name="chat gpt-4o", parent=server, attributes={"b": 2}).end()
-        deadline = time.monotonic() + 5
-        while not collector.requests and time.monotonic() < deadline:
-            time.sleep(0.01)
-        [first] = collector.requests  # on schedule, before any shutdown
-        with telemetry.server_span(name="second", parent=_remote(True), attributes={}):
-            pass
-        provider.shutdown()
-        assert len(collector.requests) == 2 and collector.connections == 1
-        exporter = provider.span_exporter
-        assert isinstance(exporter, OTLPHttpSpanExporter)
-        assert exporter.exported_spans == 3 and exporter.failed_spans == 0
-        request = ExportTraceServiceRequest.FromString(first["body"])
-        [resource_spans] = request.resource_spans
-        resource = _attrs(resource_spans.resource.attributes)
-        assert resource["service.name"] == "svc" and resource["k8s.pod.name"] == "pod-1"
-        assert [s.name for s in resource_spans.scope_spans[0].spans] == ["chat gpt-4o", "chat gpt"]
-        [second] = ExportTraceServiceRequest.FromString(collector.requests[1]["body"]).resource_spans
-        assert second.scope_spans[0].spans[0].name == "second"
-    finally:
-        collector.stop()
-
-
-def test_shutdown_is_bounded_when_the_collector_hangs():
-    exporter = Capture(delay=5.0)
-    provider, _ = _lean(exporter=exporter, schedule_delay_millis=10)
-    provider.get_tracer("t").start_span("s").end()
-    time.sleep(0.1)  # the worker is now inside the slow export
-    started = time.perf_counter()
-    provider.shutdown(timeout_millis=200)
-    assert time.perf_counter() - started < 2.5 and exporter.shut
-
-
-def test_force_flush_from_another_thread_and_export_errors_do_not_kill_the_worker():
-    class Raising(Capture):
-        def export(self, spans):
-            super().export(spans)
-            if len(self.batches) == 1:
-                raise RuntimeError("exporter bug")
-            return SpanExportResult.SUCCESS
-
-    exporter = Raising()
-    provider, _ = _lean(exporter=exporter, schedule_delay_millis=60_000)
-    tracer = provider.get_tracer("t")
-    tracer.start_span("a").end()
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(provider.force_flush(5000)))
-    thread.start()
-    thread.join(5)
-    tracer.start_span("b").end()
-    assert provider.force_flush(5000) and results == [True]
-    assert [s.name for s in exporter.spans] == ["a", "b"]
-    provider.shutdown()
-
-
-def test_limits_from_the_environment():
-    limits = SpanLimits({"OTEL_ATTRIBUTE_COUNT_LIMIT": "5", "OTEL_SPAN_EVENT_COUNT_LIMIT": "x"})
-    assert (limits.attributes, limits.event_attributes, limits.link_attributes) == (5, 5, 5)
-    assert limits.events == 128 and limits.links == 128
-    provider, out = _lean({"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "0"})
-    span = provider.get_tracer("t").start_span("s", attributes={"a": 1})
-    span.set_attribute("b", 2)
-    span.end()
-    [done] = _finished(provider, out)
-    assert done.attributes == {} and done.dropped_attributes == 2
-    provider.shutdown()
-
-
-@pytest.mark.parametrize(
-    "before, plain",
-    [
-        ({}, {"x": 1, "y": "b"}),  # a fresh span: taken whole
-        ({"x": 0}, {"y": "b", "z": 2.5}),  # new keys after the span's own
-        ({"x": 0, "y": "a"}, {"y": "b", "x": 1}),  # keys set again move to the end
-        ({}, {"shared.key": "again", "y": ("stop",)}),  # a shared key set again
-        ({"x": 0}, {"y": 1, "z": 2, "w": 3}),  # past the limit: the oldest dropped, counted
-    ],
-)
-def test_set_plain_leaves_a_span_as_set_attributes_does(before, plain):
-    provider, _ = _lean({"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "4"})
-    tracer = provider.get_tracer("t")
-    shared = SharedAttributes({"shared.key": "v", "other": 1})
-    spans = [tracer.start_span("s", attributes=shared) for _ in range(2)]
-    for span in spans:
-        span.set_attributes(before)
-    spans[0].set_attributes(dict(plain))
-    spans[1].set_plain(dict(plain))
-    assert list(spans[1].attributes.items()) == list(spans[0].attributes.items())
-    assert spans[1].dropped_attributes == spans[0].dropped_attributes
-    assert shared == {"shared.key": "v", "other": 1}  # never changed
-    provider.shutdown()
