@@ -18,21 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as official_encode
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
 
 from proxy.telemetry import otlp_export
 from proxy.telemetry.configure import build_tracer_provider
-from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter, SpanExportResult
 from tests.harness.certs import CertAuthority
+from tests.unit.otlp_support import Collector, sdk_provider
 
 REPO = Path(__file__).resolve().parents[2]
 LOGGER = "proxy.telemetry.otlp_export"
@@ -40,134 +37,6 @@ LOGGER = "proxy.telemetry.otlp_export"
 
 # ---------------------------------------------------------------------------
 # encoder
-
-
-def _provider(resource: Resource, **kwargs) -> tuple[TracerProvider, InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=resource, **kwargs)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
-
-
-def _varied_spans():
-    """Spans from the real SDK covering what the encoder must handle."""
-    main, main_out = _provider(Resource.create({"service.name": "modelway-proxy", "k8s.pod.name": "pod-ü"}))
-    other, other_out = _provider(
-        Resource({"service.name": "other", "n": 3}, schema_url="https://x/schema/1.2"),
-        span_limits=SpanLimits(
-            max_span_attributes=2, max_events=1, max_links=1, max_event_attributes=1, max_link_attributes=1
-        ),
-    )
-    twin, twin_out = _provider(Resource.create({"service.name": "modelway-proxy", "k8s.pod.name": "pod-ü"}))
-    tracer = main.get_tracer("modelway.proxy")
-    scoped = main.get_tracer("lib", "1.2.3", schema_url="https://s/1", attributes={"scope.attr": "v", "n": 1})
-
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": "gpt-4o",
-        "empty": "",
-        "unicode": "héllo wörld ✓ 🚀 日本語",
-        "int": 42,
-        "zero": 0,
-        "negative": -7,
-        "big": 2**62,
-        "min": -(2**63),
-        "float": 0.25,
-        "neg_float": -1.5e300,
-        "float_zero": 0.0,
-        "true": True,
-        "false": False,
-        "finish_reasons": ("stop", "length"),
-        "ints": (1, -2, 3),
-        "floats": (1.5, 2.5),
-        "bools": (True, False),
-        "empty_tuple": (),
-        "with_none": ("a", None),
-        "long": "x" * 300,
-        "longer": "y" * 20000,
-    }
-    app_parent = SpanContext(
-        0x4BF92F3577B34DA6A3CE929D0E0E4736,
-        0x00F067AA0BA902B7,
-        is_remote=True,
-        trace_flags=TraceFlags(1),
-        trace_state=TraceState([("vendor", "v1"), ("b", "x")]),
-    )
-    with tracer.start_as_current_span(
-        "chat gpt",
-        context=trace.set_span_in_context(NonRecordingSpan(app_parent)),
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-    ) as server:
-        server.add_event("gen_ai.fallback", {"from": "a/b", "to": "c/d", "attempt": 2, "tags": ("x",)})
-        server.add_event("no attributes")
-        attempt = tracer.start_span(
-            "chat gpt-4o", kind=SpanKind.CLIENT, attributes={"server.port": 443, "http.response.status_code": 503}
-        )
-        attempt.set_status(Status(StatusCode.ERROR, "upstream said 503 — unavailable"))
-        attempt.end()
-        ok = tracer.start_span("ok", kind=SpanKind.CLIENT)
-        ok.set_status(Status(StatusCode.OK))
-        ok.end()
-        server.set_status(StatusCode.ERROR)
-    local_link = SpanContext(1, 2, is_remote=False)
-    remote_link = SpanContext(2**128 - 1, 2**64 - 1, is_remote=True, trace_flags=TraceFlags(1))
-    with scoped.start_as_current_span(
-        "linked", kind=SpanKind.PRODUCER, links=[Link(local_link), Link(remote_link, {"link.attr": "l", "n": 5})]
-    ):
-        pass
-    with scoped.start_as_current_span("", kind=SpanKind.CONSUMER):  # empty name
-        pass
-    tracer_other = other.get_tracer("other-scope")
-    with tracer_other.start_as_current_span(
-        "dropping",
-        kind=SpanKind.INTERNAL,
-        attributes={"a": 1, "b": 2, "c": 3, "d": 4},
-        links=[Link(local_link), Link(remote_link, {"x": 1, "y": 2})],
-    ) as span:
-        span.add_event("e1", {"p": 1, "q": 2})
-        span.add_event("e2")
-        span.add_event("e3", timestamp=1)
-    with twin.get_tracer("modelway.proxy").start_as_current_span("twin resource"):
-        pass
-    with main.get_tracer("").start_as_current_span("no scope name"):
-        pass
-    spans = list(main_out.get_finished_spans()) + list(other_out.get_finished_spans())
-    twin_spans = list(twin_out.get_finished_spans())
-    # interleave so grouping by resource and scope is exercised
-    return [spans[0], spans[3], twin_spans[0], spans[5], spans[1], *spans[6:], spans[2], spans[4]]
-
-
-def test_bytes_decode_to_the_official_encoders_message():
-    spans = _varied_spans()
-    assert len(spans) == 8
-    mine = ExportTraceServiceRequest.FromString(encode_spans(spans))
-    official = official_encode(spans)
-    assert mine == official, f"mine:\n{mine}\nofficial:\n{official}"
-    # equal down to the bytes in canonical form, and grouped the same way
-    assert mine.SerializeToString(deterministic=True) == official.SerializeToString(deterministic=True)
-    assert len(mine.resource_spans) == 2 and len(mine.resource_spans[0].scope_spans) == 3
-
-
-@pytest.mark.parametrize("index", range(8))
-def test_each_span_alone_matches(index):
-    span = _varied_spans()[index]
-    encoder = SpanEncoder()
-    for _ in range(2):  # the second pass runs from the caches
-        assert ExportTraceServiceRequest.FromString(encoder.encode([span])) == official_encode([span])
-
-
-def test_empty_batch_and_unencodable_attribute_is_skipped(caplog):
-    assert encode_spans([]) == b""
-    provider, out = _provider(Resource({}))
-    with provider.get_tracer("t").start_as_current_span("s") as span:
-        span.set_attribute("ok", 1)
-        span._attributes._dict["huge"] = 2**70  # past int64: the official encoder drops it too
-    [finished] = out.get_finished_spans()
-    with caplog.at_level(logging.WARNING, LOGGER):
-        mine = ExportTraceServiceRequest.FromString(encode_spans([finished]))
-    [kv] = mine.resource_spans[0].scope_spans[0].spans[0].attributes
-    assert kv.key == "ok" and "huge" in caplog.text
 
 
 # ---------------------------------------------------------------------------
@@ -227,52 +96,6 @@ def test_https_uses_the_certificate_from_env(tmp_path):
 # HTTP behaviour against a local server
 
 
-class Collector:
-    """A local OTLP/HTTP endpoint: records requests, answers from a script (default 200)."""
-
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.requests: list[dict] = []
-        self.script: list[tuple[int, dict[str, str]]] = []
-        self.connections = 0
-        self.close_after_response = False
-        collector = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                collector.connections += 1
-                super().setup()
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                collector.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
-                status, headers = collector.script.pop(0) if collector.script else (200, {})
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                if collector.close_after_response:  # drop the kept-alive connection without saying so
-                    self.close_connection = True
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def collector():
     c = Collector()
@@ -282,7 +105,7 @@ def collector():
 
 @pytest.fixture(scope="module")
 def spans():
-    provider, out = _provider(Resource.create({"service.name": "t"}))
+    provider, out = sdk_provider(Resource.create({"service.name": "t"}))
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span("a", kind=SpanKind.SERVER, attributes={"x": 1}):
         tracer.start_span("b", kind=SpanKind.CLIENT).end()

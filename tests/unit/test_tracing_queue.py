@@ -19,7 +19,7 @@ from proxy.telemetry.lean_span import LeanSpan, SharedAttributes
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 from proxy.telemetry.sampling import Sampler, SpanLimits
 from proxy.telemetry.tracing import LeanTracerProvider
-from tests.unit.test_otlp_export import Collector
+from tests.unit.otlp_support import Collector
 from tests.unit.tracing_support import APP_SPAN, APP_TRACE, Capture, _attrs, _finished, _lean
 
 # ---------------------------------------------------------------------------
