@@ -92,22 +92,27 @@ class Runtime:
 
 
 def _tls_contexts(snapshot: Snapshot) -> dict[tuple[str, int], ssl.SSLContext]:
-    """One client context per https provider with a caBundle, trusting those CAs only (a few
-    certificates: well under a millisecond, once per snapshot)."""
-    contexts = {}
+    """One client context per https host:port that providers give a caBundle for, trusting those CAs
+    only (a few certificates: well under a millisecond, once per snapshot). Pooled connections are
+    per host:port, so providers that name the same one with different bundles share one context that
+    trusts every bundle they name, rather than the last one's."""
+    contexts: dict[tuple[str, int], ssl.SSLContext] = {}
     for provider in snapshot.providers:
         parts = urlsplit(provider.base_url)
         if provider.ca_bundle is None or parts.scheme != "https" or not parts.hostname:
             continue
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verification and hostname checks on
+        endpoint = (parts.hostname, parts.port or 443)
+        if endpoint not in contexts:  # verification and hostname checks on; the system's CAs not loaded
+            contexts[endpoint] = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
-            context.load_verify_locations(cadata=provider.ca_bundle)
+            # read on its own first: a bundle that fails halfway adds none of its certificates
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=provider.ca_bundle)
         except (ssl.SSLError, ValueError) as exc:
-            # Shaped like certificates (the controller checked) yet unreadable: trust nothing rather
-            # than the system's CAs, so this provider's calls fail, and say so once.
-            log.warning("provider %s: its caBundle cannot be read (%s); its calls will fail", provider.name, exc)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        contexts[(parts.hostname, parts.port or 443)] = context
+            # Shaped like certificates (the controller checked) yet unreadable: it adds no CA (and never
+            # the system's), so the provider's calls fail unless another bundle for the host trusts it.
+            log.warning("provider %s: its caBundle cannot be read (%s); none of it is trusted", provider.name, exc)
+            continue
+        contexts[endpoint].load_verify_locations(cadata=provider.ca_bundle)
     return contexts
 
 

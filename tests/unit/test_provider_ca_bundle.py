@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -14,16 +15,19 @@ from proxy.snapshot import parse_snapshot, to_wire
 from tests.unit.test_compile import provider, resources, route, secret
 
 
-@pytest.fixture(scope="module")
-def ca_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
-    directory = tmp_path_factory.mktemp("ca")
+def _self_signed_ca(directory: Path, name: str) -> str:
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.crt"), "-days", "2",
-         "-subj", "/CN=corp-ca"],
+         "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.crt"), "-days", "2",
+         "-subj", f"/CN={name}"],
         check=True, capture_output=True,
     )  # fmt: skip
-    return (directory / "ca.crt").read_text()
+    return (directory / f"{name}.crt").read_text()
+
+
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _self_signed_ca(tmp_path_factory.mktemp("ca"), "corp-ca")
 
 
 def _judged(ca_bundle: str):  # type: ignore[no-untyped-def]
@@ -85,3 +89,18 @@ def test_a_bundle_shaped_right_but_unreadable_trusts_nothing_rather_than_the_sys
     provider = Provider(name="corp", type="openai", base_url="https://llm.corp/v1", ca_bundle=pem)
     context = Runtime.build(Snapshot(version="1", providers=(provider,))).tls_contexts[("llm.corp", 443)]
     assert context.get_ca_certs() == [] and context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_providers_at_one_host_with_different_bundles_trust_both_not_the_last_ones(ca_pem: str, tmp_path: Path) -> None:
+    from proxy.snapshot import Provider, Snapshot
+
+    other_ca = _self_signed_ca(tmp_path, "other-ca")
+    unreadable = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n"  # DER, not a certificate
+    providers = (  # one host:port, whose pooled connections both providers share
+        Provider(name="chat", type="openai", base_url="https://llm.corp:8443/v1", ca_bundle=ca_pem),
+        Provider(name="embed", type="openai", base_url="https://llm.corp:8443/embed", ca_bundle=other_ca),
+        Provider(name="broken", type="openai", base_url="https://llm.corp:8443/x", ca_bundle=unreadable),
+    )
+    context = Runtime.build(Snapshot(version="1", providers=providers)).tls_contexts[("llm.corp", 8443)]
+    trusted = sorted(dict(cert["subject"][0])["commonName"] for cert in context.get_ca_certs())
+    assert trusted == ["corp-ca", "other-ca"]
