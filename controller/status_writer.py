@@ -356,7 +356,7 @@ class StatusWriter:
                 return True
             await self._apply(rt, desired, body, None)
         self._written[desired.key] = (desired.uid, _pack(body))
-        events = condition_events(previous, desired.conditions, generation=desired.generation)
+        events = condition_events(previous, desired.conditions, generation=desired.generation, sidecars=desired.total)
         for event in events + experiment_events(previous, desired.experiments):
             await self._event(desired, event)
         return True

@@ -226,6 +226,7 @@ async def test_first_pass_writes_from_the_watched_status_with_its_version_as_pre
             }
         ]
     }
+    controller.sync = {("ModelRoute", "default", r.metadata.name): RouteSync(1, 1) for r in routes}
     client = FakeClient(objects={r.metadata.name: as_served(r, status=old) for r in routes})
     statuses = ObservedStatuses()
     statuses.replace("ModelRoute", None, list(client.objects.values()))
@@ -234,9 +235,27 @@ async def test_first_pass_writes_from_the_watched_status_with_its_version_as_pre
     assert client.gets == 0 and client.conflicts == 0 and len(client.patches) == 50
     _name, written = client.patches[0]
     assert by_type(written)["Accepted"]["lastTransitionTime"] == T0  # kept from the watched status
-    # Accepted held and ResolvedRefs is new and fine: no Event for either; Programmed is news.
+    # Accepted held and ResolvedRefs is new and fine: no Event for either; Programmed (on a sidecar) is news.
     assert [(e["type"], e["reason"]) for e in client.events[:1]] == [("Normal", "Programmed")]
     assert len(client.events) == 50
+
+
+async def test_a_fresh_leader_writes_routes_no_sidecar_runs_without_an_event_each() -> None:
+    routes, controller = many_routes(40)
+    controller.sync = {("ModelRoute", "default", "r0000"): RouteSync(2, 2)}  # the others' namespace has no sidecar
+    client = FakeClient(objects={r.metadata.name: as_served(r, status={}) for r in routes})
+    statuses = ObservedStatuses()
+    statuses.replace("ModelRoute", None, list(client.objects.values()))
+    writer = StatusWriter(client, controller, elector=FakeElector(), statuses=statuses)  # type: ignore[arg-type]
+    assert await writer.write_pass() == 0
+    assert len(client.patches) == 40  # every route shows its conditions
+    lonely = by_type(dict(client.patches)["r0001"])["Programmed"]
+    assert (lonely["status"], lonely["message"]) == (
+        "True",
+        "0/0 sidecars run generation 1 (no sidecar this route applies to is connected)",
+    )
+    # One Event: the route that reached sidecars; 39 "0/0" Events would have said nothing.
+    assert [(e["regarding"]["name"], e["reason"]) for e in client.events] == [("r0000", "Programmed")]
 
 
 async def test_a_status_that_moved_since_the_watch_saw_it_costs_one_get() -> None:
