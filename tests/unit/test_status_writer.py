@@ -3,6 +3,7 @@ which copy of a status."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -391,3 +392,52 @@ def test_condition_logger_logs_changes_once(caplog: pytest.LogCaptureFixture) ->
     assert f"ModelRoute default/chat: ResolvedRefs=False BackendNotFound: {MISSING.message}" in lines
     assert len(lines) == 3  # Accepted, ResolvedRefs, Programmed: once each
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING", "WARNING"]
+
+
+@dataclass
+class SlowFirstClient(FakeClient):
+    """The first object's write takes a while (a busy API server, a slow etcd write); the others are quick."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    slow: str = "r0000"
+
+    async def patch(self, rt: Any, name: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        if name == self.slow:
+            await self.release.wait()
+        return await super().patch(rt, name, body, **kw)
+
+
+async def test_one_slow_write_does_not_hold_up_the_rest_of_a_pass() -> None:
+    routes, controller = many_routes(200)
+    client = SlowFirstClient(objects={r.metadata.name: as_served(r, status={}) for r in routes})
+    statuses = ObservedStatuses()
+    statuses.replace("ModelRoute", None, list(client.objects.values()))
+    writer = StatusWriter(client, controller, elector=FakeElector(), statuses=statuses)  # type: ignore[arg-type]
+    passing = asyncio.create_task(writer.write_pass())
+    for _ in range(100):
+        await asyncio.sleep(0)
+    # Everything but the slow object is written while it waits, not only the others of its batch.
+    assert len(client.patches) == 199
+    client.release.set()
+    assert await passing == 0
+    assert len(client.patches) == 200
+
+
+async def test_a_pass_stops_writing_soon_after_the_lease_is_lost() -> None:
+    routes, controller = many_routes(200)
+    elector = FakeElector()
+
+    @dataclass
+    class LosingClient(FakeClient):
+        async def patch(self, rt: Any, name: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+            if len(self.patches) >= 20:
+                elector.is_leader = False  # another replica leads from here on
+            await asyncio.sleep(0)
+            return await super().patch(rt, name, body, **kw)
+
+    client = LosingClient(objects={r.metadata.name: as_served(r, status={}) for r in routes})
+    statuses = ObservedStatuses()
+    statuses.replace("ModelRoute", None, list(client.objects.values()))
+    writer = StatusWriter(client, controller, elector=elector, statuses=statuses)  # type: ignore[arg-type]
+    assert await writer.write_pass() == 0
+    assert len(client.patches) <= 20 + 16  # at most the writes already in flight
