@@ -33,7 +33,9 @@ CPU from the first connection to quiet (and to the pass's end) is given for the
 controller and for etcd + kube-apiserver: a pass bound by the API server shows
 there. A controller waiting on a busy API server can drop under 5% while its
 pass goes on, so the changes are measured only once the API server has also
-seen no status write or Event for 6 s (the quiet figure is not moved by that). The report
+seen no status write or Event for 6 s. The quiet target is judged on the later of the
+controller's quiet and its pass's end: a controller whose writes wait on the API server is
+idle, not done (with few Events to send it can sit under 5% long before its pass ends). The report
 also says how busy the machine was during the changes and how much of that was
 other processes: on a shared 2-CPU machine they show in the tail.
 

@@ -15,19 +15,31 @@ as the controller's status writer sends them (`--concurrency` in flight):
 - `event`: one events.k8s.io/v1 Event per object.
 
 Each round reports the CPU seconds kube-apiserver and etcd spent (from /proc, so whatever
-else the machine runs does not count), per write, and the wall time. The client's own CPU
-is not counted. Run it on an otherwise idle machine for absolute numbers; the ratio between
-rounds is what the status writer's choice rests on.
+else the machine runs does not count), per write and each apart, and the wall time. The
+client's own CPU is not counted. Run it on an otherwise idle machine for absolute numbers;
+the ratio between rounds is what the status writer's choice rests on.
+
+--watch keeps a watch on the namespace's ModelRoutes open during the rounds, as the
+controller does (its reader takes the bytes and drops them): each write's event is then
+encoded and sent, as in a real cluster, instead of only going into the API server's cache.
+
+--pprof DIR restarts the API server with --profiling=true (the harness leaves it off) and
+takes a CPU profile of it during each round (`--pprof-seconds`, from 0.5 s into the round:
+give the rounds enough objects to last that long), written to DIR/<round>.pprof; read them
+with `go tool pprof -top DIR/apply.pprof`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -70,7 +82,35 @@ def _status(revision: int) -> dict[str, Any]:
     }
 
 
-async def _rounds(client: KubeClient, names: list[str], pids: list[int], concurrency: int) -> list[dict[str, Any]]:
+class Pprof:
+    """CPU profiles of the API server (started with --profiling=true), one per round, in a thread."""
+
+    def __init__(self, cluster: KubeCluster, out: Path, seconds: float) -> None:
+        self._cluster, self._out, self._seconds = cluster, out, seconds
+        out.mkdir(parents=True, exist_ok=True)
+        self._thread: threading.Thread | None = None
+
+    def start(self, what: str) -> None:
+        name = what.replace(", ", "-").replace(" ", "-")
+
+        def fetch() -> None:
+            time.sleep(0.5)  # into the round's steady part
+            url = f"{self._cluster.server}/debug/pprof/profile?seconds={self._seconds:g}"
+            with urllib.request.urlopen(url, context=self._cluster.ssl_context(), timeout=self._seconds + 30) as r:
+                (self._out / f"{name}.pprof").write_bytes(r.read())
+
+        self._thread = threading.Thread(target=fetch, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+async def _rounds(
+    client: KubeClient, names: list[str], pids: list[int], concurrency: int, pprof: Pprof | None = None
+) -> list[dict[str, Any]]:
     versions: dict[str, str] = {}
     for name in names:
         obj = await client.get(MODEL_ROUTES, name, namespace=NAMESPACE)
@@ -134,15 +174,25 @@ async def _rounds(client: KubeClient, names: list[str], pids: list[int], concurr
                 await write(name, revision)
 
         await asyncio.sleep(1.0)  # let the API server finish whatever came before
-        cpu0, wall0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        cpu0, wall0 = [cpu_seconds(p) for p in pids], time.monotonic()
+        if pprof is not None:
+            pprof.start(what)
         await asyncio.gather(*(one(n) for n in targets))
         await asyncio.sleep(0.5)  # etcd's and the watch cache's work after the last answer
-        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+        each = [(cpu_seconds(p) - c0) / len(targets) * 1000 for p, c0 in zip(pids, cpu0, strict=True)]
         wall = time.monotonic() - wall0 - 0.5
-        row = {"round": what, "writes": len(targets), "cpu_ms_per_write": cpu / len(targets) * 1000, "wall_s": wall}
+        if pprof is not None:
+            await asyncio.to_thread(pprof.join)
+        row = {
+            "round": what,
+            "writes": len(targets),
+            "cpu_ms_per_write": sum(each),
+            "etcd_ms_per_write": each[0],  # the harness's processes: [etcd, kube-apiserver]
+            "wall_s": wall,
+        }
         say(
-            f"  {what:<14} {len(targets):5d} writes  {row['cpu_ms_per_write']:6.2f} ms apiserver+etcd CPU each  "
-            f"{wall:5.1f} s"
+            f"  {what:<14} {len(targets):5d} writes  {row['cpu_ms_per_write']:6.2f} ms apiserver+etcd CPU each "
+            f"(etcd {each[0]:5.2f})  {wall:5.1f} s"
         )
         return row
 
@@ -154,7 +204,17 @@ async def _rounds(client: KubeClient, names: list[str], pids: list[int], concurr
     return rows
 
 
-async def _run(args: argparse.Namespace, cluster: KubeCluster, pids: list[int]) -> None:
+async def _drain_watch(client: KubeClient) -> None:
+    """A watch on the namespace's routes whose events are read and dropped (see --watch)."""
+    while True:
+        async with contextlib.aclosing(
+            client.watch(MODEL_ROUTES, resource_version=None, namespace=NAMESPACE)
+        ) as events:
+            async for _ in events:
+                pass
+
+
+async def _run(args: argparse.Namespace, cluster: KubeCluster, pids: list[int], pprof: Pprof | None) -> None:
     api = Api(cluster)
     try:
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
@@ -164,13 +224,23 @@ async def _run(args: argparse.Namespace, cluster: KubeCluster, pids: list[int]) 
     finally:
         await api.close()
     async with KubeClient(load_config(kubeconfig=cluster.kubeconfig)) as client:
-        await _rounds(client, [f"route-{i}" for i in range(args.objects)], pids, args.concurrency)
+        watcher = asyncio.create_task(_drain_watch(client)) if args.watch else None
+        try:
+            await _rounds(client, [f"route-{i}" for i in range(args.objects)], pids, args.concurrency, pprof)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.controller_status_cost")
     parser.add_argument("--objects", type=int, default=400, help="ModelRoutes, half per patch type (default: 400)")
     parser.add_argument("--concurrency", type=int, default=16, help="writes in flight (default: 16)")
+    parser.add_argument("--watch", action="store_true", help="keep a watch on the routes open (default: none)")
+    parser.add_argument("--pprof", type=Path, help="write a CPU profile of the API server per round to this directory")
+    parser.add_argument("--pprof-seconds", type=float, default=4.0, help="each profile's length (default: 4)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="modelway-bench-status-cost-"))
     plane = KubeControlPlane(
@@ -178,12 +248,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cluster = plane.start()
+        pprof = None
+        if args.pprof is not None:
+            # The harness's flags are a real cluster's, but for --profiling; this run alone turns it on.
+            plane._apiserver_argv = [
+                "--profiling=true" if a == "--profiling=false" else a for a in plane._apiserver_argv
+            ]
+            plane.start_apiserver()
+            pprof = Pprof(cluster, args.pprof, args.pprof_seconds)
         kubectl = [str(find_tool("kubectl")), "--kubeconfig", str(cluster.kubeconfig)]
         subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
         wait = ["wait", "--for=condition=Established", "crd/modelroutes.modelway.io", "--timeout=60s"]
         subprocess.run([*kubectl, *wait], check=True, capture_output=True)
         say(f"{args.objects} routes, {args.concurrency} writes in flight")
-        asyncio.run(_run(args, cluster, [p.proc.pid for p in plane.processes]))
+        asyncio.run(_run(args, cluster, [p.proc.pid for p in plane.processes], pprof))
     finally:
         plane.stop()
         shutil.rmtree(workdir, ignore_errors=True)

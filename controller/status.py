@@ -343,7 +343,11 @@ def timeless(status: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def condition_events(
-    previous: Mapping[str, Any] | None, wanted: Sequence[Wanted], *, generation: int | None = None
+    previous: Mapping[str, Any] | None,
+    wanted: Sequence[Wanted],
+    *,
+    generation: int | None = None,
+    sidecars: int | None = None,
 ) -> list[EventSpec]:
     """Events for transitions: Normal when a condition turns True, Warning when it turns False.
 
@@ -353,16 +357,18 @@ def condition_events(
 
     Only news: a new object that is fine gets one Event, when its route reaches its sidecars
     (Programmed), not one per condition, and a rollout still under way (Pending) is progress, not
-    a Warning. Applying 5,000 objects at once would otherwise write three or four Events each.
-    Likewise `SpendReported` is never an Event: whether the limit store answers is one fact for
-    every budgeted policy, which the controller logs once.
+    a Warning. A new route that no connected sidecar runs (`sidecars`, the route's count, is 0)
+    has reached nothing yet: its conditions say so and no Event repeats it; a fresh leader over
+    5,000 routes in namespaces without sidecars would otherwise write 5,000 Events that say
+    "0/0". Likewise `SpendReported` is never an Event: whether the limit store answers is one
+    fact for every budgeted policy, which the controller logs once.
     """
     before = _conditions_of(previous)
     events = []
     for condition in wanted:
         old = before.get(condition.type)
         if condition.reason == "Pending" or (
-            old is None and condition.status == "True" and condition.type != "Programmed"
+            old is None and condition.status == "True" and (condition.type != "Programmed" or sidecars == 0)
         ):
             continue
         if condition.type == "SpendReported":  # the store's state, not the policy's: logged once, not per policy

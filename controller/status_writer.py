@@ -310,14 +310,20 @@ class StatusWriter:
                 log.warning("status of %s %s/%s not written (retrying): %s", *key, exc)
                 return 1
 
-        failures = 0
-        # A few objects at a time: a first pass over thousands of objects (a read, a write and
-        # Events each) would otherwise take one round trip after another for minutes.
-        for start in range(0, len(stale), WRITE_CONCURRENCY):
-            if not self._elector.is_leader:
-                break  # lost the Lease mid-pass: the new leader carries on
-            failures += sum(await asyncio.gather(*(write(k) for k in stale[start : start + WRITE_CONCURRENCY])))
-        return failures
+        # A few objects at a time: a first pass over thousands of objects (a write and maybe an Event
+        # each) would otherwise take one round trip after another for minutes. Each of the few takes
+        # the next object as soon as its last is done: no batch waits for its slowest write.
+        pending = iter(stale)
+
+        async def writer() -> int:
+            failures = 0
+            for key in pending:
+                if not self._elector.is_leader:
+                    break  # lost the Lease mid-pass: the new leader carries on
+                failures += await write(key)
+            return failures
+
+        return sum(await asyncio.gather(*(writer() for _ in range(min(WRITE_CONCURRENCY, len(stale))))))
 
     async def _write(self, desired: DesiredStatus) -> bool:
         """True when the object now carries this status (written, or already there)."""
@@ -356,7 +362,7 @@ class StatusWriter:
                 return True
             await self._apply(rt, desired, body, None)
         self._written[desired.key] = (desired.uid, _pack(body))
-        events = condition_events(previous, desired.conditions, generation=desired.generation)
+        events = condition_events(previous, desired.conditions, generation=desired.generation, sidecars=desired.total)
         for event in events + experiment_events(previous, desired.experiments):
             await self._event(desired, event)
         return True

@@ -138,6 +138,24 @@ def test_a_new_object_that_is_fine_gets_one_event_when_its_sidecars_run_it() -> 
     assert [(e.type, e.reason, e.note) for e in events] == [("Normal", "Programmed", "3/3 sidecars run generation 1")]
 
 
+def test_a_new_route_no_sidecar_runs_gets_no_event_until_an_edit_or_a_fix() -> None:
+    # A fresh leader over routes in namespaces without sidecars: "0/0 sidecars run generation 1" is no news.
+    alone = route_status(KEY, good(1), RouteSync(0, 0))
+    assert condition_events(None, alone.conditions, generation=1, sidecars=0) == []
+    # The same route where sidecars run it: the one Event saying it reached them.
+    served = route_status(KEY, good(1), RouteSync(2, 2))
+    events = condition_events(None, served.conditions, generation=1, sidecars=2)
+    assert [(e.type, e.reason, e.note) for e in events] == [("Normal", "Programmed", "2/2 sidecars run generation 1")]
+    # Its edit is still news (the user's change is taken in), and so is a problem, sidecars or none.
+    rendered = render(alone, None, T0)
+    edited = route_status(KEY, good(2), RouteSync(0, 0))
+    events = condition_events(rendered, edited.conditions, generation=2, sidecars=0)
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Programmed")]
+    broken = route_status(KEY, RouteVerdict(ACCEPTED, MISSING, 1, None), RouteSync(0, 0))
+    events = condition_events(None, broken.conditions, generation=1, sidecars=0)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "BackendNotFound"), ("Warning", "Invalid")]
+
+
 def test_events_only_for_transitions() -> None:
     fine = render(route_status(KEY, good(4), RouteSync(3, 3)), None, T0)
     # Unchanged (same generation, new counts in the message): no Events at all.

@@ -3,6 +3,7 @@ which copy of a status."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -226,6 +227,7 @@ async def test_first_pass_writes_from_the_watched_status_with_its_version_as_pre
             }
         ]
     }
+    controller.sync = {("ModelRoute", "default", r.metadata.name): RouteSync(1, 1) for r in routes}
     client = FakeClient(objects={r.metadata.name: as_served(r, status=old) for r in routes})
     statuses = ObservedStatuses()
     statuses.replace("ModelRoute", None, list(client.objects.values()))
@@ -234,9 +236,27 @@ async def test_first_pass_writes_from_the_watched_status_with_its_version_as_pre
     assert client.gets == 0 and client.conflicts == 0 and len(client.patches) == 50
     _name, written = client.patches[0]
     assert by_type(written)["Accepted"]["lastTransitionTime"] == T0  # kept from the watched status
-    # Accepted held and ResolvedRefs is new and fine: no Event for either; Programmed is news.
+    # Accepted held and ResolvedRefs is new and fine: no Event for either; Programmed (on a sidecar) is news.
     assert [(e["type"], e["reason"]) for e in client.events[:1]] == [("Normal", "Programmed")]
     assert len(client.events) == 50
+
+
+async def test_a_fresh_leader_writes_routes_no_sidecar_runs_without_an_event_each() -> None:
+    routes, controller = many_routes(40)
+    controller.sync = {("ModelRoute", "default", "r0000"): RouteSync(2, 2)}  # the others' namespace has no sidecar
+    client = FakeClient(objects={r.metadata.name: as_served(r, status={}) for r in routes})
+    statuses = ObservedStatuses()
+    statuses.replace("ModelRoute", None, list(client.objects.values()))
+    writer = StatusWriter(client, controller, elector=FakeElector(), statuses=statuses)  # type: ignore[arg-type]
+    assert await writer.write_pass() == 0
+    assert len(client.patches) == 40  # every route shows its conditions
+    lonely = by_type(dict(client.patches)["r0001"])["Programmed"]
+    assert (lonely["status"], lonely["message"]) == (
+        "True",
+        "0/0 sidecars run generation 1 (no sidecar this route applies to is connected)",
+    )
+    # One Event: the route that reached sidecars; 39 "0/0" Events would have said nothing.
+    assert [(e["regarding"]["name"], e["reason"]) for e in client.events] == [("r0000", "Programmed")]
 
 
 async def test_a_status_that_moved_since_the_watch_saw_it_costs_one_get() -> None:
@@ -372,3 +392,52 @@ def test_condition_logger_logs_changes_once(caplog: pytest.LogCaptureFixture) ->
     assert f"ModelRoute default/chat: ResolvedRefs=False BackendNotFound: {MISSING.message}" in lines
     assert len(lines) == 3  # Accepted, ResolvedRefs, Programmed: once each
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING", "WARNING"]
+
+
+@dataclass
+class SlowFirstClient(FakeClient):
+    """The first object's write takes a while (a busy API server, a slow etcd write); the others are quick."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    slow: str = "r0000"
+
+    async def patch(self, rt: Any, name: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        if name == self.slow:
+            await self.release.wait()
+        return await super().patch(rt, name, body, **kw)
+
+
+async def test_one_slow_write_does_not_hold_up_the_rest_of_a_pass() -> None:
+    routes, controller = many_routes(200)
+    client = SlowFirstClient(objects={r.metadata.name: as_served(r, status={}) for r in routes})
+    statuses = ObservedStatuses()
+    statuses.replace("ModelRoute", None, list(client.objects.values()))
+    writer = StatusWriter(client, controller, elector=FakeElector(), statuses=statuses)  # type: ignore[arg-type]
+    passing = asyncio.create_task(writer.write_pass())
+    for _ in range(100):
+        await asyncio.sleep(0)
+    # Everything but the slow object is written while it waits, not only the others of its batch.
+    assert len(client.patches) == 199
+    client.release.set()
+    assert await passing == 0
+    assert len(client.patches) == 200
+
+
+async def test_a_pass_stops_writing_soon_after_the_lease_is_lost() -> None:
+    routes, controller = many_routes(200)
+    elector = FakeElector()
+
+    @dataclass
+    class LosingClient(FakeClient):
+        async def patch(self, rt: Any, name: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+            if len(self.patches) >= 20:
+                elector.is_leader = False  # another replica leads from here on
+            await asyncio.sleep(0)
+            return await super().patch(rt, name, body, **kw)
+
+    client = LosingClient(objects={r.metadata.name: as_served(r, status={}) for r in routes})
+    statuses = ObservedStatuses()
+    statuses.replace("ModelRoute", None, list(client.objects.values()))
+    writer = StatusWriter(client, controller, elector=elector, statuses=statuses)  # type: ignore[arg-type]
+    assert await writer.write_pass() == 0
+    assert len(client.patches) <= 20 + 16  # at most the writes already in flight
