@@ -7,9 +7,9 @@ reading and hands each event on to an Anthropic client as the provider sent it. 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from proxy.providers import checks
@@ -22,8 +22,7 @@ from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SsePa
 # --- streaming: Anthropic events -> chat.completion.chunk -------------------------------------
 
 
-@dataclass(slots=True)
-class _Block:
+class _Block(msgspec.Struct):
     kind: str  # the Anthropic content block type
     tool_index: int | None = None  # the OpenAI tool_calls index of a tool_use block
 
