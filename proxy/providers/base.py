@@ -58,6 +58,15 @@ class CredentialsUnavailable(Exception):
     message names the provider and the problem, never a secret."""
 
 
+class RawEvent(dict[str, Any]):
+    """One provider event for a client of the same API (what the pass-through's stream decoders yield):
+    `raw` is what the client gets (the event's own data, unchanged); the dict is the event's internal
+    chunk, read for the first-content rule, content capture and usage. Never mutate one."""
+
+    __slots__ = ("raw",)
+    raw: bytes
+
+
 #: In an internal usage object (a `ChatResponse`'s or a usage chunk's `usage`): of `prompt_tokens`,
 #: those written to the provider's prompt cache, where the provider reports them (Anthropic's
 #: `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`). The OpenAI shape has no field
