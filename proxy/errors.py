@@ -16,8 +16,7 @@ _ELLIPSIS = "…"
 
 
 class ApiError(Exception):
-    # A plain class, not a dataclass: the sidecar imports no `dataclasses` (its code generator costs
-    # every pod memory).
+    # A plain class, not a dataclass: a dataclass's generated methods are memory every pod pays.
     def __init__(
         self,
         status: int,
