@@ -14,8 +14,9 @@ import base64
 import ipaddress
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 MAX_CONNECT_ANSWER_BYTES = 16 * 1024  # the proxy's answer to CONNECT: a status line and a few headers
 
@@ -24,11 +25,13 @@ class ProxyTunnelFailed(ConnectionError):
     """The proxy could not be reached, or refused the tunnel: a connect error of the attempt."""
 
 
-@dataclass(frozen=True, slots=True)
-class ForwardProxy:
+class ForwardProxy(msgspec.Struct, frozen=True):
     host: str
     port: int
-    authorization: str | None = field(default=None, repr=False)  # "Basic ..." from the URL's userinfo
+    authorization: str | None = None  # "Basic ..." from the URL's userinfo
+
+    def __repr__(self) -> str:  # never the credentials
+        return f"ForwardProxy(host={self.host!r}, port={self.port!r})"
 
     @property
     def name(self) -> str:
@@ -53,8 +56,7 @@ class ForwardProxy:
         return cls(host=parts.hostname, port=port or 80, authorization=authorization)
 
 
-@dataclass(frozen=True, slots=True)
-class _Bypass:
+class _Bypass(msgspec.Struct, frozen=True):
     """NO_PROXY: hosts, domain suffixes, host:port pairs, IPs and CIDR ranges, or "*"."""
 
     everything: bool = False
@@ -99,13 +101,12 @@ class _Bypass:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class EgressSettings:
+class EgressSettings(msgspec.Struct, frozen=True):
     """Which proxy, if any, a provider call goes through (none by default: the pod talks to providers)."""
 
     https_proxy: ForwardProxy | None = None
     http_proxy: ForwardProxy | None = None
-    no_proxy: _Bypass = field(default_factory=_Bypass)
+    no_proxy: _Bypass = msgspec.field(default_factory=_Bypass)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> EgressSettings:

@@ -6,7 +6,6 @@ an error must not hand a 100 KB model name (or header) back, nor into logs and s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 #: Longest piece of the app's input an error message quotes.
@@ -16,21 +15,34 @@ MESSAGE_LIMIT = 4000
 _ELLIPSIS = "…"
 
 
-@dataclass
 class ApiError(Exception):
-    status: int
-    message: str
-    # OpenAI-style `type` and `code`; the Anthropic front end maps status to its own types.
-    type: str = "invalid_request_error"
-    code: str | None = None
-    param: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    # A plain class, not a dataclass: a dataclass's generated methods are memory every pod pays.
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        # OpenAI-style `type` and `code`; the Anthropic front end maps status to its own types.
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if len(message) > MESSAGE_LIMIT:
+            message = message[:MESSAGE_LIMIT] + _ELLIPSIS
+        if param is not None and len(param) > ECHO_LIMIT:
+            param = param[:ECHO_LIMIT] + _ELLIPSIS
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers: dict[str, str] = {} if headers is None else headers
 
-    def __post_init__(self) -> None:
-        if len(self.message) > MESSAGE_LIMIT:
-            self.message = self.message[:MESSAGE_LIMIT] + _ELLIPSIS
-        if self.param is not None and len(self.param) > ECHO_LIMIT:
-            self.param = self.param[:ECHO_LIMIT] + _ELLIPSIS
+    def __repr__(self) -> str:
+        return (
+            f"ApiError(status={self.status!r}, message={self.message!r}, type={self.type!r}, code={self.code!r}, "
+            f"param={self.param!r}, headers={self.headers!r})"
+        )
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
+import msgspec
 
 
 class UpstreamDisconnected(ConnectionError):
@@ -27,8 +27,7 @@ class AnswerTooLarge(UpstreamProtocolViolation):
     """The provider's answer goes past one of the client's `AnswerLimits` (the connection is closed)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AnswerLimits:
+class AnswerLimits(msgspec.Struct, frozen=True, kw_only=True):
     """How much of a provider's answer the sidecar will hold (defaults: far above any real answer)."""
 
     max_body_bytes: int = 32 * 1024 * 1024  # a whole (unary) body, after gzip/deflate decoding

@@ -4,16 +4,16 @@ URL, and the header block, checked so that no header can split the request."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import msgspec
 
 
 class InvalidRequestHeader(ConnectionError):
     """A header for the provider holds a line break or NUL (never sent: it would split the request)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     key: tuple[str, int, bool]  # the pool: host, port, TLS
     host: str
     port: int

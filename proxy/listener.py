@@ -23,9 +23,9 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
@@ -51,8 +51,7 @@ _HEAD_TIMEOUT = _raw_response("408 Request Timeout", "the request head did not a
 _OVER_CAP = _raw_response("503 Service Unavailable", "too many connections; retry shortly", "overloaded")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ListenerSettings:
+class ListenerSettings(msgspec.Struct, frozen=True, kw_only=True):
     header_timeout: float = 10.0  # a request head, from accept or from its first byte after idling
     body_timeout: float = 60.0  # a request body, from the end of its head
     idle_timeout: float = 75.0  # a keep-alive connection between requests

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 from proxy.auth.token_sources import TokenSources
 from proxy.guardrails.table import GuardrailTable
@@ -32,8 +33,7 @@ if TYPE_CHECKING:  # the AWS signing code is loaded only for providers that sign
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Runtime:
+class Runtime(msgspec.Struct, frozen=True):
     snapshot: Snapshot
     table: RoutingTable
     translators: dict[str, Translator]
@@ -41,18 +41,18 @@ class Runtime:
     classifier: Classifier
     # When this configuration was received (from the controller, or read from a file);
     # a snapshot restored from the saved copy keeps its original time, so its age is honest.
-    received_at: float = field(default_factory=time.time)
+    received_at: float = msgspec.field(default_factory=time.time)
     # Redacts this snapshot's keys from provider text (error answers echo them) before it
     # reaches a log, a span or the app.
-    scrubber: Scrubber = field(default_factory=Scrubber)
+    scrubber: Scrubber = msgspec.field(default_factory=Scrubber)
     # Which counters bind each (route, provider, model); empty without limits and capacity.
-    limits: LimitTable = field(default_factory=lambda: LimitTable({}, {}))
+    limits: LimitTable = msgspec.field(default_factory=lambda: LimitTable({}, {}))
     # The backends some data classes reach only masked, each with its rule (built here, never per request).
-    redactions: RedactionTable = field(default_factory=lambda: RedactionTable({}))
+    redactions: RedactionTable = msgspec.field(default_factory=lambda: RedactionTable({}))
     # The guardrails each (route, data class, phase) asks, picked here, never per request.
-    guardrails: GuardrailTable = field(default_factory=lambda: GuardrailTable({}))
+    guardrails: GuardrailTable = msgspec.field(default_factory=lambda: GuardrailTable({}))
     # The TLS context of each https provider (host, port) with its own CA bundle, built here, never per call.
-    tls_contexts: dict[tuple[str, int], ssl.SSLContext] = field(default_factory=dict)
+    tls_contexts: dict[tuple[str, int], ssl.SSLContext] = msgspec.field(default_factory=dict)
 
     @classmethod
     def build(

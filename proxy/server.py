@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from proxy.egress import EgressSettings
@@ -40,14 +40,13 @@ from proxy.telemetry import Telemetry
 log = logging.getLogger("modelway.server")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ServerSettings:
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 8 * 1024 * 1024
-    answer_limits: AnswerLimits = field(
-        default_factory=AnswerLimits
-    )  # what the sidecar will hold of a provider's answer
-    backpressure: BackpressureSettings = field(default_factory=BackpressureSettings)  # requests in flight
-    egress: EgressSettings = field(default_factory=EgressSettings)  # the forward proxy of provider calls, if any
+    # What the sidecar will hold of a provider's answer.
+    answer_limits: AnswerLimits = msgspec.field(default_factory=AnswerLimits)
+    backpressure: BackpressureSettings = msgspec.field(default_factory=BackpressureSettings)  # requests in flight
+    # The forward proxy of provider calls, if any.
+    egress: EgressSettings = msgspec.field(default_factory=EgressSettings)
 
 
 HOLDER = web.AppKey("holder", RuntimeHolder)

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -28,8 +27,7 @@ class SnapshotError(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
+class Loaded(msgspec.Struct, frozen=True):
     snapshot: Snapshot
     routes_explicit: bool  # the file has a `routes:` list (so `routes: []` means "no routes", on purpose)
 
@@ -69,8 +67,7 @@ def _read(path: Path) -> Loaded:
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a rename-over changes the inode
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(msgspec.Struct, frozen=True):
     signature: Signature
     loaded: Loaded
     removed: list[str]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
@@ -10,8 +10,7 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 _BOUNDARY_HINTS = (b"\n\n", b"\r\r", b"\n\r")
 
 
-@dataclass(frozen=True, slots=True)
-class SseEvent:
+class SseEvent(msgspec.Struct, frozen=True):
     event: str | None
     data: str
 

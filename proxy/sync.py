@@ -15,7 +15,6 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,7 @@ from proxy.snapshot import (
 log = logging.getLogger("modelway.sync")
 
 
-@dataclass(frozen=True, kw_only=True)
-class SyncSettings:
+class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
     controller_url: str  # e.g. https://modelway-controller.modelway-system.svc:15012
     token_file: Path
     ca_file: Path | None = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from dataclasses import dataclass
+
+import msgspec
 
 from proxy.snapshot import Retry
 
@@ -27,8 +28,7 @@ UNHEALTHY = frozenset({CONNECT_ERROR, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, BACKE
 _RETRY_ON = {CONNECT_ERROR: "connect-error", TIMEOUT: "timeout", RATE_LIMITED: "429", SERVER_ERROR: "5xx"}
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
+class Failure(msgspec.Struct, frozen=True):
     kind: str
     backend: str
     message: str

@@ -9,8 +9,9 @@ module, its row here and its line in the registry; the test names whatever else 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 ProviderType = Literal["openai", "azure-openai", "anthropic", "gemini", "openai-compatible", "bedrock", "vertex"]
 # "responses": the OpenAI Responses API served by the provider itself (state, built-in tools), so a
@@ -21,8 +22,7 @@ WireFormat = Literal["openai-chat", "anthropic-messages", "gemini", "bedrock-con
 REGION = "{region}"  # in a default base URL: the provider's region, filled in by the controller
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderKind:
+class ProviderKind(msgspec.Struct, frozen=True):
     operations: frozenset[Operation]
     wire_format: WireFormat
     # None: the ModelProvider must give spec.baseURL; with REGION in it: spec.baseURL or a region

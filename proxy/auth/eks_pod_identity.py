@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import orjson
 
 from proxy.auth.refreshed import CredentialsError, RefreshedCredentials, read_bounded
@@ -24,8 +24,7 @@ from proxy.auth.sigv4 import AwsCredentials
 from shared.scrub import scrub_shapes
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerCredentialsSettings:
+class ContainerCredentialsSettings(msgspec.Struct, frozen=True):
     url: str
     token_file: Path | None
     timeout_seconds: float = 5.0

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 
 from proxy.auth.oauth import post_token_form
 from proxy.auth.refreshed import AccessToken, CredentialsError, RefreshedToken
@@ -35,8 +35,7 @@ COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-@dataclass(frozen=True, slots=True)
-class AzureEnvironment:
+class AzureEnvironment(msgspec.Struct, frozen=True):
     """What the pod's environment says about its Azure identity (read once by `__main__`)."""
 
     authority_host: str = DEFAULT_AUTHORITY

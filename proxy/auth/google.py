@@ -19,10 +19,10 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 
 from proxy.auth.oauth import parse_token_answer, post_token_form
@@ -41,8 +41,7 @@ class ServiceAccountKeyError(ValueError):
     """A service-account key that cannot be used (the message quotes no part of it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceAccountKey:
+class ServiceAccountKey(msgspec.Struct, frozen=True):
     client_email: str
     private_key: str
     private_key_id: str | None
@@ -148,8 +147,7 @@ class ServiceAccountToken(RefreshedToken):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class GoogleEnvironment:
+class GoogleEnvironment(msgspec.Struct, frozen=True):
     metadata_host: str = DEFAULT_METADATA_HOST
 
     @classmethod

@@ -14,10 +14,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import aiohttp
+import msgspec
 
 from proxy.auth.sigv4 import AwsCredentials
 
@@ -44,8 +44,7 @@ class Expiring(Protocol):
     def expires_at(self) -> float | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AccessToken:
+class AccessToken(msgspec.Struct, frozen=True):
     """An OAuth 2.0 access token, sent as `Authorization: Bearer <token>`."""
 
     token: str

@@ -24,8 +24,9 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlsplit
+
+import msgspec
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -34,17 +35,18 @@ _UNRESERVED = "-_.~"
 _SET_BY_SIGNING = frozenset({"authorization", "host", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"})
 
 
-@dataclass(frozen=True, slots=True)
-class AwsCredentials:
+class AwsCredentials(msgspec.Struct, frozen=True):
     access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str | None = field(default=None, repr=False)
+    secret_access_key: str
+    session_token: str | None = None
     # Epoch seconds when temporary credentials stop working (None: long-term keys).
     expires_at: float | None = None
 
+    def __repr__(self) -> str:  # never the secret key or the session token
+        return f"AwsCredentials(access_key_id={self.access_key_id!r}, expires_at={self.expires_at!r})"
 
-@dataclass(frozen=True, slots=True)
-class Signature:
+
+class Signature(msgspec.Struct, frozen=True):
     """What signing produced: the headers to send, and the intermediate steps (for tests)."""
 
     headers: dict[str, str]

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import msgspec
 
 from proxy.auth.refreshed import CredentialsError, RefreshedCredentials, read_bounded
 from proxy.auth.sigv4 import AwsCredentials
@@ -31,8 +31,7 @@ class StsError(CredentialsError):
     """STS refused the exchange or answered something unreadable (the message names no secret)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WebIdentitySettings:
+class WebIdentitySettings(msgspec.Struct, frozen=True):
     role_arn: str
     token_file: Path
     sts_url: str

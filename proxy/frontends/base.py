@@ -6,15 +6,15 @@ Front ends are pure: no sockets, no clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from proxy.errors import ApiError
 from proxy.providers.base import ChatChunk, ChatRequest, ChatResponse
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedChat:
+class ParsedChat(msgspec.Struct, frozen=True):
     model: str  # the model name the app asked for (a route)
     stream: bool
     request: ChatRequest  # internal form, `model` still the app's name

@@ -23,8 +23,9 @@ A `ResponsesFrontend` is made per request: the response object echoes the reques
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
+
+import msgspec
 
 from proxy.errors import ApiError
 from proxy.frontends.base import ParsedChat
@@ -54,7 +55,7 @@ class ResponsesFrontend:
             self.provider_only = error
             parsed, self.echo = sketch(body, error)
         # the app's body, for a backend that serves the Responses API itself
-        return replace(parsed, original=body)
+        return msgspec.structs.replace(parsed, original=body)
 
     def render_chat(self, response: ChatResponse) -> dict[str, Any]:
         return render_response(response, self.echo)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 import orjson
 
 from proxy.http_client import HttpClient
@@ -25,8 +25,7 @@ _REASON_CHARS = 300  # what an error, a log line or a span quotes of a guardrail
 _MIN_ANSWER_BYTES = 64 * 1024  # an answer's bound: this, or twice what was sent (a replace echoes it)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     guardrail: Guardrail
     decision: Decision
     reason: str = ""
@@ -34,8 +33,7 @@ class Verdict:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Asked:
+class Asked(msgspec.Struct, frozen=True):
     """What every guardrail of one check is told besides the texts."""
 
     phase: GuardrailPhase

@@ -9,9 +9,10 @@ one dict lookup. With no limits and no capacity in the snapshot the table is emp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from proxy.snapshot import Capacity, Limit, Provider, Snapshot
 
@@ -98,8 +99,7 @@ def limit_binds(limit: Limit, route: str, provider: str, model: str) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class LimitTable:
+class LimitTable(msgspec.Struct, frozen=True):
     bindings: dict[BindingKey, tuple[Counter, ...]]
     # The same, for a request a spent budget rerouted: the budgets that rerouted it no longer count it.
     rerouted: dict[BindingKey, tuple[Counter, ...]]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from proxy.snapshot import FailureMode, RerouteBackend
 
@@ -14,8 +15,7 @@ BUDGETS: frozenset[Measure] = frozenset({"usd_day", "usd_month"})
 MICRO_USD = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
+class Counter(msgspec.Struct, frozen=True):
     """One number a request is checked against and charged to."""
 
     key: str  # unique: the limit's (or capacity's) key and the measure, e.g. ".../workload/team-a/bot/tokens"
@@ -28,8 +28,7 @@ class Counter:
     reroute_to: tuple[RerouteBackend, ...] = ()  # budgets of a limit that reroutes when spent
 
 
-@dataclass(frozen=True, slots=True)
-class Demand:
+class Demand(msgspec.Struct, frozen=True):
     """What one request reserves before the call, and the prices that turn its usage into micro-USD."""
 
     input_tokens: int
@@ -51,8 +50,7 @@ class Demand:
         return amount(measure, self, self.input_tokens, self.output_tokens)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True):
     """What the answer actually used; `micro_usd` is what it cost when the answer was priced (the
     span's cost, prompt-cache reads and writes at their own prices), else budgets price the tokens."""
 
@@ -86,8 +84,7 @@ def round_up(value: float) -> int:
     return whole + 1 if value > whole else whole
 
 
-@dataclass(frozen=True, slots=True)
-class CounterState:
+class CounterState(msgspec.Struct, frozen=True):
     """Where one counter stands after the check (after the charge when admitted)."""
 
     counter: Counter
@@ -98,8 +95,7 @@ class CounterState:
     unreachable: bool = False  # the shared store did not answer: decided by the failure mode
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(msgspec.Struct, frozen=True):
     """What was charged, to settle once the answer's usage is known."""
 
     lease: str
@@ -108,8 +104,7 @@ class Reservation:
     demand: Demand
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     allowed: bool
     states: tuple[CounterState, ...]
     reservation: Reservation | None  # None when refused, or when nothing was counted

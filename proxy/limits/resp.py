@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 MAX_REPLY_BYTES = 1024 * 1024  # far above any reply of the limiter's scripts (a few dozen integers)
 
@@ -42,8 +43,7 @@ class ProtocolError(ConnectionError):
     """The bytes received are not a RESP reply (or one past MAX_REPLY_BYTES)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
+class Address(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 6379
     path: str | None = None  # a unix socket

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 if TYPE_CHECKING:
     from proxy.limits.model import Counter, Decision, Demand, Reservation, Usage
@@ -12,8 +13,7 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 0.1
 
 
-@dataclass(frozen=True, slots=True)
-class LimitSettings:
+class LimitSettings(msgspec.Struct, frozen=True):
     # redis://, rediss://, unix://, or redis+sentinel://host:26379[,host:26379]/service[/db];
     # None: the in-process limiter (exact for one sidecar only).
     redis_url: str | None = None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from proxy.limits.algorithm import decide
 from proxy.limits.model import Counter, CounterState, Decision, Demand, Reservation, Usage
@@ -26,8 +27,7 @@ log = logging.getLogger("modelway.limits")
 Source = Literal["snapshot", "flags", "in-process"]
 
 
-@dataclass(slots=True, eq=False)
-class LimiterHandle:
+class LimiterHandle(msgspec.Struct, eq=False):
     """One limiter and the requests still holding reservations on it."""
 
     limiter: Limiter

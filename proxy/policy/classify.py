@@ -15,9 +15,10 @@ import binascii
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
+
+import msgspec
 
 from proxy.errors import bad_request
 from proxy.snapshot import DATA_CLASS_HEADER, DATA_CLASS_RANK, DATA_CLASSES, DataClass, Policy
@@ -29,13 +30,12 @@ _RANK = DATA_CLASS_RANK
 PERSONAL: DataClass = "personal"
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
+class Classification(msgspec.Struct, frozen=True):
     data_class: DataClass
     # Why the class is above what the app asked for (empty when it is not), for the audit log.
     raised_because: str = ""
     # What the personal-data scan found: how many of each kind, for the metrics; never the values.
-    found: Mapping[str, int] = field(default_factory=dict)
+    found: Mapping[str, int] = msgspec.field(default_factory=dict)
 
 
 class Classifier:

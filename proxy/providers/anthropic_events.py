@@ -7,23 +7,22 @@ reading and hands each event on to an Anthropic client as the provider sent it. 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from proxy.providers import checks
 from proxy.providers.anthropic_answer import cache_usage, error_text, required_name, required_str, usage_counts
 from proxy.providers.anthropic_convert import chat_id, finish_reason, is_int, openai_usage
-from proxy.providers.base import ChatChunk, StreamState, UpstreamProtocolError
+from proxy.providers.base import ChatChunk, RawEvent, StreamState, UpstreamProtocolError
 from proxy.providers.openai import load_json_object
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseEventTooLarge, SseParser, parse_block
 
 # --- streaming: Anthropic events -> chat.completion.chunk -------------------------------------
 
 
-@dataclass(slots=True)
-class _Block:
+class _Block(msgspec.Struct):
     kind: str  # the Anthropic content block type
     tool_index: int | None = None  # the OpenAI tool_calls index of a tool_use block
 
@@ -196,15 +195,6 @@ class AnthropicStreamDecoder:
 
 
 # --- pass-through: Anthropic events on to an Anthropic client as they came --------------------
-
-
-class RawEvent(dict[str, Any]):
-    """One provider event for a client of the same API: `raw` is what the client gets (the event's
-    own data, unchanged); the dict is the event's internal chunk, read for the first-content rule,
-    content capture and usage. Never mutate one."""
-
-    __slots__ = ("raw",)
-    raw: bytes
 
 
 _NO_CONTENT: ChatChunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": None}]}

@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 import uuid
 import zlib
-from dataclasses import dataclass
+
+import msgspec
 
 from proxy.providers.base import UpstreamProtocolError
 
@@ -48,8 +49,7 @@ class EventStreamError(UpstreamProtocolError):
     """The bytes break the event-stream framing: a bad CRC, an impossible length, a cut message."""
 
 
-@dataclass(frozen=True, slots=True)
-class EventMessage:
+class EventMessage(msgspec.Struct, frozen=True):
     headers: dict[str, HeaderValue]
     payload: bytes
 

@@ -13,8 +13,9 @@ config time, holding its resolved URLs and auth headers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 ChatRequest = dict[str, Any]
 ChatResponse = dict[str, Any]
@@ -57,6 +58,15 @@ class CredentialsUnavailable(Exception):
     message names the provider and the problem, never a secret."""
 
 
+class RawEvent(dict[str, Any]):
+    """One provider event for a client of the same API (what the pass-through's stream decoders yield):
+    `raw` is what the client gets (the event's own data, unchanged); the dict is the event's internal
+    chunk, read for the first-content rule, content capture and usage. Never mutate one."""
+
+    __slots__ = ("raw",)
+    raw: bytes
+
+
 #: In an internal usage object (a `ChatResponse`'s or a usage chunk's `usage`): of `prompt_tokens`,
 #: those written to the provider's prompt cache, where the provider reports them (Anthropic's
 #: `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`). The OpenAI shape has no field
@@ -74,8 +84,7 @@ def public_usage(answer: dict[str, Any]) -> dict[str, Any]:
     return {**answer, "usage": {key: value for key, value in usage.items() if key != CACHE_WRITE_TOKENS}}
 
 
-@dataclass(slots=True)
-class Usage:
+class Usage(msgspec.Struct):
     """Token counts of one answer. `input_tokens` is the whole prompt; of it, `cached_input_tokens`
     were read from the provider's prompt cache (billed at its cached-input price) and
     `cache_write_input_tokens` written to it (Anthropic's cache_creation_input_tokens)."""
@@ -86,19 +95,17 @@ class Usage:
     cache_write_input_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
+class UpstreamRequest(msgspec.Struct, frozen=True):
     url: str
     headers: dict[str, str]
     body: bytes
     stream: bool = False
 
 
-@dataclass(slots=True)
-class StreamState:
+class StreamState(msgspec.Struct):
     """What a stream decoder learned along the way, read by the relay at the end."""
 
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = msgspec.field(default_factory=Usage)
     response_model: str | None = None
     finish_reason: str | None = None
     done: bool = False

@@ -19,8 +19,15 @@ import orjson
 
 from proxy.errors import ApiError
 from proxy.providers import checks
-from proxy.providers.anthropic_events import RawEvent
-from proxy.providers.base import ChatChunk, ChatResponse, StreamState, UpstreamErrorEvent, UpstreamProtocolError, Usage
+from proxy.providers.base import (
+    ChatChunk,
+    ChatResponse,
+    RawEvent,
+    StreamState,
+    UpstreamErrorEvent,
+    UpstreamProtocolError,
+    Usage,
+)
 from proxy.providers.openai import load_json_object
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SseEventTooLarge, SseParser, encode_event, parse_block
 

@@ -9,8 +9,9 @@ A backend the policy denies for a class is not in that class's plan at all, what
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from proxy.snapshot import Policy, Redaction, merge_redactions
 
@@ -18,8 +19,7 @@ if TYPE_CHECKING:
     from proxy.redaction.rule import RedactionRule
 
 
-@dataclass(frozen=True, slots=True)
-class BackendRule:
+class BackendRule(msgspec.Struct, frozen=True):
     """The masking a backend needs for one data class, and the policies that ask for it."""
 
     rule: RedactionRule

@@ -19,9 +19,9 @@ import logging
 import random
 import sys
 import time
-from dataclasses import dataclass
 from typing import IO, Any
 
+import msgspec
 import orjson
 
 from proxy.errors import clip
@@ -32,8 +32,7 @@ LOGGER = "modelway.access"
 _LOADED = time.time()
 
 
-@dataclass(frozen=True, kw_only=True)
-class AccessLogSettings:
+class AccessLogSettings(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool = True
     sample: float = 1.0  # the fraction of successful requests logged (failed ones always are)
 

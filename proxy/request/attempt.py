@@ -24,9 +24,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import msgspec
 from opentelemetry.trace import Span
 
 from proxy import upstream as up
@@ -142,7 +142,7 @@ class Attempts:
                 except AttemptFailed as exc:
                     # Provider text (error answers, quoted bytes) may echo the key: scrubbed before
                     # it reaches the span, the log or the app.
-                    failure = replace(exc.failure, message=runtime.scrubber(exc.failure.message))
+                    failure = msgspec.structs.replace(exc.failure, message=runtime.scrubber(exc.failure.message))
                     error_type = failure.kind
                     if failure.kind in up.UNHEALTHY:
                         self.health.record(backend.key, ok=False)

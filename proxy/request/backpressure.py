@@ -23,7 +23,8 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from proxy import upstream as up
 from proxy.errors import ApiError
@@ -39,8 +40,7 @@ ROUTE, BACKEND = "route", "backend"  # modelway.backpressure.scope
 MAX_KEYS = 4096
 
 
-@dataclass(frozen=True, kw_only=True)
-class BackpressureSettings:
+class BackpressureSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The sidecar's flags (`proxy.options`); 0 turns a bound off."""
 
     max_in_flight_per_backend: int = 256

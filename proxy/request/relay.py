@@ -15,10 +15,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from opentelemetry.trace import Span
 
@@ -80,18 +80,17 @@ class AttemptFailed(Exception):
         self.answered = answered  # the status of an answer that began (200) and then failed
 
 
-@dataclass(slots=True)
-class Answer:
+class Answer(msgspec.Struct):
     """What an attempt that the provider answered brought back."""
 
     backend: str
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = msgspec.field(default_factory=Usage)
     response_model: str | None = None
     finish_reason: str | None = None
     ttft: float | None = None  # streams: seconds from the request's start to the first content
     # Unary calls: the parsed answer, the provider's body as received, and whether that body is
     # already in the OpenAI shape (then an OpenAI client can get these bytes without a re-encode).
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
     raw: bytes = b""
     native_openai: bool = False
     # Streams: the response being written, and how a stream that had begun ended when it failed
@@ -100,7 +99,7 @@ class Answer:
     error_type: str | None = None
     error_message: str = ""
     # What was masked in the request this backend got, by kind, and the policies that asked for it.
-    redacted: Mapping[str, int] = field(default_factory=dict)
+    redacted: Mapping[str, int] = msgspec.field(default_factory=dict)
     redacted_by: tuple[str, ...] = ()
 
 

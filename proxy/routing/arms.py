@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 _KEY = b"modelway.experiment.arm"
 _SCALE = float(1 << 64)
@@ -22,8 +23,7 @@ def sticky_point(experiment: str, value: str) -> float:
     return int.from_bytes(digest, "big") / _SCALE
 
 
-@dataclass(frozen=True, slots=True)
-class ArmPicker:
+class ArmPicker(msgspec.Struct, frozen=True):
     """The arms' cumulative weights, made once per snapshot."""
 
     cumulative: tuple[int, ...]

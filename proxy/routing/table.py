@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import msgspec
 
@@ -34,14 +33,12 @@ from proxy.snapshot import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(msgspec.Struct, frozen=True):
     backend: Backend
     fallback: bool  # False for the weighted pick, True for the rule's fallbacks
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     route: Route
     rule: Rule
     candidates: tuple[Candidate, ...]
@@ -66,8 +63,7 @@ class PolicyRefusal(Exception):
         self.policies = policies
 
 
-@dataclass(frozen=True, slots=True)
-class _Matcher:
+class _Matcher(msgspec.Struct, frozen=True):
     name: str
     value: str | None
     regex: re.Pattern[str] | None
@@ -81,8 +77,7 @@ class _Matcher:
         return self.regex is None or self.regex.fullmatch(actual) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class _Choices:
+class _Choices(msgspec.Struct, frozen=True):
     """What one rule may use for one data class."""
 
     weighted: tuple[Backend, ...]  # backends with weight > 0
@@ -108,8 +103,7 @@ class _Choices:
         return self.weighted[min(index, len(self.weighted) - 1)]
 
 
-@dataclass(frozen=True, slots=True)
-class _CompiledExperiment:
+class _CompiledExperiment(msgspec.Struct, frozen=True):
     name: str
     sticky_header: str | None  # lower-cased
     arms: tuple[str, ...]
@@ -124,8 +118,7 @@ class _CompiledExperiment:
         return self.picker.index(draw())
 
 
-@dataclass(frozen=True, slots=True)
-class _CompiledRule:
+class _CompiledRule(msgspec.Struct, frozen=True):
     rule: Rule
     matchers: tuple[_Matcher, ...]
     by_class: tuple[_Choices, ...]  # indexed by the data class's rank

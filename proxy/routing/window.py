@@ -14,7 +14,7 @@ capped by the model's `maxOutputTokens`, else that cap, else nothing) is within 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 BYTES_PER_TOKEN = 4
 
@@ -23,8 +23,7 @@ def estimated_input_tokens(body_bytes: int) -> int:
     return -(-max(body_bytes, 0) // BYTES_PER_TOKEN)
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(msgspec.Struct, frozen=True):
     """One backend's model: its context window and output cap (tokens)."""
 
     context: int
@@ -40,8 +39,7 @@ class Window:
         return self.needed(input_tokens, requested_output) <= self.context
 
 
-@dataclass(frozen=True, slots=True)
-class RequestSize:
+class RequestSize(msgspec.Struct, frozen=True):
     """What the window checks and the `inputTokens` matches of one request read."""
 
     input_tokens: int

@@ -22,8 +22,9 @@ import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import msgspec
 
 Labels = tuple[Any, ...]  # attribute values, possibly nested tuples, in the instrument's name order
 Names = tuple[Any, ...]  # attribute names, nested the same way
@@ -140,8 +141,7 @@ class Observed(Instrument):
         return list(self.callback())
 
 
-@dataclass(frozen=True, slots=True)
-class Collected:
+class Collected(msgspec.Struct, frozen=True):
     """A copy of the registry's data at one moment, for an exporter thread to encode."""
 
     start_time_ns: int

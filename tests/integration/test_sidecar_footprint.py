@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.fakes.server import DEFAULT_KEYS
 from tests.integration.sidecar import REPO, SidecarProcess, free_port
 from tests.integration.test_redaction_sidecar import EMAIL, received, redaction_snapshot
 
@@ -214,9 +215,11 @@ BUILD_AND_LIST = (
 )
 
 
-def _feature_modules_around_build(snapshot: dict[str, Any]) -> dict[str, list[str]]:
+def _feature_modules_around_build(
+    snapshot: dict[str, Any], modules: tuple[str, ...] = SNAPSHOT_FEATURES
+) -> dict[str, list[str]]:
     done = subprocess.run(
-        [sys.executable, "-c", BUILD_AND_LIST, json.dumps(snapshot), *SNAPSHOT_FEATURES],
+        [sys.executable, "-c", BUILD_AND_LIST, json.dumps(snapshot), *modules],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -246,3 +249,62 @@ def test_a_snapshot_with_guardrails_loads_their_checks_when_it_is_built_not_at_i
     assert loaded["before"] == []
     assert set(GUARDRAIL_CODE) <= set(loaded["after"])
     assert not set(LIMITS_CODE) & set(loaded["after"])
+
+
+# The code of Anthropic backends (their translator, and the reader of their answers and events, also
+# the pass-through's): loaded by a snapshot that names one, as it is built; not by a sidecar whose
+# backends all speak OpenAI's API.
+ANTHROPIC_BACKEND_CODE = (
+    "proxy.providers.anthropic",
+    "proxy.providers.anthropic_answer",
+    "proxy.providers.anthropic_events",
+)
+
+
+def _openai_only(openai_url: str) -> dict[str, Any]:
+    provider = {"name": "oai", "type": "openai", "baseUrl": openai_url + "/v1", "apiKey": DEFAULT_KEYS["openai"]}
+    backends = [{"provider": "oai", "model": "gpt-4o"}]
+    return {
+        "providers": [provider],
+        "routes": [{"name": "gpt", "model": "gpt", "rules": [{"name": "default", "backends": backends}]}],
+    }
+
+
+def _with_claude(snapshot: dict[str, Any], anthropic_url: str) -> dict[str, Any]:
+    claude = {"name": "claude", "type": "anthropic", "baseUrl": anthropic_url, "apiKey": DEFAULT_KEYS["anthropic"]}
+    backends = [{"provider": "claude", "model": "claude-sonnet-4-5"}]
+    route = {"name": "claude", "model": "claude", "rules": [{"name": "default", "backends": backends}]}
+    return {**snapshot, "providers": [*snapshot["providers"], claude], "routes": [*snapshot["routes"], route]}
+
+
+def test_a_snapshot_with_an_anthropic_backend_loads_its_code_when_it_is_built_and_only_then() -> None:
+    plain = _openai_only("http://127.0.0.1:9")
+    assert _feature_modules_around_build(plain, ANTHROPIC_BACKEND_CODE) == {"before": [], "after": []}
+    loaded = _feature_modules_around_build(_with_claude(plain, "http://127.0.0.1:9"), ANTHROPIC_BACKEND_CODE)
+    assert loaded == {"before": [], "after": list(ANTHROPIC_BACKEND_CODE)}
+
+
+def test_an_openai_only_sidecar_serves_without_anthropic_backend_code_and_loads_it_for_a_pushed_anthropic_backend(
+    tmp_path: Path, fake_openai_process: Any, fake_anthropic_process: Any
+) -> None:
+    plain = _openai_only(fake_openai_process.base_url)
+    question: Any = [{"role": "user", "content": "one two three"}]
+    modules = tmp_path / "plain.json"
+    with _listing(SidecarProcess(plain), modules) as process:
+        answer = process.openai_client().chat.completions.create(model="gpt", messages=question)
+        assert answer.choices[0].message.content == "echo: one two three"
+        with process.anthropic_client().messages.stream(model="gpt", max_tokens=100, messages=question) as stream:
+            assert "".join(stream.text_stream) == "echo: one two three"  # an Anthropic app, translated to OpenAI
+    loaded = set(json.loads(modules.read_text()))
+    assert not loaded & set(ANTHROPIC_BACKEND_CODE), sorted(loaded & set(ANTHROPIC_BACKEND_CODE))
+
+    modules = tmp_path / "pushed.json"
+    with _listing(SidecarProcess(plain), modules) as process:
+        before = process.wait_for_version(lambda version: True)["version"]
+        process.write_snapshot(_with_claude(plain, fake_anthropic_process.base_url))
+        process.wait_for_version(lambda version: version != before)
+        claude = process.anthropic_client()
+        with claude.messages.stream(model="claude", max_tokens=100, messages=question) as stream:  # the pass-through
+            assert "".join(stream.text_stream) == "echo: one two three"
+            assert stream.get_final_message().model == "claude-sonnet-4-5"
+    assert set(ANTHROPIC_BACKEND_CODE) <= set(json.loads(modules.read_text()))
