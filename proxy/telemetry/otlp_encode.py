@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=
 
 log = logging.getLogger("proxy.telemetry.otlp_export")
 
+Buffer = bytes | bytearray  # a message's parts: bytes, or a batch's spans encoded into one bytearray
 _CACHE_MAX = 4096  # entries per encoder cache (KeyValues, keys); a full cache is cleared
 _UNSET: Any = object()
 
@@ -49,6 +50,7 @@ _UINT64_MASK = (1 << 64) - 1
 # Span.flags (16, fixed32): bit 8 "has is_remote", bit 9 "is_remote" of the parent (as the SDK's encoder).
 _FLAGS_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(0x100)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x300)
+_SPAN_HEAD1 = tuple(b"\x12" + v for v in _VARINT1)  # ScopeSpans.spans (2): tag and a one-byte length
 _KIND = tuple(b"\x30" + _VARINT1[k + 1] for k in range(5))  # SDK SpanKind 0..4 -> proto SPAN_KIND_* 1..5
 _KIND_BY_ID = {id(kind): _KIND[kind.value] for kind in SpanKind}
 _CODE_BY_ID = {id(code): code.value for code in StatusCode}
@@ -124,11 +126,14 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 class SpanEncoder:
-    """Encodes SDK spans into ExportTraceServiceRequest bytes.
+    """Encodes SDK spans into ExportTraceServiceRequest bytes (``encode``), and the lean recorder's
+    spans one by one as they end (``lean_span_field``), to be sent later as one request
+    (``lean_request``).
 
     Resources and instrumentation scopes are encoded once each and their bytes
     cached; spans are grouped by them in first-seen order, as the SDK's
-    encoder does. Not thread-safe: one per exporter, used under its lock.
+    encoder does. Not thread-safe: one per exporter, used under its lock; one per lean span queue
+    for the spans ended (on the event loop), another for its export thread's requests.
     """
 
     def __init__(self) -> None:
@@ -141,53 +146,39 @@ class SpanEncoder:
         self._resources: dict[int, tuple[object, bytes, bytes]] = {}  # id -> (obj, field 1, field 3)
         self._scopes: dict[int, tuple[object, bytes, bytes]] = {}
 
-    def encode(self, spans: Sequence[ReadableSpan | LeanSpan]) -> bytes:
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        """An ExportTraceServiceRequest of SDK spans (the lean recorder's are encoded as they end:
+        ``lean_span_field``, ``lean_request``)."""
         # resource bytes -> scope bytes -> encoded spans; bytes as keys group equal resources/scopes.
-        groups: dict[tuple[bytes, bytes], dict[tuple[bytes, bytes], list[bytes]]] = {}
+        groups: dict[tuple[bytes, bytes], dict[tuple[bytes, bytes], list[Buffer]]] = {}
         last_resource: Any = _UNSET
         last_scope: Any = _UNSET
-        encoded: list[bytes] = []
-        span: Any  # an SDK ReadableSpan, or a LeanSpan read from its slots
+        encoded: list[Buffer] = []
         for span in spans:
-            # proxy.telemetry.tracing's LeanSpan (plain values in slots) has a fast path
-            lean = type(span) is LeanSpan
-            if lean:
-                tracer = span._tracer
-                resource, scope = tracer.resource, tracer.scope
-            else:
-                resource, scope = span.resource, span.instrumentation_scope
+            resource, scope = span.resource, span.instrumentation_scope
             if resource is not last_resource or scope is not last_scope:  # usually one of each for all
                 last_resource, last_scope = resource, scope
                 scopes = groups.setdefault(self._resource(resource), {})
                 encoded = scopes.setdefault(self._scope(scope), [])
-            # ScopeSpans.spans (2): tag, length, body (joined once, with the rest)
-            body = b"".join(self._lean_parts(span)) if lean else self.encode_span(span)
-            n = len(body)  # (joined per span: summing the lengths of a batch of parts costs more)
-            encoded.append(b"\x12")
-            if n < 0x80:
-                encoded.append(_VARINT1[n])
-            elif n < 0x4000:  # most spans: a two-byte length, made here rather than by a call
-                encoded.append(bytes(((n & 0x7F) | 0x80, n >> 7)))
-            else:
-                encoded.append(_varint(n))
-            encoded.append(body)
-        # The nested messages' lengths are summed, not measured on joined bytes: the batch is joined once
-        # (a join per level copied every span's bytes four times more).
-        out: list[bytes] = []
-        for (resource_field, resource_schema), scopes in groups.items():
-            heads: list[bytes] = []
-            size = len(resource_field) + len(resource_schema)
-            for (scope_field, scope_schema), encoded in scopes.items():
-                n = len(scope_field) + sum(map(len, encoded)) + len(scope_schema)
-                heads.append(b"\x12" + _varint(n))  # ResourceSpans.scope_spans (2)
-                size += len(heads[-1]) + n
-            out += (b"\x0a", _varint(size), resource_field)  # ExportTraceServiceRequest.resource_spans (1)
-            for head, ((scope_field, scope_schema), encoded) in zip(heads, scopes.items(), strict=True):
-                out += (head, scope_field)
-                out += encoded
-                out.append(scope_schema)
-            out.append(resource_schema)
-        return b"".join(out)
+            body = self.encode_span(span)
+            encoded += (span_field_head(len(body)), body)  # ScopeSpans.spans (2): tag, length, body
+        return b"".join(_request(groups))
+
+    def lean_span_field(self, span: LeanSpan) -> tuple[bytes, bytes]:
+        """A ``proxy.telemetry.lean_span.LeanSpan``, ended, as a ScopeSpans.spans field: (tag and
+        length, the Span message). Read from its slots; the same bytes as ``encode_span``'s."""
+        body = b"".join(self._lean_parts(span))  # (joined once: summing the lengths of the parts costs more)
+        n = len(body)
+        return (_SPAN_HEAD1[n] if n < 0x80 else span_field_head(n)), body
+
+    def lean_request(self, resource: Any, scopes: Mapping[Any, Buffer]) -> list[Buffer]:
+        """An ExportTraceServiceRequest, in parts to send as they are (not joined), of lean spans
+        already encoded (``lean_span_field``): ``scopes`` maps each InstrumentationScope (a
+        ``proxy.telemetry.sampling.LeanScope``) to its spans' fields, all under ``resource``."""
+        groups: dict[tuple[bytes, bytes], list[Buffer]] = {}
+        for scope, fields in scopes.items():
+            groups.setdefault(self._scope(scope), []).append(fields)  # equal scopes' spans in one group
+        return _request({self._resource(resource): groups})
 
     def _resource(self, resource: Any) -> tuple[bytes, bytes]:
         cached = self._resources.get(id(resource))
@@ -321,7 +312,7 @@ class SpanEncoder:
         self._attributes(parts, b"\x4a", span.attributes)  # 9
         if dropped := span.dropped_attributes:  # 10
             parts += (b"\x50", _varint(dropped))
-        # The SDK's public views (copies: the escape hatch's path; the lean spans' is encode_lean_span).
+        # The SDK's public views (copies: the escape hatch's path; the lean spans' is lean_span_field).
         if events := span.events:
             for event in events:  # 11: time 1, name 2, attributes 3, dropped 4
                 body = [b"\x09", _pack_fixed64(event.timestamp)] if event.timestamp else []
@@ -353,14 +344,8 @@ class SpanEncoder:
         body += (b"\x35", _pack_fixed32(0x300 if lctx.is_remote else 0x100))
         return _lp(b"".join(body))
 
-    def encode_lean_span(self, span: Any) -> bytes:
-        """``encode_span`` for a ``proxy.telemetry.lean_span.LeanSpan``: the same bytes, read from its plain slots
-        (attributes a dict; events ``(name, attributes, time, dropped)`` and links
-        ``(context, attributes, dropped)`` tuples; status a Status)."""
-        return b"".join(self._lean_parts(span))
-
     def _lean_parts(self, span: Any) -> list[bytes]:
-        """`encode_lean_span`'s bytes in parts."""
+        """`lean_span_field`'s Span message in parts."""
         # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
         trace_id, span_id, _, _, trace_state, _ = span.context
         parent = span.parent
@@ -427,6 +412,38 @@ def _status(status: Any) -> bytes:
         return (b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")[code]
     body = _field(b"\x12", message.encode(errors="replace")) if message else b""
     return b"\x7a" + _lp(body + (b"\x18" + _varint(code) if code else b""))
+
+
+def span_field_head(n: int) -> bytes:
+    """The tag and length of a ScopeSpans.spans (2) field of ``n`` bytes."""
+    if n < 0x80:
+        return _SPAN_HEAD1[n]
+    if n < 0x4000:  # most spans: a two-byte length, made here rather than by _varint
+        return bytes((0x12, (n & 0x7F) | 0x80, n >> 7))
+    return b"\x12" + _varint(n)
+
+
+def _request(groups: Mapping[tuple[bytes, bytes], Mapping[tuple[bytes, bytes], Sequence[Buffer]]]) -> list[Buffer]:
+    """An ExportTraceServiceRequest's parts: (resource field, resource schema) -> (scope field, scope
+    schema) -> the spans' ScopeSpans.spans fields.
+
+    The nested messages' lengths are summed, not measured on joined bytes: the parts are joined once,
+    or sent as they are (a join per level copied every span's bytes four times more)."""
+    out: list[Buffer] = []
+    for (resource_field, resource_schema), scopes in groups.items():
+        heads: list[bytes] = []
+        size = len(resource_field) + len(resource_schema)
+        for (scope_field, scope_schema), encoded in scopes.items():
+            n = len(scope_field) + sum(map(len, encoded)) + len(scope_schema)
+            heads.append(b"\x12" + _varint(n))  # ResourceSpans.scope_spans (2)
+            size += len(heads[-1]) + n
+        out += (b"\x0a", _varint(size), resource_field)  # ExportTraceServiceRequest.resource_spans (1)
+        for head, ((scope_field, scope_schema), encoded) in zip(heads, scopes.items(), strict=True):
+            out += (head, scope_field)
+            out += encoded
+            out.append(scope_schema)
+        out.append(resource_schema)
+    return out
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:

@@ -8,8 +8,9 @@ come from ``proxy.telemetry.otlp_encode`` and are posted on a kept-alive connect
 (``proxy.telemetry.otlp_http``: one write per post, the answer read without ``http.client``'s
 per-post cost).
 
-Export runs in a worker thread (``proxy.telemetry.span_queue.SpanQueue``'s, or the SDK's
-BatchSpanProcessor's), never on the event loop.
+Posting runs in a worker thread (``proxy.telemetry.span_queue.SpanQueue``'s, or the SDK's
+BatchSpanProcessor's), never on the event loop (the lean recorder's spans are encoded as they end,
+``SpanQueue.put``; the SDK's spans here, in the worker).
 It never raises: a failed batch is counted, logged once per streak of failures,
 and reported as ``SpanExportResult.FAILURE``.
 
@@ -33,7 +34,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from proxy.telemetry.otlp_encode import SpanEncoder, decode_fields
+from proxy.telemetry.otlp_encode import Buffer, SpanEncoder, decode_fields
 from proxy.telemetry.otlp_http import Connection, request_head
 from shared.scrub import parse_otlp_headers
 
@@ -184,7 +185,8 @@ class OTLPHttpSpanExporter:
     # -- SpanExporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Encode and post ``spans`` (SDK ReadableSpans or ``proxy.telemetry.lean_span.LeanSpan``s)."""
+        """Encode and post SDK ReadableSpans (MODELWAY_TRACER=sdk: the BatchSpanProcessor's batches; the
+        lean recorder's queue posts spans encoded as they ended, by ``export_encoded``)."""
         if self._shutdown.is_set():
             self.dropped_spans += len(spans)
             return SpanExportResult.FAILURE
@@ -197,8 +199,9 @@ class OTLPHttpSpanExporter:
                 return self._failed(len(spans), f"encoding failed: {exc!r}")
             return self._export_locked(body, len(spans))
 
-    def export_encoded(self, body: bytes, count: int) -> SpanExportResult:
-        """Post an already-encoded ExportTraceServiceRequest holding ``count`` spans."""
+    def export_encoded(self, body: Buffer | Sequence[Buffer], count: int) -> SpanExportResult:
+        """Post an already-encoded ExportTraceServiceRequest holding ``count`` spans: bytes, or its
+        parts in order (``proxy.telemetry.span_queue``'s batches), sent as they are."""
         if self._shutdown.is_set():
             self.dropped_spans += count
             return SpanExportResult.FAILURE
@@ -207,18 +210,20 @@ class OTLPHttpSpanExporter:
         with self._lock:
             return self._export_locked(body, count)
 
-    def _export_locked(self, body: bytes, count: int) -> SpanExportResult:
+    def _export_locked(self, body: Buffer | Sequence[Buffer], count: int) -> SpanExportResult:
+        parts: Sequence[Buffer] = (body,) if isinstance(body, (bytes, bytearray)) else body
         if self.compression == "gzip":
             import zlib
 
             c = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 16+15: gzip container
-            body = c.compress(body) + c.flush()
+            parts = (b"".join([*map(c.compress, parts), c.flush()]),)
         elif self.compression == "deflate":
             import zlib
 
-            body = zlib.compress(body)
+            c = zlib.compressobj()
+            parts = (b"".join([*map(c.compress, parts), c.flush()]),)
         try:
-            error, rejected = self._send(body)
+            error, rejected = self._send(parts)
         except Exception as exc:  # never raise into the BatchSpanProcessor
             error, rejected = f"unexpected {exc!r}", 0
         if error is not None:
@@ -257,7 +262,7 @@ class OTLPHttpSpanExporter:
         self._failing += 1
         return SpanExportResult.FAILURE
 
-    def _send(self, body: bytes) -> tuple[str | None, int]:
+    def _send(self, body: Sequence[Buffer]) -> tuple[str | None, int]:
         """POST with retries bounded by the timeout: (error or None, rejected spans)."""
         deadline = time.monotonic() + self.timeout
         attempt = 0
@@ -286,7 +291,7 @@ class OTLPHttpSpanExporter:
                 return f"{error} (shutting down)", 0
             attempt += 1
 
-    def _post(self, body: bytes, timeout: float) -> tuple[int, str, Mapping[str, str], bytes]:
+    def _post(self, body: Sequence[Buffer], timeout: float) -> tuple[int, str, Mapping[str, str], bytes]:
         """One request; a kept-alive connection that turns out stale is replaced once, at once."""
         if self._pid != os.getpid():  # forked: the socket belongs to the parent
             self._conn, self._pid = None, os.getpid()
@@ -303,7 +308,7 @@ class OTLPHttpSpanExporter:
             self._close()
             raise
 
-    def _request(self, body: bytes, timeout: float) -> tuple[int, str, Mapping[str, str], bytes]:
+    def _request(self, body: Sequence[Buffer], timeout: float) -> tuple[int, str, Mapping[str, str], bytes]:
         conn = self._conn
         if conn is None:
             conn = Connection.open(self._host, self._port, timeout=timeout, context=self._ssl_context)

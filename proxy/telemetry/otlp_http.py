@@ -15,7 +15,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 MAX_HEAD_BYTES = 64 * 1024  # the answer's status line and headers
 MAX_BODY_BYTES = 4 * 1024 * 1024  # an ExportTraceServiceResponse is a few bytes; a proxy's page more
@@ -56,10 +56,14 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def post(self, head: bytes, body: bytes) -> tuple[int, str, dict[str, str], bytes, bool]:
-        """(status, reason, headers, body, whether the collector closes the connection after it)."""
+    def post(
+        self, head: bytes, body: bytes | Sequence[bytes | bytearray]
+    ) -> tuple[int, str, dict[str, str], bytes, bool]:
+        """(status, reason, headers, body, whether the collector closes the connection after it); the
+        body is bytes, or its parts in order (sent as they are, not joined)."""
         self._buffer = b""  # (nothing is left over from a previous answer that was read whole)
-        self._send((head, str(len(body)).encode(), b"\r\n\r\n", body))
+        parts = (body,) if isinstance(body, (bytes, bytearray)) else tuple(body)
+        self._send((head, str(sum(map(len, parts))).encode(), b"\r\n\r\n", *parts))
         while True:
             status, reason, headers, http10 = self._head()
             if not 100 <= status < 200:  # 1xx answers are interim: the real one follows
@@ -77,7 +81,7 @@ class Connection:
             return status, reason, headers, self._exactly(int(length)), closes
         return status, reason, headers, self._to_close(), True
 
-    def _send(self, parts: tuple[bytes, ...]) -> None:
+    def _send(self, parts: tuple[bytes | bytearray, ...]) -> None:
         """The parts in one system call, gathered by the kernel (a batch of spans is not copied again to
         be joined to its head); a TLS socket, or a send cut short, gets the rest as one buffer."""
         sock = self.sock

@@ -456,7 +456,9 @@ def telemetry_drops(
         if span_queue is not None:
             out.append((("spans", "queue_full"), span_queue.dropped_spans))
         if span_exporter is not None and hasattr(span_exporter, "failed_spans"):
-            out.append((("spans", "export_failed"), span_exporter.failed_spans))
+            # (with the spans the lean queue could not encode: lost on the way to the collector too)
+            unencoded = getattr(span_queue, "failed_spans", 0)
+            out.append((("spans", "export_failed"), span_exporter.failed_spans + unencoded))
         if metric_export is not None:
             out.append((("metrics", "queue_full"), metric_export.dropped_exports))
             out.append((("metrics", "export_failed"), metric_export.failed_exports))

@@ -1,4 +1,4 @@
-"""The lean recorder's export queue: ended spans, bounded, exported in batches by one thread.
+"""The lean recorder's export queue: spans encoded as they end, bounded, exported in batches by one thread.
 
 Part of ``proxy.telemetry.tracing`` (see there); kept apart because it is the one piece that runs
 off the event loop.
@@ -10,40 +10,72 @@ import collections
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol
+
+from proxy.telemetry.otlp_encode import Buffer, SpanEncoder
 
 log = logging.getLogger("proxy.telemetry.tracing")
 
 
-class SpanQueue:
-    """Ended spans, bounded, exported in batches by one daemon thread.
+class EncodedSpanExporter(Protocol):
+    """What the queue exports through (``proxy.telemetry.otlp_export.OTLPHttpSpanExporter``)."""
 
-    ``put`` runs on the event loop: a length check and a deque append (atomic under
-    the GIL), no lock. Only the worker removes spans, so the length checked can only
-    shrink before the append and the bound holds. ``dropped_spans`` counts spans
-    refused because the queue was full (the exporter counts exported/failed ones).
+    def export_encoded(self, body: bytes | list[Buffer], count: int) -> Any:
+        """Post an ExportTraceServiceRequest (bytes, or parts to send as they are) holding ``count`` spans."""
+
+    def shutdown(self) -> None: ...
+
+
+class SpanQueue:
+    """Ended spans, encoded, bounded, exported in batches by one daemon thread.
+
+    ``put`` runs where a span ends (the event loop) and encodes it there, at once, into the
+    batch being filled: one bytearray per instrumentation scope of the OTLP Span messages, so
+    that an ended span keeps nothing alive but its bytes (a span object and its attributes
+    took ~700 bytes until exported, its message takes ~550, and a batch is not built again
+    as an object tree to be encoded). A full batch is handed to the worker thread, which
+    puts the request's head around it and posts it; the timer, a flush or a shutdown also
+    take the batch being filled. Encoding at the end costs the loop's core what encoding in
+    the worker did (the GIL makes them take turns on it).
+
+    The bound is in spans, filling batch and full ones waiting for the worker: a span past
+    it is dropped, counted in ``dropped_spans``, never waited for. ``failed_spans`` counts
+    spans that could not be encoded (a bug: the request is answered all the same); the
+    exporter counts exported and failed ones.
     """
 
     def __init__(
         self,
-        exporter: Any,
+        exporter: EncodedSpanExporter,
         *,
+        resource: Any,
         max_queue_size: int = 512,
         max_export_batch_size: int = 256,
         schedule_delay_millis: float = 1000,
         export_timeout_millis: float = 30000,
     ) -> None:
         self.exporter = exporter
+        self.resource = resource
         self.max_queue_size = max_queue_size
         self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
         self.schedule_delay_millis = schedule_delay_millis
         self.export_timeout_millis = export_timeout_millis
         self.dropped_spans = 0
-        self._queue: collections.deque[Any] = collections.deque()
+        self.failed_spans = 0
+        self._encode = SpanEncoder().lean_span_field  # on the threads that end spans
+        self._requests = SpanEncoder()  # on the worker: the request around a batch
+        # The batch being filled: scope -> its spans' fields, and how many spans; full batches wait in
+        # `_full`. `_pending` counts the spans of both, the bound's measure. Changed under `_lock`.
+        self._batch: dict[Any, bytearray] = {}
+        self._count = 0
+        self._full: collections.deque[tuple[dict[Any, bytearray], int]] = collections.deque()
+        self._pending = 0
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._flushes: collections.deque[threading.Event] = collections.deque()
         self._stopping = False
         self._logged_drop = False
+        self._logged_failure = False
         self._thread: threading.Thread | None = None
         self._start()
         if hasattr(os, "register_at_fork"):  # a forked child has the queue but not the thread
@@ -54,35 +86,61 @@ class SpanQueue:
         self._thread.start()
 
     def _after_fork(self) -> None:
-        self._queue.clear()
+        self._lock = threading.Lock()  # (it may have been held by a thread the child does not have)
+        self._batch, self._count, self._pending = {}, 0, 0
+        self._full.clear()
         self._flushes.clear()
         self._wake = threading.Event()
         if not self._stopping:
             self._start()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return self._pending
 
     def put(self, span: Any) -> None:
-        queue = self._queue
-        n = len(queue)
-        if n >= self.max_queue_size or self._stopping:
-            self.dropped_spans += 1
-            if not self._logged_drop:  # once: the counter tells the rest
-                self._logged_drop = True
-                log.warning(
-                    "span queue full (%d spans) or shut down: dropping spans (counted, not logged again)",
-                    self.max_queue_size,
-                )
+        """Encode an ended ``proxy.telemetry.lean_span.LeanSpan`` into the batch (or drop it: full, shut down)."""
+        if self._pending >= self.max_queue_size or self._stopping:  # (checked again under the lock)
+            self._drop()
             return
-        queue.append(span)
-        if n + 1 == self.max_export_batch_size:
-            self._wake.set()
+        try:
+            head, body = self._encode(span)
+        except Exception:  # a bug: the span is lost, the request that ended it must not be
+            self.failed_spans += 1
+            if not self._logged_failure:
+                self._logged_failure = True
+                log.exception("a span could not be encoded; dropped (counted, not logged again)")
+            return
+        scope = span._tracer.scope
+        with self._lock:
+            if self._pending >= self.max_queue_size or self._stopping:
+                self._drop()
+                return
+            fields = self._batch.get(scope)
+            if fields is None:
+                fields = self._batch[scope] = bytearray()
+            fields += head
+            fields += body
+            self._pending += 1
+            self._count += 1
+            if self._count < self.max_export_batch_size:
+                return
+            self._full.append((self._batch, self._count))
+            self._batch, self._count = {}, 0
+        self._wake.set()
+
+    def _drop(self) -> None:
+        self.dropped_spans += 1
+        if not self._logged_drop:  # once: the counter tells the rest
+            self._logged_drop = True
+            log.warning(
+                "span queue full (%d spans) or shut down: dropping spans (counted, not logged again)",
+                self.max_queue_size,
+            )
 
     def force_flush(self, timeout_millis: float = 30000) -> bool:
         """Export what is queued now; False when that did not finish within the timeout."""
         if self._thread is None or not self._thread.is_alive():
-            return not self._queue
+            return not self._pending
         done = threading.Event()
         self._flushes.append(done)
         self._wake.set()
@@ -93,7 +151,8 @@ class SpanQueue:
         if self._stopping:
             return
         timeout = self.export_timeout_millis if timeout_millis is None else timeout_millis
-        self._stopping = True
+        with self._lock:  # no span is added after this
+            self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(max(timeout, 0) / 1000)
@@ -102,11 +161,10 @@ class SpanQueue:
             self._thread.join(1.0)
 
     def _run(self) -> None:
-        queue, batch_size = self._queue, self.max_export_batch_size
         while True:
             wake = self._wake
             timed_out = False
-            if not self._stopping and len(queue) < batch_size and not self._flushes:
+            if not self._stopping and not self._full and not self._flushes:
                 timed_out = not wake.wait(self.schedule_delay_millis / 1000)
             wake.clear()
             flushes = []
@@ -115,21 +173,29 @@ class SpanQueue:
             # Woken by a full batch: export full batches only, and leave the few spans that came
             # meanwhile for the next one (under load, small batches multiply the per-request cost
             # of posting, which is paid on the event loop's core). The timer or a flush takes all.
-            self._drain(full_only=not (timed_out or flushes or self._stopping))
+            stopping = self._stopping
+            self._drain(everything=timed_out or bool(flushes) or stopping)
             for done in flushes:
                 done.set()
-            if self._stopping:
-                self._drain()
+            if stopping:
                 while self._flushes:
                     self._flushes.popleft().set()
                 return
 
-    def _drain(self, *, full_only: bool = False) -> None:
-        queue, batch_size, popleft = self._queue, self.max_export_batch_size, self._queue.popleft
-        while queue and (not full_only or len(queue) >= batch_size):
-            n = min(len(queue), batch_size)
-            batch = [popleft() for _ in range(n)]
+    def _drain(self, *, everything: bool) -> None:
+        """Export the full batches, and with `everything` the one being filled too."""
+        while True:
+            with self._lock:
+                if self._full:
+                    batch, count = self._full.popleft()
+                elif everything and self._count:
+                    batch, count = self._batch, self._count
+                    self._batch, self._count = {}, 0
+                    everything = False  # once: spans ended meanwhile wait for a full batch or the timer
+                else:
+                    return
+                self._pending -= count
             try:
-                self.exporter.export(batch)
+                self.exporter.export_encoded(self._requests.lean_request(self.resource, batch), count)
             except Exception:  # the exporter should not raise; the thread must not die if it does
                 log.exception("span export raised")

@@ -9,15 +9,16 @@ that part, cheaply:
 * ``LeanTracerProvider.get_tracer()`` -> ``LeanTracer`` (an API ``Tracer``);
   ``start_span`` returns a ``LeanSpan`` (an API ``Span``, in ``proxy.telemetry.lean_span``)
   keeping plain Python values: an attributes dict, events as ``(name, attributes, time)``
-  tuples, times as int nanoseconds. ``proxy.telemetry.otlp_encode`` has a fast path for it.
+  tuples, times as int nanoseconds, which ``proxy.telemetry.otlp_encode`` reads from its slots.
 * Sampling from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (always_on,
   always_off, traceidratio and their parentbased_* forms); an unsampled span is
   an API ``NonRecordingSpan`` that still propagates a valid context. The sampler,
   resource, scope and span limits live in ``proxy.telemetry.sampling``.
-* Ended spans go to a bounded deque (`proxy.telemetry.span_queue`; no lock: the event loop appends, one
-  daemon thread pops); when it is full, spans are dropped and counted, never
-  waited for. The worker exports every ``OTEL_BSP_SCHEDULE_DELAY`` ms or as soon
-  as a batch is full, through ``proxy.telemetry.otlp_export.OTLPHttpSpanExporter``.
+* An ended span is encoded into its OTLP bytes at once, into a bounded queue
+  (`proxy.telemetry.span_queue`): nothing of it stays alive but those bytes. When
+  the queue is full, spans are dropped and counted, never waited for. One daemon
+  thread exports every ``OTEL_BSP_SCHEDULE_DELAY`` ms or as soon as a batch is
+  full, through ``proxy.telemetry.otlp_export.OTLPHttpSpanExporter``.
 
 Spans are meant to be created and ended on one thread (the event loop). Using
 them from several threads is safe for the queue, not for one span's fields.
@@ -39,7 +40,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from proxy.telemetry.lean_span import PLAIN, LeanSpan, SharedAttributes
 from proxy.telemetry.sampling import _MASK64, LeanResource, LeanScope, Sampler, SpanLimits, build_resource
-from proxy.telemetry.span_queue import SpanQueue
+from proxy.telemetry.span_queue import EncodedSpanExporter, SpanQueue
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -175,7 +176,7 @@ class LeanTracerProvider(trace.TracerProvider):
 
     def __init__(
         self,
-        exporter: Any,
+        exporter: EncodedSpanExporter,
         *,
         service_name: str = "unknown_service",
         environ: Mapping[str, str] = os.environ,
@@ -192,6 +193,7 @@ class LeanTracerProvider(trace.TracerProvider):
         self.limits = limits or SpanLimits(environ)
         self.queue = SpanQueue(
             exporter,
+            resource=self.resource,
             max_queue_size=max_queue_size,
             max_export_batch_size=max_export_batch_size,
             schedule_delay_millis=schedule_delay_millis,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from opentelemetry.trace import SpanKind
 
 from proxy.telemetry import otlp_export
 from proxy.telemetry.configure import build_tracer_provider
+from proxy.telemetry.otlp_encode import encode_spans
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter, SpanExportResult
 from tests.harness.certs import CertAuthority
 from tests.unit.otlp_support import Collector, sdk_provider
@@ -137,6 +139,19 @@ def test_gzip(collector, spans):
     [request] = collector.requests
     assert {k.lower(): v for k, v in request["headers"].items()}["content-encoding"] == "gzip"
     assert ExportTraceServiceRequest.FromString(gzip.decompress(request["body"])) == official_encode(spans)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "deflate"])
+def test_an_encoded_request_in_parts_is_posted_whole(collector, spans, compression):
+    """The lean span queue hands over a request in parts (bytes and bytearrays): the collector gets the
+    message they make, compressed as configured."""
+    exporter = _exporter(collector.url, OTEL_EXPORTER_OTLP_COMPRESSION=compression)
+    whole = encode_spans(spans)
+    parts = [whole[:5], bytearray(whole[5:40]), b"", whole[40:]]
+    assert exporter.export_encoded(parts, len(spans)) is SpanExportResult.SUCCESS
+    [request] = collector.requests
+    body = {"gzip": gzip.decompress, "deflate": zlib.decompress, "none": bytes}[compression](request["body"])
+    assert body == whole and exporter.exported_spans == 2
 
 
 def test_retries_503_and_429_then_succeeds(collector, spans, caplog):

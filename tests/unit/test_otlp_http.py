@@ -14,7 +14,7 @@ from proxy.telemetry.otlp_http import Connection, request_head
 HEAD = request_head(path="/v1/traces", host="127.0.0.1", port=4318, default_port=80, headers={"a": "1"})
 
 
-def _exchange(answer: bytes) -> tuple[tuple[int, str, dict[str, str], bytes, bool], bytes]:
+def _exchange(answer: bytes, body=b"body") -> tuple[tuple[int, str, dict[str, str], bytes, bool], bytes]:
     """What `post` makes of `answer` (sent in pieces, as a network may), and the bytes the collector got."""
     ours, theirs = socket.socketpair()
     got: list[bytes] = []
@@ -31,7 +31,7 @@ def _exchange(answer: bytes) -> tuple[tuple[int, str, dict[str, str], bytes, boo
     thread = threading.Thread(target=collector)
     thread.start()
     try:
-        return Connection(ours).post(HEAD, b"body"), got[0] if got else b""
+        return Connection(ours).post(HEAD, body), got[0] if got else b""
     finally:
         thread.join(5)
         ours.close()
@@ -39,6 +39,13 @@ def _exchange(answer: bytes) -> tuple[tuple[int, str, dict[str, str], bytes, boo
 
 def test_the_request_is_one_post_with_its_length():
     _, sent = _exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert sent == b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:4318\r\na: 1\r\nContent-Length: 4\r\n\r\nbody"
+
+
+def test_a_body_in_parts_is_sent_as_one_body_with_their_length():
+    """The span queue's batches are posted as parts (the request's head, each scope's spans in a
+    bytearray): the collector gets them in order, as one body of their summed length."""
+    _, sent = _exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", [b"bo", bytearray(b"d"), b"", b"y"])
     assert sent == b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:4318\r\na: 1\r\nContent-Length: 4\r\n\r\nbody"
 
 

@@ -18,8 +18,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from proxy.telemetry.facade import Telemetry, set_error
-from proxy.telemetry.lean_span import LeanSpan, SharedAttributes
-from proxy.telemetry.otlp_encode import SpanEncoder, encode_spans
+from proxy.telemetry.lean_span import SharedAttributes
 from proxy.telemetry.sampling import LeanResource, Sampler, build_resource
 from tests.unit.tracing_support import APP_SPAN, APP_TRACE, PROPAGATOR, TRACEPARENT, _attrs, _finished, _lean
 
@@ -169,20 +168,24 @@ def test_lean_spans_encode_to_the_sdks_message_for_the_same_calls(limits):
         _scenario(provider.get_tracer("lib", "1.2.3", schema_url="https://s/1", attributes={"scope.attr": "v"}))
     sdk_spans, lean_spans = list(sdk_out.get_finished_spans()), _finished(lean, lean_out)
     assert [s.name for s in lean_spans] == [s.name for s in sdk_spans] and len(lean_spans) == 18
-    assert all(isinstance(s, LeanSpan) for s in lean_spans)
 
     official = _normalised(official_encode(sdk_spans))
-    mine = _normalised(ExportTraceServiceRequest.FromString(encode_spans(lean_spans)))
+    [exported] = lean_out.requests  # what the lean recorder posts: spans encoded as they ended
+    _same_message(_normalised(exported), official)
+    # again, the encoder's caches warm: the same message
+    _scenario(lean.get_tracer("modelway.proxy"))
+    _scenario(lean.get_tracer("lib", "1.2.3", schema_url="https://s/1", attributes={"scope.attr": "v"}))
+    _finished(lean, lean_out)
+    _same_message(_normalised(lean_out.requests[1]), official)
+    lean.shutdown()
+
+
+def _same_message(mine: ExportTraceServiceRequest, official: ExportTraceServiceRequest) -> None:
     if mine != official:
         import difflib
 
         diff = "\n".join(difflib.unified_diff(str(official).splitlines(), str(mine).splitlines(), lineterm=""))
         pytest.fail(f"lean (+) vs SDK (-):\n{diff}")
-    # the cached second pass and the generic (ReadableSpan) path agree with the fast one
-    encoder = SpanEncoder()
-    first, second = encoder.encode(lean_spans), encoder.encode(lean_spans)
-    assert first == second == encode_spans(lean_spans)
-    lean.shutdown()
 
 
 def test_span_context_is_the_tuple_the_lean_path_unpacks():
@@ -193,7 +196,7 @@ def test_span_context_is_the_tuple_the_lean_path_unpacks():
     context = SpanContext(APP_TRACE, APP_SPAN, True, flags, state)
     assert isinstance(context, tuple) and len(context) == 6, (
         "opentelemetry.trace.SpanContext is no longer a 6-tuple: proxy.telemetry.tracing (LeanTracer._start), "
-        "otlp_encode (encode_lean_span) and facade (Telemetry.inject) unpack it as one"
+        "otlp_encode (SpanEncoder.lean_span_field) and facade (Telemetry.inject) unpack it as one"
     )
     assert tuple(context) == (APP_TRACE, APP_SPAN, True, flags, state, True), (
         "SpanContext's tuple order changed: the lean path would read the wrong fields"
@@ -222,7 +225,8 @@ def test_decoded_fields_of_a_request_trace():
         client.end()
         server.add_event("modelway.retry", {"modelway.retry.delay_s": 0.25})
         server.set_status(Status(StatusCode.OK))
-    request = ExportTraceServiceRequest.FromString(encode_spans(_finished(provider, out)))
+    _finished(provider, out)
+    [request] = out.requests
     [resource_spans] = request.resource_spans
     assert _attrs(resource_spans.resource.attributes) == {"service.name": "svc", "k8s.pod.name": "pod-ü"}
     [scope_spans] = resource_spans.scope_spans

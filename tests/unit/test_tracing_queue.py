@@ -4,8 +4,10 @@ transport; limits come from the environment."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 from opentelemetry import trace
@@ -18,6 +20,7 @@ from proxy.telemetry.facade import Telemetry, set_error
 from proxy.telemetry.lean_span import LeanSpan, SharedAttributes
 from proxy.telemetry.otlp_export import OTLPHttpSpanExporter
 from proxy.telemetry.sampling import Sampler, SpanLimits
+from proxy.telemetry.sidecar_metrics import telemetry_drops
 from proxy.telemetry.tracing import LeanTracerProvider
 from tests.unit.otlp_support import Collector
 from tests.unit.tracing_support import APP_SPAN, APP_TRACE, Capture, _attrs, _finished, _lean
@@ -234,6 +237,77 @@ def test_force_flush_from_another_thread_and_export_errors_do_not_kill_the_worke
     provider.shutdown()
 
 
+def test_an_ended_span_waits_for_export_as_its_bytes_alone():
+    """What waits in the queue is an ended span's OTLP message, not the span: the span, and all it
+    holds of its request (attribute dicts, values, events), can be freed at once."""
+    provider, out = _lean(schedule_delay_millis=60_000)
+    tracer = provider.get_tracer("t")
+    span = tracer.start_span("s", attributes={"a": 1})
+    span.set_plain({"gen_ai.response.model": "m", "gen_ai.usage.input_tokens": 3})
+    span.add_event("e", {"k": "v"})
+    span.end()
+    ended = weakref.ref(span)
+    del span
+    gc.collect()
+    assert len(provider.queue) == 1 and ended() is None
+    [done] = _finished(provider, out)
+    assert done.name == "s" and _attrs(done.attributes) == {
+        "a": 1,
+        "gen_ai.response.model": "m",
+        "gen_ai.usage.input_tokens": 3,
+    }
+    assert [event.name for event in done.events] == ["e"]
+    provider.shutdown()
+
+
+def test_a_span_that_cannot_be_encoded_is_counted_and_its_end_does_not_raise(caplog):
+    provider, out = _lean(schedule_delay_millis=60_000)
+    tracer = provider.get_tracer("t")
+    tracer.start_span(object()).end()  # type: ignore[arg-type]  # (a bug in a caller: no str name)
+    tracer.start_span("fine").end()
+    assert [s.name for s in _finished(provider, out)] == ["fine"]
+    assert provider.queue.failed_spans == 1 and "could not be encoded" in caplog.text
+    # counted where operators see lost spans: modelway.telemetry.dropped{modelway.reason=export_failed}
+    drops = dict(telemetry_drops(span_queue=provider.queue, span_exporter=out)())
+    assert drops[("spans", "export_failed")] == 1 and drops[("spans", "queue_full")] == 0
+    provider.shutdown()
+
+
+def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_groups_them():
+    """Spans ended by two tracers in turn, over several batches: each request groups its spans by
+    scope in first-seen order, as the official encoder does for the same batch."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as official_encode
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from proxy.telemetry.sampling import LeanResource
+
+    attributes = {"service.name": "svc"}
+    sdk_out = InMemorySpanExporter()
+    sdk = TracerProvider(resource=Resource(attributes), sampler=ALWAYS_ON)
+    sdk.add_span_processor(SimpleSpanProcessor(sdk_out))
+    lean, out = _lean(resource=LeanResource(attributes), max_export_batch_size=3, schedule_delay_millis=60_000)
+    for provider in (sdk, lean):
+        tracers = [provider.get_tracer("a"), provider.get_tracer("b", "2")]
+        for i in range(7):
+            tracers[i % 3 == 1].start_span(f"s{i}", start_time=i + 1, attributes={"i": i}).end(end_time=i + 2)
+    _finished(lean, out)
+    sdk_spans = list(sdk_out.get_finished_spans())
+    assert out.batches == [3, 3, 1]
+    for n, request in enumerate(out.requests):
+        official = official_encode(sdk_spans[3 * n : 3 * n + 3])
+        for message in (official, request):  # (the ids are random)
+            for rs in message.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        span.trace_id, span.span_id = b"\x01" * 16, b"\x02" * 8
+        assert request == official
+    lean.shutdown()
+
+
 def test_limits_from_the_environment():
     limits = SpanLimits({"OTEL_ATTRIBUTE_COUNT_LIMIT": "5", "OTEL_SPAN_EVENT_COUNT_LIMIT": "x"})
     assert (limits.attributes, limits.event_attributes, limits.link_attributes) == (5, 5, 5)
@@ -243,7 +317,7 @@ def test_limits_from_the_environment():
     span.set_attribute("b", 2)
     span.end()
     [done] = _finished(provider, out)
-    assert done.attributes == {} and done.dropped_attributes == 2
+    assert _attrs(done.attributes) == {} and done.dropped_attributes_count == 2
     provider.shutdown()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -16,19 +17,24 @@ PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Capture:
-    """A span exporter keeping what it is given."""
+    """A span exporter keeping what it is given, as the lean queue gives it: each request decoded
+    (`requests`), its spans (protobuf Spans, in order: `spans`) and how many the queue said it held."""
 
     def __init__(self, result: SpanExportResult = SpanExportResult.SUCCESS, delay: float = 0.0) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
         self.spans: list = []
         self.batches: list[int] = []
         self.result, self.delay = result, delay
         self.shut = False
+        self.failed_spans = 0  # (as the OTLP exporter counts them)
 
-    def export(self, spans):
+    def export_encoded(self, body, count):
         if self.delay:
             time.sleep(self.delay)
-        self.spans.extend(spans)
-        self.batches.append(len(spans))
+        request = ExportTraceServiceRequest.FromString(b"".join(body) if isinstance(body, list) else body)
+        self.requests.append(request)
+        self.spans += [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+        self.batches.append(count)
         return self.result
 
     def shutdown(self):
@@ -44,6 +50,7 @@ def _lean(environ=None, exporter=None, **kwargs) -> tuple[LeanTracerProvider, Ca
 
 def _finished(provider: LeanTracerProvider, exporter: Capture) -> list:
     assert provider.force_flush(5000)
+    assert sum(exporter.batches) == len(exporter.spans)  # each request held the spans the queue counted
     return exporter.spans
 
 
