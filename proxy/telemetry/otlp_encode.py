@@ -164,12 +164,12 @@ class SpanEncoder:
             encoded += (span_field_head(len(body)), body)  # ScopeSpans.spans (2): tag, length, body
         return b"".join(_request(groups))
 
-    def lean_span_field(self, span: LeanSpan) -> tuple[bytes, bytes]:
-        """A ``proxy.telemetry.lean_span.LeanSpan``, ended, as a ScopeSpans.spans field: (tag and
-        length, the Span message). Read from its slots; the same bytes as ``encode_span``'s."""
+    def lean_span_field(self, span: LeanSpan) -> bytes:
+        """A ``proxy.telemetry.lean_span.LeanSpan``, ended, as a ScopeSpans.spans field (tag, length,
+        the Span message), read from its slots: the same Span message as ``encode_span``'s."""
         body = b"".join(self._lean_parts(span))  # (joined once: summing the lengths of the parts costs more)
         n = len(body)
-        return (_SPAN_HEAD1[n] if n < 0x80 else span_field_head(n)), body
+        return (_SPAN_HEAD1[n] if n < 0x80 else span_field_head(n)) + body
 
     def lean_request(self, resource: Any, scopes: Mapping[Any, Buffer]) -> list[Buffer]:
         """An ExportTraceServiceRequest, in parts to send as they are (not joined), of lean spans

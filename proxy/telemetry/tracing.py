@@ -223,6 +223,8 @@ class LeanTracerProvider(trace.TracerProvider):
         tracer = self._tracers.get(key)
         if tracer is None:
             scope = LeanScope(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+            if self.queue.scope is None:
+                self.queue.scope = scope
             tracer = self._tracers[key] = LeanTracer(
                 resource=self.resource, scope=scope, sampler=self.sampler, limits=self.limits, queue=self.queue
             )
