@@ -26,6 +26,12 @@ log = logging.getLogger("proxy.telemetry.otlp_export")
 
 Buffer = bytes | bytearray  # a message's parts: bytes, or a batch's spans encoded into one bytearray
 _CACHE_MAX = 4096  # entries per encoder cache (KeyValues, keys); a full cache is cleared
+# What is worth caching, and not kept for long otherwise: a (key, str or tuple) KeyValue up to this many
+# bytes (model names, backends, finish reasons repeat; prompt text, captured on request, and stack traces
+# do not, and are not kept), and this many (key, int) KeyValues (status codes repeat; token counts mostly
+# do not: 4096 of them kept ~0.75 MiB in each sidecar).
+_CACHED_KV_BYTES = 128
+_INT_CACHE_MAX = 256
 _UNSET: Any = object()
 
 # ---------------------------------------------------------------------------
@@ -226,7 +232,9 @@ class SpanEncoder:
                     if kv is None:
                         kv = _lp(_key_value(key, value))
                         # Tuples only when all str: (k, (1,)) == (k, (True,)) must not share an entry.
-                        if t is str or all(type(v) is str or v is None for v in value):
+                        if len(kv) <= _CACHED_KV_BYTES and (
+                            t is str or all(type(v) is str or v is None for v in value)
+                        ):
                             if len(kv_cache) >= _CACHE_MAX:
                                 kv_cache.clear()
                             kv_cache[(key, value)] = kv
@@ -242,7 +250,7 @@ class SpanEncoder:
                             v = _VARINT1[value] if 0 <= value < 0x80 else _int64(value)
                             body = kf + b"\x12" + _VARINT1[len(v) + 1] + b"\x18" + v
                             kv = (_VARINT1[len(body)] if len(body) < 0x80 else _varint(len(body))) + body
-                            if len(int_cache) >= _CACHE_MAX:
+                            if len(int_cache) >= _INT_CACHE_MAX:
                                 int_cache.clear()
                             int_cache[(key, value)] = kv
                         out.append(tag)

@@ -3,7 +3,10 @@ span and as a batch, and an attribute it cannot encode is skipped, not fatal."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
+import tracemalloc
 
 import pytest
 from opentelemetry import trace
@@ -142,3 +145,32 @@ def test_empty_batch_and_unencodable_attribute_is_skipped(caplog):
         mine = ExportTraceServiceRequest.FromString(encode_spans([finished]))
     [kv] = mine.resource_spans[0].scope_spans[0].spans[0].attributes
     assert kv.key == "ok" and "huge" in caplog.text
+
+
+def test_the_encoder_keeps_no_prompt_text_and_little_for_values_that_do_not_repeat():
+    """The encoder caches the attributes that repeat (models, backends, status codes), not what it
+    sees once: a captured prompt is not kept after its span is encoded, and distinct token counts
+    leave little behind (in a sidecar the encoder lives as long as the process)."""
+    provider, out = sdk_provider(Resource({}))
+    tracer = provider.get_tracer("t")
+    prompt = "".join(["user: what is in this contract? " * 20, "end"])  # (made at run time: not interned)
+    with tracer.start_as_current_span("s", attributes={"gen_ai.input.messages": prompt, "model": "gpt-4o"}):
+        pass
+    for n in range(4000):
+        with tracer.start_as_current_span("s", attributes={"gen_ai.usage.input_tokens": 1000 + n}):
+            pass
+    spans = list(out.get_finished_spans())
+    encoder = SpanEncoder()
+    references = sys.getrefcount(prompt)
+    encoder.encode(spans[:1])
+    assert sys.getrefcount(prompt) == references
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for span in spans[1:]:  # one by one: only the encoder's caches outlive each call
+            encoder.encode([span])
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 128 * 1024, f"the encoder kept {kept // 1024} KiB for 4,000 distinct token counts"
