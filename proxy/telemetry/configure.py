@@ -81,8 +81,8 @@ def build_tracer_provider(*, service_name: str, environ: Mapping[str, str] = os.
     # pod (1024 ended spans, kept as their OTLP bytes, ~550 each: ~0.55 MiB, 512
     # requests' worth at 2 spans each). A batch of 512 (the SDK's, half the queue) starts an export
     # early and leaves the other half to fill meanwhile; under load, batches of
-    # 256 cost the event loop's core ~7 % more (bench.sidecar_telemetry), and no longer
-    # lower the peak RSS under load (bench.sidecar: the same with spans kept as bytes). When the collector falls behind,
+    # 256 cost the event loop's core ~7 % more (bench.sidecar_telemetry), for ~0.2 MiB
+    # less peak RSS under load now that queued spans are bytes (bench.sidecar). When the collector falls behind,
     # spans past the queue are dropped, not buffered: counted in the lean queue's
     # `dropped_spans` (the SDK path logs them and counts them in
     # otel.sdk.processor.span.processed{error.type=queue_full} with
