@@ -56,7 +56,6 @@ _UINT64_MASK = (1 << 64) - 1
 # Span.flags (16, fixed32): bit 8 "has is_remote", bit 9 "is_remote" of the parent (as the SDK's encoder).
 _FLAGS_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(0x100)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x300)
-_SPAN_HEAD1 = tuple(b"\x12" + v for v in _VARINT1)  # ScopeSpans.spans (2): tag and a one-byte length
 _KIND = tuple(b"\x30" + _VARINT1[k + 1] for k in range(5))  # SDK SpanKind 0..4 -> proto SPAN_KIND_* 1..5
 _KIND_BY_ID = {id(kind): _KIND[kind.value] for kind in SpanKind}
 _CODE_BY_ID = {id(code): code.value for code in StatusCode}
@@ -175,7 +174,8 @@ class SpanEncoder:
         the Span message), read from its slots: the same Span message as ``encode_span``'s."""
         body = b"".join(self._lean_parts(span))  # (joined once: summing the lengths of the parts costs more)
         n = len(body)
-        return (_SPAN_HEAD1[n] if n < 0x80 else span_field_head(n)) + body
+        # (most spans: a two-byte length, made here rather than by span_field_head)
+        return (bytes((0x12, (n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else span_field_head(n)) + body
 
     def lean_request(self, resource: Any, scopes: Mapping[Any, Buffer]) -> list[Buffer]:
         """An ExportTraceServiceRequest, in parts to send as they are (not joined), of lean spans
@@ -425,7 +425,7 @@ def _status(status: Any) -> bytes:
 def span_field_head(n: int) -> bytes:
     """The tag and length of a ScopeSpans.spans (2) field of ``n`` bytes."""
     if n < 0x80:
-        return _SPAN_HEAD1[n]
+        return b"\x12" + _VARINT1[n]
     if n < 0x4000:  # most spans: a two-byte length, made here rather than by _varint
         return bytes((0x12, (n & 0x7F) | 0x80, n >> 7))
     return b"\x12" + _varint(n)

@@ -10,20 +10,22 @@ import collections
 import logging
 import os
 import threading
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from proxy.telemetry.otlp_encode import Buffer, SpanEncoder
+from proxy.telemetry.otlp_encode import SpanEncoder
 
 log = logging.getLogger("proxy.telemetry.tracing")
 
+if TYPE_CHECKING:  # (a Protocol class costs a few KiB to define: for the type checker only)
+    from proxy.telemetry.otlp_encode import Buffer
 
-class EncodedSpanExporter(Protocol):
-    """What the queue exports through (``proxy.telemetry.otlp_export.OTLPHttpSpanExporter``)."""
+    class EncodedSpanExporter(Protocol):
+        """What the queue exports through (``proxy.telemetry.otlp_export.OTLPHttpSpanExporter``)."""
 
-    def export_encoded(self, body: bytes | list[Buffer], count: int) -> Any:
-        """Post an ExportTraceServiceRequest (bytes, or parts to send as they are) holding ``count`` spans."""
+        def export_encoded(self, body: bytes | list[Buffer], count: int) -> Any:
+            """Post an ExportTraceServiceRequest (bytes, or parts to send as they are) holding ``count`` spans."""
 
-    def shutdown(self) -> None: ...
+        def shutdown(self) -> None: ...
 
 
 class SpanQueue:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from random import getrandbits
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -40,7 +40,10 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from proxy.telemetry.lean_span import PLAIN, LeanSpan, SharedAttributes
 from proxy.telemetry.sampling import _MASK64, LeanResource, LeanScope, Sampler, SpanLimits, build_resource
-from proxy.telemetry.span_queue import EncodedSpanExporter, SpanQueue
+from proxy.telemetry.span_queue import SpanQueue
+
+if TYPE_CHECKING:
+    from proxy.telemetry.span_queue import EncodedSpanExporter
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
