@@ -37,6 +37,7 @@ from proxy.providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
+    json_body,
 )
 from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
@@ -71,7 +72,7 @@ class AnthropicTranslator:
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         body = messages_body(request, model=model, stream=stream)
         headers = dict(self._sse_headers if stream else self._json_headers)
-        return UpstreamRequest(url=self._url, headers=headers, body=orjson.dumps(body), stream=stream)
+        return UpstreamRequest(url=self._url, headers=headers, body=json_body(body), stream=stream)
 
     def passthrough_request(
         self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
@@ -83,7 +84,7 @@ class AnthropicTranslator:
         out["model"] = model
         sent = dict(self._sse_headers if stream else self._json_headers)
         sent.update(headers)
-        return UpstreamRequest(url=self._url, headers=sent, body=orjson.dumps(out), stream=stream)
+        return UpstreamRequest(url=self._url, headers=sent, body=json_body(out), stream=stream)
 
     def passthrough_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> RawEventDecoder:
         return RawEventDecoder(self.stream_decoder(model=model, max_event_bytes=max_event_bytes), max_event_bytes)
@@ -99,7 +100,7 @@ class AnthropicTranslator:
         return UpstreamRequest(
             url=self._url + "/count_tokens",
             headers=dict(self._json_headers),
-            body=orjson.dumps(count_tokens_body(request, model=model)),
+            body=json_body(count_tokens_body(request, model=model)),
         )
 
     def count_tokens_response(self, body: bytes) -> int:

@@ -8,10 +8,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from proxy.auth.token_source import TokenSource
-from proxy.providers.base import ChatRequest, CredentialsUnavailable, EmbeddingsRequest, UpstreamRequest
+from proxy.providers.base import ChatRequest, CredentialsUnavailable, EmbeddingsRequest, UpstreamRequest, json_body
 from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, OpenAITranslator
 from proxy.snapshot import Provider
 
@@ -48,16 +46,16 @@ class AzureOpenAITranslator(OpenAITranslator):
         del body["model"]  # the deployment in the URL is the model
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth_headers()}
         return UpstreamRequest(
-            url=self._url(model, "chat/completions"), headers=headers, body=orjson.dumps(body), stream=stream
+            url=self._url(model, "chat/completions"), headers=headers, body=json_body(body), stream=stream
         )
 
     def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest:
         out = dict(body)
         out["model"] = model  # the deployment
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth_headers()}
-        return UpstreamRequest(url=self._responses_url, headers=headers, body=orjson.dumps(out), stream=stream)
+        return UpstreamRequest(url=self._responses_url, headers=headers, body=json_body(out), stream=stream)
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         body = {k: v for k, v in request.items() if k != "model"}
         headers = {**JSON_HEADERS, **self._auth_headers()}
-        return UpstreamRequest(url=self._url(model, "embeddings"), headers=headers, body=orjson.dumps(body))
+        return UpstreamRequest(url=self._url(model, "embeddings"), headers=headers, body=json_body(body))

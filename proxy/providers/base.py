@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import msgspec
+import orjson
 
 ChatRequest = dict[str, Any]
 ChatResponse = dict[str, Any]
@@ -93,6 +94,15 @@ class Usage(msgspec.Struct):
     output_tokens: int | None = None
     cached_input_tokens: int | None = None
     cache_write_input_tokens: int | None = None
+
+
+def json_body(value: Any) -> bytes:
+    """`value` as JSON bytes of their own size, for a request body.
+
+    orjson hands back the buffer it grew while writing (4 KiB for a one-line chat, 64 KiB for a
+    5 KB prompt), and an attempt holds its body until the answer's last byte; copied to its length
+    (about 0.2 us), a body costs what it weighs for the seconds a call lasts."""
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 class UpstreamRequest(msgspec.Struct, frozen=True):

@@ -29,8 +29,6 @@ import time
 import uuid
 from typing import Any
 
-import orjson
-
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage, EventStreamDecoder
 from proxy.providers.base import (
@@ -45,6 +43,7 @@ from proxy.providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
+    json_body,
 )
 from proxy.providers.bedrock_endpoint import BedrockTranslatorBase, converse_count_body, count_tokens_answer, event_type
 from proxy.providers.bedrock_request import converse_body
@@ -245,7 +244,7 @@ class ConverseStreamDecoder:
 
 class BedrockTranslator(BedrockTranslatorBase):
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
-        body = orjson.dumps(converse_body(request))
+        body = json_body(converse_body(request))
         return self._endpoint.request(model, "converse-stream" if stream else "converse", body, stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:

@@ -45,6 +45,7 @@ from proxy.providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
+    json_body,
 )
 from proxy.providers.bedrock_endpoint import BedrockTranslatorBase, count_tokens_answer, event_type, invoke_count_body
 from proxy.providers.openai import load_json_object
@@ -58,7 +59,7 @@ def invoke_body(request: ChatRequest, *, model: str) -> bytes:
     body.pop("model", None)
     body.pop("stream", None)
     body["anthropic_version"] = ANTHROPIC_ON_BEDROCK
-    return orjson.dumps(body)
+    return json_body(body)
 
 
 class InvokeStreamDecoder:
@@ -115,7 +116,7 @@ class BedrockAnthropicTranslator(BedrockTranslatorBase):
         if (beta := headers.get("anthropic-beta")) and "anthropic_beta" not in out:
             out["anthropic_beta"] = [name.strip() for name in beta.split(",") if name.strip()]
         operation = "invoke-with-response-stream" if stream else "invoke"
-        return self._endpoint.request(model, operation, orjson.dumps(out), stream=stream)
+        return self._endpoint.request(model, operation, json_body(out), stream=stream)
 
     def passthrough_decoder(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> InvokeStreamDecoder:
         return InvokeStreamDecoder(

@@ -31,7 +31,13 @@ from proxy.auth.aws_credentials import AwsCredentialSource, StaticCredentials
 from proxy.auth.sigv4 import AwsCredentials, Signer
 from proxy.providers import checks
 from proxy.providers.aws_eventstream import EventMessage
-from proxy.providers.base import CredentialsUnavailable, UpstreamErrorEvent, UpstreamProtocolError, UpstreamRequest
+from proxy.providers.base import (
+    CredentialsUnavailable,
+    UpstreamErrorEvent,
+    UpstreamProtocolError,
+    UpstreamRequest,
+    json_body,
+)
 from proxy.providers.openai import body_excerpt, load_json_object, server_of
 from proxy.snapshot import Provider
 
@@ -58,12 +64,12 @@ _CONVERSE_COUNTED = frozenset({"messages", "system", "toolConfig", "additionalMo
 def converse_count_body(converse: dict[str, Any]) -> bytes:
     """CountTokens' body for the Converse request `converse`."""
     counted = {key: value for key, value in converse.items() if key in _CONVERSE_COUNTED}
-    return orjson.dumps({"input": {"converse": counted}})
+    return json_body({"input": {"converse": counted}})
 
 
 def invoke_count_body(invoke: bytes) -> bytes:
     """CountTokens' body for an InvokeModel request whose body is `invoke` (a blob: base64 in JSON)."""
-    return orjson.dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke).decode()}}})
+    return json_body({"input": {"invokeModel": {"body": base64.b64encode(invoke).decode()}}})
 
 
 def count_tokens_answer(body: bytes) -> int:

@@ -34,6 +34,7 @@ from proxy.providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
+    json_body,
 )
 from proxy.providers.gemini_request import gemini_chat_body, gemini_embeddings_body
 from proxy.providers.openai import JSON_HEADERS, SSE_HEADERS, body_excerpt, load_json_object, server_of
@@ -324,7 +325,7 @@ class GeminiTranslator:
         return f"{self._base}{self.model_path(model)}:{method}"
 
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
-        body = orjson.dumps(gemini_chat_body(request))
+        body = json_body(gemini_chat_body(request))
         if stream:
             url = self._url(model, "streamGenerateContent") + "?alt=sse"
             return UpstreamRequest(url=url, headers=dict(self._sse_headers), body=body, stream=True)
@@ -339,7 +340,7 @@ class GeminiTranslator:
     def count_tokens_request(self, request: ChatRequest, *, model: str) -> UpstreamRequest:
         """`models/<id>:countTokens` of the generateContent call `chat_request` would send."""
         generate = {"model": self.model_path(model), **gemini_chat_body(request)}
-        body = orjson.dumps({"generateContentRequest": generate})
+        body = json_body({"generateContentRequest": generate})
         return UpstreamRequest(url=self._url(model, "countTokens"), headers=dict(self._json_headers), body=body)
 
     def count_tokens_response(self, body: bytes) -> int:
@@ -351,7 +352,7 @@ class GeminiTranslator:
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         method, body = gemini_embeddings_body(request, model_path=self.model_path(model))
         url = self._url(model, method)
-        return UpstreamRequest(url=url, headers=dict(self._json_headers), body=orjson.dumps(body))
+        return UpstreamRequest(url=url, headers=dict(self._json_headers), body=json_body(body))
 
     def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
         """Floats always: the OpenAI front end applies `encoding_format: base64` for every provider."""

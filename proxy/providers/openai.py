@@ -25,6 +25,7 @@ from proxy.providers.base import (
     UpstreamProtocolError,
     UpstreamRequest,
     Usage,
+    json_body,
 )
 from proxy.providers.cache_points import without_cache_points
 from proxy.snapshot import Provider
@@ -172,7 +173,7 @@ class OpenAITranslator:
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
         body = self.chat_body(request, model=model, stream=stream)
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
-        return UpstreamRequest(url=self._chat_url, headers=headers, body=orjson.dumps(body), stream=stream)
+        return UpstreamRequest(url=self._chat_url, headers=headers, body=json_body(body), stream=stream)
 
     def passthrough_request(
         self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
@@ -188,7 +189,7 @@ class OpenAITranslator:
         out = dict(body)
         out["model"] = model
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth}
-        return UpstreamRequest(url=self._responses_url, headers=headers, body=orjson.dumps(out), stream=stream)
+        return UpstreamRequest(url=self._responses_url, headers=headers, body=json_body(out), stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         data = load_json_object(body, "response")
@@ -205,7 +206,7 @@ class OpenAITranslator:
         body = dict(request)
         body["model"] = model
         headers = {**JSON_HEADERS, **self._auth}
-        return UpstreamRequest(url=self._embeddings_url, headers=headers, body=orjson.dumps(body))
+        return UpstreamRequest(url=self._embeddings_url, headers=headers, body=json_body(body))
 
     def embeddings_response(self, body: bytes, *, model: str) -> tuple[EmbeddingsResponse, Usage]:
         data = load_json_object(body, "response")

@@ -26,8 +26,6 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from proxy.auth.token_source import TokenSource
 from proxy.providers.anthropic import AnthropicTranslator, count_tokens_body
 from proxy.providers.anthropic_answer import chat_completion
@@ -42,6 +40,7 @@ from proxy.providers.base import (
     UnsupportedOperation,
     UpstreamRequest,
     Usage,
+    json_body,
 )
 from proxy.providers.gemini import GeminiTranslator
 from proxy.providers.gemini_request import gemini_chat_body
@@ -94,7 +93,7 @@ class VertexGeminiTranslator(GeminiTranslator):
         return f"{self._models}{quote(model, safe='')}:{method}"
 
     def chat_request(self, request: ChatRequest, *, model: str, stream: bool) -> UpstreamRequest:
-        body = orjson.dumps(gemini_chat_body(request))
+        body = json_body(gemini_chat_body(request))
         if stream:
             url = self._url(model, "streamGenerateContent") + "?alt=sse"
             return UpstreamRequest(url=url, headers={**SSE_HEADERS, **self._auth.headers()}, body=body, stream=True)
@@ -107,7 +106,7 @@ class VertexGeminiTranslator(GeminiTranslator):
         generate = gemini_chat_body(request)
         body = {k: v for k, v in generate.items() if k in _COUNTED_FIELDS}
         url = self._url(model, "countTokens")
-        return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=orjson.dumps(body))
+        return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=json_body(body))
 
     def embeddings_request(self, request: EmbeddingsRequest, *, model: str) -> UpstreamRequest:
         raise UnsupportedOperation("Vertex AI embeddings (the predict API) are not served yet")
@@ -135,7 +134,7 @@ class VertexAnthropicTranslator(AnthropicTranslator):
         method = "streamRawPredict" if stream else "rawPredict"
         headers = {**(SSE_HEADERS if stream else JSON_HEADERS), **self._auth.headers()}
         url = f"{self._models}{quote(model, safe='')}:{method}"
-        return UpstreamRequest(url=url, headers=headers, body=orjson.dumps(body), stream=stream)
+        return UpstreamRequest(url=url, headers=headers, body=json_body(body), stream=stream)
 
     def passthrough_request(
         self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
@@ -155,7 +154,7 @@ class VertexAnthropicTranslator(AnthropicTranslator):
         if beta := headers.get("anthropic-beta"):
             sent["anthropic-beta"] = beta
         url = f"{self._models}{quote(model, safe='')}:{method}"
-        return UpstreamRequest(url=url, headers=sent, body=orjson.dumps(out), stream=stream)
+        return UpstreamRequest(url=url, headers=sent, body=json_body(out), stream=stream)
 
     def chat_response(self, body: bytes) -> tuple[ChatResponse, Usage]:
         return chat_completion(load_json_object(body, "response"), created=int(time.time()))
@@ -170,4 +169,4 @@ class VertexAnthropicTranslator(AnthropicTranslator):
         body = count_tokens_body(request, model=model)
         body["anthropic_version"] = ANTHROPIC_ON_VERTEX
         url = f"{self._models}count-tokens:rawPredict"
-        return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=orjson.dumps(body))
+        return UpstreamRequest(url=url, headers={**JSON_HEADERS, **self._auth.headers()}, body=json_body(body))
