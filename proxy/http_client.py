@@ -255,6 +255,7 @@ class HttpClient:
         if len(idle) >= self._max_idle:
             connection.transport.close()  # type: ignore[union-attr]
             return
+        connection.rest()
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 

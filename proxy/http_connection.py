@@ -90,6 +90,14 @@ class Connection(asyncio.Protocol):
         self.header_bytes = 0  # the headers' own size
         self.violation: UpstreamProtocolViolation | None = None  # why a parser callback refused the answer
 
+    def rest(self) -> None:
+        """Drops what the finished answer left behind, as the connection goes idle in the pool: its
+        headers (the `Response` keeps its own reference) and its inflater (zlib's 32 KiB window), which
+        every idle connection would otherwise hold until its next answer replaces them."""
+        self.raw_headers.clear()
+        self.headers = None
+        self.decompress = None
+
     # -- sending
 
     def send(self, data: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:

@@ -131,6 +131,22 @@ async def test_body_consumed_through_iter_any_also_releases_the_connection_for_r
     assert client.connections_opened == 1 and len(recorder.peers) == 1
 
 
+async def test_a_closed_answers_headers_stay_readable_after_its_connection_serves_the_next(client: HttpClient) -> None:
+    async def reply(request: web.Request, body: bytes) -> web.Response:
+        return web.json_response({}, headers={"X-Request-Id": request.path.strip("/"), "Retry-After": "7"})
+
+    async with serve_app(Recorder(reply=reply).app()) as port:
+        first = await within(client.post(f"http://127.0.0.1:{port}/one", body=b"{}", headers=JSON))
+        async with first:
+            await within(first.read())
+        second = await within(client.post(f"http://127.0.0.1:{port}/two", body=b"{}", headers=JSON))
+        async with second:
+            await within(second.read())
+    assert client.connections_opened == 1  # the second answer came on the first's connection
+    assert (first.headers.get("x-request-id"), first.headers.get("Retry-After")) == ("one", "7")
+    assert second.headers.get("X-Request-Id") == "two"
+
+
 async def test_concurrent_requests_open_several_connections_and_reuse_them_afterwards(client: HttpClient) -> None:
     barrier = asyncio.Barrier(4)  # each request is answered only once 4 are in flight at the same time
 
