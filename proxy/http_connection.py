@@ -143,6 +143,10 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # The parser holds this protocol's bound methods: a cycle that would keep the connection, its
+        # transport and buffers until the collector ran (rarely: see proxy.__main__._tune_gc). Nothing
+        # is fed to it once the connection is gone, and a closed connection is never sent on again.
+        del self.parser
         if self.complete or self.headers_ready is None:
             return
         if self.headers is not None and self.until_close and self.error is None:

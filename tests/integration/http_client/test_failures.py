@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import json
 import socket
 import ssl
 import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -224,6 +226,30 @@ async def test_response_closed_before_its_end_is_not_reused_and_nothing_hangs(
         assert await fetch(client, server.url) == (200, b'{"conn": 1}')
         assert client.connections_opened == 2
         await within(server.conns[0].peer_closed.wait())
+
+
+async def test_a_connection_closed_mid_answer_is_freed_at_once_not_left_to_the_collector(client: HttpClient) -> None:
+    """The sidecar runs its collector rarely; a cancelled stream's connection, transport and buffers
+    must not wait for it."""
+
+    async def handler(conn: RawConn) -> None:
+        await conn.read_request()
+        conn.send(http_response(pattern(1024 * 1024)))
+        await conn.wait_until_peer_closes()
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with RawServer(handler) as server:
+            resp = await within(client.post(server.url, body=b"{}", headers=JSON))
+            connection = weakref.ref(resp._connection)  # type: ignore[arg-type]
+            await within(anext(resp.iter_any()))
+            resp.close()
+            await within(server.conns[0].peer_closed.wait())
+            await asyncio.sleep(0.01)  # connection_lost has run
+            assert connection() is None
+    finally:
+        gc.enable()
 
 
 # --------------------------------------------------------------------------------------------------
