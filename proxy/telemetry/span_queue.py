@@ -18,8 +18,8 @@ log = logging.getLogger("proxy.telemetry.tracing")
 
 # A scope's spans in the batch being filled: (chunks, loose): the spans' fields as they end (`loose`),
 # joined into one chunk every this many (`chunks`, ~18 KiB each). Not one growing buffer: a bytearray
-# grown span by span to a batch's ~280 KiB was moved by realloc again and again once the heap was
-# fragmented (a streamed request's many small allocations), ~2.8k instructions per request of memcpy.
+# grown span by span to a batch's ~280 KiB was moved by realloc again and again when the heap had no
+# room after it (streamed requests: ~2.8k instructions of memcpy per request, bench.sidecar_instructions).
 _SPANS_PER_CHUNK = 32
 _ScopeSpans = tuple[list[bytes], list[bytes]]
 
