@@ -16,13 +16,6 @@ from proxy.telemetry.otlp_encode import SpanEncoder
 
 log = logging.getLogger("proxy.telemetry.tracing")
 
-# A scope's spans in the batch being filled: (chunks, loose): the spans' fields as they end (`loose`),
-# joined into one chunk every this many (`chunks`, ~18 KiB each). Not one growing buffer: a bytearray
-# grown span by span to a batch's ~280 KiB was moved by realloc again and again when the heap had no
-# room after it (streamed requests: ~2.8k instructions of memcpy per request, bench.sidecar_instructions).
-_SPANS_PER_CHUNK = 32
-_ScopeSpans = tuple[list[bytes], list[bytes]]
-
 if TYPE_CHECKING:  # (a Protocol class costs a few KiB to define: for the type checker only)
     from proxy.telemetry.otlp_encode import Buffer
 
@@ -39,16 +32,15 @@ class SpanQueue:
     """Ended spans, encoded, bounded, exported in batches by one daemon thread.
 
     ``put`` runs where a span ends (the event loop) and encodes it there, at once, into the
-    batch being filled: per instrumentation scope, the spans' OTLP messages in chunks of
-    ``_SPANS_PER_CHUNK``, so that an ended span keeps nothing alive but its bytes (a span
-    object and its attributes took ~700 bytes until exported, its message takes ~550 in a
-    chunk with others, and a batch is not built again as an object tree to be encoded). A full
+    batch being filled: one bytearray per instrumentation scope of the spans' OTLP messages,
+    so that an ended span keeps nothing alive but its bytes (a span object and its
+    attributes took ~700 bytes until exported, its message takes ~550 in one buffer with the
+    batch's others, and a batch is not built again as an object tree to be encoded). A full
     batch is handed to the worker thread, which puts the request's head around it and posts
     it; the timer, a flush or a shutdown also take the batch being filled. Encoding at the
     end costs the loop's core what encoding in the worker did (the GIL makes them take turns
-    on it). Chunks rather than a bytes object per span: the spans of a batch in many small
-    allocations left the sidecar's peak RSS ~0.5 MiB higher; chunks rather than one growing
-    buffer per batch: its reallocs copied it over and over (see ``_SPANS_PER_CHUNK``).
+    on it). One buffer per batch rather than a bytes object per span: the spans of a batch
+    in many small allocations left the sidecar's peak RSS ~0.5 MiB higher.
 
     The bound is in spans, the batch being filled and the full ones waiting for the worker: a
     span past it is dropped, counted in ``dropped_spans``, never waited for. ``failed_spans``
@@ -80,10 +72,10 @@ class SpanQueue:
         # Changed under `_lock`: the batch being filled (scope -> its spans' fields; `_fields` is the first
         # tracer's once it has spans in it) and its count; the full batches waiting for the worker; and
         # `_left`, how many spans may still come in (the bound less the spans of both; 0 once stopping).
-        self._batch: dict[Any, _ScopeSpans] = {}
-        self._fields: _ScopeSpans | None = None
+        self._batch: dict[Any, bytearray] = {}
+        self._fields: bytearray | None = None
         self._count = 0
-        self._full: collections.deque[tuple[dict[Any, _ScopeSpans], int]] = collections.deque()
+        self._full: collections.deque[tuple[dict[Any, bytearray], int]] = collections.deque()
         self._left = max_queue_size
         self._lock = threading.Lock()
         self._acquire, self._release = self._lock.acquire, self._lock.release  # (cheaper than `with`)
@@ -134,11 +126,7 @@ class SpanQueue:
             fields = self._fields
             if fields is None or span._tracer.scope is not self.scope:
                 fields = self._scope_fields(span._tracer.scope)
-            chunks, loose = fields
-            loose.append(field)
-            if len(loose) >= _SPANS_PER_CHUNK:
-                chunks.append(b"".join(loose))
-                loose.clear()
+            fields += field
             self._left = left - 1
             self._count = count = self._count + 1
             if count < self.max_export_batch_size:
@@ -149,11 +137,11 @@ class SpanQueue:
             self._release()
         self._wake.set()
 
-    def _scope_fields(self, scope: Any) -> _ScopeSpans:
-        """`scope`'s spans in the batch being filled, (chunks, loose) (made on its first span)."""
+    def _scope_fields(self, scope: Any) -> bytearray:
+        """The buffer of `scope`'s spans in the batch being filled (made on its first span)."""
         fields = self._batch.get(scope)
         if fields is None:
-            fields = self._batch[scope] = ([], [])
+            fields = self._batch[scope] = bytearray()
         if scope is self.scope:
             self._fields = fields
         return fields
@@ -234,7 +222,6 @@ class SpanQueue:
                 if not self._stopping:
                     self._left += count
             try:
-                scopes = {scope: chunks + loose for scope, (chunks, loose) in batch.items()}
-                self.exporter.export_encoded(self._requests.lean_request(self.resource, scopes), count)
+                self.exporter.export_encoded(self._requests.lean_request(self.resource, batch), count)
             except Exception:  # the exporter should not raise; the thread must not die if it does
                 log.exception("span export raised")
