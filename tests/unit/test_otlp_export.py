@@ -155,7 +155,7 @@ def test_an_encoded_request_in_parts_is_posted_whole(collector, spans, compressi
 
 
 def test_a_request_in_more_parts_than_one_system_call_takes_is_posted_whole(collector, spans):
-    """A huge batch comes in more chunks than sendmsg takes buffers (1024): joined, posted all the same."""
+    """A request in more parts than sendmsg takes buffers (1024): joined, posted all the same."""
     exporter = _exporter(collector.url)
     whole = encode_spans(spans)
     parts = [whole[i : i + 1] for i in range(len(whole))] + [b""] * 1500

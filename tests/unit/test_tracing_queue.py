@@ -273,7 +273,9 @@ def test_a_span_that_cannot_be_encoded_is_counted_and_its_end_does_not_raise(cap
     provider.shutdown()
 
 
-@pytest.mark.parametrize("spans, batch", [(7, 3), (250, 100)])  # (250, 100): scopes' spans in several chunks
+@pytest.mark.parametrize(
+    "spans, batch", [(7, 3), (250, 100)]
+)  # (250, 100): big batches, each scope's spans in one buffer
 def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_groups_them(spans, batch):
     """Spans ended by two tracers in turn, over several batches: each request groups its spans by
     scope in first-seen order, as the official encoder does for the same batch."""
