@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 MAX_HEAD_BYTES = 64 * 1024  # the answer's status line and headers
 MAX_BODY_BYTES = 4 * 1024 * 1024  # an ExportTraceServiceResponse is a few bytes; a proxy's page more
+# sendmsg's limit on buffers (IOV_MAX, 1024 on Linux): a request in more parts is joined instead
+_MAX_IOVECS = 1024
 _RECV = 65536
 
 
@@ -85,7 +87,7 @@ class Connection:
         """The parts in one system call, gathered by the kernel (a batch of spans is not copied again to
         be joined to its head); a TLS socket, or a send cut short, gets the rest as one buffer."""
         sock = self.sock
-        if isinstance(sock, ssl.SSLSocket):
+        if isinstance(sock, ssl.SSLSocket) or len(parts) > _MAX_IOVECS:
             sock.sendall(b"".join(parts))
             return
         sent = sock.sendmsg(parts)

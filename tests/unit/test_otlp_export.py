@@ -154,6 +154,16 @@ def test_an_encoded_request_in_parts_is_posted_whole(collector, spans, compressi
     assert body == whole and exporter.exported_spans == 2
 
 
+def test_a_request_in_more_parts_than_one_system_call_takes_is_posted_whole(collector, spans):
+    """A request in more parts than sendmsg takes buffers (1024): joined, posted all the same."""
+    exporter = _exporter(collector.url)
+    whole = encode_spans(spans)
+    parts = [whole[i : i + 1] for i in range(len(whole))] + [b""] * 1500
+    assert exporter.export_encoded(parts, len(spans)) is SpanExportResult.SUCCESS
+    [request] = collector.requests
+    assert request["body"] == whole and exporter.exported_spans == 2
+
+
 def test_retries_503_and_429_then_succeeds(collector, spans, caplog):
     collector.script = [(503, {}), (429, {"Retry-After": "0"}), (200, {})]
     exporter = _exporter(collector.url)

@@ -273,7 +273,10 @@ def test_a_span_that_cannot_be_encoded_is_counted_and_its_end_does_not_raise(cap
     provider.shutdown()
 
 
-def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_groups_them():
+@pytest.mark.parametrize(
+    "spans, batch", [(7, 3), (250, 100)]
+)  # (250, 100): big batches, each scope's spans in one buffer
+def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_groups_them(spans, batch):
     """Spans ended by two tracers in turn, over several batches: each request groups its spans by
     scope in first-seen order, as the official encoder does for the same batch."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as official_encode
@@ -289,16 +292,21 @@ def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_group
     sdk_out = InMemorySpanExporter()
     sdk = TracerProvider(resource=Resource(attributes), sampler=ALWAYS_ON)
     sdk.add_span_processor(SimpleSpanProcessor(sdk_out))
-    lean, out = _lean(resource=LeanResource(attributes), max_export_batch_size=3, schedule_delay_millis=60_000)
+    lean, out = _lean(
+        resource=LeanResource(attributes),
+        max_queue_size=1000,
+        max_export_batch_size=batch,
+        schedule_delay_millis=60_000,
+    )
     for provider in (sdk, lean):
         tracers = [provider.get_tracer("a"), provider.get_tracer("b", "2")]
-        for i in range(7):
+        for i in range(spans):
             tracers[i % 3 == 1].start_span(f"s{i}", start_time=i + 1, attributes={"i": i}).end(end_time=i + 2)
     _finished(lean, out)
     sdk_spans = list(sdk_out.get_finished_spans())
-    assert out.batches == [3, 3, 1]
+    assert out.batches == [batch] * (spans // batch) + [spans % batch]
     for n, request in enumerate(out.requests):
-        official = official_encode(sdk_spans[3 * n : 3 * n + 3])
+        official = official_encode(sdk_spans[batch * n : batch * n + batch])
         for message in (official, request):  # (the ids are random)
             for rs in message.resource_spans:
                 for ss in rs.scope_spans:
