@@ -358,9 +358,11 @@ def condition_events(
     Only news: a new object that is fine gets one Event, when its route reaches its sidecars
     (Programmed), not one per condition, and a rollout still under way (Pending) is progress, not
     a Warning. A new route that no connected sidecar runs (`sidecars`, the route's count, is 0)
-    has reached nothing yet: its conditions say so and no Event repeats it; a fresh leader over
+    has reached nothing yet: its conditions say so and no Event repeats it (a fresh leader over
     5,000 routes in namespaces without sidecars would otherwise write 5,000 Events that say
-    "0/0". Likewise `SpendReported` is never an Event: whether the limit store answers is one
+    "0/0"). Nor is its first sidecar an Event: Programmed stays True and the counts are in its
+    message and columns; as news, it would be one Event per route every time sidecars reconnect
+    to a new leader. Likewise `SpendReported` is never an Event: whether the limit store answers is one
     fact for every budgeted policy, which the controller logs once.
     """
     before = _conditions_of(previous)
