@@ -212,15 +212,11 @@ class OTLPHttpSpanExporter:
 
     def _export_locked(self, body: Buffer | Sequence[Buffer], count: int) -> SpanExportResult:
         parts: Sequence[Buffer] = (body,) if isinstance(body, (bytes, bytearray)) else body
-        if self.compression == "gzip":
+        if self.compression in ("gzip", "deflate"):
             import zlib
 
-            c = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 16+15: gzip container
-            parts = (b"".join([*map(c.compress, parts), c.flush()]),)
-        elif self.compression == "deflate":
-            import zlib
-
-            c = zlib.compressobj()
+            # wbits 16+15: the gzip container; else zlib's, as zlib.compress writes
+            c = zlib.compressobj(6, zlib.DEFLATED, 31) if self.compression == "gzip" else zlib.compressobj()
             parts = (b"".join([*map(c.compress, parts), c.flush()]),)
         try:
             error, rejected = self._send(parts)
