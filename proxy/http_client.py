@@ -50,6 +50,7 @@ from proxy.http_connection import (
     UpstreamProtocolViolation,
 )
 from proxy.http_request import InvalidRequestHeader, Target, header_block, parse_target
+from proxy.system_trust import system_trust_context
 
 
 class Response:
@@ -211,8 +212,8 @@ class HttpClient:
     async def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
             if self._ssl_loading is None:
-                # loading the CA bundle takes ~10 ms, too long for the event loop: a worker thread, once
-                self._ssl_loading = asyncio.ensure_future(asyncio.to_thread(ssl.create_default_context))
+                # listing the CA directory (or parsing a bundle, ~10 ms) is too slow for the event loop: a thread, once
+                self._ssl_loading = asyncio.ensure_future(asyncio.to_thread(system_trust_context))
             # shielded: a cancelled first request leaves the context to the next one
             self._ssl_context = await asyncio.shield(self._ssl_loading)
         return self._ssl_context

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import msgspec
+
+from proxy.system_trust import system_trust_context
 
 MAX_REPLY_BYTES = 1024 * 1024  # far above any reply of the limiter's scripts (a few dozen integers)
 
@@ -186,8 +187,8 @@ class RespClient:
         self._timeout = timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
-        # made here, at start-up: loading the CA bundle takes ~10 ms, too long for the event loop
-        self._ssl = ssl.create_default_context() if address.tls else None
+        # made here, at start-up: listing the CA directory (or parsing a bundle) is too slow for the loop
+        self._ssl = system_trust_context() if address.tls else None
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float) -> RespClient:

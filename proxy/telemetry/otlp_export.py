@@ -162,9 +162,11 @@ class OTLPHttpSpanExporter:
         if self._scheme == "https":
             import ssl  # only for https
 
-            self._fatal_errors = (ssl.SSLCertVerificationError,)
+            from proxy.system_trust import system_trust_context
 
-            self._ssl_context = ssl.create_default_context(cafile=certificate_file or _env(environ, "CERTIFICATE"))
+            self._fatal_errors = (ssl.SSLCertVerificationError,)
+            ca_file = certificate_file or _env(environ, "CERTIFICATE")
+            self._ssl_context = ssl.create_default_context(cafile=ca_file) if ca_file else system_trust_context()
             client_cert = client_certificate_file or _env(environ, "CLIENT_CERTIFICATE")
             if client_cert:
                 self._ssl_context.load_cert_chain(client_cert, client_key_file or _env(environ, "CLIENT_KEY"))
