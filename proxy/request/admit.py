@@ -23,13 +23,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-import orjson
 from aiohttp import web
 
 from proxy.limits.estimate import requested_output_tokens
 from proxy.limits.settings import LimitSettings
 from proxy.policy.audit import AuditLog
 from proxy.policy.classify import Classification
+from proxy.request.plan import body_bytes as measured_body_bytes
 from proxy.routing.table import Plan
 from proxy.runtime import Runtime
 from proxy.telemetry import Telemetry
@@ -105,9 +105,7 @@ class Admission:
         else:
             return None
         if body_bytes is None:  # what the prompt may cost is read from its size
-            body_bytes = request.content_length
-        if body_bytes is None:  # a chunked upload has no Content-Length: its JSON's size instead
-            body_bytes = len(orjson.dumps(body))
+            body_bytes = measured_body_bytes(request, body)
         # (imported by `Runtime.build` with the snapshot whose limits bind here: a lookup, not a load)
         from proxy.request.gate import Gate
 
