@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.controller_setup import BenchBroken, say
+from bench.harness import core_busy_ticks, proc_status_kb
+from bench.harness import proc_cpu_seconds as cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -27,29 +29,12 @@ PYTHON = sys.executable
 
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM of a process, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return {key: proc_status_kb(pid, key) * 1024 for key in ("VmRSS", "VmHWM")}
 
 
 def machine_cpu(pids: Iterable[int]) -> dict[str, float]:
     """Machine-wide busy CPU seconds and this benchmark's share (`pids`, this driver and its kubectl runs)."""
-    busy = 0.0
-    for line in Path("/proc/stat").read_text().splitlines():
-        parts = line.split()
-        if parts and parts[0] == "cpu":
-            values = [int(v) for v in parts[1:9]]
-            busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-            break
+    busy = core_busy_ticks(None)[0] / os.sysconf("SC_CLK_TCK")
     ours = 0.0
     for pid in pids:
         with contextlib.suppress(OSError):
