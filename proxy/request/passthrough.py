@@ -31,7 +31,7 @@ for the whole request when a guardrail replaced some of its texts or reads the a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from proxy.errors import ApiError
 from proxy.frontends.base import Frontend, ParsedChat, StreamEncoder
@@ -50,6 +50,35 @@ RESPONSES_API = "openai-responses"  # (the Responses front end's `api`)
 # The app's request headers that say how to read an Anthropic body; sent on with it.
 _ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 
+if TYPE_CHECKING:  # what the casts below say a translator or front end has (no class to pay for at run time)
+
+    class PassingFrontend(Protocol):
+        """What the pass-through of the Anthropic Messages or the Responses API asks of its front end."""
+
+        def passthrough_error(self, error: ApiError) -> bytes:
+            """The event that ends a passed-through stream that failed after it began."""
+            ...
+
+    class RespondingFrontend(PassingFrontend, Protocol):
+        """The Responses front end: the provider's answers are read here, not translated (Anthropic's
+        translators read their own: `passthrough_decoder`)."""
+
+        def passthrough_answer(self, body: bytes) -> tuple[dict[str, Any], Any]: ...
+
+        def passthrough_events(
+            self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+        ) -> StreamDecoder: ...
+
+    class PassingTranslator(Protocol):
+        passthrough_api: str
+
+        def passthrough_request(
+            self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+        ) -> UpstreamRequest: ...
+
+    class RespondingTranslator(Protocol):
+        def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest: ...
+
 
 def sendable_texts(parsed: ParsedChat) -> Iterator[str]:
     """What the classify stage scans: all a backend may be sent. The internal form (what every
@@ -59,31 +88,6 @@ def sendable_texts(parsed: ParsedChat) -> Iterator[str]:
     yield from chat_texts(parsed.request)
     if parsed.original is not None and parsed.original is not parsed.request:
         yield from chat_texts(parsed.original)
-
-
-class PassingFrontend(Protocol):
-    """What the pass-through of the Anthropic Messages or the Responses API asks of its front end."""
-
-    def passthrough_error(self, error: ApiError) -> bytes:
-        """The event that ends a passed-through stream that failed after it began."""
-        ...
-
-
-class RespondingFrontend(PassingFrontend, Protocol):
-    """The Responses front end: the provider's answers are read here, not translated (Anthropic's
-    translators read their own: `passthrough_decoder`)."""
-
-    def passthrough_answer(self, body: bytes) -> tuple[dict[str, Any], Any]: ...
-
-    def passthrough_events(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> StreamDecoder: ...
-
-
-class PassingTranslator(Protocol):
-    passthrough_api: str
-
-    def passthrough_request(
-        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
-    ) -> UpstreamRequest: ...
 
 
 class Passthrough:
@@ -148,10 +152,10 @@ class Passthrough:
             self._sent.add(backend.key)
             if self._api == RESPONSES_API:
                 self._raw_responses = True
-                return cast(RespondingTranslator, translator).responses_request(
+                return cast("RespondingTranslator", translator).responses_request(
                     self._body, model=backend.model, stream=stream
                 )
-            passing = cast(PassingTranslator, translator)  # (applies() checked it)
+            passing = cast("PassingTranslator", translator)  # (applies() checked it)
             return passing.passthrough_request(self._body, model=backend.model, stream=stream, headers=self._headers)
 
         return build
@@ -165,7 +169,7 @@ class Passthrough:
         body, else by `parse` (a same-API answer reads as a translated one)."""
         if self._api != RESPONSES_API:
             return parse
-        as_sent = cast(RespondingFrontend, self._frontend).passthrough_answer
+        as_sent = cast("RespondingFrontend", self._frontend).passthrough_answer
 
         def read(translator: Translator, body: bytes, model: str) -> tuple[dict[str, Any], Any]:
             return as_sent(body) if self._raw_responses else parse(translator, body, model)
@@ -178,20 +182,16 @@ class Passthrough:
         if backend.key not in self._sent:
             return translator, frontend
         if self._api == RESPONSES_API:
-            responding = cast(RespondingFrontend, self._frontend)
+            responding = cast("RespondingFrontend", self._frontend)
             return _RawTranslator(translator, responding.passthrough_events), _RawFrontend(
                 frontend, responding.passthrough_error
             )
         if not hasattr(translator, "passthrough_decoder"):
             return translator, frontend
-        passing = cast(PassingFrontend, self._frontend)
+        passing = cast("PassingFrontend", self._frontend)
         return _RawTranslator(translator, translator.passthrough_decoder), _RawFrontend(
             frontend, passing.passthrough_error
         )
-
-
-class RespondingTranslator(Protocol):
-    def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest: ...
 
 
 class _RawTranslator:
