@@ -78,7 +78,7 @@ async def test_concurrent_first_requests_share_one_import_run_in_a_worker_thread
     assert len({id(frontend) for frontend in loaded}) == 1 and loaded[0].api == "probe"
     assert deferred.loaded is loaded[0]
     assert len(state.imports) == 1 and state.imports[0] != threading.main_thread().name
-    assert ticks >= 10  # the loop ran other work all along the 0.3 s import
+    assert ticks >= 3  # the loop ran other work during the 0.3 s import (held by it: none)
 
 
 async def test_a_first_request_that_leaves_does_not_cancel_the_import_the_next_one_uses(probe: Any) -> None:
