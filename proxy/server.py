@@ -3,26 +3,31 @@
 Each endpoint hands its request to the request path (`proxy.request.flow`: parse, classify,
 plan, admit, attempt, account); this module wires the app and keeps every answer JSON, also
 for paths no endpoint takes, requests aiohttp cannot parse, and exceptions no stage expected.
+
+The OpenAI front end (chat completions, embeddings, models) is imported with this module; the
+Anthropic Messages, count_tokens and Responses endpoints import theirs on their first request
+(`proxy.deferred_frontend`): most apps call one API, and every pod pays for what it imports.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from proxy.deferred_frontend import DeferredFrontend
 from proxy.egress import EgressSettings
 from proxy.errors import ApiError, clip
 from proxy.experiments import ExperimentCounts
 from proxy.feedback import EXPERIMENTS, add_request_id, feedback
-from proxy.frontends.anthropic_messages import AnthropicFrontend
-from proxy.frontends.base import Frontend
+from proxy.frontends.anthropic_errors import AnthropicErrors
+from proxy.frontends.base import ErrorShape
 from proxy.frontends.openai_chat import OpenAIFrontend, models_list
-from proxy.frontends.openai_responses import ResponsesFrontend
 from proxy.http_client import AnswerLimits, HttpClient
 from proxy.policy.audit import AuditLog
 from proxy.request.access_log import AccessLog
@@ -36,6 +41,11 @@ from proxy.request.relay import ClientGone, Relay
 from proxy.request.responses import error_response
 from proxy.runtime import RuntimeHolder
 from proxy.telemetry import Telemetry
+
+if TYPE_CHECKING:  # imported by their endpoints' first requests (build_app)
+    from proxy.frontends.anthropic_messages import AnthropicFrontend
+    from proxy.frontends.openai_responses import ResponsesFrontend
+    from proxy.request.count_tokens import TokenCounting
 
 log = logging.getLogger("modelway.server")
 
@@ -53,24 +63,51 @@ HOLDER = web.AppKey("holder", RuntimeHolder)
 PATH = web.AppKey("request_path", RequestPath)
 
 OPENAI = OpenAIFrontend()
-ANTHROPIC = AnthropicFrontend()
+ANTHROPIC_ERRORS = AnthropicErrors()  # the Messages API's error shape, without its front end
 
 
 async def openai_chat(request: web.Request) -> web.StreamResponse:
     return await request.app[PATH].chat(request, OPENAI)
 
 
-async def openai_responses(request: web.Request) -> web.StreamResponse:
+def _responses(
+    path: RequestPath, request: web.Request, frontend: type[ResponsesFrontend]
+) -> Awaitable[web.StreamResponse]:
     # One front end per request: the response object echoes the request's parameters.
-    return await request.app[PATH].chat(request, ResponsesFrontend())
+    return path.chat(request, frontend())
 
 
-async def anthropic_messages(request: web.Request) -> web.StreamResponse:
-    return await request.app[PATH].chat(request, ANTHROPIC)
+def _count_tokens(path: RequestPath, request: web.Request, counting: TokenCounting) -> Awaitable[web.StreamResponse]:
+    return path.count_tokens(request, ANTHROPIC_ERRORS, counting)
 
 
-async def anthropic_count_tokens(request: web.Request) -> web.StreamResponse:
-    return await request.app[PATH].count_tokens(request, ANTHROPIC)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+def _deferred(
+    name: str,
+    deferred: DeferredFrontend[T],
+    serve: Callable[[RequestPath, web.Request, T], Awaitable[web.StreamResponse]],
+    *,
+    shape: ErrorShape,
+    operation: str = "chat",
+) -> Handler:
+    """The handler of an endpoint whose front end its first request imports; then one attribute check."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        path = request.app[PATH]
+        loaded = deferred.loaded
+        if loaded is None:
+            started = time.perf_counter()
+            try:
+                loaded = await deferred.load()
+            except ApiError as error:  # could not be imported: a 503 in the API's shape, accounted for
+                return path.rejected(shape, error, operation=operation, model="", stream=False, started=started)
+        return await serve(path, request, loaded)
+
+    handler.__name__ = handler.__qualname__ = name
+    return handler
 
 
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
@@ -96,7 +133,7 @@ _ENDPOINTS = {
 async def _unrouted(request: web.Request) -> web.Response:
     """Anything no endpoint takes gets a JSON error too (a route, not a middleware: free for
     the requests that do match)."""
-    frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
+    frontend: ErrorShape = ANTHROPIC_ERRORS if request.path.startswith("/v1/messages") else OPENAI
     allowed = _ENDPOINTS.get(request.path)
     if allowed is not None:
         error = ApiError(
@@ -111,9 +148,6 @@ async def _unrouted(request: web.Request) -> web.Response:
             404, f"no such endpoint: {clip(request.method)} {clip(request.path)}", "invalid_request_error", "not_found"
         )
     return error_response(frontend, error)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _internal_error() -> ApiError:
@@ -138,7 +172,7 @@ def _guarded(handler: Handler) -> Handler:
             log.exception("unexpected error answering %s %s", clip(request.method), clip(request.path))
             if request.writer is not None and request.writer.output_size > 0:
                 raise  # an answer is already on its way; aiohttp closes the connection
-            frontend: Frontend = ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
+            frontend: ErrorShape = ANTHROPIC_ERRORS if request.path.startswith("/v1/messages") else OPENAI
             return error_response(frontend, _internal_error())
 
     guarded.__name__ = guarded.__qualname__ = handler.__name__
@@ -164,7 +198,7 @@ class _JsonErrorHandler(web.RequestHandler):
             text = "the request is not valid HTTP" + (f": {clip(first_line)}" if first_line else "")
             error = ApiError(status, text, "invalid_request_error", "bad_http_request")
         path = getattr(request, "path", "") or ""
-        frontend: Frontend = ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+        frontend: ErrorShape = ANTHROPIC_ERRORS if path.startswith("/v1/messages") else OPENAI
         response = error_response(frontend, error)
         response.force_close()
         return response
@@ -230,12 +264,34 @@ def build_app(
         await client.close()
 
     app.cleanup_ctx.append(provider_client)
+    # The front ends most apps never call, each imported by its endpoint's first request (per app: the
+    # import under way belongs to the app's event loop).
+    anthropic: DeferredFrontend[AnthropicFrontend] = DeferredFrontend(
+        what="the Anthropic Messages front end",
+        module="proxy.frontends.anthropic_messages",
+        build=lambda module: module.AnthropicFrontend(),
+    )
+    responses: DeferredFrontend[type[ResponsesFrontend]] = DeferredFrontend(
+        what="the OpenAI Responses front end",
+        module="proxy.frontends.openai_responses",
+        build=lambda module: module.ResponsesFrontend,
+    )
+    counting: DeferredFrontend[TokenCounting] = DeferredFrontend(
+        what="the count_tokens endpoint",
+        module="proxy.request.count_tokens",
+        build=lambda module: module.TokenCounting(),
+    )
+    messages = _deferred("anthropic_messages", anthropic, RequestPath.chat, shape=ANTHROPIC_ERRORS)
+    count = _deferred(
+        "anthropic_count_tokens", counting, _count_tokens, shape=ANTHROPIC_ERRORS, operation="count_tokens"
+    )
+    responding = _deferred("openai_responses", responses, _responses, shape=OPENAI)
     app.router.add_post("/v1/chat/completions", _guarded(openai_chat))
-    app.router.add_post("/v1/responses", _guarded(openai_responses))
+    app.router.add_post("/v1/responses", _guarded(responding))
     app.router.add_post("/v1/embeddings", _guarded(openai_embeddings))
     app.router.add_get("/v1/models", _guarded(list_models))
-    app.router.add_post("/v1/messages", _guarded(anthropic_messages))
-    app.router.add_post("/v1/messages/count_tokens", _guarded(anthropic_count_tokens))
+    app.router.add_post("/v1/messages", _guarded(messages))
+    app.router.add_post("/v1/messages/count_tokens", _guarded(count))
     app.router.add_post("/v1/feedback", _guarded(feedback))
     app.on_response_prepare.append(add_request_id)
     app.router.add_route("*", "/{tail:.*}", _guarded(_unrouted))  # last: only what nothing above took

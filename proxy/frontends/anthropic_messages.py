@@ -31,11 +31,12 @@ import json
 from typing import Any
 
 from proxy.errors import ApiError, bad_request, echo
+from proxy.frontends.anthropic_errors import anthropic_error_body
 from proxy.frontends.anthropic_stream import AnthropicStreamEncoder, stop_reason_for
 from proxy.frontends.base import ParsedChat
 from proxy.frontends.chunk_encoder import as_dict
 from proxy.json_limits import loads_bounded
-from proxy.providers.anthropic_convert import anthropic_usage, data_url, error_type, is_int, message_id, tool_use_id
+from proxy.providers.anthropic_convert import anthropic_usage, data_url, is_int, message_id, tool_use_id
 from proxy.providers.base import ChatRequest, ChatResponse
 from proxy.providers.cache_points import CACHE_POINT, CACHE_POINTS
 
@@ -72,7 +73,11 @@ class AnthropicFrontend:
         return AnthropicStreamEncoder()
 
     def error_body(self, error: ApiError) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": error_type(error.status, error.code), "message": error.message}}
+        return anthropic_error_body(error)
+
+    def passthrough_error(self, error: ApiError) -> bytes:
+        """The event that ends a passed-through stream that failed after it began (`proxy.request.passthrough`)."""
+        return AnthropicStreamEncoder().error(error)
 
 
 def _invalid(path: str, problem: str) -> ApiError:

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 
 from proxy.errors import ApiError
+from proxy.frontends.anthropic_errors import anthropic_error_body
 from proxy.frontends.chunk_encoder import ChunkEncoder, as_dict
 from proxy.providers.anthropic_convert import (
     MESSAGE_ID_PREFIX,
     anthropic_usage,
-    error_type,
     is_int,
     message_id,
     stop_reason,
@@ -69,8 +69,7 @@ class AnthropicStreamEncoder(ChunkEncoder):
         return bytes(out)
 
     def error(self, error: ApiError) -> bytes:
-        body = {"type": "error", "error": {"type": error_type(error.status, error.code), "message": error.message}}
-        return _event("error", body)
+        return _event("error", anthropic_error_body(error))
 
     def _start(self, chunk: ChatChunk) -> bytes:
         self._started = True

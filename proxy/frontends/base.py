@@ -37,9 +37,16 @@ class StreamEncoder(Protocol):
         ...
 
 
-class Frontend(Protocol):
+class ErrorShape(Protocol):
+    """An inbound API's errors: what the sidecar needs to turn a request away in the API's shape,
+    also before (or without) loading its front end."""
+
     api: str
 
+    def error_body(self, error: ApiError) -> dict[str, Any]: ...
+
+
+class Frontend(ErrorShape, Protocol):
     def parse_chat(self, body: Any) -> ParsedChat:
         """Validate an inbound body; raise ApiError(400) naming what is wrong."""
         ...
@@ -47,5 +54,3 @@ class Frontend(Protocol):
     def render_chat(self, response: ChatResponse) -> dict[str, Any]: ...
 
     def stream_encoder(self, *, include_usage: bool) -> StreamEncoder: ...
-
-    def error_body(self, error: ApiError) -> dict[str, Any]: ...

@@ -3,7 +3,8 @@
 
 A backend that serves the Responses API itself (`openai`, `azure-openai`: the provider table's
 `responses` operation) gets the app's body as sent and the app gets its answer as sent
-(`proxy.request.passthrough`, `proxy.providers.openai_responses`). For any other backend requests
+(`proxy.request.passthrough`, which reads the provider's answer through `passthrough_answer` and
+`passthrough_events`: `proxy.providers.openai_responses`). For any other backend requests
 are validated and turned into the internal (OpenAI Chat Completions) form; answers are turned back
 into `response` objects, and streams into the Responses events by
 `proxy.frontends.openai_responses_stream`.
@@ -33,7 +34,9 @@ from proxy.frontends.chunk_encoder import as_dict
 from proxy.frontends.openai_chat import openai_error_body
 from proxy.frontends.openai_responses_request import PROVIDER_ONLY, parse_responses_request, sketch
 from proxy.frontends.openai_responses_stream import ResponsesStreamEncoder, item_suffix, response_object
-from proxy.providers.base import ChatResponse
+from proxy.providers.base import ChatResponse, StreamDecoder, Usage
+from proxy.providers.openai_responses import ResponsesEventDecoder, responses_answer, stream_error
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES
 
 
 class ResponsesFrontend:
@@ -65,6 +68,18 @@ class ResponsesFrontend:
 
     def error_body(self, error: ApiError) -> dict[str, Any]:
         return openai_error_body(error)
+
+    # The provider's own answers, read on the same-API pass-through (`proxy.request.passthrough`):
+    # they load with this front end, not with every sidecar.
+
+    def passthrough_answer(self, body: bytes) -> tuple[ChatResponse, Usage]:
+        return responses_answer(body)
+
+    def passthrough_events(self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> StreamDecoder:
+        return ResponsesEventDecoder(max_event_bytes=max_event_bytes)
+
+    def passthrough_error(self, error: ApiError) -> bytes:
+        return stream_error(error)
 
 
 # --- answer: internal -> Responses ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Anthropic Messages <-> internal (OpenAI Chat Completions): the small tables both directions need.
 
-Stop reasons, usage, ids, data URLs and error types, used by the provider
+Stop reasons, usage, ids and data URLs, used by the provider
 (`proxy.providers.anthropic`), by the request body builder
 (`proxy.providers.anthropic_request`) and by the Anthropic front end
 (`proxy.frontends.anthropic_messages`). Pure, no I/O.
@@ -37,19 +37,6 @@ STOP_REASON_BY_FINISH_REASON: dict[str, str] = {
     "content_filter": "refusal",
 }
 
-#: HTTP status -> Anthropic error `type` (https://docs.anthropic.com/en/api/errors).
-ERROR_TYPE_BY_STATUS: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
 #: OpenAI chunk/completion ids we build from Anthropic message ids, so the
 #: Anthropic front end can give the original id back on an Anthropic-to-Anthropic path.
 CHAT_ID_PREFIX = "chatcmpl-"
@@ -66,14 +53,6 @@ def finish_reason(stop_reason: Any) -> str:
 
 def stop_reason(finish: Any) -> str:
     return STOP_REASON_BY_FINISH_REASON.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
-
-
-def error_type(status: int, code: str | None = None) -> str:
-    if code == "overloaded":  # the sidecar's own backpressure: Anthropic's word for it, whatever the status
-        return "overloaded_error"
-    if status in ERROR_TYPE_BY_STATUS:
-        return ERROR_TYPE_BY_STATUS[status]
-    return "api_error" if status >= 500 else "invalid_request_error"
 
 
 def chat_id(message_id: str) -> str:

@@ -107,3 +107,13 @@ def counting(
         return json_response(answer.data, headers=headers), answer
 
     return serve
+
+
+class TokenCounting:
+    """This endpoint's code as `proxy.request.flow.RequestPath.count_tokens` calls it: this module (and the
+    Anthropic front end it parses with) is imported by the first count_tokens request (`proxy.server`)."""
+
+    __slots__ = ()
+    operation = OPERATION
+    parse = staticmethod(parse_count_tokens)
+    serve = staticmethod(counting)

@@ -30,7 +30,7 @@ from opentelemetry.trace import Span
 
 from proxy.errors import ApiError
 from proxy.experiments import REQUEST_ID_KEY, ExperimentCounts
-from proxy.frontends.base import Frontend
+from proxy.frontends.base import ErrorShape, Frontend
 from proxy.frontends.openai_chat import OpenAIFrontend
 from proxy.policy.classify import Classification, embedding_texts
 from proxy.providers.base import Translator, UpstreamRequest
@@ -39,8 +39,6 @@ from proxy.request.admit import Admission
 from proxy.request.attempt import Attempts, Call
 from proxy.request.backpressure import Backpressure
 from proxy.request.classify import classify
-from proxy.request.count_tokens import OPERATION as COUNT_TOKENS
-from proxy.request.count_tokens import counting, parse_count_tokens
 from proxy.request.guard import Guard
 from proxy.request.outcome import CLIENT_CLOSED, CLIENT_DISCONNECTED, Attempt
 from proxy.request.parse import parse_chat, parse_embeddings, read_json
@@ -54,8 +52,9 @@ from proxy.runtime import Runtime, RuntimeHolder
 from proxy.snapshot import Backend
 from proxy.telemetry import Telemetry
 
-if TYPE_CHECKING:  # loaded with the snapshots that have limits (proxy.runtime)
-    from proxy.request.gate import Gate
+if TYPE_CHECKING:
+    from proxy.request.count_tokens import TokenCounting  # loaded by the first count (proxy.server)
+    from proxy.request.gate import Gate  # loaded with the snapshots that have limits (proxy.runtime)
 
 log = logging.getLogger("modelway.server")
 
@@ -97,7 +96,7 @@ class RequestPath:
         try:
             parsed = await parse_chat(request, frontend, max_body_bytes=self._max_body_bytes)  # 1 parse
         except ApiError as error:
-            return self._rejected(frontend, error, operation="chat", model="", stream=False, started=started)
+            return self.rejected(frontend, error, operation="chat", model="", stream=False, started=started)
         telemetry, relay, attempts, guard = self._telemetry, self._relay, self._attempts, self._guard
 
         async def serve(
@@ -217,7 +216,7 @@ class RequestPath:
         try:
             model, body = await parse_embeddings(request, frontend, max_body_bytes=self._max_body_bytes)  # 1 parse
         except ApiError as error:
-            return self._rejected(frontend, error, operation="embeddings", model="", stream=False, started=started)
+            return self.rejected(frontend, error, operation="embeddings", model="", stream=False, started=started)
 
         async def serve(
             runtime: Runtime, plan: Plan, span: Span, made: list[Attempt], gate: Gate | None
@@ -252,23 +251,28 @@ class RequestPath:
             body=body,
         )
 
-    async def count_tokens(self, request: web.Request, frontend: Frontend) -> web.StreamResponse:
-        """Anthropic's count_tokens, counted by the backend that would serve the call (proxy.request.count_tokens)."""
+    async def count_tokens(
+        self, request: web.Request, shape: ErrorShape, counting: TokenCounting
+    ) -> web.StreamResponse:
+        """Anthropic's count_tokens, counted by the backend that would serve the call (`counting`:
+        proxy.request.count_tokens; its errors in `shape`, the Messages API's)."""
         started = time.perf_counter()
+        operation = counting.operation
         try:
-            parsed = parse_count_tokens(await read_json(request, max_body_bytes=self._max_body_bytes))  # 1 parse
+            parsed = counting.parse(await read_json(request, max_body_bytes=self._max_body_bytes))  # 1 parse
         except ApiError as error:
-            return self._rejected(frontend, error, operation=COUNT_TOKENS, model="", stream=False, started=started)
+            return self.rejected(shape, error, operation=operation, model="", stream=False, started=started)
         return await self._serve(
             request,
-            frontend,
-            operation=COUNT_TOKENS,
+            shape,
+            operation=operation,
             model=parsed.model,
             stream=False,
             texts=lambda: sendable_texts(parsed),
-            serve=counting(parsed, attempts=self._attempts, unary=self._unary),
+            serve=counting.serve(parsed, attempts=self._attempts, unary=self._unary),
             started=started,
             body=parsed.request,
+            fit=False,  # a count is an answer whatever the prompt's size
         )
 
     # --- the stages after parse, the same for every operation ------------------------------
@@ -276,7 +280,7 @@ class RequestPath:
     async def _serve(
         self,
         request: web.Request,
-        frontend: Frontend,
+        frontend: ErrorShape,
         *,
         operation: str,
         model: str,
@@ -285,6 +289,7 @@ class RequestPath:
         serve: Serve,
         started: float,
         body: Mapping[str, Any],
+        fit: bool = True,
     ) -> web.StreamResponse:
         runtime: Runtime | None = None  # the snapshot this request is served by, to its end
         classification: Classification | None = None
@@ -304,7 +309,7 @@ class RequestPath:
                     data_class=classification.data_class,
                     health=self._attempts.health,
                     size=size,
-                    fit=operation != COUNT_TOKENS,  # a count is an answer whatever the prompt's size
+                    fit=fit,
                 )
             except PolicyRefusal as refusal:
                 return self._refuse(
@@ -441,9 +446,10 @@ class RequestPath:
 
         return call
 
-    def _rejected(
-        self, frontend: Frontend, error: ApiError, *, operation: str, model: str, stream: bool, started: float
+    def rejected(
+        self, frontend: ErrorShape, error: ApiError, *, operation: str, model: str, stream: bool, started: float
     ) -> web.Response:
+        """A request turned away before its plan (its body, or its API's front end), accounted for."""
         self._accounting.rejected(
             error, operation=operation, model=model, stream=stream, runtime=None, classification=None, started=started
         )
@@ -452,7 +458,7 @@ class RequestPath:
     def _refuse(
         self,
         request: web.Request,
-        frontend: Frontend,
+        frontend: ErrorShape,
         refusal: PolicyRefusal,
         *,
         operation: str,

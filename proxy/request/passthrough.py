@@ -10,7 +10,9 @@ headers) set by the translator: `thinking`, `cache_control`, `metadata`, `servic
 `prediction` and fields this gateway does not know yet reach the provider. The answer comes back as
 the provider sent it: a whole answer's bytes, or a stream's events one by one
 (`proxy.providers.anthropic_events.RawEventDecoder`, `proxy.providers.openai_responses.ResponsesEventDecoder`;
-OpenAI chunks keep their bytes already). The answer
+OpenAI chunks keep their bytes already). What only the pass-through of Anthropic Messages or Responses needs
+(how a stream that fails midway ends, how a Responses answer is read) is asked of the front end
+(`PassingFrontend`), so it loads with that front end (on its API's first request, `proxy.server`). The answer
 is still read on the way (status, size and event limits, usage types), so limits, usage, cost,
 spans and logs work as on the translated path.
 
@@ -29,14 +31,12 @@ for the whole request when a guardrail replaced some of its texts or reads the a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from proxy.errors import ApiError
-from proxy.frontends.anthropic_stream import AnthropicStreamEncoder
 from proxy.frontends.base import Frontend, ParsedChat, StreamEncoder
 from proxy.policy.classify import chat_texts
 from proxy.providers.base import ChatChunk, StreamDecoder, Translator, UnsupportedOperation, UpstreamRequest
-from proxy.providers.openai_responses import ResponsesEventDecoder, responses_answer, stream_error
 from proxy.request.attempt import BuildRequest
 from proxy.request.redact import Masking
 from proxy.request.relay import ParseBody
@@ -50,6 +50,35 @@ RESPONSES_API = "openai-responses"  # (the Responses front end's `api`)
 # The app's request headers that say how to read an Anthropic body; sent on with it.
 _ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 
+if TYPE_CHECKING:  # what the casts below say a translator or front end has (no class to pay for at run time)
+
+    class PassingFrontend(Protocol):
+        """What the pass-through of the Anthropic Messages or the Responses API asks of its front end."""
+
+        def passthrough_error(self, error: ApiError) -> bytes:
+            """The event that ends a passed-through stream that failed after it began."""
+            ...
+
+    class RespondingFrontend(PassingFrontend, Protocol):
+        """The Responses front end: the provider's answers are read here, not translated (Anthropic's
+        translators read their own: `passthrough_decoder`)."""
+
+        def passthrough_answer(self, body: bytes) -> tuple[dict[str, Any], Any]: ...
+
+        def passthrough_events(
+            self, *, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+        ) -> StreamDecoder: ...
+
+    class PassingTranslator(Protocol):
+        passthrough_api: str
+
+        def passthrough_request(
+            self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
+        ) -> UpstreamRequest: ...
+
+    class RespondingTranslator(Protocol):
+        def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest: ...
+
 
 def sendable_texts(parsed: ParsedChat) -> Iterator[str]:
     """What the classify stage scans: all a backend may be sent. The internal form (what every
@@ -61,18 +90,10 @@ def sendable_texts(parsed: ParsedChat) -> Iterator[str]:
         yield from chat_texts(parsed.original)
 
 
-class PassingTranslator(Protocol):
-    passthrough_api: str
-
-    def passthrough_request(
-        self, body: dict[str, Any], *, model: str, stream: bool, headers: dict[str, str]
-    ) -> UpstreamRequest: ...
-
-
 class Passthrough:
     """One request's choice, per attempt, between its own body and the translated one."""
 
-    __slots__ = ("_api", "_body", "_headers", "_masking", "_provider_only", "_raw_responses", "_sent")
+    __slots__ = ("_api", "_body", "_frontend", "_headers", "_masking", "_provider_only", "_raw_responses", "_sent")
 
     def __init__(
         self,
@@ -84,6 +105,7 @@ class Passthrough:
         enabled: bool = True,
     ) -> None:
         self._api = frontend.api
+        self._frontend = frontend
         self._body = parsed.original if enabled else None
         self._masking = masking
         self._headers = (
@@ -130,10 +152,10 @@ class Passthrough:
             self._sent.add(backend.key)
             if self._api == RESPONSES_API:
                 self._raw_responses = True
-                return cast(RespondingTranslator, translator).responses_request(
+                return cast("RespondingTranslator", translator).responses_request(
                     self._body, model=backend.model, stream=stream
                 )
-            passing = cast(PassingTranslator, translator)  # (applies() checked it)
+            passing = cast("PassingTranslator", translator)  # (applies() checked it)
             return passing.passthrough_request(self._body, model=backend.model, stream=stream, headers=self._headers)
 
         return build
@@ -147,9 +169,10 @@ class Passthrough:
         body, else by `parse` (a same-API answer reads as a translated one)."""
         if self._api != RESPONSES_API:
             return parse
+        as_sent = cast("RespondingFrontend", self._frontend).passthrough_answer
 
         def read(translator: Translator, body: bytes, model: str) -> tuple[dict[str, Any], Any]:
-            return responses_answer(body) if self._raw_responses else parse(translator, body, model)
+            return as_sent(body) if self._raw_responses else parse(translator, body, model)
 
         return read
 
@@ -159,22 +182,16 @@ class Passthrough:
         if backend.key not in self._sent:
             return translator, frontend
         if self._api == RESPONSES_API:
-            return _RawTranslator(translator, _responses_decoder), _RawFrontend(frontend, stream_error)
+            responding = cast("RespondingFrontend", self._frontend)
+            return _RawTranslator(translator, responding.passthrough_events), _RawFrontend(
+                frontend, responding.passthrough_error
+            )
         if not hasattr(translator, "passthrough_decoder"):
             return translator, frontend
-        return _RawTranslator(translator, translator.passthrough_decoder), _RawFrontend(frontend, _anthropic_error)
-
-
-class RespondingTranslator(Protocol):
-    def responses_request(self, body: dict[str, Any], *, model: str, stream: bool) -> UpstreamRequest: ...
-
-
-def _responses_decoder(*, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> StreamDecoder:
-    return ResponsesEventDecoder(max_event_bytes=max_event_bytes)
-
-
-def _anthropic_error(error: ApiError) -> bytes:
-    return AnthropicStreamEncoder().error(error)
+        passing = cast("PassingFrontend", self._frontend)
+        return _RawTranslator(translator, translator.passthrough_decoder), _RawFrontend(
+            frontend, passing.passthrough_error
+        )
 
 
 class _RawTranslator:

@@ -394,6 +394,7 @@ async def test_an_unexpected_exception_is_a_json_500_in_the_callers_shape(
     from aiohttp.test_utils import TestClient, TestServer
 
     from proxy import server
+    from proxy.frontends.anthropic_messages import AnthropicFrontend
     from proxy.runtime import RuntimeHolder
     from proxy.telemetry.facade import Telemetry
 
@@ -403,7 +404,7 @@ async def test_an_unexpected_exception_is_a_json_500_in_the_callers_shape(
         raise RuntimeError(f"a bug that quotes {secret}")
 
     monkeypatch.setattr(server.OPENAI, "parse_chat", bug)
-    monkeypatch.setattr(server.ANTHROPIC, "parse_chat", bug)
+    monkeypatch.setattr(AnthropicFrontend, "parse_chat", lambda self, body: bug(body))  # (loaded by its request)
     app = server.build_app(holder=RuntimeHolder(), telemetry=Telemetry(), settings=server.ServerSettings())
     async with TestClient(TestServer(app)) as client:
         resp = await client.post(
