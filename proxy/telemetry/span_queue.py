@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import mmap
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,35 +18,53 @@ from proxy.telemetry.otlp_encode import SpanEncoder
 log = logging.getLogger("proxy.telemetry.tracing")
 
 if TYPE_CHECKING:  # (a Protocol class costs a few KiB to define: for the type checker only)
+    from collections.abc import Sequence
+
     from proxy.telemetry.otlp_encode import Buffer
 
     class EncodedSpanExporter(Protocol):
         """What the queue exports through (``proxy.telemetry.otlp_export.OTLPHttpSpanExporter``)."""
 
-        def export_encoded(self, body: bytes | list[Buffer], count: int) -> Any:
+        def export_encoded(self, body: bytes | Sequence[Buffer], count: int) -> Any:
             """Post an ExportTraceServiceRequest (bytes, or parts to send as they are) holding ``count`` spans."""
 
         def shutdown(self) -> None: ...
+
+
+# What a queued span may take on average before the bytes, not the count, bound the queue and a batch: ~4x a
+# sidecar span (~550 bytes), so only large spans (prompts captured as content) meet the byte bounds first.
+SPAN_BYTES = 2048
+# A batch's spans are written into buffers mapped for it alone (anonymous mmap): the pages a buffer
+# touched return to the system when its batch has been posted. A bytearray grown span by span
+# (realloc'd, copied, freed in the middle of malloc's heap, which keeps such holes) left the sidecar's
+# peak RSS under load ~0.35 MiB higher for the same batches. Pages are touched as spans are written,
+# so a quiet batch costs a page; the size only bounds the address space (below 2 MiB: never a huge page).
+CHUNK_BYTES = 1 << 20
+# A span larger than this is queued as its own bytes (already made by the encoder), not copied into a buffer.
+OWN_PART_BYTES = 64 * 1024
+_Part = mmap.mmap | bytes  # a scope's spans in a batch: buffers being written, and large spans' own bytes
 
 
 class SpanQueue:
     """Ended spans, encoded, bounded, exported in batches by one daemon thread.
 
     ``put`` runs where a span ends (the event loop) and encodes it there, at once, into the
-    batch being filled: one bytearray per instrumentation scope of the spans' OTLP messages,
-    so that an ended span keeps nothing alive but its bytes (a span object and its
-    attributes took ~700 bytes until exported, its message takes ~550 in one buffer with the
-    batch's others, and a batch is not built again as an object tree to be encoded). A full
+    batch being filled: buffers per instrumentation scope of the spans' OTLP messages (see
+    ``CHUNK_BYTES``), so that an ended span keeps nothing alive but its bytes (a span object
+    and its attributes took ~700 bytes until exported, its message takes ~550 in a buffer with
+    the batch's others, and a batch is not built again as an object tree to be encoded). A full
     batch is handed to the worker thread, which puts the request's head around it and posts
     it; the timer, a flush or a shutdown also take the batch being filled. Encoding at the
     end costs the loop's core what encoding in the worker did (the GIL makes them take turns
-    on it). One buffer per batch rather than a bytes object per span: the spans of a batch
-    in many small allocations left the sidecar's peak RSS ~0.5 MiB higher.
+    on it). Buffers per batch rather than a bytes object per span: the spans of a batch in many
+    small allocations left the sidecar's peak RSS ~0.5 MiB higher.
 
-    The bound is in spans, the batch being filled and the full ones waiting for the worker: a
-    span past it is dropped, counted in ``dropped_spans``, never waited for. ``failed_spans``
-    counts spans that could not be encoded (a bug: the request is answered all the same);
-    the exporter counts exported and failed ones.
+    A batch is full at ``max_export_batch_size`` spans or ``SPAN_BYTES`` times that many bytes,
+    whichever comes first. The queue (the batch being filled and the full ones waiting for the
+    worker) is bounded the same way, at ``max_queue_size`` spans or ``SPAN_BYTES`` times that
+    many bytes: a span past either bound is dropped, counted in ``dropped_spans``, never waited
+    for. ``failed_spans`` counts spans that could not be encoded (a bug: the request is answered
+    all the same); the exporter counts exported and failed ones.
     """
 
     def __init__(
@@ -62,6 +81,8 @@ class SpanQueue:
         self.resource = resource
         self.max_queue_size = max_queue_size
         self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
+        self.max_queue_bytes = max_queue_size * SPAN_BYTES
+        self.max_export_batch_bytes = self.max_export_batch_size * SPAN_BYTES
         self.schedule_delay_millis = schedule_delay_millis
         self.export_timeout_millis = export_timeout_millis
         self.dropped_spans = 0
@@ -69,14 +90,18 @@ class SpanQueue:
         self.scope: Any = None  # the first tracer's: most spans', a shorter path in `put`
         self._encode = SpanEncoder().lean_span_field  # on the threads that end spans
         self._requests = SpanEncoder()  # on the worker: the request around a batch
-        # Changed under `_lock`: the batch being filled (scope -> its spans' fields; `_fields` is the first
-        # tracer's once it has spans in it) and its count; the full batches waiting for the worker; and
-        # `_left`, how many spans may still come in (the bound less the spans of both; 0 once stopping).
-        self._batch: dict[Any, bytearray] = {}
-        self._fields: bytearray | None = None
+        # Changed under `_lock`: the batch being filled (scope -> its spans' parts; `_open`, scope -> the
+        # buffer its next span goes into; `_chunk`, the first tracer's), its spans and bytes; the full
+        # batches waiting for the worker; and `_left` and `_room`, how many spans and bytes may still
+        # come in (the bounds less the spans and bytes of both; 0 once stopping).
+        self._batch: dict[Any, list[_Part]] = {}
+        self._open: dict[Any, mmap.mmap] = {}
+        self._chunk: mmap.mmap | None = None
         self._count = 0
-        self._full: collections.deque[tuple[dict[Any, bytearray], int]] = collections.deque()
+        self._size = 0
+        self._full: collections.deque[tuple[dict[Any, list[_Part]], int, int]] = collections.deque()
         self._left = max_queue_size
+        self._room = self.max_queue_bytes
         self._lock = threading.Lock()
         self._acquire, self._release = self._lock.acquire, self._lock.release  # (cheaper than `with`)
         self._wake = threading.Event()
@@ -96,20 +121,26 @@ class SpanQueue:
     def _after_fork(self) -> None:
         self._lock = threading.Lock()  # (it may have been held by a thread the child does not have)
         self._acquire, self._release = self._lock.acquire, self._lock.release
-        self._batch, self._fields, self._count = {}, None, 0
+        self._new_batch()
         self._full.clear()
         self._left = 0 if self._stopping else self.max_queue_size
+        self._room = 0 if self._stopping else self.max_queue_bytes
         self._flushes.clear()
         self._wake = threading.Event()
         if not self._stopping:
             self._start()
 
+    def _new_batch(self) -> None:
+        self._batch, self._open, self._chunk, self._count, self._size = {}, {}, None, 0, 0
+
     def __len__(self) -> int:
-        return self.max_queue_size - self._left if not self._stopping else self._count + sum(c for _, c in self._full)
+        return (
+            self.max_queue_size - self._left if not self._stopping else self._count + sum(c for _, c, _ in self._full)
+        )
 
     def put(self, span: Any) -> None:
         """Encode an ended ``proxy.telemetry.lean_span.LeanSpan`` into the batch (or drop it: full, shut down)."""
-        if self._left <= 0:  # (not encoded then; checked again under the lock)
+        if self._left <= 0 or self._room <= 0:  # (not encoded then; checked again under the lock)
             self._drop()
             return
         try:
@@ -120,31 +151,49 @@ class SpanQueue:
         self._acquire()
         try:
             left = self._left
-            if left <= 0:
+            if left <= 0 or self._room <= 0:
                 self._drop()
                 return
-            fields = self._fields
-            if fields is None or span._tracer.scope is not self.scope:
-                fields = self._scope_fields(span._tracer.scope)
-            fields += field
+            scope = span._tracer.scope
+            chunk = self._chunk if scope is self.scope else self._open.get(scope)
+            try:
+                n = chunk.write(field) if chunk is not None else self._add(scope, field)
+            except ValueError:  # the buffer is full
+                n = self._add(scope, field)
             self._left = left - 1
+            self._room -= n
+            self._size = size = self._size + n
             self._count = count = self._count + 1
-            if count < self.max_export_batch_size:
+            if count < self.max_export_batch_size and size < self.max_export_batch_bytes:
                 return
-            self._full.append((self._batch, count))
-            self._batch, self._fields, self._count = {}, None, 0
+            self._full.append((self._batch, count, size))
+            self._new_batch()
+        except OSError:  # no memory for a buffer: the span is lost, as one that cannot be encoded
+            self._failed()
+            return
         finally:
             self._release()
         self._wake.set()
 
-    def _scope_fields(self, scope: Any) -> bytearray:
-        """The buffer of `scope`'s spans in the batch being filled (made on its first span)."""
-        fields = self._batch.get(scope)
-        if fields is None:
-            fields = self._batch[scope] = bytearray()
+    def _add(self, scope: Any, field: bytes) -> int:
+        """Queue `field` in a new part of `scope`'s spans: its own bytes if large, else a new buffer."""
+        parts = self._batch.get(scope)
+        if parts is None:
+            parts = self._batch[scope] = []
+        if len(field) > OWN_PART_BYTES:
+            parts.append(field)
+            chunk = None  # (the next span starts a buffer after it: the spans stay in order)
+        else:
+            chunk = mmap.mmap(-1, CHUNK_BYTES, flags=mmap.MAP_PRIVATE)  # (raises OSError for no memory)
+            chunk.write(field)
+            parts.append(chunk)
+        if chunk is None:
+            self._open.pop(scope, None)
+        else:
+            self._open[scope] = chunk
         if scope is self.scope:
-            self._fields = fields
-        return fields
+            self._chunk = chunk
+        return len(field)
 
     def _drop(self) -> None:
         self.dropped_spans += 1
@@ -212,16 +261,27 @@ class SpanQueue:
         while True:
             with self._lock:
                 if self._full:
-                    batch, count = self._full.popleft()
+                    batch, count, size = self._full.popleft()
                 elif everything and self._count:
-                    batch, count = self._batch, self._count
-                    self._batch, self._fields, self._count = {}, None, 0
+                    batch, count, size = self._batch, self._count, self._size
+                    self._new_batch()
                     everything = False  # once: spans ended meanwhile wait for a full batch or the timer
                 else:
                     return
                 if not self._stopping:
                     self._left += count
-            try:
-                self.exporter.export_encoded(self._requests.lean_request(self.resource, batch), count)
-            except Exception:  # the exporter should not raise; the thread must not die if it does
-                log.exception("span export raised")
+                    self._room += size
+            self._export(batch, count)
+            del batch  # (its buffers are unmapped once posted, before the next batch is taken)
+
+    def _export(self, batch: dict[Any, list[_Part]], count: int) -> None:
+        scopes = {scope: [_written(part) for part in parts] for scope, parts in batch.items()}
+        try:
+            self.exporter.export_encoded(self._requests.lean_request(self.resource, scopes), count)
+        except Exception:  # the exporter should not raise; the thread must not die if it does
+            log.exception("span export raised")
+
+
+def _written(part: _Part) -> Buffer:
+    """What of a batch's part is spans: a buffer up to where its spans end (a view, not a copy)."""
+    return memoryview(part)[: part.tell()] if isinstance(part, mmap.mmap) else part
