@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 MAX_HEAD_BYTES = 64 * 1024  # the answer's status line and headers
 MAX_BODY_BYTES = 4 * 1024 * 1024  # an ExportTraceServiceResponse is a few bytes; a proxy's page more
-# sendmsg's limit on buffers (IOV_MAX, 1024 on Linux): a request in more parts is joined instead
+# sendmsg's limit on buffers (IOV_MAX, 1024 on Linux): a request in more parts is written in pieces instead
 _MAX_IOVECS = 1024
 _RECV = 65536
 _JOINED_BYTES = 16 * 1024  # parts up to this size are joined to be written together (a TLS record each)
