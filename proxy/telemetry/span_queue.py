@@ -34,14 +34,13 @@ if TYPE_CHECKING:  # (a Protocol class costs a few KiB to define: for the type c
 # What a queued span may take on average before the bytes, not the count, bound the queue and a batch: ~4x a
 # sidecar span (~550 bytes), so only large spans (prompts captured as content) meet the byte bounds first.
 SPAN_BYTES = 2048
-# A batch's spans are written into buffers mapped for it alone (anonymous mmap): the pages a buffer
-# touched return to the system when its batch has been posted. A bytearray grown span by span
-# (realloc'd, copied, freed in the middle of malloc's heap, which keeps such holes) left the sidecar's
-# peak RSS under load ~0.35 MiB higher for the same batches. Pages are touched as spans are written,
-# so a quiet batch costs a page; the size only bounds the address space (below 2 MiB: never a huge page).
-CHUNK_BYTES = 1 << 20
-# A span larger than this is queued as its own bytes (already made by the encoder), not copied into a buffer.
-OWN_PART_BYTES = 64 * 1024
+# A batch's spans are written into buffers mapped for it alone (anonymous mmap, up to this size each, chained
+# as it grows): the pages a buffer touched return to the system when its batch has been posted. A bytearray
+# grown span by span (realloc'd, copied, freed in the middle of malloc's heap, which keeps such holes) left
+# the sidecar's peak RSS under load ~0.3 MiB higher for the same batches. Pages are touched as spans are
+# written (a quiet batch costs a page). The bytes bounds count whole buffers, so that a span written into
+# one already taken costs no accounting.
+CHUNK_BYTES = 64 * 1024
 _Part = mmap.mmap | bytes  # a scope's spans in a batch: buffers being written, and large spans' own bytes
 
 
@@ -63,8 +62,10 @@ class SpanQueue:
     whichever comes first. The queue (the batch being filled and the full ones waiting for the
     worker) is bounded the same way, at ``max_queue_size`` spans or ``SPAN_BYTES`` times that
     many bytes: a span past either bound is dropped, counted in ``dropped_spans``, never waited
-    for. ``failed_spans`` counts spans that could not be encoded (a bug: the request is answered
-    all the same); the exporter counts exported and failed ones.
+    for. Bytes are counted as buffers fill (``CHUNK_BYTES``, or a batch's bytes if fewer) and as
+    spans too large for one come (queued as their own bytes): the bounds in bytes hold within a
+    buffer per scope. ``failed_spans`` counts spans that could not be encoded (a bug: the request
+    is answered all the same); the exporter counts exported and failed ones.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class SpanQueue:
         self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
         self.max_queue_bytes = max_queue_size * SPAN_BYTES
         self.max_export_batch_bytes = self.max_export_batch_size * SPAN_BYTES
+        self.chunk_bytes = min(CHUNK_BYTES, self.max_export_batch_bytes)
         self.schedule_delay_millis = schedule_delay_millis
         self.export_timeout_millis = export_timeout_millis
         self.dropped_spans = 0
@@ -91,9 +93,9 @@ class SpanQueue:
         self._encode = SpanEncoder().lean_span_field  # on the threads that end spans
         self._requests = SpanEncoder()  # on the worker: the request around a batch
         # Changed under `_lock`: the batch being filled (scope -> its spans' parts; `_open`, scope -> the
-        # buffer its next span goes into; `_chunk`, the first tracer's), its spans and bytes; the full
-        # batches waiting for the worker; and `_left` and `_room`, how many spans and bytes may still
-        # come in (the bounds less the spans and bytes of both; 0 once stopping).
+        # buffer its next span goes into; `_chunk`, the first tracer's), its spans and bytes (its parts'
+        # sizes); the full batches waiting for the worker; and `_left` and `_room`, how many spans and
+        # bytes may still come in (the bounds less the spans and bytes of both; 0 once stopping).
         self._batch: dict[Any, list[_Part]] = {}
         self._open: dict[Any, mmap.mmap] = {}
         self._chunk: mmap.mmap | None = None
@@ -140,7 +142,7 @@ class SpanQueue:
 
     def put(self, span: Any) -> None:
         """Encode an ended ``proxy.telemetry.lean_span.LeanSpan`` into the batch (or drop it: full, shut down)."""
-        if self._left <= 0 or self._room <= 0:  # (not encoded then; checked again under the lock)
+        if self._left <= 0:  # (not encoded then; checked again under the lock)
             self._drop()
             return
         try:
@@ -151,40 +153,55 @@ class SpanQueue:
         self._acquire()
         try:
             left = self._left
-            if left <= 0 or self._room <= 0:
+            if left <= 0:
                 self._drop()
                 return
             scope = span._tracer.scope
             chunk = self._chunk if scope is self.scope else self._open.get(scope)
             try:
-                n = chunk.write(field) if chunk is not None else self._add(scope, field)
-            except ValueError:  # the buffer is full
-                n = self._add(scope, field)
+                chunk.write(field)  # type: ignore[union-attr]  # (None: no buffer yet, as a full one)
+            except (ValueError, AttributeError):  # no room left in the buffer, or none
+                if not self._add(scope, field):
+                    return
             self._left = left - 1
-            self._room -= n
-            self._size = size = self._size + n
             self._count = count = self._count + 1
-            if count < self.max_export_batch_size and size < self.max_export_batch_bytes:
+            if count < self.max_export_batch_size:
                 return
-            self._full.append((self._batch, count, size))
-            self._new_batch()
-        except OSError:  # no memory for a buffer: the span is lost, as one that cannot be encoded
-            self._failed()
-            return
+            self._cut()
         finally:
             self._release()
         self._wake.set()
 
-    def _add(self, scope: Any, field: bytes) -> int:
-        """Queue `field` in a new part of `scope`'s spans: its own bytes if large, else a new buffer."""
+    def _add(self, scope: Any, field: bytes) -> bool:
+        """Queue `field` in a new part of `scope`'s spans, a new buffer or (large) its own bytes, after
+        counting the bytes of the buffer it replaces, and cutting the batch first if the part would
+        take it past its bytes; False if the queue has no room for it (dropped) or no memory (failed)."""
+        full = self._open.pop(scope, None)
+        if full is not None:  # (its bytes count now, once: a cut below counts the buffers still open)
+            self._count_bytes(full.tell())
+            if scope is self.scope:
+                self._chunk = None
+        n = len(field)
+        own = n > self.chunk_bytes // 4
+        if self._count and self._size + (n if own else self.chunk_bytes) > self.max_export_batch_bytes:
+            self._cut()
+            self._wake.set()
+        if (n if own else 1) > self._room:
+            self._drop()
+            return False
         parts = self._batch.get(scope)
         if parts is None:
             parts = self._batch[scope] = []
-        if len(field) > OWN_PART_BYTES:
+        chunk: mmap.mmap | None = None  # (after a span in its own bytes, the next one starts a buffer)
+        if own:
             parts.append(field)
-            chunk = None  # (the next span starts a buffer after it: the spans stay in order)
+            self._count_bytes(n)
         else:
-            chunk = mmap.mmap(-1, CHUNK_BYTES, flags=mmap.MAP_PRIVATE)  # (raises OSError for no memory)
+            try:
+                chunk = mmap.mmap(-1, self.chunk_bytes, flags=mmap.MAP_PRIVATE)
+            except OSError:  # no memory: the span is lost, as one that cannot be encoded
+                self._failed()
+                return False
             chunk.write(field)
             parts.append(chunk)
         if chunk is None:
@@ -193,7 +210,19 @@ class SpanQueue:
             self._open[scope] = chunk
         if scope is self.scope:
             self._chunk = chunk
-        return len(field)
+        return True
+
+    def _count_bytes(self, n: int) -> None:
+        """Bytes of the batch being filled, counted as its buffers fill (not span by span)."""
+        self._room -= n
+        self._size += n
+
+    def _cut(self) -> None:
+        """Hand the batch being filled to the worker (the caller wakes it) and begin a new one."""
+        for chunk in self._open.values():  # (the bytes of the buffers still open count now)
+            self._count_bytes(chunk.tell())
+        self._full.append((self._batch, self._count, self._size))
+        self._new_batch()
 
     def _drop(self) -> None:
         self.dropped_spans += 1
@@ -263,8 +292,8 @@ class SpanQueue:
                 if self._full:
                     batch, count, size = self._full.popleft()
                 elif everything and self._count:
-                    batch, count, size = self._batch, self._count, self._size
-                    self._new_batch()
+                    self._cut()
+                    batch, count, size = self._full.pop()
                     everything = False  # once: spans ended meanwhile wait for a full batch or the timer
                 else:
                     return
