@@ -93,12 +93,15 @@ class SpanQueue:
         self._encode = SpanEncoder().lean_span_field  # on the threads that end spans
         self._requests = SpanEncoder()  # on the worker: the request around a batch
         # Changed under `_lock`: the batch being filled (scope -> its spans' parts; `_open`, scope -> the
-        # buffer its next span goes into; `_chunk`, the first tracer's), its spans and bytes (its parts'
+        # buffer its next span goes into; `_write`, the first tracer's, bound), its spans and bytes (its parts'
         # sizes); the full batches waiting for the worker; and `_left` and `_room`, how many spans and
         # bytes may still come in (the bounds less the spans and bytes of both; 0 once stopping).
         self._batch: dict[Any, list[_Part]] = {}
         self._open: dict[Any, mmap.mmap] = {}
-        self._chunk: mmap.mmap | None = None
+        # (a buffer always full, for a scope that has none in the batch yet: the same call finds either full)
+        self._none = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
+        self._none.seek(mmap.PAGESIZE)
+        self._write = self._none.write  # the first tracer's buffer's, bound (a method looked up per span costs more)
         self._count = 0
         self._size = 0
         self._full: collections.deque[tuple[dict[Any, list[_Part]], int, int]] = collections.deque()
@@ -133,7 +136,7 @@ class SpanQueue:
             self._start()
 
     def _new_batch(self) -> None:
-        self._batch, self._open, self._chunk, self._count, self._size = {}, {}, None, 0, 0
+        self._batch, self._open, self._write, self._count, self._size = {}, {}, self._none.write, 0, 0
 
     def __len__(self) -> int:
         return (
@@ -157,10 +160,9 @@ class SpanQueue:
                 self._drop()
                 return
             scope = span._tracer.scope
-            chunk = self._chunk if scope is self.scope else self._open.get(scope)
             try:
-                chunk.write(field)  # type: ignore[union-attr]  # (None: no buffer yet, as a full one)
-            except (ValueError, AttributeError):  # no room left in the buffer, or none
+                (self._write if scope is self.scope else self._open.get(scope, self._none).write)(field)
+            except ValueError:  # no room left in the buffer (or no buffer yet: `_none`)
                 if not self._add(scope, field):
                     return
             self._left = left - 1
@@ -180,7 +182,7 @@ class SpanQueue:
         if full is not None:  # (its bytes count now, once: a cut below counts the buffers still open)
             self._count_bytes(full.tell())
             if scope is self.scope:
-                self._chunk = None
+                self._write = self._none.write
         n = len(field)
         own = n > self.chunk_bytes // 4
         if self._count and self._size + (n if own else self.chunk_bytes) > self.max_export_batch_bytes:
@@ -192,7 +194,7 @@ class SpanQueue:
         parts = self._batch.get(scope)
         if parts is None:
             parts = self._batch[scope] = []
-        chunk: mmap.mmap | None = None  # (after a span in its own bytes, the next one starts a buffer)
+        chunk = self._none  # (after a span in its own bytes, the next one starts a buffer)
         if own:
             parts.append(field)
             self._count_bytes(n)
@@ -204,12 +206,12 @@ class SpanQueue:
                 return False
             chunk.write(field)
             parts.append(chunk)
-        if chunk is None:
+        if chunk is self._none:
             self._open.pop(scope, None)
         else:
             self._open[scope] = chunk
         if scope is self.scope:
-            self._chunk = chunk
+            self._write = chunk.write
         return True
 
     def _count_bytes(self, n: int) -> None:
