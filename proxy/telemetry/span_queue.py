@@ -42,6 +42,10 @@ SPAN_BYTES = 2048
 # one already taken costs no accounting.
 CHUNK_BYTES = 64 * 1024
 _Part = mmap.mmap | bytes  # a scope's spans in a batch: buffers being written, and large spans' own bytes
+# A buffer always full: where a scope with no buffer in the batch yet writes, so that finding no room and
+# finding no buffer are one case (and the write one call, whatever the batch holds).
+_FULL = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
+_FULL.seek(mmap.PAGESIZE)
 
 
 class SpanQueue:
@@ -82,9 +86,6 @@ class SpanQueue:
         self.resource = resource
         self.max_queue_size = max_queue_size
         self.max_export_batch_size = min(max_export_batch_size, max_queue_size)
-        self.max_queue_bytes = max_queue_size * SPAN_BYTES
-        self.max_export_batch_bytes = self.max_export_batch_size * SPAN_BYTES
-        self.chunk_bytes = min(CHUNK_BYTES, self.max_export_batch_bytes)
         self.schedule_delay_millis = schedule_delay_millis
         self.export_timeout_millis = export_timeout_millis
         self.dropped_spans = 0
@@ -98,10 +99,7 @@ class SpanQueue:
         # bytes may still come in (the bounds less the spans and bytes of both; 0 once stopping).
         self._batch: dict[Any, list[_Part]] = {}
         self._open: dict[Any, mmap.mmap] = {}
-        # (a buffer always full, for a scope that has none in the batch yet: the same call finds either full)
-        self._none = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
-        self._none.seek(mmap.PAGESIZE)
-        self._write = self._none.write  # the first tracer's buffer's, bound (a method looked up per span costs more)
+        self._write = _FULL.write  # the first tracer's buffer's, bound (a method looked up per span costs more)
         self._count = 0
         self._size = 0
         self._full: collections.deque[tuple[dict[Any, list[_Part]], int, int]] = collections.deque()
@@ -118,6 +116,20 @@ class SpanQueue:
         self._start()
         if hasattr(os, "register_at_fork"):  # a forked child has the queue but not the thread
             os.register_at_fork(after_in_child=self._after_fork)
+
+    # (Computed, not kept: past 30 attributes CPython 3.11 gives up an instance's compact layout, and each
+    # `self.x` in `put` then costs a dict lookup: ~1k instructions per span more.)
+    @property
+    def max_queue_bytes(self) -> int:
+        return self.max_queue_size * SPAN_BYTES
+
+    @property
+    def max_export_batch_bytes(self) -> int:
+        return self.max_export_batch_size * SPAN_BYTES
+
+    @property
+    def _chunk_bytes(self) -> int:
+        return min(CHUNK_BYTES, self.max_export_batch_bytes)
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="modelway-span-export", daemon=True)
@@ -136,7 +148,7 @@ class SpanQueue:
             self._start()
 
     def _new_batch(self) -> None:
-        self._batch, self._open, self._write, self._count, self._size = {}, {}, self._none.write, 0, 0
+        self._batch, self._open, self._write, self._count, self._size = {}, {}, _FULL.write, 0, 0
 
     def __len__(self) -> int:
         return (
@@ -161,8 +173,8 @@ class SpanQueue:
                 return
             scope = span._tracer.scope
             try:
-                (self._write if scope is self.scope else self._open.get(scope, self._none).write)(field)
-            except ValueError:  # no room left in the buffer (or no buffer yet: `_none`)
+                (self._write if scope is self.scope else self._open.get(scope, _FULL).write)(field)
+            except ValueError:  # no room left in the buffer (or no buffer yet: `_FULL`)
                 if not self._add(scope, field):
                     return
             self._left = left - 1
@@ -182,10 +194,10 @@ class SpanQueue:
         if full is not None:  # (its bytes count now, once: a cut below counts the buffers still open)
             self._count_bytes(full.tell())
             if scope is self.scope:
-                self._write = self._none.write
+                self._write = _FULL.write
         n = len(field)
-        own = n > self.chunk_bytes // 4
-        if self._count and self._size + (n if own else self.chunk_bytes) > self.max_export_batch_bytes:
+        own = n > self._chunk_bytes // 4
+        if self._count and self._size + (n if own else self._chunk_bytes) > self.max_export_batch_bytes:
             self._cut()
             self._wake.set()
         if (n if own else 1) > self._room:
@@ -194,19 +206,19 @@ class SpanQueue:
         parts = self._batch.get(scope)
         if parts is None:
             parts = self._batch[scope] = []
-        chunk = self._none  # (after a span in its own bytes, the next one starts a buffer)
+        chunk = _FULL  # (after a span in its own bytes, the next one starts a buffer)
         if own:
             parts.append(field)
             self._count_bytes(n)
         else:
             try:
-                chunk = mmap.mmap(-1, self.chunk_bytes, flags=mmap.MAP_PRIVATE)
+                chunk = mmap.mmap(-1, self._chunk_bytes, flags=mmap.MAP_PRIVATE)
             except OSError:  # no memory: the span is lost, as one that cannot be encoded
                 self._failed()
                 return False
             chunk.write(field)
             parts.append(chunk)
-        if chunk is self._none:
+        if chunk is _FULL:
             self._open.pop(scope, None)
         else:
             self._open[scope] = chunk
