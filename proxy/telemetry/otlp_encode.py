@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=
 
 log = logging.getLogger("proxy.telemetry.otlp_export")
 
-Buffer = bytes | bytearray  # a message's parts: bytes, or a batch's spans encoded into one bytearray
+Buffer = bytes | bytearray | memoryview  # a message's parts: bytes, or views of a batch's spans encoded into buffers
 _CACHE_MAX = 4096  # entries per encoder cache (KeyValues, keys); a full cache is cleared
 # What is worth caching, and not kept for long otherwise: a (key, str or tuple) KeyValue up to this many
 # bytes (model names, backends, finish reasons repeat; prompt text, captured on request, and stack traces
@@ -177,13 +177,14 @@ class SpanEncoder:
         # (most spans: a two-byte length, made here rather than by span_field_head)
         return (bytes((0x12, (n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else span_field_head(n)) + body
 
-    def lean_request(self, resource: Any, scopes: Mapping[Any, Buffer]) -> list[Buffer]:
+    def lean_request(self, resource: Any, scopes: Mapping[Any, Sequence[Buffer]]) -> list[Buffer]:
         """An ExportTraceServiceRequest, in parts to send as they are (not joined), of lean spans
         already encoded (``lean_span_field``): ``scopes`` maps each InstrumentationScope (a
-        ``proxy.telemetry.sampling.LeanScope``) to its spans' fields, all under ``resource``."""
+        ``proxy.telemetry.sampling.LeanScope``) to its spans' fields (in buffers, in order), all
+        under ``resource``."""
         groups: dict[tuple[bytes, bytes], list[Buffer]] = {}
         for scope, fields in scopes.items():
-            groups.setdefault(self._scope(scope), []).append(fields)  # equal scopes' spans in one group
+            groups.setdefault(self._scope(scope), []).extend(fields)  # equal scopes' spans in one group
         return _request({self._resource(resource): groups})
 
     def _resource(self, resource: Any) -> tuple[bytes, bytes]:

@@ -213,7 +213,7 @@ class OTLPHttpSpanExporter:
             return self._export_locked(body, count)
 
     def _export_locked(self, body: Buffer | Sequence[Buffer], count: int) -> SpanExportResult:
-        parts: Sequence[Buffer] = (body,) if isinstance(body, (bytes, bytearray)) else body
+        parts: Sequence[Buffer] = (body,) if isinstance(body, (bytes, bytearray, memoryview)) else body
         if self.compression in ("gzip", "deflate"):
             import zlib
 

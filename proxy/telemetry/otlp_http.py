@@ -15,13 +15,16 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 MAX_HEAD_BYTES = 64 * 1024  # the answer's status line and headers
 MAX_BODY_BYTES = 4 * 1024 * 1024  # an ExportTraceServiceResponse is a few bytes; a proxy's page more
-# sendmsg's limit on buffers (IOV_MAX, 1024 on Linux): a request in more parts is joined instead
+# sendmsg's limit on buffers (IOV_MAX, 1024 on Linux): a request in more parts is written in pieces instead
 _MAX_IOVECS = 1024
 _RECV = 65536
+_JOINED_BYTES = 16 * 1024  # parts up to this size are joined to be written together (a TLS record each)
+
+Buffer = bytes | bytearray | memoryview
 
 
 def request_head(*, path: str, host: str, port: int, default_port: int, headers: Mapping[str, str]) -> bytes:
@@ -58,13 +61,11 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def post(
-        self, head: bytes, body: bytes | Sequence[bytes | bytearray]
-    ) -> tuple[int, str, dict[str, str], bytes, bool]:
+    def post(self, head: bytes, body: Buffer | Sequence[Buffer]) -> tuple[int, str, dict[str, str], bytes, bool]:
         """(status, reason, headers, body, whether the collector closes the connection after it); the
         body is bytes, or its parts in order (sent as they are, not joined)."""
         self._buffer = b""  # (nothing is left over from a previous answer that was read whole)
-        parts = (body,) if isinstance(body, (bytes, bytearray)) else tuple(body)
+        parts = (body,) if isinstance(body, (bytes, bytearray, memoryview)) else tuple(body)
         self._send((head, str(sum(map(len, parts))).encode(), b"\r\n\r\n", *parts))
         while True:
             status, reason, headers, http10 = self._head()
@@ -83,16 +84,18 @@ class Connection:
             return status, reason, headers, self._exactly(int(length)), closes
         return status, reason, headers, self._to_close(), True
 
-    def _send(self, parts: tuple[bytes | bytearray, ...]) -> None:
+    def _send(self, parts: tuple[Buffer, ...]) -> None:
         """The parts in one system call, gathered by the kernel (a batch of spans is not copied again to
-        be joined to its head); a TLS socket, or a send cut short, gets the rest as one buffer."""
+        be joined to its head); a TLS socket, or a send cut short, gets the rest written part by part,
+        small parts joined (never the batch: a joined copy of it would double its memory)."""
         sock = self.sock
-        if isinstance(sock, ssl.SSLSocket) or len(parts) > _MAX_IOVECS:
-            sock.sendall(b"".join(parts))
-            return
-        sent = sock.sendmsg(parts)
-        if sent < sum(map(len, parts)):
-            sock.sendall(memoryview(b"".join(parts))[sent:])
+        sent = 0
+        if not isinstance(sock, ssl.SSLSocket) and len(parts) <= _MAX_IOVECS:
+            sent = sock.sendmsg(parts)
+            if sent == sum(map(len, parts)):
+                return
+        for piece in _pieces(parts, sent):
+            sock.sendall(piece)
 
     # -- reading
 
@@ -167,3 +170,28 @@ class Connection:
                 raise http.client.HTTPException("the collector's answer is too long")
         data, self._buffer = self._buffer, b""
         return data
+
+
+def _pieces(parts: Sequence[Buffer], skip: int) -> Iterator[Buffer]:
+    """`parts` from byte `skip` on, to be written in turn: small ones joined, large ones as they are."""
+    small: list[Buffer] = []
+    joined = 0
+    for part in parts:
+        n = len(part)
+        if skip:
+            if skip >= n:
+                skip -= n
+                continue
+            part, n, skip = memoryview(part)[skip:], n - skip, 0
+        if n <= _JOINED_BYTES:
+            small.append(part)
+            joined += n
+            if joined < _JOINED_BYTES:
+                continue
+        if small:
+            yield b"".join(small)
+            small, joined = [], 0
+        if n > _JOINED_BYTES:
+            yield part
+    if small:
+        yield b"".join(small)

@@ -142,6 +142,25 @@ def test_a_full_queue_drops_and_counts_without_blocking():
     assert max(exporter.batches) <= 5 and exporter.shut
 
 
+def test_large_spans_meet_the_queue_and_batch_bounds_in_bytes():
+    """Spans larger than a sidecar's (captured prompts): the queue holds ~2 KiB per span of its bound on
+    average, and a batch as many bytes per span of its size; spans past that are dropped and counted."""
+    exporter = Capture(delay=0.5)  # a slow collector
+    provider, _ = _lean(exporter=exporter, max_queue_size=10, max_export_batch_size=5, schedule_delay_millis=60_000)
+    assert provider.queue.max_queue_bytes == 10 * 2048 and provider.queue.max_export_batch_bytes == 5 * 2048
+    tracer = provider.get_tracer("t")
+    prompt = "p" * 4000
+    for _ in range(20):
+        tracer.start_span("s", attributes={"gen_ai.input.messages": prompt}).end()
+    queue = provider.queue
+    # a batch holds 2 such spans (~4 KB each: a third would take it past 10 KiB); the queue takes 5 (20 KiB):
+    # the worker holds one batch meanwhile, the rest is dropped (a bound of 10 spans alone drops 5)
+    assert queue.dropped_spans >= 20 - 2 - 5
+    provider.shutdown()
+    assert len(exporter.spans) + queue.dropped_spans == 20
+    assert max(exporter.batches) == 2 and all(len(s.attributes[0].value.string_value) == 4000 for s in exporter.spans)
+
+
 def test_worker_exports_on_schedule_on_a_full_batch_and_on_shutdown():
     exporter = Capture()
     provider, _ = _lean(exporter=exporter, max_export_batch_size=4, schedule_delay_millis=200)
@@ -274,11 +293,18 @@ def test_a_span_that_cannot_be_encoded_is_counted_and_its_end_does_not_raise(cap
 
 
 @pytest.mark.parametrize(
-    "spans, batch", [(7, 3), (250, 100)]
-)  # (250, 100): big batches, each scope's spans in one buffer
-def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_groups_them(spans, batch):
+    "spans, batch, buffer", [(7, 3, None), (250, 100, None), (250, 100, 4096)]
+)  # (250, 100): big batches, each scope's spans in a few buffers, or (4096) in many, large spans in their own
+def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_groups_them(
+    spans, batch, buffer, monkeypatch
+):
     """Spans ended by two tracers in turn, over several batches: each request groups its spans by
-    scope in first-seen order, as the official encoder does for the same batch."""
+    scope in first-seen order, as the official encoder does for the same batch, whether a scope's
+    spans fill one buffer or several and whether large ones are queued as their own bytes."""
+    from proxy.telemetry import span_queue
+
+    if buffer:
+        monkeypatch.setattr(span_queue, "CHUNK_BYTES", buffer)
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as official_encode
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -301,8 +327,10 @@ def test_spans_of_several_scopes_in_batches_encode_as_the_official_encoder_group
     for provider in (sdk, lean):
         tracers = [provider.get_tracer("a"), provider.get_tracer("b", "2")]
         for i in range(spans):
-            tracers[i % 3 == 1].start_span(f"s{i}", start_time=i + 1, attributes={"i": i}).end(end_time=i + 2)
+            attributes = {"i": i, "text": "t" * (3000 if buffer and i % 17 == 5 else i)}  # (some of 3 KB)
+            tracers[i % 3 == 1].start_span(f"s{i}", start_time=i + 1, attributes=attributes).end(end_time=i + 2)
     _finished(lean, out)
+    assert lean.queue._room == lean.queue.max_queue_bytes  # (the bytes counted in were all given back)
     sdk_spans = list(sdk_out.get_finished_spans())
     assert out.batches == [batch] * (spans // batch) + [spans % batch]
     for n, request in enumerate(out.requests):
