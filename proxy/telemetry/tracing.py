@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_TRACE_STATE = DEFAULT_TRACE_STATE  # the API's own: the encoder skips it by identity
+# SpanContext(...) without its Python-level __new__ (~40 bytecodes a span): a span's context is always
+# valid (its ids are drawn non-zero within range, or taken from a valid parent) and its flags and trace
+# state are never None, so the tuple that __new__ would build is built directly, is_valid True.
+_new_context = tuple.__new__
 
 
 # ---------------------------------------------------------------------------
@@ -107,8 +111,10 @@ class LeanTracer(trace.Tracer):
         else:
             sampled = (trace_id & _MASK64) < sampler.bound
         if not sampled:
-            return NonRecordingSpan(SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state))
-        span_context = SpanContext(trace_id, span_id, False, _SAMPLED, trace_state)
+            return NonRecordingSpan(
+                _new_context(SpanContext, (trace_id, span_id, False, _NOT_SAMPLED, trace_state, True))
+            )
+        span_context = _new_context(SpanContext, (trace_id, span_id, False, _SAMPLED, trace_state, True))
         start = time.time_ns() if start_time is None else start_time
         if type(attributes) is SharedAttributes and len(attributes) <= self.limits.attributes:
             span = LeanSpan(name, span_context, parent, kind, {}, start, self, attributes)
