@@ -56,6 +56,8 @@ _UINT64_MASK = (1 << 64) - 1
 # Span.flags (16, fixed32): bit 8 "has is_remote", bit 9 "is_remote" of the parent (as the SDK's encoder).
 _FLAGS_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(0x100)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x300)
+# Span.status (15) unset, then the flags: the end of most lean spans.
+_UNSET_LOCAL_PARENT, _UNSET_REMOTE_PARENT = b"\x7a\x00" + _FLAGS_LOCAL_PARENT, b"\x7a\x00" + _FLAGS_REMOTE_PARENT
 _KIND = tuple(b"\x30" + _VARINT1[k + 1] for k in range(5))  # SDK SpanKind 0..4 -> proto SPAN_KIND_* 1..5
 _KIND_BY_ID = {id(kind): _KIND[kind.value] for kind in SpanKind}
 _CODE_BY_ID = {id(code): code.value for code in StatusCode}
@@ -221,9 +223,11 @@ class SpanEncoder:
         rare = span._rare  # events, links and dropped counts, on few spans
         if rare is not None:
             self._rare_fields(parts, rare)
-        status = span.status  # 15
-        parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
-        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
+        remote = parent is not None and parent[2]
+        if span.status is UNSET_STATUS:  # 15 and 16 in one piece
+            parts.append(_UNSET_REMOTE_PARENT if remote else _UNSET_LOCAL_PARENT)
+        else:
+            parts += (_status(span.status), _FLAGS_REMOTE_PARENT if remote else _FLAGS_LOCAL_PARENT)
         body = b"".join(parts)  # (joined once: summing the lengths of the parts costs more)
         n = len(body)
         # (most spans: a two-byte length, made here rather than by span_field_head)
