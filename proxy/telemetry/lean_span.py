@@ -38,7 +38,11 @@ class SharedAttributes(dict):  # type: ignore[type-arg]
     an ordinary dict.
     """
 
-    __slots__ = ()
+    __slots__ = ("encoded",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoded: bytes | None = None  # their Span.attributes fields, written once by the OTLP encoder
 
 
 def _clean(key: Any, value: Any) -> tuple[bool, Any]:

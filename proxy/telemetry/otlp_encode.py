@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from proxy.telemetry.lean_span import UNSET_STATUS, LeanSpan
+from proxy.telemetry.lean_span import UNSET_STATUS, LeanSpan, SharedAttributes
 
 if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=sdk, gRPC)
     from opentelemetry.sdk.trace import ReadableSpan
@@ -149,7 +149,6 @@ class SpanEncoder:
         self._ints: dict[tuple[str, int], bytes] = {}  # (key, int value) -> length-prefixed KeyValue
         self._names: dict[str, bytes] = {}  # span/event name -> length-prefixed UTF-8
         self._heads: dict[tuple[str, int], bytes] = {}  # (name, id(kind)) -> Span fields 5 and 6
-        self._shared: dict[int, tuple[object, bytes]] = {}  # id -> (SharedAttributes, their Span fields)
         # A lean span's own attributes: (key, str or tuple of str) and (key, int) -> its Span.attributes field,
         # tag included; key -> a double's field up to the double.
         self._own_strs: dict[tuple[str, Any], bytes] = {}
@@ -197,12 +196,8 @@ class SpanEncoder:
         head = self._heads.get((name, id(kind)))
         if head is None:
             head = self._head(name, kind)
-        shared = span.shared  # 9: the shared attributes' cached bytes, then the span's own
-        if shared is None:
-            shared_fields = b""
-        else:
-            cached = self._shared.get(id(shared))
-            shared_fields = cached[1] if cached is not None and cached[0] is shared else self._shared_fields(shared)
+        shared = span.shared  # 9: the shared attributes' bytes (made once, kept with them), then the span's own
+        shared_fields = b"" if shared is None else shared.encoded or self._shared_fields(shared)
         # 7, 8 (both set once ended) between the head and the attributes
         parts = [ids, head, _pack_times(0x39, span.start_time, 0x41, span.end_time), shared_fields]
         own = span.own
@@ -354,16 +349,13 @@ class SpanEncoder:
             out.append(tag)
             out.append(kv)
 
-    def _shared_fields(self, shared: Mapping[str, Any]) -> bytes:
-        """Span.attributes fields (tag included) for a proxy.telemetry.lean_span.SharedAttributes, made once each."""
-        cached = self._shared.get(id(shared))
-        if cached is None or cached[0] is not shared:
-            if len(self._shared) >= _CACHE_MAX:
-                self._shared.clear()
-            fields: list[bytes] = []
-            self._attributes(fields, b"\x4a", shared)
-            cached = self._shared[id(shared)] = (shared, b"".join(fields))
-        return cached[1]
+    def _shared_fields(self, shared: SharedAttributes) -> bytes:
+        """Span.attributes fields (tag included) of a proxy.telemetry.lean_span.SharedAttributes, kept
+        with it: made once per dict."""
+        fields: list[bytes] = []
+        self._attributes(fields, b"\x4a", shared)
+        shared.encoded = encoded = b"".join(fields)
+        return encoded
 
     def _head(self, name: str, kind: Any) -> bytes:
         """Span.name (5) and kind (6), tags included, for the lean spans' cache."""
