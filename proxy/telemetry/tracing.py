@@ -82,18 +82,19 @@ class LeanTracer(trace.Tracer):
         # The parent: the span in `context` (or the current context); INVALID_SPAN when there is none. An
         # empty Context (a request without a traceparent) has none: no lookup.
         parent = trace.get_current_span(context) if context is None or context else None
-        return self._start(name, parent, kind, attributes, links, start_time)
+        return self._start(
+            name, None if parent is None else parent.get_span_context(), kind, attributes, links, start_time
+        )
 
     def _start(
         self,
         name: str,
-        parent_span: trace.Span | None,
+        parent: SpanContext | None,
         kind: SpanKind,
         attributes: Mapping[str, Any] | None,
         links: Sequence[Link] | None,
         start_time: int | None,
     ) -> trace.Span:
-        parent = parent_span.get_span_context() if parent_span is not None else None
         parent_flags = 0
         if parent is not None:
             # A SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid);
@@ -139,7 +140,9 @@ class LeanTracer(trace.Tracer):
     def start_child(self, name: str, parent: trace.Span, kind: SpanKind, attributes: Mapping[str, Any]) -> trace.Span:
         """``start_span(name, context=<a Context holding parent>, kind=kind, attributes=attributes)``,
         without making the Context."""
-        return self._start(name, parent, kind, attributes, None, None)
+        # (a lean parent's context read from its slot: no call)
+        context = parent.context if type(parent) is LeanSpan else parent.get_span_context()
+        return self._start(name, context, kind, attributes, None, None)
 
     # opentelemetry-api annotates this with its private _AgnosticContextManager (a context manager that
     # also decorates coroutines); the lean tracer gives a plain one, which is all the sidecar uses.
