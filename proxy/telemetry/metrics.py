@@ -96,12 +96,12 @@ class Histogram(Instrument):
     def record(self, key: Labels, value: float) -> None:
         pending = self.pending.get(key)
         if pending is None:
-            pending = self.values(key)
+            pending = self.series(key)
         pending.append(value)
         if len(pending) >= FOLD_AT:
             fold(pending, self.bounds)
 
-    def values(self, key: Labels) -> Pending:
+    def series(self, key: Labels) -> Pending:
         """The series' pending values, for a caller that appends its measurements there itself (and
         folds them with `fold` once FOLD_AT are there). Every value of the series goes there, so that
         they reach the point in the order they came."""

@@ -340,7 +340,7 @@ class SidecarMetrics(NoMetrics):
         if series is None:
             series = self._series[key] = _Series(
                 self.requests.cell((operation, route, labels, outcome, error_type)),
-                self.request_duration.values((operation, route, outcome)),
+                self.request_duration.series((operation, route, outcome)),
             )
         series.requests[0] += 1
         # Histogram values are appended, folded into their points once FOLD_AT are there (proxy.telemetry.metrics).
@@ -349,22 +349,22 @@ class SidecarMetrics(NoMetrics):
         if attempt_seconds is not None:
             pending = series.attempt
             if pending is None:
-                pending = series.attempt = self.operation_duration.values((operation, route, labels, None))
+                pending = series.attempt = self.operation_duration.series((operation, route, labels, None))
             pending.append(attempt_seconds)
         if input_tokens is not None:
             pending = series.tokens_in
             if pending is None:
-                pending = series.tokens_in = self.token_usage.values((operation, route, labels, "input"))
+                pending = series.tokens_in = self.token_usage.series((operation, route, labels, "input"))
             pending.append(input_tokens)
         if output_tokens is not None:
             pending = series.tokens_out
             if pending is None:
-                pending = series.tokens_out = self.token_usage.values((operation, route, labels, "output"))
+                pending = series.tokens_out = self.token_usage.series((operation, route, labels, "output"))
             pending.append(output_tokens)
         if cached_tokens:  # the input's part read from the prompt cache (token type `cache_read`)
             pending = series.tokens_cached
             if pending is None:
-                pending = series.tokens_cached = self.token_usage.values((operation, route, labels, CACHE_READ))
+                pending = series.tokens_cached = self.token_usage.series((operation, route, labels, CACHE_READ))
             pending.append(cached_tokens)
         if cost is not None and finite(cost):
             cell = series.cost
@@ -374,7 +374,7 @@ class SidecarMetrics(NoMetrics):
         if ttft is not None:
             pending = series.ttft
             if pending is None:
-                pending = series.ttft = self.time_to_first_token.values((operation, route, labels))
+                pending = series.ttft = self.time_to_first_token.series((operation, route, labels))
             pending.append(ttft)
         if len(durations) >= FOLD_AT:  # one check for all: no list grows faster, but for those series share
             series.fold()
