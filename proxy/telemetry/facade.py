@@ -40,6 +40,7 @@ from opentelemetry.trace import (
     Tracer,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from proxy.providers.base import Usage
 from proxy.runtime import Runtime
@@ -125,7 +126,7 @@ class Telemetry:
 
     def trace_id(self, span: Span) -> str:
         """The span's trace id as 32 hex digits, or "" when it has none (tracing off)."""
-        trace_id = span.get_span_context().trace_id
+        trace_id = span.get_span_context()[0]  # (the tuple's item: SpanContext.trace_id is a Python property)
         return trace_id.to_bytes(16, "big").hex() if trace_id else ""  # (twice as fast as format)
 
     # --- while a request's attempts run -------------------------------------------
@@ -333,7 +334,10 @@ class Telemetry:
         context = span.get_span_context()
         # A SpanContext is a tuple; unpacked once instead of four property reads.
         trace_id, span_id, _, flags, trace_state, valid = context
-        if type(self.propagator) is TraceContextTextMapPropagator and not trace_state:
+        # (the API's empty TraceState, most spans' own, by identity: its emptiness is a Python-level __len__)
+        if type(self.propagator) is TraceContextTextMapPropagator and (
+            trace_state is DEFAULT_TRACE_STATE or not trace_state
+        ):
             if valid:  # as the generic propagator: nothing for an invalid context
                 headers["traceparent"] = "".join(
                     (  # bytes.hex() is twice as fast as a format spec

@@ -38,7 +38,11 @@ class SharedAttributes(dict):  # type: ignore[type-arg]
     an ordinary dict.
     """
 
-    __slots__ = ()
+    __slots__ = ("encoded",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoded: bytes | None = None  # their Span.attributes fields, written once by the OTLP encoder
 
 
 def _clean(key: Any, value: Any) -> tuple[bool, Any]:
@@ -248,17 +252,24 @@ class LeanSpan(trace.Span):
         C-level checks (the dict itself kept when the span has none of its own yet: never changed
         after); anything else, as set_attributes would."""
         own, shared = self.own, self.shared
-        if (
-            self.end_time is None
-            and len(own) + len(attributes) + (0 if shared is None else len(shared)) <= self._tracer.limits.attributes
-            and own.keys().isdisjoint(attributes)
-            and (shared is None or shared.keys().isdisjoint(attributes))
-        ):
-            if own:
+        if self.end_time is None:
+            if not own:  # the common case: none of its own yet, the dict taken as it is
+                if shared is None:
+                    if len(attributes) <= self._tracer.limits.attributes:
+                        self.own = attributes
+                        return
+                elif len(attributes) + len(shared) <= self._tracer.limits.attributes and shared.keys().isdisjoint(
+                    attributes
+                ):
+                    self.own = attributes
+                    return
+            elif (
+                len(own) + len(attributes) + (0 if shared is None else len(shared)) <= self._tracer.limits.attributes
+                and own.keys().isdisjoint(attributes)
+                and (shared is None or shared.keys().isdisjoint(attributes))
+            ):
                 own.update(attributes)
-            else:
-                self.own = attributes
-            return
+                return
         self.set_attributes(attributes)
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:

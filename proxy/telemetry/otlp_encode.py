@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from proxy.telemetry.lean_span import UNSET_STATUS, LeanSpan
+from proxy.telemetry.lean_span import UNSET_STATUS, LeanSpan, SharedAttributes
 
 if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=sdk, gRPC)
     from opentelemetry.sdk.trace import ReadableSpan
@@ -56,6 +56,8 @@ _UINT64_MASK = (1 << 64) - 1
 # Span.flags (16, fixed32): bit 8 "has is_remote", bit 9 "is_remote" of the parent (as the SDK's encoder).
 _FLAGS_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(0x100)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x300)
+# Span.status (15) unset, then the flags: the end of most lean spans.
+_UNSET_LOCAL_PARENT, _UNSET_REMOTE_PARENT = b"\x7a\x00" + _FLAGS_LOCAL_PARENT, b"\x7a\x00" + _FLAGS_REMOTE_PARENT
 _KIND = tuple(b"\x30" + _VARINT1[k + 1] for k in range(5))  # SDK SpanKind 0..4 -> proto SPAN_KIND_* 1..5
 _KIND_BY_ID = {id(kind): _KIND[kind.value] for kind in SpanKind}
 _CODE_BY_ID = {id(code): code.value for code in StatusCode}
@@ -147,7 +149,11 @@ class SpanEncoder:
         self._ints: dict[tuple[str, int], bytes] = {}  # (key, int value) -> length-prefixed KeyValue
         self._names: dict[str, bytes] = {}  # span/event name -> length-prefixed UTF-8
         self._heads: dict[tuple[str, int], bytes] = {}  # (name, id(kind)) -> Span fields 5 and 6
-        self._shared: dict[int, tuple[object, bytes]] = {}  # id -> (SharedAttributes, their Span fields)
+        # A lean span's own attributes: (key, str or tuple of str) and (key, int) -> its Span.attributes field,
+        # tag included; key -> a double's field up to the double.
+        self._own_strs: dict[tuple[str, Any], bytes] = {}
+        self._own_ints: dict[tuple[str, int], bytes] = {}
+        self._own_floats: dict[str, bytes] = {}
         self._resources: dict[int, tuple[object, bytes, bytes]] = {}  # id -> (obj, field 1, field 3)
         self._scopes: dict[int, tuple[object, bytes, bytes]] = {}
 
@@ -171,11 +177,85 @@ class SpanEncoder:
 
     def lean_span_field(self, span: LeanSpan) -> bytes:
         """A ``proxy.telemetry.lean_span.LeanSpan``, ended, as a ScopeSpans.spans field (tag, length,
-        the Span message), read from its slots: the same Span message as ``encode_span``'s."""
-        body = b"".join(self._lean_parts(span))  # (joined once: summing the lengths of the parts costs more)
+        the Span message), read from its slots: the same Span message as ``encode_span``'s.
+
+        Run for every span on the event loop, so in one frame with the common cases inline: ids,
+        name, kind and times in a few calls, the shared attributes' bytes from the cache, and each
+        of the span's own attributes (most of a span's cost) as one cached field where it repeats
+        (strings, ints) or a cached head and its 8 bytes (floats)."""
+        # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
+        trace_id, span_id, _, _, trace_state, _ = span.context
+        parent = span.parent
+        if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # 1, 2, 3 (the trace state), 4
+            ids = _ids_with_state(trace_id, span_id, trace_state, parent)
+        elif parent is None:  # 1, 2 (4: none), tags and ids in one call
+            ids = _pack_ids(0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id)
+        else:
+            ids = _pack_ids_parent(0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id, 0x2208, parent[1])
+        name, kind = span.name, span.kind  # 5, 6: their bytes made once per name and kind
+        head = self._heads.get((name, id(kind)))
+        if head is None:
+            head = self._head(name, kind)
+        shared = span.shared  # 9: the shared attributes' bytes (made once, kept with them), then the span's own
+        shared_fields = b"" if shared is None else shared.encoded or self._shared_fields(shared)
+        # 7, 8 (both set once ended) between the head and the attributes
+        parts = [ids, head, _pack_times(0x39, span.start_time, 0x41, span.end_time), shared_fields]
+        own = span.own
+        if own:
+            append, strs, ints, floats = parts.append, self._own_strs, self._own_ints, self._own_floats
+            for key, value in own.items():
+                t = type(value)
+                if t is str or t is tuple:
+                    field = strs.get((key, value))
+                elif t is int:  # (never a bool: (k, 1) == (k, True))
+                    field = ints.get((key, value))
+                elif t is float and (field := floats.get(key)) is not None:
+                    append(field + _pack_double(value))  # the KeyValue's length is the same for every double
+                    continue
+                else:
+                    field = None
+                append(field if field is not None else self._own_field(key, value))
+        rare = span._rare  # events, links and dropped counts, on few spans
+        if rare is not None:
+            self._rare_fields(parts, rare)
+        remote = parent is not None and parent[2]
+        if span.status is UNSET_STATUS:  # 15 and 16 in one piece
+            parts.append(_UNSET_REMOTE_PARENT if remote else _UNSET_LOCAL_PARENT)
+        else:
+            parts += (_status(span.status), _FLAGS_REMOTE_PARENT if remote else _FLAGS_LOCAL_PARENT)
+        body = b"".join(parts)  # (joined once: summing the lengths of the parts costs more)
         n = len(body)
         # (most spans: a two-byte length, made here rather than by span_field_head)
         return (bytes((0x12, (n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else span_field_head(n)) + body
+
+    def _own_field(self, key: str, value: Any) -> bytes:
+        """One of a lean span's own attributes as a Span.attributes field, tag included (b"" when it
+        cannot be encoded: skipped and logged, as the SDK's encoder does), kept in the caches
+        ``lean_span_field`` reads when it is worth it (as ``_attributes`` keeps its KeyValues)."""
+        try:
+            t = type(value)
+            if t is float:  # kept: the field up to the double
+                key_field = _field(b"\x0a", key.encode(errors="replace")) if key else b""
+                head = b"\x4a" + _varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
+                if len(self._own_floats) >= _CACHE_MAX:
+                    self._own_floats.clear()
+                self._own_floats[key] = head
+                return head + _pack_double(value)
+            field = b"\x4a" + _lp(_key_value(key, value))
+        except Exception as exc:  # as the SDK's encoder: drop the attribute, keep the span
+            log.warning("OTLP: attribute %r not encoded: %s", key, exc)
+            return b""
+        if t is int:  # status codes repeat; token counts mostly do not: a small cache, cleared when full
+            if len(self._own_ints) >= _INT_CACHE_MAX:
+                self._own_ints.clear()
+            self._own_ints[(key, value)] = field
+        elif (t is str or (t is tuple and all(type(v) is str or v is None for v in value))) and len(
+            field
+        ) <= _CACHED_KV_BYTES + 1:  # (tuples of strings only: (k, (1,)) == (k, (True,)))
+            if len(self._own_strs) >= _CACHE_MAX:
+                self._own_strs.clear()
+            self._own_strs[(key, value)] = field
+        return field
 
     def lean_request(self, resource: Any, scopes: Mapping[Any, Sequence[Buffer]]) -> list[Buffer]:
         """An ExportTraceServiceRequest, in parts to send as they are (not joined), of lean spans
@@ -270,16 +350,13 @@ class SpanEncoder:
             out.append(tag)
             out.append(kv)
 
-    def _shared_fields(self, shared: Mapping[str, Any]) -> bytes:
-        """Span.attributes fields (tag included) for a proxy.telemetry.lean_span.SharedAttributes, made once each."""
-        cached = self._shared.get(id(shared))
-        if cached is None or cached[0] is not shared:
-            if len(self._shared) >= _CACHE_MAX:
-                self._shared.clear()
-            fields: list[bytes] = []
-            self._attributes(fields, b"\x4a", shared)
-            cached = self._shared[id(shared)] = (shared, b"".join(fields))
-        return cached[1]
+    def _shared_fields(self, shared: SharedAttributes) -> bytes:
+        """Span.attributes fields (tag included) of a proxy.telemetry.lean_span.SharedAttributes, kept
+        with it: made once per dict."""
+        fields: list[bytes] = []
+        self._attributes(fields, b"\x4a", shared)
+        shared.encoded = encoded = b"".join(fields)
+        return encoded
 
     def _head(self, name: str, kind: Any) -> bytes:
         """Span.name (5) and kind (6), tags included, for the lean spans' cache."""
@@ -353,42 +430,6 @@ class SpanEncoder:
         body += (b"\x35", _pack_fixed32(0x300 if lctx.is_remote else 0x100))
         return _lp(b"".join(body))
 
-    def _lean_parts(self, span: Any) -> list[bytes]:
-        """`lean_span_field`'s Span message in parts."""
-        # SpanContexts as the tuples they are: (trace_id, span_id, is_remote, flags, trace_state, is_valid)
-        trace_id, span_id, _, _, trace_state, _ = span.context
-        parent = span.parent
-        if trace_state is DEFAULT_TRACE_STATE or not trace_state:  # 1, 2, 4: the common case in one call
-            if parent is None:
-                parts = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id)]
-            else:
-                parts = [
-                    _pack_ids_parent(
-                        0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id, 0x2208, parent[1]
-                    )
-                ]
-        else:  # 1, 2, 3 (the trace state), 4
-            parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
-            parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
-            if parent is not None:
-                parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
-        name, kind = span.name, span.kind  # 5, 6: their bytes made once per name and kind
-        head = self._heads.get((name, id(kind)))
-        parts.append(head if head is not None else self._head(name, kind))
-        parts.append(_pack_times(0x39, span.start_time, 0x41, span.end_time))  # 7, 8 (both set once ended)
-        shared = span.shared
-        if shared is not None:  # 9: the shared attributes' cached bytes, then the span's own
-            cached = self._shared.get(id(shared))
-            parts.append(cached[1] if cached is not None and cached[0] is shared else self._shared_fields(shared))
-        self._attributes(parts, b"\x4a", span.own)
-        rare = span._rare  # events, links and dropped counts, on few spans
-        if rare is not None:
-            self._rare_fields(parts, rare)
-        status = span.status  # 15
-        parts.append(b"\x7a\x00" if status is UNSET_STATUS else _status(status))
-        parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent[2] else _FLAGS_LOCAL_PARENT)  # 16
-        return parts
-
     def _rare_fields(self, parts: list[bytes], rare: Any) -> None:
         """Span fields 10 to 14 of a LeanSpan, from its ``_rare`` record."""
         if dropped := rare.dropped_attributes:  # 10
@@ -421,6 +462,15 @@ def _status(status: Any) -> bytes:
         return (b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")[code]
     body = _field(b"\x12", message.encode(errors="replace")) if message else b""
     return b"\x7a" + _lp(body + (b"\x18" + _varint(code) if code else b""))
+
+
+def _ids_with_state(trace_id: int, span_id: int, trace_state: Any, parent: Any) -> bytes:
+    """Span fields 1, 2, 3 (the trace state) and 4 (the parent's span id, if any)."""
+    parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+    parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
+    if parent is not None:
+        parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
+    return b"".join(parts)
 
 
 def span_field_head(n: int) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 
 from proxy.runtime import RuntimeHolder
 from proxy.telemetry.backends import BACKEND, BackendInfo
-from proxy.telemetry.metrics import COUNTER, GAUGE, Labels, Registry, finite, observe
+from proxy.telemetry.metrics import COUNTER, FOLD_AT, GAUGE, Labels, Pending, Registry, finite, fold
 
 # semconv v1.37.0 advisory bucket boundaries
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
@@ -340,36 +340,44 @@ class SidecarMetrics(NoMetrics):
         if series is None:
             series = self._series[key] = _Series(
                 self.requests.cell((operation, route, labels, outcome, error_type)),
-                self.request_duration.point((operation, route, outcome), seconds),
+                self.request_duration.series((operation, route, outcome)),
             )
         series.requests[0] += 1
-        observe(series.duration, DURATION_BUCKETS, seconds)
+        # Histogram values are appended, folded into their points once FOLD_AT are there (proxy.telemetry.metrics).
+        durations = series.duration
+        durations.append(seconds)
         if attempt_seconds is not None:
-            point = series.attempt or series.make(
-                "attempt", self.operation_duration.point((operation, route, labels, None), attempt_seconds)
-            )
-            observe(point, DURATION_BUCKETS, attempt_seconds)
+            pending = series.attempt
+            if pending is None:
+                pending = series.attempt = self.operation_duration.series((operation, route, labels, None))
+            pending.append(attempt_seconds)
         if input_tokens is not None:
-            point = series.tokens_in or series.make(
-                "tokens_in", self.token_usage.point((operation, route, labels, "input"), input_tokens)
-            )
-            observe(point, TOKEN_BUCKETS, input_tokens)
+            pending = series.tokens_in
+            if pending is None:
+                pending = series.tokens_in = self.token_usage.series((operation, route, labels, "input"))
+            pending.append(input_tokens)
         if output_tokens is not None:
-            point = series.tokens_out or series.make(
-                "tokens_out", self.token_usage.point((operation, route, labels, "output"), output_tokens)
-            )
-            observe(point, TOKEN_BUCKETS, output_tokens)
+            pending = series.tokens_out
+            if pending is None:
+                pending = series.tokens_out = self.token_usage.series((operation, route, labels, "output"))
+            pending.append(output_tokens)
         if cached_tokens:  # the input's part read from the prompt cache (token type `cache_read`)
-            point = series.tokens_cached or series.make(
-                "tokens_cached", self.token_usage.point((operation, route, labels, CACHE_READ), cached_tokens)
-            )
-            observe(point, TOKEN_BUCKETS, cached_tokens)
+            pending = series.tokens_cached
+            if pending is None:
+                pending = series.tokens_cached = self.token_usage.series((operation, route, labels, CACHE_READ))
+            pending.append(cached_tokens)
         if cost is not None and finite(cost):
-            cell = series.cost or series.make("cost", self.cost_usd.cell((operation, route, labels)))
+            cell = series.cost
+            if cell is None:
+                cell = series.cost = self.cost_usd.cell((operation, route, labels))
             cell[0] += cost
         if ttft is not None:
-            point = series.ttft or series.make("ttft", self.time_to_first_token.point((operation, route, labels), ttft))
-            observe(point, TTFT_BUCKETS, ttft)
+            pending = series.ttft
+            if pending is None:
+                pending = series.ttft = self.time_to_first_token.series((operation, route, labels))
+            pending.append(ttft)
+        if len(durations) >= FOLD_AT:  # one check for all: no list grows faster, but for those series share
+            series.fold()
 
     def policy_refusal(self, *, route: str, policy: str, data_class: str) -> None:
         """For the policy code: one request refused by `policy` for its data class."""
@@ -433,17 +441,30 @@ class SidecarMetrics(NoMetrics):
 
 
 class _Series:
-    """The cells one kind of request updates (see SidecarMetrics.request)."""
+    """The cells and pending histogram values one kind of request updates (see SidecarMetrics.request)."""
 
     __slots__ = ("attempt", "cost", "duration", "requests", "tokens_cached", "tokens_in", "tokens_out", "ttft")
 
-    def __init__(self, requests: list[float], duration: list[float]) -> None:
+    def __init__(self, requests: list[float], duration: Pending) -> None:
         self.requests, self.duration = requests, duration
-        self.tokens_in = self.tokens_out = self.tokens_cached = self.cost = self.ttft = self.attempt = None
+        self.cost: list[float] | None = None
+        self.tokens_in: Pending | None = None
+        self.tokens_out: Pending | None = None
+        self.tokens_cached: Pending | None = None
+        self.ttft: Pending | None = None
+        self.attempt: Pending | None = None
 
-    def make(self, name: str, cell: list[float]) -> list[float]:
-        setattr(self, name, cell)
-        return cell
+    def fold(self) -> None:
+        for pending, bounds in (
+            (self.duration, DURATION_BUCKETS),
+            (self.attempt, DURATION_BUCKETS),
+            (self.tokens_in, TOKEN_BUCKETS),
+            (self.tokens_out, TOKEN_BUCKETS),
+            (self.tokens_cached, TOKEN_BUCKETS),
+            (self.ttft, TTFT_BUCKETS),
+        ):
+            if pending:
+                fold(pending, bounds)
 
 
 def telemetry_drops(

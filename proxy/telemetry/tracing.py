@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_TRACE_STATE = DEFAULT_TRACE_STATE  # the API's own: the encoder skips it by identity
+# SpanContext(...) without its Python-level __new__ (~40 bytecodes a span): a span's context is always
+# valid (its ids are drawn non-zero within range, or taken from a valid parent) and its flags and trace
+# state are never None, so the tuple that __new__ would build is built directly, is_valid True.
+_new_context = tuple.__new__
 
 
 # ---------------------------------------------------------------------------
@@ -78,18 +82,19 @@ class LeanTracer(trace.Tracer):
         # The parent: the span in `context` (or the current context); INVALID_SPAN when there is none. An
         # empty Context (a request without a traceparent) has none: no lookup.
         parent = trace.get_current_span(context) if context is None or context else None
-        return self._start(name, parent, kind, attributes, links, start_time)
+        return self._start(
+            name, None if parent is None else parent.get_span_context(), kind, attributes, links, start_time
+        )
 
     def _start(
         self,
         name: str,
-        parent_span: trace.Span | None,
+        parent: SpanContext | None,
         kind: SpanKind,
         attributes: Mapping[str, Any] | None,
         links: Sequence[Link] | None,
         start_time: int | None,
     ) -> trace.Span:
-        parent = parent_span.get_span_context() if parent_span is not None else None
         parent_flags = 0
         if parent is not None:
             # A SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid);
@@ -107,8 +112,10 @@ class LeanTracer(trace.Tracer):
         else:
             sampled = (trace_id & _MASK64) < sampler.bound
         if not sampled:
-            return NonRecordingSpan(SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state))
-        span_context = SpanContext(trace_id, span_id, False, _SAMPLED, trace_state)
+            return NonRecordingSpan(
+                _new_context(SpanContext, (trace_id, span_id, False, _NOT_SAMPLED, trace_state, True))
+            )
+        span_context = _new_context(SpanContext, (trace_id, span_id, False, _SAMPLED, trace_state, True))
         start = time.time_ns() if start_time is None else start_time
         if type(attributes) is SharedAttributes and len(attributes) <= self.limits.attributes:
             span = LeanSpan(name, span_context, parent, kind, {}, start, self, attributes)
@@ -133,7 +140,9 @@ class LeanTracer(trace.Tracer):
     def start_child(self, name: str, parent: trace.Span, kind: SpanKind, attributes: Mapping[str, Any]) -> trace.Span:
         """``start_span(name, context=<a Context holding parent>, kind=kind, attributes=attributes)``,
         without making the Context."""
-        return self._start(name, parent, kind, attributes, None, None)
+        # (a lean parent's context read from its slot: no call)
+        context = parent.context if type(parent) is LeanSpan else parent.get_span_context()
+        return self._start(name, context, kind, attributes, None, None)
 
     # opentelemetry-api annotates this with its private _AgnosticContextManager (a context manager that
     # also decorates coroutines); the lean tracer gives a plain one, which is all the sidecar uses.

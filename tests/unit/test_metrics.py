@@ -3,7 +3,10 @@ controller's SDK metrics as Prometheus text."""
 
 from __future__ import annotations
 
+import math
+import random
 import re
+from typing import Any
 
 from controller.core import Compiled, Controller, Sidecar
 from controller.metrics import prometheus_names as controller_names
@@ -14,7 +17,7 @@ from proxy.runtime import Runtime
 from proxy.snapshot import Snapshot, parse_snapshot
 from proxy.telemetry.backends import BackendCatalog
 from proxy.telemetry.content import content_attributes
-from proxy.telemetry.metrics import Registry, render_prometheus
+from proxy.telemetry.metrics import FOLD_AT, Registry, observe, render_prometheus
 from proxy.telemetry.sidecar_metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, SidecarMetrics
 from shared.scrub import Scrubber
 
@@ -44,6 +47,97 @@ def test_histogram_buckets_are_upper_inclusive_and_cumulative() -> None:
     assert _sample(text, "x_duration_seconds_bucket", a="k", le="+Inf") == 4
     assert _sample(text, "x_duration_seconds_count", a="k") == 4
     assert _sample(text, "x_duration_seconds_sum", a="k") == 8.6
+
+
+def _one_by_one(bounds: tuple[float, ...], values: list[Any]) -> list[float]:
+    """A histogram point as observing each value as it comes makes it."""
+    point = [0, 0.0, 0.0, 0.0] + [0] * (len(bounds) + 1)
+    for value in values:
+        observe(point, bounds, value)
+    return point
+
+
+def test_histogram_values_folded_in_batches_make_the_point_one_by_one_makes() -> None:
+    """Measurements are folded into their point in batches and before every read: each read sees the
+    point observing them one at a time would have made, bit for bit (the sum added in order, min and
+    max the first of their equals), bad values (NaN, infinities, strings, bools) dropped alike."""
+    bounds = (0.01, 0.1, 1.0, 10.0)
+    rng = random.Random(7)
+    bad = [math.nan, math.inf, -math.inf, "0.5", True, None, 1e301, 10**400, -(10**400)]
+    for trial in range(300):
+        values: list[Any] = [
+            rng.choice(
+                [
+                    rng.random() * 20 - 5,
+                    rng.randint(-3, 30),
+                    rng.choice([0.1, 1, 1.0, 10, 10.0, 0.01, 5, 5.0, -0.0, 0]),  # on the bounds; 5 == 5.0
+                    rng.random() * 1e-12,
+                    rng.choice(bad) if trial % 3 == 0 else 2.5,
+                ]
+            )
+            for _ in range(rng.randint(0, 3 * FOLD_AT + 5))
+        ]
+        registry = Registry()
+        h = registry.histogram("x", unit="s", description="", attributes=("k",), bounds=bounds)
+        reads = sorted(rng.sample(range(len(values) + 1), min(3, len(values) + 1)))
+        for i, value in enumerate(values, 1):
+            h.record(("a",), value)
+            if i in reads:  # a read folds what is pending: the point so far
+                expected = _one_by_one(bounds, values[:i])
+                got = dict(h.points()).get(("a",), [0, 0.0, 0.0, 0.0] + [0] * 5)
+                assert _exact(got) == _exact(expected), (values[:i], got, expected)
+        expected = _one_by_one(bounds, values)
+        assert _exact(dict(h.points()).get(("a",), [0, 0.0, 0.0, 0.0] + [0] * 5)) == _exact(expected)
+
+
+def _exact(point: list[Any]) -> list[tuple[type, Any]]:
+    """A point's items compared by type and bits (0.0 and -0.0 differ, so do 5 and 5.0)."""
+    return [(type(v), repr(v)) for v in point]
+
+
+def test_a_requests_histograms_match_one_by_one_observation_with_other_recordings_between() -> None:
+    """The request path appends a request's durations and token counts to its series' pending
+    values; attempts of other requests record into the same attempt series between them: the
+    points read are those of observing every value in the order it came."""
+    runtime = Runtime.build(parse_snapshot(SNAPSHOT))
+    info = BackendCatalog().get(runtime, "oai/gpt-4o")
+    registry = Registry()
+    metrics = SidecarMetrics(registry=registry)
+    rng = random.Random(3)
+    attempts: list[float] = []
+    inputs: list[int] = []
+    durations: list[float] = []
+    for n in range(5 * FOLD_AT + 3):
+        seconds, attempt, tokens = rng.random() * 3, rng.random() * 2, rng.randint(1, 5000)
+        outcome, error = ("ok", None) if n % 5 else ("error", "timeout")
+        metrics.request(
+            operation="chat",
+            route="gpt",
+            info=info,
+            outcome=outcome,
+            error_type=error,
+            seconds=seconds,
+            input_tokens=tokens,
+            output_tokens=None,
+            cost=None,
+            ttft=None,
+            attempt_seconds=attempt,
+        )
+        attempts.append(attempt)
+        inputs.append(tokens)
+        if outcome == "ok":
+            durations.append(seconds)
+        if n % 7 == 0:  # a request of two attempts: each recorded on its own, into the same series
+            between = rng.random()
+            metrics.attempt(operation="chat", route="gpt", info=info, error_type=None, seconds=between)
+            attempts.append(between)
+    duration = dict(metrics.request_duration.points())[("chat", "gpt", "ok")]
+    assert _exact(duration) == _exact(_one_by_one(DURATION_BUCKETS, durations))
+    attempt_point = dict(metrics.operation_duration.points())[("chat", "gpt", info.labels, None)]
+    assert _exact(attempt_point) == _exact(_one_by_one(DURATION_BUCKETS, attempts))
+    tokens_point = dict(metrics.token_usage.points())[("chat", "gpt", info.labels, "input")]
+    assert _exact(tokens_point) == _exact(_one_by_one(TOKEN_BUCKETS, inputs))
+    assert all(len(pending) < FOLD_AT for pending in metrics.token_usage.pending.values())
 
 
 def test_names_units_and_escaping_follow_the_prometheus_compatibility_rules() -> None:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
 
 from proxy.telemetry.facade import Telemetry, set_error
 from proxy.telemetry.lean_span import SharedAttributes
@@ -202,6 +203,26 @@ def test_span_context_is_the_tuple_the_lean_path_unpacks():
         "SpanContext's tuple order changed: the lean path would read the wrong fields"
     )
     assert tuple(trace.INVALID_SPAN_CONTEXT)[5] is False
+
+
+def test_span_contexts_equal_the_ones_the_api_makes():
+    """The lean tracer builds its spans' contexts as tuples directly (not through SpanContext's
+    __new__): each must equal, field by field, the SpanContext the API makes of the same values."""
+    provider, _ = _lean(sampler=Sampler("parentbased_traceidratio", 0.5))
+    tracer = provider.get_tracer("modelway.proxy")
+    remote = PROPAGATOR.extract({"traceparent": TRACEPARENT, "tracestate": "vendor=v1"})
+    unsampled_parent = PROPAGATOR.extract({"traceparent": TRACEPARENT[:-2] + "00"})
+    spans = [tracer.start_span("root") for _ in range(20)]  # about half sampled, half not
+    spans += [tracer.start_span("remote child", context=remote), tracer.start_span("x", context=unsampled_parent)]
+    spans += [tracer.start_span("child", context=trace.set_span_in_context(s)) for s in spans[:4]]
+    assert {s.is_recording() for s in spans} == {True, False}
+    for span in spans:
+        context = span.get_span_context()
+        made = SpanContext(*context[:5])
+        assert type(context) is SpanContext and tuple(context) == tuple(made) and context.is_valid is True
+        assert context.trace_flags == (1 if span.is_recording() else 0) and context.is_remote is False
+    assert spans[20].get_span_context().trace_state == TraceState([("vendor", "v1")])
+    provider.shutdown()
 
 
 # ---------------------------------------------------------------------------
