@@ -3,7 +3,7 @@
 `AnthropicStreamEncoder` is what `AnthropicFrontend.stream_encoder()`
 (`proxy.frontends.anthropic_messages`) hands the relay; it reads chunks as every
 re-shaping encoder does (`proxy.frontends.chunk_encoder`). `stop_reason_for` is
-shared with that module's `render_message`, so streamed and whole answers agree
+shared with `render_message` (`proxy.frontends.anthropic_render`), so streamed and whole answers agree
 on stop reasons. Pure: no sockets, no clock.
 """
 
@@ -27,7 +27,7 @@ from proxy.providers.anthropic_convert import (
 from proxy.providers.base import ChatChunk
 from proxy.sse import encode_event
 
-# --- shared with render_message (proxy.frontends.anthropic_messages) --------------------------
+# --- shared with render_message (proxy.frontends.anthropic_render) ----------------------------
 
 
 def stop_reason_for(finish: Any, *, has_tool_calls: bool) -> str:

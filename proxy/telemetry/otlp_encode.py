@@ -18,6 +18,18 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from proxy.telemetry.lean_span import UNSET_STATUS, LeanSpan, SharedAttributes
+from proxy.telemetry.otlp_wire import (
+    UINT64_MASK,
+    VARINT1,
+    any_value,
+    delimited,
+    int64,
+    key_value,
+    lp,
+    pack_double,
+    pack_fixed32,
+    varint,
+)
 
 if TYPE_CHECKING:  # the SDK is imported only where it is used (MODELWAY_TRACER=sdk, gRPC)
     from opentelemetry.sdk.trace import ReadableSpan
@@ -34,102 +46,21 @@ _CACHED_KV_BYTES = 128
 _INT_CACHE_MAX = 256
 _UNSET: Any = object()
 
-# ---------------------------------------------------------------------------
-# protobuf encoding
-#
-# Each message is built as a list of byte chunks joined once; a nested message
-# is "tag, varint(len), body". Tags are (field_number << 3) | wire_type, with
-# wire types 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32.
-
-_VARINT1 = tuple(bytes((i,)) for i in range(128))
-_pack_double = struct.Struct("<d").pack
-_pack_fixed32 = struct.Struct("<I").pack
+# protobuf writing (`proxy.telemetry.otlp_wire`): each message a list of chunks joined once
 _pack_times = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end_time_unix_nano (8)
 _pack_fixed64 = struct.Struct("<Q").pack
 # Span.trace_id (1) and span_id (2), and parent_span_id (4): tags and ids in one call (ids big-endian,
 # the 128-bit trace id as two halves)
 _pack_ids = struct.Struct(">HQQHQ").pack
 _pack_ids_parent = struct.Struct(">HQQHQHQ").pack
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_UINT64_MASK = (1 << 64) - 1
-
 # Span.flags (16, fixed32): bit 8 "has is_remote", bit 9 "is_remote" of the parent (as the SDK's encoder).
-_FLAGS_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(0x100)
-_FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x300)
+_FLAGS_LOCAL_PARENT = b"\x85\x01" + pack_fixed32(0x100)
+_FLAGS_REMOTE_PARENT = b"\x85\x01" + pack_fixed32(0x300)
 # Span.status (15) unset, then the flags: the end of most lean spans.
 _UNSET_LOCAL_PARENT, _UNSET_REMOTE_PARENT = b"\x7a\x00" + _FLAGS_LOCAL_PARENT, b"\x7a\x00" + _FLAGS_REMOTE_PARENT
-_KIND = tuple(b"\x30" + _VARINT1[k + 1] for k in range(5))  # SDK SpanKind 0..4 -> proto SPAN_KIND_* 1..5
+_KIND = tuple(b"\x30" + VARINT1[k + 1] for k in range(5))  # SDK SpanKind 0..4 -> proto SPAN_KIND_* 1..5
 _KIND_BY_ID = {id(kind): _KIND[kind.value] for kind in SpanKind}
 _CODE_BY_ID = {id(code): code.value for code in StatusCode}
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _VARINT1[n]
-    if n < 0x4000:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: bytes, body: bytes) -> bytes:
-    """A length-delimited field: tag, length, body."""
-    n = len(body)
-    return tag + (_VARINT1[n] if n < 0x80 else _varint(n)) + body
-
-
-def _lp(body: bytes) -> bytes:
-    """Length prefix + body (the tag is added by the caller)."""
-    n = len(body)
-    return (_VARINT1[n] if n < 0x80 else _varint(n)) + body
-
-
-def _int64(value: int) -> bytes:
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise ValueError(f"integer {value} does not fit in int64")
-    return _varint(value & _UINT64_MASK)
-
-
-def _any_value(value: Any) -> bytes:
-    """The body of an AnyValue: string 1, bool 2, int 3, double 4, array 5, kvlist 6, bytes 7."""
-    t = type(value)
-    if t is str:
-        return _field(b"\x0a", value.encode(errors="replace"))
-    if t is bool:
-        return b"\x10\x01" if value else b"\x10\x00"
-    if t is int:
-        return b"\x18" + _int64(value)
-    if t is float:
-        return b"\x21" + _pack_double(value)
-    if t is tuple or t is list:  # ArrayValue.values (1)
-        return _field(b"\x2a", b"".join([b"\x0a" + _lp(_any_value(v)) for v in value]))
-    # Subclasses and containers, in the order the SDK's encoder tests them.
-    if value is None:
-        return b""
-    if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
-    if isinstance(value, str):
-        return _field(b"\x0a", str(value).encode(errors="replace"))
-    if isinstance(value, int):
-        return b"\x18" + _int64(int(value))
-    if isinstance(value, float):
-        return b"\x21" + _pack_double(float(value))
-    if isinstance(value, bytes):
-        return _field(b"\x3a", bytes(value))
-    if isinstance(value, Sequence):
-        return _field(b"\x2a", b"".join([b"\x0a" + _lp(_any_value(v)) for v in value]))
-    if isinstance(value, Mapping):
-        return _field(b"\x32", b"".join([b"\x0a" + _lp(_key_value(str(k), v)) for k, v in value.items()]))
-    raise TypeError(f"invalid attribute value type {type(value).__name__}")
-
-
-def _key_value(key: str, value: Any) -> bytes:
-    """The body of a KeyValue: key 1, value 2 (always present, as in the SDK's encoder)."""
-    return (_field(b"\x0a", key.encode(errors="replace")) if key else b"") + _field(b"\x12", _any_value(value))
 
 
 class SpanEncoder:
@@ -189,9 +120,9 @@ class SpanEncoder:
         if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # 1, 2, 3 (the trace state), 4
             ids = _ids_with_state(trace_id, span_id, trace_state, parent)
         elif parent is None:  # 1, 2 (4: none), tags and ids in one call
-            ids = _pack_ids(0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id)
+            ids = _pack_ids(0x0A10, trace_id >> 64, trace_id & UINT64_MASK, 0x1208, span_id)
         else:
-            ids = _pack_ids_parent(0x0A10, trace_id >> 64, trace_id & _UINT64_MASK, 0x1208, span_id, 0x2208, parent[1])
+            ids = _pack_ids_parent(0x0A10, trace_id >> 64, trace_id & UINT64_MASK, 0x1208, span_id, 0x2208, parent[1])
         name, kind = span.name, span.kind  # 5, 6: their bytes made once per name and kind
         head = self._heads.get((name, id(kind)))
         if head is None:
@@ -210,7 +141,7 @@ class SpanEncoder:
                 elif t is int:  # (never a bool: (k, 1) == (k, True))
                     field = ints.get((key, value))
                 elif t is float and (field := floats.get(key)) is not None:
-                    append(field + _pack_double(value))  # the KeyValue's length is the same for every double
+                    append(field + pack_double(value))  # the KeyValue's length is the same for every double
                     continue
                 else:
                     field = None
@@ -235,13 +166,13 @@ class SpanEncoder:
         try:
             t = type(value)
             if t is float:  # kept: the field up to the double
-                key_field = _field(b"\x0a", key.encode(errors="replace")) if key else b""
-                head = b"\x4a" + _varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
+                key_field = delimited(b"\x0a", key.encode(errors="replace")) if key else b""
+                head = b"\x4a" + varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
                 if len(self._own_floats) >= _CACHE_MAX:
                     self._own_floats.clear()
                 self._own_floats[key] = head
-                return head + _pack_double(value)
-            field = b"\x4a" + _lp(_key_value(key, value))
+                return head + pack_double(value)
+            field = b"\x4a" + lp(key_value(key, value))
         except Exception as exc:  # as the SDK's encoder: drop the attribute, keep the span
             log.warning("OTLP: attribute %r not encoded: %s", key, exc)
             return b""
@@ -276,7 +207,8 @@ class SpanEncoder:
             if resource is not None:
                 self._attributes(attrs, b"\x0a", resource.attributes)
             schema = getattr(resource, "schema_url", "") or ""
-            cached = (resource, _field(b"\x0a", b"".join(attrs)), _field(b"\x1a", schema.encode()) if schema else b"")
+            schema_field = delimited(b"\x1a", schema.encode()) if schema else b""
+            cached = (resource, delimited(b"\x0a", b"".join(attrs)), schema_field)
             self._resources[id(resource)] = cached
         return cached[1], cached[2]
 
@@ -287,12 +219,12 @@ class SpanEncoder:
                 self._scopes.clear()
             body, schema = b"", ""
             if scope is not None:  # InstrumentationScope: name 1, version 2, attributes 3
-                parts = [_field(b"\x0a", scope.name.encode())] if scope.name else []
+                parts = [delimited(b"\x0a", scope.name.encode())] if scope.name else []
                 if scope.version:
-                    parts.append(_field(b"\x12", scope.version.encode()))
+                    parts.append(delimited(b"\x12", scope.version.encode()))
                 self._attributes(parts, b"\x1a", scope.attributes)
                 body, schema = b"".join(parts), scope.schema_url or ""
-            cached = (scope, _field(b"\x0a", body), _field(b"\x1a", schema.encode()) if schema else b"")
+            cached = (scope, delimited(b"\x0a", body), delimited(b"\x1a", schema.encode()) if schema else b"")
             self._scopes[id(scope)] = cached
         return cached[1], cached[2]
 
@@ -311,7 +243,7 @@ class SpanEncoder:
                 if t is str or t is tuple:  # the SDK keeps sequences as tuples
                     kv = kv_cache.get((key, value))
                     if kv is None:
-                        kv = _lp(_key_value(key, value))
+                        kv = lp(key_value(key, value))
                         # Tuples only when all str: (k, (1,)) == (k, (True,)) must not share an entry.
                         if len(kv) <= _CACHED_KV_BYTES and (
                             t is str or all(type(v) is str or v is None for v in value)
@@ -324,13 +256,13 @@ class SpanEncoder:
                     if kf is None:
                         if len(key_cache) >= _CACHE_MAX:
                             key_cache.clear()
-                        kf = key_cache[key] = _field(b"\x0a", key.encode(errors="replace")) if key else b""
+                        kf = key_cache[key] = delimited(b"\x0a", key.encode(errors="replace")) if key else b""
                     if t is int:  # KeyValue.value (2) = AnyValue{int_value (3)}
                         kv = int_cache.get((key, value))  # ports, status codes, attempt numbers repeat
                         if kv is None:
-                            v = _VARINT1[value] if 0 <= value < 0x80 else _int64(value)
-                            body = kf + b"\x12" + _VARINT1[len(v) + 1] + b"\x18" + v
-                            kv = (_VARINT1[len(body)] if len(body) < 0x80 else _varint(len(body))) + body
+                            v = VARINT1[value] if 0 <= value < 0x80 else int64(value)
+                            body = kf + b"\x12" + VARINT1[len(v) + 1] + b"\x18" + v
+                            kv = (VARINT1[len(body)] if len(body) < 0x80 else varint(len(body))) + body
                             if len(int_cache) >= _INT_CACHE_MAX:
                                 int_cache.clear()
                             int_cache[(key, value)] = kv
@@ -338,12 +270,12 @@ class SpanEncoder:
                         out.append(kv)
                         continue
                     if t is float:
-                        body = kf + b"\x12\x09\x21" + _pack_double(value)
+                        body = kf + b"\x12\x09\x21" + pack_double(value)
                     elif t is bool:
                         body = kf + (b"\x12\x02\x10\x01" if value else b"\x12\x02\x10\x00")
                     else:
-                        body = kf + _field(b"\x12", _any_value(value))
-                    kv = (_VARINT1[len(body)] if len(body) < 0x80 else _varint(len(body))) + body
+                        body = kf + delimited(b"\x12", any_value(value))
+                    kv = (VARINT1[len(body)] if len(body) < 0x80 else varint(len(body))) + body
             except Exception as exc:  # as the SDK's encoder: drop the attribute, keep the span
                 log.warning("OTLP: attribute %r not encoded: %s", key, exc)
                 continue
@@ -371,7 +303,7 @@ class SpanEncoder:
         if encoded is None:
             if len(self._names) >= 1024:
                 self._names.clear()
-            encoded = self._names[name] = _lp(name.encode(errors="replace"))
+            encoded = self._names[name] = lp(name.encode(errors="replace"))
         return encoded
 
     def encode_span(self, span: ReadableSpan) -> bytes:
@@ -380,7 +312,7 @@ class SpanEncoder:
         parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
         trace_state = ctx.trace_state
         if trace_state:  # 3
-            parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
+            parts += (b"\x1a", lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
         parent = span.parent
         if parent is not None:  # 4
             parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
@@ -397,7 +329,7 @@ class SpanEncoder:
             parts.append(b"\x41" + _pack_fixed64(end))
         self._attributes(parts, b"\x4a", span.attributes)  # 9
         if dropped := span.dropped_attributes:  # 10
-            parts += (b"\x50", _varint(dropped))
+            parts += (b"\x50", varint(dropped))
         # The SDK's public views (copies: the escape hatch's path; the lean spans' is lean_span_field).
         if events := span.events:
             for event in events:  # 11: time 1, name 2, attributes 3, dropped 4
@@ -406,16 +338,16 @@ class SpanEncoder:
                     body += (b"\x12", self._name(event.name))
                 self._attributes(body, b"\x1a", event.attributes)
                 if dropped := event.dropped_attributes:
-                    body += (b"\x20", _varint(dropped))
-                parts += (b"\x5a", _lp(b"".join(body)))
+                    body += (b"\x20", varint(dropped))
+                parts += (b"\x5a", lp(b"".join(body)))
             if dropped := span.dropped_events:  # 12
-                parts += (b"\x60", _varint(dropped))
+                parts += (b"\x60", varint(dropped))
         if links := span.links:
             for link in links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
                 lctx = link.context
                 parts += (b"\x6a", self._link(lctx, link.attributes, link.dropped_attributes))
             if dropped := span.dropped_links:  # 14
-                parts += (b"\x70", _varint(dropped))
+                parts += (b"\x70", varint(dropped))
         if span.status is not None:  # 15
             parts.append(_status(span.status))
         parts.append(_FLAGS_REMOTE_PARENT if parent is not None and parent.is_remote else _FLAGS_LOCAL_PARENT)  # 16
@@ -426,14 +358,14 @@ class SpanEncoder:
         body = [b"\x0a\x10", lctx.trace_id.to_bytes(16, "big"), b"\x12\x08", lctx.span_id.to_bytes(8, "big")]
         self._attributes(body, b"\x22", attributes)
         if dropped:
-            body += (b"\x28", _varint(dropped))
-        body += (b"\x35", _pack_fixed32(0x300 if lctx.is_remote else 0x100))
-        return _lp(b"".join(body))
+            body += (b"\x28", varint(dropped))
+        body += (b"\x35", pack_fixed32(0x300 if lctx.is_remote else 0x100))
+        return lp(b"".join(body))
 
     def _rare_fields(self, parts: list[bytes], rare: Any) -> None:
         """Span fields 10 to 14 of a LeanSpan, from its ``_rare`` record."""
         if dropped := rare.dropped_attributes:  # 10
-            parts += (b"\x50", _varint(dropped))
+            parts += (b"\x50", varint(dropped))
         if events := rare.events:  # 11: time 1, name 2, attributes 3, dropped 4
             for name, attributes, timestamp, dropped in events:
                 body = [b"\x09", _pack_fixed64(timestamp)] if timestamp else []
@@ -441,15 +373,15 @@ class SpanEncoder:
                     body += (b"\x12", self._name(name))
                 self._attributes(body, b"\x1a", attributes)
                 if dropped:
-                    body += (b"\x20", _varint(dropped))
-                parts += (b"\x5a", _lp(b"".join(body)))
+                    body += (b"\x20", varint(dropped))
+                parts += (b"\x5a", lp(b"".join(body)))
         if dropped := rare.dropped_events:  # 12
-            parts += (b"\x60", _varint(dropped))
+            parts += (b"\x60", varint(dropped))
         if links := rare.links:  # 13: trace_id 1, span_id 2, attributes 4, dropped 5, flags 6
             for lctx, attributes, dropped in links:
                 parts += (b"\x6a", self._link(lctx, attributes, dropped))
         if dropped := rare.dropped_links:  # 14
-            parts += (b"\x70", _varint(dropped))
+            parts += (b"\x70", varint(dropped))
 
 
 def _status(status: Any) -> bytes:
@@ -460,14 +392,14 @@ def _status(status: Any) -> bytes:
     message = status.description
     if not message and code in (0, 1, 2):
         return (b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")[code]
-    body = _field(b"\x12", message.encode(errors="replace")) if message else b""
-    return b"\x7a" + _lp(body + (b"\x18" + _varint(code) if code else b""))
+    body = delimited(b"\x12", message.encode(errors="replace")) if message else b""
+    return b"\x7a" + lp(body + (b"\x18" + varint(code) if code else b""))
 
 
 def _ids_with_state(trace_id: int, span_id: int, trace_state: Any, parent: Any) -> bytes:
     """Span fields 1, 2, 3 (the trace state) and 4 (the parent's span id, if any)."""
     parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
-    parts += (b"\x1a", _lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
+    parts += (b"\x1a", lp(",".join([f"{k}={v}" for k, v in trace_state.items()]).encode()))
     if parent is not None:
         parts += (b"\x22\x08", parent[1].to_bytes(8, "big"))
     return b"".join(parts)
@@ -476,10 +408,10 @@ def _ids_with_state(trace_id: int, span_id: int, trace_state: Any, parent: Any) 
 def span_field_head(n: int) -> bytes:
     """The tag and length of a ScopeSpans.spans (2) field of ``n`` bytes."""
     if n < 0x80:
-        return b"\x12" + _VARINT1[n]
-    if n < 0x4000:  # most spans: a two-byte length, made here rather than by _varint
+        return b"\x12" + VARINT1[n]
+    if n < 0x4000:  # most spans: a two-byte length, made here rather than by varint
         return bytes((0x12, (n & 0x7F) | 0x80, n >> 7))
-    return b"\x12" + _varint(n)
+    return b"\x12" + varint(n)
 
 
 def _request(groups: Mapping[tuple[bytes, bytes], Mapping[tuple[bytes, bytes], Sequence[Buffer]]]) -> list[Buffer]:
@@ -494,9 +426,9 @@ def _request(groups: Mapping[tuple[bytes, bytes], Mapping[tuple[bytes, bytes], S
         size = len(resource_field) + len(resource_schema)
         for (scope_field, scope_schema), encoded in scopes.items():
             n = len(scope_field) + sum(map(len, encoded)) + len(scope_schema)
-            heads.append(b"\x12" + _varint(n))  # ResourceSpans.scope_spans (2)
+            heads.append(b"\x12" + varint(n))  # ResourceSpans.scope_spans (2)
             size += len(heads[-1]) + n
-        out += (b"\x0a", _varint(size), resource_field)  # ExportTraceServiceRequest.resource_spans (1)
+        out += (b"\x0a", varint(size), resource_field)  # ExportTraceServiceRequest.resource_spans (1)
         for head, ((scope_field, scope_schema), encoded) in zip(heads, scopes.items(), strict=True):
             out += (head, scope_field)
             out += encoded
@@ -508,43 +440,3 @@ def _request(groups: Mapping[tuple[bytes, bytes], Mapping[tuple[bytes, bytes], S
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """ExportTraceServiceRequest bytes for ``spans`` (a fresh encoder: no caches kept)."""
     return SpanEncoder().encode(spans)
-
-
-# ---------------------------------------------------------------------------
-# reading (the collector's partial-success reply)
-
-
-def decode_fields(data: bytes) -> dict[int, int | bytes]:
-    """A flat decode of one protobuf message: field number -> last value (varint or bytes)."""
-    out: dict[int, int | bytes] = {}
-    i, n = 0, len(data)
-    while i < n:
-        key, i = read_varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            out[number], i = read_varint(data, i)
-        elif wire == 2:
-            length, i = read_varint(data, i)
-            if i + length > n:
-                raise ValueError("truncated")
-            out[number], i = data[i : i + length], i + length
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise ValueError(f"wire type {wire}")
-    return out
-
-
-def read_varint(data: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = data[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")

@@ -34,8 +34,9 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from proxy.telemetry.otlp_encode import Buffer, SpanEncoder, decode_fields
+from proxy.telemetry.otlp_encode import Buffer, SpanEncoder
 from proxy.telemetry.otlp_http import Connection, request_head
+from proxy.telemetry.otlp_wire import decode_fields
 from shared.scrub import parse_otlp_headers
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.telemetry.metrics import COUNTER, GAUGE, HISTOGRAM, Collected, Registry, flatten
-from proxy.telemetry.otlp_encode import _field, _key_value, _lp
+from proxy.telemetry.otlp_wire import delimited, key_value, lp
 from proxy.telemetry.sampling import LeanResource, LeanScope
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ _CUMULATIVE = b"\x10\x02"  # aggregation_temporality (2) = AGGREGATION_TEMPORALI
 
 
 def _attributes(names: Any, key: Any, tag: bytes) -> bytes:
-    return b"".join([tag + _lp(_key_value(n, v)) for n, v in flatten(names, key)])
+    return b"".join([tag + lp(key_value(n, v)) for n, v in flatten(names, key)])
 
 
 def _number_point(names: Any, key: Any, value: float, start: bytes, now: bytes) -> bytes:
@@ -66,8 +66,8 @@ def _histogram_point(
             _fixed64(int(point[0])),
             b"\x29",
             _double(float(point[1])),
-            _field(b"\x32", buckets),
-            _field(b"\x3a", explicit) if bounds else b"",
+            delimited(b"\x32", buckets),
+            delimited(b"\x3a", explicit) if bounds else b"",
             _attributes(names, key, b"\x4a"),
             b"\x59",
             _double(float(point[2])),
@@ -89,29 +89,29 @@ def encode_metrics(collected: Collected, *, resource: LeanResource, scope: LeanS
         count += len(points)
         if instrument.kind == HISTOGRAM:
             bounds = instrument.bounds  # type: ignore[attr-defined]
-            body = b"".join([b"\x0a" + _lp(_histogram_point(names, k, p, bounds, start, now)) for k, p in points])
-            data = _field(b"\x4a", body + _CUMULATIVE)  # Metric.histogram (9)
+            body = b"".join([b"\x0a" + lp(_histogram_point(names, k, p, bounds, start, now)) for k, p in points])
+            data = delimited(b"\x4a", body + _CUMULATIVE)  # Metric.histogram (9)
         else:
-            body = b"".join([b"\x0a" + _lp(_number_point(names, k, v, start, now)) for k, v in points])
+            body = b"".join([b"\x0a" + lp(_number_point(names, k, v, start, now)) for k, v in points])
             if instrument.kind == COUNTER:  # Metric.sum (7), is_monotonic (3)
-                data = _field(b"\x3a", body + _CUMULATIVE + b"\x18\x01")
+                data = delimited(b"\x3a", body + _CUMULATIVE + b"\x18\x01")
             elif instrument.kind == GAUGE:  # Metric.gauge (5)
-                data = _field(b"\x2a", body)
+                data = delimited(b"\x2a", body)
             else:
                 raise ValueError(f"unknown instrument kind {instrument.kind!r}")
-        header = _field(b"\x0a", instrument.name.encode())
+        header = delimited(b"\x0a", instrument.name.encode())
         if instrument.description:
-            header += _field(b"\x12", instrument.description.encode())
+            header += delimited(b"\x12", instrument.description.encode())
         if instrument.unit:
-            header += _field(b"\x1a", instrument.unit.encode())
-        metrics.append(b"\x12" + _lp(header + data))  # ScopeMetrics.metrics (2)
-    scope_body = _field(b"\x0a", scope.name.encode()) if scope.name else b""
+            header += delimited(b"\x1a", instrument.unit.encode())
+        metrics.append(b"\x12" + lp(header + data))  # ScopeMetrics.metrics (2)
+    scope_body = delimited(b"\x0a", scope.name.encode()) if scope.name else b""
     if scope.version:
-        scope_body += _field(b"\x12", scope.version.encode())
-    scope_metrics = _field(b"\x0a", scope_body) + b"".join(metrics)  # ScopeMetrics.scope (1)
-    resource_body = b"".join([b"\x0a" + _lp(_key_value(k, v)) for k, v in resource.attributes.items()])
-    resource_metrics = _field(b"\x0a", resource_body) + _field(b"\x12", scope_metrics)
-    return _field(b"\x0a", resource_metrics), count
+        scope_body += delimited(b"\x12", scope.version.encode())
+    scope_metrics = delimited(b"\x0a", scope_body) + b"".join(metrics)  # ScopeMetrics.scope (1)
+    resource_body = b"".join([b"\x0a" + lp(key_value(k, v)) for k, v in resource.attributes.items()])
+    resource_metrics = delimited(b"\x0a", resource_body) + delimited(b"\x12", scope_metrics)
+    return delimited(b"\x0a", resource_metrics), count
 
 
 def metrics_endpoint(environ: Mapping[str, str]) -> str | None:

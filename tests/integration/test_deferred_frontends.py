@@ -25,7 +25,11 @@ import anthropic
 from tests.integration.sidecar import SidecarProcess
 from tests.integration.test_sidecar_footprint import _openai_only, _with_claude
 
-ANTHROPIC_FRONTEND = ("proxy.frontends.anthropic_messages", "proxy.frontends.anthropic_stream")
+ANTHROPIC_FRONTEND = (
+    "proxy.frontends.anthropic_messages",
+    "proxy.frontends.anthropic_render",
+    "proxy.frontends.anthropic_stream",
+)
 RESPONSES_FRONTEND = (
     "proxy.frontends.openai_responses",
     "proxy.frontends.openai_responses_request",
