@@ -99,7 +99,7 @@ class Histogram(Instrument):
             pending = self.series(key)
         pending.append(value)
         if len(pending) >= FOLD_AT:
-            fold(pending, self.bounds)
+            fold(pending)
 
     def series(self, key: Labels) -> Pending:
         """The series' pending values, for a caller that appends its measurements there itself (and
@@ -108,13 +108,14 @@ class Histogram(Instrument):
         pending = self.pending.get(key)
         if pending is None:
             pending = self.pending[key] = Pending()
+            pending.bounds = self.bounds
             pending.point = self.data[key] = [0, 0.0, 0.0, 0.0] + [0] * (len(self.bounds) + 1)
         return pending
 
     def points(self) -> list[tuple[Labels, Any]]:
         for pending in self.pending.values():
             if pending:
-                fold(pending, self.bounds)
+                fold(pending)
         return [(key, point[:]) for key, point in self.data.items() if point[0]]
 
 
@@ -126,7 +127,8 @@ FOLD_AT = 16
 class Pending(list):  # type: ignore[type-arg]
     """A histogram series' measurements not yet folded into its `point` (see Histogram)."""
 
-    __slots__ = ("point",)
+    __slots__ = ("bounds", "point")
+    bounds: tuple[float, ...]  # its histogram's
     point: list[float]
 
 
@@ -159,13 +161,13 @@ def observe(point: list[float], bounds: tuple[float, ...], value: float) -> None
 _NUMBERS = frozenset({float, int})
 
 
-def fold(values: Pending, bounds: tuple[float, ...]) -> None:
+def fold(values: Pending) -> None:
     """Fold `values` into their point and empty them: the point `observe` would make of them one by
     one, in a few C calls when all are finite numbers (min and max are the first of their equals, as
     there; the sum is added in the same order), by `observe` itself otherwise."""
-    if values and not _fold_numbers(values.point, bounds, values):
+    if values and not _fold_numbers(values.point, values.bounds, values):
         for value in values:
-            observe(values.point, bounds, value)
+            observe(values.point, values.bounds, value)
     values.clear()
 
 

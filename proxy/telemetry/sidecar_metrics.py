@@ -455,16 +455,9 @@ class _Series:
         self.attempt: Pending | None = None
 
     def fold(self) -> None:
-        for pending, bounds in (
-            (self.duration, DURATION_BUCKETS),
-            (self.attempt, DURATION_BUCKETS),
-            (self.tokens_in, TOKEN_BUCKETS),
-            (self.tokens_out, TOKEN_BUCKETS),
-            (self.tokens_cached, TOKEN_BUCKETS),
-            (self.ttft, TTFT_BUCKETS),
-        ):
+        for pending in (self.duration, self.attempt, self.tokens_in, self.tokens_out, self.tokens_cached, self.ttft):
             if pending:
-                fold(pending, bounds)
+                fold(pending)
 
 
 def telemetry_drops(
